@@ -1,0 +1,62 @@
+"""What kind of access asks for a translation (ASL AccessDescriptor, reduced).
+
+ASL: AccessDescriptor, CreateAccDescGPR, CreateAccDescIFetch, CreateAccDescAT,
+CreateAccDescTTEUpdate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class AccessType(Enum):
+    """ASL AccessType: the kinds of access the model distinguishes."""
+
+    GPR = "GPR"          # an ordinary load or store
+    IFETCH = "IFETCH"    # an instruction fetch
+    AT = "AT"            # an address translation instruction
+    DC = "DC"            # a data cache maintenance instruction
+    TTW = "TTW"          # a translation table walk (stage-2 lookup of a stage-1 table)
+
+
+@dataclass(frozen=True)
+class AccessDescriptor:
+    """The access being translated.
+
+    el: the Exception level whose permissions apply (0 for EL0 and for AT S1E0*).
+    pan: the PAN check is in force (PSTATE.PAN=1 for a load/store, or AT S1E1RP/WP
+    executed with PSTATE.PAN=1).
+    """
+
+    acctype: AccessType
+    el: int
+    write: bool = False
+    pan: bool = False
+
+    def is_ifetch(self) -> bool:
+        """Return whether this is an instruction fetch."""
+        return self.acctype is AccessType.IFETCH
+
+    def is_cache_maintenance_or_at(self) -> bool:
+        """Return whether faults of this access report ESR_ELx.CM=1."""
+        return self.acctype in (AccessType.AT, AccessType.DC)
+
+    def is_read(self) -> bool:
+        """Return whether this is a data read."""
+        return not self.write and not self.is_ifetch()
+
+
+def acc_gpr(el: int, write: bool, pan: bool = False) -> AccessDescriptor:
+    """Return a load (write=False) or store at el (ASL CreateAccDescGPR)."""
+    return AccessDescriptor(AccessType.GPR, el, write, pan)
+
+
+def acc_ifetch(el: int) -> AccessDescriptor:
+    """Return an instruction fetch at el (ASL CreateAccDescIFetch)."""
+    return AccessDescriptor(AccessType.IFETCH, el)
+
+
+def acc_at(el: int, write: bool, pan: bool = False) -> AccessDescriptor:
+    """Return the access of an AT instruction (ASL CreateAccDescAT)."""
+    return AccessDescriptor(AccessType.AT, el, write, pan)

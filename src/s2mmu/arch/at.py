@@ -1,0 +1,152 @@
+"""Address translation instructions: AT S1E0R ... S12E1W, and the PAR_EL1 they produce.
+
+ASL: AArch64.AT (the AT S1Exx/S12Exx instruction bodies), AArch64.EncodePAR,
+AArch64.PARFault. A stage-2 fault on the stage-1 walk of an AT executed at EL1 is not
+reported in PAR_EL1: it is taken to EL2 as a Data Abort (ESR CM=1, WnR=1, S1PTW=1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from s2mmu.arch.access import AccessDescriptor, acc_at
+from s2mmu.arch.attrs import par_attr, par_sh
+from s2mmu.arch.bits import bits
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.faults import FaultRecord, esr_abort, esr_undefined, hpfar, par_fault
+from s2mmu.arch.state import Regime, SysRegs
+from s2mmu.arch.translate import AddressDescriptor, Env, full_translate
+from s2mmu.arch.walk import WalkStep
+
+
+class AtOp(Enum):
+    """The AT operations: (stage, EL whose permissions apply, write, PAN-aware)."""
+
+    S1E0R = (1, 0, False, False)
+    S1E0W = (1, 0, True, False)
+    S1E1R = (1, 1, False, False)
+    S1E1W = (1, 1, True, False)
+    S1E1RP = (1, 1, False, True)
+    S1E1WP = (1, 1, True, True)
+    S1E2R = (1, 2, False, False)
+    S1E2W = (1, 2, True, False)
+    S12E0R = (12, 0, False, False)
+    S12E0W = (12, 0, True, False)
+    S12E1R = (12, 1, False, False)
+    S12E1W = (12, 1, True, False)
+
+    @property
+    def stage(self) -> int:
+        return self.value[0]
+
+    @property
+    def el(self) -> int:
+        return self.value[1]
+
+    @property
+    def write(self) -> bool:
+        return self.value[2]
+
+    @property
+    def pan_aware(self) -> bool:
+        return self.value[3]
+
+    @classmethod
+    def parse(cls, name: str) -> AtOp:
+        """Return the op called name (case-insensitive, 'AT ' prefix allowed)."""
+        key = name.strip().upper().removeprefix("AT ").strip()
+        try:
+            return cls[key]
+        except KeyError:
+            raise InputError(f"unknown AT operation {name!r} (known: "
+                             f"{', '.join(op.name for op in cls)})") from None
+
+
+@dataclass(frozen=True)
+class ParResult:
+    """The AT instruction completed: PAR_EL1 holds the result (or the fault)."""
+
+    par: int
+    result: AddressDescriptor | FaultRecord
+
+
+@dataclass(frozen=True)
+class AtException:
+    """The AT instruction itself took an exception."""
+
+    taken_to: int
+    esr: int
+    far: int | None = None
+    hpfar: int | None = None
+    fault: FaultRecord | None = None
+    reason: str = ""
+
+
+AtResult = ParResult | AtException
+
+
+def at_undefined_reason(op: AtOp, el: int, env: Env) -> str:
+    """Return why op is UNDEFINED when executed at el, or "".
+
+    AT S1E2* and S12E* need EL2 or EL3; S1E1RP/WP need FEAT_PAN2; nothing runs at EL0.
+    """
+    if el == 0:
+        return "AT instructions are UNDEFINED at EL0"
+    if el == 1 and (op.stage == 12 or op.el == 2):
+        return f"AT {op.name} is UNDEFINED at EL1"
+    if op.pan_aware and not env.fs.has("FEAT_PAN2"):
+        return f"AT {op.name} needs FEAT_PAN2"
+    return ""
+
+
+def at_regime(op: AtOp, regs: SysRegs) -> tuple[Regime, int]:
+    """Return the regime and the permission-checking EL of op (ASL AArch64.AT).
+
+    With HCR_EL2.{E2H,TGE}={1,1}, AT S1E1* and S1E0* translate in the EL2&0 regime
+    (S1E1* checked as EL2); AT S1E2* translate in EL2&0 when E2H=1.
+    """
+    host = regs.e2h() and regs.tge()
+    if op.el == 2:
+        return (Regime.EL20 if regs.e2h() else Regime.EL2), 2
+    if host:
+        return Regime.EL20, (2 if op.el == 1 else 0)
+    return Regime.EL10, op.el
+
+
+def execute_at(op: AtOp, va: int, el: int, pan: bool, regs: SysRegs, env: Env,
+               trace: list[WalkStep] | None = None) -> AtResult:
+    """Execute AT op on va from el with PSTATE.PAN=pan; return PAR_EL1 or the exception."""
+    undef = at_undefined_reason(op, el, env)
+    if undef:
+        return AtException(el, esr_undefined(), reason=undef)
+    regime, perm_el = at_regime(op, regs)
+    access = acc_at(perm_el, op.write, pan=op.pan_aware and pan)
+    got = full_translate(regs, regime, va, access, env, stage1_only=op.stage == 1, trace=trace)
+    if isinstance(got, FaultRecord) and el == 1 and got.secondstage:
+        return stage2_exception(got, va)
+    return ParResult(encode_par(got, env), got)
+
+
+def stage2_exception(fault: FaultRecord, va: int) -> AtException:
+    """Return the Data Abort to EL2 for a stage-2 fault during an AT executed at EL1."""
+    ipa = fault.ipaddress or 0
+    return AtException(2, esr_abort(fault, same_el=False), far=va, hpfar=hpfar(ipa),
+                       fault=fault, reason=fault.reason)
+
+
+def encode_par(result: AddressDescriptor | FaultRecord, env: Env) -> int:
+    """Return PAR_EL1 for a translation result (ASL AArch64.EncodePAR / PARFault)."""
+    if isinstance(result, FaultRecord):
+        return par_fault(result, env.choices.par_res1_bit11)
+    par = bits(result.paddress, 51, 12) << 12
+    par |= par_attr(result.memattrs) << 56
+    par |= par_sh(result.memattrs) << 7
+    par |= int(env.choices.par_ns_nonsecure) << 9
+    par |= int(env.choices.par_res1_bit11) << 11
+    return par
+
+
+def access_for(op: AtOp, pan: bool) -> AccessDescriptor:
+    """Return the access descriptor op uses (for callers that translate directly)."""
+    return acc_at(op.el, op.write, pan=op.pan_aware and pan)

@@ -1,0 +1,220 @@
+"""AT case files (shared/formats/at-case.md): parse, run on the model, emit the answer.
+
+The same file is fed to s2mmu and to QEMU; the two answers are compared bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from s2mmu.arch.at import AtException, AtOp, ParResult, execute_at
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.features import FeatureSet, qemu_7_2_max
+from s2mmu.arch.memory import PA_LIMIT, PhysMem
+from s2mmu.arch.state import SysRegs
+from s2mmu.arch.translate import Env
+
+EL_NAMES = {"EL1": 1, "EL2": 2, "EL3": 3}
+
+
+def parse_int(value: Any, where: str) -> int:
+    """Return value as an int: a JSON number, or a string "0x..."/"123" with '_' allowed."""
+    if isinstance(value, bool):
+        raise InputError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        try:
+            return int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+        except ValueError:
+            pass
+    raise InputError(f"{where}: expected an integer (number, \"0x...\" or \"123\"), got {value!r}")
+
+
+def parse_el(value: Any, where: str) -> int:
+    """Return an exception level from "EL1"/"EL2"/"EL3"."""
+    if isinstance(value, str) and value.upper() in EL_NAMES:
+        return EL_NAMES[value.upper()]
+    raise InputError(f"{where}: el must be EL1, EL2 or EL3, got {value!r}")
+
+
+def parse_pan(value: Any, where: str) -> bool:
+    """Return PSTATE.PAN from 0/1 (or a boolean)."""
+    v = int(value) if isinstance(value, bool) else parse_int(value, where)
+    if v not in (0, 1):
+        raise InputError(f"{where}: pan must be 0 or 1, got {value!r}")
+    return bool(v)
+
+
+@dataclass(frozen=True)
+class AtOpSpec:
+    """One AT operation of a case."""
+
+    op: AtOp
+    va: int
+    el: int
+    pan: bool
+
+
+@dataclass(frozen=True)
+class MemChunk:
+    """Bytes placed in physical memory before the case runs."""
+
+    pa: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class AtCase:
+    """A machine state and the AT operations to run on it."""
+
+    name: str
+    regs: SysRegs
+    memory: tuple[MemChunk, ...]
+    ops: tuple[AtOpSpec, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _parse_memory(items: Any, where: str) -> tuple[MemChunk, ...]:
+    if not isinstance(items, list):
+        raise InputError(f"{where}.memory: expected a list, got {type(items).__name__}")
+    out = []
+    for i, item in enumerate(items):
+        w = f"{where}.memory[{i}]"
+        if not isinstance(item, dict) or "pa" not in item:
+            raise InputError(f"{w}: expected an object with 'pa' and 'words' or 'bytes'")
+        pa = parse_int(item["pa"], f"{w}.pa")
+        if "words" in item:
+            words = item["words"]
+            if not isinstance(words, list):
+                raise InputError(f"{w}.words: expected a list")
+            data = b"".join(parse_int(x, f"{w}.words[{j}]").to_bytes(8, "little")
+                            for j, x in enumerate(words))
+        elif "bytes" in item:
+            data = _parse_bytes(item["bytes"], f"{w}.bytes")
+        else:
+            raise InputError(f"{w}: needs 'words' or 'bytes'")
+        if pa < 0 or pa + len(data) > PA_LIMIT:
+            raise InputError(f"{w}: pa {pa:#x} (+{len(data)} bytes) is outside the 52-bit PA space")
+        out.append(MemChunk(pa, data))
+    return tuple(out)
+
+
+def _parse_bytes(value: Any, where: str) -> bytes:
+    if isinstance(value, str):
+        try:
+            return bytes.fromhex(value.replace(" ", "").replace("_", ""))
+        except ValueError:
+            raise InputError(f"{where}: not a hex string") from None
+    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+        return bytes(value)
+    raise InputError(f"{where}: expected a hex string or a list of byte values")
+
+
+def _parse_op(item: Any, where: str, el: int, pan: bool) -> AtOpSpec:
+    if isinstance(item, list):
+        if len(item) != 2:
+            raise InputError(f"{where}: a list op is [\"OP\", va]")
+        item = {"op": item[0], "va": item[1]}
+    if not isinstance(item, dict) or "op" not in item or "va" not in item:
+        raise InputError(f"{where}: expected an object with 'op' and 'va'")
+    if not isinstance(item["op"], str):
+        raise InputError(f"{where}.op: expected a string")
+    va = parse_int(item["va"], f"{where}.va")
+    if not 0 <= va < 1 << 64:
+        raise InputError(f"{where}.va: {va:#x} is not a 64-bit address")
+    return AtOpSpec(
+        AtOp.parse(item["op"]), va,
+        parse_el(item["el"], f"{where}.el") if "el" in item else el,
+        parse_pan(item["pan"], f"{where}.pan") if "pan" in item else pan)
+
+
+def parse_case(obj: Any, where: str = "case") -> AtCase:
+    """Return the AtCase of one case object."""
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected an object, got {type(obj).__name__}")
+    name = str(obj.get("name", where))
+    where = f"case {name!r}"
+    el = parse_el(obj.get("el", "EL2"), f"{where}.el")
+    pan = parse_pan(obj.get("pan", 0), f"{where}.pan")
+    regs_in = obj.get("regs", {})
+    if not isinstance(regs_in, dict):
+        raise InputError(f"{where}.regs: expected an object")
+    values = {k: parse_int(v, f"{where}.regs.{k}") for k, v in regs_in.items()}
+    if "HCR_EL2" in values:
+        values["HCR_EL2"] |= 1 << 31  # HCR_EL2.RW is always 1 (AArch64 EL1)
+    regs = SysRegs.from_mapping(values)
+    ops_in = obj.get("ops", [])
+    if not isinstance(ops_in, list):
+        raise InputError(f"{where}.ops: expected a list")
+    ops = tuple(_parse_op(o, f"{where}.ops[{i}]", el, pan) for i, o in enumerate(ops_in))
+    memory = _parse_memory(obj.get("memory", []), where)
+    extra = {k: v for k, v in obj.items() if k not in ("name", "el", "pan", "regs", "memory", "ops")}
+    return AtCase(name, regs, memory, ops, extra)
+
+
+def parse_cases(obj: Any) -> list[AtCase]:
+    """Return the cases of a file: one case, a list of cases, or {"cases": [...]}."""
+    if isinstance(obj, dict) and "cases" in obj:
+        obj = obj["cases"]
+    if isinstance(obj, dict):
+        return [parse_case(obj)]
+    if isinstance(obj, list):
+        return [parse_case(c, f"cases[{i}]") for i, c in enumerate(obj)]
+    raise InputError(f"an AT case file holds an object or a list, got {type(obj).__name__}")
+
+
+def load_memory(case: AtCase) -> PhysMem:
+    """Return a physical memory holding the case's memory chunks."""
+    mem = PhysMem()
+    for chunk in case.memory:
+        mem.write_bytes(chunk.pa, chunk.data)
+    return mem
+
+
+def hx(v: int) -> str:
+    """Return v as the format's plain hex string."""
+    return f"{v:#x}"
+
+
+def op_result_json(spec: AtOpSpec, result: ParResult | AtException) -> dict[str, Any]:
+    """Return one op's output object in the at-case.md format."""
+    out: dict[str, Any] = {"op": spec.op.name, "va": hx(spec.va), "el": f"EL{spec.el}",
+                           "pan": int(spec.pan)}
+    if isinstance(result, ParResult):
+        out.update(outcome="par", PAR_EL1=f"{result.par:#018x}")
+        return out
+    out.update(outcome="exception", taken_to=f"EL{result.taken_to}", ESR=hx(result.esr))
+    if result.far is not None:
+        out["FAR"] = hx(result.far)
+    if result.hpfar is not None:
+        out["HPFAR_EL2"] = hx(result.hpfar)
+    return out
+
+
+def run_case_detailed(case: AtCase, features: FeatureSet | None = None
+                      ) -> tuple[list[ParResult | AtException], PhysMem]:
+    """Run every op of case in order on one memory; return the results and the memory."""
+    mem = load_memory(case)
+    env = Env(mem, features or qemu_7_2_max())
+    results: list[ParResult | AtException] = [
+        execute_at(spec.op, spec.va, spec.el, spec.pan, case.regs, env) for spec in case.ops]
+    return results, mem
+
+
+def run_case(case: AtCase, features: FeatureSet | None = None) -> dict[str, Any]:
+    """Run case on the model and return its output object (at-case.md)."""
+    results, mem = run_case_detailed(case, features)
+    return {
+        "name": case.name,
+        "ops": [op_result_json(s, r) for s, r in zip(case.ops, results, strict=True)],
+        "memory_changes": [{"pa": hx(w.pa), "before": hx(w.before), "after": hx(w.after)}
+                           for w in mem.hw_writes],
+    }
+
+
+def run_cases(obj: Any, features: FeatureSet | None = None) -> dict[str, Any]:
+    """Parse a case file's JSON and return {"cases": [...]} with the model's answers."""
+    return {"cases": [run_case(c, features) for c in parse_cases(obj)]}

@@ -1,0 +1,253 @@
+"""Memory attributes: MAIR decoding, stage-2 MemAttr, and their combination.
+
+ASL: MemoryAttributes, MemAttrHints, AArch64.S1AttrDecode, S2MemAttrDecode,
+AArch64.S2ApplyFWBMemAttrs, S2CombineS1MemAttrs, S2CombineS1Device,
+S2CombineS1AttrHints, S2CombineS1Shareability, AArch64.S1DisabledOutput,
+ReportedPARAttrs, ReportedPARShareability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from s2mmu.arch.bits import bits
+
+
+class MemType(Enum):
+    """Normal or Device memory."""
+
+    NORMAL = "Normal"
+    DEVICE = "Device"
+
+
+class DeviceType(Enum):
+    """Device memory types, weakest last; the value is the 2-bit encoding."""
+
+    nGnRnE = 0
+    nGnRE = 1
+    nGRE = 2
+    GRE = 3
+
+
+class Cacheability(Enum):
+    """Cacheability of one cache level (ASL MemAttr_NC/WT/WB); value orders strength."""
+
+    NC = 0
+    WT = 1
+    WB = 2
+
+
+class Shareability(Enum):
+    """Shareability domain; the value is the SH field encoding."""
+
+    NSH = 0
+    OSH = 2
+    ISH = 3
+
+
+@dataclass(frozen=True)
+class CacheHints:
+    """ASL MemAttrHints: cacheability and allocation hints of one cache level."""
+
+    attrs: Cacheability
+    ra: bool = False
+    wa: bool = False
+    transient: bool = False
+
+
+NC = CacheHints(Cacheability.NC)
+WB_RAWA = CacheHints(Cacheability.WB, True, True)
+
+
+@dataclass(frozen=True)
+class MemoryAttributes:
+    """ASL MemoryAttributes (the parts PAR_EL1 reports)."""
+
+    memtype: MemType
+    device: DeviceType = DeviceType.nGnRnE
+    inner: CacheHints = NC
+    outer: CacheHints = NC
+    shareability: Shareability = Shareability.OSH
+    tagged: bool = False
+
+    def describe(self) -> str:
+        """Return a short human description, e.g. 'Normal iWB-RAWA oWB-RAWA ISH'."""
+        if self.memtype is MemType.DEVICE:
+            return f"Device-{self.device.name}"
+        return (f"Normal i{_hint_name(self.inner)} o{_hint_name(self.outer)} "
+                f"{self.shareability.name}")
+
+
+def _hint_name(h: CacheHints) -> str:
+    if h.attrs is Cacheability.NC:
+        return "NC"
+    alloc = ("RA" if h.ra else "") + ("WA" if h.wa else "")
+    return h.attrs.name + ("-" + alloc if alloc else "") + ("-T" if h.transient else "")
+
+
+DEVICE_nGnRnE = MemoryAttributes(MemType.DEVICE, DeviceType.nGnRnE)
+
+
+def decode_cache_nibble(n: int) -> CacheHints:
+    """Decode a MAIR Normal-memory nibble (outer bits[7:4] or inner bits[3:0]).
+
+    0b00RW (RW != 00) WT transient; 0b0100 NC; 0b01RW (RW != 00) WB transient;
+    0b10RW WT non-transient; 0b11RW WB non-transient.
+    """
+    r, w = bool(n & 0b10), bool(n & 0b01)
+    if n == 0b0100:
+        return NC
+    top = n >> 2
+    if top == 0b00:
+        return CacheHints(Cacheability.WT, r, w, transient=True)
+    if top == 0b01:
+        return CacheHints(Cacheability.WB, r, w, transient=True)
+    if top == 0b10:
+        return CacheHints(Cacheability.WT, r, w)
+    return CacheHints(Cacheability.WB, r, w)
+
+
+def s1_attr_decode(mair: int, attrindx: int, sh: int) -> MemoryAttributes:
+    """Decode MAIR_ELx.Attr<attrindx> with the descriptor's SH (ASL AArch64.S1AttrDecode).
+
+    Device memory is reported Outer Shareable. An attribute 0b0000xxxx with xxxx not
+    of the form dd00 is UNPREDICTABLE; the model treats it as Device-dd (as QEMU does).
+    """
+    attr = bits(mair, 8 * attrindx + 7, 8 * attrindx)
+    if attr >> 4 == 0:
+        return MemoryAttributes(MemType.DEVICE, DeviceType(bits(attr, 3, 2)))
+    outer = decode_cache_nibble(attr >> 4)
+    inner_nib = attr & 0xF
+    inner = decode_cache_nibble(inner_nib) if inner_nib else NC
+    tagged = attr == 0xF0
+    if tagged:
+        outer = inner = WB_RAWA
+    return normalise_shareability(MemoryAttributes(
+        MemType.NORMAL, inner=inner, outer=outer, shareability=_sh(sh), tagged=tagged))
+
+
+def _sh(sh: int) -> Shareability:
+    # SH=0b01 is reserved: CONSTRAINED UNPREDICTABLE, treated as Non-shareable... the
+    # model follows QEMU, which reports it as is; keep NSH for the enum.
+    return {0: Shareability.NSH, 2: Shareability.OSH, 3: Shareability.ISH}.get(sh, Shareability.NSH)
+
+
+def normalise_shareability(m: MemoryAttributes) -> MemoryAttributes:
+    """Return m with Device and Normal inner+outer NC memory made Outer Shareable."""
+    if m.memtype is MemType.DEVICE or (m.inner.attrs is Cacheability.NC
+                                       and m.outer.attrs is Cacheability.NC):
+        return replace(m, shareability=Shareability.OSH)
+    return m
+
+
+def s2_memattr_decode(memattr: int, sh: int) -> MemoryAttributes:
+    """Decode stage-2 MemAttr[3:0] without FWB (ASL S2MemAttrDecode).
+
+    MemAttr[3:2] is the outer (00 Device), MemAttr[1:0] the inner cacheability
+    (01 NC, 10 WT, 11 WB); stage 2 has no allocation hints of its own.
+    """
+    if bits(memattr, 3, 2) == 0:
+        return MemoryAttributes(MemType.DEVICE, DeviceType(bits(memattr, 1, 0)))
+    def level(v: int) -> CacheHints:
+        return {1: NC, 2: CacheHints(Cacheability.WT, True, True),
+                3: CacheHints(Cacheability.WB, True, True)}.get(v, NC)
+    return normalise_shareability(MemoryAttributes(
+        MemType.NORMAL, inner=level(bits(memattr, 1, 0)), outer=level(bits(memattr, 3, 2)),
+        shareability=_sh(sh)))
+
+
+def combine_device(d1: DeviceType, d2: DeviceType) -> DeviceType:
+    """Return the more restrictive of two Device types (ASL S2CombineS1Device)."""
+    return d1 if d1.value < d2.value else d2
+
+
+def combine_hints(s1: CacheHints, s2: CacheHints) -> CacheHints:
+    """Return the combined cacheability: the weaker (less cacheable) wins.
+
+    ASL S2CombineS1AttrHints: allocation and transient hints come from stage 1
+    when the result is cacheable.
+    """
+    if s1.attrs is Cacheability.NC or s2.attrs is Cacheability.NC:
+        return NC
+    if s1.attrs is Cacheability.WT or s2.attrs is Cacheability.WT:
+        return CacheHints(Cacheability.WT, s1.ra, s1.wa, s1.transient)
+    return s1
+
+
+def combine_shareability(s1: Shareability, s2: Shareability) -> Shareability:
+    """Return the more shareable of two domains (ASL S2CombineS1Shareability)."""
+    order = [Shareability.NSH, Shareability.ISH, Shareability.OSH]
+    return max(s1, s2, key=order.index)
+
+
+def s2_combine_s1(s1: MemoryAttributes, s2: MemoryAttributes) -> MemoryAttributes:
+    """Combine stage-1 and stage-2 attributes without FWB (ASL S2CombineS1MemAttrs)."""
+    if s1.memtype is MemType.DEVICE and s2.memtype is MemType.DEVICE:
+        return MemoryAttributes(MemType.DEVICE, combine_device(s1.device, s2.device))
+    if s1.memtype is MemType.DEVICE:
+        return s1
+    if s2.memtype is MemType.DEVICE:
+        return s2
+    return normalise_shareability(MemoryAttributes(
+        MemType.NORMAL, inner=combine_hints(s1.inner, s2.inner),
+        outer=combine_hints(s1.outer, s2.outer),
+        shareability=combine_shareability(s1.shareability, s2.shareability),
+        tagged=s1.tagged and s2.memtype is MemType.NORMAL))
+
+
+def s2_apply_fwb(s1: MemoryAttributes, memattr: int, sh: int) -> MemoryAttributes:
+    """Combine stage-1 attributes with a stage-2 MemAttr under FWB (ASL AArch64.S2ApplyFWBMemAttrs).
+
+    MemAttr[2]=0: Device, type MemAttr[1:0] (the more restrictive of it and a stage-1
+    Device type). 0b100: Normal Non-cacheable (stage-1 Device stays Device).
+    0b101: stage-1 attributes. 0b110: Normal Write-Back (stage-1 Device stays Device;
+    hints from stage 1 when it is WB, else RA WA). 0b111: Normal Write-Back, forced even
+    over stage-1 Device.
+    """
+    shs2 = _sh(sh)
+    if not bits(memattr, 2, 2):
+        dev = DeviceType(bits(memattr, 1, 0))
+        if s1.memtype is MemType.DEVICE:
+            dev = combine_device(s1.device, dev)
+        return MemoryAttributes(MemType.DEVICE, dev)
+    low = bits(memattr, 1, 0)
+    if low == 0b01:
+        return s1 if s1.memtype is MemType.DEVICE else normalise_shareability(
+            replace(s1, shareability=combine_shareability(s1.shareability, shs2)))
+    if s1.memtype is MemType.DEVICE and low != 0b11:
+        return s1
+    if low == 0b00:
+        return normalise_shareability(MemoryAttributes(MemType.NORMAL, shareability=shs2))
+    def wb(h: CacheHints) -> CacheHints:
+        return h if h.attrs is Cacheability.WB else WB_RAWA
+    if s1.memtype is MemType.DEVICE:
+        return MemoryAttributes(MemType.NORMAL, inner=WB_RAWA, outer=WB_RAWA,
+                                shareability=shs2)
+    return MemoryAttributes(MemType.NORMAL, inner=wb(s1.inner), outer=wb(s1.outer),
+                            shareability=combine_shareability(s1.shareability, shs2),
+                            tagged=s1.tagged)
+
+
+def encode_cache_nibble(h: CacheHints) -> int:
+    """Return the MAIR-style nibble of one cache level (inverse of decode_cache_nibble)."""
+    if h.attrs is Cacheability.NC:
+        return 0b0100
+    rw = (int(h.ra) << 1) | int(h.wa)
+    if h.transient and rw:
+        return (0b00 if h.attrs is Cacheability.WT else 0b01) << 2 | rw
+    return (0b10 if h.attrs is Cacheability.WT else 0b11) << 2 | rw
+
+
+def par_attr(m: MemoryAttributes) -> int:
+    """Return PAR_EL1.ATTR for m (ASL ReportedPARAttrs): MAIR encoding of the result."""
+    if m.memtype is MemType.DEVICE:
+        return m.device.value << 2
+    if m.tagged:
+        return 0xF0
+    return encode_cache_nibble(m.outer) << 4 | encode_cache_nibble(m.inner)
+
+
+def par_sh(m: MemoryAttributes) -> int:
+    """Return PAR_EL1.SH (ASL ReportedPARShareability): 0b10 for Device and NC memory."""
+    return normalise_shareability(m).shareability.value

@@ -1,0 +1,332 @@
+"""Walk parameters: the registers read once, as the walk needs them.
+
+ASL: AArch64.GetS1TTWParams, AArch64.GetS2TTWParams, AArch64.S1StartLevel,
+AArch64.S2StartLevel, AArch64.S1MinTxSZ/S1MaxTxSZ, AArch64.S2MinTxSZ,
+AArch64.PhysicalAddressSize, AArch64.S2InvalidSL, AArch64.S2InconsistentSL.
+QEMU: ARMVAParameters (aa64_va_parameters). Kernel: at.c struct s1_walk_info.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from s2mmu.arch.bits import bit, bits
+from s2mmu.arch.config import ImplChoices
+from s2mmu.arch.features import PARANGE_BITS, FeatureSet
+from s2mmu.arch.state import Regime, SysRegs
+
+FINAL_LEVEL = 3
+
+
+class Granule(Enum):
+    """Translation granule, valued by its size in KB."""
+
+    G4K = 4
+    G16K = 16
+    G64K = 64
+
+    @property
+    def bits(self) -> int:
+        """Return log2 of the granule size (ASL TGxGranuleBits)."""
+        return {4: 12, 16: 14, 64: 16}[self.value]
+
+    @property
+    def stride(self) -> int:
+        """Return the number of VA bits one level resolves (granule bits - 3)."""
+        return self.bits - 3
+
+    @property
+    def size(self) -> int:
+        """Return the granule size in bytes."""
+        return 1 << self.bits
+
+    def block_size(self, level: int) -> int:
+        """Return the size of the region a leaf at level maps."""
+        return 1 << (self.bits + (FINAL_LEVEL - level) * self.stride)
+
+
+class VARange(Enum):
+    """Which half of the VA space (ASL VARange)."""
+
+    LOWER = 0
+    UPPER = 1
+
+
+def tg0_granule(tg0: int, fs: FeatureSet, choices: ImplChoices) -> Granule:
+    """Decode TCR_ELx.TG0/VTCR_EL2.TG0 (00 4K, 01 64K, 10 16K; 11 reserved)."""
+    g = {0: 4, 1: 64, 2: 16}.get(tg0, choices.reserved_tg_granule)
+    return _implemented(g, fs, choices)
+
+
+def tg1_granule(tg1: int, fs: FeatureSet, choices: ImplChoices) -> Granule:
+    """Decode TCR_ELx.TG1 (01 16K, 10 4K, 11 64K; 00 reserved)."""
+    g = {1: 16, 2: 4, 3: 64}.get(tg1, choices.reserved_tg_granule)
+    return _implemented(g, fs, choices)
+
+
+def _implemented(kb: int, fs: FeatureSet, choices: ImplChoices) -> Granule:
+    """Return kb as a Granule, or the IMPLEMENTATION DEFINED choice if not implemented."""
+    if kb not in fs.granules:
+        kb = choices.reserved_tg_granule
+    return Granule(kb)
+
+
+def physical_address_size(ps: int, granule: Granule, fs: FeatureSet) -> int:
+    """Return the output size in bits for an IPS/PS encoding.
+
+    ASL: AArch64.PhysicalAddressSize. Encodings above PAMax (the reserved 0b111 too)
+    are capped to the maximum, never faulted: 52 bits needs FEAT_LPA2 for 4KB/16KB and
+    FEAT_LPA for 64KB, otherwise the cap is 48. DS does not enter.
+    """
+    size = PARANGE_BITS.get(ps, 56)
+    big = fs.has("FEAT_LPA") if granule is Granule.G64K else fs.has("FEAT_LPA2")
+    cap = min(52 if big else 48, fs.pa_max())
+    return min(size, cap)
+
+
+def s1_min_txsz(granule: Granule, ds: bool, fs: FeatureSet) -> int:
+    """Return the smallest legal TxSZ (ASL AArch64.S1MinTxSZ)."""
+    if (fs.has("FEAT_LVA") and granule is Granule.G64K) or ds:
+        return 12
+    return 16
+
+
+def s1_max_txsz(granule: Granule, fs: FeatureSet) -> int:
+    """Return the largest legal TxSZ (ASL AArch64.MaxTxSZ; FEAT_TTST raises it)."""
+    if fs.has("FEAT_TTST"):
+        return 47 if granule is Granule.G64K else 48
+    return 39
+
+
+def s2_min_txsz(granule: Granule, ds: bool, fs: FeatureSet) -> int:
+    """Return the smallest legal VTCR_EL2.T0SZ (ASL AArch64.S2MinTxSZ): 64 - PAMax.
+
+    Without 52-bit support for this granule (FEAT_LPA for 64KB, DS for 4KB/16KB) the
+    IPA is at most 48 bits.
+    """
+    big = fs.has("FEAT_LPA") if granule is Granule.G64K else ds
+    return 64 - min(52 if big else 48, fs.pa_max())
+
+
+def s1_start_level(granule: Granule, txsz: int) -> int:
+    """Return the level the stage-1 walk starts at (ASL AArch64.S1StartLevel)."""
+    iasize = 64 - txsz
+    return FINAL_LEVEL - (iasize - 1 - granule.bits) // granule.stride
+
+
+def s2_start_level(granule: Granule, sl0: int, sl2: int) -> int:
+    """Return the level the stage-2 walk starts at (ASL AArch64.S2StartLevel)."""
+    if granule is Granule.G4K:
+        if sl2:
+            return -1
+        return {0: 2, 1: 1, 2: 0, 3: 3}[sl0]
+    return {0: 3, 1: 2, 2: 1, 3: 0}[sl0]
+
+
+def s2_invalid_sl(granule: Granule, sl0: int, sl2: int, ds: bool, fs: FeatureSet) -> str:
+    """Return why SL0/SL2 is reserved for this granule, or "" (ASL AArch64.S2InvalidSL)."""
+    pamax = fs.pa_max()
+    if granule is Granule.G4K:
+        code = (sl2 << 2) | sl0
+        if code == 0b100:
+            return "" if ds else "SL2:SL0=0b100 needs VTCR_EL2.DS=1"
+        if code > 0b100:
+            return f"SL2:SL0={code:#05b} is reserved"
+        if code == 0b010 and pamax < 44:
+            return "SL0=0b10 (level 0) needs a PA size of at least 44 bits"
+        if code == 0b011 and not fs.has("FEAT_TTST"):
+            return "SL0=0b11 (level 3) needs FEAT_TTST"
+        return ""
+    if granule is Granule.G16K:
+        if sl0 == 0b11 and not ds:
+            return "SL0=0b11 (level 0) with 16KB needs VTCR_EL2.DS=1"
+        if sl0 == 0b10 and pamax < 42:
+            return "SL0=0b10 (level 1) with 16KB needs a PA size of at least 42 bits"
+        return ""
+    if sl0 == 0b11:
+        return "SL0=0b11 is reserved for 64KB"
+    if sl0 == 0b10 and pamax < 44:
+        return "SL0=0b10 (level 1) with 64KB needs a PA size of at least 44 bits"
+    return ""
+
+
+def s2_inconsistent_sl(granule: Granule, startlevel: int, txsz: int) -> str:
+    """Return why the start level cannot resolve a 64-T0SZ-bit IPA, or "".
+
+    ASL: AArch64.S2InconsistentSL. The initial lookup resolves at least one bit and
+    at most one full stride plus four bits of concatenation (up to 16 tables).
+    """
+    levels = FINAL_LEVEL - startlevel
+    sl_min = levels * granule.stride + granule.bits + 1
+    sl_max = sl_min + (granule.stride - 1) + 4
+    iasize = 64 - txsz
+    if iasize < sl_min or iasize > sl_max:
+        return (f"an IPA of {iasize} bits cannot start at level {startlevel} "
+                f"({sl_min}..{sl_max} bits)")
+    return ""
+
+
+@dataclass(frozen=True)
+class S1TTWParams:
+    """ASL S1TTWParams: everything the stage-1 walk reads, for one VA range."""
+
+    regime: Regime
+    varange: VARange
+    tgx: Granule
+    txsz: int
+    ttb: int
+    ps: int           # output size in bits, after PAMax/48-bit capping
+    ps_raw: int       # the IPS/PS field as programmed (TTBR BADDR[51:48] needs 0b110)
+    ds: bool
+    ha: bool
+    hd: bool
+    tbi: bool
+    epd: bool
+    e0pd: bool
+    hpd: bool
+    wxn: bool
+    ee: bool
+    epan: bool
+    mair: int
+    sh: int
+    irgn: int
+    orgn: int
+    mmu_on: bool      # SCTLR_ELx.M (or EL1&0 stage 1 forced off by HCR_EL2.DC/TGE)
+    sctlr_c: bool
+    sctlr_i: bool
+    dc: bool          # HCR_EL2.DC applies to this regime
+    cd: bool          # HCR_EL2.CD: stage-2 (EL1&0) or stage 1 (EL2) data non-cacheable
+
+    def startlevel(self) -> int:
+        """Return the stage-1 start level (ASL AArch64.S1StartLevel)."""
+        return s1_start_level(self.tgx, self.txsz)
+
+    def iasize(self) -> int:
+        """Return the input address size in bits."""
+        return 64 - self.txsz
+
+    def txsz_legal(self, fs: FeatureSet) -> bool:
+        """Return whether TxSZ is within [S1MinTxSZ, S1MaxTxSZ]."""
+        return s1_min_txsz(self.tgx, self.ds, fs) <= self.txsz <= s1_max_txsz(self.tgx, fs)
+
+
+@dataclass(frozen=True)
+class S2TTWParams:
+    """ASL S2TTWParams: everything the stage-2 walk reads."""
+
+    tgx: Granule
+    txsz: int
+    sl0: int
+    sl2: int
+    ttb: int
+    ps: int
+    ps_raw: int
+    ds: bool
+    ha: bool
+    hd: bool
+    ee: bool          # SCTLR_EL2.EE: endianness of stage-2 table walks
+    fwb: bool
+    cd: bool          # HCR_EL2.CD: stage-2 data accesses Non-cacheable
+    id: bool          # HCR_EL2.ID: stage-2 instruction accesses Non-cacheable
+    sh: int
+    irgn: int
+    orgn: int
+
+    def startlevel(self) -> int:
+        """Return the stage-2 start level (ASL AArch64.S2StartLevel)."""
+        return s2_start_level(self.tgx, self.sl0, self.sl2)
+
+    def iasize(self) -> int:
+        """Return the input address size in bits."""
+        return 64 - self.txsz
+
+    def txsz_legal(self, fs: FeatureSet) -> bool:
+        """Return whether T0SZ is within [S2MinTxSZ, MaxTxSZ]."""
+        return s2_min_txsz(self.tgx, self.ds, fs) <= self.txsz <= s1_max_txsz(self.tgx, fs)
+
+
+def stage2_enabled(regs: SysRegs, regime: Regime) -> bool:
+    """Return whether stage 2 applies to regime (HCR_EL2.VM or DC for EL1&0)."""
+    return regime is Regime.EL10 and bool(bit(regs.HCR_EL2, 0) or bit(regs.HCR_EL2, 12))
+
+
+def va_range(va: int, regime: Regime) -> VARange:
+    """Return the VA range va falls in: bit 55 selects TTBR1 in two-range regimes."""
+    if regime.has_two_ranges() and bit(va, 55):
+        return VARange.UPPER
+    return VARange.LOWER
+
+
+def get_s1_ttw_params(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
+                      choices: ImplChoices) -> S1TTWParams:
+    """Read the stage-1 walk parameters for va (ASL AArch64.GetS1TTWParams)."""
+    rng = va_range(va, regime)
+    if regime is Regime.EL2:
+        return _s1_params_el2(regs, fs, choices)
+    tcr = regs.TCR_EL1 if regime is Regime.EL10 else regs.TCR_EL2
+    sctlr = regs.SCTLR_EL1 if regime is Regime.EL10 else regs.SCTLR_EL2
+    mair = regs.MAIR_EL1 if regime is Regime.EL10 else regs.MAIR_EL2
+    upper = rng is VARange.UPPER
+    if upper:
+        ttb = regs.TTBR1_EL1 if regime is Regime.EL10 else regs.TTBR1_EL2
+        tgx = tg1_granule(bits(tcr, 31, 30), fs, choices)
+        txsz, sh, orgn, irgn = bits(tcr, 21, 16), bits(tcr, 29, 28), bits(tcr, 27, 26), bits(tcr, 25, 24)
+        tbi, epd, e0pd, hpd = bit(tcr, 38), bit(tcr, 23), bit(tcr, 56), bit(tcr, 42)
+    else:
+        ttb = regs.TTBR0_EL1 if regime is Regime.EL10 else regs.TTBR0_EL2
+        tgx = tg0_granule(bits(tcr, 15, 14), fs, choices)
+        txsz, sh, orgn, irgn = bits(tcr, 5, 0), bits(tcr, 13, 12), bits(tcr, 11, 10), bits(tcr, 9, 8)
+        tbi, epd, e0pd, hpd = bit(tcr, 37), bit(tcr, 7), bit(tcr, 55), bit(tcr, 41)
+    ds = bool(bit(tcr, 59)) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
+    hcr = regs.HCR_EL2
+    dc = regime is Regime.EL10 and bool(bit(hcr, 12))
+    return S1TTWParams(
+        regime=regime, varange=rng, tgx=tgx, txsz=txsz, ttb=ttb,
+        ps=physical_address_size(bits(tcr, 34, 32), tgx, fs), ps_raw=bits(tcr, 34, 32), ds=ds,
+        ha=bool(bit(tcr, 39)) and fs.has("FEAT_HAFDBS"),
+        hd=bool(bit(tcr, 39) and bit(tcr, 40)) and fs.has("FEAT_HAFDBS_DIRTY"),
+        tbi=bool(tbi), epd=bool(epd), e0pd=bool(e0pd) and fs.has("FEAT_E0PD"),
+        hpd=bool(hpd) and fs.has("FEAT_HPDS"), wxn=bool(bit(sctlr, 19)),
+        ee=bool(bit(sctlr, 25)), epan=bool(bit(sctlr, 57)) and fs.has("FEAT_PAN3"),
+        mair=mair, sh=sh, irgn=irgn, orgn=orgn,
+        mmu_on=bool(bit(sctlr, 0)) and not dc,
+        sctlr_c=bool(bit(sctlr, 2)), sctlr_i=bool(bit(sctlr, 12)), dc=dc,
+        cd=bool(bit(hcr, 32)) and regime is Regime.EL10,
+    )
+
+
+def _s1_params_el2(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S1TTWParams:
+    """Read the EL2 (E2H=0) regime's single-range parameters from TCR_EL2/SCTLR_EL2."""
+    tcr, sctlr = regs.TCR_EL2, regs.SCTLR_EL2
+    tgx = tg0_granule(bits(tcr, 15, 14), fs, choices)
+    ds = bool(bit(tcr, 32)) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
+    return S1TTWParams(
+        regime=Regime.EL2, varange=VARange.LOWER, tgx=tgx, txsz=bits(tcr, 5, 0),
+        ttb=regs.TTBR0_EL2, ps=physical_address_size(bits(tcr, 18, 16), tgx, fs),
+        ps_raw=bits(tcr, 18, 16),
+        ds=ds, ha=bool(bit(tcr, 21)) and fs.has("FEAT_HAFDBS"),
+        hd=bool(bit(tcr, 21) and bit(tcr, 22)) and fs.has("FEAT_HAFDBS_DIRTY"),
+        tbi=bool(bit(tcr, 20)), epd=False, e0pd=False,
+        hpd=bool(bit(tcr, 24)) and fs.has("FEAT_HPDS"), wxn=bool(bit(sctlr, 19)),
+        ee=bool(bit(sctlr, 25)), epan=False, mair=regs.MAIR_EL2, sh=bits(tcr, 13, 12),
+        irgn=bits(tcr, 9, 8), orgn=bits(tcr, 11, 10), mmu_on=bool(bit(sctlr, 0)),
+        sctlr_c=bool(bit(sctlr, 2)), sctlr_i=bool(bit(sctlr, 12)), dc=False, cd=False,
+    )
+
+
+def get_s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S2TTWParams:
+    """Read the stage-2 walk parameters from VTCR_EL2/VTTBR_EL2 (ASL AArch64.GetS2TTWParams)."""
+    vtcr, hcr = regs.VTCR_EL2, regs.HCR_EL2
+    tgx = tg0_granule(bits(vtcr, 15, 14), fs, choices)
+    ds = bool(bit(vtcr, 32)) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
+    return S2TTWParams(
+        tgx=tgx, txsz=bits(vtcr, 5, 0), sl0=bits(vtcr, 7, 6), sl2=bit(vtcr, 33) if ds else 0,
+        ttb=regs.VTTBR_EL2, ps=physical_address_size(bits(vtcr, 18, 16), tgx, fs),
+        ps_raw=bits(vtcr, 18, 16),
+        ds=ds, ha=bool(bit(vtcr, 21)) and fs.has("FEAT_HAFDBS"),
+        hd=bool(bit(vtcr, 21) and bit(vtcr, 22)) and fs.has("FEAT_HAFDBS_DIRTY"),
+        ee=bool(bit(regs.SCTLR_EL2, 25)), fwb=bool(bit(hcr, 46)) and fs.has("FEAT_S2FWB"),
+        cd=bool(bit(hcr, 32)), id=bool(bit(hcr, 33)), sh=bits(vtcr, 13, 12),
+        irgn=bits(vtcr, 9, 8), orgn=bits(vtcr, 11, 10),
+    )

@@ -1,0 +1,193 @@
+"""The system registers s2mmu reads, declared once in Arm's field names.
+
+Layouts follow the Arm ARM (DDI 0487) register descriptions in chapter D23; the field
+lists match the kernel's arch/arm64/tools/sysreg where both describe a register.
+"""
+
+from __future__ import annotations
+
+from s2mmu.arch.sysreg import Field as F
+from s2mmu.arch.sysreg import RegisterSpec, Res0, Res1
+
+TG0_ENC = {0b00: "4KB", 0b01: "64KB", 0b10: "16KB", 0b11: "reserved"}
+TG1_ENC = {0b00: "reserved", 0b01: "16KB", 0b10: "4KB", 0b11: "64KB"}
+PS_ENC = {0: "32 bits, 4GB", 1: "36 bits, 64GB", 2: "40 bits, 1TB", 3: "42 bits, 4TB",
+          4: "44 bits, 16TB", 5: "48 bits, 256TB", 6: "52 bits, 4PB", 7: "56 bits (FEAT_D128)"}
+RGN_ENC = {0: "Non-cacheable", 1: "WB RA WA", 2: "WT RA nWA", 3: "WB RA nWA"}
+SH_ENC = {0: "Non-shareable", 1: "reserved", 2: "Outer Shareable", 3: "Inner Shareable"}
+
+_SCTLR_ITEMS = (
+    F(63, 63, "TIDCP"), F(62, 62, "SPINTMASK"), F(61, 61, "NMI"), F(60, 60, "EnTP2"),
+    F(59, 59, "TCSO"), F(58, 58, "TCSO0"), F(57, 57, "EPAN"), F(56, 56, "EnALS"),
+    F(55, 55, "EnAS0"), F(54, 54, "EnASR"), F(53, 53, "TME"), F(52, 52, "TME0"),
+    F(51, 51, "TMT"), F(50, 50, "TMT0"), F(49, 46, "TWEDEL"), F(45, 45, "TWEDEn"),
+    F(44, 44, "DSSBS"), F(43, 43, "ATA"), F(42, 42, "ATA0"), F(41, 40, "TCF"),
+    F(39, 38, "TCF0"), F(37, 37, "ITFSB"), F(36, 36, "BT1"), F(35, 35, "BT0"),
+    F(34, 34, "EnFPM"), F(33, 33, "MSCEn"), F(32, 32, "CMOW"), F(31, 31, "EnIA"),
+    F(30, 30, "EnIB"), F(29, 29, "LSMAOE"), F(28, 28, "nTLSMD"), F(27, 27, "EnDA"),
+    F(26, 26, "UCI"), F(25, 25, "EE", {0: "little-endian", 1: "big-endian"}),
+    F(24, 24, "E0E"), F(23, 23, "SPAN"), F(22, 22, "EIS"), F(21, 21, "IESB"),
+    F(20, 20, "TSCXT"), F(19, 19, "WXN"), F(18, 18, "nTWE"), F(17, 17, "RES0_17"),
+    F(16, 16, "nTWI"), F(15, 15, "UCT"), F(14, 14, "DZE"), F(13, 13, "EnDB"),
+    F(12, 12, "I"), F(11, 11, "EOS"), F(10, 10, "EnRCTX"), F(9, 9, "UMA"), F(8, 8, "SED"),
+    F(7, 7, "ITD"), F(6, 6, "nAA"), F(5, 5, "CP15BEN"), F(4, 4, "SA0"), F(3, 3, "SA"),
+    F(2, 2, "C"), F(1, 1, "A"), F(0, 0, "M", {0: "MMU off", 1: "MMU on"}),
+)
+SCTLR_EL1 = RegisterSpec("SCTLR_EL1", _SCTLR_ITEMS)
+# With HCR_EL2.E2H=1 SCTLR_EL2 has SCTLR_EL1's layout; with E2H=0 the EL0 controls are RES1
+# or RES0, but every field the walk reads (M, C, I, WXN, EE, EPAN is EL1&0-only) sits at the
+# same bit, so one declaration serves both.
+SCTLR_EL2 = RegisterSpec("SCTLR_EL2", _SCTLR_ITEMS)
+
+_TCR_EL1_ITEMS = (
+    Res0(63, 62), F(61, 61, "MTX1"), F(60, 60, "MTX0"), F(59, 59, "DS"), F(58, 58, "TCMA1"),
+    F(57, 57, "TCMA0"), F(56, 56, "E0PD1"), F(55, 55, "E0PD0"), F(54, 54, "NFD1"),
+    F(53, 53, "NFD0"), F(52, 52, "TBID1"), F(51, 51, "TBID0"), F(50, 50, "HWU162"),
+    F(49, 49, "HWU161"), F(48, 48, "HWU160"), F(47, 47, "HWU159"), F(46, 46, "HWU062"),
+    F(45, 45, "HWU061"), F(44, 44, "HWU060"), F(43, 43, "HWU059"), F(42, 42, "HPD1"),
+    F(41, 41, "HPD0"), F(40, 40, "HD"), F(39, 39, "HA"), F(38, 38, "TBI1"), F(37, 37, "TBI0"),
+    F(36, 36, "AS"), Res0(35, 35), F(34, 32, "IPS", PS_ENC), F(31, 30, "TG1", TG1_ENC),
+    F(29, 28, "SH1", SH_ENC), F(27, 26, "ORGN1", RGN_ENC), F(25, 24, "IRGN1", RGN_ENC),
+    F(23, 23, "EPD1"), F(22, 22, "A1"), F(21, 16, "T1SZ"), F(15, 14, "TG0", TG0_ENC),
+    F(13, 12, "SH0", SH_ENC), F(11, 10, "ORGN0", RGN_ENC), F(9, 8, "IRGN0", RGN_ENC),
+    F(7, 7, "EPD0"), Res0(6, 6), F(5, 0, "T0SZ"),
+)
+TCR_EL1 = RegisterSpec("TCR_EL1", _TCR_EL1_ITEMS)
+# TCR_EL2 when HCR_EL2.E2H=1: the two-range layout of TCR_EL1.
+TCR_EL2_E2H1 = RegisterSpec("TCR_EL2", _TCR_EL1_ITEMS)
+# TCR_EL2 when HCR_EL2.E2H=0: one range.
+TCR_EL2_E2H0 = RegisterSpec("TCR_EL2", (
+    Res0(63, 34), F(33, 33, "MTX"), F(32, 32, "DS"), Res1(31, 31), F(30, 30, "TCMA"),
+    F(29, 29, "TBID"), F(28, 28, "HWU62"), F(27, 27, "HWU61"), F(26, 26, "HWU60"),
+    F(25, 25, "HWU59"), F(24, 24, "HPD"), Res1(23, 23), F(22, 22, "HD"), F(21, 21, "HA"),
+    F(20, 20, "TBI"), Res0(19, 19), F(18, 16, "PS", PS_ENC), F(15, 14, "TG0", TG0_ENC),
+    F(13, 12, "SH0", SH_ENC), F(11, 10, "ORGN0", RGN_ENC), F(9, 8, "IRGN0", RGN_ENC),
+    Res0(7, 6), F(5, 0, "T0SZ"),
+))
+
+VTCR_EL2 = RegisterSpec("VTCR_EL2", (
+    Res0(63, 46), F(45, 45, "HDBSS"), F(44, 44, "HAFT"), Res0(43, 42), F(41, 41, "TL0"),
+    F(40, 40, "GCSH"), Res0(39, 39), F(38, 38, "D128"), F(37, 37, "S2POE"),
+    F(36, 36, "S2PIE"), F(35, 35, "TL1"), F(34, 34, "AssuredOnly"), F(33, 33, "SL2"),
+    F(32, 32, "DS"), Res1(31, 31), F(30, 30, "NSA"), F(29, 29, "NSW"), F(28, 28, "HWU62"),
+    F(27, 27, "HWU61"), F(26, 26, "HWU60"), F(25, 25, "HWU59"), Res0(24, 23), F(22, 22, "HD"),
+    F(21, 21, "HA"), Res0(20, 20), F(19, 19, "VS", {0: "8-bit VMID", 1: "16-bit VMID"}),
+    F(18, 16, "PS", PS_ENC), F(15, 14, "TG0", TG0_ENC), F(13, 12, "SH0", SH_ENC),
+    F(11, 10, "ORGN0", RGN_ENC), F(9, 8, "IRGN0", RGN_ENC), F(7, 6, "SL0"), F(5, 0, "T0SZ"),
+))
+
+_TTBR_ITEMS = (F(63, 48, "ASID"), F(47, 1, "BADDR"), F(0, 0, "CnP"))
+TTBR0_EL1 = RegisterSpec("TTBR0_EL1", _TTBR_ITEMS)
+TTBR1_EL1 = RegisterSpec("TTBR1_EL1", _TTBR_ITEMS)
+TTBR0_EL2 = RegisterSpec("TTBR0_EL2", _TTBR_ITEMS)
+TTBR1_EL2 = RegisterSpec("TTBR1_EL2", _TTBR_ITEMS)
+VTTBR_EL2 = RegisterSpec("VTTBR_EL2", (F(63, 48, "VMID"), F(47, 1, "BADDR"), F(0, 0, "CnP")))
+
+_MAIR_ITEMS = tuple(F(8 * n + 7, 8 * n, f"Attr{n}") for n in range(7, -1, -1))
+MAIR_EL1 = RegisterSpec("MAIR_EL1", _MAIR_ITEMS)
+MAIR_EL2 = RegisterSpec("MAIR_EL2", _MAIR_ITEMS)
+AMAIR_EL1 = RegisterSpec("AMAIR_EL1", (F(63, 0, "IMPLEMENTATION_DEFINED"),))
+CONTEXTIDR_EL1 = RegisterSpec("CONTEXTIDR_EL1", (Res0(63, 32), F(31, 0, "PROCID")))
+CONTEXTIDR_EL2 = RegisterSpec("CONTEXTIDR_EL2", (Res0(63, 32), F(31, 0, "PROCID")))
+
+HCR_EL2 = RegisterSpec("HCR_EL2", (
+    F(63, 60, "TWEDEL"), F(59, 59, "TWEDEn"), F(58, 58, "TID5"), F(57, 57, "DCT"),
+    F(56, 56, "ATA"), F(55, 55, "TTLBOS"), F(54, 54, "TTLBIS"), F(53, 53, "EnSCXT"),
+    F(52, 52, "TOCU"), F(51, 51, "AMVOFFEN"), F(50, 50, "TICAB"), F(49, 49, "TID4"),
+    F(48, 48, "GPF"), F(47, 47, "FIEN"), F(46, 46, "FWB"), F(45, 45, "NV2"), F(44, 44, "AT"),
+    F(43, 43, "NV1"), F(42, 42, "NV"), F(41, 41, "API"), F(40, 40, "APK"), F(39, 39, "TME"),
+    F(38, 38, "MIOCNCE"), F(37, 37, "TEA"), F(36, 36, "TERR"), F(35, 35, "TLOR"),
+    F(34, 34, "E2H"), F(33, 33, "ID"), F(32, 32, "CD"), F(31, 31, "RW"), F(30, 30, "TRVM"),
+    F(29, 29, "HCD"), F(28, 28, "TDZ"), F(27, 27, "TGE"), F(26, 26, "TVM"), F(25, 25, "TTLB"),
+    F(24, 24, "TPU"), F(23, 23, "TPCP"), F(22, 22, "TSW"), F(21, 21, "TACR"),
+    F(20, 20, "TIDCP"), F(19, 19, "TSC"), F(18, 18, "TID3"), F(17, 17, "TID2"),
+    F(16, 16, "TID1"), F(15, 15, "TID0"), F(14, 14, "TWE"), F(13, 13, "TWI"), F(12, 12, "DC"),
+    F(11, 10, "BSU"), F(9, 9, "FB"), F(8, 8, "VSE"), F(7, 7, "VI"), F(6, 6, "VF"),
+    F(5, 5, "AMO"), F(4, 4, "IMO"), F(3, 3, "FMO"), F(2, 2, "PTW"), F(1, 1, "SWIO"),
+    F(0, 0, "VM"),
+))
+
+HCRX_EL2 = RegisterSpec("HCRX_EL2", (
+    Res0(63, 27), F(26, 26, "SRMASKEn"), F(25, 25, "EnIDCP128"), F(24, 24, "PACMEn"),
+    F(23, 23, "EnFPM"), F(22, 22, "GCSEn"), F(21, 21, "EnIDCP128_21"), F(20, 20, "EnSDERR"),
+    F(19, 19, "TMEA"), F(18, 18, "EnSNERR"), F(17, 17, "D128En"), F(16, 16, "PTTWI"),
+    F(15, 15, "SCTLR2En"), F(14, 14, "TCR2En"), Res0(13, 12), F(11, 11, "MSCEn"),
+    F(10, 10, "MCE2"), F(9, 9, "CMOW"), F(8, 8, "VFNMI"), F(7, 7, "VINMI"),
+    F(6, 6, "TALLINT"), F(5, 5, "SMPME"), F(4, 4, "FGTnXS"), F(3, 3, "FnXS"),
+    F(2, 2, "EnASR"), F(1, 1, "EnALS"), F(0, 0, "EnAS0"),
+))
+
+# PAR_EL1 has two layouts selected by PAR_EL1.F.
+PAR_EL1_OK = RegisterSpec("PAR_EL1", (
+    F(63, 56, "ATTR"), Res0(55, 52), F(51, 12, "PA"), F(11, 11, "NSE"),
+    F(10, 10, "IMPDEF"), F(9, 9, "NS"), F(8, 7, "SH", SH_ENC), Res0(6, 1),
+    F(0, 0, "F", {0: "translation succeeded"}),
+))
+PAR_EL1_FAULT = RegisterSpec("PAR_EL1", (
+    F(63, 56, "IMPDEF_63_56"), F(55, 52, "IMPDEF_55_52"), F(51, 48, "IMPDEF_51_48"),
+    Res0(47, 12), F(11, 11, "RES1"), F(10, 10, "FSTAGE"), F(9, 9, "S",
+    {0: "stage 1", 1: "stage 2"}), F(8, 8, "PTW"), Res0(7, 7), F(6, 1, "FST"),
+    F(0, 0, "F", {1: "translation aborted"}),
+))
+
+EC_ENC = {0x00: "Unknown reason (UNDEFINED)", 0x20: "Instruction Abort from a lower EL",
+          0x21: "Instruction Abort from the same EL", 0x24: "Data Abort from a lower EL",
+          0x25: "Data Abort from the same EL", 0x16: "HVC", 0x17: "SMC", 0x18: "MSR/MRS/AT trap"}
+ESR_ELx = RegisterSpec("ESR_ELx", (
+    Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL"),
+    F(24, 0, "ISS"),
+))
+ESR_ELx_DABT = RegisterSpec("ESR_ELx", (
+    Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL"),
+    F(24, 24, "ISV"), F(23, 22, "SAS"), F(21, 21, "SSE"), F(20, 16, "SRT"), F(15, 15, "SF"),
+    F(14, 14, "AR"), F(13, 13, "VNCR"), F(12, 11, "SET"), F(10, 10, "FnV"), F(9, 9, "EA"),
+    F(8, 8, "CM"), F(7, 7, "S1PTW"), F(6, 6, "WnR"), F(5, 0, "DFSC"),
+))
+ESR_ELx_IABT = RegisterSpec("ESR_ELx", (
+    Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL"),
+    Res0(24, 13), F(12, 11, "SET"), F(10, 10, "FnV"), F(9, 9, "EA"), Res0(8, 8),
+    F(7, 7, "S1PTW"), Res0(6, 6), F(5, 0, "IFSC"),
+))
+FAR_ELx = RegisterSpec("FAR_ELx", (F(63, 0, "VA"),))
+HPFAR_EL2 = RegisterSpec("HPFAR_EL2", (
+    F(63, 63, "NS"), Res0(62, 48), F(47, 4, "FIPA"), Res0(3, 0),
+))
+
+ID_AA64MMFR0_EL1 = RegisterSpec("ID_AA64MMFR0_EL1", (
+    F(63, 60, "ECV"), F(59, 56, "FGT"), Res0(55, 48), F(47, 44, "ExS"),
+    F(43, 40, "TGran4_2"), F(39, 36, "TGran64_2"), F(35, 32, "TGran16_2"),
+    F(31, 28, "TGran4", {0: "4KB", 1: "4KB+52-bit", 0xF: "not implemented"}),
+    F(27, 24, "TGran64", {0: "64KB", 0xF: "not implemented"}),
+    F(23, 20, "TGran16", {0: "not implemented", 1: "16KB", 2: "16KB+52-bit"}),
+    F(19, 16, "BigEndEL0"), F(15, 12, "SNSMem"), F(11, 8, "BigEnd"), F(7, 4, "ASIDBits"),
+    F(3, 0, "PARange", PS_ENC),
+))
+ID_AA64MMFR1_EL1 = RegisterSpec("ID_AA64MMFR1_EL1", (
+    F(63, 60, "ECBHB"), F(59, 56, "CMOW"), F(55, 52, "TIDCP1"), F(51, 48, "nTLBPA"),
+    F(47, 44, "AFP"), F(43, 40, "HCX"), F(39, 36, "ETS"), F(35, 32, "TWED"),
+    F(31, 28, "XNX"), F(27, 24, "SpecSEI"),
+    F(23, 20, "PAN", {0: "none", 1: "FEAT_PAN", 2: "FEAT_PAN2", 3: "FEAT_PAN3"}),
+    F(19, 16, "LO"), F(15, 12, "HPDS"), F(11, 8, "VH"), F(7, 4, "VMIDBits"),
+    F(3, 0, "HAFDBS", {0: "none", 1: "access flag", 2: "access flag and dirty state"}),
+))
+ID_AA64MMFR2_EL1 = RegisterSpec("ID_AA64MMFR2_EL1", (
+    F(63, 60, "E0PD"), F(59, 56, "EVT"), F(55, 52, "BBM"), F(51, 48, "TTL"), Res0(47, 44),
+    F(43, 40, "FWB"), F(39, 36, "IDS"), F(35, 32, "AT"), F(31, 28, "ST"), F(27, 24, "NV"),
+    F(23, 20, "CCIDX"), F(19, 16, "VARange", {0: "48-bit VA", 1: "52-bit VA"}),
+    F(15, 12, "IESB"), F(11, 8, "LSM"), F(7, 4, "UAO"), F(3, 0, "CnP"),
+))
+
+REGISTERS: dict[str, RegisterSpec] = {
+    spec_name: spec
+    for spec_name, spec in {
+        "SCTLR_EL1": SCTLR_EL1, "SCTLR_EL2": SCTLR_EL2, "TCR_EL1": TCR_EL1,
+        "TCR_EL2": TCR_EL2_E2H0, "TCR_EL2_E2H1": TCR_EL2_E2H1, "VTCR_EL2": VTCR_EL2,
+        "TTBR0_EL1": TTBR0_EL1, "TTBR1_EL1": TTBR1_EL1, "TTBR0_EL2": TTBR0_EL2,
+        "TTBR1_EL2": TTBR1_EL2, "VTTBR_EL2": VTTBR_EL2, "MAIR_EL1": MAIR_EL1,
+        "MAIR_EL2": MAIR_EL2, "AMAIR_EL1": AMAIR_EL1, "CONTEXTIDR_EL1": CONTEXTIDR_EL1,
+        "CONTEXTIDR_EL2": CONTEXTIDR_EL2, "HCR_EL2": HCR_EL2, "HCRX_EL2": HCRX_EL2,
+        "PAR_EL1": PAR_EL1_OK, "ESR_EL1": ESR_ELx, "ESR_EL2": ESR_ELx, "FAR_EL1": FAR_ELx,
+        "FAR_EL2": FAR_ELx, "HPFAR_EL2": HPFAR_EL2, "ID_AA64MMFR0_EL1": ID_AA64MMFR0_EL1,
+        "ID_AA64MMFR1_EL1": ID_AA64MMFR1_EL1, "ID_AA64MMFR2_EL1": ID_AA64MMFR2_EL1,
+    }.items()
+}

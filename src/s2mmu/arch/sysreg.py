@@ -1,0 +1,125 @@
+"""System-register declarations as tables of fields, and the frozen views they decode to.
+
+Each register is declared once, in Arm's field names (as the kernel's
+arch/arm64/tools/sysreg does): ``Field(5, 0, "T0SZ")``, ``Res0(63, 46)``, enumerated
+fields with their encodings. A view keeps the raw value, so decoding round-trips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from s2mmu.arch.bits import bits, mask, set_bits
+from s2mmu.arch.errors import InputError
+
+
+@dataclass(frozen=True)
+class Field:
+    """A named field value<hi:lo>, optionally with named encodings (value -> meaning)."""
+
+    hi: int
+    lo: int
+    name: str
+    enum: Mapping[int, str] = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        return self.hi - self.lo + 1
+
+
+@dataclass(frozen=True)
+class Res0:
+    """Bits hi..lo that are RES0."""
+
+    hi: int
+    lo: int
+
+
+@dataclass(frozen=True)
+class Res1:
+    """Bits hi..lo that are RES1."""
+
+    hi: int
+    lo: int
+
+
+Item = Field | Res0 | Res1
+
+
+@dataclass(frozen=True)
+class RegisterSpec:
+    """A register (or a register layout) declared as a table of fields."""
+
+    name: str
+    items: tuple[Item, ...]
+    width: int = 64
+
+    def fields(self) -> Iterator[Field]:
+        """Yield the named fields, most significant first."""
+        for item in sorted(self.items, key=lambda i: -i.hi):
+            if isinstance(item, Field):
+                yield item
+
+    def field(self, name: str) -> Field:
+        """Return the field called name."""
+        for f in self.fields():
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.name} has no field {name}")
+
+    def res1_mask(self) -> int:
+        """Return the mask of RES1 bits."""
+        return sum((mask(i.hi, i.lo) for i in self.items if isinstance(i, Res1)), 0)
+
+    def res0_mask(self) -> int:
+        """Return the mask of RES0 bits."""
+        return sum((mask(i.hi, i.lo) for i in self.items if isinstance(i, Res0)), 0)
+
+    def decode(self, value: int) -> RegView:
+        """Return the frozen view of value."""
+        if value < 0 or value >> self.width:
+            raise InputError(f"{self.name}: value {value:#x} does not fit in {self.width} bits")
+        return RegView(self, value)
+
+    def encode(self, **fields: int) -> int:
+        """Return the value with the given fields set and RES1 bits set."""
+        value = self.res1_mask()
+        for name, v in fields.items():
+            f = self.field(name)
+            value = set_bits(value, f.hi, f.lo, v)
+        return value
+
+
+@dataclass(frozen=True)
+class RegView:
+    """A decoded register value: the raw value plus access to each field by name."""
+
+    spec: RegisterSpec
+    value: int
+
+    def __getattr__(self, name: str) -> int:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            f = self.spec.field(name)
+        except KeyError as e:
+            raise AttributeError(str(e)) from None
+        return bits(self.value, f.hi, f.lo)
+
+    def get(self, name: str) -> int:
+        """Return the field called name."""
+        f = self.spec.field(name)
+        return bits(self.value, f.hi, f.lo)
+
+    def describe(self) -> list[tuple[str, int, int, int, str]]:
+        """Return (name, hi, lo, value, meaning) for every field, most significant first."""
+        out = []
+        for f in self.spec.fields():
+            v = bits(self.value, f.hi, f.lo)
+            out.append((f.name, f.hi, f.lo, v, f.enum.get(v, "")))
+        return out
+
+    def res0_violations(self) -> int:
+        """Return the RES0 bits that are set."""
+        return self.value & self.spec.res0_mask()

@@ -1,0 +1,405 @@
+"""Stage-1, stage-2 and two-stage translation: the ASL phases in order.
+
+Each function reads as its ASL counterpart: checks that fault before the walk, the
+walk, the access flag, permissions, hardware updates, then attributes. Faults are
+returned as values, never raised.
+
+ASL: AArch64.S1Translate, AArch64.S2Translate, AArch64.FullTranslate,
+AArch64.S1DisabledOutput, AArch64.VAIsOutOfRange, AArch64.IPAIsOutOfRange,
+AArch64.SetAccessFlag / AArch64.SetDirtyState (the descriptor update helpers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from s2mmu.arch.access import AccessDescriptor, AccessType
+from s2mmu.arch.attrs import (
+    WB_RAWA,
+    Cacheability,
+    CacheHints,
+    DEVICE_nGnRnE,
+    MemoryAttributes,
+    MemType,
+    Shareability,
+    normalise_shareability,
+    s1_attr_decode,
+    s2_apply_fwb,
+    s2_combine_s1,
+    s2_memattr_decode,
+)
+from s2mmu.arch.bits import bit, bits, mask, set_bit
+from s2mmu.arch.config import DEFAULT_CHOICES, ImplChoices
+from s2mmu.arch.descriptors import af, attrindx, dbm, s2_memattr, sh
+from s2mmu.arch.faults import Fault, FaultRecord, as_stage2
+from s2mmu.arch.features import FeatureSet, qemu_7_2_max
+from s2mmu.arch.memory import PhysMem
+from s2mmu.arch.params import (
+    S1TTWParams,
+    S2TTWParams,
+    get_s1_ttw_params,
+    get_s2_ttw_params,
+    s2_inconsistent_sl,
+    s2_invalid_sl,
+    stage2_enabled,
+)
+from s2mmu.arch.perms import (
+    s1_direct_permissions,
+    s1_permission_ok,
+    s2_direct_permissions,
+    s2_permission_ok,
+)
+from s2mmu.arch.state import Regime, SysRegs
+from s2mmu.arch.walk import TTWState, WalkSetup, WalkStep, leaf_output, walk
+
+
+@dataclass(frozen=True)
+class Env:
+    """What a translation is computed against: memory, the implementation, its choices."""
+
+    mem: PhysMem
+    fs: FeatureSet
+    choices: ImplChoices = DEFAULT_CHOICES
+
+
+@dataclass(frozen=True)
+class AddressDescriptor:
+    """ASL AddressDescriptor: the successful result of a translation stage.
+
+    paddress is this stage's output (an IPA after stage 1 alone). s1 and s2 are the
+    walks that produced it (None where a stage was off).
+    """
+
+    vaddress: int | None
+    paddress: int
+    memattrs: MemoryAttributes
+    s1: TTWState | None = None
+    s2: TTWState | None = None
+
+
+Result = AddressDescriptor | FaultRecord
+
+
+def acc_ttw(access: AccessDescriptor, write: bool = False) -> AccessDescriptor:
+    """Return the access of a stage-1 table walk (ASL CreateAccDescS1TTW / TTEUpdate)."""
+    return AccessDescriptor(AccessType.TTW, access.el, write)
+
+
+# ---------------------------------------------------------------- stage 2
+
+def s2_setup(p: S2TTWParams, env: Env) -> WalkSetup:
+    """Return the walk setup for stage 2."""
+    return WalkSetup(2, p.tgx, p.iasize(), p.startlevel(), p.ttb, p.ps, p.ps_raw, p.ds,
+                     env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52)
+
+
+def s2_walk_checks(p: S2TTWParams, ipa: int, env: Env) -> str:
+    """Return why stage 2 faults at level 0 before walking, or "".
+
+    ASL: AArch64.S2TxSZFaults, AArch64.S2InvalidSL, AArch64.S2InconsistentSL,
+    AArch64.IPAIsOutOfRange, in that order.
+    """
+    if not p.txsz_legal(env.fs):
+        return f"VTCR_EL2.T0SZ={p.txsz} is outside the legal range for this granule"
+    why = s2_invalid_sl(p.tgx, p.sl0, p.sl2, p.ds, env.fs) or s2_inconsistent_sl(
+        p.tgx, p.startlevel(), p.txsz)
+    if why:
+        return f"VTCR_EL2.SL0: {why}"
+    if ipa >> p.iasize():
+        return f"IPA {ipa:#x} is outside the {p.iasize()}-bit IPA space (VTCR_EL2.T0SZ)"
+    return ""
+
+
+def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
+                 hcr_ptw: bool = False, trace: list[WalkStep] | None = None) -> Result:
+    """Translate ipa through stage 2 (ASL AArch64.S2Translate).
+
+    access.acctype TTW marks a stage-1 table walk (s2fs1walk); a stage-1 descriptor
+    update is a TTW write.
+    """
+    s1ptw = access.acctype is AccessType.TTW
+    why = s2_walk_checks(p, ipa, env)
+    if why:
+        return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
+    setup = s2_setup(p, env)
+
+    def fetch(addr: int, level: int) -> tuple[int, int]:
+        return addr, env.mem.read64(addr, p.ee)
+
+    got = walk(setup, ipa, access, fetch, trace)
+    if isinstance(got, FaultRecord):
+        return as_stage2(got, ipa, s1ptw)
+    leaf = got.leaf
+    if not af(leaf.raw) and not p.ha:
+        return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access,
+                                     reason="stage-2 access flag is 0 and VTCR_EL2.HA=0"),
+                         ipa, s1ptw)
+    perms = s2_direct_permissions(got, env.fs.has("FEAT_XNX"), p.ha, p.hd)
+    device = s2_memattr_is_device(leaf.raw, p.fwb)
+    if s1ptw and hcr_ptw and device:
+        return as_stage2(FaultRecord(Fault.PERMISSION, got.level, access, reason=(
+            "stage-1 table in stage-2 Device memory with HCR_EL2.PTW=1")), ipa, s1ptw)
+    if not s2_permission_ok(perms, access):
+        return as_stage2(FaultRecord(Fault.PERMISSION, got.level, access,
+                                     reason=s2_perm_reason(leaf.raw, access)), ipa, s1ptw)
+    got = s2_hw_update(got, p, access, env)
+    return AddressDescriptor(None, leaf_output(got, setup, ipa), s2_only_attrs(got, p),
+                             s2=got)
+
+
+def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
+    """Return whether a stage-2 leaf's MemAttr makes the location Device memory."""
+    memattr = s2_memattr(raw)
+    return (not bit(memattr, 2)) if fwb else bits(memattr, 3, 2) == 0
+
+
+def s2_perm_reason(raw: int, access: AccessDescriptor) -> str:
+    """Return why stage 2 refused the access, for humans."""
+    what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
+    return f"stage-2 descriptor {raw:#018x} (S2AP={bits(raw, 7, 6):#04b}) does not allow {what}"
+
+
+def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env) -> TTWState:
+    """Set the stage-2 AF (VTCR_EL2.HA) and dirty state (HD+DBM) in memory.
+
+    ASL: AArch64.S2Translate's descriptor update: AF when HA and AF=0; S2AP[1] when the
+    access writes a DBM page with HA and HD. AT instructions update AF only.
+    """
+    raw = state.leaf.raw
+    new = raw
+    if p.ha and not af(raw):
+        new = set_bit(new, 10, 1)
+    if (access.write and p.ha and p.hd and dbm(raw) and not bit(raw, 7)
+            and access.acctype is not AccessType.AT):
+        new = set_bit(new, 7, 1)
+    if new == raw:
+        return state
+    env.mem.cas64(state.leaf_paddress, raw, new, p.ee)
+    return replace(state, leaf=replace(state.leaf, raw=new))
+
+
+def s2_only_attrs(state: TTWState, p: S2TTWParams) -> MemoryAttributes:
+    """Return the stage-2 attributes on their own (for a stage-1-disabled combination)."""
+    return s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p))
+
+
+def s2_leaf_sh(state: TTWState, p: S2TTWParams) -> int:
+    """Return the stage-2 leaf's SH (VTCR_EL2.SH0 when DS=1)."""
+    return p.sh if p.ds else sh(state.leaf.raw)
+
+
+# ---------------------------------------------------------------- stage 1
+
+def s1_setup(p: S1TTWParams, env: Env) -> WalkSetup:
+    """Return the walk setup for stage 1."""
+    return WalkSetup(1, p.tgx, p.iasize(), p.startlevel(), p.ttb, p.ps, p.ps_raw, p.ds,
+                     env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52)
+
+
+def va_out_of_range(p: S1TTWParams, va: int) -> bool:
+    """Return whether va is outside the range's input size (ASL AArch64.VAIsOutOfRange).
+
+    Bits [top:iasize] must all equal the range's selector: 0 for TTBR0 (and one-range
+    regimes), 1 for TTBR1; top is 55 with TBI, else 63.
+    """
+    top = 55 if p.tbi else 63
+    field = bits(va, top, p.iasize())
+    want = mask(top - p.iasize(), 0) if p.varange.value else 0
+    return field != want
+
+
+def s1_pre_walk_fault(p: S1TTWParams, va: int, access: AccessDescriptor, env: Env) -> str:
+    """Return why stage 1 faults at level 0 before walking, or "".
+
+    ASL: AArch64.S1TxSZFaults, AArch64.VAIsOutOfRange, the E0PD and EPD checks.
+    """
+    if not p.txsz_legal(env.fs):
+        return f"TxSZ={p.txsz} is outside the legal range for this granule"
+    if va_out_of_range(p, va):
+        return f"VA {va:#x} is outside the {p.iasize()}-bit range of TTBR{p.varange.value}"
+    if p.regime.has_el0() and access.el == 0 and p.e0pd:
+        return f"E0PD{p.varange.value}=1 faults EL0 accesses to this range"
+    if p.regime.has_el0() and p.epd:
+        return f"EPD{p.varange.value}=1 disables walks of TTBR{p.varange.value}"
+    return ""
+
+
+def s1_disabled_output(p: S1TTWParams, va: int, access: AccessDescriptor, env: Env) -> Result:
+    """Return the flat mapping of a stage-1-disabled regime (ASL AArch64.S1DisabledOutput).
+
+    Data: Device-nGnRnE, or with HCR_EL2.DC Normal Write-Back Non-shareable.
+    Instruction fetch: Normal, Write-Through if SCTLR.I else Non-cacheable.
+    """
+    top = 55 if p.tbi else 63
+    if bits(va, top, env.fs.pa_max()):
+        return FaultRecord(Fault.ADDRESS_SIZE, 0, access, vaddress=va,
+                           reason=f"VA {va:#x} exceeds PAMax with the MMU off")
+    pa = bits(va, env.fs.pa_max() - 1, 0)
+    if p.dc:
+        attrs = MemoryAttributes(MemType.NORMAL, inner=WB_RAWA, outer=WB_RAWA,
+                                 shareability=Shareability.NSH)
+    elif access.is_ifetch():
+        wt = CacheHints(Cacheability.WT, True, False)
+        hint = wt if p.sctlr_i else CacheHints(Cacheability.NC)
+        attrs = normalise_shareability(MemoryAttributes(MemType.NORMAL, inner=hint, outer=hint))
+    else:
+        attrs = DEVICE_nGnRnE
+    return AddressDescriptor(va, pa, attrs)
+
+
+def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: AccessDescriptor,
+                 env: Env, hcr_ptw: bool = False, trace: list[WalkStep] | None = None) -> Result:
+    """Translate va through stage 1, its table walk through stage 2 if s2 is given.
+
+    ASL: AArch64.S1Translate. The result's paddress is the IPA (or the PA when there is
+    no stage 2).
+    """
+    if not p.mmu_on:
+        return s1_disabled_output(p, va, access, env)
+    why = s1_pre_walk_fault(p, va, access, env)
+    if why:
+        return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
+    setup = s1_setup(p, env)
+    fetch = s1_fetch(p, s2, access, env, hcr_ptw, trace)
+    got = walk(setup, va, access, fetch, trace)
+    if isinstance(got, FaultRecord):
+        return replace(got, vaddress=va)
+    if not af(got.leaf.raw) and not p.ha:
+        return FaultRecord(Fault.ACCESS_FLAG, got.level, access, vaddress=va,
+                           reason="access flag is 0 and TCR.HA=0")
+    perms = s1_direct_permissions(got, p)
+    if not s1_permission_ok(perms, p, access):
+        return FaultRecord(Fault.PERMISSION, got.level, access, vaddress=va,
+                           reason=s1_perm_reason(perms, access))
+    updated = s1_hw_update(got, p, s2, access, env, hcr_ptw)
+    if isinstance(updated, FaultRecord):
+        return replace(updated, vaddress=va)
+    return AddressDescriptor(va, leaf_output(updated, setup, va), s1_attrs(updated, p, access),
+                             s1=updated)
+
+
+def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, env: Env,
+             hcr_ptw: bool, trace: list[WalkStep] | None):  # type: ignore[no-untyped-def]
+    """Return the descriptor fetch of a stage-1 walk: through stage 2 when it is on."""
+
+    def fetch(addr: int, level: int) -> tuple[int, int] | FaultRecord:
+        pa = addr
+        if s2 is not None:
+            got = s2_translate(s2, addr, acc_ttw(access), env, hcr_ptw, trace)
+            if isinstance(got, FaultRecord):
+                return got
+            pa = got.paddress
+        return pa, env.mem.read64(pa, p.ee)
+
+    return fetch
+
+
+def s1_perm_reason(perms: object, access: AccessDescriptor) -> str:
+    """Return why stage 1 refused the access, for humans."""
+    what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
+    pan = " (PAN)" if access.pan else ""
+    return f"stage-1 permissions {perms} do not allow {what} at EL{access.el}{pan}"
+
+
+def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
+                 access: AccessDescriptor, env: Env, hcr_ptw: bool) -> TTWState | FaultRecord:
+    """Set the stage-1 AF (TCR.HA) and dirty state (HD+DBM clears AP[2]) in memory.
+
+    The descriptor is written with a compare-and-swap. Under stage 2, the write needs
+    stage-2 write permission on the descriptor's IPA (ASL CreateAccDescTTEUpdate), so
+    it can take a stage-2 fault. AT instructions set AF but never the dirty state.
+    """
+    raw = state.leaf.raw
+    new = raw
+    if p.ha and not af(raw):
+        new = set_bit(new, 10, 1)
+    if (access.write and p.ha and p.hd and dbm(raw) and bit(raw, 7)
+            and access.acctype is not AccessType.AT):
+        new = set_bit(new, 7, 0)
+    if new == raw:
+        return state
+    pa = state.leaf_paddress
+    if s2 is not None:
+        ipa = state.steps[-1].descaddress
+        got = s2_translate(s2, ipa, acc_ttw(access, write=True), env, hcr_ptw)
+        if isinstance(got, FaultRecord):
+            return got
+        pa = got.paddress
+    env.mem.cas64(pa, raw, new, p.ee)
+    return replace(state, leaf=replace(state.leaf, raw=new))
+
+
+def s1_attrs(state: TTWState, p: S1TTWParams, access: AccessDescriptor) -> MemoryAttributes:
+    """Return the stage-1 attributes of the leaf from MAIR (ASL AArch64.S1AttrDecode)."""
+    raw = state.leaf.raw
+    shv = p.sh if p.ds else sh(raw)
+    return s1_attr_decode(p.mair, attrindx(raw), shv)
+
+
+# ---------------------------------------------------------------- both stages
+
+def combine_attrs(s1: MemoryAttributes, s2: TTWState | None, p2: S2TTWParams,
+                  access: AccessDescriptor) -> MemoryAttributes:
+    """Combine stage-1 attributes with stage 2's (FWB or not; HCR_EL2.CD forces NC).
+
+    ASL: AArch64.S2Translate's attribute step, S2CombineS1MemAttrs,
+    AArch64.S2ApplyFWBMemAttrs.
+    """
+    if s2 is None:
+        return s1
+    raw = s2.leaf.raw
+    shv = s2_leaf_sh(s2, p2)
+    if p2.fwb:
+        out = s2_apply_fwb(s1, s2_memattr(raw), shv)
+    else:
+        out = s2_combine_s1(s1, s2_memattr_decode(s2_memattr(raw), shv))
+    cd = p2.id if access.is_ifetch() else p2.cd
+    if cd and out.memtype is MemType.NORMAL:
+        out = normalise_shareability(replace(out, inner=CacheHints(Cacheability.NC),
+                                             outer=CacheHints(Cacheability.NC)))
+    return out
+
+
+def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
+                      access: AccessDescriptor, env: Env, hcr_ptw: bool = False,
+                      trace: list[WalkStep] | None = None) -> Result:
+    """Translate va through stage 1 and then, if s2p is given, stage 2.
+
+    ASL: AArch64.FullTranslate.
+    """
+    s1 = s1_translate(s1p, s2p, va, access, env, hcr_ptw, trace)
+    if isinstance(s1, FaultRecord) or s2p is None:
+        return s1
+    s2 = s2_translate(s2p, s1.paddress, access, env, hcr_ptw, trace)
+    if isinstance(s2, FaultRecord):
+        return replace(s2, vaddress=va)
+    attrs = combine_attrs(s1.memattrs, s2.s2, s2p, access)
+    return AddressDescriptor(va, s2.paddress, attrs, s1=s1.s1, s2=s2.s2)
+
+
+def full_translate(regs: SysRegs, regime: Regime, va: int, access: AccessDescriptor, env: Env,
+                   stage1_only: bool = False, trace: list[WalkStep] | None = None) -> Result:
+    """Translate va in regime from register values: read the walk parameters once, then walk.
+
+    stage1_only: the output is the IPA (stage 2 still translates the stage-1 walk).
+    """
+    s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices)
+    s2p = (get_s2_ttw_params(regs, env.fs, env.choices)
+           if stage2_enabled(regs, regime) else None)
+    hcr_ptw = bool(bit(regs.HCR_EL2, 2)) and not regs.tge()
+    if stage1_only:
+        return s1_translate(s1p, s2p, va, access, env, hcr_ptw, trace)
+    return translate_stage12(s1p, s2p, va, access, env, hcr_ptw, trace)
+
+
+def stage2_lookup(mem: PhysMem, vtcr: int, vttbr: int, ipa: int,
+                  features: FeatureSet | None = None, write: bool = False) -> Result:
+    """Translate ipa through the stage 2 that VTCR_EL2/VTTBR_EL2 describe (a read by default).
+
+    A convenience for checking tables built elsewhere (e.g. by the page-table library).
+    """
+    env = Env(mem, features or qemu_7_2_max())
+    regs = SysRegs(VTCR_EL2=vtcr, VTTBR_EL2=vttbr)
+    p = get_s2_ttw_params(regs, env.fs, env.choices)
+    access = AccessDescriptor(AccessType.GPR, 1, write)
+    return s2_translate(p, ipa, access, env)

@@ -1,0 +1,163 @@
+"""Translation table walks: the level-by-level descent, shared by both stages.
+
+One loop serves stage 1 and stage 2 (ASL AArch64.S1Walk and AArch64.S2Walk share
+their shape); what differs is an input: the start level and base, and how a
+descriptor address becomes a physical read (stage 1 under stage 2 translates it).
+
+ASL: AArch64.S1Walk, AArch64.S2Walk, AArch64.S1StartLevel, AArch64.S2StartLevel,
+AArch64.OAOutOfRange, AArch64.TTBaseAddress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from s2mmu.arch.access import AccessDescriptor
+from s2mmu.arch.bits import bits, mask
+from s2mmu.arch.descriptors import (
+    Block,
+    DescContext,
+    Descriptor,
+    Invalid,
+    Page,
+    Table,
+    decode_descriptor,
+    tt_base_address,
+)
+from s2mmu.arch.faults import Fault, FaultRecord
+from s2mmu.arch.params import FINAL_LEVEL, Granule
+
+
+@dataclass(frozen=True)
+class WalkStep:
+    """One descriptor read: where it came from and what it says (for --explain)."""
+
+    stage: int
+    level: int
+    table_base: int       # address of the table (IPA for stage 1 under stage 2)
+    index: int
+    descaddress: int      # table_base + 8*index, in the walk's input space
+    paddress: int         # physical address actually read
+    raw: int
+    decoded: Descriptor
+
+
+@dataclass(frozen=True)
+class TTWState:
+    """The result of a successful walk (ASL TTWState, reduced to what is used)."""
+
+    stage: int
+    leaf: Block | Page
+    tables: tuple[Table, ...]
+    leaf_paddress: int    # physical address of the leaf descriptor
+    steps: tuple[WalkStep, ...]
+
+    @property
+    def level(self) -> int:
+        """Return the level of the leaf."""
+        return self.leaf.level
+
+
+# A descriptor fetch: (input-space descriptor address, level) -> (PA read, value) or a fault.
+Fetch = Callable[[int, int], "tuple[int, int] | FaultRecord"]
+
+
+@dataclass(frozen=True)
+class WalkSetup:
+    """The inputs one walk needs, independent of stage."""
+
+    stage: int
+    granule: Granule
+    iasize: int
+    startlevel: int
+    ttb: int
+    ps: int               # output size in bits for address size checks
+    ps_raw: int           # the IPS/PS field as programmed
+    ds: bool
+    lpa: bool
+    pamax52: bool
+
+    def context(self) -> DescContext:
+        """Return the descriptor decoding context."""
+        return DescContext(self.granule, self.ds, self.lpa, self.stage, self.pamax52)
+
+    def base_address(self) -> int:
+        """Return the initial table's physical base (ASL AArch64.TTBaseAddress)."""
+        return tt_base_address(self.ttb, 64 - self.iasize, self.ps_raw == 0b110, self.ds,
+                               self.granule, self.startlevel, self.lpa)
+
+
+def level_index(setup: WalkSetup, level: int, ia: int) -> int:
+    """Return the index into the level's table for input address ia.
+
+    The start level takes every remaining input bit (concatenated stage-2 tables
+    make that more than one stride).
+    """
+    g = setup.granule
+    lsb = (FINAL_LEVEL - level) * g.stride + g.bits
+    msb = setup.iasize - 1 if level == setup.startlevel else lsb + g.stride - 1
+    return bits(ia, msb, lsb)
+
+
+def oa_out_of_range(addr: int, ps: int) -> bool:
+    """Return whether addr needs more than ps bits (ASL AArch64.OAOutOfRange)."""
+    return addr >> ps != 0
+
+
+def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
+         trace: list[WalkStep] | None = None) -> TTWState | FaultRecord:
+    """Walk the tables for input address ia, returning the leaf or the fault.
+
+    The caller has already checked that ia is within the input size and that the
+    start level is legal. Faults returned here are stage-relative (the caller marks
+    stage 2 and fills in addresses).
+    """
+    base = setup.base_address()
+    if oa_out_of_range(base, setup.ps):
+        return FaultRecord(Fault.ADDRESS_SIZE, 0, access,
+                           reason=f"table base {base:#x} exceeds the {setup.ps}-bit output size")
+    ctx = setup.context()
+    tables: list[Table] = []
+    steps: list[WalkStep] = []
+    level = setup.startlevel
+    while True:
+        index = level_index(setup, level, ia)
+        descaddress = base + 8 * index
+        got = fetch(descaddress, level)
+        if isinstance(got, FaultRecord):
+            return got
+        pa, raw = got
+        desc = decode_descriptor(raw, level, ctx)
+        step = WalkStep(setup.stage, level, base, index, descaddress, pa, raw, desc)
+        steps.append(step)
+        if trace is not None:
+            trace.append(step)
+        match desc:
+            case Invalid(why=why):
+                return FaultRecord(Fault.TRANSLATION, level, access,
+                                   reason=f"level {level} descriptor {raw:#018x} is invalid: {why}")
+            case Table(next_base=next_base):
+                if oa_out_of_range(next_base, setup.ps):
+                    return FaultRecord(Fault.ADDRESS_SIZE, level, access, reason=(
+                        f"next-level table address {next_base:#x} exceeds the "
+                        f"{setup.ps}-bit output size"))
+                tables.append(desc)
+                base, level = next_base, level + 1
+            case Block(oa=oa) | Page(oa=oa):
+                if oa_out_of_range(oa, setup.ps):
+                    return FaultRecord(Fault.ADDRESS_SIZE, level, access, reason=(
+                        f"output address {oa:#x} exceeds the {setup.ps}-bit output size"))
+                assert isinstance(desc, Block | Page)
+                return TTWState(setup.stage, desc, tuple(tables), pa, tuple(steps))
+
+
+def leaf_output(state: TTWState, setup: WalkSetup, ia: int) -> int:
+    """Return the output address for ia: the leaf's base plus the offset within it."""
+    size = setup.granule.block_size(state.level)
+    return state.leaf.oa | (ia & (size - 1))
+
+
+def input_mask(iasize: int) -> int:
+    """Return the mask of an iasize-bit input address."""
+    return mask(iasize - 1, 0)

@@ -1,0 +1,144 @@
+// The stub page: the only probe code that runs at EL1 and EL2.
+//
+// One 4 KiB page, position independent, so that a case can map it at any virtual (and
+// intermediate physical) address with a single leaf descriptor in any granule. It holds
+// the EL1 vector table (offset 0x000) and the EL2 vector table (offset 0x800). Each AT
+// table lives in the "current EL with SP0" slots of its vector table, which are never
+// taken because EL1 and EL2 always run on SP_ELx (SPSR.M = ELxh).
+//
+// Contract with EL3 (probe.S): EL3 erets to an AT table entry with x2 = the address to
+// translate; every path back to EL3 is an SMC with x0 = kind and x1..x5 the values (see
+// layout.inc). The stubs touch no memory, so SCTLR_ELx.EE and the case's data mappings
+// cannot disturb them.
+
+    .arch armv8.6-a
+    .include "layout.inc"
+
+    .section .stub, "ax"
+    .global stub_base, at_table_el1, at_table_el2, vectors_el1, vectors_el2
+
+    .macro at_table done
+    at s1e0r, x2
+    b \done
+    at s1e0w, x2
+    b \done
+    at s1e1r, x2
+    b \done
+    at s1e1w, x2
+    b \done
+    at s1e1rp, x2
+    b \done
+    at s1e1wp, x2
+    b \done
+    at s1e2r, x2
+    b \done
+    at s1e2w, x2
+    b \done
+    at s12e0r, x2
+    b \done
+    at s12e0w, x2
+    b \done
+    at s12e1r, x2
+    b \done
+    at s12e1w, x2
+    b \done
+    .endm
+
+    // An exception nobody expects (interrupt, SError, lower-EL entry at EL1): report
+    // the vector offset and return address so the harness can name it.
+    .macro unexpected offset, elr
+    mov x1, #\offset
+    mrs x5, \elr
+    mov x0, #KIND_ASYNC
+    smc #0
+    .endm
+
+stub_base:
+vectors_el1:
+at_table_el1:                       // 0x000: current EL with SP0, never taken
+    at_table el1_done
+el1_done:
+    isb
+    mrs x1, par_el1
+    mov x0, #KIND_PAR
+    smc #0
+
+    .org STUB_AT_EL1 + 0x200        // current EL with SPx, synchronous: the AT trapped
+    mrs x1, esr_el1
+    mrs x3, far_el1
+    mov x4, xzr
+    mrs x5, elr_el1
+    mov x0, #KIND_EXC_EL1
+    smc #0                          // HCR_EL2.TSC=1 routes this via EL2, which forwards
+    .org STUB_AT_EL1 + 0x280
+    unexpected 0x280, elr_el1
+    .org STUB_AT_EL1 + 0x300
+    unexpected 0x300, elr_el1
+    .org STUB_AT_EL1 + 0x380
+    unexpected 0x380, elr_el1
+    .org STUB_AT_EL1 + 0x400
+    unexpected 0x400, elr_el1
+    .org STUB_AT_EL1 + 0x480
+    unexpected 0x480, elr_el1
+    .org STUB_AT_EL1 + 0x500
+    unexpected 0x500, elr_el1
+    .org STUB_AT_EL1 + 0x580
+    unexpected 0x580, elr_el1
+    .org STUB_AT_EL1 + 0x600
+    unexpected 0x600, elr_el1
+    .org STUB_AT_EL1 + 0x680
+    unexpected 0x680, elr_el1
+    .org STUB_AT_EL1 + 0x700
+    unexpected 0x700, elr_el1
+    .org STUB_AT_EL1 + 0x780
+    unexpected 0x780, elr_el1
+
+    .org STUB_AT_EL2
+vectors_el2:
+at_table_el2:                       // 0x800: current EL with SP0, never taken
+    at_table el2_done
+el2_done:
+    isb
+    mrs x1, par_el1
+    mov x0, #KIND_PAR
+    smc #0
+
+    // A synchronous exception to EL2, from EL2 itself or from EL1. An SMC from EL1
+    // trapped by HCR_EL2.TSC is the EL1 stub reporting: forward its registers.
+el2_sync:
+    mrs x9, esr_el2
+    ubfx x10, x9, #26, #6
+    cmp x10, #0x17
+    b.eq 1f
+    mov x1, x9
+    mrs x3, far_el2
+    mrs x4, hpfar_el2
+    mrs x5, elr_el2
+    mov x0, #KIND_EXC_EL2
+1:  smc #0
+
+    .org STUB_AT_EL2 + 0x200        // current EL with SPx, synchronous
+    b el2_sync
+    .org STUB_AT_EL2 + 0x280
+    unexpected 0xa80, elr_el2
+    .org STUB_AT_EL2 + 0x300
+    unexpected 0xb00, elr_el2
+    .org STUB_AT_EL2 + 0x380
+    unexpected 0xb80, elr_el2
+    .org STUB_AT_EL2 + 0x400        // lower EL using AArch64, synchronous
+    b el2_sync
+    .org STUB_AT_EL2 + 0x480
+    unexpected 0xc80, elr_el2
+    .org STUB_AT_EL2 + 0x500
+    unexpected 0xd00, elr_el2
+    .org STUB_AT_EL2 + 0x580
+    unexpected 0xd80, elr_el2
+    .org STUB_AT_EL2 + 0x600
+    unexpected 0xe00, elr_el2
+    .org STUB_AT_EL2 + 0x680
+    unexpected 0xe80, elr_el2
+    .org STUB_AT_EL2 + 0x700
+    unexpected 0xf00, elr_el2
+    .org STUB_AT_EL2 + 0x780
+    unexpected 0xf80, elr_el2
+    .org 0x1000

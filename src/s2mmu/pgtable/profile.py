@@ -1,0 +1,89 @@
+"""Behaviour profiles: the walker and map-walker rules of particular kernel versions.
+
+The model runs today's code by default. A profile switches a few rules back to what an
+older kernel did, one named knob per rule, so that the historic bugs can be reproduced
+and shown to be fixed. Only rules that changed behaviour are knobs; everything else is
+always the current code.
+
+Knobs and the kernel history they stand for:
+
+- ``eagain_rule``: how a visitor's -EAGAIN affects the walk (kvm_pgtable_walk_continue).
+  ANY_ERROR_STOPS before v6.3; HANDLE_FAULT from v6.3 (commit ddcadb297ce5, "KVM: arm64:
+  Ignore EAGAIN for walks outside of a fault": -EAGAIN is swallowed unless the walker
+  passes KVM_PGTABLE_WALK_HANDLE_FAULT); IGNORE_EAGAIN from v6.19 ("KVM: arm64: Invert
+  KVM_PGTABLE_WALK_HANDLE_FAULT to fix pKVM walkers", seed 000: -EAGAIN ends the walk
+  unless the walker passes KVM_PGTABLE_WALK_IGNORE_EAGAIN, which only wrprotect does).
+- ``reload_after_table_pre``: the entry is re-read after a TABLE_PRE callback (commit
+  a9f0e3d5a089, "KVM: arm64: Reload PTE after invoking walker callback on preorder
+  traversal", v6.4-rc, backported to 6.3.y). Before it, a TABLE_PRE that replaced a table
+  by a block was followed by a walk of the freed table.
+- ``pa_from_ipa``: the map walker computes the output address from how far the walk has
+  got (phys + addr - start) instead of a counter bumped at each installed leaf (commit
+  1f0f4a2ef7a5, "KVM: arm64: Infer the PA offset from IPA in stage-2 map walker", v6.4-rc,
+  backported to 6.3.y). Before it, a racing vCPU that replaced a just-installed block by a
+  table made the walker map the table's pages at the wrong output address.
+- ``perm_only_filter``: a map that only changes permissions returns -EAGAIN and leaves
+  the entry untouched (commit 694d071f8d85, "KVM: arm64: Filter out the case of only
+  changing permissions from stage-2 map path", v5.12). Before it, the entry was replaced
+  through break-before-make (and a later, narrower fault could take permissions away).
+
+Kernel: kvm_pgtable_walk_continue, __kvm_pgtable_visit, stage2_map_walker_phys_addr,
+stage2_map_walker_try_leaf (arch/arm64/kvm/hyp/pgtable.c, v6.2, v6.3, linux-next).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class EagainRule(enum.Enum):
+    """What a visitor's -EAGAIN does to the walk."""
+
+    ANY_ERROR_STOPS = "any error ends the walk (before v6.3)"
+    HANDLE_FAULT = "-EAGAIN is ignored unless HANDLE_FAULT is set (v6.3 to v6.19-rc4)"
+    IGNORE_EAGAIN = "-EAGAIN ends the walk unless IGNORE_EAGAIN is set (v6.19 onward)"
+
+
+@dataclass(frozen=True)
+class BehaviourProfile:
+    """A set of rule choices standing for one kernel version (see module docstring)."""
+
+    name: str
+    eagain_rule: EagainRule
+    reload_after_table_pre: bool
+    pa_from_ipa: bool
+    perm_only_filter: bool
+
+
+PRE_V6_3 = BehaviourProfile(
+    name="v6.2",
+    eagain_rule=EagainRule.ANY_ERROR_STOPS,
+    reload_after_table_pre=False,
+    pa_from_ipa=False,
+    perm_only_filter=True,
+)
+"""Before v6.3: any error stops the walk; the two 6.4-rc map-walker fixes are absent."""
+
+V6_3 = BehaviourProfile(
+    name="v6.3..v6.19-rc4",
+    eagain_rule=EagainRule.HANDLE_FAULT,
+    reload_after_table_pre=True,
+    pa_from_ipa=True,
+    perm_only_filter=True,
+)
+"""v6.3 to v6.19-rc4 (with the 6.4-rc fixes that 6.3.y stable also has): HANDLE_FAULT."""
+
+V6_19 = BehaviourProfile(
+    name="v6.19",
+    eagain_rule=EagainRule.IGNORE_EAGAIN,
+    reload_after_table_pre=True,
+    pa_from_ipa=True,
+    perm_only_filter=True,
+)
+"""v6.19 onward: IGNORE_EAGAIN, passed only by wrprotect."""
+
+CURRENT = V6_19
+"""The default profile."""
+
+PROFILES = {p.name: p for p in (PRE_V6_3, V6_3, V6_19)}
