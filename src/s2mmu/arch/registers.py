@@ -6,6 +6,7 @@ lists match the kernel's arch/arm64/tools/sysreg where both describe a register.
 
 from __future__ import annotations
 
+from s2mmu.arch.faults import FSC_NAMES
 from s2mmu.arch.sysreg import Field as F
 from s2mmu.arch.sysreg import RegisterSpec, Res0, Res1
 
@@ -126,7 +127,7 @@ PAR_EL1_OK = RegisterSpec("PAR_EL1", (
 PAR_EL1_FAULT = RegisterSpec("PAR_EL1", (
     F(63, 56, "IMPDEF_63_56"), F(55, 52, "IMPDEF_55_52"), F(51, 48, "IMPDEF_51_48"),
     Res0(47, 12), F(11, 11, "RES1"), F(10, 10, "FSTAGE"), F(9, 9, "S",
-    {0: "stage 1", 1: "stage 2"}), F(8, 8, "PTW"), Res0(7, 7), F(6, 1, "FST"),
+    {0: "stage 1", 1: "stage 2"}), F(8, 8, "PTW"), Res0(7, 7), F(6, 1, "FST", FSC_NAMES),
     F(0, 0, "F", {1: "translation aborted"}),
 ))
 
@@ -141,12 +142,12 @@ ESR_ELx_DABT = RegisterSpec("ESR_ELx", (
     Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL"),
     F(24, 24, "ISV"), F(23, 22, "SAS"), F(21, 21, "SSE"), F(20, 16, "SRT"), F(15, 15, "SF"),
     F(14, 14, "AR"), F(13, 13, "VNCR"), F(12, 11, "SET"), F(10, 10, "FnV"), F(9, 9, "EA"),
-    F(8, 8, "CM"), F(7, 7, "S1PTW"), F(6, 6, "WnR"), F(5, 0, "DFSC"),
+    F(8, 8, "CM"), F(7, 7, "S1PTW"), F(6, 6, "WnR"), F(5, 0, "DFSC", FSC_NAMES),
 ))
 ESR_ELx_IABT = RegisterSpec("ESR_ELx", (
     Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL"),
     Res0(24, 13), F(12, 11, "SET"), F(10, 10, "FnV"), F(9, 9, "EA"), Res0(8, 8),
-    F(7, 7, "S1PTW"), Res0(6, 6), F(5, 0, "IFSC"),
+    F(7, 7, "S1PTW"), Res0(6, 6), F(5, 0, "IFSC", FSC_NAMES),
 ))
 FAR_ELx = RegisterSpec("FAR_ELx", (F(63, 0, "VA"),))
 HPFAR_EL2 = RegisterSpec("HPFAR_EL2", (

@@ -44,6 +44,7 @@ from s2mmu.arch.params import (
     stage2_enabled,
 )
 from s2mmu.arch.perms import (
+    S1Perms,
     s1_direct_permissions,
     s1_permission_ok,
     s2_direct_permissions,
@@ -82,7 +83,7 @@ Result = AddressDescriptor | FaultRecord
 
 def acc_ttw(access: AccessDescriptor, write: bool = False) -> AccessDescriptor:
     """Return the access of a stage-1 table walk (ASL CreateAccDescS1TTW / TTEUpdate)."""
-    return AccessDescriptor(AccessType.TTW, access.el, write)
+    return AccessDescriptor(AccessType.TTW, access.el, write, walk_of=access.acctype)
 
 
 # ---------------------------------------------------------------- stage 2
@@ -294,11 +295,17 @@ def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, e
     return fetch
 
 
-def s1_perm_reason(perms: object, access: AccessDescriptor) -> str:
+def s1_perm_reason(perms: S1Perms, access: AccessDescriptor) -> str:
     """Return why stage 1 refused the access, for humans."""
     what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
-    pan = " (PAN)" if access.pan else ""
-    return f"stage-1 permissions {perms} do not allow {what} at EL{access.el}{pan}"
+    pan = " with PSTATE.PAN=1" if access.pan else ""
+
+    def rwx(r: bool, w: bool, x: bool) -> str:
+        return ("R" if r else "-") + ("W" if w else "-") + ("X" if x else "-")
+
+    have = (f"privileged {rwx(perms.pr, perms.pw, perms.px)}, "
+            f"EL0 {rwx(perms.ur, perms.uw, perms.ux)}")
+    return f"stage-1 permissions ({have}) do not allow {what} at EL{access.el}{pan}"
 
 
 def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install everything s2mmu needs on a fresh Debian 12 machine (QEMU and the aarch64
+# binutils from Debian, the package and its test tools from PyPI), then run the checks
+# and the whole test suite. .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v qemu-system-aarch64 >/dev/null || need_apt+=(qemu-system-arm)
+command -v aarch64-linux-gnu-as >/dev/null || need_apt+=(binutils-aarch64-linux-gnu)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+python3 -m pip install -q -e ".[test]" 2>&1 | grep -v -e "^WARNING: Running pip as" -e "is ignored" || true
+
+echo "== ruff"
+python3 -m ruff check src tests bench
+echo "== mypy --strict (arch, pgtable)"
+python3 -m mypy --strict src/s2mmu/arch src/s2mmu/pgtable
+echo "== pytest"
+python3 -m pytest -n 2 -p no:cacheprovider "$@"

@@ -1,0 +1,274 @@
+"""The s2mmu command line: parse, call one function, format.
+
+click gives subcommands, typed options and exit status 2 for usage errors; rich gives
+tables and colour. Bad input (s2mmu.arch.errors.InputError) is one line on stderr and
+exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from s2mmu.arch.access import AccessDescriptor, acc_gpr, acc_ifetch
+from s2mmu.arch.atcase import parse_case, parse_cases, parse_int, run_case, run_case_detailed
+from s2mmu.arch.descriptors import DescContext, decode_descriptor
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.features import PRESETS, FeatureSet
+from s2mmu.arch.params import Granule
+from s2mmu.arch.registers import REGISTERS, TCR_EL2_E2H1
+from s2mmu.arch.state import SysRegs, regime_for
+from s2mmu.arch.sysreg import RegisterSpec
+from s2mmu.arch.translate import Env, full_translate
+from s2mmu.arch.walk import WalkStep
+from s2mmu.cli import render
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> None:
+    """Print one line naming the rule and the value, then exit with status 2."""
+    click.echo(f"s2mmu: error: {message}", err=True)
+    sys.exit(2)
+
+
+def input_errors(fn: F) -> F:
+    """Turn InputError (bad input) into one line on stderr and exit status 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            fail(str(e))
+        except (OSError, json.JSONDecodeError) as e:
+            fail(f"cannot read input: {e}")
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_json(path: str) -> Any:
+    """Return the JSON in path, or raise InputError naming the file and the problem."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno}, column {e.colno}"
+        raise InputError(f"{path}: not valid JSON ({where}: {e.msg})") from None
+
+
+def features_option(preset: str) -> FeatureSet:
+    """Return the FeatureSet of a preset name."""
+    return PRESETS[preset]()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="s2mmu")
+def cli() -> None:
+    """s2mmu: an executable model of Arm64 two-stage memory virtualisation as KVM/arm64 does it."""
+
+
+@cli.command()
+@input_errors
+def demo() -> None:
+    """Run the built-in two-stage demo: guest stage 1 over a stage 2, walks, AT, faults."""
+    from s2mmu.scenario.arch_demo import at_tour, build_demo, s1_walk_fault_at_el1, translate_tour
+
+    out = render.console()
+    m = build_demo()
+    out.rule("[bold]s2mmu demo: a guest's stage 1 inside guest memory, over a stage 2")
+    out.print(f"VTCR_EL2={m.regs.VTCR_EL2:#x} VTTBR_EL2={m.regs.VTTBR_EL2:#x} "
+              f"TCR_EL1={m.regs.TCR_EL1:#x} TTBR0_EL1={m.regs.TTBR0_EL1:#x} "
+              f"TTBR1_EL1={m.regs.TTBR1_EL1:#x} MAIR_EL1={m.regs.MAIR_EL1:#x}")
+    for t in translate_tour(m):
+        out.rule(t.title)
+        out.print(f"VA {t.va:#x} {access_name(t.access)}")
+        out.print(render.walk_lines(list(t.trace)), end="")
+        out.print(render.describe_result(t.result))
+    writes = m.env.mem.hw_writes
+    if writes:
+        out.rule("descriptor words written by the translation hardware")
+        for w in writes:
+            out.print(f"  PA {w.pa:#x}: {w.before:#018x} -> {w.after:#018x}")
+    out.rule("AT instructions")
+    for a in [*at_tour(m), s1_walk_fault_at_el1(m)]:
+        out.print(f"[bold]AT {a.op.name}[/bold] {a.va:#x} at EL{a.el} PAN={int(a.pan)}: {a.title}")
+        out.print(render.describe_at(a.result))
+
+
+def access_name(a: AccessDescriptor) -> str:
+    """Return an access as 'EL1 read (PAN)'."""
+    kind = "fetch" if a.is_ifetch() else ("write" if a.write else "read")
+    return f"EL{a.el} {kind}" + (" (PAN)" if a.pan else "")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the at-case.md output format.")
+@click.option("--features", type=click.Choice(sorted(PRESETS)), default="qemu-max",
+              show_default=True, help="Implemented features.")
+@input_errors
+def at(file: str, as_json: bool, features: str) -> None:
+    """Run the AT instructions of an AT case file (shared/formats/at-case.md)."""
+    cases = parse_cases(load_json(file))
+    fs = features_option(features)
+    if as_json:
+        click.echo(json.dumps({"cases": [run_case(c, fs) for c in cases]}, indent=1))
+        return
+    out = render.console()
+    for case in cases:
+        results, mem = run_case_detailed(case, fs)
+        out.rule(f"case {case.name}")
+        for spec, r in zip(case.ops, results, strict=True):
+            out.print(f"AT {spec.op.name:7} {spec.va:#018x} EL{spec.el} PAN={int(spec.pan)}  ",
+                      render.describe_at(r))
+        for w in mem.hw_writes:
+            out.print(f"  hardware wrote PA {w.pa:#x}: {w.before:#x} -> {w.after:#x}")
+
+
+def parse_reg_options(items: tuple[str, ...]) -> dict[str, int]:
+    """Parse NAME=VALUE register options."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--reg expects NAME=VALUE, got {item!r}")
+        out[name.strip().upper()] = parse_int(value, f"--reg {name}")
+    return out
+
+
+ACCESS = {"r": (False, False), "w": (True, False), "x": (False, True)}
+
+
+@cli.command()
+@click.argument("va")
+@click.option("--case", "case_file", type=click.Path(dir_okay=False),
+              help="Take registers and memory from an AT case file (its first case).")
+@click.option("--reg", "reg_items", multiple=True, metavar="NAME=VALUE",
+              help="Set a register (repeatable); overrides the case file.")
+@click.option("--el", type=click.IntRange(0, 2), default=1, show_default=True,
+              help="Exception level of the access.")
+@click.option("--access", type=click.Choice(sorted(ACCESS)), default="r", show_default=True)
+@click.option("--pan", is_flag=True, help="PSTATE.PAN=1 for the access.")
+@click.option("--stage1-only", is_flag=True, help="Stop at the IPA (stage 2 still walks tables).")
+@click.option("--explain", is_flag=True, help="Print the walk level by level.")
+@click.option("--features", type=click.Choice(sorted(PRESETS)), default="qemu-max",
+              show_default=True)
+@input_errors
+def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: int, access: str,
+              pan: bool, stage1_only: bool, explain: bool, features: str) -> None:
+    """Translate one VA through the regime the registers describe."""
+    from s2mmu.arch.atcase import load_memory
+    from s2mmu.arch.memory import PhysMem
+
+    addr = parse_int(va, "VA")
+    if not 0 <= addr < 1 << 64:
+        raise InputError(f"VA {addr:#x} is wider than 64 bits")
+    values = parse_reg_options(reg_items)
+    if case_file:
+        case = parse_case(_first_case(load_json(case_file)))
+        regs = SysRegs.from_mapping({**case.regs.to_mapping(), **values})
+        mem = load_memory(case)
+    else:
+        regs, mem = SysRegs.from_mapping(values), PhysMem()
+    write, ifetch = ACCESS[access]
+    acc = acc_ifetch(el) if ifetch else acc_gpr(el, write, pan=pan)
+    env = Env(mem, features_option(features))
+    regime = regime_for(el, regs)
+    trace: list[WalkStep] = []
+    result = full_translate(regs, regime, addr, acc, env, stage1_only=stage1_only, trace=trace)
+    out = render.console()
+    out.print(f"VA {addr:#x} {access_name(acc)} in the {regime.value} regime")
+    if explain:
+        out.print(render.walk_lines(trace), end="")
+    out.print(render.describe_result(result))
+    for w in mem.hw_writes:
+        out.print(f"  hardware wrote PA {w.pa:#x}: {w.before:#x} -> {w.after:#x}")
+
+
+def _first_case(obj: Any) -> Any:
+    if isinstance(obj, dict) and "cases" in obj:
+        obj = obj["cases"]
+    if isinstance(obj, list):
+        if not obj:
+            raise InputError("the case file holds no case")
+        return obj[0]
+    return obj
+
+
+GRANULES = {"4k": Granule.G4K, "16k": Granule.G16K, "64k": Granule.G64K}
+
+
+@cli.command()
+@click.argument("register", required=False)
+@click.argument("value", required=False)
+@click.option("--descriptor", help="Decode a translation table descriptor instead.")
+@click.option("--level", type=click.IntRange(-1, 3), default=3, show_default=True)
+@click.option("--granule", type=click.Choice(sorted(GRANULES)), default="4k", show_default=True)
+@click.option("--stage", type=click.IntRange(1, 2), default=1, show_default=True)
+@click.option("--ds", is_flag=True, help="TCR.DS/VTCR.DS=1 (FEAT_LPA2 52-bit form).")
+@click.option("--e2h", is_flag=True, help="Decode TCR_EL2 with the E2H=1 layout.")
+@input_errors
+def decode(register: str | None, value: str | None, descriptor: str | None, level: int,
+           granule: str, stage: int, ds: bool, e2h: bool) -> None:
+    """Decode a register value, or a descriptor, field by field with Arm's names."""
+    out = render.console()
+    if descriptor is not None:
+        raw = parse_int(descriptor, "descriptor")
+        if not 0 <= raw < 1 << 64:
+            raise InputError(f"descriptor {raw:#x} is wider than 64 bits")
+        g = GRANULES[granule]
+        if level == -1 and not (ds and g is Granule.G4K):
+            raise InputError("level -1 exists only with the 4KB granule and DS=1 (FEAT_LPA2)")
+        d = decode_descriptor(raw, level, DescContext(g, ds, True, stage, True))
+        out.print(f"stage {stage} level {level} {granule.upper()} descriptor {raw:#018x}:")
+        out.print(render.describe_descriptor(d, stage))
+        return
+    if register is None or value is None:
+        raise InputError("decode needs REGISTER VALUE, or --descriptor VALUE")
+    name = register.upper()
+    spec = TCR_EL2_E2H1 if (name == "TCR_EL2" and e2h) else REGISTERS.get(name)
+    if spec is None:
+        raise InputError(f"unknown register {register!r} (known: {', '.join(sorted(REGISTERS))})")
+    raw = parse_int(value, name)
+    spec = layout_for(name, raw, spec)
+    out.print(render.register_table(spec.decode(raw)))
+
+
+def layout_for(name: str, raw: int, spec: RegisterSpec) -> RegisterSpec:
+    """Return the layout a value selects: ESR by EC (abort ISS), PAR_EL1 by F."""
+    from s2mmu.arch.bits import bit, bits
+    from s2mmu.arch.registers import PAR_EL1_FAULT, ESR_ELx_DABT, ESR_ELx_IABT
+
+    if name.startswith("ESR_") and bits(raw, 31, 26) in (0x24, 0x25):
+        return ESR_ELx_DABT
+    if name.startswith("ESR_") and bits(raw, 31, 26) in (0x20, 0x21):
+        return ESR_ELx_IABT
+    if name == "PAR_EL1" and bit(raw, 0):
+        return PAR_EL1_FAULT
+    return spec
+
+
+def _add_optional_commands() -> None:
+    """Attach the commands of later layers."""
+    try:
+        from s2mmu.cli.conformance_cmd import conformance, qemu_at
+    except ImportError:
+        return
+    cli.add_command(conformance)
+    cli.add_command(qemu_at)
+
+
+_add_optional_commands()
+
+
+def main() -> None:
+    """Run the command line."""
+    cli()
+

@@ -1,0 +1,140 @@
+"""Ready-made hosts: physical memory, page pool, events, and the kernel's mm_ops flavours.
+
+Each flavour matches one set of mm_ops the kernel installs:
+
+- ``kvm_s2_mm_ops``: host KVM guest stage 2 (arch/arm64/kvm/mmu.c): table pages from the
+  caller's memcache (an empty cache WARNs and falls back to an atomic allocation),
+  detached tables freed after an RCU grace period, cache maintenance.
+- ``pkvm_guest_mm_ops``: a protected guest's stage 2 at EL2 (nvhe/mem_protect.c): pages
+  from the guest's hyp memcache (NULL when empty), detached tables freed at once, shared
+  walks refused, cache maintenance.
+- ``pkvm_host_mm_ops``: the host's identity stage 2 at EL2: pages from the hyp pool,
+  freed at once, no cache maintenance.
+- ``kvm_hyp_mm_ops``: the hypervisor's stage 1: pages from the hyp pool.
+
+Kernel: kvm_s2_mm_ops, kvm_init_stage2_mmu (arch/arm64/kvm/mmu.c); the pKVM mm_ops in
+arch/arm64/kvm/hyp/nvhe/mem_protect.c and setup.c, as summarised above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from s2mmu.arch.memory import PhysMem
+from s2mmu.pgtable.caps import KvmCaps
+from s2mmu.pgtable.events import EventLog
+from s2mmu.pgtable.hyp import kvm_pgtable_hyp_init
+from s2mmu.pgtable.mm import KvmPgtableMmOps, PagePool, Rcu
+from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
+from s2mmu.pgtable.pte import Granule, granule
+from s2mmu.pgtable.stage2 import kvm_pgtable_stage2_free_unlinked, kvm_pgtable_stage2_init
+from s2mmu.pgtable.table import ForcePteCb, KvmPgtable, KvmS2Mmu
+from s2mmu.pgtable.vtcr import ID_AA64MMFR0_EL1_PARANGE_48, kvm_get_vtcr
+
+POOL_BASE = 0x80_0000_0000
+"""Where table pages come from by default (512 GiB), clear of typical guest RAM PAs."""
+
+POOL_PAGES = 1 << 22
+
+
+@dataclass
+class PgtableEnv:
+    """The injected host: memory, page pool, events, RCU, capabilities, profile."""
+
+    mem: PhysMem
+    pool: PagePool
+    events: EventLog
+    caps: KvmCaps
+    profile: BehaviourProfile
+    g: Granule
+    rcu: Rcu = field(default_factory=Rcu)
+
+
+def new_env(
+    page_shift: int = 12,
+    caps: KvmCaps | None = None,
+    profile: BehaviourProfile = CURRENT,
+    events: EventLog | None = None,
+    mem: PhysMem | None = None,
+    pool_base: int = POOL_BASE,
+    pool_pages: int = POOL_PAGES,
+) -> PgtableEnv:
+    """Return a fresh host with an empty page pool."""
+    g = granule(page_shift)
+    mem = mem if mem is not None else PhysMem()
+    return PgtableEnv(
+        mem=mem,
+        pool=PagePool(mem, g, pool_base, pool_pages),
+        events=events if events is not None else EventLog(),
+        caps=caps or KvmCaps(),
+        profile=profile,
+        g=g,
+    )
+
+
+def _mm_ops(env: PgtableEnv, **kw: object) -> KvmPgtableMmOps:
+    return KvmPgtableMmOps(
+        mem=env.mem,
+        pool=env.pool,
+        events=env.events,
+        caps=env.caps,
+        profile=env.profile,
+        free_unlinked=kvm_pgtable_stage2_free_unlinked.steps,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def kvm_s2_mm_ops(env: PgtableEnv) -> KvmPgtableMmOps:
+    """Return the host KVM stage-2 mm_ops (memcache, RCU, CMOs)."""
+    return _mm_ops(env, rcu=env.rcu, zalloc_from="memcache", memcache_fallback=True)
+
+
+def pkvm_guest_mm_ops(env: PgtableEnv) -> KvmPgtableMmOps:
+    """Return pKVM's guest stage-2 mm_ops at EL2 (hyp memcache, immediate free, CMOs)."""
+    return _mm_ops(env, zalloc_from="memcache", memcache_fallback=False, hyp_context=True)
+
+
+def pkvm_host_mm_ops(env: PgtableEnv) -> KvmPgtableMmOps:
+    """Return pKVM's host stage-2 mm_ops at EL2 (hyp pool, immediate free, no CMOs)."""
+    return _mm_ops(env, zalloc_from="pool", hyp_context=True, cmo=False)
+
+
+def kvm_hyp_mm_ops(env: PgtableEnv) -> KvmPgtableMmOps:
+    """Return the hypervisor stage-1 mm_ops (hyp pool)."""
+    return _mm_ops(env, zalloc_from="pool", hyp_context=True, cmo=False)
+
+
+def new_stage2(
+    env: PgtableEnv,
+    ipa_bits: int = 40,
+    *,
+    vmid: int = 1,
+    flags: int = 0,
+    force_pte_cb: ForcePteCb | None = None,
+    mm_ops: KvmPgtableMmOps | None = None,
+    mmfr0: int = ID_AA64MMFR0_EL1_PARANGE_48,
+    mmfr1: int = 0b0010 << 4,
+) -> KvmPgtable:
+    """Return an initialised stage 2 for an IPA space of ipa_bits (host KVM by default).
+
+    Kernel: kvm_init_stage2_mmu (the VTCR from the IPA size, then kvm_pgtable_stage2_init).
+    """
+    vtcr = kvm_get_vtcr(mmfr0, mmfr1, ipa_bits, env.g, env.caps)
+    mmu = KvmS2Mmu(vmid=vmid, vtcr=vtcr)
+    pgt = KvmPgtable()
+    ret = kvm_pgtable_stage2_init(pgt, mmu, mm_ops or kvm_s2_mm_ops(env), flags, force_pte_cb)
+    if ret:
+        raise MemoryError(f"kvm_pgtable_stage2_init failed: {ret}")
+    return pgt
+
+
+def new_hyp(env: PgtableEnv, va_bits: int = 48, mm_ops: KvmPgtableMmOps | None = None) -> KvmPgtable:
+    """Return an initialised hypervisor stage-1 table.
+
+    Kernel: kvm_pgtable_hyp_init.
+    """
+    pgt = KvmPgtable()
+    ret = kvm_pgtable_hyp_init(pgt, va_bits, mm_ops or kvm_hyp_mm_ops(env))
+    if ret:
+        raise MemoryError(f"kvm_pgtable_hyp_init failed: {ret}")
+    return pgt
