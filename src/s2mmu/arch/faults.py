@@ -98,10 +98,17 @@ def fsc(fault: FaultRecord) -> int:
     return _FSC_BASE[kind] | fault.level
 
 
+_KIND_NAMES = {
+    Fault.ADDRESS_SIZE: "Address size fault", Fault.TRANSLATION: "Translation fault",
+    Fault.ACCESS_FLAG: "Access flag fault", Fault.PERMISSION: "Permission fault",
+    Fault.SYNC_EXTERNAL_ON_WALK: "Synchronous External abort on translation table walk",
+    Fault.SYNC_EXTERNAL: "Synchronous External abort", Fault.ALIGNMENT: "Alignment fault",
+    Fault.TLB_CONFLICT: "TLB conflict abort",
+}
 FSC_NAMES = {
-    **{_FSC_BASE[k] | lvl: f"{k.value} fault, level {lvl}" for k in _FSC_BASE for lvl in range(4)},
-    **{v: f"{k.value} fault, level -1" for k, v in _FSC_LEVEL_MINUS1.items()},
-    **{v: f"{k.value}" for k, v in _FSC_FIXED.items()},
+    **{_FSC_BASE[k] | lvl: f"{_KIND_NAMES[k]}, level {lvl}" for k in _FSC_BASE for lvl in range(4)},
+    **{v: f"{_KIND_NAMES[k]}, level -1" for k, v in _FSC_LEVEL_MINUS1.items()},
+    **{v: _KIND_NAMES[k] for k, v in _FSC_FIXED.items()},
 }
 
 

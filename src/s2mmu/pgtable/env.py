@@ -128,7 +128,9 @@ def new_stage2(
     return pgt
 
 
-def new_hyp(env: PgtableEnv, va_bits: int = 48, mm_ops: KvmPgtableMmOps | None = None) -> KvmPgtable:
+def new_hyp(
+    env: PgtableEnv, va_bits: int = 48, mm_ops: KvmPgtableMmOps | None = None
+) -> KvmPgtable:
     """Return an initialised hypervisor stage-1 table.
 
     Kernel: kvm_pgtable_hyp_init.

@@ -132,6 +132,7 @@ def stage2_set_xn_attr(prot: int, caps: KvmCaps) -> tuple[int, int]:
 
     Kernel: stage2_set_xn_attr.
     """
+    prot = int(prot)
     px = bool(prot & KVM_PGTABLE_PROT_PX)
     ux = bool(prot & KVM_PGTABLE_PROT_UX)
     if not caps.xnx and px != ux:
@@ -154,6 +155,7 @@ def stage2_set_prot_attr(pgt: KvmPgtable, prot: int) -> tuple[int, int]:
 
     Kernel: stage2_set_prot_attr.
     """
+    prot = int(prot)
     memtype = prot & (KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC)
     if memtype == KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC:
         return -EINVAL, 0
@@ -245,6 +247,7 @@ def hyp_set_prot_attr(prot: int, caps: KvmCaps) -> tuple[int, int]:
 
     Kernel: hyp_set_prot_attr.
     """
+    prot = int(prot)
     device = bool(prot & KVM_PGTABLE_PROT_DEVICE)
     attr = (MT_DEVICE_nGnRE if device else MT_NORMAL) << 2
     if prot & KVM_PGTABLE_PROT_W:

@@ -52,7 +52,6 @@ from s2mmu.pgtable.pte import (
     KVM_PTE_LEAF_ATTR_LO_S2_S2AP_R,
     KVM_PTE_LEAF_ATTR_LO_S2_S2AP_W,
     KVM_PTE_LEAF_ATTR_S2_PERMS,
-    KVM_PTE_VALID,
     Granule,
     kvm_granule_size,
     kvm_init_invalid_leaf_owner,

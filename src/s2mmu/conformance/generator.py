@@ -1,0 +1,857 @@
+"""Generate random, seeded, reproducible AT cases, by family (issue 3).
+
+Each case is an at-case.md object with two extra keys the format ignores: `family`,
+and `harness` (where the probe's stub page is mapped, when ops execute at an EL whose
+translation is on). Case `i` of a run depends only on (seed, i, family), so any case can
+be regenerated from its name.
+
+A case is drawn in two steps: a family function draws a `Spec` (registers and how
+adventurous the tables are), then `CaseBuilder` lays out the tables with the
+independent encoder in `tables.py` and picks the AT ops. Tables live in QEMU virt RAM
+outside the probe's reserved region (qemu.PROBE_LAYOUT); output addresses of leaves
+need not exist, since AT never accesses them.
+
+Families: every granule, start levels (level -1 with FEAT_LPA2, concatenated stage-2
+starts), TTBR0/TTBR1, TBI, EPD, E0PD, blocks (legal and not) and contiguous runs,
+invalid entries with junk bits, permissions (AP, UXN/PXN, APTable/XNTable with HPD,
+WXN, PAN and S1E1RP/WP), AF and dirty state (HA/HD/DBM at both stages), address size
+faults, 52-bit LPA/LPA2, big-endian tables, stage 2 with FWB on and off, HCR_EL2.DC/CD/ID,
+EL2 and EL2&0 regimes, ops executed at EL1, EL2 and EL3, and broken configurations
+(reserved TG, out-of-range TxSZ, illegal SL0/T0SZ, reserved PS).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from s2mmu.arch.errors import InputError
+from s2mmu.conformance.qemu import PROBE_LAYOUT
+from s2mmu.conformance.tables import Image, Shape, TableTree
+
+PS_BITS = (32, 36, 40, 42, 44, 48, 52, 52)
+TG0 = {12: 0b00, 16: 0b01, 14: 0b10}
+TG1 = {14: 0b01, 12: 0b10, 16: 0b11}
+PA_POOL = (0x4800_0000, 0x1_4000_0000)
+HIGH_POOL = (0x1_0000_0000, 0x1_4000_0000)
+STUB_ATTR_INDEX = 7
+DEVICE_ATTRS = (0x00, 0x04, 0x08, 0x0C)
+NORMAL_NIBBLES = (0x4, 0x1, 0x2, 0x3, 0x5, 0x6, 0x7, 0x8, 0x9, 0xA, 0xB, 0xC, 0xD, 0xE, 0xF)
+EL1_OPS = ("S1E0R", "S1E0W", "S1E1R", "S1E1W", "S1E1RP", "S1E1WP")
+S12_OPS = ("S12E0R", "S12E0W", "S12E1R", "S12E1W")
+EL2_OPS = ("S1E2R", "S1E2W")
+
+
+@dataclass
+class Spec:
+    """What one case configures: registers, table contents, ops."""
+
+    regime: str = "EL1&0"
+    s1: bool = True
+    granule: tuple[int, int] = (12, 12)
+    tg_raw: tuple[int | None, int | None] = (None, None)
+    txsz: tuple[int, int] = (16, 16)
+    epd: tuple[bool, bool] = (False, False)
+    tbi: tuple[bool, bool] = (False, False)
+    hpd: tuple[bool, bool] = (False, False)
+    e0pd: tuple[bool, bool] = (False, False)
+    ds: bool = False
+    ips: int = 5
+    ha: bool = False
+    hd: bool = False
+    ee: bool = False
+    wxn: bool = False
+    tge: bool = False
+    s2: bool = False
+    s2_granule: int = 12
+    s2_ia_bits: int = 40
+    s2_start: int = 1
+    s2_ds: bool = False
+    s2_ps: int = 5
+    s2_ha: bool = False
+    s2_hd: bool = False
+    s2_sl_raw: tuple[int, int] | None = None
+    s2_t0sz_raw: int | None = None
+    el2_ee: bool = False
+    fwb: bool = False
+    dc: bool = False
+    cd: bool = False
+    id: bool = False
+    ptw: bool = False
+    n_maps: int = 6
+    block_p: float = 0.3
+    illegal_block_p: float = 0.0
+    contig_p: float = 0.0
+    junk_p: float = 0.15
+    table_attr_p: float = 0.0
+    af0_p: float = 0.1
+    dbm_p: float = 0.0
+    wide_oa_p: float = 0.03
+    lpa_junk_p: float = 0.0
+    s2_unmapped_p: float = 0.1
+    s2_perm_p: float = 0.2
+    s1ptw_fault_p: float = 0.0
+    high_tables: bool = False
+    exec_els: tuple[int, ...] = (2,)
+    pan_p: float = 0.3
+    n_ops: int = 16
+    undef_p: float = 0.0
+    attrs_p: float = 0.5
+
+
+# --- Random helpers -----------------------------------------------------------------------
+
+
+def chance(rng: random.Random, p: float) -> bool:
+    """Return True with probability p."""
+    return rng.random() < p
+
+
+def mair_attr(rng: random.Random) -> int:
+    """Return a valid MAIR attribute byte (Device, or Normal inner and outer)."""
+    if chance(rng, 0.25):
+        return rng.choice(DEVICE_ATTRS)
+    return rng.choice(NORMAL_NIBBLES) << 4 | rng.choice(NORMAL_NIBBLES)
+
+
+def random_mair(rng: random.Random, stub: bool) -> int:
+    """Return a MAIR value; index 7 is Normal write-back when the stub page needs it."""
+    attrs = [mair_attr(rng) for _ in range(8)]
+    if stub:
+        attrs[STUB_ATTR_INDEX] = 0xFF
+    return sum(attr << (8 * i) for i, attr in enumerate(attrs))
+
+
+def start_level(granule: int, ia_bits: int) -> int:
+    """Return the stage-1 start level for an input size (the fewest levels that cover it)."""
+    stride = granule - 3
+    levels = -(-(ia_bits - granule) // stride)
+    return 4 - max(levels, 1)
+
+
+def txsz_range(granule: int, ds: bool) -> tuple[int, int]:
+    """Return the TxSZ range of -cpu max (FEAT_LVA, FEAT_LPA2, FEAT_TTST)."""
+    low = 12 if ds or granule == 16 else 16
+    return low, 47 if granule == 16 else 48
+
+
+def s2_sl_fields(granule: int, level: int) -> tuple[int, int]:
+    """Return VTCR_EL2 (SL0, SL2) for a stage-2 start level."""
+    if granule == 12:
+        return {-1: (0, 1), 0: (2, 0), 1: (1, 0), 2: (0, 0), 3: (3, 0)}[level]
+    return 3 - level, 0
+
+
+def s2_ia_range(granule: int, level: int) -> tuple[int, int]:
+    """Return the input sizes a stage-2 start level accepts (1 bit .. 16 tables)."""
+    shape = Shape(stage=2, granule=granule, ia_bits=48, start_level=level)
+    low = shape.shift(level) + 1
+    return low, low + shape.stride - 1 + 4
+
+
+# --- Family specs -------------------------------------------------------------------------
+
+
+def base_s1(rng: random.Random, granule: int | None = None, ds: bool = False) -> Spec:
+    """Return a plain EL1&0 stage-1 spec with random granules and sizes."""
+    g0 = granule or rng.choice((12, 14, 16))
+    g1 = granule or rng.choice((12, 14, 16))
+    if ds:
+        g0 = g0 if g0 != 16 else 12
+        g1 = g1 if g1 != 16 else 12
+    return Spec(
+        granule=(g0, g1),
+        txsz=(rng.randint(*txsz_range(g0, ds)), rng.randint(*txsz_range(g1, ds))),
+        ds=ds,
+        ips=rng.choice((2, 3, 4, 5, 5, 5, 6)) if not ds else rng.choice((5, 6, 6)),
+        tbi=(chance(rng, 0.3), chance(rng, 0.3)),
+        exec_els=(2, 2, 3),
+    )
+
+
+def family_granule(granule: int) -> Callable[[random.Random], Spec]:
+    """Return a family function for one stage-1 granule."""
+    def draw(rng: random.Random) -> Spec:
+        return base_s1(rng, granule)
+    return draw
+
+
+def family_lpa2(rng: random.Random) -> Spec:
+    """52-bit: FEAT_LPA2 (DS=1, 4K/16K, level -1) and FEAT_LPA/LVA with 64K."""
+    if chance(rng, 0.3):
+        spec = base_s1(rng, 16)
+        return replace(spec, txsz=(rng.randint(12, 20), rng.randint(12, 20)), ips=6,
+                       wide_oa_p=0.2, lpa_junk_p=0.2)
+    spec = base_s1(rng, rng.choice((12, 14)), ds=True)
+    return replace(spec, txsz=(rng.randint(12, 18), rng.randint(12, 22)), wide_oa_p=0.2)
+
+
+def family_ttbr(rng: random.Random) -> Spec:
+    """TTBR0/TTBR1 selection, TBI, EPD0/1, E0PD0/1."""
+    spec = base_s1(rng)
+    return replace(spec, tbi=(chance(rng, 0.5), chance(rng, 0.5)),
+                   epd=(chance(rng, 0.25), chance(rng, 0.25)),
+                   e0pd=(chance(rng, 0.3), chance(rng, 0.3)))
+
+
+def family_blocks(rng: random.Random) -> Spec:
+    """Blocks at every level (and where the granule allows none), contiguous runs."""
+    spec = base_s1(rng, ds=chance(rng, 0.3))
+    return replace(spec, block_p=0.7, illegal_block_p=0.15, contig_p=0.3)
+
+
+def family_invalid(rng: random.Random) -> Spec:
+    """Invalid entries with junk bits, reserved level-3 encodings."""
+    return replace(base_s1(rng), junk_p=0.6, n_maps=4)
+
+
+def family_perms(rng: random.Random) -> Spec:
+    """AP, UXN/PXN, hierarchical APTable/XNTable with HPD, WXN, PAN and S1E1RP/WP."""
+    spec = base_s1(rng)
+    return replace(spec, table_attr_p=0.5, hpd=(chance(rng, 0.4), chance(rng, 0.4)),
+                   wxn=chance(rng, 0.4), pan_p=0.5, n_maps=8)
+
+
+def family_af_dirty(rng: random.Random) -> Spec:
+    """AF faults and hardware AF/dirty updates (HA/HD/DBM) at stage 1 and stage 2."""
+    spec = with_stage2(rng, base_s1(rng)) if chance(rng, 0.5) else base_s1(rng)
+    ha = chance(rng, 0.8)
+    return replace(spec, ha=ha, hd=ha and chance(rng, 0.7), af0_p=0.5, dbm_p=0.5,
+                   s2_ha=spec.s2 and chance(rng, 0.8),
+                   s2_hd=spec.s2 and chance(rng, 0.6))
+
+
+def family_addr_size(rng: random.Random) -> Spec:
+    """Address size faults: small IPS/PS against table and output addresses."""
+    spec = base_s1(rng)
+    if chance(rng, 0.4):
+        spec = with_stage2(rng, spec)
+    return replace(spec, ips=rng.choice((0, 1, 2, 3)), wide_oa_p=0.4,
+                   high_tables=chance(rng, 0.5), lpa_junk_p=0.2)
+
+
+def family_big_endian(rng: random.Random) -> Spec:
+    """Big-endian table walks: SCTLR_EL1.EE at stage 1, SCTLR_EL2.EE at stage 2."""
+    spec = base_s1(rng)
+    if chance(rng, 0.5):
+        spec = with_stage2(rng, spec)
+    return replace(spec, ee=chance(rng, 0.8), el2_ee=chance(rng, 0.5),
+                   ha=chance(rng, 0.3), af0_p=0.3)
+
+
+def with_stage2(rng: random.Random, spec: Spec, ds: bool = False) -> Spec:
+    """Return `spec` with a random valid stage 2 (HCR_EL2.VM=1) beneath it."""
+    granule = rng.choice((12, 14, 16)) if not ds else rng.choice((12, 14))
+    levels = {12: (0, 1, 2, 3), 14: (1, 2, 3), 16: (1, 2, 3)}[granule]
+    if ds:
+        levels = (-1, 0, 1, 2) if granule == 12 else (0, 1, 2)
+    max_ia = 52 if ds or granule == 16 else 48
+    options = [(level, bits) for level in levels
+               for bits in range(s2_ia_range(granule, level)[0],
+                                 s2_ia_range(granule, level)[1] + 1)
+               if 32 <= bits <= max_ia]
+    level, ia_bits = rng.choice(options)
+    ps = rng.choice([i for i in range(7) if PS_BITS[i] >= min(ia_bits, 48)] or [5])
+    return replace(spec, s2=True, s2_granule=granule, s2_start=level, s2_ia_bits=ia_bits,
+                   s2_ds=ds, s2_ps=6 if ds or ia_bits > 48 else ps,
+                   fwb=chance(rng, 0.3), exec_els=(2, 2, 3))
+
+
+def family_stage2(rng: random.Random) -> Spec:
+    """Stage 2: every granule, start level and concatenation; S2AP, XN, MemAttr, FWB."""
+    spec = with_stage2(rng, base_s1(rng), ds=chance(rng, 0.2))
+    return replace(spec, s1=chance(rng, 0.8), s2_unmapped_p=0.2, s2_perm_p=0.4)
+
+
+def family_s1ptw(rng: random.Random) -> Spec:
+    """Stage-2 faults on stage-1 table walks: in PAR from EL2, as exceptions from EL1."""
+    spec = with_stage2(rng, base_s1(rng))
+    from_el1 = chance(rng, 0.5)
+    return replace(spec, s1ptw_fault_p=0.4, ptw=chance(rng, 0.3), ha=chance(rng, 0.3),
+                   s2_ha=chance(rng, 0.3), epd=(False, spec.epd[1]),
+                   exec_els=(1, 1, 2) if from_el1 else (2, 3))
+
+
+def family_dc_cd(rng: random.Random) -> Spec:
+    """HCR_EL2.DC, CD and ID with stage 1 on or off, stage 2 on or off."""
+    spec = base_s1(rng)
+    if chance(rng, 0.6):
+        spec = with_stage2(rng, spec)
+    dc = chance(rng, 0.5)
+    return replace(spec, s1=chance(rng, 0.6), dc=dc, cd=chance(rng, 0.4), id=chance(rng, 0.4),
+                   s2=spec.s2 or dc)
+
+
+def family_el2(rng: random.Random) -> Spec:
+    """The EL2 regime (E2H=0): S1E2R/W from EL3, and from EL2 with the stub mapped."""
+    granule = rng.choice((12, 14, 16))
+    spec = base_s1(rng, granule)
+    return replace(spec, regime="EL2", tbi=(chance(rng, 0.4), False), hpd=(chance(rng, 0.3), False),
+                   table_attr_p=0.3, wxn=chance(rng, 0.3), ee=chance(rng, 0.2),
+                   ha=chance(rng, 0.3), hd=chance(rng, 0.2), dbm_p=0.3, exec_els=(3, 3, 2))
+
+
+def family_el20(rng: random.Random) -> Spec:
+    """The EL2&0 regime (E2H=1, TGE 0 or 1): S1E2*, and S1E0*/S1E1* with TGE=1 at EL2."""
+    spec = base_s1(rng)
+    return replace(spec, regime="EL2&0", tge=chance(rng, 0.6), table_attr_p=0.3,
+                   hpd=(chance(rng, 0.3), chance(rng, 0.3)), e0pd=(chance(rng, 0.2), False),
+                   pan_p=0.5, exec_els=(2, 2, 3))
+
+
+def family_el1_exec(rng: random.Random) -> Spec:
+    """Ops executed at EL1: UNDEFINED ones, with EL1's MMU on, with stage 2 beneath."""
+    spec = base_s1(rng)
+    if chance(rng, 0.5):
+        spec = with_stage2(rng, spec)
+    return replace(spec, s1=chance(rng, 0.7), exec_els=(1, 1, 1, 2), undef_p=0.15,
+                   epd=(False, spec.epd[1]), pan_p=0.5)
+
+
+def family_broken(rng: random.Random) -> Spec:
+    """Broken configurations: reserved TG, TxSZ out of range, illegal SL0/T0SZ, PS=0b111."""
+    spec = base_s1(rng)
+    kind = rng.choice(("tg", "txsz", "sl0", "ps"))
+    if kind == "tg":
+        return replace(spec, tg_raw=(rng.choice((3, None)), rng.choice((0, None))))
+    if kind == "txsz":
+        return replace(spec, txsz=(rng.choice((0, 8, 11, 49, 55, 63)), rng.choice((1, 15, 40, 52))))
+    if kind == "ps":
+        return replace(spec, ips=7)
+    spec = with_stage2(rng, spec)
+    return replace(spec, s2_sl_raw=(rng.randint(0, 3), rng.choice((0, 0, 1))),
+                   s2_t0sz_raw=rng.choice((None, rng.randint(0, 63))))
+
+
+FAMILIES: dict[str, Callable[[random.Random], Spec]] = {
+    "s1_4k": family_granule(12),
+    "s1_16k": family_granule(14),
+    "s1_64k": family_granule(16),
+    "lpa2": family_lpa2,
+    "ttbr_tbi_epd": family_ttbr,
+    "blocks_contig": family_blocks,
+    "invalid_junk": family_invalid,
+    "perms": family_perms,
+    "af_dirty": family_af_dirty,
+    "addr_size": family_addr_size,
+    "big_endian": family_big_endian,
+    "stage2": family_stage2,
+    "s1ptw": family_s1ptw,
+    "dc_cd": family_dc_cd,
+    "el2": family_el2,
+    "el20": family_el20,
+    "el1_exec": family_el1_exec,
+    "broken": family_broken,
+}
+"""Case families by name: each draws a Spec from its own random stream."""
+
+
+# --- Building a case ----------------------------------------------------------------------
+
+
+@dataclass
+class Allocator:
+    """A bump allocator over one physical (or intermediate physical) window."""
+
+    next: int
+    limit: int
+
+    def take(self, size: int, align: int) -> int:
+        """Return an aligned block of `size` bytes."""
+        address = -(-self.next // align) * align
+        if address + size > self.limit:
+            raise RuntimeError("generator: table window exhausted")
+        self.next = address + size
+        return address
+
+
+@dataclass
+class Target:
+    """A mapped (or deliberately unmapped) virtual region that ops will translate."""
+
+    va: int
+    size: int
+    output: int | None
+    half: int
+
+
+@dataclass
+class CaseBuilder:
+    """Lay out one case's tables and ops from a Spec."""
+
+    spec: Spec
+    rng: random.Random
+    image: Image = field(default_factory=Image)
+    targets: list[Target] = field(default_factory=list)
+    harness: dict[str, str] = field(default_factory=dict)
+    s2_tree: TableTree | None = None
+    s1_trees: list[TableTree | None] = field(default_factory=list)
+    chunk_pa: dict[int, int] = field(default_factory=dict)
+    clean_tables: set[int] = field(default_factory=set)
+
+    def build(self, name: str, family: str) -> dict[str, Any]:
+        """Return the case object."""
+        self.pa = self.pa_window()
+        self.s2_tree = self.make_stage2() if self.stage2_on() else None
+        self.ipa = self.ipa_window()
+        self.s1_trees = [self.make_stage1(half) for half in (0, 1)]
+        self.map_stub()
+        for _ in range(self.spec.n_maps):
+            self.add_target()
+        self.add_junk()
+        ops = self.make_ops()
+        self.map_s1_tables_in_s2()
+        case: dict[str, Any] = {"name": name, "family": family, "el": "EL2",
+                                "regs": self.registers(), "memory": self.image.memory_entries(),
+                                "ops": ops}
+        if self.harness:
+            case["harness"] = self.harness
+        return case
+
+    # Windows and trees ---------------------------------------------------------------
+
+    def pa_window(self) -> Allocator:
+        """Return this case's table window in RAM, at a random place."""
+        low, high = HIGH_POOL if self.spec.high_tables else PA_POOL
+        base = self.rng.randrange(low, high - (32 << 20), 1 << 21)
+        return Allocator(base, base + (32 << 20))
+
+    def stage2_on(self) -> bool:
+        """Return whether the EL1&0 regime has a stage 2 (VM or DC)."""
+        return self.spec.regime == "EL1&0" and (self.spec.s2 or self.spec.dc)
+
+    def s2_shape(self) -> Shape:
+        """Return the stage-2 walk shape the tables are built for."""
+        spec = self.spec
+        shape = Shape(stage=2, granule=spec.s2_granule, ia_bits=spec.s2_ia_bits,
+                      start_level=spec.s2_start, ds=spec.s2_ds, big_endian=spec.el2_ee)
+        return replace(shape, concat=max(1, shape.root_entries() >> shape.stride))
+
+    def make_stage2(self) -> TableTree:
+        """Create the stage-2 tree (tables at PA)."""
+        shape = self.s2_shape()
+        return TableTree(shape, self.image, lambda size, align: self.pa.take(size, align))
+
+    def ipa_window(self) -> Allocator:
+        """Return where stage-1 tables live in their output space (IPA under stage 2)."""
+        if self.s2_tree is None:
+            return self.pa
+        chunk = 1 << self.spec.s2_granule
+        top = min(1 << self.spec.s2_ia_bits, 1 << 40)
+        base = self.rng.randrange(0, max(chunk, top - (16 << 20)), chunk)
+        return Allocator(base, base + (16 << 20))
+
+    def s1_granule(self, half: int) -> int:
+        """Return the granule the stage-1 tables of a half are built for."""
+        raw = self.spec.tg_raw[half]
+        return 12 if raw is not None else self.spec.granule[half]
+
+    def s1_shape(self, half: int) -> Shape:
+        """Return a half's stage-1 walk shape (TxSZ clamped to what the CPU accepts)."""
+        spec = self.spec
+        granule = self.s1_granule(half)
+        ds = spec.ds and granule != 16
+        low, high = txsz_range(granule, ds)
+        ia_bits = 64 - min(max(spec.txsz[half], low), high)
+        big_endian = spec.el2_ee if spec.regime != "EL1&0" else spec.ee
+        return Shape(stage=1, granule=granule, ia_bits=ia_bits,
+                     start_level=start_level(granule, ia_bits), ds=ds, big_endian=big_endian)
+
+    def make_stage1(self, half: int) -> TableTree | None:
+        """Create a half's stage-1 tree, or None if the regime has no such half."""
+        if not self.spec.s1 or (half == 1 and self.spec.regime == "EL2"):
+            return None
+        if self.s2_tree is None:
+            return TableTree(self.s1_shape(half), self.image,
+                             lambda size, align: self.pa.take(size, align))
+        return TableTree(self.s1_shape(half), self.image, self.alloc_s1_table, self.ipa_to_pa)
+
+    def alloc_s1_table(self, size: int, align: int) -> int:
+        """Allocate a stage-1 table in IPA space, each in its own stage-2 page."""
+        chunk = 1 << self.spec.s2_granule
+        ipa = self.ipa.take(max(size, chunk), max(align, chunk))
+        self.chunk_pa[ipa] = self.pa.take(chunk, chunk)
+        return ipa
+
+    def ipa_to_pa(self, ipa: int) -> int:
+        """Return where a stage-1 table's IPA lives in PA."""
+        chunk = 1 << self.spec.s2_granule
+        return self.chunk_pa[ipa & ~(chunk - 1)] + (ipa & (chunk - 1))
+
+    # The stub page -----------------------------------------------------------------------
+
+    def needs_stub(self) -> tuple[bool, bool]:
+        """Return whether the stub must be mapped for (EL1 fetches, EL2 fetches)."""
+        spec = self.spec
+        el1 = 1 in spec.exec_els and spec.regime == "EL1&0" and (spec.s1 or self.stage2_on())
+        el2 = 2 in spec.exec_els and spec.regime != "EL1&0" and spec.s1
+        return el1, el2
+
+    def map_stub(self) -> None:
+        """Map the probe's stub page where the executing EL fetches it, and say where."""
+        el1, el2 = self.needs_stub()
+        if not (el1 or el2):
+            return
+        page = 1 << max(self.s1_granule(0), 12)
+        tree = self.s1_trees[0]
+        ipa = PROBE_LAYOUT.stub_pa
+        if self.s2_tree is not None:
+            ipa = self.free_ipa(1 << 16)
+            self.s2_tree.map(ipa, 3 if self.s2_tree.shape.granule == 16 else 3, PROBE_LAYOUT.stub_pa,
+                             s2_leaf_attrs(readable=True, af=True, memattr=0xF))
+        va = ipa
+        if tree is not None:
+            va = self.free_va(tree, page)
+            tree.map(va, 3, ipa, s1_stub_attrs(self.spec.regime))
+            self.clean_tables.update(tree.tables)
+        self.harness["stub_va_el1" if el1 else "stub_va_el2"] = hex(va)
+
+    def free_ipa(self, size: int) -> int:
+        """Return a stage-2-mapped-free IPA block outside the stage-1 table window."""
+        assert self.s2_tree is not None
+        top = 1 << min(self.spec.s2_ia_bits, 48)
+        for _ in range(64):
+            ipa = self.rng.randrange(0, top, size)
+            if not self.ipa.next - (16 << 20) <= ipa < self.ipa.limit + size and \
+                    self.s2_tree.slot_free(ipa, 3):
+                return ipa
+        raise RuntimeError("generator: no free IPA for the stub")
+
+    def free_va(self, tree: TableTree, page: int) -> int:
+        """Return a page-aligned TTBR0 VA whose level-3 slot is free."""
+        for _ in range(64):
+            va = self.rng.randrange(0, 1 << tree.shape.ia_bits, page)
+            if tree.slot_free(va, 3):
+                return va
+        raise RuntimeError("generator: no free VA for the stub")
+
+    # Targets -----------------------------------------------------------------------------
+
+    def add_target(self) -> None:
+        """Map one random region (or leave it unmapped) and remember it for the ops."""
+        half = self.rng.choice([h for h in (0, 1) if self.s1_trees[h] is not None] or [0])
+        tree = self.s1_trees[half]
+        if tree is None:
+            self.targets.append(self.flat_target())
+            return
+        level = self.leaf_level(tree.shape)
+        size = 1 << tree.shape.shift(level)
+        va = self.rng.randrange(0, 1 << tree.shape.ia_bits, size)
+        output = self.output_address(size)
+        attrs = self.s1_leaf_attrs()
+        table_attrs = self.table_attrs()
+        if chance(self.rng, self.spec.contig_p):
+            self.map_contiguous(tree, va, level, output, attrs, table_attrs)
+        elif not tree.map(va, level, output, attrs, table_attrs):
+            return
+        self.targets.append(Target(va=va, size=size, output=output, half=half))
+
+    def flat_target(self) -> Target:
+        """Return a target for a regime whose stage 1 is off (VA = IPA or PA)."""
+        bits = self.spec.s2_ia_bits if self.s2_tree is not None else 40
+        size = 1 << 12
+        va = self.rng.randrange(0, 1 << bits, size)
+        return Target(va=va, size=size, output=va, half=0)
+
+    def leaf_level(self, shape: Shape) -> int:
+        """Return a random leaf level: a page, a legal block or (rarely) an illegal one."""
+        levels = [lvl for lvl in shape.block_levels() if lvl >= shape.start_level]
+        if chance(self.rng, self.spec.illegal_block_p):
+            illegal = [lvl for lvl in range(shape.start_level, 3) if lvl not in levels]
+            if illegal:
+                return self.rng.choice(illegal)
+        if levels and chance(self.rng, self.spec.block_p):
+            return self.rng.choice(levels)
+        return 3
+
+    def output_address(self, size: int) -> int:
+        """Return a random aligned output address, sometimes beyond the output size."""
+        spec = self.spec
+        bits = PS_BITS[spec.ips] if not self.s2_tree else spec.s2_ia_bits
+        if chance(self.rng, spec.wide_oa_p):
+            bits = 52 if spec.ds or 16 in spec.granule else 48
+        top = 1 << min(bits, 52 if spec.ds or 16 in spec.granule else 48)
+        output = self.rng.randrange(0, max(top, size), size)
+        if chance(self.rng, spec.lpa_junk_p) and size >= 1 << 16:
+            output |= self.rng.randrange(1, 16) << 48
+        return output
+
+    def s1_leaf_attrs(self) -> int:
+        """Return random stage-1 block/page attributes (no address, no type bits)."""
+        spec, rng = self.spec, self.rng
+        attrs = rng.randrange(8) << 2 | rng.randrange(4) << 6 | rng.randrange(2) << 11
+        if not spec.ds:
+            attrs |= rng.randrange(4) << 8
+        attrs |= (0 if chance(rng, spec.af0_p) else 1) << 10
+        attrs |= (1 if chance(rng, spec.dbm_p) else 0) << 51
+        attrs |= rng.randrange(4) << 53 if chance(rng, spec.attrs_p) else 0
+        if chance(rng, 0.2):
+            attrs |= rng.randrange(16) << 55
+        return attrs
+
+    def table_attrs(self) -> int:
+        """Return random hierarchical attributes for new tables (APTable, XNTable)."""
+        if not chance(self.rng, self.spec.table_attr_p):
+            return 0
+        return self.rng.randrange(4) << 61 | self.rng.randrange(2) << 60 | self.rng.randrange(2) << 59
+
+    def map_contiguous(self, tree: TableTree, va: int, level: int, output: int, attrs: int,
+                       table_attrs: int) -> None:
+        """Write a run of leaves with the contiguous bit, aligned as the granule requires."""
+        shape = tree.shape
+        count = 16 if shape.granule == 12 else (128 if shape.granule == 14 and level == 3 else 32)
+        size = 1 << shape.shift(level)
+        span = count * size
+        va, output = va & ~(span - 1), output & ~(span - 1)
+        for i in range(count):
+            tree.map(va + i * size, level, output + i * size, attrs | 1 << 52, table_attrs)
+
+    def add_junk(self) -> None:
+        """Write invalid entries with junk bits (bit 0 clear) and reserved level-3 blocks."""
+        for tree in self.s1_trees:
+            if tree is None or not chance(self.rng, self.spec.junk_p * 3):
+                continue
+            for _ in range(self.rng.randint(1, 3)):
+                level = self.rng.randint(tree.shape.start_level, 3)
+                size = 1 << tree.shape.shift(level)
+                va = self.rng.randrange(0, 1 << tree.shape.ia_bits, size)
+                value = self.rng.getrandbits(64) & ~1
+                if level == 3 and chance(self.rng, 0.3):
+                    value = (value & ~3) | 1
+                if tree.put(va, level, value):
+                    self.targets.append(Target(va=va, size=size, output=None, half=tree is self.s1_trees[1]))
+
+    # Stage 2 -----------------------------------------------------------------------------
+
+    def map_s1_tables_in_s2(self) -> None:
+        """Map every stage-1 table page in stage 2, some with faults on the walk."""
+        if self.s2_tree is None:
+            return
+        for ipa, pa in sorted(self.chunk_pa.items()):
+            clean = ipa in self.clean_tables
+            if not clean and chance(self.rng, self.spec.s1ptw_fault_p):
+                self.map_faulty_table(ipa, pa)
+            else:
+                self.s2_tree.map(ipa, 3, pa, s2_leaf_attrs(readable=True, af=True, memattr=0xF,
+                                                           writable=True))
+
+    def map_faulty_table(self, ipa: int, pa: int) -> None:
+        """Map a stage-1 table page so that walking it faults (or updates AF) at stage 2."""
+        assert self.s2_tree is not None
+        kind = self.rng.choice(("unmapped", "noread", "af0", "device", "readonly"))
+        if kind == "unmapped":
+            return
+        attrs = s2_leaf_attrs(readable=kind != "noread", af=kind != "af0",
+                              memattr=0x1 if kind == "device" else 0xF, writable=kind != "readonly")
+        self.s2_tree.map(ipa, 3, pa, attrs)
+
+    def map_output_in_s2(self, ipa: int) -> None:
+        """Map the stage-2 region holding `ipa`, randomly, unless left unmapped."""
+        tree, spec, rng = self.s2_tree, self.spec, self.rng
+        if tree is None or chance(rng, spec.s2_unmapped_p) or ipa >= 1 << spec.s2_ia_bits:
+            return
+        shape = tree.shape
+        levels = [lvl for lvl in shape.block_levels() if lvl >= shape.start_level]
+        level = rng.choice(levels) if levels and chance(rng, 0.3) else 3
+        size = 1 << shape.shift(level)
+        base = ipa & ~(size - 1)
+        if self.ipa.next - (16 << 20) <= base + size and base <= self.ipa.limit:
+            return
+        pa = rng.randrange(0, 1 << min(PS_BITS[spec.s2_ps], 48), size)
+        attrs = s2_leaf_attrs(readable=not chance(rng, spec.s2_perm_p / 2),
+                              writable=not chance(rng, spec.s2_perm_p),
+                              af=not chance(rng, spec.af0_p), memattr=rng.randrange(16))
+        attrs |= (1 if chance(rng, spec.dbm_p) else 0) << 51
+        attrs |= rng.randrange(4) << 53 if chance(rng, spec.attrs_p) else 0
+        tree.map(base, level, pa, attrs)
+
+    # Ops ---------------------------------------------------------------------------------
+
+    def make_ops(self) -> list[dict[str, Any]]:
+        """Return the case's ops: each target translated once or twice, plus strays."""
+        ops: list[dict[str, Any]] = []
+        while len(ops) < self.spec.n_ops:
+            if self.targets and chance(self.rng, 0.85):
+                target = self.rng.choice(self.targets)
+            else:
+                target = self.stray_target()
+            ops.append(self.make_op(target))
+        return ops
+
+    def stray_target(self) -> Target:
+        """Return an unmapped address, in range or not."""
+        half = self.rng.randrange(2)
+        return Target(va=self.rng.getrandbits(48) & ~0xFFF, size=4096, output=None, half=half)
+
+    def make_op(self, target: Target) -> dict[str, Any]:
+        """Return one op on a target: random offset, address form, op, EL and PAN."""
+        rng = self.rng
+        offset = rng.randrange(target.size) & ~7 if target.size <= 1 << 30 else rng.getrandbits(30)
+        va = self.full_va(target, offset)
+        el = rng.choice(self.spec.exec_els)
+        name = self.pick_op(el)
+        if target.output is not None and self.s2_tree is not None and name.startswith("S12"):
+            self.map_output_in_s2(target.output + offset)
+        return {"op": name, "va": hex(va), "el": f"EL{el}",
+                "pan": 1 if chance(rng, self.spec.pan_p) else 0}
+
+    def full_va(self, target: Target, offset: int) -> int:
+        """Return the 64-bit VA: TTBR1 addresses sign-extended, TBI top bytes randomised."""
+        tree = self.s1_trees[target.half] if self.s1_trees else None
+        va = target.va + offset
+        if target.half == 1 and tree is not None:
+            va |= ((1 << 64) - 1) & ~((1 << tree.shape.ia_bits) - 1)
+        elif target.half == 1 and chance(self.rng, 0.5):
+            va |= 0xFFFF << 48
+        if self.spec.tbi[target.half] and chance(self.rng, 0.6):
+            va = (va & ((1 << 56) - 1)) | self.rng.getrandbits(8) << 56
+            va = va | (1 << 55) if target.half == 1 else va & ~(1 << 55)
+        elif chance(self.rng, 0.03):
+            va ^= 1 << self.rng.randrange(48, 64)
+        return va
+
+    def pick_op(self, el: int) -> str:
+        """Return an AT op that fits the regime (or an UNDEFINED one, at EL1)."""
+        spec, rng = self.spec, self.rng
+        if el == 1 and chance(rng, spec.undef_p):
+            return rng.choice(EL2_OPS + S12_OPS)
+        if spec.regime == "EL2":
+            return rng.choice(EL2_OPS)
+        if spec.regime == "EL2&0":
+            return rng.choice(EL2_OPS + EL1_OPS if spec.tge and el == 2 else EL2_OPS)
+        if el == 1:
+            return rng.choice(EL1_OPS)
+        return rng.choice(EL1_OPS + S12_OPS if self.s2_tree is not None else EL1_OPS + S12_OPS[:2])
+
+    # Registers ---------------------------------------------------------------------------
+
+    def registers(self) -> dict[str, str]:
+        """Return the case's registers as hex strings."""
+        regs: dict[str, int] = {}
+        match self.spec.regime:
+            case "EL1&0":
+                regs |= self.el1_registers()
+            case "EL2":
+                regs |= self.el2_registers(e2h=False)
+            case _:
+                regs |= self.el2_registers(e2h=True)
+        regs["HCR_EL2"] = self.hcr()
+        if self.s2_tree is not None:
+            regs["VTCR_EL2"] = self.vtcr()
+            regs["VTTBR_EL2"] = self.s2_tree.root | self.rng.randrange(1 << 16) << 48
+            regs.setdefault("SCTLR_EL2", 0x30C50830 | (self.spec.el2_ee << 25))
+        return {name: hex(value) for name, value in regs.items()}
+
+    def ttbr(self, half: int) -> int:
+        """Return a TTBR value for a half: root, random ASID, sometimes CnP."""
+        tree = self.s1_trees[half]
+        root = tree.root if tree is not None else self.rng.randrange(0, 1 << 32, 1 << 12)
+        return root | self.rng.randrange(1 << 16) << 48 | self.rng.randrange(2)
+
+    def el1_registers(self) -> dict[str, int]:
+        """Return SCTLR_EL1, TCR_EL1, MAIR_EL1, TTBRn_EL1."""
+        spec = self.spec
+        sctlr = 0x30D00800 | int(spec.s1) | spec.wxn << 19 | spec.ee << 25 | self.rng.randrange(2) << 2
+        return {"SCTLR_EL1": sctlr, "TCR_EL1": self.tcr_el1(),
+                "MAIR_EL1": random_mair(self.rng, any(self.needs_stub())),
+                "TTBR0_EL1": self.ttbr(0), "TTBR1_EL1": self.ttbr(1),
+                "SCTLR_EL2": 0x30C50830 | spec.el2_ee << 25}
+
+    def el2_registers(self, e2h: bool) -> dict[str, int]:
+        """Return SCTLR_EL2, TCR_EL2 (either layout), MAIR_EL2, TTBRn_EL2."""
+        spec = self.spec
+        sctlr = 0x30C50830 | int(spec.s1) | spec.wxn << 19 | spec.el2_ee << 25
+        regs = {"SCTLR_EL2": sctlr, "TCR_EL2": self.tcr_el1() if e2h else self.tcr_el2(),
+                "MAIR_EL2": random_mair(self.rng, any(self.needs_stub())),
+                "TTBR0_EL2": self.ttbr(0)}
+        if e2h:
+            regs["TTBR1_EL2"] = self.ttbr(1)
+        return regs
+
+    def tg(self, half: int) -> int:
+        """Return a half's TG field (reserved values pass through)."""
+        raw = self.spec.tg_raw[half]
+        if raw is not None:
+            return raw
+        return (TG0 if half == 0 else TG1)[self.spec.granule[half]]
+
+    def walk_cacheability(self) -> int:
+        """Return random IRGN, ORGN, SH fields for one half (bits [13:8])."""
+        return self.rng.randrange(64) << 8
+
+    def tcr_el1(self) -> int:
+        """Return a TCR_EL1 (also TCR_EL2 with E2H=1) value."""
+        spec = self.spec
+        tcr = spec.txsz[0] | spec.epd[0] << 7 | self.walk_cacheability() | self.tg(0) << 14
+        tcr |= spec.txsz[1] << 16 | self.rng.randrange(2) << 22 | spec.epd[1] << 23
+        tcr |= (self.walk_cacheability() << 16) | self.tg(1) << 30
+        tcr |= spec.ips << 32 | self.rng.randrange(2) << 36 | spec.tbi[0] << 37 | spec.tbi[1] << 38
+        tcr |= spec.ha << 39 | spec.hd << 40 | spec.hpd[0] << 41 | spec.hpd[1] << 42
+        tcr |= spec.e0pd[0] << 55 | spec.e0pd[1] << 56 | spec.ds << 59
+        return tcr
+
+    def tcr_el2(self) -> int:
+        """Return a TCR_EL2 value for E2H=0 (RES1 bits 31 and 23)."""
+        spec = self.spec
+        tcr = spec.txsz[0] | self.walk_cacheability() | self.tg(0) << 14 | min(spec.ips, 7) << 16
+        tcr |= spec.tbi[0] << 20 | spec.ha << 21 | spec.hd << 22 | spec.hpd[0] << 24
+        return tcr | 1 << 31 | 1 << 23 | spec.ds << 32
+
+    def vtcr(self) -> int:
+        """Return VTCR_EL2 for the stage-2 spec (or its broken SL0/T0SZ)."""
+        spec = self.spec
+        sl0, sl2 = spec.s2_sl_raw or s2_sl_fields(spec.s2_granule, spec.s2_start)
+        t0sz = spec.s2_t0sz_raw if spec.s2_t0sz_raw is not None else 64 - spec.s2_ia_bits
+        vtcr = t0sz | sl0 << 6 | self.walk_cacheability() | TG0[spec.s2_granule] << 14
+        vtcr |= spec.s2_ps << 16 | self.rng.randrange(2) << 19 | spec.s2_ha << 21
+        return vtcr | spec.s2_hd << 22 | 1 << 31 | spec.s2_ds << 32 | sl2 << 33
+
+    def hcr(self) -> int:
+        """Return HCR_EL2: RW, VM, DC, CD, ID, PTW, FWB, E2H, TGE as the spec says."""
+        spec = self.spec
+        hcr = 1 << 31 | int(self.s2_tree is not None and spec.s2) | spec.ptw << 2
+        hcr |= spec.dc << 12 | spec.cd << 32 | spec.id << 33 | spec.fwb << 46
+        if spec.regime == "EL2&0":
+            hcr |= 1 << 34 | spec.tge << 27
+        return hcr
+
+
+def s1_stub_attrs(regime: str) -> int:
+    """Return stage-1 attributes for the stub page: Normal, read-only, AF set, executable."""
+    uxn = 0 if regime == "EL2" else 1 << 54
+    return STUB_ATTR_INDEX << 2 | 0b11 << 6 | 0b11 << 8 | 1 << 10 | uxn
+
+
+def s2_leaf_attrs(readable: bool, af: bool, memattr: int, writable: bool = False) -> int:
+    """Return stage-2 leaf attributes: MemAttr, S2AP, inner shareable, AF."""
+    s2ap = int(readable) | int(writable) << 1
+    return memattr << 2 | s2ap << 6 | 0b11 << 8 | int(af) << 10
+
+
+# --- Entry points -------------------------------------------------------------------------
+
+
+def family_names(family: str | None) -> list[str]:
+    """Return the families to draw from: all, or the comma-separated ones named."""
+    if not family:
+        return list(FAMILIES)
+    names = [name.strip() for name in family.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FAMILIES]
+    if unknown:
+        raise InputError(f"unknown case family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
+    return names
+
+
+def generate_case(family: str, seed: int, index: int) -> dict[str, Any]:
+    """Return case `index` of family `family` for `seed` (the same every time)."""
+    rng = random.Random(f"s2mmu-conformance:{seed}:{index}:{family}")
+    spec = FAMILIES[family](rng)
+    return CaseBuilder(spec, rng).build(f"{family}-s{seed}-{index}", family)
+
+
+def generate_cases(count: int, seed: int, families: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Return `count` cases, cycling through the families."""
+    names = list(families or FAMILIES)
+    return [generate_case(names[i % len(names)], seed, i) for i in range(count)]
