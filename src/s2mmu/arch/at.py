@@ -104,12 +104,13 @@ def at_regime(op: AtOp, regs: SysRegs) -> tuple[Regime, int]:
     """Return the regime and the permission-checking EL of op (ASL AArch64.AT).
 
     With HCR_EL2.{E2H,TGE}={1,1}, AT S1E1* and S1E0* translate in the EL2&0 regime
-    (S1E1* checked as EL2); AT S1E2* translate in EL2&0 when E2H=1.
+    (S1E1* checked as EL2); AT S1E2* translate in EL2&0 when E2H=1. AT S12E* always
+    translate in EL1&0 (where TGE=1 turns stage 1 off).
     """
     host = regs.e2h() and regs.tge()
     if op.el == 2:
         return (Regime.EL20 if regs.e2h() else Regime.EL2), 2
-    if host:
+    if host and op.stage == 1:
         return Regime.EL20, (2 if op.el == 1 else 0)
     return Regime.EL10, op.el
 
@@ -139,9 +140,10 @@ def encode_par(result: AddressDescriptor | FaultRecord, env: Env) -> int:
     """Return PAR_EL1 for a translation result (ASL AArch64.EncodePAR / PARFault)."""
     if isinstance(result, FaultRecord):
         return par_fault(result, env.choices.par_res1_bit11)
+    attrs = result.table_attrs() if env.choices.par_reports_table_attrs else result.memattrs
     par = bits(result.paddress, 51, 12) << 12
-    par |= par_attr(result.memattrs) << 56
-    par |= par_sh(result.memattrs) << 7
+    par |= par_attr(attrs) << 56
+    par |= par_sh(attrs) << 7
     par |= int(env.choices.par_ns_nonsecure) << 9
     par |= int(env.choices.par_res1_bit11) << 11
     return par

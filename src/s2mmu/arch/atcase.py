@@ -151,7 +151,8 @@ def parse_case(obj: Any, where: str = "case") -> AtCase:
         raise InputError(f"{where}.ops: expected a list")
     ops = tuple(_parse_op(o, f"{where}.ops[{i}]", el, pan) for i, o in enumerate(ops_in))
     memory = _parse_memory(obj.get("memory", []), where)
-    extra = {k: v for k, v in obj.items() if k not in ("name", "el", "pan", "regs", "memory", "ops")}
+    known = ("name", "el", "pan", "regs", "memory", "ops")
+    extra = {k: v for k, v in obj.items() if k not in known}
     return AtCase(name, regs, memory, ops, extra)
 
 

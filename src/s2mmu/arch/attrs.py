@@ -87,6 +87,9 @@ def _hint_name(h: CacheHints) -> str:
 
 
 DEVICE_nGnRnE = MemoryAttributes(MemType.DEVICE, DeviceType.nGnRnE)
+NORMAL_NC = MemoryAttributes(MemType.NORMAL, inner=NC, outer=NC,
+                             shareability=Shareability.OSH)
+"""ASL NormalNCMemAttr: Normal, Inner and Outer Non-cacheable, Outer Shareable."""
 
 
 def decode_cache_nibble(n: int) -> CacheHints:
@@ -109,22 +112,26 @@ def decode_cache_nibble(n: int) -> CacheHints:
 
 
 def s1_attr_decode(mair: int, attrindx: int, sh: int) -> MemoryAttributes:
-    """Decode MAIR_ELx.Attr<attrindx> with the descriptor's SH (ASL AArch64.S1AttrDecode).
+    """Decode MAIR_ELx.Attr<attrindx> with the descriptor's SH (ASL S1DecodeMemAttrs).
 
-    Device memory is reported Outer Shareable. An attribute 0b0000xxxx with xxxx not
-    of the form dd00 is UNPREDICTABLE; the model treats it as Device-dd (as QEMU does).
+    The shareability is the SH field as decoded, for Device memory too; the walk then
+    applies EffectiveShareability where the architecture says (s1_output_attrs). An
+    attribute 0b0000xxxx with xxxx not of the form dd00 is CONSTRAINED UNPREDICTABLE;
+    the model treats it as Device-dd (as QEMU does). 0bxxxx0000 with a non-zero outer
+    nibble is reserved; the model reads the inner nibble 0000 as Non-cacheable.
     """
     attr = bits(mair, 8 * attrindx + 7, 8 * attrindx)
     if attr >> 4 == 0:
-        return MemoryAttributes(MemType.DEVICE, DeviceType(bits(attr, 3, 2)))
+        return MemoryAttributes(MemType.DEVICE, DeviceType(bits(attr, 3, 2)),
+                                shareability=_sh(sh))
     outer = decode_cache_nibble(attr >> 4)
     inner_nib = attr & 0xF
     inner = decode_cache_nibble(inner_nib) if inner_nib else NC
     tagged = attr == 0xF0
     if tagged:
         outer = inner = WB_RAWA
-    return normalise_shareability(MemoryAttributes(
-        MemType.NORMAL, inner=inner, outer=outer, shareability=_sh(sh), tagged=tagged))
+    return MemoryAttributes(MemType.NORMAL, inner=inner, outer=outer, shareability=_sh(sh),
+                            tagged=tagged)
 
 
 def _sh(sh: int) -> Shareability:
@@ -134,7 +141,10 @@ def _sh(sh: int) -> Shareability:
 
 
 def normalise_shareability(m: MemoryAttributes) -> MemoryAttributes:
-    """Return m with Device and Normal inner+outer NC memory made Outer Shareable."""
+    """Return m with Device and Normal inner+outer NC memory made Outer Shareable.
+
+    ASL: EffectiveShareability.
+    """
     if m.memtype is MemType.DEVICE or (m.inner.attrs is Cacheability.NC
                                        and m.outer.attrs is Cacheability.NC):
         return replace(m, shareability=Shareability.OSH)
@@ -197,36 +207,36 @@ def s2_combine_s1(s1: MemoryAttributes, s2: MemoryAttributes) -> MemoryAttribute
 
 
 def s2_apply_fwb(s1: MemoryAttributes, memattr: int, sh: int) -> MemoryAttributes:
-    """Combine stage-1 attributes with a stage-2 MemAttr under FWB (ASL AArch64.S2ApplyFWBMemAttrs).
+    """Combine stage-1 attributes with a stage-2 MemAttr under FWB.
 
-    MemAttr[2]=0: Device, type MemAttr[1:0] (the more restrictive of it and a stage-1
-    Device type). 0b100: Normal Non-cacheable (stage-1 Device stays Device).
-    0b101: stage-1 attributes. 0b110: Normal Write-Back (stage-1 Device stays Device;
-    hints from stage 1 when it is WB, else RA WA). 0b111: Normal Write-Back, forced even
-    over stage-1 Device.
+    ASL: AArch64.S2ApplyFWBMemAttrs. MemAttr[2]=0: Device, type MemAttr[1:0] (the more
+    restrictive of it and a stage-1 Device type). MemAttr[1:0]=0b11: the stage-1
+    attributes. 0b10: Normal Write-Back, even over stage-1 Device (hints from stage 1
+    where it is cacheable Normal, else RA WA). 0b01 and 0b00: Normal Non-cacheable,
+    but stage-1 Device stays Device. MemAttr[3] is ignored. The shareability is the
+    combination of both stages' (S2CombineS1Shareability), then EffectiveShareability.
     """
-    shs2 = _sh(sh)
+    shs2 = combine_shareability(s1.shareability, _sh(sh))
+    low = bits(memattr, 1, 0)
     if not bits(memattr, 2, 2):
-        dev = DeviceType(bits(memattr, 1, 0))
+        dev = DeviceType(low)
         if s1.memtype is MemType.DEVICE:
             dev = combine_device(s1.device, dev)
-        return MemoryAttributes(MemType.DEVICE, dev)
-    low = bits(memattr, 1, 0)
-    if low == 0b01:
-        return s1 if s1.memtype is MemType.DEVICE else normalise_shareability(
-            replace(s1, shareability=combine_shareability(s1.shareability, shs2)))
-    if s1.memtype is MemType.DEVICE and low != 0b11:
-        return s1
-    if low == 0b00:
-        return normalise_shareability(MemoryAttributes(MemType.NORMAL, shareability=shs2))
-    def wb(h: CacheHints) -> CacheHints:
-        return h if h.attrs is Cacheability.WB else WB_RAWA
-    if s1.memtype is MemType.DEVICE:
-        return MemoryAttributes(MemType.NORMAL, inner=WB_RAWA, outer=WB_RAWA,
-                                shareability=shs2)
-    return MemoryAttributes(MemType.NORMAL, inner=wb(s1.inner), outer=wb(s1.outer),
-                            shareability=combine_shareability(s1.shareability, shs2),
-                            tagged=s1.tagged)
+        out = MemoryAttributes(MemType.DEVICE, dev)
+    elif low == 0b11:
+        out = s1
+    elif low == 0b10:
+        def wb(h: CacheHints) -> CacheHints:
+            if s1.memtype is MemType.NORMAL and h.attrs is not Cacheability.NC:
+                return replace(h, attrs=Cacheability.WB)
+            return WB_RAWA
+        out = MemoryAttributes(MemType.NORMAL, inner=wb(s1.inner), outer=wb(s1.outer),
+                               tagged=s1.tagged)
+    elif s1.memtype is MemType.DEVICE:
+        out = s1
+    else:
+        out = MemoryAttributes(MemType.NORMAL, inner=NC, outer=NC)
+    return normalise_shareability(replace(out, shareability=shs2))
 
 
 def encode_cache_nibble(h: CacheHints) -> int:

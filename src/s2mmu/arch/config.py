@@ -17,25 +17,40 @@ class ImplChoices:
     # PAR_EL1 bit 11 is RES1 in both formats; QEMU sets it.
     par_res1_bit11: bool = True
     # PAR_EL1.NS for a Non-secure result: the architecture makes it UNKNOWN for
-    # Non-secure translation regimes; QEMU reports 1.
+    # Non-secure translation regimes (ASL AArch64.EncodePAR); QEMU reports 1.
     par_ns_nonsecure: bool = True
-    # TxSZ outside [MinTxSZ, MaxTxSZ] (CONSTRAINED UNPREDICTABLE, Unpredictable_RESTnSZ):
-    # "fault" = a level-0 Translation fault (the choice QEMU 7.2 makes); "clamp" = treat
-    # as the nearest legal value.
+    # PAR_EL1.{ATTR,SH} "are permitted to report the resulting attributes, as determined
+    # by any permitted implementation choices and any applicable configuration bits,
+    # instead of reporting the values that appear in the translation table descriptors"
+    # (PAR_EL1 field description). True: report the attributes the tables give (MAIR,
+    # stage-2 MemAttr and their combination, FWB included) before SCTLR_ELx.C/I and
+    # HCR_EL2.CD/ID make them Non-cacheable, as QEMU 7.2 does. False: report the
+    # resulting attributes (ASL ReportedPARAttrs as the identity).
+    par_reports_table_attrs: bool = True
+    # Stage 1 of EL1&0 with HCR_EL2.VM=1 passes the descriptor's shareability to stage 2
+    # unless the implementation applies the effective shareability (Device and Normal
+    # Non-cacheable as Outer Shareable) at stage 1 already: IMPLEMENTATION DEFINED (ASL
+    # AArch64.S1Translate, "Apply effective shareability at stage 1"). QEMU 7.2: no.
+    s1_effective_shareability: bool = False
+    # TxSZ outside [MinTxSZ, MaxTxSZ]: ASL AArch64.S1TxSZFaults/S2TxSZFaults. Below the
+    # minimum must fault with FEAT_LVA (stage 1) / FEAT_LPA (stage 2); otherwise it is
+    # IMPLEMENTATION DEFINED whether it faults or is treated as the nearest legal value.
+    # "fault" = a level-0 Translation fault (QEMU 7.2); "clamp" = the nearest legal value.
     txsz_out_of_range: str = "fault"
-    # A reserved TGx encoding is treated as an IMPLEMENTATION DEFINED implemented size
-    # (in KB). QEMU 7.2 treats reserved TG0 and TG1 as 4KB.
+    # A reserved TGx encoding, or a granule the implementation lacks, is treated as an
+    # IMPLEMENTATION DEFINED implemented size (in KB) (ASL AArch64.S1DecodeTG0/TG1,
+    # S2DecodeTG0). QEMU 7.2 picks the smallest implemented granule, 4KB.
     reserved_tg_granule: int = 4
-    # IPS/PS values above the implemented PA size are treated as PAMax (architected).
-    # A reserved PS encoding (0b111 without FEAT_D128) is treated as PAMax: QEMU 7.2.
-    reserved_ps_as_pamax: bool = True
-    # A stage-2 SL0/SL2/T0SZ combination that is illegal gives a level-0 translation
-    # fault on stage 2 (ASL AArch64.S2InvalidSL/S2InconsistentSL report Translation
-    # fault at the start level... see walk.py); no choice is needed there.
-    # AT S1E1R/W reporting of a stage-2 fault during the stage-1 walk when executed
-    # from EL1 with stage 2 enabled: the architecture takes the exception to EL2.
-    # PAR_EL1.ATTR for Device memory reports the Device encoding with bits[1:0] = 0.
-    device_attr_low_bits_zero: bool = True
+    # Setting the access flag when the access takes a Permission fault is CONSTRAINED
+    # UNPREDICTABLE (ASL AArch64.SettingAccessFlagPermitted, Unpredictable_AFUPDATE).
+    # QEMU 7.2 never does it.
+    af_update_on_permission_fault: bool = False
+    # A contiguous range larger than the input address space may give a Translation
+    # fault: IMPLEMENTATION DEFINED (ASL AArch64.ContiguousBitFaults). QEMU 7.2: no.
+    contiguous_bit_faults: bool = False
+    # With FEAT_BBM level 1 or 2, a block descriptor with nT (bit 16) set may give a
+    # Translation fault: IMPLEMENTATION DEFINED (ASL AArch64.BlocknTFaults). QEMU 7.2: no.
+    block_nt_faults: bool = False
 
 
 DEFAULT_CHOICES = ImplChoices()

@@ -109,6 +109,27 @@ def s2_min_txsz(granule: Granule, ds: bool, fs: FeatureSet) -> int:
     return 64 - min(52 if big else 48, fs.pa_max())
 
 
+def txsz_faults(txsz: int, min_txsz: int, max_txsz: int, below_min_must_fault: bool,
+                choices: ImplChoices) -> bool:
+    """Return whether an out-of-range TxSZ gives a level-0 Translation fault.
+
+    ASL: AArch64.S1TxSZFaults / AArch64.S2TxSZFaults. Below the minimum it must fault
+    when FEAT_LVA (stage 1) or FEAT_LPA (stage 2) is implemented; otherwise, and above
+    the maximum, it is IMPLEMENTATION DEFINED (ImplChoices.txsz_out_of_range).
+    """
+    impdef_fault = choices.txsz_out_of_range == "fault"
+    if txsz < min_txsz:
+        return below_min_must_fault or impdef_fault
+    if txsz > max_txsz:
+        return impdef_fault
+    return False
+
+
+def clamp_txsz(txsz: int, min_txsz: int, max_txsz: int) -> int:
+    """Return TxSZ as the walk uses it when out of range without faulting."""
+    return min(max(txsz, min_txsz), max_txsz)
+
+
 def s1_start_level(granule: Granule, txsz: int) -> int:
     """Return the level the stage-1 walk starts at (ASL AArch64.S1StartLevel)."""
     iasize = 64 - txsz
@@ -182,6 +203,7 @@ class S1TTWParams:
     ha: bool
     hd: bool
     tbi: bool
+    tbid: bool        # TBI applies to data accesses only (FEAT_PAuth)
     epd: bool
     e0pd: bool
     hpd: bool
@@ -196,7 +218,6 @@ class S1TTWParams:
     sctlr_c: bool
     sctlr_i: bool
     dc: bool          # HCR_EL2.DC applies to this regime
-    cd: bool          # HCR_EL2.CD: stage-2 (EL1&0) or stage 1 (EL2) data non-cacheable
 
     def startlevel(self) -> int:
         """Return the stage-1 start level (ASL AArch64.S1StartLevel)."""
@@ -206,9 +227,9 @@ class S1TTWParams:
         """Return the input address size in bits."""
         return 64 - self.txsz
 
-    def txsz_legal(self, fs: FeatureSet) -> bool:
-        """Return whether TxSZ is within [S1MinTxSZ, S1MaxTxSZ]."""
-        return s1_min_txsz(self.tgx, self.ds, fs) <= self.txsz <= s1_max_txsz(self.tgx, fs)
+    def txsz_range(self, fs: FeatureSet) -> tuple[int, int]:
+        """Return [S1MinTxSZ, MaxTxSZ] for this granule and DS."""
+        return s1_min_txsz(self.tgx, self.ds, fs), s1_max_txsz(self.tgx, fs)
 
 
 @dataclass(frozen=True)
@@ -241,9 +262,9 @@ class S2TTWParams:
         """Return the input address size in bits."""
         return 64 - self.txsz
 
-    def txsz_legal(self, fs: FeatureSet) -> bool:
-        """Return whether T0SZ is within [S2MinTxSZ, MaxTxSZ]."""
-        return s2_min_txsz(self.tgx, self.ds, fs) <= self.txsz <= s1_max_txsz(self.tgx, fs)
+    def txsz_range(self, fs: FeatureSet) -> tuple[int, int]:
+        """Return [S2MinTxSZ, MaxTxSZ] for this granule and DS."""
+        return s2_min_txsz(self.tgx, self.ds, fs), s1_max_txsz(self.tgx, fs)
 
 
 def stage2_enabled(regs: SysRegs, regime: Regime) -> bool:
@@ -271,28 +292,32 @@ def get_s1_ttw_params(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
     if upper:
         ttb = regs.TTBR1_EL1 if regime is Regime.EL10 else regs.TTBR1_EL2
         tgx = tg1_granule(bits(tcr, 31, 30), fs, choices)
-        txsz, sh, orgn, irgn = bits(tcr, 21, 16), bits(tcr, 29, 28), bits(tcr, 27, 26), bits(tcr, 25, 24)
+        txsz, sh = bits(tcr, 21, 16), bits(tcr, 29, 28)
+        orgn, irgn = bits(tcr, 27, 26), bits(tcr, 25, 24)
         tbi, epd, e0pd, hpd = bit(tcr, 38), bit(tcr, 23), bit(tcr, 56), bit(tcr, 42)
+        tbid = bit(tcr, 52)
     else:
         ttb = regs.TTBR0_EL1 if regime is Regime.EL10 else regs.TTBR0_EL2
         tgx = tg0_granule(bits(tcr, 15, 14), fs, choices)
-        txsz, sh, orgn, irgn = bits(tcr, 5, 0), bits(tcr, 13, 12), bits(tcr, 11, 10), bits(tcr, 9, 8)
+        txsz, sh = bits(tcr, 5, 0), bits(tcr, 13, 12)
+        orgn, irgn = bits(tcr, 11, 10), bits(tcr, 9, 8)
         tbi, epd, e0pd, hpd = bit(tcr, 37), bit(tcr, 7), bit(tcr, 55), bit(tcr, 41)
+        tbid = bit(tcr, 51)
     ds = bool(bit(tcr, 59)) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
-    hcr = regs.HCR_EL2
-    dc = regime is Regime.EL10 and bool(bit(hcr, 12))
+    # ASL AArch64.S1Enabled: HCR_EL2.DC or TGE turns the EL1&0 stage 1 off.
+    dc = regime is Regime.EL10 and bool(bit(regs.HCR_EL2, 12))
+    tge = regime is Regime.EL10 and regs.tge()
     return S1TTWParams(
         regime=regime, varange=rng, tgx=tgx, txsz=txsz, ttb=ttb,
         ps=physical_address_size(bits(tcr, 34, 32), tgx, fs), ps_raw=bits(tcr, 34, 32), ds=ds,
         ha=bool(bit(tcr, 39)) and fs.has("FEAT_HAFDBS"),
         hd=bool(bit(tcr, 39) and bit(tcr, 40)) and fs.has("FEAT_HAFDBS_DIRTY"),
-        tbi=bool(tbi), epd=bool(epd), e0pd=bool(e0pd) and fs.has("FEAT_E0PD"),
+        tbi=bool(tbi), tbid=bool(tbid), epd=bool(epd), e0pd=bool(e0pd) and fs.has("FEAT_E0PD"),
         hpd=bool(hpd) and fs.has("FEAT_HPDS"), wxn=bool(bit(sctlr, 19)),
         ee=bool(bit(sctlr, 25)), epan=bool(bit(sctlr, 57)) and fs.has("FEAT_PAN3"),
         mair=mair, sh=sh, irgn=irgn, orgn=orgn,
-        mmu_on=bool(bit(sctlr, 0)) and not dc,
+        mmu_on=bool(bit(sctlr, 0)) and not dc and not tge,
         sctlr_c=bool(bit(sctlr, 2)), sctlr_i=bool(bit(sctlr, 12)), dc=dc,
-        cd=bool(bit(hcr, 32)) and regime is Regime.EL10,
     )
 
 
@@ -307,11 +332,11 @@ def _s1_params_el2(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S1TTW
         ps_raw=bits(tcr, 18, 16),
         ds=ds, ha=bool(bit(tcr, 21)) and fs.has("FEAT_HAFDBS"),
         hd=bool(bit(tcr, 21) and bit(tcr, 22)) and fs.has("FEAT_HAFDBS_DIRTY"),
-        tbi=bool(bit(tcr, 20)), epd=False, e0pd=False,
+        tbi=bool(bit(tcr, 20)), tbid=bool(bit(tcr, 29)), epd=False, e0pd=False,
         hpd=bool(bit(tcr, 24)) and fs.has("FEAT_HPDS"), wxn=bool(bit(sctlr, 19)),
         ee=bool(bit(sctlr, 25)), epan=False, mair=regs.MAIR_EL2, sh=bits(tcr, 13, 12),
         irgn=bits(tcr, 9, 8), orgn=bits(tcr, 11, 10), mmu_on=bool(bit(sctlr, 0)),
-        sctlr_c=bool(bit(sctlr, 2)), sctlr_i=bool(bit(sctlr, 12)), dc=False, cd=False,
+        sctlr_c=bool(bit(sctlr, 2)), sctlr_i=bool(bit(sctlr, 12)), dc=False,
     )
 
 

@@ -64,17 +64,17 @@ def s1_direct_permissions(state: TTWState, params: S1TTWParams) -> S1Perms:
     if params.ha and params.hd and dbm(raw):
         ap21 &= 0b01
     if not params.regime.has_el0():
-        pw = not (ap21 & 0b10) and not (apt & 0b10)
-        return S1Perms(True, pw, not (uxn(raw) or uxt), False, False, False)
-    pr, pw, ur, uw = {0b00: (1, 1, 0, 0), 0b01: (1, 1, 1, 1),
-                      0b10: (1, 0, 0, 0), 0b11: (1, 0, 1, 0)}[ap21]
+        one_pw = not (ap21 & 0b10) and not (apt & 0b10)
+        return S1Perms(True, one_pw, not (uxn(raw) or uxt), False, False, False)
+    pr, pw, ur, uw = {0b00: (True, True, False, False), 0b01: (True, True, True, True),
+                      0b10: (True, False, False, False), 0b11: (True, False, True, False)}[ap21]
     if apt & 0b01:
-        ur = uw = 0
+        ur = uw = False
     if apt & 0b10:
-        pw = uw = 0
+        pw = uw = False
     px = not (pxn(raw) or pxt or uw)
     ux = not (uxn(raw) or uxt)
-    return S1Perms(bool(pr), bool(pw), px, bool(ur), bool(uw), ux)
+    return S1Perms(pr, pw, px, ur, uw, ux)
 
 
 def pan_applies(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from s2mmu.arch.access import AccessDescriptor, AccessType
 from s2mmu.arch.attrs import (
+    NORMAL_NC,
     WB_RAWA,
     Cacheability,
     CacheHints,
@@ -37,11 +38,13 @@ from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.params import (
     S1TTWParams,
     S2TTWParams,
+    clamp_txsz,
     get_s1_ttw_params,
     get_s2_ttw_params,
     s2_inconsistent_sl,
     s2_invalid_sl,
     stage2_enabled,
+    txsz_faults,
 )
 from s2mmu.arch.perms import (
     S1Perms,
@@ -51,7 +54,7 @@ from s2mmu.arch.perms import (
     s2_permission_ok,
 )
 from s2mmu.arch.state import Regime, SysRegs
-from s2mmu.arch.walk import TTWState, WalkSetup, WalkStep, leaf_output, walk
+from s2mmu.arch.walk import Fetch, TTWState, WalkSetup, WalkStep, leaf_output, walk
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,12 @@ class Env:
 class AddressDescriptor:
     """ASL AddressDescriptor: the successful result of a translation stage.
 
-    paddress is this stage's output (an IPA after stage 1 alone). s1 and s2 are the
-    walks that produced it (None where a stage was off).
+    paddress is this stage's output (an IPA after stage 1 alone). memattrs are the
+    resulting attributes, after SCTLR_ELx.C/I and HCR_EL2.CD/ID; tableattrs are the
+    attributes the translation tables give (MAIR, MemAttr, their combination), which
+    PAR_EL1 may report instead (ImplChoices.par_reports_table_attrs); None means the
+    same as memattrs. s1 and s2 are the walks that produced it (None where a stage was
+    off).
     """
 
     vaddress: int | None
@@ -76,6 +83,11 @@ class AddressDescriptor:
     memattrs: MemoryAttributes
     s1: TTWState | None = None
     s2: TTWState | None = None
+    tableattrs: MemoryAttributes | None = None
+
+    def table_attrs(self) -> MemoryAttributes:
+        """Return the attributes as the translation tables give them."""
+        return self.memattrs if self.tableattrs is None else self.tableattrs
 
 
 Result = AddressDescriptor | FaultRecord
@@ -91,17 +103,25 @@ def acc_ttw(access: AccessDescriptor, write: bool = False) -> AccessDescriptor:
 def s2_setup(p: S2TTWParams, env: Env) -> WalkSetup:
     """Return the walk setup for stage 2."""
     return WalkSetup(2, p.tgx, p.iasize(), p.startlevel(), p.ttb, p.ps, p.ps_raw, p.ds,
-                     env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52)
+                     env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52,
+                     contiguous_faults=env.choices.contiguous_bit_faults,
+                     nt_faults=env.fs.has("FEAT_BBM") and env.choices.block_nt_faults)
+
+
+def s2_txsz_fault(p: S2TTWParams, env: Env) -> str:
+    """Return why VTCR_EL2.T0SZ faults, or "" (ASL AArch64.S2TxSZFaults)."""
+    lo, hi = p.txsz_range(env.fs)
+    if txsz_faults(p.txsz, lo, hi, env.fs.has("FEAT_LPA"), env.choices):
+        return f"VTCR_EL2.T0SZ={p.txsz} is outside {lo}..{hi} for this granule"
+    return ""
 
 
 def s2_walk_checks(p: S2TTWParams, ipa: int, env: Env) -> str:
     """Return why stage 2 faults at level 0 before walking, or "".
 
-    ASL: AArch64.S2TxSZFaults, AArch64.S2InvalidSL, AArch64.S2InconsistentSL,
-    AArch64.IPAIsOutOfRange, in that order.
+    ASL: AArch64.S2InvalidSL, AArch64.S2InconsistentSL, AArch64.IPAIsOutOfRange, in that
+    order (after the T0SZ check and clamp).
     """
-    if not p.txsz_legal(env.fs):
-        return f"VTCR_EL2.T0SZ={p.txsz} is outside the legal range for this granule"
     why = s2_invalid_sl(p.tgx, p.sl0, p.sl2, p.ds, env.fs) or s2_inconsistent_sl(
         p.tgx, p.startlevel(), p.txsz)
     if why:
@@ -119,6 +139,10 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     update is a TTW write.
     """
     s1ptw = access.acctype is AccessType.TTW
+    why = s2_txsz_fault(p, env)
+    if why:
+        return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
+    p = replace(p, txsz=clamp_txsz(p.txsz, *p.txsz_range(env.fs)))
     why = s2_walk_checks(p, ipa, env)
     if why:
         return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
@@ -138,11 +162,19 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     perms = s2_direct_permissions(got, env.fs.has("FEAT_XNX"), p.ha, p.hd)
     device = s2_memattr_is_device(leaf.raw, p.fwb)
     if s1ptw and hcr_ptw and device:
-        return as_stage2(FaultRecord(Fault.PERMISSION, got.level, access, reason=(
-            "stage-1 table in stage-2 Device memory with HCR_EL2.PTW=1")), ipa, s1ptw)
-    if not s2_permission_ok(perms, access):
-        return as_stage2(FaultRecord(Fault.PERMISSION, got.level, access,
-                                     reason=s2_perm_reason(leaf.raw, access)), ipa, s1ptw)
+        fault = FaultRecord(Fault.PERMISSION, got.level, access, reason=(
+            "stage-1 table in stage-2 Device memory with HCR_EL2.PTW=1"))
+    elif not s2_permission_ok(perms, access):
+        fault = FaultRecord(Fault.PERMISSION, got.level, access,
+                            reason=s2_perm_reason(leaf.raw, access))
+    else:
+        fault = None
+    if fault is not None:
+        # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
+        # CONSTRAINED UNPREDICTABLE; the dirty state is never set.
+        if env.choices.af_update_on_permission_fault:
+            s2_hw_update(got, p, access, env, dirty_permitted=False)
+        return as_stage2(fault, ipa, s1ptw)
     got = s2_hw_update(got, p, access, env)
     return AddressDescriptor(None, leaf_output(got, setup, ipa), s2_only_attrs(got, p),
                              s2=got)
@@ -160,18 +192,19 @@ def s2_perm_reason(raw: int, access: AccessDescriptor) -> str:
     return f"stage-2 descriptor {raw:#018x} (S2AP={bits(raw, 7, 6):#04b}) does not allow {what}"
 
 
-def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env) -> TTWState:
+def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env,
+                 dirty_permitted: bool = True) -> TTWState:
     """Set the stage-2 AF (VTCR_EL2.HA) and dirty state (HD+DBM) in memory.
 
     ASL: AArch64.S2Translate's descriptor update: AF when HA and AF=0; S2AP[1] when the
-    access writes a DBM page with HA and HD. AT instructions update AF only.
+    access writes a DBM page with HA and HD. AT, DC and IC instructions update AF only.
     """
     raw = state.leaf.raw
     new = raw
     if p.ha and not af(raw):
         new = set_bit(new, 10, 1)
-    if (access.write and p.ha and p.hd and dbm(raw) and not bit(raw, 7)
-            and access.acctype is not AccessType.AT):
+    if (dirty_permitted and access.write and p.ha and p.hd and dbm(raw) and not bit(raw, 7)
+            and access.acctype not in (AccessType.AT, AccessType.DC)):
         new = set_bit(new, 7, 1)
     if new == raw:
         return state
@@ -194,16 +227,29 @@ def s2_leaf_sh(state: TTWState, p: S2TTWParams) -> int:
 def s1_setup(p: S1TTWParams, env: Env) -> WalkSetup:
     """Return the walk setup for stage 1."""
     return WalkSetup(1, p.tgx, p.iasize(), p.startlevel(), p.ttb, p.ps, p.ps_raw, p.ds,
-                     env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52)
+                     env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52,
+                     contiguous_faults=env.choices.contiguous_bit_faults,
+                     nt_faults=env.fs.has("FEAT_BBM") and env.choices.block_nt_faults)
 
 
-def va_out_of_range(p: S1TTWParams, va: int) -> bool:
+def addr_top(p: S1TTWParams, ifetch: bool) -> int:
+    """Return the top bit of the address the walk sees (ASL AArch64.AddrTop).
+
+    55 with TBI (the top byte is ignored), 63 without; TBID keeps instruction
+    fetches at 63.
+    """
+    if p.tbid and ifetch:
+        return 63
+    return 55 if p.tbi else 63
+
+
+def va_out_of_range(p: S1TTWParams, va: int, ifetch: bool = False) -> bool:
     """Return whether va is outside the range's input size (ASL AArch64.VAIsOutOfRange).
 
     Bits [top:iasize] must all equal the range's selector: 0 for TTBR0 (and one-range
-    regimes), 1 for TTBR1; top is 55 with TBI, else 63.
+    regimes), 1 for TTBR1; top comes from AddrTop (TBI, TBID).
     """
-    top = 55 if p.tbi else 63
+    top = addr_top(p, ifetch)
     field = bits(va, top, p.iasize())
     want = mask(top - p.iasize(), 0) if p.varange.value else 0
     return field != want
@@ -212,11 +258,10 @@ def va_out_of_range(p: S1TTWParams, va: int) -> bool:
 def s1_pre_walk_fault(p: S1TTWParams, va: int, access: AccessDescriptor, env: Env) -> str:
     """Return why stage 1 faults at level 0 before walking, or "".
 
-    ASL: AArch64.S1TxSZFaults, AArch64.VAIsOutOfRange, the E0PD and EPD checks.
+    ASL: AArch64.VAIsOutOfRange, the E0PD check, and AArch64.S1Walk's EPD check (after
+    the TxSZ check and clamp, s1_txsz_fault).
     """
-    if not p.txsz_legal(env.fs):
-        return f"TxSZ={p.txsz} is outside the legal range for this granule"
-    if va_out_of_range(p, va):
+    if va_out_of_range(p, va, access.is_ifetch()):
         return f"VA {va:#x} is outside the {p.iasize()}-bit range of TTBR{p.varange.value}"
     if p.regime.has_el0() and access.el == 0 and p.e0pd:
         return f"E0PD{p.varange.value}=1 faults EL0 accesses to this range"
@@ -231,7 +276,7 @@ def s1_disabled_output(p: S1TTWParams, va: int, access: AccessDescriptor, env: E
     Data: Device-nGnRnE, or with HCR_EL2.DC Normal Write-Back Non-shareable.
     Instruction fetch: Normal, Write-Through if SCTLR.I else Non-cacheable.
     """
-    top = 55 if p.tbi else 63
+    top = addr_top(p, access.is_ifetch())
     if bits(va, top, env.fs.pa_max()):
         return FaultRecord(Fault.ADDRESS_SIZE, 0, access, vaddress=va,
                            reason=f"VA {va:#x} exceeds PAMax with the MMU off")
@@ -257,6 +302,11 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
     """
     if not p.mmu_on:
         return s1_disabled_output(p, va, access, env)
+    lo, hi = p.txsz_range(env.fs)
+    if txsz_faults(p.txsz, lo, hi, env.fs.has("FEAT_LVA"), env.choices):
+        return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va,
+                           reason=f"TxSZ={p.txsz} is outside {lo}..{hi} for this granule")
+    p = replace(p, txsz=clamp_txsz(p.txsz, lo, hi))
     why = s1_pre_walk_fault(p, va, access, env)
     if why:
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
@@ -270,17 +320,28 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
                            reason="access flag is 0 and TCR.HA=0")
     perms = s1_direct_permissions(got, p)
     if not s1_permission_ok(perms, p, access):
-        return FaultRecord(Fault.PERMISSION, got.level, access, vaddress=va,
-                           reason=s1_perm_reason(perms, access))
+        fault = FaultRecord(Fault.PERMISSION, got.level, access, vaddress=va,
+                            reason=s1_perm_reason(perms, access))
+        # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
+        # CONSTRAINED UNPREDICTABLE; the dirty state is never set.
+        if env.choices.af_update_on_permission_fault:
+            done = s1_hw_update(got, p, s2, access, env, hcr_ptw, dirty_permitted=False)
+            if isinstance(done, FaultRecord):
+                return replace(done, vaddress=va)
+        return fault
     updated = s1_hw_update(got, p, s2, access, env, hcr_ptw)
     if isinstance(updated, FaultRecord):
         return replace(updated, vaddress=va)
-    return AddressDescriptor(va, leaf_output(updated, setup, va), s1_attrs(updated, p, access),
-                             s1=updated)
+    walkattrs = s1_attrs(updated, p, access)
+    under_s2 = s2 is not None and not env.choices.s1_effective_shareability
+    return AddressDescriptor(va, leaf_output(updated, setup, va),
+                             s1_output_attrs(walkattrs, p, access, under_s2), s1=updated,
+                             tableattrs=s1_output_attrs(walkattrs, p, access, under_s2,
+                                                        controls=False))
 
 
 def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, env: Env,
-             hcr_ptw: bool, trace: list[WalkStep] | None):  # type: ignore[no-untyped-def]
+             hcr_ptw: bool, trace: list[WalkStep] | None) -> Fetch:
     """Return the descriptor fetch of a stage-1 walk: through stage 2 when it is on."""
 
     def fetch(addr: int, level: int) -> tuple[int, int] | FaultRecord:
@@ -309,19 +370,21 @@ def s1_perm_reason(perms: S1Perms, access: AccessDescriptor) -> str:
 
 
 def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
-                 access: AccessDescriptor, env: Env, hcr_ptw: bool) -> TTWState | FaultRecord:
+                 access: AccessDescriptor, env: Env, hcr_ptw: bool,
+                 dirty_permitted: bool = True) -> TTWState | FaultRecord:
     """Set the stage-1 AF (TCR.HA) and dirty state (HD+DBM clears AP[2]) in memory.
 
     The descriptor is written with a compare-and-swap. Under stage 2, the write needs
     stage-2 write permission on the descriptor's IPA (ASL CreateAccDescTTEUpdate), so
-    it can take a stage-2 fault. AT instructions set AF but never the dirty state.
+    it can take a stage-2 fault. AT (and DC) instructions set AF but never the dirty
+    state.
     """
     raw = state.leaf.raw
     new = raw
     if p.ha and not af(raw):
         new = set_bit(new, 10, 1)
-    if (access.write and p.ha and p.hd and dbm(raw) and bit(raw, 7)
-            and access.acctype is not AccessType.AT):
+    if (dirty_permitted and access.write and p.ha and p.hd and dbm(raw) and bit(raw, 7)
+            and access.acctype not in (AccessType.AT, AccessType.DC)):
         new = set_bit(new, 7, 0)
     if new == raw:
         return state
@@ -337,34 +400,65 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
 
 
 def s1_attrs(state: TTWState, p: S1TTWParams, access: AccessDescriptor) -> MemoryAttributes:
-    """Return the stage-1 attributes of the leaf from MAIR (ASL AArch64.S1AttrDecode)."""
+    """Return the stage-1 attributes of the leaf from MAIR (ASL S1DecodeMemAttrs).
+
+    SH comes from the descriptor, or from TCR_ELx.SHx when DS=1.
+    """
     raw = state.leaf.raw
     shv = p.sh if p.ds else sh(raw)
     return s1_attr_decode(p.mair, attrindx(raw), shv)
 
 
+def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescriptor,
+                    under_s2: bool, controls: bool = True) -> MemoryAttributes:
+    """Return the stage-1 output attributes (ASL AArch64.S1Translate, attribute step).
+
+    With controls, an instruction fetch from Device memory or with SCTLR_ELx.I=0, and a
+    data access to Normal memory with SCTLR_ELx.C=0, are Normal Non-cacheable. Under
+    stage 2 (EL1&0, HCR_EL2.VM=1) the descriptor's shareability goes on to the
+    combination; otherwise the effective shareability applies (Device and Normal
+    Non-cacheable are Outer Shareable).
+    """
+    out = attrs
+    if controls:
+        if access.is_ifetch():
+            nc = attrs.memtype is MemType.DEVICE or not p.sctlr_i
+        else:
+            nc = attrs.memtype is MemType.NORMAL and not p.sctlr_c
+        out = NORMAL_NC if nc else attrs
+    if under_s2:
+        return replace(out, shareability=attrs.shareability)
+    return normalise_shareability(out)
+
+
 # ---------------------------------------------------------------- both stages
 
 def combine_attrs(s1: MemoryAttributes, s2: TTWState | None, p2: S2TTWParams,
-                  access: AccessDescriptor) -> MemoryAttributes:
-    """Combine stage-1 attributes with stage 2's (FWB or not; HCR_EL2.CD forces NC).
+                  access: AccessDescriptor, controls: bool = True) -> MemoryAttributes:
+    """Combine stage-1 attributes with stage 2's.
 
-    ASL: AArch64.S2Translate's attribute step, S2CombineS1MemAttrs,
-    AArch64.S2ApplyFWBMemAttrs.
+    ASL: AArch64.S2Translate's attribute step. The stage-2 attributes are the leaf's
+    MemAttr (S2NextWalkStateLeaf; with FWB already combined with stage 1,
+    AArch64.S2ApplyFWBMemAttrs); with controls, HCR_EL2.CD (data to Normal memory)
+    and HCR_EL2.ID or Device memory (instruction fetches) make them Normal
+    Non-cacheable; without FWB they are then combined with stage 1
+    (S2CombineS1MemAttrs).
     """
     if s2 is None:
         return s1
     raw = s2.leaf.raw
     shv = s2_leaf_sh(s2, p2)
     if p2.fwb:
-        out = s2_apply_fwb(s1, s2_memattr(raw), shv)
+        s2attrs = s2_apply_fwb(s1, s2_memattr(raw), shv)
     else:
-        out = s2_combine_s1(s1, s2_memattr_decode(s2_memattr(raw), shv))
-    cd = p2.id if access.is_ifetch() else p2.cd
-    if cd and out.memtype is MemType.NORMAL:
-        out = normalise_shareability(replace(out, inner=CacheHints(Cacheability.NC),
-                                             outer=CacheHints(Cacheability.NC)))
-    return out
+        s2attrs = s2_memattr_decode(s2_memattr(raw), shv)
+    if controls:
+        if access.is_ifetch():
+            nc = s2attrs.memtype is MemType.DEVICE or p2.id
+        else:
+            nc = s2attrs.memtype is MemType.NORMAL and p2.cd
+        s2attrs = NORMAL_NC if nc else s2attrs
+    return s2attrs if p2.fwb else s2_combine_s1(s1, s2attrs)
 
 
 def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
@@ -381,7 +475,8 @@ def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
     if isinstance(s2, FaultRecord):
         return replace(s2, vaddress=va)
     attrs = combine_attrs(s1.memattrs, s2.s2, s2p, access)
-    return AddressDescriptor(va, s2.paddress, attrs, s1=s1.s1, s2=s2.s2)
+    tableattrs = combine_attrs(s1.table_attrs(), s2.s2, s2p, access, controls=False)
+    return AddressDescriptor(va, s2.paddress, attrs, s1=s1.s1, s2=s2.s2, tableattrs=tableattrs)
 
 
 def full_translate(regs: SysRegs, regime: Regime, va: int, access: AccessDescriptor, env: Env,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from s2mmu.arch.access import AccessDescriptor
-from s2mmu.arch.bits import bits, mask
+from s2mmu.arch.bits import bit, bits, mask
 from s2mmu.arch.descriptors import (
     Block,
     DescContext,
@@ -77,6 +77,8 @@ class WalkSetup:
     ds: bool
     lpa: bool
     pamax52: bool
+    contiguous_faults: bool = False   # ImplChoices.contiguous_bit_faults
+    nt_faults: bool = False           # FEAT_BBM and ImplChoices.block_nt_faults
 
     def context(self) -> DescContext:
         """Return the descriptor decoding context."""
@@ -145,11 +147,53 @@ def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
                 tables.append(desc)
                 base, level = next_base, level + 1
             case Block(oa=oa) | Page(oa=oa):
+                why = leaf_translation_fault(setup, desc)
+                if why:
+                    return FaultRecord(Fault.TRANSLATION, level, access, reason=why)
                 if oa_out_of_range(oa, setup.ps):
                     return FaultRecord(Fault.ADDRESS_SIZE, level, access, reason=(
                         f"output address {oa:#x} exceeds the {setup.ps}-bit output size"))
                 assert isinstance(desc, Block | Page)
                 return TTWState(setup.stage, desc, tuple(tables), pa, tuple(steps))
+
+
+def contiguous_bit(raw: int, granule: Granule, level: int) -> bool:
+    """Return the Contiguous bit of a leaf (ASL AArch64.ContiguousBit).
+
+    Bit[52], but it is RES0 where no contiguous range is defined: a 4KB level-0 block,
+    a 16KB or 64KB level-1 block.
+    """
+    if (granule, level) in ((Granule.G4K, 0), (Granule.G16K, 1), (Granule.G64K, 1)):
+        return False
+    return bool(bit(raw, 52))
+
+
+def contiguous_size(granule: Granule, level: int) -> int:
+    """Return log2 of the number of entries in a contiguous range (ASL ContiguousSize).
+
+    4KB: 16 entries; 16KB: 32 at level 2, 128 at level 3; 64KB: 32.
+    """
+    if granule is Granule.G4K:
+        return 4
+    if granule is Granule.G16K:
+        return 7 if level == FINAL_LEVEL else 5
+    return 5
+
+
+def leaf_translation_fault(setup: WalkSetup, leaf: Block | Page) -> str:
+    """Return why a leaf gives a Translation fault before its OA is checked, or "".
+
+    ASL: AArch64.ContiguousBitFaults (a contiguous range larger than the input address
+    space) and AArch64.BlocknTFaults (FEAT_BBM nT, bit[16], on a block); both faults
+    are IMPLEMENTATION DEFINED, enabled by the WalkSetup.
+    """
+    g, level = setup.granule, leaf.level
+    tsize = g.bits + (FINAL_LEVEL - level) * g.stride + contiguous_size(g, level)
+    if setup.contiguous_faults and contiguous_bit(leaf.raw, g, level) and tsize > setup.iasize:
+        return f"contiguous range of 2^{tsize} bytes exceeds the {setup.iasize}-bit input size"
+    if setup.nt_faults and isinstance(leaf, Block) and bit(leaf.raw, 16):
+        return "block descriptor has nT (bit[16]) set"
+    return ""
 
 
 def leaf_output(state: TTWState, setup: WalkSetup, ia: int) -> int:

@@ -75,9 +75,18 @@ def cli() -> None:
 
 
 @cli.command()
+@click.option("--arch", "arch_tour", is_flag=True,
+              help="Show the architecture tour (walks, AT, faults) instead of the KVM scenario.")
+@click.option("--json", "as_json", is_flag=True, help="The scenario report as JSON.")
+@click.option("--trace", is_flag=True, help="Add the full event stream.")
 @input_errors
-def demo() -> None:
-    """Run the built-in two-stage demo: guest stage 1 over a stage 2, walks, AT, faults."""
+def demo(arch_tour: bool, as_json: bool, trace: bool) -> None:
+    """Run the built-in scenario: a guest's life under KVM (or --arch: the architecture tour)."""
+    if not arch_tour:
+        from s2mmu.cli.run_cmd import run_demo
+
+        run_demo(as_json, trace)
+        return
     from s2mmu.scenario.arch_demo import at_tour, build_demo, s1_walk_fault_at_el1, translate_tour
 
     out = render.console()
@@ -100,6 +109,17 @@ def demo() -> None:
     for a in [*at_tour(m), s1_walk_fault_at_el1(m)]:
         out.print(f"[bold]AT {a.op.name}[/bold] {a.va:#x} at EL{a.el} PAN={int(a.pan)}: {a.title}")
         out.print(render.describe_at(a.result))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON (schema s2mmu.run/1).")
+@click.option("--trace", is_flag=True, help="Add the full event stream to every step.")
+def run(file: str, as_json: bool, trace: bool) -> None:
+    """Run a scenario file: timeline, summary, broken invariants (exit 1 on failure)."""
+    from s2mmu.cli.run_cmd import run_file
+
+    sys.exit(run_file(file, as_json, trace))
 
 
 def access_name(a: AccessDescriptor) -> str:

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from s2mmu.arch.errors import InputError
+from s2mmu.conformance.divergences import TAG_ILLEGAL_BLOCK, TAG_OA_52BIT_FIELDS
 from s2mmu.conformance.qemu import PROBE_LAYOUT
 from s2mmu.conformance.tables import Image, Shape, TableTree
 
 PS_BITS = (32, 36, 40, 42, 44, 48, 52, 52)
 TG0 = {12: 0b00, 16: 0b01, 14: 0b10}
 TG1 = {14: 0b01, 12: 0b10, 16: 0b11}
-PA_POOL = (0x4800_0000, 0x1_4000_0000)
+PA_POOL = (0x4800_0000, 0x1_0000_0000)
 HIGH_POOL = (0x1_0000_0000, 0x1_4000_0000)
 STUB_ATTR_INDEX = 7
 DEVICE_ATTRS = (0x00, 0x04, 0x08, 0x0C)
@@ -241,8 +242,12 @@ def family_big_endian(rng: random.Random) -> Spec:
                    ha=chance(rng, 0.3), af0_p=0.3)
 
 
-def with_stage2(rng: random.Random, spec: Spec, ds: bool = False) -> Spec:
-    """Return `spec` with a random valid stage 2 (HCR_EL2.VM=1) beneath it."""
+def with_stage2(rng: random.Random, spec: Spec, ds: bool = False, wide_ps: bool = False) -> Spec:
+    """Return `spec` with a random valid stage 2 (HCR_EL2.VM=1) beneath it.
+
+    `wide_ps` keeps VTCR_EL2.PS at 48 bits or more, so that QEMU 7.2's check of the
+    start level against PS (a listed divergence) cannot break the stub page's mapping.
+    """
     granule = rng.choice((12, 14, 16)) if not ds else rng.choice((12, 14))
     levels = {12: (0, 1, 2, 3), 14: (1, 2, 3), 16: (1, 2, 3)}[granule]
     if ds:
@@ -254,6 +259,8 @@ def with_stage2(rng: random.Random, spec: Spec, ds: bool = False) -> Spec:
                if 32 <= bits <= max_ia]
     level, ia_bits = rng.choice(options)
     ps = rng.choice([i for i in range(7) if PS_BITS[i] >= min(ia_bits, 48)] or [5])
+    if wide_ps:
+        ps = max(ps, 5)
     return replace(spec, s2=True, s2_granule=granule, s2_start=level, s2_ia_bits=ia_bits,
                    s2_ds=ds, s2_ps=6 if ds or ia_bits > 48 else ps,
                    fwb=chance(rng, 0.3), exec_els=(2, 2, 3))
@@ -267,8 +274,8 @@ def family_stage2(rng: random.Random) -> Spec:
 
 def family_s1ptw(rng: random.Random) -> Spec:
     """Stage-2 faults on stage-1 table walks: in PAR from EL2, as exceptions from EL1."""
-    spec = with_stage2(rng, base_s1(rng))
     from_el1 = chance(rng, 0.5)
+    spec = with_stage2(rng, base_s1(rng), wide_ps=from_el1)
     return replace(spec, s1ptw_fault_p=0.4, ptw=chance(rng, 0.3), ha=chance(rng, 0.3),
                    s2_ha=chance(rng, 0.3), epd=(False, spec.epd[1]),
                    exec_els=(1, 1, 2) if from_el1 else (2, 3))
@@ -305,7 +312,7 @@ def family_el1_exec(rng: random.Random) -> Spec:
     """Ops executed at EL1: UNDEFINED ones, with EL1's MMU on, with stage 2 beneath."""
     spec = base_s1(rng)
     if chance(rng, 0.5):
-        spec = with_stage2(rng, spec)
+        spec = with_stage2(rng, spec, wide_ps=True)
     return replace(spec, s1=chance(rng, 0.7), exec_els=(1, 1, 1, 2), undef_p=0.15,
                    epd=(False, spec.epd[1]), pan_p=0.5)
 
@@ -389,7 +396,9 @@ class CaseBuilder:
     s2_tree: TableTree | None = None
     s1_trees: list[TableTree | None] = field(default_factory=list)
     chunk_pa: dict[int, int] = field(default_factory=dict)
+    chunk_table: dict[int, int] = field(default_factory=dict)
     clean_tables: set[int] = field(default_factory=set)
+    tags: set[str] = field(default_factory=set)
 
     def build(self, name: str, family: str) -> dict[str, Any]:
         """Return the case object."""
@@ -408,6 +417,8 @@ class CaseBuilder:
                                 "ops": ops}
         if self.harness:
             case["harness"] = self.harness
+        if self.tags:
+            case["divergence_tags"] = sorted(self.tags)
         return case
 
     # Windows and trees ---------------------------------------------------------------
@@ -439,9 +450,20 @@ class CaseBuilder:
         if self.s2_tree is None:
             return self.pa
         chunk = 1 << self.spec.s2_granule
-        top = min(1 << self.spec.s2_ia_bits, 1 << 40)
+        top = self.ipa_top()
         base = self.rng.randrange(0, max(chunk, top - (16 << 20)), chunk)
         return Allocator(base, base + (16 << 20))
+
+    def ipa_top(self) -> int:
+        """Return the end of the IPA space usable for stage-1 tables and the stub.
+
+        It stays below the stage-1 output size (else every walk faults on address size)
+        unless the spec wants high tables.
+        """
+        bits = min(self.spec.s2_ia_bits, 40)
+        if not self.spec.high_tables:
+            bits = min(bits, PS_BITS[self.spec.ips])
+        return 1 << bits
 
     def s1_granule(self, half: int) -> int:
         """Return the granule the stage-1 tables of a half are built for."""
@@ -471,8 +493,12 @@ class CaseBuilder:
     def alloc_s1_table(self, size: int, align: int) -> int:
         """Allocate a stage-1 table in IPA space, each in its own stage-2 page."""
         chunk = 1 << self.spec.s2_granule
-        ipa = self.ipa.take(max(size, chunk), max(align, chunk))
-        self.chunk_pa[ipa] = self.pa.take(chunk, chunk)
+        size = -(-max(size, chunk) // chunk) * chunk
+        ipa = self.ipa.take(size, max(align, chunk))
+        pa = self.pa.take(size, max(align, chunk))
+        for offset in range(0, size, chunk):
+            self.chunk_pa[ipa + offset] = pa + offset
+            self.chunk_table[ipa + offset] = ipa
         return ipa
 
     def ipa_to_pa(self, ipa: int) -> int:
@@ -499,19 +525,19 @@ class CaseBuilder:
         ipa = PROBE_LAYOUT.stub_pa
         if self.s2_tree is not None:
             ipa = self.free_ipa(1 << 16)
-            self.s2_tree.map(ipa, 3 if self.s2_tree.shape.granule == 16 else 3, PROBE_LAYOUT.stub_pa,
-                             s2_leaf_attrs(readable=True, af=True, memattr=0xF))
+            self.s2_tree.map(ipa, 3, PROBE_LAYOUT.stub_pa,
+                             s2_leaf_attrs(readable=True, af=True, memattr=0xF, ds=self.spec.s2_ds))
         va = ipa
         if tree is not None:
             va = self.free_va(tree, page)
-            tree.map(va, 3, ipa, s1_stub_attrs(self.spec.regime))
+            tree.map(va, 3, ipa, s1_stub_attrs(self.spec.regime, tree.shape.ds))
             self.clean_tables.update(tree.tables)
         self.harness["stub_va_el1" if el1 else "stub_va_el2"] = hex(va)
 
     def free_ipa(self, size: int) -> int:
         """Return a stage-2-mapped-free IPA block outside the stage-1 table window."""
         assert self.s2_tree is not None
-        top = 1 << min(self.spec.s2_ia_bits, 48)
+        top = self.ipa_top()
         for _ in range(64):
             ipa = self.rng.randrange(0, top, size)
             if not self.ipa.next - (16 << 20) <= ipa < self.ipa.limit + size and \
@@ -540,6 +566,7 @@ class CaseBuilder:
         size = 1 << tree.shape.shift(level)
         va = self.rng.randrange(0, 1 << tree.shape.ia_bits, size)
         output = self.output_address(size)
+        self.tag_leaf(tree.shape, level, output)
         attrs = self.s1_leaf_attrs()
         table_attrs = self.table_attrs()
         if chance(self.rng, self.spec.contig_p):
@@ -547,6 +574,13 @@ class CaseBuilder:
         elif not tree.map(va, level, output, attrs, table_attrs):
             return
         self.targets.append(Target(va=va, size=size, output=output, half=half))
+
+    def tag_leaf(self, shape: Shape, level: int, output: int) -> None:
+        """Tag the case with the divergences a leaf can trigger (divergences.py)."""
+        if level < 3 and level not in shape.block_levels():
+            self.tags.add(TAG_ILLEGAL_BLOCK)
+        if shape.granule == 16 and output >> 48 and PS_BITS[self.spec.ips] < 52:
+            self.tags.add(TAG_OA_52BIT_FIELDS)
 
     def flat_target(self) -> Target:
         """Return a target for a regime whose stage 1 is off (VA = IPA or PA)."""
@@ -630,12 +664,12 @@ class CaseBuilder:
         if self.s2_tree is None:
             return
         for ipa, pa in sorted(self.chunk_pa.items()):
-            clean = ipa in self.clean_tables
+            clean = self.chunk_table[ipa] in self.clean_tables
             if not clean and chance(self.rng, self.spec.s1ptw_fault_p):
                 self.map_faulty_table(ipa, pa)
             else:
                 self.s2_tree.map(ipa, 3, pa, s2_leaf_attrs(readable=True, af=True, memattr=0xF,
-                                                           writable=True))
+                                                           writable=True, ds=self.spec.s2_ds))
 
     def map_faulty_table(self, ipa: int, pa: int) -> None:
         """Map a stage-1 table page so that walking it faults (or updates AF) at stage 2."""
@@ -644,7 +678,8 @@ class CaseBuilder:
         if kind == "unmapped":
             return
         attrs = s2_leaf_attrs(readable=kind != "noread", af=kind != "af0",
-                              memattr=0x1 if kind == "device" else 0xF, writable=kind != "readonly")
+                              memattr=0x1 if kind == "device" else 0xF,
+                              writable=kind != "readonly", ds=self.spec.s2_ds)
         self.s2_tree.map(ipa, 3, pa, attrs)
 
     def map_output_in_s2(self, ipa: int) -> None:
@@ -662,7 +697,8 @@ class CaseBuilder:
         pa = rng.randrange(0, 1 << min(PS_BITS[spec.s2_ps], 48), size)
         attrs = s2_leaf_attrs(readable=not chance(rng, spec.s2_perm_p / 2),
                               writable=not chance(rng, spec.s2_perm_p),
-                              af=not chance(rng, spec.af0_p), memattr=rng.randrange(16))
+                              af=not chance(rng, spec.af0_p), memattr=rng.randrange(16),
+                              ds=spec.s2_ds)
         attrs |= (1 if chance(rng, spec.dbm_p) else 0) << 51
         attrs |= rng.randrange(4) << 53 if chance(rng, spec.attrs_p) else 0
         tree.map(base, level, pa, attrs)
@@ -747,7 +783,7 @@ class CaseBuilder:
     def ttbr(self, half: int) -> int:
         """Return a TTBR value for a half: root, random ASID, sometimes CnP."""
         tree = self.s1_trees[half]
-        root = tree.root if tree is not None else self.rng.randrange(0, 1 << 32, 1 << 12)
+        root = tree.root if tree is not None else self.pa.take(1 << 16, 1 << 16)
         return root | self.rng.randrange(1 << 16) << 48 | self.rng.randrange(2)
 
     def el1_registers(self) -> dict[str, int]:
@@ -818,16 +854,22 @@ class CaseBuilder:
         return hcr
 
 
-def s1_stub_attrs(regime: str) -> int:
-    """Return stage-1 attributes for the stub page: Normal, read-only, AF set, executable."""
+def s1_stub_attrs(regime: str, ds: bool) -> int:
+    """Return stage-1 attributes for the stub page: Normal, read-only, AF set, executable.
+
+    With DS=1 bits [9:8] are OA[51:50], so SH is left to TCR_ELx.SH.
+    """
     uxn = 0 if regime == "EL2" else 1 << 54
-    return STUB_ATTR_INDEX << 2 | 0b11 << 6 | 0b11 << 8 | 1 << 10 | uxn
+    sh = 0 if ds else 0b11 << 8
+    return STUB_ATTR_INDEX << 2 | 0b11 << 6 | sh | 1 << 10 | uxn
 
 
-def s2_leaf_attrs(readable: bool, af: bool, memattr: int, writable: bool = False) -> int:
-    """Return stage-2 leaf attributes: MemAttr, S2AP, inner shareable, AF."""
+def s2_leaf_attrs(readable: bool, af: bool, memattr: int, writable: bool = False,
+                  ds: bool = False) -> int:
+    """Return stage-2 leaf attributes: MemAttr, S2AP, inner shareable (unless DS), AF."""
     s2ap = int(readable) | int(writable) << 1
-    return memattr << 2 | s2ap << 6 | 0b11 << 8 | int(af) << 10
+    sh = 0 if ds else 0b11 << 8
+    return memattr << 2 | s2ap << 6 | sh | int(af) << 10
 
 
 # --- Entry points -------------------------------------------------------------------------

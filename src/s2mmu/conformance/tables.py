@@ -99,12 +99,16 @@ class Shape:
         return (va >> self.shift(level)) & ((1 << self.stride) - 1)
 
     def block_levels(self) -> tuple[int, ...]:
-        """Return the levels where the granule allows block descriptors."""
+        """Return the levels where the granule allows block descriptors.
+
+        ASL: AArch64.BlockDescSupported (4K: 1, 2 and 0 with DS; 16K: 2 and 1 with DS;
+        64K: 2 and 1 when PAMax is 52 bits, as on QEMU's -cpu max).
+        """
         if self.granule == 12:
             return (0, 1, 2) if self.ds else (1, 2)
         if self.granule == 14:
             return (1, 2) if self.ds else (2,)
-        return (1, 2) if self.ds else (2,)
+        return (1, 2)
 
 
 def encode_address(address: int, granule: int, ds: bool) -> int:

@@ -1,0 +1,45 @@
+"""The run and demo commands: load a scenario, run it, print the timeline or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+
+import click
+
+from s2mmu.scenario.report import timeline_lines
+from s2mmu.scenario.runner import run_scenario
+from s2mmu.scenario.schema import ScenarioError, load_scenario
+
+DEMOS = ("demo.toml", "demo_nofwb.toml")
+
+
+def run_file(path: str, as_json: bool, trace: bool, text: str | None = None) -> int:
+    """Run a scenario file and print it; return the exit status (0 ok, 1 failed, 2 malformed)."""
+    try:
+        scn = load_scenario(path, text)
+    except ScenarioError as e:
+        click.echo(f"s2mmu: error: {e}", err=True)
+        return 2
+    report = run_scenario(scn, trace)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo("\n".join(timeline_lines(report, trace)))
+    return 0 if report["ok"] else 1
+
+
+def demo_text(name: str) -> str:
+    """Return a built-in demo scenario's text."""
+    return resources.files("s2mmu.scenario.data").joinpath(name).read_text()
+
+
+def run_demo(as_json: bool, trace: bool) -> None:
+    """Run the built-in demo scenarios (FWB host, then no-FWB host); exit with the worst status."""
+    status = 0
+    for name in DEMOS:
+        status = max(status, run_file(f"<built-in {name}>", as_json, trace, demo_text(name)))
+        if not as_json:
+            click.echo("")
+    sys.exit(status)

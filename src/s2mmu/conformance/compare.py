@@ -1,0 +1,304 @@
+"""Run AT cases on QEMU and on the model, compare op by op, report agreement.
+
+Both sides get the same case file. QEMU's side may add `harness_memory` (descriptor
+words its prechecks updated before the ops ran, see qemu.py); those words are appended
+to the case's memory before the model runs it, so that both sides start from the same
+memory. Every op is then compared field by field (outcome, PAR_EL1, taken_to, ESR, FAR,
+HPFAR_EL2, as integers), and each case's memory_changes as a list. A difference that an
+entry of divergences.DIVERGENCES explains is reported as that divergence, never as
+agreement; any other difference is a mismatch.
+
+The model side is `s2mmu.arch.atcase` (parse_cases, run_case), imported when first used,
+or any callable with the same contract (tests use that to check the comparison itself).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from s2mmu.arch.errors import InputError
+from s2mmu.conformance.casefile import HarnessCase, case_objects, parse_cases
+from s2mmu.conformance.divergences import OpEvidence, classify
+from s2mmu.conformance.qemu import QemuAt, QemuConfig
+
+ModelSide = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+"""Run one case object on the model and return its answer (at-case.md "Output")."""
+
+ANSWER_KEYS = ("op", "va", "el", "pan", "outcome", "PAR_EL1", "taken_to", "ESR", "FAR",
+               "HPFAR_EL2")
+INT_KEYS = frozenset({"va", "pan", "PAR_EL1", "ESR", "FAR", "HPFAR_EL2"})
+NOT_RUN = frozenset({"skipped", "harness_error"})
+
+AGREE = "agree"
+DIVERGENCE = "divergence"
+MISMATCH = "mismatch"
+NOT_RUN_VERDICT = "not_run"
+
+
+class ModelUnavailable(RuntimeError):
+    """The model side (s2mmu.arch.atcase) cannot be imported."""
+
+
+def model_answer(case_obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Run one case object on the model (s2mmu.arch.atcase)."""
+    try:
+        from s2mmu.arch import atcase  # type: ignore[attr-defined]
+    except ImportError as error:
+        raise ModelUnavailable(f"the model side is not available: {error}") from None
+    cases = atcase.parse_cases(case_obj)
+    return atcase.run_case(cases[0])
+
+
+# --- Normal forms ---------------------------------------------------------------------------
+
+
+def normal_op(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """Return an op answer's compared fields, integers as integers."""
+    out: dict[str, Any] = {}
+    for key in ANSWER_KEYS:
+        if key in answer:
+            value = answer[key]
+            out[key] = int(str(value), 0) if key in INT_KEYS else value
+    return out
+
+
+def normal_changes(answer: Mapping[str, Any]) -> list[tuple[int, int, int]]:
+    """Return a case answer's memory_changes as sorted (pa, before, after) integers.
+
+    The probe sees which words each op changed, not the order of the writes inside one
+    AT instruction, and the format has no op index; so changes compare as a multiset.
+    Successive changes of one word still compare in order, through their before/after
+    values.
+    """
+    return sorted((int(str(c["pa"]), 0), int(str(c["before"]), 0), int(str(c["after"]), 0))
+                  for c in answer.get("memory_changes", []))
+
+
+def model_case_object(case: HarnessCase, qemu: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the case object the model runs: QEMU's harness_memory appended."""
+    obj = dict(case.source)
+    obj["memory"] = list(obj.get("memory", [])) + list(qemu.get("harness_memory", []))
+    return obj
+
+
+# --- Verdicts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpComparison:
+    """One op: both answers and the verdict (agree, divergence, mismatch, not_run)."""
+
+    index: int
+    qemu: Mapping[str, Any]
+    model: Mapping[str, Any]
+    verdict: str
+    divergence: str | None = None
+
+
+@dataclass(frozen=True)
+class CaseComparison:
+    """One case: its ops, its memory changes' verdict, both answers."""
+
+    case: HarnessCase
+    ops: tuple[OpComparison, ...]
+    memory_verdict: str
+    qemu: Mapping[str, Any]
+    model: Mapping[str, Any]
+
+    @property
+    def family(self) -> str:
+        """Return the case's family ("file" for hand-written cases)."""
+        return self.case.family
+
+
+def compare_op(case: HarnessCase, index: int, qemu: Mapping[str, Any],
+               model: Mapping[str, Any]) -> OpComparison:
+    """Compare one op's answers and classify any difference."""
+    if qemu.get("outcome") in NOT_RUN:
+        return OpComparison(index, qemu, model, NOT_RUN_VERDICT)
+    if normal_op(qemu) == normal_op(model):
+        return OpComparison(index, qemu, model, AGREE)
+    divergence = classify(OpEvidence(case, case.ops[index], qemu, model))
+    if divergence is not None:
+        return OpComparison(index, qemu, model, DIVERGENCE, divergence.name)
+    return OpComparison(index, qemu, model, MISMATCH)
+
+
+def memory_verdict(ops: Sequence[OpComparison], qemu: Mapping[str, Any],
+                   model: Mapping[str, Any]) -> str:
+    """Compare memory_changes; a difference in a case with a divergent op is explained."""
+    if qemu.get("skipped") or any(op.verdict == NOT_RUN_VERDICT for op in ops):
+        return NOT_RUN_VERDICT
+    if normal_changes(qemu) == normal_changes(model):
+        return AGREE
+    if any(op.verdict == DIVERGENCE for op in ops):
+        return DIVERGENCE
+    return MISMATCH
+
+
+def model_error_answer(case: HarnessCase, error: Exception) -> dict[str, Any]:
+    """Return a model answer standing for an exception the model raised."""
+    reason = f"model raised {type(error).__name__}: {error}"
+    return {"name": case.name, "memory_changes": [],
+            "ops": [{"outcome": "model_error", "reason": reason} for _ in case.ops]}
+
+
+def run_model(case: HarnessCase, qemu: Mapping[str, Any], model: ModelSide) -> Mapping[str, Any]:
+    """Run the model on a case, turning its exceptions (not ModelUnavailable) into answers."""
+    try:
+        return model(model_case_object(case, qemu))
+    except ModelUnavailable:
+        raise
+    except Exception as error:  # noqa: BLE001 - a model bug is a mismatch, not a crash
+        return model_error_answer(case, error)
+
+
+def compare_case(case: HarnessCase, qemu: Mapping[str, Any], model: ModelSide) -> CaseComparison:
+    """Run the model on one case and compare it with QEMU's answer."""
+    answer = run_model(case, qemu, model)
+    model_ops = list(answer.get("ops", []))
+    model_ops += [{"outcome": "missing"}] * (len(case.ops) - len(model_ops))
+    ops = tuple(compare_op(case, i, qemu["ops"][i], model_ops[i]) for i in range(len(case.ops)))
+    return CaseComparison(case=case, ops=ops, memory_verdict=memory_verdict(ops, qemu, answer),
+                          qemu=qemu, model=answer)
+
+
+def compare_cases(objs: Sequence[Mapping[str, Any]], config: QemuConfig | None = None,
+                  model: ModelSide = model_answer) -> Report:
+    """Run case objects on both sides and compare them."""
+    cases = parse_cases(list(objs))
+    answers = QemuAt(config or QemuConfig()).run(cases)
+    return Report(tuple(compare_case(case, qemu, model) for case, qemu in zip(cases, answers,
+                                                                             strict=True)))
+
+
+# --- The report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Op counts by verdict, for one family or overall."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def compared(self) -> int:
+        """Return the ops that count towards agreement (agree + mismatch)."""
+        return self.counts[AGREE] + self.counts[MISMATCH]
+
+    @property
+    def agreement(self) -> float:
+        """Return agreeing ops over compared ops, as a percentage (100 if none)."""
+        return 100.0 * self.counts[AGREE] / self.compared if self.compared else 100.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """All comparisons of a run."""
+
+    cases: tuple[CaseComparison, ...]
+
+    def ops(self) -> list[tuple[CaseComparison, OpComparison]]:
+        """Return every (case, op) pair."""
+        return [(case, op) for case in self.cases for op in case.ops]
+
+    def tally(self, family: str | None = None) -> Tally:
+        """Return op counts by verdict, for one family or all."""
+        tally = Tally()
+        for case, op in self.ops():
+            if family is None or case.family == family:
+                tally.counts[op.verdict] += 1
+        return tally
+
+    def families(self) -> list[str]:
+        """Return the families present, in first-seen order."""
+        return list(dict.fromkeys(case.family for case in self.cases))
+
+    def divergences(self) -> Counter[str]:
+        """Return the number of ops per intended divergence."""
+        return Counter(op.divergence for _, op in self.ops() if op.divergence)
+
+    def memory(self) -> Counter[str]:
+        """Return the number of cases per memory_changes verdict."""
+        return Counter(case.memory_verdict for case in self.cases)
+
+    def mismatches(self) -> list[tuple[CaseComparison, OpComparison | None]]:
+        """Return unexplained mismatches: (case, op), or (case, None) for memory changes."""
+        found: list[tuple[CaseComparison, OpComparison | None]] = [
+            (case, op) for case, op in self.ops() if op.verdict == MISMATCH]
+        found += [(case, None) for case in self.cases if case.memory_verdict == MISMATCH]
+        return found
+
+    def harness_errors(self) -> list[tuple[CaseComparison, OpComparison]]:
+        """Return ops QEMU could not run because of the harness (not legitimate skips)."""
+        return [(case, op) for case, op in self.ops()
+                if op.qemu.get("outcome") == "harness_error"]
+
+    def ok(self) -> bool:
+        """Return whether there is no unexplained mismatch and no harness error."""
+        return not self.mismatches() and not self.harness_errors()
+
+
+# --- Minimal replayable mismatch files -------------------------------------------------------
+
+
+def reduced_case(case: HarnessCase, ops: Sequence[int], note: str) -> dict[str, Any]:
+    """Return the case object with only some of its ops."""
+    obj = dict(case.source)
+    source_ops = list(case.source.get("ops", []))
+    obj["ops"] = [source_ops[i] for i in ops]
+    obj["name"] = f"{case.name}-{note}"
+    return obj
+
+
+def candidates(case: HarnessCase, op: OpComparison | None) -> list[dict[str, Any]]:
+    """Return reductions of a mismatching case, smallest first."""
+    if op is None:
+        return [reduced_case(case, range(len(case.ops)), "memory")]
+    found = [reduced_case(case, [op.index], f"op{op.index}")]
+    if op.index:
+        found.append(reduced_case(case, range(op.index + 1), f"ops0-{op.index}"))
+    return found
+
+
+def still_mismatches(comparison: CaseComparison, op: OpComparison | None) -> bool:
+    """Return whether a reduced case reproduces the mismatch it was cut for."""
+    if op is None:
+        return comparison.memory_verdict == MISMATCH
+    return comparison.ops[-1].verdict == MISMATCH
+
+
+def write_mismatches(report: Report, directory: Path, config: QemuConfig | None = None,
+                     model: ModelSide = model_answer) -> list[Path]:
+    """Write each mismatch as the smallest case file that reproduces it; return the files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pending = [(case, op, cands) for case, op in report.mismatches()
+               for cands in [candidates(case.case, op)]]
+    flat = [cand for _, _, cands in pending for cand in cands]
+    replayed = iter(compare_cases(flat, config, model).cases if flat else ())
+    written: list[Path] = []
+    for case, op, cands in pending:
+        results = [next(replayed) for _ in cands]
+        chosen = next((cand for cand, res in zip(cands, results, strict=True)
+                       if still_mismatches(res, op)), reduced_case(case.case, range(len(case.ops)),
+                                                                   "full"))
+        chosen["expect"] = {"qemu": op.qemu if op else case.qemu.get("memory_changes"),
+                            "model": op.model if op else case.model.get("memory_changes")}
+        path = directory / f"{chosen['name']}.json"
+        path.write_text(json.dumps(chosen, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+def load_case_file(path: Path) -> list[Mapping[str, Any]]:
+    """Read a case file's case objects, with a one-line message for bad JSON."""
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON: {error}") from None
+    return case_objects(obj)

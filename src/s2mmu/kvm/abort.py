@@ -1,0 +1,218 @@
+"""The guest abort as the hardware reported it, and what the guest sees afterwards.
+
+GuestAbort holds ESR_EL2, FAR_EL2 and HPFAR_EL2 exactly as taken to EL2; every fact
+about it (is it an instruction abort, a write, on a stage-1 walk, which FSC) is a
+function of those values, decoded with s2mmu.arch's register declarations.
+
+Kernel: kvm_vcpu_get_esr, kvm_vcpu_trap_is_iabt, kvm_vcpu_abt_iss1tw,
+kvm_vcpu_dabt_iswrite, kvm_vcpu_dabt_is_cm, kvm_vcpu_dabt_isvalid, kvm_vcpu_abt_issea,
+kvm_vcpu_trap_get_fault, kvm_vcpu_trap_get_perm_fault_granule, kvm_vcpu_get_fault_ipa,
+kvm_vcpu_trap_is_exec_fault (asm/kvm_emulate.h); kvm_is_write_fault (arch/arm64/kvm/mmu.c);
+esr_fsc_is_translation_fault and friends (asm/esr.h).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s2mmu.arch.faults import EC_DABT_CUR, EC_DABT_LOW, EC_IABT_CUR, EC_IABT_LOW
+from s2mmu.arch.registers import HPFAR_EL2, ESR_ELx, ESR_ELx_DABT, ESR_ELx_IABT
+
+ESR_ELx_FSC_EXTABT = 0x10
+ESR_ELx_FSC_SECC = 0x18
+
+
+@dataclass(frozen=True)
+class GuestAbort:
+    """A stage-2 abort as the CPU reported it to EL2: ESR_EL2, FAR_EL2, HPFAR_EL2."""
+
+    esr: int
+    far: int
+    hpfar: int
+
+
+def esr_ec(abort: GuestAbort) -> int:
+    """Return ESR_EL2.EC."""
+    return int(ESR_ELx.decode(abort.esr).EC)
+
+
+def kvm_vcpu_trap_is_iabt(abort: GuestAbort) -> bool:
+    """Return whether this is an instruction abort. Kernel: kvm_vcpu_trap_is_iabt."""
+    return esr_ec(abort) in (EC_IABT_LOW, EC_IABT_CUR)
+
+
+def is_dabt(abort: GuestAbort) -> bool:
+    """Return whether this is a data abort."""
+    return esr_ec(abort) in (EC_DABT_LOW, EC_DABT_CUR)
+
+
+def _view(abort: GuestAbort):  # type: ignore[no-untyped-def]
+    return (ESR_ELx_IABT if kvm_vcpu_trap_is_iabt(abort) else ESR_ELx_DABT).decode(abort.esr)
+
+
+def kvm_vcpu_trap_get_fault(abort: GuestAbort) -> int:
+    """Return the 6-bit xFSC. Kernel: kvm_vcpu_trap_get_fault."""
+    return abort.esr & 0x3F
+
+
+def fsc_level(fsc: int) -> int:
+    """Return the level a level-encoded FSC names (level -1 codes give -1)."""
+    if fsc in (0x2B, 0x29, 0x13):
+        return -1
+    return fsc & 0b11
+
+
+def esr_fsc_is_translation_fault(abort: GuestAbort) -> bool:
+    """Return whether the FSC is a translation fault (levels -1 to 3)."""
+    fsc = kvm_vcpu_trap_get_fault(abort)
+    return fsc & ~0b11 == 0b000100 or fsc == 0x2B
+
+
+def esr_fsc_is_permission_fault(abort: GuestAbort) -> bool:
+    """Return whether the FSC is a permission fault (levels 0 to 3)."""
+    return kvm_vcpu_trap_get_fault(abort) & ~0b11 == 0b001100
+
+
+def esr_fsc_is_access_flag_fault(abort: GuestAbort) -> bool:
+    """Return whether the FSC is an access-flag fault (levels 0 to 3)."""
+    return kvm_vcpu_trap_get_fault(abort) & ~0b11 == 0b001000
+
+
+def kvm_vcpu_abt_issea(abort: GuestAbort) -> bool:
+    """Return whether the abort is a synchronous external abort (or parity/ECC error).
+
+    Kernel: kvm_vcpu_abt_issea (EXTABT, SEA_TTW at any level, SECC, SECC_TTW).
+    """
+    fsc = kvm_vcpu_trap_get_fault(abort)
+    return fsc in (ESR_ELx_FSC_EXTABT, ESR_ELx_FSC_SECC, 0x13, 0x1B) or fsc & ~0b11 in (0x14, 0x1C)
+
+
+def kvm_vcpu_abt_iss1tw(abort: GuestAbort) -> bool:
+    """Return ESR.S1PTW: stage 2 faulted on the guest's stage-1 table walk."""
+    return bool(_view(abort).S1PTW)
+
+
+def kvm_vcpu_dabt_isvalid(abort: GuestAbort) -> bool:
+    """Return ESR.ISV: the instruction syndrome (size, register) is valid."""
+    return is_dabt(abort) and bool(ESR_ELx_DABT.decode(abort.esr).ISV)
+
+
+def kvm_vcpu_dabt_is_cm(abort: GuestAbort) -> bool:
+    """Return ESR.CM: a cache maintenance instruction faulted."""
+    return is_dabt(abort) and bool(ESR_ELx_DABT.decode(abort.esr).CM)
+
+
+def kvm_vcpu_dabt_iswrite(abort: GuestAbort) -> bool:
+    """Return WnR || S1PTW, the kernel's notion of a data-abort write."""
+    v = ESR_ELx_DABT.decode(abort.esr)
+    return bool(v.WnR) or bool(v.S1PTW)
+
+
+def kvm_vcpu_trap_is_permission_fault(abort: GuestAbort) -> bool:
+    """Return whether the abort is a permission fault."""
+    return esr_fsc_is_permission_fault(abort)
+
+
+def kvm_is_write_fault(abort: GuestAbort) -> bool:
+    """Return whether KVM treats the abort as a write.
+
+    A stage-1 walk is a write only on a permission fault (hardware AF/DBM updates);
+    otherwise tables in a read-only memslot would fault forever.
+
+    Kernel: kvm_is_write_fault.
+    """
+    if kvm_vcpu_abt_iss1tw(abort):
+        return kvm_vcpu_trap_is_permission_fault(abort)
+    if kvm_vcpu_trap_is_iabt(abort):
+        return False
+    return kvm_vcpu_dabt_iswrite(abort)
+
+
+def kvm_vcpu_trap_is_exec_fault(abort: GuestAbort) -> bool:
+    """Return whether an instruction fetch faulted (not its stage-1 walk).
+
+    Kernel: kvm_vcpu_trap_is_exec_fault.
+    """
+    return kvm_vcpu_trap_is_iabt(abort) and not kvm_vcpu_abt_iss1tw(abort)
+
+
+def kvm_vcpu_get_fault_ipa(abort: GuestAbort) -> int:
+    """Return the faulting IPA's page, from HPFAR_EL2.FIPA. Kernel: kvm_vcpu_get_fault_ipa."""
+    return int(HPFAR_EL2.decode(abort.hpfar).FIPA) << 12
+
+
+def kvm_vcpu_trap_get_perm_fault_granule(abort: GuestAbort) -> int:
+    """Return the size of the leaf a permission fault hit, from the FSC's level.
+
+    Kernel: kvm_vcpu_trap_get_perm_fault_granule.
+    """
+    level = fsc_level(kvm_vcpu_trap_get_fault(abort))
+    return 1 << (12 + 9 * (3 - level))
+
+
+def dabt_access_size(abort: GuestAbort) -> int:
+    """Return the access size in bytes from ESR.SAS (valid only with ISV)."""
+    return 1 << int(ESR_ELx_DABT.decode(abort.esr).SAS)
+
+
+def dabt_srt(abort: GuestAbort) -> int:
+    """Return ESR.SRT, the transfer register (valid only with ISV)."""
+    return int(ESR_ELx_DABT.decode(abort.esr).SRT)
+
+
+# -- what the guest (and the VMM) sees -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """KVM_RUN continues the guest (the access is retried, or the instruction skipped)."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class MmioExit:
+    """KVM_EXIT_MMIO: userspace emulates the access. Kernel: io_mem_abort."""
+
+    ipa: int
+    length: int
+    is_write: bool
+
+
+@dataclass(frozen=True)
+class NisvExit:
+    """KVM_EXIT_ARM_NISV: an MMIO access without a valid syndrome, given to userspace."""
+
+    esr_iss: int
+    ipa: int
+
+
+@dataclass(frozen=True)
+class InjectedAbort:
+    """An exception injected into the guest.
+
+    kind: "dabt" / "pabt" (synchronous external abort, kvm_inject_dabt/pabt),
+    "size" (kvm_inject_size_fault: an address size fault), "serror" (kvm_inject_vabt).
+    """
+
+    kind: str
+    far: int
+
+
+@dataclass(frozen=True)
+class HwpoisonSignal:
+    """SIGBUS (BUS_MCEERR_AR) to the VMM for poisoned memory. Kernel: kvm_send_hwpoison_signal."""
+
+    hva: int
+    lsb: int
+
+
+@dataclass(frozen=True)
+class Error:
+    """KVM_RUN fails with -errno."""
+
+    errno: int
+    why: str
+
+
+GuestResult = Resumed | MmioExit | NisvExit | InjectedAbort | HwpoisonSignal | Error

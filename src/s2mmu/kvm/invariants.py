@@ -1,0 +1,110 @@
+"""Invariants that hold after every step of a VM's life, checked from the outside.
+
+Each check reads the stage-2 tables (through the page-table library's walker), the
+memslots, the host and the dirty bitmaps, and returns the broken rules as sentences.
+
+- page references balanced: after a fault, every host page holds only its mapping's
+  reference (get_user_pages pins are always released, errors included);
+- nothing mapped at stage 2 outside a memslot;
+- no writable block in a logging slot (a block would hide writes from the log; with
+  KVM_DIRTY_LOG_INITIALLY_SET, blocks stay until CLEAR_DIRTY_LOG, but are then already
+  dirty in the bitmap), and a writable page of a logging slot is marked dirty;
+- no cacheable mapping of VM_PFNMAP memory without FWB and DIC;
+- the stage-2 output equals the memslot's HVA -> host page mapping.
+
+Kernel: the guarantees of user_mem_abort, kvm_release_faultin_page, kvm_unmap_gfn_range,
+kvm_arch_commit_memory_region and kvm_arch_prepare_memory_region (arch/arm64/kvm/mmu.c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s2mmu.kvm.host import PAGE_SHIFT, PAGE_SIZE, kvm_supports_cacheable_pfnmap, vma_is_pfnmap
+from s2mmu.kvm.memslot import Memslot, gfn_to_hva_memslot, gfn_to_memslot, memslot_is_logging
+from s2mmu.kvm.vm import Kvm
+from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_W, kvm_pgtable_stage2_pte_prot, stage2_pte_cacheable
+from s2mmu.pgtable.pte import kvm_granule_size, kvm_pte_to_phys, kvm_pte_valid
+from s2mmu.pgtable.steps import Gen
+from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_LEAF, KvmPgtableVisitCtx, KvmPgtableWalker, kvm_pgtable_walk
+
+
+@dataclass(frozen=True)
+class S2Leaf:
+    """A valid stage-2 leaf: IPA, size, output PA, descriptor."""
+
+    ipa: int
+    size: int
+    pa: int
+    pte: int
+
+
+def _collect(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
+    if kvm_pte_valid(ctx.old):
+        g = ctx.mm_ops.g
+        size = kvm_granule_size(ctx.level, g)
+        ctx.arg.append(S2Leaf(ctx.addr, size, kvm_pte_to_phys(ctx.old, g), ctx.old))
+    return 0
+    yield  # pragma: no cover
+
+
+def stage2_leaves(kvm: Kvm) -> list[S2Leaf]:
+    """Return every valid leaf of the VM's stage 2, in IPA order."""
+    out: list[S2Leaf] = []
+    walker = KvmPgtableWalker(_collect, out, KVM_PGTABLE_WALK_LEAF)
+    kvm_pgtable_walk(kvm.pgt, 0, 1 << kvm.ipa_bits, walker)
+    return out
+
+
+def leaf_writable(leaf: S2Leaf) -> bool:
+    """Return whether stage 2 lets the guest write through the leaf."""
+    return bool(kvm_pgtable_stage2_pte_prot(leaf.pte) & KVM_PGTABLE_PROT_W)
+
+
+def _dirty(kvm: Kvm, slot: Memslot, gfn: int) -> bool:
+    bitmap = kvm.dirty_bitmap.get(slot.id)
+    rel = gfn - slot.base_gfn
+    return bitmap is not None and bool(bitmap[rel >> 3] >> (rel & 7) & 1)
+
+
+def check_refcounts(kvm: Kvm) -> list[str]:
+    """Return pages holding a reference beyond their host mapping's."""
+    return [f"host page {f.pa:#x} has refcount {f.refcount} (a pin was not released)"
+            for f in kvm.host.folios.values() if f.refcount != 1]
+
+
+def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[str]:
+    """Return the rules one stage-2 leaf breaks."""
+    gfn = leaf.ipa >> PAGE_SHIFT
+    slots = kvm.slots()
+    first, last = gfn_to_memslot(slots, gfn), gfn_to_memslot(slots, gfn + (leaf.size >> PAGE_SHIFT) - 1)
+    where = f"IPA {leaf.ipa:#x}+{leaf.size:#x}"
+    if first is None or last is None or first.id != last.id:
+        return [f"{where} is mapped outside a memslot"]
+    bad = []
+    hva = gfn_to_hva_memslot(first, gfn)
+    vma = kvm.host.vma_lookup(hva)
+    if memslot_is_logging(first) and leaf_writable(leaf):
+        npages = leaf.size >> PAGE_SHIFT
+        if leaf.size > PAGE_SIZE and not all(_dirty(kvm, first, gfn + i) for i in range(npages)):
+            bad.append(f"{where}: writable block in logging slot {first.id}")
+        elif leaf.size == PAGE_SIZE and not _dirty(kvm, first, gfn):
+            bad.append(f"{where}: writable page in logging slot {first.id} but not dirty")
+    if vma is not None and vma_is_pfnmap(vma) and stage2_pte_cacheable(kvm.pgt, leaf.pte) \
+            and not kvm_supports_cacheable_pfnmap(kvm.host.features):
+        bad.append(f"{where}: cacheable VM_PFNMAP mapping without FWB+DIC")
+    for off in {0, leaf.size - PAGE_SIZE}:
+        want = kvm.host.hva_to_pa(hva + off)
+        if want != leaf.pa + off:
+            got = "nothing" if want is None else f"{want:#x}"
+            bad.append(f"{where}: stage 2 gives PA {leaf.pa + off:#x} at +{off:#x}, "
+                       f"the host maps {got}")
+    return bad
+
+
+def check_invariants(kvm: Kvm) -> list[str]:
+    """Return every broken invariant (empty when all hold)."""
+    bad = check_refcounts(kvm)
+    for leaf in stage2_leaves(kvm):
+        bad += check_leaf(kvm, leaf)
+    return bad

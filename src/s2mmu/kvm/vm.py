@@ -1,0 +1,397 @@
+"""The VM: IPA size and stage 2, memslots and their ioctl, MMU notifiers, vCPUs.
+
+Kvm is the hypervisor's own mutable record of one VM (struct kvm): what the ioctls and
+the notifiers change. The fault path reads it, never the other way round.
+
+Kernel: kvm_init_ipa_range, kvm_init_stage2_mmu, kvm_arch_prepare_memory_region,
+kvm_arch_commit_memory_region, kvm_arch_flush_shadow_memslot, kvm_unmap_gfn_range,
+kvm_stage2_unmap_range, kvm_mmu_wp_memory_region, stage2_wp_range,
+kvm_mmu_split_memory_region, kvm_mmu_split_huge_pages, kvm_mmu_split_nr_page_tables
+(arch/arm64/kvm/mmu.c); __kvm_set_memory_region, kvm_set_memslot,
+kvm_mmu_notifier_invalidate_range_start/end, kvm_mmu_invalidate_begin/end,
+mmu_invalidate_retry (virt/kvm/kvm_main.c, include/linux/kvm_host.h).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from s2mmu.kvm.errno import EFAULT
+from s2mmu.kvm.host import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SIZE,
+    PUD_SIZE,
+    HostMm,
+    Vma,
+    get_kvm_ipa_limit,
+    id_aa64mmfr0_parange,
+    kvm_supports_cacheable_pfnmap,
+    kvm_vma_is_cacheable,
+    kvm_vma_mte_allowed,
+    vma_is_pfnmap,
+)
+from s2mmu.kvm.memslot import (
+    KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEM_READONLY,
+    KVM_MEM_VALID_FLAGS,
+    Memslot,
+    hva_to_gfn_memslot,
+)
+from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2
+from s2mmu.pgtable.errno import EEXIST, EINVAL
+from s2mmu.pgtable.mm import (
+    KvmMmuMemoryCache,
+    __kvm_mmu_topup_memory_cache,
+    kvm_mmu_free_memory_cache,
+)
+from s2mmu.pgtable.stage2 import (
+    kvm_pgtable_stage2_split,
+    kvm_pgtable_stage2_unmap,
+    kvm_pgtable_stage2_wrprotect,
+)
+from s2mmu.pgtable.table import KvmPgtable
+from s2mmu.pgtable.tlb import kvm_tlb_flush_vmid_range
+
+KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1 << 0
+KVM_DIRTY_LOG_INITIALLY_SET = 1 << 1
+ARM64_MIN_PARANGE_BITS = 32
+KVM_PHYS_SHIFT_DEFAULT = 40
+
+
+class KvmError(Exception):
+    """An ioctl failed: carries the negative errno and the kernel's reason."""
+
+    def __init__(self, errno: int, why: str) -> None:
+        super().__init__(why)
+        self.errno = errno
+        self.why = why
+
+
+@dataclass
+class KvmVcpu:
+    """A vCPU's fault-path state: its page-table memcache. Kernel: vcpu->arch.mmu_page_cache."""
+
+    vcpu_id: int
+    mmu_page_cache: KvmMmuMemoryCache = field(default_factory=KvmMmuMemoryCache)
+
+
+@dataclass
+class Kvm:
+    """One VM as KVM keeps it (struct kvm and kvm->arch).
+
+    dirty_bitmap: per memslot id, one bit per page (KVM's memslot->dirty_bitmap).
+    manual_dirty_log_protect: the KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flags.
+    """
+
+    host: HostMm
+    env: PgtableEnv
+    pgt: KvmPgtable
+    ipa_bits: int
+    memslots: dict[int, Memslot] = field(default_factory=dict)
+    dirty_bitmap: dict[int, bytearray] = field(default_factory=dict)
+    mmu_invalidate_seq: int = 0
+    mmu_invalidate_in_progress: int = 0
+    manual_dirty_log_protect: int = 0
+    has_mte: bool = False
+    nisv_to_user: bool = False
+    vcpus: list[KvmVcpu] = field(default_factory=list)
+
+    @property
+    def vtcr(self) -> int:
+        """Return the VTCR_EL2 KVM programs for this VM."""
+        return self.pgt.s2_mmu.vtcr
+
+    def slots(self) -> list[Memslot]:
+        """Return the memslots in gfn order."""
+        return sorted(self.memslots.values(), key=lambda s: s.base_gfn)
+
+
+def kvm_phys_size(kvm: Kvm) -> int:
+    """Return the size of the guest IPA space. Kernel: kvm_phys_size."""
+    return 1 << kvm.ipa_bits
+
+
+def kvm_dirty_log_manual_protect_and_init_set(kvm: Kvm) -> bool:
+    """Return whether dirty bitmaps start all-set and are cleared by CLEAR_DIRTY_LOG.
+
+    Kernel: kvm_dirty_log_manual_protect_and_init_set.
+    """
+    return bool(kvm.manual_dirty_log_protect & KVM_DIRTY_LOG_INITIALLY_SET)
+
+
+def kvm_init_ipa_range(host: HostMm, phys_shift: int) -> int:
+    """Return the IPA size for a VM of the requested size (0 = default), or raise.
+
+    Kernel: kvm_init_ipa_range (KVM_VM_TYPE_ARM_IPA_SIZE).
+    """
+    limit = get_kvm_ipa_limit(host.features)
+    if phys_shift == 0:
+        return KVM_PHYS_SHIFT_DEFAULT
+    if phys_shift > limit or phys_shift < ARM64_MIN_PARANGE_BITS:
+        raise KvmError(-EINVAL, f"IPA size {phys_shift} outside [{ARM64_MIN_PARANGE_BITS}, "
+                                f"{limit}] (kvm_ipa_limit)")
+    return phys_shift
+
+
+def kvm_create_vm(host: HostMm, phys_shift: int = 0, vmid: int = 1,
+                  env: PgtableEnv | None = None, has_mte: bool = False) -> Kvm:
+    """Create a VM: its IPA size, VTCR_EL2 and empty stage 2, registered for notifiers.
+
+    Kernel: kvm_arch_init_vm -> kvm_init_stage2_mmu; KVM_CAP_ARM_MTE needs MTE.
+    """
+    ipa_bits = kvm_init_ipa_range(host, phys_shift)
+    if has_mte and not host.features.mte:
+        raise KvmError(-EINVAL, "KVM_CAP_ARM_MTE on a host without MTE")
+    env = env or new_env(caps=host.features.kvm_caps(), mem=host.mem)
+    pgt = new_stage2(env, ipa_bits, vmid=vmid, mmfr0=id_aa64mmfr0_parange(host.features))
+    kvm = Kvm(host=host, env=env, pgt=pgt, ipa_bits=ipa_bits, has_mte=has_mte)
+    host.notifiers.append((lambda s, e, r: kvm_mmu_notifier_invalidate_range_start(kvm, s, e),
+                           lambda s, e, r: kvm_mmu_notifier_invalidate_range_end(kvm, s, e)))
+    return kvm
+
+
+def kvm_vm_ioctl_create_vcpu(kvm: Kvm) -> KvmVcpu:
+    """Add a vCPU. Kernel: kvm_vm_ioctl_create_vcpu."""
+    vcpu = KvmVcpu(len(kvm.vcpus))
+    kvm.vcpus.append(vcpu)
+    return vcpu
+
+
+# -- stage-2 range operations ---------------------------------------------------------------
+
+
+def kvm_stage2_unmap_range(kvm: Kvm, ipa: int, size: int) -> None:
+    """Unmap [ipa, ipa + size) from stage 2. Kernel: kvm_stage2_unmap_range."""
+    kvm_pgtable_stage2_unmap(kvm.pgt, ipa, size)
+
+
+def stage2_wp_range(kvm: Kvm, start: int, end: int) -> None:
+    """Write-protect [start, end) at stage 2. Kernel: stage2_wp_range."""
+    kvm_pgtable_stage2_wrprotect(kvm.pgt, start, end - start)
+
+
+def kvm_mmu_split_nr_page_tables(chunk: int) -> int:
+    """Return the table pages splitting a chunk can need. Kernel: kvm_mmu_split_nr_page_tables."""
+    return -(-chunk // PUD_SIZE) + -(-chunk // PMD_SIZE)
+
+
+def kvm_mmu_split_huge_pages(kvm: Kvm, start: int, end: int) -> int:
+    """Split the block mappings of [start, end) chunk by chunk (no-op without a chunk size).
+
+    Kernel: kvm_mmu_split_huge_pages, need_split_memcache_topup_or_resched.
+    """
+    mmu = kvm.pgt.s2_mmu
+    chunk = mmu.split_page_chunk_size
+    if chunk == 0:
+        return 0
+    cache = mmu.split_page_cache
+    need = kvm_mmu_split_nr_page_tables(chunk)
+    addr = start
+    while addr < end:
+        nxt = min((addr + chunk) & ~(chunk - 1), end)
+        if cache.nobjs < need:
+            ret = __kvm_mmu_topup_memory_cache(cache, kvm.env.pool, need, need)
+            if ret:
+                return ret
+        ret = kvm_pgtable_stage2_split(kvm.pgt, addr, nxt - addr, cache)
+        if ret:
+            return ret
+        addr = nxt
+    return 0
+
+
+def slot_range(slot: Memslot) -> tuple[int, int]:
+    """Return the slot's IPA range [start, end)."""
+    return slot.base_gfn << PAGE_SHIFT, slot.end_gfn << PAGE_SHIFT
+
+
+def kvm_mmu_wp_memory_region(kvm: Kvm, slot: Memslot) -> None:
+    """Write-protect a whole slot and flush its TLB entries.
+
+    Kernel: kvm_mmu_wp_memory_region, kvm_flush_remote_tlbs_memslot.
+    """
+    start, end = slot_range(slot)
+    stage2_wp_range(kvm, start, end)
+    kvm_tlb_flush_vmid_range(kvm.pgt.s2_mmu, start, end - start)
+
+
+# -- memory regions --------------------------------------------------------------------------
+
+
+def kvm_arch_prepare_memory_region(kvm: Kvm, new: Memslot) -> None:
+    """Refuse a slot outside the IPA space or over VMAs KVM cannot map as asked.
+
+    Per VMA: an MTE VM needs VM_MTE_ALLOWED; a VM_PFNMAP VMA may not be dirty-logged,
+    and a cacheable one needs FWB and DIC.
+
+    Kernel: kvm_arch_prepare_memory_region.
+    """
+    if new.end_gfn > kvm_phys_size(kvm) >> PAGE_SHIFT:
+        raise KvmError(-EFAULT, f"memslot ends at IPA {new.end_gfn << PAGE_SHIFT:#x}, beyond "
+                                f"the {kvm.ipa_bits}-bit IPA space")
+    hva, end = new.userspace_addr, new.userspace_addr + (new.npages << PAGE_SHIFT)
+    for vma in kvm.host.vmas_intersecting(hva, end):
+        prepare_check_vma(kvm, new, vma)
+
+
+def prepare_check_vma(kvm: Kvm, new: Memslot, vma: Vma) -> None:
+    """Apply kvm_arch_prepare_memory_region's checks to one VMA."""
+    if kvm.has_mte and not kvm_vma_mte_allowed(vma):
+        raise KvmError(-EINVAL, f"MTE VM: VMA {vma.name or hex(vma.start)} lacks VM_MTE_ALLOWED")
+    if not vma_is_pfnmap(vma):
+        return
+    if new.flags & KVM_MEM_LOG_DIRTY_PAGES:
+        raise KvmError(-EINVAL, f"dirty logging on VM_PFNMAP VMA {vma.name or hex(vma.start)}")
+    if kvm_vma_is_cacheable(vma) and not kvm_supports_cacheable_pfnmap(kvm.host.features):
+        raise KvmError(-EINVAL, f"cacheable VM_PFNMAP VMA {vma.name or hex(vma.start)} needs "
+                                "FEAT_S2FWB and CTR_EL0.DIC")
+
+
+def _check_region_args(flags: int, gpa: int, size: int, hva: int) -> None:
+    if flags & ~KVM_MEM_VALID_FLAGS:
+        raise KvmError(-EINVAL, f"unknown memslot flags {flags:#x}")
+    for name, v in (("memory_size", size), ("guest_phys_addr", gpa), ("userspace_addr", hva)):
+        if v & (PAGE_SIZE - 1):
+            raise KvmError(-EINVAL, f"{name} {v:#x} is not page aligned")
+
+
+def kvm_set_memory_region(kvm: Kvm, slot_id: int, flags: int, gpa: int, size: int,
+                          hva: int) -> str:
+    """Create, move, delete or change the flags of a memslot; return which it was.
+
+    Kernel: __kvm_set_memory_region (checks, KVM_MR_* choice), kvm_set_memslot.
+    """
+    _check_region_args(flags, gpa, size, hva)
+    old = kvm.memslots.get(slot_id)
+    if size == 0:
+        if old is None:
+            raise KvmError(-EINVAL, f"delete of empty slot {slot_id}")
+        kvm_delete_memslot(kvm, old)
+        return "delete"
+    new = Memslot(slot_id, gpa >> PAGE_SHIFT, size >> PAGE_SHIFT, hva, flags)
+    if old is None:
+        change = "create"
+    else:
+        if hva != old.userspace_addr or new.npages != old.npages or (
+                (flags ^ old.flags) & KVM_MEM_READONLY):
+            raise KvmError(-EINVAL, "a slot's HVA, size and READONLY flag cannot change")
+        if new.base_gfn != old.base_gfn:
+            change = "move"
+        elif flags != old.flags:
+            change = "flags-only"
+        else:
+            return "unchanged"
+    if change in ("create", "move"):
+        for other in kvm.memslots.values():
+            if other.id != slot_id and other.base_gfn < new.end_gfn and new.base_gfn < other.end_gfn:
+                raise KvmError(-EEXIST, f"slot {slot_id} overlaps slot {other.id}")
+    kvm_arch_prepare_memory_region(kvm, new)
+    if change == "move":
+        start, end = slot_range(old)  # type: ignore[arg-type]
+        kvm_stage2_unmap_range(kvm, start, end - start)
+    kvm.memslots[slot_id] = new
+    kvm_update_dirty_bitmap(kvm, old, new)
+    kvm_arch_commit_memory_region(kvm, old, new, change)
+    return change
+
+
+def kvm_delete_memslot(kvm: Kvm, old: Memslot) -> None:
+    """Remove a slot and unmap its range. Kernel: kvm_arch_flush_shadow_memslot."""
+    del kvm.memslots[old.id]
+    kvm.dirty_bitmap.pop(old.id, None)
+    start, end = slot_range(old)
+    kvm_stage2_unmap_range(kvm, start, end - start)
+    kvm_mmu_free_memory_cache(kvm.pgt.s2_mmu.split_page_cache, kvm.env.pool)
+
+
+def kvm_update_dirty_bitmap(kvm: Kvm, old: Memslot | None, new: Memslot) -> None:
+    """Allocate the bitmap when logging starts (all-set if asked), free it when it stops.
+
+    Kernel: kvm_prepare_memory_region (kvm_alloc_dirty_bitmap, bitmap_set for
+    KVM_DIRTY_LOG_INITIALLY_SET).
+    """
+    logging = bool(new.flags & KVM_MEM_LOG_DIRTY_PAGES)
+    if not logging:
+        kvm.dirty_bitmap.pop(new.id, None)
+        return
+    if old is not None and old.flags & KVM_MEM_LOG_DIRTY_PAGES and new.id in kvm.dirty_bitmap:
+        return
+    nbytes = (new.npages + 63) // 64 * 8
+    bitmap = bytearray(nbytes)
+    if kvm_dirty_log_manual_protect_and_init_set(kvm):
+        bitmap = bytearray(b"\xff" * nbytes)
+        _clear_tail(bitmap, new.npages)
+    kvm.dirty_bitmap[new.id] = bitmap
+
+
+def _clear_tail(bitmap: bytearray, npages: int) -> None:
+    for bit in range(npages, len(bitmap) * 8):
+        bitmap[bit >> 3] &= ~(1 << (bit & 7)) & 0xFF
+
+
+def kvm_arch_commit_memory_region(kvm: Kvm, old: Memslot | None, new: Memslot,
+                                  change: str) -> None:
+    """On enabling dirty logging, write-protect the slot and eager-split it.
+
+    With KVM_DIRTY_LOG_INITIALLY_SET nothing is done here: CLEAR_DIRTY_LOG protects
+    and splits gradually. Otherwise the split page cache is freed.
+
+    Kernel: kvm_arch_commit_memory_region.
+    """
+    old_flags = old.flags if old is not None else 0
+    enabling = (new.flags & KVM_MEM_LOG_DIRTY_PAGES) and not (old_flags & KVM_MEM_LOG_DIRTY_PAGES)
+    if new.flags & KVM_MEM_LOG_DIRTY_PAGES:
+        if not enabling or kvm_dirty_log_manual_protect_and_init_set(kvm):
+            return
+        kvm_mmu_wp_memory_region(kvm, new)
+        start, end = slot_range(new)
+        kvm_mmu_split_huge_pages(kvm, start, end)
+        return
+    kvm_mmu_free_memory_cache(kvm.pgt.s2_mmu.split_page_cache, kvm.env.pool)
+
+
+def set_slot_flags(kvm: Kvm, slot_id: int, flags: int) -> str:
+    """Change only a slot's flags (the VMM's dirty-log enable/disable)."""
+    slot = kvm.memslots[slot_id]
+    return kvm_set_memory_region(kvm, slot_id, flags, slot.base_gfn << PAGE_SHIFT,
+                                 slot.npages << PAGE_SHIFT, slot.userspace_addr)
+
+
+# -- MMU notifiers ----------------------------------------------------------------------------
+
+
+def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> None:
+    """Count an invalidation in progress and unmap the stage-2 ranges the HVAs back.
+
+    Kernel: kvm_mmu_notifier_invalidate_range_start, kvm_mmu_invalidate_begin,
+    kvm_unmap_gfn_range.
+    """
+    kvm.mmu_invalidate_in_progress += 1
+    for slot in kvm.slots():
+        s_hva = slot.userspace_addr
+        e_hva = s_hva + (slot.npages << PAGE_SHIFT)
+        lo, hi = max(start, s_hva), min(end, e_hva)
+        if lo >= hi:
+            continue
+        gfn = hva_to_gfn_memslot(slot, lo)
+        kvm_stage2_unmap_range(kvm, gfn << PAGE_SHIFT, hi - lo)
+
+
+def kvm_mmu_notifier_invalidate_range_end(kvm: Kvm, start: int, end: int) -> None:
+    """Bump mmu_invalidate_seq and end the invalidation. Kernel: kvm_mmu_invalidate_end."""
+    kvm.mmu_invalidate_seq += 1
+    kvm.mmu_invalidate_in_progress -= 1
+
+
+def mmu_invalidate_retry(kvm: Kvm, mmu_seq: int) -> bool:
+    """Return whether an invalidation ran (or runs) since mmu_seq was read.
+
+    Kernel: mmu_invalidate_retry.
+    """
+    return kvm.mmu_invalidate_in_progress > 0 or kvm.mmu_invalidate_seq != mmu_seq
+
+
+def replace_slot(slot: Memslot, **kw: int) -> Memslot:
+    """Return slot with fields replaced (a new value; slots are never edited)."""
+    return replace(slot, **kw)

@@ -1,0 +1,182 @@
+"""Memory attributes: MAIR decode, stage-2 MemAttr, combination with and without FWB."""
+
+import pytest
+
+from s2mmu.arch.attrs import (
+    DEVICE_nGnRnE,
+    NC,
+    NORMAL_NC,
+    WB_RAWA,
+    Cacheability,
+    CacheHints,
+    DeviceType,
+    MemoryAttributes,
+    MemType,
+    Shareability,
+    combine_device,
+    combine_hints,
+    combine_shareability,
+    decode_cache_nibble,
+    encode_cache_nibble,
+    par_attr,
+    par_sh,
+    s1_attr_decode,
+    s2_apply_fwb,
+    s2_combine_s1,
+    s2_memattr_decode,
+)
+
+WB, WT = Cacheability.WB, Cacheability.WT
+NSH, OSH, ISH = Shareability.NSH, Shareability.OSH, Shareability.ISH
+
+
+def normal(inner, outer=None, sh=ISH, tagged=False):
+    return MemoryAttributes(MemType.NORMAL, inner=inner, outer=outer or inner, shareability=sh,
+                            tagged=tagged)
+
+
+def device(t):
+    return MemoryAttributes(MemType.DEVICE, t)
+
+
+@pytest.mark.parametrize(("nibble", "hints"), [
+    (0b0100, NC),
+    (0b0001, CacheHints(WT, False, True, True)), (0b0010, CacheHints(WT, True, False, True)),
+    (0b0101, CacheHints(WB, False, True, True)), (0b0111, CacheHints(WB, True, True, True)),
+    (0b1000, CacheHints(WT, False, False)), (0b1010, CacheHints(WT, True, False)),
+    (0b1100, CacheHints(WB, False, False)), (0b1111, CacheHints(WB, True, True)),
+])
+def test_mair_nibble_decode_and_encode(nibble, hints):
+    assert decode_cache_nibble(nibble) == hints
+    assert encode_cache_nibble(hints) == nibble
+
+
+@pytest.mark.parametrize(("attr", "dev"), [(0x00, DeviceType.nGnRnE), (0x04, DeviceType.nGnRE),
+                                           (0x08, DeviceType.nGRE), (0x0C, DeviceType.GRE)])
+def test_mair_device_types(attr, dev):
+    # The descriptor's SH is kept as decoded; EffectiveShareability comes later.
+    m = s1_attr_decode(attr << 8, 1, 0b00)
+    assert (m.memtype, m.device, m.shareability) == (MemType.DEVICE, dev, NSH)
+
+
+def test_mair_normal_write_back_keeps_descriptor_sh():
+    assert s1_attr_decode(0xFF, 0, 0b11) == normal(WB_RAWA, sh=ISH)
+    assert s1_attr_decode(0xFF, 0, 0b00) == normal(WB_RAWA, sh=NSH)
+
+
+def test_mair_non_cacheable_keeps_decoded_sh():
+    assert s1_attr_decode(0x44, 0, 0b00) == normal(NC, sh=NSH)
+
+
+def test_mair_mixed_inner_outer():
+    m = s1_attr_decode(0x4F << 16, 2, 0b00)
+    assert (m.inner, m.outer, m.shareability) == (WB_RAWA, NC, NSH)
+
+
+def test_mair_tagged():
+    m = s1_attr_decode(0xF0, 0, 0b11)
+    assert m.tagged and m.inner == WB_RAWA and m.outer == WB_RAWA
+
+
+@pytest.mark.parametrize(("memattr", "dev"), [(0b0000, DeviceType.nGnRnE),
+                                              (0b0001, DeviceType.nGnRE),
+                                              (0b0010, DeviceType.nGRE), (0b0011, DeviceType.GRE)])
+def test_s2_memattr_device(memattr, dev):
+    assert s2_memattr_decode(memattr, 0b11) == device(dev)
+
+
+def test_s2_memattr_normal():
+    m = s2_memattr_decode(0b1111, 0b11)
+    assert (m.inner.attrs, m.outer.attrs, m.shareability) == (WB, WB, ISH)
+    m = s2_memattr_decode(0b1010, 0b00)
+    assert (m.inner.attrs, m.outer.attrs, m.shareability) == (WT, WT, NSH)
+    m = s2_memattr_decode(0b0111, 0b00)
+    assert (m.outer.attrs, m.inner.attrs) == (Cacheability.NC, WB)
+    assert s2_memattr_decode(0b0101, 0b00).shareability is OSH
+
+
+def test_device_combination_takes_the_more_restrictive():
+    assert combine_device(DeviceType.nGnRE, DeviceType.nGRE) is DeviceType.nGnRE
+    assert combine_device(DeviceType.GRE, DeviceType.nGnRnE) is DeviceType.nGnRnE
+
+
+def test_cacheability_combination_weaker_wins_hints_from_stage1():
+    s1 = CacheHints(WB, True, False, transient=True)
+    assert combine_hints(s1, CacheHints(WB, True, True)) == s1
+    assert combine_hints(s1, CacheHints(WT, True, True)) == CacheHints(WT, True, False, True)
+    assert combine_hints(s1, NC) == NC
+    assert combine_hints(NC, WB_RAWA) == NC
+
+
+def test_shareability_combination_more_shareable_wins():
+    assert combine_shareability(NSH, ISH) is ISH
+    assert combine_shareability(ISH, OSH) is OSH
+    assert combine_shareability(NSH, NSH) is NSH
+
+
+def test_s2_combine_without_fwb():
+    s2_wb = s2_memattr_decode(0b1111, 0b11)
+    assert s2_combine_s1(device(DeviceType.nGnRE), s2_wb) == device(DeviceType.nGnRE)
+    assert s2_combine_s1(normal(WB_RAWA), device(DeviceType.GRE)) == device(DeviceType.GRE)
+    assert s2_combine_s1(device(DeviceType.GRE), device(DeviceType.nGRE)) == device(
+        DeviceType.nGRE)
+    assert s2_combine_s1(normal(WB_RAWA, sh=NSH), s2_wb) == normal(WB_RAWA, sh=ISH)
+    assert s2_combine_s1(normal(WB_RAWA), s2_memattr_decode(0b0101, 0)) == normal(NC, sh=OSH)
+
+
+# FWB (MemAttr[2:0]; MemAttr[3] ignored), by stage-1 attributes: Normal WB, Device, Normal NC.
+S1_WB = normal(WB_RAWA, sh=NSH)
+# Stage-1 shareability as the descriptor gave it (HCR_EL2.VM=1 passes it on).
+S1_DEV = MemoryAttributes(MemType.DEVICE, DeviceType.nGnRE, shareability=NSH)
+S1_NC = normal(NC, sh=NSH)
+DEV_nGnRE = device(DeviceType.nGnRE)
+S1_WT = normal(CacheHints(WT, True, False), sh=NSH)
+
+
+@pytest.mark.parametrize("bit3", [0, 0b1000])
+@pytest.mark.parametrize(("memattr", "s1", "expect"), [
+    # 0b0dd: Device dd, the more restrictive of both stages where stage 1 is Device.
+    (0b000, S1_WB, DEVICE_nGnRnE), (0b011, S1_WB, device(DeviceType.GRE)),
+    (0b011, S1_DEV, DEV_nGnRE), (0b000, S1_DEV, DEVICE_nGnRnE),
+    # 0b111: the stage-1 attributes (shareability combined, then effective).
+    (0b111, S1_WB, normal(WB_RAWA, sh=ISH)), (0b111, S1_DEV, DEV_nGnRE),
+    (0b111, S1_NC, normal(NC, sh=OSH)),
+    # 0b110: Normal Write-Back, even over Device; hints from stage 1 where cacheable.
+    (0b110, S1_WB, normal(WB_RAWA, sh=ISH)), (0b110, S1_DEV, normal(WB_RAWA, sh=ISH)),
+    (0b110, S1_NC, normal(WB_RAWA, sh=ISH)),
+    (0b110, S1_WT, normal(CacheHints(WB, True, False), sh=ISH)),
+    # 0b101 and 0b100: Normal Non-cacheable, stage-1 Device stays Device.
+    (0b101, S1_WB, NORMAL_NC), (0b101, S1_DEV, DEV_nGnRE), (0b100, S1_WB, NORMAL_NC),
+    (0b100, S1_DEV, DEV_nGnRE),
+])
+def test_fwb_encodings(memattr, s1, expect, bit3):
+    assert s2_apply_fwb(s1, memattr | bit3, 0b11) == expect
+
+
+def test_fwb_shareability_combines_both_stages():
+    assert s2_apply_fwb(normal(WB_RAWA, sh=ISH), 0b111, 0b10).shareability is OSH
+    assert s2_apply_fwb(normal(WB_RAWA, sh=NSH), 0b110, 0b00).shareability is NSH
+
+
+@pytest.mark.parametrize(("attrs", "byte"), [
+    (device(DeviceType.nGnRnE), 0x00), (device(DeviceType.nGnRE), 0x04),
+    (device(DeviceType.nGRE), 0x08), (device(DeviceType.GRE), 0x0C),
+    (normal(WB_RAWA), 0xFF), (normal(NC), 0x44), (normal(WB_RAWA, tagged=True), 0xF0),
+    (normal(CacheHints(WT, True, False)), 0xAA),
+    (normal(CacheHints(WB, True, True, True)), 0x77), (normal(WB_RAWA, NC), 0x4F),
+])
+def test_par_attr_uses_mair_encoding(attrs, byte):
+    assert par_attr(attrs) == byte
+
+
+def test_par_sh_is_outer_shareable_for_device_and_non_cacheable():
+    assert par_sh(device(DeviceType.nGnRE)) == 0b10
+    assert par_sh(MemoryAttributes(MemType.NORMAL, inner=NC, outer=NC, shareability=NSH)) == 0b10
+    assert par_sh(normal(WB_RAWA, sh=ISH)) == 0b11
+    assert par_sh(normal(WB_RAWA, sh=NSH)) == 0b00
+    assert par_sh(normal(WB_RAWA, NC, sh=NSH)) == 0b00
+
+
+def test_describe():
+    assert normal(WB_RAWA).describe() == "Normal iWB-RAWA oWB-RAWA ISH"
+    assert device(DeviceType.nGnRE).describe() == "Device-nGnRE"

@@ -1,0 +1,198 @@
+"""Descriptors decoded with their context: type, output address, fields, TTBR base."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s2mmu.arch.builder import encode_oa
+from s2mmu.arch.descriptors import (
+    Block,
+    DescContext,
+    Invalid,
+    Page,
+    Table,
+    af,
+    ap,
+    ap_table,
+    attrindx,
+    block_desc_supported,
+    contiguous,
+    dbm,
+    decode_descriptor,
+    ng,
+    output_address,
+    pxn,
+    pxn_table,
+    s2_memattr,
+    s2_xn,
+    sh,
+    tt_base_address,
+    uxn,
+    uxn_table,
+)
+from s2mmu.arch.params import Granule
+
+G4, G16, G64 = Granule.G4K, Granule.G16K, Granule.G64K
+
+
+def ctx(granule=G4, ds=False, lpa=True, stage=1, pamax52=True):
+    return DescContext(granule, ds, lpa, stage, pamax52)
+
+
+# Arm ASL AArch64.BlockDescSupported, by hand.
+@pytest.mark.parametrize(("granule", "level", "ds", "pamax52", "ok"), [
+    (G4, 0, False, True, False), (G4, 0, True, True, True), (G4, 1, False, False, True),
+    (G4, 2, False, False, True), (G4, 3, True, True, False), (G4, -1, True, True, False),
+    (G16, 0, True, True, False), (G16, 1, False, True, False), (G16, 1, True, True, True),
+    (G16, 2, False, False, True), (G16, 3, True, True, False),
+    (G64, 1, False, False, False), (G64, 1, False, True, True), (G64, 2, False, False, True),
+    (G64, 3, False, True, False),
+])
+def test_block_desc_supported(granule, level, ds, pamax52, ok):
+    assert block_desc_supported(granule, level, ds, pamax52) is ok
+
+
+def test_bit0_clear_is_invalid():
+    d = decode_descriptor(0xFFFF_FFFF_FFFF_FFFE, 1, ctx())
+    assert isinstance(d, Invalid) and d.why == "bit[0] is 0"
+
+
+def test_level3_0b11_is_page_and_0b01_is_reserved():
+    assert decode_descriptor(0x9000_0703, 3, ctx()) == Page(0x9000_0703, 3, 0x9000_0000)
+    d = decode_descriptor(0x9000_0701, 3, ctx())
+    assert isinstance(d, Invalid) and d.why == "bits[1:0]=0b01 is reserved at level 3"
+
+
+def test_table_descriptor_gives_next_level_address():
+    assert decode_descriptor(0x6000_1003, 0, ctx()) == Table(0x6000_1003, 0, 0x6000_1000)
+    # 64KB tables are 64KB aligned: bits [15:12] are not address bits at 48 bits...
+    d = decode_descriptor(0x6001_0003, 2, ctx(G64, lpa=False))
+    assert d == Table(0x6001_0003, 2, 0x6001_0000)
+
+
+def test_level_minus1_table_and_no_block():
+    assert isinstance(decode_descriptor(0x1000_0003, -1, ctx(ds=True)), Table)
+    assert isinstance(decode_descriptor(0x1000_0001, -1, ctx(ds=True)), Invalid)
+
+
+def test_block_ignores_address_bits_below_block_size():
+    # 4KB level-1 block: OA[47:30] from bits[47:30]; bits[29:12] are not part of the OA.
+    d = decode_descriptor(0x8000_0000 | 0x1FFF_F000 | 0x701, 1, ctx())
+    assert d == Block(0x9FFF_F701, 1, 0x8000_0000)
+
+
+@pytest.mark.parametrize(("granule", "level", "ds", "pamax52"), [
+    (G4, 0, False, True), (G16, 1, False, True), (G64, 1, False, False)])
+def test_block_at_unsupported_level_is_invalid(granule, level, ds, pamax52):
+    d = decode_descriptor(0x701, level, ctx(granule, ds=ds, pamax52=pamax52))
+    assert isinstance(d, Invalid)
+    assert d.why == f"no block descriptor at level {level} for this granule"
+
+
+def test_output_address_ds_4k():
+    # OA[51:50] from bits[9:8], OA[49:48] from bits[49:48].
+    raw = (0b10 << 48) | 0x0000_1234_5678_9000 | (0b11 << 8) | 0b11
+    assert output_address(raw, 12, ctx(ds=True)) == (0b11 << 50) | (0b10 << 48) | 0x1234_5678_9000
+
+
+def test_output_address_without_ds_ignores_bits_49_48_and_9_8():
+    raw = (0b10 << 48) | 0x1234_5678_9000 | (0b11 << 8) | 0b11
+    assert output_address(raw, 12, ctx(ds=False)) == 0x1234_5678_9000
+
+
+def test_output_address_64k_lpa():
+    raw = 0x0000_ABCD_0001_0000 | (0xA << 12) | 0b11
+    assert output_address(raw, 16, ctx(G64, lpa=True)) == 0xA_ABCD_0001_0000
+    assert output_address(raw, 16, ctx(G64, lpa=False)) == 0xABCD_0001_0000
+
+
+def test_leaf_field_accessors():
+    raw = ((1 << 54) | (1 << 53) | (1 << 52) | (1 << 51) | (1 << 11) | (1 << 10) | (0b10 << 8)
+           | (0b11 << 6) | (0b101 << 2) | 0b11)
+    assert (uxn(raw), pxn(raw), contiguous(raw), dbm(raw), ng(raw), af(raw)) == (1,) * 6
+    assert (sh(raw), ap(raw), attrindx(raw)) == (0b10, 0b11, 0b101)
+    assert s2_memattr(raw) == 0b0101 and s2_xn(raw) == 0b11
+
+
+def test_table_field_accessors():
+    raw = (0b10 << 61) | (1 << 60) | (0 << 59) | 0b11
+    assert (ap_table(raw), uxn_table(raw), pxn_table(raw)) == (0b10, 1, 0)
+
+
+# ---------------------------------------------------------------- OA round trips
+
+def leaf_levels(granule):
+    return {G4: [0, 1, 2, 3], G16: [1, 2, 3], G64: [1, 2, 3]}[granule]
+
+
+def oa_strategy(granule, level, bits):
+    lsb = granule.bits + (3 - level) * granule.stride
+    return st.integers(0, (1 << (bits - lsb)) - 1).map(lambda n: n << lsb)
+
+
+FORMS = [(G4, False, 48), (G16, False, 48), (G64, False, 48),
+         (G4, True, 52), (G16, True, 52), (G64, False, 52)]
+CASES = [(g, ds, n, level) for g, ds, n in FORMS for level in leaf_levels(g)]
+
+
+@pytest.mark.parametrize(("granule", "ds", "oabits", "level"), CASES)
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_encode_decode_oa_round_trip(granule, ds, oabits, level, data):
+    """Every granule, level and 52-bit form (LPA 64KB, LPA2 DS 4KB/16KB)."""
+    oa = data.draw(oa_strategy(granule, level, oabits))
+    lsb = granule.bits + (3 - level) * granule.stride
+    raw = encode_oa(oa, granule, ds)
+    assert output_address(raw, lsb, ctx(granule, ds=ds, lpa=True)) == oa
+    # As the walk decodes it: a table below level 3, a page at level 3.
+    got = decode_descriptor(raw | 0b11, level, ctx(granule, ds=ds))
+    if level == 3:
+        assert got == Page(raw | 0b11, 3, oa)
+    else:
+        assert isinstance(got, Table)
+        assert got.next_base == oa
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from([(G4, 0), (G4, 1), (G4, 2), (G16, 1), (G16, 2), (G64, 1), (G64, 2)]),
+       st.integers(0, (1 << 52) - 1))
+def test_block_decode_round_trip(gl, addr):
+    granule, level = gl
+    ds = granule is not G64
+    lsb = granule.bits + (3 - level) * granule.stride
+    oa = addr >> lsb << lsb
+    raw = encode_oa(oa, granule, ds) | 0b01
+    assert decode_descriptor(raw, level, ctx(granule, ds=ds)) == Block(raw, level, oa)
+
+
+# ---------------------------------------------------------------- TTBR base address
+
+def test_ttbr_base_aligned_to_initial_table():
+    # 4KB, 48-bit, start level 0: a 4KB table; BADDR bits [11:1] and CnP are ignored.
+    assert tt_base_address(0x6000_0FFF, 16, False, False, G4, 0, True) == 0x6000_0000
+
+
+def test_ttbr_base_small_initial_table():
+    # 4KB, 44-bit (T0SZ=20), start level 0: IA[43:39] = 32 entries = 256 bytes.
+    assert tt_base_address(0x6000_0140, 20, False, False, G4, 0, True) == 0x6000_0100
+
+
+def test_ttbr_base_concatenated_stage2():
+    # 4KB, T0SZ=24, start level 1: IA[39:30] = 1024 entries = 8KB (two tables).
+    assert tt_base_address(0x6010_1000, 24, False, False, G4, 1, True) == 0x6010_0000
+
+
+def test_ttbr_base_ds_takes_bits_51_48_from_ttbr_5_2():
+    # 4KB DS, 52-bit (T0SZ=12), start level -1: IA[51:48] = 16 entries = 128 bytes.
+    assert tt_base_address(0x6000_00A8, 12, False, True, G4, -1, True) == 0xA_0000_6000_0080
+
+
+def test_ttbr_base_52bit_minimum_alignment_is_64_bytes():
+    # 4KB DS, 50-bit (T0SZ=14): IA[49:48] = 4 entries = 32 bytes, aligned to 64.
+    assert tt_base_address(0x6000_0043, 14, False, True, G4, -1, True) == 0x6000_0040
+
+
+def test_ttbr_base_64k_lpa_needs_ps_0b110():
+    ttb = 0x0000_0000_6000_0000 | (0x3 << 2)
+    assert tt_base_address(ttb, 12, True, False, G64, 1, True) == 0x3_0000_6000_0000
+    assert tt_base_address(ttb, 12, False, False, G64, 1, True) == 0x6000_0000

@@ -1,0 +1,764 @@
+"""Stage-1, stage-2 and two-stage translation, rule by rule (Arm ARM D8, ASL S1/S2Translate)."""
+
+import pytest
+
+from s2mmu.arch.access import AccessDescriptor, AccessType, acc_at, acc_gpr, acc_ifetch
+from s2mmu.arch.attrs import Cacheability, DeviceType, MemType, Shareability
+from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs, s2_attrs
+from s2mmu.arch.config import ImplChoices
+from s2mmu.arch.faults import Fault
+from s2mmu.arch.features import FeatureSet, qemu_7_2_max, server_v8_2
+from s2mmu.arch.memory import MemoryWrite
+from s2mmu.arch.params import Granule
+from s2mmu.arch.registers import HCR_EL2, SCTLR_EL1, SCTLR_EL2, TCR_EL1
+from s2mmu.arch.state import Regime
+from s2mmu.arch.translate import AddressDescriptor, stage2_lookup
+
+from .machine import (
+    DATA_IPA,
+    DATA_PA,
+    DATA_VA,
+    HCR_RW,
+    MAIR,
+    S1_TABLES_IPA,
+    S1_TABLES_PA,
+    SCTLR_M,
+    Machine,
+    s1_machine,
+    s2_builder,
+    tcr_el1,
+    two_stage,
+    vtcr,
+)
+
+G4, G16, G64 = Granule.G4K, Granule.G16K, Granule.G64K
+READ, WRITE = acc_gpr(1, False), acc_gpr(1, True)
+EL0_READ = acc_gpr(0, False)
+VA = 0x0000_0080_4020_1000     # L0 1, L1 1, L2 1, L3 1 with 4KB
+
+
+# ---------------------------------------------------------------- ranges, TBI, EPD, E0PD
+
+def both_halves():
+    m, lo = s1_machine(G4, 16)
+    hi = TableBuilder(m.mem, BumpAllocator(0x2000_0000, 0x2100_0000), G4, 39, 1)
+    m.set(TTBR1_EL1=hi.root, TCR_EL1=tcr_el1(16, G4, t1sz=25))
+    lo.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    hi.map(0xFFFF_FF80_0000_0000, 0xA000_0000, 0x1000, s1_attrs())
+    return m
+
+
+def test_va_bit55_clear_walks_ttbr0():
+    assert both_halves().ok(VA + 0x123).paddress == 0x9000_0123
+
+
+def test_va_bit55_set_walks_ttbr1():
+    # T1SZ=25: the upper range is 0xFFFF_FF80_0000_0000 and up; IA[38:30] = 0 there.
+    assert both_halves().ok(0xFFFF_FF80_0000_0456).paddress == 0xA000_0456
+
+
+def test_va_above_ttbr0_range_is_translation_fault_level_0():
+    f = both_halves().fault(0x0001_0000_0000_0000)
+    assert (f.statuscode, f.level, f.secondstage) == (Fault.TRANSLATION, 0, False)
+
+
+def test_va_in_hole_below_ttbr1_range_is_translation_fault_level_0():
+    # Bit 55 set selects TTBR1, but bits [63:39] are not all ones.
+    f = both_halves().fault(0xFFFF_FF7F_FFFF_F000)
+    assert (f.statuscode, f.level) == (Fault.TRANSLATION, 0)
+
+
+def test_tbi_ignores_the_top_byte():
+    m, b = s1_machine(G4, 16, TBI0=1)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    assert m.ok(0xAB00_0000_0000_0000 | VA).paddress == 0x9000_0000
+
+
+def test_without_tbi_a_tagged_va_is_out_of_range():
+    m, b = s1_machine(G4, 16)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    assert m.fault(0xAB00_0000_0000_0000 | VA).level == 0
+
+
+def test_tbid_keeps_instruction_fetch_tag_checked():
+    m, b = s1_machine(G4, 16, TBI0=1, TBID0=1)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    assert m.ok(0xAB00_0000_0000_0000 | VA).paddress == 0x9000_0000
+    f = m.fault(0xAB00_0000_0000_0000 | VA, acc_ifetch(1))
+    assert (f.statuscode, f.level) == (Fault.TRANSLATION, 0)
+
+
+def test_epd0_disables_ttbr0_walks():
+    m, b = s1_machine(G4, 16, EPD0=1)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    f = m.fault(VA)
+    assert (f.statuscode, f.level) == (Fault.TRANSLATION, 0)
+    assert "EPD0=1" in f.reason
+
+
+def test_epd1_disables_ttbr1_walks():
+    m = both_halves()
+    m.set(TCR_EL1=m.regs.TCR_EL1 | TCR_EL1.encode(EPD1=1))
+    assert m.fault(0xFFFF_FF80_0000_0000).level == 0
+    assert m.ok(VA).paddress == 0x9000_0000
+
+
+def test_e0pd_faults_el0_accesses_only():
+    m, b = s1_machine(G4, 16, E0PD0=1)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(el0=True))
+    f = m.fault(VA, EL0_READ)
+    assert (f.statuscode, f.level) == (Fault.TRANSLATION, 0)
+    assert m.ok(VA, READ).paddress == 0x9000_0000
+
+
+def test_e0pd_needs_feat_e0pd():
+    m, b = s1_machine(G4, 16, fs=qemu_7_2_max().with_features(remove=("FEAT_E0PD",)), E0PD0=1)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(el0=True))
+    assert m.ok(VA, EL0_READ).paddress == 0x9000_0000
+
+
+def test_txsz_below_minimum_faults():
+    m, _ = s1_machine(G4, 16)
+    m.set(TCR_EL1=tcr_el1(10, G4, epd1=1))
+    f = m.fault(0)
+    assert (f.statuscode, f.level) == (Fault.TRANSLATION, 0)
+
+
+def test_txsz_above_maximum_faults_or_clamps_by_choice():
+    m, b = s1_machine(G4, 48)          # 16-bit VA space, start level 3
+    b.map(0x3000, 0x9000_0000, 0x1000, s1_attrs())
+    m.set(TCR_EL1=tcr_el1(50, G4, epd1=1))
+    assert m.fault(0x3000).level == 0
+    m.choices = ImplChoices(txsz_out_of_range="clamp")
+    assert m.ok(0x3000).paddress == 0x9000_0000
+
+
+# ---------------------------------------------------------------- blocks, levels, 52-bit
+
+@pytest.mark.parametrize(("granule", "txsz", "level", "ds"), [
+    (G4, 16, 1, False), (G4, 16, 2, False), (G4, 12, 0, True), (G4, 12, 1, True),
+    (G16, 16, 2, False), (G16, 12, 1, True), (G64, 16, 2, False), (G64, 12, 1, False),
+])
+def test_block_at_every_legal_level(granule, txsz, level, ds):
+    m, b = s1_machine(granule, txsz, ds=ds)
+    size = granule.block_size(level)
+    va, pa = 2 * size, 5 * size
+    # With DS, descriptor bits [9:8] are OA[51:50], not SH.
+    b.map(va, pa, size, s1_attrs(sh=0 if ds else 3), level=level)
+    got = m.ok(va + size - 8)
+    assert got.paddress == pa + size - 8
+    assert got.s1 is not None and got.s1.level == level
+
+
+@pytest.mark.parametrize(("granule", "txsz", "level", "fs"), [
+    (G4, 16, 0, qemu_7_2_max()),                      # 4KB level 0 needs DS
+    (G16, 16, 1, qemu_7_2_max()),                     # 16KB level 1 needs DS
+    (G64, 16, 1, server_v8_2()),                      # 64KB level 1 needs PAMax 52
+])
+def test_block_at_unsupported_level_is_translation_fault(granule, txsz, level, fs):
+    m, b = s1_machine(granule, txsz, fs=fs)
+    size = granule.block_size(level)
+    b.map(0, 0, size, s1_attrs(), level=level)
+    f = m.fault(0x1000)
+    assert (f.statuscode, f.level) == (Fault.TRANSLATION, level)
+
+
+def test_level3_block_encoding_is_translation_fault():
+    m, b = s1_machine(G4, 16)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    b.set_entry(VA, 3, 0x9000_0000 | s1_attrs() | 0b01)
+    assert (m.fault(VA).statuscode, m.fault(VA).level) == (Fault.TRANSLATION, 3)
+
+
+def test_level_minus_1_walk_with_52_bit_output():
+    m, b = s1_machine(G4, 12, ds=True)
+    va = (0xA << 48) | VA
+    pa = 0xE_0000_9000_0000           # OA[51:50] in bits [9:8], OA[49:48] in bits [49:48]
+    b.map(va, pa, 0x1000, s1_attrs(sh=0))
+    got = m.ok(va + 0x10)
+    assert got.paddress == pa + 0x10
+    assert got.s1 is not None and [s.level for s in got.s1.steps] == [-1, 0, 1, 2, 3]
+
+
+def test_level_minus_1_fault_is_reported_at_level_minus_1():
+    m, b = s1_machine(G4, 12, ds=True)
+    f = m.fault(0xF << 48)
+    assert (f.statuscode, f.level) == (Fault.TRANSLATION, -1)
+
+
+def test_64k_lpa_52_bit_output():
+    m, b = s1_machine(G64, 12)
+    m.set(TCR_EL1=tcr_el1(12, G64, ips=0b110, epd1=1))
+    b.map(0x8_0000_0000_0000, 0xF_0000_0000_0000, 0x10000, s1_attrs())
+    assert m.ok(0x8_0000_0000_1234).paddress == 0xF_0000_0000_1234
+
+
+def test_contiguous_bit_is_ignored_for_consistent_ranges():
+    m, b = s1_machine(G4, 16)
+    b.map(VA, 0x9000_0000, 0x10000, s1_attrs() | (1 << 52))
+    for off in (0, 0x5000, 0xF000):
+        assert m.ok(VA + off + 8).paddress == 0x9000_0000 + off + 8
+
+
+# ---------------------------------------------------------------- address size faults
+
+def test_ttbr_beyond_ips_is_address_size_fault_level_0():
+    m, b = s1_machine(G4, 25, ttb_base=0x1_0000_0000)   # start level 1
+    m.set(TCR_EL1=tcr_el1(25, G4, ips=0b000, epd1=1))   # 32-bit output
+    f = m.fault(0)
+    assert (f.statuscode, f.level) == (Fault.ADDRESS_SIZE, 0)
+
+
+def test_table_address_beyond_ips_is_address_size_fault_at_that_level():
+    m, b = s1_machine(G4, 16)
+    m.set(TCR_EL1=tcr_el1(16, G4, ips=0b000, epd1=1))
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    b.set_entry(VA, 1, 0x1_2000_0000 | 0b11)
+    f = m.fault(VA)
+    assert (f.statuscode, f.level) == (Fault.ADDRESS_SIZE, 1)
+
+
+def test_output_address_beyond_ips_is_address_size_fault_at_the_leaf():
+    m, b = s1_machine(G4, 16)
+    m.set(TCR_EL1=tcr_el1(16, G4, ips=0b010, epd1=1))    # 40 bits
+    b.map(VA, 0x100_0000_0000, 0x1000, s1_attrs())
+    f = m.fault(VA)
+    assert (f.statuscode, f.level) == (Fault.ADDRESS_SIZE, 3)
+
+
+def test_ds_ttbr_bits_51_48_fault_when_ips_is_48():
+    m, b = s1_machine(G4, 16, ds=True)
+    m.set(TCR_EL1=tcr_el1(16, G4, ips=0b101, epd1=1, DS=1), TTBR0_EL1=b.root | (1 << 2))
+    f = m.fault(0)
+    assert (f.statuscode, f.level) == (Fault.ADDRESS_SIZE, 0)
+
+
+def test_ds_descriptor_bits_9_8_are_output_address_bits():
+    m, b = s1_machine(G4, 16, ds=True)
+    m.set(TCR_EL1=tcr_el1(16, G4, ips=0b101, epd1=1, DS=1))
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(sh=0))
+    b.set_entry(VA, 3, 0x9000_0000 | s1_attrs(sh=0) | (0b01 << 8) | 0b11)
+    f = m.fault(VA)
+    assert (f.statuscode, f.level) == (Fault.ADDRESS_SIZE, 3)
+
+
+def test_64k_lpa_descriptor_bits_15_12_fault_when_ps_is_48():
+    m, b = s1_machine(G64, 16)
+    b.map(0x10000, 0x9000_0000, 0x10000, s1_attrs())
+    b.set_entry(0x10000, 3, 0x9000_0000 | (0x1 << 12) | s1_attrs() | 0b11)
+    f = m.fault(0x10000)
+    assert (f.statuscode, f.level) == (Fault.ADDRESS_SIZE, 3)
+
+
+# ---------------------------------------------------------------- access flag, dirty state
+
+def test_af_zero_without_ha_is_access_flag_fault_at_leaf():
+    m, b = s1_machine(G4, 16)
+    b.map(0x80_4020_0000, 0x9000_0000, 0x200000, s1_attrs(af=False), level=2)
+    f = m.fault(VA)
+    assert (f.statuscode, f.level) == (Fault.ACCESS_FLAG, 2)
+
+
+def test_af_fault_beats_permission_fault():
+    m, b = s1_machine(G4, 16)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(af=False, ro=True))
+    assert m.fault(VA, WRITE).statuscode is Fault.ACCESS_FLAG
+
+
+def test_ha_sets_af_in_memory():
+    m, b = s1_machine(G4, 16, HA=1)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(af=False))
+    entry = b.set_entry(VA, 3, 0x9000_0000 | s1_attrs(af=False) | 0b11)
+    old = 0x9000_0000 | s1_attrs(af=False) | 0b11
+    assert m.ok(VA).paddress == 0x9000_0000
+    assert m.mem.hw_writes == [MemoryWrite(entry, old, old | (1 << 10))]
+
+
+def test_hd_write_to_dbm_page_clears_ap2():
+    m, b = s1_machine(G4, 16, HA=1, HD=1)
+    desc = 0x9000_0000 | s1_attrs(ro=True, dbm=True) | 0b11
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    entry = b.set_entry(VA, 3, desc)
+    m.ok(VA, READ)
+    assert m.mem.hw_writes == []
+    m.ok(VA, WRITE)
+    assert m.mem.hw_writes == [MemoryWrite(entry, desc, desc & ~(1 << 7))]
+
+
+def test_dbm_without_hd_is_permission_fault():
+    m, b = s1_machine(G4, 16, HA=1)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(ro=True, dbm=True))
+    f = m.fault(VA, WRITE)
+    assert (f.statuscode, f.level, f.write) == (Fault.PERMISSION, 3, True)
+
+
+def test_permission_fault_sets_no_af_unless_chosen():
+    for choice in (False, True):
+        m, b = s1_machine(G4, 16, HA=1)
+        m.choices = ImplChoices(af_update_on_permission_fault=choice)
+        b.map(VA, 0x9000_0000, 0x1000, s1_attrs(af=False, ro=True))
+        assert m.fault(VA, WRITE).statuscode is Fault.PERMISSION
+        assert len(m.mem.hw_writes) == int(choice)
+
+
+# ---------------------------------------------------------------- endianness, MMU off
+
+def test_big_endian_tables_with_sctlr_ee():
+    m, b = s1_machine(G4, 16, big_endian=True)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    assert m.ok(VA).paddress == 0x9000_0000
+    m.set(SCTLR_EL1=SCTLR_M)                      # EE=0 reads the bytes little-endian
+    assert m.fault(VA).statuscode is Fault.TRANSLATION
+
+
+def test_big_endian_hardware_update_writes_big_endian():
+    m, b = s1_machine(G4, 16, big_endian=True, HA=1)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(af=False))
+    m.ok(VA)
+    entry = m.mem.hw_writes[0].pa
+    assert m.mem.read64(entry, big_endian=True) & (1 << 10)
+
+
+def test_mmu_off_is_flat_device_nGnRnE():
+    m = Machine()
+    got = m.ok(0x1234_5678)
+    assert got.paddress == 0x1234_5678
+    assert (got.memattrs.memtype, got.memattrs.device) == (MemType.DEVICE, DeviceType.nGnRnE)
+    assert got.memattrs.shareability is Shareability.OSH
+
+
+def test_mmu_off_instruction_fetch_is_normal_wt_or_nc():
+    m = Machine()
+    assert m.ok(0x1000, acc_ifetch(1)).memattrs.inner.attrs is Cacheability.NC
+    m.set(SCTLR_EL1=m.regs.SCTLR_EL1 | SCTLR_EL1.encode(I=1))
+    assert m.ok(0x1000, acc_ifetch(1)).memattrs.inner.attrs is Cacheability.WT
+
+
+def test_mmu_off_va_above_pamax_is_address_size_fault():
+    m = Machine(fs=FeatureSet(frozenset(), pa_bits=40))
+    f = m.fault(1 << 40)
+    assert (f.statuscode, f.level) == (Fault.ADDRESS_SIZE, 0)
+
+
+def test_hcr_dc_makes_el10_flat_normal_write_back_and_enables_stage2():
+    m = Machine()
+    s2 = s2_builder(m)
+    m.set(HCR_EL2=HCR_RW | HCR_EL2.encode(DC=1), SCTLR_EL1=SCTLR_M)
+    s2.map(0x8000_0000, 0x9000_0000, 0x1000, s2_attrs())
+    got = m.ok(0x8000_0010)
+    assert got.paddress == 0x9000_0010
+    assert got.memattrs.inner.attrs is Cacheability.WB
+    assert got.memattrs.shareability is Shareability.ISH    # NSH combined with stage-2 ISH
+
+
+def test_hcr_tge_turns_el10_stage1_off():
+    m, b = s1_machine(G4, 16)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    m.set(HCR_EL2=HCR_RW | HCR_EL2.encode(TGE=1))
+    assert m.ok(VA & 0xFFFF_FFFF).paddress == VA & 0xFFFF_FFFF
+
+
+# ---------------------------------------------------------------- regimes
+
+def test_el2_regime_single_range():
+    from s2mmu.arch.registers import TCR_EL2_E2H0
+
+    m = Machine()
+    b = TableBuilder(m.mem, BumpAllocator(0x3000_0000, 0x3100_0000), G4, 48, 0)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    m.set(TCR_EL2=TCR_EL2_E2H0.encode(T0SZ=16, PS=0b101, SH0=3), TTBR0_EL2=b.root,
+          SCTLR_EL2=0x30C50831, MAIR_EL2=MAIR)
+    assert m.ok(VA, acc_gpr(2, False), Regime.EL2).paddress == 0x9000_0000
+    # No upper range: bit 55 set is simply out of range.
+    assert m.fault(0xFFFF_0080_4020_1000, acc_gpr(2, False), Regime.EL2).level == 0
+
+
+def test_el20_regime_uses_tcr_el2_and_ttbr1_el2():
+    m = Machine()
+    b = TableBuilder(m.mem, BumpAllocator(0x3000_0000, 0x3100_0000), G4, 48, 0)
+    b.map(0xFFFF_0080_4020_1000 & ((1 << 48) - 1), 0x9000_0000, 0x1000, s1_attrs())
+    m.set(HCR_EL2=HCR_RW | HCR_EL2.encode(E2H=1), TCR_EL2=tcr_el1(16, G4),
+          TTBR1_EL2=b.root, SCTLR_EL2=0x30C50831, MAIR_EL2=MAIR)
+    got = m.ok(0xFFFF_0080_4020_1008, acc_gpr(2, False), Regime.EL20)
+    assert got.paddress == 0x9000_0008
+
+
+# ---------------------------------------------------------------- stage 2
+
+def test_two_stage_translation():
+    m, s1, s2 = two_stage()
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs())
+    got = m.ok(DATA_VA + 0x18)
+    assert got.paddress == DATA_PA + 0x18
+    assert m.translate(DATA_VA, stage1_only=True).paddress == DATA_IPA
+
+
+def test_stage2_fault_on_stage1_walk():
+    m, s1, s2 = two_stage()
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    # Unmap the 2MB of stage-1 tables at stage 2: the very first table read faults at the
+    # stage-2 level-2 entry.
+    s2.set_entry(S1_TABLES_IPA, 2, 0)
+    f = m.fault(DATA_VA)
+    assert (f.statuscode, f.level, f.secondstage, f.s2fs1walk) == (
+        Fault.TRANSLATION, 2, True, True)
+    assert f.ipaddress == m.regs.TTBR0_EL1 + 8 * 0   # L0 index of DATA_VA is 0
+    assert f.vaddress == DATA_VA
+
+
+def test_stage2_fault_on_output_ipa_is_not_a_walk_fault():
+    m, s1, s2 = two_stage()
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    f = m.fault(DATA_VA)
+    # Stage 2 has no level-1 entry for IPA[39:30] = 2.
+    assert (f.statuscode, f.level, f.secondstage, f.s2fs1walk, f.ipaddress) == (
+        Fault.TRANSLATION, 1, True, False, DATA_IPA)
+
+
+def test_ipa_beyond_t0sz_is_stage2_translation_fault_level_0():
+    m, s1, s2 = two_stage()
+    s1.map(DATA_VA, 1 << 40, 0x1000, s1_attrs())
+    f = m.fault(DATA_VA)
+    assert (f.statuscode, f.level, f.secondstage) == (Fault.TRANSLATION, 0, True)
+
+
+@pytest.mark.parametrize(("vt", "fs"), [
+    (vtcr(16, 1), qemu_7_2_max()),                  # 48-bit IPA cannot start at level 1
+    (vtcr(24, 0), qemu_7_2_max()),                  # 40-bit IPA cannot start at level 2
+    (vtcr(32, 2), qemu_7_2_max()),                  # 32-bit IPA cannot start at level 0
+    (vtcr(24, 3, G64), qemu_7_2_max()),             # SL0=3 reserved for 64KB
+    (vtcr(24, 3, G16), qemu_7_2_max()),             # 16KB level 0 needs DS
+    (vtcr(40, 3), qemu_7_2_max().with_features(remove=("FEAT_TTST",))),
+    (vtcr(16, 2), FeatureSet(frozenset({"FEAT_LPA"}), pa_bits=42)),
+])
+def test_illegal_sl0_t0sz_is_stage2_translation_fault_level_0(vt, fs):
+    m = Machine(fs=fs)
+    m.set(HCR_EL2=HCR_RW | HCR_EL2.encode(VM=1), VTCR_EL2=vt, VTTBR_EL2=0x6000_0000)
+    f = m.fault(0x1000)
+    assert (f.statuscode, f.level, f.secondstage, f.s2fs1walk) == (
+        Fault.TRANSLATION, 0, True, False)
+
+
+@pytest.mark.parametrize(("granule", "t0sz", "sl0", "start", "tables"), [
+    (G4, 24, 1, 1, 2), (G4, 21, 1, 1, 16), (G16, 24, 1, 2, 16), (G64, 18, 1, 2, 16),
+    (G16, 16, 2, 1, 2),
+])
+def test_concatenated_stage2_start_tables(granule, t0sz, sl0, start, tables):
+    m = Machine()
+    b = s2_builder(m, granule, t0sz=t0sz, sl0=sl0, startlevel=start, ps=0b101)
+    assert b.root_size() == tables * granule.size
+    ipa = (1 << (64 - t0sz)) - granule.size       # the last page: in the last table
+    b.map(ipa, 0x9000_0000, granule.size, s2_attrs())
+    got = m.ok(ipa + 8)
+    assert got.paddress == 0x9000_0008
+    assert got.s2 is not None
+    assert got.s2.steps[0].descaddress == b.root + tables * granule.size - 8
+
+
+def test_stage2_access_flag_fault_and_ha():
+    m, s1, s2 = two_stage()
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(af=False))
+    f = m.fault(DATA_VA)
+    assert (f.statuscode, f.level, f.secondstage) == (Fault.ACCESS_FLAG, 3, True)
+    m.set(VTCR_EL2=m.regs.VTCR_EL2 | (1 << 21))      # VTCR_EL2.HA
+    assert m.ok(DATA_VA).paddress == DATA_PA
+    assert len(m.mem.hw_writes) == 1 and m.mem.hw_writes[0].after & (1 << 10)
+
+
+def test_stage2_dirty_state_on_write_to_dbm_page():
+    m, s1, s2 = two_stage(HA=1, HD=1)
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(s2ap=0b01, dbm=True))
+    m.ok(DATA_VA, READ)
+    assert m.mem.hw_writes == []
+    m.ok(DATA_VA, WRITE)
+    (w,) = m.mem.hw_writes
+    assert w.after == w.before | (1 << 7)
+
+
+def test_stage2_read_only_page_is_permission_fault_on_write():
+    m, s1, s2 = two_stage()
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(s2ap=0b01))
+    assert m.ok(DATA_VA, READ).paddress == DATA_PA
+    f = m.fault(DATA_VA, WRITE)
+    assert (f.statuscode, f.level, f.secondstage, f.s2fs1walk, f.write) == (
+        Fault.PERMISSION, 3, True, False, True)
+
+
+def test_stage1_af_update_needs_stage2_write_permission_on_the_table():
+    m, s1, s2 = two_stage(s2_table_attrs=s2_attrs(s2ap=0b01))
+    m.set(TCR_EL1=m.regs.TCR_EL1 | TCR_EL1.encode(HA=1))
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs(af=False))
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs())
+    f = m.fault(DATA_VA, READ)
+    assert (f.statuscode, f.level, f.secondstage, f.s2fs1walk, f.write) == (
+        Fault.PERMISSION, 2, True, True, True)
+    assert m.mem.hw_writes == []
+
+
+def test_stage1_update_sets_stage2_dirty_state_of_the_table_page():
+    m, s1, s2 = two_stage(s2_table_attrs=s2_attrs(s2ap=0b01, dbm=True), HA=1, HD=1)
+    m.set(TCR_EL1=m.regs.TCR_EL1 | TCR_EL1.encode(HA=1))
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs(af=False))
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs())
+    assert m.ok(DATA_VA, READ).paddress == DATA_PA
+    s2_write, s1_write = m.mem.hw_writes
+    assert s2_write.after == s2_write.before | (1 << 7)          # S2AP[1] of the table page
+    assert s1_write.after == s1_write.before | (1 << 10)         # stage-1 AF
+    assert S1_TABLES_PA <= s1_write.pa < S1_TABLES_PA + (2 << 20)
+
+
+def test_hcr_ptw_faults_walks_into_stage2_device_memory():
+    m, s1, s2 = two_stage(s2_table_attrs=s2_attrs(memattr=0b0001))
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs())
+    assert m.ok(DATA_VA).paddress == DATA_PA
+    m.set(HCR_EL2=m.regs.HCR_EL2 | HCR_EL2.encode(PTW=1))
+    f = m.fault(DATA_VA)
+    assert (f.statuscode, f.secondstage, f.s2fs1walk) == (Fault.PERMISSION, True, True)
+
+
+def test_stage2_big_endian_with_sctlr_el2_ee():
+    m = Machine()
+    m.set(SCTLR_EL2=0x30C50830 | SCTLR_EL2.encode(EE=1))
+    b = TableBuilder(m.mem, BumpAllocator(0x6000_0000, 0x6100_0000), G4, 40, 1,
+                     big_endian=True)
+    m.set(VTCR_EL2=vtcr(24, 1), VTTBR_EL2=b.root, HCR_EL2=HCR_RW | HCR_EL2.encode(VM=1))
+    b.map(0x8000_0000, 0x9000_0000, 0x1000, s2_attrs())
+    assert m.ok(0x8000_0000).paddress == 0x9000_0000
+
+
+def test_stage2_lookup_helper():
+    m = Machine()
+    b = s2_builder(m)
+    b.map(0x8000_0000, 0x9000_0000, 0x1000, s2_attrs(s2ap=0b01))
+    got = stage2_lookup(m.mem, m.regs.VTCR_EL2, m.regs.VTTBR_EL2, 0x8000_0004)
+    assert isinstance(got, AddressDescriptor) and got.paddress == 0x9000_0004
+    f = stage2_lookup(m.mem, m.regs.VTCR_EL2, m.regs.VTTBR_EL2, 0x8000_0004, write=True)
+    assert not isinstance(f, AddressDescriptor) and f.statuscode is Fault.PERMISSION
+
+
+# ---------------------------------------------------------------- attributes
+
+def test_sctlr_c_zero_makes_data_non_cacheable_but_tables_still_say_wb():
+    m, b = s1_machine(G4, 16)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(attrindx=0))
+    m.set(SCTLR_EL1=SCTLR_M & ~SCTLR_EL1.encode(C=1))
+    got = m.ok(VA)
+    assert got.memattrs.inner.attrs is Cacheability.NC
+    assert got.memattrs.shareability is Shareability.OSH
+    assert got.table_attrs().inner.attrs is Cacheability.WB
+
+
+def test_sctlr_c_does_not_change_device():
+    m, b = s1_machine(G4, 16)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(attrindx=1))
+    m.set(SCTLR_EL1=SCTLR_M & ~SCTLR_EL1.encode(C=1))
+    assert m.ok(VA).memattrs.device is DeviceType.nGnRE
+
+
+def test_sctlr_i_zero_makes_instruction_fetches_non_cacheable():
+    m, b = s1_machine(G4, 16)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    m.set(SCTLR_EL1=SCTLR_M & ~SCTLR_EL1.encode(I=1))
+    assert m.ok(VA, acc_ifetch(1)).memattrs.inner.attrs is Cacheability.NC
+    assert m.ok(VA, READ).memattrs.inner.attrs is Cacheability.WB
+
+
+def stage12(memattr, s1_attrindx=0, fwb=False, **hcr):
+    m, s1, s2 = two_stage()
+    m.set(HCR_EL2=HCR_RW | HCR_EL2.encode(VM=1, FWB=int(fwb), **hcr))
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs(attrindx=s1_attrindx))
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(memattr=memattr))
+    return m.ok(DATA_VA)
+
+
+def test_combination_without_fwb_weaker_cacheability_wins():
+    got = stage12(0b0101)                         # stage 2 Normal NC
+    assert got.memattrs.inner.attrs is Cacheability.NC
+    got = stage12(0b0001, s1_attrindx=0)           # stage 2 Device-nGnRE
+    assert got.memattrs.device is DeviceType.nGnRE
+
+
+def test_combination_with_fwb_forces_write_back_over_device():
+    got = stage12(0b0110, s1_attrindx=1, fwb=True)
+    assert got.memattrs.memtype is MemType.NORMAL
+    assert got.memattrs.inner.attrs is Cacheability.WB
+    # Without FWB, 0b0110 means outer NC, inner WT: Device at stage 1 stays Device.
+    assert stage12(0b0110, s1_attrindx=1).memattrs.memtype is MemType.DEVICE
+
+
+def test_fwb_is_ignored_without_feat_s2fwb():
+    m, s1, s2 = two_stage()
+    m.fs = server_v8_2()
+    m.set(HCR_EL2=HCR_RW | HCR_EL2.encode(VM=1, FWB=1))
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs(attrindx=1))
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(memattr=0b0110))
+    assert m.ok(DATA_VA).memattrs.memtype is MemType.DEVICE
+
+
+def test_hcr_cd_makes_stage2_normal_non_cacheable_for_data():
+    got = stage12(0b1111, CD=1)
+    assert got.memattrs.inner.attrs is Cacheability.NC
+    assert got.table_attrs().inner.attrs is Cacheability.WB
+
+
+def test_hcr_id_makes_instruction_fetches_non_cacheable():
+    m, s1, s2 = two_stage()
+    m.set(HCR_EL2=HCR_RW | HCR_EL2.encode(VM=1, ID=1))
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs())
+    assert m.ok(DATA_VA, acc_ifetch(1)).memattrs.inner.attrs is Cacheability.NC
+    assert m.ok(DATA_VA, READ).memattrs.inner.attrs is Cacheability.WB
+
+
+def test_stage1_shareability_passes_to_stage2_under_vm():
+    # Stage-1 Device with SH=NSH, FWB 0b110 forces Normal WB: the combined shareability
+    # comes from the descriptors (NSH with stage-2 NSH), not from Device's effective OSH.
+    m, s1, s2 = two_stage()
+    m.set(HCR_EL2=HCR_RW | HCR_EL2.encode(VM=1, FWB=1))
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs(attrindx=1, sh=0))
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(memattr=0b0110, sh=0))
+    assert m.ok(DATA_VA).memattrs.shareability is Shareability.NSH
+    m.choices = ImplChoices(s1_effective_shareability=True)
+    assert m.ok(DATA_VA).memattrs.shareability is Shareability.OSH
+
+
+def test_ttw_access_kind():
+    assert AccessDescriptor(AccessType.TTW, 1).acctype is AccessType.TTW
+    assert acc_at(1, True).write
+
+
+# ---------------------------------------------------------------- properties: map X, walk X
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from s2mmu.arch.descriptors import block_desc_supported  # noqa: E402
+from s2mmu.arch.params import s1_start_level  # noqa: E402
+
+S1_TXSZ = {G4: (12, 48), G16: (12, 48), G64: (12, 47)}
+
+
+def leaf_levels(granule, start, ds):
+    return [lvl for lvl in range(max(start, 0), 4)
+            if lvl == 3 or block_desc_supported(granule, lvl, ds, True)]
+
+
+@st.composite
+def s1_layouts(draw):
+    granule = draw(st.sampled_from([G4, G16, G64]))
+    txsz = draw(st.integers(*S1_TXSZ[granule]))
+    ds = granule is not G64 and (txsz < 16 or draw(st.booleans()))
+    start = s1_start_level(granule, txsz)
+    level = draw(st.sampled_from(leaf_levels(granule, start, ds)))
+    size = granule.block_size(level)
+    va = draw(st.integers(0, (1 << (64 - txsz)) // size - 1)) * size
+    oabits = 52 if ds or granule is G64 else 48
+    pa = draw(st.integers(0, (1 << oabits) // size - 1)) * size
+    off = draw(st.integers(0, size - 1)) & ~7
+    upper = draw(st.booleans())
+    return granule, txsz, ds, level, va, pa, off, upper
+
+
+@settings(max_examples=60, deadline=None)
+@given(s1_layouts())
+def test_stage1_table_built_to_map_x_walks_to_x(layout):
+    granule, txsz, ds, level, va, pa, off, upper = layout
+    m, b = s1_machine(granule, txsz, ds=ds)
+    if upper:
+        # The same tables as TTBR1: the VA is sign-extended from bit 63 down to IA size.
+        m.set(TTBR1_EL1=m.regs.TTBR0_EL1,
+              TCR_EL1=tcr_el1(txsz, granule, ips=0b110 if ds else 0b101, EPD0=1,
+                              **({"DS": 1} if ds else {})))
+    m.set(TCR_EL1=(m.regs.TCR_EL1 & ~TCR_EL1.encode(IPS=7)) | TCR_EL1.encode(IPS=0b110))
+    b.map(va, pa, granule.block_size(level), s1_attrs(sh=0 if ds else 3), level=level)
+    ia = va + off
+    if upper:
+        ia |= ((1 << 64) - 1) ^ ((1 << (64 - txsz)) - 1)
+    got = m.ok(ia)
+    assert got.paddress == pa + off
+    assert got.s1 is not None and got.s1.level == level
+
+
+# Stage-2 start levels: (granule, SL0, SL2, DS, start level).
+S2_STARTS = [(G4, 0, 0, False, 2), (G4, 1, 0, False, 1), (G4, 2, 0, False, 0),
+             (G4, 3, 0, False, 3), (G4, 0, 1, True, -1), (G16, 0, 0, False, 3),
+             (G16, 1, 0, False, 2), (G16, 2, 0, False, 1), (G16, 3, 0, True, 0),
+             (G64, 0, 0, False, 3), (G64, 1, 0, False, 2), (G64, 2, 0, False, 1)]
+
+
+def s2_t0sz_range(granule, start, ds):
+    levels = 3 - start
+    lo = levels * granule.stride + granule.bits + 1
+    hi = lo + granule.stride - 1 + 4
+    min_t0sz = 12 if (ds or granule is G64) else 16
+    max_t0sz = 47 if granule is G64 else 48
+    return max(64 - hi, min_t0sz), min(64 - lo, max_t0sz)
+
+
+@st.composite
+def s2_layouts(draw, min_iasize=0):
+    granule, sl0, sl2, ds, start = draw(st.sampled_from(S2_STARTS))
+    lo, hi = s2_t0sz_range(granule, start, ds)
+    hi = min(hi, 64 - min_iasize)
+    t0sz = draw(st.integers(lo, hi))
+    ds = ds or (granule is not G64 and t0sz < 16)
+    level = draw(st.sampled_from(leaf_levels(granule, start, ds)))
+    return granule, sl0, sl2, ds, start, t0sz, level
+
+
+def stage2_machine(granule, sl0, sl2, ds, start, t0sz, base=0x6000_0000):
+    m = Machine()
+    extra = {"DS": 1, "SL2": sl2} if ds else {}
+    b = s2_builder(m, granule, t0sz=t0sz, sl0=sl0, startlevel=start, base=base, ds=ds,
+                   ps=0b110, **extra)
+    return m, b
+
+
+@settings(max_examples=60, deadline=None)
+@given(s2_layouts(), st.data())
+def test_stage2_table_built_to_map_x_walks_to_x(layout, data):
+    granule, sl0, sl2, ds, start, t0sz, level = layout
+    m, b = stage2_machine(granule, sl0, sl2, ds, start, t0sz)
+    size = granule.block_size(level)
+    ipa = data.draw(st.integers(0, max((1 << (64 - t0sz)) // size - 1, 0))) * size
+    pa = data.draw(st.integers(0, (1 << (52 if ds or granule is G64 else 48)) // size - 1)) * size
+    off = data.draw(st.integers(0, size - 1)) & ~7
+    b.map(ipa, pa, size, s2_attrs(sh=0 if ds else 3), level=level)
+    got = m.ok(ipa + off)           # stage 1 off: the VA is the IPA
+    assert got.paddress == pa + off
+    assert got.s2 is not None and got.s2.level == level
+
+
+@settings(max_examples=30, deadline=None)
+@given(s1_layouts(), s2_layouts(min_iasize=32), st.data())
+def test_two_stage_tables_built_to_map_x_walk_to_x(s1l, s2l, data):
+    granule, txsz, ds, level, va, _, off, _ = s1l
+    g2, sl0, sl2, ds2, start2, t0sz, _ = s2l
+    m, s2 = stage2_machine(g2, sl0, sl2, ds2, start2, t0sz, base=0x7_0000_0000)
+    # Stage-1 tables at IPA 1MB..2MB, at PA 0x5000_0000.., page by page.
+    view_delta = 0x5000_0000 - 0x10_0000
+    s2.map(0x10_0000, 0x5000_0000, 0x10_0000, s2_attrs(sh=0 if ds2 else 3))
+    from .machine import OffsetView
+    s1 = TableBuilder(OffsetView(m.mem, view_delta), BumpAllocator(0x10_0000, 0x20_0000),
+                      granule, 64 - txsz, s1_start_level(granule, txsz), ds=ds)
+    m.set(SCTLR_EL1=SCTLR_M, MAIR_EL1=MAIR, TTBR0_EL1=s1.root,
+          TCR_EL1=tcr_el1(txsz, granule, ips=0b110, epd1=1, **({"DS": 1} if ds else {})))
+    # The stage-1 output: in the upper half of the IPA space, aligned to the leaf.
+    size = granule.block_size(level)
+    iabits = 64 - t0sz
+    half = 1 << (iabits - 1)
+    if size > half:
+        level, size = 3, granule.size
+    ipa = half + data.draw(st.integers(0, half // size - 1)) * size
+    s1.map(va, ipa, size, s1_attrs(sh=0 if ds else 3), level=level)
+    target = ipa + off
+    pa = 0x9_0000_0000 + data.draw(st.integers(0, 255)) * g2.size
+    page = target & ~(g2.size - 1)
+    s2.map(page, pa, g2.size, s2_attrs(sh=0 if ds2 else 3))
+    got = m.ok(va + off)
+    assert got.paddress == pa + (target - page)

@@ -1,0 +1,105 @@
+"""Dirty logging: enable, faults, GET/CLEAR_DIRTY_LOG, initially-all-set, disable."""
+
+from __future__ import annotations
+
+from s2mmu.kvm.dirty import dirty_gfns, kvm_clear_dirty_log_protect, kvm_get_dirty_log_protect
+from s2mmu.kvm.invariants import check_invariants, leaf_writable, stage2_leaves
+from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES
+from s2mmu.kvm.vm import (
+    KVM_DIRTY_LOG_INITIALLY_SET,
+    KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+    set_slot_flags,
+)
+from tests.kvm.helpers import RAM_IPA, add_ram, new_vm, touch
+
+MB2 = 2 << 20
+
+
+def populated(chunk: int = 0):  # type: ignore[no-untyped-def]
+    kvm, vcpu = new_vm()
+    kvm.pgt.s2_mmu.split_page_chunk_size = chunk
+    add_ram(kvm, size=4 << 20)
+    touch(kvm, vcpu, RAM_IPA, "write")
+    touch(kvm, vcpu, RAM_IPA + MB2, "write")
+    assert [lf.size for lf in stage2_leaves(kvm)] == [MB2, MB2]
+    return kvm, vcpu
+
+
+def test_enable_write_protects_and_keeps_blocks_without_a_chunk_size() -> None:
+    kvm, _ = populated()
+    set_slot_flags(kvm, 0, KVM_MEM_LOG_DIRTY_PAGES)
+    leaves = stage2_leaves(kvm)
+    assert [lf.size for lf in leaves] == [MB2, MB2]
+    assert not any(leaf_writable(lf) for lf in leaves)
+
+
+def test_enable_eager_splits_with_a_chunk_size() -> None:
+    kvm, _ = populated(chunk=MB2)
+    set_slot_flags(kvm, 0, KVM_MEM_LOG_DIRTY_PAGES)
+    leaves = stage2_leaves(kvm)
+    assert len(leaves) == 1024 and {lf.size for lf in leaves} == {4096}
+    assert not any(leaf_writable(lf) for lf in leaves)
+
+
+def test_read_fault_in_a_logging_slot_maps_readonly_and_is_not_dirty() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm, size=4 << 20, flags=KVM_MEM_LOG_DIRTY_PAGES)
+    out = touch(kvm, vcpu, RAM_IPA + 0x5000)
+    assert out is not None and out.mapping is not None and out.mapping.size == 4096
+    assert not leaf_writable(stage2_leaves(kvm)[0])
+    assert dirty_gfns(kvm, 0) == []
+    touch(kvm, vcpu, RAM_IPA + 0x5000, "write")
+    assert dirty_gfns(kvm, 0) == [5]
+    assert check_invariants(kvm) == []
+
+
+def test_get_dirty_log_clears_and_write_protects_again() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm, size=4 << 20, flags=KVM_MEM_LOG_DIRTY_PAGES)
+    touch(kvm, vcpu, RAM_IPA + 0x3000, "write")
+    bitmap = kvm_get_dirty_log_protect(kvm, 0)
+    assert bitmap[0] == 1 << 3
+    assert dirty_gfns(kvm, 0) == []
+    assert not leaf_writable(stage2_leaves(kvm)[0])
+    out = touch(kvm, vcpu, RAM_IPA + 0x3000, "write")
+    assert out is not None and out.mapping is not None and out.mapping.op == "relax_perms"
+    assert dirty_gfns(kvm, 0) == [3]
+
+
+def test_manual_protect_get_does_not_clear_but_clear_does() -> None:
+    kvm, vcpu = new_vm()
+    kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+    add_ram(kvm, size=4 << 20, flags=KVM_MEM_LOG_DIRTY_PAGES)
+    touch(kvm, vcpu, RAM_IPA + 0x3000, "write")
+    kvm_get_dirty_log_protect(kvm, 0)
+    assert dirty_gfns(kvm, 0) == [3]
+    assert leaf_writable(stage2_leaves(kvm)[0])
+    kvm_clear_dirty_log_protect(kvm, 0, 0, 1024, b"\xff" * 128)
+    assert dirty_gfns(kvm, 0) == []
+    assert not leaf_writable(stage2_leaves(kvm)[0])
+
+
+def test_initially_set_starts_all_dirty_and_leaves_blocks_until_clear() -> None:
+    kvm, vcpu = populated(chunk=MB2)
+    kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET
+    set_slot_flags(kvm, 0, KVM_MEM_LOG_DIRTY_PAGES)
+    assert len(dirty_gfns(kvm, 0)) == 1024
+    assert [lf.size for lf in stage2_leaves(kvm)] == [MB2, MB2]  # nothing done at enable
+    assert check_invariants(kvm) == []
+    mask = bytearray(128)
+    mask[0] = 1  # clear page 0 only: its 64-page word's range is protected and split
+    kvm_clear_dirty_log_protect(kvm, 0, 0, 1024, bytes(mask))
+    sizes = [lf.size for lf in stage2_leaves(kvm)]
+    assert sizes.count(MB2) == 1 and sizes.count(4096) == 512
+    assert check_invariants(kvm) == []
+
+
+def test_disable_lets_a_write_collapse_pages_into_a_block() -> None:
+    kvm, vcpu = populated(chunk=MB2)
+    set_slot_flags(kvm, 0, KVM_MEM_LOG_DIRTY_PAGES)
+    set_slot_flags(kvm, 0, 0)
+    assert 0 not in kvm.dirty_bitmap
+    out = touch(kvm, vcpu, RAM_IPA + 0x7000, "write")
+    assert out is not None and out.mapping is not None
+    assert (out.mapping.op, out.mapping.size) == ("map", MB2)
+    assert sorted({lf.size for lf in stage2_leaves(kvm)}) == [4096, MB2]

@@ -1,0 +1,230 @@
+"""The abort path, one kernel rule per test (expected values from mmu.c, not from the model)."""
+
+from __future__ import annotations
+
+from s2mmu.kvm.abort import Error, HwpoisonSignal, InjectedAbort, MmioExit, NisvExit, Resumed
+from s2mmu.kvm.fault import FaultHooks, kvm_handle_guest_abort
+from s2mmu.kvm.host import HostFeatures, MemType, Vma, VmaKind
+from s2mmu.kvm.invariants import check_invariants, leaf_writable, stage2_leaves
+from s2mmu.kvm.memslot import KVM_MEM_READONLY
+from s2mmu.kvm.vm import kvm_set_memory_region
+from s2mmu.pgtable.prot import (
+    KVM_PGTABLE_PROT_DEVICE,
+    KVM_PGTABLE_PROT_NORMAL_NC,
+    KVM_PGTABLE_PROT_W,
+    KVM_PGTABLE_PROT_X,
+)
+from tests.kvm.helpers import (
+    BAR_IPA,
+    RAM_HVA,
+    RAM_IPA,
+    add_bar,
+    add_ram,
+    dabt,
+    iabt,
+    new_vm,
+    touch,
+)
+
+FSC_TRANS_L3, FSC_PERM_L3, FSC_AF_L3, FSC_SEA = 0x07, 0x0F, 0x0B, 0x10
+
+
+def test_thp_backed_fault_maps_a_2m_block() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm)
+    out = touch(kvm, vcpu, RAM_IPA + 0x1234)
+    assert out is not None and out.result == Resumed("mapped")
+    assert out.mapping is not None and out.mapping.size == 2 << 20
+    assert out.mapping.ipa == RAM_IPA
+
+
+def test_no_thp_maps_a_page() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm, thp=False)
+    out = touch(kvm, vcpu, RAM_IPA + 0x1234)
+    assert out is not None and out.mapping is not None and out.mapping.size == 4096
+
+
+def test_misaligned_slot_forbids_blocks() -> None:
+    # gpa and hva differ modulo 2M: fault_supports_stage2_huge_mapping says no.
+    kvm, vcpu = new_vm()
+    add_ram(kvm, ipa=RAM_IPA + 0x1000)
+    out = touch(kvm, vcpu, RAM_IPA + 0x10_0000)
+    assert out is not None and out.mapping is not None and out.mapping.size == 4096
+
+
+def test_hugetlb_1g_falls_back_to_2m_when_the_slot_is_smaller() -> None:
+    kvm, vcpu = new_vm()
+    kvm.host.mmap(Vma(RAM_HVA, RAM_HVA + (1 << 30), VmaKind.HUGETLB, hugetlb_shift=30))
+    kvm_set_memory_region(kvm, 0, 0, RAM_IPA, 512 << 20, RAM_HVA)
+    out = touch(kvm, vcpu, RAM_IPA)
+    assert out is not None and out.mapping is not None and out.mapping.size == 2 << 20
+
+
+def test_hugetlb_1g_maps_a_1g_block() -> None:
+    kvm, vcpu = new_vm()
+    kvm.host.mmap(Vma(RAM_HVA, RAM_HVA + (1 << 30), VmaKind.HUGETLB, hugetlb_shift=30))
+    kvm_set_memory_region(kvm, 0, 0, RAM_IPA, 1 << 30, RAM_HVA)
+    out = touch(kvm, vcpu, RAM_IPA + 0x123000)
+    assert out is not None and out.mapping is not None and out.mapping.size == 1 << 30
+
+
+def test_cacheable_pfnmap_with_fwb_and_dic_is_cacheable() -> None:
+    kvm, vcpu = new_vm()
+    add_bar(kvm, MemType.NORMAL)
+    out = touch(kvm, vcpu, BAR_IPA)
+    assert out is not None and out.mapping is not None
+    assert not out.mapping.prot & (KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC)
+
+
+def test_cacheable_pfnmap_without_fwb_is_efault_at_fault_time_never_device() -> None:
+    # The slot was accepted over a Device VMA; the VMA became cacheable later.
+    kvm, vcpu = new_vm(HostFeatures(dic=True))
+    add_bar(kvm, MemType.DEVICE)
+    kvm.host.munmap(0x7F20_0000_0000, 2 << 20)
+    kvm.host.mmap(Vma(0x7F20_0000_0000, 0x7F20_0020_0000, VmaKind.PFNMAP,
+                      mem_type=MemType.NORMAL, pfn_base=0x6000_0000_0000))
+    out = touch(kvm, vcpu, BAR_IPA)
+    assert out is not None and isinstance(out.result, Error) and out.result.errno == -14
+    assert stage2_leaves(kvm) == []
+
+
+def test_device_pfnmap_maps_device_and_nc_needs_allow_any_uncached() -> None:
+    for any_uc, want in ((False, KVM_PGTABLE_PROT_DEVICE), (True, KVM_PGTABLE_PROT_NORMAL_NC)):
+        kvm, vcpu = new_vm()
+        add_bar(kvm, MemType.NORMAL_NC, any_uc=any_uc)
+        out = touch(kvm, vcpu, BAR_IPA, "write")
+        assert out is not None and out.mapping is not None
+        assert out.mapping.prot & want
+        assert not out.mapping.prot & KVM_PGTABLE_PROT_X
+
+
+def test_exec_fault_on_noncacheable_memory_injects_sea() -> None:
+    kvm, vcpu = new_vm()
+    add_bar(kvm, MemType.DEVICE)
+    out = touch(kvm, vcpu, BAR_IPA, "exec")
+    assert out is not None and out.result == InjectedAbort("pabt", BAR_IPA)
+    assert stage2_leaves(kvm) == []
+
+
+def test_readonly_slot_read_maps_readonly_and_write_goes_to_mmio() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm, flags=KVM_MEM_READONLY)
+    out = touch(kvm, vcpu, RAM_IPA)
+    assert out is not None and out.mapping is not None
+    assert not out.mapping.prot & KVM_PGTABLE_PROT_W
+    out = touch(kvm, vcpu, RAM_IPA + 8, "write", syndrome=(8, 3))
+    assert out is not None and out.result == MmioExit(RAM_IPA + 8, 8, True)
+
+
+def test_hole_without_syndrome_is_enosys_or_nisv_exit() -> None:
+    kvm, vcpu = new_vm()
+    out = touch(kvm, vcpu, 0x900_0000, "write")
+    assert out is not None and isinstance(out.result, Error) and out.result.errno == -38
+    kvm.nisv_to_user = True
+    out = touch(kvm, vcpu, 0x900_0000, "write")
+    assert out is not None and isinstance(out.result, NisvExit)
+
+
+def test_hole_instruction_fetch_injects_pabt() -> None:
+    kvm, vcpu = new_vm()
+    out = touch(kvm, vcpu, 0x900_0000, "exec")
+    assert out is not None and out.result == InjectedAbort("pabt", 0x900_0000)
+
+
+def test_stage1_walk_into_a_hole_injects_dabt() -> None:
+    kvm, vcpu = new_vm()
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 0x900_0000, s1ptw=True), kvm, vcpu)
+    assert out.result == InjectedAbort("dabt", 0x900_0000)
+
+
+def test_cache_maintenance_outside_memslots_is_skipped() -> None:
+    kvm, vcpu = new_vm()
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 0x900_0000, cm=True), kvm, vcpu)
+    assert isinstance(out.result, Resumed) and "skipped" in out.result.why
+
+
+def test_out_of_ipa_space_translation_faults() -> None:
+    kvm, vcpu = new_vm(ipa_bits=36)
+    # Between the VM's IPA size and the host limit: an SEA, never MMIO.
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 1 << 40), kvm, vcpu)
+    assert out.result == InjectedAbort("dabt", 1 << 40)
+    out = kvm_handle_guest_abort(iabt(FSC_TRANS_L3, 1 << 40), kvm, vcpu)
+    assert out.result == InjectedAbort("pabt", 1 << 40)
+    # Beyond the host's IPA limit (48 bits): an address size fault.
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 1 << 49), kvm, vcpu)
+    assert out.result == InjectedAbort("size", 1 << 49)
+
+
+def test_sea_is_serror_unless_the_host_claims_it() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm)
+    out = kvm_handle_guest_abort(dabt(FSC_SEA, RAM_IPA), kvm, vcpu)
+    assert out.result == InjectedAbort("serror", RAM_IPA)
+    out = kvm_handle_guest_abort(dabt(FSC_SEA, RAM_IPA), kvm, vcpu,
+                                 FaultHooks(ras_claims_sea=True))
+    assert isinstance(out.result, Resumed)
+
+
+def test_read_permission_fault_is_efault() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm)
+    out = kvm_handle_guest_abort(dabt(FSC_PERM_L3, RAM_IPA), kvm, vcpu)
+    assert isinstance(out.result, Error) and out.result.errno == -14
+
+
+def test_access_flag_fault_makes_the_leaf_young() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm)
+    touch(kvm, vcpu, RAM_IPA)
+    out = kvm_handle_guest_abort(dabt(FSC_AF_L3, RAM_IPA), kvm, vcpu)
+    assert out.result == Resumed("access flag set")
+    assert [d.step for d in out.decisions][-1] == "handle_access_fault"
+
+
+def test_unsupported_fsc_is_efault() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm)
+    out = kvm_handle_guest_abort(dabt(0x21, RAM_IPA), kvm, vcpu)  # alignment fault
+    assert isinstance(out.result, Error) and "Unsupported FSC" in out.result.why
+
+
+def test_hwpoison_signals_the_vmm() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm, thp=False)
+    kvm.host.hwpoison(RAM_HVA)
+    out = touch(kvm, vcpu, RAM_IPA)
+    assert out is not None and out.result == HwpoisonSignal(RAM_HVA, 12)
+
+
+def test_invalidation_between_pin_and_lock_retries_without_mapping() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm, thp=False)
+    hooks = FaultHooks(between_pin_and_lock=lambda: kvm.host.madvise_dontneed(RAM_HVA, 4096))
+    out = touch(kvm, vcpu, RAM_IPA, hooks=hooks)
+    assert out is not None and out.result == Resumed("retry") and out.mapping is None
+    assert stage2_leaves(kvm) == []
+    assert check_invariants(kvm) == []  # the pin was dropped on the retry path too
+
+
+def test_pins_are_released_on_the_mte_error_path() -> None:
+    host_mte = HostFeatures(fwb=True, dic=True, mte=True)
+    kvm, vcpu = new_vm(host_mte, mte=True)
+    add_ram(kvm, thp=False, mte_allowed=True)
+    kvm.host.munmap(RAM_HVA, 64 << 20)  # replace the VMA by one without VM_MTE_ALLOWED
+    kvm.host.mmap(Vma(RAM_HVA, RAM_HVA + (64 << 20), VmaKind.ANON))
+    out = touch(kvm, vcpu, RAM_IPA)
+    assert out is not None and isinstance(out.result, Error) and out.result.errno == -14
+    assert all(f.refcount == 1 for f in kvm.host.folios.values())
+
+
+def test_write_to_a_readonly_leaf_relaxes_in_place() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm, thp=False, flags=0)
+    from s2mmu.kvm.vm import stage2_wp_range
+
+    touch(kvm, vcpu, RAM_IPA)
+    stage2_wp_range(kvm, RAM_IPA, RAM_IPA + 4096)
+    out = touch(kvm, vcpu, RAM_IPA, "write")
+    assert out is not None and out.mapping is not None and out.mapping.op == "relax_perms"
+    assert leaf_writable(stage2_leaves(kvm)[0])
