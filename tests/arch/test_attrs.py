@@ -3,12 +3,12 @@
 import pytest
 
 from s2mmu.arch.attrs import (
-    DEVICE_nGnRnE,
     NC,
     NORMAL_NC,
     WB_RAWA,
     Cacheability,
     CacheHints,
+    DEVICE_nGnRnE,
     DeviceType,
     MemoryAttributes,
     MemType,

@@ -25,8 +25,8 @@ def ops_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_results_parse_only_complete_records() -> None:
-    record = struct.pack("<6Q", RESULT_MAGIC, 4, 1, 1, 0, 0) + struct.pack("<6Q", 1, 0x80F, 0, 0,
-                                                                           0, 0)
+    record = struct.pack("<10Q", RESULT_MAGIC, 4, 1, 1, 0, 0, 0, 0, 0, 0)
+    record += struct.pack("<6Q", 1, 0x80F, 0, 0, 0, 0)
     record += struct.pack("<4Q", 0, 0x5000_0000, 0x403, 0x403 | 1 << 7)
     (result,) = parse_results(record + record[:40])
     assert result.index == 4
@@ -126,3 +126,9 @@ def test_harness_memory_reports_what_prechecks_changed(qemu_config: QemuConfig) 
     (word,) = answer["harness_memory"]
     assert int(word["words"][0], 16) == PROBE_LAYOUT.stub_pa | 7 << 2 | 0b11 << 6 | 1 << 10 | 3
     assert answer["memory_changes"] == []
+
+
+def test_more_ops_than_the_result_buffer_holds_is_a_skip() -> None:
+    answer = run_case_file({"ops": [["S1E1R", "0x0"]] * 100_001})
+    assert ops_of(answer)[0]["reason"] == ("a case may hold at most 100,000 ops (the probe's "
+                                           "result buffer), this one has 100,001")

@@ -7,7 +7,13 @@ from s2mmu.kvm.abort import GuestAbort
 from s2mmu.kvm.cpu import Stage2Abort, guest_access, vcpu_regs
 from s2mmu.kvm.fault import AbortOutcome, FaultHooks, kvm_handle_guest_abort
 from s2mmu.kvm.host import HostFeatures, HostMm, MemType, Vma, VmaKind
-from s2mmu.kvm.vm import Kvm, KvmVcpu, kvm_create_vm, kvm_set_memory_region, kvm_vm_ioctl_create_vcpu
+from s2mmu.kvm.vm import (
+    Kvm,
+    KvmVcpu,
+    kvm_create_vm,
+    kvm_set_memory_region,
+    kvm_vm_ioctl_create_vcpu,
+)
 
 RAM_HVA = 0x7F00_0000_0000
 RAM_IPA = 0x4000_0000

@@ -27,14 +27,15 @@ class AccessDescriptor:
     el: the Exception level whose permissions apply (0 for EL0 and for AT S1E0*).
     pan: the PAN check is in force (PSTATE.PAN=1 for a load/store, or AT S1E1RP/WP
     executed with PSTATE.PAN=1).
-    walk_of: for a table-walk access (TTW), the type of the access being translated.
+    walk_of: for a table-walk access (TTW), the access being translated (ASL keeps the
+    original access in the fault record, so its syndrome describes that access).
     """
 
     acctype: AccessType
     el: int
     write: bool = False
     pan: bool = False
-    walk_of: AccessType | None = None
+    walk_of: AccessDescriptor | None = None
 
     def is_ifetch(self) -> bool:
         """Return whether this is an instruction fetch."""
@@ -42,8 +43,11 @@ class AccessDescriptor:
 
     def is_cache_maintenance_or_at(self) -> bool:
         """Return whether faults of this access (or of its table walk) report ESR_ELx.CM=1."""
-        cm = (AccessType.AT, AccessType.DC)
-        return self.acctype in cm or self.walk_of in cm
+        return self.original().acctype in (AccessType.AT, AccessType.DC)
+
+    def original(self) -> AccessDescriptor:
+        """Return the access whose translation this is (itself unless a table walk)."""
+        return self.walk_of if self.walk_of is not None else self
 
     def is_read(self) -> bool:
         """Return whether this is a data read."""

@@ -140,7 +140,7 @@ def encode_par(result: AddressDescriptor | FaultRecord, env: Env) -> int:
     """Return PAR_EL1 for a translation result (ASL AArch64.EncodePAR / PARFault)."""
     if isinstance(result, FaultRecord):
         return par_fault(result, env.choices.par_res1_bit11)
-    attrs = result.table_attrs() if env.choices.par_reports_table_attrs else result.memattrs
+    attrs = result.par_attrs()
     par = bits(result.paddress, 51, 12) << 12
     par |= par_attr(attrs) << 56
     par |= par_sh(attrs) << 7

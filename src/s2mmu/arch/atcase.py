@@ -33,6 +33,14 @@ def parse_int(value: Any, where: str) -> int:
     raise InputError(f"{where}: expected an integer (number, \"0x...\" or \"123\"), got {value!r}")
 
 
+def parse_word(value: Any, where: str) -> int:
+    """Return value as an int that fits in 64 bits (a descriptor or register value)."""
+    v = parse_int(value, where)
+    if not 0 <= v < 1 << 64:
+        raise InputError(f"{where}: {value!r} does not fit in 64 bits")
+    return v
+
+
 def parse_el(value: Any, where: str) -> int:
     """Return an exception level from "EL1"/"EL2"/"EL3"."""
     if isinstance(value, str) and value.upper() in EL_NAMES:
@@ -90,7 +98,7 @@ def _parse_memory(items: Any, where: str) -> tuple[MemChunk, ...]:
             words = item["words"]
             if not isinstance(words, list):
                 raise InputError(f"{w}.words: expected a list")
-            data = b"".join(parse_int(x, f"{w}.words[{j}]").to_bytes(8, "little")
+            data = b"".join(parse_word(x, f"{w}.words[{j}]").to_bytes(8, "little")
                             for j, x in enumerate(words))
         elif "bytes" in item:
             data = _parse_bytes(item["bytes"], f"{w}.bytes")
@@ -125,8 +133,12 @@ def _parse_op(item: Any, where: str, el: int, pan: bool) -> AtOpSpec:
     va = parse_int(item["va"], f"{where}.va")
     if not 0 <= va < 1 << 64:
         raise InputError(f"{where}.va: {va:#x} is not a 64-bit address")
+    try:
+        op = AtOp.parse(item["op"])
+    except InputError as e:
+        raise InputError(f"{where}.op: {e}") from None
     return AtOpSpec(
-        AtOp.parse(item["op"]), va,
+        op, va,
         parse_el(item["el"], f"{where}.el") if "el" in item else el,
         parse_pan(item["pan"], f"{where}.pan") if "pan" in item else pan)
 
@@ -145,7 +157,10 @@ def parse_case(obj: Any, where: str = "case") -> AtCase:
     values = {k: parse_int(v, f"{where}.regs.{k}") for k, v in regs_in.items()}
     if "HCR_EL2" in values:
         values["HCR_EL2"] |= 1 << 31  # HCR_EL2.RW is always 1 (AArch64 EL1)
-    regs = SysRegs.from_mapping(values)
+    try:
+        regs = SysRegs.from_mapping(values)
+    except InputError as e:
+        raise InputError(f"{where}.regs: {e}") from None
     ops_in = obj.get("ops", [])
     if not isinstance(ops_in, list):
         raise InputError(f"{where}.ops: expected a list")

@@ -151,17 +151,20 @@ def normalise_shareability(m: MemoryAttributes) -> MemoryAttributes:
     return m
 
 
-def s2_memattr_decode(memattr: int, sh: int) -> MemoryAttributes:
-    """Decode stage-2 MemAttr[3:0] without FWB (ASL S2MemAttrDecode).
+def s2_memattr_decode(memattr: int, sh: int, reserved: str = "WB") -> MemoryAttributes:
+    """Decode stage-2 MemAttr[3:0] without FWB (ASL S2DecodeMemAttrs).
 
     MemAttr[3:2] is the outer (00 Device), MemAttr[1:0] the inner cacheability
-    (01 NC, 10 WT, 11 WB); stage 2 has no allocation hints of its own.
+    (01 NC, 10 WT, 11 WB; 00 is CONSTRAINED UNPREDICTABLE, read as ``reserved``:
+    ImplChoices.s2_reserved_cacheability). Stage 2 has no allocation hints of its own
+    (ASL S2DecodeCacheability leaves them UNKNOWN; the combination takes stage 1's).
     """
     if bits(memattr, 3, 2) == 0:
         return MemoryAttributes(MemType.DEVICE, DeviceType(bits(memattr, 1, 0)))
     def level(v: int) -> CacheHints:
         return {1: NC, 2: CacheHints(Cacheability.WT, True, True),
-                3: CacheHints(Cacheability.WB, True, True)}.get(v, NC)
+                3: CacheHints(Cacheability.WB, True, True)}[v or {"NC": 1, "WT": 2, "WB": 3}[
+                    reserved]]
     return normalise_shareability(MemoryAttributes(
         MemType.NORMAL, inner=level(bits(memattr, 1, 0)), outer=level(bits(memattr, 3, 2)),
         shareability=_sh(sh)))

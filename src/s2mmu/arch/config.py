@@ -22,11 +22,19 @@ class ImplChoices:
     # PAR_EL1.{ATTR,SH} "are permitted to report the resulting attributes, as determined
     # by any permitted implementation choices and any applicable configuration bits,
     # instead of reporting the values that appear in the translation table descriptors"
-    # (PAR_EL1 field description). True: report the attributes the tables give (MAIR,
-    # stage-2 MemAttr and their combination, FWB included) before SCTLR_ELx.C/I and
-    # HCR_EL2.CD/ID make them Non-cacheable, as QEMU 7.2 does. False: report the
-    # resulting attributes (ASL ReportedPARAttrs as the identity).
-    par_reports_table_attrs: bool = True
+    # (PAR_EL1 field description; ASL ReportedPARAttrs). The model reports the tables'
+    # attributes (MAIR, stage-2 MemAttr, their combination, FWB included) with these
+    # configuration bits applied:
+    # - SCTLR_ELx.C=0 (Normal becomes Non-cacheable): QEMU 7.2 does not apply it.
+    par_sctlr_cacheability: bool = False
+    # - HCR_EL2.CD=1 (stage-2 Normal becomes Non-cacheable): "always", "never", or
+    #   "without_fwb" (QEMU 7.2 folds CD into its stage-2 MemAttr decode, which FWB skips).
+    par_hcr_cd: str = "without_fwb"
+    # A stage-2 MemAttr cacheability field of 0b00 for Normal memory (MemAttr 0bxx00 with
+    # MemAttr[3:2] != 0) is CONSTRAINED UNPREDICTABLE: Non-cacheable, Write-Through or
+    # Write-Back (ASL S2DecodeCacheability). QEMU 7.2 leaves the stage-1 cacheability
+    # unchanged there, which is what "WB" gives.
+    s2_reserved_cacheability: str = "WB"
     # Stage 1 of EL1&0 with HCR_EL2.VM=1 passes the descriptor's shareability to stage 2
     # unless the implementation applies the effective shareability (Device and Normal
     # Non-cacheable as Outer Shareable) at stage 1 already: IMPLEMENTATION DEFINED (ASL

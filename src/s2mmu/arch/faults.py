@@ -134,8 +134,11 @@ def esr_abort(fault: FaultRecord, same_el: bool, il: bool = True) -> int:
     ASL: AArch64.FaultSyndrome. No instruction syndrome is reported (ISV=0): the model
     does not know the faulting instruction. For cache maintenance and AT instructions
     CM=1 and WnR=1 (Arm ARM, ESR_ELx.ISS encoding for a Data Abort, fields CM and WnR).
+    A stage-2 fault on a stage-1 table walk is reported for the access being translated:
+    an Instruction Abort for a fetch, and WnR is that access's, not the walk's (ASL
+    AArch64.FaultSyndrome: fault.write is not changed by the walk).
     """
-    acc = fault.access
+    acc = fault.access.original()
     ifetch = acc.is_ifetch()
     ec = (EC_IABT_CUR if same_el else EC_IABT_LOW) if ifetch else (
         EC_DABT_CUR if same_el else EC_DABT_LOW)
@@ -143,7 +146,7 @@ def esr_abort(fault: FaultRecord, same_el: bool, il: bool = True) -> int:
     iss |= int(fault.s2fs1walk) << 7
     if not ifetch:
         cm = acc.is_cache_maintenance_or_at()
-        iss |= int(fault.write or cm) << 6
+        iss |= int(acc.write or cm) << 6
         iss |= int(cm) << 8
     return (ec << 26) | (int(il) << 25) | iss
 

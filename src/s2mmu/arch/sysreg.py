@@ -55,18 +55,24 @@ class RegisterSpec:
     items: tuple[Item, ...]
     width: int = 64
 
+    def __post_init__(self) -> None:
+        ordered = tuple(i for i in sorted(self.items, key=lambda i: -i.hi)
+                        if isinstance(i, Field))
+        object.__setattr__(self, "_ordered", ordered)
+        object.__setattr__(self, "_by_name", {f.name: f for f in ordered})
+
     def fields(self) -> Iterator[Field]:
         """Yield the named fields, most significant first."""
-        for item in sorted(self.items, key=lambda i: -i.hi):
-            if isinstance(item, Field):
-                yield item
+        ordered: tuple[Field, ...] = self.__dict__["_ordered"]
+        return iter(ordered)
 
     def field(self, name: str) -> Field:
         """Return the field called name."""
-        for f in self.fields():
-            if f.name == name:
-                return f
-        raise KeyError(f"{self.name} has no field {name}")
+        by_name: dict[str, Field] = self.__dict__["_by_name"]
+        try:
+            return by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.name} has no field {name}") from None
 
     def res1_mask(self) -> int:
         """Return the mask of RES1 bits."""

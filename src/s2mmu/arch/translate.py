@@ -71,11 +71,10 @@ class AddressDescriptor:
     """ASL AddressDescriptor: the successful result of a translation stage.
 
     paddress is this stage's output (an IPA after stage 1 alone). memattrs are the
-    resulting attributes, after SCTLR_ELx.C/I and HCR_EL2.CD/ID; tableattrs are the
-    attributes the translation tables give (MAIR, MemAttr, their combination), which
-    PAR_EL1 may report instead (ImplChoices.par_reports_table_attrs); None means the
-    same as memattrs. s1 and s2 are the walks that produced it (None where a stage was
-    off).
+    resulting attributes, after SCTLR_ELx.C/I and HCR_EL2.CD/ID. parattrs are the
+    attributes PAR_EL1 reports (ASL ReportedPARAttrs: the tables' attributes with the
+    configuration bits ImplChoices says; None means the same as memattrs). s1 and s2 are
+    the walks that produced it (None where a stage was off).
     """
 
     vaddress: int | None
@@ -83,11 +82,11 @@ class AddressDescriptor:
     memattrs: MemoryAttributes
     s1: TTWState | None = None
     s2: TTWState | None = None
-    tableattrs: MemoryAttributes | None = None
+    parattrs: MemoryAttributes | None = None
 
-    def table_attrs(self) -> MemoryAttributes:
-        """Return the attributes as the translation tables give them."""
-        return self.memattrs if self.tableattrs is None else self.tableattrs
+    def par_attrs(self) -> MemoryAttributes:
+        """Return the attributes PAR_EL1 reports for this result."""
+        return self.memattrs if self.parattrs is None else self.parattrs
 
 
 Result = AddressDescriptor | FaultRecord
@@ -95,7 +94,7 @@ Result = AddressDescriptor | FaultRecord
 
 def acc_ttw(access: AccessDescriptor, write: bool = False) -> AccessDescriptor:
     """Return the access of a stage-1 table walk (ASL CreateAccDescS1TTW / TTEUpdate)."""
-    return AccessDescriptor(AccessType.TTW, access.el, write, walk_of=access.acctype)
+    return AccessDescriptor(AccessType.TTW, access.el, write, walk_of=access.original())
 
 
 # ---------------------------------------------------------------- stage 2
@@ -176,7 +175,7 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
             s2_hw_update(got, p, access, env, dirty_permitted=False)
         return as_stage2(fault, ipa, s1ptw)
     got = s2_hw_update(got, p, access, env)
-    return AddressDescriptor(None, leaf_output(got, setup, ipa), s2_only_attrs(got, p),
+    return AddressDescriptor(None, leaf_output(got, setup, ipa), s2_only_attrs(got, p, env),
                              s2=got)
 
 
@@ -212,9 +211,10 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
-def s2_only_attrs(state: TTWState, p: S2TTWParams) -> MemoryAttributes:
-    """Return the stage-2 attributes on their own (for a stage-1-disabled combination)."""
-    return s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p))
+def s2_only_attrs(state: TTWState, p: S2TTWParams, env: Env) -> MemoryAttributes:
+    """Return the stage-2 attributes on their own (a stage-2-only lookup's result)."""
+    return s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p),
+                             env.choices.s2_reserved_cacheability)
 
 
 def s2_leaf_sh(state: TTWState, p: S2TTWParams) -> int:
@@ -336,8 +336,9 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
     under_s2 = s2 is not None and not env.choices.s1_effective_shareability
     return AddressDescriptor(va, leaf_output(updated, setup, va),
                              s1_output_attrs(walkattrs, p, access, under_s2), s1=updated,
-                             tableattrs=s1_output_attrs(walkattrs, p, access, under_s2,
-                                                        controls=False))
+                             parattrs=s1_output_attrs(
+                                 walkattrs, p, access, under_s2,
+                                 controls=env.choices.par_sctlr_cacheability))
 
 
 def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, env: Env,
@@ -434,7 +435,8 @@ def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescr
 # ---------------------------------------------------------------- both stages
 
 def combine_attrs(s1: MemoryAttributes, s2: TTWState | None, p2: S2TTWParams,
-                  access: AccessDescriptor, controls: bool = True) -> MemoryAttributes:
+                  access: AccessDescriptor, env: Env, controls: bool = True
+                  ) -> MemoryAttributes:
     """Combine stage-1 attributes with stage 2's.
 
     ASL: AArch64.S2Translate's attribute step. The stage-2 attributes are the leaf's
@@ -451,7 +453,7 @@ def combine_attrs(s1: MemoryAttributes, s2: TTWState | None, p2: S2TTWParams,
     if p2.fwb:
         s2attrs = s2_apply_fwb(s1, s2_memattr(raw), shv)
     else:
-        s2attrs = s2_memattr_decode(s2_memattr(raw), shv)
+        s2attrs = s2_memattr_decode(s2_memattr(raw), shv, env.choices.s2_reserved_cacheability)
     if controls:
         if access.is_ifetch():
             nc = s2attrs.memtype is MemType.DEVICE or p2.id
@@ -474,9 +476,11 @@ def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
     s2 = s2_translate(s2p, s1.paddress, access, env, hcr_ptw, trace)
     if isinstance(s2, FaultRecord):
         return replace(s2, vaddress=va)
-    attrs = combine_attrs(s1.memattrs, s2.s2, s2p, access)
-    tableattrs = combine_attrs(s1.table_attrs(), s2.s2, s2p, access, controls=False)
-    return AddressDescriptor(va, s2.paddress, attrs, s1=s1.s1, s2=s2.s2, tableattrs=tableattrs)
+    attrs = combine_attrs(s1.memattrs, s2.s2, s2p, access, env)
+    cd = env.choices.par_hcr_cd
+    par_cd = cd == "always" or (cd == "without_fwb" and not s2p.fwb)
+    parattrs = combine_attrs(s1.par_attrs(), s2.s2, s2p, access, env, controls=par_cd)
+    return AddressDescriptor(va, s2.paddress, attrs, s1=s1.s1, s2=s2.s2, parattrs=parattrs)
 
 
 def full_translate(regs: SysRegs, regime: Regime, va: int, access: AccessDescriptor, env: Env,

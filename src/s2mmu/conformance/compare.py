@@ -47,7 +47,7 @@ class ModelUnavailable(RuntimeError):
 def model_answer(case_obj: Mapping[str, Any]) -> Mapping[str, Any]:
     """Run one case object on the model (s2mmu.arch.atcase)."""
     try:
-        from s2mmu.arch import atcase  # type: ignore[attr-defined]
+        from s2mmu.arch import atcase
     except ImportError as error:
         raise ModelUnavailable(f"the model side is not available: {error}") from None
     cases = atcase.parse_cases(case_obj)
@@ -132,7 +132,8 @@ def compare_op(case: HarnessCase, index: int, qemu: Mapping[str, Any],
 def memory_verdict(ops: Sequence[OpComparison], qemu: Mapping[str, Any],
                    model: Mapping[str, Any]) -> str:
     """Compare memory_changes; a difference in a case with a divergent op is explained."""
-    if qemu.get("skipped") or any(op.verdict == NOT_RUN_VERDICT for op in ops):
+    if qemu.get("skipped") or qemu.get("memory_changes_dropped") or \
+            any(op.verdict == NOT_RUN_VERDICT for op in ops):
         return NOT_RUN_VERDICT
     if normal_changes(qemu) == normal_changes(model):
         return AGREE

@@ -140,7 +140,9 @@ def block_at_illegal_level(ev: OpEvidence) -> bool:
     if TAG_ILLEGAL_BLOCK not in ev.tags:
         return False
     fault = fsc_of(ev.model)
-    return fault is not None and is_translation_fault(fault[1]) and dict(ev.qemu) != dict(ev.model)
+    above_level_3 = fault is not None and fault[1] != 0b000111
+    return fault is not None and is_translation_fault(fault[1]) and above_level_3 \
+        and dict(ev.qemu) != dict(ev.model)
 
 
 # --- 52-bit output-address fields ---------------------------------------------------------

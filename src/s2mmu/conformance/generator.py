@@ -629,7 +629,8 @@ class CaseBuilder:
         """Return random hierarchical attributes for new tables (APTable, XNTable)."""
         if not chance(self.rng, self.spec.table_attr_p):
             return 0
-        return self.rng.randrange(4) << 61 | self.rng.randrange(2) << 60 | self.rng.randrange(2) << 59
+        rng = self.rng
+        return rng.randrange(4) << 61 | rng.randrange(2) << 60 | rng.randrange(2) << 59
 
     def map_contiguous(self, tree: TableTree, va: int, level: int, output: int, attrs: int,
                        table_attrs: int) -> None:
@@ -655,7 +656,8 @@ class CaseBuilder:
                 if level == 3 and chance(self.rng, 0.3):
                     value = (value & ~3) | 1
                 if tree.put(va, level, value):
-                    self.targets.append(Target(va=va, size=size, output=None, half=tree is self.s1_trees[1]))
+                    half = int(tree is self.s1_trees[1])
+                    self.targets.append(Target(va=va, size=size, output=None, half=half))
 
     # Stage 2 -----------------------------------------------------------------------------
 
@@ -789,7 +791,8 @@ class CaseBuilder:
     def el1_registers(self) -> dict[str, int]:
         """Return SCTLR_EL1, TCR_EL1, MAIR_EL1, TTBRn_EL1."""
         spec = self.spec
-        sctlr = 0x30D00800 | int(spec.s1) | spec.wxn << 19 | spec.ee << 25 | self.rng.randrange(2) << 2
+        sctlr = 0x30D00800 | int(spec.s1) | spec.wxn << 19 | spec.ee << 25
+        sctlr |= self.rng.randrange(2) << 2
         return {"SCTLR_EL1": sctlr, "TCR_EL1": self.tcr_el1(),
                 "MAIR_EL1": random_mair(self.rng, any(self.needs_stub())),
                 "TTBR0_EL1": self.ttbr(0), "TTBR1_EL1": self.ttbr(1),
@@ -893,7 +896,8 @@ def generate_case(family: str, seed: int, index: int) -> dict[str, Any]:
     return CaseBuilder(spec, rng).build(f"{family}-s{seed}-{index}", family)
 
 
-def generate_cases(count: int, seed: int, families: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def generate_cases(count: int, seed: int,
+                   families: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Return `count` cases, cycling through the families."""
     names = list(families or FAMILIES)
     return [generate_case(names[i % len(names)], seed, i) for i in range(count)]

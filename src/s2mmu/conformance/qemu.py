@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from s2mmu.conformance.casefile import OPS, REGISTERS, AtOp, HarnessCase, el_name
 
@@ -85,7 +86,10 @@ BLOB_MAGIC = int.from_bytes(b"S2MMUAT1", "little")
 RESULT_MAGIC = int.from_bytes(b"RSLT", "little")
 PRECHECK_OP = 0xFFFF_FFFF_FFFF_FFFF
 CASE_HEADER_WORDS = 25
-RESULT_HEADER_WORDS = 6
+RESULT_HEADER_WORDS = 10
+MAX_OPS_PER_CASE = 100_000
+"""Op records (48 bytes each) must leave room for memory changes in the 15 MiB result
+buffer below the blob (layout.inc RESULT_END)."""
 OP_RECORD_WORDS = 6
 CHANGE_WORDS = 4
 
@@ -175,6 +179,8 @@ def probe_symbols(elf: Path) -> dict[str, int]:
     """Return the probe ELF's symbol addresses, by name."""
     with elf.open("rb") as stream:
         table = ELFFile(stream).get_section_by_name(".symtab")
+        if not isinstance(table, SymbolTableSection):
+            raise HarnessUnavailable(f"{elf}: no symbol table")
         return {sym.name: sym["st_value"] for sym in table.iter_symbols() if sym.name}
 
 
@@ -290,7 +296,10 @@ def op_skip_reason(case: HarnessCase, op: AtOp) -> str | None:
 
 
 def memory_skip_reason(case: HarnessCase) -> str | None:
-    """Return why a case's memory cannot be held by QEMU virt, or None."""
+    """Return why a case cannot be held by QEMU virt and the probe, or None."""
+    if len(case.ops) > MAX_OPS_PER_CASE:
+        return (f"a case may hold at most {MAX_OPS_PER_CASE:,} ops (the probe's result "
+                f"buffer), this one has {len(case.ops):,}")
     layout = PROBE_LAYOUT
     for pa, _ in case.words:
         if not layout.ram_base <= pa < layout.ram_end:
@@ -310,7 +319,7 @@ def encode_case(prepared: PreparedCase) -> bytes:
     case = prepared.case
     run = [case.ops[i] for i in prepared.run]
     values = [0, prepared.index, len(case.words), len(run), len(prepared.prechecks),
-              prepared.stub_va_el1, prepared.stub_va_el2, 0]
+              prepared.stub_va_el1, prepared.stub_va_el2, int(may_update_descriptors(case))]
     values += [case.regs[name] for name in REGISTERS]
     for check in prepared.prechecks:
         values += [OPS.index(check.op), check.va, PROBE_LAYOUT.stub_pa]
@@ -320,6 +329,19 @@ def encode_case(prepared: PreparedCase) -> bytes:
         values += [op.code, op.el, op.pan, op.va]
     values[0] = 8 * len(values)
     return struct.pack(f"<{len(values)}Q", *values)
+
+
+def may_update_descriptors(case: HarnessCase) -> bool:
+    """Return whether any walk of the case may write a descriptor (an HA or HD bit set).
+
+    Checks TCR_EL1.{HA,HD} (bits 39, 40), TCR_EL2.{HA,HD} in both layouts (21, 22 with
+    E2H=0; 39, 40 with E2H=1) and VTCR_EL2.{HA,HD} (21, 22). Without any, the probe
+    skips comparing the case's words after each op.
+    """
+    regs = case.regs
+    el1 = regs["TCR_EL1"] >> 39 & 3
+    el2 = regs["TCR_EL2"] >> 21 & 3 | regs["TCR_EL2"] >> 39 & 3
+    return bool(el1 or el2 or regs["VTCR_EL2"] >> 21 & 3)
 
 
 def encode_blob(encoded_cases: Sequence[bytes], out_path: str) -> bytes:
@@ -344,6 +366,8 @@ class RawResult:
     precheck_par: int
     ops: tuple[tuple[int, ...], ...]
     changes: tuple[tuple[int, int, int, int], ...]
+    guest_seconds: float = 0.0
+    dropped_changes: int = 0
 
 
 def parse_results(data: bytes) -> list[RawResult]:
@@ -352,7 +376,8 @@ def parse_results(data: bytes) -> list[RawResult]:
     results: list[RawResult] = []
     at = 0
     while at + RESULT_HEADER_WORDS <= len(words) and words[at] == RESULT_MAGIC:
-        _, index, nops, nchanges, failed, par = words[at: at + RESULT_HEADER_WORDS]
+        (_, index, nops, nchanges, failed, par, tick0, tick1, freq,
+         dropped) = words[at: at + RESULT_HEADER_WORDS]
         end = at + RESULT_HEADER_WORDS + nops * OP_RECORD_WORDS + nchanges * CHANGE_WORDS
         if end > len(words):
             break
@@ -363,6 +388,8 @@ def parse_results(data: bytes) -> list[RawResult]:
         results.append(RawResult(
             index=index, precheck_failed=failed, precheck_par=par, ops=tuple(ops),
             changes=tuple(tuple(changes[i: i + 4]) for i in range(0, len(changes), 4)),  # type: ignore[misc]
+            guest_seconds=(tick1 - tick0) / freq if freq else 0.0,
+            dropped_changes=dropped,
         ))
         at = end
     return results
@@ -476,6 +503,8 @@ def case_answer(prepared: PreparedCase, raw: RawResult) -> dict[str, Any]:
         {"pa": hex(pa), "before": hex(before), "after": hex(after)}
         for op, pa, before, after in raw.changes if op != PRECHECK_OP
     ]}
+    if raw.dropped_changes:
+        answer["memory_changes_dropped"] = raw.dropped_changes
     harness_words = {pa: after for op, pa, _, after in raw.changes if op == PRECHECK_OP}
     if harness_words:
         answer["harness_memory"] = [{"pa": hex(pa), "words": [hex(value)]}
@@ -533,6 +562,7 @@ class QemuAt:
     config: QemuConfig = field(default_factory=QemuConfig)
     boots: int = 0
     boot_seconds: float = 0.0
+    qemu_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run(self, cases: Sequence[HarnessCase]) -> list[dict[str, Any]]:
@@ -622,17 +652,19 @@ class QemuAt:
                 elif now > deadline:
                     proc.kill()
                     proc.wait()
-                    return f"QEMU made no progress for {budget if first else self.config.boot_timeout:.1f} s (guest hung); killed"
-        self.note_boot(first, started)
+                    waited = budget if first else self.config.boot_timeout
+                    return f"QEMU made no progress for {waited:.1f} s (guest hung); killed"
+        self.note_boot(first, started, time.monotonic() - started)
         if proc.returncode != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
             return f"QEMU exited with status {proc.returncode}: {' | '.join(tail)}"
         return None
 
-    def note_boot(self, first: float | None, started: float) -> None:
-        """Record one boot and the time to the first result (boot plus one case)."""
+    def note_boot(self, first: float | None, started: float, seconds: float) -> None:
+        """Record one QEMU run: its wall time and the time to its first result."""
         with self._lock:
             self.boots += 1
+            self.qemu_seconds += seconds
             if first is not None:
                 self.boot_seconds += first - started
 
@@ -661,6 +693,20 @@ def split_groups(items: list[PreparedCase], jobs: int) -> list[list[PreparedCase
         groups[-1].append(item)
         weight += len(item.run) + 1
     return [group for group in groups if group]
+
+
+def guest_seconds(cases: Sequence[HarnessCase], config: QemuConfig | None = None) -> list[float]:
+    """Return, per case, the guest time its ops took (CNTPCT_EL0 around the op loop).
+
+    The boot, the probe's set-up and the harness's encoding are outside the interval;
+    bench/bench_qemu_at.py divides op counts by it.
+    """
+    runner = QemuAt(config or QemuConfig())
+    prepared = [prepare(case, i) for i, case in enumerate(cases)]
+    outcome = runner.run_batch(build_probe(runner.config.cache_dir), prepared)
+    if outcome.failure or len(outcome.records) != len(prepared):
+        raise HarnessUnavailable(f"timing run failed: {outcome.failure}")
+    return [record.guest_seconds for record in outcome.records]
 
 
 def iter_answers(cases: Sequence[HarnessCase],

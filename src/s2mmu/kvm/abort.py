@@ -15,8 +15,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s2mmu.arch.bits import bits
 from s2mmu.arch.faults import EC_DABT_CUR, EC_DABT_LOW, EC_IABT_CUR, EC_IABT_LOW
 from s2mmu.arch.registers import HPFAR_EL2, ESR_ELx, ESR_ELx_DABT, ESR_ELx_IABT
+from s2mmu.arch.sysreg import Field
+
+# The fields read on every fault, looked up once from the register declarations.
+_EC = ESR_ELx.field("EC")
+_S1PTW = ESR_ELx_DABT.field("S1PTW")
+_WNR, _CM, _ISV = (ESR_ELx_DABT.field(n) for n in ("WnR", "CM", "ISV"))
+_SAS, _SRT = ESR_ELx_DABT.field("SAS"), ESR_ELx_DABT.field("SRT")
+_FIPA = HPFAR_EL2.field("FIPA")
+assert ESR_ELx_IABT.field("S1PTW") == _S1PTW
+
+
+def _get(value: int, f: Field) -> int:
+    return bits(value, f.hi, f.lo)
+
 
 ESR_ELx_FSC_EXTABT = 0x10
 ESR_ELx_FSC_SECC = 0x18
@@ -33,7 +48,7 @@ class GuestAbort:
 
 def esr_ec(abort: GuestAbort) -> int:
     """Return ESR_EL2.EC."""
-    return int(ESR_ELx.decode(abort.esr).EC)
+    return _get(abort.esr, _EC)
 
 
 def kvm_vcpu_trap_is_iabt(abort: GuestAbort) -> bool:
@@ -44,10 +59,6 @@ def kvm_vcpu_trap_is_iabt(abort: GuestAbort) -> bool:
 def is_dabt(abort: GuestAbort) -> bool:
     """Return whether this is a data abort."""
     return esr_ec(abort) in (EC_DABT_LOW, EC_DABT_CUR)
-
-
-def _view(abort: GuestAbort):  # type: ignore[no-untyped-def]
-    return (ESR_ELx_IABT if kvm_vcpu_trap_is_iabt(abort) else ESR_ELx_DABT).decode(abort.esr)
 
 
 def kvm_vcpu_trap_get_fault(abort: GuestAbort) -> int:
@@ -89,23 +100,22 @@ def kvm_vcpu_abt_issea(abort: GuestAbort) -> bool:
 
 def kvm_vcpu_abt_iss1tw(abort: GuestAbort) -> bool:
     """Return ESR.S1PTW: stage 2 faulted on the guest's stage-1 table walk."""
-    return bool(_view(abort).S1PTW)
+    return bool(_get(abort.esr, _S1PTW))
 
 
 def kvm_vcpu_dabt_isvalid(abort: GuestAbort) -> bool:
     """Return ESR.ISV: the instruction syndrome (size, register) is valid."""
-    return is_dabt(abort) and bool(ESR_ELx_DABT.decode(abort.esr).ISV)
+    return is_dabt(abort) and bool(_get(abort.esr, _ISV))
 
 
 def kvm_vcpu_dabt_is_cm(abort: GuestAbort) -> bool:
     """Return ESR.CM: a cache maintenance instruction faulted."""
-    return is_dabt(abort) and bool(ESR_ELx_DABT.decode(abort.esr).CM)
+    return is_dabt(abort) and bool(_get(abort.esr, _CM))
 
 
 def kvm_vcpu_dabt_iswrite(abort: GuestAbort) -> bool:
     """Return WnR || S1PTW, the kernel's notion of a data-abort write."""
-    v = ESR_ELx_DABT.decode(abort.esr)
-    return bool(v.WnR) or bool(v.S1PTW)
+    return bool(_get(abort.esr, _WNR)) or bool(_get(abort.esr, _S1PTW))
 
 
 def kvm_vcpu_trap_is_permission_fault(abort: GuestAbort) -> bool:
@@ -138,7 +148,7 @@ def kvm_vcpu_trap_is_exec_fault(abort: GuestAbort) -> bool:
 
 def kvm_vcpu_get_fault_ipa(abort: GuestAbort) -> int:
     """Return the faulting IPA's page, from HPFAR_EL2.FIPA. Kernel: kvm_vcpu_get_fault_ipa."""
-    return int(HPFAR_EL2.decode(abort.hpfar).FIPA) << 12
+    return _get(abort.hpfar, _FIPA) << 12
 
 
 def kvm_vcpu_trap_get_perm_fault_granule(abort: GuestAbort) -> int:
@@ -152,12 +162,12 @@ def kvm_vcpu_trap_get_perm_fault_granule(abort: GuestAbort) -> int:
 
 def dabt_access_size(abort: GuestAbort) -> int:
     """Return the access size in bytes from ESR.SAS (valid only with ISV)."""
-    return 1 << int(ESR_ELx_DABT.decode(abort.esr).SAS)
+    return 1 << _get(abort.esr, _SAS)
 
 
 def dabt_srt(abort: GuestAbort) -> int:
     """Return ESR.SRT, the transfer register (valid only with ISV)."""
-    return int(ESR_ELx_DABT.decode(abort.esr).SRT)
+    return _get(abort.esr, _SRT)
 
 
 # -- what the guest (and the VMM) sees -----------------------------------------------------

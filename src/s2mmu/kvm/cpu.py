@@ -136,20 +136,6 @@ def access_descriptor(kind: str) -> AccessDescriptor:
     return acc_gpr(1, kind == "write")
 
 
-def s1ptw_as_ifetch(fault: FaultRecord) -> FaultRecord:
-    """Return fault with the fetch's access when stage 2 faulted on a fetch's stage-1 walk.
-
-    A stage-2 fault on the table walk of an instruction fetch is an Instruction Abort
-    with S1PTW=1 (ESR_ELx IABT ISS has an S1PTW field; the kernel's
-    kvm_vcpu_trap_is_exec_fault tests iabt && !s1ptw). s2mmu.arch's esr_abort looks
-    only at the TTW access type and would say Data Abort, so the fetch is restored here
-    (local adapter; reported to the lead).
-    """
-    if fault.s2fs1walk and fault.access.walk_of is AccessType.IFETCH:
-        return replace(fault, access=acc_ifetch(fault.access.el))
-    return fault
-
-
 def guest_access(kvm: Kvm, regs: SysRegs, va: int, kind: str,
                  syndrome: tuple[int, int] | None = None, cm: bool = False) -> AccessOutcome:
     """Translate one guest EL1 access through both stages, as the CPU would.
@@ -166,7 +152,7 @@ def guest_access(kvm: Kvm, regs: SysRegs, va: int, kind: str,
         return Completed(out)
     if not out.secondstage:
         return GuestFault(out)
-    esr = esr_abort(s1ptw_as_ifetch(out), same_el=False)
+    esr = esr_abort(out, same_el=False)
     if syndrome is not None and not out.s2fs1walk and kind != "exec":
         size, srt = syndrome
         esr |= 1 << 24 | (size.bit_length() - 1) << 22 | srt << 16

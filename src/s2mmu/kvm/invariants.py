@@ -26,7 +26,12 @@ from s2mmu.kvm.vm import Kvm
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_W, kvm_pgtable_stage2_pte_prot, stage2_pte_cacheable
 from s2mmu.pgtable.pte import kvm_granule_size, kvm_pte_to_phys, kvm_pte_valid
 from s2mmu.pgtable.steps import Gen
-from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_LEAF, KvmPgtableVisitCtx, KvmPgtableWalker, kvm_pgtable_walk
+from s2mmu.pgtable.walk import (
+    KVM_PGTABLE_WALK_LEAF,
+    KvmPgtableVisitCtx,
+    KvmPgtableWalker,
+    kvm_pgtable_walk,
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,8 @@ def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[str]:
     """Return the rules one stage-2 leaf breaks."""
     gfn = leaf.ipa >> PAGE_SHIFT
     slots = kvm.slots()
-    first, last = gfn_to_memslot(slots, gfn), gfn_to_memslot(slots, gfn + (leaf.size >> PAGE_SHIFT) - 1)
+    first = gfn_to_memslot(slots, gfn)
+    last = gfn_to_memslot(slots, gfn + (leaf.size >> PAGE_SHIFT) - 1)
     where = f"IPA {leaf.ipa:#x}+{leaf.size:#x}"
     if first is None or last is None or first.id != last.id:
         return [f"{where} is mapped outside a memslot"]

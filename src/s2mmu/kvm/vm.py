@@ -284,7 +284,8 @@ def kvm_set_memory_region(kvm: Kvm, slot_id: int, flags: int, gpa: int, size: in
             return "unchanged"
     if change in ("create", "move"):
         for other in kvm.memslots.values():
-            if other.id != slot_id and other.base_gfn < new.end_gfn and new.base_gfn < other.end_gfn:
+            overlap = other.base_gfn < new.end_gfn and new.base_gfn < other.end_gfn
+            if other.id != slot_id and overlap:
                 raise KvmError(-EEXIST, f"slot {slot_id} overlaps slot {other.id}")
     kvm_arch_prepare_memory_region(kvm, new)
     if change == "move":

@@ -245,13 +245,9 @@ class Exploration:
         return not self.failures
 
 
-def _preemptions(schedule: list[int], choices: list[tuple[list[int], int | None]]) -> int:
-    count = 0
-    for k, i in enumerate(schedule):
-        runnable, prev = choices[k]
-        if prev is not None and prev != i and prev in runnable:
-            count += 1
-    return count
+def _is_preemption(choice: tuple[list[int], int | None], i: int) -> bool:
+    runnable, prev = choice
+    return prev is not None and prev != i and prev in runnable
 
 
 def explore(
@@ -288,15 +284,16 @@ def _push_alternatives(
     result: RunResult, start: int, max_preemptions: int | None, stack: list[list[int]]
 ) -> None:
     schedule, choices = result.schedule, result.choices
+    before = [0]
+    for k, i in enumerate(schedule):
+        before.append(before[-1] + _is_preemption(choices[k], i))
     for k in range(len(schedule) - 1, start - 1, -1):
-        runnable, prev = choices[k]
-        for alt in reversed(runnable):
+        for alt in reversed(choices[k][0]):
             if alt == schedule[k]:
                 continue
-            candidate = schedule[:k] + [alt]
-            cost = _preemptions(candidate, choices[: k + 1])
+            cost = before[k] + _is_preemption(choices[k], alt)
             if max_preemptions is None or cost <= max_preemptions:
-                stack.append(candidate)
+                stack.append(schedule[:k] + [alt])
 
 
 def hw_set_access_flag(pgt: KvmPgtable, ipa: int) -> Gen[int]:

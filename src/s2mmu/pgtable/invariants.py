@@ -26,8 +26,9 @@ and the kernel comments on break-before-make (arch/arm64/kvm/hyp/pgtable.c).
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from s2mmu.arch.bits import mask
 from s2mmu.pgtable.events import (
@@ -76,9 +77,8 @@ class Violation:
         return f"{self.rule}{where}: {self.detail}"
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A non-zero entry found in the tree: where it is and what it translates."""
+class Entry(NamedTuple):
+    """A non-zero entry of a reachable table: where it is and what it translates."""
 
     ptep: int
     pte: int
@@ -87,17 +87,71 @@ class Entry:
     size: int
 
 
-@dataclass
-class TreeScan:
-    """The reachable table pages and non-zero entries of a table, read from memory."""
+class TreeModel:
+    """The reachable table pages and non-zero entries of a table, kept up to date.
 
-    g: Granule
-    tables: dict[int, tuple[int, int]] = field(default_factory=dict)
-    entries: list[Entry] = field(default_factory=list)
+    Built by reading memory once; then :meth:`write` applies each traced descriptor
+    write, re-reading a subtree only when a table entry is linked.
+    """
+
+    def __init__(self, pgt: KvmPgtable) -> None:
+        self.pgt = pgt
+        self.g = pgt.ops.g
+        self.tables: dict[int, tuple[int, int]] = {}
+        self.ptes: dict[int, int] = {}
+        self.counted: dict[int, int] = {}
+        self.locked: dict[int, int] = {}
+        if pgt.pgd is None:
+            return
+        top = kvm_granule_shift(pgt.start_level - 1, self.g)
+        for i in range(kvm_pgd_pages(pgt.ia_bits, pgt.start_level, self.g)):
+            self._add_table(pgt.pgd + i * self.g.page_size, i << top, pgt.start_level)
+
+    def _page(self, ptep: int) -> int:
+        return ptep & ~(self.g.page_size - 1)
+
+    def _account(self, ptep: int, pte: int, sign: int) -> None:
+        page = self._page(ptep)
+        if stage2_pte_is_locked(pte):
+            self.locked[page] += sign
+        elif pte:
+            self.counted[page] += sign
+
+    def _add_table(
+        self, page: int, base: int, level: int, added: list[Entry] | None = None
+    ) -> None:
+        self.tables[page] = (base, level)
+        self.counted[page] = self.locked[page] = 0
+        shift = kvm_granule_shift(level, self.g)
+        words = array("Q", self.pgt.ops.mem.read_bytes(page, self.g.page_size))
+        for idx, pte in enumerate(words):
+            if pte:
+                self._set(page + idx * 8, pte, base + (idx << shift), level, added)
+
+    def _set(
+        self, ptep: int, pte: int, ipa: int, level: int, added: list[Entry] | None = None
+    ) -> None:
+        self.ptes[ptep] = pte
+        self._account(ptep, pte, +1)
+        if added is not None:
+            added.append(Entry(ptep, pte, ipa, level, 1 << kvm_granule_shift(level, self.g)))
+        if kvm_pte_table(pte, level):
+            child = kvm_pte_to_phys(pte, self.g)
+            if child not in self.tables:
+                self._add_table(child, ipa, level + 1, added)
+
+    def _remove_table(self, page: int) -> None:
+        _, level = self.tables.pop(page)
+        del self.counted[page], self.locked[page]
+        for idx in range(self.g.ptrs_per_pte):
+            pte = self.ptes.pop(page + idx * 8, 0)
+            child = kvm_pte_to_phys(pte, self.g)
+            if kvm_pte_table(pte, level) and child in self.tables:
+                self._remove_table(child)
 
     def locate(self, ptep: int) -> tuple[int, int, int] | None:
         """Return (ipa, level, size) of the entry at ptep, if its table is reachable."""
-        page = ptep & ~(self.g.page_size - 1)
+        page = self._page(ptep)
         where = self.tables.get(page)
         if where is None:
             return None
@@ -105,84 +159,75 @@ class TreeScan:
         shift = kvm_granule_shift(level, self.g)
         return base + ((ptep - page) // 8 << shift), level, 1 << shift
 
+    def write(self, ptep: int, new: int) -> list[Entry]:
+        """Apply a descriptor write; return the entries it made reachable (subtree too)."""
+        where = self.locate(ptep)
+        if where is None:
+            return []
+        ipa, level, _ = where
+        old = self.ptes.pop(ptep, 0)
+        self._account(ptep, old, -1)
+        child = kvm_pte_to_phys(old, self.g)
+        if kvm_pte_table(old, level) and child in self.tables:
+            self._remove_table(child)
+        added: list[Entry] = []
+        if new:
+            self._set(ptep, new, ipa, level, added)
+        return added
 
-def _nonzero(mem_bytes: bytes) -> Iterable[tuple[int, int]]:
-    words = array("Q", mem_bytes)
-    return ((i, w) for i, w in enumerate(words) if w)
-
-
-def scan_tree(pgt: KvmPgtable) -> TreeScan:
-    """Return every reachable table page and non-zero entry of pgt."""
-    ops = pgt.ops
-    g = ops.g
-    out = TreeScan(g)
-    if pgt.pgd is None:
+    def entries(self) -> list[Entry]:
+        """Return every non-zero reachable entry."""
+        out = []
+        for ptep, pte in self.ptes.items():
+            where = self.locate(ptep)
+            if where is not None:
+                out.append(Entry(ptep, pte, *where))
         return out
-    top = kvm_granule_shift(pgt.start_level - 1, g)
-    for i in range(kvm_pgd_pages(pgt.ia_bits, pgt.start_level, g)):
-        _scan_table(pgt, pgt.pgd + i * g.page_size, i << top, pgt.start_level, out)
-    return out
 
 
-def _scan_table(pgt: KvmPgtable, page: int, base: int, level: int, out: TreeScan) -> None:
-    ops = pgt.ops
-    g = ops.g
-    out.tables[page] = (base, level)
-    shift = kvm_granule_shift(level, g)
-    for idx, pte in _nonzero(ops.mem.read_bytes(page, g.page_size)):
-        ipa = base + (idx << shift)
-        out.entries.append(Entry(page + idx * 8, pte, ipa, level, 1 << shift))
-        if kvm_pte_table(pte, level):
-            _scan_table(pgt, kvm_pte_to_phys(pte, g), ipa, level + 1, out)
+def scan_tree(pgt: KvmPgtable) -> TreeModel:
+    """Return the reachable table pages and non-zero entries of pgt, read from memory."""
+    return TreeModel(pgt)
 
 
-def check_mappings(pgt: KvmPgtable, scan: TreeScan, expected_pa: ExpectedPa) -> list[Violation]:
-    """Check every valid leaf maps its IPA where expected_pa says (None: no expectation)."""
+def check_leaf(entry: Entry, g: Granule, expected_pa: ExpectedPa) -> list[Violation]:
+    """Check a valid leaf maps its IPA where expected_pa says (None: no expectation)."""
+    if not kvm_pte_valid(entry.pte) or kvm_pte_table(entry.pte, entry.level):
+        return []
+    want = expected_pa(entry.ipa)
+    got = kvm_pte_to_phys(entry.pte, g)
+    if want is None or got == want:
+        return []
+    detail = f"IPA {entry.ipa:#x} (level {entry.level}) maps PA {got:#x}, expected {want:#x}"
+    return [Violation("wrong-mapping", detail)]
+
+
+def check_mappings(tree: TreeModel, expected_pa: ExpectedPa) -> list[Violation]:
+    """Check every valid leaf of the tree against expected_pa."""
     out = []
-    g = pgt.ops.g
-    for e in scan.entries:
-        if not kvm_pte_valid(e.pte) or kvm_pte_table(e.pte, e.level):
-            continue
-        want = expected_pa(e.ipa)
-        got = kvm_pte_to_phys(e.pte, g)
-        if want is not None and got != want:
-            out.append(
-                Violation(
-                    "wrong-mapping",
-                    f"IPA {e.ipa:#x} (level {e.level}) maps PA {got:#x}, expected {want:#x}",
-                )
-            )
+    for entry in tree.entries():
+        out += check_leaf(entry, tree.g, expected_pa)
     return out
 
 
-def check_refcounts(pgt: KvmPgtable, scan: TreeScan) -> list[Violation]:
+def check_refcounts(tree: TreeModel) -> list[Violation]:
     """Check each reachable table page's refcount against its counted entries."""
-    ops = pgt.ops
-    page_size = ops.g.page_size
-    counted: dict[int, int] = dict.fromkeys(scan.tables, 0)
-    locked: dict[int, int] = dict.fromkeys(scan.tables, 0)
-    for e in scan.entries:
-        page = e.ptep & ~(page_size - 1)
-        if stage2_pte_is_locked(e.pte):
-            locked[page] += 1
-        else:
-            counted[page] += 1
+    refcount = tree.pgt.ops.pool.refcount
     out = []
-    for page in scan.tables:
-        rc = ops.pool.refcount.get(page)
+    for page in tree.tables:
+        rc = refcount.get(page)
         if rc is None:
             out.append(Violation("freed-table", f"table page {page:#x} is reachable but freed"))
             continue
-        lo, hi = 1 + counted[page], 1 + counted[page] + locked[page]
+        counted, locked = tree.counted[page], tree.locked[page]
+        lo, hi = 1 + counted, 1 + counted + locked
         if not lo <= rc <= hi:
-            out.append(
-                Violation(
-                    "refcount",
-                    f"table page {page:#x} has refcount {rc}, expected "
-                    f"{lo if lo == hi else f'{lo}..{hi}'} (1 + {counted[page]} counted"
-                    f" + {locked[page]} locked entries)",
-                )
+            want = str(lo) if lo == hi else f"{lo}..{hi}"
+            detail = (
+                f"table page {page:#x} has refcount {rc}, expected {want}"
+                f" (1 + {counted} counted + {locked} locked entries)"
             )
+            out.append(Violation("refcount", detail))
     return out
 
 
@@ -206,16 +251,22 @@ def leaf_change_allowed(old: int, new: int, level: int) -> bool:
     return not (old ^ new) & ~S2_IN_PLACE_BITS
 
 
-@dataclass
 class Checker:
-    """Incremental checker: feed it events and tree scans step by step."""
+    """Incremental checker: after each step, feed it what happened and get violations."""
 
-    pgt: KvmPgtable
-    expected_pa: ExpectedPa
-    check_refcount: Callable[[], bool] = lambda: True
-    pending_breaks: dict[int, tuple[int, int, int]] = field(default_factory=dict)
-    awaiting_tlbi: dict[int, tuple[int, int, int]] = field(default_factory=dict)
-    seen: int = 0
+    def __init__(
+        self,
+        pgt: KvmPgtable,
+        expected_pa: ExpectedPa,
+        check_refcount: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.pgt = pgt
+        self.expected_pa = expected_pa
+        self.check_refcount = check_refcount
+        self.tree = TreeModel(pgt)
+        self.pending_breaks: dict[int, tuple[int, int, int]] = {}
+        self.awaiting_tlbi: dict[int, tuple[int, int, int]] = {}
+        self.seen = len(pgt.ops.events)
 
     @property
     def vmid(self) -> int:
@@ -224,20 +275,18 @@ class Checker:
 
     def after_step(self, step: int) -> list[Violation]:
         """Check everything that happened since the last call; return the violations."""
-        scan = scan_tree(self.pgt)
         events = self.pgt.ops.events.since(self.seen)
         self.seen = len(self.pgt.ops.events)
         out = []
         for ev in events:
-            out += self._event(ev, scan)
-        out += check_mappings(self.pgt, scan, self.expected_pa)
+            out += self._event(ev)
         if self.check_refcount():
-            out += check_refcounts(self.pgt, scan)
+            out += check_refcounts(self.tree)
         return [Violation(v.rule, v.detail, step) for v in out]
 
-    def _event(self, ev: Event, scan: TreeScan) -> list[Violation]:
+    def _event(self, ev: Event) -> list[Violation]:
         if isinstance(ev, PteWrite):
-            return self._pte_write(ev, scan)
+            return self._pte_write(ev)
         if isinstance(ev, (TlbiVmid, TlbiVmidIpa, TlbiVmidRange)):
             for table in (self.pending_breaks, self.awaiting_tlbi):
                 for key, (ipa, size, level) in list(table.items()):
@@ -254,9 +303,9 @@ class Checker:
             return [Violation("warn", f"WARN_ON in {ev.function}: {ev.condition}")]
         return []
 
-    def _pte_write(self, ev: PteWrite, scan: TreeScan) -> list[Violation]:
-        g = self.pgt.ops.g
-        where = scan.locate(ev.pa)
+    def _pte_write(self, ev: PteWrite) -> list[Violation]:
+        g = self.tree.g
+        where = self.tree.locate(ev.pa)
         if where is None:
             return []
         ipa, level, size = where
@@ -273,6 +322,8 @@ class Checker:
             del self.pending_breaks[ev.pa]
             detail = f"entry for IPA {ipa:#x} made live again before the break's TLBI"
             out.append(Violation("break-without-tlbi", detail))
+        for entry in self.tree.write(ev.pa, ev.new):
+            out += check_leaf(entry, g, self.expected_pa)
         return out
 
 

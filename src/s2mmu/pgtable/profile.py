@@ -22,13 +22,17 @@ Knobs and the kernel history they stand for:
   1f0f4a2ef7a5, "KVM: arm64: Infer the PA offset from IPA in stage-2 map walker", v6.4-rc,
   backported to 6.3.y). Before it, a racing vCPU that replaced a just-installed block by a
   table made the walker map the table's pages at the wrong output address.
+- ``attr_eagain_on_invalid``: the attribute walker (wrprotect, mkyoung, relax_perms)
+  returns -EAGAIN for an invalid entry instead of skipping it (commit 76259cca4795,
+  "KVM: arm64: Return EAGAIN for invalid PTE in attr walker", v6.3, in the same series
+  as the HANDLE_FAULT rule that keeps it from stopping wrprotect at the first hole).
 - ``perm_only_filter``: a map that only changes permissions returns -EAGAIN and leaves
   the entry untouched (commit 694d071f8d85, "KVM: arm64: Filter out the case of only
   changing permissions from stage-2 map path", v5.12). Before it, the entry was replaced
   through break-before-make (and a later, narrower fault could take permissions away).
 
 Kernel: kvm_pgtable_walk_continue, __kvm_pgtable_visit, stage2_map_walker_phys_addr,
-stage2_map_walker_try_leaf (arch/arm64/kvm/hyp/pgtable.c, v6.2, v6.3, linux-next).
+stage2_attr_walker, stage2_map_walker_try_leaf (arch/arm64/kvm/hyp/pgtable.c, v6.2, v6.3, linux-next).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class BehaviourProfile:
     eagain_rule: EagainRule
     reload_after_table_pre: bool
     pa_from_ipa: bool
+    attr_eagain_on_invalid: bool
     perm_only_filter: bool
 
 
@@ -61,6 +66,7 @@ PRE_V6_3 = BehaviourProfile(
     eagain_rule=EagainRule.ANY_ERROR_STOPS,
     reload_after_table_pre=False,
     pa_from_ipa=False,
+    attr_eagain_on_invalid=False,
     perm_only_filter=True,
 )
 """Before v6.3: any error stops the walk; the two 6.4-rc map-walker fixes are absent."""
@@ -70,6 +76,7 @@ V6_3 = BehaviourProfile(
     eagain_rule=EagainRule.HANDLE_FAULT,
     reload_after_table_pre=True,
     pa_from_ipa=True,
+    attr_eagain_on_invalid=True,
     perm_only_filter=True,
 )
 """v6.3 to v6.19-rc4 (with the 6.4-rc fixes that 6.3.y stable also has): HANDLE_FAULT."""
@@ -79,6 +86,7 @@ V6_19 = BehaviourProfile(
     eagain_rule=EagainRule.IGNORE_EAGAIN,
     reload_after_table_pre=True,
     pa_from_ipa=True,
+    attr_eagain_on_invalid=True,
     perm_only_filter=True,
 )
 """v6.19 onward: IGNORE_EAGAIN, passed only by wrprotect."""

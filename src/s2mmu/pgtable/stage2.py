@@ -511,14 +511,15 @@ class Stage2AttrData:
 def stage2_attr_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
     """Set and clear attribute bits of a valid leaf in place (no break-before-make).
 
-    -EAGAIN for an invalid entry, or when a racing walker changed the entry first.
+    -EAGAIN for an invalid entry (from v6.3; before, it was skipped), or when a racing
+    walker changed the entry first.
 
     Kernel: stage2_attr_walker.
     """
     data: Stage2AttrData = ctx.arg
     mm_ops = ctx.mm_ops
     if not kvm_pte_valid(ctx.old):
-        return -EAGAIN
+        return -EAGAIN if mm_ops.profile.attr_eagain_on_invalid else 0
     data.level = ctx.level
     data.pte = ctx.old
     pte = (ctx.old & ~data.attr_clr) | data.attr_set

@@ -124,7 +124,8 @@ class Checker:
             raise self.fail(table, index, None, "must be a table")
         for k in d:
             if k not in allowed:
-                raise self.fail(table, index, k, f"unknown field (known: {', '.join(sorted(allowed))})")
+                known = ", ".join(sorted(allowed))
+                raise self.fail(table, index, k, f"unknown field (known: {known})")
         return d
 
     def size(self, table: str, index: int | None, key: str, v: Any) -> int:

@@ -229,6 +229,7 @@ run_case:
     stp x9, x10, [x26]
     stp x21, xzr, [x26, #16]
     stp xzr, xzr, [x26, #32]
+    str xzr, [x26, #72]
     mov x27, xzr
     mov x9, #R_OP_SIZE
     mul x9, x21, x9
@@ -262,7 +263,10 @@ run_case:
     stp x9, x1, [x26, #32]          // failed precheck (1-based) and its PAR
 5:  mov x0, #-1
     bl scan_changes
-    // Ops.
+    // Ops, timed with the generic timer.
+    isb
+    mrs x9, cntpct_el0
+    str x9, [x26, #48]
     mov x9, xzr
 6:  cmp x9, x21
     b.hs 9f
@@ -292,7 +296,11 @@ run_case:
     ldp x9, xzr, [sp], #16
     add x9, x9, #1
     b 6b
-9:  str x27, [x26, #24]
+9:  isb
+    mrs x9, cntpct_el0
+    mrs x10, cntfrq_el0
+    stp x9, x10, [x26, #56]
+    str x27, [x26, #24]
     ldp x19, x20, [sp, #16]
     ldp x21, x22, [sp, #32]
     ldp x23, x24, [sp, #48]
@@ -302,8 +310,11 @@ run_case:
     ret
 
 // Record every case word that differs from its shadow, attributed to op x0 (-1: the
-// prechecks), and update the shadow. Uses run_case's x20, x24, x27, x28.
+// prechecks), and update the shadow. Uses run_case's x19, x20, x24, x27, x28. Skipped
+// when the case cannot update descriptors (no HA/HD anywhere: C_FLAGS bit 0 clear).
 scan_changes:
+    ldr x9, [x19, #C_FLAGS]
+    tbz x9, #0, 3f
     mov x9, x20
     mov x10, x24
 1:  cbz x9, 3f
@@ -311,10 +322,17 @@ scan_changes:
     ldr x13, [x11]
     cmp x13, x12
     b.eq 2f
-    stp x0, x11, [x28], #16
+    str x13, [x10, #8]
+    ldr x14, =RESULT_END - R_CHANGE_SIZE
+    cmp x28, x14
+    b.ls 4f
+    ldr x14, [x26, #72]             // no room: count the change as dropped
+    add x14, x14, #1
+    str x14, [x26, #72]
+    b 2f
+4:  stp x0, x11, [x28], #16
     stp x12, x13, [x28], #16
     add x27, x27, #1
-    str x13, [x10, #8]
 2:  add x10, x10, #16
     sub x9, x9, #1
     b 1b

@@ -1,0 +1,180 @@
+"""Intended divergences: QEMU behaves as each entry says, and each explains only its shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from s2mmu.conformance.casefile import parse_cases
+from s2mmu.conformance.divergences import (
+    DIVERGENCES,
+    TAG_ILLEGAL_BLOCK,
+    OpEvidence,
+    S2Setup,
+    architecture_accepts,
+    classify,
+    qemu_rejects,
+)
+from s2mmu.conformance.generator import TG0, s2_ia_range, s2_sl_fields
+from s2mmu.conformance.qemu import QemuConfig, run_case_file
+from s2mmu.conformance.tables import Image, Shape, TableTree
+from tests.conformance.conftest import requires_qemu
+
+PS_BITS = (32, 36, 40, 42, 44, 48, 52)
+
+
+def allocator(start: int = 0x5000_0000) -> Any:
+    """Return a bump allocator from `start`."""
+    state = [start]
+
+    def alloc(size: int, align: int) -> int:
+        state[0] = -(-state[0] // align) * align + size
+        return state[0] - size
+    return alloc
+
+
+def s1_case(leaf_level: int, output: int, attrs: int, granule: int = 12, ips: int = 5,
+            mair: int = 0xFF, **extra: Any) -> dict[str, Any]:
+    """Return a 48-bit stage-1 case mapping VA 0 at `leaf_level`, translated with S1E1R."""
+    image = Image()
+    start = {12: 0, 14: 0, 16: 1}[granule]
+    tree = TableTree(Shape(stage=1, granule=granule, ia_bits=48, start_level=start), image,
+                     allocator())
+    tree.map(0, leaf_level, output, attrs | 1 << 10)
+    tcr = 16 | 1 << 23 | TG0[granule] << 14 | 2 << 30 | ips << 32
+    return {"name": "d", "memory": image.memory_entries(), "ops": [["S1E1R", "0x0"]],
+            "regs": {"SCTLR_EL1": "0x30d00801", "TCR_EL1": hex(tcr), "MAIR_EL1": hex(mair),
+                     "TTBR0_EL1": hex(tree.root)}} | extra
+
+
+def qemu_par(case: dict[str, Any], config: QemuConfig) -> int:
+    """Return QEMU's PAR_EL1 for the case's single op."""
+    return int(run_case_file(case, config)["cases"][0]["ops"][0]["PAR_EL1"], 16)
+
+
+@requires_qemu
+def test_qemu_reports_descriptor_sh_for_stage1_device(qemu_config: QemuConfig) -> None:
+    par = qemu_par(s1_case(3, 0x9000_0000, 0b11 << 8, mair=0x00), qemu_config)
+    assert par >> 56 == 0x00 and par >> 7 & 3 == 0b11
+
+
+@requires_qemu
+def test_qemu_copies_reserved_sh_into_par(qemu_config: QemuConfig) -> None:
+    par = qemu_par(s1_case(3, 0x9000_0000, 0b01 << 8), qemu_config)
+    assert par >> 7 & 3 == 0b01
+
+
+@requires_qemu
+def test_qemu_takes_a_4k_level0_block(qemu_config: QemuConfig) -> None:
+    par = qemu_par(s1_case(0, 0x80_0000_0000, 0), qemu_config)
+    assert not par & 1 and par & 0xF_FFFF_FFFF_F000 == 0x80_0000_0000
+
+
+@requires_qemu
+def test_qemu_ignores_64k_oa_51_48_below_52_bit_ps(qemu_config: QemuConfig) -> None:
+    par = qemu_par(s1_case(3, 0xA_0000_9000_0000, 0, granule=16, ips=5), qemu_config)
+    assert not par & 1 and par & 0xF_FFFF_FFFF_F000 == 0x9000_0000
+
+
+@requires_qemu
+def test_qemu_drops_the_transient_hint_under_stage2_write_through(qemu_config: QemuConfig) -> None:
+    image = Image()
+    s2 = TableTree(Shape(stage=2, granule=12, ia_bits=40, start_level=1, concat=2), image,
+                   allocator(0x6000_0000))
+    s2.map(0x1000_0000, 2, 0x9000_0000, 0b1010 << 2 | 0b11 << 6 | 1 << 10)
+    s2.map(0x5000_0000, 2, 0x5000_0000, 0b1111 << 2 | 0b11 << 6 | 1 << 10)
+    case = s1_case(3, 0x1000_0000, 0, mair=0x77)
+    case["memory"] += image.memory_entries()
+    case["regs"] |= {"HCR_EL2": "0x80000001", "VTCR_EL2": hex(0x80000000 | 24 | 1 << 6 | 5 << 16),
+                     "VTTBR_EL2": hex(s2.root)}
+    case["ops"] = [["S12E1R", "0x0"]]
+    assert qemu_par(case, qemu_config) >> 56 == 0xBB
+
+
+def s2_grid() -> list[tuple[tuple[int, bool, int, int, int], dict[str, Any]]]:
+    """Return stage-2 setups the architecture accepts, each as a one-op case."""
+    grid = []
+    for granule, ds in ((12, False), (12, True), (14, False), (14, True), (16, False)):
+        levels = [-1, 0, 1, 2, 3] if granule == 12 else [0, 1, 2, 3]
+        for level in levels:
+            if level == -1 and not ds:
+                continue
+            low, high = s2_ia_range(granule, level)
+            for ia_bits in range(max(low, 25), min(high, 52) + 1, 3):
+                for ps in range(7):
+                    grid.append(((granule, ds, level, ia_bits, ps),
+                                 s2_case(granule, ds, level, ia_bits, ps)))
+    return grid
+
+
+def s2_case(granule: int, ds: bool, level: int, ia_bits: int, ps: int) -> dict[str, Any]:
+    """Return an S12E1R case through a stage 2 with this setup, stage 1 off."""
+    image = Image()
+    tree = TableTree(Shape(stage=2, granule=granule, ia_bits=ia_bits, start_level=level, ds=ds),
+                     image, allocator())
+    ipa = 1 << granule
+    tree.map(ipa, 3, 0x8000_0000, 0xF << 2 | 1 << 6 | 1 << 10)
+    sl0, sl2 = s2_sl_fields(granule, level)
+    vtcr = (64 - ia_bits) | sl0 << 6 | TG0[granule] << 14 | ps << 16 | 1 << 31
+    vtcr |= ds << 32 | sl2 << 33
+    return {"name": "s2", "memory": image.memory_entries(), "ops": [["S12E1R", hex(ipa)]],
+            "regs": {"HCR_EL2": "0x80000001", "VTCR_EL2": hex(vtcr), "VTTBR_EL2": hex(tree.root)}}
+
+
+@requires_qemu
+def test_qemu_rejects_stage2_setups_exactly_where_divergences_says(qemu_config: QemuConfig) -> None:
+    def accepted(case: dict[str, Any]) -> bool:
+        setup = S2Setup.from_vtcr(int(case["regs"]["VTCR_EL2"], 16))
+        return setup is not None and architecture_accepts(setup)
+
+    grid = [(key, case) for key, case in s2_grid() if accepted(case)]
+    answers = run_case_file([case for _, case in grid], qemu_config)["cases"]
+    wrong = []
+    for (key, case), answer in zip(grid, answers, strict=True):
+        setup = S2Setup.from_vtcr(int(case["regs"]["VTCR_EL2"], 16))
+        assert setup is not None
+        faulted = int(answer["ops"][0]["PAR_EL1"], 16) & 1
+        if bool(faulted) != qemu_rejects(setup):
+            wrong.append(key)
+    assert len(grid) > 300
+    assert wrong == []
+
+
+# --- Classification, without QEMU ------------------------------------------------------------
+
+
+def evidence(qemu: dict[str, Any], model: dict[str, Any], **source: Any) -> OpEvidence:
+    """Return evidence for one S1E1R op of a minimal case."""
+    (case,) = parse_cases({"ops": [["S1E1R", 0]]} | source)
+    return OpEvidence(case, case.ops[0], qemu, model)
+
+
+def par(value: int) -> dict[str, Any]:
+    """Return a PAR answer."""
+    return {"outcome": "par", "PAR_EL1": f"{value:#018x}"}
+
+
+def test_sh_divergence_needs_device_or_nc_and_only_sh_differing() -> None:
+    assert classify(evidence(par(0x0000_0000_9000_0B80), par(0x0000_0000_9000_0B00))) is not None
+    assert classify(evidence(par(0xFF00_0000_9000_0B80), par(0xFF00_0000_9000_0B00))) is None
+    assert classify(evidence(par(0x0000_0000_9000_1B80), par(0x0000_0000_9000_0B00))) is None
+
+
+def test_illegal_block_needs_the_tag_and_a_model_translation_fault() -> None:
+    qemu, model = par(0xFF00_0080_0000_0B80), par(0x809)
+    assert classify(evidence(qemu, model)) is None
+    found = classify(evidence(qemu, model, divergence_tags=[TAG_ILLEGAL_BLOCK]))
+    assert found is not None and found.name == "block_at_illegal_level"
+    assert classify(evidence(qemu, par(0x80F), divergence_tags=[TAG_ILLEGAL_BLOCK])) is None
+    assert classify(evidence(qemu, par(0x81B), divergence_tags=[TAG_ILLEGAL_BLOCK])) is None
+
+
+def test_transient_divergence_matches_only_wt_transient_against_wt() -> None:
+    assert classify(evidence(par(0xBB00_0000_9000_0B80), par(0x3300_0000_9000_0B80))) is not None
+    assert classify(evidence(par(0xFF00_0000_9000_0B80), par(0x3300_0000_9000_0B80))) is None
+
+
+@pytest.mark.parametrize("divergence", DIVERGENCES, ids=lambda d: d.name)
+def test_every_divergence_has_a_reason(divergence: Any) -> None:
+    assert len(divergence.reason) > 60 and "QEMU 7.2" in divergence.reason
