@@ -80,11 +80,11 @@ def memory_per_page(size: int) -> None:
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     pages = size // SZ_4K
-    tables = env.pool.in_use()
+    tables = env.pool.in_use() - mc.nobjs
     print(
         f"host memory: {grown / pages:,.1f} bytes per mapped 4K page "
-        f"({grown / 2**20:.1f} MiB for {pages} pages; {tables} table pages of 4 KiB "
-        f"= {tables * 4096 / pages:.1f} bytes/page of which is table memory)"
+        f"({grown / 2**20:.2f} MiB for {pages} pages; the {tables} table pages in use"
+        f" account for {tables * 4096 / pages:.1f} bytes/page)"
     )
 
 

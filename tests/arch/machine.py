@@ -144,7 +144,7 @@ def at_access(el: int, write: bool = False) -> AccessDescriptor:
 class OffsetView:
     """Guest-physical memory at a fixed offset from PA (for stage-1 tables behind stage 2)."""
 
-    def __init__(self, mem: PhysMem, delta: int, big_endian: bool = False) -> None:
+    def __init__(self, mem: PhysMem, delta: int) -> None:
         self.mem, self.delta = mem, delta
 
     def read64(self, pa: int, big_endian: bool = False) -> int:

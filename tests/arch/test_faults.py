@@ -97,9 +97,32 @@ def test_par_bit11_is_a_choice():
 
 def test_esr_stage2_fault_on_at_walk_from_el1():
     # EC 0x24, IL, CM=1 (AT), S1PTW=1, WnR=1 (AT always reports 1), DFSC translation L3.
-    walk = Acc(AccessType.TTW, 1, walk_of=AccessType.AT)
+    walk = Acc(AccessType.TTW, 1, walk_of=acc_at(1, False))
     f = as_stage2(FaultRecord(Fault.TRANSLATION, 3, walk), 0x10003008, s1ptw=True)
     assert esr_abort(f, same_el=False) == 0x920001C7
+
+
+def test_esr_stage2_fault_on_walk_reports_the_original_access():
+    load, store = acc_gpr(1, False), acc_gpr(1, True)
+    for orig, wnr in ((load, 0), (store, 1)):
+        walk = Acc(AccessType.TTW, 1, walk_of=orig)
+        f = as_stage2(FaultRecord(Fault.TRANSLATION, 1, walk), 0x1000, s1ptw=True)
+        assert esr_abort(f, same_el=False) == (0x24 << 26) | (1 << 25) | (1 << 7) | (
+            wnr << 6) | 0b000101
+
+
+def test_esr_stage2_fault_on_descriptor_update_reports_the_original_access():
+    # ASL: fault.write is that of the access being translated; the walk's update write
+    # does not change it (asl-notes Q9).
+    update = Acc(AccessType.TTW, 1, write=True, walk_of=acc_gpr(1, False))
+    f = as_stage2(FaultRecord(Fault.PERMISSION, 3, update), 0x1000, s1ptw=True)
+    assert esr_abort(f, same_el=False) == (0x24 << 26) | (1 << 25) | (1 << 7) | 0xF
+
+
+def test_esr_stage2_fault_on_fetch_walk_is_an_instruction_abort():
+    walk = Acc(AccessType.TTW, 0, walk_of=acc_ifetch(0))
+    f = as_stage2(FaultRecord(Fault.TRANSLATION, 2, walk), 0x1000, s1ptw=True)
+    assert esr_abort(f, same_el=False) == (0x20 << 26) | (1 << 25) | (1 << 7) | 0b000110
 
 
 def test_esr_store_permission_fault_sets_wnr_not_cm():
@@ -132,12 +155,18 @@ def test_hpfar_holds_ipa_51_12_in_fipa():
     assert hpfar(0xF_0000_1234_5678) == 0xF_0000_1234_5 << 4
 
 
-def test_hpfar_valid_for_stage2_translation_af_permission_address_size():
-    for kind in (Fault.TRANSLATION, Fault.ACCESS_FLAG, Fault.PERMISSION, Fault.ADDRESS_SIZE):
+def test_hpfar_valid_for_stage2_translation_af_address_size():
+    for kind in (Fault.TRANSLATION, Fault.ACCESS_FLAG, Fault.ADDRESS_SIZE):
         assert reports_hpfar(as_stage2(FaultRecord(kind, 1, READ), 0, s1ptw=False))
     assert not reports_hpfar(make_fault(Fault.TRANSLATION, 1, READ, ""))
     assert not reports_hpfar(as_stage2(FaultRecord(Fault.ALIGNMENT, 0, READ), 0, s1ptw=False))
-    assert reports_hpfar(as_stage2(FaultRecord(Fault.SYNC_EXTERNAL_ON_WALK, 1, READ), 0, True))
+
+
+def test_hpfar_for_stage2_permission_only_on_a_walk():
+    assert not reports_hpfar(as_stage2(FaultRecord(Fault.PERMISSION, 3, READ), 0, s1ptw=False))
+    assert reports_hpfar(as_stage2(FaultRecord(Fault.PERMISSION, 3, READ), 0, s1ptw=True))
+    assert not reports_hpfar(as_stage2(FaultRecord(Fault.SYNC_EXTERNAL_ON_WALK, 1, READ), 0,
+                                       s1ptw=True))
 
 
 def test_fault_record_write_follows_access():

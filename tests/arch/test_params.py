@@ -257,3 +257,9 @@ def test_s2_params():
 def test_sl2_ignored_without_ds():
     regs = SysRegs(VTCR_EL2=VTCR_EL2.encode(SL2=1))
     assert get_s2_ttw_params(regs, QEMU, DEFAULT_CHOICES).sl2 == 0
+
+
+def test_unimplemented_granule_falls_back_to_the_smallest_implemented():
+    fs = FeatureSet(frozenset(), granules=frozenset({16, 64}))
+    assert tg0_granule(0b00, fs, DEFAULT_CHOICES) is G16
+    assert tg0_granule(0b11, fs, DEFAULT_CHOICES) is G16

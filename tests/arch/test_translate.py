@@ -790,3 +790,34 @@ def test_two_stage_tables_built_to_map_x_walk_to_x(s1l, s2l, data):
     s2.map(page, pa, g2.size, s2_attrs(sh=0 if ds2 else 3))
     got = m.ok(va + off)
     assert got.paddress == pa + (target - page)
+
+
+def test_misprogrammed_contiguous_run_output_is_a_choice():
+    # A 16-page contiguous run whose third entry points elsewhere: by default the fetched
+    # descriptor's OA; with contiguous_oa_from_ia the low OA bits over the run come from
+    # the VA (ASL StageOA).
+    m, b = s1_machine(G4, 16)
+    b.map(VA & ~0xFFFF, 0x9000_0000, 0x10000, s1_attrs() | (1 << 52))
+    b.set_entry(VA & ~0xFFFF | 0x2000, 3, 0xA000_0000 | s1_attrs() | (1 << 52) | 0b11)
+    va = (VA & ~0xFFFF) | 0x2010
+    assert m.ok(va).paddress == 0xA000_0010
+    m.choices = ImplChoices(contiguous_oa_from_ia=True)
+    assert m.ok(va).paddress == 0xA000_2010
+
+
+@pytest.mark.parametrize(("xn", "fs", "el1_ok", "el0_ok"), [
+    (0b01, qemu_7_2_max(), False, True),     # FEAT_XNX: XN[1:0]=01 stops EL1 only
+    (0b11, qemu_7_2_max(), True, False),     # 11 stops EL0 only
+    (0b01, server_v8_2(), True, True),       # without FEAT_XNX bit 53 is ignored
+    (0b10, server_v8_2(), False, False),
+])
+def test_stage2_execute_never_for_instruction_fetches(xn, fs, el1_ok, el0_ok):
+    m, s1, s2 = two_stage()
+    m.fs = fs
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs(el0=True, ro=True))
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(xn=xn))
+    for el, ok in ((1, el1_ok), (0, el0_ok)):
+        got = m.translate(DATA_VA, acc_ifetch(el))
+        assert isinstance(got, AddressDescriptor) is ok
+        if not ok:
+            assert (got.statuscode, got.secondstage) == (Fault.PERMISSION, True)

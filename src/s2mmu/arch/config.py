@@ -56,6 +56,12 @@ class ImplChoices:
     # A contiguous range larger than the input address space may give a Translation
     # fault: IMPLEMENTATION DEFINED (ASL AArch64.ContiguousBitFaults). QEMU 7.2: no.
     contiguous_bit_faults: bool = False
+    # A contiguous run whose entries disagree, or whose output address is not aligned to
+    # the run, is misprogrammed: CONSTRAINED UNPREDICTABLE. The ASL (StageOA) takes the
+    # output address bits below the run's size from the input address; the model, like
+    # QEMU 7.2, by default takes the fetched descriptor's output address (as if the TLB
+    # held that entry alone). Correctly programmed runs give the same result either way.
+    contiguous_oa_from_ia: bool = False
     # With FEAT_BBM level 1 or 2, a block descriptor with nT (bit 16) set may give a
     # Translation fault: IMPLEMENTATION DEFINED (ASL AArch64.BlocknTFaults). QEMU 7.2: no.
     block_nt_faults: bool = False

@@ -162,12 +162,16 @@ def hpfar(ipa: int) -> int:
 
 
 def reports_hpfar(fault: FaultRecord) -> bool:
-    """Return whether HPFAR_EL2 is valid for a fault taken to EL2.
+    """Return whether HPFAR_EL2 holds the faulting IPA for a fault taken to EL2.
 
-    Rule (Arm ARM, HPFAR_EL2): valid for stage-2 Translation, Access flag, Permission
-    and Address size faults, and for any stage-2 fault on a stage-1 table walk.
+    ASL: IPAValid. For a stage-2 fault on a stage-1 table walk: Translation, Access
+    flag, Address size and Permission faults. For other stage-2 faults: Translation,
+    Access flag and Address size only (HPFAR_EL2 is UNKNOWN for a stage-2 Permission
+    fault on the access itself). Never for stage-1 faults.
     """
     if not fault.secondstage:
         return False
-    return fault.s2fs1walk or fault.statuscode in (
-        Fault.TRANSLATION, Fault.ACCESS_FLAG, Fault.PERMISSION, Fault.ADDRESS_SIZE)
+    kinds = [Fault.TRANSLATION, Fault.ACCESS_FLAG, Fault.ADDRESS_SIZE]
+    if fault.s2fs1walk:
+        kinds.append(Fault.PERMISSION)
+    return fault.statuscode in kinds

@@ -66,9 +66,14 @@ def tg1_granule(tg1: int, fs: FeatureSet, choices: ImplChoices) -> Granule:
 
 
 def _implemented(kb: int, fs: FeatureSet, choices: ImplChoices) -> Granule:
-    """Return kb as a Granule, or the IMPLEMENTATION DEFINED choice if not implemented."""
+    """Return kb as a Granule, or the IMPLEMENTATION DEFINED choice if not implemented.
+
+    If the chosen size is not implemented either, the smallest implemented one (QEMU 7.2).
+    """
     if kb not in fs.granules:
         kb = choices.reserved_tg_granule
+    if kb not in fs.granules:
+        kb = min(fs.granules)
     return Granule(kb)
 
 

@@ -104,7 +104,8 @@ def s2_setup(p: S2TTWParams, env: Env) -> WalkSetup:
     return WalkSetup(2, p.tgx, p.iasize(), p.startlevel(), p.ttb, p.ps, p.ps_raw, p.ds,
                      env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52,
                      contiguous_faults=env.choices.contiguous_bit_faults,
-                     nt_faults=env.fs.has("FEAT_BBM") and env.choices.block_nt_faults)
+                     nt_faults=env.fs.has("FEAT_BBM") and env.choices.block_nt_faults,
+                     contiguous_oa_from_ia=env.choices.contiguous_oa_from_ia)
 
 
 def s2_txsz_fault(p: S2TTWParams, env: Env) -> str:
@@ -229,7 +230,8 @@ def s1_setup(p: S1TTWParams, env: Env) -> WalkSetup:
     return WalkSetup(1, p.tgx, p.iasize(), p.startlevel(), p.ttb, p.ps, p.ps_raw, p.ds,
                      env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52,
                      contiguous_faults=env.choices.contiguous_bit_faults,
-                     nt_faults=env.fs.has("FEAT_BBM") and env.choices.block_nt_faults)
+                     nt_faults=env.fs.has("FEAT_BBM") and env.choices.block_nt_faults,
+                     contiguous_oa_from_ia=env.choices.contiguous_oa_from_ia)
 
 
 def addr_top(p: S1TTWParams, ifetch: bool) -> int:

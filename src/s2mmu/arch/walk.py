@@ -79,6 +79,7 @@ class WalkSetup:
     pamax52: bool
     contiguous_faults: bool = False   # ImplChoices.contiguous_bit_faults
     nt_faults: bool = False           # FEAT_BBM and ImplChoices.block_nt_faults
+    contiguous_oa_from_ia: bool = False   # ImplChoices.contiguous_oa_from_ia
 
     def context(self) -> DescContext:
         """Return the descriptor decoding context."""
@@ -197,9 +198,16 @@ def leaf_translation_fault(setup: WalkSetup, leaf: Block | Page) -> str:
 
 
 def leaf_output(state: TTWState, setup: WalkSetup, ia: int) -> int:
-    """Return the output address for ia: the leaf's base plus the offset within it."""
-    size = setup.granule.block_size(state.level)
-    return state.leaf.oa | (ia & (size - 1))
+    """Return the output address for ia: the leaf's base plus the offset within it.
+
+    ASL: StageOA. With setup.contiguous_oa_from_ia the offset covers the whole
+    contiguous run of a leaf with the Contiguous bit (the ASL's reading).
+    """
+    g, level = setup.granule, state.level
+    size = g.block_size(level)
+    if setup.contiguous_oa_from_ia and contiguous_bit(state.leaf.raw, g, level):
+        size <<= contiguous_size(g, level)
+    return (state.leaf.oa & ~(size - 1)) | (ia & (size - 1))
 
 
 def input_mask(iasize: int) -> int:

@@ -149,7 +149,7 @@ def block_at_illegal_level(ev: OpEvidence) -> bool:
 
 
 def oa_52bit_fields_ignored(ev: OpEvidence) -> bool:
-    """QEMU ignores OA[51:48] in a 64K descriptor's bits [15:12] unless PS is 52 bits."""
+    """QEMU ignores OA[51:48] (64K, bits [15:12]) and OA[51:50] (DS, bits [9:8]) below PS 52."""
     if TAG_OA_52BIT_FIELDS not in ev.tags:
         return False
     fault = fsc_of(ev.model)
@@ -270,9 +270,10 @@ DIVERGENCES: tuple[Divergence, ...] = (
     ),
     Divergence(
         "oa_52bit_fields_ignored",
-        "The 64K descriptor's OA[51:48] (bits [15:12]) are part of the output address "
-        "whenever FEAT_LPA is implemented, so a non-zero value beyond PS is an Address size "
-        "fault; QEMU 7.2 reads them only when PS is 52 bits.",
+        "A descriptor's high output-address bits (OA[51:48] in bits [15:12] with the 64K "
+        "granule and FEAT_LPA, OA[51:50] in bits [9:8] with DS=1) are part of the output "
+        "address whatever PS says, so a non-zero value beyond PS is an Address size fault; "
+        "QEMU 7.2 reads them only when PS is 52 bits.",
         oa_52bit_fields_ignored,
     ),
     Divergence(

@@ -579,7 +579,8 @@ class CaseBuilder:
         """Tag the case with the divergences a leaf can trigger (divergences.py)."""
         if level < 3 and level not in shape.block_levels():
             self.tags.add(TAG_ILLEGAL_BLOCK)
-        if shape.granule == 16 and output >> 48 and PS_BITS[self.spec.ips] < 52:
+        wide = output >> 48 if shape.granule == 16 else (output >> 50 if shape.ds else 0)
+        if wide and PS_BITS[self.spec.ips] < 52:
             self.tags.add(TAG_OA_52BIT_FIELDS)
 
     def flat_target(self) -> Target:

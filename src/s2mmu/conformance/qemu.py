@@ -142,16 +142,27 @@ def probe_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def probe_dir(cache_dir: Path | None) -> Path:
+    """Return a writable directory for this probe build (a temp one if the cache is not)."""
+    name = f"probe-{probe_hash()}"
+    for base in (cache_dir or default_cache_dir(), Path(tempfile.gettempdir()) / "s2mmu-cache"):
+        try:
+            (base / name).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        return base / name
+    raise HarnessUnavailable("no writable directory to build the probe in")
+
+
 def build_probe(cache_dir: Path | None = None) -> Path:
     """Return the probe ELF, assembling and linking it if it is not cached yet."""
-    out_dir = (cache_dir or default_cache_dir()) / f"probe-{probe_hash()}"
+    out_dir = probe_dir(cache_dir)
     elf = out_dir / "probe.elf"
     if elf.exists():
         return elf
     missing = missing_tools()
     if AS_BINARY in missing or LD_BINARY in missing:
         raise HarnessUnavailable(unavailable_reason() or "binutils missing")
-    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as work:
         objects = [assemble(PROBE_DIR / name, Path(work)) for name in ("probe.S", "stub.S")]
         linked = Path(work) / "probe.elf"

@@ -3,7 +3,8 @@
 TLB invalidations, barriers, cache maintenance, page allocation and freeing, and any
 WARN_ON the kernel would have printed are appended to an :class:`EventLog` injected
 through the mm_ops, so tests and users can see them in order. Descriptor writes are
-recorded too when a tracer asks for them (the concurrency checker does).
+recorded too when a tracer asks for them (the concurrency checker does). Events are
+immutable named tuples (cheap to create on the hot path).
 
 Each TLBI event stands for one hypervisor TLB helper call, not its instructions: for
 example ``__kvm_tlb_flush_vmid_ipa`` is DSB ISH; TLBI IPAS2E1IS (with the level hint);
@@ -18,15 +19,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 # The kernel's "level unknown" TTL hint (INT_MAX).
 TLBI_TTL_UNKNOWN = 0x7FFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class TlbiVmidIpa:
+class TlbiVmidIpa(NamedTuple):
     """Invalidate stage-2 entries for one IPA (with a TTL level hint) and all stage-1.
 
     Kernel: __kvm_tlb_flush_vmid_ipa (nsh=False), __kvm_tlb_flush_vmid_ipa_nsh (nsh=True).
@@ -38,8 +37,7 @@ class TlbiVmidIpa:
     nsh: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class TlbiVmidRange:
+class TlbiVmidRange(NamedTuple):
     """Invalidate stage-2 entries for pages [ipa, ipa + pages * PAGE_SIZE) of a VMID.
 
     Kernel: __kvm_tlb_flush_vmid_range (called by kvm_tlb_flush_vmid_range).
@@ -51,8 +49,7 @@ class TlbiVmidRange:
     page_size: int
 
 
-@dataclass(frozen=True, slots=True)
-class TlbiVmid:
+class TlbiVmid(NamedTuple):
     """Invalidate every entry of a VMID (TLBI VMALLS12E1IS).
 
     Kernel: __kvm_tlb_flush_vmid.
@@ -61,8 +58,7 @@ class TlbiVmid:
     vmid: int
 
 
-@dataclass(frozen=True, slots=True)
-class TlbiHyp:
+class TlbiHyp(NamedTuple):
     """Invalidate a hypervisor stage-1 VA (TLBI VAE2IS, or VALE2IS for a leaf).
 
     Kernel: __tlbi_level(vae2is / vale2is, ...) in hyp_unmap_walker.
@@ -73,20 +69,17 @@ class TlbiHyp:
     level: int
 
 
-@dataclass(frozen=True, slots=True)
-class Dsb:
+class Dsb(NamedTuple):
     """A DSB with its domain and type: "ish", "ishst", "nsh", "nshst"."""
 
     domain: str
 
 
-@dataclass(frozen=True, slots=True)
-class Isb:
+class Isb(NamedTuple):
     """An ISB."""
 
 
-@dataclass(frozen=True, slots=True)
-class DcacheCleanInvalPoc:
+class DcacheCleanInvalPoc(NamedTuple):
     """Clean and invalidate the data cache to the PoC for [pa, pa + size).
 
     Kernel: mm_ops->dcache_clean_inval_poc (clean_dcache_guest_page).
@@ -96,8 +89,7 @@ class DcacheCleanInvalPoc:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class IcacheInvalPou:
+class IcacheInvalPou(NamedTuple):
     """Invalidate the instruction cache to the PoU for [pa, pa + size).
 
     Kernel: mm_ops->icache_inval_pou (invalidate_icache_guest_page).
@@ -107,8 +99,7 @@ class IcacheInvalPou:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class PteWrite:
+class PteWrite(NamedTuple):
     """A descriptor changed from old to new at pa (only when descriptor tracing is on)."""
 
     pa: int
@@ -116,30 +107,26 @@ class PteWrite:
     new: int
 
 
-@dataclass(frozen=True, slots=True)
-class PageAlloc:
+class PageAlloc(NamedTuple):
     """A page-table page was handed out (from the memcache or the pool)."""
 
     pa: int
 
 
-@dataclass(frozen=True, slots=True)
-class PageFree:
+class PageFree(NamedTuple):
     """A page-table page's last reference was dropped and it went back to the pool."""
 
     pa: int
 
 
-@dataclass(frozen=True, slots=True)
-class UseAfterFree:
+class UseAfterFree(NamedTuple):
     """Software touched a page-table page after it was freed (a model-detected bug)."""
 
     pa: int
     access: str
 
 
-@dataclass(frozen=True, slots=True)
-class Warn:
+class Warn(NamedTuple):
     """A WARN_ON() the kernel would have printed: the function and the condition."""
 
     function: str

@@ -395,9 +395,16 @@ class KvmPgtableMmOps:
     # Cache maintenance, recorded.
 
     def _dcache(self, pa: int, size: int) -> None:
+        """Clean to the PoC, which FWB makes unnecessary (FWB also implies IDC).
+
+        Kernel: clean_dcache_guest_page, __clean_dcache_guest_page (asm/kvm_mmu.h).
+        """
+        if self.caps.stage2_fwb:
+            return
         self.events.record(DcacheCleanInvalPoc(pa, size))
 
     def _icache(self, pa: int, size: int) -> None:
+        """Invalidate the I-cache to the PoU. Kernel: invalidate_icache_guest_page."""
         self.events.record(IcacheInvalPou(pa, size))
 
     def warn(self, function: str, condition: str) -> None:

@@ -32,7 +32,8 @@ Knobs and the kernel history they stand for:
   through break-before-make (and a later, narrower fault could take permissions away).
 
 Kernel: kvm_pgtable_walk_continue, __kvm_pgtable_visit, stage2_map_walker_phys_addr,
-stage2_attr_walker, stage2_map_walker_try_leaf (arch/arm64/kvm/hyp/pgtable.c, v6.2, v6.3, linux-next).
+stage2_attr_walker, stage2_map_walker_try_leaf (arch/arm64/kvm/hyp/pgtable.c as of v6.2,
+v6.3 and linux-next, and the commits named above).
 """
 
 from __future__ import annotations

@@ -219,21 +219,23 @@ def __kvm_pgtable_visit(
     if not table and flags & KVM_PGTABLE_WALK_LEAF:
         ret = yield from kvm_pgtable_visitor_cb(data, ctx, KVM_PGTABLE_WALK_LEAF)
         reload = True
+    old = ctx.old
     if reload:
         yield Step(READ, ptep)
-        ctx = ctx._replace(old=mm_ops.read_pte(ptep))
-        table = kvm_pte_table(ctx.old, level)
+        old = mm_ops.read_pte(ptep)
+        table = kvm_pte_table(old, level)
     rule = mm_ops.profile.eagain_rule
     if kvm_pgtable_walk_continue(data.walker, ret, rule):
         if not table:
             size = 1 << kvm_granule_shift(level, mm_ops.g)
             data.addr = (data.addr & ~(size - 1)) + size
             return 0
-        childp = kvm_pte_to_phys(ctx.old, mm_ops.g)
+        childp = kvm_pte_to_phys(old, mm_ops.g)
         ret = yield from __kvm_pgtable_walk(data, mm_ops, childp, level + 1)
         if kvm_pgtable_walk_continue(data.walker, ret, rule) and (
             flags & KVM_PGTABLE_WALK_TABLE_POST
         ):
+            ctx = KvmPgtableVisitCtx(ptep, old, *ctx[2:])
             ret = yield from kvm_pgtable_visitor_cb(data, ctx, KVM_PGTABLE_WALK_TABLE_POST)
     return 0 if kvm_pgtable_walk_continue(data.walker, ret, rule) else ret
 
