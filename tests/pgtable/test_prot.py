@@ -62,9 +62,7 @@ def test_stage2_leaf_is_inner_shareable_and_accessed() -> None:
     assert bits(attr, 10, 10) == 1
 
 
-@pytest.mark.parametrize(
-    ("prot", "s2ap"), [(0, 0b00), (P.R, 0b01), (P.W, 0b10), (P.R | P.W, 0b11)]
-)
+@pytest.mark.parametrize(("prot", "s2ap"), [(0, 0b00), (P.R, 0b01), (P.W, 0b10), (P.R | P.W, 0b11)])
 def test_s2ap_bits_6_and_7_are_read_and_write(prot: int, s2ap: int) -> None:
     assert bits(attr_of(stage2(), prot), 7, 6) == s2ap
 
@@ -96,11 +94,7 @@ def test_device_and_nc_exclude_each_other_and_execution(prot: int) -> None:
 
 @pytest.mark.parametrize(
     "perms",
-    [
-        sum(c, P(0))
-        for n in range(5)
-        for c in itertools.combinations([P.R, P.W, P.PX, P.UX], n)
-    ],
+    [sum(c, P(0)) for n in range(5) for c in itertools.combinations([P.R, P.W, P.PX, P.UX], n)],
 )
 @pytest.mark.parametrize("sw", [P(0), P.SW0 | P.SW3])
 def test_stage2_prot_round_trips_through_a_leaf(perms: P, sw: P) -> None:
