@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from s2mmu.conformance.casefile import parse_cases
+from s2mmu.conformance.compare import model_answer, normal_changes, normal_op
 from s2mmu.conformance.divergences import (
     DIVERGENCES,
     TAG_ILLEGAL_BLOCK,
@@ -14,10 +17,12 @@ from s2mmu.conformance.divergences import (
     S2Setup,
     architecture_accepts,
     classify,
+    explain_memory,
     qemu_rejects,
 )
 from s2mmu.conformance.generator import TG0, s2_ia_range, s2_sl_fields
 from s2mmu.conformance.qemu import QemuConfig, run_case_file
+from s2mmu.conformance.qemu72 import combined_attrs_fwb, combined_attrs_nofwb, convert_stage2_attrs
 from s2mmu.conformance.tables import Image, Shape, TableTree
 from tests.conformance.conftest import requires_qemu
 
@@ -178,3 +183,78 @@ def test_transient_divergence_matches_only_wt_transient_against_wt() -> None:
 @pytest.mark.parametrize("divergence", DIVERGENCES, ids=lambda d: d.name)
 def test_every_divergence_has_a_reason(divergence: Any) -> None:
     assert len(divergence.reason) > 60 and "QEMU 7.2" in divergence.reason
+
+
+# --- Departures found by the random cases: recorded QEMU answers, and QEMU itself ------------
+
+DIVERGENCE_EXAMPLES = Path(__file__).parent / "cases" / "divergence_examples.json"
+
+
+def divergence_examples() -> list[dict[str, Any]]:
+    """Return the recorded cases, one per departure (QEMU's answer in 'qemu_answer')."""
+    return list(json.loads(DIVERGENCE_EXAMPLES.read_text())["cases"])
+
+
+def expected_name(example: dict[str, Any]) -> str:
+    """Return the divergence an example stands for (its name, less any _variant)."""
+    name = str(example["name"])
+    return "fwb_reserved_memattr" if name.startswith("fwb_reserved_memattr") else name
+
+
+@pytest.mark.parametrize("example", divergence_examples(), ids=lambda e: e["name"])
+def test_recorded_qemu_answer_is_explained_by_its_divergence(example: dict[str, Any]) -> None:
+    (case,) = parse_cases(example)
+    model = model_answer(example)
+    if example["name"] == "at_sets_dirty":
+        qemu_changes = normal_changes({"memory_changes": example["qemu_answer"]})
+        found = explain_memory(qemu_changes, normal_changes(model))
+        assert found is not None and found.name == "at_sets_dirty"
+        return
+    ev = OpEvidence(case, case.ops[0], example["qemu_answer"], model["ops"][0], 0)
+    assert normal_op(ev.qemu) != normal_op(ev.model)
+    found = classify(ev)
+    assert found is not None and found.name == expected_name(example)
+
+
+@pytest.mark.parametrize("example", divergence_examples(), ids=lambda e: e["name"])
+def test_a_changed_qemu_answer_is_not_explained(example: dict[str, Any]) -> None:
+    (case,) = parse_cases(example)
+    model = model_answer(example)
+    if example["name"] == "at_sets_dirty":
+        bent = [dict(c, after=hex(int(c["after"], 16) ^ 1 << 20)) for c in example["qemu_answer"]]
+        assert explain_memory(normal_changes({"memory_changes": bent}),
+                              normal_changes(model)) is None
+        return
+    answer = dict(example["qemu_answer"])
+    key = "PAR_EL1" if "PAR_EL1" in answer else "ESR"
+    answer[key] = hex(int(answer[key], 16) ^ 1 << 12)
+    assert classify(OpEvidence(case, case.ops[0], answer, model["ops"][0], 0)) is None
+
+
+@requires_qemu
+@pytest.mark.parametrize("example", divergence_examples(), ids=lambda e: e["name"])
+def test_qemu_still_answers_as_recorded(example: dict[str, Any], qemu_config: QemuConfig) -> None:
+    got = run_case_file(example, qemu_config)["cases"][0]
+    if example["name"] == "at_sets_dirty":
+        assert normal_changes(got) == normal_changes({"memory_changes": example["qemu_answer"]})
+    else:
+        assert normal_op(got["ops"][0]) == normal_op(example["qemu_answer"])
+
+
+def test_qemu_attr_combination_rules() -> None:
+    # Without FWB: Device over Normal inner-NC reads the NC nibble (0b0100) as nGnRE.
+    assert combined_attrs_nofwb(0x08, convert_stage2_attrs(0b1101, cd=False)) == 0x04
+    # Normal both: Non-cacheable wins per nibble; stage-1 Write-Through wins over WB.
+    assert combined_attrs_nofwb(0xFF, convert_stage2_attrs(0b1101, cd=False)) == 0xF4
+    assert combined_attrs_nofwb(0xAA, convert_stage2_attrs(0b1111, cd=False)) == 0xAA
+    # HCR_EL2.CD makes stage 2 Normal memory Non-cacheable.
+    assert convert_stage2_attrs(0b1111, cd=True) == 0x44
+    # FWB: 0b111 keeps stage 1, 0b110 forces WB keeping cacheable hints, 0b101 NC.
+    assert combined_attrs_fwb(0x0C, 0b111) == 0x0C
+    assert combined_attrs_fwb(0xAA, 0b110) == 0xEE
+    assert combined_attrs_fwb(0x44, 0b110) == 0xFF
+    assert combined_attrs_fwb(0xFF, 0b101) == 0x44
+    # FWB Device types are stage 2's; reserved encodings are Device-nGnRnE.
+    assert combined_attrs_fwb(0x00, 0b0011) == 0x0C
+    assert combined_attrs_fwb(0xFF, 0b1110) == 0x00
+    assert combined_attrs_fwb(0xFF, 0b0100) == 0x00

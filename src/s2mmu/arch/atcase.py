@@ -11,7 +11,7 @@ from typing import Any
 from s2mmu.arch.at import AtException, AtOp, ParResult, execute_at
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import FeatureSet, qemu_7_2_max
-from s2mmu.arch.memory import PA_LIMIT, PhysMem
+from s2mmu.arch.memory import PA_LIMIT, MemoryWrite, PhysMem
 from s2mmu.arch.state import SysRegs
 from s2mmu.arch.translate import Env
 
@@ -220,14 +220,19 @@ def run_case_detailed(case: AtCase, features: FeatureSet | None = None
     return results, mem
 
 
+def memory_change_json(w: MemoryWrite) -> dict[str, str]:
+    """Return one hardware write as the format spells it: little-endian memory words."""
+    before, after = w.as_le_words()
+    return {"pa": hx(w.pa), "before": hx(before), "after": hx(after)}
+
+
 def run_case(case: AtCase, features: FeatureSet | None = None) -> dict[str, Any]:
     """Run case on the model and return its output object (at-case.md)."""
     results, mem = run_case_detailed(case, features)
     return {
         "name": case.name,
         "ops": [op_result_json(s, r) for s, r in zip(case.ops, results, strict=True)],
-        "memory_changes": [{"pa": hx(w.pa), "before": hx(w.before), "after": hx(w.after)}
-                           for w in mem.hw_writes],
+        "memory_changes": [memory_change_json(w) for w in mem.hw_writes],
     }
 
 

@@ -20,11 +20,27 @@ PA_LIMIT = 1 << 52
 
 @dataclass(frozen=True)
 class MemoryWrite:
-    """One 64-bit word changed by the translation hardware (or a CAS)."""
+    """One 64-bit word changed by the translation hardware (or a CAS).
+
+    before and after are descriptor values; big_endian says how they sit in memory.
+    """
 
     pa: int
     before: int
     after: int
+    big_endian: bool = False
+
+    def as_le_words(self) -> tuple[int, int]:
+        """Return (before, after) as little-endian words of the bytes in memory.
+
+        This is how shared/formats/at-case.md spells memory words, whatever the
+        tables' endianness.
+        """
+        if not self.big_endian:
+            return self.before, self.after
+        def swap(v: int) -> int:
+            return int.from_bytes(v.to_bytes(8, "big"), "little")
+        return swap(self.before), swap(self.after)
 
 
 class PhysMem:
@@ -92,7 +108,7 @@ class PhysMem:
             return False
         if new != current:
             self.write64(pa, new, big_endian)
-            self.hw_writes.append(MemoryWrite(pa, current, new))
+            self.hw_writes.append(MemoryWrite(pa, current, new, big_endian))
         return True
 
     def pages_allocated(self) -> int:

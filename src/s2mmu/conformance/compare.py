@@ -23,7 +23,7 @@ from typing import Any
 
 from s2mmu.arch.errors import InputError
 from s2mmu.conformance.casefile import HarnessCase, case_objects, parse_cases
-from s2mmu.conformance.divergences import OpEvidence, classify
+from s2mmu.conformance.divergences import OpEvidence, classify, explain_memory
 from s2mmu.conformance.qemu import QemuAt, QemuConfig
 
 ModelSide = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -123,7 +123,7 @@ def compare_op(case: HarnessCase, index: int, qemu: Mapping[str, Any],
         return OpComparison(index, qemu, model, NOT_RUN_VERDICT)
     if normal_op(qemu) == normal_op(model):
         return OpComparison(index, qemu, model, AGREE)
-    divergence = classify(OpEvidence(case, case.ops[index], qemu, model))
+    divergence = classify(OpEvidence(case, case.ops[index], qemu, model, index))
     if divergence is not None:
         return OpComparison(index, qemu, model, DIVERGENCE, divergence.name)
     return OpComparison(index, qemu, model, MISMATCH)
@@ -137,6 +137,8 @@ def memory_verdict(ops: Sequence[OpComparison], qemu: Mapping[str, Any],
         return NOT_RUN_VERDICT
     if normal_changes(qemu) == normal_changes(model):
         return AGREE
+    if explain_memory(normal_changes(qemu), normal_changes(model)) is not None:
+        return DIVERGENCE
     if any(op.verdict == DIVERGENCE for op in ops):
         return DIVERGENCE
     return MISMATCH

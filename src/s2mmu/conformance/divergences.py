@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s2mmu.conformance.casefile import AtOp, HarnessCase
+from s2mmu.conformance.qemu72 import WalkFacts, qemu_par_attrs, walk_facts
 
 PS_BITS = (32, 36, 40, 42, 44, 48, 52, 52)
 PAMAX = 52
@@ -34,6 +35,7 @@ class OpEvidence:
     op: AtOp
     qemu: Mapping[str, Any]
     model: Mapping[str, Any]
+    index: int = 0
 
     @property
     def tags(self) -> frozenset[str]:
@@ -239,6 +241,101 @@ def s2_start_level_vs_ps(ev: OpEvidence) -> bool:
         and dict(ev.qemu) != dict(ev.model)
 
 
+# --- Attribute combination (QEMU 7.2 combine_cacheattrs) -----------------------------------
+
+ATTR_SH_MASK = 0xFF << 56 | 0b11 << 7
+
+
+def facts(ev: OpEvidence) -> WalkFacts | None:
+    """Return the model's walk facts for the op (what the translation read)."""
+    return walk_facts(ev.case.source, ev.index)
+
+
+def is_device_attr(attr: int | None) -> bool:
+    """Return whether a MAIR-format byte is Device (None: stage 1 off, Device for data)."""
+    return attr is None or attr >> 4 == 0
+
+
+def qemu_combination_explains(ev: OpEvidence, trigger: Any) -> bool:
+    """Return whether the PARs differ only in ATTR/SH and QEMU's is QEMU's combination."""
+    qemu, model = par(ev.qemu), par(ev.model)
+    if qemu is None or model is None or qemu & 1 or model & 1 or qemu == model:
+        return False
+    if qemu & ~ATTR_SH_MASK != model & ~ATTR_SH_MASK:
+        return False
+    f = facts(ev)
+    if f is None or f.s2_memattr is None or not trigger(f):
+        return False
+    return qemu_par_attrs(f) == (qemu >> 56, qemu >> 7 & 0b11)
+
+
+def fwb_reserved_memattr(ev: OpEvidence) -> bool:
+    """FWB with MemAttr[3]=1 or MemAttr=0b0100: QEMU forces Device-nGnRnE."""
+    return qemu_combination_explains(ev, lambda f: f.fwb and (
+        f.s2_memattr & 0b1000 or f.s2_memattr == 0b0100))
+
+
+def fwb_device_not_stricter(ev: OpEvidence) -> bool:
+    """FWB Device at stage 2 over stage-1 Device: QEMU takes stage 2's type."""
+    return qemu_combination_explains(ev, lambda f: f.fwb and f.s2_memattr < 0b0100
+                                     and is_device_attr(f.s1_attr))
+
+
+def nofwb_device_with_normal(ev: OpEvidence) -> bool:
+    """Without FWB, Device at one stage and Normal at the other: QEMU reads the Normal
+    side's low nibble as a Device type (Non-cacheable 0b0100 becomes nGnRE)."""
+    return qemu_combination_explains(ev, lambda f: not f.fwb and (
+        is_device_attr(f.s1_attr) != (f.s2_memattr >> 2 == 0)))
+
+
+def s1_off_shareability(ev: OpEvidence) -> bool:
+    """Stage 1 off: QEMU gives the Device output shareability 0 in the combination."""
+    qemu, model = par(ev.qemu), par(ev.model)
+    if qemu is None or model is None or qemu >> 56 != model >> 56:
+        return False
+    return qemu_combination_explains(ev, lambda f: f.s1_attr is None)
+
+
+# --- Level of a stage-2 fault on a stage-1 walk --------------------------------------------
+
+
+def fsc_kind_level(fsc: int) -> tuple[int, int]:
+    """Return (kind, level) of an FSC; level -1 codes map to the kind of levels 0-3."""
+    minus1 = {0b101001: 0b0000, 0b101011: 0b0001, 0b010011: 0b0101}
+    if fsc in minus1:
+        return minus1[fsc], -1
+    return fsc >> 2, fsc & 3
+
+
+def walk_fault_codes(answer: Mapping[str, Any]) -> tuple[int, int] | None:
+    """Return (FSC, answer with the FSC removed) for a fault on a stage-1 walk."""
+    value = par(answer)
+    if value is not None:
+        if value & 1 and value >> 8 & 1 and value >> 9 & 1:
+            return value >> 1 & 0x3F, value & ~(0x3F << 1)
+        return None
+    if answer.get("outcome") == "exception" and "ESR" in answer:
+        esr = int(str(answer["ESR"]), 16)
+        if esr >> 7 & 1:
+            return esr & 0x3F, esr & ~0x3F
+    return None
+
+
+def s2_walk_fault_level(ev: OpEvidence) -> bool:
+    """QEMU reports the stage-1 level for a stage-2 fault on a stage-1 walk."""
+    q, m = walk_fault_codes(ev.qemu), walk_fault_codes(ev.model)
+    if q is None or m is None or q[1] != m[1]:
+        return False
+    if {k: v for k, v in ev.qemu.items() if k not in ("PAR_EL1", "ESR")} != \
+            {k: v for k, v in ev.model.items() if k not in ("PAR_EL1", "ESR")}:
+        return False
+    (qkind, qlevel), (mkind, mlevel) = fsc_kind_level(q[0]), fsc_kind_level(m[0])
+    f = facts(ev)
+    if f is None or f.fault is None or qkind != mkind or qlevel == mlevel:
+        return False
+    return mlevel == f.fault.level and qlevel == f.s1_walk_level
+
+
 DIVERGENCES: tuple[Divergence, ...] = (
     Divergence(
         "par_sh_stage1",
@@ -283,8 +380,77 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "size against PS), and reports a stage-2 Translation fault where the architecture walks.",
         s2_start_level_vs_ps,
     ),
+    Divergence(
+        "s2_walk_fault_level",
+        "A stage-2 fault on a stage-1 table walk reports the level of the stage-2 lookup "
+        "that faulted (ASL AArch64.S1Walk returns the FaultRecord of AArch64.S2Translate, "
+        "whose level the stage-2 walk set; KVM's user_mem_abort relies on it to size the "
+        "permission relax of an S1PTW fault); QEMU 7.2 overwrites it with the stage-1 "
+        "level (KVM's nested AT emulation in at.c does the same).",
+        s2_walk_fault_level,
+    ),
+    Divergence(
+        "fwb_reserved_memattr",
+        "With HCR_EL2.FWB=1 stage-2 MemAttr[3] is ignored and 0b100 is Normal Non-cacheable "
+        "unless stage 1 is Device (ASL AArch64.S2ApplyFWBMemAttrs); QEMU 7.2 treats both "
+        "as reserved and forces Device-nGnRnE.",
+        fwb_reserved_memattr,
+    ),
+    Divergence(
+        "fwb_device_not_stricter",
+        "With FWB, a stage-2 Device type over a stage-1 Device type gives the stricter of "
+        "the two (ASL AArch64.S2ApplyFWBMemAttrs, S2CombineS1Device); QEMU 7.2 reports "
+        "stage 2's type.",
+        fwb_device_not_stricter,
+    ),
+    Divergence(
+        "nofwb_device_with_normal",
+        "Without FWB, Device at one stage and Normal at the other gives that Device "
+        "attribute (ASL S2CombineS1MemAttrs); QEMU 7.2 reads the Normal side's inner "
+        "nibble as a Device type, so inner Non-cacheable (0b0100) becomes Device-nGnRE.",
+        nofwb_device_with_normal,
+    ),
+    Divergence(
+        "s1_off_shareability",
+        "With stage 1 off, data output is Device-nGnRnE Outer Shareable (ASL "
+        "AArch64.S1DisabledOutput), so combined with stage 2 it stays Outer Shareable; "
+        "QEMU 7.2 gives it shareability 0, and a stage-2 Inner Shareable mapping forced "
+        "Write-Back under FWB reports SH=0b11.",
+        s1_off_shareability,
+    ),
 )
 """Every intended divergence; the comparison consults them in this order."""
+
+
+MEMORY_AT_DIRTY = Divergence(
+    "at_sets_dirty",
+    "AT instructions set the access flag but never the dirty state (ASL AArch64.S1Translate "
+    "and S2Translate exclude AccessType_AT from the dirty-state update); QEMU 7.2's AT "
+    "*W performs it, clearing AP[2] of a DBM descriptor.",
+    lambda ev: False,
+)
+"""A memory_changes divergence (it explains changes, not an op's answer)."""
+
+
+def undo_dirty(change: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """Return a change without a stage-1 dirty-state update (AP[2] cleared on DBM)."""
+    pa, before, after = change
+    dbm, ap2 = 1 << 51, 1 << 7
+    if before & dbm and before & ap2 and not after & ap2:
+        after |= ap2
+    return None if after == before else (pa, before, after)
+
+
+def explain_memory(qemu: list[tuple[int, int, int]],
+                   model: list[tuple[int, int, int]]) -> Divergence | None:
+    """Return the divergence that explains QEMU's extra descriptor writes, or None.
+
+    QEMU's changes with every AT dirty-state update undone must be exactly the model's.
+    """
+    undone = sorted(c for c in (undo_dirty(x) for x in qemu) if c is not None)
+    if undone != qemu and undone == sorted(model):
+        return MEMORY_AT_DIRTY
+    return None
 
 
 def classify(evidence: OpEvidence) -> Divergence | None:

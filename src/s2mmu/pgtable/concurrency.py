@@ -8,10 +8,11 @@ for its whole run (a fault takes it for read, an MMU notifier or wrprotect for w
 the hardware walker not at all), and checks the invariants of
 :mod:`s2mmu.pgtable.invariants` after every step.
 
-The explorer enumerates schedules depth first, re-running the scenario from scratch
-for each one (stateless model checking). A bound on preemptions (switching away from
-an operation that could have continued) keeps the count polynomial; with no bound it
-enumerates every interleaving. A failing run prints as a replayable schedule.
+The explorer enumerates schedules, re-running the scenario from scratch for each one
+(stateless model checking), fewest preemptions first. A bound on preemptions
+(switching away from an operation that could have continued) keeps the count
+polynomial; with no bound it enumerates every interleaving. A failing run prints as a
+replayable schedule.
 
 Kernel: the concurrency contract of stage2_try_set_pte / stage2_try_break_pte (shared
 walkers race with cmpxchg and back off with -EAGAIN), kvm_pgtable_walk_begin/end (RCU),
@@ -21,6 +22,8 @@ wrprotect and split under write_lock).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +43,8 @@ from s2mmu.pgtable.walk import kvm_pgd_page_idx
 
 READ_LOCK = "read"
 WRITE_LOCK = "write"
+
+_SEQ = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -258,16 +263,18 @@ def explore(
 ) -> Exploration:
     """Run the scenario under every schedule with at most max_preemptions preemptions.
 
+    Schedules are tried in order of how many preemptions they need (iterative context
+    bounding), so a failure is found with as few preemptions as possible.
     max_preemptions=None explores every interleaving. Stops at the first failure unless
     stop_at_first is False; stops (complete=False) after max_runs schedules.
     """
     out = Exploration()
-    stack: list[list[int]] = [[]]
-    while stack:
+    queue: list[tuple[int, int, list[int]]] = [(0, 0, [])]
+    while queue:
         if out.runs >= max_runs:
             out.complete = False
             break
-        prefix = stack.pop()
+        _, _, prefix = heapq.heappop(queue)
         result = _execute(scenario(), prefix, True)
         out.runs += 1
         out.results.add(tuple(result.results))
@@ -276,12 +283,15 @@ def explore(
             if stop_at_first:
                 out.complete = False
                 break
-        _push_alternatives(result, len(prefix), max_preemptions, stack)
+        _push_alternatives(result, len(prefix), max_preemptions, queue)
     return out
 
 
 def _push_alternatives(
-    result: RunResult, start: int, max_preemptions: int | None, stack: list[list[int]]
+    result: RunResult,
+    start: int,
+    max_preemptions: int | None,
+    queue: list[tuple[int, int, list[int]]],
 ) -> None:
     schedule, choices = result.schedule, result.choices
     before = [0]
@@ -293,7 +303,7 @@ def _push_alternatives(
                 continue
             cost = before[k] + _is_preemption(choices[k], alt)
             if max_preemptions is None or cost <= max_preemptions:
-                stack.append(schedule[:k] + [alt])
+                heapq.heappush(queue, (cost, next(_SEQ), schedule[:k] + [alt]))
 
 
 def hw_set_access_flag(pgt: KvmPgtable, ipa: int) -> Gen[int]:

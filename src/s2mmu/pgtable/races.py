@@ -176,19 +176,18 @@ def block_and_page_faults(profile: BehaviourProfile = CURRENT) -> Scenario:
 def fault_vs_wrprotect(
     profile: BehaviourProfile = CURRENT, wrprotect_lock: str | None = WRITE_LOCK
 ) -> Scenario:
-    """A vCPU faults in a page while dirty logging write-protects the 2M around it.
+    """Dirty logging write-protects a 2M block while a vCPU (logging: 4K) splits it.
 
-    With wrprotect_lock=None the wrprotect runs without the mmu_lock, as no caller may.
+    The vCPU's write fault on the block replaces it by a table through break-before-make.
+    With wrprotect_lock=None the wrprotect runs without the mmu_lock, as no caller may,
+    and its plain store can undo the break.
     """
 
     def build() -> World:
         env, pgt = guest_stage2(profile)
-        kvm_pgtable_stage2_map(
-            pgt, GUEST_IPA + SZ_4K, SZ_4K, _pa(GUEST_IPA + SZ_4K), KVM_PGTABLE_PROT_RW,
-            vcpu_memcache(env),
-        )  # fmt: skip
+        kvm_pgtable_stage2_map(pgt, GUEST_IPA, SZ_2M, PA, KVM_PGTABLE_PROT_RW, vcpu_memcache(env))
         ops = [
-            _fault(env, pgt, GUEST_IPA, SZ_4K, KVM_PGTABLE_PROT_RW, "vcpu0-fault"),
+            _fault(env, pgt, GUEST_IPA + SZ_4K, SZ_4K, KVM_PGTABLE_PROT_RW, "vcpu0-fault"),
             Op(
                 "wrprotect",
                 lambda: kvm_pgtable_stage2_wrprotect.steps(pgt, GUEST_IPA, SZ_2M),
@@ -306,4 +305,3 @@ ALL_RACES = {
     "hw-access-flag-vs-kvm": hw_access_flag_vs_kvm,
     "block-over-table-vs-walker": block_over_table_vs_walker,
 }
-
