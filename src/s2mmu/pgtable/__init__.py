@@ -1,0 +1,161 @@
+"""KVM's page-table library (arch/arm64/kvm/hyp/pgtable.c, asm/kvm_pgtable.h).
+
+The walker and its visitors, stage-2 and hyp stage-1 operations, KVM's prot set, the
+mm_ops (pages, refcounts, memcaches, RCU), break-before-make with recorded TLB and cache
+maintenance, behaviour profiles for older kernels, and a deterministic explorer of
+concurrent operations. Tables live in an ``s2mmu.arch.memory.PhysMem``.
+
+Modules: errno, caps, pte, prot, events, steps, profile, mm, table, walk, tlb, vtcr,
+stage2, hyp, env, invariants, concurrency, races.
+"""
+
+from s2mmu.pgtable.caps import KvmCaps
+from s2mmu.pgtable.env import (
+    PgtableEnv,
+    kvm_hyp_mm_ops,
+    kvm_s2_mm_ops,
+    new_env,
+    new_hyp,
+    new_stage2,
+    pkvm_guest_mm_ops,
+    pkvm_host_mm_ops,
+)
+from s2mmu.pgtable.errno import E2BIG, EAGAIN, EINVAL, ENOMEM, EPERM, ERANGE, errname
+from s2mmu.pgtable.events import EventLog
+from s2mmu.pgtable.hyp import (
+    kvm_pgtable_hyp_destroy,
+    kvm_pgtable_hyp_init,
+    kvm_pgtable_hyp_map,
+    kvm_pgtable_hyp_unmap,
+)
+from s2mmu.pgtable.mm import (
+    KvmMmuMemoryCache,
+    KvmPgtableMmOps,
+    kvm_mmu_free_memory_cache,
+    kvm_mmu_topup_memory_cache,
+)
+from s2mmu.pgtable.profile import CURRENT, PRE_V6_3, V6_3, V6_19, BehaviourProfile
+from s2mmu.pgtable.prot import (
+    KVM_PGTABLE_PROT_R,
+    KVM_PGTABLE_PROT_RW,
+    KVM_PGTABLE_PROT_RWX,
+    KVM_PGTABLE_PROT_W,
+    KVM_PGTABLE_PROT_X,
+    KvmPgtableProt,
+    kvm_pgtable_hyp_pte_prot,
+    kvm_pgtable_stage2_pte_prot,
+)
+from s2mmu.pgtable.stage2 import (
+    kvm_pgtable_stage2_create_unlinked,
+    kvm_pgtable_stage2_destroy,
+    kvm_pgtable_stage2_flush,
+    kvm_pgtable_stage2_free_unlinked,
+    kvm_pgtable_stage2_init,
+    kvm_pgtable_stage2_map,
+    kvm_pgtable_stage2_mkyoung,
+    kvm_pgtable_stage2_pgd_size,
+    kvm_pgtable_stage2_relax_perms,
+    kvm_pgtable_stage2_set_owner,
+    kvm_pgtable_stage2_split,
+    kvm_pgtable_stage2_test_clear_young,
+    kvm_pgtable_stage2_unmap,
+    kvm_pgtable_stage2_wrprotect,
+)
+from s2mmu.pgtable.table import (
+    KVM_PGTABLE_S2_IDMAP,
+    KVM_PGTABLE_S2_NOFWB,
+    KvmPgtable,
+    KvmS2Mmu,
+)
+from s2mmu.pgtable.vtcr import kvm_get_vtcr, kvm_get_vttbr
+from s2mmu.pgtable.walk import (
+    KVM_PGTABLE_WALK_HANDLE_FAULT,
+    KVM_PGTABLE_WALK_IGNORE_EAGAIN,
+    KVM_PGTABLE_WALK_LEAF,
+    KVM_PGTABLE_WALK_SHARED,
+    KVM_PGTABLE_WALK_SKIP_BBM_TLBI,
+    KVM_PGTABLE_WALK_SKIP_CMO,
+    KVM_PGTABLE_WALK_TABLE_POST,
+    KVM_PGTABLE_WALK_TABLE_PRE,
+    KvmPgtableVisitCtx,
+    KvmPgtableWalker,
+    KvmPgtableWalkFlags,
+    Leaf,
+    kvm_pgtable_get_leaf,
+    kvm_pgtable_walk,
+)
+
+__all__ = [
+    "CURRENT",
+    "E2BIG",
+    "EAGAIN",
+    "EINVAL",
+    "ENOMEM",
+    "EPERM",
+    "ERANGE",
+    "KVM_PGTABLE_PROT_R",
+    "KVM_PGTABLE_PROT_RW",
+    "KVM_PGTABLE_PROT_RWX",
+    "KVM_PGTABLE_PROT_W",
+    "KVM_PGTABLE_PROT_X",
+    "KVM_PGTABLE_S2_IDMAP",
+    "KVM_PGTABLE_S2_NOFWB",
+    "KVM_PGTABLE_WALK_HANDLE_FAULT",
+    "KVM_PGTABLE_WALK_IGNORE_EAGAIN",
+    "KVM_PGTABLE_WALK_LEAF",
+    "KVM_PGTABLE_WALK_SHARED",
+    "KVM_PGTABLE_WALK_SKIP_BBM_TLBI",
+    "KVM_PGTABLE_WALK_SKIP_CMO",
+    "KVM_PGTABLE_WALK_TABLE_POST",
+    "KVM_PGTABLE_WALK_TABLE_PRE",
+    "PRE_V6_3",
+    "V6_3",
+    "V6_19",
+    "BehaviourProfile",
+    "EventLog",
+    "KvmCaps",
+    "KvmMmuMemoryCache",
+    "KvmPgtable",
+    "KvmPgtableMmOps",
+    "KvmPgtableProt",
+    "KvmPgtableVisitCtx",
+    "KvmPgtableWalkFlags",
+    "KvmPgtableWalker",
+    "KvmS2Mmu",
+    "Leaf",
+    "PgtableEnv",
+    "errname",
+    "kvm_get_vtcr",
+    "kvm_get_vttbr",
+    "kvm_hyp_mm_ops",
+    "kvm_mmu_free_memory_cache",
+    "kvm_mmu_topup_memory_cache",
+    "kvm_pgtable_get_leaf",
+    "kvm_pgtable_hyp_destroy",
+    "kvm_pgtable_hyp_init",
+    "kvm_pgtable_hyp_map",
+    "kvm_pgtable_hyp_pte_prot",
+    "kvm_pgtable_hyp_unmap",
+    "kvm_pgtable_stage2_create_unlinked",
+    "kvm_pgtable_stage2_destroy",
+    "kvm_pgtable_stage2_flush",
+    "kvm_pgtable_stage2_free_unlinked",
+    "kvm_pgtable_stage2_init",
+    "kvm_pgtable_stage2_map",
+    "kvm_pgtable_stage2_mkyoung",
+    "kvm_pgtable_stage2_pgd_size",
+    "kvm_pgtable_stage2_pte_prot",
+    "kvm_pgtable_stage2_relax_perms",
+    "kvm_pgtable_stage2_set_owner",
+    "kvm_pgtable_stage2_split",
+    "kvm_pgtable_stage2_test_clear_young",
+    "kvm_pgtable_stage2_unmap",
+    "kvm_pgtable_stage2_wrprotect",
+    "kvm_pgtable_walk",
+    "kvm_s2_mm_ops",
+    "new_env",
+    "new_hyp",
+    "new_stage2",
+    "pkvm_guest_mm_ops",
+    "pkvm_host_mm_ops",
+]

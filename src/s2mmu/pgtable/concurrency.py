@@ -180,43 +180,39 @@ class _Runner:
             return None
 
 
+def _choose(schedule: list[int], k: int, runnable: list[int], prev: int | None) -> int:
+    """Return step k's operation: the schedule's, else the last one if it can go on."""
+    if k < len(schedule):
+        if schedule[k] not in runnable:
+            raise ValueError(
+                f"schedule step {k}: operation {schedule[k]} is not runnable {runnable}"
+            )
+        return schedule[k]
+    return prev if prev is not None and prev in runnable else runnable[0]
+
+
 def _execute(world: World, schedule: list[int], check: bool) -> RunResult:
+    """Run the world once under schedule (then the default order), checking each step."""
     runner = _Runner(world)
     checker = Checker(
         world.pgt, world.expected_pa, check_refcount=lambda: not runner.exclusive_in_flight()
     )
-    checker.seen = len(world.pgt.ops.events)
-    names = [op.name for op in world.ops]
-    taken: list[int] = []
-    steps: list[tuple[int, Step]] = []
-    violations: list[Violation] = []
-    choices: list[tuple[list[int], int | None]] = []
+    out = RunResult([op.name for op in world.ops], [], [], runner.results, [])
     prev: int | None = None
-    while True:
-        runnable = runner.runnable()
-        if not runnable:
-            break
-        k = len(taken)
-        if k < len(schedule):
-            i = schedule[k]
-            if i not in runnable:
-                raise ValueError(f"schedule step {k}: operation {i} is not runnable {runnable}")
-        else:
-            i = prev if prev in runnable else runnable[0]
-        choices.append((runnable, prev))
+    while not out.violations and (runnable := runner.runnable()):
+        i = _choose(schedule, len(out.schedule), runnable, prev)
+        out.choices.append((runnable, prev))
         step = runner.step(i)
-        taken.append(i)
+        out.schedule.append(i)
         prev = i
         if step is not None:
-            steps.append((i, step))
+            out.steps.append((i, step))
         if check:
-            violations += checker.after_step(len(steps) - 1)
-            if violations:
-                break
-    if check and not violations and all(runner.done):
+            out.violations += checker.after_step(len(out.steps) - 1)
+    if check and not out.violations and all(runner.done):
         for final in world.final_checks:
-            violations += final(world, runner.results)
-    return RunResult(names, taken, steps, runner.results, violations, choices)
+            out.violations += final(world, runner.results)
+    return out
 
 
 def run_schedule(

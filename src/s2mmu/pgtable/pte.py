@@ -5,6 +5,11 @@ here. A ``kvm_pte_t`` is a plain int. The translation granule (the kernel's comp
 PAGE_SHIFT) is a :class:`Granule` value so 4K, 16K and 64K hosts can be modelled; LPA2
 (52-bit output with 4K/16K) is not modelled.
 
+The encodings are those of v6.19. Later mainline kernels (7.x) keep the invalid-entry
+type in bits 63:60 (KVM_INVALID_PTE_TYPE_MASK, with KVM_INVALID_PTE_TYPE_LOCKED) instead
+of the bit-10 KVM_INVALID_PTE_LOCKED used here, and annotate entries with
+kvm_pgtable_stage2_annotate() instead of an owner id in bits 9:2.
+
 Kernel: arch/arm64/include/asm/kvm_pgtable.h (KVM_PTE_*, KVM_PGTABLE_LAST_LEVEL,
 KVM_PGTABLE_MIN_BLOCK_LEVEL, kvm_pte_valid, kvm_pte_to_phys, kvm_phys_to_pte,
 kvm_granule_shift, kvm_granule_size, kvm_level_supports_block_mapping);

@@ -1,0 +1,180 @@
+"""The historic bugs, each as a rule that fails under the kernel that had the bug and
+holds under the current profile (xfail(strict=True) marks the profiles with the bug).
+
+- PA offset counted per leaf instead of inferred from the IPA (fixed by 1f0f4a2ef7a5);
+- no re-read of the entry after a TABLE_PRE callback (fixed by a9f0e3d5a089);
+- a permissions-only change going through break-before-make (fixed by 694d071f8d85);
+- seed 000: pKVM's hypercall-side walks, which pass no walker flags, swallowed -EAGAIN
+  under KVM_PGTABLE_WALK_HANDLE_FAULT (fixed by inverting it to IGNORE_EAGAIN, v6.19).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from s2mmu.pgtable.concurrency import explore
+from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2, pkvm_guest_mm_ops
+from s2mmu.pgtable.errno import EAGAIN
+from s2mmu.pgtable.events import TlbiVmidIpa, UseAfterFree
+from s2mmu.pgtable.profile import CURRENT, PRE_V6_3, PROFILES, V6_3, V6_19, BehaviourProfile
+from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, kvm_pgtable_stage2_pte_prot
+from s2mmu.pgtable.races import block_and_page_faults, fault_walk_flags
+from s2mmu.pgtable.stage2 import (
+    kvm_pgtable_stage2_map,
+    kvm_pgtable_stage2_relax_perms,
+    kvm_pgtable_stage2_wrprotect,
+    stage2_update_leaf_attrs,
+)
+from s2mmu.pgtable.steps import run
+from s2mmu.pgtable.table import KvmPgtable
+from s2mmu.pgtable.walk import kvm_pgtable_get_leaf
+
+from .conftest import SZ_2M, SZ_4K, memcache
+
+PA = 0x1_0000_0000
+
+
+def has_bug(profile: BehaviourProfile, reason: str):  # type: ignore[no-untyped-def]
+    return pytest.param(
+        profile, marks=pytest.mark.xfail(strict=True, reason=reason), id=f"{profile.name}-bug"
+    )
+
+
+def test_profiles_are_named_for_their_kernel_versions() -> None:
+    assert set(PROFILES) == {"v6.2", "v6.3..v6.19-rc4", "v6.19"}
+    assert CURRENT is V6_19
+
+
+# 1. PA offset: a vCPU's fresh block replaced by another vCPU's table mid-walk.
+
+PA_COUNTER = replace(CURRENT, name="current-with-pa-counter", pa_from_ipa=False)
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        CURRENT,
+        V6_3,
+        has_bug(PA_COUNTER, "PA counter bumped per leaf (before 1f0f4a2ef7a5)"),
+        has_bug(PRE_V6_3, "v6.2 counts the PA per leaf"),
+    ],
+    ids=lambda p: p.name,
+)
+def test_racing_block_and_page_faults_never_map_a_wrong_pa(profile: BehaviourProfile) -> None:
+    ex = explore(block_and_page_faults(profile), max_preemptions=1)
+    assert ex.ok, ex.failures[0].format()
+
+
+# 2. TABLE_PRE reload: collapsing a table into a block at EL2 (no RCU, freed at once).
+
+NO_RELOAD = replace(CURRENT, name="current-without-table-pre-reload", reload_after_table_pre=False)
+
+
+def pkvm_guest(profile: BehaviourProfile) -> tuple[PgtableEnv, KvmPgtable]:
+    env = new_env(profile=profile)
+    return env, new_stage2(env, 40, mm_ops=pkvm_guest_mm_ops(env))
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        CURRENT,
+        has_bug(NO_RELOAD, "no re-read after TABLE_PRE (before a9f0e3d5a089)"),
+        has_bug(PRE_V6_3, "v6.2 does not re-read after TABLE_PRE"),
+    ],
+    ids=lambda p: p.name,
+)
+def test_a_block_replacing_a_table_is_not_followed_into_the_freed_table(
+    profile: BehaviourProfile,
+) -> None:
+    env, pgt = pkvm_guest(profile)
+    mc = memcache(env)
+    for i in range(3):
+        kvm_pgtable_stage2_map(
+            pgt, SZ_2M + i * SZ_4K, SZ_4K, PA + i * SZ_4K, KVM_PGTABLE_PROT_R, mc
+        )
+    assert kvm_pgtable_stage2_map(pgt, SZ_2M, SZ_2M, PA, KVM_PGTABLE_PROT_RW, mc) == 0
+    assert env.events.of_type(UseAfterFree) == []
+    assert kvm_pgtable_get_leaf(pgt, SZ_2M + SZ_4K).level == 2
+
+
+# 3. A permissions-only change must not go through break-before-make.
+
+NO_FILTER = replace(CURRENT, name="current-without-perm-filter", perm_only_filter=False)
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [CURRENT, PRE_V6_3, has_bug(NO_FILTER, "no permission filter (before 694d071f8d85, v5.12)")],
+    ids=lambda p: p.name,
+)
+def test_a_narrower_fault_neither_breaks_the_entry_nor_takes_permissions_away(
+    profile: BehaviourProfile,
+) -> None:
+    env = new_env(profile=profile)
+    pgt = new_stage2(env, 40)
+    mc = memcache(env)
+    kvm_pgtable_stage2_map(pgt, 0, SZ_4K, PA, KVM_PGTABLE_PROT_RW, mc)
+    before = kvm_pgtable_get_leaf(pgt, 0).pte
+    env.events.clear()
+    assert kvm_pgtable_stage2_map(pgt, 0, SZ_4K, PA, KVM_PGTABLE_PROT_R, mc) == -EAGAIN
+    assert kvm_pgtable_get_leaf(pgt, 0).pte == before
+    assert env.events.of_type(TlbiVmidIpa) == []
+
+
+# 4. Seed 000: the hypercall-side walk passes no flags.
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [V6_19, has_bug(V6_3, "HANDLE_FAULT not propagated: -EAGAIN swallowed")],
+    ids=lambda p: p.name,
+)
+def test_pkvm_relax_perms_hypercall_reports_eagain_for_an_unmapped_ipa(
+    profile: BehaviourProfile,
+) -> None:
+    _, pgt = pkvm_guest(profile)
+    assert kvm_pgtable_stage2_relax_perms(pgt, SZ_2M, KVM_PGTABLE_PROT_RW, 0) == -EAGAIN
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [V6_19, has_bug(V6_3, "HANDLE_FAULT not propagated: -EAGAIN swallowed")],
+    ids=lambda p: p.name,
+)
+def test_pkvm_share_hypercall_reports_eagain_for_an_existing_mapping(
+    profile: BehaviourProfile,
+) -> None:
+    env, pgt = pkvm_guest(profile)
+    mc = memcache(env)
+    assert kvm_pgtable_stage2_map(pgt, SZ_2M, SZ_4K, PA, KVM_PGTABLE_PROT_RW, mc, 0) == 0
+    assert kvm_pgtable_stage2_map(pgt, SZ_2M, SZ_4K, PA, KVM_PGTABLE_PROT_RW, mc, 0) == -EAGAIN
+
+
+@pytest.mark.parametrize("profile", [V6_19, V6_3], ids=lambda p: p.name)
+def test_the_host_fault_path_sees_eagain_under_both_flag_senses(profile: BehaviourProfile) -> None:
+    env = new_env(profile=profile)
+    pgt = new_stage2(env, 40)
+    flags = fault_walk_flags(profile)
+    assert kvm_pgtable_stage2_relax_perms(pgt, SZ_2M, KVM_PGTABLE_PROT_RW, flags) == -EAGAIN
+
+
+@pytest.mark.parametrize("profile", [V6_19, V6_3, PRE_V6_3], ids=lambda p: p.name)
+def test_wrprotect_write_protects_past_holes_under_every_profile(profile: BehaviourProfile) -> None:
+    env = new_env(profile=profile)
+    pgt = new_stage2(env, 40)
+    kvm_pgtable_stage2_map(pgt, SZ_4K, SZ_4K, PA, KVM_PGTABLE_PROT_RW, memcache(env))
+    assert kvm_pgtable_stage2_wrprotect(pgt, 0, 2 * SZ_4K) == 0
+    prot = kvm_pgtable_stage2_pte_prot(kvm_pgtable_get_leaf(pgt, SZ_4K).pte)
+    assert prot == KVM_PGTABLE_PROT_R
+
+
+def test_from_v6_19_only_ignore_eagain_lets_an_attribute_walk_pass_a_hole() -> None:
+    env = new_env()
+    pgt = new_stage2(env, 40)
+    kvm_pgtable_stage2_map(pgt, SZ_4K, SZ_4K, PA, KVM_PGTABLE_PROT_RW, memcache(env))
+    ret, _, _ = run(stage2_update_leaf_attrs(pgt, 0, 2 * SZ_4K, 0, 1 << 7, 0))
+    assert ret == -EAGAIN
+    assert kvm_pgtable_stage2_pte_prot(kvm_pgtable_get_leaf(pgt, SZ_4K).pte) == KVM_PGTABLE_PROT_RW
