@@ -49,7 +49,7 @@ class HostFeatures:
 
     def kvm_caps(self) -> KvmCaps:
         """Return the capability record the page-table library takes."""
-        return KvmCaps(stage2_fwb=self.fwb, tlb_range=self.tlb_range)
+        return KvmCaps(stage2_fwb=self.fwb, tlb_range=self.tlb_range, dic=self.dic)
 
 
 PARANGE_OF_BITS = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5, 52: 6}

@@ -25,6 +25,8 @@ class KvmCaps:
         stage-1 AP encoding used for hyp mappings.
     bti_kernel: system_supports_bti_kernel(): executable hyp mappings get GP.
     hw_afdbm: CONFIG_ARM64_HW_AFDBM without the AC03_CPU_38 erratum: VTCR_EL2.HA is set.
+    dic: ARM64_HAS_CACHE_DIC (CTR_EL0.DIC): instruction-cache invalidation to the PoU is
+        not needed; icache_inval_pou is only an ISB.
     """
 
     stage2_fwb: bool = False
@@ -33,3 +35,4 @@ class KvmCaps:
     hvhe: bool = False
     bti_kernel: bool = False
     hw_afdbm: bool = True
+    dic: bool = False

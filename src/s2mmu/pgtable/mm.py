@@ -32,6 +32,7 @@ from s2mmu.pgtable.events import (
     DcacheCleanInvalPoc,
     EventLog,
     IcacheInvalPou,
+    Isb,
     PageAlloc,
     PageFree,
     PteWrite,
@@ -404,7 +405,14 @@ class KvmPgtableMmOps:
         self.events.record(DcacheCleanInvalPoc(pa, size))
 
     def _icache(self, pa: int, size: int) -> None:
-        """Invalidate the I-cache to the PoU. Kernel: invalidate_icache_guest_page."""
+        """Invalidate the I-cache to the PoU; with DIC that is only an ISB.
+
+        Kernel: invalidate_icache_guest_page, icache_inval_pou (arch/arm64/mm/cache.S,
+        the ARM64_HAS_CACHE_DIC alternative).
+        """
+        if self.caps.dic:
+            self.events.record(Isb())
+            return
         self.events.record(IcacheInvalPou(pa, size))
 
     def warn(self, function: str, condition: str) -> None:

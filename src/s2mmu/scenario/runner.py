@@ -49,6 +49,7 @@ from s2mmu.kvm.vm import (
     set_slot_flags,
 )
 from s2mmu.pgtable.events import (
+    TLBI_TTL_UNKNOWN,
     DcacheCleanInvalPoc,
     IcacheInvalPou,
     TlbiVmid,
@@ -230,7 +231,8 @@ def event_text(e: Any) -> str:
     """Return a TLBI or CMO event as the instruction sequence a reader knows."""
     match e:
         case TlbiVmidIpa(vmid=v, ipa=ipa, level=lvl, nsh=nsh):
-            return f"TLBI IPAS2E1{'' if nsh else 'IS'} VMID {v} IPA {ipa:#x} TTL {lvl}"
+            ttl = "unknown" if lvl == TLBI_TTL_UNKNOWN else str(lvl)
+            return f"TLBI IPAS2E1{'' if nsh else 'IS'} VMID {v} IPA {ipa:#x} TTL {ttl}"
         case TlbiVmidRange(vmid=v, ipa=ipa, pages=n):
             return f"TLBI RIPAS2E1IS VMID {v} IPA {ipa:#x} pages {n}"
         case TlbiVmid(vmid=v):
