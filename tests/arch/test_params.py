@@ -10,6 +10,7 @@ from s2mmu.arch.params import (
     clamp_txsz,
     get_s1_ttw_params,
     get_s2_ttw_params,
+    impdef_register_encodings,
     physical_address_size,
     s1_max_txsz,
     s1_min_txsz,
@@ -263,3 +264,51 @@ def test_unimplemented_granule_falls_back_to_the_smallest_implemented():
     fs = FeatureSet(frozenset(), granules=frozenset({16, 64}))
     assert tg0_granule(0b00, fs, DEFAULT_CHOICES) is G16
     assert tg0_granule(0b11, fs, DEFAULT_CHOICES) is G16
+
+
+# ImplChoices that register values reach (ASL S1DecodeTG0/TG1, S2DecodeTG0, S1/S2TxSZFaults)
+
+S1_ON = 0x30D00801
+
+
+def _impdef(regime: Regime, va: int, fs: FeatureSet | None = None, **regs: int) -> list[str]:
+    return impdef_register_encodings(SysRegs(**regs), regime, va, fs or qemu_7_2_max(),
+                                     DEFAULT_CHOICES)
+
+
+def test_reserved_tg0_is_an_impdef_granule() -> None:
+    (why,) = _impdef(Regime.EL10, 0, SCTLR_EL1=S1_ON, TCR_EL1=0xC010)
+    assert why.startswith("TCR_EL1.TG0=0b11 is reserved (ASL AArch64.S1DecodeTG0")
+
+
+def test_reserved_tg1_counts_only_for_upper_range_vas() -> None:
+    assert _impdef(Regime.EL10, 0x1000, SCTLR_EL1=S1_ON, TCR_EL1=0x100010) == []
+    (why,) = _impdef(Regime.EL10, 1 << 55, SCTLR_EL1=S1_ON, TCR_EL1=0x100010)
+    assert why.startswith("TCR_EL1.TG1=0b00 is reserved (ASL AArch64.S1DecodeTG1")
+
+
+def test_el2_regime_reads_tcr_el2_tg0() -> None:
+    (why,) = _impdef(Regime.EL2, 0, SCTLR_EL2=0x30C50831, TCR_EL2=0x8080C010)
+    assert why.startswith("TCR_EL2.TG0=0b11 is reserved")
+
+
+def test_unimplemented_granule_is_an_impdef_granule() -> None:
+    fs = FeatureSet(frozenset(), 48, frozenset({4, 64}))
+    (why,) = _impdef(Regime.EL10, 0, fs, SCTLR_EL1=S1_ON, TCR_EL1=0x8010)
+    assert why.startswith("TCR_EL1.TG0=0b10 selects the 16KB granule, which is not implemented")
+
+
+def test_stage_1_off_reaches_no_stage_1_choice() -> None:
+    assert _impdef(Regime.EL10, 0, TCR_EL1=0xC03F) == []
+
+
+def test_txsz_below_minimum_with_feat_lva_must_fault_so_is_no_choice() -> None:
+    assert _impdef(Regime.EL10, 0, SCTLR_EL1=S1_ON, TCR_EL1=0x0) == []
+    (why,) = _impdef(Regime.EL10, 0, server_v8_2(), SCTLR_EL1=S1_ON, TCR_EL1=0x0)
+    assert why.startswith("TCR_EL1.T0SZ=0 is outside 16..39 (ASL AArch64.S1TxSZFaults")
+
+
+def test_vtcr_tg0_counts_when_stage_2_is_on() -> None:
+    assert _impdef(Regime.EL10, 0, VTCR_EL2=0x8000C018) == []
+    (why,) = _impdef(Regime.EL10, 0, HCR_EL2=0x80000001, VTCR_EL2=0x8000C018)
+    assert why.startswith("VTCR_EL2.TG0=0b11 is reserved (ASL AArch64.S2DecodeTG0")

@@ -103,3 +103,47 @@ def test_disable_lets_a_write_collapse_pages_into_a_block() -> None:
     assert out is not None and out.mapping is not None
     assert (out.mapping.op, out.mapping.size) == ("map", MB2)
     assert sorted({lf.size for lf in stage2_leaves(kvm)}) == [4096, MB2]
+
+
+def test_clear_dirty_log_works_without_manual_protect() -> None:
+    # KVM_CLEAR_DIRTY_LOG does not check KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2.
+    kvm, vcpu = new_vm()
+    add_ram(kvm, size=4 << 20, flags=KVM_MEM_LOG_DIRTY_PAGES)
+    touch(kvm, vcpu, RAM_IPA + 0x3000, "write")
+    kvm_clear_dirty_log_protect(kvm, 0, 0, 1024, b"\xff" * 128)
+    assert dirty_gfns(kvm, 0) == []
+    assert not leaf_writable(stage2_leaves(kvm)[0])
+
+
+def test_clear_dirty_log_checks_in_the_kernel_order() -> None:
+    import pytest
+
+    from s2mmu.kvm.vm import KvmError
+
+    kvm, _ = new_vm()
+    add_ram(kvm, size=4 << 20, flags=KVM_MEM_LOG_DIRTY_PAGES)
+    cases = [((7, 1, 64), -22),      # first_page & 63 before the slot lookup
+             ((7, 0, 64), -2),       # then no slot / no bitmap
+             ((0, 0, 2048), -22),    # then the range
+             ((0, 0, 65), -22),      # and num_pages not ending the slot
+             ((0, 960, 64), None)]   # the slot's last 64 pages
+    for (slot, first, num), errno in cases:
+        if errno is None:
+            kvm_clear_dirty_log_protect(kvm, slot, first, num, b"\xff" * 8)
+            continue
+        with pytest.raises(KvmError) as e:
+            kvm_clear_dirty_log_protect(kvm, slot, first, num, b"\xff" * 16)
+        assert e.value.errno == errno
+
+
+def test_dirty_bit_without_a_handled_write_is_reported() -> None:
+    from s2mmu.kvm.invariants import check_dirty_bits
+
+    kvm, vcpu = new_vm()
+    add_ram(kvm, size=4 << 20, flags=KVM_MEM_LOG_DIRTY_PAGES)
+    out = touch(kvm, vcpu, RAM_IPA + 0x3000, "write")
+    assert out is not None and out.dirtied == ((RAM_IPA >> 12) + 3,)
+    assert check_dirty_bits(kvm, {0: {3}}) == []
+    kvm.dirty_bitmap[0][1] |= 1  # page 8, never written
+    assert check_dirty_bits(kvm, {0: {3}}) == [
+        "slot 0 page 8 (IPA 0x40008000) is dirty but no handled write dirtied it"]

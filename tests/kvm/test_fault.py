@@ -228,3 +228,23 @@ def test_write_to_a_readonly_leaf_relaxes_in_place() -> None:
     out = touch(kvm, vcpu, RAM_IPA, "write")
     assert out is not None and out.mapping is not None and out.mapping.op == "relax_perms"
     assert leaf_writable(stage2_leaves(kvm)[0])
+
+
+def test_out_of_ipa_space_sea_reports_the_ipa_not_the_va() -> None:
+    # kvm_handle_guest_abort injects the SEA at fault_ipa | FAR[11:0], not at FAR.
+    kvm, vcpu = new_vm(ipa_bits=36)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 1 << 40, far=0x1234_5678), kvm, vcpu)
+    assert out.result == InjectedAbort("dabt", (1 << 40) | 0x678)
+
+
+def test_hwpoison_lsb_is_the_shift_chosen_for_the_mapping() -> None:
+    # vma_shift after logging forced pages: a 2M hugetlb page under logging reports 12.
+    from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES
+
+    for flags, lsb in ((0, 21), (KVM_MEM_LOG_DIRTY_PAGES, 12)):
+        kvm, vcpu = new_vm()
+        kvm.host.mmap(Vma(RAM_HVA, RAM_HVA + (4 << 20), VmaKind.HUGETLB, hugetlb_shift=21))
+        kvm_set_memory_region(kvm, 0, flags, RAM_IPA, 4 << 20, RAM_HVA)
+        kvm.host.hwpoison(RAM_HVA + 0x3000)
+        out = touch(kvm, vcpu, RAM_IPA + 0x3000)
+        assert out is not None and out.result == HwpoisonSignal(RAM_HVA + 0x3000, lsb)

@@ -111,3 +111,15 @@ def test_migration_moves_the_page_and_stage2_refaults_to_the_new_pa() -> None:
     assert again is not None and again.mapping is not None
     assert again.mapping.pa != first.mapping.pa
     assert again.mapping.pa == kvm.host.hva_to_pa(RAM_HVA)
+
+
+def test_invalidation_outside_every_memslot_leaves_mmu_seq_alone() -> None:
+    # __kvm_handle_hva_range calls kvm_mmu_invalidate_begin/end only once a memslot is found.
+    kvm, vcpu = new_vm()
+    add_ram(kvm)
+    touch(kvm, vcpu, RAM_IPA)
+    kvm.host.mmap(Vma(0x7F30_0000_0000, 0x7F30_0020_0000, VmaKind.ANON, name="not-guest"))
+    kvm.host.populate(0x7F30_0000_0000)
+    kvm.host.munmap(0x7F30_0000_0000, 2 << 20)
+    assert (kvm.mmu_invalidate_seq, kvm.mmu_invalidate_in_progress) == (0, 0)
+    assert stage2_leaves(kvm)

@@ -10,6 +10,7 @@ from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2
 from s2mmu.pgtable.events import EventLog, Warn
 from s2mmu.pgtable.invariants import Checker, TreeModel, leaf_change_allowed, linear_expectation
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW
+from s2mmu.pgtable.pte import kvm_pte_to_phys
 from s2mmu.pgtable.stage2 import kvm_pgtable_stage2_map, kvm_pgtable_stage2_unmap
 from s2mmu.pgtable.table import KvmPgtable
 from s2mmu.pgtable.tlb import __kvm_tlb_flush_vmid_ipa
@@ -91,6 +92,18 @@ def test_reusing_an_unlinked_table_page_before_a_tlbi_is_reported() -> None:
     pgt.ops.write_pte(l2.ptep, 0)
     env.pool.free(child)
     assert pgt.ops.zalloc_page(memcache(env, 0)) == child  # host fallback allocation
+    assert "reuse-before-tlbi" in rules(checker)
+
+
+def test_reusing_a_table_page_below_an_unlinked_table_before_a_tlbi_is_reported() -> None:
+    env, pgt, checker = traced()
+    l1 = next(e for e in TreeModel(pgt).entries() if e.level == 1)
+    l2 = next(e for e in TreeModel(pgt).entries() if e.level == 2)
+    child, grandchild = (kvm_pte_to_phys(e.pte, env.g) for e in (l1, l2))
+    pgt.ops.write_pte(l1.ptep, 0)
+    env.pool.free(child)
+    env.pool.free(grandchild)  # freed last, handed out first
+    assert pgt.ops.zalloc_page(memcache(env, 0)) == grandchild
     assert "reuse-before-tlbi" in rules(checker)
 
 

@@ -90,6 +90,40 @@ def test_trace_shows_the_event_stream(tmp_path: Path) -> None:
      "bad.toml:5: not valid TOML: Unclosed array"),
     (('expect = "completed"', 'expect = "completed"\nva = 0x1000'),
      "bad.toml:16: event[0].do: a guest access needs exactly one of va, ipa"),
+    # wrong types, shapes and ranges
+    (('features = ["fwb", "dic"]', 'features = "fwb"'),
+     "bad.toml:3: host.features: must be a list like [\"dic\"], not 'fwb'"),
+    (('do = "write"', 'do = ["write"]'), "bad.toml:16: event[0].do: must be one of"),
+    (('size = "4M"\n\n[[memslot]]', 'size = 4097\n\n[[memslot]]'),
+     "bad.toml:7: vma[0].size: 0x1001 is not a multiple of 0x1000"),
+    (('ipa = 0x40000000', 'ipa = 0x1_0000_0000_0000_0000'),
+     "bad.toml:17: event[0].ipa: 0x10000000000000000 does not fit in 64 bits"),
+    (('expect = "completed"', 'expect = "completed"\nslot = 0'),
+     "bad.toml:19: event[0].slot: not a field of a write event"),
+    (('expect = "completed"', 'expect = "completed"\nvcpu = 1'),
+     "bad.toml:19: event[0].vcpu: no vCPU 1 (1 defined)"),
+    (('expect = "completed"', 'race = { do = "munmap", hva = 0x7f0000000000, sz = 1 }'),
+     "bad.toml:18: event[0].race: must be {do = munmap|madvise|migrate|hwpoison"),
+    (('expect = "completed"', 'syndrome = [true, 1]'),
+     "bad.toml:18: event[0].syndrome: must be [size in bytes 1/2/4/8, register 0-31]"),
+    (('expect = "completed"', 'expect_leaves = { "3M" = 1 }'),
+     "bad.toml:18: event[0].expect_leaves: must be one of 1G, 2M, 4K, not '3M'"),
+    (('[host]', '[vm]\neager_split_chunk = "3M"\n\n[host]'),
+     "bad.toml:3: vm.eager_split_chunk: must be 0, \"4K\", \"2M\" or \"1G\""),
+    # found while building the world or playing the timeline: still one line, exit 2
+    (('[host]', '[vm]\nipa_bits = 60\n\n[host]'),
+     "bad.toml:3: vm.ipa_bits: KVM_CREATE_VM fails -EINVAL: IPA size 60 outside [32, 48]"),
+    (('[[event]]', '[[vcpu]]\nstage1_tables = 0x90000000\n'
+                   'map = [{ va = 0x200000, ipa = 0x40000000, size = "4K" }]\n\n[[event]]'),
+     "bad.toml:16: vcpu[0].stage1_tables: guest stage-1 table at IPA 0x90000000 is outside"),
+    (('do = "write"\nipa = 0x40000000\nexpect = "completed"',
+      'do = "mmap"\nstart = 0x7f0000000000\nsize = "4K"'),
+     "bad.toml:17: event[0].start: VMA 0x7f0000000000-0x7f0000001000 overlaps an existing VMA"),
+    (('do = "write"\nipa = 0x40000000\nexpect = "completed"', 'do = "hwpoison"\nhva = 0x1000'),
+     "bad.toml:17: event[0].hva: no VMA at HVA 0x1000"),
+    (('do = "write"\nipa = 0x40000000\nexpect = "completed"',
+      'do = "dirty_log_enable"\nslot = 3'),
+     "bad.toml:17: event[0].slot: no memslot 3 at this point of the timeline"),
 ])
 def test_malformed_scenario_exits_2_with_file_line_field(tmp_path: Path, edit: tuple[str, str],
                                                          message: str) -> None:
@@ -104,3 +138,33 @@ def test_malformed_scenario_exits_2_with_file_line_field(tmp_path: Path, edit: t
 def test_schema_error_is_an_input_error() -> None:
     with pytest.raises(ScenarioError, match=r"x.toml:1: frobnicate: unknown table"):
         load_scenario("x.toml", "[frobnicate]\n")
+
+
+def test_non_utf8_scenario_is_one_message(tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_bytes(b"\xff\xfe" + GOOD.encode())
+    result = CliRunner().invoke(cli, ["run", str(f)])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith("bad.toml: not UTF-8 text (byte 0)")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_dirty_bit_no_write_explains_fails_the_run(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The invariant "dirty bits only for handled writes" is checked on every step.
+    from s2mmu.kvm import fault
+
+    real = fault.mark_page_dirty_in_slot
+
+    def also_next(kvm, slot, gfn):  # type: ignore[no-untyped-def]
+        real(kvm, slot, gfn)
+        real(kvm, slot, gfn + 1)
+
+    monkeypatch.setattr(fault, "mark_page_dirty_in_slot", also_next)
+    f = tmp_path / "log.toml"
+    f.write_text(GOOD.replace('hva = 0x7f0000000000\n', 'hva = 0x7f0000000000\n'
+                              'flags = ["log_dirty_pages"]\n'))
+    result = CliRunner().invoke(cli, ["run", str(f)])
+    assert result.exit_code == 1
+    assert ("INVARIANT BROKEN: slot 0 page 1 (IPA 0x40001000) is dirty but no handled write "
+            "dirtied it") in result.output

@@ -147,7 +147,9 @@ def parse_case(obj: Any, where: str = "case") -> AtCase:
     """Return the AtCase of one case object."""
     if not isinstance(obj, dict):
         raise InputError(f"{where}: expected an object, got {type(obj).__name__}")
-    name = str(obj.get("name", where))
+    name = obj.get("name", where)
+    if not isinstance(name, str):
+        raise InputError(f"{where}.name: expected a string, got {name!r}")
     where = f"case {name!r}"
     el = parse_el(obj.get("el", "EL2"), f"{where}.el")
     pan = parse_pan(obj.get("pan", 0), f"{where}.pan")
@@ -175,6 +177,8 @@ def parse_cases(obj: Any) -> list[AtCase]:
     """Return the cases of a file: one case, a list of cases, or {"cases": [...]}."""
     if isinstance(obj, dict) and "cases" in obj:
         obj = obj["cases"]
+        if not isinstance(obj, list):
+            raise InputError(f"cases: expected a list of cases, got {type(obj).__name__}")
     if isinstance(obj, dict):
         return [parse_case(obj)]
     if isinstance(obj, list):

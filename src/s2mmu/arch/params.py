@@ -53,15 +53,20 @@ class VARange(Enum):
     UPPER = 1
 
 
+# Granule size in KB of each defined TGx encoding (the others are reserved).
+TG0_KB = {0b00: 4, 0b01: 64, 0b10: 16}
+TG1_KB = {0b01: 16, 0b10: 4, 0b11: 64}
+
+
 def tg0_granule(tg0: int, fs: FeatureSet, choices: ImplChoices) -> Granule:
     """Decode TCR_ELx.TG0/VTCR_EL2.TG0 (00 4K, 01 64K, 10 16K; 11 reserved)."""
-    g = {0: 4, 1: 64, 2: 16}.get(tg0, choices.reserved_tg_granule)
+    g = TG0_KB.get(tg0, choices.reserved_tg_granule)
     return _implemented(g, fs, choices)
 
 
 def tg1_granule(tg1: int, fs: FeatureSet, choices: ImplChoices) -> Granule:
     """Decode TCR_ELx.TG1 (01 16K, 10 4K, 11 64K; 00 reserved)."""
-    g = {1: 16, 2: 4, 3: 64}.get(tg1, choices.reserved_tg_granule)
+    g = TG1_KB.get(tg1, choices.reserved_tg_granule)
     return _implemented(g, fs, choices)
 
 
@@ -360,3 +365,65 @@ def get_s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S2
         cd=bool(bit(hcr, 32)), id=bool(bit(hcr, 33)), sh=bits(vtcr, 13, 12),
         irgn=bits(vtcr, 9, 8), orgn=bits(vtcr, 11, 10),
     )
+
+
+def _tg_choice(reg: str, name: str, enc: int, kb: int | None, fs: FeatureSet,
+               choices: ImplChoices, rule: str) -> str:
+    """Return why a TGx encoding needs an IMPLEMENTATION DEFINED granule, or ""."""
+    if kb is None:
+        return (f"{reg}.{name}={enc:#04b} is reserved ({rule}: an IMPLEMENTATION DEFINED "
+                f"granule; ImplChoices.reserved_tg_granule={choices.reserved_tg_granule}KB)")
+    if kb not in fs.granules:
+        return (f"{reg}.{name}={enc:#04b} selects the {kb}KB granule, which is not implemented "
+                f"({rule}: an IMPLEMENTATION DEFINED granule; "
+                f"ImplChoices.reserved_tg_granule={choices.reserved_tg_granule}KB)")
+    return ""
+
+
+def _txsz_choice(reg: str, name: str, txsz: int, lo: int, hi: int,
+                 below_min_must_fault: bool, choices: ImplChoices, rule: str) -> str:
+    """Return why a TxSZ value has IMPLEMENTATION DEFINED handling, or ""."""
+    if lo <= txsz <= hi or (txsz < lo and below_min_must_fault):
+        return ""
+    return (f"{reg}.{name}={txsz} is outside {lo}..{hi} ({rule}: IMPLEMENTATION DEFINED "
+            f"fault or clamp; ImplChoices.txsz_out_of_range={choices.txsz_out_of_range!r})")
+
+
+def impdef_register_encodings(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
+                              choices: ImplChoices) -> list[str]:
+    """Return the register encodings a translation of va resolves by an ImplChoices field.
+
+    Each entry names the register field, its value, the rule and the choice used: a
+    reserved or unimplemented TG0/TG1 (ASL AArch64.S1DecodeTG0/TG1, AArch64.S2DecodeTG0)
+    and a TxSZ outside [MinTxSZ, MaxTxSZ] where faulting is not mandatory (ASL
+    AArch64.S1TxSZFaults, AArch64.S2TxSZFaults). Only the stages that translate va count.
+    """
+    out = []
+    p1 = get_s1_ttw_params(regs, regime, va, fs, choices)
+    if p1.mmu_on:
+        two = regime.has_two_ranges()
+        tcr = regs.TCR_EL1 if regime is Regime.EL10 else regs.TCR_EL2
+        reg = "TCR_EL1" if regime is Regime.EL10 else "TCR_EL2"
+        upper = p1.varange is VARange.UPPER
+        if upper:
+            enc = bits(tcr, 31, 30)
+            kb = TG1_KB.get(enc)
+            out.append(_tg_choice(reg, "TG1", enc, kb, fs, choices, "ASL AArch64.S1DecodeTG1"))
+        else:
+            enc = bits(tcr, 15, 14)
+            kb = TG0_KB.get(enc)
+            out.append(_tg_choice(reg, "TG0", enc, kb, fs, choices, "ASL AArch64.S1DecodeTG0"))
+        lo, hi = p1.txsz_range(fs)
+        name = ("T1SZ" if upper else "T0SZ") if two else "T0SZ"
+        out.append(_txsz_choice(reg, name, p1.txsz, lo, hi, fs.has("FEAT_LVA"), choices,
+                                "ASL AArch64.S1TxSZFaults"))
+    if stage2_enabled(regs, regime):
+        p2 = get_s2_ttw_params(regs, fs, choices)
+        enc = bits(regs.VTCR_EL2, 15, 14)
+        kb = TG0_KB.get(enc)
+        out.append(_tg_choice("VTCR_EL2", "TG0", enc, kb, fs, choices,
+                              "ASL AArch64.S2DecodeTG0"))
+        lo, hi = p2.txsz_range(fs)
+        out.append(_txsz_choice("VTCR_EL2", "T0SZ", p2.txsz, lo, hi, fs.has("FEAT_LPA"),
+                                choices, "ASL AArch64.S2TxSZFaults"))
+    return [why for why in out if why]

@@ -16,11 +16,17 @@ from typing import Any, TypeVar
 import click
 
 from s2mmu.arch.access import AccessDescriptor, acc_gpr, acc_ifetch
-from s2mmu.arch.atcase import parse_case, parse_cases, parse_int, run_case, run_case_detailed
+from s2mmu.arch.atcase import parse_cases, parse_int, run_case, run_case_detailed
 from s2mmu.arch.descriptors import DescContext, decode_descriptor
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import PRESETS, FeatureSet
-from s2mmu.arch.params import Granule
+from s2mmu.arch.params import (
+    Granule,
+    get_s1_ttw_params,
+    get_s2_ttw_params,
+    impdef_register_encodings,
+    stage2_enabled,
+)
 from s2mmu.arch.registers import REGISTERS, TCR_EL2_E2H1
 from s2mmu.arch.state import SysRegs, regime_for
 from s2mmu.arch.sysreg import RegisterSpec
@@ -57,7 +63,9 @@ def input_errors(fn: F) -> F:
 def load_json(path: str) -> Any:
     """Return the JSON in path, or raise InputError naming the file and the problem."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not valid JSON (not UTF-8 text at byte {e.start})") from None
     except json.JSONDecodeError as e:
         where = f"line {e.lineno}, column {e.colno}"
         raise InputError(f"{path}: not valid JSON ({where}: {e.msg})") from None
@@ -68,7 +76,27 @@ def features_option(preset: str) -> FeatureSet:
     return PRESETS[preset]()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """A click group whose usage errors are one line on stderr and exit status 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line; a usage error names the command and the rule broken."""
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.UsageError as e:
+            sub = e.ctx is not None and e.ctx.parent is not None
+            fail((f"{e.ctx.info_name}: " if e.ctx is not None and sub else "")
+                 + e.format_message())
+        except click.ClickException as e:
+            fail(e.format_message())
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="s2mmu")
 def cli() -> None:
     """s2mmu: an executable model of Arm64 two-stage memory virtualisation as KVM/arm64 does it."""
@@ -180,9 +208,13 @@ ACCESS = {"r": (False, False), "w": (True, False), "x": (False, True)}
 @click.option("--explain", is_flag=True, help="Print the walk level by level.")
 @click.option("--features", type=click.Choice(sorted(PRESETS)), default="qemu-max",
               show_default=True)
+@click.option("--allow-reserved", is_flag=True,
+              help="Accept reserved TGx encodings and IMPLEMENTATION DEFINED TxSZ values, "
+                   "resolved by the model's ImplChoices (refused otherwise).")
 @input_errors
 def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: int, access: str,
-              pan: bool, stage1_only: bool, explain: bool, features: str) -> None:
+              pan: bool, stage1_only: bool, explain: bool, features: str,
+              allow_reserved: bool) -> None:
     """Translate one VA through the regime the registers describe."""
     from s2mmu.arch.atcase import load_memory
     from s2mmu.arch.memory import PhysMem
@@ -192,7 +224,7 @@ def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: in
         raise InputError(f"VA {addr:#x} is wider than 64 bits")
     values = parse_reg_options(reg_items)
     if case_file:
-        case = parse_case(_first_case(load_json(case_file)))
+        case = _first_case(load_json(case_file))
         regs = SysRegs.from_mapping({**case.regs.to_mapping(), **values})
         mem = load_memory(case)
     else:
@@ -201,25 +233,29 @@ def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: in
     acc = acc_ifetch(el) if ifetch else acc_gpr(el, write, pan=pan)
     env = Env(mem, features_option(features))
     regime = regime_for(el, regs)
+    impdef = impdef_register_encodings(regs, regime, addr, env.fs, env.choices)
+    if impdef and not allow_reserved:
+        raise InputError(f"{impdef[0]}; --allow-reserved accepts it")
     trace: list[WalkStep] = []
     result = full_translate(regs, regime, addr, acc, env, stage1_only=stage1_only, trace=trace)
     out = render.console()
     out.print(f"VA {addr:#x} {access_name(acc)} in the {regime.value} regime")
     if explain:
-        out.print(render.walk_lines(trace), end="")
-    out.print(render.describe_result(result))
+        s1p = get_s1_ttw_params(regs, regime, addr, env.fs, env.choices)
+        walks_s2 = stage2_enabled(regs, regime) and (s1p.mmu_on or not stage1_only)
+        s2p = get_s2_ttw_params(regs, env.fs, env.choices) if walks_s2 else None
+        out.print(render.explain_walk(trace, s1p, s2p, env), end="", soft_wrap=True)
+    out.print(render.describe_result(result), soft_wrap=True)
     for w in mem.hw_writes:
         out.print(f"  hardware wrote PA {w.pa:#x}: {w.before:#x} -> {w.after:#x}")
 
 
 def _first_case(obj: Any) -> Any:
-    if isinstance(obj, dict) and "cases" in obj:
-        obj = obj["cases"]
-    if isinstance(obj, list):
-        if not obj:
-            raise InputError("the case file holds no case")
-        return obj[0]
-    return obj
+    """Return the first case object of an AT case file's JSON."""
+    cases = parse_cases(obj)
+    if not cases:
+        raise InputError("the case file holds no case")
+    return cases[0]
 
 
 GRANULES = {"4k": Granule.G4K, "16k": Granule.G16K, "64k": Granule.G64K}
@@ -239,6 +275,8 @@ def decode(register: str | None, value: str | None, descriptor: str | None, leve
            granule: str, stage: int, ds: bool, e2h: bool) -> None:
     """Decode a register value, or a descriptor, field by field with Arm's names."""
     out = render.console()
+    if descriptor is not None and register is not None:
+        raise InputError("decode takes REGISTER VALUE or --descriptor VALUE, not both")
     if descriptor is not None:
         raw = parse_int(descriptor, "descriptor")
         if not 0 <= raw < 1 << 64:
@@ -246,6 +284,10 @@ def decode(register: str | None, value: str | None, descriptor: str | None, leve
         g = GRANULES[granule]
         if level == -1 and not (ds and g is Granule.G4K):
             raise InputError("level -1 exists only with the 4KB granule and DS=1 (FEAT_LPA2)")
+        if level == 0 and g is Granule.G64K:
+            raise InputError("level 0 does not exist with the 64KB granule: its walks start "
+                             "at level 1 or below (ASL AArch64.S1StartLevel, "
+                             "AArch64.S2StartLevel)")
         d = decode_descriptor(raw, level, DescContext(g, ds, True, stage, True))
         out.print(f"stage {stage} level {level} {granule.upper()} descriptor {raw:#018x}:")
         out.print(render.describe_descriptor(d, stage))
@@ -283,6 +325,9 @@ def _add_optional_commands() -> None:
         return
     cli.add_command(conformance)
     cli.add_command(qemu_at)
+    from s2mmu.cli.race_cmd import race
+
+    cli.add_command(race)
 
 
 _add_optional_commands()

@@ -11,6 +11,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from s2mmu.arch.at import AtException, ParResult
+from s2mmu.arch.attrs import s1_attr_decode, s2_memattr_decode
 from s2mmu.arch.bits import bit, bits
 from s2mmu.arch.descriptors import (
     Block,
@@ -34,10 +35,13 @@ from s2mmu.arch.descriptors import (
     uxn_table,
 )
 from s2mmu.arch.faults import FSC_NAMES, FaultRecord, fsc
+from s2mmu.arch.params import S1TTWParams, S2TTWParams
+from s2mmu.arch.perms import s1_direct_permissions, s2_direct_permissions
 from s2mmu.arch.registers import PAR_EL1_FAULT, PAR_EL1_OK
+from s2mmu.arch.state import Regime
 from s2mmu.arch.sysreg import RegView
-from s2mmu.arch.translate import AddressDescriptor
-from s2mmu.arch.walk import WalkStep
+from s2mmu.arch.translate import AddressDescriptor, Env, s1_setup, s2_setup
+from s2mmu.arch.walk import TTWState, WalkStep
 
 AP_S1 = {0b00: "RW/--", 0b01: "RW/RW", 0b10: "RO/--", 0b11: "RO/RO"}
 S2AP = {0b00: "none", 0b01: "RO", 0b10: "WO", 0b11: "RW"}
@@ -114,6 +118,142 @@ def walk_lines(steps: list[WalkStep]) -> Text:
         out.append(fold_s2(pending, final=True) + "\n",
                    style="red" if isinstance(pending[-1].decoded, Invalid) else "")
     return out
+
+
+def rwx(r: bool, w: bool, x: bool) -> str:
+    """Return permissions as 'RW-'."""
+    return ("R" if r else "-") + ("W" if w else "-") + ("X" if x else "-")
+
+
+def params_lines(s1p: S1TTWParams, s2p: S2TTWParams | None, env: Env) -> Text:
+    """Return the walk parameters each stage was read into (GetS1TTWParams/GetS2TTWParams)."""
+    out = Text()
+    if not s1p.mmu_on:
+        out.append("  stage 1 off: the VA is the output address (SCTLR_ELx.M=0, or "
+                   "HCR_EL2.DC/TGE for EL1&0)\n")
+    else:
+        el = "EL1" if s1p.regime is Regime.EL10 else "EL2"
+        sz = f"T{s1p.varange.value}SZ"
+        out.append(
+            f"  stage 1: TTBR{s1p.varange.value}_{el}, {s1p.tgx.value}KB granule, "
+            f"{s1p.iasize()}-bit input ({sz}={s1p.txsz}), start level {s1p.startlevel()}, "
+            f"table at {s1_setup(s1p, env).base_address():#x}, {s1p.ps}-bit output, "
+            f"HA={int(s1p.ha)} HD={int(s1p.hd)} HPD={int(s1p.hpd)} WXN={int(s1p.wxn)} "
+            f"TBI={int(s1p.tbi)}{' DS=1' if s1p.ds else ''}{' EE=1' if s1p.ee else ''}\n")
+    if s2p is not None:
+        out.append(
+            f"  stage 2: VTTBR_EL2, {s2p.tgx.value}KB granule, {s2p.iasize()}-bit IPA "
+            f"(T0SZ={s2p.txsz}), start level {s2p.startlevel()} (SL0={s2p.sl0:#04b}"
+            f"{f' SL2={s2p.sl2}' if s2p.ds else ''}), table at "
+            f"{s2_setup(s2p, env).base_address():#x}, {s2p.ps}-bit output, "
+            f"HA={int(s2p.ha)} HD={int(s2p.hd)} FWB={int(s2p.fwb)}{' DS=1' if s2p.ds else ''}\n")
+    return out
+
+
+def explain_walk(steps: list[WalkStep], s1p: S1TTWParams, s2p: S2TTWParams | None,
+                 env: Env) -> Text:
+    """Return the walk level by level with what accumulates along it (translate --explain).
+
+    Each descriptor: stage and level, table address [index], the PA read when it
+    differs, the descriptor and its meaning. After a stage-1 table descriptor, the
+    hierarchical controls ORed so far (ASL AArch64.S1ApplyTablePerms; ignored with HPD);
+    after a leaf, the permissions and attributes it gives (ASL
+    AArch64.S1DirectBasePermissions, S1DecodeMemAttrs; AArch64.S2DirectBasePermissions,
+    S2DecodeMemAttrs). Stage-2 lookups of a stage-1 table come indented before it.
+    """
+    out = params_lines(s1p, s2p, env)
+    s1_steps = [x for x in steps if x.stage == 1]
+    two_stage = s1p.mmu_on and s2p is not None
+    tables: list[Table] = []
+    pending: list[WalkStep] = []
+    for s in steps:
+        if two_stage and s.stage == 2:
+            pending.append(s)
+            continue
+        if pending:
+            out.append(f"    stage 2 of the stage-1 table IPA {s.descaddress:#x}:\n", style="dim")
+            out.append(s2_lines(pending, s2p, env, indent="    ", style="dim"))
+            pending = []
+        out.append(step_line(s), style="red" if isinstance(s.decoded, Invalid) else "")
+        if s.stage == 1:
+            out.append(s1_accumulated(s, tables, s1p))
+        elif not isinstance(s.decoded, Invalid | Table):
+            out.append(s2_leaf_lines(s, s2p, env, ""))
+    if pending:
+        leaf = s1_steps[-1].decoded if s1_steps else None
+        what = ("the output IPA" if isinstance(leaf, Block | Page)
+                else "the next stage-1 table IPA")
+        out.append(f"    stage 2 of {what}:\n")
+        out.append(s2_lines(pending, s2p, env, indent="    "))
+    return out
+
+
+def step_line(s: WalkStep, indent: str = "") -> str:
+    """Return one descriptor read: level, table address [index], descriptor, meaning."""
+    pa = f" @PA {s.paddress:#x}" if s.paddress != s.descaddress else ""
+    return (f"  {indent}S{s.stage} L{s.level:<2} {s.table_base:#x}[{s.index}]{pa}: "
+            f"{s.raw:#018x}  {describe_descriptor(s.decoded, s.stage)}\n")
+
+
+def s2_lines(steps: list[WalkStep], s2p: S2TTWParams | None, env: Env, indent: str,
+             style: str = "") -> Text:
+    """Return a stage-2 walk's lines, with the leaf's permissions and attributes."""
+    out = Text()
+    for s in steps:
+        out.append(step_line(s, indent), style="red" if isinstance(s.decoded, Invalid) else style)
+        if isinstance(s.decoded, Block | Page):
+            out.append(s2_leaf_lines(s, s2p, env, indent), style=style)
+    return out
+
+
+def s1_accumulated(s: WalkStep, tables: list[Table], p: S1TTWParams) -> str:
+    """Return what a stage-1 descriptor adds to the walk: table controls, or the leaf's result.
+
+    tables collects the table descriptors seen so far (the walk's hierarchical controls).
+    """
+    pad = " " * 9
+    match s.decoded:
+        case Table():
+            tables.append(s.decoded)
+            apt = uxt = pxt = 0
+            for t in tables:  # ORed as ASL AArch64.S1ApplyTablePerms does
+                apt |= ap_table(t.raw)
+                uxt |= uxn_table(t.raw)
+                pxt |= pxn_table(t.raw)
+            if p.regime.has_two_ranges():
+                acc = f"APTable={apt:#04b} UXNTable={uxt} PXNTable={pxt}"
+            else:
+                acc = f"APTable={apt:#04b} XNTable={uxt}"
+            note = " (ignored: HPD=1)" if p.hpd else ""
+            return f"{pad}hierarchical controls so far: {acc}{note}\n"
+        case Block() | Page():
+            leaf = s.decoded
+            assert isinstance(leaf, Block | Page)
+            state = TTWState(1, leaf, tuple(tables), s.paddress, ())
+            perms = s1_direct_permissions(state, p)
+            mair = bits(p.mair, 8 * attrindx(s.raw) + 7, 8 * attrindx(s.raw))
+            attrs = s1_attr_decode(p.mair, attrindx(s.raw), p.sh if p.ds else sh(s.raw))
+            el0 = f", EL0 {rwx(perms.ur, perms.uw, perms.ux)}" if p.regime.has_el0() else ""
+            return (f"{pad}permissions: privileged {rwx(perms.pr, perms.pw, perms.px)}{el0}"
+                    f"{' (WXN=1: no execute where writable)' if p.wxn else ''}\n"
+                    f"{pad}attributes: MAIR Attr{attrindx(s.raw)}={mair:#04x} = "
+                    f"{attrs.describe()} (before SCTLR_ELx.C/I and any stage 2)\n")
+    return ""
+
+
+def s2_leaf_lines(s: WalkStep, p: S2TTWParams | None, env: Env, indent: str) -> str:
+    """Return a stage-2 leaf's permissions and attributes (before the stage-1 combination)."""
+    if p is None or not isinstance(s.decoded, Block | Page):
+        return ""
+    state = TTWState(2, s.decoded, (), s.paddress, ())
+    perms = s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd)
+    shv = p.sh if p.ds else sh(s.raw)
+    attrs = s2_memattr_decode(s2_memattr(s.raw), shv, env.choices.s2_reserved_cacheability)
+    pad = " " * 9 + indent
+    return (f"{pad}stage-2 permissions: {rwx(perms.r, perms.w, False)[:2]}, execute at "
+            f"EL1 {'yes' if perms.px else 'no'}, EL0 {'yes' if perms.ux else 'no'}\n"
+            f"{pad}attributes: MemAttr={s2_memattr(s.raw):#06b} = {attrs.describe()}"
+            f"{' (FWB=1: combined with stage 1)' if p.fwb else ''}\n")
 
 
 def fold_s2(steps: list[WalkStep], final: bool = False) -> str:

@@ -18,11 +18,10 @@ DEMOS = ("demo.toml", "demo_nofwb.toml")
 def run_file(path: str, as_json: bool, trace: bool, text: str | None = None) -> int:
     """Run a scenario file and print it; return the exit status (0 ok, 1 failed, 2 malformed)."""
     try:
-        scn = load_scenario(path, text)
-    except ScenarioError as e:
+        report = run_scenario(load_scenario(path, text), trace)
+    except ScenarioError as e:  # found while checking, or while building the world
         click.echo(f"s2mmu: error: {e}", err=True)
         return 2
-    report = run_scenario(scn, trace)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -86,21 +86,23 @@ def kvm_get_dirty_log_protect(kvm: Kvm, slot_id: int) -> bytes:
 
 def kvm_clear_dirty_log_protect(kvm: Kvm, slot_id: int, first_page: int, num_pages: int,
                                 user_bitmap: bytes) -> None:
-    """Clear the given bits and re-protect those pages (manual protect only).
+    """Clear the given bits and re-protect those pages.
 
-    Kernel: kvm_clear_dirty_log_protect (its -EINVAL checks on alignment and range).
+    The ioctl does not require manual protect (it is useful only with it).
+
+    Kernel: kvm_clear_dirty_log_protect (its checks, in its order: first_page alignment
+    -EINVAL, no slot or bitmap -ENOENT, range and num_pages alignment -EINVAL).
     """
+    if first_page & 63:
+        raise KvmError(-EINVAL, "first_page must be a multiple of 64")
     slot = kvm.memslots.get(slot_id)
     bitmap = kvm.dirty_bitmap.get(slot_id)
     if slot is None or bitmap is None:
         raise KvmError(-ENOENT, f"slot {slot_id} has no dirty bitmap")
-    if not kvm.manual_dirty_log_protect & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE:
-        raise KvmError(-EINVAL, "CLEAR_DIRTY_LOG without KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2")
-    if first_page & 63 or (num_pages & 63 and first_page + num_pages != slot.npages):
-        raise KvmError(-EINVAL, "first_page and num_pages must be multiples of 64 "
-                                "(num_pages may end at the slot's end)")
     if first_page > slot.npages or num_pages > slot.npages - first_page:
         raise KvmError(-EINVAL, "range beyond the slot")
+    if num_pages < slot.npages - first_page and num_pages & 63:
+        raise KvmError(-EINVAL, "num_pages must be a multiple of 64 unless it ends the slot")
     view = memoryview(bitmap).cast("Q")
     user = memoryview(bytes(user_bitmap).ljust(((num_pages + 63) // 64) * 8, b"\0")).cast("Q")
     flush = False

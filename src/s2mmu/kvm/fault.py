@@ -391,7 +391,8 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
     mmu_seq = kvm.mmu_invalidate_seq
     pfn = kvm_s2_fault_pin_pfn(kvm.host, ctx, write, log)
     if pfn is FaultinError.KVM_PFN_ERR_HWPOISON:
-        return HwpoisonSignal(ctx.hva, facts.vma_shift), None, ()
+        # lsb is vma_shift after logging and the memslot's bounds chose the mapping size.
+        return HwpoisonSignal(ctx.hva, size.vma_pagesize.bit_length() - 1), None, ()
     if isinstance(pfn, FaultinError):
         return -EFAULT, None, ()
     prot = kvm_s2_fault_compute_prot(abort, ctx, facts, pfn, kvm, log)
@@ -422,6 +423,9 @@ def handle_access_fault(kvm: Kvm, fault_ipa: int, log: Log) -> None:
 def kvm_vcpu_ipa_limit_check(abort: GuestAbort, kvm: Kvm, log: Log) -> GuestResult | None:
     """Handle a translation fault beyond the VM's IPA space (a size fault or an SEA).
 
+    The SEA reports the IPA (with FAR's page offset) as its address, not the VA: the
+    guest's own translation produced an IPA outside the space the VMM asked for.
+
     Kernel: kvm_handle_guest_abort (the get_kvm_ipa_limit / VTCR_EL2_IPA checks).
     """
     if not esr_fsc_is_translation_fault(abort):
@@ -434,7 +438,7 @@ def kvm_vcpu_ipa_limit_check(abort: GuestAbort, kvm: Kvm, log: Log) -> GuestResu
         kind = "pabt" if kvm_vcpu_trap_is_iabt(abort) else "dabt"
         log.append(Decision("ipa_limit", f"IPA {ipa:#x} beyond the {kvm.ipa_bits}-bit IPA "
                             f"space: inject {kind}"))
-        return InjectedAbort(kind, abort.far)
+        return InjectedAbort(kind, ipa | (abort.far & 0xFFF))
     return None
 
 

@@ -9,6 +9,8 @@ memslots, the host and the dirty bitmaps, and returns the broken rules as senten
 - no writable block in a logging slot (a block would hide writes from the log; with
   KVM_DIRTY_LOG_INITIALLY_SET, blocks stay until CLEAR_DIRTY_LOG, but are then already
   dirty in the bitmap), and a writable page of a logging slot is marked dirty;
+- dirty bits only for handled writes: a set bit is a page a write fault marked since the
+  bitmap was allocated (or the bitmap started all-set); the history is the caller's;
 - no cacheable mapping of VM_PFNMAP memory without FWB and DIC;
 - the stage-2 output equals the memslot's HVA -> host page mapping.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s2mmu.kvm.dirty import dirty_gfns
 from s2mmu.kvm.host import PAGE_SHIFT, PAGE_SIZE, kvm_supports_cacheable_pfnmap, vma_is_pfnmap
 from s2mmu.kvm.memslot import Memslot, gfn_to_hva_memslot, gfn_to_memslot, memslot_is_logging
 from s2mmu.kvm.vm import Kvm
@@ -105,6 +108,22 @@ def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[str]:
             got = "nothing" if want is None else f"{want:#x}"
             bad.append(f"{where}: stage 2 gives PA {leaf.pa + off:#x} at +{off:#x}, "
                        f"the host maps {got}")
+    return bad
+
+
+def check_dirty_bits(kvm: Kvm, written: dict[int, set[int]]) -> list[str]:
+    """Return the dirty bits no handled write explains.
+
+    written: per slot id, the slot-relative pages a handled write fault dirtied since the
+    slot's bitmap was allocated (every page, if it was allocated all-set).
+    """
+    bad = []
+    for sid in sorted(kvm.dirty_bitmap):
+        allowed = written.get(sid, set())
+        base = kvm.memslots[sid].base_gfn
+        bad += [f"slot {sid} page {rel} (IPA {(base + rel) << PAGE_SHIFT:#x}) is dirty but "
+                "no handled write dirtied it"
+                for rel in dirty_gfns(kvm, sid) if rel not in allowed]
     return bad
 
 

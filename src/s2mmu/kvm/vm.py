@@ -362,25 +362,41 @@ def set_slot_flags(kvm: Kvm, slot_id: int, flags: int) -> str:
 # -- MMU notifiers ----------------------------------------------------------------------------
 
 
-def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> None:
-    """Count an invalidation in progress and unmap the stage-2 ranges the HVAs back.
-
-    Kernel: kvm_mmu_notifier_invalidate_range_start, kvm_mmu_invalidate_begin,
-    kvm_unmap_gfn_range.
-    """
-    kvm.mmu_invalidate_in_progress += 1
+def slots_backed_by(kvm: Kvm, start: int, end: int) -> list[tuple[Memslot, int, int]]:
+    """Return (slot, hva_lo, hva_hi) for each memslot whose HVAs meet [start, end)."""
+    out = []
     for slot in kvm.slots():
         s_hva = slot.userspace_addr
-        e_hva = s_hva + (slot.npages << PAGE_SHIFT)
-        lo, hi = max(start, s_hva), min(end, e_hva)
-        if lo >= hi:
-            continue
+        lo, hi = max(start, s_hva), min(end, s_hva + (slot.npages << PAGE_SHIFT))
+        if lo < hi:
+            out.append((slot, lo, hi))
+    return out
+
+
+def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> None:
+    """Unmap the stage-2 ranges the HVAs back, counting an invalidation in progress.
+
+    Only a range that meets a memslot begins an invalidation (the on_lock callback runs
+    once a memslot is found); memslots cannot change until the matching range_end.
+
+    Kernel: kvm_mmu_notifier_invalidate_range_start, __kvm_handle_hva_range,
+    kvm_mmu_invalidate_begin, kvm_unmap_gfn_range.
+    """
+    hits = slots_backed_by(kvm, start, end)
+    if hits:
+        kvm.mmu_invalidate_in_progress += 1
+    for slot, lo, hi in hits:
         gfn = hva_to_gfn_memslot(slot, lo)
         kvm_stage2_unmap_range(kvm, gfn << PAGE_SHIFT, hi - lo)
 
 
 def kvm_mmu_notifier_invalidate_range_end(kvm: Kvm, start: int, end: int) -> None:
-    """Bump mmu_invalidate_seq and end the invalidation. Kernel: kvm_mmu_invalidate_end."""
+    """Bump mmu_invalidate_seq and end the invalidation, if range_start began one.
+
+    Kernel: kvm_mmu_notifier_invalidate_range_end, kvm_mmu_invalidate_end.
+    """
+    if not slots_backed_by(kvm, start, end):
+        return
     kvm.mmu_invalidate_seq += 1
     kvm.mmu_invalidate_in_progress -= 1
 

@@ -5,7 +5,7 @@ pKVM's hyp lock), so entries are written with plain stores; mapping over an exis
 valid entry is refused (with a WARN) unless only software bits change, and unmap stops
 at a hole or at a block that goes beyond the range.
 
-Kernel: struct hyp_map_data, hyp_map_walker_try_leaf, hyp_map_walker,
+Kernel: struct hyp_map_data, kvm_clear_pte, hyp_map_walker_try_leaf, hyp_map_walker,
 kvm_pgtable_hyp_map, hyp_unmap_walker, kvm_pgtable_hyp_unmap, kvm_pgtable_hyp_init,
 hyp_free_walker, kvm_pgtable_hyp_destroy (arch/arm64/kvm/hyp/pgtable.c).
 """
@@ -27,7 +27,7 @@ from s2mmu.pgtable.pte import (
     kvm_pte_to_phys,
     kvm_pte_valid,
 )
-from s2mmu.pgtable.stage2 import kvm_block_mapping_supported
+from s2mmu.pgtable.stage2 import kvm_block_mapping_supported, kvm_clear_pte
 from s2mmu.pgtable.steps import WRITE, Gen, Step, stepped
 from s2mmu.pgtable.table import KvmPgtable
 from s2mmu.pgtable.tlb import dsb, isb
@@ -137,15 +137,13 @@ def hyp_unmap_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
         childp = kvm_pte_to_phys(ctx.old, mm_ops.g)
         if mm_ops.page_count(childp) != 1:
             return 0
-        yield Step(WRITE, ctx.ptep)
-        mm_ops.write_pte(ctx.ptep, 0)
+        yield from kvm_clear_pte(ctx)
         dsb(mm_ops, "ishst")
         mm_ops.events.record(TlbiHyp("vae2is", ctx.addr, TLBI_TTL_UNKNOWN))
     else:
         if ctx.end - ctx.addr < granule:
             return -EINVAL
-        yield Step(WRITE, ctx.ptep)
-        mm_ops.write_pte(ctx.ptep, 0)
+        yield from kvm_clear_pte(ctx)
         dsb(mm_ops, "ishst")
         mm_ops.events.record(TlbiHyp("vale2is", ctx.addr, ctx.level))
         data.unmapped += granule

@@ -13,8 +13,9 @@ tests use on sequential runs:
   in place), and a live table entry is never changed in place;
 - break-without-tlbi: after a live entry is broken, a new live entry is not written
   there before a TLB invalidation covering it;
-- reuse-before-tlbi: a table page unlinked from the tree is not handed out again before
-  a TLB invalidation covering what it translated;
+- reuse-before-tlbi: a table page unlinked from the tree (the detached table and every
+  table below it) is not handed out again before a TLB invalidation covering what it
+  translated;
 - warn: no WARN_ON fired.
 
 The reader here looks at memory directly (it is the checker, not a walker).
@@ -148,6 +149,19 @@ class TreeModel:
             child = kvm_pte_to_phys(pte, self.g)
             if kvm_pte_table(pte, level) and child in self.tables:
                 self._remove_table(child)
+
+    def subtree(self, page: int) -> list[int]:
+        """Return the reachable table page and every table page below it."""
+        where = self.tables.get(page)
+        if where is None:
+            return []
+        out = [page]
+        level = where[1]
+        for idx in range(self.g.ptrs_per_pte):
+            pte = self.ptes.get(page + idx * 8, 0)
+            if kvm_pte_table(pte, level):
+                out += self.subtree(kvm_pte_to_phys(pte, self.g))
+        return out
 
     def locate(self, ptep: int) -> tuple[int, int, int] | None:
         """Return (ipa, level, size) of the entry at ptep, if its table is reachable."""
@@ -312,7 +326,8 @@ class Checker:
         old_live, new_live = kvm_pte_valid(ev.old), kvm_pte_valid(ev.new)
         out = []
         if old_live and kvm_pte_table(ev.old, level) and ev.new != ev.old:
-            self.awaiting_tlbi[kvm_pte_to_phys(ev.old, g)] = (ipa, size, level)
+            for page in self.tree.subtree(kvm_pte_to_phys(ev.old, g)):
+                self.awaiting_tlbi[page] = (ipa, size, level)
         if old_live and new_live and not leaf_change_allowed(ev.old, ev.new, level):
             detail = f"entry for IPA {ipa:#x} went {ev.old:#x} -> {ev.new:#x} without a break"
             out.append(Violation("valid-to-valid", detail))

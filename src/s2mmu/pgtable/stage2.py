@@ -6,7 +6,8 @@ walks), stage2_try_break_pte (replace a live entry by the locked invalid entry, 
 invalidate the TLB and drop its reference) and stage2_make_pte (install the new entry
 over the locked one). Operations return 0 or a negative errno.
 
-Kernel: arch/arm64/kvm/hyp/pgtable.c (linux-next, v6.18 era): kvm_block_mapping_supported,
+Kernel: arch/arm64/kvm/hyp/pgtable.c (linux-next, v6.18 era): kvm_clear_pte,
+kvm_block_mapping_supported,
 stage2_map_data, stage2_pte_needs_update, stage2_try_set_pte, stage2_try_break_pte,
 stage2_make_pte, stage2_unmap_defer_tlb_flush, stage2_unmap_put_pte,
 stage2_map_walker_phys_addr, stage2_leaf_mapping_allowed, stage2_map_walker_try_leaf,
@@ -93,6 +94,15 @@ from s2mmu.pgtable.walk import (
 
 # ---------------------------------------------------------------------------------------
 # Entry updates: the only ways a visitor changes a stage-2 entry.
+
+
+def kvm_clear_pte(ctx: KvmPgtableVisitCtx) -> Gen[None]:
+    """Store 0 (invalid, not counted) in the entry, with no break-before-make.
+
+    Kernel: kvm_clear_pte.
+    """
+    yield Step(WRITE, ctx.ptep)
+    ctx.mm_ops.write_pte(ctx.ptep, 0)
 
 
 def stage2_try_set_pte(ctx: KvmPgtableVisitCtx, new: int) -> Gen[bool]:
@@ -437,8 +447,7 @@ def stage2_unmap_put_pte(
     """
     pgt: KvmPgtable = ctx.arg
     if kvm_pte_valid(ctx.old):
-        yield Step(WRITE, ctx.ptep)
-        mm_ops.write_pte(ctx.ptep, 0)
+        yield from kvm_clear_pte(ctx)
         if kvm_pte_table(ctx.old, ctx.level):
             __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, TLBI_TTL_UNKNOWN)
         elif not stage2_unmap_defer_tlb_flush(pgt):
@@ -458,8 +467,7 @@ def stage2_unmap_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
     need_flush = False
     if not kvm_pte_valid(ctx.old):
         if stage2_pte_is_counted(ctx.old):
-            yield Step(WRITE, ctx.ptep)
-            mm_ops.write_pte(ctx.ptep, 0)
+            yield from kvm_clear_pte(ctx)
             mm_ops.put_page(ctx.ptep)
         return 0
     if kvm_pte_table(ctx.old, ctx.level):
@@ -862,8 +870,7 @@ def stage2_free_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
         return 0
     mm_ops.put_page(ctx.ptep)
     mm_ops.put_page(childp)
-    yield Step(WRITE, ctx.ptep)
-    mm_ops.write_pte(ctx.ptep, 0)
+    yield from kvm_clear_pte(ctx)
     return 0
 
 

@@ -35,8 +35,8 @@ from s2mmu.kvm.dirty import kvm_clear_dirty_log_protect, kvm_get_dirty_log_prote
 from s2mmu.kvm.errno import errname
 from s2mmu.kvm.fault import AbortOutcome, FaultHooks, kvm_handle_guest_abort, prot_str
 from s2mmu.kvm.host import HostFeatures, HostMm, MemType, Vma, VmaKind
-from s2mmu.kvm.invariants import check_invariants, stage2_leaves
-from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+from s2mmu.kvm.invariants import check_dirty_bits, check_invariants, stage2_leaves
+from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, gfn_to_memslot
 from s2mmu.kvm.vm import (
     KVM_DIRTY_LOG_INITIALLY_SET,
     KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
@@ -44,6 +44,7 @@ from s2mmu.kvm.vm import (
     KvmError,
     KvmVcpu,
     kvm_create_vm,
+    kvm_dirty_log_manual_protect_and_init_set,
     kvm_set_memory_region,
     kvm_vm_ioctl_create_vcpu,
     set_slot_flags,
@@ -56,7 +57,7 @@ from s2mmu.pgtable.events import (
     TlbiVmidIpa,
     TlbiVmidRange,
 )
-from s2mmu.scenario.schema import Item, Scenario
+from s2mmu.scenario.schema import Item, Scenario, ScenarioError, Where
 
 SCHEMA = "s2mmu.run/1"
 MAX_ATTEMPTS = 16
@@ -73,6 +74,9 @@ class World:
     regs: list[SysRegs]
     ras_claims_sea: bool = False
     written: dict[int, set[int]] = field(default_factory=dict)
+    """Per logging slot: the pages a handled write dirtied since its bitmap was allocated
+    (all pages when the bitmap started all-set), for check_dirty_bits."""
+    bitmaps: dict[int, bytearray] = field(default_factory=dict)
 
 
 def size_name(size: int) -> str:
@@ -113,9 +117,18 @@ def slot_flags(names: list[str]) -> int:
 
 
 def build_world(scn: Scenario, records: list[dict[str, Any]]) -> World:
-    """Build host and VM, create the memslots (as steps) and the vCPUs' stage 1."""
+    """Build host and VM, create the memslots (as steps) and the vCPUs' stage 1.
+
+    A VM KVM refuses to create, or stage-1 tables outside guest memory, make the scenario
+    malformed (ScenarioError naming the field): nothing can run without them.
+    """
     host = build_host(scn)
-    kvm = kvm_create_vm(host, scn.vm.get("ipa_bits", 40), has_mte=scn.vm.get("mte", False))
+    try:
+        kvm = kvm_create_vm(host, scn.vm.get("ipa_bits", 40), has_mte=scn.vm.get("mte", False))
+    except KvmError as e:
+        key = "mte" if "MTE" in e.why else "ipa_bits"
+        raise ScenarioError(f"{scn.path}:{scn.vm_lines.get(key, 1)}: vm.{key}: KVM_CREATE_VM "
+                            f"fails {errname(e.errno)}: {e.why}") from None
     kvm.nisv_to_user = scn.vm.get("nisv_to_user", False)
     if scn.vm.get("manual_dirty_log_protect", False):
         kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | (
@@ -125,23 +138,19 @@ def build_world(scn: Scenario, records: list[dict[str, Any]]) -> World:
     for it in scn.memslots:
         records.append(memslot_step(world, it, it.get("id"), it.get("gpa"), it.get("size"),
                                     it.get("hva"), slot_flags(it.get("flags", []))))
-    for it in scn.vcpus or (Item("vcpu", 0, {"id": 0}, scn.events[0].where if scn.events
-                                 else None),):  # type: ignore[arg-type]
+        note_bitmaps(world)
+    for it in scn.vcpus or (Item("vcpu", 0, {"id": 0}, Where(scn.path, 1)),):
         world.vcpus.append(kvm_vm_ioctl_create_vcpu(kvm))
-        maps = [S1Map(m["va"], m["ipa"], _sz(m["size"]), m.get("ro", False), m.get("xn", False),
+        maps = [S1Map(m["va"], m["ipa"], m["size"], m.get("ro", False), m.get("xn", False),
                       m.get("device", False)) for m in it.get("map", [])]
-        if "stage1_tables" in it.fields:
-            world.regs.append(build_guest_stage1(kvm, it.get("stage1_tables"), maps))
-        else:
+        if "stage1_tables" not in it.fields:
             world.regs.append(vcpu_regs(kvm))
+            continue
+        try:
+            world.regs.append(build_guest_stage1(kvm, it.get("stage1_tables"), maps))
+        except ValueError as e:
+            raise it.error("stage1_tables", str(e)) from None
     return world
-
-
-def _sz(v: Any) -> int:
-    if isinstance(v, int):
-        return v
-    units = {"K": 10, "M": 20, "G": 30}
-    return int(v[:-1]) << units[v[-1]]
 
 
 def memslot_step(world: World, it: Item, slot_id: int, gpa: int, size: int, hva: int,
@@ -159,7 +168,7 @@ def memslot_step(world: World, it: Item, slot_id: int, gpa: int, size: int, hva:
 
 
 def _record(it: Item, do: str) -> dict[str, Any]:
-    return {"index": it.index, "line": it.where.line if it.where else 0, "do": do,
+    return {"index": it.index, "line": it.where.line, "do": do,
             "note": it.get("note", ""), "summary": "", "faults": [], "events": [],
             "expect": [], "invariants": []}
 
@@ -244,23 +253,30 @@ def event_text(e: Any) -> str:
     return repr(e)
 
 
-def run_race(world: World, race: dict[str, Any]) -> None:
+def run_race(world: World, it: Item, race: dict[str, Any]) -> None:
     """Run a host event (used as the interleaved race of a fault)."""
-    host_event(world, race["do"], int(race["hva"]), int(race.get("size", 4096)))
+    host_event(world, it, race["do"], race["hva"], race["size"])
 
 
-def host_event(world: World, do: str, hva: int, size: int) -> str:
-    """Run munmap / madvise / migrate / hwpoison; return a summary."""
+def host_event(world: World, it: Item, do: str, hva: int, size: int) -> str:
+    """Run munmap / madvise / migrate / hwpoison; return a summary.
+
+    A host event the host cannot do (hwpoison where nothing is mapped) is a scenario
+    error naming the event's field.
+    """
     h = world.host
-    if do == "munmap":
-        h.munmap(hva, size)
-    elif do == "madvise":
-        h.madvise_dontneed(hva, size)
-    elif do == "migrate":
-        moved = h.migrate(hva)
-        return f"migrate HVA {hva:#x}: {'moved' if moved else 'refused (pinned or absent)'}"
-    else:
-        h.hwpoison(hva)
+    try:
+        if do == "munmap":
+            h.munmap(hva, size)
+        elif do == "madvise":
+            h.madvise_dontneed(hva, size)
+        elif do == "migrate":
+            moved = h.migrate(hva)
+            return f"migrate HVA {hva:#x}: {'moved' if moved else 'refused (pinned or absent)'}"
+        else:
+            h.hwpoison(hva)
+    except ValueError as e:
+        raise it.error("race" if "race" in it.fields else "hva", str(e)) from None
     return f"{do} HVA {hva:#x}+{size_name(size)}"
 
 
@@ -284,7 +300,7 @@ def access_step(world: World, it: Item, rec: dict[str, Any]) -> str:
             return "guest-fault"
         hooks = FaultHooks(ras_claims_sea=world.ras_claims_sea)
         if race is not None:
-            hooks.between_pin_and_lock = lambda r=race: run_race(world, r)
+            hooks.between_pin_and_lock = lambda r=race: run_race(world, it, r)
             race = None
         mark = len(kvm.env.events)
         out = kvm_handle_guest_abort(o.abort, kvm, world.vcpus[vcpu_id], hooks)
@@ -311,6 +327,8 @@ def dirty_step(world: World, it: Item, rec: dict[str, Any]) -> str:
     """Run a dirty-log event; return a summary."""
     kvm, do, sid = world.kvm, it.get("do"), it.get("slot", 0)
     if do in ("dirty_log_enable", "dirty_log_disable"):
+        if sid not in kvm.memslots:
+            raise it.error("slot", f"no memslot {sid} at this point of the timeline")
         flags = kvm.memslots[sid].flags
         flags = flags | KVM_MEM_LOG_DIRTY_PAGES if do == "dirty_log_enable" else \
             flags & ~KVM_MEM_LOG_DIRTY_PAGES
@@ -323,7 +341,8 @@ def dirty_step(world: World, it: Item, rec: dict[str, Any]) -> str:
         shown = pages if len(pages) <= 16 else pages[:16] + ["..."]
         return f"slot {sid}: KVM_GET_DIRTY_LOG: {len(pages)} dirty {shown}"
     first = it.get("first_page", 0)
-    num = it.get("num_pages", kvm.memslots[sid].npages - first)
+    slot = kvm.memslots.get(sid)
+    num = it.get("num_pages", slot.npages - first if slot is not None else 0)
     pages = it.get("pages")
     user = bytearray((num + 7) // 8 + 8)
     for i in range(num) if pages is None else [p - first for p in pages]:
@@ -350,14 +369,23 @@ def run_event(world: World, it: Item) -> dict[str, Any]:
             return rec
         if do == "mmap":
             vma = vma_of(it)
-            world.host.mmap(vma)
+            try:
+                world.host.mmap(vma)
+            except ValueError as e:
+                raise it.error("start", str(e)) from None
             rec["summary"] = f"mmap {vma.name or vma.kind.value} HVA {vma.start:#x}+" \
                 f"{size_name(vma.end - vma.start)}"
         elif do in ("munmap", "madvise", "migrate", "hwpoison"):
-            rec["summary"] = host_event(world, do, it.get("hva"), it.get("size", 4096))
+            rec["summary"] = host_event(world, it, do, it.get("hva"), it.get("size", 4096))
         elif do in ("memslot", "move_memslot", "delete_memslot"):
             sid = it.get("slot", 0)
             old = kvm.memslots.get(sid)
+            missing = {"gpa", "size", "hva"} - set(it.fields)
+            if old is None and do == "move_memslot":
+                raise it.error("slot", f"no memslot {sid} to move at this point of the timeline")
+            if old is None and do == "memslot" and missing:
+                raise it.error(None, f"slot {sid} does not exist yet: creating it needs "
+                                     f"{', '.join(sorted(missing))}")
             size = 0 if do == "delete_memslot" else it.get("size", old.npages << 12 if old else 0)
             gpa = it.get("gpa", old.base_gfn << 12 if old else 0)
             hva = it.get("hva", old.userspace_addr if old else 0)
@@ -378,6 +406,32 @@ def run_event(world: World, it: Item) -> dict[str, Any]:
             rec["events"] = [event_text(e) for e in kvm.env.events.since(mark)
                              if isinstance(e, SHOWN_EVENTS)]
     return rec
+
+
+def note_bitmaps(world: World) -> None:
+    """Start tracking each newly allocated dirty bitmap (every page allowed if all-set)."""
+    kvm = world.kvm
+    for sid in [s for s in world.bitmaps if s not in kvm.dirty_bitmap]:
+        del world.bitmaps[sid], world.written[sid]
+    for sid, bitmap in kvm.dirty_bitmap.items():
+        if world.bitmaps.get(sid) is not bitmap:
+            world.bitmaps[sid] = bitmap
+            all_set = kvm_dirty_log_manual_protect_and_init_set(kvm)
+            world.written[sid] = set(range(kvm.memslots[sid].npages)) if all_set else set()
+
+
+def note_dirtied(world: World, rec: dict[str, Any]) -> None:
+    """Record the pages the step's handled write faults dirtied."""
+    for fault in rec["faults"]:
+        for gfn in fault["dirtied"]:
+            slot = gfn_to_memslot(world.kvm.slots(), gfn)
+            if slot is not None and slot.id in world.written:
+                world.written[slot.id].add(gfn - slot.base_gfn)
+
+
+def step_invariants(world: World) -> list[str]:
+    """Return the invariants broken after a step."""
+    return check_invariants(world.kvm) + check_dirty_bits(world.kvm, world.written)
 
 
 def leaf_counts(kvm: Kvm) -> dict[str, int]:
@@ -444,14 +498,16 @@ def run_scenario(scn: Scenario, trace: bool = False) -> dict[str, Any]:
     world = build_world(scn, records)
     for rec, it in zip(records, scn.memslots, strict=True):
         rec["expect"] = check_expectations(world, it, rec)
-        rec["invariants"] = check_invariants(world.kvm)
+        rec["invariants"] = step_invariants(world)
     for it in scn.events:
         mark = len(world.kvm.env.events)
         rec = run_event(world, it)
         if trace:
             rec["trace"] = [repr(e) for e in world.kvm.env.events.since(mark)]
+        note_bitmaps(world)
+        note_dirtied(world, rec)
         rec["expect"] = check_expectations(world, it, rec)
-        rec["invariants"] = check_invariants(world.kvm)
+        rec["invariants"] = step_invariants(world)
         records.append(rec)
     failures = [f"step {r['do']}#{r['index']} (line {r['line']}): {m}"
                 for r in records for m in r["expect"] + r["invariants"]]
