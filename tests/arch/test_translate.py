@@ -821,3 +821,26 @@ def test_stage2_execute_never_for_instruction_fetches(xn, fs, el1_ok, el0_ok):
         assert isinstance(got, AddressDescriptor) is ok
         if not ok:
             assert (got.statuscode, got.secondstage) == (Fault.PERMISSION, True)
+
+
+def test_reserved_descriptor_sh_reads_as_the_chosen_shareability():
+    # SH=0b01 is reserved (CONSTRAINED UNPREDICTABLE): ImplChoices.reserved_sh decides.
+    for choice, want in ((0b00, Shareability.NSH), (0b11, Shareability.ISH),
+                         (0b10, Shareability.OSH)):
+        m, s1, s2 = two_stage()
+        m.choices = ImplChoices(reserved_sh=choice)
+        s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs(sh=0b01))
+        s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(sh=0b01))
+        assert m.ok(DATA_VA).memattrs.shareability is want
+
+
+def test_reserved_mair_encoding_is_a_choice():
+    # Attr 0x05 (0b0000_0101) is reserved: "nearest" reads Device-nGnRE, "device"
+    # reads Device-nGnRnE.
+    for choice, want in (("nearest", DeviceType.nGnRE), ("device", DeviceType.nGnRnE)):
+        m, s1 = s1_machine()
+        m.choices = ImplChoices(reserved_mair=choice)
+        m.set(MAIR_EL1=0x05)
+        s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+        got = m.ok(DATA_VA).memattrs
+        assert (got.memtype, got.device) == (MemType.DEVICE, want)

@@ -111,16 +111,19 @@ def decode_cache_nibble(n: int) -> CacheHints:
     return CacheHints(Cacheability.WB, r, w)
 
 
-def s1_attr_decode(mair: int, attrindx: int, sh: int) -> MemoryAttributes:
+def s1_attr_decode(mair: int, attrindx: int, sh: int, reserved: str = "nearest"
+                   ) -> MemoryAttributes:
     """Decode MAIR_ELx.Attr<attrindx> with the descriptor's SH (ASL S1DecodeMemAttrs).
 
     The shareability is the SH field as decoded, for Device memory too; the walk then
-    applies EffectiveShareability where the architecture says (s1_output_attrs). An
-    attribute 0b0000xxxx with xxxx not of the form dd00 is CONSTRAINED UNPREDICTABLE;
-    the model treats it as Device-dd (as QEMU does). 0bxxxx0000 with a non-zero outer
-    nibble is reserved; the model reads the inner nibble 0000 as Non-cacheable.
+    applies EffectiveShareability where the architecture says (s1_output_attrs).
+    Reserved encodings (0b0000ddxx with xx != 00, 0bxxxx0000 with a non-zero outer
+    nibble) are CONSTRAINED UNPREDICTABLE and read as ``reserved`` says
+    (ImplChoices.reserved_mair).
     """
     attr = bits(mair, 8 * attrindx + 7, 8 * attrindx)
+    if mair_reserved(attr) and reserved == "device":
+        return MemoryAttributes(MemType.DEVICE, DeviceType.nGnRnE, shareability=_sh(sh))
     if attr >> 4 == 0:
         return MemoryAttributes(MemType.DEVICE, DeviceType(bits(attr, 3, 2)),
                                 shareability=_sh(sh))
@@ -134,9 +137,23 @@ def s1_attr_decode(mair: int, attrindx: int, sh: int) -> MemoryAttributes:
                             tagged=tagged)
 
 
+def mair_reserved(attr: int) -> bool:
+    """Return whether a MAIR attribute byte is a reserved encoding (no FEAT_XS).
+
+    0b0000ddxx with xx != 00, and 0booooo0000 with a non-zero outer nibble other than
+    the Tagged Normal 0xF0 (FEAT_MTE2) and FEAT_XS's 0x40/0xA0.
+    """
+    if attr >> 4 == 0:
+        return attr & 0b11 != 0
+    return attr & 0xF == 0 and attr not in (0xF0, 0x40, 0xA0)
+
+
 def _sh(sh: int) -> Shareability:
-    # SH=0b01 is reserved: CONSTRAINED UNPREDICTABLE, treated as Non-shareable... the
-    # model follows QEMU, which reports it as is; keep NSH for the enum.
+    """Decode an SH field; the reserved 0b01 has been resolved by the caller.
+
+    Callers read SH through translate.resolve_sh (ImplChoices.reserved_sh); a raw
+    0b01 that reaches here reads as Non-shareable.
+    """
     return {0: Shareability.NSH, 2: Shareability.OSH, 3: Shareability.ISH}.get(sh, Shareability.NSH)
 
 

@@ -65,6 +65,17 @@ class ImplChoices:
     # With FEAT_BBM level 1 or 2, a block descriptor with nT (bit 16) set may give a
     # Translation fault: IMPLEMENTATION DEFINED (ASL AArch64.BlocknTFaults). QEMU 7.2: no.
     block_nt_faults: bool = False
+    # A descriptor (or TCR/VTCR, with DS) SH field of 0b01 is reserved: CONSTRAINED
+    # UNPREDICTABLE, it behaves as one of the defined values. The model uses this SH
+    # encoding instead (0b00 Non-shareable, as Linux's AT emulation at.c does; QEMU 7.2 reports 0b01
+    # as is in PAR_EL1, a divergence listed by the conformance harness).
+    reserved_sh: int = 0b00
+    # A reserved MAIR_ELx.Attr<n> encoding is CONSTRAINED UNPREDICTABLE (ASL
+    # S1DecodeMemAttrs: ConstrainUnpredictableBits(RESMAIR), an UNKNOWN value).
+    # "nearest": 0b0000ddxx reads as Device-dd and an inner nibble 0b0000 under a
+    # non-zero outer nibble as Non-cacheable (as QEMU 7.2 does);
+    # "device": every reserved encoding reads as Device-nGnRnE.
+    reserved_mair: str = "nearest"
 
 
 DEFAULT_CHOICES = ImplChoices()

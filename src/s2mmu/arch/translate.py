@@ -214,13 +214,18 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
 
 def s2_only_attrs(state: TTWState, p: S2TTWParams, env: Env) -> MemoryAttributes:
     """Return the stage-2 attributes on their own (a stage-2-only lookup's result)."""
-    return s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p),
+    return s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p, env),
                              env.choices.s2_reserved_cacheability)
 
 
-def s2_leaf_sh(state: TTWState, p: S2TTWParams) -> int:
-    """Return the stage-2 leaf's SH (VTCR_EL2.SH0 when DS=1)."""
-    return p.sh if p.ds else sh(state.leaf.raw)
+def s2_leaf_sh(state: TTWState, p: S2TTWParams, env: Env) -> int:
+    """Return the stage-2 leaf's SH (VTCR_EL2.SH0 when DS=1), the reserved 0b01 resolved."""
+    return resolve_sh(p.sh if p.ds else sh(state.leaf.raw), env.choices)
+
+
+def resolve_sh(field: int, choices: ImplChoices) -> int:
+    """Return an SH field with the reserved 0b01 replaced by ImplChoices.reserved_sh."""
+    return choices.reserved_sh if field == 0b01 else field
 
 
 # ---------------------------------------------------------------- stage 1
@@ -334,7 +339,7 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
     updated = s1_hw_update(got, p, s2, access, env, hcr_ptw)
     if isinstance(updated, FaultRecord):
         return replace(updated, vaddress=va)
-    walkattrs = s1_attrs(updated, p, access)
+    walkattrs = s1_attrs(updated, p, env)
     under_s2 = s2 is not None and not env.choices.s1_effective_shareability
     return AddressDescriptor(va, leaf_output(updated, setup, va),
                              s1_output_attrs(walkattrs, p, access, under_s2), s1=updated,
@@ -402,14 +407,14 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
-def s1_attrs(state: TTWState, p: S1TTWParams, access: AccessDescriptor) -> MemoryAttributes:
+def s1_attrs(state: TTWState, p: S1TTWParams, env: Env) -> MemoryAttributes:
     """Return the stage-1 attributes of the leaf from MAIR (ASL S1DecodeMemAttrs).
 
     SH comes from the descriptor, or from TCR_ELx.SHx when DS=1.
     """
     raw = state.leaf.raw
-    shv = p.sh if p.ds else sh(raw)
-    return s1_attr_decode(p.mair, attrindx(raw), shv)
+    shv = resolve_sh(p.sh if p.ds else sh(raw), env.choices)
+    return s1_attr_decode(p.mair, attrindx(raw), shv, env.choices.reserved_mair)
 
 
 def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescriptor,
@@ -451,7 +456,7 @@ def combine_attrs(s1: MemoryAttributes, s2: TTWState | None, p2: S2TTWParams,
     if s2 is None:
         return s1
     raw = s2.leaf.raw
-    shv = s2_leaf_sh(s2, p2)
+    shv = s2_leaf_sh(s2, p2, env)
     if p2.fwb:
         s2attrs = s2_apply_fwb(s1, s2_memattr(raw), shv)
     else:

@@ -11,7 +11,6 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from s2mmu.arch.at import AtException, ParResult
-from s2mmu.arch.attrs import s1_attr_decode, s2_memattr_decode
 from s2mmu.arch.bits import bit, bits
 from s2mmu.arch.descriptors import (
     Block,
@@ -40,7 +39,14 @@ from s2mmu.arch.perms import s1_direct_permissions, s2_direct_permissions
 from s2mmu.arch.registers import PAR_EL1_FAULT, PAR_EL1_OK
 from s2mmu.arch.state import Regime
 from s2mmu.arch.sysreg import RegView
-from s2mmu.arch.translate import AddressDescriptor, Env, s1_setup, s2_setup
+from s2mmu.arch.translate import (
+    AddressDescriptor,
+    Env,
+    s1_attrs,
+    s1_setup,
+    s2_only_attrs,
+    s2_setup,
+)
 from s2mmu.arch.walk import TTWState, WalkStep
 
 AP_S1 = {0b00: "RW/--", 0b01: "RW/RW", 0b10: "RO/--", 0b11: "RO/RO"}
@@ -176,7 +182,7 @@ def explain_walk(steps: list[WalkStep], s1p: S1TTWParams, s2p: S2TTWParams | Non
             pending = []
         out.append(step_line(s), style="red" if isinstance(s.decoded, Invalid) else "")
         if s.stage == 1:
-            out.append(s1_accumulated(s, tables, s1p))
+            out.append(s1_accumulated(s, tables, s1p, env))
         elif not isinstance(s.decoded, Invalid | Table):
             out.append(s2_leaf_lines(s, s2p, env, ""))
     if pending:
@@ -206,7 +212,7 @@ def s2_lines(steps: list[WalkStep], s2p: S2TTWParams | None, env: Env, indent: s
     return out
 
 
-def s1_accumulated(s: WalkStep, tables: list[Table], p: S1TTWParams) -> str:
+def s1_accumulated(s: WalkStep, tables: list[Table], p: S1TTWParams, env: Env) -> str:
     """Return what a stage-1 descriptor adds to the walk: table controls, or the leaf's result.
 
     tables collects the table descriptors seen so far (the walk's hierarchical controls).
@@ -232,7 +238,7 @@ def s1_accumulated(s: WalkStep, tables: list[Table], p: S1TTWParams) -> str:
             state = TTWState(1, leaf, tuple(tables), s.paddress, ())
             perms = s1_direct_permissions(state, p)
             mair = bits(p.mair, 8 * attrindx(s.raw) + 7, 8 * attrindx(s.raw))
-            attrs = s1_attr_decode(p.mair, attrindx(s.raw), p.sh if p.ds else sh(s.raw))
+            attrs = s1_attrs(state, p, env)
             el0 = f", EL0 {rwx(perms.ur, perms.uw, perms.ux)}" if p.regime.has_el0() else ""
             return (f"{pad}permissions: privileged {rwx(perms.pr, perms.pw, perms.px)}{el0}"
                     f"{' (WXN=1: no execute where writable)' if p.wxn else ''}\n"
@@ -247,8 +253,7 @@ def s2_leaf_lines(s: WalkStep, p: S2TTWParams | None, env: Env, indent: str) -> 
         return ""
     state = TTWState(2, s.decoded, (), s.paddress, ())
     perms = s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd)
-    shv = p.sh if p.ds else sh(s.raw)
-    attrs = s2_memattr_decode(s2_memattr(s.raw), shv, env.choices.s2_reserved_cacheability)
+    attrs = s2_only_attrs(state, p, env)
     pad = " " * 9 + indent
     return (f"{pad}stage-2 permissions: {rwx(perms.r, perms.w, False)[:2]}, execute at "
             f"EL1 {'yes' if perms.px else 'no'}, EL0 {'yes' if perms.ux else 'no'}\n"
