@@ -20,26 +20,25 @@ FINAL_LEVEL = 3
 
 
 class Granule(Enum):
-    """Translation granule, valued by its size in KB."""
+    """Translation granule, valued by its size in KB.
+
+    bits is log2 of the granule size (ASL TGxGranuleBits), stride the number of input
+    address bits one level resolves (bits - 3), size the granule in bytes. They are
+    set once per member: the walk reads them at every level.
+    """
 
     G4K = 4
     G16K = 16
     G64K = 64
 
-    @property
-    def bits(self) -> int:
-        """Return log2 of the granule size (ASL TGxGranuleBits)."""
-        return {4: 12, 16: 14, 64: 16}[self.value]
+    bits: int
+    stride: int
+    size: int
 
-    @property
-    def stride(self) -> int:
-        """Return the number of VA bits one level resolves (granule bits - 3)."""
-        return self.bits - 3
-
-    @property
-    def size(self) -> int:
-        """Return the granule size in bytes."""
-        return 1 << self.bits
+    def __init__(self, kb: int) -> None:
+        self.bits = {4: 12, 16: 14, 64: 16}[kb]
+        self.stride = self.bits - 3
+        self.size = 1 << self.bits
 
     def block_size(self, level: int) -> int:
         """Return the size of the region a leaf at level maps."""
