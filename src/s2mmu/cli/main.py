@@ -143,11 +143,13 @@ def demo(arch_tour: bool, as_json: bool, trace: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON (schema s2mmu.run/1).")
 @click.option("--trace", is_flag=True, help="Add the full event stream to every step.")
-def run(file: str, as_json: bool, trace: bool) -> None:
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), metavar="OUT",
+              help="Also write the report as a self-contained HTML timeline.")
+def run(file: str, as_json: bool, trace: bool, html_file: str | None) -> None:
     """Run a scenario file: timeline, summary, broken invariants (exit 1 on failure)."""
     from s2mmu.cli.run_cmd import run_file
 
-    sys.exit(run_file(file, as_json, trace))
+    sys.exit(run_file(file, as_json, trace, html=html_file))
 
 
 def access_name(a: AccessDescriptor) -> str:
@@ -211,10 +213,12 @@ ACCESS = {"r": (False, False), "w": (True, False), "x": (False, True)}
 @click.option("--allow-reserved", is_flag=True,
               help="Accept reserved TGx encodings and IMPLEMENTATION DEFINED TxSZ values, "
                    "resolved by the model's ImplChoices (refused otherwise).")
+@click.option("--svg", "svg_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also draw the walk as SVG: the nested-walk grid, reads numbered in order.")
 @input_errors
 def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: int, access: str,
               pan: bool, stage1_only: bool, explain: bool, features: str,
-              allow_reserved: bool) -> None:
+              allow_reserved: bool, svg_file: str | None) -> None:
     """Translate one VA through the regime the registers describe."""
     from s2mmu.arch.atcase import load_memory
     from s2mmu.arch.memory import PhysMem
@@ -238,12 +242,20 @@ def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: in
         raise InputError(f"{impdef[0]}; --allow-reserved accepts it")
     trace: list[WalkStep] = []
     result = full_translate(regs, regime, addr, acc, env, stage1_only=stage1_only, trace=trace)
+    s1p = get_s1_ttw_params(regs, regime, addr, env.fs, env.choices)
+    walks_s2 = stage2_enabled(regs, regime) and (s1p.mmu_on or not stage1_only)
+    s2p = get_s2_ttw_params(regs, env.fs, env.choices) if walks_s2 else None
+    head = f"VA {addr:#x} {access_name(acc)} in the {regime.value} regime"
+    if svg_file:
+        from s2mmu.cli.svg import walk_svg, write_atomic
+
+        try:
+            write_atomic(svg_file, walk_svg(head, addr, trace, result, s1p, s2p, env))
+        except OSError as e:
+            raise InputError(f"--svg {svg_file}: cannot write: {e.strerror or e}") from None
     out = render.console()
-    out.print(f"VA {addr:#x} {access_name(acc)} in the {regime.value} regime")
+    out.print(head)
     if explain:
-        s1p = get_s1_ttw_params(regs, regime, addr, env.fs, env.choices)
-        walks_s2 = stage2_enabled(regs, regime) and (s1p.mmu_on or not stage1_only)
-        s2p = get_s2_ttw_params(regs, env.fs, env.choices) if walks_s2 else None
         out.print(render.explain_walk(trace, s1p, s2p, env), end="", soft_wrap=True)
     out.print(render.describe_result(result), soft_wrap=True)
     for w in mem.hw_writes:

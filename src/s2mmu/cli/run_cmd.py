@@ -15,13 +15,27 @@ from s2mmu.scenario.schema import ScenarioError, load_scenario
 DEMOS = ("demo.toml", "demo_nofwb.toml")
 
 
-def run_file(path: str, as_json: bool, trace: bool, text: str | None = None) -> int:
-    """Run a scenario file and print it; return the exit status (0 ok, 1 failed, 2 malformed)."""
+def run_file(path: str, as_json: bool, trace: bool, text: str | None = None,
+             html: str | None = None) -> int:
+    """Run a scenario file and print it; return the exit status (0 ok, 1 failed, 2 malformed).
+
+    html: also write the report as an HTML page there (all or nothing; a path that cannot
+    be written is one line and status 2, with nothing printed).
+    """
     try:
         report = run_scenario(load_scenario(path, text), trace)
     except ScenarioError as e:  # found while checking, or while building the world
         click.echo(f"s2mmu: error: {e}", err=True)
         return 2
+    if html is not None:
+        from s2mmu.cli.html import report_html
+        from s2mmu.cli.svg import write_atomic
+
+        try:
+            write_atomic(html, report_html(report))
+        except OSError as e:
+            click.echo(f"s2mmu: error: --html {html}: cannot write: {e.strerror or e}", err=True)
+            return 2
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -30,7 +30,7 @@ from typing import Any
 from s2mmu.arch.errors import InputError
 from s2mmu.conformance.divergences import TAG_ILLEGAL_BLOCK, TAG_OA_52BIT_FIELDS
 from s2mmu.conformance.qemu import PROBE_LAYOUT
-from s2mmu.conformance.tables import Image, Shape, TableTree
+from s2mmu.conformance.tables import Image, Shape, TableTree, encode_address
 
 PS_BITS = (32, 36, 40, 42, 44, 48, 52, 52)
 TG0 = {12: 0b00, 16: 0b01, 14: 0b10}
@@ -65,6 +65,8 @@ class Spec:
     ee: bool = False
     wxn: bool = False
     tge: bool = False
+    e2h: bool = False
+    vm: bool = True
     s2: bool = False
     s2_granule: int = 12
     s2_ia_bits: int = 40
@@ -94,6 +96,11 @@ class Spec:
     s2_unmapped_p: float = 0.1
     s2_perm_p: float = 0.2
     s1ptw_fault_p: float = 0.0
+    wide_table_p: float = 0.0
+    ttbr_hi_p: float = 0.0
+    s2_contig_p: float = 0.05
+    odd_mair_p: float = 0.0
+    other_ops_p: float = 0.1
     high_tables: bool = False
     exec_els: tuple[int, ...] = (2,)
     pan_p: float = 0.3
@@ -110,16 +117,34 @@ def chance(rng: random.Random, p: float) -> bool:
     return rng.random() < p
 
 
-def mair_attr(rng: random.Random) -> int:
-    """Return a valid MAIR attribute byte (Device, or Normal inner and outer)."""
+RESERVED_MAIR = (0x01, 0x02, 0x03, 0x05, 0x0B, 0x0F, 0x40, 0xA0)
+"""Reserved MAIR encodings (0b0000ddxx with xx != 0, 0bxxxx0000 with outer non-zero)."""
+ODD_MAIR = (0xF0,)
+"""MAIR encodings the random mix uses with Spec.odd_mair_p: 0xF0 (Tagged Normal with
+FEAT_MTE2; QEMU's virt machine without mte=on has no MTE). RESERVED_MAIR is left out:
+QEMU 7.2 copies a reserved MAIR byte into PAR_EL1.ATTR as is, where the model reports
+its ImplChoices.reserved_mair reading ("nearest"), whose default claims to match QEMU
+(reported to the lead; add RESERVED_MAIR here once the model or a divergence decides)."""
+HOST_S12_OPS = False
+"""Whether AT S12E* are drawn with HCR_EL2.{E2H,TGE}={1,1}. The Arm ARM (C5.4, AT S12E0R
+etc.: "if ELIsInHost(EL0) || HCR_EL2.<DC,VM> == '00' then AArch64.AT(..., TranslationStage_1,
+...)") makes them AT S1E0*/S1E1* in the EL2&0 regime, as QEMU 7.2 does; the model
+translates them in EL1&0 (s2mmu.arch.at.at_regime). Reported to the lead; set to True
+once the model is fixed."""
+
+
+def mair_attr(rng: random.Random, odd_p: float = 0.0) -> int:
+    """Return a MAIR attribute byte: Device, Normal inner and outer, or (odd_p) reserved."""
+    if odd_p and chance(rng, odd_p):
+        return rng.choice(ODD_MAIR)
     if chance(rng, 0.25):
         return rng.choice(DEVICE_ATTRS)
     return rng.choice(NORMAL_NIBBLES) << 4 | rng.choice(NORMAL_NIBBLES)
 
 
-def random_mair(rng: random.Random, stub: bool) -> int:
+def random_mair(rng: random.Random, stub: bool, odd_p: float = 0.0) -> int:
     """Return a MAIR value; index 7 is Normal write-back when the stub page needs it."""
-    attrs = [mair_attr(rng) for _ in range(8)]
+    attrs = [mair_attr(rng, odd_p) for _ in range(8)]
     if stub:
         attrs[STUB_ATTR_INDEX] = 0xFF
     return sum(attr << (8 * i) for i, attr in enumerate(attrs))
@@ -160,14 +185,15 @@ def base_s1(rng: random.Random, granule: int | None = None, ds: bool = False) ->
     g0 = granule or rng.choice((12, 14, 16))
     g1 = granule or rng.choice((12, 14, 16))
     if ds:
-        g0 = g0 if g0 != 16 else 12
-        g1 = g1 if g1 != 16 else 12
+        # TCR.DS is ignored by a 64K half (FEAT_LPA2 is 4K/16K only): keep a few.
+        g0 = g0 if g0 != 16 or chance(rng, 0.3) else 12
+        g1 = g1 if g1 != 16 or chance(rng, 0.3) else 12
     return Spec(
         granule=(g0, g1),
         txsz=(rng.randint(*txsz_range(g0, ds)), rng.randint(*txsz_range(g1, ds))),
+        tbi=(chance(rng, 0.3), chance(rng, 0.3)),
         ds=ds,
         ips=rng.choice((2, 3, 4, 5, 5, 5, 6)) if not ds else rng.choice((5, 6, 6)),
-        tbi=(chance(rng, 0.3), chance(rng, 0.3)),
         exec_els=(2, 2, 3),
     )
 
@@ -186,7 +212,8 @@ def family_lpa2(rng: random.Random) -> Spec:
         return replace(spec, txsz=(rng.randint(12, 20), rng.randint(12, 20)), ips=6,
                        wide_oa_p=0.2, lpa_junk_p=0.2)
     spec = base_s1(rng, rng.choice((12, 14)), ds=True)
-    return replace(spec, txsz=(rng.randint(12, 18), rng.randint(12, 22)), wide_oa_p=0.2)
+    return replace(spec, txsz=(rng.randint(12, 18), rng.randint(12, 22)), wide_oa_p=0.2,
+                   wide_table_p=0.15, ttbr_hi_p=0.1 if spec.ips < 6 else 0.0)
 
 
 def family_ttbr(rng: random.Random) -> Spec:
@@ -229,8 +256,9 @@ def family_addr_size(rng: random.Random) -> Spec:
     spec = base_s1(rng)
     if chance(rng, 0.4):
         spec = with_stage2(rng, spec)
-    return replace(spec, ips=rng.choice((0, 1, 2, 3)), wide_oa_p=0.4,
-                   high_tables=chance(rng, 0.5), lpa_junk_p=0.2)
+    ips = rng.choice((0, 1, 2, 3, 4))
+    return replace(spec, ips=ips, wide_oa_p=0.4, high_tables=chance(rng, 0.5), lpa_junk_p=0.2,
+                   wide_table_p=0.5, ttbr_hi_p=0.2 if spec.ds else 0.0)
 
 
 def family_big_endian(rng: random.Random) -> Spec:
@@ -248,10 +276,10 @@ def with_stage2(rng: random.Random, spec: Spec, ds: bool = False, wide_ps: bool 
     `wide_ps` keeps VTCR_EL2.PS at 48 bits or more, so that QEMU 7.2's check of the
     start level against PS (a listed divergence) cannot break the stub page's mapping.
     """
-    granule = rng.choice((12, 14, 16)) if not ds else rng.choice((12, 14))
+    granule = rng.choice((12, 14, 16)) if not ds else rng.choice((12, 14, 12, 14, 16))
     levels = {12: (0, 1, 2, 3), 14: (1, 2, 3), 16: (1, 2, 3)}[granule]
-    if ds:
-        levels = (-1, 0, 1, 2) if granule == 12 else (0, 1, 2)
+    if ds and granule != 16:
+        levels = (-1, 0, 1, 2, 3) if granule == 12 else (0, 1, 2, 3)
     max_ia = 52 if ds or granule == 16 else 48
     options = [(level, bits) for level in levels
                for bits in range(s2_ia_range(granule, level)[0],
@@ -262,7 +290,7 @@ def with_stage2(rng: random.Random, spec: Spec, ds: bool = False, wide_ps: bool 
     if wide_ps:
         ps = max(ps, 5)
     return replace(spec, s2=True, s2_granule=granule, s2_start=level, s2_ia_bits=ia_bits,
-                   s2_ds=ds, s2_ps=6 if ds or ia_bits > 48 else ps,
+                   s2_ds=ds, s2_ps=6 if (ds and granule != 16) or ia_bits > 48 else ps,
                    fwb=chance(rng, 0.3), exec_els=(2, 2, 3))
 
 
@@ -276,8 +304,9 @@ def family_s1ptw(rng: random.Random) -> Spec:
     """Stage-2 faults on stage-1 table walks: in PAR from EL2, as exceptions from EL1."""
     from_el1 = chance(rng, 0.5)
     spec = with_stage2(rng, base_s1(rng), wide_ps=from_el1)
-    return replace(spec, s1ptw_fault_p=0.4, ptw=chance(rng, 0.3), ha=chance(rng, 0.3),
-                   s2_ha=chance(rng, 0.3), epd=(False, spec.epd[1]),
+    s2_ha = chance(rng, 0.4)
+    return replace(spec, s1ptw_fault_p=0.4, ptw=chance(rng, 0.3), ha=chance(rng, 0.4),
+                   s2_ha=s2_ha, s2_hd=s2_ha and chance(rng, 0.6), epd=(False, spec.epd[1]),
                    exec_els=(1, 1, 2) if from_el1 else (2, 3))
 
 
@@ -287,8 +316,14 @@ def family_dc_cd(rng: random.Random) -> Spec:
     if chance(rng, 0.6):
         spec = with_stage2(rng, spec)
     dc = chance(rng, 0.5)
+    if dc and not spec.s2:
+        spec = with_stage2(rng, spec)
+    # HCR_EL2.DC behaves as VM=1 whatever VM reads; TGE turns the EL1&0 stage 1 off (and
+    # with E2H=1 it is the host regime, where VM, DC, CD and ID behave as 0).
+    tge = spec.s2 and chance(rng, 0.2)
     return replace(spec, s1=chance(rng, 0.6), dc=dc, cd=chance(rng, 0.4), id=chance(rng, 0.4),
-                   s2=spec.s2 or dc)
+                   vm=not dc or chance(rng, 0.5), tge=tge, e2h=tge and chance(rng, 0.5),
+                   exec_els=(2, 3) if tge else spec.exec_els)
 
 
 def family_el2(rng: random.Random) -> Spec:
@@ -319,17 +354,29 @@ def family_el1_exec(rng: random.Random) -> Spec:
 
 def family_broken(rng: random.Random) -> Spec:
     """Broken configurations: reserved TG, TxSZ out of range, illegal SL0/T0SZ, PS=0b111."""
-    spec = base_s1(rng)
-    kind = rng.choice(("tg", "txsz", "sl0", "ps"))
+    spec = base_s1(rng, ds=chance(rng, 0.2))
+    kind = rng.choice(("tg", "txsz", "txsz", "sl0", "sl0", "ps", "mair"))
     if kind == "tg":
         return replace(spec, tg_raw=(rng.choice((3, None)), rng.choice((0, None))))
     if kind == "txsz":
-        return replace(spec, txsz=(rng.choice((0, 8, 11, 49, 55, 63)), rng.choice((1, 15, 40, 52))))
+        return replace(spec, txsz=(edge_txsz(rng, spec.granule[0], spec.ds),
+                                   edge_txsz(rng, spec.granule[1], spec.ds)))
+    if kind == "mair":
+        return replace(spec, odd_mair_p=0.5)
+    spec = with_stage2(rng, spec, ds=chance(rng, 0.3))
     if kind == "ps":
-        return replace(spec, ips=7)
-    spec = with_stage2(rng, spec)
+        return replace(spec, ips=7, s2_ps=rng.choice((7, spec.s2_ps)))
+    t0sz = edge_txsz(rng, spec.s2_granule, spec.s2_ds, stage=2)
     return replace(spec, s2_sl_raw=(rng.randint(0, 3), rng.choice((0, 0, 1))),
-                   s2_t0sz_raw=rng.choice((None, rng.randint(0, 63))))
+                   s2_t0sz_raw=rng.choice((None, rng.randint(0, 63), t0sz)))
+
+
+def edge_txsz(rng: random.Random, granule: int, ds: bool, stage: int = 1) -> int:
+    """Return a TxSZ at or just beyond either end of the granule's legal range."""
+    low, high = txsz_range(granule, ds and granule != 16)
+    if stage == 2 and granule != 16 and not ds:
+        low = 16
+    return rng.choice((low - 1, low, high, high + 1, rng.choice((0, 8, 55, 63))))
 
 
 FAMILIES: dict[str, Callable[[random.Random], Spec]] = {
@@ -410,6 +457,7 @@ class CaseBuilder:
         for _ in range(self.spec.n_maps):
             self.add_target()
         self.add_junk()
+        self.add_wide_tables()
         ops = self.make_ops()
         self.map_s1_tables_in_s2()
         case: dict[str, Any] = {"name": name, "family": family, "el": "EL2",
@@ -660,6 +708,42 @@ class CaseBuilder:
                     half = int(tree is self.s1_trees[1])
                     self.targets.append(Target(va=va, size=size, output=None, half=half))
 
+    def add_wide_tables(self) -> None:
+        """Write table descriptors whose next-level address exceeds the output size.
+
+        ASL AArch64.S1Walk: the next table's address is checked against PS before it is
+        read, so nothing needs to exist there; the Address size fault is at the level of
+        the table descriptor.
+        """
+        for half, tree in enumerate(self.s1_trees):
+            if tree is None or tree.shape.start_level > 2 or \
+                    not chance(self.rng, self.spec.wide_table_p):
+                continue
+            level = self.rng.randint(tree.shape.start_level, 2)
+            size = 1 << tree.shape.shift(level)
+            va = self.rng.randrange(0, 1 << tree.shape.ia_bits, size)
+            ps = PS_BITS[min(self.spec.ips, 7)]
+            address = self.beyond_ps(tree.shape, ps)
+            if address is None:
+                continue
+            if tree.put(va, level, encode_address(address, tree.shape.granule, tree.shape.ds)
+                        | self.table_attrs() | 3):
+                self.targets.append(Target(va=va, size=size, output=None, half=half))
+
+    def beyond_ps(self, shape: Shape, ps_field_bits: int) -> int | None:
+        """Return a granule-aligned address above the output size a descriptor can hold."""
+        wide = shape.granule == 16 or shape.ds
+        top = 52 if wide else 48
+        ps = min(ps_field_bits, top)
+        if ps >= top:
+            return None
+        bit_at = self.rng.randrange(ps, top)
+        address = (1 << bit_at | self.rng.getrandbits(bit_at)) & ~((1 << shape.granule) - 1)
+        high = address >> 48 if shape.granule == 16 else (address >> 50 if shape.ds else 0)
+        if high:
+            self.tags.add(TAG_OA_52BIT_FIELDS)
+        return address
+
     # Stage 2 -----------------------------------------------------------------------------
 
     def map_s1_tables_in_s2(self) -> None:
@@ -677,12 +761,14 @@ class CaseBuilder:
     def map_faulty_table(self, ipa: int, pa: int) -> None:
         """Map a stage-1 table page so that walking it faults (or updates AF) at stage 2."""
         assert self.s2_tree is not None
-        kind = self.rng.choice(("unmapped", "noread", "af0", "device", "readonly"))
+        kind = self.rng.choice(("unmapped", "noread", "af0", "device", "readonly", "dbm"))
         if kind == "unmapped":
             return
-        attrs = s2_leaf_attrs(readable=kind != "noread", af=kind != "af0",
+        attrs = s2_leaf_attrs(readable=kind != "noread", af=kind != "af0" or chance(self.rng, 0.5),
                               memattr=0x1 if kind == "device" else 0xF,
-                              writable=kind != "readonly", ds=self.spec.s2_ds)
+                              writable=kind not in ("readonly", "dbm"), ds=self.spec.s2_ds)
+        if kind == "dbm":
+            attrs |= 1 << 51
         self.s2_tree.map(ipa, 3, pa, attrs)
 
     def map_output_in_s2(self, ipa: int) -> None:
@@ -693,17 +779,29 @@ class CaseBuilder:
         shape = tree.shape
         levels = [lvl for lvl in shape.block_levels() if lvl >= shape.start_level]
         level = rng.choice(levels) if levels and chance(rng, 0.3) else 3
+        wide_table = shape.start_level <= 2 and chance(rng, spec.wide_table_p)
+        if wide_table:
+            level = rng.randint(shape.start_level, 2)
         size = 1 << shape.shift(level)
         base = ipa & ~(size - 1)
         if self.ipa.next - (16 << 20) <= base + size and base <= self.ipa.limit:
             return
+        if wide_table:
+            address = self.beyond_ps(shape, PS_BITS[spec.s2_ps])
+            if address is not None:
+                tree.put(base, level, encode_address(address, shape.granule, shape.ds) | 3)
+            return
         pa = rng.randrange(0, 1 << min(PS_BITS[spec.s2_ps], 48), size)
+        if chance(rng, spec.wide_oa_p):
+            pa = self.beyond_ps(shape, PS_BITS[spec.s2_ps]) or pa
+            pa &= ~(size - 1)
         attrs = s2_leaf_attrs(readable=not chance(rng, spec.s2_perm_p / 2),
                               writable=not chance(rng, spec.s2_perm_p),
                               af=not chance(rng, spec.af0_p), memattr=rng.randrange(16),
                               ds=spec.s2_ds)
         attrs |= (1 if chance(rng, spec.dbm_p) else 0) << 51
         attrs |= rng.randrange(4) << 53 if chance(rng, spec.attrs_p) else 0
+        attrs |= (1 if chance(rng, spec.s2_contig_p) else 0) << 52
         tree.map(base, level, pa, attrs)
 
     # Ops ---------------------------------------------------------------------------------
@@ -756,13 +854,22 @@ class CaseBuilder:
         spec, rng = self.spec, self.rng
         if el == 1 and chance(rng, spec.undef_p):
             return rng.choice(EL2_OPS + S12_OPS)
-        if spec.regime == "EL2":
-            return rng.choice(EL2_OPS)
-        if spec.regime == "EL2&0":
-            return rng.choice(EL2_OPS + EL1_OPS if spec.tge and el == 2 else EL2_OPS)
         if el == 1:
             return rng.choice(EL1_OPS)
-        return rng.choice(EL1_OPS + S12_OPS if self.s2_tree is not None else EL1_OPS + S12_OPS[:2])
+        # From EL2 and EL3 every op is defined: the ops of other regimes (S1E1*/S12E* with
+        # E2H=0, S12E* with E2H=TGE=1, S12E* with stage 2 off) translate too.
+        other = chance(rng, spec.other_ops_p)
+        if spec.regime == "EL2":
+            return rng.choice(EL1_OPS + S12_OPS) if other else rng.choice(EL2_OPS)
+        host = spec.tge and (spec.e2h or spec.regime == "EL2&0")
+        s12 = S12_OPS if HOST_S12_OPS or not host else ()
+        if spec.regime == "EL2&0":
+            if spec.tge:
+                return rng.choice(s12 or EL2_OPS) if other else rng.choice(EL2_OPS + EL1_OPS)
+            return rng.choice(EL1_OPS + S12_OPS) if other else rng.choice(EL2_OPS)
+        if other:
+            return rng.choice(EL2_OPS)
+        return rng.choice(EL1_OPS + s12)
 
     # Registers ---------------------------------------------------------------------------
 
@@ -787,6 +894,10 @@ class CaseBuilder:
         """Return a TTBR value for a half: root, random ASID, sometimes CnP."""
         tree = self.s1_trees[half]
         root = tree.root if tree is not None else self.pa.take(1 << 16, 1 << 16)
+        if tree is not None and tree.shape.ds and chance(self.rng, self.spec.ttbr_hi_p):
+            # BADDR[51:48] in TTBR[5:2] with DS=1: beyond a PS below 52 bits.
+            root |= self.rng.randrange(1, 16) << 2
+            self.tags.add(TAG_OA_52BIT_FIELDS)
         return root | self.rng.randrange(1 << 16) << 48 | self.rng.randrange(2)
 
     def el1_registers(self) -> dict[str, int]:
@@ -795,7 +906,7 @@ class CaseBuilder:
         sctlr = 0x30D00800 | int(spec.s1) | spec.wxn << 19 | spec.ee << 25
         sctlr |= self.rng.randrange(2) << 2
         return {"SCTLR_EL1": sctlr, "TCR_EL1": self.tcr_el1(),
-                "MAIR_EL1": random_mair(self.rng, any(self.needs_stub())),
+                "MAIR_EL1": random_mair(self.rng, any(self.needs_stub()), spec.odd_mair_p),
                 "TTBR0_EL1": self.ttbr(0), "TTBR1_EL1": self.ttbr(1),
                 "SCTLR_EL2": 0x30C50830 | spec.el2_ee << 25}
 
@@ -804,7 +915,7 @@ class CaseBuilder:
         spec = self.spec
         sctlr = 0x30C50830 | int(spec.s1) | spec.wxn << 19 | spec.el2_ee << 25
         regs = {"SCTLR_EL2": sctlr, "TCR_EL2": self.tcr_el1() if e2h else self.tcr_el2(),
-                "MAIR_EL2": random_mair(self.rng, any(self.needs_stub())),
+                "MAIR_EL2": random_mair(self.rng, any(self.needs_stub()), spec.odd_mair_p),
                 "TTBR0_EL2": self.ttbr(0)}
         if e2h:
             regs["TTBR1_EL2"] = self.ttbr(1)
@@ -851,10 +962,9 @@ class CaseBuilder:
     def hcr(self) -> int:
         """Return HCR_EL2: RW, VM, DC, CD, ID, PTW, FWB, E2H, TGE as the spec says."""
         spec = self.spec
-        hcr = 1 << 31 | int(self.s2_tree is not None and spec.s2) | spec.ptw << 2
+        hcr = 1 << 31 | int(self.s2_tree is not None and spec.s2 and spec.vm) | spec.ptw << 2
         hcr |= spec.dc << 12 | spec.cd << 32 | spec.id << 33 | spec.fwb << 46
-        if spec.regime == "EL2&0":
-            hcr |= 1 << 34 | spec.tge << 27
+        hcr |= spec.tge << 27 | (spec.regime == "EL2&0" or spec.e2h) << 34
         return hcr
 
 
