@@ -251,8 +251,9 @@ def test_at_regime_selection():
     assert at_regime(AtOp.S1E1R, vhe) == (Regime.EL10, 1)
     assert at_regime(AtOp.S1E1R, host) == (Regime.EL20, 2)
     assert at_regime(AtOp.S1E0R, host) == (Regime.EL20, 0)
-    assert at_regime(AtOp.S12E1R, host) == (Regime.EL10, 1)
-    assert at_regime(AtOp.S12E0W, host) == (Regime.EL10, 0)
+    # AT S12E0R/S12E1R pseudocode: ELIsInHost(EL0) -> AArch64.AT(TranslationStage_1).
+    assert at_regime(AtOp.S12E1R, host) == (Regime.EL20, 2)
+    assert at_regime(AtOp.S12E0W, host) == (Regime.EL20, 0)
 
 
 def el20_machine(hcr):
@@ -278,9 +279,11 @@ def test_host_s1e1rp_checks_el2_permissions_with_pan():
     assert m.par("S1E0R", VA) == 0xFF00_0000_9000_0B80
 
 
-def test_host_s12e1r_uses_el10_with_stage1_off():
+def test_host_s12e1r_is_a_stage1_translation_in_el20():
+    # In a host (E2H=TGE=1) AT S12E1R walks the EL2&0 tables, stage 1 only, as EL2.
     m = el20_machine(HCR_EL2.encode(E2H=1, TGE=1))
-    assert m.par("S12E1R", VA) == 0x0000_0080_4020_1B00
+    assert m.par("S12E1R", VA) == 0xFF00_0000_9000_0B80
+    assert m.par("S12E0R", VA) == 0xFF00_0000_9000_0B80
 
 
 def test_e2h0_el2_regime():

@@ -103,14 +103,15 @@ def at_undefined_reason(op: AtOp, el: int, env: Env) -> str:
 def at_regime(op: AtOp, regs: SysRegs) -> tuple[Regime, int]:
     """Return the regime and the permission-checking EL of op (ASL AArch64.AT).
 
-    With HCR_EL2.{E2H,TGE}={1,1}, AT S1E1* and S1E0* translate in the EL2&0 regime
-    (S1E1* checked as EL2); AT S1E2* translate in EL2&0 when E2H=1. AT S12E* always
-    translate in EL1&0 (where TGE=1 turns stage 1 off).
+    With HCR_EL2.{E2H,TGE}={1,1} (ELIsInHost(EL0)), AT S1E1*, S1E0* and also S12E1*,
+    S12E0* translate in the EL2&0 regime, stage 1 only (the AT S12E0R/S12E1R
+    instruction pseudocode calls AArch64.AT with TranslationStage_1 there; AArch64.AT
+    checks an EL1 access as EL2). AT S1E2* translate in EL2&0 when E2H=1.
     """
     host = regs.e2h() and regs.tge()
     if op.el == 2:
         return (Regime.EL20 if regs.e2h() else Regime.EL2), 2
-    if host and op.stage == 1:
+    if host:
         return Regime.EL20, (2 if op.el == 1 else 0)
     return Regime.EL10, op.el
 

@@ -138,14 +138,15 @@ def s1_attr_decode(mair: int, attrindx: int, sh: int, reserved: str = "nearest"
 
 
 def mair_reserved(attr: int) -> bool:
-    """Return whether a MAIR attribute byte is a reserved encoding (no FEAT_XS).
+    """Return whether a MAIR attribute byte is a reserved encoding.
 
     0b0000ddxx with xx != 00, and 0booooo0000 with a non-zero outer nibble other than
-    the Tagged Normal 0xF0 (FEAT_MTE2) and FEAT_XS's 0x40/0xA0.
+    the Tagged Normal 0xF0 (FEAT_MTE2). The model does not implement FEAT_XS, so its
+    0x40 and 0xA0 are reserved here too (ASL S1DecodeMemAttrs).
     """
     if attr >> 4 == 0:
         return attr & 0b11 != 0
-    return attr & 0xF == 0 and attr not in (0xF0, 0x40, 0xA0)
+    return attr & 0xF == 0 and attr != 0xF0
 
 
 def _sh(sh: int) -> Shareability:

@@ -73,7 +73,8 @@ class ImplChoices:
     # A reserved MAIR_ELx.Attr<n> encoding is CONSTRAINED UNPREDICTABLE (ASL
     # S1DecodeMemAttrs: ConstrainUnpredictableBits(RESMAIR), an UNKNOWN value).
     # "nearest": 0b0000ddxx reads as Device-dd and an inner nibble 0b0000 under a
-    # non-zero outer nibble as Non-cacheable (as QEMU 7.2 does);
+    # non-zero outer nibble as Non-cacheable (QEMU 7.2 reports the reserved byte as
+    # programmed in PAR_EL1.ATTR instead: a divergence the conformance harness lists);
     # "device": every reserved encoding reads as Device-nGnRnE.
     reserved_mair: str = "nearest"
 

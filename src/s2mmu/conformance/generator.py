@@ -119,18 +119,14 @@ def chance(rng: random.Random, p: float) -> bool:
 
 RESERVED_MAIR = (0x01, 0x02, 0x03, 0x05, 0x0B, 0x0F, 0x40, 0xA0)
 """Reserved MAIR encodings (0b0000ddxx with xx != 0, 0bxxxx0000 with outer non-zero)."""
-ODD_MAIR = (0xF0,)
+ODD_MAIR = (0xF0, *RESERVED_MAIR)
 """MAIR encodings the random mix uses with Spec.odd_mair_p: 0xF0 (Tagged Normal with
-FEAT_MTE2; QEMU's virt machine without mte=on has no MTE). RESERVED_MAIR is left out:
-QEMU 7.2 copies a reserved MAIR byte into PAR_EL1.ATTR as is, where the model reports
-its ImplChoices.reserved_mair reading ("nearest"), whose default claims to match QEMU
-(reported to the lead; add RESERVED_MAIR here once the model or a divergence decides)."""
-HOST_S12_OPS = False
-"""Whether AT S12E* are drawn with HCR_EL2.{E2H,TGE}={1,1}. The Arm ARM (C5.4, AT S12E0R
-etc.: "if ELIsInHost(EL0) || HCR_EL2.<DC,VM> == '00' then AArch64.AT(..., TranslationStage_1,
-...)") makes them AT S1E0*/S1E1* in the EL2&0 regime, as QEMU 7.2 does; the model
-translates them in EL1&0 (s2mmu.arch.at.at_regime). Reported to the lead; set to True
-once the model is fixed."""
+FEAT_MTE2; QEMU's virt machine without mte=on has no MTE) and the reserved encodings
+(QEMU 7.2 reports a reserved byte as programmed; the divergence reserved_mair_as_is)."""
+HOST_S12_OPS = True
+"""Whether AT S12E* are drawn with HCR_EL2.{E2H,TGE}={1,1}, where the Arm ARM's AT S12E0R
+etc. pseudocode ("if ELIsInHost(EL0) || HCR_EL2.<DC,VM> == '00' then AArch64.AT(...,
+TranslationStage_1, ...)") makes them stage-1 translations in the EL2&0 regime."""
 
 
 def mair_attr(rng: random.Random, odd_p: float = 0.0) -> int:
