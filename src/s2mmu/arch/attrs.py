@@ -141,8 +141,9 @@ def mair_reserved(attr: int) -> bool:
     """Return whether a MAIR attribute byte is a reserved encoding.
 
     0b0000ddxx with xx != 00, and 0booooo0000 with a non-zero outer nibble other than
-    the Tagged Normal 0xF0 (FEAT_MTE2). The model does not implement FEAT_XS, so its
-    0x40 and 0xA0 are reserved here too (ASL S1DecodeMemAttrs).
+    the Tagged Normal 0xF0 (FEAT_MTE2). The XS attribute of FEAT_XS is not modelled,
+    so its XS=0 encodings (0b0000dd01, 0x40, 0xA0) are reserved here too (ASL
+    S1DecodeMemAttrs).
     """
     if attr >> 4 == 0:
         return attr & 0b11 != 0
