@@ -42,3 +42,16 @@ def test_a_malformed_schedule_is_one_line_exit_2() -> None:
     assert code == 2
     assert err.strip() == ("s2mmu: error: --replay expects operation indices separated by "
                            "spaces, got '0 x 1'")
+
+
+def test_a_schedule_naming_a_missing_operation_is_one_line_exit_2() -> None:
+    code, _, err = run("same-ipa-faults", "--replay", "0 0 7")
+    assert code == 2
+    assert err.startswith("s2mmu: error: --replay '0 0 7' is not a schedule of same-ipa-faults")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_replay_without_a_race_name_is_refused() -> None:
+    code, _, err = run("--replay", "0 1")
+    assert code == 2
+    assert err.strip() == "s2mmu: error: --replay needs the race NAME whose schedule it is"

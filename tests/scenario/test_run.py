@@ -122,6 +122,9 @@ def test_trace_shows_the_event_stream(tmp_path: Path) -> None:
     (('do = "write"\nipa = 0x40000000\nexpect = "completed"', 'do = "hwpoison"\nhva = 0x1000'),
      "bad.toml:17: event[0].hva: no VMA at HVA 0x1000"),
     (('do = "write"\nipa = 0x40000000\nexpect = "completed"',
+      'do = "abort"\nesr = 0x5a000000\nfar = 0x1000\nhpfar = 0x10'),
+     "bad.toml:17: event[0].esr: ESR_EL2.EC=0x16 is not an Instruction or Data Abort"),
+    (('do = "write"\nipa = 0x40000000\nexpect = "completed"',
       'do = "dirty_log_enable"\nslot = 3'),
      "bad.toml:17: event[0].slot: no memslot 3 at this point of the timeline"),
 ])

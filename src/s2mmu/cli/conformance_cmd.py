@@ -62,6 +62,8 @@ def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Pa
                 replay: Path | None, jobs: int) -> None:
     """Compare the model with QEMU executing real AT instructions."""
     config = QemuConfig(jobs=jobs)
+    if keep_mismatches is not None:
+        check_writable_dir(keep_mismatches)
     try:
         if replay is not None:
             report = compare_cases(load_case_file(replay), config)
@@ -75,7 +77,19 @@ def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Pa
                 click.echo(f"mismatch written: {path}")
     except (InputError, HarnessUnavailable, ModelUnavailable) as error:
         fail(str(error))
+    except OSError as error:
+        fail(f"--keep-mismatches {keep_mismatches}: cannot write: {error.strerror}")
     sys.exit(0 if report.ok() else 1)
+
+
+def check_writable_dir(directory: Path) -> None:
+    """Create directory if needed and check it can take files, before anything runs."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"--keep-mismatches {directory}: cannot create the directory: {error.strerror}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        fail(f"--keep-mismatches {directory}: the directory is not writable")
 
 
 @click.command("qemu-at")

@@ -8,6 +8,7 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,11 @@ def input_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except InputError as e:
             fail(str(e))
-        except (OSError, json.JSONDecodeError) as e:
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            fail(f"cannot read {e.filename}: {e.strerror}" if e.filename else f"{e}")
+        except json.JSONDecodeError as e:
             fail(f"cannot read input: {e}")
         return None
 
@@ -246,7 +251,7 @@ def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: in
     walks_s2 = stage2_enabled(regs, regime) and (s1p.mmu_on or not stage1_only)
     s2p = get_s2_ttw_params(regs, env.fs, env.choices) if walks_s2 else None
     head = f"VA {addr:#x} {access_name(acc)} in the {regime.value} regime"
-    if svg_file:
+    if svg_file is not None:
         from s2mmu.cli.svg import walk_svg, write_atomic
 
         try:
@@ -346,6 +351,11 @@ _add_optional_commands()
 
 
 def main() -> None:
-    """Run the command line."""
-    cli()
+    """Run the command line; a reader that goes away (| head) ends it quietly."""
+    try:
+        cli()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
 

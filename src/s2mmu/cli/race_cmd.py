@@ -41,6 +41,9 @@ def parse_replay(text: str) -> list[int]:
 def race(name: str | None, profile_name: str, preemptions: int, max_runs: int,
          replay_text: str | None) -> None:
     """Explore the interleavings of a stage-2 race, or list the races."""
+    if name is None and replay_text is not None:
+        click.echo("s2mmu: error: --replay needs the race NAME whose schedule it is", err=True)
+        sys.exit(2)
     if name is None:
         for race_name, factory in sorted(ALL_RACES.items()):
             doc = (factory.__doc__ or "").strip().splitlines()[0]
@@ -52,6 +55,10 @@ def race(name: str | None, profile_name: str, preemptions: int, max_runs: int,
             result = run_schedule(scenario, parse_replay(replay_text))
         except InputError as e:
             click.echo(f"s2mmu: error: {e}", err=True)
+            sys.exit(2)
+        except ValueError as e:
+            click.echo(f"s2mmu: error: --replay {replay_text!r} is not a schedule of {name}: "
+                       f"{e}", err=True)
             sys.exit(2)
         click.echo(result.format())
         sys.exit(0 if result.ok else 1)

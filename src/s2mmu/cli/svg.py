@@ -359,11 +359,16 @@ def order_arrows(pic: Picture, at: dict[int, tuple[float, float]]) -> None:
 def write_atomic(path: str, text: str) -> None:
     """Write text to path all or nothing: a temporary file beside it, then a rename.
 
-    A failure (no such directory, no permission, path is a directory) raises OSError and
-    leaves no file behind; the temporary file is created with mode 0666 less the umask,
-    as open() would create path itself.
+    A failure (no such directory, no permission, path is a directory or empty, an
+    existing file that is not writable) raises OSError and leaves no file behind; the
+    temporary file is created with mode 0666 less the umask, as open() would create
+    path itself.
     """
     target = Path(path)
+    if not target.name or target.is_dir():
+        raise IsADirectoryError(21, "not a file path", path)
+    if target.exists() and not os.access(target, os.W_OK):
+        raise PermissionError(13, "the file is not writable", path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

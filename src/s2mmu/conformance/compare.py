@@ -15,6 +15,7 @@ or any callable with the same contract (tests use that to check the comparison i
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -293,7 +294,9 @@ def write_mismatches(report: Report, directory: Path, config: QemuConfig | None 
         chosen["expect"] = {"qemu": op.qemu if op else case.qemu.get("memory_changes"),
                             "model": op.model if op else case.model.get("memory_changes")}
         path = directory / f"{chosen['name']}.json"
-        path.write_text(json.dumps(chosen, indent=1) + "\n")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(chosen, indent=1) + "\n")
+        os.replace(tmp, path)
         written.append(path)
     return written
 
@@ -301,7 +304,12 @@ def write_mismatches(report: Report, directory: Path, config: QemuConfig | None 
 def load_case_file(path: Path) -> list[Mapping[str, Any]]:
     """Read a case file's case objects, with a one-line message for bad JSON."""
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: not JSON: {error}") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") \
+            from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror}") from None
     return case_objects(obj)

@@ -102,7 +102,12 @@ class RunResult:
         for k, (op, step) in enumerate(self.steps):
             lines.append(f"{k:4d}  {op} {self.names[op]:<16} {step.access:<5} {step.pa:#x}")
         for i, r in enumerate(self.results):
-            shown = errname(r) if isinstance(r, int) and not isinstance(r, bool) else repr(r)
+            if r is None:
+                shown = "did not return (the run stopped at the violation)"
+            elif isinstance(r, int) and not isinstance(r, bool):
+                shown = errname(r)
+            else:
+                shown = repr(r)
             lines.append(f"result {i} {self.names[i]}: {shown}")
         lines += [f"VIOLATION {v}" for v in self.violations]
         lines.append(f"replay: schedule = {self.schedule_text()!r}")

@@ -360,6 +360,11 @@ def _check_event(c: Checker, it: Item, nvcpus: int) -> None:
         _check_vma(c, it, "event")
     if do == "abort" and not {"esr", "far", "hpfar"} <= set(it.fields):
         raise c.fail("event", it.index, "do", "abort needs esr, far and hpfar")
+    if do == "abort" and (it.get("esr") >> 26) & 0x3F not in (0x20, 0x24):
+        ec = (it.get("esr") >> 26) & 0x3F
+        raise c.fail("event", it.index, "esr", f"ESR_EL2.EC={ec:#x} is not an Instruction or "
+                     "Data Abort from a lower EL (0x20, 0x24): kvm_handle_guest_abort "
+                     "handles only those")
     if "flags" in it.fields:
         c.choices("event", it.index, "flags", it.get("flags"), SLOT_FLAGS)
     if "pages" in it.fields:
