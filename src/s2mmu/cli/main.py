@@ -65,6 +65,14 @@ def input_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def check_u64(value: int, what: str) -> None:
+    """Refuse a value that is not a 64-bit unsigned number, saying which way it is out."""
+    if value < 0:
+        raise InputError(f"{what} {value:#x} is negative; it must be 0..2^64-1")
+    if value >> 64:
+        raise InputError(f"{what} {value:#x} is wider than 64 bits")
+
+
 def load_json(path: str) -> Any:
     """Return the JSON in path, or raise InputError naming the file and the problem."""
     try:
@@ -229,8 +237,7 @@ def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: in
     from s2mmu.arch.memory import PhysMem
 
     addr = parse_int(va, "VA")
-    if not 0 <= addr < 1 << 64:
-        raise InputError(f"VA {addr:#x} is wider than 64 bits")
+    check_u64(addr, "VA")
     values = parse_reg_options(reg_items)
     if case_file:
         case = _first_case(load_json(case_file))
@@ -296,8 +303,7 @@ def decode(register: str | None, value: str | None, descriptor: str | None, leve
         raise InputError("decode takes REGISTER VALUE or --descriptor VALUE, not both")
     if descriptor is not None:
         raw = parse_int(descriptor, "descriptor")
-        if not 0 <= raw < 1 << 64:
-            raise InputError(f"descriptor {raw:#x} is wider than 64 bits")
+        check_u64(raw, "descriptor")
         g = GRANULES[granule]
         if level == -1 and not (ds and g is Granule.G4K):
             raise InputError("level -1 exists only with the 4KB granule and DS=1 (FEAT_LPA2)")
