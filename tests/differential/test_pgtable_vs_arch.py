@@ -22,6 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from s2mmu.arch import translate
+from s2mmu.arch.faults import Fault, FaultRecord
 from s2mmu.pgtable.env import new_env, new_stage2
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, __kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.prot import KvmPgtableProt, kvm_pgtable_stage2_pte_prot
@@ -35,12 +37,6 @@ from s2mmu.pgtable.stage2 import (
 )
 from s2mmu.pgtable.vtcr import kvm_get_vttbr
 from s2mmu.pgtable.walk import kvm_pgtable_get_leaf
-
-translate = pytest.importorskip("s2mmu.arch.translate")
-if not hasattr(translate, "stage2_lookup"):  # pragma: no cover - until arch provides it
-    pytest.skip("s2mmu.arch.translate.stage2_lookup is not there yet", allow_module_level=True)
-
-from s2mmu.arch.faults import Fault, FaultRecord  # noqa: E402
 
 P = KvmPgtableProt
 PROTS = [P.R, P.R | P.W, P.R | P.X, P.R | P.W | P.X]

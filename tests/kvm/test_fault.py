@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from s2mmu.kvm.abort import Error, HwpoisonSignal, InjectedAbort, MmioExit, NisvExit, Resumed
 from s2mmu.kvm.fault import FaultHooks, kvm_handle_guest_abort
 from s2mmu.kvm.host import HostFeatures, MemType, Vma, VmaKind
@@ -16,6 +18,7 @@ from s2mmu.pgtable.prot import (
 )
 from tests.kvm.helpers import (
     BAR_IPA,
+    FWB_DIC,
     RAM_HVA,
     RAM_IPA,
     add_bar,
@@ -161,8 +164,9 @@ def test_sea_is_serror_unless_the_host_claims_it() -> None:
     add_ram(kvm)
     out = kvm_handle_guest_abort(dabt(FSC_SEA, RAM_IPA), kvm, vcpu)
     assert out.result == InjectedAbort("serror", RAM_IPA)
-    out = kvm_handle_guest_abort(dabt(FSC_SEA, RAM_IPA), kvm, vcpu,
-                                 FaultHooks(ras_claims_sea=True))
+    kvm, vcpu = new_vm(replace(FWB_DIC, ras_claims_sea=True))
+    add_ram(kvm)
+    out = kvm_handle_guest_abort(dabt(FSC_SEA, RAM_IPA), kvm, vcpu)
     assert isinstance(out.result, Resumed)
 
 

@@ -49,10 +49,6 @@ class AccessDescriptor:
         """Return the access whose translation this is (itself unless a table walk)."""
         return self.walk_of if self.walk_of is not None else self
 
-    def is_read(self) -> bool:
-        """Return whether this is a data read."""
-        return not self.write and not self.is_ifetch()
-
 
 def acc_gpr(el: int, write: bool, pan: bool = False) -> AccessDescriptor:
     """Return a load (write=False) or store at el (ASL CreateAccDescGPR)."""

@@ -14,7 +14,14 @@ from s2mmu.arch.access import AccessDescriptor, acc_at
 from s2mmu.arch.attrs import par_attr, par_sh
 from s2mmu.arch.bits import bits
 from s2mmu.arch.errors import InputError
-from s2mmu.arch.faults import FaultRecord, esr_abort, esr_undefined, hpfar, par_fault
+from s2mmu.arch.faults import (
+    FaultRecord,
+    esr_abort,
+    esr_undefined,
+    hpfar,
+    par_fault,
+    reports_hpfar,
+)
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.translate import AddressDescriptor, Env, full_translate
 from s2mmu.arch.walk import WalkStep
@@ -132,8 +139,9 @@ def execute_at(op: AtOp, va: int, el: int, pan: bool, regs: SysRegs, env: Env,
 
 def stage2_exception(fault: FaultRecord, va: int) -> AtException:
     """Return the Data Abort to EL2 for a stage-2 fault during an AT executed at EL1."""
-    ipa = fault.ipaddress or 0
-    return AtException(2, esr_abort(fault, same_el=False), far=va, hpfar=hpfar(ipa),
+    ipa = fault.ipaddress
+    return AtException(2, esr_abort(fault, same_el=False), far=va,
+                       hpfar=hpfar(ipa) if ipa is not None and reports_hpfar(fault) else None,
                        fault=fault, reason=fault.reason)
 
 

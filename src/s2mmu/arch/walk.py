@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from s2mmu.arch.access import AccessDescriptor
-from s2mmu.arch.bits import bit, bits, mask
+from s2mmu.arch.bits import bit, bits
 from s2mmu.arch.descriptors import (
     Block,
     DescContext,
@@ -208,8 +208,3 @@ def leaf_output(state: TTWState, setup: WalkSetup, ia: int) -> int:
     if setup.contiguous_oa_from_ia and contiguous_bit(state.leaf.raw, g, level):
         size <<= contiguous_size(g, level)
     return (state.leaf.oa & ~(size - 1)) | (ia & (size - 1))
-
-
-def input_mask(iasize: int) -> int:
-    """Return the mask of an iasize-bit input address."""
-    return mask(iasize - 1, 0)

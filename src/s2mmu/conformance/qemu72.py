@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from s2mmu.arch.at import AtOp as ModelAtOp
 from s2mmu.arch.at import access_for, at_regime
 from s2mmu.arch.atcase import load_memory, parse_case
 from s2mmu.arch.bits import bit, bits
@@ -176,8 +175,3 @@ def qemu_par_attrs(f: WalkFacts) -> tuple[int, int] | None:
     if attr >> 4 == 0 or attr == 0x44:
         shv = 2
     return attr, shv
-
-
-def model_at_op(name: str) -> ModelAtOp:
-    """Return the model's AtOp for an op name."""
-    return ModelAtOp.parse(name)

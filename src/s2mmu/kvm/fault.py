@@ -175,7 +175,6 @@ class FaultHooks:
     """
 
     between_pin_and_lock: Callable[[], None] | None = None
-    ras_claims_sea: bool = False
 
 
 Log = list[Decision]
@@ -500,7 +499,7 @@ def kvm_handle_guest_abort(abort: GuestAbort, kvm: Kvm, vcpu: KvmVcpu,
     if limit is not None:
         return done(limit)
     if kvm_vcpu_abt_issea(abort):
-        if hooks.ras_claims_sea:
+        if kvm.host.features.ras_claims_sea:
             log.append(Decision("kvm_handle_guest_sea", "claimed by the host (APEI)"))
             return done(Resumed("SEA handled by the host"))
         log.append(Decision("kvm_handle_guest_sea", "not claimed: inject SError"))

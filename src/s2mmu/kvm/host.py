@@ -37,7 +37,9 @@ class HostFeatures:
 
     fwb: ARM64_HAS_STAGE2_FWB (FEAT_S2FWB). dic / idc: ARM64_HAS_CACHE_DIC / _IDC
     (CTR_EL0.DIC / IDC). tlb_range: FEAT_TLBIRANGE. mte: system_supports_mte().
-    pa_bits: the sanitised ID_AA64MMFR0_EL1.PARange in bits.
+    pa_bits: the sanitised ID_AA64MMFR0_EL1.PARange in bits. ras_claims_sea: the host's
+    firmware-first RAS (APEI, apei_claim_sea) handles a guest's synchronous external
+    abort.
     """
 
     fwb: bool = False
@@ -46,6 +48,7 @@ class HostFeatures:
     tlb_range: bool = False
     mte: bool = False
     pa_bits: int = 48
+    ras_claims_sea: bool = False
 
     def kvm_caps(self) -> KvmCaps:
         """Return the capability record the page-table library takes."""

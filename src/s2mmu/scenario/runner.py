@@ -72,7 +72,6 @@ class World:
     kvm: Kvm
     vcpus: list[KvmVcpu]
     regs: list[SysRegs]
-    ras_claims_sea: bool = False
     written: dict[int, set[int]] = field(default_factory=dict)
     """Per logging slot: the pages a handled write dirtied since its bitmap was allocated
     (all pages when the bitmap started all-set), for check_dirty_bits."""
@@ -92,7 +91,8 @@ def build_host(scn: Scenario) -> HostMm:
     feats = set(scn.host.get("features", []))
     host = HostMm(PhysMem(), HostFeatures(fwb="fwb" in feats, dic="dic" in feats,
                                           idc="idc" in feats, tlb_range="tlb_range" in feats,
-                                          mte="mte" in feats, pa_bits=scn.host.get("pa_bits", 48)))
+                                          mte="mte" in feats, pa_bits=scn.host.get("pa_bits", 48),
+                                          ras_claims_sea=scn.host.get("ras_claims_sea", False)))
     for it in scn.vmas:
         host.mmap(vma_of(it))
     return host
@@ -134,7 +134,7 @@ def build_world(scn: Scenario, records: list[dict[str, Any]]) -> World:
         kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | (
             KVM_DIRTY_LOG_INITIALLY_SET if scn.vm.get("initially_set", False) else 0)
     kvm.pgt.s2_mmu.split_page_chunk_size = scn.vm.get("eager_split_chunk", 0)
-    world = World(host, kvm, [], [], scn.host.get("ras_claims_sea", False))
+    world = World(host, kvm, [], [])
     for it in scn.memslots:
         records.append(memslot_step(world, it, it.get("id"), it.get("gpa"), it.get("size"),
                                     it.get("hva"), slot_flags(it.get("flags", []))))
@@ -298,7 +298,7 @@ def access_step(world: World, it: Item, rec: dict[str, Any]) -> str:
         if isinstance(o, GuestFault):
             rec["guest_fault"] = f"{o.fault.statuscode.value} fault, level {o.fault.level}"
             return "guest-fault"
-        hooks = FaultHooks(ras_claims_sea=world.ras_claims_sea)
+        hooks = FaultHooks()
         if race is not None:
             hooks.between_pin_and_lock = lambda r=race: run_race(world, it, r)
             race = None
@@ -318,7 +318,7 @@ def abort_step(world: World, it: Item, rec: dict[str, Any]) -> str:
     abort = GuestAbort(it.get("esr"), it.get("far"), it.get("hpfar"))
     mark = len(world.kvm.env.events)
     out = kvm_handle_guest_abort(abort, world.kvm, world.vcpus[it.get("vcpu", 0)],
-                                 FaultHooks(ras_claims_sea=world.ras_claims_sea))
+                                 FaultHooks())
     rec["faults"].append(fault_record(out, abort, world.kvm.env.events.since(mark)))
     return result_kind(out.result)
 
