@@ -332,5 +332,7 @@ def register_table(view: RegView) -> RichTable:
 
 
 def console() -> Console:
-    """Return the console output goes to."""
-    return Console(highlight=False)
+    """Return the console output goes to (see s2mmu.cli.output: no wrap when piped)."""
+    from s2mmu.cli import output
+
+    return output.console()
