@@ -148,7 +148,9 @@ def test_par_el1_success_layout():
 def test_par_el1_fault_layout():
     # F=1, FST=0b000111 (translation level 3), PTW=1, S=1, bit 11 RES1.
     v = R.PAR_EL1_FAULT.decode(0xB0F)
-    assert (v.F, v.FST, v.PTW, v.S, v.RES1) == (1, 0b000111, 1, 1, 1)
+    assert (v.F, v.FST, v.PTW, v.S) == (1, 0b000111, 1, 1)
+    assert R.PAR_EL1_FAULT.res1_mask() == 1 << 11
+    assert R.PAR_EL1_FAULT.res0_mask() & (1 << 10)
 
 
 def test_esr_data_abort_layout():

@@ -25,6 +25,8 @@ class Fault(Enum):
     PERMISSION = "Permission"
     SYNC_EXTERNAL_ON_WALK = "SyncExternalOnWalk"
     SYNC_EXTERNAL = "SyncExternal"
+    SYNC_PARITY_ON_WALK = "SyncParityOnWalk"
+    SYNC_PARITY = "SyncParity"
     ALIGNMENT = "Alignment"
     TLB_CONFLICT = "TLBConflict"
 
@@ -70,15 +72,17 @@ _FSC_BASE = {
     Fault.ACCESS_FLAG: 0b001000,
     Fault.PERMISSION: 0b001100,
     Fault.SYNC_EXTERNAL_ON_WALK: 0b010100,
+    Fault.SYNC_PARITY_ON_WALK: 0b011100,
 }
 # Level -1 (FEAT_LPA2) has its own codes: ASL EncodeLDFSC.
 _FSC_LEVEL_MINUS1 = {
     Fault.ADDRESS_SIZE: 0b101001,
     Fault.TRANSLATION: 0b101011,
     Fault.SYNC_EXTERNAL_ON_WALK: 0b010011,
+    Fault.SYNC_PARITY_ON_WALK: 0b011011,
 }
-_FSC_FIXED = {Fault.SYNC_EXTERNAL: 0b010000, Fault.ALIGNMENT: 0b100001,
-              Fault.TLB_CONFLICT: 0b110000}
+_FSC_FIXED = {Fault.SYNC_EXTERNAL: 0b010000, Fault.SYNC_PARITY: 0b011000,
+              Fault.ALIGNMENT: 0b100001, Fault.TLB_CONFLICT: 0b110000}
 
 
 def fsc(fault: FaultRecord) -> int:
@@ -103,6 +107,9 @@ _KIND_NAMES = {
     Fault.ACCESS_FLAG: "Access flag fault", Fault.PERMISSION: "Permission fault",
     Fault.SYNC_EXTERNAL_ON_WALK: "Synchronous External abort on translation table walk",
     Fault.SYNC_EXTERNAL: "Synchronous External abort", Fault.ALIGNMENT: "Alignment fault",
+    Fault.SYNC_PARITY_ON_WALK:
+        "Synchronous parity or ECC error on memory access on translation table walk",
+    Fault.SYNC_PARITY: "Synchronous parity or ECC error on memory access",
     Fault.TLB_CONFLICT: "TLB conflict abort",
 }
 FSC_NAMES = {
@@ -110,6 +117,23 @@ FSC_NAMES = {
     **{v: f"{_KIND_NAMES[k]}, level -1" for k, v in _FSC_LEVEL_MINUS1.items()},
     **{v: _KIND_NAMES[k] for k, v in _FSC_FIXED.items()},
 }
+
+
+_FSC_DECODE: dict[int, tuple[Fault, int | None]] = {
+    **{_FSC_BASE[k] | lvl: (k, lvl) for k in _FSC_BASE for lvl in range(4)},
+    **{v: (k, -1) for k, v in _FSC_LEVEL_MINUS1.items()},
+    **{v: (k, None) for k, v in _FSC_FIXED.items()},
+}
+
+
+def decode_fsc(code: int) -> tuple[Fault, int | None] | None:
+    """Return the (kind, level) a 6-bit FSC encodes, level None for unlevelled codes.
+
+    The inverse of fsc(), from the same table (ASL EncodeLDFSC); None for a code that
+    table does not hold (unallocated, or a kind s2mmu does not model, such as GPC faults).
+    The parity/ECC codes 0x18, 0x1B-0x1F exist only without FEAT_RAS.
+    """
+    return _FSC_DECODE.get(code)
 
 
 def par_fault(fault: FaultRecord, res1_bit11: bool = True) -> int:

@@ -41,7 +41,8 @@ SCTLR_EL1 = RegisterSpec("SCTLR_EL1", _SCTLR_ITEMS)
 SCTLR_EL2 = RegisterSpec("SCTLR_EL2", _SCTLR_ITEMS)
 
 _TCR_EL1_ITEMS = (
-    Res0(63, 62), F(61, 61, "MTX1"), F(60, 60, "MTX0"), F(59, 59, "DS"), F(58, 58, "TCMA1"),
+    Res0(63, 62), F(61, 61, "MTX1"), F(60, 60, "MTX0"), F(59, 59, "DS", feature="FEAT_LPA2"),
+    F(58, 58, "TCMA1"),
     F(57, 57, "TCMA0"), F(56, 56, "E0PD1"), F(55, 55, "E0PD0"), F(54, 54, "NFD1"),
     F(53, 53, "NFD0"), F(52, 52, "TBID1"), F(51, 51, "TBID0"), F(50, 50, "HWU162"),
     F(49, 49, "HWU161"), F(48, 48, "HWU160"), F(47, 47, "HWU159"), F(46, 46, "HWU062"),
@@ -58,7 +59,7 @@ TCR_EL1 = RegisterSpec("TCR_EL1", _TCR_EL1_ITEMS)
 TCR_EL2_E2H1 = RegisterSpec("TCR_EL2", _TCR_EL1_ITEMS)
 # TCR_EL2 when HCR_EL2.E2H=0: one range.
 TCR_EL2_E2H0 = RegisterSpec("TCR_EL2", (
-    Res0(63, 34), F(33, 33, "MTX"), F(32, 32, "DS"), Res1(31, 31), F(30, 30, "TCMA"),
+    Res0(63, 34), F(33, 33, "MTX"), F(32, 32, "DS", feature="FEAT_LPA2"), Res1(31, 31), F(30, 30, "TCMA"),
     F(29, 29, "TBID"), F(28, 28, "HWU62"), F(27, 27, "HWU61"), F(26, 26, "HWU60"),
     F(25, 25, "HWU59"), F(24, 24, "HPD"), Res1(23, 23), F(22, 22, "HD"), F(21, 21, "HA"),
     F(20, 20, "TBI"), Res0(19, 19), F(18, 16, "PS", PS_ENC), F(15, 14, "TG0", TG0_ENC),
@@ -69,8 +70,8 @@ TCR_EL2_E2H0 = RegisterSpec("TCR_EL2", (
 VTCR_EL2 = RegisterSpec("VTCR_EL2", (
     Res0(63, 46), F(45, 45, "HDBSS"), F(44, 44, "HAFT"), Res0(43, 42), F(41, 41, "TL0"),
     F(40, 40, "GCSH"), Res0(39, 39), F(38, 38, "D128"), F(37, 37, "S2POE"),
-    F(36, 36, "S2PIE"), F(35, 35, "TL1"), F(34, 34, "AssuredOnly"), F(33, 33, "SL2"),
-    F(32, 32, "DS"), Res1(31, 31), F(30, 30, "NSA"), F(29, 29, "NSW"), F(28, 28, "HWU62"),
+    F(36, 36, "S2PIE"), F(35, 35, "TL1"), F(34, 34, "AssuredOnly"),
+    F(33, 33, "SL2", feature="FEAT_LPA2"), F(32, 32, "DS", feature="FEAT_LPA2"), Res1(31, 31), F(30, 30, "NSA"), F(29, 29, "NSW"), F(28, 28, "HWU62"),
     F(27, 27, "HWU61"), F(26, 26, "HWU60"), F(25, 25, "HWU59"), Res0(24, 23), F(22, 22, "HD"),
     F(21, 21, "HA"), Res0(20, 20), F(19, 19, "VS", {0: "8-bit VMID", 1: "16-bit VMID"}),
     F(18, 16, "PS", PS_ENC), F(15, 14, "TG0", TG0_ENC), F(13, 12, "SH0", SH_ENC),
@@ -118,40 +119,69 @@ HCRX_EL2 = RegisterSpec("HCRX_EL2", (
     F(2, 2, "EnASR"), F(1, 1, "EnALS"), F(0, 0, "EnAS0"),
 ))
 
-# PAR_EL1 has two layouts selected by PAR_EL1.F.
+# PAR_EL1 has two layouts selected by PAR_EL1.F (Arm ARM D24.2.142, the 64-bit formats
+# "When FEAT_D128 is not implemented"). Bit 11 is NSE only with FEAT_RME, "Otherwise:
+# Reserved, RES1" on success; on a fault it is RES1 and bit 10 RES0.
 PAR_EL1_OK = RegisterSpec("PAR_EL1", (
-    F(63, 56, "ATTR"), Res0(55, 52), F(51, 12, "PA"), F(11, 11, "NSE"),
+    F(63, 56, "ATTR"), Res0(55, 52), F(51, 12, "PA"),
+    F(11, 11, "NSE", feature="FEAT_RME", absent="RES1"),
     F(10, 10, "IMPDEF"), F(9, 9, "NS"), F(8, 7, "SH", SH_ENC), Res0(6, 1),
-    F(0, 0, "F", {0: "translation succeeded"}),
+    F(0, 0, "F", {0: "address translation completed successfully"}),
 ))
 PAR_EL1_FAULT = RegisterSpec("PAR_EL1", (
     F(63, 56, "IMPDEF_63_56"), F(55, 52, "IMPDEF_55_52"), F(51, 48, "IMPDEF_51_48"),
-    Res0(47, 12), F(11, 11, "RES1"), F(10, 10, "FSTAGE"), F(9, 9, "S",
-    {0: "stage 1", 1: "stage 2"}), F(8, 8, "PTW"), Res0(7, 7), F(6, 1, "FST", FSC_NAMES),
-    F(0, 0, "F", {1: "translation aborted"}),
+    Res0(47, 12), Res1(11, 11), Res0(10, 10),
+    F(9, 9, "S", {0: "fault in the stage 1 translation", 1: "fault in the stage 2 translation"}),
+    F(8, 8, "PTW", {0: "not a stage 2 fault on a stage 1 table walk",
+                    1: "stage 2 fault during a stage 1 translation table walk"}),
+    Res0(7, 7), F(6, 1, "FST", FSC_NAMES),
+    F(0, 0, "F", {1: "address translation aborted"}),
 ))
 
 EC_ENC = {0x00: "Unknown reason (UNDEFINED)", 0x20: "Instruction Abort from a lower EL",
           0x21: "Instruction Abort from the same EL", 0x24: "Data Abort from a lower EL",
           0x25: "Data Abort from the same EL", 0x16: "HVC", 0x17: "SMC", 0x18: "MSR/MRS/AT trap"}
+# ESR_ELx fields in the Arm ARM's words (ESR_EL2, "ISS encoding for an exception from a
+# Data Abort" / "... from an Instruction Abort"). Fields whose meaning depends on other
+# fields (SAS/SSE/SRT/SF/AR need ISV=1; SET/FnV need an External abort) are explained in
+# s2mmu.arch.regdecode.
+IL_ENC = {0: "16-bit instruction trapped", 1: "32-bit instruction trapped"}
+S1PTW_ENC = {0: "fault not on a stage 2 translation for a stage 1 translation table walk",
+             1: "fault on the stage 2 translation of an access for a stage 1 translation "
+                "table walk"}
 ESR_ELx = RegisterSpec("ESR_ELx", (
-    Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL"),
+    Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL", IL_ENC),
     F(24, 0, "ISS"),
 ))
 ESR_ELx_DABT = RegisterSpec("ESR_ELx", (
-    Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL"),
-    F(24, 24, "ISV"), F(23, 22, "SAS"), F(21, 21, "SSE"), F(20, 16, "SRT"), F(15, 15, "SF"),
-    F(14, 14, "AR"), F(13, 13, "VNCR"), F(12, 11, "SET"), F(10, 10, "FnV"), F(9, 9, "EA"),
-    F(8, 8, "CM"), F(7, 7, "S1PTW"), F(6, 6, "WnR"), F(5, 0, "DFSC", FSC_NAMES),
+    Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL", IL_ENC),
+    F(24, 24, "ISV", {0: "no valid instruction syndrome: ISS[23:14] are RES0",
+                      1: "ISS[23:14] hold a valid instruction syndrome"}),
+    F(23, 22, "SAS", {0: "byte", 1: "halfword", 2: "word", 3: "doubleword"}),
+    F(21, 21, "SSE", {0: "sign-extension not required", 1: "data item must be sign-extended"}),
+    F(20, 16, "SRT"),
+    F(15, 15, "SF", {0: "32-bit general-purpose register (Wt)",
+                     1: "64-bit general-purpose register (Xt)"}),
+    F(14, 14, "AR", {0: "no acquire/release semantics", 1: "acquire/release semantics"}),
+    F(13, 13, "VNCR", {0: "not from a use of VNCR_EL2",
+                       1: "from a use of VNCR_EL2 by EL1 (FEAT_NV2)"}, feature="FEAT_NV2"),
+    F(12, 11, "SET"), F(10, 10, "FnV"), F(9, 9, "EA"),
+    F(8, 8, "CM", {0: "not from a cache maintenance or address translation instruction",
+                   1: "from a cache maintenance or address translation instruction"}),
+    F(7, 7, "S1PTW", S1PTW_ENC),
+    F(6, 6, "WnR", {0: "abort caused by an instruction reading from memory",
+                    1: "abort caused by an instruction writing to memory"}),
+    F(5, 0, "DFSC", FSC_NAMES),
 ))
 ESR_ELx_IABT = RegisterSpec("ESR_ELx", (
-    Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL"),
+    Res0(63, 56), F(55, 32, "ISS2"), F(31, 26, "EC", EC_ENC), F(25, 25, "IL", IL_ENC),
     Res0(24, 13), F(12, 11, "SET"), F(10, 10, "FnV"), F(9, 9, "EA"), Res0(8, 8),
-    F(7, 7, "S1PTW"), Res0(6, 6), F(5, 0, "IFSC", FSC_NAMES),
+    F(7, 7, "S1PTW", S1PTW_ENC), Res0(6, 6), F(5, 0, "IFSC", FSC_NAMES),
 ))
 FAR_ELx = RegisterSpec("FAR_ELx", (F(63, 0, "VA"),))
+# HPFAR_EL2.NS exists only with FEAT_SEL2 (Secure EL2), which s2mmu does not model.
 HPFAR_EL2 = RegisterSpec("HPFAR_EL2", (
-    F(63, 63, "NS"), Res0(62, 48), F(47, 4, "FIPA"), Res0(3, 0),
+    F(63, 63, "NS", feature="FEAT_SEL2"), Res0(62, 48), F(47, 4, "FIPA"), Res0(3, 0),
 ))
 
 ID_AA64MMFR0_EL1 = RegisterSpec("ID_AA64MMFR0_EL1", (

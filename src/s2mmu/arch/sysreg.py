@@ -16,12 +16,19 @@ from s2mmu.arch.errors import InputError
 
 @dataclass(frozen=True)
 class Field:
-    """A named field value<hi:lo>, optionally with named encodings (value -> meaning)."""
+    """A named field value<hi:lo>, optionally with named encodings (value -> meaning).
+
+    feature: the field exists only when that FEAT_* is implemented; otherwise its bits
+    are ``absent`` ("RES0" or "RES1"), as the Arm ARM's "When FEAT_x is implemented: ...
+    Otherwise: Reserved, RES1." field descriptions say.
+    """
 
     hi: int
     lo: int
     name: str
     enum: Mapping[int, str] = field(default_factory=dict)
+    feature: str = ""
+    absent: str = "RES0"
 
     @property
     def width(self) -> int:
@@ -48,6 +55,23 @@ Item = Field | Res0 | Res1
 
 
 @dataclass(frozen=True)
+class FieldDecode:
+    """One field of a decoded value: where it is, what it holds, what that means.
+
+    valid is False where the bits carry no information in this context: reserved
+    (RES0/RES1) bits, a field whose feature is not implemented, a syndrome field its
+    valid bit (ESR ISV) says is not valid, a reserved encoding.
+    """
+
+    name: str
+    hi: int
+    lo: int
+    value: int
+    meaning: str
+    valid: bool = True
+
+
+@dataclass(frozen=True)
 class RegisterSpec:
     """A register (or a register layout) declared as a table of fields."""
 
@@ -65,6 +89,10 @@ class RegisterSpec:
         """Yield the named fields, most significant first."""
         ordered: tuple[Field, ...] = self.__dict__["_ordered"]
         return iter(ordered)
+
+    def items_in_order(self) -> list[Item]:
+        """Return every item (fields and reserved ranges), most significant first."""
+        return sorted(self.items, key=lambda i: -i.hi)
 
     def field(self, name: str) -> Field:
         """Return the field called name."""
@@ -119,9 +147,16 @@ class RegView:
         return bits(self.value, f.hi, f.lo)
 
     def describe(self) -> list[tuple[str, int, int, int, str]]:
-        """Return (name, hi, lo, value, meaning) for every field, most significant first."""
+        """Return (name, hi, lo, value, meaning) for every field, most significant first.
+
+        A field that exists only with some FEAT_* is left out: without a feature set the
+        view cannot say whether those bits are that field or reserved (see
+        s2mmu.arch.regdecode.decode_register for the decode that knows).
+        """
         out = []
         for f in self.spec.fields():
+            if f.feature:
+                continue
             v = bits(self.value, f.hi, f.lo)
             out.append((f.name, f.hi, f.lo, v, f.enum.get(v, "")))
         return out
