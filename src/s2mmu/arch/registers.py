@@ -59,7 +59,8 @@ TCR_EL1 = RegisterSpec("TCR_EL1", _TCR_EL1_ITEMS)
 TCR_EL2_E2H1 = RegisterSpec("TCR_EL2", _TCR_EL1_ITEMS)
 # TCR_EL2 when HCR_EL2.E2H=0: one range.
 TCR_EL2_E2H0 = RegisterSpec("TCR_EL2", (
-    Res0(63, 34), F(33, 33, "MTX"), F(32, 32, "DS", feature="FEAT_LPA2"), Res1(31, 31), F(30, 30, "TCMA"),
+    Res0(63, 34), F(33, 33, "MTX"), F(32, 32, "DS", feature="FEAT_LPA2"), Res1(31, 31),
+    F(30, 30, "TCMA"),
     F(29, 29, "TBID"), F(28, 28, "HWU62"), F(27, 27, "HWU61"), F(26, 26, "HWU60"),
     F(25, 25, "HWU59"), F(24, 24, "HPD"), Res1(23, 23), F(22, 22, "HD"), F(21, 21, "HA"),
     F(20, 20, "TBI"), Res0(19, 19), F(18, 16, "PS", PS_ENC), F(15, 14, "TG0", TG0_ENC),
