@@ -11,10 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from s2mmu.arch.bits import bit, bits
+from s2mmu.arch.bits import bit
 from s2mmu.arch.config import ImplChoices
 from s2mmu.arch.features import PARANGE_BITS, FeatureSet
+from s2mmu.arch.registers import (
+    HCR_EL2,
+    SCTLR_EL1,
+    SCTLR_EL2,
+    TCR_EL1,
+    TCR_EL2_E2H0,
+    TCR_EL2_E2H1,
+    VTCR_EL2,
+)
 from s2mmu.arch.state import Regime, SysRegs
+from s2mmu.arch.sysreg import RegView
 
 FINAL_LEVEL = 3
 
@@ -278,7 +288,8 @@ class S2TTWParams:
 
 def stage2_enabled(regs: SysRegs, regime: Regime) -> bool:
     """Return whether stage 2 applies to regime (HCR_EL2.VM or DC for EL1&0)."""
-    return regime is Regime.EL10 and bool(bit(regs.HCR_EL2, 0) or bit(regs.HCR_EL2, 12))
+    hcr = HCR_EL2.decode(regs.HCR_EL2)
+    return regime is Regime.EL10 and bool(hcr.VM or hcr.DC)
 
 
 def va_range(va: int, regime: Regime) -> VARange:
@@ -288,81 +299,85 @@ def va_range(va: int, regime: Regime) -> VARange:
     return VARange.LOWER
 
 
+def s1_regs(regs: SysRegs, regime: Regime) -> tuple[RegView, RegView, int]:
+    """Return the TCR and SCTLR views and the MAIR value of a regime's stage 1.
+
+    TCR_EL2 has the two-range TCR_EL1 layout in the EL2&0 regime (E2H=1), and its own
+    one-range layout in the EL2 regime.
+    """
+    if regime is Regime.EL10:
+        return TCR_EL1.decode(regs.TCR_EL1), SCTLR_EL1.decode(regs.SCTLR_EL1), regs.MAIR_EL1
+    tcr_spec = TCR_EL2_E2H1 if regime is Regime.EL20 else TCR_EL2_E2H0
+    return tcr_spec.decode(regs.TCR_EL2), SCTLR_EL2.decode(regs.SCTLR_EL2), regs.MAIR_EL2
+
+
 def get_s1_ttw_params(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
                       choices: ImplChoices) -> S1TTWParams:
     """Read the stage-1 walk parameters for va (ASL AArch64.GetS1TTWParams)."""
     rng = va_range(va, regime)
     if regime is Regime.EL2:
         return _s1_params_el2(regs, fs, choices)
-    tcr = regs.TCR_EL1 if regime is Regime.EL10 else regs.TCR_EL2
-    sctlr = regs.SCTLR_EL1 if regime is Regime.EL10 else regs.SCTLR_EL2
-    mair = regs.MAIR_EL1 if regime is Regime.EL10 else regs.MAIR_EL2
+    tcr, sctlr, mair = s1_regs(regs, regime)
     upper = rng is VARange.UPPER
     if upper:
         ttb = regs.TTBR1_EL1 if regime is Regime.EL10 else regs.TTBR1_EL2
-        tgx = tg1_granule(bits(tcr, 31, 30), fs, choices)
-        txsz, sh = bits(tcr, 21, 16), bits(tcr, 29, 28)
-        orgn, irgn = bits(tcr, 27, 26), bits(tcr, 25, 24)
-        tbi, epd, e0pd, hpd = bit(tcr, 38), bit(tcr, 23), bit(tcr, 56), bit(tcr, 42)
-        tbid = bit(tcr, 52)
+        tgx = tg1_granule(tcr.TG1, fs, choices)
+        txsz, sh, orgn, irgn = tcr.T1SZ, tcr.SH1, tcr.ORGN1, tcr.IRGN1
+        tbi, epd, e0pd, hpd, tbid = tcr.TBI1, tcr.EPD1, tcr.E0PD1, tcr.HPD1, tcr.TBID1
     else:
         ttb = regs.TTBR0_EL1 if regime is Regime.EL10 else regs.TTBR0_EL2
-        tgx = tg0_granule(bits(tcr, 15, 14), fs, choices)
-        txsz, sh = bits(tcr, 5, 0), bits(tcr, 13, 12)
-        orgn, irgn = bits(tcr, 11, 10), bits(tcr, 9, 8)
-        tbi, epd, e0pd, hpd = bit(tcr, 37), bit(tcr, 7), bit(tcr, 55), bit(tcr, 41)
-        tbid = bit(tcr, 51)
-    ds = bool(bit(tcr, 59)) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
+        tgx = tg0_granule(tcr.TG0, fs, choices)
+        txsz, sh, orgn, irgn = tcr.T0SZ, tcr.SH0, tcr.ORGN0, tcr.IRGN0
+        tbi, epd, e0pd, hpd, tbid = tcr.TBI0, tcr.EPD0, tcr.E0PD0, tcr.HPD0, tcr.TBID0
+    ds = bool(tcr.DS) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
     # ASL AArch64.S1Enabled: HCR_EL2.DC or TGE turns the EL1&0 stage 1 off.
-    dc = regime is Regime.EL10 and bool(bit(regs.HCR_EL2, 12))
+    dc = regime is Regime.EL10 and bool(HCR_EL2.decode(regs.HCR_EL2).DC)
     tge = regime is Regime.EL10 and regs.tge()
     return S1TTWParams(
         regime=regime, varange=rng, tgx=tgx, txsz=txsz, ttb=ttb,
-        ps=physical_address_size(bits(tcr, 34, 32), tgx, fs), ps_raw=bits(tcr, 34, 32), ds=ds,
-        ha=bool(bit(tcr, 39)) and fs.has("FEAT_HAFDBS"),
-        hd=bool(bit(tcr, 39) and bit(tcr, 40)) and fs.has("FEAT_HAFDBS_DIRTY"),
+        ps=physical_address_size(tcr.IPS, tgx, fs), ps_raw=tcr.IPS, ds=ds,
+        ha=bool(tcr.HA) and fs.has("FEAT_HAFDBS"),
+        hd=bool(tcr.HA and tcr.HD) and fs.has("FEAT_HAFDBS_DIRTY"),
         tbi=bool(tbi), tbid=bool(tbid), epd=bool(epd), e0pd=bool(e0pd) and fs.has("FEAT_E0PD"),
-        hpd=bool(hpd) and fs.has("FEAT_HPDS"), wxn=bool(bit(sctlr, 19)),
-        ee=bool(bit(sctlr, 25)), epan=bool(bit(sctlr, 57)) and fs.has("FEAT_PAN3"),
+        hpd=bool(hpd) and fs.has("FEAT_HPDS"), wxn=bool(sctlr.WXN),
+        ee=bool(sctlr.EE), epan=bool(sctlr.EPAN) and fs.has("FEAT_PAN3"),
         mair=mair, sh=sh, irgn=irgn, orgn=orgn,
-        mmu_on=bool(bit(sctlr, 0)) and not dc and not tge,
-        sctlr_c=bool(bit(sctlr, 2)), sctlr_i=bool(bit(sctlr, 12)), dc=dc,
+        mmu_on=bool(sctlr.M) and not dc and not tge,
+        sctlr_c=bool(sctlr.C), sctlr_i=bool(sctlr.I), dc=dc,
     )
 
 
 def _s1_params_el2(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S1TTWParams:
     """Read the EL2 (E2H=0) regime's single-range parameters from TCR_EL2/SCTLR_EL2."""
-    tcr, sctlr = regs.TCR_EL2, regs.SCTLR_EL2
-    tgx = tg0_granule(bits(tcr, 15, 14), fs, choices)
-    ds = bool(bit(tcr, 32)) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
+    tcr, sctlr, mair = s1_regs(regs, Regime.EL2)
+    tgx = tg0_granule(tcr.TG0, fs, choices)
+    ds = bool(tcr.DS) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
     return S1TTWParams(
-        regime=Regime.EL2, varange=VARange.LOWER, tgx=tgx, txsz=bits(tcr, 5, 0),
-        ttb=regs.TTBR0_EL2, ps=physical_address_size(bits(tcr, 18, 16), tgx, fs),
-        ps_raw=bits(tcr, 18, 16),
-        ds=ds, ha=bool(bit(tcr, 21)) and fs.has("FEAT_HAFDBS"),
-        hd=bool(bit(tcr, 21) and bit(tcr, 22)) and fs.has("FEAT_HAFDBS_DIRTY"),
-        tbi=bool(bit(tcr, 20)), tbid=bool(bit(tcr, 29)), epd=False, e0pd=False,
-        hpd=bool(bit(tcr, 24)) and fs.has("FEAT_HPDS"), wxn=bool(bit(sctlr, 19)),
-        ee=bool(bit(sctlr, 25)), epan=False, mair=regs.MAIR_EL2, sh=bits(tcr, 13, 12),
-        irgn=bits(tcr, 9, 8), orgn=bits(tcr, 11, 10), mmu_on=bool(bit(sctlr, 0)),
-        sctlr_c=bool(bit(sctlr, 2)), sctlr_i=bool(bit(sctlr, 12)), dc=False,
+        regime=Regime.EL2, varange=VARange.LOWER, tgx=tgx, txsz=tcr.T0SZ,
+        ttb=regs.TTBR0_EL2, ps=physical_address_size(tcr.PS, tgx, fs), ps_raw=tcr.PS,
+        ds=ds, ha=bool(tcr.HA) and fs.has("FEAT_HAFDBS"),
+        hd=bool(tcr.HA and tcr.HD) and fs.has("FEAT_HAFDBS_DIRTY"),
+        tbi=bool(tcr.TBI), tbid=bool(tcr.TBID), epd=False, e0pd=False,
+        hpd=bool(tcr.HPD) and fs.has("FEAT_HPDS"), wxn=bool(sctlr.WXN),
+        ee=bool(sctlr.EE), epan=False, mair=mair, sh=tcr.SH0,
+        irgn=tcr.IRGN0, orgn=tcr.ORGN0, mmu_on=bool(sctlr.M),
+        sctlr_c=bool(sctlr.C), sctlr_i=bool(sctlr.I), dc=False,
     )
 
 
 def get_s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S2TTWParams:
     """Read the stage-2 walk parameters from VTCR_EL2/VTTBR_EL2 (ASL AArch64.GetS2TTWParams)."""
-    vtcr, hcr = regs.VTCR_EL2, regs.HCR_EL2
-    tgx = tg0_granule(bits(vtcr, 15, 14), fs, choices)
-    ds = bool(bit(vtcr, 32)) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
+    vtcr, hcr = VTCR_EL2.decode(regs.VTCR_EL2), HCR_EL2.decode(regs.HCR_EL2)
+    tgx = tg0_granule(vtcr.TG0, fs, choices)
+    ds = bool(vtcr.DS) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
     return S2TTWParams(
-        tgx=tgx, txsz=bits(vtcr, 5, 0), sl0=bits(vtcr, 7, 6), sl2=bit(vtcr, 33) if ds else 0,
-        ttb=regs.VTTBR_EL2, ps=physical_address_size(bits(vtcr, 18, 16), tgx, fs),
-        ps_raw=bits(vtcr, 18, 16),
-        ds=ds, ha=bool(bit(vtcr, 21)) and fs.has("FEAT_HAFDBS"),
-        hd=bool(bit(vtcr, 21) and bit(vtcr, 22)) and fs.has("FEAT_HAFDBS_DIRTY"),
-        ee=bool(bit(regs.SCTLR_EL2, 25)), fwb=bool(bit(hcr, 46)) and fs.has("FEAT_S2FWB"),
-        cd=bool(bit(hcr, 32)), id=bool(bit(hcr, 33)), sh=bits(vtcr, 13, 12),
-        irgn=bits(vtcr, 9, 8), orgn=bits(vtcr, 11, 10),
+        tgx=tgx, txsz=vtcr.T0SZ, sl0=vtcr.SL0, sl2=vtcr.SL2 if ds else 0,
+        ttb=regs.VTTBR_EL2, ps=physical_address_size(vtcr.PS, tgx, fs), ps_raw=vtcr.PS,
+        ds=ds, ha=bool(vtcr.HA) and fs.has("FEAT_HAFDBS"),
+        hd=bool(vtcr.HA and vtcr.HD) and fs.has("FEAT_HAFDBS_DIRTY"),
+        ee=bool(SCTLR_EL2.decode(regs.SCTLR_EL2).EE),
+        fwb=bool(hcr.FWB) and fs.has("FEAT_S2FWB"),
+        cd=bool(hcr.CD), id=bool(hcr.ID), sh=vtcr.SH0, irgn=vtcr.IRGN0, orgn=vtcr.ORGN0,
     )
 
 
@@ -401,15 +416,15 @@ def impdef_register_encodings(regs: SysRegs, regime: Regime, va: int, fs: Featur
     p1 = get_s1_ttw_params(regs, regime, va, fs, choices)
     if p1.mmu_on:
         two = regime.has_two_ranges()
-        tcr = regs.TCR_EL1 if regime is Regime.EL10 else regs.TCR_EL2
+        tcr, _, _ = s1_regs(regs, regime)
         reg = "TCR_EL1" if regime is Regime.EL10 else "TCR_EL2"
         upper = p1.varange is VARange.UPPER
         if upper:
-            enc = bits(tcr, 31, 30)
+            enc = tcr.TG1
             kb = TG1_KB.get(enc)
             out.append(_tg_choice(reg, "TG1", enc, kb, fs, choices, "ASL AArch64.S1DecodeTG1"))
         else:
-            enc = bits(tcr, 15, 14)
+            enc = tcr.TG0
             kb = TG0_KB.get(enc)
             out.append(_tg_choice(reg, "TG0", enc, kb, fs, choices, "ASL AArch64.S1DecodeTG0"))
         lo, hi = p1.txsz_range(fs)
@@ -418,7 +433,7 @@ def impdef_register_encodings(regs: SysRegs, regime: Regime, va: int, fs: Featur
                                 "ASL AArch64.S1TxSZFaults"))
     if stage2_enabled(regs, regime):
         p2 = get_s2_ttw_params(regs, fs, choices)
-        enc = bits(regs.VTCR_EL2, 15, 14)
+        enc = VTCR_EL2.decode(regs.VTCR_EL2).TG0
         kb = TG0_KB.get(enc)
         out.append(_tg_choice("VTCR_EL2", "TG0", enc, kb, fs, choices,
                               "ASL AArch64.S2DecodeTG0"))

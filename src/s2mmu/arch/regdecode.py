@@ -395,7 +395,19 @@ def _baddr(view: RegView, v: int, fs: FeatureSet) -> Meaning:
     return f"translation table base {v << 1:#x} (aligned to the initial table's size)", True
 
 
+def _iss2(view: RegView, v: int, fs: FeatureSet) -> Meaning:
+    if not v:
+        return "no ISS2 information", True
+    return "ISS2 syndrome (FEAT_LS64, FEAT_S1POE/S2POE, FEAT_GCS, ...): not decoded", True
+
+
+def _iss(view: RegView, v: int, fs: FeatureSet) -> Meaning:
+    return f"ISS for EC {view.EC:#x}: not decoded by s2mmu (only aborts are)", True
+
+
 EXPLAIN: dict[tuple[str, str], Explain] = {
+    ("ESR_ELx", "ISS2"): _iss2,
+    ("ESR_ELx", "ISS"): _iss,
     ("ESR_ELx", "EC"): _ec,
     ("ESR_ELx", "SAS"): _sas,
     ("ESR_ELx", "SSE"): _isv_enum("SSE"),

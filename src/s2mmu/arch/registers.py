@@ -68,14 +68,26 @@ TCR_EL2_E2H0 = RegisterSpec("TCR_EL2", (
     Res0(7, 6), F(5, 0, "T0SZ"),
 ))
 
+# VTCR_EL2: a field that an extension adds is declared with that extension, so a decode
+# for a CPU without it reads the bits as RES0 (Arm ARM VTCR_EL2 field descriptions,
+# "When FEAT_x is implemented: ... Otherwise: Reserved, RES0").
+HA_ENC = {0: "no hardware Access flag update", 1: "hardware Access flag update enabled"}
+HD_ENC = {0: "no hardware dirty state management",
+          1: "hardware dirty state management enabled (with HA=1)"}
 VTCR_EL2 = RegisterSpec("VTCR_EL2", (
-    Res0(63, 46), F(45, 45, "HDBSS"), F(44, 44, "HAFT"), Res0(43, 42), F(41, 41, "TL0"),
-    F(40, 40, "GCSH"), Res0(39, 39), F(38, 38, "D128"), F(37, 37, "S2POE"),
-    F(36, 36, "S2PIE"), F(35, 35, "TL1"), F(34, 34, "AssuredOnly"),
+    Res0(63, 46), F(45, 45, "HDBSS", feature="FEAT_HDBSS"),
+    F(44, 44, "HAFT", feature="FEAT_HAFT"), Res0(43, 42),
+    F(41, 41, "TL0", feature="FEAT_THE"), F(40, 40, "GCSH", feature="FEAT_THE"), Res0(39, 39),
+    F(38, 38, "D128", feature="FEAT_D128"), F(37, 37, "S2POE", feature="FEAT_S2POE"),
+    F(36, 36, "S2PIE", feature="FEAT_S2PIE"), F(35, 35, "TL1", feature="FEAT_THE"),
+    F(34, 34, "AssuredOnly", feature="FEAT_THE"),
     F(33, 33, "SL2", feature="FEAT_LPA2"), F(32, 32, "DS", feature="FEAT_LPA2"), Res1(31, 31),
-    F(30, 30, "NSA"), F(29, 29, "NSW"), F(28, 28, "HWU62"),
-    F(27, 27, "HWU61"), F(26, 26, "HWU60"), F(25, 25, "HWU59"), Res0(24, 23), F(22, 22, "HD"),
-    F(21, 21, "HA"), Res0(20, 20), F(19, 19, "VS", {0: "8-bit VMID", 1: "16-bit VMID"}),
+    F(30, 30, "NSA", feature="FEAT_SEL2"), F(29, 29, "NSW", feature="FEAT_SEL2"),
+    F(28, 28, "HWU62", feature="FEAT_HPDS2"), F(27, 27, "HWU61", feature="FEAT_HPDS2"),
+    F(26, 26, "HWU60", feature="FEAT_HPDS2"), F(25, 25, "HWU59", feature="FEAT_HPDS2"),
+    Res0(24, 23), F(22, 22, "HD", HD_ENC, feature="FEAT_HAFDBS"),
+    F(21, 21, "HA", HA_ENC, feature="FEAT_HAFDBS"), Res0(20, 20),
+    F(19, 19, "VS", {0: "8-bit VMID", 1: "16-bit VMID"}, feature="FEAT_VMID16"),
     F(18, 16, "PS", PS_ENC), F(15, 14, "TG0", TG0_ENC), F(13, 12, "SH0", SH_ENC),
     F(11, 10, "ORGN0", RGN_ENC), F(9, 8, "IRGN0", RGN_ENC), F(7, 6, "SL0"), F(5, 0, "T0SZ"),
 ))

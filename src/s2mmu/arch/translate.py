@@ -53,6 +53,7 @@ from s2mmu.arch.perms import (
     s2_direct_permissions,
     s2_permission_ok,
 )
+from s2mmu.arch.registers import HCR_EL2
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.walk import Fetch, TTWState, WalkSetup, WalkStep, leaf_output, walk
 
@@ -499,7 +500,7 @@ def full_translate(regs: SysRegs, regime: Regime, va: int, access: AccessDescrip
     s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices)
     s2p = (get_s2_ttw_params(regs, env.fs, env.choices)
            if stage2_enabled(regs, regime) else None)
-    hcr_ptw = bool(bit(regs.HCR_EL2, 2)) and not regs.tge()
+    hcr_ptw = bool(HCR_EL2.decode(regs.HCR_EL2).PTW) and not regs.tge()
     if stage1_only:
         return s1_translate(s1p, s2p, va, access, env, hcr_ptw, trace)
     return translate_stage12(s1p, s2p, va, access, env, hcr_ptw, trace)

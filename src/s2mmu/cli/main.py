@@ -18,7 +18,7 @@ import click
 
 from s2mmu.arch.access import AccessDescriptor, acc_gpr, acc_ifetch
 from s2mmu.arch.atcase import parse_cases, parse_int, run_case, run_case_detailed
-from s2mmu.arch.descriptors import DescContext, decode_descriptor
+from s2mmu.arch.descriptors import DescContext
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import PRESETS, FeatureSet
 from s2mmu.arch.params import (
@@ -28,9 +28,8 @@ from s2mmu.arch.params import (
     impdef_register_encodings,
     stage2_enabled,
 )
-from s2mmu.arch.registers import REGISTERS, TCR_EL2_E2H1
+from s2mmu.arch.registers import REGISTERS
 from s2mmu.arch.state import SysRegs, regime_for
-from s2mmu.arch.sysreg import RegisterSpec
 from s2mmu.arch.translate import Env, full_translate
 from s2mmu.arch.walk import WalkStep
 from s2mmu.cli import render
@@ -294,50 +293,56 @@ GRANULES = {"4k": Granule.G4K, "16k": Granule.G16K, "64k": Granule.G64K}
 @click.option("--stage", type=click.IntRange(1, 2), default=1, show_default=True)
 @click.option("--ds", is_flag=True, help="TCR.DS/VTCR.DS=1 (FEAT_LPA2 52-bit form).")
 @click.option("--e2h", is_flag=True, help="Decode TCR_EL2 with the E2H=1 layout.")
+@click.option("--features", type=click.Choice(sorted(PRESETS)), default="qemu-max",
+              show_default=True, help="Implemented features the value is read with.")
+@click.option("--json", "as_json", is_flag=True, help="Print one s2mmu.decode/1 document.")
 @input_errors
 def decode(register: str | None, value: str | None, descriptor: str | None, level: int,
-           granule: str, stage: int, ds: bool, e2h: bool) -> None:
+           granule: str, stage: int, ds: bool, e2h: bool, features: str,
+           as_json: bool) -> None:
     """Decode a register value, or a descriptor, field by field with Arm's names."""
-    out = render.console()
+    from s2mmu.arch.descriptors import descriptor_view
+    from s2mmu.arch.regdecode import decode_register, register_layout
+    from s2mmu.cli import decode_render, output
+
+    fs = features_option(features)
     if descriptor is not None and register is not None:
         raise InputError("decode takes REGISTER VALUE or --descriptor VALUE, not both")
     if descriptor is not None:
         raw = parse_int(descriptor, "descriptor")
         check_u64(raw, "descriptor")
         g = GRANULES[granule]
+        if ds and not fs.has("FEAT_LPA2"):
+            raise InputError(f"--ds needs FEAT_LPA2, which --features {features} does not have "
+                             "(without it DS is treated as 0: ASL AArch64.GetS1TTWParams)")
         if level == -1 and not (ds and g is Granule.G4K):
             raise InputError("level -1 exists only with the 4KB granule and DS=1 (FEAT_LPA2)")
         if level == 0 and g is Granule.G64K:
             raise InputError("level 0 does not exist with the 64KB granule: its walks start "
                              "at level 1 or below (ASL AArch64.S1StartLevel, "
                              "AArch64.S2StartLevel)")
-        d = decode_descriptor(raw, level, DescContext(g, ds, True, stage, True))
-        out.print(f"stage {stage} level {level} {granule.upper()} descriptor {raw:#018x}:")
-        out.print(render.describe_descriptor(d, stage))
+        ctx = DescContext(g, ds, fs.has("FEAT_LPA"), stage, fs.pa_max() >= 52)
+        view = descriptor_view(raw, level, ctx)
+        if as_json:
+            output.print_json(decode_render.descriptor_json(view, granule, ds, features))
+        else:
+            render.console().print(decode_render.descriptor_text(view, granule, ds, features))
         return
     if register is None or value is None:
         raise InputError("decode needs REGISTER VALUE, or --descriptor VALUE")
     name = register.upper()
-    spec = TCR_EL2_E2H1 if (name == "TCR_EL2" and e2h) else REGISTERS.get(name)
-    if spec is None:
+    if name not in REGISTERS:
         raise InputError(f"unknown register {register!r} (known: {', '.join(sorted(REGISTERS))})")
     raw = parse_int(value, name)
-    spec = layout_for(name, raw, spec)
-    out.print(render.register_table(spec.decode(raw)))
-
-
-def layout_for(name: str, raw: int, spec: RegisterSpec) -> RegisterSpec:
-    """Return the layout a value selects: ESR by EC (abort ISS), PAR_EL1 by F."""
-    from s2mmu.arch.bits import bit, bits
-    from s2mmu.arch.registers import PAR_EL1_FAULT, ESR_ELx_DABT, ESR_ELx_IABT
-
-    if name.startswith("ESR_") and bits(raw, 31, 26) in (0x24, 0x25):
-        return ESR_ELx_DABT
-    if name.startswith("ESR_") and bits(raw, 31, 26) in (0x20, 0x21):
-        return ESR_ELx_IABT
-    if name == "PAR_EL1" and bit(raw, 0):
-        return PAR_EL1_FAULT
-    return spec
+    if raw < 0 or raw >> 64:
+        raise InputError(f"{name}: value {raw:#x} does not fit in 64 bits")
+    spec = register_layout(name, raw, e2h)
+    assert spec is not None
+    decoded = decode_register(spec, raw, fs)
+    if as_json:
+        output.print_json(decode_render.register_json(name, decoded, features))
+    else:
+        render.console().print(render.register_table(decoded, name, features))
 
 
 def _add_optional_commands() -> None:

@@ -36,6 +36,7 @@ from s2mmu.arch.descriptors import (
 from s2mmu.arch.faults import FSC_NAMES, FaultRecord, fsc
 from s2mmu.arch.params import S1TTWParams, S2TTWParams
 from s2mmu.arch.perms import s1_direct_permissions, s2_direct_permissions
+from s2mmu.arch.regdecode import RegisterDecode
 from s2mmu.arch.registers import PAR_EL1_FAULT, PAR_EL1_OK
 from s2mmu.arch.state import Regime
 from s2mmu.arch.sysreg import RegView
@@ -318,17 +319,11 @@ def describe_at(result: ParResult | AtException) -> Text:
     return Text(text, style="magenta")
 
 
-def register_table(view: RegView) -> RichTable:
-    """Return every field of a register view."""
-    t = RichTable(title=f"{view.spec.name} = {view.value:#018x}")
-    for col in ("field", "bits", "value", "meaning"):
-        t.add_column(col)
-    for name, hi, lo, v, meaning in view.describe():
-        rng = f"[{hi}]" if hi == lo else f"[{hi}:{lo}]"
-        t.add_row(name, rng, f"{v:#x}", meaning)
-    if view.res0_violations():
-        t.caption = f"RES0 bits set: {view.res0_violations():#x}"
-    return t
+def register_table(decoded: RegisterDecode, name: str, features: str) -> RichTable:
+    """Return every bit range of a decoded register value (s2mmu.cli.decode_render)."""
+    from s2mmu.cli.decode_render import register_text
+
+    return register_text(name, decoded, features)
 
 
 def console() -> Console:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from s2mmu.arch.bits import bits
-from s2mmu.arch.faults import EC_DABT_CUR, EC_DABT_LOW, EC_IABT_CUR, EC_IABT_LOW
+from s2mmu.arch.faults import EC_DABT_CUR, EC_DABT_LOW, EC_IABT_CUR, EC_IABT_LOW, Fault, decode_fsc
 from s2mmu.arch.registers import HPFAR_EL2, ESR_ELx, ESR_ELx_DABT, ESR_ELx_IABT
 from s2mmu.arch.sysreg import Field
 
@@ -26,15 +26,13 @@ _S1PTW = ESR_ELx_DABT.field("S1PTW")
 _WNR, _CM, _ISV = (ESR_ELx_DABT.field(n) for n in ("WnR", "CM", "ISV"))
 _SAS, _SRT = ESR_ELx_DABT.field("SAS"), ESR_ELx_DABT.field("SRT")
 _FIPA = HPFAR_EL2.field("FIPA")
+_XFSC = ESR_ELx_DABT.field("DFSC")
 assert ESR_ELx_IABT.field("S1PTW") == _S1PTW
+assert (ESR_ELx_IABT.field("IFSC").hi, ESR_ELx_IABT.field("IFSC").lo) == (_XFSC.hi, _XFSC.lo)
 
 
 def _get(value: int, f: Field) -> int:
     return bits(value, f.hi, f.lo)
-
-
-ESR_ELx_FSC_EXTABT = 0x10
-ESR_ELx_FSC_SECC = 0x18
 
 
 @dataclass(frozen=True)
@@ -62,31 +60,40 @@ def is_dabt(abort: GuestAbort) -> bool:
 
 
 def kvm_vcpu_trap_get_fault(abort: GuestAbort) -> int:
-    """Return the 6-bit xFSC. Kernel: kvm_vcpu_trap_get_fault."""
-    return abort.esr & 0x3F
+    """Return the 6-bit xFSC (DFSC or IFSC, the same bits). Kernel: kvm_vcpu_trap_get_fault."""
+    return _get(abort.esr, _XFSC)
+
+
+def fault_kind(abort: GuestAbort) -> Fault | None:
+    """Return the fault kind the xFSC encodes (arch's FSC table), None if it encodes none."""
+    decoded = decode_fsc(kvm_vcpu_trap_get_fault(abort))
+    return decoded[0] if decoded is not None else None
 
 
 def fsc_level(fsc: int) -> int:
-    """Return the level a level-encoded FSC names (level -1 codes give -1)."""
-    if fsc in (0x2B, 0x29, 0x13):
-        return -1
-    return fsc & 0b11
+    """Return the level a level-encoded FSC names, -1 included (arch's FSC table).
+
+    Kernel: the level is esr & ESR_ELx_FSC_LEVEL, with the FEAT_LPA2 level -1 codes apart.
+    """
+    decoded = decode_fsc(fsc)
+    if decoded is None or decoded[1] is None:
+        raise ValueError(f"FSC {fsc:#x} does not encode a level")
+    return decoded[1]
 
 
 def esr_fsc_is_translation_fault(abort: GuestAbort) -> bool:
     """Return whether the FSC is a translation fault (levels -1 to 3)."""
-    fsc = kvm_vcpu_trap_get_fault(abort)
-    return fsc & ~0b11 == 0b000100 or fsc == 0x2B
+    return fault_kind(abort) is Fault.TRANSLATION
 
 
 def esr_fsc_is_permission_fault(abort: GuestAbort) -> bool:
     """Return whether the FSC is a permission fault (levels 0 to 3)."""
-    return kvm_vcpu_trap_get_fault(abort) & ~0b11 == 0b001100
+    return fault_kind(abort) is Fault.PERMISSION
 
 
 def esr_fsc_is_access_flag_fault(abort: GuestAbort) -> bool:
     """Return whether the FSC is an access-flag fault (levels 0 to 3)."""
-    return kvm_vcpu_trap_get_fault(abort) & ~0b11 == 0b001000
+    return fault_kind(abort) is Fault.ACCESS_FLAG
 
 
 def kvm_vcpu_abt_issea(abort: GuestAbort) -> bool:
@@ -94,8 +101,8 @@ def kvm_vcpu_abt_issea(abort: GuestAbort) -> bool:
 
     Kernel: kvm_vcpu_abt_issea (EXTABT, SEA_TTW at any level, SECC, SECC_TTW).
     """
-    fsc = kvm_vcpu_trap_get_fault(abort)
-    return fsc in (ESR_ELx_FSC_EXTABT, ESR_ELx_FSC_SECC, 0x13, 0x1B) or fsc & ~0b11 in (0x14, 0x1C)
+    return fault_kind(abort) in (Fault.SYNC_EXTERNAL, Fault.SYNC_EXTERNAL_ON_WALK,
+                                 Fault.SYNC_PARITY, Fault.SYNC_PARITY_ON_WALK)
 
 
 def kvm_vcpu_abt_iss1tw(abort: GuestAbort) -> bool:
