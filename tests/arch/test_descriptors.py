@@ -196,3 +196,95 @@ def test_ttbr_base_64k_lpa_needs_ps_0b110():
     ttb = 0x0000_0000_6000_0000 | (0x3 << 2)
     assert tt_base_address(ttb, 12, True, False, G64, 1, True) == 0x3_0000_6000_0000
     assert tt_base_address(ttb, 12, False, False, G64, 1, True) == 0x6000_0000
+
+
+# -- decode views ---------------------------------------------------------------------------
+
+from s2mmu.arch.bits import U64  # noqa: E402
+from s2mmu.arch.bits import mask as _mask  # noqa: E402
+from s2mmu.arch.descriptors import DescKind, descriptor_view  # noqa: E402
+
+VIEW_CONTEXTS = [
+    (g, ds, lpa, stage, level)
+    for g in (Granule.G4K, Granule.G16K, Granule.G64K)
+    for ds in (False, True) if not (ds and g is Granule.G64K)
+    for lpa in (False, True)
+    for stage in (1, 2)
+    for level in ((-1, 0, 1, 2, 3) if ds and g is Granule.G4K else
+                  (1, 2, 3) if g is Granule.G64K else (0, 1, 2, 3))
+]
+
+
+@pytest.mark.parametrize(("g", "ds", "lpa", "stage", "level"), VIEW_CONTEXTS)
+def test_view_rows_cover_every_bit_once_for_every_form(g, ds, lpa, stage, level):
+    ctx = DescContext(g, ds, lpa, stage, pamax52=True)
+
+    @settings(max_examples=15, deadline=None)
+    @given(st.integers(0, U64), st.sampled_from([0b00, 0b01, 0b11]))
+    def check(raw, low):
+        raw = raw & ~0b11 | low
+        v = descriptor_view(raw, level, ctx)
+        seen = rebuilt = 0
+        for f in v.fields:
+            m = _mask(f.hi, f.lo)
+            assert seen & m == 0, f
+            seen |= m
+            rebuilt |= f.value << f.lo
+        assert seen == U64 and rebuilt == raw
+        assert v.kind.value == type(decode_descriptor(raw, level, ctx)).__name__.lower()
+        sw = [f for f in v.fields if (f.hi, f.lo) == (58, 55)]
+        assert [f.name for f in sw] == ["SW"] and v.software == (raw >> 55) & 0xF
+
+    check()
+
+
+def test_ds_bits_9_8_are_oa_51_50_not_sh():
+    raw = 0x0780000090003B03
+    v = descriptor_view(raw, 3, DescContext(Granule.G4K, True, True, 1))
+    names = {(f.hi, f.lo): f.name for f in v.fields}
+    assert names[(9, 8)] == "OA[51:50]" and "SH" not in names.values()
+    assert v.address == 0xC000090003000
+    assert v.attributes == "MAIR_ELx.Attr0, shareability from TCR_ELx.SHx (DS=1)"
+    assert v.software == 0xF
+
+
+def test_without_ds_bits_9_8_are_sh():
+    v = descriptor_view(0x0040000090003703, 3, DescContext(Granule.G4K, False, True, 1))
+    sh_row = [f for f in v.fields if (f.hi, f.lo) == (9, 8)][0]
+    assert (sh_row.name, sh_row.meaning) == ("SH", "Inner Shareable")
+    assert v.permissions == "EL1 read/write, EL0 none; execute-never at EL0"
+    assert (v.kind, v.address) == (DescKind.PAGE, 0x90003000)
+
+
+def test_stage2_block_view():
+    v = descriptor_view(0x400007FD, 2, DescContext(Granule.G4K, False, True, 2))
+    assert v.kind is DescKind.BLOCK and v.address == 0x40000000
+    assert v.attributes == "Normal iWB oWB (HCR_EL2.FWB=0), Inner Shareable"
+    assert v.permissions == "read/write; executable at EL1 and EL0"
+    rows = {f.name: f for f in v.fields}
+    assert rows["S2AP"].meaning == "read/write" and rows["MemAttr"].value == 0xF
+
+
+def test_stage2_memattr_reserved_cacheability_is_not_valid():
+    v = descriptor_view(0x40000000 | 0x4D1, 2, DescContext(Granule.G4K, False, True, 2))
+    memattr = [f for f in v.fields if f.name == "MemAttr"][0]
+    assert memattr.value == 0b0100 and not memattr.valid
+
+
+def test_software_bits_shown_for_invalid_and_table_entries():
+    inv = descriptor_view(0xA << 55, 3, DescContext(Granule.G4K, False, True, 2))
+    assert (inv.kind, inv.software, inv.why_invalid) == (DescKind.INVALID, 0xA, "bit[0] is 0")
+    tab = descriptor_view(0x5 << 55 | 0x60001003, 1, DescContext(Granule.G4K, False, True, 1))
+    assert (tab.kind, tab.software, tab.address) == (DescKind.TABLE, 0x5, 0x60001000)
+
+
+def test_stage2_table_has_no_hierarchical_attributes():
+    v = descriptor_view(0x60001003, 1, DescContext(Granule.G4K, False, True, 2))
+    top = v.fields[0]
+    assert (top.hi, top.lo, top.name) == (63, 59, "RES0")
+
+
+def test_64k_lpa_bits_15_12_are_oa_51_48():
+    v = descriptor_view(0x20000000 | 0xF000 | 0x401, 2, DescContext(Granule.G64K, False, True, 1))
+    assert v.address == 0xF000020000000
+    assert [f.name for f in v.fields if (f.hi, f.lo) == (15, 12)] == ["OA[51:48]"]

@@ -9,6 +9,7 @@ from s2mmu.arch.faults import (
     Fault,
     FaultRecord,
     as_stage2,
+    decode_fsc,
     esr_abort,
     esr_undefined,
     fsc,
@@ -172,3 +173,33 @@ def test_hpfar_for_stage2_permission_only_on_a_walk():
 def test_fault_record_write_follows_access():
     assert make_fault(Fault.PERMISSION, 3, acc_gpr(0, True), "").write
     assert not make_fault(Fault.PERMISSION, 3, READ, "").write
+
+
+@pytest.mark.parametrize(("kind", "level", "code"), FSC_TABLE)
+def test_decode_fsc_inverts_the_fsc_table(kind, level, code):
+    want_level = None if kind in (Fault.SYNC_EXTERNAL, Fault.ALIGNMENT,
+                                  Fault.TLB_CONFLICT) else level
+    assert decode_fsc(code) == (kind, want_level)
+
+
+def test_decode_fsc_round_trips_every_code_it_knows():
+    for code in range(64):
+        decoded = decode_fsc(code)
+        if decoded is None:
+            assert code not in FSC_NAMES
+            continue
+        kind, level = decoded
+        assert fsc(FaultRecord(kind, 0 if level is None else level, READ)) == code
+
+
+@pytest.mark.parametrize(("code", "kind", "level"), [
+    (0x18, Fault.SYNC_PARITY, None), (0x1B, Fault.SYNC_PARITY_ON_WALK, -1),
+    (0x1C, Fault.SYNC_PARITY_ON_WALK, 0), (0x1F, Fault.SYNC_PARITY_ON_WALK, 3),
+])
+def test_parity_codes_without_feat_ras(code, kind, level):
+    assert decode_fsc(code) == (kind, level)
+    assert FSC_NAMES[code].startswith("Synchronous parity or ECC error on memory access")
+
+
+def test_unallocated_fsc_decodes_to_none():
+    assert decode_fsc(0x3F) is None and decode_fsc(0x22) is None

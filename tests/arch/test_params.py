@@ -312,3 +312,36 @@ def test_vtcr_tg0_counts_when_stage_2_is_on() -> None:
     assert _impdef(Regime.EL10, 0, VTCR_EL2=0x8000C018) == []
     (why,) = _impdef(Regime.EL10, 0, HCR_EL2=0x80000001, VTCR_EL2=0x8000C018)
     assert why.startswith("VTCR_EL2.TG0=0b11 is reserved (ASL AArch64.S2DecodeTG0")
+
+
+def _bit_calls(module: str):
+    """Yield the first argument of every bit()/bits() call in an arch module's source."""
+    import ast
+    from pathlib import Path
+
+    import s2mmu.arch as arch_pkg
+
+    tree = ast.parse((Path(arch_pkg.__file__).parent / module).read_text())
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("bit", "bits")):
+            yield ast.unparse(node.args[0])
+
+
+def test_params_reads_no_register_bit_by_number():
+    # Register fields come from the declarations in arch/registers.py; only the VA's
+    # bit 55 (the range select) is read by number.
+    assert set(_bit_calls("params.py")) == {"va"}
+
+
+def test_translate_reads_no_register_bit_by_number():
+    assert not [arg for arg in _bit_calls("translate.py") if arg.startswith("regs.")]
+
+
+def test_el20_reads_tcr_el2_with_the_two_range_layout():
+    regs = SysRegs(HCR_EL2=(1 << 34) | (1 << 27), TCR_EL2=(25 << 16) | (2 << 30) | 20,
+                   SCTLR_EL2=0x30C50831)
+    upper = get_s1_ttw_params(regs, Regime.EL20, 0xFFFF_FF80_0000_0000, qemu_7_2_max(),
+                              DEFAULT_CHOICES)
+    lower = get_s1_ttw_params(regs, Regime.EL20, 0x1000, qemu_7_2_max(), DEFAULT_CHOICES)
+    assert (upper.txsz, lower.txsz) == (25, 20)

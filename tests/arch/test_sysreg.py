@@ -75,3 +75,22 @@ def test_decode_rejects_value_wider_than_register():
 def test_decode_rejects_negative_value():
     with pytest.raises(InputError, match="does not fit in 64 bits"):
         TOY.decode(-1)
+
+
+GATED = RegisterSpec("GATED_EL1", (
+    Res0(63, 12), Field(11, 11, "NSE", feature="FEAT_RME", absent="RES1"),
+    Field(10, 0, "LOW"),
+))
+
+
+def test_describe_leaves_out_fields_that_need_a_feature():
+    assert [row[0] for row in GATED.decode(0x800).describe()] == ["LOW"]
+
+
+def test_gated_field_still_reads_by_name():
+    assert GATED.decode(0x800).NSE == 1
+    assert GATED.field("NSE").absent == "RES1"
+
+
+def test_items_in_order_lists_reserved_ranges_too():
+    assert [type(i).__name__ for i in GATED.items_in_order()] == ["Res0", "Field", "Field"]
