@@ -19,7 +19,10 @@ SH_ENC = {0: "Non-shareable", 1: "reserved", 2: "Outer Shareable", 3: "Inner Sha
 
 _SCTLR_ITEMS = (
     F(63, 63, "TIDCP"), F(62, 62, "SPINTMASK"), F(61, 61, "NMI"), F(60, 60, "EnTP2"),
-    F(59, 59, "TCSO"), F(58, 58, "TCSO0"), F(57, 57, "EPAN"), F(56, 56, "EnALS"),
+    F(59, 59, "TCSO"), F(58, 58, "TCSO0"),
+    F(57, 57, "EPAN", {0: "PAN ignores EL0-executable pages",
+                       1: "PAN also applies to EL0-executable pages"}, feature="FEAT_PAN3"),
+    F(56, 56, "EnALS"),
     F(55, 55, "EnAS0"), F(54, 54, "EnASR"), F(53, 53, "TME"), F(52, 52, "TME0"),
     F(51, 51, "TMT"), F(50, 50, "TMT0"), F(49, 46, "TWEDEL"), F(45, 45, "TWEDEn"),
     F(44, 44, "DSSBS"), F(43, 43, "ATA"), F(42, 42, "ATA0"), F(41, 40, "TCF"),
@@ -28,11 +31,18 @@ _SCTLR_ITEMS = (
     F(30, 30, "EnIB"), F(29, 29, "LSMAOE"), F(28, 28, "nTLSMD"), F(27, 27, "EnDA"),
     F(26, 26, "UCI"), F(25, 25, "EE", {0: "little-endian", 1: "big-endian"}),
     F(24, 24, "E0E"), F(23, 23, "SPAN"), F(22, 22, "EIS"), F(21, 21, "IESB"),
-    F(20, 20, "TSCXT"), F(19, 19, "WXN"), F(18, 18, "nTWE"), F(17, 17, "RES0_17"),
+    F(20, 20, "TSCXT"),
+    F(19, 19, "WXN", {0: "no effect", 1: "writable memory is execute-never"}),
+    F(18, 18, "nTWE"), F(17, 17, "RES0_17"),
     F(16, 16, "nTWI"), F(15, 15, "UCT"), F(14, 14, "DZE"), F(13, 13, "EnDB"),
-    F(12, 12, "I"), F(11, 11, "EOS"), F(10, 10, "EnRCTX"), F(9, 9, "UMA"), F(8, 8, "SED"),
+    F(12, 12, "I", {0: "instruction accesses Non-cacheable",
+                    1: "no effect on instruction cacheability"}),
+    F(11, 11, "EOS"), F(10, 10, "EnRCTX"), F(9, 9, "UMA"), F(8, 8, "SED"),
     F(7, 7, "ITD"), F(6, 6, "nAA"), F(5, 5, "CP15BEN"), F(4, 4, "SA0"), F(3, 3, "SA"),
-    F(2, 2, "C"), F(1, 1, "A"), F(0, 0, "M", {0: "MMU off", 1: "MMU on"}),
+    F(2, 2, "C", {0: "data accesses Non-cacheable", 1: "no effect on data cacheability"}),
+    F(1, 1, "A", {0: "alignment fault checking disabled",
+                  1: "alignment fault checking enabled"}),
+    F(0, 0, "M", {0: "MMU off", 1: "MMU on"}),
 )
 SCTLR_EL1 = RegisterSpec("SCTLR_EL1", _SCTLR_ITEMS)
 # With HCR_EL2.E2H=1 SCTLR_EL2 has SCTLR_EL1's layout; with E2H=0 the EL0 controls are RES1
@@ -40,19 +50,37 @@ SCTLR_EL1 = RegisterSpec("SCTLR_EL1", _SCTLR_ITEMS)
 # same bit, so one declaration serves both.
 SCTLR_EL2 = RegisterSpec("SCTLR_EL2", _SCTLR_ITEMS)
 
+HA_ENC = {0: "no hardware Access flag update", 1: "hardware Access flag update enabled"}
+HD_ENC = {0: "no hardware dirty state management",
+          1: "hardware dirty state management enabled (with HA=1)"}
+TBI_ENC = {0: "top byte used in address calculation", 1: "top byte ignored"}
+EPD_ENC = {0: "walks on a TLB miss", 1: "no walk: a TLB miss is a level 0 Translation fault"}
+HPD_ENC = {0: "hierarchical permissions enabled", 1: "hierarchical permissions disabled"}
+E0PD_ENC = {0: "EL0 may access this range",
+            1: "EL0 accesses fault (level 0 Translation fault, FEAT_E0PD)"}
+HWU = "FEAT_HPDS2"
 _TCR_EL1_ITEMS = (
     Res0(63, 62), F(61, 61, "MTX1"), F(60, 60, "MTX0"), F(59, 59, "DS", feature="FEAT_LPA2"),
-    F(58, 58, "TCMA1"),
-    F(57, 57, "TCMA0"), F(56, 56, "E0PD1"), F(55, 55, "E0PD0"), F(54, 54, "NFD1"),
-    F(53, 53, "NFD0"), F(52, 52, "TBID1"), F(51, 51, "TBID0"), F(50, 50, "HWU162"),
-    F(49, 49, "HWU161"), F(48, 48, "HWU160"), F(47, 47, "HWU159"), F(46, 46, "HWU062"),
-    F(45, 45, "HWU061"), F(44, 44, "HWU060"), F(43, 43, "HWU059"), F(42, 42, "HPD1"),
-    F(41, 41, "HPD0"), F(40, 40, "HD"), F(39, 39, "HA"), F(38, 38, "TBI1"), F(37, 37, "TBI0"),
-    F(36, 36, "AS"), Res0(35, 35), F(34, 32, "IPS", PS_ENC), F(31, 30, "TG1", TG1_ENC),
+    F(58, 58, "TCMA1"), F(57, 57, "TCMA0"),
+    F(56, 56, "E0PD1", E0PD_ENC, feature="FEAT_E0PD"),
+    F(55, 55, "E0PD0", E0PD_ENC, feature="FEAT_E0PD"), F(54, 54, "NFD1"),
+    F(53, 53, "NFD0"), F(52, 52, "TBID1"), F(51, 51, "TBID0"),
+    F(50, 50, "HWU162", feature=HWU), F(49, 49, "HWU161", feature=HWU),
+    F(48, 48, "HWU160", feature=HWU), F(47, 47, "HWU159", feature=HWU),
+    F(46, 46, "HWU062", feature=HWU), F(45, 45, "HWU061", feature=HWU),
+    F(44, 44, "HWU060", feature=HWU), F(43, 43, "HWU059", feature=HWU),
+    F(42, 42, "HPD1", HPD_ENC, feature="FEAT_HPDS"),
+    F(41, 41, "HPD0", HPD_ENC, feature="FEAT_HPDS"), F(40, 40, "HD", HD_ENC, feature="FEAT_HAFDBS"),
+    F(39, 39, "HA", HA_ENC, feature="FEAT_HAFDBS"), F(38, 38, "TBI1", TBI_ENC),
+    F(37, 37, "TBI0", TBI_ENC),
+    F(36, 36, "AS", {0: "8-bit ASID", 1: "16-bit ASID"}), Res0(35, 35), F(34, 32, "IPS", PS_ENC),
+    F(31, 30, "TG1", TG1_ENC),
     F(29, 28, "SH1", SH_ENC), F(27, 26, "ORGN1", RGN_ENC), F(25, 24, "IRGN1", RGN_ENC),
-    F(23, 23, "EPD1"), F(22, 22, "A1"), F(21, 16, "T1SZ"), F(15, 14, "TG0", TG0_ENC),
+    F(23, 23, "EPD1", EPD_ENC), F(22, 22, "A1", {0: "TTBR0_ELx.ASID is the ASID",
+                                                 1: "TTBR1_ELx.ASID is the ASID"}),
+    F(21, 16, "T1SZ"), F(15, 14, "TG0", TG0_ENC),
     F(13, 12, "SH0", SH_ENC), F(11, 10, "ORGN0", RGN_ENC), F(9, 8, "IRGN0", RGN_ENC),
-    F(7, 7, "EPD0"), Res0(6, 6), F(5, 0, "T0SZ"),
+    F(7, 7, "EPD0", EPD_ENC), Res0(6, 6), F(5, 0, "T0SZ"),
 )
 TCR_EL1 = RegisterSpec("TCR_EL1", _TCR_EL1_ITEMS)
 # TCR_EL2 when HCR_EL2.E2H=1: the two-range layout of TCR_EL1.
@@ -60,10 +88,12 @@ TCR_EL2_E2H1 = RegisterSpec("TCR_EL2", _TCR_EL1_ITEMS)
 # TCR_EL2 when HCR_EL2.E2H=0: one range.
 TCR_EL2_E2H0 = RegisterSpec("TCR_EL2", (
     Res0(63, 34), F(33, 33, "MTX"), F(32, 32, "DS", feature="FEAT_LPA2"), Res1(31, 31),
-    F(30, 30, "TCMA"),
-    F(29, 29, "TBID"), F(28, 28, "HWU62"), F(27, 27, "HWU61"), F(26, 26, "HWU60"),
-    F(25, 25, "HWU59"), F(24, 24, "HPD"), Res1(23, 23), F(22, 22, "HD"), F(21, 21, "HA"),
-    F(20, 20, "TBI"), Res0(19, 19), F(18, 16, "PS", PS_ENC), F(15, 14, "TG0", TG0_ENC),
+    F(30, 30, "TCMA"), F(29, 29, "TBID"), F(28, 28, "HWU62", feature=HWU),
+    F(27, 27, "HWU61", feature=HWU), F(26, 26, "HWU60", feature=HWU),
+    F(25, 25, "HWU59", feature=HWU), F(24, 24, "HPD", HPD_ENC, feature="FEAT_HPDS"),
+    Res1(23, 23), F(22, 22, "HD", HD_ENC, feature="FEAT_HAFDBS"),
+    F(21, 21, "HA", HA_ENC, feature="FEAT_HAFDBS"),
+    F(20, 20, "TBI", TBI_ENC), Res0(19, 19), F(18, 16, "PS", PS_ENC), F(15, 14, "TG0", TG0_ENC),
     F(13, 12, "SH0", SH_ENC), F(11, 10, "ORGN0", RGN_ENC), F(9, 8, "IRGN0", RGN_ENC),
     Res0(7, 6), F(5, 0, "T0SZ"),
 ))
@@ -71,9 +101,6 @@ TCR_EL2_E2H0 = RegisterSpec("TCR_EL2", (
 # VTCR_EL2: a field that an extension adds is declared with that extension, so a decode
 # for a CPU without it reads the bits as RES0 (Arm ARM VTCR_EL2 field descriptions,
 # "When FEAT_x is implemented: ... Otherwise: Reserved, RES0").
-HA_ENC = {0: "no hardware Access flag update", 1: "hardware Access flag update enabled"}
-HD_ENC = {0: "no hardware dirty state management",
-          1: "hardware dirty state management enabled (with HA=1)"}
 VTCR_EL2 = RegisterSpec("VTCR_EL2", (
     Res0(63, 46), F(45, 45, "HDBSS", feature="FEAT_HDBSS"),
     F(44, 44, "HAFT", feature="FEAT_HAFT"), Res0(43, 42),
