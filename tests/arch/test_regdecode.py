@@ -76,7 +76,12 @@ def test_esr_srt_is_a_w_register_with_sf_0_and_31_is_the_zero_register():
 
 def test_esr_wnr_s1ptw_cm_il_have_meanings():
     d = decode("ESR_EL2", 0x920001C7)
-    assert d.field("IL").meaning == "32-bit instruction trapped"
+    assert d.field("IL").meaning == "1 for a Data Abort with ISV=0 (not an instruction length)"
+    assert decode("ESR_EL2", 0x93C38046).field("IL").meaning == "32-bit instruction trapped"
+    assert decode("ESR_EL2", 0x91C38046).field("IL").meaning == "16-bit instruction trapped"
+    assert decode("ESR_EL2", 0x82000086).field("IL").meaning == (
+        "1 for an Instruction Abort (not an instruction length)")
+    assert not decode("ESR_EL2", 0x80000086).field("IL").valid
     assert d.field("CM").meaning == ("from a cache maintenance or address translation "
                                      "instruction")
     assert d.field("S1PTW").meaning.startswith("fault on the stage 2 translation of an access")

@@ -73,7 +73,7 @@ def test_esr_isv_0_marks_the_syndrome_fields_res0() -> None:
     assert table["[6]"][3].startswith("abort caused by an instruction writing to memory")
     assert table["[7]"][3].startswith("fault on the stage 2 translation")
     assert table["[8]"][3] == "from a cache maintenance or address translation instruction"
-    assert table["[25]"][3] == "32-bit instruction trapped"
+    assert table["[25]"][3] == "1 for a Data Abort with ISV=0 (not an instruction length)"
 
 
 def test_esr_isv_1_interprets_sas_and_srt() -> None:

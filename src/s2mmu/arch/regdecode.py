@@ -161,6 +161,22 @@ def _srt(view: RegView, v: int, fs: FeatureSet) -> Meaning:
     return (f"X{v}" if view.SF else f"W{v}"), True
 
 
+def _il(view: RegView, v: int, fs: FeatureSet) -> Meaning:
+    """IL is 1, not an instruction length, for an Instruction Abort or a Data Abort with ISV=0.
+
+    Arm ARM ESR_ELx.IL (DDI 0487L D24.2.40, as quoted in a Xen patch): "0b1 32-bit
+    instruction trapped. This value is also used when the exception is ... An Instruction
+    Abort exception. A Data Abort exception for which the value of the ISV bit is 0."
+    """
+    names = {f.name for f in view.spec.fields()}
+    if "IFSC" in names or ("ISV" in names and not view.ISV):
+        what = "an Instruction Abort" if "IFSC" in names else "a Data Abort with ISV=0"
+        if v:
+            return f"1 for {what} (not an instruction length)", True
+        return f"should be 1 for {what}", False
+    return ESR_ELx.field("IL").enum[v], True
+
+
 def _wnr(view: RegView, v: int, fs: FeatureSet) -> Meaning:
     meaning = ESR_ELx_DABT.field("WnR").enum[v]
     if view.CM:
@@ -409,6 +425,7 @@ EXPLAIN: dict[tuple[str, str], Explain] = {
     ("ESR_ELx", "ISS2"): _iss2,
     ("ESR_ELx", "ISS"): _iss,
     ("ESR_ELx", "EC"): _ec,
+    ("ESR_ELx", "IL"): _il,
     ("ESR_ELx", "SAS"): _sas,
     ("ESR_ELx", "SSE"): _isv_enum("SSE"),
     ("ESR_ELx", "SRT"): _srt,
