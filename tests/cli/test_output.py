@@ -41,3 +41,10 @@ def test_print_json_writes_one_document() -> None:
 
 def test_schema_file_names() -> None:
     assert schemas.schema_file("s2mmu.run/2") == "s2mmu.run.2.json"
+
+
+def test_a_rule_is_80_columns_when_piped() -> None:
+    buf = io.StringIO()
+    output.console(buf).rule("AT instructions")
+    (line,) = buf.getvalue().splitlines()
+    assert len(line) == output.PIPED_RULE_WIDTH and "AT instructions" in line

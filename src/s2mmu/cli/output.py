@@ -29,6 +29,21 @@ def _is_terminal(stream: IO[str]) -> bool:
         return False
 
 
+PIPED_RULE_WIDTH = 80
+"""The width of a rule (a titled separator line) when output is not a terminal."""
+
+
+class _PipedConsole(Console):
+    """A console that never wraps; its rules are PIPED_RULE_WIDTH wide, not unbounded."""
+
+    def rule(self, title: Any = "", *, characters: str = "\u2500", style: Any = "rule.line",
+             align: Any = "center") -> None:
+        from rich.rule import Rule
+
+        self.print(Rule(title, characters=characters, style=style, align=align),
+                   width=PIPED_RULE_WIDTH)
+
+
 def console(stream: IO[str] | None = None) -> Console:
     """Return the console text output goes to (stdout unless stream is given).
 
@@ -38,7 +53,7 @@ def console(stream: IO[str] | None = None) -> Console:
     out = stream if stream is not None else sys.stdout
     if _is_terminal(out):
         return Console(file=out, highlight=False, no_color="NO_COLOR" in os.environ)
-    return Console(file=out, highlight=False, color_system=None, width=1 << 16,
+    return _PipedConsole(file=out, highlight=False, color_system=None, width=1 << 16,
                    soft_wrap=True, force_terminal=False, emoji=False)
 
 
