@@ -425,10 +425,8 @@ def _check_range(rng: AddrRange | None, spaces: list[tuple[int, int]], what: str
     """Return the filter range, refusing one that leaves the input address space."""
     if rng is None:
         return AddrRange(0, 1 << 64)
-    for lo, hi in spaces:
-        if lo <= rng.start and rng.end <= hi:
-            return rng
-    if len(spaces) == 2 and spaces[0][0] <= rng.start and rng.end <= spaces[1][1]:
+    if (any(lo <= rng.start < hi for lo, hi in spaces)
+            and any(lo < rng.end <= hi for lo, hi in spaces)):
         return rng
     where = " or ".join(f"{lo:#x}-{hi:#x}" for lo, hi in spaces)
     raise InputError(f"--range {rng.start:#x}-{rng.end:#x} is outside the {what} ({where})")
@@ -565,7 +563,8 @@ def dump_s1(ranges: list[S1TTWParams], env: Env, s2: S2TTWParams | None = None,
     ranges holds the walk parameters of each VA range (TTBR0 and, in two-range regimes,
     TTBR1: GetS1TTWParams for a VA in each). With s2, table addresses are IPAs read
     through that stage 2 (without setting its access flags). A TxSZ the walk would
-    fault on is bad input; a range with EPDx=1 or stage 1 off is listed as disabled.
+    fault on is bad input; a range with EPDx=1 or stage 1 off is listed as disabled, and
+    a range outside rng is left out.
     """
     if not ranges:
         raise ValueError("dump_s1 needs the walk parameters of at least one VA range")
@@ -582,6 +581,8 @@ def dump_s1(ranges: list[S1TTWParams], env: Env, s2: S2TTWParams | None = None,
     regions = []
     for p in fixed:
         start, end = s1_region_bounds(p)
+        if rng.end <= start or end <= rng.start:
+            continue
         disabled = ""
         if not p.mmu_on:
             disabled = "stage 1 is off (SCTLR_ELx.M=0, or HCR_EL2.DC/TGE)"
