@@ -417,8 +417,9 @@ def _region(name: str, st: _Stage, rng: AddrRange, end: int, keep: RangePredicat
             else:
                 _visit(st, out, pa, setup.startlevel, 0, (), {})
     out.close()
+    faults = tuple(out.faults) if keep is None else ()   # faults have no permissions
     return DumpRegion(name, setup.stage, st.region_base, end, setup.granule, setup.startlevel,
-                      base, disabled, tuple(out.ranges), tuple(out.faults))
+                      base, disabled, tuple(out.ranges), faults)
 
 
 def _check_range(rng: AddrRange | None, spaces: list[tuple[int, int]], what: str) -> AddrRange:
@@ -471,8 +472,8 @@ def dump_s2(p: S2TTWParams, env: Env, rng: AddrRange | None = None,
     """Return the stage 2 that p describes as merged ranges of IPA space.
 
     rng limits the dump to [start, end) (clipping ranges at its edges); keep keeps only
-    ranges whose attributes it accepts (e.g. PermFilter(w=True)). A T0SZ or SL0 the walk
-    would fault on at level 0 is bad input.
+    ranges whose attributes it accepts (e.g. PermFilter(w=True)), and no faults. A T0SZ
+    or SL0 the walk would fault on at level 0 is bad input.
     """
     why = s2_txsz_fault(p, env)
     if why:

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from s2mmu.arch.atcase import AtCase, load_memory, parse_cases
-from s2mmu.arch.attrs import CacheHints, Cacheability, MemoryAttributes, MemType
+from s2mmu.arch.attrs import Cacheability, CacheHints, MemoryAttributes, MemType
 from s2mmu.arch.bits import bit
 from s2mmu.arch.dump import (
     AddrRange,
@@ -236,7 +236,7 @@ def pick_case(cases: list[AtCase], name: str | None, file: str) -> AtCase:
 
 
 def default_el(regs: SysRegs) -> int:
-    """Return the EL whose stage-1 regime a dump shows by default: EL1's unless only EL2's MMU is on."""
+    """Return the EL whose stage-1 regime a dump shows: EL1's unless only EL2's MMU is on."""
     return 2 if bit(regs.SCTLR_EL2, 0) and not bit(regs.SCTLR_EL1, 0) else 1
 
 
