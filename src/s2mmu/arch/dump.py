@@ -285,16 +285,19 @@ def _num(text: str) -> int:
 
 # ---------------------------------------------------------------- the table traversal
 
-@dataclass
 class _Collect:
-    """The merging state of one region (note_page's pg_state): a local of the dump."""
+    """The merging state of one region (note_page's pg_state): a local of the dump.
 
-    lo: int
-    hi: int
-    keep: RangePredicate | None
-    ranges: list[DumpRange]
-    faults: list[DumpFault]
-    open: DumpRange | None = None
+    The open range is kept as plain fields (start, end, oa, entries, attrs) and becomes
+    a DumpRange when continuity breaks.
+    """
+
+    def __init__(self, lo: int, hi: int, keep: RangePredicate | None) -> None:
+        self.lo, self.hi, self.keep = lo, hi, keep
+        self.ranges: list[DumpRange] = []
+        self.faults: list[DumpFault] = []
+        self.start = self.end = self.oa = self.entries = 0
+        self.attrs: LeafAttrs | None = None
 
     def leaf(self, start: int, size: int, oa: int, attrs: LeafAttrs) -> None:
         """Add one leaf, clipped to [lo, hi), merging it with the open range if it can."""
@@ -303,20 +306,25 @@ class _Collect:
         if start < self.lo:
             oa, size, start = oa + self.lo - start, size - (self.lo - start), self.lo
         size = min(size, self.hi - start)
-        cur = self.open
-        if (cur is not None and cur.end == start and cur.oa + cur.size() == oa
-                and cur.attrs == attrs):
-            self.open = replace(cur, end=start + size, entries=cur.entries + 1)
+        cur = self.attrs
+        if (cur is not None and self.end == start and self.oa + (start - self.start) == oa
+                and (cur is attrs or cur == attrs)):
+            self.end, self.entries = start + size, self.entries + 1
             return
         self.close()
-        self.open = DumpRange(start, start + size, oa, 1, attrs)
+        self.start, self.end, self.oa, self.entries, self.attrs = start, start + size, oa, 1, attrs
 
     def close(self) -> None:
         """End the open range (ptdump: continuity broken)."""
-        if self.open is not None:
-            self.ranges.append(self.open)
-            self.open = None
+        if self.attrs is not None:
+            self.ranges.append(DumpRange(self.start, self.end, self.oa, self.entries,
+                                         self.attrs))
+            self.attrs = None
 
+
+# The bits a leaf's attributes never depend on (output address bits [49:12]): leaves that
+# differ only there share one LeafAttrs (a cache local to one dump).
+_NOT_OA = ~mask(49, 12)
 
 # Table addresses come back as (PA, "") or (0, why the table cannot be read).
 TableAddr = Callable[[int], tuple[int, str]]
@@ -392,7 +400,7 @@ def _visit(st: _Stage, out: _Collect, pa: int, level: int, ia_base: int,
                     out.faults.append(DumpFault(start, start + span, level, raw, why))
                     continue
                 state = TTWState(st.setup.stage, desc, tables, pa + 8 * i, ())
-                key = (level, raw & ~mask(49, 12), tkey)
+                key = (level, raw & _NOT_OA, tkey)
                 attrs = cache.get(key)
                 if attrs is None:
                     attrs = cache[key] = st.leaf_attrs(state)
@@ -405,7 +413,7 @@ def _region(name: str, st: _Stage, rng: AddrRange, end: int, keep: RangePredicat
     setup = st.setup
     base = setup.base_address()
     lo, hi = max(rng.start, st.region_base), min(rng.end, end)
-    out = _Collect(lo, hi, keep, [], [])
+    out = _Collect(lo, hi, keep)
     if not disabled and lo < hi:
         if oa_out_of_range(base, setup.ps):
             out.faults.append(DumpFault(lo, hi, setup.startlevel, 0, (
