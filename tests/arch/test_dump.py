@@ -350,3 +350,19 @@ def test_stage1_tables_stage2_cannot_read_are_faults() -> None:
     assert list(dump.ranges()) == []
     (f,) = dump.regions[0].faults
     assert f.reason == "stage-2 access flag fault on table IPA 0x10000000"
+
+
+def test_ttbr1_region_reports_upper_virtual_addresses() -> None:
+    from s2mmu.arch.builder import BumpAllocator, TableBuilder
+
+    m, _ = s1_machine()
+    hi = TableBuilder(m.mem, BumpAllocator(0x2000_0000, 0x2100_0000), G, 48, 0)
+    va = 0xFFFF_8000_1234_5000
+    hi.map(va & ((1 << 48) - 1), 0x7000_0000, PAGE, s1_attrs(el0=True))
+    m.set(TTBR1_EL1=hi.root, TCR_EL1=tcr_el1(16, epd1=0))
+    (r,) = s1_dump(m, AddrRange(0xFFFF_0000_0000_0000, 1 << 64)).ranges()
+    assert (r.start, r.end, r.oa) == (va, va + PAGE, 0x7000_0000)
+    got = m.translate(va + 0x10, acc_gpr(0, True), stage1_only=True)
+    assert isinstance(got, AddressDescriptor) and got.paddress == 0x7000_0010
+    # EL0-writable: EL1 may not execute it (ASL: PXN implied), EL0 may (UXN=0)
+    assert el_permissions(r.attrs) == ((True, True, False), (True, True, True))
