@@ -304,5 +304,8 @@ def _dump(case_file: str, case_name: str | None, stage: int | None, el: int | No
                              {"case_file": case_file, "case": case.name}))
         return
     out = console()
+    wx = {r.start for r in result.ranges() if PermFilter(w=True, x=True)(r.attrs)}
     for line in render_text(result, sw_note):
-        out.print(line, markup=False, highlight=False)
+        # colour (on a terminal only): W+X at one EL in red, like ptdump_check_wx's warning
+        style = "bold red" if line.startswith("0x") and int(line[:18], 16) in wx else None
+        out.print(line, markup=False, highlight=False, style=style)
