@@ -361,6 +361,16 @@ def _add_optional_commands() -> None:
 _add_optional_commands()
 
 
+def _add_dump_command() -> None:
+    """Attach `s2mmu dump` (s2mmu.cli.dump_cmd)."""
+    from s2mmu.cli.dump_cmd import dump
+
+    cli.add_command(dump)
+
+
+_add_dump_command()
+
+
 def main() -> None:
     """Run the command line; a reader that goes away (| head) ends it quietly."""
     try:
