@@ -121,7 +121,7 @@ def check_dirty_bits(kvm: Kvm, written: dict[int, set[int]]) -> list[str]:
     for sid in sorted(kvm.dirty_bitmap):
         allowed = written.get(sid, set())
         base = kvm.memslots[sid].base_gfn
-        bad += [f"slot {sid} page {rel} (IPA {(base + rel) << PAGE_SHIFT:#x}) is dirty but "
+        bad += [f"slot {sid} page {rel:#x} (IPA {(base + rel) << PAGE_SHIFT:#x}) is dirty but "
                 "no handled write dirtied it"
                 for rel in dirty_gfns(kvm, sid) if rel not in allowed]
     return bad
