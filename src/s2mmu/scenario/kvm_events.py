@@ -67,11 +67,13 @@ from s2mmu.scenario.schema import (
     Item,
     Layer,
     ParseContext,
+    ScenarioError,
     Where,
     _check_race,
     _check_vma,
     check_kvm_tables,
     common_fields,
+    locate,
 )
 
 MAX_ATTEMPTS = 16
@@ -143,7 +145,7 @@ def parse_kvm(c: Checker, data: dict[str, Any], ctx: ParseContext) -> tuple[KvmC
                                                                              list[Event]]:
     """Parse the kvm tables into the configuration and the memslot setup steps."""
     host, vm, vmas, slots, vcpus = check_kvm_tables(c, data)
-    vm_lines = {k: _locate_vm(c, k) for k in vm}
+    vm_lines = {k: locate(c.text, "vm", None, k) for k in vm}
     specs = tuple(VcpuSpec(it.index, it.get("stage1_tables"),
                            tuple(S1Map(m["va"], m["ipa"], m["size"], m.get("ro", False),
                                        m.get("xn", False), m.get("device", False))
@@ -160,12 +162,6 @@ def parse_kvm(c: Checker, data: dict[str, Any], ctx: ParseContext) -> tuple[KvmC
                                      flags=tuple(it.get("flags", [])))
                           for it in slots]
     return config, setup
-
-
-def _locate_vm(c: Checker, key: str) -> int:
-    from s2mmu.scenario.schema import locate
-
-    return locate(c.text, "vm", None, key)
 
 
 # -- world state -------------------------------------------------------------------------------
@@ -211,8 +207,6 @@ def build_kvm(world: World, config: KvmConfig) -> None:
     A VM KVM refuses to create makes the scenario malformed (ScenarioError naming the
     field): nothing can run without it.
     """
-    from s2mmu.scenario.schema import ScenarioError
-
     host = build_host(config)
     try:
         kvm = kvm_create_vm(host, config.ipa_bits, has_mte=config.mte)
@@ -233,8 +227,6 @@ def build_vcpus(world: World, config: KvmConfig) -> None:
 
     Stage-1 tables outside guest memory make the scenario malformed.
     """
-    from s2mmu.scenario.schema import ScenarioError
-
     kw = world.part(KvmWorld)
     specs = config.vcpus or (VcpuSpec(0, None, (), Where(config.path, 1)),)
     for spec in specs:
@@ -729,7 +721,7 @@ def run_check(world: World, ev: Check, draft: StepDraft) -> Outcome:
 
 def _vcpu(it: Item, ctx: ParseContext) -> int:
     nvcpus = max(1, len(ctx.configs["kvm"].vcpus))  # type: ignore[attr-defined]
-    vcpu = int(it.get("vcpu", 0))
+    vcpu: int = it.get("vcpu", 0)
     if vcpu >= nvcpus:
         raise it.error("vcpu", f"no vCPU {vcpu} ({nvcpus} defined)")
     return vcpu
@@ -748,27 +740,11 @@ def parse_access(it: Item, ctx: ParseContext) -> GuestAccess:
         raise it.error("syndrome", "must be [size in bytes 1/2/4/8, register 0-31]")
     race = None
     if "race" in it.fields:
-        r = _check_race(_checker(it), it.index, it.get("race"))
+        r = _check_race(ctx.checker, it.index, it.get("race"))
         race = HostRace(HostOp(r["do"]), r["hva"], r["size"])
     return GuestAccess(**common_fields(it), access=AccessKind(it.get("do")), vcpu=vcpu,
                        va=it.get("va"), ipa=it.get("ipa"),
                        syndrome=None if s is None else (int(s[0]), int(s[1])), race=race)
-
-
-def _checker(it: Item) -> Checker:
-    """Return a checker for an item's file (for the shared field checks)."""
-    return _ItemChecker(it)
-
-
-class _ItemChecker(Checker):
-    """A Checker that names lines from an item's recorded key lines."""
-
-    def __init__(self, it: Item) -> None:
-        super().__init__(it.where.path, "")
-        self.item = it
-
-    def fail(self, table: str, index: int | None, key: str | None, msg: str):  # type: ignore[no-untyped-def]
-        return self.item.error(key, msg)
 
 
 def parse_abort(it: Item, ctx: ParseContext) -> RawAbort:
@@ -793,7 +769,7 @@ def parse_host_event(it: Item, ctx: ParseContext) -> HostEvent:
 
 def parse_mmap(it: Item, ctx: ParseContext) -> Mmap:
     """Parse an mmap event (a VMA's fields)."""
-    _check_vma(_checker(it), it, "event")
+    _check_vma(ctx.checker, it, "event")
     return Mmap(**common_fields(it), vma=vma_spec(it))
 
 
@@ -801,7 +777,7 @@ def parse_set_memslot(it: Item, ctx: ParseContext) -> SetMemslot:
     """Parse a memslot event (create, or change the fields given)."""
     flags = None
     if "flags" in it.fields:
-        flags = tuple(_checker(it).choices("event", it.index, "flags", it.get("flags"),
+        flags = tuple(ctx.checker.choices("event", it.index, "flags", it.get("flags"),
                                            SLOT_FLAGS))
     return SetMemslot(**common_fields(it), slot=it.get("slot", 0), gpa=it.get("gpa"),
                       size=it.get("size"), hva=it.get("hva"), flags=flags)

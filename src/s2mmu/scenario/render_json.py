@@ -88,8 +88,11 @@ def record(obj: Any) -> dict[str, Any]:
 
 @singledispatch
 def result_json(result: Any) -> dict[str, Any]:
-    """Return a step's typed result as JSON (registered per type; default: its fields)."""
-    return record(result)
+    """Return a step's typed result as JSON (registered per type; default: its fields, or
+    {"type", "value"} for a plain value)."""
+    if dataclasses.is_dataclass(result):
+        return record(result)
+    return {"type": type(result).__name__, "value": value("value", result)}
 
 
 @result_json.register
@@ -162,9 +165,9 @@ def memslot_json(s: Memslot) -> dict[str, Any]:
 
 
 @singledispatch
-def summary_json(summary: Any) -> dict[str, Any]:
-    """Return a layer's summary (registered per type; default: its fields)."""
-    return record(summary)
+def summary_json(summary: Any) -> Any:
+    """Return a layer's summary (registered per type; default: its value as JSON)."""
+    return value("summary", summary)
 
 
 @summary_json.register

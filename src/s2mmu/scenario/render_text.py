@@ -541,13 +541,13 @@ def fault_counts(run: Run) -> dict[str, int]:
 
 
 @singledispatch
-def summary_text(summary: Any, run: Run) -> list[str]:
+def summary_text(summary: Any, run: Run, layer: str) -> list[str]:
     """Return a layer's summary lines (registered per summary type)."""
-    return [f"  {summary}"]
+    return [f"  {layer}: {summary}"]
 
 
 @summary_text.register
-def _(s: KvmSummary, run: Run) -> list[str]:
+def _(s: KvmSummary, run: Run, layer: str) -> list[str]:
     dirty = ", ".join(f"slot {k}: {n}" for k, n in s.dirty_pages.items()) or "no logging"
     counts = fault_counts(run)
     res = ", ".join(f"{k} {n}" for k, n in counts.items()) or "none"
@@ -559,8 +559,8 @@ def _(s: KvmSummary, run: Run) -> list[str]:
 def summary_lines(run: Run) -> list[str]:
     """Return the summary's lines."""
     out = ["summary:"]
-    for s in run.summaries.values():
-        out += summary_text(s, run)
+    for layer, s in run.summaries.items():
+        out += summary_text(s, run, layer)
     return out
 
 

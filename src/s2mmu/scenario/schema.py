@@ -249,9 +249,11 @@ def load_layers() -> Registry:
 
 @dataclass(frozen=True)
 class ParseContext:
-    """What a parse function may need of the rest of the file: the layers' configs."""
+    """What a parse function may need of the rest of the file: the layers' configs so far,
+    and the file's checker (for the shared field checks and their messages)."""
 
     configs: Mapping[str, object]
+    checker: Checker
 
 
 def locate(text: str, table: str, index: int | None, key: str | None) -> int:
@@ -577,10 +579,10 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
     configs: dict[str, object] = {}
     setup: list[Event] = []
     for layer in registry.layers.values():
-        config, steps = layer.parse(c, data, ParseContext(configs))
+        config, steps = layer.parse(c, data, ParseContext(configs, c))
         configs[layer.name] = config
         setup += steps
-    events = _parse_events(c, data, ParseContext(configs))
+    events = _parse_events(c, data, ParseContext(configs, c))
     return Scenario(p, str(data.get("name", Path(p).stem)), str(data.get("description", "")),
                     configs, tuple(setup), tuple(events))
 
