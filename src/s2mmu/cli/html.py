@@ -20,7 +20,13 @@ import xml.etree.ElementTree as ET
 from s2mmu.kvm.abort import kvm_is_write_fault, kvm_vcpu_abt_iss1tw, kvm_vcpu_get_fault_ipa
 from s2mmu.kvm.dirty import SlotPage
 from s2mmu.kvm.errno import errname
-from s2mmu.scenario.kvm_events import DirtyLog, GuestFaulted, IoctlRefused
+from s2mmu.scenario.kvm_events import (
+    AccessCompleted,
+    DirtyLog,
+    GuestFaulted,
+    IoctlRefused,
+    KvmSummary,
+)
 from s2mmu.scenario.records import FaultStep, Run, StepRecord
 from s2mmu.scenario.render_json import run_json
 from s2mmu.scenario.render_text import (
@@ -33,6 +39,7 @@ from s2mmu.scenario.render_text import (
     guest_fault_text,
     mapping_text,
     mismatch_text,
+    size_name,
     step_summary,
     summary_lines,
     verdict_lines,
@@ -149,10 +156,10 @@ def header(body: ET.Element, run: Run) -> None:
     t = add(body, "table", cls="summary", id="summary")
     rows = [line.strip().partition(": ") for line in summary_lines(run)[1:]]
     kvm = run.summaries.get("kvm")
-    if kvm is not None:
-        slots = ", ".join(f"slot {m.id}: IPA {m.base_gfn << 12:#x}+{m.npages << 12:#x} "
-                          f"flags {m.flags:#x}" for m in kvm.memslots) or "none"  # type: ignore[attr-defined]
-        rows += [("memslots", "", slots), ("table pages", "", str(kvm.table_pages))]  # type: ignore[attr-defined]
+    if isinstance(kvm, KvmSummary):
+        slots = ", ".join(f"slot {m.id}: IPA {m.base_gfn << 12:#x}+{size_name(m.npages << 12)} "
+                          f"flags {m.flags:#x}" for m in kvm.memslots) or "none"
+        rows += [("memslots", "", slots), ("table pages", "", str(kvm.table_pages))]
     for name, _, value in rows:
         tr = add(t, "tr")
         add(tr, "th", name)
@@ -188,9 +195,8 @@ def step_row(tb: ET.Element, step: StepRecord, trace: bool) -> None:
     add(oc, "span", out, f"badge o-{out}")
     details = add(tr, "td")
     r = step.result
-    pa = getattr(r, "pa", None)
-    if isinstance(pa, int):
-        add(details, "div", f"PA {pa:#x}", "mono")
+    if isinstance(r, AccessCompleted):
+        add(details, "div", f"PA {r.pa:#x}", "mono")
     if isinstance(r, GuestFaulted):
         add(details, "div", f"{guest_fault_text(r)} (the guest's own exception)")
     if isinstance(r, IoctlRefused):

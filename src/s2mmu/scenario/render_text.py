@@ -53,6 +53,7 @@ from s2mmu.kvm.fault import (
     PfnError,
     PfnPinned,
     PgtableCall,
+    PgtableOp,
     ProtDecision,
     ProtRefusal,
     ProtRefused,
@@ -292,7 +293,7 @@ def mapping_text(f: FaultStep) -> str | None:
     m = f.handled.mapping
     if m is None:
         return None
-    op = "map" if m.op.name == "MAP" else "relax_perms"
+    op = "map" if m.op is PgtableOp.MAP else "relax_perms"
     return f"{op} IPA {m.ipa:#x} {size_name(m.size)} -> PA {m.pa:#x} {prot_str(m.prot)}"
 
 
