@@ -143,7 +143,7 @@ def test_clear_dirty_log_checks_in_the_kernel_order() -> None:
 
 
 def test_dirty_bit_without_a_handled_write_is_reported() -> None:
-    from s2mmu.kvm.invariants import check_dirty_bits
+    from s2mmu.kvm.invariants import UnexplainedDirtyBit, check_dirty_bits
 
     kvm, vcpu = new_vm()
     add_ram(kvm, size=4 << 20, flags=KVM_MEM_LOG_DIRTY_PAGES)
@@ -151,5 +151,4 @@ def test_dirty_bit_without_a_handled_write_is_reported() -> None:
     assert out is not None and out.dirtied == (SlotPage(0, 3),)
     assert check_dirty_bits(kvm, {0: {3}}) == []
     kvm.dirty_bitmap[0][1] |= 1  # page 8, never written
-    assert check_dirty_bits(kvm, {0: {3}}) == [
-        "slot 0 page 0x8 (IPA 0x40008000) is dirty but no handled write dirtied it"]
+    assert check_dirty_bits(kvm, {0: {3}}) == [UnexplainedDirtyBit(0, 8, 0x4000_8000)]

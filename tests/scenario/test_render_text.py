@@ -48,12 +48,22 @@ from s2mmu.kvm.fault import (
     VmaInfo,
 )
 from s2mmu.kvm.host import FaultinError, MemType, VmaKind
+from s2mmu.kvm.invariants import (
+    CacheablePfnmap,
+    CleanWritablePage,
+    MappedOutsideMemslot,
+    PinLeaked,
+    Stage2Mismatch,
+    UnexplainedDirtyBit,
+    WritableBlockWhileLogging,
+)
 from s2mmu.pgtable import events as pgevents
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
 from s2mmu.scenario.render_text import (
     decision_text,
     event_text,
     failure_text,
+    invariant_text,
     result_text,
     slot_page_text,
     step_lines,
@@ -190,3 +200,27 @@ def test_dirty_pages_are_slot_relative_and_hex() -> None:
     gets = [step_lines(s)[0] for s in run.steps if s.event.do == "get_dirty_log"]
     assert gets and all(re.search(r"dirty \[0x[0-9a-f]+(, 0x[0-9a-f]+)*(, \.\.\.)?\]$", g)
                         for g in gets), gets
+
+
+@pytest.mark.parametrize("violation, text", [
+    (PinLeaked(0x10_0000_0000, 2),
+     "host page 0x1000000000 has refcount 2 (a pin was not released)"),
+    (MappedOutsideMemslot(0x9000_0000, 0x1000),
+     "IPA 0x90000000+0x1000 is mapped outside a memslot"),
+    (WritableBlockWhileLogging(0x4000_0000, 1 << 21, 0),
+     "IPA 0x40000000+0x200000: writable block in logging slot 0"),
+    (CleanWritablePage(0x4000_3000, 0x1000, 1),
+     "IPA 0x40003000+0x1000: writable page in logging slot 1 but not dirty"),
+    (CacheablePfnmap(0x1_0000_0000, 0x1000),
+     "IPA 0x100000000+0x1000: cacheable VM_PFNMAP mapping without FWB+DIC"),
+    (Stage2Mismatch(0x4000_0000, 1 << 21, 0x1F_F000, 0x10_001F_F000, None),
+     "IPA 0x40000000+0x200000: stage 2 gives PA 0x10001ff000 at +0x1ff000, the host maps "
+     "nothing"),
+    (UnexplainedDirtyBit(0, 0x10, 0x4001_0000),
+     "slot 0 page 0x10 (IPA 0x40010000) is dirty but no handled write dirtied it"),
+])
+def test_each_kvm_invariant_has_its_words(violation: object, text: str) -> None:
+    from s2mmu.kvm import invariants
+
+    assert invariant_text(violation) == text
+    assert type(violation) in typing.get_args(invariants.KvmViolation)

@@ -37,6 +37,7 @@ from s2mmu.scenario.render_text import (
     fault_result_text,
     fsc_name,
     guest_fault_text,
+    invariant_text,
     mapping_text,
     mismatch_text,
     size_name,
@@ -217,8 +218,8 @@ def step_row(tb: ET.Element, step: StepRecord, trace: bool) -> None:
             add(ul, "li", event_text(e), "tlbi")
     for m in step.mismatches:
         add(details, "div", f"EXPECTATION FAILED: {mismatch_text(m)}", "broken expect-failed")
-    for s in step.invariants:
-        add(details, "div", f"INVARIANT BROKEN: {s}", "broken invariant-broken")
+    for v in step.invariants:
+        add(details, "div", f"INVARIANT BROKEN: {invariant_text(v)}", "broken invariant-broken")
 
 
 def fault_details(parent: ET.Element, f: FaultStep) -> None:

@@ -26,7 +26,12 @@ from s2mmu.kvm.dirty import kvm_clear_dirty_log_protect, kvm_get_dirty_log_prote
 from s2mmu.kvm.errno import errname
 from s2mmu.kvm.fault import FaultHooks, kvm_handle_guest_abort
 from s2mmu.kvm.host import HostFeatures, HostMm, MemType, Vma, VmaKind
-from s2mmu.kvm.invariants import check_dirty_bits, check_invariants, stage2_leaves
+from s2mmu.kvm.invariants import (
+    KvmViolation,
+    check_dirty_bits,
+    check_invariants,
+    stage2_leaves,
+)
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Memslot
 from s2mmu.kvm.vm import (
     KVM_DIRTY_LOG_INITIALLY_SET,
@@ -965,13 +970,13 @@ def _error(it: Item) -> ExpectError:
 # -- invariants --------------------------------------------------------------------------------
 
 
-def stage2_invariants(world: World) -> list[str]:
+def stage2_invariants(world: World) -> list[KvmViolation]:
     """Pins released, nothing mapped outside a memslot, logging rules, PFNMAP cacheability,
     stage 2 equal to the host mapping."""
     return check_invariants(world.part(KvmWorld).kvm)
 
 
-def dirty_bit_invariant(world: World) -> list[str]:
+def dirty_bit_invariant(world: World) -> list[KvmViolation]:
     """Dirty bits only for pages a handled write dirtied."""
     kw = world.part(KvmWorld)
     return check_dirty_bits(kw.kvm, kw.written)

@@ -127,7 +127,7 @@ class StepRecord:
     faults: tuple[FaultStep, ...]
     events: tuple[Any, ...]
     mismatches: tuple[Mismatch, ...]
-    invariants: tuple[str, ...]
+    invariants: tuple[Any, ...]
     trace: tuple[Any, ...] = ()
 
     @property
@@ -141,7 +141,7 @@ class StepRecord:
         return not self.mismatches and not self.invariants
 
 
-def freeze(draft: StepDraft, mismatches: list[Mismatch], invariants: list[str]) -> StepRecord:
+def freeze(draft: StepDraft, mismatches: list[Mismatch], invariants: list[Any]) -> StepRecord:
     """Return the record of a finished step."""
     return StepRecord(draft.index, draft.event, draft.outcome, draft.result,
                       tuple(draft.faults), draft.events, tuple(mismatches), tuple(invariants),
@@ -169,10 +169,16 @@ class World:
 
 @dataclass(frozen=True)
 class Failure:
-    """A broken expectation (a Mismatch) or invariant (its sentence) after a step."""
+    """A broken expectation (a Mismatch) or invariant (the layer's typed violation) after a
+    step."""
 
     step: StepRecord
-    what: Mismatch | str
+    what: Any
+
+    @property
+    def is_expectation(self) -> bool:
+        """Return whether an expectation (not an invariant) broke."""
+        return isinstance(self.what, Mismatch)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from s2mmu.scenario.render_text import (
     fault_result_text,
     fsc_name,
     guest_fault_text,
+    invariant_text,
     mismatch_text,
     prot_str,
     size_name,
@@ -144,16 +145,22 @@ def step_json(s: StepRecord, trace: bool = False) -> dict[str, Any]:
         "faults": [fault_json(f) for f in s.faults],
         "events": [event_text(e) for e in s.events],
         "expectations": [mismatch_text(m) for m in s.mismatches],
-        "invariants": list(s.invariants)}
+        "invariants": [invariant_json(v) for v in s.invariants]}
     if trace:
         doc["trace"] = [event_text(e) for e in s.trace]
     return doc
 
 
+def invariant_json(v: Any) -> dict[str, Any]:
+    """Return a broken invariant: its type and values (if typed) and its words."""
+    typed = record(v) if dataclasses.is_dataclass(v) else {"type": type(v).__name__}
+    return {**typed, "text": invariant_text(v)}
+
+
 def failure_json(f: Failure) -> dict[str, Any]:
     """Return one failure: the step's number, kind and line, and what broke."""
-    kind = "invariant" if isinstance(f.what, str) else "expectation"
-    text = f.what if isinstance(f.what, str) else mismatch_text(f.what)
+    kind = "expectation" if f.is_expectation else "invariant"
+    text = mismatch_text(f.what) if f.is_expectation else invariant_text(f.what)
     return {"index": f.step.index, "do": f.step.event.do, "line": f.step.line, "kind": kind,
             "message": text}
 

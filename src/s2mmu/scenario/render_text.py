@@ -64,6 +64,15 @@ from s2mmu.kvm.fault import (
     UnsupportedFsc,
     VmaInfo,
 )
+from s2mmu.kvm.invariants import (
+    CacheablePfnmap,
+    CleanWritablePage,
+    MappedOutsideMemslot,
+    PinLeaked,
+    Stage2Mismatch,
+    UnexplainedDirtyBit,
+    WritableBlockWhileLogging,
+)
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
     DcacheCleanInvalPoc,
@@ -461,7 +470,7 @@ def step_lines(step: StepRecord, trace: bool = False) -> list[str]:
     if trace:
         out += [f"    . {event_text(e)}" for e in step.trace]
     out += [f"    EXPECTATION FAILED: {mismatch_text(m)}" for m in step.mismatches]
-    out += [f"    INVARIANT BROKEN: {m}" for m in step.invariants]
+    out += [f"    INVARIANT BROKEN: {invariant_text(v)}" for v in step.invariants]
     return out
 
 
@@ -527,9 +536,57 @@ def _(e: ExpectSeq, got: Any = None) -> str:
     return f"expected mmu_invalidate_seq {e.seq}, got {got}"
 
 
+@singledispatch
+def invariant_text(v: Any) -> str:
+    """Return a broken invariant in words (registered per violation type)."""
+    return str(v)
+
+
+def _where(ipa: int, size: int) -> str:
+    return f"IPA {ipa:#x}+{size:#x}"
+
+
+@invariant_text.register
+def _(v: PinLeaked) -> str:
+    return f"host page {v.pa:#x} has refcount {v.refcount} (a pin was not released)"
+
+
+@invariant_text.register
+def _(v: MappedOutsideMemslot) -> str:
+    return f"{_where(v.ipa, v.size)} is mapped outside a memslot"
+
+
+@invariant_text.register
+def _(v: WritableBlockWhileLogging) -> str:
+    return f"{_where(v.ipa, v.size)}: writable block in logging slot {v.slot}"
+
+
+@invariant_text.register
+def _(v: CleanWritablePage) -> str:
+    return f"{_where(v.ipa, v.size)}: writable page in logging slot {v.slot} but not dirty"
+
+
+@invariant_text.register
+def _(v: CacheablePfnmap) -> str:
+    return f"{_where(v.ipa, v.size)}: cacheable VM_PFNMAP mapping without FWB+DIC"
+
+
+@invariant_text.register
+def _(v: Stage2Mismatch) -> str:
+    got = "nothing" if v.host_pa is None else f"{v.host_pa:#x}"
+    return (f"{_where(v.ipa, v.size)}: stage 2 gives PA {v.pa:#x} at +{v.offset:#x}, "
+            f"the host maps {got}")
+
+
+@invariant_text.register
+def _(v: UnexplainedDirtyBit) -> str:
+    return (f"slot {v.slot} page {v.page:#x} (IPA {v.ipa:#x}) is dirty but no handled write "
+            "dirtied it")
+
+
 def failure_text(f: Failure) -> str:
     """Return one failure as the list shows it: the step number, kind, line, what broke."""
-    what = f.what if isinstance(f.what, str) else mismatch_text(f.what)
+    what = mismatch_text(f.what) if f.is_expectation else invariant_text(f.what)
     return f"step #{f.step.index} {f.step.event.do} (line {f.step.line}): {what}"
 
 

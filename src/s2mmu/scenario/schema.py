@@ -166,10 +166,11 @@ class ExpectationKind:
 
 @dataclass(frozen=True)
 class Invariant:
-    """A rule checked after every step: check(world) returns the ways it is broken."""
+    """A rule checked after every step: check(world) returns the ways it is broken (typed
+    values, worded by the renderers)."""
 
     name: str
-    check: Callable[[World], list[str]]
+    check: Callable[[World], list[Any]]
 
 
 @dataclass(frozen=True)
