@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -215,3 +216,18 @@ def test_a_new_layer_keeps_the_file_line_field_messages(counter_layer: None) -> 
     with pytest.raises(ScenarioError, match=r"^c.toml:18: event\[0\].expect: not a field of a "
                                             r"tick event \(known: by, do, expect_count"):
         load_scenario("c.toml", COUNTER.replace("expect_count = 7", "expect = \"done\""))
+
+
+@pytest.mark.parametrize("path", sorted(
+    [*(Path(__file__).resolve().parents[1] / "scenarios").glob("*.toml"),
+     *(Path(__file__).resolve().parents[2] / "src/s2mmu/scenario/data").glob("*.toml")]),
+    ids=lambda p: p.stem)
+def test_the_checker_finds_the_same_lines_as_locate(path: Path) -> None:
+    from s2mmu.scenario.schema import locate
+
+    text = path.read_text()
+    c = Checker(str(path), text)
+    for table in ("event", "vma", "memslot", "vcpu", "host", "vm", "absent"):
+        for index in (None, 0, 1, 3, 40):
+            for key in (None, "do", "ipa", "start", "size", "features", "ipa_bits", "expect"):
+                assert c.line(table, index, key) == locate(text, table, index, key)

@@ -287,9 +287,38 @@ class Checker:
 
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
+        self._lines: list[str] | None = None
+        self._headers: dict[tuple[str, bool], list[int]] = {}
+
+    def line(self, table: str, index: int | None, key: str | None) -> int:
+        """Return what :func:`locate` returns, with the file's table headers found once
+        (a scenario of thousands of events stays linear to load)."""
+        if self._lines is None:
+            self._lines = self.text.splitlines()
+        lines = self._lines
+        array = index is not None
+        if (table, array) not in self._headers:
+            header = re.compile(r"^\s*\[\[\s*" + re.escape(table) + r"\s*\]\]" if array
+                                else r"^\s*\[\s*" + re.escape(table) + r"\s*\]")
+            self._headers[table, array] = [i for i, ln in enumerate(lines) if header.match(ln)]
+        starts = self._headers[table, array]
+        n = index or 0
+        if n >= len(starts):
+            return 1
+        start = starts[n]
+        if key is None:
+            return start + 1
+        keypat = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        sub = "[[" + table + "."
+        for j in range(start + 1, len(lines)):
+            if re.match(r"^\s*\[", lines[j]) and not lines[j].strip().startswith(sub):
+                break
+            if keypat.match(lines[j]):
+                return j + 1
+        return start + 1
 
     def fail(self, table: str, index: int | None, key: str | None, msg: str) -> ScenarioError:
-        line = locate(self.text, table, index, key)
+        line = self.line(table, index, key)
         name = f"{table}[{index}]" if index is not None else table
         fieldname = f"{name}.{key}" if key else name
         return ScenarioError(f"{self.path}:{line}: {fieldname}: {msg}")
@@ -398,9 +427,9 @@ def _items(c: Checker, data: dict[str, Any], table: str, allowed: set[str]) -> l
     out = []
     for i, d in enumerate(raw):
         c.keys(table, i, d, allowed)
-        lines = {k: locate(c.text, table, i, k) for k in d}
+        lines = {k: c.line(table, i, k) for k in d}
         out.append(Item(table, i, _check_values(c, table, i, d),
-                        Where(c.path, locate(c.text, table, i, None)), lines))
+                        Where(c.path, c.line(table, i, None)), lines))
     return out
 
 
