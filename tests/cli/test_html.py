@@ -92,7 +92,8 @@ def test_one_row_per_event_with_its_outcome(tmp_path: Path) -> None:
     for row, step in zip(rows, report["steps"], strict=True):
         assert row.attrs["data-line"] == str(step["line"])
         assert row.attrs["data-do"] == step["do"]
-        assert row.attrs["data-outcome"] == (step.get("outcome") or "done")
+        assert row.attrs["data-outcome"] == step["outcome"]
+        assert row.attrs["data-index"] == str(step["index"]) == row.children[0].all_text()
         assert f"o-{row.attrs['data-outcome']}" in row.classes()
         assert step["summary"] in row.all_text()
     assert "scenario readonly-and-holes" in stdout  # the text timeline is still printed
@@ -109,8 +110,8 @@ def test_each_fault_is_expandable_with_abort_steps_and_mapping(tmp_path: Path) -
         text = d.all_text()
         assert f["abort"]["esr"] in text and f["abort"]["fsc_name"] in text
         assert [li.all_text() for li in d.find_all("ol", "steps")[0].find_all("li")] == [
-            f"{s['step']}: {s['decision']}" for s in f["steps"]]
-        assert f"o-{f['result']}" in d.classes()
+            f"{s['step']}: {s['text']}" for s in f["decisions"]]
+        assert f"o-{f['result']['outcome']}" in d.classes()
         if f["mapping"]:
             assert f["mapping"]["pa"] in d.find_all("div", "mapping")[0].all_text()
 
@@ -141,12 +142,16 @@ def test_failing_expectation_is_listed_linked_and_on_its_row(tmp_path: Path) -> 
     assert code == 1  # --html leaves the exit status alone
     assert doc is not None
     want = json_report(bad)["failures"]
-    assert want and "expected nisv, got mmio" in want[0]
+    assert [f["message"] for f in want] == ["expected nisv, got mmio"]
     items = doc.find_all("li", "failure")
-    assert [li.all_text() for li in items] == want
+    # the same step number in the failure list, the row and the JSON index
+    assert [li.all_text() for li in items] == [
+        f"step #{f['index']} {f['do']} (line {f['line']}): {f['message']}" for f in want]
     target = items[0].find_all("a")[0].attrs["href"].lstrip("#")
     row = next(r for r in doc.find_all("tr", "event") if r.attrs.get("id") == target)
     assert "failed" in row.classes()
+    assert row.attrs["data-index"] == str(want[0]["index"])
+    assert row.children[0].all_text() == str(want[0]["index"])
     assert "EXPECTATION FAILED: expected nisv, got mmio" in row.all_text()
 
 

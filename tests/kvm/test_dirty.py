@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from s2mmu.kvm.dirty import dirty_gfns, kvm_clear_dirty_log_protect, kvm_get_dirty_log_protect
+from s2mmu.kvm.dirty import (
+    SlotPage,
+    dirty_gfns,
+    kvm_clear_dirty_log_protect,
+    kvm_get_dirty_log_protect,
+)
+from s2mmu.kvm.fault import PgtableOp
 from s2mmu.kvm.invariants import check_invariants, leaf_writable, stage2_leaves
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES
 from s2mmu.kvm.vm import (
@@ -62,7 +68,7 @@ def test_get_dirty_log_clears_and_write_protects_again() -> None:
     assert dirty_gfns(kvm, 0) == []
     assert not leaf_writable(stage2_leaves(kvm)[0])
     out = touch(kvm, vcpu, RAM_IPA + 0x3000, "write")
-    assert out is not None and out.mapping is not None and out.mapping.op == "relax_perms"
+    assert out is not None and out.mapping is not None and out.mapping.op is PgtableOp.RELAX_PERMS
     assert dirty_gfns(kvm, 0) == [3]
 
 
@@ -101,7 +107,7 @@ def test_disable_lets_a_write_collapse_pages_into_a_block() -> None:
     assert 0 not in kvm.dirty_bitmap
     out = touch(kvm, vcpu, RAM_IPA + 0x7000, "write")
     assert out is not None and out.mapping is not None
-    assert (out.mapping.op, out.mapping.size) == ("map", MB2)
+    assert (out.mapping.op, out.mapping.size) == (PgtableOp.MAP, MB2)
     assert sorted({lf.size for lf in stage2_leaves(kvm)}) == [4096, MB2]
 
 
@@ -137,13 +143,12 @@ def test_clear_dirty_log_checks_in_the_kernel_order() -> None:
 
 
 def test_dirty_bit_without_a_handled_write_is_reported() -> None:
-    from s2mmu.kvm.invariants import check_dirty_bits
+    from s2mmu.kvm.invariants import UnexplainedDirtyBit, check_dirty_bits
 
     kvm, vcpu = new_vm()
     add_ram(kvm, size=4 << 20, flags=KVM_MEM_LOG_DIRTY_PAGES)
     out = touch(kvm, vcpu, RAM_IPA + 0x3000, "write")
-    assert out is not None and out.dirtied == ((RAM_IPA >> 12) + 3,)
+    assert out is not None and out.dirtied == (SlotPage(0, 3),)
     assert check_dirty_bits(kvm, {0: {3}}) == []
     kvm.dirty_bitmap[0][1] |= 1  # page 8, never written
-    assert check_dirty_bits(kvm, {0: {3}}) == [
-        "slot 0 page 8 (IPA 0x40008000) is dirty but no handled write dirtied it"]
+    assert check_dirty_bits(kvm, {0: {3}}) == [UnexplainedDirtyBit(0, 8, 0x4000_8000)]

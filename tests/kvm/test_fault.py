@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from s2mmu.kvm.abort import Error, HwpoisonSignal, InjectedAbort, MmioExit, NisvExit, Resumed
-from s2mmu.kvm.fault import FaultHooks, kvm_handle_guest_abort
+from s2mmu.kvm.abort import (
+    Error,
+    ErrorReason,
+    HwpoisonSignal,
+    InjectedAbort,
+    InjectKind,
+    MmioExit,
+    NisvExit,
+    Resumed,
+    ResumeReason,
+)
+from s2mmu.kvm.fault import FaultHooks, PgtableOp, kvm_handle_guest_abort
 from s2mmu.kvm.host import HostFeatures, MemType, Vma, VmaKind
 from s2mmu.kvm.invariants import check_invariants, leaf_writable, stage2_leaves
 from s2mmu.kvm.memslot import KVM_MEM_READONLY
@@ -36,7 +46,7 @@ def test_thp_backed_fault_maps_a_2m_block() -> None:
     kvm, vcpu = new_vm()
     add_ram(kvm)
     out = touch(kvm, vcpu, RAM_IPA + 0x1234)
-    assert out is not None and out.result == Resumed("mapped")
+    assert out is not None and out.result == Resumed(ResumeReason.MAPPED)
     assert out.mapping is not None and out.mapping.size == 2 << 20
     assert out.mapping.ipa == RAM_IPA
 
@@ -106,7 +116,7 @@ def test_exec_fault_on_noncacheable_memory_injects_sea() -> None:
     kvm, vcpu = new_vm()
     add_bar(kvm, MemType.DEVICE)
     out = touch(kvm, vcpu, BAR_IPA, "exec")
-    assert out is not None and out.result == InjectedAbort("pabt", BAR_IPA)
+    assert out is not None and out.result == InjectedAbort(InjectKind.PABT, BAR_IPA)
     assert stage2_leaves(kvm) == []
 
 
@@ -132,42 +142,42 @@ def test_hole_without_syndrome_is_enosys_or_nisv_exit() -> None:
 def test_hole_instruction_fetch_injects_pabt() -> None:
     kvm, vcpu = new_vm()
     out = touch(kvm, vcpu, 0x900_0000, "exec")
-    assert out is not None and out.result == InjectedAbort("pabt", 0x900_0000)
+    assert out is not None and out.result == InjectedAbort(InjectKind.PABT, 0x900_0000)
 
 
 def test_stage1_walk_into_a_hole_injects_dabt() -> None:
     kvm, vcpu = new_vm()
     out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 0x900_0000, s1ptw=True), kvm, vcpu)
-    assert out.result == InjectedAbort("dabt", 0x900_0000)
+    assert out.result == InjectedAbort(InjectKind.DABT, 0x900_0000)
 
 
 def test_cache_maintenance_outside_memslots_is_skipped() -> None:
     kvm, vcpu = new_vm()
     out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 0x900_0000, cm=True), kvm, vcpu)
-    assert isinstance(out.result, Resumed) and "skipped" in out.result.why
+    assert out.result == Resumed(ResumeReason.CM_SKIPPED)
 
 
 def test_out_of_ipa_space_translation_faults() -> None:
     kvm, vcpu = new_vm(ipa_bits=36)
     # Between the VM's IPA size and the host limit: an SEA, never MMIO.
     out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 1 << 40), kvm, vcpu)
-    assert out.result == InjectedAbort("dabt", 1 << 40)
+    assert out.result == InjectedAbort(InjectKind.DABT, 1 << 40)
     out = kvm_handle_guest_abort(iabt(FSC_TRANS_L3, 1 << 40), kvm, vcpu)
-    assert out.result == InjectedAbort("pabt", 1 << 40)
+    assert out.result == InjectedAbort(InjectKind.PABT, 1 << 40)
     # Beyond the host's IPA limit (48 bits): an address size fault.
     out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 1 << 49), kvm, vcpu)
-    assert out.result == InjectedAbort("size", 1 << 49)
+    assert out.result == InjectedAbort(InjectKind.SIZE, 1 << 49)
 
 
 def test_sea_is_serror_unless_the_host_claims_it() -> None:
     kvm, vcpu = new_vm()
     add_ram(kvm)
     out = kvm_handle_guest_abort(dabt(FSC_SEA, RAM_IPA), kvm, vcpu)
-    assert out.result == InjectedAbort("serror", RAM_IPA)
+    assert out.result == InjectedAbort(InjectKind.SERROR, RAM_IPA)
     kvm, vcpu = new_vm(replace(FWB_DIC, ras_claims_sea=True))
     add_ram(kvm)
     out = kvm_handle_guest_abort(dabt(FSC_SEA, RAM_IPA), kvm, vcpu)
-    assert isinstance(out.result, Resumed)
+    assert out.result == Resumed(ResumeReason.SEA_CLAIMED)
 
 
 def test_read_permission_fault_is_efault() -> None:
@@ -182,7 +192,7 @@ def test_access_flag_fault_makes_the_leaf_young() -> None:
     add_ram(kvm)
     touch(kvm, vcpu, RAM_IPA)
     out = kvm_handle_guest_abort(dabt(FSC_AF_L3, RAM_IPA), kvm, vcpu)
-    assert out.result == Resumed("access flag set")
+    assert out.result == Resumed(ResumeReason.ACCESS_FLAG)
     assert [d.step for d in out.decisions][-1] == "handle_access_fault"
 
 
@@ -190,7 +200,7 @@ def test_unsupported_fsc_is_efault() -> None:
     kvm, vcpu = new_vm()
     add_ram(kvm)
     out = kvm_handle_guest_abort(dabt(0x21, RAM_IPA), kvm, vcpu)  # alignment fault
-    assert isinstance(out.result, Error) and "Unsupported FSC" in out.result.why
+    assert out.result == Error(-14, ErrorReason.UNSUPPORTED_FSC)
 
 
 def test_hwpoison_signals_the_vmm() -> None:
@@ -206,7 +216,7 @@ def test_invalidation_between_pin_and_lock_retries_without_mapping() -> None:
     add_ram(kvm, thp=False)
     hooks = FaultHooks(between_pin_and_lock=lambda: kvm.host.madvise_dontneed(RAM_HVA, 4096))
     out = touch(kvm, vcpu, RAM_IPA, hooks=hooks)
-    assert out is not None and out.result == Resumed("retry") and out.mapping is None
+    assert out is not None and out.result == Resumed(ResumeReason.RETRY) and out.mapping is None
     assert stage2_leaves(kvm) == []
     assert check_invariants(kvm) == []  # the pin was dropped on the retry path too
 
@@ -230,7 +240,7 @@ def test_write_to_a_readonly_leaf_relaxes_in_place() -> None:
     touch(kvm, vcpu, RAM_IPA)
     stage2_wp_range(kvm, RAM_IPA, RAM_IPA + 4096)
     out = touch(kvm, vcpu, RAM_IPA, "write")
-    assert out is not None and out.mapping is not None and out.mapping.op == "relax_perms"
+    assert out is not None and out.mapping is not None and out.mapping.op is PgtableOp.RELAX_PERMS
     assert leaf_writable(stage2_leaves(kvm)[0])
 
 
@@ -238,7 +248,7 @@ def test_out_of_ipa_space_sea_reports_the_ipa_not_the_va() -> None:
     # kvm_handle_guest_abort injects the SEA at fault_ipa | FAR[11:0], not at FAR.
     kvm, vcpu = new_vm(ipa_bits=36)
     out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, 1 << 40, far=0x1234_5678), kvm, vcpu)
-    assert out.result == InjectedAbort("dabt", (1 << 40) | 0x678)
+    assert out.result == InjectedAbort(InjectKind.DABT, (1 << 40) | 0x678)
 
 
 def test_hwpoison_lsb_is_the_shift_chosen_for_the_mapping() -> None:

@@ -27,8 +27,9 @@ from s2mmu.kvm.host import Vma, VmaKind
 from s2mmu.kvm.invariants import check_invariants
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
 from s2mmu.kvm.vm import kvm_set_memory_region
-from s2mmu.scenario.runner import World, access_step
-from s2mmu.scenario.schema import Item, Where
+from s2mmu.scenario.kvm_events import AccessKind, GuestAccess, KvmWorld, run_access
+from s2mmu.scenario.records import StepDraft, World
+from s2mmu.scenario.schema import Scenario, Where
 from tests.kvm.helpers import new_vm
 
 TABLES = {"ram": 0x4000_0000, "readonly": 0x8000_0000, "hole": 0xC000_0000}
@@ -77,13 +78,14 @@ def test_fault_matrix(access: str, tables: str, target: str, logging: bool,
     regs = build_guest_stage1(kvm, TABLES[tables], maps)
     if tables == "hole":
         kvm_set_memory_region(kvm, 9, 0, 0, 0, 0)
-    world = World(kvm.host, kvm, [vcpu], [regs])
-    fields = {"do": access, "va": VA + 0x10}
-    if syndrome:
-        fields["syndrome"] = [4, 2]
-    rec = {"faults": []}
-    outcome = access_step(world, Item("event", 0, fields, Where("matrix", 0)), rec)
-    assert outcome == oracle(access, tables, target, syndrome), rec["faults"]
+    world = World(Scenario("matrix", "matrix", "", {}))
+    world.add(KvmWorld(kvm.host, kvm, [vcpu], [regs]))
+    event = GuestAccess(do=access, table="event", index=0, where=Where("matrix", 1),
+                        access=AccessKind(access), va=VA + 0x10,
+                        syndrome=(4, 2) if syndrome else None)
+    draft = StepDraft(1, event)
+    outcome = run_access(world, event, draft)
+    assert outcome.value == oracle(access, tables, target, syndrome), draft.faults
     want_dirty = [(TARGET["ram"] - 0x4000_0000) >> 12] if (
         logging and target == "ram" and access == "write" and tables != "hole") else []
     if logging:

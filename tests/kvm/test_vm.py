@@ -7,7 +7,7 @@ import pytest
 from s2mmu.kvm.host import HostFeatures, MemType, Vma, VmaKind
 from s2mmu.kvm.invariants import stage2_leaves
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
-from s2mmu.kvm.vm import KvmError, kvm_create_vm, kvm_set_memory_region
+from s2mmu.kvm.vm import KvmError, MemoryChange, kvm_create_vm, kvm_set_memory_region
 from tests.kvm.helpers import FWB_DIC, RAM_HVA, RAM_IPA, add_bar, add_ram, new_vm, touch
 
 
@@ -83,10 +83,10 @@ def test_move_and_delete_unmap_the_old_range() -> None:
     add_ram(kvm)
     touch(kvm, vcpu, RAM_IPA)
     assert stage2_leaves(kvm)
-    assert kvm_set_memory_region(kvm, 0, 0, 0x8000_0000, 64 << 20, RAM_HVA) == "move"
+    assert kvm_set_memory_region(kvm, 0, 0, 0x8000_0000, 64 << 20, RAM_HVA) is MemoryChange.MOVE
     assert stage2_leaves(kvm) == []
     touch(kvm, vcpu, 0x8000_0000)
-    assert kvm_set_memory_region(kvm, 0, 0, 0, 0, 0) == "delete"
+    assert kvm_set_memory_region(kvm, 0, 0, 0, 0, 0) is MemoryChange.DELETE
     assert stage2_leaves(kvm) == []
 
 

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from s2mmu.cli.main import cli
+from s2mmu.cli.schemas import validate
 from s2mmu.scenario.runner import run_scenario
 from s2mmu.scenario.schema import ScenarioError, load_scenario
 
@@ -36,8 +37,8 @@ expect = "completed"
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.toml")), ids=lambda p: p.stem)
 def test_golden_scenarios_hold(path: Path) -> None:
-    report = run_scenario(load_scenario(path))
-    assert report["failures"] == []
+    run = run_scenario(load_scenario(path))
+    assert run.failures == [] and run.ok
 
 
 def test_demo_output_matches_the_checked_golden_file() -> None:
@@ -57,7 +58,8 @@ def test_run_ok_and_json_schema(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", str(f), "--json"])
     assert result.exit_code == 0
     report = json.loads(result.output)
-    assert report["schema"] == "s2mmu.run/1" and report["ok"] is True
+    validate(report)
+    assert report["schema"] == "s2mmu.run/2" and report["ok"] is True
     step = report["steps"][-1]
     assert step["outcome"] == "completed"
     assert step["faults"][0]["abort"]["fsc_name"].startswith("Translation fault")
@@ -76,7 +78,9 @@ def test_trace_shows_the_event_stream(tmp_path: Path) -> None:
     f = tmp_path / "good.toml"
     f.write_text(GOOD)
     result = CliRunner().invoke(cli, ["run", str(f), "--trace"])
-    assert result.exit_code == 0 and "PageAlloc(" in result.output
+    assert result.exit_code == 0
+    assert "    . table page allocated at PA 0x" in result.output
+    assert "PageAlloc(" not in result.output
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -169,5 +173,5 @@ def test_a_dirty_bit_no_write_explains_fails_the_run(tmp_path: Path,
                               'flags = ["log_dirty_pages"]\n'))
     result = CliRunner().invoke(cli, ["run", str(f)])
     assert result.exit_code == 1
-    assert ("INVARIANT BROKEN: slot 0 page 1 (IPA 0x40001000) is dirty but no handled write "
+    assert ("INVARIANT BROKEN: slot 0 page 0x1 (IPA 0x40001000) is dirty but no handled write "
             "dirtied it") in result.output

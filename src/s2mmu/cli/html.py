@@ -1,7 +1,8 @@
 """A scenario run as one self-contained HTML page: summary, results, then the timeline.
 
-Built only from the run report (schema s2mmu.run/1, the dict `s2mmu run --json` prints),
-so the page and the JSON cannot disagree; the report itself is embedded in the page as
+Rendered from the run's records with the same sentences as the text timeline
+(s2mmu.scenario.render_text), so the page, the text and the JSON cannot disagree; the
+s2mmu.run/2 document is embedded in the page as
 `<script type="application/json" id="s2mmu-report">` for tools. One table row per event
 with its outcome, coloured by outcome; each fault a `<details>` with the abort as the
 hardware reported it, every user_mem_abort step and its decision, the mapping made, and
@@ -15,9 +16,35 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from typing import Any
 
-from s2mmu.scenario.report import summary_lines
+from s2mmu.kvm.abort import kvm_is_write_fault, kvm_vcpu_abt_iss1tw, kvm_vcpu_get_fault_ipa
+from s2mmu.kvm.dirty import SlotPage
+from s2mmu.kvm.errno import errname
+from s2mmu.scenario.kvm_events import (
+    AccessCompleted,
+    DirtyLog,
+    GuestFaulted,
+    IoctlRefused,
+    KvmSummary,
+)
+from s2mmu.scenario.records import FaultStep, Run, StepRecord
+from s2mmu.scenario.render_json import run_json
+from s2mmu.scenario.render_text import (
+    abort_class,
+    decision_text,
+    event_text,
+    failure_text,
+    fault_result_text,
+    fsc_name,
+    guest_fault_text,
+    invariant_text,
+    mapping_text,
+    mismatch_text,
+    size_name,
+    step_summary,
+    summary_lines,
+    verdict_lines,
+)
 
 E = ET.Element
 
@@ -68,165 +95,162 @@ def add(parent: ET.Element, tag: str, text: str | None = None, cls: str | None =
     return el
 
 
-def step_id(r: dict[str, Any]) -> str:
-    """Return the anchor of a step's row (the same 'do#index (line N)' the failures name)."""
-    return f"step-{r['do']}-{r['index']}-line-{r['line']}"
+def step_id(step: StepRecord) -> str:
+    """Return the anchor of a step's row: its number, as the failure list names it."""
+    return f"step-{step.index}"
 
 
-def outcome_of(r: dict[str, Any]) -> str:
-    """Return the outcome shown for a step: the access outcome, 'error', or 'done'."""
-    if r.get("outcome"):
-        return str(r["outcome"])
-    return "error" if r.get("error") else "done"
-
-
-def gfn_ranges(gfns: list[int]) -> str:
-    """Return gfns as ranges: '0-1023, 1030 (1025 pages)', or 'none'."""
-    if not gfns:
+def pages_ranges(pages: tuple[int, ...] | list[int]) -> str:
+    """Return slot-relative pages as hex ranges: '0x0-0x3ff, 0x406 (1025 pages)'."""
+    if not pages:
         return "none"
     runs: list[list[int]] = []
-    for g in sorted(gfns):
+    for g in sorted(pages):
         if runs and g == runs[-1][1] + 1:
             runs[-1][1] = g
         else:
             runs.append([g, g])
-    parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
-    return f"{', '.join(parts)} ({len(gfns)} page{'s' if len(gfns) != 1 else ''})"
+    parts = [f"{a:#x}" if a == b else f"{a:#x}-{b:#x}" for a, b in runs]
+    return f"{', '.join(parts)} ({len(pages)} page{'s' if len(pages) != 1 else ''})"
 
 
-def report_html(report: dict[str, Any]) -> str:
-    """Return the run report as a self-contained HTML page."""
+def dirtied_text(pages: tuple[SlotPage, ...]) -> str:
+    """Return the pages a fault dirtied, grouped by slot."""
+    slots = sorted({p.slot for p in pages})
+    return "; ".join(f"slot {s} pages {pages_ranges([p.page for p in pages if p.slot == s])}"
+                     for s in slots)
+
+
+def run_html(run: Run, trace: bool = False) -> str:
+    """Return the run as a self-contained HTML page."""
     html = E("html", {"lang": "en"})
     head = add(html, "head")
     add(head, "meta", charset="utf-8")
-    add(head, "title", f"s2mmu run: {report['name']}")
+    add(head, "title", f"s2mmu run: {run.scenario.name}")
     add(head, "style", CSS)
     body = add(html, "body")
-    header(body, report)
-    timeline(body, report["steps"])
-    data = json.dumps(report, indent=1).replace("</", "<\\/")
+    header(body, run)
+    timeline(body, run, trace)
+    data = json.dumps(run_json(run, trace), indent=1).replace("</", "<\\/")
     add(body, "script", data, type="application/json", id="s2mmu-report")
     return "<!DOCTYPE html>\n" + ET.tostring(html, "unicode", method="html") + "\n"
 
 
-def header(body: ET.Element, report: dict[str, Any]) -> None:
+def header(body: ET.Element, run: Run) -> None:
     """Add the title, the verdict, the failures and the summary."""
-    add(body, "h1", f"scenario {report['name']}")
-    add(body, "p", f"{report['scenario']} ({report['schema']})", "mono")
-    if report["description"]:
-        add(body, "p", report["description"], "note")
-    failures = report["failures"]
+    scn = run.scenario
+    add(body, "h1", f"scenario {scn.name}")
+    add(body, "p", f"{scn.path} (s2mmu.run/2)", "mono")
+    if scn.description:
+        add(body, "p", scn.description, "note")
+    failures = run.failures
+    verdict = verdict_lines(run)[0]
     if failures:
-        add(body, "p", f"FAILED: {len(failures)} expectation(s)/invariant(s) broken",
-            "status failed", id="status")
+        add(body, "p", verdict, "status failed", id="status")
         ul = add(body, "ul", cls="failures", id="failures")
-        anchors = {f"step {r['do']}#{r['index']} (line {r['line']}): ": step_id(r)
-                   for r in report["steps"]}
         for f in failures:
             li = add(ul, "li", cls="failure")
-            target = next((a for p, a in anchors.items() if f.startswith(p)), None)
-            if target is None:
-                li.text = f
-            else:
-                add(li, "a", f, href=f"#{target}")
+            add(li, "a", failure_text(f), href=f"#{step_id(f.step)}")
     else:
-        add(body, "p", "OK: every expectation and invariant holds", "status ok", id="status")
+        add(body, "p", verdict, "status ok", id="status")
     add(body, "h2", "Summary")
-    s = report["summary"]
     t = add(body, "table", cls="summary", id="summary")
-    for line in summary_lines(s)[1:]:
-        name, _, value = line.strip().partition(": ")
-        tr = add(t, "tr")
-        add(tr, "th", name)
-        add(tr, "td", value, "mono")
-    slots = ", ".join(f"slot {m['id']}: IPA {m['gpa']}+{m['size']} flags {m['flags']:#x}"
-                      for m in s["memslots"]) or "none"
-    for name, value in (("memslots", slots), ("table pages", str(s["table_pages"]))):
+    rows = [line.strip().partition(": ") for line in summary_lines(run)[1:]]
+    kvm = run.summaries.get("kvm")
+    if isinstance(kvm, KvmSummary):
+        slots = ", ".join(f"slot {m.id}: IPA {m.base_gfn << 12:#x}+{size_name(m.npages << 12)} "
+                          f"flags {m.flags:#x}" for m in kvm.memslots) or "none"
+        rows += [("memslots", "", slots), ("table pages", "", str(kvm.table_pages))]
+    for name, _, value in rows:
         tr = add(t, "tr")
         add(tr, "th", name)
         add(tr, "td", value, "mono")
 
 
-def timeline(body: ET.Element, steps: list[dict[str, Any]]) -> None:
-    """Add the timeline: one row per event."""
+def timeline(body: ET.Element, run: Run, trace: bool) -> None:
+    """Add the timeline: one row per step, numbered as the text and the JSON number it."""
     add(body, "h2", "Timeline")
     t = add(body, "table", cls="timeline", id="timeline")
     tr = add(add(t, "thead"), "tr")
     for h in ("#", "line", "event", "what", "outcome", "details"):
         add(tr, "th", h)
     tb = add(t, "tbody")
-    for n, r in enumerate(steps, 1):
-        step_row(tb, n, r)
+    for step in run.steps:
+        step_row(tb, step, trace)
 
 
-def step_row(tb: ET.Element, n: int, r: dict[str, Any]) -> None:
-    """Add one event's row: what happened, its outcome, and its faults and events."""
-    out = outcome_of(r)
-    broken = r["expect"] + r["invariants"]
-    tr = add(tb, "tr", cls=f"event o-{out}" + (" failed" if broken else ""), id=step_id(r),
-             **{"data-line": str(r["line"]), "data-do": r["do"], "data-outcome": out})
-    add(tr, "td", str(n))
-    add(tr, "td", str(r["line"]))
-    add(tr, "td", r["do"], "mono")
+def step_row(tb: ET.Element, step: StepRecord, trace: bool) -> None:
+    """Add one step's row: what happened, its outcome, and its faults and events."""
+    out = step.outcome.value
+    tr = add(tb, "tr", cls=f"event o-{out}" + ("" if step.ok else " failed"), id=step_id(step),
+             **{"data-index": str(step.index), "data-line": str(step.line),
+                "data-do": step.event.do, "data-outcome": out})
+    add(tr, "td", str(step.index))
+    add(tr, "td", str(step.line))
+    add(tr, "td", step.event.do, "mono")
     what = add(tr, "td", cls="what")
-    add(what, "div", r["summary"], "mono")
-    if r["note"]:
-        add(what, "div", r["note"], "note")
+    add(what, "div", step_summary(step), "mono")
+    if step.event.note:
+        add(what, "div", step.event.note, "note")
     oc = add(tr, "td")
     add(oc, "span", out, f"badge o-{out}")
     details = add(tr, "td")
-    if r.get("pa"):
-        add(details, "div", f"PA {r['pa']}", "mono")
-    if r.get("guest_fault"):
-        add(details, "div", f"{r['guest_fault']} (the guest's own exception)")
-    if r.get("error"):
-        add(details, "div", f"error: {r['error']}", "broken")
-    if r.get("dirty") is not None:
-        add(details, "div", f"dirty gfns: {gfn_ranges(r['dirty'])}", "mono")
-    for f in r["faults"]:
+    r = step.result
+    if isinstance(r, AccessCompleted):
+        add(details, "div", f"PA {r.pa:#x}", "mono")
+    if isinstance(r, GuestFaulted):
+        add(details, "div", f"{guest_fault_text(r)} (the guest's own exception)")
+    if isinstance(r, IoctlRefused):
+        add(details, "div", f"error: {errname(r.errno)}", "broken")
+    if isinstance(r, DirtyLog):
+        add(details, "div", f"dirty pages: slot {r.slot} pages {pages_ranges(r.pages)}", "mono")
+    for f in step.faults:
         fault_details(details, f)
-    if r["events"]:
+    if step.events:
         ul = add(details, "ul", cls="events")
-        for e in r["events"]:
-            add(ul, "li", e, "tlbi")
-    if r.get("trace"):
+        for e in step.events:
+            add(ul, "li", event_text(e), "tlbi")
+    if trace and step.trace:
         d = add(details, "details", cls="trace")
-        add(d, "summary", f"event stream ({len(r['trace'])})")
+        add(d, "summary", f"event stream ({len(step.trace)})")
         ul = add(d, "ul", cls="events")
-        for e in r["trace"]:
-            add(ul, "li", e, "tlbi")
-    for m in r["expect"]:
-        add(details, "div", f"EXPECTATION FAILED: {m}", "broken expect-failed")
-    for m in r["invariants"]:
-        add(details, "div", f"INVARIANT BROKEN: {m}", "broken invariant-broken")
+        for e in step.trace:
+            add(ul, "li", event_text(e), "tlbi")
+    for m in step.mismatches:
+        add(details, "div", f"EXPECTATION FAILED: {mismatch_text(m)}", "broken expect-failed")
+    for v in step.invariants:
+        add(details, "div", f"INVARIANT BROKEN: {invariant_text(v)}", "broken invariant-broken")
 
 
-def fault_details(parent: ET.Element, f: dict[str, Any]) -> None:
+def fault_details(parent: ET.Element, f: FaultStep) -> None:
     """Add one fault as <details>: the abort, user_mem_abort's steps, mapping, events."""
-    a = f["abort"]
-    d = add(parent, "details", cls=f"fault o-{f['result']}")
-    add(d, "summary", f"{a['class']} {a['fsc_name']} at IPA {a['ipa']}"
-        f"{' (S1PTW)' if a['s1ptw'] else ''} => {f['result_text']}")
+    a = f.abort
+    result = f.outcome.value
+    s1ptw = kvm_vcpu_abt_iss1tw(a)
+    ipa = f"{kvm_vcpu_get_fault_ipa(a):#x}"
+    d = add(parent, "details", cls=f"fault o-{result}")
+    add(d, "summary", f"{abort_class(a)} {fsc_name(a)} at IPA {ipa}"
+        f"{' (S1PTW)' if s1ptw else ''} => {fault_result_text(f)}")
     dl = add(d, "dl", cls="abort")
-    for key, value in (("ESR_EL2", a["esr"]), ("FAR_EL2", a["far"]), ("HPFAR_EL2", a["hpfar"]),
-                       ("class", a["class"]), ("FSC", f"{a['fsc']} {a['fsc_name']}"),
-                       ("S1PTW", str(int(a["s1ptw"]))), ("write", str(int(a["write"]))),
-                       ("IPA", a["ipa"])):
+    for key, value in (("ESR_EL2", f"{a.esr:#x}"), ("FAR_EL2", f"{a.far:#x}"),
+                       ("HPFAR_EL2", f"{a.hpfar:#x}"), ("class", abort_class(a)),
+                       ("FSC", f"{a.esr & 0x3F:#04x} {fsc_name(a)}"),
+                       ("S1PTW", str(int(s1ptw))), ("write", str(int(kvm_is_write_fault(a)))),
+                       ("IPA", ipa)):
         add(dl, "dt", key)
         add(dl, "dd", value)
     ol = add(d, "ol", cls="steps")
-    for s in f["steps"]:
+    for dec in f.handled.decisions:
         li = add(ol, "li")
-        add(li, "code", s["step"])
-        add(li, "span", f": {s['decision']}")
-    m = f["mapping"]
+        add(li, "code", dec.step)
+        add(li, "span", f": {decision_text(dec)}")
+    m = mapping_text(f)
     if m is not None:
-        add(d, "div", f"mapping: {m['op']} IPA {m['ipa']} {m['size']} -> PA {m['pa']} "
-            f"{m['prot']}", "mono mapping")
-    if f["dirtied"]:
-        add(d, "div", f"dirtied gfns: {gfn_ranges(f['dirtied'])}", "mono")
-    if f["events"]:
+        add(d, "div", f"mapping: {m}", "mono mapping")
+    if f.handled.dirtied:
+        add(d, "div", f"dirtied: {dirtied_text(f.handled.dirtied)}", "mono")
+    if f.events:
         ul = add(d, "ul", cls="events")
-        for e in f["events"]:
-            add(ul, "li", e, "tlbi")
-    add(d, "div", f"=> {f['result_text']}", f"badge o-{f['result']}")
+        for e in f.events:
+            add(ul, "li", event_text(e), "tlbi")
+    add(d, "div", f"=> {fault_result_text(f)}", f"badge o-{result}")

@@ -117,7 +117,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--arch", "arch_tour", is_flag=True,
               help="Show the architecture tour (walks, AT, faults) instead of the KVM scenario.")
-@click.option("--json", "as_json", is_flag=True, help="The scenario report as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Every demo run as one JSON document (schema s2mmu.demo/1).")
 @click.option("--trace", is_flag=True, help="Add the full event stream.")
 @input_errors
 def demo(arch_tour: bool, as_json: bool, trace: bool) -> None:
@@ -153,7 +154,7 @@ def demo(arch_tour: bool, as_json: bool, trace: bool) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="The report as JSON (schema s2mmu.run/1).")
+@click.option("--json", "as_json", is_flag=True, help="The run as JSON (schema s2mmu.run/2).")
 @click.option("--trace", is_flag=True, help="Add the full event stream to every step.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), metavar="OUT",
               help="Also write the report as a self-contained HTML timeline.")

@@ -1,46 +1,73 @@
-"""The run and demo commands: load a scenario, run it, print the timeline or JSON."""
+"""The run and demo commands: load a scenario, run it, print the timeline or JSON.
+
+Text, JSON and HTML are three renderers of the same run records
+(s2mmu.scenario.render_text, render_json, s2mmu.cli.html).
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from importlib import resources
 
 import click
 
-from s2mmu.scenario.report import timeline_lines
-from s2mmu.scenario.runner import run_scenario
+from s2mmu.cli.output import console, print_json, progress
+from s2mmu.scenario.records import Run
+from s2mmu.scenario.render_json import demo_json, run_json
+from s2mmu.scenario.render_text import timeline_lines
+from s2mmu.scenario.runner import run_scenario, step_count
 from s2mmu.scenario.schema import ScenarioError, load_scenario
 
 DEMOS = ("demo.toml", "demo_nofwb.toml")
+PROGRESS_STEPS = 200
+"""A scenario with more steps shows a progress bar (on a terminal only)."""
+
+
+def run_quietly(path: str, trace: bool, text: str | None = None) -> Run:
+    """Load and run a scenario, with a progress bar on a terminal for big ones.
+
+    Raises ScenarioError for a malformed file (found while checking, or while building
+    the world or playing the timeline).
+    """
+    scn = load_scenario(path, text)
+    total = step_count(scn)
+    if total < PROGRESS_STEPS:
+        return run_scenario(scn, trace)
+    with progress(f"run {scn.name}", total=total) as bar:
+        return run_scenario(scn, trace, on_step=lambda step, world: bar.advance())
+
+
+def print_timeline(run: Run, trace: bool) -> None:
+    """Print a run's text timeline."""
+    console().print("\n".join(timeline_lines(run, trace)), markup=False, highlight=False)
 
 
 def run_file(path: str, as_json: bool, trace: bool, text: str | None = None,
              html: str | None = None) -> int:
     """Run a scenario file and print it; return the exit status (0 ok, 1 failed, 2 malformed).
 
-    html: also write the report as an HTML page there (all or nothing; a path that cannot
+    html: also write the run as an HTML page there (all or nothing; a path that cannot
     be written is one line and status 2, with nothing printed).
     """
     try:
-        report = run_scenario(load_scenario(path, text), trace)
-    except ScenarioError as e:  # found while checking, or while building the world
+        run = run_quietly(path, trace, text)
+    except ScenarioError as e:
         click.echo(f"s2mmu: error: {e}", err=True)
         return 2
     if html is not None:
-        from s2mmu.cli.html import report_html
+        from s2mmu.cli.html import run_html
         from s2mmu.cli.svg import write_atomic
 
         try:
-            write_atomic(html, report_html(report))
+            write_atomic(html, run_html(run, trace))
         except OSError as e:
             click.echo(f"s2mmu: error: --html {html}: cannot write: {e.strerror or e}", err=True)
             return 2
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        print_json(run_json(run, trace))
     else:
-        click.echo("\n".join(timeline_lines(report, trace)))
-    return 0 if report["ok"] else 1
+        print_timeline(run, trace)
+    return 0 if run.ok else 1
 
 
 def demo_text(name: str) -> str:
@@ -49,10 +76,21 @@ def demo_text(name: str) -> str:
 
 
 def run_demo(as_json: bool, trace: bool) -> None:
-    """Run the built-in demo scenarios (FWB host, then no-FWB host); exit with the worst status."""
-    status = 0
+    """Run the built-in demo scenarios (FWB host, then no-FWB host); exit with the worst status.
+
+    --json prints one s2mmu.demo/1 document holding every run.
+    """
+    runs = []
     for name in DEMOS:
-        status = max(status, run_file(f"<built-in {name}>", as_json, trace, demo_text(name)))
-        if not as_json:
+        try:
+            runs.append(run_quietly(f"<built-in {name}>", trace, demo_text(name)))
+        except ScenarioError as e:
+            click.echo(f"s2mmu: error: {e}", err=True)
+            sys.exit(2)
+    if as_json:
+        print_json(demo_json(runs, trace))
+    else:
+        for run in runs:
+            print_timeline(run, trace)
             click.echo("")
-    sys.exit(status)
+    sys.exit(0 if all(r.ok for r in runs) else 1)

@@ -13,6 +13,7 @@ esr_fsc_is_translation_fault and friends (asm/esr.h).
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from s2mmu.arch.bits import bits
@@ -180,11 +181,26 @@ def dabt_srt(abort: GuestAbort) -> int:
 # -- what the guest (and the VMM) sees -----------------------------------------------------
 
 
+class ResumeReason(enum.Enum):
+    """Why KVM_RUN continues the guest."""
+
+    MAPPED = "mapped"
+    """user_mem_abort installed or relaxed a mapping; the access is retried."""
+    RETRY = "retry"
+    """Nothing was mapped (an invalidation raced, -EAGAIN); the guest retries the access."""
+    ACCESS_FLAG = "access-flag"
+    """handle_access_fault made the leaf young."""
+    SEA_CLAIMED = "sea-claimed"
+    """The host's RAS code claimed the external abort (kvm_handle_guest_sea)."""
+    CM_SKIPPED = "cm-skipped"
+    """Cache maintenance outside memslots: the instruction is skipped (kvm_incr_pc)."""
+
+
 @dataclass(frozen=True)
 class Resumed:
     """KVM_RUN continues the guest (the access is retried, or the instruction skipped)."""
 
-    why: str
+    reason: ResumeReason
 
 
 @dataclass(frozen=True)
@@ -204,15 +220,21 @@ class NisvExit:
     ipa: int
 
 
+class InjectKind(enum.Enum):
+    """The exception KVM injects. Kernel: kvm_inject_dabt, kvm_inject_pabt,
+    kvm_inject_size_fault, kvm_inject_vabt."""
+
+    DABT = "dabt"
+    PABT = "pabt"
+    SIZE = "size"
+    SERROR = "serror"
+
+
 @dataclass(frozen=True)
 class InjectedAbort:
-    """An exception injected into the guest.
+    """An exception injected into the guest, with the address it reports."""
 
-    kind: "dabt" / "pabt" (synchronous external abort, kvm_inject_dabt/pabt),
-    "size" (kvm_inject_size_fault: an address size fault), "serror" (kvm_inject_vabt).
-    """
-
-    kind: str
+    kind: InjectKind
     far: int
 
 
@@ -224,12 +246,26 @@ class HwpoisonSignal:
     lsb: int
 
 
+class ErrorReason(enum.Enum):
+    """Why KVM_RUN fails; the step that refused is the fault's last decision."""
+
+    UNSUPPORTED_FSC = "unsupported-fsc"
+    NO_VALID_SYNDROME = "no-valid-syndrome"
+    READ_PERMISSION_FAULT = "read-permission-fault"
+    MEMCACHE = "memcache"
+    NO_VMA = "no-vma"
+    FAULTIN = "faultin"
+    CACHEABLE_PFNMAP = "cacheable-pfnmap"
+    MTE_NOT_ALLOWED = "mte-not-allowed"
+    PGTABLE = "pgtable"
+
+
 @dataclass(frozen=True)
 class Error:
-    """KVM_RUN fails with -errno."""
+    """KVM_RUN fails with -errno, for a reason."""
 
     errno: int
-    why: str
+    reason: ErrorReason
 
 
 GuestResult = Resumed | MmioExit | NisvExit | InjectedAbort | HwpoisonSignal | Error

@@ -6,18 +6,30 @@ Kernel: mark_page_dirty_in_slot, kvm_get_dirty_log_protect, kvm_clear_dirty_log_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from s2mmu.kvm.host import PAGE_SHIFT
 from s2mmu.kvm.memslot import Memslot, memslot_is_logging
 from s2mmu.kvm.vm import (
     KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
     Kvm,
     KvmError,
+    Refusal,
     kvm_dirty_log_manual_protect_and_init_set,
     kvm_mmu_split_huge_pages,
     stage2_wp_range,
 )
 from s2mmu.pgtable.errno import EINVAL, ENOENT
 from s2mmu.pgtable.tlb import kvm_tlb_flush_vmid_range
+
+
+@dataclass(frozen=True)
+class SlotPage:
+    """A page of a memslot: the slot's id and the page's offset in the slot (its bit in
+    the slot's dirty bitmap, as KVM_GET_DIRTY_LOG and KVM_CLEAR_DIRTY_LOG number it)."""
+
+    slot: int
+    page: int
 
 
 def mark_page_dirty_in_slot(kvm: Kvm, slot: Memslot, gfn: int) -> None:
@@ -68,7 +80,7 @@ def kvm_get_dirty_log_protect(kvm: Kvm, slot_id: int) -> bytes:
     slot = kvm.memslots.get(slot_id)
     bitmap = kvm.dirty_bitmap.get(slot_id)
     if slot is None or bitmap is None:
-        raise KvmError(-ENOENT, f"slot {slot_id} has no dirty bitmap")
+        raise KvmError(-ENOENT, Refusal.NO_DIRTY_BITMAP, f"slot {slot_id} has no dirty bitmap")
     snapshot = bytes(bitmap)
     if kvm.manual_dirty_log_protect & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE:
         return snapshot
@@ -94,15 +106,16 @@ def kvm_clear_dirty_log_protect(kvm: Kvm, slot_id: int, first_page: int, num_pag
     -EINVAL, no slot or bitmap -ENOENT, range and num_pages alignment -EINVAL).
     """
     if first_page & 63:
-        raise KvmError(-EINVAL, "first_page must be a multiple of 64")
+        raise KvmError(-EINVAL, Refusal.DIRTY_LOG_RANGE, "first_page must be a multiple of 64")
     slot = kvm.memslots.get(slot_id)
     bitmap = kvm.dirty_bitmap.get(slot_id)
     if slot is None or bitmap is None:
-        raise KvmError(-ENOENT, f"slot {slot_id} has no dirty bitmap")
+        raise KvmError(-ENOENT, Refusal.NO_DIRTY_BITMAP, f"slot {slot_id} has no dirty bitmap")
     if first_page > slot.npages or num_pages > slot.npages - first_page:
-        raise KvmError(-EINVAL, "range beyond the slot")
+        raise KvmError(-EINVAL, Refusal.DIRTY_LOG_RANGE, "range beyond the slot")
     if num_pages < slot.npages - first_page and num_pages & 63:
-        raise KvmError(-EINVAL, "num_pages must be a multiple of 64 unless it ends the slot")
+        raise KvmError(-EINVAL, Refusal.DIRTY_LOG_RANGE,
+                       "num_pages must be a multiple of 64 unless it ends the slot")
     view = memoryview(bitmap).cast("Q")
     user = memoryview(bytes(user_bitmap).ljust(((num_pages + 63) // 64) * 8, b"\0")).cast("Q")
     flush = False

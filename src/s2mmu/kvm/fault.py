@@ -5,14 +5,16 @@ The three kinds of state stay apart (seed 004):
 - the architectural abort (GuestAbort: ESR, FAR, HPFAR) is its own parameter, and every
   fact about it is a function of it (kvm_is_write_fault(abort), ...);
 - the hypervisor context (FaultContext: memslot, HVA, IPA) is a frozen value the
-  dispatcher builds once; the VMA snapshot (VmaFacts), the mapping size (MapSize) and
+  dispatcher builds once; the VMA snapshot (VmaInfo), the mapping size (MapSize) and
   the protection decision (ProtDecision) are values that one step returns and the next
   takes;
 - implementation mechanics (memcache top-up, mmu_seq, the page pin) stay local to
   user_mem_abort and kvm_s2_fault_map.
 
-Each step appends what it decided to a Decision list the caller owns, so a timeline can
-show the path without the steps knowing about output.
+Each step appends what it decided to a list of decisions the caller owns: a typed value
+per step (the step's kernel name and the values it chose: VmaInfo, MapSize, PfnPinned,
+ProtDecision, PgtableCall, ...), so a timeline can show the path without the steps
+knowing about output. Wording lives above the model (s2mmu.scenario.render_text).
 
 Kernel: kvm_handle_guest_abort, user_mem_abort, fault_supports_stage2_huge_mapping,
 transparent_hugepage_adjust, get_user_mapping_size, handle_access_fault,
@@ -24,18 +26,23 @@ kvm_s2_fault_pin_pfn, kvm_s2_fault_compute_prot, kvm_s2_fault_map; seed 004).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from s2mmu.kvm.abort import (
     Error,
+    ErrorReason,
     GuestAbort,
     GuestResult,
     HwpoisonSignal,
     InjectedAbort,
+    InjectKind,
     MmioExit,
     NisvExit,
     Resumed,
+    ResumeReason,
     dabt_access_size,
     esr_fsc_is_access_flag_fault,
     esr_fsc_is_permission_fault,
@@ -51,8 +58,8 @@ from s2mmu.kvm.abort import (
     kvm_vcpu_trap_is_exec_fault,
     kvm_vcpu_trap_is_iabt,
 )
-from s2mmu.kvm.dirty import mark_page_dirty_in_slot
-from s2mmu.kvm.errno import EFAULT, ENOEXEC, ENOSYS, errname
+from s2mmu.kvm.dirty import SlotPage, mark_page_dirty_in_slot
+from s2mmu.kvm.errno import EFAULT, ENOEXEC, ENOSYS
 from s2mmu.kvm.host import (
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -62,7 +69,9 @@ from s2mmu.kvm.host import (
     PUD_SIZE,
     FaultinError,
     HostMm,
+    MemType,
     Pfn,
+    VmaKind,
     get_kvm_ipa_limit,
     get_vma_page_shift,
     kvm_supports_cacheable_pfnmap,
@@ -94,13 +103,7 @@ from s2mmu.pgtable.stage2 import (
 )
 from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_HANDLE_FAULT, KVM_PGTABLE_WALK_SHARED
 
-
-@dataclass(frozen=True)
-class Decision:
-    """One step's decision, for the timeline: the step's kernel name and what it chose."""
-
-    step: str
-    text: str
+# -- the decisions: one value per step, with the step's kernel name ---------------------------
 
 
 @dataclass(frozen=True)
@@ -113,43 +116,257 @@ class FaultContext:
 
 
 @dataclass(frozen=True)
-class VmaFacts:
+class IpaOutOfRange:
+    """A translation fault on an IPA beyond the host's limit (a size fault) or beyond the
+    VM's IPA space (an SEA). Kernel: kvm_handle_guest_abort."""
+
+    step: ClassVar[str] = "kvm_handle_guest_abort"
+    ipa: int
+    ipa_bits: int
+    beyond_host_limit: bool
+    inject: InjectKind
+
+
+@dataclass(frozen=True)
+class GuestSea:
+    """A synchronous external abort: claimed by the host's RAS code, or an SError for the
+    guest. Kernel: kvm_handle_guest_sea."""
+
+    step: ClassVar[str] = "kvm_handle_guest_sea"
+    claimed: bool
+
+
+@dataclass(frozen=True)
+class UnsupportedFsc:
+    """An FSC the stage-2 path does not handle. Kernel: kvm_handle_guest_abort."""
+
+    step: ClassVar[str] = "kvm_handle_guest_abort"
+    fsc: int
+    esr: int
+
+
+@dataclass(frozen=True)
+class MemslotLookup:
+    """The memslot and HVA behind the faulting IPA (slot None: a hole). Kernel:
+    gfn_to_memslot, gfn_to_hva_memslot_prot."""
+
+    step: ClassVar[str] = "gfn_to_memslot"
+    ipa: int
+    slot: int | None
+    hva: int | None
+    writable: bool
+
+
+class OutsideAction(enum.Enum):
+    """What kvm_handle_guest_abort does with an abort outside writable memslot memory,
+    before trying MMIO."""
+
+    INJECT_PABT = "inject-pabt"
+    """An instruction fetch."""
+    INJECT_DABT = "inject-dabt"
+    """A stage-1 table walk."""
+    SKIP_CM = "skip-cm"
+    """Cache maintenance on a hole: skip the instruction."""
+
+
+@dataclass(frozen=True)
+class OutsideMemslot:
+    """The abort is outside memslots (or a write to a read-only one) and not MMIO."""
+
+    step: ClassVar[str] = "kvm_handle_guest_abort"
+    action: OutsideAction
+
+
+@dataclass(frozen=True)
+class IoMemAbort:
+    """An access outside memslots: MMIO with a valid syndrome, else NISV or -ENOSYS.
+    Kernel: io_mem_abort."""
+
+    step: ClassVar[str] = "io_mem_abort"
+    ipa: int
+    isv: bool
+    write: bool
+    length: int
+    nisv_to_user: bool
+
+
+@dataclass(frozen=True)
+class AccessFlag:
+    """handle_access_fault made the leaf at ipa young."""
+
+    step: ClassVar[str] = "handle_access_fault"
+    ipa: int
+
+
+@dataclass(frozen=True)
+class ReadPermissionFault:
+    """A read permission fault cannot be fixed by mapping: -EFAULT. Kernel: user_mem_abort."""
+
+    step: ClassVar[str] = "user_mem_abort"
+
+
+@dataclass(frozen=True)
+class TopupFailed:
+    """The vCPU's memcache could not be filled. Kernel: kvm_mmu_topup_memory_cache."""
+
+    step: ClassVar[str] = "kvm_mmu_topup_memory_cache"
+    ret: int
+
+
+@dataclass(frozen=True)
+class NoVma:
+    """No VMA behind the HVA: -EFAULT. Kernel: user_mem_abort (vma_lookup)."""
+
+    step: ClassVar[str] = "vma_lookup"
+    hva: int
+
+
+@dataclass(frozen=True)
+class VmaInfo:
     """What the fault needs of the VMA, snapshotted under mmap_read_lock.
 
     Kernel: the locals user_mem_abort copies before mmap_read_unlock (vma_shift,
     mte_allowed, vfio_allow_any_uc, vm_flags, is_vma_cacheable).
     """
 
+    step: ClassVar[str] = "vma_lookup"
+    name: str
+    kind: VmaKind
+    mem_type: MemType
     vma_shift: int
     pfnmap: bool
     cacheable: bool
     allow_any_uncached: bool
     mte_allowed: bool
-    name: str
+
+
+class SizeReason(enum.Enum):
+    """Why kvm_s2_resolve_vma_size chose the mapping size."""
+
+    VMA_SHIFT = "vma-shift"
+    LOGGING = "logging"
+    PUD_DOES_NOT_FIT = "pud-does-not-fit"
+    PMD_DOES_NOT_FIT = "pmd-does-not-fit"
 
 
 @dataclass(frozen=True)
 class MapSize:
     """The mapping size chosen from the VMA and the memslot, and the IPA it starts at."""
 
+    step: ClassVar[str] = "kvm_s2_resolve_vma_size"
     vma_pagesize: int
     force_pte: bool
     ipa: int
+    reason: SizeReason
+
+
+@dataclass(frozen=True)
+class PfnPinned:
+    """The page behind the HVA: its PA, whether writable, whether a struct page was pinned.
+    Kernel: __kvm_faultin_pfn."""
+
+    step: ClassVar[str] = "__kvm_faultin_pfn"
+    pa: int
+    writable: bool
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class PfnError:
+    """__kvm_faultin_pfn gave an error PFN."""
+
+    step: ClassVar[str] = "__kvm_faultin_pfn"
+    error: FaultinError
 
 
 @dataclass(frozen=True)
 class ProtDecision:
     """Whether the mapping is writable, and whether it must be non-cacheable."""
 
+    step: ClassVar[str] = "compute_prot"
     writable: bool
     force_noncacheable: bool
 
 
+class ProtRefusal(enum.Enum):
+    """Why compute_prot refuses the fault."""
+
+    CACHEABLE_PFNMAP_WITHOUT_FWB = "cacheable-pfnmap-without-fwb"
+    """-EFAULT: cacheable VM_PFNMAP needs FEAT_S2FWB and CTR_EL0.DIC."""
+    EXEC_NONCACHEABLE = "exec-noncacheable"
+    """-ENOEXEC: an instruction fetch from non-cacheable memory (an SEA for the guest)."""
+
+
+@dataclass(frozen=True)
+class ProtRefused:
+    """compute_prot refused the fault, with the errno it returns."""
+
+    step: ClassVar[str] = "compute_prot"
+    refusal: ProtRefusal
+    errno: int
+
+
+@dataclass(frozen=True)
+class InvalidateRetry:
+    """An invalidation ran since mmu_seq was read: -EAGAIN. Kernel: mmu_invalidate_retry."""
+
+    step: ClassVar[str] = "mmu_invalidate_retry"
+
+
+@dataclass(frozen=True)
+class ThpAdjust:
+    """A THP backs the page: map the PMD block. Kernel: transparent_hugepage_adjust."""
+
+    step: ClassVar[str] = "transparent_hugepage_adjust"
+    size: int
+    ipa: int
+    pa: int
+
+
+@dataclass(frozen=True)
+class MteNotAllowed:
+    """An MTE VM faulting on a VMA without VM_MTE_ALLOWED: -EFAULT. Kernel: user_mem_abort
+    (kvm_has_mte, sanitise_mte_tags)."""
+
+    step: ClassVar[str] = "kvm_has_mte"
+
+
+class PgtableOp(enum.Enum):
+    """The page-table library call that installs the mapping."""
+
+    MAP = "kvm_pgtable_stage2_map"
+    RELAX_PERMS = "kvm_pgtable_stage2_relax_perms"
+
+
+@dataclass(frozen=True)
+class PgtableCall:
+    """A page-table library call and its return value (0 or -errno)."""
+
+    op: PgtableOp
+    ipa: int
+    size: int
+    pa: int
+    prot: int
+    ret: int
+
+    @property
+    def step(self) -> str:
+        """Return the call's kernel name."""
+        return self.op.value
+
+
+Decision = (IpaOutOfRange | GuestSea | UnsupportedFsc | MemslotLookup | OutsideMemslot
+            | IoMemAbort | AccessFlag | ReadPermissionFault | TopupFailed | NoVma | VmaInfo
+            | MapSize | PfnPinned | PfnError | ProtDecision | ProtRefused | InvalidateRetry
+            | ThpAdjust | MteNotAllowed | PgtableCall)
+"""One step's decision: a closed union, each with its kernel name as .step."""
+
+
 @dataclass(frozen=True)
 class Mapping:
-    """What the fault installed: map (a new leaf) or relax_perms (on the existing one)."""
+    """What the fault installed: a new leaf (MAP) or relaxed permissions (RELAX_PERMS)."""
 
-    op: str
+    op: PgtableOp
     ipa: int
     size: int
     pa: int
@@ -158,12 +375,13 @@ class Mapping:
 
 @dataclass(frozen=True)
 class AbortOutcome:
-    """kvm_handle_guest_abort's answer: what the guest sees, the path, the mapping made."""
+    """kvm_handle_guest_abort's answer: what the guest sees, the path, the mapping made,
+    and the pages a write marked dirty in a logging slot."""
 
     result: GuestResult
     decisions: tuple[Decision, ...]
     mapping: Mapping | None = None
-    dirtied: tuple[int, ...] = ()
+    dirtied: tuple[SlotPage, ...] = ()
 
 
 @dataclass
@@ -197,24 +415,24 @@ def fault_supports_stage2_huge_mapping(slot: Memslot, hva: int, map_size: int) -
     return base >= uaddr_start and base + map_size <= uaddr_end
 
 
-def kvm_s2_fault_get_vma_info(host: HostMm, ctx: FaultContext, log: Log) -> VmaFacts | Error:
+def kvm_s2_fault_get_vma_info(host: HostMm, ctx: FaultContext, log: Log) -> VmaInfo | NoVma:
     """Look the VMA up and snapshot what the fault needs of it.
 
     Kernel: user_mem_abort's mmap_read_lock section (vma_lookup, get_vma_page_shift).
     """
     vma = host.vma_lookup(ctx.hva)
     if vma is None:
-        log.append(Decision("vma_lookup", f"no VMA at HVA {ctx.hva:#x}: -EFAULT"))
-        return Error(-EFAULT, f"Failed to find VMA for hva {ctx.hva:#x}")
-    facts = VmaFacts(get_vma_page_shift(vma, ctx.hva), vma_is_pfnmap(vma),
-                     kvm_vma_is_cacheable(vma), vma.allow_any_uncached,
-                     kvm_vma_mte_allowed(vma), vma.name or vma.kind.value)
-    log.append(Decision("vma_lookup", f"VMA {facts.name} ({vma.kind.value}, "
-                        f"{vma.mem_type.value}), vma_shift {facts.vma_shift}"))
-    return facts
+        missing = NoVma(ctx.hva)
+        log.append(missing)
+        return missing
+    info = VmaInfo(vma.name or vma.kind.value, vma.kind, vma.mem_type,
+                   get_vma_page_shift(vma, ctx.hva), vma_is_pfnmap(vma),
+                   kvm_vma_is_cacheable(vma), vma.allow_any_uncached, kvm_vma_mte_allowed(vma))
+    log.append(info)
+    return info
 
 
-def kvm_s2_resolve_vma_size(facts: VmaFacts, ctx: FaultContext, log: Log) -> MapSize:
+def kvm_s2_resolve_vma_size(info: VmaInfo, ctx: FaultContext, log: Log) -> MapSize:
     """Choose the mapping size: logging forces pages; a block must fit the memslot.
 
     A PUD-sized VMA falls back to PMD, then to PAGE, when the slot's alignment or
@@ -224,17 +442,17 @@ def kvm_s2_resolve_vma_size(facts: VmaFacts, ctx: FaultContext, log: Log) -> Map
     """
     slot = ctx.memslot
     force_pte = memslot_is_logging(slot)
-    shift = PAGE_SHIFT if force_pte else facts.vma_shift
-    why = "dirty logging forces pages" if force_pte else f"VMA shift {shift}"
+    shift = PAGE_SHIFT if force_pte else info.vma_shift
+    why = SizeReason.LOGGING if force_pte else SizeReason.VMA_SHIFT
     if shift == PUD_SHIFT and not fault_supports_stage2_huge_mapping(slot, ctx.hva, PUD_SIZE):
-        shift, why = PMD_SHIFT, "1G block does not fit the memslot"
+        shift, why = PMD_SHIFT, SizeReason.PUD_DOES_NOT_FIT
     if shift == PMD_SHIFT and not fault_supports_stage2_huge_mapping(slot, ctx.hva, PMD_SIZE):
-        shift, force_pte, why = PAGE_SHIFT, True, "2M block does not fit the memslot"
+        shift, force_pte, why = PAGE_SHIFT, True, SizeReason.PMD_DOES_NOT_FIT
     size = 1 << shift
     ipa = ctx.fault_ipa & ~(size - 1) if size in (PMD_SIZE, PUD_SIZE) else ctx.fault_ipa
-    log.append(Decision("kvm_s2_resolve_vma_size",
-                        f"{_size(size)} ({why}){', force_pte' if force_pte else ''}"))
-    return MapSize(size, force_pte, ipa)
+    decision = MapSize(size, force_pte, ipa, why)
+    log.append(decision)
+    return decision
 
 
 def kvm_s2_fault_pin_pfn(host: HostMm, ctx: FaultContext, write: bool,
@@ -248,16 +466,14 @@ def kvm_s2_fault_pin_pfn(host: HostMm, ctx: FaultContext, write: bool,
     if isinstance(pfn, Pfn) and memslot_is_readonly(ctx.memslot):
         pfn = replace(pfn, writable=False)
     if isinstance(pfn, FaultinError):
-        log.append(Decision("__kvm_faultin_pfn", pfn.value))
+        log.append(PfnError(pfn))
     else:
-        pinned = "pinned" if pfn.folio is not None else "no struct page, not pinned"
-        log.append(Decision("__kvm_faultin_pfn", f"PA {pfn.pa:#x} "
-                            f"{'writable' if pfn.writable else 'read-only'}, {pinned}"))
+        log.append(PfnPinned(pfn.pa, pfn.writable, pfn.folio is not None))
     return pfn
 
 
-def kvm_s2_fault_compute_prot(abort: GuestAbort, ctx: FaultContext, facts: VmaFacts,
-                              pfn: Pfn, kvm: Kvm, log: Log) -> ProtDecision | Error | int:
+def kvm_s2_fault_compute_prot(abort: GuestAbort, ctx: FaultContext, info: VmaInfo,
+                              pfn: Pfn, kvm: Kvm, log: Log) -> ProtDecision | ProtRefused:
     """Decide cacheability and writability, or refuse the fault.
 
     - memory without struct pages whose VMA is cacheable maps cacheable only with FWB
@@ -270,21 +486,23 @@ def kvm_s2_fault_compute_prot(abort: GuestAbort, ctx: FaultContext, facts: VmaFa
     """
     writable = pfn.writable
     noncacheable = False
-    if facts.pfnmap and pfn.folio is None:
-        if facts.cacheable:
+    decision: ProtDecision | ProtRefused
+    if info.pfnmap and pfn.folio is None:
+        if info.cacheable:
             if not kvm_supports_cacheable_pfnmap(kvm.host.features):
-                log.append(Decision("compute_prot", "cacheable PFNMAP without FWB+DIC: -EFAULT"))
-                return Error(-EFAULT, "cacheable VM_PFNMAP needs FEAT_S2FWB and CTR_EL0.DIC")
+                decision = ProtRefused(ProtRefusal.CACHEABLE_PFNMAP_WITHOUT_FWB, -EFAULT)
+                log.append(decision)
+                return decision
         else:
             noncacheable = True
     elif memslot_is_logging(ctx.memslot) and not kvm_is_write_fault(abort):
         writable = False
     if kvm_vcpu_trap_is_exec_fault(abort) and noncacheable:
-        log.append(Decision("compute_prot", "exec fault on non-cacheable memory: -ENOEXEC"))
-        return -ENOEXEC
-    log.append(Decision("compute_prot", f"{'RW' if writable else 'RO'}, "
-                        f"{'non-cacheable' if noncacheable else 'cacheable'}"))
-    return ProtDecision(writable, noncacheable)
+        decision = ProtRefused(ProtRefusal.EXEC_NONCACHEABLE, -ENOEXEC)
+    else:
+        decision = ProtDecision(writable, noncacheable)
+    log.append(decision)
+    return decision
 
 
 def transparent_hugepage_adjust(host: HostMm, ctx: FaultContext, pfn: Pfn,
@@ -299,7 +517,7 @@ def transparent_hugepage_adjust(host: HostMm, ctx: FaultContext, pfn: Pfn,
     return PAGE_SIZE, pfn.pa, ipa
 
 
-def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, facts: VmaFacts) -> int:
+def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, info: VmaInfo) -> int:
     """Return the KVM_PGTABLE_PROT_* set for the mapping.
 
     Kernel: user_mem_abort (prot: R always; W if writable; X for an exec fault, or for
@@ -312,7 +530,7 @@ def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, facts: VmaFacts
     if kvm_vcpu_trap_is_exec_fault(abort):
         p |= KVM_PGTABLE_PROT_X
     if prot.force_noncacheable:
-        p |= KVM_PGTABLE_PROT_NORMAL_NC if facts.allow_any_uncached else KVM_PGTABLE_PROT_DEVICE
+        p |= KVM_PGTABLE_PROT_NORMAL_NC if info.allow_any_uncached else KVM_PGTABLE_PROT_DEVICE
     elif kvm.host.features.dic:
         p |= KVM_PGTABLE_PROT_X
     return int(p)
@@ -324,7 +542,7 @@ def kvm_mmu_cache_min_pages(kvm: Kvm) -> int:
 
 
 def kvm_s2_fault_map(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext,
-                     facts: VmaFacts, size: MapSize, pfn: Pfn, prot: ProtDecision,
+                     info: VmaInfo, size: MapSize, pfn: Pfn, prot: ProtDecision,
                      mmu_seq: int, log: Log) -> tuple[int, Mapping | None]:
     """Under mmu_lock: retry if invalidated, adjust for THP, check MTE, then map or relax.
 
@@ -335,8 +553,7 @@ def kvm_s2_fault_map(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultConte
     """
     fault_is_perm = esr_fsc_is_permission_fault(abort)
     if mmu_invalidate_retry(kvm, mmu_seq):
-        log.append(Decision("mmu_invalidate_retry", "invalidated since mmu_seq was read: "
-                            "-EAGAIN, the guest retries"))
+        log.append(InvalidateRetry())
         return -EAGAIN, None
     vma_pagesize, pa, ipa = size.vma_pagesize, pfn.pa & ~(size.vma_pagesize - 1), size.ipa
     if vma_pagesize == PAGE_SIZE and not (size.force_pte or prot.force_noncacheable):
@@ -346,47 +563,49 @@ def kvm_s2_fault_map(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultConte
         else:
             vma_pagesize, pa, ipa = transparent_hugepage_adjust(kvm.host, ctx, pfn, ipa)
             if vma_pagesize > PAGE_SIZE:
-                log.append(Decision("transparent_hugepage_adjust", "THP: PMD block"))
-    if not fault_is_perm and not prot.force_noncacheable and kvm.has_mte and not facts.mte_allowed:
-        log.append(Decision("mte", "MTE VM, VMA without VM_MTE_ALLOWED: -EFAULT"))
+                log.append(ThpAdjust(vma_pagesize, ipa, pa))
+    if not fault_is_perm and not prot.force_noncacheable and kvm.has_mte and not info.mte_allowed:
+        log.append(MteNotAllowed())
         return -EFAULT, None
-    p = stage2_prot(abort, kvm, prot, facts)
+    p = stage2_prot(abort, kvm, prot, info)
     if fault_is_perm and vma_pagesize == kvm_vcpu_trap_get_perm_fault_granule(abort):
+        op = PgtableOp.RELAX_PERMS
         ret = kvm_pgtable_stage2_relax_perms(kvm.pgt, ipa, p, 0)
-        op = "relax_perms"
     else:
+        op = PgtableOp.MAP
         flags = KVM_PGTABLE_WALK_HANDLE_FAULT | KVM_PGTABLE_WALK_SHARED
         ret = kvm_pgtable_stage2_map(kvm.pgt, ipa, vma_pagesize, pa, p,
                                      vcpu.mmu_page_cache, flags)
-        op = "map"
-    log.append(Decision(f"kvm_pgtable_stage2_{op}", f"IPA {ipa:#x} {_size(vma_pagesize)} -> "
-                        f"PA {pa:#x} {prot_str(p)}: {errname(ret) if ret else 'ok'}"))
+    log.append(PgtableCall(op, ipa, vma_pagesize, pa, p, ret))
     return ret, Mapping(op, ipa, vma_pagesize, pa, p) if ret == 0 else None
 
 
+UserMemAbortResult = tuple[int | HwpoisonSignal, Mapping | None, tuple[SlotPage, ...]]
+
+
 def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext,
-                   hooks: FaultHooks, log: Log) -> tuple[int | HwpoisonSignal, Mapping | None,
-                                                        tuple[int, ...]]:
+                   hooks: FaultHooks, log: Log) -> UserMemAbortResult:
     """Resolve a translation or permission fault on memslot memory.
 
-    Returns (0, -errno or the hwpoison signal; the mapping made; the gfns marked dirty).
+    Returns (0, -errno or the hwpoison signal; the mapping made; the pages marked dirty).
 
     Kernel: user_mem_abort.
     """
     fault_is_perm = esr_fsc_is_permission_fault(abort)
     write = kvm_is_write_fault(abort)
     if fault_is_perm and not write and not kvm_vcpu_trap_is_exec_fault(abort):
-        log.append(Decision("user_mem_abort", "read permission fault: -EFAULT"))
+        log.append(ReadPermissionFault())
         return -EFAULT, None, ()
     if not fault_is_perm or (memslot_is_logging(ctx.memslot) and write):
         ret = kvm_mmu_topup_memory_cache(vcpu.mmu_page_cache, kvm.env.pool,
                                          kvm_mmu_cache_min_pages(kvm))
         if ret:
+            log.append(TopupFailed(ret))
             return ret, None, ()
-    facts = kvm_s2_fault_get_vma_info(kvm.host, ctx, log)
-    if isinstance(facts, Error):
-        return facts.errno, None, ()
-    size = kvm_s2_resolve_vma_size(facts, ctx, log)
+    info = kvm_s2_fault_get_vma_info(kvm.host, ctx, log)
+    if isinstance(info, NoVma):
+        return -EFAULT, None, ()
+    size = kvm_s2_resolve_vma_size(info, ctx, log)
     mmu_seq = kvm.mmu_invalidate_seq
     pfn = kvm_s2_fault_pin_pfn(kvm.host, ctx, write, log)
     if pfn is FaultinError.KVM_PFN_ERR_HWPOISON:
@@ -394,19 +613,20 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
         return HwpoisonSignal(ctx.hva, size.vma_pagesize.bit_length() - 1), None, ()
     if isinstance(pfn, FaultinError):
         return -EFAULT, None, ()
-    prot = kvm_s2_fault_compute_prot(abort, ctx, facts, pfn, kvm, log)
-    if not isinstance(prot, ProtDecision):
+    prot = kvm_s2_fault_compute_prot(abort, ctx, info, pfn, kvm, log)
+    if isinstance(prot, ProtRefused):
         kvm.host.put_page(pfn)
-        return (prot.errno if isinstance(prot, Error) else prot), None, ()
+        return prot.errno, None, ()
     if hooks.between_pin_and_lock is not None:
         hooks.between_pin_and_lock()
-    ret, mapping = kvm_s2_fault_map(kvm, vcpu, abort, ctx, facts, size, pfn, prot, mmu_seq, log)
+    ret, mapping = kvm_s2_fault_map(kvm, vcpu, abort, ctx, info, size, pfn, prot, mmu_seq, log)
     kvm.host.put_page(pfn)
-    dirtied: tuple[int, ...] = ()
+    dirtied: tuple[SlotPage, ...] = ()
     if prot.writable and ret == 0:
         gfn = ctx.fault_ipa >> PAGE_SHIFT
         mark_page_dirty_in_slot(kvm, ctx.memslot, gfn)
-        dirtied = (gfn,) if memslot_is_logging(ctx.memslot) else ()
+        if memslot_is_logging(ctx.memslot):
+            dirtied = (SlotPage(ctx.memslot.id, gfn - ctx.memslot.base_gfn),)
     return (0 if ret == -EAGAIN else ret), mapping, dirtied
 
 
@@ -416,7 +636,7 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
 def handle_access_fault(kvm: Kvm, fault_ipa: int, log: Log) -> None:
     """Set the access flag of the leaf. Kernel: handle_access_fault."""
     kvm_pgtable_stage2_mkyoung(kvm.pgt, fault_ipa, 0)
-    log.append(Decision("handle_access_fault", f"mkyoung IPA {fault_ipa:#x}"))
+    log.append(AccessFlag(fault_ipa))
 
 
 def kvm_vcpu_ipa_limit_check(abort: GuestAbort, kvm: Kvm, log: Log) -> GuestResult | None:
@@ -430,13 +650,13 @@ def kvm_vcpu_ipa_limit_check(abort: GuestAbort, kvm: Kvm, log: Log) -> GuestResu
     if not esr_fsc_is_translation_fault(abort):
         return None
     ipa = kvm_vcpu_get_fault_ipa(abort)
-    if ipa >> get_kvm_ipa_limit(kvm.host.features):
-        log.append(Decision("ipa_limit", f"IPA {ipa:#x} beyond kvm_ipa_limit: size fault"))
-        return InjectedAbort("size", abort.far)
+    limit = get_kvm_ipa_limit(kvm.host.features)
+    if ipa >> limit:
+        log.append(IpaOutOfRange(ipa, limit, True, InjectKind.SIZE))
+        return InjectedAbort(InjectKind.SIZE, abort.far)
     if ipa >> kvm.ipa_bits:
-        kind = "pabt" if kvm_vcpu_trap_is_iabt(abort) else "dabt"
-        log.append(Decision("ipa_limit", f"IPA {ipa:#x} beyond the {kvm.ipa_bits}-bit IPA "
-                            f"space: inject {kind}"))
+        kind = InjectKind.PABT if kvm_vcpu_trap_is_iabt(abort) else InjectKind.DABT
+        log.append(IpaOutOfRange(ipa, kvm.ipa_bits, False, kind))
         return InjectedAbort(kind, ipa | (abort.far & 0xFFF))
     return None
 
@@ -446,16 +666,15 @@ def io_mem_abort(abort: GuestAbort, kvm: Kvm, ipa: int, log: Log) -> GuestResult
 
     Kernel: io_mem_abort (arch/arm64/kvm/mmio.c).
     """
-    if not kvm_vcpu_dabt_isvalid(abort):
-        if kvm.nisv_to_user:
-            log.append(Decision("io_mem_abort", "no valid syndrome: KVM_EXIT_ARM_NISV"))
-            return NisvExit(abort.esr & 0x1FFFFFF, ipa)
-        log.append(Decision("io_mem_abort", "no valid syndrome: -ENOSYS"))
-        return Error(-ENOSYS, "Data abort outside memslots with no valid syndrome info")
+    isv = kvm_vcpu_dabt_isvalid(abort)
     write = kvm_is_write_fault(abort)
-    log.append(Decision("io_mem_abort", f"KVM_EXIT_MMIO {'write' if write else 'read'} "
-                        f"{dabt_access_size(abort)} bytes at {ipa:#x}"))
-    return MmioExit(ipa, dabt_access_size(abort), write)
+    length = dabt_access_size(abort) if isv else 0
+    log.append(IoMemAbort(ipa, isv, write, length, kvm.nisv_to_user))
+    if not isv:
+        if kvm.nisv_to_user:
+            return NisvExit(abort.esr & 0x1FFFFFF, ipa)
+        return Error(-ENOSYS, ErrorReason.NO_VALID_SYNDROME)
+    return MmioExit(ipa, length, write)
 
 
 def outside_memslot(abort: GuestAbort, kvm: Kvm, hva: int | None, ipa: int,
@@ -465,18 +684,33 @@ def outside_memslot(abort: GuestAbort, kvm: Kvm, hva: int | None, ipa: int,
     Kernel: kvm_handle_guest_abort (the kvm_is_error_hva || (write && !writable) branch).
     """
     if kvm_vcpu_trap_is_iabt(abort):
-        log.append(Decision("kvm_handle_guest_abort", "instruction fetch outside memory: "
-                            "inject pabt"))
-        return InjectedAbort("pabt", abort.far)
+        log.append(OutsideMemslot(OutsideAction.INJECT_PABT))
+        return InjectedAbort(InjectKind.PABT, abort.far)
     if kvm_vcpu_abt_iss1tw(abort):
-        log.append(Decision("kvm_handle_guest_abort", "stage-1 walk outside writable memory: "
-                            "inject dabt"))
-        return InjectedAbort("dabt", abort.far)
+        log.append(OutsideMemslot(OutsideAction.INJECT_DABT))
+        return InjectedAbort(InjectKind.DABT, abort.far)
     if hva is None and kvm_vcpu_dabt_is_cm(abort):
-        log.append(Decision("kvm_handle_guest_abort", "cache maintenance outside memslots: "
-                            "skipped"))
-        return Resumed("cache maintenance skipped (kvm_incr_pc)")
+        log.append(OutsideMemslot(OutsideAction.SKIP_CM))
+        return Resumed(ResumeReason.CM_SKIPPED)
     return io_mem_abort(abort, kvm, ipa | (abort.far & 0xFFF), log)
+
+
+def error_reason(decision: Decision | None) -> ErrorReason:
+    """Return why user_mem_abort failed, from the step that refused."""
+    match decision:
+        case ReadPermissionFault():
+            return ErrorReason.READ_PERMISSION_FAULT
+        case TopupFailed():
+            return ErrorReason.MEMCACHE
+        case NoVma():
+            return ErrorReason.NO_VMA
+        case PfnError():
+            return ErrorReason.FAULTIN
+        case ProtRefused():
+            return ErrorReason.CACHEABLE_PFNMAP
+        case MteNotAllowed():
+            return ErrorReason.MTE_NOT_ALLOWED
+    return ErrorReason.PGTABLE
 
 
 def kvm_handle_guest_abort(abort: GuestAbort, kvm: Kvm, vcpu: KvmVcpu,
@@ -492,59 +726,40 @@ def kvm_handle_guest_abort(abort: GuestAbort, kvm: Kvm, vcpu: KvmVcpu,
     log: Log = []
 
     def done(result: GuestResult, mapping: Mapping | None = None,
-             dirtied: tuple[int, ...] = ()) -> AbortOutcome:
+             dirtied: tuple[SlotPage, ...] = ()) -> AbortOutcome:
         return AbortOutcome(result, tuple(log), mapping, dirtied)
 
     limit = kvm_vcpu_ipa_limit_check(abort, kvm, log)
     if limit is not None:
         return done(limit)
     if kvm_vcpu_abt_issea(abort):
-        if kvm.host.features.ras_claims_sea:
-            log.append(Decision("kvm_handle_guest_sea", "claimed by the host (APEI)"))
-            return done(Resumed("SEA handled by the host"))
-        log.append(Decision("kvm_handle_guest_sea", "not claimed: inject SError"))
-        return done(InjectedAbort("serror", abort.far))
+        claimed = kvm.host.features.ras_claims_sea
+        log.append(GuestSea(claimed))
+        if claimed:
+            return done(Resumed(ResumeReason.SEA_CLAIMED))
+        return done(InjectedAbort(InjectKind.SERROR, abort.far))
     if not (esr_fsc_is_translation_fault(abort) or esr_fsc_is_permission_fault(abort)
             or esr_fsc_is_access_flag_fault(abort)):
-        fsc = kvm_vcpu_trap_get_fault(abort)
-        log.append(Decision("kvm_handle_guest_abort", f"unsupported FSC {fsc:#x}: -EFAULT"))
-        return done(Error(-EFAULT, f"Unsupported FSC: xFSC={fsc:#x} ESR_EL2={abort.esr:#x}"))
+        log.append(UnsupportedFsc(kvm_vcpu_trap_get_fault(abort), abort.esr))
+        return done(Error(-EFAULT, ErrorReason.UNSUPPORTED_FSC))
     ipa = kvm_vcpu_get_fault_ipa(abort)
     gfn = ipa >> PAGE_SHIFT
     slot = gfn_to_memslot(kvm.slots(), gfn)
     hva, writable = gfn_to_hva_memslot_prot(slot, gfn)
     write = kvm_is_write_fault(abort)
-    log.append(Decision("gfn_to_memslot", f"IPA {ipa:#x}: " + (
-        f"slot {slot.id}, HVA {hva:#x}{'' if writable else ' (read-only)'}"
-        if slot is not None and hva is not None else "no memslot")))
+    log.append(MemslotLookup(ipa, None if slot is None else slot.id, hva, writable))
     if slot is None or hva is None or (write and not writable):
         return done(outside_memslot(abort, kvm, hva, ipa, log))
     if esr_fsc_is_access_flag_fault(abort):
         handle_access_fault(kvm, ipa, log)
-        return done(Resumed("access flag set"))
+        return done(Resumed(ResumeReason.ACCESS_FLAG))
     ret, mapping, dirtied = user_mem_abort(kvm, vcpu, abort, FaultContext(slot, hva, ipa),
                                            hooks, log)
     if isinstance(ret, HwpoisonSignal):
         return done(ret)
     if ret == -ENOEXEC:
-        return done(InjectedAbort("pabt", abort.far))
+        return done(InjectedAbort(InjectKind.PABT, abort.far))
     if ret < 0:
-        return done(Error(ret, log[-1].text if log else errname(ret)))
-    return done(Resumed("mapped" if mapping is not None else "retry"), mapping, dirtied)
-
-
-def _size(size: int) -> str:
-    return f"{size >> 30}G" if size >= 1 << 30 else (
-        f"{size >> 20}M" if size >= 1 << 20 else f"{size >> 10}K")
-
-
-def prot_str(p: int) -> str:
-    """Return a prot set as 'RWX', with ' Device' or ' NC'."""
-    s = ("R" if p & KVM_PGTABLE_PROT_R else "-") + ("W" if p & KVM_PGTABLE_PROT_W else "-")
-    s += "X" if p & KVM_PGTABLE_PROT_X == KVM_PGTABLE_PROT_X else "-"
-    if p & KVM_PGTABLE_PROT_DEVICE:
-        s += " Device"
-    elif p & KVM_PGTABLE_PROT_NORMAL_NC:
-        s += " Normal-NC"
-    return s
-
+        return done(Error(ret, error_reason(log[-1] if log else None)))
+    reason = ResumeReason.MAPPED if mapping is not None else ResumeReason.RETRY
+    return done(Resumed(reason), mapping, dirtied)

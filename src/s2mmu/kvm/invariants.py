@@ -1,7 +1,8 @@
 """Invariants that hold after every step of a VM's life, checked from the outside.
 
 Each check reads the stage-2 tables (through the page-table library's walker), the
-memslots, the host and the dirty bitmaps, and returns the broken rules as sentences.
+memslots, the host and the dirty bitmaps, and returns the broken rules as typed values
+(one frozen dataclass per rule, with what was seen; worded by s2mmu.scenario.render_text).
 
 - page references balanced: after a fault, every host page holds only its mapping's
   reference (get_user_pages pins are always released, errors included);
@@ -47,6 +48,73 @@ class S2Leaf:
     pte: int
 
 
+@dataclass(frozen=True)
+class PinLeaked:
+    """A host page holds a reference beyond its mapping's: a pin was not released."""
+
+    pa: int
+    refcount: int
+
+
+@dataclass(frozen=True)
+class MappedOutsideMemslot:
+    """A stage-2 leaf maps IPAs outside a memslot (or across two)."""
+
+    ipa: int
+    size: int
+
+
+@dataclass(frozen=True)
+class WritableBlockWhileLogging:
+    """A writable block in a logging slot whose pages are not all dirty."""
+
+    ipa: int
+    size: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class CleanWritablePage:
+    """A writable page in a logging slot whose dirty bit is clear."""
+
+    ipa: int
+    size: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class CacheablePfnmap:
+    """A cacheable stage-2 mapping of VM_PFNMAP memory without FWB and DIC."""
+
+    ipa: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Stage2Mismatch:
+    """Stage 2 gives pa at offset of the leaf; the host maps host_pa (None: nothing)."""
+
+    ipa: int
+    size: int
+    offset: int
+    pa: int
+    host_pa: int | None
+
+
+@dataclass(frozen=True)
+class UnexplainedDirtyBit:
+    """A dirty bit no handled write explains: the slot, its page, the page's IPA."""
+
+    slot: int
+    page: int
+    ipa: int
+
+
+KvmViolation = (PinLeaked | MappedOutsideMemslot | WritableBlockWhileLogging
+                | CleanWritablePage | CacheablePfnmap | Stage2Mismatch | UnexplainedDirtyBit)
+"""A broken kvm invariant: a closed union."""
+
+
 def _collect(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
     if kvm_pte_valid(ctx.old):
         g = ctx.mm_ops.g
@@ -75,59 +143,54 @@ def _dirty(kvm: Kvm, slot: Memslot, gfn: int) -> bool:
     return bitmap is not None and bool(bitmap[rel >> 3] >> (rel & 7) & 1)
 
 
-def check_refcounts(kvm: Kvm) -> list[str]:
+def check_refcounts(kvm: Kvm) -> list[KvmViolation]:
     """Return pages holding a reference beyond their host mapping's."""
-    return [f"host page {f.pa:#x} has refcount {f.refcount} (a pin was not released)"
-            for f in kvm.host.folios.values() if f.refcount != 1]
+    return [PinLeaked(f.pa, f.refcount) for f in kvm.host.folios.values() if f.refcount != 1]
 
 
-def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[str]:
+def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[KvmViolation]:
     """Return the rules one stage-2 leaf breaks."""
     gfn = leaf.ipa >> PAGE_SHIFT
     slots = kvm.slots()
     first = gfn_to_memslot(slots, gfn)
     last = gfn_to_memslot(slots, gfn + (leaf.size >> PAGE_SHIFT) - 1)
-    where = f"IPA {leaf.ipa:#x}+{leaf.size:#x}"
     if first is None or last is None or first.id != last.id:
-        return [f"{where} is mapped outside a memslot"]
-    bad = []
+        return [MappedOutsideMemslot(leaf.ipa, leaf.size)]
+    bad: list[KvmViolation] = []
     hva = gfn_to_hva_memslot(first, gfn)
     vma = kvm.host.vma_lookup(hva)
     if memslot_is_logging(first) and leaf_writable(leaf):
         npages = leaf.size >> PAGE_SHIFT
         if leaf.size > PAGE_SIZE and not all(_dirty(kvm, first, gfn + i) for i in range(npages)):
-            bad.append(f"{where}: writable block in logging slot {first.id}")
+            bad.append(WritableBlockWhileLogging(leaf.ipa, leaf.size, first.id))
         elif leaf.size == PAGE_SIZE and not _dirty(kvm, first, gfn):
-            bad.append(f"{where}: writable page in logging slot {first.id} but not dirty")
+            bad.append(CleanWritablePage(leaf.ipa, leaf.size, first.id))
     if vma is not None and vma_is_pfnmap(vma) and stage2_pte_cacheable(kvm.pgt, leaf.pte) \
             and not kvm_supports_cacheable_pfnmap(kvm.host.features):
-        bad.append(f"{where}: cacheable VM_PFNMAP mapping without FWB+DIC")
+        bad.append(CacheablePfnmap(leaf.ipa, leaf.size))
     for off in {0, leaf.size - PAGE_SIZE}:
         want = kvm.host.hva_to_pa(hva + off)
         if want != leaf.pa + off:
-            got = "nothing" if want is None else f"{want:#x}"
-            bad.append(f"{where}: stage 2 gives PA {leaf.pa + off:#x} at +{off:#x}, "
-                       f"the host maps {got}")
+            bad.append(Stage2Mismatch(leaf.ipa, leaf.size, off, leaf.pa + off, want))
     return bad
 
 
-def check_dirty_bits(kvm: Kvm, written: dict[int, set[int]]) -> list[str]:
+def check_dirty_bits(kvm: Kvm, written: dict[int, set[int]]) -> list[KvmViolation]:
     """Return the dirty bits no handled write explains.
 
     written: per slot id, the slot-relative pages a handled write fault dirtied since the
     slot's bitmap was allocated (every page, if it was allocated all-set).
     """
-    bad = []
+    bad: list[KvmViolation] = []
     for sid in sorted(kvm.dirty_bitmap):
         allowed = written.get(sid, set())
         base = kvm.memslots[sid].base_gfn
-        bad += [f"slot {sid} page {rel} (IPA {(base + rel) << PAGE_SHIFT:#x}) is dirty but "
-                "no handled write dirtied it"
+        bad += [UnexplainedDirtyBit(sid, rel, (base + rel) << PAGE_SHIFT)
                 for rel in dirty_gfns(kvm, sid) if rel not in allowed]
     return bad
 
 
-def check_invariants(kvm: Kvm) -> list[str]:
+def check_invariants(kvm: Kvm) -> list[KvmViolation]:
     """Return every broken invariant (empty when all hold)."""
     bad = check_refcounts(kvm)
     for leaf in stage2_leaves(kvm):

@@ -14,6 +14,7 @@ mmu_invalidate_retry (virt/kvm/kvm_main.c, include/linux/kvm_host.h).
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field, replace
 
 from s2mmu.kvm.errno import EFAULT
@@ -59,12 +60,47 @@ ARM64_MIN_PARANGE_BITS = 32
 KVM_PHYS_SHIFT_DEFAULT = 40
 
 
-class KvmError(Exception):
-    """An ioctl failed: carries the negative errno and the kernel's reason."""
+class Refusal(enum.Enum):
+    """Why an ioctl fails: what callers branch on (the message is only for people)."""
 
-    def __init__(self, errno: int, why: str) -> None:
+    IPA_SIZE = "ipa-size"
+    MTE_UNSUPPORTED = "mte-unsupported"
+    SLOT_BEYOND_IPA_SPACE = "slot-beyond-ipa-space"
+    VMA_WITHOUT_MTE = "vma-without-mte"
+    LOGGING_PFNMAP = "logging-pfnmap"
+    CACHEABLE_PFNMAP = "cacheable-pfnmap"
+    BAD_FLAGS = "bad-flags"
+    UNALIGNED = "unaligned"
+    DELETE_EMPTY_SLOT = "delete-empty-slot"
+    IMMUTABLE_SLOT_FIELD = "immutable-slot-field"
+    OVERLAP = "overlap"
+    NO_DIRTY_BITMAP = "no-dirty-bitmap"
+    DIRTY_LOG_RANGE = "dirty-log-range"
+
+
+class MemoryChange(enum.Enum):
+    """What KVM_SET_USER_MEMORY_REGION did to a slot. Kernel: enum kvm_mr_change."""
+
+    CREATE = "create"
+    DELETE = "delete"
+    MOVE = "move"
+    FLAGS_ONLY = "flags-only"
+    UNCHANGED = "unchanged"
+    """Nothing changed (the kernel returns 0 early)."""
+
+
+class KvmError(Exception):
+    """An ioctl failed, as the ioctl returns -errno: the errno, why (a Refusal), and a
+    one-line message naming the values (the kernel's own wording where it has one).
+
+    The convention of this layer: an ioctl's failure is a KvmError; what the guest sees
+    after an abort is a value (s2mmu.kvm.abort.GuestResult), never an exception.
+    """
+
+    def __init__(self, errno: int, reason: Refusal, why: str) -> None:
         super().__init__(why)
         self.errno = errno
+        self.reason = reason
         self.why = why
 
 
@@ -129,8 +165,8 @@ def kvm_init_ipa_range(host: HostMm, phys_shift: int) -> int:
     if phys_shift == 0:
         return KVM_PHYS_SHIFT_DEFAULT
     if phys_shift > limit or phys_shift < ARM64_MIN_PARANGE_BITS:
-        raise KvmError(-EINVAL, f"IPA size {phys_shift} outside [{ARM64_MIN_PARANGE_BITS}, "
-                                f"{limit}] (kvm_ipa_limit)")
+        raise KvmError(-EINVAL, Refusal.IPA_SIZE, f"IPA size {phys_shift} outside "
+                       f"[{ARM64_MIN_PARANGE_BITS}, {limit}] (kvm_ipa_limit)")
     return phys_shift
 
 
@@ -142,7 +178,7 @@ def kvm_create_vm(host: HostMm, phys_shift: int = 0, vmid: int = 1,
     """
     ipa_bits = kvm_init_ipa_range(host, phys_shift)
     if has_mte and not host.features.mte:
-        raise KvmError(-EINVAL, "KVM_CAP_ARM_MTE on a host without MTE")
+        raise KvmError(-EINVAL, Refusal.MTE_UNSUPPORTED, "KVM_CAP_ARM_MTE on a host without MTE")
     env = env or new_env(caps=host.features.kvm_caps(), mem=host.mem)
     pgt = new_stage2(env, ipa_bits, vmid=vmid, mmfr0=id_aa64mmfr0_parange(host.features))
     kvm = Kvm(host=host, env=env, pgt=pgt, ipa_bits=ipa_bits, has_mte=has_mte)
@@ -228,7 +264,8 @@ def kvm_arch_prepare_memory_region(kvm: Kvm, new: Memslot) -> None:
     Kernel: kvm_arch_prepare_memory_region.
     """
     if new.end_gfn > kvm_phys_size(kvm) >> PAGE_SHIFT:
-        raise KvmError(-EFAULT, f"memslot ends at IPA {new.end_gfn << PAGE_SHIFT:#x}, beyond "
+        raise KvmError(-EFAULT, Refusal.SLOT_BEYOND_IPA_SPACE,
+                       f"memslot ends at IPA {new.end_gfn << PAGE_SHIFT:#x}, beyond "
                                 f"the {kvm.ipa_bits}-bit IPA space")
     hva, end = new.userspace_addr, new.userspace_addr + (new.npages << PAGE_SHIFT)
     for vma in kvm.host.vmas_intersecting(hva, end):
@@ -238,26 +275,29 @@ def kvm_arch_prepare_memory_region(kvm: Kvm, new: Memslot) -> None:
 def prepare_check_vma(kvm: Kvm, new: Memslot, vma: Vma) -> None:
     """Apply kvm_arch_prepare_memory_region's checks to one VMA."""
     if kvm.has_mte and not kvm_vma_mte_allowed(vma):
-        raise KvmError(-EINVAL, f"MTE VM: VMA {vma.name or hex(vma.start)} lacks VM_MTE_ALLOWED")
+        raise KvmError(-EINVAL, Refusal.VMA_WITHOUT_MTE,
+                       f"MTE VM: VMA {vma.name or hex(vma.start)} lacks VM_MTE_ALLOWED")
     if not vma_is_pfnmap(vma):
         return
     if new.flags & KVM_MEM_LOG_DIRTY_PAGES:
-        raise KvmError(-EINVAL, f"dirty logging on VM_PFNMAP VMA {vma.name or hex(vma.start)}")
+        raise KvmError(-EINVAL, Refusal.LOGGING_PFNMAP,
+                       f"dirty logging on VM_PFNMAP VMA {vma.name or hex(vma.start)}")
     if kvm_vma_is_cacheable(vma) and not kvm_supports_cacheable_pfnmap(kvm.host.features):
-        raise KvmError(-EINVAL, f"cacheable VM_PFNMAP VMA {vma.name or hex(vma.start)} needs "
+        raise KvmError(-EINVAL, Refusal.CACHEABLE_PFNMAP,
+                       f"cacheable VM_PFNMAP VMA {vma.name or hex(vma.start)} needs "
                                 "FEAT_S2FWB and CTR_EL0.DIC")
 
 
 def _check_region_args(flags: int, gpa: int, size: int, hva: int) -> None:
     if flags & ~KVM_MEM_VALID_FLAGS:
-        raise KvmError(-EINVAL, f"unknown memslot flags {flags:#x}")
+        raise KvmError(-EINVAL, Refusal.BAD_FLAGS, f"unknown memslot flags {flags:#x}")
     for name, v in (("memory_size", size), ("guest_phys_addr", gpa), ("userspace_addr", hva)):
         if v & (PAGE_SIZE - 1):
-            raise KvmError(-EINVAL, f"{name} {v:#x} is not page aligned")
+            raise KvmError(-EINVAL, Refusal.UNALIGNED, f"{name} {v:#x} is not page aligned")
 
 
 def kvm_set_memory_region(kvm: Kvm, slot_id: int, flags: int, gpa: int, size: int,
-                          hva: int) -> str:
+                          hva: int) -> MemoryChange:
     """Create, move, delete or change the flags of a memslot; return which it was.
 
     Kernel: __kvm_set_memory_region (checks, KVM_MR_* choice), kvm_set_memslot.
@@ -266,29 +306,30 @@ def kvm_set_memory_region(kvm: Kvm, slot_id: int, flags: int, gpa: int, size: in
     old = kvm.memslots.get(slot_id)
     if size == 0:
         if old is None:
-            raise KvmError(-EINVAL, f"delete of empty slot {slot_id}")
+            raise KvmError(-EINVAL, Refusal.DELETE_EMPTY_SLOT, f"delete of empty slot {slot_id}")
         kvm_delete_memslot(kvm, old)
-        return "delete"
+        return MemoryChange.DELETE
     new = Memslot(slot_id, gpa >> PAGE_SHIFT, size >> PAGE_SHIFT, hva, flags)
     if old is None:
-        change = "create"
+        change = MemoryChange.CREATE
     else:
         if hva != old.userspace_addr or new.npages != old.npages or (
                 (flags ^ old.flags) & KVM_MEM_READONLY):
-            raise KvmError(-EINVAL, "a slot's HVA, size and READONLY flag cannot change")
+            raise KvmError(-EINVAL, Refusal.IMMUTABLE_SLOT_FIELD,
+                           "a slot's HVA, size and READONLY flag cannot change")
         if new.base_gfn != old.base_gfn:
-            change = "move"
+            change = MemoryChange.MOVE
         elif flags != old.flags:
-            change = "flags-only"
+            change = MemoryChange.FLAGS_ONLY
         else:
-            return "unchanged"
-    if change in ("create", "move"):
+            return MemoryChange.UNCHANGED
+    if change in (MemoryChange.CREATE, MemoryChange.MOVE):
         for other in kvm.memslots.values():
             overlap = other.base_gfn < new.end_gfn and new.base_gfn < other.end_gfn
             if other.id != slot_id and overlap:
-                raise KvmError(-EEXIST, f"slot {slot_id} overlaps slot {other.id}")
+                raise KvmError(-EEXIST, Refusal.OVERLAP, f"slot {slot_id} overlaps slot {other.id}")
     kvm_arch_prepare_memory_region(kvm, new)
-    if change == "move":
+    if change is MemoryChange.MOVE:
         start, end = slot_range(old)  # type: ignore[arg-type]
         kvm_stage2_unmap_range(kvm, start, end - start)
     kvm.memslots[slot_id] = new
@@ -332,7 +373,7 @@ def _clear_tail(bitmap: bytearray, npages: int) -> None:
 
 
 def kvm_arch_commit_memory_region(kvm: Kvm, old: Memslot | None, new: Memslot,
-                                  change: str) -> None:
+                                  change: MemoryChange) -> None:
     """On enabling dirty logging, write-protect the slot and eager-split it.
 
     With KVM_DIRTY_LOG_INITIALLY_SET nothing is done here: CLEAR_DIRTY_LOG protects
@@ -352,7 +393,7 @@ def kvm_arch_commit_memory_region(kvm: Kvm, old: Memslot | None, new: Memslot,
     kvm_mmu_free_memory_cache(kvm.pgt.s2_mmu.split_page_cache, kvm.env.pool)
 
 
-def set_slot_flags(kvm: Kvm, slot_id: int, flags: int) -> str:
+def set_slot_flags(kvm: Kvm, slot_id: int, flags: int) -> MemoryChange:
     """Change only a slot's flags (the VMM's dirty-log enable/disable)."""
     slot = kvm.memslots[slot_id]
     return kvm_set_memory_region(kvm, slot_id, flags, slot.base_gfn << PAGE_SHIFT,

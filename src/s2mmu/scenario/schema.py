@@ -1,24 +1,37 @@
-"""Scenario files: TOML in, checked values out, or one error naming file, line and field.
+"""Scenario files: TOML in, typed values out, or one error naming file, line and field.
 
 TOML because Python 3.11 reads it with the standard library (tomllib: no dependency),
 it allows comments, and hex integers (0x4000_0000) are native, which addresses need.
 tomllib does not report where a value came from, so :func:`locate` finds the line of a
 field from its path ([[event]] number 3, key "ipa") by scanning the text.
+
+A scenario is data for the layers below: each layer registers (in a scenario-level module
+of its own, such as :mod:`s2mmu.scenario.kvm_events`) the top-level tables it owns and
+the world state it builds from them (a :class:`Layer`), its event kinds (an
+:class:`EventKind`: name, frozen dataclass type, parse, run), its expectations
+(:class:`ExpectationKind`) and its invariants (:class:`Invariant`). Loading parses each
+``[[event]]`` table into its kind's frozen dataclass, checked field by field with the
+same ``file:line: field: why`` messages; the runner dispatches through the same registry.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s2mmu.arch.errors import InputError
 
+if TYPE_CHECKING:
+    from s2mmu.scenario.records import Mismatch, Outcome, StepDraft, World
+
 SIZES = {"K": 10, "M": 20, "G": 30, "T": 40}
 
-TOP = {"name", "description", "host", "vm", "vma", "memslot", "vcpu", "event"}
+KVM_TABLES = {"host", "vm", "vma", "memslot", "vcpu"}
 HOST_KEYS = {"features", "pa_bits", "ras_claims_sea"}
 HOST_FEATURES = {"fwb", "dic", "idc", "tlb_range", "mte"}
 VM_KEYS = {"ipa_bits", "mte", "manual_dirty_log_protect", "initially_set",
@@ -30,27 +43,13 @@ VCPU_KEYS = {"id", "stage1_tables", "map"}
 MAP_KEYS = {"va", "ipa", "size", "ro", "xn", "device"}
 ACCESS = {"read", "write", "exec", "dc"}
 HOST_EVENTS = {"munmap", "madvise", "migrate", "hwpoison"}
-EVENT_KINDS = ACCESS | HOST_EVENTS | {"mmap",
-    "dirty_log_enable", "dirty_log_disable", "get_dirty_log", "clear_dirty_log",
-    "memslot", "delete_memslot", "move_memslot", "abort", "check"}
 COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq"}
-FAULT_EXPECTS = {"expect", "expect_mapping", "expect_errno"}
-EVENT_KIND_KEYS: dict[str, set[str]] = {
-    **{k: {"vcpu", "va", "ipa", "syndrome", "race"} | FAULT_EXPECTS for k in ACCESS},
-    "abort": {"vcpu", "esr", "far", "hpfar"} | FAULT_EXPECTS,
-    **{k: {"hva", "size"} for k in HOST_EVENTS},
-    "mmap": VMA_KEYS,
-    "dirty_log_enable": {"slot"}, "dirty_log_disable": {"slot"},
-    "get_dirty_log": {"slot", "expect_dirty", "expect_dirty_count"},
-    "clear_dirty_log": {"slot", "first_page", "num_pages", "pages"},
-    "memslot": {"slot", "gpa", "size", "hva", "flags"},
-    "move_memslot": {"slot", "gpa"}, "delete_memslot": {"slot"}, "check": set(),
-}
-EVENT_KEYS = COMMON_EVENT_KEYS.union(*EVENT_KIND_KEYS.values())
 RACE_KEYS = {"do", "hva", "size"}
 MAPPING_SIZES = {"4K", "2M", "1G"}
 EXPECTS = {"completed", "guest-fault", "resumed", "mmio", "nisv", "sea-dabt", "sea-pabt",
            "size-fault", "serror", "hwpoison", "error", "retry"}
+
+
 
 
 class ScenarioError(InputError):
@@ -67,7 +66,8 @@ class Where:
 
 @dataclass(frozen=True)
 class Item:
-    """One table of the scenario ([[vma]], [[event]], ...) with its checked fields."""
+    """One raw table of the scenario ([[vma]], [[event]], ...) with its checked fields:
+    what a parse function reads to build its typed value."""
 
     kind: str
     index: int
@@ -79,26 +79,182 @@ class Item:
         return self.fields.get(key, default)
 
     def error(self, key: str | None, msg: str) -> ScenarioError:
-        """Return the error for one of this item's fields, found while running it."""
+        """Return the error for one of this table's fields."""
         line = self.key_lines.get(key, self.where.line) if key else self.where.line
         name = f"{self.kind}[{self.index}]" + (f".{key}" if key else "")
         return ScenarioError(f"{self.where.path}:{line}: {name}: {msg}")
 
 
+# -- the typed scenario -----------------------------------------------------------------------
+
+
+class Expectation:
+    """Base of every expectation: a frozen dataclass of its kind, checked after its step."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every timeline event: where it came from, its note and its expectations.
+
+    Each kind is a frozen dataclass deriving from this one, with typed fields (sizes and
+    addresses as ints). ``do`` is the name the scenario file used (read, write, ...).
+    """
+
+    do: str
+    table: str
+    index: int
+    where: Where
+    key_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    note: str = ""
+    expects: tuple[Expectation, ...] = ()
+
+    def error(self, key: str | None, msg: str) -> ScenarioError:
+        """Return the error for one of this event's fields, found while running it."""
+        line = self.key_lines.get(key, self.where.line) if key else self.where.line
+        name = f"{self.table}[{self.index}]" + (f".{key}" if key else "")
+        return ScenarioError(f"{self.where.path}:{line}: {name}: {msg}")
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """A whole scenario, checked."""
+    """A whole scenario, checked: each layer's configuration, the setup steps the layers
+    derive from their tables (memslots), then the timeline."""
 
     path: str
     name: str
     description: str
-    host: dict[str, Any]
-    vm: dict[str, Any]
-    vmas: tuple[Item, ...]
-    memslots: tuple[Item, ...]
-    vcpus: tuple[Item, ...]
-    events: tuple[Item, ...] = field(default=())
-    vm_lines: dict[str, int] = field(default_factory=dict)
+    configs: Mapping[str, object]
+    setup: tuple[Event, ...] = ()
+    events: tuple[Event, ...] = ()
+
+    def config(self, layer: str) -> Any:
+        """Return one layer's configuration (the value its Layer.parse returned)."""
+        return self.configs[layer]
+
+
+# -- the registry: what each layer plugs in -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """One event kind: its name in the file, its type, its fields, how to parse and run it.
+
+    keys: the fields it takes besides do/note and the common expectations; expects: the
+    expectation fields it accepts (registered ExpectationKind keys); parse(item, scenario
+    context) returns the event; run(world, event, draft) runs it and returns the outcome
+    and the step's typed result.
+    """
+
+    name: str
+    type: type[Event]
+    keys: frozenset[str]
+    parse: Callable[[Item, ParseContext], Event]
+    run: Callable[[World, Any, StepDraft], Outcome]
+    expects: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ExpectationKind:
+    """One expectation field: its key, its value's type; parse(item) gives the value,
+    check(world, expectation, draft) gives a Mismatch or None."""
+
+    key: str
+    type: type[Expectation]
+    parse: Callable[[Item], Expectation]
+    check: Callable[[World, Any, StepDraft], Mismatch | None]
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """A rule checked after every step: check(world) returns the ways it is broken (typed
+    values, worded by the renderers)."""
+
+    name: str
+    check: Callable[[World], list[Any]]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer's world state: the top-level tables it owns, how to parse them into its
+    configuration (and setup events), how to build its part of the world, and hooks around
+    each step.
+
+    parse(checker, data, context) -> (config, setup events); build(world, config) adds the
+    layer's state before setup; ready(world, config) finishes it after the setup events ran;
+    mark(world) and observe(world, mark) collect what happened during a step (events shown,
+    trace); after(world, draft) updates the layer's history after a step.
+    """
+
+    name: str
+    tables: frozenset[str]
+    parse: Callable[[Checker, dict[str, Any], ParseContext], tuple[object, list[Event]]]
+    build: Callable[[World, Any], None]
+    ready: Callable[[World, Any], None] = lambda world, config: None
+    mark: Callable[[World], object] = lambda world: None
+    observe: Callable[[World, Any, StepDraft, bool], None] = lambda w, m, d, t: None
+    after: Callable[[World, StepDraft], None] = lambda world, draft: None
+    summary: Callable[[World], object] | None = None
+
+
+@dataclass
+class Registry:
+    """Every registered layer, event kind, expectation and invariant, in registration order."""
+
+    layers: dict[str, Layer] = field(default_factory=dict)
+    kinds: dict[str, EventKind] = field(default_factory=dict)
+    expectations: dict[str, ExpectationKind] = field(default_factory=dict)
+    invariants: dict[str, Invariant] = field(default_factory=dict)
+
+    def event_kind(self, kind: EventKind) -> None:
+        """Register an event kind (a name registered twice is a bug)."""
+        assert kind.name not in self.kinds, kind.name
+        self.kinds[kind.name] = kind
+
+    def expectation(self, kind: ExpectationKind) -> None:
+        """Register an expectation field."""
+        assert kind.key not in self.expectations, kind.key
+        self.expectations[kind.key] = kind
+
+    def invariant(self, inv: Invariant) -> None:
+        """Register an invariant."""
+        assert inv.name not in self.invariants, inv.name
+        self.invariants[inv.name] = inv
+
+    def layer(self, layer: Layer) -> None:
+        """Register a layer's world state."""
+        assert layer.name not in self.layers, layer.name
+        self.layers[layer.name] = layer
+
+    def kind_of(self, event: Event) -> EventKind:
+        """Return the registered kind of an event."""
+        return self.kinds[event.do]
+
+    def expectation_of(self, e: Expectation) -> ExpectationKind:
+        """Return the registered kind of an expectation value."""
+        return next(k for k in self.expectations.values() if type(e) is k.type)
+
+
+REGISTRY = Registry()
+"""The registry the runner dispatches through."""
+
+LAYER_MODULES = ("s2mmu.scenario.kvm_events",)
+"""The scenario-level modules that register each layer (nested and pKVM add theirs)."""
+
+
+def load_layers() -> Registry:
+    """Import every layer's registering module (once) and return the registry."""
+    for name in LAYER_MODULES:
+        importlib.import_module(name)
+    return REGISTRY
+
+
+@dataclass(frozen=True)
+class ParseContext:
+    """What a parse function may need of the rest of the file: the layers' configs so far,
+    and the file's checker (for the shared field checks and their messages)."""
+
+    configs: Mapping[str, object]
+    checker: Checker
 
 
 def locate(text: str, table: str, index: int | None, key: str | None) -> int:
@@ -131,9 +287,38 @@ class Checker:
 
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
+        self._lines: list[str] | None = None
+        self._headers: dict[tuple[str, bool], list[int]] = {}
+
+    def line(self, table: str, index: int | None, key: str | None) -> int:
+        """Return what :func:`locate` returns, with the file's table headers found once
+        (a scenario of thousands of events stays linear to load)."""
+        if self._lines is None:
+            self._lines = self.text.splitlines()
+        lines = self._lines
+        array = index is not None
+        if (table, array) not in self._headers:
+            header = re.compile(r"^\s*\[\[\s*" + re.escape(table) + r"\s*\]\]" if array
+                                else r"^\s*\[\s*" + re.escape(table) + r"\s*\]")
+            self._headers[table, array] = [i for i, ln in enumerate(lines) if header.match(ln)]
+        starts = self._headers[table, array]
+        n = index or 0
+        if n >= len(starts):
+            return 1
+        start = starts[n]
+        if key is None:
+            return start + 1
+        keypat = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        sub = "[[" + table + "."
+        for j in range(start + 1, len(lines)):
+            if re.match(r"^\s*\[", lines[j]) and not lines[j].strip().startswith(sub):
+                break
+            if keypat.match(lines[j]):
+                return j + 1
+        return start + 1
 
     def fail(self, table: str, index: int | None, key: str | None, msg: str) -> ScenarioError:
-        line = locate(self.text, table, index, key)
+        line = self.line(table, index, key)
         name = f"{table}[{index}]" if index is not None else table
         fieldname = f"{name}.{key}" if key else name
         return ScenarioError(f"{self.path}:{line}: {fieldname}: {msg}")
@@ -242,9 +427,9 @@ def _items(c: Checker, data: dict[str, Any], table: str, allowed: set[str]) -> l
     out = []
     for i, d in enumerate(raw):
         c.keys(table, i, d, allowed)
-        lines = {k: locate(c.text, table, i, k) for k in d}
+        lines = {k: c.line(table, i, k) for k in d}
         out.append(Item(table, i, _check_values(c, table, i, d),
-                        Where(c.path, locate(c.text, table, i, None)), lines))
+                        Where(c.path, c.line(table, i, None)), lines))
     return out
 
 
@@ -331,51 +516,6 @@ def _check_map(c: Checker, vcpu: int, j: int, m: Any) -> dict[str, Any]:
     return out
 
 
-def _check_event(c: Checker, it: Item, nvcpus: int) -> None:
-    if "do" not in it.fields:
-        raise c.fail("event", it.index, None, "missing field 'do'")
-    do = c.choice("event", it.index, "do", it.get("do"), EVENT_KINDS)
-    allowed = COMMON_EVENT_KEYS | EVENT_KIND_KEYS[do]
-    for k in it.fields:
-        if k not in allowed:
-            raise c.fail("event", it.index, k, f"not a field of a {do} event (known: "
-                                               f"{', '.join(sorted(allowed))})")
-    if do in ACCESS and ("va" in it.fields) == ("ipa" in it.fields):
-        raise c.fail("event", it.index, "do", "a guest access needs exactly one of va, ipa")
-    if it.get("vcpu", 0) >= nvcpus:
-        raise c.fail("event", it.index, "vcpu", f"no vCPU {it.get('vcpu')} ({nvcpus} defined)")
-    if "expect" in it.fields:
-        c.choice("event", it.index, "expect", it.get("expect"), EXPECTS)
-    if "syndrome" in it.fields:
-        s = it.get("syndrome")
-        if not (isinstance(s, list) and len(s) == 2 and not any(isinstance(x, bool) for x in s)
-                and s[0] in (1, 2, 4, 8) and isinstance(s[1], int) and 0 <= s[1] < 32):
-            raise c.fail("event", it.index, "syndrome", "must be [size in bytes 1/2/4/8, "
-                                                       "register 0-31]")
-    if "race" in it.fields:
-        it.fields["race"] = _check_race(c, it.index, it.get("race"))
-    if do in HOST_EVENTS and "hva" not in it.fields:
-        raise c.fail("event", it.index, "do", f"{do} needs 'hva'")
-    if do == "mmap":
-        _check_vma(c, it, "event")
-    if do == "abort" and not {"esr", "far", "hpfar"} <= set(it.fields):
-        raise c.fail("event", it.index, "do", "abort needs esr, far and hpfar")
-    if do == "abort" and (it.get("esr") >> 26) & 0x3F not in (0x20, 0x24):
-        ec = (it.get("esr") >> 26) & 0x3F
-        raise c.fail("event", it.index, "esr", f"ESR_EL2.EC={ec:#x} is not an Instruction or "
-                     "Data Abort from a lower EL (0x20, 0x24): kvm_handle_guest_abort "
-                     "handles only those")
-    if "flags" in it.fields:
-        c.choices("event", it.index, "flags", it.get("flags"), SLOT_FLAGS)
-    if "pages" in it.fields:
-        first = it.get("first_page", 0)
-        end = first + it.get("num_pages", 1 << 64)
-        for p in it.get("pages"):
-            if not first <= p < end:
-                raise c.fail("event", it.index, "pages", f"page {p} is outside first_page.."
-                                                         "first_page+num_pages")
-
-
 def _check_race(c: Checker, index: int, r: Any) -> dict[str, Any]:
     usage = "must be {do = munmap|madvise|migrate|hwpoison, hva = ..., size = ...}"
     if not isinstance(r, dict) or r.get("do") not in HOST_EVENTS or "hva" not in r \
@@ -389,11 +529,6 @@ SLOT_FLAGS = {"log_dirty_pages", "readonly"}
 
 
 def _check_top(c: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    for k in ("name", "description"):
-        if k in data:
-            if not isinstance(data[k], str):
-                raise ScenarioError(f"{c.path}:{_top_line(c.text, k)}: {k}: must be a string, "
-                                    f"not {data[k]!r}")
     host = _check_values(c, "host", None, c.keys("host", None, data.get("host", {}), HOST_KEYS))
     c.choices("host", None, "features", host.get("features", []), HOST_FEATURES)
     if host.get("pa_bits", 48) not in PARANGE_BITS:
@@ -413,8 +548,7 @@ def _top_line(text: str, key: str) -> int:
     return 1
 
 
-def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
-    """Read and check a scenario; raise ScenarioError naming file, line and field."""
+def _read(path: str | Path, text: str | None) -> tuple[str, str, dict[str, Any]]:
     p = str(path)
     if text is None:
         try:
@@ -428,11 +562,67 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         raise ScenarioError(f"{p}:{m.group(1) if m else 1}: not valid TOML: {e}") from None
+    return p, text, data
+
+
+def common_fields(it: Item, do: str | None = None) -> dict[str, Any]:
+    """Return the fields every event shares (do, where, note, expectations), for a kind's
+    parse function to pass on to its dataclass."""
+    exps = tuple(REGISTRY.expectations[k].parse(it) for k in it.fields
+                 if k in REGISTRY.expectations)
+    return {"do": do or str(it.get("do")), "table": it.kind, "index": it.index,
+            "where": it.where, "key_lines": it.key_lines, "note": str(it.get("note", "")),
+            "expects": exps}
+
+
+def _parse_events(c: Checker, data: dict[str, Any], ctx: ParseContext) -> list[Event]:
+    kinds = REGISTRY.kinds
+    every = COMMON_EVENT_KEYS.union(*(k.keys | k.expects for k in kinds.values()))
+    out = []
+    for it in _items(c, data, "event", every):
+        if "do" not in it.fields:
+            raise c.fail("event", it.index, None, "missing field 'do'")
+        kind = kinds[c.choice("event", it.index, "do", it.get("do"), set(kinds))]
+        allowed = COMMON_EVENT_KEYS | kind.keys | kind.expects
+        for k in it.fields:
+            if k not in allowed:
+                raise c.fail("event", it.index, k, f"not a field of a {kind.name} event (known: "
+                                                   f"{', '.join(sorted(allowed))})")
+        out.append(kind.parse(it, ctx))
+    return out
+
+
+def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
+    """Read and check a scenario; raise ScenarioError naming file, line and field."""
+    registry = load_layers()
+    p, text, data = _read(path, text)
     c = Checker(p, text)
+    top = {"name", "description", "event"}.union(*(la.tables for la in registry.layers.values()))
     for k in data:
-        if k not in TOP:
+        if k not in top:
             raise ScenarioError(f"{p}:{locate(text, k, None, None)}: {k}: unknown table "
-                                f"(known: {', '.join(sorted(TOP))})")
+                                f"(known: {', '.join(sorted(top))})")
+    for k in ("name", "description"):
+        if k in data and not isinstance(data[k], str):
+            raise ScenarioError(f"{c.path}:{_top_line(c.text, k)}: {k}: must be a string, "
+                                f"not {data[k]!r}")
+    configs: dict[str, object] = {}
+    setup: list[Event] = []
+    for layer in registry.layers.values():
+        config, steps = layer.parse(c, data, ParseContext(configs, c))
+        configs[layer.name] = config
+        setup += steps
+    events = _parse_events(c, data, ParseContext(configs, c))
+    return Scenario(p, str(data.get("name", Path(p).stem)), str(data.get("description", "")),
+                    configs, tuple(setup), tuple(events))
+
+
+def check_kvm_tables(c: Checker, data: dict[str, Any]) -> tuple[
+        dict[str, Any], dict[str, Any], list[Item], list[Item], list[Item]]:
+    """Check the kvm layer's tables: [host], [vm], [[vma]], [[memslot]], [[vcpu]].
+
+    Returns (host, vm, vmas, memslots, vcpus) with their fields checked.
+    """
     host, vm = _check_top(c, data)
     vmas = _items(c, data, "vma", VMA_KEYS)
     _check_vmas(c, vmas)
@@ -445,9 +635,4 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
     vcpus = _items(c, data, "vcpu", VCPU_KEYS)
     for it in vcpus:
         _check_vcpu(c, it)
-    events = _items(c, data, "event", EVENT_KEYS)
-    for it in events:
-        _check_event(c, it, max(1, len(vcpus)))
-    return Scenario(p, str(data.get("name", Path(p).stem)), str(data.get("description", "")),
-                    host, vm, tuple(vmas), tuple(slots), tuple(vcpus), tuple(events),
-                    {k: locate(text, "vm", None, k) for k in vm})
+    return host, vm, vmas, slots, vcpus

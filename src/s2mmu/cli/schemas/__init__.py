@@ -44,5 +44,11 @@ def validate(doc: Any) -> None:
     jsonschema is a test dependency: only tests and `s2mmu` developers call this.
     """
     import jsonschema
+    from referencing import Registry, Resource
 
-    jsonschema.validate(doc, load_schema(doc["schema"]))
+    # A schema may $ref another shipped schema by its $id ("urn:s2mmu:s2mmu.run/2").
+    resources = [(sch["$id"], Resource.from_contents(sch))
+                 for sch in map(load_schema, known_schemas()) if "$id" in sch]
+    schema = load_schema(doc["schema"])
+    cls = jsonschema.validators.validator_for(schema)
+    cls(schema, registry=Registry().with_resources(resources)).validate(doc)

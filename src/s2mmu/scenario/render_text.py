@@ -1,0 +1,642 @@
+"""The words: every sentence a run shows, rendered from its typed records.
+
+One module holds the wording of the kvm layer's decisions, results, events and
+expectations, so text, JSON (which carries these sentences beside the values) and HTML
+say the same thing. Conventions: addresses, PAs, IPAs, HVAs, descriptors and register
+values in hex; dirty pages as slot-relative page numbers in hex with their slot ("slot 0
+page 0x210"); steps numbered #1, #2, ... in run order, memslot creation included.
+
+Other layers add their wording by registering with the singledispatch functions
+(:func:`event_summary`, :func:`mismatch_text`, :func:`summary_text`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import singledispatch
+from typing import Any
+
+from s2mmu.arch.faults import FSC_NAMES
+from s2mmu.kvm.abort import (
+    Error,
+    ErrorReason,
+    GuestAbort,
+    GuestResult,
+    HwpoisonSignal,
+    InjectedAbort,
+    InjectKind,
+    MmioExit,
+    NisvExit,
+    Resumed,
+    ResumeReason,
+    kvm_is_write_fault,
+    kvm_vcpu_abt_iss1tw,
+    kvm_vcpu_get_fault_ipa,
+    kvm_vcpu_trap_get_fault,
+    kvm_vcpu_trap_is_iabt,
+)
+from s2mmu.kvm.dirty import SlotPage
+from s2mmu.kvm.errno import errname
+from s2mmu.kvm.fault import (
+    AccessFlag,
+    Decision,
+    GuestSea,
+    InvalidateRetry,
+    IoMemAbort,
+    IpaOutOfRange,
+    MapSize,
+    MemslotLookup,
+    MteNotAllowed,
+    NoVma,
+    OutsideAction,
+    OutsideMemslot,
+    PfnError,
+    PfnPinned,
+    PgtableCall,
+    PgtableOp,
+    ProtDecision,
+    ProtRefusal,
+    ProtRefused,
+    ReadPermissionFault,
+    SizeReason,
+    ThpAdjust,
+    TopupFailed,
+    UnsupportedFsc,
+    VmaInfo,
+)
+from s2mmu.kvm.invariants import (
+    CacheablePfnmap,
+    CleanWritablePage,
+    MappedOutsideMemslot,
+    PinLeaked,
+    Stage2Mismatch,
+    UnexplainedDirtyBit,
+    WritableBlockWhileLogging,
+)
+from s2mmu.pgtable.events import (
+    TLBI_TTL_UNKNOWN,
+    DcacheCleanInvalPoc,
+    Dsb,
+    IcacheInvalPou,
+    Isb,
+    PageAlloc,
+    PageFree,
+    PteWrite,
+    TlbiHyp,
+    TlbiVmid,
+    TlbiVmidIpa,
+    TlbiVmidRange,
+    UseAfterFree,
+    Warn,
+)
+from s2mmu.pgtable.prot import (
+    KVM_PGTABLE_PROT_DEVICE,
+    KVM_PGTABLE_PROT_NORMAL_NC,
+    KVM_PGTABLE_PROT_R,
+    KVM_PGTABLE_PROT_W,
+    KVM_PGTABLE_PROT_X,
+)
+from s2mmu.scenario.kvm_events import (
+    AccessCompleted,
+    Check,
+    ClearDirtyLog,
+    DeleteMemslot,
+    DirtyLog,
+    DirtyLogCleared,
+    DirtyLogToggle,
+    ExpectDirty,
+    ExpectDirtyCount,
+    ExpectErrno,
+    ExpectError,
+    ExpectLeaves,
+    ExpectMapping,
+    ExpectOutcome,
+    ExpectSeq,
+    GetDirtyLog,
+    GuestAccess,
+    GuestFaulted,
+    HostDone,
+    HostEvent,
+    HostOp,
+    IoctlRefused,
+    KvmSummary,
+    Mmap,
+    MoveMemslot,
+    RawAbort,
+    SetMemslot,
+    SlotChanged,
+)
+from s2mmu.scenario.records import Failure, FaultStep, Mismatch, Outcome, Run, StepRecord
+
+SHOWN_DIRTY_PAGES = 16
+"""A dirty log shows this many pages, then '...'."""
+
+
+# -- values -------------------------------------------------------------------------------------
+
+
+def size_name(size: int) -> str:
+    """Return 4K / 2M / 1G (hex when not a whole unit)."""
+    for shift, unit in ((30, "G"), (20, "M"), (10, "K")):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return hex(size)
+
+
+def prot_str(p: int) -> str:
+    """Return a KVM_PGTABLE_PROT_* set as 'RWX', with ' Device' or ' Normal-NC'."""
+    s = ("R" if p & KVM_PGTABLE_PROT_R else "-") + ("W" if p & KVM_PGTABLE_PROT_W else "-")
+    s += "X" if p & KVM_PGTABLE_PROT_X == KVM_PGTABLE_PROT_X else "-"
+    if p & KVM_PGTABLE_PROT_DEVICE:
+        s += " Device"
+    elif p & KVM_PGTABLE_PROT_NORMAL_NC:
+        s += " Normal-NC"
+    return s
+
+
+def pages_text(pages: tuple[int, ...] | list[int], limit: int | None = None) -> str:
+    """Return slot-relative page numbers as '[0x210, 0x500]' (with '...' past limit)."""
+    shown = [f"{p:#x}" for p in (pages if limit is None else pages[:limit])]
+    if limit is not None and len(pages) > limit:
+        shown.append("...")
+    return "[" + ", ".join(shown) + "]"
+
+
+def slot_page_text(p: SlotPage) -> str:
+    """Return a page of a memslot as 'slot 0 page 0x210'."""
+    return f"slot {p.slot} page {p.page:#x}"
+
+
+# -- decisions and results -----------------------------------------------------------------------
+
+SIZE_REASONS = {SizeReason.LOGGING: "dirty logging forces pages",
+                SizeReason.PUD_DOES_NOT_FIT: "1G block does not fit the memslot",
+                SizeReason.PMD_DOES_NOT_FIT: "2M block does not fit the memslot"}
+OUTSIDE = {OutsideAction.INJECT_PABT: "instruction fetch outside memory: inject pabt",
+           OutsideAction.INJECT_DABT: "stage-1 walk outside writable memory: inject dabt",
+           OutsideAction.SKIP_CM: "cache maintenance outside memslots: skipped"}
+PROT_REFUSALS = {ProtRefusal.CACHEABLE_PFNMAP_WITHOUT_FWB: "cacheable PFNMAP without FWB+DIC",
+                 ProtRefusal.EXEC_NONCACHEABLE: "exec fault on non-cacheable memory"}
+
+
+def decision_text(d: Decision) -> str:
+    """Return what one step of the abort path decided, in words."""
+    match d:
+        case MemslotLookup(ipa=ipa, slot=slot, hva=hva, writable=w):
+            where = "no memslot" if slot is None or hva is None else (
+                f"slot {slot}, HVA {hva:#x}{'' if w else ' (read-only)'}")
+            return f"IPA {ipa:#x}: {where}"
+        case NoVma(hva=hva):
+            return f"no VMA at HVA {hva:#x}: -EFAULT"
+        case VmaInfo(name=name, kind=kind, mem_type=mt, vma_shift=shift):
+            return f"VMA {name} ({kind.value}, {mt.value}), vma_shift {shift}"
+        case MapSize(vma_pagesize=size, force_pte=force, reason=why):
+            because = SIZE_REASONS.get(why, f"VMA shift {size.bit_length() - 1}")
+            return f"{size_name(size)} ({because}){', force_pte' if force else ''}"
+        case PfnPinned(pa=pa, writable=w, pinned=pinned):
+            return (f"PA {pa:#x} {'writable' if w else 'read-only'}, "
+                    f"{'pinned' if pinned else 'no struct page, not pinned'}")
+        case PfnError(error=err):
+            return err.value
+        case ProtDecision(writable=w, force_noncacheable=nc):
+            return f"{'RW' if w else 'RO'}, {'non-cacheable' if nc else 'cacheable'}"
+        case ProtRefused(refusal=r, errno=e):
+            return f"{PROT_REFUSALS[r]}: {errname(e)}"
+        case ThpAdjust():
+            return "THP: PMD block"
+        case MteNotAllowed():
+            return "MTE VM, VMA without VM_MTE_ALLOWED: -EFAULT"
+        case InvalidateRetry():
+            return "invalidated since mmu_seq was read: -EAGAIN, the guest retries"
+        case PgtableCall(ipa=ipa, size=size, pa=pa, prot=prot, ret=ret):
+            return (f"IPA {ipa:#x} {size_name(size)} -> PA {pa:#x} {prot_str(prot)}: "
+                    f"{errname(ret) if ret else 'ok'}")
+        case ReadPermissionFault():
+            return "read permission fault: -EFAULT"
+        case TopupFailed(ret=ret):
+            return f"memcache top-up failed: {errname(ret)}"
+        case AccessFlag(ipa=ipa):
+            return f"mkyoung IPA {ipa:#x}"
+        case IpaOutOfRange(ipa=ipa, ipa_bits=bits, beyond_host_limit=True):
+            return f"IPA {ipa:#x} beyond kvm_ipa_limit ({bits} bits): size fault"
+        case IpaOutOfRange(ipa=ipa, ipa_bits=bits, inject=kind):
+            return f"IPA {ipa:#x} beyond the {bits}-bit IPA space: inject {kind.value}"
+        case GuestSea(claimed=claimed):
+            return "claimed by the host (APEI)" if claimed else "not claimed: inject SError"
+        case UnsupportedFsc(fsc=fsc):
+            return f"unsupported FSC {fsc:#x}: -EFAULT"
+        case OutsideMemslot(action=action):
+            return OUTSIDE[action]
+        case IoMemAbort(ipa=ipa, isv=True, write=w, length=n):
+            return f"KVM_EXIT_MMIO {'write' if w else 'read'} {n} bytes at {ipa:#x}"
+        case IoMemAbort(nisv_to_user=True):
+            return "no valid syndrome: KVM_EXIT_ARM_NISV"
+        case IoMemAbort():
+            return "no valid syndrome: -ENOSYS"
+    raise AssertionError(d)
+
+
+INJECT_NAMES = {InjectKind.DABT: "synchronous external data abort",
+                InjectKind.PABT: "synchronous external instruction abort",
+                InjectKind.SIZE: "address size fault", InjectKind.SERROR: "SError"}
+RESUME_TEXT = {ResumeReason.MAPPED: "mapped", ResumeReason.RETRY: "retry",
+               ResumeReason.ACCESS_FLAG: "access flag set",
+               ResumeReason.SEA_CLAIMED: "SEA handled by the host",
+               ResumeReason.CM_SKIPPED: "cache maintenance skipped (kvm_incr_pc)"}
+
+
+def error_text(e: Error, abort: GuestAbort, decisions: tuple[Decision, ...]) -> str:
+    """Return why KVM_RUN fails: the kernel's message, or the step that refused."""
+    match e.reason:
+        case ErrorReason.UNSUPPORTED_FSC:
+            return f"Unsupported FSC: xFSC={kvm_vcpu_trap_get_fault(abort):#x} " \
+                   f"ESR_EL2={abort.esr:#x}"
+        case ErrorReason.NO_VALID_SYNDROME:
+            return "Data abort outside memslots with no valid syndrome info"
+    return decision_text(decisions[-1]) if decisions else errname(e.errno)
+
+
+def result_text(r: GuestResult, abort: GuestAbort, decisions: tuple[Decision, ...] = ()) -> str:
+    """Return what the guest (or the VMM) sees after an abort, in one line."""
+    match r:
+        case MmioExit(ipa=ipa, length=n, is_write=w):
+            return f"KVM_EXIT_MMIO {'write' if w else 'read'} {n} bytes at IPA {ipa:#x}"
+        case NisvExit(ipa=ipa):
+            return f"KVM_EXIT_ARM_NISV at IPA {ipa:#x}"
+        case InjectedAbort(kind=kind, far=far):
+            return f"inject {INJECT_NAMES[kind]} into the guest (FAR {far:#x})"
+        case HwpoisonSignal(hva=hva, lsb=lsb):
+            return f"SIGBUS BUS_MCEERR_AR to the VMM (HVA {hva:#x}, lsb {lsb})"
+        case Error(errno=errno):
+            return f"KVM_RUN fails {errname(errno)}: {error_text(r, abort, decisions)}"
+        case Resumed(reason=reason):
+            return f"guest resumed ({RESUME_TEXT[reason]})"
+    raise AssertionError(r)
+
+
+def fault_result_text(f: FaultStep) -> str:
+    """Return one fault's result line."""
+    return result_text(f.handled.result, f.abort, f.handled.decisions)
+
+
+def abort_class(abort: GuestAbort) -> str:
+    """Return IABT or DABT."""
+    return "IABT" if kvm_vcpu_trap_is_iabt(abort) else "DABT"
+
+
+def fsc_name(abort: GuestAbort) -> str:
+    """Return the name of the abort's FSC."""
+    return FSC_NAMES.get(kvm_vcpu_trap_get_fault(abort), "?")
+
+
+def abort_text(abort: GuestAbort) -> str:
+    """Return the abort as the hardware reported it, decoded."""
+    return (f"{abort_class(abort)} ESR {abort.esr:#x} FAR {abort.far:#x} HPFAR "
+            f"{abort.hpfar:#x} IPA {kvm_vcpu_get_fault_ipa(abort):#x}: {fsc_name(abort)}"
+            f"{', S1PTW' if kvm_vcpu_abt_iss1tw(abort) else ''}"
+            f"{', write' if kvm_is_write_fault(abort) else ''}")
+
+
+def mapping_text(f: FaultStep) -> str | None:
+    """Return the mapping a fault made, or None."""
+    m = f.handled.mapping
+    if m is None:
+        return None
+    op = "map" if m.op is PgtableOp.MAP else "relax_perms"
+    return f"{op} IPA {m.ipa:#x} {size_name(m.size)} -> PA {m.pa:#x} {prot_str(m.prot)}"
+
+
+# -- model events (TLBI, CMO, and the whole stream for --trace) -----------------------------------
+
+
+def event_text(e: Any) -> str:
+    """Return a recorded model event as the instruction or action a reader knows."""
+    match e:
+        case TlbiVmidIpa(vmid=v, ipa=ipa, level=lvl, nsh=nsh):
+            ttl = "unknown" if lvl == TLBI_TTL_UNKNOWN else str(lvl)
+            return f"TLBI IPAS2E1{'' if nsh else 'IS'} VMID {v} IPA {ipa:#x} TTL {ttl}"
+        case TlbiVmidRange(vmid=v, ipa=ipa, pages=n):
+            return f"TLBI RIPAS2E1IS VMID {v} IPA {ipa:#x} pages {n}"
+        case TlbiVmid(vmid=v):
+            return f"TLBI VMALLS12E1IS VMID {v}"
+        case TlbiHyp(op=op, va=va, level=lvl):
+            return f"TLBI {op} VA {va:#x} level {lvl}"
+        case Dsb(domain=d):
+            return f"DSB {d}"
+        case Isb():
+            return "ISB"
+        case DcacheCleanInvalPoc(pa=pa, size=n):
+            return f"DC CIVAC PA {pa:#x}+{size_name(n)}"
+        case IcacheInvalPou(pa=pa, size=n):
+            return f"IC IVAU PA {pa:#x}+{size_name(n)}"
+        case PteWrite(pa=pa, old=old, new=new):
+            return f"PTE at PA {pa:#x}: {old:#018x} -> {new:#018x}"
+        case PageAlloc(pa=pa):
+            return f"table page allocated at PA {pa:#x}"
+        case PageFree(pa=pa):
+            return f"table page freed at PA {pa:#x}"
+        case UseAfterFree(pa=pa, access=access):
+            return f"USE AFTER FREE: {access} of freed page PA {pa:#x}"
+        case Warn(function=fn, condition=cond):
+            return f"WARN_ON in {fn}: {cond}"
+    return type(e).__name__
+
+
+# -- steps ----------------------------------------------------------------------------------------
+
+
+@singledispatch
+def event_summary(event: Any, step: StepRecord) -> str:
+    """Return a step's one-line summary (registered per event type; default: its name)."""
+    return str(event.do)
+
+
+@event_summary.register
+def _(event: GuestAccess, step: StepRecord) -> str:
+    where = f"VA {event.va:#x}" if event.va is not None else f"IPA {event.ipa:#x}"
+    return f"vCPU{event.vcpu} {event.do} {where}"
+
+
+@event_summary.register
+def _(event: RawAbort, step: StepRecord) -> str:
+    return f"raw abort ESR {event.esr:#x}"
+
+
+@event_summary.register
+def _(event: HostEvent, step: StepRecord) -> str:
+    r = step.result
+    if isinstance(r, HostDone) and r.op is HostOp.MIGRATE:
+        return f"migrate HVA {r.hva:#x}: {'moved' if r.moved else 'refused (pinned or absent)'}"
+    return f"{event.op.value} HVA {event.hva:#x}+{size_name(event.size)}"
+
+
+@event_summary.register
+def _(event: Mmap, step: StepRecord) -> str:
+    v = event.vma
+    return f"mmap {v.name or v.kind.value} HVA {v.start:#x}+{size_name(v.size)}"
+
+
+def _slot_summary(event: SetMemslot | MoveMemslot | DeleteMemslot, step: StepRecord) -> str:
+    r = step.result
+    if isinstance(r, SlotChanged):
+        size = size_name(r.size) if r.size else "0"
+        return f"slot {r.slot}: {r.change.value} IPA {r.gpa:#x}+{size}"
+    return f"slot {event.slot}"
+
+
+for _t in (SetMemslot, MoveMemslot, DeleteMemslot):
+    event_summary.register(_t, _slot_summary)
+
+
+@event_summary.register
+def _(event: DirtyLogToggle, step: StepRecord) -> str:
+    return f"slot {event.slot}: dirty log {'enable' if event.enable else 'disable'}"
+
+
+@event_summary.register
+def _(event: GetDirtyLog, step: StepRecord) -> str:
+    r = step.result
+    if not isinstance(r, DirtyLog):
+        return event.do
+    return (f"slot {r.slot}: KVM_GET_DIRTY_LOG: {len(r.pages)} dirty "
+            f"{pages_text(r.pages, SHOWN_DIRTY_PAGES)}")
+
+
+@event_summary.register
+def _(event: ClearDirtyLog, step: StepRecord) -> str:
+    r = step.result
+    if not isinstance(r, DirtyLogCleared):
+        return event.do
+    return (f"slot {r.slot}: KVM_CLEAR_DIRTY_LOG pages {r.first_page:#x}.."
+            f"{r.first_page + r.num_pages - 1:#x}")
+
+
+@event_summary.register
+def _(event: Check, step: StepRecord) -> str:
+    return "check"
+
+
+def step_summary(step: StepRecord) -> str:
+    """Return a step's summary, with an ioctl's refusal when there is one."""
+    r = step.result
+    if isinstance(r, IoctlRefused):
+        who = f"slot {step.event.slot}" if isinstance(
+            step.event, SetMemslot | MoveMemslot | DeleteMemslot) else step.event.do
+        return f"{who}: refused {errname(r.errno)} ({r.why})"
+    return event_summary(step.event, step)
+
+
+def shows_outcome(step: StepRecord) -> bool:
+    """Return whether the timeline shows '-> outcome' (not for plain done or refused
+    ioctls)."""
+    return step.outcome is not Outcome.DONE and not isinstance(step.result, IoctlRefused)
+
+
+def guest_fault_text(r: GuestFaulted) -> str:
+    """Return a stage-1 fault the guest takes itself."""
+    return f"{r.fault.statuscode.value} fault, level {r.fault.level}"
+
+
+def step_head(step: StepRecord) -> str:
+    """Return a step's first line: number, line, summary, outcome, PA."""
+    head = f"#{step.index:<3}[line {step.line:>3}] {step_summary(step)}"
+    if shows_outcome(step):
+        head += f" -> {step.outcome.value}"
+    r = step.result
+    if isinstance(r, AccessCompleted):
+        head += f" (PA {r.pa:#x})"
+    if isinstance(r, GuestFaulted):
+        head += f" ({guest_fault_text(r)}, the guest's own exception)"
+    return head
+
+
+def fault_lines(f: FaultStep, indent: str = "    ") -> list[str]:
+    """Return one fault's lines: the abort, each decision, its events, the result."""
+    out = [f"{indent}abort: {abort_text(f.abort)}"]
+    out += [f"{indent}  {d.step}: {decision_text(d)}" for d in f.handled.decisions]
+    out += [f"{indent}  ~ {event_text(e)}" for e in f.events]
+    out.append(f"{indent}  => {fault_result_text(f)}")
+    return out
+
+
+def step_lines(step: StepRecord, trace: bool = False) -> list[str]:
+    """Return one step's lines."""
+    out = [step_head(step)]
+    if step.event.note:
+        out.append(f"    # {step.event.note}")
+    for f in step.faults:
+        out += fault_lines(f)
+    out += [f"    ~ {event_text(e)}" for e in step.events]
+    if trace:
+        out += [f"    . {event_text(e)}" for e in step.trace]
+    out += [f"    EXPECTATION FAILED: {mismatch_text(m)}" for m in step.mismatches]
+    out += [f"    INVARIANT BROKEN: {invariant_text(v)}" for v in step.invariants]
+    return out
+
+
+# -- expectations and failures ----------------------------------------------------------------
+
+
+def _size_or_none(size: int | None) -> str:
+    return "none" if size is None else size_name(size)
+
+
+def leaves_text(leaves: dict[int, int] | Any) -> str:
+    """Return leaf counts as '1 x 2M, 515 x 4K' (largest first), or 'none'."""
+    return ", ".join(f"{n} x {size_name(s)}" for s, n in sorted(dict(leaves).items(),
+                                                               reverse=True)) or "none"
+
+
+@singledispatch
+def mismatch_text(expectation: Any, got: Any = None) -> str:
+    """Return a broken expectation as 'expected X, got Y' (registered per type)."""
+    if isinstance(expectation, Mismatch):
+        return mismatch_text(expectation.expectation, expectation.got)
+    return f"expected {expectation}, got {got}"
+
+
+@mismatch_text.register
+def _(e: ExpectOutcome, got: Any = None) -> str:
+    return f"expected {e.outcome.value}, got {got.value}"
+
+
+@mismatch_text.register
+def _(e: ExpectMapping, got: Any = None) -> str:
+    return f"expected mapping {_size_or_none(e.size)}, got {_size_or_none(got)}"
+
+
+@mismatch_text.register
+def _(e: ExpectErrno, got: Any = None) -> str:
+    return f"expected KVM_RUN error {e.errno}, got {got or 'none'}"
+
+
+@mismatch_text.register
+def _(e: ExpectError, got: Any = None) -> str:
+    return f"expected error {e.errno or 'none'}, got {got or 'none'}"
+
+
+@mismatch_text.register
+def _(e: ExpectDirty, got: Any = None) -> str:
+    return (f"expected dirty pages {pages_text(e.pages)}, got "
+            f"{'no dirty log' if got is None else pages_text(got)}")
+
+
+@mismatch_text.register
+def _(e: ExpectDirtyCount, got: Any = None) -> str:
+    return f"expected {e.count} dirty pages, got {got}"
+
+
+@mismatch_text.register
+def _(e: ExpectLeaves, got: Any = None) -> str:
+    return f"expected stage-2 leaves {leaves_text(e.leaves)}, got {leaves_text(got)}"
+
+
+@mismatch_text.register
+def _(e: ExpectSeq, got: Any = None) -> str:
+    return f"expected mmu_invalidate_seq {e.seq}, got {got}"
+
+
+@singledispatch
+def invariant_text(v: Any) -> str:
+    """Return a broken invariant in words (registered per violation type)."""
+    return str(v)
+
+
+def _where(ipa: int, size: int) -> str:
+    return f"IPA {ipa:#x}+{size:#x}"
+
+
+@invariant_text.register
+def _(v: PinLeaked) -> str:
+    return f"host page {v.pa:#x} has refcount {v.refcount} (a pin was not released)"
+
+
+@invariant_text.register
+def _(v: MappedOutsideMemslot) -> str:
+    return f"{_where(v.ipa, v.size)} is mapped outside a memslot"
+
+
+@invariant_text.register
+def _(v: WritableBlockWhileLogging) -> str:
+    return f"{_where(v.ipa, v.size)}: writable block in logging slot {v.slot}"
+
+
+@invariant_text.register
+def _(v: CleanWritablePage) -> str:
+    return f"{_where(v.ipa, v.size)}: writable page in logging slot {v.slot} but not dirty"
+
+
+@invariant_text.register
+def _(v: CacheablePfnmap) -> str:
+    return f"{_where(v.ipa, v.size)}: cacheable VM_PFNMAP mapping without FWB+DIC"
+
+
+@invariant_text.register
+def _(v: Stage2Mismatch) -> str:
+    got = "nothing" if v.host_pa is None else f"{v.host_pa:#x}"
+    return (f"{_where(v.ipa, v.size)}: stage 2 gives PA {v.pa:#x} at +{v.offset:#x}, "
+            f"the host maps {got}")
+
+
+@invariant_text.register
+def _(v: UnexplainedDirtyBit) -> str:
+    return (f"slot {v.slot} page {v.page:#x} (IPA {v.ipa:#x}) is dirty but no handled write "
+            "dirtied it")
+
+
+def failure_text(f: Failure) -> str:
+    """Return one failure as the list shows it: the step number, kind, line, what broke."""
+    what = mismatch_text(f.what) if f.is_expectation else invariant_text(f.what)
+    return f"step #{f.step.index} {f.step.event.do} (line {f.step.line}): {what}"
+
+
+# -- the summary and the whole timeline ----------------------------------------------------------
+
+
+def fault_counts(run: Run) -> dict[str, int]:
+    """Return the faults' results counted by outcome name, sorted by name."""
+    return dict(sorted(Counter(f.outcome.value for f in run.faults()).items()))
+
+
+@singledispatch
+def summary_text(summary: Any, run: Run, layer: str) -> list[str]:
+    """Return a layer's summary lines (registered per summary type)."""
+    return [f"  {layer}: {summary}"]
+
+
+@summary_text.register
+def _(s: KvmSummary, run: Run, layer: str) -> list[str]:
+    dirty = ", ".join(f"slot {k}: {n}" for k, n in s.dirty_pages.items()) or "no logging"
+    counts = fault_counts(run)
+    res = ", ".join(f"{k} {n}" for k, n in counts.items()) or "none"
+    return [f"  stage-2 mappings: {leaves_text(s.mappings)}", f"  dirty pages: {dirty}",
+            f"  faults: {sum(counts.values())} ({res})",
+            f"  mmu_invalidate_seq: {s.mmu_invalidate_seq}"]
+
+
+def summary_lines(run: Run) -> list[str]:
+    """Return the summary's lines."""
+    out = ["summary:"]
+    for layer, s in run.summaries.items():
+        out += summary_text(s, run, layer)
+    return out
+
+
+def verdict_lines(run: Run) -> list[str]:
+    """Return the verdict and, on failure, the numbered list of what broke."""
+    failures = run.failures
+    if not failures:
+        return ["OK: every expectation and invariant holds"]
+    return [f"FAILED: {len(failures)} expectation(s)/invariant(s) broken",
+            *(f"  {failure_text(f)}" for f in failures)]
+
+
+def timeline_lines(run: Run, trace: bool = False) -> list[str]:
+    """Return the run as text: one block per step, then the summary and the verdict."""
+    scn = run.scenario
+    out = [f"scenario {scn.name} ({scn.path})"]
+    if scn.description:
+        out.append(f"  {scn.description}")
+    for step in run.steps:
+        out += step_lines(step, trace)
+    return out + summary_lines(run) + verdict_lines(run)
