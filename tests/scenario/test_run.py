@@ -148,7 +148,7 @@ def test_non_utf8_scenario_is_one_message(tmp_path: Path) -> None:
     f.write_bytes(b"\xff\xfe" + GOOD.encode())
     result = CliRunner().invoke(cli, ["run", str(f)])
     assert result.exit_code == 2
-    assert result.output.strip().endswith("bad.toml: not UTF-8 text (byte 0)")
+    assert result.output.strip().endswith("bad.toml: not UTF-8 text (byte 0: 0xff)")
     assert len(result.output.strip().splitlines()) == 1
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from s2mmu.arch.bits import bit
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten, shorten_hex
 from s2mmu.arch.registers import HCR_EL2
 
 
@@ -64,9 +65,10 @@ class SysRegs:
         known = set(cls.names())
         for name, value in values.items():
             if name not in known:
-                raise InputError(f"unknown register {name!r} (known: {', '.join(sorted(known))})")
+                raise InputError(f"unknown register {shorten(name)} "
+                                 f"(known: {', '.join(sorted(known))})")
             if not 0 <= value < 1 << 64:
-                raise InputError(f"{name}: value {value:#x} does not fit in 64 bits")
+                raise InputError(f"{name}: value {shorten_hex(value)} does not fit in 64 bits")
         return replace(cls(), **values)
 
     def to_mapping(self) -> dict[str, int]:

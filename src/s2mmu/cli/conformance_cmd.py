@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import one_line
 from s2mmu.conformance.compare import (
     AGREE,
     DIVERGENCE,
@@ -37,7 +38,7 @@ from s2mmu.conformance.qemu import HarnessUnavailable, QemuConfig, run_case_file
 
 def fail(message: str) -> None:
     """Print one line naming the problem, then exit with status 2."""
-    click.echo(f"s2mmu: error: {message}", err=True)
+    click.echo(f"s2mmu: error: {one_line(message)}", err=True)
     sys.exit(2)
 
 

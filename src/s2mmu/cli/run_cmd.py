@@ -8,6 +8,7 @@ from importlib import resources
 
 import click
 
+from s2mmu.arch.inputs import one_line
 from s2mmu.scenario.report import timeline_lines
 from s2mmu.scenario.runner import run_scenario
 from s2mmu.scenario.schema import ScenarioError, load_scenario
@@ -25,7 +26,7 @@ def run_file(path: str, as_json: bool, trace: bool, text: str | None = None,
     try:
         report = run_scenario(load_scenario(path, text), trace)
     except ScenarioError as e:  # found while checking, or while building the world
-        click.echo(f"s2mmu: error: {e}", err=True)
+        click.echo(f"s2mmu: error: {one_line(str(e))}", err=True)
         return 2
     if html is not None:
         from s2mmu.cli.html import report_html

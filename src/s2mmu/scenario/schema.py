@@ -9,12 +9,20 @@ field from its path ([[event]] number 3, key "ipa") by scanning the text.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import (
+    escape,
+    loads_toml,
+    range_beyond,
+    read_text,
+    shorten,
+    shorten_hex,
+    size_of_text,
+)
 
 SIZES = {"K": 10, "M": 20, "G": 30, "T": 40}
 
@@ -131,6 +139,7 @@ class Checker:
 
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
+        self.pa_bits = 48  # [host] pa_bits, once checked
 
     def fail(self, table: str, index: int | None, key: str | None, msg: str) -> ScenarioError:
         line = locate(self.text, table, index, key)
@@ -149,44 +158,46 @@ class Checker:
 
     def size(self, table: str, index: int | None, key: str, v: Any) -> int:
         if isinstance(v, str):
-            m = re.fullmatch(r"(\d+)\s*([KMGT])i?B?", v.strip())
-            if m:
-                v = int(m.group(1)) << SIZES[m.group(2)]
+            try:
+                n = size_of_text(v)
+            except InputError as e:
+                raise self.fail(table, index, key, str(e)) from None
+            v = v if n is None else n
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.fail(table, index, key,
-                            f"must be an integer or a size like \"2M\", not {v!r}")
+                            f"must be an integer or a size like \"2M\", not {shorten(v)}")
         if v < 0:
             raise self.fail(table, index, key, "must not be negative")
         if v >> 64:
-            raise self.fail(table, index, key, f"{v:#x} does not fit in 64 bits")
+            raise self.fail(table, index, key, f"{shorten_hex(v)} does not fit in 64 bits")
         return v
 
     def choice(self, table: str, index: int | None, key: str, v: Any, allowed: set[str]) -> str:
         if not isinstance(v, str) or v not in allowed:
             raise self.fail(table, index, key, f"must be one of {', '.join(sorted(allowed))}, "
-                                               f"not {v!r}")
+                                               f"not {shorten(v)}")
         return str(v)
 
     def boolean(self, table: str, index: int | None, key: str, v: Any) -> bool:
         if not isinstance(v, bool):
-            raise self.fail(table, index, key, f"must be true or false, not {v!r}")
+            raise self.fail(table, index, key, f"must be true or false, not {shorten(v)}")
         return v
 
     def string(self, table: str, index: int | None, key: str, v: Any) -> str:
         if not isinstance(v, str):
-            raise self.fail(table, index, key, f"must be a string, not {v!r}")
+            raise self.fail(table, index, key, f"must be a string, not {shorten(v)}")
         return v
 
     def choices(self, table: str, index: int | None, key: str, v: Any,
                 allowed: set[str]) -> list[str]:
         if not isinstance(v, list):
             raise self.fail(table, index, key, f"must be a list like [\"{min(allowed)}\"], "
-                                               f"not {v!r}")
+                                               f"not {shorten(v)}")
         return [self.choice(table, index, key, x, allowed) for x in v]
 
     def ints(self, table: str, index: int | None, key: str, v: Any) -> list[int]:
         if not isinstance(v, list):
-            raise self.fail(table, index, key, f"must be a list of integers, not {v!r}")
+            raise self.fail(table, index, key, f"must be a list of integers, not {shorten(v)}")
         return [self.size(table, index, key, x) for x in v]
 
     def aligned(self, table: str, index: int | None, key: str, v: int, align: int) -> None:
@@ -228,7 +239,7 @@ def _check_values(c: Checker, table: str, index: int | None, d: dict[str, Any]) 
 def _leaves(c: Checker, table: str, index: int | None, v: Any) -> dict[str, int]:
     if not isinstance(v, dict):
         raise c.fail(table, index, "expect_leaves", f"must be a table like {{ \"2M\" = 1 }}, "
-                                                    f"not {v!r}")
+                                                    f"not {shorten(v)}")
     for size, n in v.items():
         c.choice(table, index, "expect_leaves", size, MAPPING_SIZES)
         c.size(table, index, "expect_leaves", n)
@@ -271,6 +282,9 @@ def _check_vma(c: Checker, it: Item, table: str = "vma") -> None:
         if "pa" not in it.fields:
             raise c.fail(table, it.index, None, "a pfnmap VMA needs 'pa' (the BAR's address)")
         c.aligned(table, it.index, "pa", it.get("pa"), PAGE)
+        if range_beyond(it.get("pa"), it.get("size"), c.pa_bits):
+            raise c.fail(table, it.index, "pa", f"{shorten_hex(it.get('pa'))}+{it.get('size'):#x} "
+                         f"ends beyond the host's {c.pa_bits}-bit PA space ([host] pa_bits)")
 
 
 def _check_vmas(c: Checker, vmas: list[Item]) -> None:
@@ -293,7 +307,7 @@ def _check_vcpu(c: Checker, it: Item) -> None:
     maps = it.get("map", [])
     if not isinstance(maps, list):
         raise c.fail("vcpu", it.index, "map", f"must be a list of {{va, ipa, size}} tables, "
-                                              f"not {maps!r}")
+                                              f"not {shorten(maps)}")
     if maps and "stage1_tables" not in it.fields:
         raise c.fail("vcpu", it.index, "map", "needs stage1_tables (where the tables live)")
     checked = []
@@ -307,10 +321,10 @@ def _check_map(c: Checker, vcpu: int, j: int, m: Any) -> dict[str, Any]:
         return c.fail("vcpu", vcpu, "map", f"map[{j}]: {msg}")
 
     if not isinstance(m, dict):
-        raise fail(f"must be a table {{va, ipa, size}}, not {m!r}")
+        raise fail(f"must be a table {{va, ipa, size}}, not {shorten(m)}")
     for k in m:
         if k not in MAP_KEYS:
-            raise fail(f"unknown field {k!r} (known: {', '.join(sorted(MAP_KEYS))})")
+            raise fail(f"unknown field {shorten(k)} (known: {', '.join(sorted(MAP_KEYS))})")
     for k in ("va", "ipa", "size"):
         if k not in m:
             raise fail(f"missing field {k!r}")
@@ -393,7 +407,7 @@ def _check_top(c: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], dict[s
         if k in data:
             if not isinstance(data[k], str):
                 raise ScenarioError(f"{c.path}:{_top_line(c.text, k)}: {k}: must be a string, "
-                                    f"not {data[k]!r}")
+                                    f"not {shorten(data[k])}")
     host = _check_values(c, "host", None, c.keys("host", None, data.get("host", {}), HOST_KEYS))
     c.choices("host", None, "features", host.get("features", []), HOST_FEATURES)
     if host.get("pa_bits", 48) not in PARANGE_BITS:
@@ -415,25 +429,19 @@ def _top_line(text: str, key: str) -> int:
 
 def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
     """Read and check a scenario; raise ScenarioError naming file, line and field."""
-    p = str(path)
-    if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ScenarioError(f"{p}: cannot read: {e.strerror}") from None
-        except UnicodeDecodeError as e:
-            raise ScenarioError(f"{p}: not UTF-8 text (byte {e.start})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"line (\d+)", str(e))
-        raise ScenarioError(f"{p}:{m.group(1) if m else 1}: not valid TOML: {e}") from None
+    p = escape(str(path))
+    try:  # s2mmu.arch.inputs: size, UTF-8, depth and digits before tomllib, string lengths
+        text = read_text(path, p) if text is None else text
+        data = loads_toml(text, p)
+    except InputError as e:
+        raise ScenarioError(str(e)) from None
     c = Checker(p, text)
     for k in data:
         if k not in TOP:
             raise ScenarioError(f"{p}:{locate(text, k, None, None)}: {k}: unknown table "
                                 f"(known: {', '.join(sorted(TOP))})")
     host, vm = _check_top(c, data)
+    c.pa_bits = host.get("pa_bits", 48)
     vmas = _items(c, data, "vma", VMA_KEYS)
     _check_vmas(c, vmas)
     slots = _items(c, data, "memslot", SLOT_KEYS)
