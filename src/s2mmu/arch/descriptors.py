@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from s2mmu.arch.bits import bit, bits, mask
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten, shorten_hex
 from s2mmu.arch.params import FINAL_LEVEL, Granule
 
 
@@ -94,8 +96,29 @@ def output_address(raw: int, lsb: int, ctx: DescContext) -> int:
     return oa
 
 
+def table_levels(granule: Granule, ds: bool) -> range:
+    """Return the levels a translation table can have (ASL AArch64.S1StartLevel,
+    AArch64.S2StartLevel): 4KB 0..3 (-1..3 with DS), 16KB 0..3, 64KB 1..3."""
+    if granule is Granule.G4K:
+        return range(-1 if ds else 0, FINAL_LEVEL + 1)
+    return range(1 if granule is Granule.G64K else 0, FINAL_LEVEL + 1)
+
+
 def decode_descriptor(raw: int, level: int, ctx: DescContext) -> Descriptor:
-    """Decode raw as found at level (ASL AArch64.DecodeDescriptorType)."""
+    """Decode raw as found at level (ASL AArch64.DecodeDescriptorType).
+
+    raw is a 64-bit value, level one the granule has and ctx.stage 1 or 2 (InputError
+    otherwise: no table holds such a descriptor).
+    """
+    if not 0 <= raw < 1 << 64:
+        raise InputError(f"descriptor {shorten_hex(raw)}: a descriptor is 64 bits")
+    if level not in table_levels(ctx.granule, ctx.ds):
+        levels = table_levels(ctx.granule, ctx.ds)
+        raise InputError(f"level={shorten(level)}: {ctx.granule.value}KB-granule tables"
+                         f"{' with DS=1' if ctx.ds else ''} have levels {levels.start} to "
+                         f"{levels.stop - 1}")
+    if ctx.stage not in (1, 2):
+        raise InputError(f"stage={shorten(ctx.stage)}: a descriptor belongs to stage 1 or 2")
     if not bit(raw, 0):
         return Invalid(raw, level)
     if bit(raw, 1):

@@ -91,8 +91,12 @@ class SysRegs:
 def regime_for(el: int, regs: SysRegs) -> Regime:
     """Return the translation regime of an access from el (ASL TranslationRegime).
 
-    EL0 with E2H=TGE=1 is translated by EL2&0.
+    EL0 with E2H=TGE=1 is translated by EL2&0. el is 0, 1 or 2: the model has no
+    EL3 regime (InputError otherwise).
     """
+    if el not in (0, 1, 2):
+        raise InputError(f"el={shorten(el)}: the modelled regimes translate accesses from "
+                         "EL0, EL1 and EL2 (EL1&0, EL2, EL2&0)")
     if el == 2:
         return Regime.EL20 if regs.e2h() else Regime.EL2
     if el == 0 and regs.e2h() and regs.tge():

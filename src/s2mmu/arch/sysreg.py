@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from s2mmu.arch.bits import bits, mask, set_bits
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten_hex
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class RegisterSpec:
     def decode(self, value: int) -> RegView:
         """Return the frozen view of value."""
         if value < 0 or value >> self.width:
-            raise InputError(f"{self.name}: value {value:#x} does not fit in {self.width} bits")
+            raise InputError(f"{self.name}: value {shorten_hex(value)} does not fit in "
+                             f"{self.width} bits")
         return RegView(self, value)
 
     def encode(self, **fields: int) -> int:

@@ -31,7 +31,11 @@ from s2mmu.kvm.abort import (
     kvm_vcpu_trap_is_iabt,
 )
 from s2mmu.kvm.cpu import Completed, GuestFault, S1Map, build_guest_stage1, guest_access, vcpu_regs
-from s2mmu.kvm.dirty import kvm_clear_dirty_log_protect, kvm_get_dirty_log_protect
+from s2mmu.kvm.dirty import (
+    kvm_clear_dirty_log_bytes,
+    kvm_clear_dirty_log_protect,
+    kvm_get_dirty_log_protect,
+)
 from s2mmu.kvm.errno import errname
 from s2mmu.kvm.fault import AbortOutcome, FaultHooks, kvm_handle_guest_abort, prot_str
 from s2mmu.kvm.host import HostFeatures, HostMm, MemType, Vma, VmaKind
@@ -342,9 +346,9 @@ def dirty_step(world: World, it: Item, rec: dict[str, Any]) -> str:
         return f"slot {sid}: KVM_GET_DIRTY_LOG: {len(pages)} dirty {shown}"
     first = it.get("first_page", 0)
     slot = kvm.memslots.get(sid)
-    num = it.get("num_pages", slot.npages - first if slot is not None else 0)
+    num = it.get("num_pages", max(0, slot.npages - first) if slot is not None else 0)
     pages = it.get("pages")
-    user = bytearray((num + 7) // 8 + 8)
+    user = bytearray(kvm_clear_dirty_log_bytes(num))
     for i in range(num) if pages is None else [p - first for p in pages]:
         user[i >> 3] |= 1 << (i & 7)
     kvm_clear_dirty_log_protect(kvm, sid, first, num, bytes(user))
