@@ -172,3 +172,13 @@ def test_hpfar_for_stage2_permission_only_on_a_walk():
 def test_fault_record_write_follows_access():
     assert make_fault(Fault.PERMISSION, 3, acc_gpr(0, True), "").write
     assert not make_fault(Fault.PERMISSION, 3, READ, "").write
+
+
+@pytest.mark.parametrize("ipa", [-1, 1 << 52])
+def test_hpfar_refuses_an_ipa_wider_than_52_bits(ipa):
+    from s2mmu.arch.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        hpfar(ipa)
+    assert str(e.value) == (f"ipa={'-0x1' if ipa < 0 else '0x10000000000000'}: HPFAR_EL2.FIPA "
+                            "holds a 52-bit IPA at most")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,8 +80,8 @@ def shorten(value: object) -> str:
     if isinstance(value, bool):
         return repr(value)
     if isinstance(value, int):
-        if value.bit_length() > 4 * MAX_INT_DIGITS:
-            return shorten_hex(value)
+        if value.bit_length() > 3 * (sys.get_int_max_str_digits() or 1 << 20):
+            return shorten_hex(value)  # str() would refuse it (or take quadratic time)
         return ("-" if value < 0 else "") + _digit_text(str(abs(value)))
     if isinstance(value, str):
         return _short_chars(repr(value))
