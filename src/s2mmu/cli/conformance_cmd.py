@@ -63,11 +63,15 @@ def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Pa
                 replay: Path | None, jobs: int) -> None:
     """Compare the model with QEMU executing real AT instructions."""
     config = QemuConfig(jobs=jobs)
+    try:  # a malformed replay file is refused before anything is created
+        replayed = load_case_file(replay) if replay is not None else None
+    except InputError as error:
+        fail(str(error))
     if keep_mismatches is not None:
         check_writable_dir(keep_mismatches)
     try:
-        if replay is not None:
-            report = compare_cases(load_case_file(replay), config)
+        if replayed is not None:
+            report = compare_cases(replayed, config)
             click.echo(format_replay(report))
         else:
             cases = generate_cases(n_cases, seed, family_names(family))
