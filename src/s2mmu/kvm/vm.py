@@ -254,6 +254,11 @@ def _check_region_args(flags: int, gpa: int, size: int, hva: int) -> None:
     for name, v in (("memory_size", size), ("guest_phys_addr", gpa), ("userspace_addr", hva)):
         if v & (PAGE_SIZE - 1):
             raise KvmError(-EINVAL, f"{name} {v:#x} is not page aligned")
+    if hva + size > 1 << 64:  # Kernel: !access_ok(userspace_addr, memory_size)
+        raise KvmError(-EINVAL, f"userspace_addr {hva:#x} + memory_size {size:#x} is not a "
+                                "user address range")
+    if gpa + size > 1 << 64:  # Kernel: guest_phys_addr + memory_size wraps
+        raise KvmError(-EINVAL, f"guest_phys_addr {gpa:#x} + memory_size {size:#x} wraps")
 
 
 def kvm_set_memory_region(kvm: Kvm, slot_id: int, flags: int, gpa: int, size: int,

@@ -346,10 +346,12 @@ def dirty_step(world: World, it: Item, rec: dict[str, Any]) -> str:
         return f"slot {sid}: KVM_GET_DIRTY_LOG: {len(pages)} dirty {shown}"
     first = it.get("first_page", 0)
     slot = kvm.memslots.get(sid)
-    num = it.get("num_pages", max(0, slot.npages - first) if slot is not None else 0)
+    rest = max(0, slot.npages - first) if slot is not None else 0
+    num = it.get("num_pages", rest)
+    given = min(num, rest)  # KVM refuses more pages before it reads the bitmap
     pages = it.get("pages")
-    user = bytearray(kvm_clear_dirty_log_bytes(num))
-    for i in range(num) if pages is None else [p - first for p in pages]:
+    user = bytearray(kvm_clear_dirty_log_bytes(given))
+    for i in range(given) if pages is None else [p - first for p in pages if p - first < given]:
         user[i >> 3] |= 1 << (i & 7)
     kvm_clear_dirty_log_protect(kvm, sid, first, num, bytes(user))
     return f"slot {sid}: KVM_CLEAR_DIRTY_LOG pages {first}..{first + num - 1}"

@@ -379,6 +379,10 @@ def _check_event(c: Checker, it: Item, nvcpus: int) -> None:
         raise c.fail("event", it.index, "esr", f"ESR_EL2.EC={ec:#x} is not an Instruction or "
                      "Data Abort from a lower EL (0x20, 0x24): kvm_handle_guest_abort "
                      "handles only those")
+    for k in U32_KEYS & set(it.fields):  # fields the ioctl's struct holds in a __u32
+        if it.get(k) >> 32:
+            raise c.fail("event", it.index, k, f"{shorten_hex(it.get(k))} does not fit the "
+                                               "ioctl's __u32 field")
     if "flags" in it.fields:
         c.choices("event", it.index, "flags", it.get("flags"), SLOT_FLAGS)
     if "pages" in it.fields:
@@ -400,6 +404,7 @@ def _check_race(c: Checker, index: int, r: Any) -> dict[str, Any]:
 
 
 SLOT_FLAGS = {"log_dirty_pages", "readonly"}
+U32_KEYS = {"slot", "num_pages", "id"}
 
 
 def _check_top(c: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -450,6 +455,9 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
             if k not in it.fields:
                 raise c.fail("memslot", it.index, None, f"missing field {k!r}")
         c.choices("memslot", it.index, "flags", it.get("flags", []), SLOT_FLAGS)
+        if it.get("id") >> 32:
+            raise c.fail("memslot", it.index, "id", f"{shorten_hex(it.get('id'))} does not fit "
+                                                    "the ioctl's __u32 slot field")
     vcpus = _items(c, data, "vcpu", VCPU_KEYS)
     for it in vcpus:
         _check_vcpu(c, it)
