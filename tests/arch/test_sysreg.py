@@ -75,3 +75,12 @@ def test_decode_rejects_value_wider_than_register():
 def test_decode_rejects_negative_value():
     with pytest.raises(InputError, match="does not fit in 64 bits"):
         TOY.decode(-1)
+
+
+def test_encode_refuses_an_unknown_field_and_a_value_wider_than_its_field():
+    with pytest.raises(InputError) as e:
+        TOY.encode(T1SZ=1)
+    assert str(e.value) == "TOY_EL1 has no field 'T1SZ'"
+    with pytest.raises(InputError) as e:
+        TOY.encode(T0SZ=64)
+    assert str(e.value) == "TOY_EL1.T0SZ=0x40: the field is 6 bits ([5:0])"

@@ -174,3 +174,13 @@ def test_integer_options_are_refused_in_one_short_line(args: list[str], message:
     assert stderr.startswith(f"s2mmu: error: {message}") and stderr.count("\n") == 1
     if message.endswith(("(MAX_INT_DIGITS)", "bits", "range.")):
         assert stderr == f"s2mmu: error: {message}\n"
+
+
+def test_output_path_with_a_newline_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "readonly_and_holes.toml"
+    out = tmp_path / "no\ndir" / "run.html"
+    shown = str(out).replace("\n", "\\n")
+    refused(["run", str(scenario), "--html", str(out)],
+            f"--html {shown}: cannot write: No such file or directory", out)
+    refused(["translate", "0x1000", "--svg", str(out)],
+            f"--svg {shown}: cannot write: No such file or directory", out)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from s2mmu.arch.bits import bits, mask, set_bits
 from s2mmu.arch.errors import InputError
-from s2mmu.arch.inputs import shorten_hex
+from s2mmu.arch.inputs import shorten, shorten_hex
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,12 @@ class RegisterSpec:
         """Return the value with the given fields set and RES1 bits set."""
         value = self.res1_mask()
         for name, v in fields.items():
+            if name not in self.__dict__["_by_name"]:
+                raise InputError(f"{self.name} has no field {shorten(name)}")
             f = self.field(name)
+            if not 0 <= v < 1 << f.width:
+                raise InputError(f"{self.name}.{name}={shorten_hex(v)}: the field is "
+                                 f"{f.width} bits ([{f.hi}:{f.lo}])")
             value = set_bits(value, f.hi, f.lo, v)
         return value
 

@@ -35,7 +35,8 @@ def run_file(path: str, as_json: bool, trace: bool, text: str | None = None,
         try:
             write_atomic(html, report_html(report))
         except OSError as e:
-            click.echo(f"s2mmu: error: --html {html}: cannot write: {e.strerror or e}", err=True)
+            click.echo(one_line(f"s2mmu: error: --html {html}: cannot write: "
+                                f"{e.strerror or e}"), err=True)
             return 2
     if as_json:
         click.echo(json.dumps(report, indent=2))
