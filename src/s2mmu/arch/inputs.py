@@ -184,9 +184,10 @@ def range_beyond(start: int, size: int, bits: int) -> bool:
 
 # --- scanning a text before parsing it ----------------------------------------------------
 
-_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]|[0-9]{' + str(MAX_INT_DIGITS + 1) + ",}")
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|[0-9]{'
+                          + str(MAX_INT_DIGITS + 1) + ",}")
 _TOML_TOKENS = re.compile(
-    r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*'
+    r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"|\'[^\'\n]*\'|#[^\n]*'
     r"|[\[\]{}]|(?<![\w.-])[+-]?[0-9][0-9A-Za-z_]{" + str(MAX_INT_DIGITS) + ",}")
 _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
 _TOML_KEY = re.compile(r"\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
@@ -216,15 +217,18 @@ def _field_at(text: str, pos: int, toml: bool) -> str:
     return escape(keys[-1]) + ": " if keys else ""
 
 
-def scan_text(text: str, source: str, syntax: str) -> None:
+def scan_text(text: str, source: str, syntax: str) -> bool:
     """Refuse a JSON or TOML text nested deeper than MAX_DEPTH or with a number of more
     than MAX_INT_DIGITS digits, before a parser sees it.
 
     Strings and (TOML) comments are skipped, so brackets and digits inside them count
-    for nothing. source names the text in messages ("file:line: field: why").
+    for nothing. source names the text in messages ("file:line: field: why"). Return
+    whether a string is written with more than MAX_STRING_CHARS characters (escapes
+    included): only then need the parsed value go through check_strings.
     """
     toml = syntax == "toml"
     depth = 0
+    long_strings = False
     for m in (_TOML_TOKENS if toml else _JSON_TOKENS).finditer(text):
         tok = m.group()
         if tok in ("[", "{"):
@@ -236,8 +240,11 @@ def scan_text(text: str, source: str, syntax: str) -> None:
                                  f"{'tables' if toml else 'objects'} (MAX_DEPTH)")
         elif tok in ("]", "}"):
             depth -= 1
-        elif tok[0] not in "\"'#":
+        elif tok[0] in "\"'":
+            long_strings = long_strings or len(tok) > MAX_STRING_CHARS
+        elif tok[0] != "#":
             _scan_number(text, m.start(), tok, source, toml)
+    return long_strings
 
 
 def _scan_number(text: str, pos: int, tok: str, source: str, toml: bool) -> None:
@@ -250,24 +257,45 @@ def _scan_number(text: str, pos: int, tok: str, source: str, toml: bool) -> None
                          f"the number {why}")
 
 
-def check_strings(value: Any, source: str, path: str = "") -> None:
+def check_strings(value: Any, source: str) -> None:
     """Refuse a parsed value holding a string or key longer than MAX_STRING_CHARS.
 
-    Its nesting is bounded by scan_text, so the walk's recursion is too.
+    One pass over the value without building paths; the path of a refused string is
+    found only then. Its nesting is bounded by scan_text, so the search's recursion is.
     """
-    if isinstance(value, str):
-        if len(value) > MAX_STRING_CHARS:
-            where = path or "(top)"
-            raise InputError(f"{escape(source)}: {escape(where)}: a string of "
-                             f"{len(value)} characters is longer than {MAX_STRING_CHARS} "
-                             f"(MAX_STRING_CHARS): {shorten(value)}")
-    elif isinstance(value, Mapping):
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if len(v) > MAX_STRING_CHARS:
+                where = _path_of(value, v, "") or "(top)"
+                raise InputError(f"{escape(source)}: {escape(where)}: a string of {len(v)} "
+                                 f"characters is longer than {MAX_STRING_CHARS} "
+                                 f"(MAX_STRING_CHARS): {shorten(v)}")
+        elif isinstance(v, Mapping):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(x for x in v if isinstance(x, str | list | Mapping))
+
+
+def _path_of(value: Any, target: str, path: str) -> str | None:
+    """Return the path ("cases[0].name") of target (a key names its table) in value."""
+    if value is target:
+        return path
+    if isinstance(value, Mapping):
         for k, v in value.items():
-            check_strings(k, source, path)
-            check_strings(v, source, f"{path}.{k}" if path else str(k))
+            if k is target:
+                return path
+            found = _path_of(v, target, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            check_strings(v, source, f"{path}[{i}]")
+            found = _path_of(v, target, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 # --- files --------------------------------------------------------------------------------
@@ -300,13 +328,14 @@ def decode_utf8(data: bytes, name: str) -> str:
 
 def loads_json(text: str, source: str) -> Any:
     """Return the JSON value of text, scanned before and checked after parsing."""
-    scan_text(text, source, "json")
+    long_strings = scan_text(text, source, "json")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{escape(source)}:{e.lineno}: not valid JSON (column {e.colno}: "
                          f"{e.msg})") from None
-    check_strings(value, source)
+    if long_strings:
+        check_strings(value, source)
     return value
 
 
@@ -318,12 +347,13 @@ def load_json(path: str | Path, source: str | None = None) -> Any:
 
 def loads_toml(text: str, source: str) -> dict[str, Any]:
     """Return the TOML document of text, scanned before and checked after parsing."""
-    scan_text(text, source, "toml")
+    long_strings = scan_text(text, source, "toml")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         raise InputError(f"{escape(source)}:{m.group(1) if m else 1}: not valid TOML: "
                          f"{escape(str(e))}") from None
-    check_strings(data, source)
+    if long_strings:
+        check_strings(data, source)
     return data
