@@ -118,8 +118,26 @@ def test_el2_ops_are_undefined_at_el1(op):
     assert e.reason == f"AT {op} is UNDEFINED at EL1"
 
 
-def test_at_is_undefined_at_el0():
-    assert Machine().exc("S1E0R", 0, el=0).reason == "AT instructions are UNDEFINED at EL0"
+@pytest.mark.parametrize("el", [0, -1, 4])
+def test_execute_at_refuses_an_el_an_at_cannot_execute_at(el):
+    # At EL0 AT is UNDEFINED and taken to EL1/EL2: an exception "taken to EL0" cannot be.
+    with pytest.raises(InputError) as e:
+        Machine().exc("S1E0R", 0, el=el)
+    assert str(e.value) == (f"el={el}: AT instructions are executed at EL1, EL2 or EL3 "
+                            "(at EL0 they are UNDEFINED and taken to EL1 or EL2)")
+
+
+@pytest.mark.parametrize("va", [-1, 1 << 64])
+def test_execute_at_refuses_an_address_wider_than_64_bits(va):
+    with pytest.raises(InputError) as e:
+        Machine().exc("S1E1R", va)
+    assert str(e.value) == (f"va={'-0x1' if va < 0 else '0x10000000000000000'}: an AT input "
+                            "address is 64 bits (0..2^64-1)")
+
+
+def test_at_s12_is_undefined_at_el1_and_taken_to_el1():
+    exc = Machine().exc("S12E1R", 0, el=1)
+    assert (exc.taken_to, exc.reason) == (1, "AT S12E1R is UNDEFINED at EL1")
 
 
 def test_pan_aware_at_needs_feat_pan2():

@@ -180,3 +180,19 @@ def test_par_sh_is_outer_shareable_for_device_and_non_cacheable():
 def test_describe():
     assert normal(WB_RAWA).describe() == "Normal iWB-RAWA oWB-RAWA ISH"
     assert device(DeviceType.nGnRE).describe() == "Device-nGnRE"
+
+
+def test_decoders_refuse_fields_wider_than_their_encoding():
+    from s2mmu.arch.attrs import s1_attr_decode, s2_memattr_decode
+    from s2mmu.arch.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        s1_attr_decode(0xFF, 8, 0)
+    assert str(e.value) == ("attrindx=8, sh=0: AttrIndx is 3 bits (MAIR_ELx.Attr0..Attr7) "
+                            "and SH 2 bits")
+    with pytest.raises(InputError) as e:
+        s2_memattr_decode(16, 3)
+    assert str(e.value) == "memattr=16, sh=3: stage-2 MemAttr is 4 bits and SH 2 bits"
+    with pytest.raises(InputError) as e:
+        decode_cache_nibble(-1)
+    assert str(e.value) == "nibble=-1: a MAIR cacheability nibble is 4 bits"

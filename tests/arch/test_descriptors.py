@@ -288,3 +288,29 @@ def test_64k_lpa_bits_15_12_are_oa_51_48():
     v = descriptor_view(0x20000000 | 0xF000 | 0x401, 2, DescContext(Granule.G64K, False, True, 1))
     assert v.address == 0xF000020000000
     assert [f.name for f in v.fields if (f.hi, f.lo) == (15, 12)] == ["OA[51:48]"]
+
+
+@pytest.mark.parametrize(("granule", "ds", "level", "msg"), [
+    (Granule.G4K, False, -1, "level=-1: 4KB-granule tables have levels 0 to 3"),
+    (Granule.G4K, True, -2, "level=-2: 4KB-granule tables with DS=1 have levels -1 to 3"),
+    (Granule.G16K, True, -1, "level=-1: 16KB-granule tables with DS=1 have levels 0 to 3"),
+    (Granule.G64K, False, 0, "level=0: 64KB-granule tables have levels 1 to 3"),
+    (Granule.G4K, False, 4, "level=4: 4KB-granule tables have levels 0 to 3"),
+])
+def test_decode_descriptor_refuses_a_level_the_granule_does_not_have(granule, ds, level, msg):
+    from s2mmu.arch.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        decode_descriptor(0x3, level, DescContext(granule, ds, True, 1))
+    assert str(e.value) == msg
+
+
+def test_decode_descriptor_refuses_a_value_wider_than_64_bits_and_a_third_stage():
+    from s2mmu.arch.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        decode_descriptor(1 << 64, 3, DescContext(Granule.G4K, False, True, 1))
+    assert str(e.value) == "descriptor 0x10000000000000000: a descriptor is 64 bits"
+    with pytest.raises(InputError) as e:
+        decode_descriptor(0x3, 3, DescContext(Granule.G4K, False, True, 3))
+    assert str(e.value) == "stage=3: a descriptor belongs to stage 1 or 2"

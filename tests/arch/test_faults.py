@@ -203,3 +203,13 @@ def test_parity_codes_without_feat_ras(code, kind, level):
 
 def test_unallocated_fsc_decodes_to_none():
     assert decode_fsc(0x3F) is None and decode_fsc(0x22) is None
+
+
+@pytest.mark.parametrize("ipa", [-1, 1 << 52])
+def test_hpfar_refuses_an_ipa_wider_than_52_bits(ipa):
+    from s2mmu.arch.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        hpfar(ipa)
+    assert str(e.value) == (f"ipa={'-0x1' if ipa < 0 else '0x10000000000000'}: HPFAR_EL2.FIPA "
+                            "holds a 52-bit IPA at most")

@@ -42,3 +42,11 @@ def test_translation_regime(el, hcr, regime):
 def test_regime_shapes():
     assert not Regime.EL2.has_two_ranges() and not Regime.EL2.has_el0()
     assert Regime.EL20.has_two_ranges() and Regime.EL10.has_el0()
+
+
+@pytest.mark.parametrize("el", [3, -1])
+def test_regime_for_refuses_an_el_no_modelled_regime_translates_for(el):
+    with pytest.raises(InputError) as e:
+        regime_for(el, SysRegs())
+    assert str(e.value) == (f"el={el}: the modelled regimes translate accesses from EL0, EL1 "
+                            "and EL2 (EL1&0, EL2, EL2&0)")

@@ -94,3 +94,12 @@ def test_gated_field_still_reads_by_name():
 
 def test_items_in_order_lists_reserved_ranges_too():
     assert [type(i).__name__ for i in GATED.items_in_order()] == ["Res0", "Field", "Field"]
+
+
+def test_encode_refuses_an_unknown_field_and_a_value_wider_than_its_field():
+    with pytest.raises(InputError) as e:
+        TOY.encode(T1SZ=1)
+    assert str(e.value) == "TOY_EL1 has no field 'T1SZ'"
+    with pytest.raises(InputError) as e:
+        TOY.encode(T0SZ=64)
+    assert str(e.value) == "TOY_EL1.T0SZ=0x40: the field is 6 bits ([5:0])"

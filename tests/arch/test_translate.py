@@ -844,3 +844,27 @@ def test_reserved_mair_encoding_is_a_choice():
         s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
         got = m.ok(DATA_VA).memattrs
         assert (got.memtype, got.device) == (MemType.DEVICE, want)
+
+
+@pytest.mark.parametrize(("regime", "el", "els"), [
+    (Regime.EL2, 0, "EL2"), (Regime.EL2, 1, "EL2"), (Regime.EL10, 2, "EL0 and EL1"),
+    (Regime.EL20, 1, "EL0 and EL2")])
+def test_full_translate_refuses_an_access_from_an_el_the_regime_does_not_translate(
+        regime, el, els):
+    from s2mmu.arch.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        Machine().translate(0x1000, acc_gpr(el, False), regime=regime)
+    assert str(e.value) == (f"access.el={el}: the {regime.value} regime translates accesses "
+                            f"from {els} only")
+
+
+@pytest.mark.parametrize("va", [-1, 1 << 64])
+def test_full_translate_and_stage2_lookup_refuse_addresses_wider_than_64_bits(va):
+    from s2mmu.arch.errors import InputError
+    from s2mmu.arch.memory import PhysMem
+
+    with pytest.raises(InputError, match=r"^va=.*: a virtual address is 64 bits \(0\.\.2\^64-1\)$"):
+        Machine().translate(va)
+    with pytest.raises(InputError, match=r"^ipa=.*: an intermediate physical address is 64 bits"):
+        stage2_lookup(PhysMem(), 0, 0, va)

@@ -100,7 +100,7 @@ def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
     bad.write_text("{\n  \"cases\": [,]\n}")
     code, _, err = run("at", str(bad))
     assert code == 2
-    assert err.startswith(f"s2mmu: error: {bad}: not valid JSON (line 2, column")
+    assert err.startswith(f"s2mmu: error: {bad}:2: not valid JSON (column")
 
 
 def test_unknown_at_op_lists_the_known_ones(tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_case_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe{}")
     code, _, err = run("at", str(bad))
     assert code == 2
-    assert err == f"s2mmu: error: {bad}: not valid JSON (not UTF-8 text at byte 0)\n"
+    assert err == f"s2mmu: error: {bad}: not UTF-8 text (byte 0: 0xff)\n"
 
 
 def test_cases_key_must_hold_a_list(tmp_path: Path) -> None:

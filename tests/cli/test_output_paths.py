@@ -34,11 +34,11 @@ def test_non_utf8_case_file_for_qemu_at_is_one_line(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe")
     code, _, err = run("qemu-at", str(bad))
     assert code == 2
-    assert err.strip() == f"s2mmu: error: {bad}: not UTF-8 text (invalid start byte at byte 0)"
+    assert err.strip() == f"s2mmu: error: {bad}: not UTF-8 text (byte 0: 0xff)"
 
 
 def test_missing_case_file_names_the_file() -> None:
     code, _, err = run("at", "/nonexistent/case.json")
     assert code == 2
-    assert err.strip() == ("s2mmu: error: cannot read /nonexistent/case.json: No such file or "
+    assert err.strip() == ("s2mmu: error: /nonexistent/case.json: cannot read: No such file or "
                            "directory")

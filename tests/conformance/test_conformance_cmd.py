@@ -38,7 +38,7 @@ def test_bad_json_is_exit_2_naming_the_file(tmp_path: object) -> None:
     bad.write_text("{")
     result = CliRunner().invoke(qemu_at, [str(bad)])
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"s2mmu: error: {bad}: not JSON")
+    assert result.stderr.startswith(f"s2mmu: error: {bad}:1: not valid JSON")
     assert path.exists()
 
 

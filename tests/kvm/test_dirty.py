@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from s2mmu.kvm.dirty import (
     SlotPage,
     dirty_gfns,
@@ -152,3 +155,84 @@ def test_dirty_bit_without_a_handled_write_is_reported() -> None:
     assert check_dirty_bits(kvm, {0: {3}}) == []
     kvm.dirty_bitmap[0][1] |= 1  # page 8, never written
     assert check_dirty_bits(kvm, {0: {3}}) == [UnexplainedDirtyBit(0, 8, 0x4000_8000)]
+
+
+def _logging_slot(npages: int, manual: bool = True):  # type: ignore[no-untyped-def]
+    kvm, vcpu = new_vm()
+    if manual:
+        kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+    add_ram(kvm, size=npages << 12, flags=KVM_MEM_LOG_DIRTY_PAGES, thp=False)
+    return kvm, vcpu
+
+
+def test_clear_dirty_log_of_a_65_page_slot_clears_the_partial_last_word() -> None:
+    # Slot of 0x41000 bytes: its bitmap's last 64-bit word holds one page (64).
+    kvm, vcpu = _logging_slot(0x41)
+    for page in (0, 63, 64):
+        touch(kvm, vcpu, RAM_IPA + (page << 12), "write")
+    assert dirty_gfns(kvm, 0) == [0, 63, 64]
+    kvm_clear_dirty_log_protect(kvm, 0, 0, 0x41, bytes(16))
+    assert dirty_gfns(kvm, 0) == [0, 63, 64]
+    kvm_clear_dirty_log_protect(kvm, 0, 64, 1, b"\x01" + bytes(7))
+    assert dirty_gfns(kvm, 0) == [0, 63]
+    kvm_clear_dirty_log_protect(kvm, 0, 0, 0x41, b"\xff" * 16)
+    assert dirty_gfns(kvm, 0) == []
+    assert not any(leaf_writable(lf) for lf in stage2_leaves(kvm))
+
+
+def test_clear_dirty_log_reads_align_64_pages_of_user_bitmap_or_fails_efault() -> None:
+    import pytest
+
+    from s2mmu.kvm.dirty import kvm_clear_dirty_log_bytes
+    from s2mmu.kvm.vm import KvmError
+
+    assert [kvm_clear_dirty_log_bytes(n) for n in (0, 1, 64, 65, 200)] == [0, 8, 8, 16, 32]
+    kvm, vcpu = _logging_slot(0x41)
+    touch(kvm, vcpu, RAM_IPA + (64 << 12), "write")
+    with pytest.raises(KvmError) as e:
+        kvm_clear_dirty_log_protect(kvm, 0, 0, 0x41, b"\xff" * 9)
+    assert (e.value.errno, e.value.why) == (-14, "the user bitmap holds 9 bytes, 65 pages need 16")
+    assert dirty_gfns(kvm, 0) == [64]
+
+
+def _clear_errno(npages: int, first: int, num: int) -> int | None:
+    """The kernel's refusals of kvm_clear_dirty_log_protect, for an existing logging slot."""
+    if first & 63 or first > npages or num > npages - first:
+        return -22
+    if num < npages - first and num & 63:
+        return -22
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(npages=st.integers(1, 200), data=st.data())
+def test_get_and_clear_dirty_log_over_any_slot_size(npages: int, data: st.DataObject) -> None:
+    from s2mmu.kvm.dirty import kvm_clear_dirty_log_bytes, mark_page_dirty_in_slot
+    from s2mmu.kvm.vm import KvmError
+
+    kvm, _ = _logging_slot(npages, manual=data.draw(st.booleans(), "manual"))
+    slot = kvm.memslots[0]
+    dirty = data.draw(st.sets(st.integers(0, npages - 1)), "dirty")
+    for page in dirty:
+        mark_page_dirty_in_slot(kvm, slot, slot.base_gfn + page)
+    manual = bool(kvm.manual_dirty_log_protect)
+    bitmap = kvm_get_dirty_log_protect(kvm, 0)
+    assert len(bitmap) == kvm_clear_dirty_log_bytes(npages)
+    assert [p for p in range(len(bitmap) * 8) if bitmap[p >> 3] >> (p & 7) & 1] == sorted(dirty)
+    left = set(dirty) if manual else set()
+    assert set(dirty_gfns(kvm, 0)) == left
+    first = data.draw(st.integers(0, npages + 64), "first_page")
+    num = data.draw(st.integers(0, npages + 64), "num_pages")
+    user = data.draw(st.binary(min_size=kvm_clear_dirty_log_bytes(num),
+                               max_size=kvm_clear_dirty_log_bytes(num) + 8), "user")
+    want = _clear_errno(npages, first, num)
+    try:
+        kvm_clear_dirty_log_protect(kvm, 0, first, num, user)
+    except KvmError as e:
+        assert e.errno == want
+        assert set(dirty_gfns(kvm, 0)) == left
+        return
+    assert want is None
+    cleared = {first + i for i in range(num) if user[i >> 3] >> (i & 7) & 1}
+    assert set(dirty_gfns(kvm, 0)) == left - cleared
+    assert check_invariants(kvm) == []

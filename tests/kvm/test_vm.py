@@ -123,3 +123,17 @@ def test_invalidation_outside_every_memslot_leaves_mmu_seq_alone() -> None:
     kvm.host.munmap(0x7F30_0000_0000, 2 << 20)
     assert (kvm.mmu_invalidate_seq, kvm.mmu_invalidate_in_progress) == (0, 0)
     assert stage2_leaves(kvm)
+
+
+@pytest.mark.parametrize(("gpa", "hva", "why"), [
+    (0xFFFF_FFFF_FFFF_F000, 0x7F00_0000_0000,
+     "guest_phys_addr 0xfffffffffffff000 + memory_size 0x2000 wraps"),
+    (0x4000_0000, 0xFFFF_FFFF_FFFF_F000,
+     "userspace_addr 0xfffffffffffff000 + memory_size 0x2000 is not a user address range"),
+])
+def test_a_region_that_wraps_is_einval(gpa: int, hva: int, why: str) -> None:
+    kvm, _ = new_vm()
+    with pytest.raises(KvmError) as e:
+        kvm_set_memory_region(kvm, 1, 0, gpa, 0x2000, hva)
+    assert (e.value.errno, e.value.why) == (-22, why)
+    assert kvm.memslots == {}

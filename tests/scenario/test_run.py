@@ -152,7 +152,7 @@ def test_non_utf8_scenario_is_one_message(tmp_path: Path) -> None:
     f.write_bytes(b"\xff\xfe" + GOOD.encode())
     result = CliRunner().invoke(cli, ["run", str(f)])
     assert result.exit_code == 2
-    assert result.output.strip().endswith("bad.toml: not UTF-8 text (byte 0)")
+    assert result.output.strip().endswith("bad.toml: not UTF-8 text (byte 0: 0xff)")
     assert len(result.output.strip().splitlines()) == 1
 
 
@@ -175,3 +175,40 @@ def test_a_dirty_bit_no_write_explains_fails_the_run(tmp_path: Path,
     assert result.exit_code == 1
     assert ("INVARIANT BROKEN: slot 0 page 0x1 (IPA 0x40001000) is dirty but no handled write "
             "dirtied it") in result.output
+
+
+def test_clear_dirty_log_of_a_slot_not_a_multiple_of_64_pages_runs(tmp_path: Path) -> None:
+    # 0x41000 bytes = 65 pages: the user bitmap is two 64-bit words, the last one partial.
+    f = tmp_path / "dirty65.toml"
+    f.write_text("""[vm]
+manual_dirty_log_protect = true
+[[vma]]
+start = 0x7f0000000000
+size = 0x41000
+[[memslot]]
+id = 0
+gpa = 0x40000000
+size = 0x41000
+hva = 0x7f0000000000
+flags = ["log_dirty_pages"]
+[[event]]
+do = "write"
+ipa = 0x40040000
+[[event]]
+do = "get_dirty_log"
+expect_dirty = [64]
+[[event]]
+do = "clear_dirty_log"
+slot = 0
+[[event]]
+do = "get_dirty_log"
+expect_dirty = []
+[[event]]
+do = "clear_dirty_log"
+first_page = 64
+pages = [64]
+""")
+    result = CliRunner().invoke(cli, ["run", str(f)])
+    assert result.exit_code == 0, result.output
+    assert "KVM_CLEAR_DIRTY_LOG pages 0x0..0x40" in result.output
+    assert "KVM_CLEAR_DIRTY_LOG pages 0x40..0x40" in result.output

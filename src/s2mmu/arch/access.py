@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten
+
 
 class AccessType(Enum):
     """ASL AccessType: the kinds of access the model distinguishes."""
@@ -50,16 +53,27 @@ class AccessDescriptor:
         return self.walk_of if self.walk_of is not None else self
 
 
+def check_access_el(el: int) -> int:
+    """Return el if an access can come from it in the modelled (Non-secure) regimes."""
+    if el not in (0, 1, 2):
+        raise InputError(f"el={shorten(el)}: an access comes from EL0, EL1 or EL2 "
+                         "(the EL whose permissions apply)")
+    return el
+
+
 def acc_gpr(el: int, write: bool, pan: bool = False) -> AccessDescriptor:
     """Return a load (write=False) or store at el (ASL CreateAccDescGPR)."""
+    check_access_el(el)
     return AccessDescriptor(AccessType.GPR, el, write, pan)
 
 
 def acc_ifetch(el: int) -> AccessDescriptor:
     """Return an instruction fetch at el (ASL CreateAccDescIFetch)."""
+    check_access_el(el)
     return AccessDescriptor(AccessType.IFETCH, el)
 
 
 def acc_at(el: int, write: bool, pan: bool = False) -> AccessDescriptor:
     """Return the access of an AT instruction (ASL CreateAccDescAT)."""
+    check_access_el(el)
     return AccessDescriptor(AccessType.AT, el, write, pan)

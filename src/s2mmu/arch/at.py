@@ -22,6 +22,7 @@ from s2mmu.arch.faults import (
     par_fault,
     reports_hpfar,
 )
+from s2mmu.arch.inputs import shorten, shorten_hex
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.translate import AddressDescriptor, Env, full_translate
 from s2mmu.arch.walk import WalkStep
@@ -66,7 +67,7 @@ class AtOp(Enum):
         try:
             return cls[key]
         except KeyError:
-            raise InputError(f"unknown AT operation {name!r} (known: "
+            raise InputError(f"unknown AT operation {shorten(name)} (known: "
                              f"{', '.join(op.name for op in cls)})") from None
 
 
@@ -96,10 +97,10 @@ AtResult = ParResult | AtException
 def at_undefined_reason(op: AtOp, el: int, env: Env) -> str:
     """Return why op is UNDEFINED when executed at el, or "".
 
-    AT S1E2* and S12E* need EL2 or EL3; S1E1RP/WP need FEAT_PAN2; nothing runs at EL0.
+    AT S1E2* and S12E* need EL2 or EL3; S1E1RP/WP need FEAT_PAN2. el is where the
+    instruction executes: EL1, EL2 or EL3 (see check_at_el).
     """
-    if el == 0:
-        return "AT instructions are UNDEFINED at EL0"
+    check_at_el(el)
     if el == 1 and (op.stage == 12 or op.el == 2):
         return f"AT {op.name} is UNDEFINED at EL1"
     if op.pan_aware and not env.fs.has("FEAT_PAN2"):
@@ -123,9 +124,25 @@ def at_regime(op: AtOp, regs: SysRegs) -> tuple[Regime, int]:
     return Regime.EL10, op.el
 
 
+def check_at_el(el: int) -> None:
+    """Refuse an EL an AT instruction cannot execute at and be modelled from.
+
+    At EL0 every AT encoding is UNDEFINED and the exception is taken to EL1 (or EL2 with
+    HCR_EL2.TGE=1), never to EL0: that is the executing EL1/EL2 case, not an EL0 one.
+    """
+    if el not in (1, 2, 3):
+        raise InputError(f"el={shorten(el)}: AT instructions are executed at EL1, EL2 or EL3 "
+                         "(at EL0 they are UNDEFINED and taken to EL1 or EL2)")
+
+
 def execute_at(op: AtOp, va: int, el: int, pan: bool, regs: SysRegs, env: Env,
                trace: list[WalkStep] | None = None) -> AtResult:
-    """Execute AT op on va from el with PSTATE.PAN=pan; return PAR_EL1 or the exception."""
+    """Execute AT op on va from el with PSTATE.PAN=pan; return PAR_EL1 or the exception.
+
+    el must be 1, 2 or 3 and va a 64-bit address (InputError otherwise).
+    """
+    if not 0 <= va < 1 << 64:
+        raise InputError(f"va={shorten_hex(va)}: an AT input address is 64 bits (0..2^64-1)")
     undef = at_undefined_reason(op, el, env)
     if undef:
         return AtException(el, esr_undefined(), reason=undef)

@@ -11,6 +11,7 @@ from typing import Any
 from s2mmu.arch.at import AtException, AtOp, ParResult, execute_at
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import FeatureSet, qemu_7_2_max
+from s2mmu.arch.inputs import int_of_text, shorten, shorten_hex
 from s2mmu.arch.memory import PA_LIMIT, MemoryWrite, PhysMem
 from s2mmu.arch.state import SysRegs
 from s2mmu.arch.translate import Env
@@ -21,23 +22,20 @@ EL_NAMES = {"EL1": 1, "EL2": 2, "EL3": 3}
 def parse_int(value: Any, where: str) -> int:
     """Return value as an int: a JSON number, or a string "0x..."/"123" with '_' allowed."""
     if isinstance(value, bool):
-        raise InputError(f"{where}: expected an integer, got {value!r}")
+        raise InputError(f"{where}: expected an integer, got {shorten(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        text = value.strip().replace("_", "")
-        try:
-            return int(text, 16) if text.lower().startswith("0x") else int(text, 10)
-        except ValueError:
-            pass
-    raise InputError(f"{where}: expected an integer (number, \"0x...\" or \"123\"), got {value!r}")
+        return int_of_text(value, where)
+    raise InputError(f"{where}: expected an integer (number, \"0x...\" or \"123\"), "
+                     f"got {shorten(value)}")
 
 
 def parse_word(value: Any, where: str) -> int:
     """Return value as an int that fits in 64 bits (a descriptor or register value)."""
     v = parse_int(value, where)
     if not 0 <= v < 1 << 64:
-        raise InputError(f"{where}: {value!r} does not fit in 64 bits")
+        raise InputError(f"{where}: {shorten(value)} does not fit in 64 bits")
     return v
 
 
@@ -45,14 +43,14 @@ def parse_el(value: Any, where: str) -> int:
     """Return an exception level from "EL1"/"EL2"/"EL3"."""
     if isinstance(value, str) and value.upper() in EL_NAMES:
         return EL_NAMES[value.upper()]
-    raise InputError(f"{where}: el must be EL1, EL2 or EL3, got {value!r}")
+    raise InputError(f"{where}: el must be EL1, EL2 or EL3, got {shorten(value)}")
 
 
 def parse_pan(value: Any, where: str) -> bool:
     """Return PSTATE.PAN from 0/1 (or a boolean)."""
     v = int(value) if isinstance(value, bool) else parse_int(value, where)
     if v not in (0, 1):
-        raise InputError(f"{where}: pan must be 0 or 1, got {value!r}")
+        raise InputError(f"{where}: pan must be 0 or 1, got {shorten(value)}")
     return bool(v)
 
 
@@ -105,7 +103,8 @@ def _parse_memory(items: Any, where: str) -> tuple[MemChunk, ...]:
         else:
             raise InputError(f"{w}: needs 'words' or 'bytes'")
         if pa < 0 or pa + len(data) > PA_LIMIT:
-            raise InputError(f"{w}: pa {pa:#x} (+{len(data)} bytes) is outside the 52-bit PA space")
+            raise InputError(f"{w}: pa {shorten_hex(pa)} (+{len(data)} bytes) is outside "
+                             "the 52-bit PA space")
         out.append(MemChunk(pa, data))
     return tuple(out)
 
@@ -132,7 +131,7 @@ def _parse_op(item: Any, where: str, el: int, pan: bool) -> AtOpSpec:
         raise InputError(f"{where}.op: expected a string")
     va = parse_int(item["va"], f"{where}.va")
     if not 0 <= va < 1 << 64:
-        raise InputError(f"{where}.va: {va:#x} is not a 64-bit address")
+        raise InputError(f"{where}.va: {shorten_hex(va)} is not a 64-bit address")
     try:
         op = AtOp.parse(item["op"])
     except InputError as e:
@@ -149,8 +148,8 @@ def parse_case(obj: Any, where: str = "case") -> AtCase:
         raise InputError(f"{where}: expected an object, got {type(obj).__name__}")
     name = obj.get("name", where)
     if not isinstance(name, str):
-        raise InputError(f"{where}.name: expected a string, got {name!r}")
-    where = f"case {name!r}"
+        raise InputError(f"{where}.name: expected a string, got {shorten(name)}")
+    where = f"case {shorten(name)}"
     el = parse_el(obj.get("el", "EL2"), f"{where}.el")
     pan = parse_pan(obj.get("pan", 0), f"{where}.pan")
     regs_in = obj.get("regs", {})

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from s2mmu.arch.bits import bits
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten
 
 
 class MemType(Enum):
@@ -96,8 +98,10 @@ def decode_cache_nibble(n: int) -> CacheHints:
     """Decode a MAIR Normal-memory nibble (outer bits[7:4] or inner bits[3:0]).
 
     0b00RW (RW != 00) WT transient; 0b0100 NC; 0b01RW (RW != 00) WB transient;
-    0b10RW WT non-transient; 0b11RW WB non-transient.
+    0b10RW WT non-transient; 0b11RW WB non-transient. n is 4 bits (InputError otherwise).
     """
+    if not 0 <= n < 16:
+        raise InputError(f"nibble={shorten(n)}: a MAIR cacheability nibble is 4 bits")
     r, w = bool(n & 0b10), bool(n & 0b01)
     if n == 0b0100:
         return NC
@@ -119,8 +123,11 @@ def s1_attr_decode(mair: int, attrindx: int, sh: int, reserved: str = "nearest"
     applies EffectiveShareability where the architecture says (s1_output_attrs).
     Reserved encodings (0b0000ddxx with xx != 00, 0bxxxx0000 with a non-zero outer
     nibble) are CONSTRAINED UNPREDICTABLE and read as ``reserved`` says
-    (ImplChoices.reserved_mair).
+    (ImplChoices.reserved_mair). attrindx is 0..7 and sh 0..3 (InputError otherwise).
     """
+    if not 0 <= attrindx < 8 or not 0 <= sh < 4:
+        raise InputError(f"attrindx={shorten(attrindx)}, sh={shorten(sh)}: AttrIndx is 3 bits "
+                         "(MAIR_ELx.Attr0..Attr7) and SH 2 bits")
     attr = bits(mair, 8 * attrindx + 7, 8 * attrindx)
     if mair_reserved(attr) and reserved == "device":
         return MemoryAttributes(MemType.DEVICE, DeviceType.nGnRnE, shareability=_sh(sh))
@@ -177,7 +184,11 @@ def s2_memattr_decode(memattr: int, sh: int, reserved: str = "WB") -> MemoryAttr
     (01 NC, 10 WT, 11 WB; 00 is CONSTRAINED UNPREDICTABLE, read as ``reserved``:
     ImplChoices.s2_reserved_cacheability). Stage 2 has no allocation hints of its own
     (ASL S2DecodeCacheability leaves them UNKNOWN; the combination takes stage 1's).
+    memattr is 4 bits and sh 2 bits (InputError otherwise).
     """
+    if not 0 <= memattr < 16 or not 0 <= sh < 4:
+        raise InputError(f"memattr={shorten(memattr)}, sh={shorten(sh)}: stage-2 MemAttr is "
+                         "4 bits and SH 2 bits")
     if bits(memattr, 3, 2) == 0:
         return MemoryAttributes(MemType.DEVICE, DeviceType(bits(memattr, 1, 0)))
     def level(v: int) -> CacheHints:

@@ -15,6 +15,8 @@ from enum import Enum
 
 from s2mmu.arch.attrs import MemType, s2_memattr_decode
 from s2mmu.arch.bits import bit, bits, mask
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten, shorten_hex
 from s2mmu.arch.params import FINAL_LEVEL, Granule
 from s2mmu.arch.sysreg import FieldDecode
 
@@ -97,8 +99,36 @@ def output_address(raw: int, lsb: int, ctx: DescContext) -> int:
     return oa
 
 
+def table_levels(granule: Granule, ds: bool) -> range:
+    """Return the levels a translation table can have (ASL AArch64.S1StartLevel,
+    AArch64.S2StartLevel): 4KB 0..3 (-1..3 with DS), 16KB 0..3, 64KB 1..3."""
+    if granule is Granule.G4K:
+        return range(-1 if ds else 0, FINAL_LEVEL + 1)
+    return range(1 if granule is Granule.G64K else 0, FINAL_LEVEL + 1)
+
+
+def check_descriptor_args(raw: int, level: int, ctx: DescContext) -> None:
+    """Refuse a descriptor no table can hold: wider than 64 bits, at a level the granule
+    does not have, or of a stage other than 1 or 2."""
+    if not 0 <= raw < 1 << 64:
+        raise InputError(f"descriptor {shorten_hex(raw)}: a descriptor is 64 bits")
+    levels = table_levels(ctx.granule, ctx.ds)
+    if level not in levels:
+        raise InputError(f"level={shorten(level)}: {ctx.granule.value}KB-granule tables"
+                         f"{' with DS=1' if ctx.ds else ''} have levels {levels.start} to "
+                         f"{levels.stop - 1}")
+    if ctx.stage not in (1, 2):
+        raise InputError(f"stage={shorten(ctx.stage)}: a descriptor belongs to stage 1 or 2")
+
+
 def decode_descriptor(raw: int, level: int, ctx: DescContext) -> Descriptor:
-    """Decode raw as found at level (ASL AArch64.DecodeDescriptorType)."""
+    """Decode raw as found at level (ASL AArch64.DecodeDescriptorType).
+
+    raw is a 64-bit value, level one the granule has and ctx.stage 1 or 2 (InputError
+    otherwise: no table holds such a descriptor).
+    """
+    if not (0 <= raw < 1 << 64 and 1 <= level <= FINAL_LEVEL and 1 <= ctx.stage <= 2):
+        check_descriptor_args(raw, level, ctx)  # levels 1..3 exist in every granule
     if not bit(raw, 0):
         return Invalid(raw, level)
     if bit(raw, 1):

@@ -14,6 +14,8 @@ from enum import Enum
 
 from s2mmu.arch.access import AccessDescriptor
 from s2mmu.arch.bits import bits
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten_hex
 
 
 class Fault(Enum):
@@ -181,7 +183,12 @@ def esr_undefined(il: bool = True) -> int:
 
 
 def hpfar(ipa: int) -> int:
-    """Return HPFAR_EL2 for a stage-2 fault on ipa: FIPA holds IPA[51:12] (NS=0)."""
+    """Return HPFAR_EL2 for a stage-2 fault on ipa: FIPA holds IPA[51:12] (NS=0).
+
+    ipa is at most 52 bits wide (InputError otherwise: FIPA would drop its top).
+    """
+    if not 0 <= ipa < 1 << 52:
+        raise InputError(f"ipa={shorten_hex(ipa)}: HPFAR_EL2.FIPA holds a 52-bit IPA at most")
     return bits(ipa, 55, 12) << 4
 
 

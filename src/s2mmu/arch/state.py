@@ -12,6 +12,7 @@ from typing import Any
 
 from s2mmu.arch.bits import bit
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten, shorten_hex
 from s2mmu.arch.registers import HCR_EL2
 
 
@@ -64,9 +65,10 @@ class SysRegs:
         known = set(cls.names())
         for name, value in values.items():
             if name not in known:
-                raise InputError(f"unknown register {name!r} (known: {', '.join(sorted(known))})")
+                raise InputError(f"unknown register {shorten(name)} "
+                                 f"(known: {', '.join(sorted(known))})")
             if not 0 <= value < 1 << 64:
-                raise InputError(f"{name}: value {value:#x} does not fit in 64 bits")
+                raise InputError(f"{name}: value {shorten_hex(value)} does not fit in 64 bits")
         return replace(cls(), **values)
 
     def to_mapping(self) -> dict[str, int]:
@@ -89,8 +91,12 @@ class SysRegs:
 def regime_for(el: int, regs: SysRegs) -> Regime:
     """Return the translation regime of an access from el (ASL TranslationRegime).
 
-    EL0 with E2H=TGE=1 is translated by EL2&0.
+    EL0 with E2H=TGE=1 is translated by EL2&0. el is 0, 1 or 2: the model has no
+    EL3 regime (InputError otherwise).
     """
+    if el not in (0, 1, 2):
+        raise InputError(f"el={shorten(el)}: the modelled regimes translate accesses from "
+                         "EL0, EL1 and EL2 (EL1&0, EL2, EL2&0)")
     if el == 2:
         return Regime.EL20 if regs.e2h() else Regime.EL2
     if el == 0 and regs.e2h() and regs.tge():

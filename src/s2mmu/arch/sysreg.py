@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from s2mmu.arch.bits import bits, mask, set_bits
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten, shorten_hex
 
 
 @dataclass(frozen=True)
@@ -113,14 +114,20 @@ class RegisterSpec:
     def decode(self, value: int) -> RegView:
         """Return the frozen view of value."""
         if value < 0 or value >> self.width:
-            raise InputError(f"{self.name}: value {value:#x} does not fit in {self.width} bits")
+            raise InputError(f"{self.name}: value {shorten_hex(value)} does not fit in "
+                             f"{self.width} bits")
         return RegView(self, value)
 
     def encode(self, **fields: int) -> int:
         """Return the value with the given fields set and RES1 bits set."""
         value = self.res1_mask()
         for name, v in fields.items():
+            if name not in self.__dict__["_by_name"]:
+                raise InputError(f"{self.name} has no field {shorten(name)}")
             f = self.field(name)
+            if not 0 <= v < 1 << f.width:
+                raise InputError(f"{self.name}.{name}={shorten_hex(v)}: the field is "
+                                 f"{f.width} bits ([{f.hi}:{f.lo}])")
             value = set_bits(value, f.hi, f.lo, v)
         return value
 

@@ -32,8 +32,10 @@ from s2mmu.arch.attrs import (
 from s2mmu.arch.bits import bit, bits, mask, set_bit
 from s2mmu.arch.config import DEFAULT_CHOICES, ImplChoices
 from s2mmu.arch.descriptors import af, attrindx, dbm, s2_memattr, sh
+from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import Fault, FaultRecord, as_stage2
 from s2mmu.arch.features import FeatureSet, qemu_7_2_max
+from s2mmu.arch.inputs import shorten_hex
 from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.params import (
     S1TTWParams,
@@ -491,12 +493,25 @@ def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
     return AddressDescriptor(va, s2.paddress, attrs, s1=s1.s1, s2=s2.s2, parattrs=parattrs)
 
 
+REGIME_ELS: dict[Regime, tuple[int, ...]] = {
+    Regime.EL10: (0, 1), Regime.EL20: (0, 2), Regime.EL2: (2,)}
+"""The ELs whose accesses each regime translates (ASL TranslationRegime)."""
+
+
 def full_translate(regs: SysRegs, regime: Regime, va: int, access: AccessDescriptor, env: Env,
                    stage1_only: bool = False, trace: list[WalkStep] | None = None) -> Result:
     """Translate va in regime from register values: read the walk parameters once, then walk.
 
     stage1_only: the output is the IPA (stage 2 still translates the stage-1 walk).
+    va must be a 64-bit address and access.el an EL the regime translates for
+    (EL1&0: EL0/EL1; EL2&0: EL0/EL2; EL2: EL2), InputError otherwise.
     """
+    if not 0 <= va < 1 << 64:
+        raise InputError(f"va={shorten_hex(va)}: a virtual address is 64 bits (0..2^64-1)")
+    if access.el not in REGIME_ELS[regime]:
+        els = " and ".join(f"EL{e}" for e in REGIME_ELS[regime])
+        raise InputError(f"access.el={access.el}: the {regime.value} regime translates "
+                         f"accesses from {els} only")
     s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices)
     s2p = (get_s2_ttw_params(regs, env.fs, env.choices)
            if stage2_enabled(regs, regime) else None)
@@ -512,6 +527,9 @@ def stage2_lookup(mem: PhysMem, vtcr: int, vttbr: int, ipa: int,
 
     A convenience for checking tables built elsewhere (e.g. by the page-table library).
     """
+    if not 0 <= ipa < 1 << 64:
+        raise InputError(f"ipa={shorten_hex(ipa)}: an intermediate physical address is "
+                         "64 bits at most (0..2^64-1)")
     env = Env(mem, features or qemu_7_2_max())
     regs = SysRegs(VTCR_EL2=vtcr, VTTBR_EL2=vttbr)
     p = get_s2_ttw_params(regs, env.fs, env.choices)

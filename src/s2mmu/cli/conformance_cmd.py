@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import one_line
 from s2mmu.conformance.compare import (
     AGREE,
     DIVERGENCE,
@@ -37,7 +38,7 @@ from s2mmu.conformance.qemu import HarnessUnavailable, QemuConfig, run_case_file
 
 def fail(message: str) -> None:
     """Print one line naming the problem, then exit with status 2."""
-    click.echo(f"s2mmu: error: {message}", err=True)
+    click.echo(f"s2mmu: error: {one_line(message)}", err=True)
     sys.exit(2)
 
 
@@ -62,11 +63,15 @@ def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Pa
                 replay: Path | None, jobs: int) -> None:
     """Compare the model with QEMU executing real AT instructions."""
     config = QemuConfig(jobs=jobs)
+    try:  # a malformed replay file is refused before anything is created
+        replayed = load_case_file(replay) if replay is not None else None
+    except InputError as error:
+        fail(str(error))
     if keep_mismatches is not None:
         check_writable_dir(keep_mismatches)
     try:
-        if replay is not None:
-            report = compare_cases(load_case_file(replay), config)
+        if replayed is not None:
+            report = compare_cases(replayed, config)
             click.echo(format_replay(report))
         else:
             cases = generate_cases(n_cases, seed, family_names(family))

@@ -11,16 +11,17 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from s2mmu.arch import inputs
 from s2mmu.arch.access import AccessDescriptor, acc_gpr, acc_ifetch
 from s2mmu.arch.atcase import parse_cases, parse_int, run_case, run_case_detailed
 from s2mmu.arch.descriptors import DescContext
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import PRESETS, FeatureSet
+from s2mmu.arch.inputs import one_line, shorten, shorten_hex
 from s2mmu.arch.params import (
     Granule,
     get_s1_ttw_params,
@@ -39,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str) -> None:
     """Print one line naming the rule and the value, then exit with status 2."""
-    click.echo(f"s2mmu: error: {message}", err=True)
+    click.echo(f"s2mmu: error: {one_line(message)}", err=True)
     sys.exit(2)
 
 
@@ -67,20 +68,17 @@ def input_errors(fn: F) -> F:
 def check_u64(value: int, what: str) -> None:
     """Refuse a value that is not a 64-bit unsigned number, saying which way it is out."""
     if value < 0:
-        raise InputError(f"{what} {value:#x} is negative; it must be 0..2^64-1")
+        raise InputError(f"{what} {shorten_hex(value)} is negative; it must be 0..2^64-1")
     if value >> 64:
-        raise InputError(f"{what} {value:#x} is wider than 64 bits")
+        raise InputError(f"{what} {shorten_hex(value)} is wider than 64 bits")
 
 
 def load_json(path: str) -> Any:
-    """Return the JSON in path, or raise InputError naming the file and the problem."""
-    try:
-        return json.loads(Path(path).read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not valid JSON (not UTF-8 text at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        where = f"line {e.lineno}, column {e.colno}"
-        raise InputError(f"{path}: not valid JSON ({where}: {e.msg})") from None
+    """Return the JSON in path, or raise InputError naming the file and the problem.
+
+    Every check of the input layer applies (s2mmu.arch.inputs: depth, digits, lengths).
+    """
+    return inputs.load_json(path)
 
 
 def features_option(preset: str) -> FeatureSet:
@@ -201,7 +199,7 @@ def parse_reg_options(items: tuple[str, ...]) -> dict[str, int]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise InputError(f"--reg expects NAME=VALUE, got {item!r}")
+            raise InputError(f"--reg expects NAME=VALUE, got {shorten(item)}")
         out[name.strip().upper()] = parse_int(value, f"--reg {name}")
     return out
 
@@ -333,7 +331,8 @@ def decode(register: str | None, value: str | None, descriptor: str | None, leve
         raise InputError("decode needs REGISTER VALUE, or --descriptor VALUE")
     name = register.upper()
     if name not in REGISTERS:
-        raise InputError(f"unknown register {register!r} (known: {', '.join(sorted(REGISTERS))})")
+        raise InputError(f"unknown register {shorten(register)} "
+                         f"(known: {', '.join(sorted(REGISTERS))})")
     raw = parse_int(value, name)
     if raw < 0 or raw >> 64:
         raise InputError(f"{name}: value {raw:#x} does not fit in 64 bits")

@@ -11,6 +11,7 @@ from importlib import resources
 
 import click
 
+from s2mmu.arch.inputs import one_line
 from s2mmu.cli.output import console, print_json, progress
 from s2mmu.scenario.records import Run
 from s2mmu.scenario.render_json import demo_json, run_json
@@ -52,7 +53,7 @@ def run_file(path: str, as_json: bool, trace: bool, text: str | None = None,
     try:
         run = run_quietly(path, trace, text)
     except ScenarioError as e:
-        click.echo(f"s2mmu: error: {e}", err=True)
+        click.echo(f"s2mmu: error: {one_line(str(e))}", err=True)
         return 2
     if html is not None:
         from s2mmu.cli.html import run_html
@@ -61,7 +62,8 @@ def run_file(path: str, as_json: bool, trace: bool, text: str | None = None,
         try:
             write_atomic(html, run_html(run, trace))
         except OSError as e:
-            click.echo(f"s2mmu: error: --html {html}: cannot write: {e.strerror or e}", err=True)
+            click.echo(one_line(f"s2mmu: error: --html {html}: cannot write: "
+                                f"{e.strerror or e}"), err=True)
             return 2
     if as_json:
         print_json(run_json(run, trace))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import shorten, too_many_digits
 
 OPS: tuple[str, ...] = (
     "S1E0R", "S1E0W", "S1E1R", "S1E1W", "S1E1RP", "S1E1WP",
@@ -79,17 +80,21 @@ def parse_int(value: Any, what: str) -> int:
     Rules: at-case.md "Integers may be JSON numbers or strings ... `_` separators allowed".
     """
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise InputError(f"{what}: an integer must be a number or a string, got {value!r}")
+        raise InputError(f"{what}: an integer must be a number or a string, got {shorten(value)}")
     if isinstance(value, int):
         number = value
     else:
         text = value.strip().replace("_", "").lower()
+        digits = text[2:] if text.startswith("0x") else text
+        why = too_many_digits(digits, text[:2] if digits is not text else "")
+        if why:
+            raise InputError(f"{what}: {why}")
         try:
             number = int(text, 16) if text.startswith("0x") else int(text, 10)
         except ValueError:
-            raise InputError(f"{what}: not an integer: {value!r}") from None
+            raise InputError(f"{what}: not an integer: {shorten(value)}") from None
     if not 0 <= number <= U64_MAX:
-        raise InputError(f"{what}: {value!r} is outside 0..2^64-1")
+        raise InputError(f"{what}: {shorten(value)} is outside 0..2^64-1")
     return number
 
 
@@ -112,12 +117,12 @@ def parse_cases(obj: Any) -> list[HarnessCase]:
 def parse_case(obj: Mapping[str, Any], index: int) -> HarnessCase:
     """Parse one case object."""
     name = str(obj.get("name", f"case{index}"))
-    where = f"case {name!r}"
+    where = f"case {shorten(name)}"
     el = parse_el(obj.get("el", "EL2"), where)
     pan = parse_pan(obj.get("pan", 0), where)
     harness = obj.get("harness", {})
     if not isinstance(harness, Mapping):
-        raise InputError(f"{where}: harness must be an object, got {harness!r}")
+        raise InputError(f"{where}: harness must be an object, got {shorten(harness)}")
     return HarnessCase(
         name=name,
         regs=parse_regs(obj.get("regs", {}), where),
@@ -138,7 +143,7 @@ def optional_int(value: Any, what: str) -> int | None:
 def parse_el(value: Any, where: str) -> int:
     """Read an exception level name (EL1, EL2 or EL3)."""
     if value not in ELS:
-        raise InputError(f"{where}: el must be one of EL1, EL2, EL3, got {value!r}")
+        raise InputError(f"{where}: el must be one of EL1, EL2, EL3, got {shorten(value)}")
     return ELS[value]
 
 
@@ -146,18 +151,19 @@ def parse_pan(value: Any, where: str) -> int:
     """Read a PSTATE.PAN value (0 or 1)."""
     pan = parse_int(value, f"{where}: pan")
     if pan > 1:
-        raise InputError(f"{where}: pan must be 0 or 1, got {value!r}")
+        raise InputError(f"{where}: pan must be 0 or 1, got {shorten(value)}")
     return pan
 
 
 def parse_regs(obj: Any, where: str) -> dict[str, int]:
     """Read the registers, apply defaults and force HCR_EL2.RW (at-case.md)."""
     if not isinstance(obj, Mapping):
-        raise InputError(f"{where}: regs must be an object, got {obj!r}")
+        raise InputError(f"{where}: regs must be an object, got {shorten(obj)}")
     regs = {name: REGISTER_DEFAULTS.get(name, 0) for name in REGISTERS}
     for name, value in obj.items():
         if name not in regs:
-            raise InputError(f"{where}: unknown register {name!r} (known: {', '.join(REGISTERS)})")
+            raise InputError(f"{where}: unknown register {shorten(name)} "
+                             f"(known: {', '.join(REGISTERS)})")
         regs[name] = parse_int(value, f"{where}: {name}")
     regs["HCR_EL2"] |= HCR_EL2_RW
     return regs
@@ -169,10 +175,10 @@ def parse_op(obj: Any, index: int, el: int, pan: int, where: str) -> AtOp:
     if isinstance(obj, list) and len(obj) == 2:
         obj = {"op": obj[0], "va": obj[1]}
     if not isinstance(obj, Mapping):
-        raise InputError(f"{what}: expected an object or [\"OP\", va], got {obj!r}")
+        raise InputError(f"{what}: expected an object or [\"OP\", va], got {shorten(obj)}")
     name = obj.get("op")
     if name not in OPS:
-        raise InputError(f"{what}: unknown AT operation {name!r} (known: {', '.join(OPS)})")
+        raise InputError(f"{what}: unknown AT operation {shorten(name)} (known: {', '.join(OPS)})")
     if "va" not in obj:
         raise InputError(f"{what}: missing va")
     return AtOp(
@@ -189,7 +195,7 @@ def parse_memory(obj: Any, where: str) -> tuple[tuple[int, int], ...]:
     Later entries overwrite earlier ones byte by byte; bytes not given are zero.
     """
     if not isinstance(obj, list):
-        raise InputError(f"{where}: memory must be a list, got {obj!r}")
+        raise InputError(f"{where}: memory must be a list, got {shorten(obj)}")
     image: dict[int, bytearray] = {}
     for index, entry in enumerate(obj):
         pa, data = memory_entry_bytes(entry, f"{where}: memory {index}")
@@ -208,7 +214,7 @@ def memory_entry_bytes(entry: Any, what: str) -> tuple[int, bytes]:
     if "words" in entry:
         words = entry["words"]
         if not isinstance(words, list):
-            raise InputError(f"{what}: words must be a list, got {words!r}")
+            raise InputError(f"{what}: words must be a list, got {shorten(words)}")
         data = b"".join(parse_int(w, f"{what}: word").to_bytes(8, "little") for w in words)
     elif "bytes" in entry:
         data = parse_bytes(entry["bytes"], what)
@@ -225,13 +231,13 @@ def parse_bytes(value: Any, what: str) -> bytes:
         try:
             return bytes.fromhex(value.replace("_", "").replace(" ", ""))
         except ValueError:
-            raise InputError(f"{what}: bytes is not a hex string: {value!r}") from None
+            raise InputError(f"{what}: bytes is not a hex string: {shorten(value)}") from None
     if isinstance(value, list):
         data = [parse_int(b, f"{what}: byte") for b in value]
         if any(b > 0xFF for b in data):
-            raise InputError(f"{what}: a byte is above 0xff in {value!r}")
+            raise InputError(f"{what}: a byte is above 0xff in {shorten(value)}")
         return bytes(data)
-    raise InputError(f"{what}: bytes must be a hex string or a list, got {value!r}")
+    raise InputError(f"{what}: bytes must be a hex string or a list, got {shorten(value)}")
 
 
 def el_name(el: int) -> str:

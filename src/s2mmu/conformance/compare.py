@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import load_json
 from s2mmu.conformance.casefile import HarnessCase, case_objects, parse_cases
 from s2mmu.conformance.divergences import OpEvidence, classify, explain_memory
 from s2mmu.conformance.qemu import QemuAt, QemuConfig
@@ -302,14 +302,9 @@ def write_mismatches(report: Report, directory: Path, config: QemuConfig | None 
 
 
 def load_case_file(path: Path) -> list[Mapping[str, Any]]:
-    """Read a case file's case objects, with a one-line message for bad JSON."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not JSON: {error}") from None
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") \
-            from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    """Read a case file's case objects, with a one-line message for bad input.
+
+    Every check of the input layer applies (s2mmu.arch.inputs: depth, digits, lengths).
+    """
+    obj = load_json(path)
     return case_objects(obj)

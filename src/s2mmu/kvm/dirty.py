@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s2mmu.kvm.errno import EFAULT
 from s2mmu.kvm.host import PAGE_SHIFT
 from s2mmu.kvm.memslot import Memslot, memslot_is_logging
 from s2mmu.kvm.vm import (
@@ -68,10 +69,6 @@ def kvm_arch_mmu_enable_log_dirty_pt_masked(kvm: Kvm, slot: Memslot, gfn_offset:
         kvm_mmu_split_huge_pages(kvm, start, end)
 
 
-def _words(bitmap: bytearray) -> list[int]:
-    return list(memoryview(bitmap).cast("Q"))
-
-
 def kvm_get_dirty_log_protect(kvm: Kvm, slot_id: int) -> bytes:
     """Return the slot's dirty bitmap; without manual protect, clear and re-protect it.
 
@@ -96,14 +93,28 @@ def kvm_get_dirty_log_protect(kvm: Kvm, slot_id: int) -> bytes:
     return snapshot
 
 
+def kvm_clear_dirty_log_bytes(num_pages: int) -> int:
+    """Return how many bytes of the user's bitmap KVM_CLEAR_DIRTY_LOG reads for num_pages.
+
+    Kernel: kvm_clear_dirty_log_protect, n = ALIGN(log->num_pages, BITS_PER_LONG) / 8.
+    """
+    return (num_pages + 63) // 64 * 8
+
+
 def kvm_clear_dirty_log_protect(kvm: Kvm, slot_id: int, first_page: int, num_pages: int,
                                 user_bitmap: bytes) -> None:
     """Clear the given bits and re-protect those pages.
 
-    The ioctl does not require manual protect (it is useful only with it).
+    The ioctl does not require manual protect (it is useful only with it). The user's
+    bitmap is read as DIV_ROUND_UP(num_pages, 64) 64-bit words; the last one may be
+    partial only where the range ends the slot, and its bits past the slot's end clear
+    nothing (they are never set in the slot's bitmap). A user buffer shorter than those
+    words is -EFAULT, as copy_from_user would fail on it.
 
-    Kernel: kvm_clear_dirty_log_protect (its checks, in its order: first_page alignment
-    -EINVAL, no slot or bitmap -ENOENT, range and num_pages alignment -EINVAL).
+    Kernel: kvm_clear_dirty_log_protect (its checks, in its order: first_page not a
+    multiple of 64 -EINVAL; no slot or no bitmap -ENOENT; first_page beyond the slot,
+    num_pages beyond it, or num_pages not a multiple of 64 unless it reaches the slot's
+    end -EINVAL; copy_from_user of ALIGN(num_pages, 64) / 8 bytes -EFAULT).
     """
     if first_page & 63:
         raise KvmError(-EINVAL, Refusal.DIRTY_LOG_RANGE, "first_page must be a multiple of 64")
@@ -116,14 +127,18 @@ def kvm_clear_dirty_log_protect(kvm: Kvm, slot_id: int, first_page: int, num_pag
     if num_pages < slot.npages - first_page and num_pages & 63:
         raise KvmError(-EINVAL, Refusal.DIRTY_LOG_RANGE,
                        "num_pages must be a multiple of 64 unless it ends the slot")
+    n = kvm_clear_dirty_log_bytes(num_pages)
+    if len(user_bitmap) < n:
+        raise KvmError(-EFAULT, Refusal.USER_BITMAP_TOO_SHORT,
+                       f"the user bitmap holds {len(user_bitmap)} bytes, {num_pages} pages "
+                       f"need {n}")
     view = memoryview(bitmap).cast("Q")
-    user = memoryview(bytes(user_bitmap).ljust(((num_pages + 63) // 64) * 8, b"\0")).cast("Q")
     flush = False
-    for j in range((num_pages + 63) // 64):
+    for j in range(n // 8):
         i = first_page // 64 + j
-        mask = view[i] & user[j]
+        mask = view[i] & int.from_bytes(user_bitmap[j * 8:j * 8 + 8], "little")
         if mask:
-            view[i] = view[i] & ~mask & 0xFFFF_FFFF_FFFF_FFFF
+            view[i] &= ~mask & 0xFFFF_FFFF_FFFF_FFFF
             kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, i * 64, mask)
             flush = True
     if flush:

@@ -76,6 +76,9 @@ class Refusal(enum.Enum):
     OVERLAP = "overlap"
     NO_DIRTY_BITMAP = "no-dirty-bitmap"
     DIRTY_LOG_RANGE = "dirty-log-range"
+    USER_BITMAP_TOO_SHORT = "user-bitmap-too-short"
+    BAD_USER_RANGE = "bad-user-range"
+    GPA_WRAPS = "gpa-wraps"
 
 
 class MemoryChange(enum.Enum):
@@ -294,6 +297,13 @@ def _check_region_args(flags: int, gpa: int, size: int, hva: int) -> None:
     for name, v in (("memory_size", size), ("guest_phys_addr", gpa), ("userspace_addr", hva)):
         if v & (PAGE_SIZE - 1):
             raise KvmError(-EINVAL, Refusal.UNALIGNED, f"{name} {v:#x} is not page aligned")
+    if hva + size > 1 << 64:  # Kernel: !access_ok(userspace_addr, memory_size)
+        raise KvmError(-EINVAL, Refusal.BAD_USER_RANGE,
+                       f"userspace_addr {hva:#x} + memory_size {size:#x} is not a user "
+                       "address range")
+    if gpa + size > 1 << 64:  # Kernel: guest_phys_addr + memory_size wraps
+        raise KvmError(-EINVAL, Refusal.GPA_WRAPS,
+                       f"guest_phys_addr {gpa:#x} + memory_size {size:#x} wraps")
 
 
 def kvm_set_memory_region(kvm: Kvm, slot_id: int, flags: int, gpa: int, size: int,

@@ -22,7 +22,11 @@ from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.state import SysRegs
 from s2mmu.kvm.abort import Error, GuestAbort, Resumed, ResumeReason
 from s2mmu.kvm.cpu import Completed, GuestFault, S1Map, build_guest_stage1, guest_access, vcpu_regs
-from s2mmu.kvm.dirty import kvm_clear_dirty_log_protect, kvm_get_dirty_log_protect
+from s2mmu.kvm.dirty import (
+    kvm_clear_dirty_log_bytes,
+    kvm_clear_dirty_log_protect,
+    kvm_get_dirty_log_protect,
+)
 from s2mmu.kvm.errno import errname
 from s2mmu.kvm.fault import FaultHooks, kvm_handle_guest_abort
 from s2mmu.kvm.host import HostFeatures, HostMm, MemType, Vma, VmaKind
@@ -703,10 +707,12 @@ def clear_dirty_log(world: World, ev: ClearDirtyLog, draft: StepDraft) -> Outcom
     kvm = world.part(KvmWorld).kvm
     first = ev.first_page
     slot = kvm.memslots.get(ev.slot)
-    num = ev.num_pages if ev.num_pages is not None else (
-        slot.npages - first if slot is not None else 0)
-    user = bytearray((num + 7) // 8 + 8)
-    for i in range(num) if ev.pages is None else [p - first for p in ev.pages]:
+    rest = max(0, slot.npages - first) if slot is not None else 0
+    num = ev.num_pages if ev.num_pages is not None else rest
+    given = min(num, rest)  # KVM refuses more pages before it reads the bitmap
+    user = bytearray(kvm_clear_dirty_log_bytes(given))
+    for i in range(given) if ev.pages is None else [p - first for p in ev.pages
+                                                     if p - first < given]:
         user[i >> 3] |= 1 << (i & 7)
     try:
         kvm_clear_dirty_log_protect(kvm, ev.slot, first, num, bytes(user))

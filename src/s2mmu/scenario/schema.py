@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import importlib
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import (
+    escape,
+    loads_toml,
+    range_beyond,
+    read_text,
+    shorten,
+    shorten_hex,
+    size_of_text,
+)
 
 if TYPE_CHECKING:
     from s2mmu.scenario.records import Mismatch, Outcome, StepDraft, World
@@ -287,6 +295,7 @@ class Checker:
 
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
+        self.pa_bits = 48  # [host] pa_bits, once checked
         self._lines: list[str] | None = None
         self._headers: dict[tuple[str, bool], list[int]] = {}
 
@@ -334,44 +343,46 @@ class Checker:
 
     def size(self, table: str, index: int | None, key: str, v: Any) -> int:
         if isinstance(v, str):
-            m = re.fullmatch(r"(\d+)\s*([KMGT])i?B?", v.strip())
-            if m:
-                v = int(m.group(1)) << SIZES[m.group(2)]
+            try:
+                n = size_of_text(v)
+            except InputError as e:
+                raise self.fail(table, index, key, str(e)) from None
+            v = v if n is None else n
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.fail(table, index, key,
-                            f"must be an integer or a size like \"2M\", not {v!r}")
+                            f"must be an integer or a size like \"2M\", not {shorten(v)}")
         if v < 0:
             raise self.fail(table, index, key, "must not be negative")
         if v >> 64:
-            raise self.fail(table, index, key, f"{v:#x} does not fit in 64 bits")
+            raise self.fail(table, index, key, f"{shorten_hex(v)} does not fit in 64 bits")
         return v
 
     def choice(self, table: str, index: int | None, key: str, v: Any, allowed: set[str]) -> str:
         if not isinstance(v, str) or v not in allowed:
             raise self.fail(table, index, key, f"must be one of {', '.join(sorted(allowed))}, "
-                                               f"not {v!r}")
+                                               f"not {shorten(v)}")
         return str(v)
 
     def boolean(self, table: str, index: int | None, key: str, v: Any) -> bool:
         if not isinstance(v, bool):
-            raise self.fail(table, index, key, f"must be true or false, not {v!r}")
+            raise self.fail(table, index, key, f"must be true or false, not {shorten(v)}")
         return v
 
     def string(self, table: str, index: int | None, key: str, v: Any) -> str:
         if not isinstance(v, str):
-            raise self.fail(table, index, key, f"must be a string, not {v!r}")
+            raise self.fail(table, index, key, f"must be a string, not {shorten(v)}")
         return v
 
     def choices(self, table: str, index: int | None, key: str, v: Any,
                 allowed: set[str]) -> list[str]:
         if not isinstance(v, list):
             raise self.fail(table, index, key, f"must be a list like [\"{min(allowed)}\"], "
-                                               f"not {v!r}")
+                                               f"not {shorten(v)}")
         return [self.choice(table, index, key, x, allowed) for x in v]
 
     def ints(self, table: str, index: int | None, key: str, v: Any) -> list[int]:
         if not isinstance(v, list):
-            raise self.fail(table, index, key, f"must be a list of integers, not {v!r}")
+            raise self.fail(table, index, key, f"must be a list of integers, not {shorten(v)}")
         return [self.size(table, index, key, x) for x in v]
 
     def aligned(self, table: str, index: int | None, key: str, v: int, align: int) -> None:
@@ -413,7 +424,7 @@ def _check_values(c: Checker, table: str, index: int | None, d: dict[str, Any]) 
 def _leaves(c: Checker, table: str, index: int | None, v: Any) -> dict[str, int]:
     if not isinstance(v, dict):
         raise c.fail(table, index, "expect_leaves", f"must be a table like {{ \"2M\" = 1 }}, "
-                                                    f"not {v!r}")
+                                                    f"not {shorten(v)}")
     for size, n in v.items():
         c.choice(table, index, "expect_leaves", size, MAPPING_SIZES)
         c.size(table, index, "expect_leaves", n)
@@ -456,6 +467,9 @@ def _check_vma(c: Checker, it: Item, table: str = "vma") -> None:
         if "pa" not in it.fields:
             raise c.fail(table, it.index, None, "a pfnmap VMA needs 'pa' (the BAR's address)")
         c.aligned(table, it.index, "pa", it.get("pa"), PAGE)
+        if range_beyond(it.get("pa"), it.get("size"), c.pa_bits):
+            raise c.fail(table, it.index, "pa", f"{shorten_hex(it.get('pa'))}+{it.get('size'):#x} "
+                         f"ends beyond the host's {c.pa_bits}-bit PA space ([host] pa_bits)")
 
 
 def _check_vmas(c: Checker, vmas: list[Item]) -> None:
@@ -478,7 +492,7 @@ def _check_vcpu(c: Checker, it: Item) -> None:
     maps = it.get("map", [])
     if not isinstance(maps, list):
         raise c.fail("vcpu", it.index, "map", f"must be a list of {{va, ipa, size}} tables, "
-                                              f"not {maps!r}")
+                                              f"not {shorten(maps)}")
     if maps and "stage1_tables" not in it.fields:
         raise c.fail("vcpu", it.index, "map", "needs stage1_tables (where the tables live)")
     checked = []
@@ -492,10 +506,10 @@ def _check_map(c: Checker, vcpu: int, j: int, m: Any) -> dict[str, Any]:
         return c.fail("vcpu", vcpu, "map", f"map[{j}]: {msg}")
 
     if not isinstance(m, dict):
-        raise fail(f"must be a table {{va, ipa, size}}, not {m!r}")
+        raise fail(f"must be a table {{va, ipa, size}}, not {shorten(m)}")
     for k in m:
         if k not in MAP_KEYS:
-            raise fail(f"unknown field {k!r} (known: {', '.join(sorted(MAP_KEYS))})")
+            raise fail(f"unknown field {shorten(k)} (known: {', '.join(sorted(MAP_KEYS))})")
     for k in ("va", "ipa", "size"):
         if k not in m:
             raise fail(f"missing field {k!r}")
@@ -526,6 +540,7 @@ def _check_race(c: Checker, index: int, r: Any) -> dict[str, Any]:
 
 
 SLOT_FLAGS = {"log_dirty_pages", "readonly"}
+U32_KEYS = {"slot", "num_pages", "id"}
 
 
 def _check_top(c: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -549,19 +564,12 @@ def _top_line(text: str, key: str) -> int:
 
 
 def _read(path: str | Path, text: str | None) -> tuple[str, str, dict[str, Any]]:
-    p = str(path)
-    if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ScenarioError(f"{p}: cannot read: {e.strerror}") from None
-        except UnicodeDecodeError as e:
-            raise ScenarioError(f"{p}: not UTF-8 text (byte {e.start})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"line (\d+)", str(e))
-        raise ScenarioError(f"{p}:{m.group(1) if m else 1}: not valid TOML: {e}") from None
+    p = escape(str(path))
+    try:  # s2mmu.arch.inputs: size, UTF-8, depth and digits before tomllib, string lengths
+        text = read_text(path, p) if text is None else text
+        data = loads_toml(text, p)
+    except InputError as e:
+        raise ScenarioError(str(e)) from None
     return p, text, data
 
 
@@ -588,6 +596,10 @@ def _parse_events(c: Checker, data: dict[str, Any], ctx: ParseContext) -> list[E
             if k not in allowed:
                 raise c.fail("event", it.index, k, f"not a field of a {kind.name} event (known: "
                                                    f"{', '.join(sorted(allowed))})")
+        for k in U32_KEYS & set(it.fields):  # fields the ioctl's struct holds in a __u32
+            if it.get(k) >> 32:
+                raise c.fail("event", it.index, k, f"{shorten_hex(it.get(k))} does not fit the "
+                                                   "ioctl's __u32 field")
         out.append(kind.parse(it, ctx))
     return out
 
@@ -605,7 +617,7 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
     for k in ("name", "description"):
         if k in data and not isinstance(data[k], str):
             raise ScenarioError(f"{c.path}:{_top_line(c.text, k)}: {k}: must be a string, "
-                                f"not {data[k]!r}")
+                                f"not {shorten(data[k])}")
     configs: dict[str, object] = {}
     setup: list[Event] = []
     for layer in registry.layers.values():
@@ -624,6 +636,7 @@ def check_kvm_tables(c: Checker, data: dict[str, Any]) -> tuple[
     Returns (host, vm, vmas, memslots, vcpus) with their fields checked.
     """
     host, vm = _check_top(c, data)
+    c.pa_bits = host.get("pa_bits", 48)
     vmas = _items(c, data, "vma", VMA_KEYS)
     _check_vmas(c, vmas)
     slots = _items(c, data, "memslot", SLOT_KEYS)
@@ -632,6 +645,9 @@ def check_kvm_tables(c: Checker, data: dict[str, Any]) -> tuple[
             if k not in it.fields:
                 raise c.fail("memslot", it.index, None, f"missing field {k!r}")
         c.choices("memslot", it.index, "flags", it.get("flags", []), SLOT_FLAGS)
+        if it.get("id") >> 32:
+            raise c.fail("memslot", it.index, "id", f"{shorten_hex(it.get('id'))} does not fit "
+                                                    "the ioctl's __u32 slot field")
     vcpus = _items(c, data, "vcpu", VCPU_KEYS)
     for it in vcpus:
         _check_vcpu(c, it)
