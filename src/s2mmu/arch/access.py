@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from s2mmu.arch.reprs import hex_repr
+
 
 class AccessType(Enum):
     """ASL AccessType: the kinds of access the model distinguishes."""
@@ -20,6 +22,7 @@ class AccessType(Enum):
     TTW = "TTW"          # a translation table walk (stage-2 lookup of a stage-1 table)
 
 
+@hex_repr(decimal=("el",))
 @dataclass(frozen=True)
 class AccessDescriptor:
     """The access being translated.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from s2mmu.arch.bits import bit, bits, mask
 from s2mmu.arch.params import FINAL_LEVEL, Granule
+from s2mmu.arch.reprs import hex_repr
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class DescContext:
     pamax52: bool = False  # PAMax() is 52 (64KB level-1 blocks)
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class Invalid:
     """An invalid (fault) entry: bit[0] is 0, or a reserved encoding at this level."""
@@ -36,6 +38,7 @@ class Invalid:
     why: str = "bit[0] is 0"
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class Table:
     """A table descriptor: the address of the next-level table and hierarchical controls."""
@@ -45,6 +48,7 @@ class Table:
     next_base: int
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class Block:
     """A block descriptor: a leaf above the final level."""
@@ -54,6 +58,7 @@ class Block:
     oa: int
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class Page:
     """A page descriptor: a leaf at the final level."""

@@ -14,6 +14,7 @@ from enum import Enum
 
 from s2mmu.arch.access import AccessDescriptor
 from s2mmu.arch.bits import bits
+from s2mmu.arch.reprs import hex_repr
 
 
 class Fault(Enum):
@@ -29,6 +30,7 @@ class Fault(Enum):
     TLB_CONFLICT = "TLBConflict"
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class FaultRecord:
     """ASL FaultRecord: what went wrong, where, and at which stage.

@@ -19,6 +19,9 @@ from s2mmu.pgtable.env import (
     new_stage2,
     pkvm_guest_mm_ops,
     pkvm_host_mm_ops,
+    stage2_cache_min_pages,
+    stage2_map_topup,
+    stage2_vttbr,
 )
 from s2mmu.pgtable.errno import E2BIG, EAGAIN, EINVAL, ENOMEM, EPERM, ERANGE, errname
 from s2mmu.pgtable.events import EventLog
@@ -158,4 +161,7 @@ __all__ = [
     "new_stage2",
     "pkvm_guest_mm_ops",
     "pkvm_host_mm_ops",
+    "stage2_cache_min_pages",
+    "stage2_map_topup",
+    "stage2_vttbr",
 ]
