@@ -28,13 +28,14 @@ VA 0x1000 EL1 read in the EL1&0 regime
   SCTLR_EL1 not given: 0x30d00800 (M=0), stage 1 off
   VTTBR_EL2 not given: 0x0
   stage 1 off: the VA is the output address (SCTLR_EL1.M=0)
-  stage 2: VTTBR_EL2, 4KB granule, 32-bit IPA (T0SZ=32), SL0=0b10 (start level 0): SL0 ...
+  stage 2: VTTBR_EL2, 4KB granule, T0SZ=32, SL0=0b10: SL0 does not fit T0SZ (an IPA of ...
 FAULT stage 2: Translation fault, level 0 (FSC 0x04) IPA=0x1000: VTCR_EL2.SL0: an IPA ...
   taken to EL2: ESR_EL2=0x92000004 FAR_EL2=0x1000 HPFAR_EL2=0x10
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -142,6 +143,18 @@ def trace_translation(regs: SysRegs, regime: Regime, va: int, access: AccessDesc
     first_write = len(env.mem.hw_writes)
     trace: list[WalkStep] = []
     result = full_translate(regs, regime, va, access, env, stage1_only=stage1_only, trace=trace)
+    return record_run(regs, regime, va, access, env, trace, result, stage1_only, given,
+                      env.mem.hw_writes[first_write:])
+
+
+def record_run(regs: SysRegs, regime: Regime, va: int, access: AccessDescriptor, env: Env,
+               steps: Sequence[WalkStep], result: AddressDescriptor | FaultRecord,
+               stage1_only: bool = False, given: set[str] | frozenset[str] | None = None,
+               writes: Sequence[MemoryWrite] = ()) -> TranslationRun:
+    """Return the record of a translation already made (its trace and result).
+
+    The walk parameters, PAR_EL1 and the abort are derived here, from the registers.
+    """
     s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices)
     walks_s2 = stage2_enabled(regs, regime) and (s1p.mmu_on or not stage1_only)
     s2p = get_s2_ttw_params(regs, env.fs, env.choices) if walks_s2 else None
@@ -149,8 +162,8 @@ def trace_translation(regs: SysRegs, regime: Regime, va: int, access: AccessDesc
              if isinstance(result, FaultRecord) else None)
     names = frozenset(SysRegs.names()) if given is None else frozenset(given)
     return TranslationRun(va, access, regime, regs, names, stage1_only, s1p, s2p,
-                          tuple(trace), result, encode_par(result, env), abort,
-                          tuple(env.mem.hw_writes[first_write:]), env)
+                          tuple(steps), result, encode_par(result, env), abort,
+                          tuple(writes), env)
 
 
 # ---------------------------------------------------------------- typed lines
@@ -329,6 +342,38 @@ def params_lines(run: TranslationRun) -> list[ExplainLine]:
     return out
 
 
+def s1_walk_params(p: S1TTWParams, env: Env) -> S1TTWParams | str:
+    """Return the stage-1 parameters the walk uses (TxSZ clamped), or why it cannot walk.
+
+    ASL: AArch64.S1TxSZFaults (a TxSZ out of range faults at level 0, or is clamped as
+    ImplChoices says).
+    """
+    lo, hi = p.txsz_range(env.fs)
+    if txsz_faults(p.txsz, lo, hi, env.fs.has("FEAT_LVA"), env.choices):
+        return f"T{p.varange.value}SZ={p.txsz} is outside {lo}..{hi}"
+    return replace(p, txsz=clamp_txsz(p.txsz, lo, hi))
+
+
+def s2_walk_params(p: S2TTWParams, env: Env) -> S2TTWParams | str:
+    """Return the stage-2 parameters the walk uses (T0SZ clamped), or why it cannot walk.
+
+    ASL: AArch64.S2TxSZFaults, AArch64.S2InvalidSL, AArch64.S2InconsistentSL (each faults
+    at level 0 before any descriptor is read).
+    """
+    why = s2_txsz_fault(p, env)
+    if why:
+        return why
+    lo, hi = p.txsz_range(env.fs)
+    q = replace(p, txsz=clamp_txsz(p.txsz, lo, hi))
+    bad = s2_invalid_sl(q.tgx, q.sl0, q.sl2, q.ds, env.fs)
+    if bad:
+        return f"VTCR_EL2.SL0={p.sl0:#04b}: {bad}"
+    bad = s2_inconsistent_sl(q.tgx, q.startlevel(), q.txsz)
+    if bad:
+        return f"SL0 does not fit T0SZ ({bad})"
+    return q
+
+
 def s1_params_text(p: S1TTWParams, env: Env, sctlr: str) -> str:
     """Return the stage-1 walk parameters in one line."""
     if not p.mmu_on:
@@ -337,12 +382,10 @@ def s1_params_text(p: S1TTWParams, env: Env, sctlr: str) -> str:
     el = "EL1" if p.regime is Regime.EL10 else "EL2"
     sz = f"T{p.varange.value}SZ"
     head = f"stage 1: TTBR{p.varange.value}_{el}, {p.tgx.value}KB granule, "
-    lo, hi = p.txsz_range(env.fs)
-    if txsz_faults(p.txsz, lo, hi, env.fs.has("FEAT_LVA"), env.choices):
-        return head + f"{sz}={p.txsz} is outside {lo}..{hi}: no walk"
-    used = clamp_txsz(p.txsz, lo, hi)
-    clamped = f", used as {used}" if used != p.txsz else ""
-    q = replace(p, txsz=used)
+    q = s1_walk_params(p, env)
+    if isinstance(q, str):
+        return head + f"{q}: no walk"
+    clamped = f", used as {q.txsz}" if q.txsz != p.txsz else ""
     return (head + f"{q.iasize()}-bit input ({sz}={p.txsz}{clamped}), start level "
             f"{q.startlevel()}, table at {s1_setup(q, env).base_address():#x}, {p.ps}-bit "
             f"output, HA={int(p.ha)} HD={int(p.hd)} HPD={int(p.hpd)} WXN={int(p.wxn)} "
@@ -353,20 +396,10 @@ def s2_params_text(p: S2TTWParams, env: Env) -> str:
     """Return the stage-2 walk parameters in one line."""
     head = f"stage 2: VTTBR_EL2, {p.tgx.value}KB granule, "
     sl = f"SL0={p.sl0:#04b}{f' SL2={p.sl2}' if p.ds else ''}"
-    why = s2_txsz_fault(p, env)
-    if why:
-        return head + f"{why}: no walk"
-    lo, hi = p.txsz_range(env.fs)
-    used = clamp_txsz(p.txsz, lo, hi)
-    clamped = f", used as {used}" if used != p.txsz else ""
-    q = replace(p, txsz=used)
-    bad = s2_invalid_sl(q.tgx, q.sl0, q.sl2, q.ds, env.fs)
-    if bad:
-        return head + f"{q.iasize()}-bit IPA (T0SZ={p.txsz}{clamped}), {sl}: {bad}: no walk"
-    bad = s2_inconsistent_sl(q.tgx, q.startlevel(), q.txsz)
-    if bad:
-        return (head + f"{q.iasize()}-bit IPA (T0SZ={p.txsz}{clamped}), {sl} (start level "
-                f"{q.startlevel()}): SL0 does not fit T0SZ ({bad}): no walk")
+    q = s2_walk_params(p, env)
+    if isinstance(q, str):
+        return head + f"T0SZ={p.txsz}, {sl}: {q}: no walk"
+    clamped = f", used as {q.txsz}" if q.txsz != p.txsz else ""
     return (head + f"{q.iasize()}-bit IPA (T0SZ={p.txsz}{clamped}), start level "
             f"{q.startlevel()} ({sl}), table at {s2_setup(q, env).base_address():#x}, "
             f"{p.ps}-bit output, HA={int(p.ha)} HD={int(p.hd)} FWB={int(p.fwb)}"
