@@ -174,9 +174,33 @@ U64 = st.integers(0, (1 << 64) - 1)
 
 
 def descriptor() -> st.SearchStrategy[int]:
-    """A descriptor pointing into the small table area, with random type and attribute bits."""
-    return st.builds(lambda page, low, high: (page << 12) | low | (high << 48),
-                     st.integers(1, 8), st.integers(0, 0xFFF), st.integers(0, 0xFFFF))
+    """A descriptor pointing into the small table area: random bits, or a valid table or
+    leaf with AF set and random attributes."""
+    any_bits = st.builds(lambda page, low, high: (page << 12) | low | (high << 48),
+                         st.integers(1, 8), st.integers(0, 0xFFF), st.integers(0, 0xFFFF))
+    valid = st.builds(lambda page, kind, attrs, high: (page << 12) | kind | 0x400
+                      | (attrs << 2) | (high << 51),
+                      st.integers(1, 8), st.sampled_from([0b01, 0b11]), st.integers(0, 0xFF),
+                      st.integers(0, 0x1FFF))
+    return st.one_of(any_bits, valid)
+
+
+def walkable_tcr() -> st.SearchStrategy[int]:
+    """A TCR_ELx with defined granules and TxSZ in range, random other fields."""
+    return st.builds(lambda t0, t1, tg0, tg1, ips, ha, noise: (
+        t0 | (tg0 << 14) | (t1 << 16) | (tg1 << 30) | (ips << 32) | (ha << 39)
+        | (noise & 0x0000_0040_3F80_3F80)),
+        st.integers(16, 39), st.integers(16, 39), st.sampled_from([0, 1, 2]),
+        st.sampled_from([1, 2, 3]), st.integers(0, 5), st.integers(0, 1), U64)
+
+
+def walkable_vtcr() -> st.SearchStrategy[int]:
+    """A VTCR_EL2 with a defined granule, T0SZ and SL0 often consistent."""
+    return st.builds(lambda t0, sl0, tg0, ps, ha: (
+        (1 << 31) | t0 | (sl0 << 6) | (0b1111 << 8) | (0b11 << 12) | (tg0 << 14) | (ps << 16)
+        | (ha << 21)),
+        st.integers(16, 40), st.integers(0, 2), st.sampled_from([0, 1, 2]),
+        st.integers(0, 5), st.integers(0, 1))
 
 
 @st.composite
@@ -188,13 +212,15 @@ def machine(draw: st.DrawFn) -> tuple[SysRegs, Env, int, int]:
     sctlr = draw(st.one_of(U64, st.just(SCTLR_M)))
     regs = SysRegs(
         SCTLR_EL1=sctlr, SCTLR_EL2=draw(st.one_of(U64, st.just(SCTLR_M))),
-        TCR_EL1=draw(U64), TCR_EL2=draw(U64), VTCR_EL2=draw(U64),
+        TCR_EL1=draw(st.one_of(U64, walkable_tcr())),
+        TCR_EL2=draw(st.one_of(U64, walkable_tcr())),
+        VTCR_EL2=draw(st.one_of(U64, walkable_vtcr())),
         HCR_EL2=draw(st.one_of(U64, st.sampled_from([0x80000001, 0x80001000, 0x480000000]))),
         MAIR_EL1=draw(U64), MAIR_EL2=draw(U64),
         TTBR0_EL1=draw(st.integers(1, 8)) << 12, TTBR1_EL1=draw(st.integers(1, 8)) << 12,
         TTBR0_EL2=draw(st.integers(1, 8)) << 12, VTTBR_EL2=draw(st.integers(1, 8)) << 12)
     return regs, Env(mem, qemu_7_2_max()), draw(st.integers(0, 2)), draw(
-        st.one_of(U64, st.integers(0, 1 << 20)))
+        st.one_of(U64, st.integers(0, 1 << 20), st.integers(0, 0xFFFF).map(lambda x: x << 48)))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
