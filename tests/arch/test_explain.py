@@ -206,16 +206,16 @@ def walkable_vtcr() -> st.SearchStrategy[int]:
 @st.composite
 def machine(draw: st.DrawFn) -> tuple[SysRegs, Env, int, int]:
     mem = PhysMem()
-    for page in range(1, 9):
-        for i in draw(st.lists(st.integers(0, 511), max_size=4)):
-            mem.write64((page << 12) + 8 * i, draw(descriptor()))
-    sctlr = draw(st.one_of(U64, st.just(SCTLR_M)))
+    for page in range(1, 9):   # each table page: one descriptor in every entry
+        mem.write_bytes(page << 12, draw(descriptor()).to_bytes(8, "little") * 512)
+    sctlr = draw(st.one_of(U64, st.just(SCTLR_M), st.just(SCTLR_M)))
     regs = SysRegs(
         SCTLR_EL1=sctlr, SCTLR_EL2=draw(st.one_of(U64, st.just(SCTLR_M))),
         TCR_EL1=draw(st.one_of(U64, walkable_tcr())),
         TCR_EL2=draw(st.one_of(U64, walkable_tcr())),
         VTCR_EL2=draw(st.one_of(U64, walkable_vtcr())),
-        HCR_EL2=draw(st.one_of(U64, st.sampled_from([0x80000001, 0x80001000, 0x480000000]))),
+        HCR_EL2=draw(st.one_of(U64, st.sampled_from(
+            [0x80000000, 0x80000001, 0x80001000, 0x480000000]))),
         MAIR_EL1=draw(U64), MAIR_EL2=draw(U64),
         TTBR0_EL1=draw(st.integers(1, 8)) << 12, TTBR1_EL1=draw(st.integers(1, 8)) << 12,
         TTBR0_EL2=draw(st.integers(1, 8)) << 12, VTTBR_EL2=draw(st.integers(1, 8)) << 12)
