@@ -1,13 +1,23 @@
-"""Imports point only downwards: arch <- pgtable <- kvm, pkvm <- nested <- scenario <- cli."""
+"""Imports point only downwards: arch <- pgtable <- kvm, pkvm <- nested <- scenario <- cli.
+
+The top-level modules (s2mmu/__init__.py, s2mmu/api.py: the one-call entries a notebook
+finds as s2mmu.translate and s2mmu.at) sit just above pgtable: they may import arch and
+pgtable only, and no layer imports them (a layer that did would import every layer the
+API uses, and the API could never use that layer).
+"""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "s2mmu"
 RANK = {"arch": 0, "pgtable": 1, "kvm": 2, "pkvm": 2, "nested": 3, "conformance": 4,
         "scenario": 4, "cli": 5}
+TOP_RANK = 1  # s2mmu/*.py: may use arch and pgtable
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:
@@ -25,20 +35,40 @@ def violations() -> list[str]:
     bad = []
     for f in sorted(SRC.rglob("*.py")):
         parts = f.relative_to(SRC).parts
-        if len(parts) < 2 or parts[0] not in RANK:
+        top = len(parts) == 1
+        if not top and parts[0] not in RANK:
             continue
-        here = parts[0]
+        here = "top level" if top else parts[0]
         for line, mod in imports_of(f):
             p = mod.split(".")
-            if len(p) < 2 or p[0] != "s2mmu" or p[1] not in RANK:
+            if p[0] != "s2mmu":
                 continue
-            if RANK[p[1]] > RANK[here] or (RANK[p[1]] == RANK[here] and p[1] != here):
+            if len(p) < 2 or p[1] not in RANK:
+                if not top:  # `from s2mmu import ...` or s2mmu.api from inside a layer
+                    bad.append(f"{f.relative_to(SRC)}:{line}: {here} imports {mod}")
+                continue
+            if top:
+                if RANK[p[1]] > TOP_RANK:
+                    bad.append(f"{f.relative_to(SRC)}:{line}: {here} imports {mod}")
+            elif RANK[p[1]] > RANK[here] or (RANK[p[1]] == RANK[here] and p[1] != here):
                 bad.append(f"{f.relative_to(SRC)}:{line}: {here} imports {mod}")
     return bad
 
 
 def test_imports_point_only_downwards() -> None:
     assert violations() == []
+
+
+def test_top_level_api_uses_only_arch_and_pgtable(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "arch").mkdir()
+    (tmp_path / "api.py").write_text("from s2mmu.arch.state import SysRegs\n"
+                                     "from s2mmu.kvm.vm import Kvm\n")
+    (tmp_path / "arch" / "x.py").write_text("import s2mmu.api\nfrom s2mmu import translate\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
+    assert violations() == ["api.py:2: top level imports s2mmu.kvm.vm",
+                            "arch/x.py:1: arch imports s2mmu.api",
+                            "arch/x.py:2: arch imports s2mmu"]
 
 
 def test_every_layer_is_ranked() -> None:

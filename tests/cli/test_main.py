@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from s2mmu.cli.main import cli
+from s2mmu.cli.schemas import validate
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "formats" / "examples"
 
@@ -30,7 +31,9 @@ def test_at_json_reproduces_qemu_answers_for_the_shared_examples(cases_file: Pat
     code, out, _ = run("at", str(cases_file), "--json")
     assert code == 0
     want = json.loads((EXAMPLES / "validation.qemu.json").read_text())
-    assert json.loads(out) == want
+    doc = json.loads(out)
+    validate(doc)
+    assert doc == {"schema": "s2mmu.at/1", **want}
 
 
 def test_at_table_names_each_op(cases_file: Path) -> None:
@@ -282,3 +285,167 @@ def test_explain_leaf_permissions_apply_the_table_controls(tmp_path: Path) -> No
     assert "permissions: privileged RWX, EL0 ---" in out
     assert "attributes: MAIR Attr0=0xff = Normal iWB-RAWA oWB-RAWA NSH" in out
     assert "FAULT stage 1: Permission fault, level 3 (FSC 0x0f)" in out
+
+
+# --- translate: the whole story --------------------------------------------------------
+
+def test_sl0_that_does_not_fit_t0sz_is_explained_whole() -> None:
+    # issue 8: this crashed in the explain renderer after printing part of its output
+    code, out, err = run("translate", "0x1000", "--reg", "HCR_EL2=0x80000001",
+                         "--reg", "VTCR_EL2=0xa0", "--explain")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "VA 0x1000 EL1 read in the EL1&0 regime",
+        "  SCTLR_EL1 not given: 0x30d00800 (M=0), stage 1 off",
+        "  VTTBR_EL2 not given: 0x0",
+        "  stage 1 off: the VA is the output address (SCTLR_EL1.M=0)",
+        "  stage 2: VTTBR_EL2, 4KB granule, T0SZ=32, SL0=0b10: SL0 does not fit T0SZ (an IPA "
+        "of 32 bits cannot start at level 0 (40..52 bits)): no walk",
+        "FAULT stage 2: Translation fault, level 0 (FSC 0x04) IPA=0x1000: VTCR_EL2.SL0: an IPA "
+        "of 32 bits cannot start at level 0 (40..52 bits)",
+        "  taken to EL2: ESR_EL2=0x92000004 FAR_EL2=0x1000 HPFAR_EL2=0x10"]
+
+
+def test_registers_not_given_are_said_to_leave_the_mmus_off() -> None:
+    code, out, _ = run("translate", "0x1000")
+    assert code == 0
+    assert out.splitlines() == ["VA 0x1000 EL1 read in the EL1&0 regime",
+                                "  SCTLR_EL1 not given: 0x30d00800 (M=0), stage 1 off",
+                                "  HCR_EL2 not given: 0x80000000 (VM=0), stage 2 off",
+                                "-> 0x1000  Device-nGnRnE"]
+
+
+def test_sctlr_c_0_is_named_in_the_output(cases_file: Path) -> None:
+    code, out, _ = run("translate", "0x8040205000", "--case", str(cases_file),
+                       "--reg", "TCR_EL1=0x8580903510")
+    assert code == 0
+    assert ("  SCTLR_EL1.C=0 changed the stage-1 attributes: Normal iWB-RAWA oWB-RAWA ISH -> "
+            "Normal iNC oNC OSH") in out.splitlines()
+
+
+def test_fault_prints_esr_and_far(cases_file: Path) -> None:
+    code, out, _ = run("translate", "0x8040205000", "--case", str(cases_file))
+    assert code == 0
+    assert out.splitlines()[-2:] == [
+        "FAULT stage 1: Access flag fault, level 3 (FSC 0x0b): access flag is 0 and TCR.HA=0",
+        "  taken to EL1: ESR_EL1=0x9600000b FAR_EL1=0x8040205000"]
+
+
+def _two_cases(tmp_path: Path, name: str = "cases.json") -> Path:
+    f = tmp_path / name
+    f.write_text(json.dumps({"cases": [
+        {"name": "off", "regs": {}},
+        {"name": "dc", "regs": {"HCR_EL2": "0x80001000", "VTCR_EL2": "0x80023558",
+                                "VTTBR_EL2": "0x10000"},
+         "memory": [{"pa": "0x10000", "words": ["0x7fd"]}]}]}))
+    return f
+
+
+def test_case_file_name_picks_the_case(tmp_path: Path) -> None:
+    f = _two_cases(tmp_path)
+    code, out, _ = run("translate", "0x1000", "--case", f"{f}#dc")
+    assert code == 0
+    assert "  HCR_EL2.DC=1: with stage 1 off, accesses are Normal Write-Back Non-shareable " \
+        "(not Device-nGnRnE)" in out
+    code, out, _ = run("translate", "0x1000", "--case", str(f))
+    assert code == 0 and "-> 0x1000  Device-nGnRnE" in out
+
+
+def test_unknown_case_name_lists_the_cases(tmp_path: Path) -> None:
+    f = _two_cases(tmp_path)
+    code, out, err = run("translate", "0x1000", "--case", f"{f}#nope")
+    assert (code, out) == (2, "")
+    assert err == f"s2mmu: error: {f}: no case named 'nope' (cases: 'off', 'dc')\n"
+
+
+def test_case_path_holding_a_hash_is_a_file_name(tmp_path: Path) -> None:
+    f = _two_cases(tmp_path, "a#b.json")
+    code, out, _ = run("translate", "0x1000", "--case", str(f))
+    assert code == 0 and "Device-nGnRnE" in out
+
+
+def test_translate_json_is_one_valid_document(cases_file: Path) -> None:
+    code, out, _ = run("translate", "0x8040205000", "--case", str(cases_file),
+                       "--reg", "TCR_EL1=0x8580903510", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    validate(doc)
+    assert doc["schema"] == "s2mmu.translate/1"
+    assert doc["result"] == {"outcome": "translated", "pa": "0x90003000", "attributes": {
+        "memtype": "Normal", "shareability": "OSH", "text": "Normal iNC oNC OSH"},
+        "PAR": "0xff00000090003b80"}
+    assert [(s["stage"], s["level"], s["kind"]) for s in doc["steps"]] == [
+        (1, 0, "table"), (1, 1, "table"), (1, 2, "table"), (1, 3, "page")]
+    assert doc["steps"][3]["descriptor"] == "0x0000000090003303"
+    assert doc["hardware_writes"] == [{"pa": "0x60003028", "before": "0x90003303",
+                                       "after": "0x90003703"}]
+    assert doc["params"]["stage1"]["table"] == "0x60000000"
+    assert doc["params"]["stage2"] is None
+    assert "TCR_EL1" in doc["input"]["given"]
+
+
+def test_translate_json_fault_has_esr_far_hpfar_and_par() -> None:
+    code, out, _ = run("translate", "0x1000", "--reg", "HCR_EL2=0x80000001",
+                       "--reg", "VTCR_EL2=0xa0", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    validate(doc)
+    r = doc["result"]
+    assert (r["outcome"], r["taken_to"], r["ESR"], r["FAR"], r["HPFAR"], r["PAR"]) == (
+        "fault", "EL2", "0x92000004", "0x1000", "0x10", "0x0000000000000a09")
+    assert r["fault"]["statuscode"] == "Translation" and r["fault"]["secondstage"]
+    assert doc["params"]["stage2"]["no_walk"].startswith("SL0 does not fit T0SZ")
+    assert doc["params"]["stage2"]["table"] is None
+    assert doc["steps"] == []
+
+
+def test_demo_arch_json_is_one_valid_document() -> None:
+    code, out, _ = run("demo", "--arch", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    validate(doc)
+    assert doc["schema"] == "s2mmu.arch-demo/1"
+    assert len(doc["translations"]) == 7
+    assert doc["at"][-1] == {"title": "AT S1E1R from EL1 after stage 2 unmaps the guest's "
+                             "level-2 table page", "op": "S1E1R", "va": "0x400000",
+                             "el": "EL1", "pan": 0, "outcome": "exception",
+                             "taken_to": "EL2", "ESR": "0x920001c7", "FAR": "0x400000",
+                             "HPFAR_EL2": "0x401020"}
+
+
+# --- any register state: never a traceback, never half an output ---------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+REGS = ["SCTLR_EL1", "TCR_EL1", "HCR_EL2", "VTCR_EL2", "SCTLR_EL2", "TCR_EL2", "MAIR_EL1"]
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.integers(0, (1 << 64) - 1), min_size=len(REGS), max_size=len(REGS)),
+       sctlr_m=st.booleans(), allow=st.booleans(), el=st.sampled_from(["0", "1", "2"]),
+       va=st.integers(0, (1 << 64) - 1))
+def test_translate_explain_and_svg_never_raise_for_any_register_state(
+        tmp_path: Path, values: list[int], sctlr_m: bool, allow: bool, el: str,
+        va: int) -> None:
+    regs = dict(zip(REGS, values, strict=True))
+    if sctlr_m:
+        regs["SCTLR_EL1"] |= 1
+        regs["SCTLR_EL2"] |= 1
+    svg = tmp_path / "walk.svg"
+    svg.unlink(missing_ok=True)
+    args = ["translate", hex(va), "--el", el, "--explain", "--svg", str(svg),
+            *[x for k, v in regs.items() for x in ("--reg", f"{k}={v:#x}")]]
+    result = CliRunner().invoke(cli, args + (["--allow-reserved"] if allow else []))
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.exception
+    if result.exit_code == 2:
+        assert result.stdout == "" and not svg.exists()
+        assert result.stderr.startswith("s2mmu: error: ") and result.stderr.count("\n") == 1
+        return
+    assert result.exit_code == 0 and result.stderr == "" and svg.exists()
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"VA {va:#x} EL{el} read in the ")
+    last = [x for x in lines if not x.startswith("  hardware wrote")][-1]
+    assert last.startswith(("-> ", "  taken to EL")), last

@@ -180,3 +180,12 @@ def test_write_failure_message_is_pinned(tmp_path: Path) -> None:
                                  "--svg", str(where)])
     assert r.stderr == (f"s2mmu: error: --svg {where}: cannot write: "
                         "No such file or directory\n")
+
+
+def test_stage2_fault_note_shows_esr_far_and_hpfar(tmp_path: Path) -> None:
+    code, root, stdout = translate_svg(tmp_path, two_stage_case(drop=(0x6000_3010,)))
+    assert code == 0 and root is not None
+    note = next(g for g in root.iter(f"{{{NS['s']}}}g") if g.get("class") == "note")
+    assert "taken to EL2: ESR_EL2=0x92000087 FAR_EL2=0x4000005123 HPFAR_EL2=0x100020" in \
+        " ".join(texts(note))
+    assert "taken to EL2: ESR_EL2=0x92000087 FAR_EL2=0x4000005123 HPFAR_EL2=0x100020" in stdout

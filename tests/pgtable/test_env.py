@@ -41,3 +41,60 @@ def test_zalloc_from_is_checked() -> None:
 
     with pytest.raises(ValueError, match="zalloc_from"):
         _mm_ops(new_env(), zalloc_from="heap")
+
+
+# --- stage2_map_topup: mapping as KVM's callers do ---------------------------------------
+
+def test_map_topup_maps_blocks_and_pages_without_a_hand_made_memcache() -> None:
+    from s2mmu.pgtable.env import new_env, new_stage2, stage2_map_topup
+    from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_RW
+    from s2mmu.pgtable.walk import kvm_pgtable_get_leaf
+
+    env = new_env()
+    pgt = new_stage2(env, 40)
+    assert stage2_map_topup(pgt, 0x4000_0000, 0x20_1000, 0x8000_0000, KVM_PGTABLE_PROT_RW) == 0
+    assert kvm_pgtable_get_leaf(pgt, 0x4000_0000).level == 2
+    assert kvm_pgtable_get_leaf(pgt, 0x4020_0000).level == 3
+
+
+def test_map_topup_returns_unused_memcache_pages_to_the_pool() -> None:
+    from s2mmu.pgtable.env import new_env, new_stage2, stage2_map_topup
+    from s2mmu.pgtable.events import PageAlloc
+    from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_RW
+
+    env = new_env()
+    pgt = new_stage2(env, 40)
+    stage2_map_topup(pgt, 0x4000_0000, 0x1000, 0x8000_0000, KVM_PGTABLE_PROT_RW)
+    # the PGD (2 concatenated pages) and the level-2 and level-3 tables, nothing cached
+    assert env.pool.in_use() == 4
+    assert len(env.events.of_type(PageAlloc)) == 4
+
+
+def test_map_topup_with_an_empty_pool_is_enomem() -> None:
+    from s2mmu.pgtable.env import new_env, new_stage2, stage2_map_topup
+    from s2mmu.pgtable.errno import ENOMEM
+    from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_RW
+
+    env = new_env(pool_pages=2)
+    pgt = new_stage2(env, 40)
+    assert stage2_map_topup(pgt, 0x4000_0000, 0x1000, 0x8000_0000,
+                            KVM_PGTABLE_PROT_RW) == -ENOMEM
+
+
+def test_map_topup_honours_force_pte() -> None:
+    from s2mmu.pgtable.env import new_env, new_stage2, stage2_map_topup
+    from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_RW
+    from s2mmu.pgtable.walk import kvm_pgtable_get_leaf
+
+    env = new_env()
+    pgt = new_stage2(env, 40, force_pte_cb=lambda a, e, p: True)
+    assert stage2_map_topup(pgt, 0x4000_0000, 0x20_0000, 0x8000_0000, KVM_PGTABLE_PROT_RW) == 0
+    assert kvm_pgtable_get_leaf(pgt, 0x401F_F000).level == 3
+
+
+def test_stage2_vttbr_has_the_pgd_and_vmid() -> None:
+    from s2mmu.pgtable.env import new_env, new_stage2, stage2_vttbr
+
+    env = new_env()
+    pgt = new_stage2(env, 40, vmid=5)
+    assert stage2_vttbr(pgt) == (5 << 48) | (pgt.pgd or 0)

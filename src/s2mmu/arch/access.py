@@ -11,6 +11,7 @@ from enum import Enum
 
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.inputs import shorten
+from s2mmu.arch.reprs import hex_repr
 
 
 class AccessType(Enum):
@@ -23,6 +24,7 @@ class AccessType(Enum):
     TTW = "TTW"          # a translation table walk (stage-2 lookup of a stage-1 table)
 
 
+@hex_repr(decimal=("el",))
 @dataclass(frozen=True)
 class AccessDescriptor:
     """The access being translated.

@@ -23,6 +23,7 @@ from s2mmu.arch.faults import (
     reports_hpfar,
 )
 from s2mmu.arch.inputs import shorten, shorten_hex
+from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.translate import AddressDescriptor, Env, full_translate
 from s2mmu.arch.walk import WalkStep
@@ -71,6 +72,7 @@ class AtOp(Enum):
                              f"{', '.join(op.name for op in cls)})") from None
 
 
+@hex_repr()
 @dataclass(frozen=True)
 class ParResult:
     """The AT instruction completed: PAR_EL1 holds the result (or the fault)."""
@@ -79,6 +81,7 @@ class ParResult:
     result: AddressDescriptor | FaultRecord
 
 
+@hex_repr(decimal=("taken_to",))
 @dataclass(frozen=True)
 class AtException:
     """The AT instruction itself took an exception."""
@@ -149,6 +152,14 @@ def execute_at(op: AtOp, va: int, el: int, pan: bool, regs: SysRegs, env: Env,
     regime, perm_el = at_regime(op, regs)
     access = acc_at(perm_el, op.write, pan=op.pan_aware and pan)
     got = full_translate(regs, regime, va, access, env, stage1_only=op.stage == 1, trace=trace)
+    return at_outcome(got, va, el, env)
+
+
+def at_outcome(got: AddressDescriptor | FaultRecord, va: int, el: int, env: Env) -> AtResult:
+    """Return what an AT executed at el does with its translation: PAR_EL1, or an exception.
+
+    A stage-2 fault on an AT executed at EL1 is taken to EL2; everything else is PAR_EL1.
+    """
     if isinstance(got, FaultRecord) and el == 1 and got.secondstage:
         return stage2_exception(got, va)
     return ParResult(encode_par(got, env), got)

@@ -81,6 +81,7 @@ class AtCase:
     memory: tuple[MemChunk, ...]
     ops: tuple[AtOpSpec, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    given: frozenset[str] = frozenset()   # the registers the file sets (the others: defaults)
 
 
 def _parse_memory(items: Any, where: str) -> tuple[MemChunk, ...]:
@@ -169,7 +170,7 @@ def parse_case(obj: Any, where: str = "case") -> AtCase:
     memory = _parse_memory(obj.get("memory", []), where)
     known = ("name", "el", "pan", "regs", "memory", "ops")
     extra = {k: v for k, v in obj.items() if k not in known}
-    return AtCase(name, regs, memory, ops, extra)
+    return AtCase(name, regs, memory, ops, extra, frozenset(values))
 
 
 def parse_cases(obj: Any) -> list[AtCase]:

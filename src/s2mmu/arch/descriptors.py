@@ -18,6 +18,7 @@ from s2mmu.arch.bits import bit, bits, mask
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.inputs import shorten, shorten_hex
 from s2mmu.arch.params import FINAL_LEVEL, Granule
+from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.sysreg import FieldDecode
 
 
@@ -32,6 +33,7 @@ class DescContext:
     pamax52: bool = False  # PAMax() is 52 (64KB level-1 blocks)
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class Invalid:
     """An invalid (fault) entry: bit[0] is 0, or a reserved encoding at this level."""
@@ -41,6 +43,7 @@ class Invalid:
     why: str = "bit[0] is 0"
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class Table:
     """A table descriptor: the address of the next-level table and hierarchical controls."""
@@ -50,6 +53,7 @@ class Table:
     next_base: int
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class Block:
     """A block descriptor: a leaf above the final level."""
@@ -59,6 +63,7 @@ class Block:
     oa: int
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class Page:
     """A page descriptor: a leaf at the final level."""

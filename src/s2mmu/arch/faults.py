@@ -16,6 +16,7 @@ from s2mmu.arch.access import AccessDescriptor
 from s2mmu.arch.bits import bits
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.inputs import shorten_hex
+from s2mmu.arch.reprs import hex_repr
 
 
 class Fault(Enum):
@@ -33,6 +34,7 @@ class Fault(Enum):
     TLB_CONFLICT = "TLBConflict"
 
 
+@hex_repr(decimal=("level",))
 @dataclass(frozen=True)
 class FaultRecord:
     """ASL FaultRecord: what went wrong, where, and at which stage.

@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from s2mmu.arch.bits import U64
+from s2mmu.arch.reprs import hex_repr
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PA_LIMIT = 1 << 52
 
 
+@hex_repr()
 @dataclass(frozen=True)
 class MemoryWrite:
     """One 64-bit word changed by the translation hardware (or a CAS).

@@ -56,6 +56,7 @@ from s2mmu.arch.perms import (
     s2_permission_ok,
 )
 from s2mmu.arch.registers import HCR_EL2
+from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.walk import Fetch, TTWState, WalkSetup, WalkStep, leaf_output, walk
 
@@ -69,6 +70,7 @@ class Env:
     choices: ImplChoices = DEFAULT_CHOICES
 
 
+@hex_repr()
 @dataclass(frozen=True)
 class AddressDescriptor:
     """ASL AddressDescriptor: the successful result of a translation stage.

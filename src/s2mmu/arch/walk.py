@@ -27,8 +27,10 @@ from s2mmu.arch.descriptors import (
 )
 from s2mmu.arch.faults import Fault, FaultRecord
 from s2mmu.arch.params import FINAL_LEVEL, Granule
+from s2mmu.arch.reprs import hex_repr
 
 
+@hex_repr(decimal=("stage", "level", "index"))
 @dataclass(frozen=True)
 class WalkStep:
     """One descriptor read: where it came from and what it says (for --explain)."""
@@ -43,6 +45,7 @@ class WalkStep:
     decoded: Descriptor
 
 
+@hex_repr(decimal=("stage",))
 @dataclass(frozen=True)
 class TTWState:
     """The result of a successful walk (ASL TTWState, reduced to what is used)."""

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -22,18 +23,11 @@ from s2mmu.arch.descriptors import DescContext
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import PRESETS, FeatureSet
 from s2mmu.arch.inputs import one_line, shorten, shorten_hex
-from s2mmu.arch.params import (
-    Granule,
-    get_s1_ttw_params,
-    get_s2_ttw_params,
-    impdef_register_encodings,
-    stage2_enabled,
-)
+from s2mmu.arch.params import Granule, impdef_register_encodings
 from s2mmu.arch.registers import REGISTERS
 from s2mmu.arch.state import SysRegs, regime_for
-from s2mmu.arch.translate import Env, full_translate
-from s2mmu.arch.walk import WalkStep
-from s2mmu.cli import render
+from s2mmu.arch.translate import Env
+from s2mmu.cli import output, render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,7 +110,8 @@ def cli() -> None:
 @click.option("--arch", "arch_tour", is_flag=True,
               help="Show the architecture tour (walks, AT, faults) instead of the KVM scenario.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Every demo run as one JSON document (schema s2mmu.demo/1).")
+              help="Every demo run as one JSON document (schema s2mmu.demo/1; with --arch: "
+                   "s2mmu.arch-demo/1).")
 @click.option("--trace", is_flag=True, help="Add the full event stream.")
 @input_errors
 def demo(arch_tour: bool, as_json: bool, trace: bool) -> None:
@@ -128,13 +123,18 @@ def demo(arch_tour: bool, as_json: bool, trace: bool) -> None:
         return
     from s2mmu.scenario.arch_demo import at_tour, build_demo, s1_walk_fault_at_el1, translate_tour
 
-    out = render.console()
     m = build_demo()
+    tour = translate_tour(m)
+    ats = [*at_tour(m), s1_walk_fault_at_el1(m)]
+    if as_json:
+        output.print_json(arch_demo_doc(m, tour, ats))
+        return
+    out = render.console()
     out.rule("[bold]s2mmu demo: a guest's stage 1 inside guest memory, over a stage 2")
     out.print(f"VTCR_EL2={m.regs.VTCR_EL2:#x} VTTBR_EL2={m.regs.VTTBR_EL2:#x} "
               f"TCR_EL1={m.regs.TCR_EL1:#x} TTBR0_EL1={m.regs.TTBR0_EL1:#x} "
               f"TTBR1_EL1={m.regs.TTBR1_EL1:#x} MAIR_EL1={m.regs.MAIR_EL1:#x}")
-    for t in translate_tour(m):
+    for t in tour:
         out.rule(t.title)
         out.print(f"VA {t.va:#x} {access_name(t.access)}")
         out.print(render.walk_lines(list(t.trace)), end="")
@@ -145,9 +145,28 @@ def demo(arch_tour: bool, as_json: bool, trace: bool) -> None:
         for w in writes:
             out.print(f"  PA {w.pa:#x}: {w.before:#018x} -> {w.after:#018x}")
     out.rule("AT instructions")
-    for a in [*at_tour(m), s1_walk_fault_at_el1(m)]:
+    for a in ats:
         out.print(f"[bold]AT {a.op.name}[/bold] {a.va:#x} at EL{a.el} PAN={int(a.pan)}: {a.title}")
         out.print(render.describe_at(a.result))
+
+
+def arch_demo_doc(m: Any, tour: list[Any], ats: list[Any]) -> dict[str, Any]:
+    """Return the s2mmu.arch-demo/1 document: the tour's translations and AT instructions."""
+    from s2mmu.arch.atcase import AtOpSpec
+    from s2mmu.arch.explain import record_run
+    from s2mmu.arch.state import Regime
+    from s2mmu.cli.arch_json import demo_at_json, translation_json, writes_json
+
+    translations = []
+    for t in tour:
+        run = record_run(m.regs, Regime.EL10, t.va, t.access, m.env, t.trace, t.result)
+        translations.append({"title": t.title, **translation_json(run)})
+    return {"schema": "s2mmu.arch-demo/1",
+            "regs": {k: f"{v:#x}" for k, v in m.regs.to_mapping().items()},
+            "translations": translations,
+            "hardware_writes": writes_json(m.env.mem.hw_writes),
+            "at": [demo_at_json(a.title, AtOpSpec(a.op, a.va, a.el, a.pan), a.result)
+                   for a in ats]}
 
 
 @cli.command()
@@ -171,7 +190,8 @@ def access_name(a: AccessDescriptor) -> str:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the at-case.md output format.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the at-case.md output format (schema s2mmu.at/1).")
 @click.option("--features", type=click.Choice(sorted(PRESETS)), default="qemu-max",
               show_default=True, help="Implemented features.")
 @input_errors
@@ -180,7 +200,9 @@ def at(file: str, as_json: bool, features: str) -> None:
     cases = parse_cases(load_json(file))
     fs = features_option(features)
     if as_json:
-        click.echo(json.dumps({"cases": [run_case(c, fs) for c in cases]}, indent=1))
+        from s2mmu.cli.arch_json import at_doc
+
+        output.print_json(at_doc([run_case(c, fs) for c in cases]))
         return
     out = render.console()
     for case in cases:
@@ -209,8 +231,9 @@ ACCESS = {"r": (False, False), "w": (True, False), "x": (False, True)}
 
 @cli.command()
 @click.argument("va")
-@click.option("--case", "case_file", type=click.Path(dir_okay=False),
-              help="Take registers and memory from an AT case file (its first case).")
+@click.option("--case", "case_file", metavar="FILE[#NAME]",
+              help="Take registers and memory from an AT case file: the case called NAME, "
+                   "or the first one.")
 @click.option("--reg", "reg_items", multiple=True, metavar="NAME=VALUE",
               help="Set a register (repeatable); overrides the case file.")
 @click.option("--el", type=click.IntRange(0, 2), default=1, show_default=True,
@@ -219,6 +242,8 @@ ACCESS = {"r": (False, False), "w": (True, False), "x": (False, True)}
 @click.option("--pan", is_flag=True, help="PSTATE.PAN=1 for the access.")
 @click.option("--stage1-only", is_flag=True, help="Stop at the IPA (stage 2 still walks tables).")
 @click.option("--explain", is_flag=True, help="Print the walk level by level.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the translation as JSON (schema s2mmu.translate/1).")
 @click.option("--features", type=click.Choice(sorted(PRESETS)), default="qemu-max",
               show_default=True)
 @click.option("--allow-reserved", is_flag=True,
@@ -228,21 +253,29 @@ ACCESS = {"r": (False, False), "w": (True, False), "x": (False, True)}
               help="Also draw the walk as SVG: the nested-walk grid, reads numbered in order.")
 @input_errors
 def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: int, access: str,
-              pan: bool, stage1_only: bool, explain: bool, features: str,
+              pan: bool, stage1_only: bool, explain: bool, as_json: bool, features: str,
               allow_reserved: bool, svg_file: str | None) -> None:
-    """Translate one VA through the regime the registers describe."""
+    """Translate one VA through the regime the registers describe.
+
+    Registers not given take the at-case defaults (MMUs off) and the output says so.
+    The whole output is built before anything is printed or written.
+    """
     from s2mmu.arch.atcase import load_memory
+    from s2mmu.arch.explain import explain_lines, headline, trace_translation
     from s2mmu.arch.memory import PhysMem
 
     addr = parse_int(va, "VA")
     check_u64(addr, "VA")
     values = parse_reg_options(reg_items)
+    case_name = None
     if case_file:
-        case = _first_case(load_json(case_file))
+        case = pick_case(case_file)
+        case_name = case.name
         regs = SysRegs.from_mapping({**case.regs.to_mapping(), **values})
+        given = frozenset(case.given) | frozenset(values)
         mem = load_memory(case)
     else:
-        regs, mem = SysRegs.from_mapping(values), PhysMem()
+        regs, mem, given = SysRegs.from_mapping(values), PhysMem(), frozenset(values)
     write, ifetch = ACCESS[access]
     acc = acc_ifetch(el) if ifetch else acc_gpr(el, write, pan=pan)
     env = Env(mem, features_option(features))
@@ -250,34 +283,46 @@ def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: in
     impdef = impdef_register_encodings(regs, regime, addr, env.fs, env.choices)
     if impdef and not allow_reserved:
         raise InputError(f"{impdef[0]}; --allow-reserved accepts it")
-    trace: list[WalkStep] = []
-    result = full_translate(regs, regime, addr, acc, env, stage1_only=stage1_only, trace=trace)
-    s1p = get_s1_ttw_params(regs, regime, addr, env.fs, env.choices)
-    walks_s2 = stage2_enabled(regs, regime) and (s1p.mmu_on or not stage1_only)
-    s2p = get_s2_ttw_params(regs, env.fs, env.choices) if walks_s2 else None
-    head = f"VA {addr:#x} {access_name(acc)} in the {regime.value} regime"
+    run = trace_translation(regs, regime, addr, acc, env, stage1_only=stage1_only, given=given)
+    if as_json:
+        from s2mmu.cli.arch_json import translate_doc
+
+        doc = translate_doc(run, case_name, features)
+    else:
+        text = render.explain_text(explain_lines(run, walk=explain))
     if svg_file is not None:
         from s2mmu.cli.svg import walk_svg, write_atomic
 
+        picture = walk_svg(headline(run), addr, list(run.steps), run.result, run.s1p, run.s2p,
+                           env, abort=run.abort)
         try:
-            write_atomic(svg_file, walk_svg(head, addr, trace, result, s1p, s2p, env))
+            write_atomic(svg_file, picture)
         except OSError as e:
             raise InputError(f"--svg {svg_file}: cannot write: {e.strerror or e}") from None
-    out = render.console()
-    out.print(head)
-    if explain:
-        out.print(render.explain_walk(trace, s1p, s2p, env), end="", soft_wrap=True)
-    out.print(render.describe_result(result), soft_wrap=True)
-    for w in mem.hw_writes:
-        out.print(f"  hardware wrote PA {w.pa:#x}: {w.before:#x} -> {w.after:#x}")
+    if as_json:
+        output.print_json(doc)
+    else:
+        render.console().print(text, end="", soft_wrap=True)
 
 
-def _first_case(obj: Any) -> Any:
-    """Return the first case object of an AT case file's JSON."""
-    cases = parse_cases(obj)
+def pick_case(spec: str) -> Any:
+    """Return the case FILE#NAME names (the first case of FILE without #NAME).
+
+    A path that exists as written is a file name even if it holds '#'.
+    """
+    path, name = spec, None
+    if "#" in spec and not Path(spec).exists():
+        path, _, name = spec.rpartition("#")
+    cases = parse_cases(load_json(path))
     if not cases:
         raise InputError("the case file holds no case")
-    return cases[0]
+    if name is None:
+        return cases[0]
+    for c in cases:
+        if c.name == name:
+            return c
+    raise InputError(f"{path}: no case named {name!r} (cases: "
+                     f"{', '.join(repr(c.name) for c in cases)})")
 
 
 GRANULES = {"4k": Granule.G4K, "16k": Granule.G16K, "64k": Granule.G64K}

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2mmu.arch.descriptors import Block, Descriptor, Invalid, Page, Table
+from s2mmu.arch.explain import describe_descriptor, describe_fault, s1_details, s2_leaf_details
 from s2mmu.arch.faults import FSC_NAMES, FaultRecord, fsc
 from s2mmu.arch.params import S1TTWParams, S2TTWParams
+from s2mmu.arch.syndrome import TakenAbort
 from s2mmu.arch.translate import AddressDescriptor, Env
 from s2mmu.arch.walk import WalkStep
-from s2mmu.cli import render
 
 SVG_NS = "http://www.w3.org/2000/svg"
 FONT = "DejaVu Sans Mono, Menlo, Consolas, monospace"
@@ -184,7 +185,7 @@ def draw_cell(pic: Picture, x: float, y: float, c: Cell, fault: FaultRecord | No
         "data-raw": f"{s.raw:#018x}"})
     ET.SubElement(g, "title").text = (
         f"read {c.n}: S{s.stage} L{s.level} {s.table_base:#x}[{s.index}] PA {s.paddress:#x}: "
-        f"{s.raw:#018x} {render.describe_descriptor(s.decoded, s.stage)}")
+        f"{s.raw:#018x} {describe_descriptor(s.decoded, s.stage)}")
     ET.SubElement(g, "rect", {"x": f"{x}", "y": f"{y}", "width": f"{CELL_W}",
                               "height": f"{CELL_H}", "rx": "6", "fill": fill, "stroke": stroke,
                               "stroke-width": "2.5" if fault is not None else "1.2"})
@@ -233,22 +234,26 @@ def final_leaves(steps: list[WalkStep]) -> list[WalkStep]:
 
 
 def note_lines(steps: list[WalkStep], result: AddressDescriptor | FaultRecord,
-               s1p: S1TTWParams | None, s2p: S2TTWParams | None, env: Env | None) -> list[str]:
-    """Return the side note: the result, then each leaf's permissions and attributes."""
+               s1p: S1TTWParams | None, s2p: S2TTWParams | None, env: Env | None,
+               abort: TakenAbort | None = None) -> list[str]:
+    """Return the side note: the result (a fault with the ESR/FAR/HPFAR it is taken
+    with), then each leaf's permissions and attributes."""
     if isinstance(result, FaultRecord):
-        out = ["FAULT", render.describe_fault(result), ""]
+        out = ["FAULT", describe_fault(result)]
+        if abort is not None:
+            el = f"EL{abort.taken_to}"
+            out.append(f"taken to {el}: ESR_{el}={abort.esr:#x} FAR_{el}={abort.far:#x}"
+                       + (f" HPFAR_EL2={abort.hpfar:#x}" if abort.hpfar is not None else ""))
+        out.append("")
     else:
         out = [f"-> PA {result.paddress:#x}", result.memattrs.describe(), ""]
     tables = [s.decoded for s in steps if s.stage == 1 and isinstance(s.decoded, Table)]
     for s in final_leaves(steps):
-        out.append(f"S{s.stage} L{s.level} leaf: {render.describe_descriptor(s.decoded, s.stage)}")
+        out.append(f"S{s.stage} L{s.level} leaf: {describe_descriptor(s.decoded, s.stage)}")
         if s.stage == 1 and s1p is not None and env is not None:
-            extra = render.s1_accumulated(s, list(tables), s1p, env)
+            out += s1_details(s, list(tables), s1p, env)
         elif s.stage == 2 and env is not None:
-            extra = render.s2_leaf_lines(s, s2p, env, "")
-        else:
-            extra = ""
-        out += [x.strip() for x in extra.splitlines() if x.strip()]
+            out += s2_leaf_details(s, s2p, env)
         out.append("")
     return out
 
@@ -263,10 +268,12 @@ def output_ipa(va: int, steps: list[WalkStep], s1p: S1TTWParams | None) -> int |
 
 def walk_svg(title: str, va: int, steps: list[WalkStep],
              result: AddressDescriptor | FaultRecord, s1p: S1TTWParams | None = None,
-             s2p: S2TTWParams | None = None, env: Env | None = None) -> str:
+             s2p: S2TTWParams | None = None, env: Env | None = None,
+             abort: TakenAbort | None = None) -> str:
     """Return the SVG picture of a walk (the trace full_translate recorded) and its result.
 
-    s1p, s2p and env (optional) add the leaves' permissions and attributes to the note.
+    s1p, s2p and env (optional) add the leaves' permissions and attributes to the note;
+    abort adds the syndrome a fault is taken with (ESR, FAR, HPFAR_EL2).
     """
     rows = walk_rows(steps, output_ipa(va, steps, s1p))
     nested = any(r.s1 is not None for r in rows)
@@ -275,7 +282,7 @@ def walk_svg(title: str, va: int, steps: list[WalkStep],
     levels = list(range(levels[0], 4))
     cols = len(levels) + (1 if nested else 0)
     grid_w = LABEL_W + cols * (CELL_W + GAP_X)
-    notes = note_lines(steps, result, s1p, s2p, env)
+    notes = note_lines(steps, result, s1p, s2p, env, abort)
     wrapped = [w for line in notes for w in (wrap(line, NOTE_W - 24) if line else [""])]
     fault_at = fault_step(steps, result)
     stray_fault = isinstance(result, FaultRecord) and fault_at is None

@@ -7,6 +7,29 @@ concurrent operations. Tables live in an ``s2mmu.arch.memory.PhysMem``.
 
 Modules: errno, caps, pte, prot, events, steps, profile, mm, table, walk, tlb, vtcr,
 stage2, hyp, env, invariants, concurrency, races.
+
+A stage 2 as KVM builds it: the VTCR_EL2 from the IPA size, the PGD from the pool, a
+mapping whose table pages come from a memcache topped up first (stage2_map_topup does
+what KVM's callers do; kvm_pgtable_stage2_map with an empty memcache would fall back or
+fail with -ENOMEM), and the TLB and cache maintenance recorded as events:
+
+>>> from s2mmu import pgtable
+>>> env = pgtable.new_env()                       # 4K pages, a pool at 512 GiB
+>>> pgt = pgtable.new_stage2(env, ipa_bits=40)
+>>> hex(pgt.s2_mmu.vtcr), hex(pgtable.stage2_vttbr(pgt)), pgt.start_level
+('0x802d3558', '0x1008000000000', 1)
+>>> pgtable.stage2_map_topup(pgt, 0x4000_0000, 0x1000, 0x8_0000_0000,
+...                          pgtable.KVM_PGTABLE_PROT_RW)
+0
+>>> leaf = pgtable.kvm_pgtable_get_leaf(pgt, 0x4000_0000)
+>>> leaf.level, hex(leaf.pte)
+(3, '0x400008000007ff')
+>>> pgtable.kvm_pgtable_stage2_unmap(pgt, 0x4000_0000, 0x1000)
+0
+>>> env.events.of_type(pgtable.TlbiVmidIpa)[0]   # then the emptied tables, level unknown
+TlbiVmidIpa(vmid=1, ipa=0x40000000, level=3, nsh=False)
+>>> env.events.of_type(pgtable.PageAlloc)[:2]
+[PageAlloc(pa=0x8000000000), PageAlloc(pa=0x8000001000)]
 """
 
 from s2mmu.pgtable.caps import KvmCaps
@@ -19,9 +42,12 @@ from s2mmu.pgtable.env import (
     new_stage2,
     pkvm_guest_mm_ops,
     pkvm_host_mm_ops,
+    stage2_cache_min_pages,
+    stage2_map_topup,
+    stage2_vttbr,
 )
 from s2mmu.pgtable.errno import E2BIG, EAGAIN, EINVAL, ENOMEM, EPERM, ERANGE, errname
-from s2mmu.pgtable.events import EventLog
+from s2mmu.pgtable.events import EventLog, PageAlloc, PageFree, TlbiVmid, TlbiVmidIpa, TlbiVmidRange
 from s2mmu.pgtable.hyp import (
     kvm_pgtable_hyp_destroy,
     kvm_pgtable_hyp_init,
@@ -113,6 +139,11 @@ __all__ = [
     "V6_19",
     "BehaviourProfile",
     "EventLog",
+    "PageAlloc",
+    "PageFree",
+    "TlbiVmid",
+    "TlbiVmidIpa",
+    "TlbiVmidRange",
     "KvmCaps",
     "KvmMmuMemoryCache",
     "KvmPgtable",
@@ -158,4 +189,7 @@ __all__ = [
     "new_stage2",
     "pkvm_guest_mm_ops",
     "pkvm_host_mm_ops",
+    "stage2_cache_min_pages",
+    "stage2_map_topup",
+    "stage2_vttbr",
 ]

@@ -24,12 +24,29 @@ from s2mmu.arch.memory import PhysMem
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.events import EventLog
 from s2mmu.pgtable.hyp import kvm_pgtable_hyp_init
-from s2mmu.pgtable.mm import KvmPgtableMmOps, PagePool, Rcu
+from s2mmu.pgtable.mm import (
+    KvmMmuMemoryCache,
+    KvmPgtableMmOps,
+    PagePool,
+    Rcu,
+    kvm_mmu_free_memory_cache,
+    kvm_mmu_topup_memory_cache,
+)
 from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
-from s2mmu.pgtable.pte import Granule, granule
-from s2mmu.pgtable.stage2 import kvm_pgtable_stage2_free_unlinked, kvm_pgtable_stage2_init
+from s2mmu.pgtable.pte import (
+    KVM_PGTABLE_LAST_LEVEL,
+    Granule,
+    granule,
+    kvm_granule_size,
+    kvm_level_supports_block_mapping,
+)
+from s2mmu.pgtable.stage2 import (
+    kvm_pgtable_stage2_free_unlinked,
+    kvm_pgtable_stage2_init,
+    kvm_pgtable_stage2_map,
+)
 from s2mmu.pgtable.table import ForcePteCb, KvmPgtable, KvmS2Mmu
-from s2mmu.pgtable.vtcr import ID_AA64MMFR0_EL1_PARANGE_48, kvm_get_vtcr
+from s2mmu.pgtable.vtcr import ID_AA64MMFR0_EL1_PARANGE_48, kvm_get_vtcr, kvm_get_vttbr
 
 POOL_BASE = 0x80_0000_0000
 """Where table pages come from by default (512 GiB), clear of typical guest RAM PAs."""
@@ -140,3 +157,65 @@ def new_hyp(
     if ret:
         raise MemoryError(f"kvm_pgtable_hyp_init failed: {ret}")
     return pgt
+
+
+def stage2_cache_min_pages(pgt: KvmPgtable) -> int:
+    """Return the table pages one leaf mapping of pgt can need: one per level below the start.
+
+    Kernel: kvm_mmu_cache_min_pages (kvm_stage2_levels(mmu) - 1).
+    """
+    return KVM_PGTABLE_LAST_LEVEL - pgt.start_level
+
+
+def stage2_map_chunk(pgt: KvmPgtable, addr: int, end: int, phys: int, prot: int) -> int:
+    """Return the size of the next piece of [addr, end) one leaf can map (see stage2_map_topup).
+
+    The largest block kvm_pgtable_stage2_map may use where addr and phys are aligned to
+    it and it fits (a page when force_pte_cb asks for pages).
+    """
+    g = pgt.ops.g
+    for level in range(max(pgt.start_level, g.min_block_level), KVM_PGTABLE_LAST_LEVEL):
+        size = kvm_granule_size(level, g)
+        fits = not (addr | phys) & (size - 1) and addr + size <= end
+        forced = pgt.force_pte_cb is not None and pgt.force_pte_cb(addr, addr + size, prot)
+        if kvm_level_supports_block_mapping(level, g) and fits and not forced:
+            return size
+    return g.page_size
+
+
+def stage2_map_topup(pgt: KvmPgtable, addr: int, size: int, phys: int, prot: int,
+                     mc: KvmMmuMemoryCache | None = None, flags: int = 0) -> int:
+    """Map [addr, addr + size) to phys as KVM's callers do: top the memcache up, then map.
+
+    A convenience for building a stage 2 by hand (tests, notebooks): the range is mapped
+    one leaf at a time, the largest block that fits first; before each,
+    the memcache is topped up from the pool with the pages one leaf mapping can need,
+    as kvm_phys_addr_ioremap does before each page and user_mem_abort before each fault.
+    mc: the memcache to use; by default a fresh one whose unused pages go back to the pool
+    at the end (kvm_mmu_free_memory_cache), as KVM frees a vCPU's cache.
+    Returns 0, or the first negative errno (-ENOMEM when the pool runs dry).
+
+    Kernel: kvm_phys_addr_ioremap, user_mem_abort (kvm_mmu_topup_memory_cache with
+    kvm_mmu_cache_min_pages, then kvm_pgtable_stage2_map).
+    """
+    cache = mc if mc is not None else KvmMmuMemoryCache()
+    end, ret = addr + size, 0
+    while addr < end and not ret:
+        chunk = stage2_map_chunk(pgt, addr, end, phys, prot)
+        ret = kvm_mmu_topup_memory_cache(cache, pgt.ops.pool, stage2_cache_min_pages(pgt))
+        if not ret:
+            ret = kvm_pgtable_stage2_map(pgt, addr, chunk, phys, prot, cache, flags)
+        addr, phys = addr + chunk, phys + chunk
+    if mc is None:
+        kvm_mmu_free_memory_cache(cache, pgt.ops.pool)
+    return ret
+
+
+def stage2_vttbr(pgt: KvmPgtable) -> int:
+    """Return the VTTBR_EL2 value for pgt: its PGD and its MMU's VMID.
+
+    Kernel: kvm_get_vttbr.
+    """
+    if pgt.pgd is None:
+        raise ValueError("stage 2 is not initialised (no PGD)")
+    return kvm_get_vttbr(pgt.pgd, pgt.s2_mmu.vmid, pgt.ops.g)

@@ -21,10 +21,13 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import NamedTuple, TypeVar
 
+from s2mmu.arch.reprs import hex_repr
+
 # The kernel's "level unknown" TTL hint (INT_MAX).
 TLBI_TTL_UNKNOWN = 0x7FFFFFFF
 
 
+@hex_repr(decimal=("vmid", "level"))
 class TlbiVmidIpa(NamedTuple):
     """Invalidate stage-2 entries for one IPA (with a TTL level hint) and all stage-1.
 
@@ -37,6 +40,7 @@ class TlbiVmidIpa(NamedTuple):
     nsh: bool = False
 
 
+@hex_repr(decimal=("vmid", "pages"))
 class TlbiVmidRange(NamedTuple):
     """Invalidate stage-2 entries for pages [ipa, ipa + pages * PAGE_SIZE) of a VMID.
 
@@ -49,6 +53,7 @@ class TlbiVmidRange(NamedTuple):
     page_size: int
 
 
+@hex_repr(decimal=("vmid",))
 class TlbiVmid(NamedTuple):
     """Invalidate every entry of a VMID (TLBI VMALLS12E1IS).
 
@@ -58,6 +63,7 @@ class TlbiVmid(NamedTuple):
     vmid: int
 
 
+@hex_repr(decimal=("level",))
 class TlbiHyp(NamedTuple):
     """Invalidate a hypervisor stage-1 VA (TLBI VAE2IS, or VALE2IS for a leaf).
 
@@ -79,6 +85,7 @@ class Isb(NamedTuple):
     """An ISB."""
 
 
+@hex_repr()
 class DcacheCleanInvalPoc(NamedTuple):
     """Clean and invalidate the data cache to the PoC for [pa, pa + size).
 
@@ -89,6 +96,7 @@ class DcacheCleanInvalPoc(NamedTuple):
     size: int
 
 
+@hex_repr()
 class IcacheInvalPou(NamedTuple):
     """Invalidate the instruction cache to the PoU for [pa, pa + size).
 
@@ -99,6 +107,7 @@ class IcacheInvalPou(NamedTuple):
     size: int
 
 
+@hex_repr()
 class PteWrite(NamedTuple):
     """A descriptor changed from old to new at pa (only when descriptor tracing is on)."""
 
@@ -107,18 +116,21 @@ class PteWrite(NamedTuple):
     new: int
 
 
+@hex_repr()
 class PageAlloc(NamedTuple):
     """A page-table page was handed out (from the memcache or the pool)."""
 
     pa: int
 
 
+@hex_repr()
 class PageFree(NamedTuple):
     """A page-table page's last reference was dropped and it went back to the pool."""
 
     pa: int
 
 
+@hex_repr()
 class UseAfterFree(NamedTuple):
     """Software touched a page-table page after it was freed (a model-detected bug)."""
 

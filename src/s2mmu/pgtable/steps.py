@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Callable, Generator
 from typing import Generic, NamedTuple, ParamSpec, TypeVar
 
+from s2mmu.arch.reprs import hex_repr
+
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -26,6 +28,7 @@ WRITE = "write"
 CAS = "cas"
 
 
+@hex_repr()
 class Step(NamedTuple):
     """One pending descriptor access: its kind (read, write, cas) and physical address."""
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from s2mmu.arch.reprs import hex_repr
 from s2mmu.pgtable.errno import EAGAIN, EINVAL, EPERM, ERANGE
 from s2mmu.pgtable.mm import KvmPgtableMmOps
 from s2mmu.pgtable.profile import EagainRule
@@ -345,6 +346,7 @@ def leaf_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
     yield  # pragma: no cover - makes this a generator
 
 
+@hex_repr(decimal=("ret", "level"))
 class Leaf(NamedTuple):
     """kvm_pgtable_get_leaf's result: errno, the entry and its level."""
 
