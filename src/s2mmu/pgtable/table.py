@@ -4,7 +4,8 @@ Kernel: struct kvm_pgtable, enum kvm_pgtable_stage2_flags, kvm_pgtable_force_pte
 (asm/kvm_pgtable.h); stage2_pte_is_counted (hyp/pgtable.c), which the model makes a
 per-table callback (pte_is_counted_cb, the model's seam: the kernel has one fixed rule)
 so that pKVM's host stage 2 can leave its default identity entries uncounted; the
-fields of struct kvm_s2_mmu that pgtable.c uses (vmid, vtcr, pgt, split_page_cache, split_page_chunk_size; asm/kvm_host.h).
+fields of struct kvm_s2_mmu that pgtable.c uses (vmid, vtcr, pgt, split_page_cache,
+split_page_chunk_size; asm/kvm_host.h).
 """
 
 from __future__ import annotations
