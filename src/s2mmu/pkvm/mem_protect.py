@@ -681,7 +681,7 @@ def __pkvm_host_share_guest(
     Kernel: __pkvm_host_share_guest.
     """
     phys, ipa = hyp_pfn_to_phys(pkvm, pfn), hyp_pfn_to_phys(pkvm, gfn)
-    if prot & ~KVM_PGTABLE_PROT_RWX:
+    if prot & ~int(KVM_PGTABLE_PROT_RWX):
         return -EINVAL
     ret, size = __guest_check_transition_size(pkvm, phys, ipa, nr_pages)
     if ret:
@@ -779,7 +779,7 @@ def __pkvm_host_relax_perms_guest(pkvm: Pkvm, gfn: int, vm: PkvmHypVm, prot: int
     """
     if vm.protected:
         return -EPERM
-    if prot & ~KVM_PGTABLE_PROT_RWX:
+    if prot & ~int(KVM_PGTABLE_PROT_RWX):
         return -EINVAL
     return kvm_pgtable_stage2_relax_perms(vm.pgt, hyp_pfn_to_phys(pkvm, gfn), prot, 0)
 

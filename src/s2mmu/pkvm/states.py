@@ -56,7 +56,7 @@ def pkvm_mkstate(prot: int, state: PkvmPageState) -> KvmPgtableProt:
 
     Kernel: pkvm_mkstate.
     """
-    prot &= ~PKVM_PAGE_STATE_PROT_MASK
+    prot &= ~int(PKVM_PAGE_STATE_PROT_MASK)
     return KvmPgtableProt(prot | (int(state) << _STATE_SHIFT))
 
 
