@@ -21,16 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from s2mmu.pgtable.errno import EAGAIN, EINVAL, ENOENT, EPERM
+from s2mmu.pgtable.invariants import scan_tree
 from s2mmu.pgtable.mm import kvm_mmu_free_memory_cache
-from s2mmu.pgtable.pte import kvm_granule_size, kvm_pte_to_phys, kvm_pte_valid
+from s2mmu.pgtable.pte import kvm_pte_table, kvm_pte_to_phys, kvm_pte_valid
 from s2mmu.pgtable.stage2 import kvm_pgtable_stage2_destroy
-from s2mmu.pgtable.steps import Gen
-from s2mmu.pgtable.walk import (
-    KVM_PGTABLE_WALK_LEAF,
-    KvmPgtableVisitCtx,
-    KvmPgtableWalker,
-    kvm_pgtable_walk,
-)
 from s2mmu.pkvm.errno import EBUSY
 from s2mmu.pkvm.mem_protect import (
     Pkvm,
@@ -51,22 +45,15 @@ class GuestLeaf:
     pte: int
 
 
-def _collect(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
-    out: list[GuestLeaf] = ctx.arg
-    if kvm_pte_valid(ctx.old):
-        g = ctx.mm_ops.g
-        size = kvm_granule_size(ctx.level, g)
-        out.append(GuestLeaf(ctx.addr, kvm_pte_to_phys(ctx.old, g), size, ctx.old))
-    return 0
-    yield  # pragma: no cover - makes this a generator
-
-
 def guest_leaves(vm: PkvmHypVm) -> list[GuestLeaf]:
     """Return every valid leaf of the guest's stage 2, in IPA order."""
-    out: list[GuestLeaf] = []
-    walker = KvmPgtableWalker(_collect, out, KVM_PGTABLE_WALK_LEAF)
-    kvm_pgtable_walk(vm.pgt, 0, 1 << vm.pgt.ia_bits, walker)
-    return out
+    g = vm.pgt.ops.g
+    out = [
+        GuestLeaf(e.ipa, kvm_pte_to_phys(e.pte, g), e.size, e.pte)
+        for e in scan_tree(vm.pgt).entries()
+        if kvm_pte_valid(e.pte) and not kvm_pte_table(e.pte, e.level)
+    ]
+    return sorted(out, key=lambda leaf: leaf.ipa)
 
 
 def __pkvm_init_vm(pkvm: Pkvm, handle: int, protected: bool) -> PkvmHypVm:
