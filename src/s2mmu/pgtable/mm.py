@@ -102,14 +102,30 @@ class PagePool:
         return self._take(pa)
 
     def alloc_pages_exact(self, n: int) -> int | None:
-        """Return n physically contiguous zeroed pages (each with refcount 1), or None."""
+        """Return n physically contiguous zeroed pages (each with refcount 1), or None.
+
+        Fresh pages first; once the pool's end is reached, a run of n freed pages.
+        """
         size = n * self.g.page_size
         if self._next + size > self.base + self.npages * self.g.page_size:
-            return None
+            return self._alloc_freed_run(n)
         pa, self._next = self._next, self._next + size
         for i in range(n):
             self._take(pa + i * self.g.page_size)
         return pa
+
+    def _alloc_freed_run(self, n: int) -> int | None:
+        """Take n contiguous pages from the freed ones, lowest run first, or None."""
+        page = self.g.page_size
+        free = set(self._free)
+        for pa in sorted(free):
+            if all(pa + i * page in free for i in range(n)):
+                run = {pa + i * page for i in range(n)}
+                self._free = [f for f in self._free if f not in run]
+                for i in range(n):
+                    self._take(pa + i * page)
+                return pa
+        return None
 
     def free(self, pa: int) -> None:
         """Return a page to the pool (its contents are gone)."""
