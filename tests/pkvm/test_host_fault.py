@@ -139,3 +139,17 @@ def test_stores_move_their_bytes_once_every_page_translates(pkvm: Pkvm) -> None:
         va(RAM_BASE + 2 * SZ_4K), 2
     )
     assert pkvm.env.mem.read_bytes(RAM_BASE + 2 * SZ_4K - 2, 2) != b"wx"
+
+
+def test_outcomes_read_as_one_line_with_hex_addresses() -> None:
+    assert str(HostMapped(0x4000_0000)) == "mapped the block holding 0x40000000"
+    assert str(HostRetry(0x4000_0000)) == "-EAGAIN: 0x40000000 already mapped, retry"
+    assert str(InjectedDataAbort(0x1000)) == "data abort injected at 0x1000"
+    assert str(InjectedSea(0x1000)) == "SEA injected at 0x1000"
+    assert str(ZeropadFixedUp(b"\x01\x00", 0x2000)) == "fixed up at FAR 0x2000: 0100"
+    assert str(HostOops(0x2000, 2)) == "Oops: kernel data abort at stage 2, FAR 0x2000"
+    assert str(HostSeaPanic(0x2000)) == "panic: SEA in the kernel, FAR 0x2000"
+    assert str(AccessDone(b"\xab")) == "done: ab"
+    assert str(HostAccessHypPanic(HypPanic(0x3000, -EPERM))) == (
+        "hyp BUG_ON: host_stage2_idmap(0x3000) = -EPERM"
+    )

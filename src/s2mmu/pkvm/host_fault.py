@@ -52,12 +52,18 @@ class HostMapped:
 
     addr: int
 
+    def __str__(self) -> str:
+        return f"mapped the block holding {self.addr:#x}"
+
 
 @dataclass(frozen=True)
 class HostRetry:
     """-EAGAIN: the address was mapped meanwhile (another CPU); the host retries."""
 
     addr: int
+
+    def __str__(self) -> str:
+        return f"-EAGAIN: {self.addr:#x} already mapped, retry"
 
 
 @dataclass(frozen=True)
@@ -66,12 +72,18 @@ class InjectedDataAbort:
 
     addr: int
 
+    def __str__(self) -> str:
+        return f"data abort injected at {self.addr:#x}"
+
 
 @dataclass(frozen=True)
 class InjectedSea:
     """A synchronous external abort injected into the host at addr (nothing mapped)."""
 
     addr: int
+
+    def __str__(self) -> str:
+        return f"SEA injected at {self.addr:#x}"
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,9 @@ class AccessDone:
 
     data: bytes
 
+    def __str__(self) -> str:
+        return f"done: {self.data.hex()}"
+
 
 @dataclass(frozen=True)
 class ZeropadFixedUp:
@@ -150,6 +165,9 @@ class ZeropadFixedUp:
 
     data: bytes
     far: int
+
+    def __str__(self) -> str:
+        return f"fixed up at FAR {self.far:#x}: {self.data.hex()}"
 
 
 @dataclass(frozen=True)
@@ -159,6 +177,9 @@ class HostOops:
     far: int
     stage: int
 
+    def __str__(self) -> str:
+        return f"Oops: kernel data abort at stage {self.stage}, FAR {self.far:#x}"
+
 
 @dataclass(frozen=True)
 class HostSeaPanic:
@@ -166,12 +187,18 @@ class HostSeaPanic:
 
     far: int
 
+    def __str__(self) -> str:
+        return f"panic: SEA in the kernel, FAR {self.far:#x}"
+
 
 @dataclass(frozen=True)
 class HostAccessHypPanic:
     """The hypervisor panicked handling the host's abort."""
 
     panic: HypPanic
+
+    def __str__(self) -> str:
+        return str(self.panic)
 
 
 AccessOutcome = AccessDone | ZeropadFixedUp | HostOops | HostSeaPanic | HostAccessHypPanic
