@@ -170,3 +170,20 @@ def test_cache_maintenance_is_skipped_with_fwb() -> None:
     ops.icache_inval_pou(0x1000, 0x1000)
     assert env.events.of_type(DcacheCleanInvalPoc) == []
     assert env.events.of_type(IcacheInvalPou) == [IcacheInvalPou(0x1000, 0x1000)]
+
+
+def test_exact_allocation_reuses_a_freed_run_once_the_pool_end_is_reached() -> None:
+    from s2mmu.arch.memory import PhysMem
+    from s2mmu.pgtable.mm import PagePool
+    from s2mmu.pgtable.pte import granule
+
+    pool = PagePool(PhysMem(), granule(12), 0x10_0000, 4)
+    a = pool.alloc_pages_exact(2)
+    b = pool.alloc_pages_exact(2)
+    assert (a, b) == (0x10_0000, 0x10_2000)
+    assert pool.alloc_pages_exact(2) is None
+    pool.free(0x10_0000)
+    assert pool.alloc_pages_exact(2) is None  # one freed page is not a run of two
+    pool.free(0x10_1000)
+    assert pool.alloc_pages_exact(2) == 0x10_0000
+    assert pool.in_use() == 4

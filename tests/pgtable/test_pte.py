@@ -101,3 +101,34 @@ def test_counted_means_non_zero_and_locked_means_invalid_with_bit_10() -> None:
 
 def test_owner_annotation_lives_in_bits_9_2() -> None:
     assert kvm_init_invalid_leaf_owner(1) == 1 << 2
+
+
+def test_owner_annotation_reads_back_as_the_typed_owner() -> None:
+    from s2mmu.pgtable.pte import (
+        KVM_INVALID_PTE_LOCKED,
+        KVM_MAX_OWNER_ID,
+        PkvmComponentId,
+        kvm_invalid_pte_owner,
+    )
+
+    assert KVM_MAX_OWNER_ID == 255
+    for owner in (
+        PkvmComponentId.PKVM_ID_HYP,
+        PkvmComponentId.PKVM_ID_FFA,
+        PkvmComponentId.PKVM_ID_GUEST,
+    ):
+        pte = kvm_init_invalid_leaf_owner(owner)
+        assert pte == int(owner) << 2
+        assert kvm_invalid_pte_owner(pte) is owner
+    assert kvm_invalid_pte_owner(0) is None
+    assert kvm_invalid_pte_owner(KVM_INVALID_PTE_LOCKED) is None
+    assert kvm_invalid_pte_owner(0x4000_0000 | 0b11 | 1 << 2) is None
+
+
+def test_unknown_owner_id_is_a_model_error() -> None:
+    import pytest
+
+    from s2mmu.pgtable.pte import kvm_invalid_pte_owner
+
+    with pytest.raises(ValueError):
+        kvm_invalid_pte_owner(kvm_init_invalid_leaf_owner(200))

@@ -32,6 +32,7 @@ from s2mmu.pgtable.invariants import check_refcounts, scan_tree
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, __kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.prot import KvmPgtableProt, kvm_pgtable_stage2_pte_prot
 from s2mmu.pgtable.pte import (
+    KVM_MAX_OWNER_ID,
     KVM_PTE_LEAF_ATTR_LO_S2_AF,
     kvm_pte_to_phys,
     kvm_pte_valid,
@@ -447,7 +448,7 @@ def test_owner_annotations_are_counted_invalid_entries_cleared_by_unmap(
     assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, 2 * SZ_4K, mc, 1) == 0
     assert raw(pgt, SZ_2M) == 1 << 2
     assert check_refcounts(scan_tree(pgt)) == []
-    assert kvm_pgtable_stage2_set_owner(pgt, 0, SZ_4K, mc, 2) == -EINVAL
+    assert kvm_pgtable_stage2_set_owner(pgt, 0, SZ_4K, mc, KVM_MAX_OWNER_ID + 1) == -EINVAL
     tables = tables_in_use(env, mc)
     assert kvm_pgtable_stage2_unmap(pgt, SZ_2M, 2 * SZ_4K) == 0
     assert raw(pgt, SZ_2M) == 0 and tables_in_use(env, mc) == tables - 2
@@ -636,3 +637,42 @@ Stage2AgainstReference.TestCase.settings = settings(
     max_examples=30, stateful_step_count=20, deadline=None
 )
 TestStage2AgainstReference = Stage2AgainstReference.TestCase
+
+
+def _default_leaves_uncounted(pte: int, level: int) -> bool:
+    """A host-like rule: valid RWX leaves without software bits are not counted."""
+    if not pte & 1:
+        return pte != 0
+    return kvm_pgtable_stage2_pte_prot(pte) != RWX
+
+
+def test_per_table_counted_rule_governs_every_reference(env: PgtableEnv) -> None:
+    pgt = new_stage2(env, 40, pte_is_counted_cb=_default_leaves_uncounted)
+    mc = memcache(env)
+    assert kvm_pgtable_stage2_map(pgt, 0, 4 * SZ_4K, 0, RWX, mc) == 0
+    tree = scan_tree(pgt)
+    assert check_refcounts(tree) == []
+    (leaf_table,) = [page for page, (_, lvl) in tree.tables.items() if lvl == 3]
+    assert pgt.ops.page_count(leaf_table) == 1  # four default leaves, none counted
+    # A software-bit change makes the entry counted, and back.
+    shared = RWX | P.SW0
+    assert kvm_pgtable_stage2_map(pgt, 0, SZ_4K, 0, shared, mc) == 0
+    assert pgt.ops.page_count(leaf_table) == 2
+    assert check_refcounts(scan_tree(pgt)) == []
+    assert kvm_pgtable_stage2_set_owner(pgt, SZ_4K, SZ_4K, mc, 1) == 0
+    assert pgt.ops.page_count(leaf_table) == 3
+    assert kvm_pgtable_stage2_unmap(pgt, 0, 4 * SZ_4K) == 0
+    assert check_refcounts(scan_tree(pgt)) == []
+    assert leaf_table not in scan_tree(pgt).tables  # emptied by the table's own rule
+
+
+def test_block_over_a_table_of_uncounted_leaves_frees_it_by_the_tables_rule(
+    env: PgtableEnv,
+) -> None:
+    pgt = new_stage2(env, 40, pte_is_counted_cb=_default_leaves_uncounted)
+    mc = memcache(env)
+    assert kvm_pgtable_stage2_map(pgt, 0, SZ_4K, 0, RWX, mc) == 0
+    warns = len(env.events.of_type(Warn))
+    assert kvm_pgtable_stage2_map(pgt, 0, SZ_2M, 0, RWX, mc) == 0
+    assert len(env.events.of_type(Warn)) == warns
+    assert check_refcounts(scan_tree(pgt)) == []

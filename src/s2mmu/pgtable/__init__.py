@@ -71,6 +71,7 @@ from s2mmu.pgtable.prot import (
     kvm_pgtable_hyp_pte_prot,
     kvm_pgtable_stage2_pte_prot,
 )
+from s2mmu.pgtable.pte import PkvmComponentId, kvm_invalid_pte_owner
 from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_create_unlinked,
     kvm_pgtable_stage2_destroy,
@@ -92,6 +93,8 @@ from s2mmu.pgtable.table import (
     KVM_PGTABLE_S2_NOFWB,
     KvmPgtable,
     KvmS2Mmu,
+    PteIsCountedCb,
+    kvm_pgtable_pte_is_counted,
 )
 from s2mmu.pgtable.vtcr import kvm_get_vtcr, kvm_get_vttbr
 from s2mmu.pgtable.walk import (
@@ -155,10 +158,13 @@ __all__ = [
     "KvmS2Mmu",
     "Leaf",
     "PgtableEnv",
+    "PkvmComponentId",
+    "PteIsCountedCb",
     "errname",
     "kvm_get_vtcr",
     "kvm_get_vttbr",
     "kvm_hyp_mm_ops",
+    "kvm_invalid_pte_owner",
     "kvm_mmu_free_memory_cache",
     "kvm_mmu_topup_memory_cache",
     "kvm_pgtable_get_leaf",
@@ -167,6 +173,7 @@ __all__ = [
     "kvm_pgtable_hyp_map",
     "kvm_pgtable_hyp_pte_prot",
     "kvm_pgtable_hyp_unmap",
+    "kvm_pgtable_pte_is_counted",
     "kvm_pgtable_stage2_create_unlinked",
     "kvm_pgtable_stage2_destroy",
     "kvm_pgtable_stage2_flush",

@@ -45,7 +45,7 @@ from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_init,
     kvm_pgtable_stage2_map,
 )
-from s2mmu.pgtable.table import ForcePteCb, KvmPgtable, KvmS2Mmu
+from s2mmu.pgtable.table import ForcePteCb, KvmPgtable, KvmS2Mmu, PteIsCountedCb
 from s2mmu.pgtable.vtcr import ID_AA64MMFR0_EL1_PARANGE_48, kvm_get_vtcr, kvm_get_vttbr
 
 POOL_BASE = 0x80_0000_0000
@@ -129,6 +129,7 @@ def new_stage2(
     flags: int = 0,
     force_pte_cb: ForcePteCb | None = None,
     mm_ops: KvmPgtableMmOps | None = None,
+    pte_is_counted_cb: PteIsCountedCb | None = None,
     mmfr0: int = ID_AA64MMFR0_EL1_PARANGE_48,
     mmfr1: int = 0b0010 << 4,
 ) -> KvmPgtable:
@@ -139,7 +140,8 @@ def new_stage2(
     vtcr = kvm_get_vtcr(mmfr0, mmfr1, ipa_bits, env.g, env.caps)
     mmu = KvmS2Mmu(vmid=vmid, vtcr=vtcr)
     pgt = KvmPgtable()
-    ret = kvm_pgtable_stage2_init(pgt, mmu, mm_ops or kvm_s2_mm_ops(env), flags, force_pte_cb)
+    ops = mm_ops or kvm_s2_mm_ops(env)
+    ret = kvm_pgtable_stage2_init(pgt, mmu, ops, flags, force_pte_cb, pte_is_counted_cb)
     if ret:
         raise MemoryError(f"kvm_pgtable_stage2_init failed: {ret}")
     return pgt

@@ -54,7 +54,7 @@ from s2mmu.pgtable.pte import (
     kvm_pte_valid,
     stage2_pte_is_locked,
 )
-from s2mmu.pgtable.table import KvmPgtable
+from s2mmu.pgtable.table import KvmPgtable, kvm_pgtable_pte_is_counted
 from s2mmu.pgtable.walk import kvm_pgd_pages
 
 # Bits a live stage-2 leaf may change without break-before-make: S2AP, XN, AF, DBM, SW.
@@ -111,11 +111,11 @@ class TreeModel:
     def _page(self, ptep: int) -> int:
         return ptep & ~(self.g.page_size - 1)
 
-    def _account(self, ptep: int, pte: int, sign: int) -> None:
+    def _account(self, ptep: int, pte: int, level: int, sign: int) -> None:
         page = self._page(ptep)
         if stage2_pte_is_locked(pte):
             self.locked[page] += sign
-        elif pte:
+        elif kvm_pgtable_pte_is_counted(self.pgt, pte, level):
             self.counted[page] += sign
 
     def _add_table(
@@ -133,7 +133,7 @@ class TreeModel:
         self, ptep: int, pte: int, ipa: int, level: int, added: list[Entry] | None = None
     ) -> None:
         self.ptes[ptep] = pte
-        self._account(ptep, pte, +1)
+        self._account(ptep, pte, level, +1)
         if added is not None:
             added.append(Entry(ptep, pte, ipa, level, 1 << kvm_granule_shift(level, self.g)))
         if kvm_pte_table(pte, level):
@@ -180,7 +180,7 @@ class TreeModel:
             return []
         ipa, level, _ = where
         old = self.ptes.pop(ptep, 0)
-        self._account(ptep, old, -1)
+        self._account(ptep, old, level, -1)
         child = kvm_pte_to_phys(old, self.g)
         if kvm_pte_table(old, level) and child in self.tables:
             self._remove_table(child)

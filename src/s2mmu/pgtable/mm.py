@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from s2mmu.arch.memory import PAGE_SIZE as PHYS_PAGE_SIZE
 from s2mmu.arch.memory import PhysMem
@@ -42,6 +43,9 @@ from s2mmu.pgtable.events import (
 from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
 from s2mmu.pgtable.pte import Granule
 from s2mmu.pgtable.steps import Gen
+
+if TYPE_CHECKING:
+    from s2mmu.pgtable.table import KvmPgtable
 
 KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE = 40
 
@@ -98,14 +102,30 @@ class PagePool:
         return self._take(pa)
 
     def alloc_pages_exact(self, n: int) -> int | None:
-        """Return n physically contiguous zeroed pages (each with refcount 1), or None."""
+        """Return n physically contiguous zeroed pages (each with refcount 1), or None.
+
+        Fresh pages first; once the pool's end is reached, a run of n freed pages.
+        """
         size = n * self.g.page_size
         if self._next + size > self.base + self.npages * self.g.page_size:
-            return None
+            return self._alloc_freed_run(n)
         pa, self._next = self._next, self._next + size
         for i in range(n):
             self._take(pa + i * self.g.page_size)
         return pa
+
+    def _alloc_freed_run(self, n: int) -> int | None:
+        """Take n contiguous pages from the freed ones, lowest run first, or None."""
+        page = self.g.page_size
+        free = set(self._free)
+        for pa in sorted(free):
+            if all(pa + i * page in free for i in range(n)):
+                run = {pa + i * page for i in range(n)}
+                self._free = [f for f in self._free if f not in run]
+                for i in range(n):
+                    self._take(pa + i * page)
+                return pa
+        return None
 
     def free(self, pa: int) -> None:
         """Return a page to the pool (its contents are gone)."""
@@ -214,7 +234,7 @@ class Rcu:
                 item[1]()
 
 
-FreeUnlinked = Callable[["KvmPgtableMmOps", int, int], Gen[None]]
+FreeUnlinked = Callable[["KvmPgtableMmOps", int, int, "KvmPgtable | None"], Gen[None]]
 CacheOp = Callable[[int, int], None]
 
 
@@ -345,17 +365,21 @@ class KvmPgtableMmOps:
             self.pool.free(page)
             self.events.record(PageFree(page))
 
-    def free_unlinked_table(self, childp: int, level: int) -> Gen[None]:
+    def free_unlinked_table(
+        self, childp: int, level: int, pgt: KvmPgtable | None = None
+    ) -> Gen[None]:
         """Free a table detached from the tree: after a grace period, or now without RCU.
+
+        pgt, when given, is the table it was detached from (its counted-entry rule).
 
         Kernel: stage2_free_unlinked_table, stage2_free_unlinked_table_rcu_cb.
         """
         if self.rcu is None:
-            yield from self._free_unlinked(self, childp, level)
+            yield from self._free_unlinked(self, childp, level, pgt)
             return
         from s2mmu.pgtable.steps import run
 
-        self.rcu.call_rcu(lambda: run(self._free_unlinked(self, childp, level)))
+        self.rcu.call_rcu(lambda: run(self._free_unlinked(self, childp, level, pgt)))
 
     def get_page(self, addr: int) -> None:
         """Take a reference on the page holding addr.

@@ -19,6 +19,7 @@ kvm_init_invalid_leaf_owner, stage2_pte_is_counted, stage2_pte_is_locked).
 
 from __future__ import annotations
 
+import enum
 from functools import cache
 from typing import NamedTuple
 
@@ -64,7 +65,26 @@ KVM_PTE_LEAF_ATTR_S2_PERMS = (
 )
 
 KVM_INVALID_PTE_OWNER_MASK = mask(9, 2)
-KVM_MAX_OWNER_ID = 1
+KVM_MAX_OWNER_ID = KVM_INVALID_PTE_OWNER_MASK >> 2
+"""FIELD_MAX(KVM_INVALID_PTE_OWNER_MASK), 255: the bound since the 2022 pgtable.c change
+that let pKVM annotate for more owners than the hypervisor (it was 1 before)."""
+
+
+class PkvmComponentId(enum.IntEnum):
+    """Who an invalid-entry annotation says owns the page (the owner id in bits 9:2).
+
+    PKVM_ID_HOST (0) is the page-table owner itself and is never written as an
+    annotation: a host stage-2 entry of 0 is "host, not yet mapped". PKVM_ID_FFA came
+    with pKVM's FF-A proxy (v6.4); PKVM_ID_GUEST, one id for every guest, with
+    donation to protected guests.
+
+    Kernel: enum pkvm_component_id (arch/arm64/kvm/hyp/include/nvhe/mem_protect.h).
+    """
+
+    PKVM_ID_HOST = 0
+    PKVM_ID_HYP = 1
+    PKVM_ID_FFA = 2
+    PKVM_ID_GUEST = 3
 
 # An invalid entry with this bit set marks a break-before-make in progress.
 KVM_INVALID_PTE_LOCKED = 1 << 10
@@ -189,6 +209,24 @@ def kvm_init_invalid_leaf_owner(owner_id: int) -> int:
     Kernel: kvm_init_invalid_leaf_owner.
     """
     return (owner_id << 2) & KVM_INVALID_PTE_OWNER_MASK
+
+
+def kvm_invalid_pte_owner(pte: int) -> PkvmComponentId | None:
+    """Return the owner an invalid entry's annotation names, None if it names none.
+
+    None for a valid entry, an empty one (0: the table owner's, not yet mapped) and the
+    locked entry of a break-before-make. An owner id outside PkvmComponentId is a
+    model error (ValueError): no kernel the profiles cover writes one.
+
+    Kernel: kvm_init_invalid_leaf_owner (the inverse, FIELD_GET of
+    KVM_INVALID_PTE_OWNER_MASK).
+    """
+    if pte & KVM_PTE_VALID or pte & KVM_INVALID_PTE_LOCKED:
+        return None
+    owner = (pte & KVM_INVALID_PTE_OWNER_MASK) >> 2
+    if owner == 0:
+        return None
+    return PkvmComponentId(owner)
 
 
 def stage2_pte_is_counted(pte: int) -> bool:

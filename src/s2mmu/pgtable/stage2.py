@@ -62,11 +62,17 @@ from s2mmu.pgtable.pte import (
     kvm_pte_table,
     kvm_pte_to_phys,
     kvm_pte_valid,
-    stage2_pte_is_counted,
     stage2_pte_is_locked,
 )
 from s2mmu.pgtable.steps import CAS, READ, WRITE, Gen, Step, stepped
-from s2mmu.pgtable.table import KVM_PGTABLE_S2_IDMAP, ForcePteCb, KvmPgtable, KvmS2Mmu
+from s2mmu.pgtable.table import (
+    KVM_PGTABLE_S2_IDMAP,
+    ForcePteCb,
+    KvmPgtable,
+    KvmS2Mmu,
+    PteIsCountedCb,
+    kvm_pgtable_pte_is_counted,
+)
 from s2mmu.pgtable.tlb import (
     __kvm_tlb_flush_vmid_ipa,
     __kvm_tlb_flush_vmid_ipa_nsh,
@@ -94,6 +100,17 @@ from s2mmu.pgtable.walk import (
 
 # ---------------------------------------------------------------------------------------
 # Entry updates: the only ways a visitor changes a stage-2 entry.
+
+
+def stage2_ctx_pte_is_counted(ctx: KvmPgtableVisitCtx, pte: int) -> bool:
+    """Return whether pte, stored at ctx's entry, holds a reference on its table page.
+
+    The walked table's pte_is_counted_cb decides (pKVM's host stage 2 leaves its default
+    identity entries uncounted); without one, any non-zero entry counts.
+
+    Kernel: stage2_pte_is_counted (one fixed rule there; the callback is the model's).
+    """
+    return kvm_pgtable_pte_is_counted(ctx.pgt, pte, ctx.level)
 
 
 def kvm_clear_pte(ctx: KvmPgtableVisitCtx) -> Gen[None]:
@@ -138,7 +155,7 @@ def stage2_try_break_pte(ctx: KvmPgtableVisitCtx, mmu: KvmS2Mmu) -> Gen[bool]:
             kvm_tlb_flush_vmid_range(mmu, ctx.addr & ~(size - 1), size)
         elif kvm_pte_valid(ctx.old):
             __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, ctx.level)
-    if stage2_pte_is_counted(ctx.old):
+    if stage2_ctx_pte_is_counted(ctx, ctx.old):
         mm_ops.put_page(ctx.ptep)
     return True
 
@@ -152,7 +169,7 @@ def stage2_make_pte(ctx: KvmPgtableVisitCtx, new: int) -> Gen[None]:
     yield Step(READ, ctx.ptep)
     if not stage2_pte_is_locked(mm_ops.read_pte(ctx.ptep)):
         mm_ops.warn("stage2_make_pte", "!stage2_pte_is_locked(*ctx->ptep)")
-    if stage2_pte_is_counted(new):
+    if stage2_ctx_pte_is_counted(ctx, new):
         mm_ops.get_page(ctx.ptep)
     yield Step(WRITE, ctx.ptep)
     mm_ops.write_pte(ctx.ptep, new)
@@ -283,8 +300,8 @@ def _stage2_set_sw_bits(ctx: KvmPgtableVisitCtx, new: int) -> Gen[None]:
     Kernel: stage2_map_walker_try_leaf ("If we're only changing software bits").
     """
     mm_ops = ctx.mm_ops
-    old_is_counted = stage2_pte_is_counted(ctx.old)
-    if old_is_counted != stage2_pte_is_counted(new):
+    old_is_counted = stage2_ctx_pte_is_counted(ctx, ctx.old)
+    if old_is_counted != stage2_ctx_pte_is_counted(ctx, new):
         if old_is_counted:
             mm_ops.put_page(ctx.ptep)
         else:
@@ -330,7 +347,7 @@ def stage2_map_walk_table_pre(ctx: KvmPgtableVisitCtx, data: Stage2MapData) -> G
     ret = yield from stage2_map_walker_try_leaf(ctx, data)
     if ret:
         return ret
-    yield from mm_ops.free_unlinked_table(childp, ctx.level)
+    yield from mm_ops.free_unlinked_table(childp, ctx.level, ctx.pgt)
     return 0
 
 
@@ -415,9 +432,12 @@ def kvm_pgtable_stage2_set_owner(
 ) -> Gen[int]:
     """Annotate [addr, addr + size) as owned by owner_id with invalid, counted entries.
 
+    owner_id is a PkvmComponentId (a plain int is accepted); ids above KVM_MAX_OWNER_ID
+    do not fit the annotation and are refused with -EINVAL.
+
     Kernel: kvm_pgtable_stage2_set_owner.
     """
-    if owner_id > KVM_MAX_OWNER_ID:
+    if owner_id < 0 or owner_id > KVM_MAX_OWNER_ID:
         return -EINVAL
     data = Stage2MapData(0, 0, pgt.s2_mmu, mc, True, owner_id=owner_id, annotation=True)
     walker = KvmPgtableWalker(
@@ -452,7 +472,8 @@ def stage2_unmap_put_pte(
             __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, TLBI_TTL_UNKNOWN)
         elif not stage2_unmap_defer_tlb_flush(pgt):
             __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, ctx.level)
-    mm_ops.put_page(ctx.ptep)
+    if stage2_ctx_pte_is_counted(ctx, ctx.old):
+        mm_ops.put_page(ctx.ptep)
 
 
 def stage2_unmap_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
@@ -466,7 +487,7 @@ def stage2_unmap_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
     childp = None
     need_flush = False
     if not kvm_pte_valid(ctx.old):
-        if stage2_pte_is_counted(ctx.old):
+        if stage2_ctx_pte_is_counted(ctx, ctx.old):
             yield from kvm_clear_pte(ctx)
             mm_ops.put_page(ctx.ptep)
         return 0
@@ -724,7 +745,7 @@ def kvm_pgtable_stage2_create_unlinked(
     pgtable = mm_ops.zalloc_page(mc)
     if pgtable is None:
         return -ENOMEM
-    walk = KvmPgtableWalkData(walker, 0, 0, kvm_granule_size(level, g))
+    walk = KvmPgtableWalkData(walker, 0, 0, kvm_granule_size(level, g), pgt)
     ret = yield from __kvm_pgtable_walk(walk, mm_ops, pgtable, level + 1)
     if ret:
         yield from kvm_pgtable_stage2_free_unlinked.steps(mm_ops, pgtable, level)
@@ -785,7 +806,7 @@ def stage2_split_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
     if childp < 0:
         return childp
     if not (yield from stage2_try_break_pte(ctx, mmu)):
-        yield from kvm_pgtable_stage2_free_unlinked.steps(mm_ops, childp, level)
+        yield from kvm_pgtable_stage2_free_unlinked.steps(mm_ops, childp, level, mmu.pgt)
         return -EAGAIN
     yield from stage2_make_pte(ctx, kvm_init_table_pte(childp, mm_ops.g))
     return 0
@@ -817,10 +838,12 @@ def kvm_pgtable_stage2_init(
     mm_ops: KvmPgtableMmOps,
     flags: int = 0,
     force_pte_cb: ForcePteCb | None = None,
+    pte_is_counted_cb: PteIsCountedCb | None = None,
 ) -> int:
     """Initialise a stage 2 from mmu.vtcr: IPA size, start level, concatenated PGD pages.
 
-    The model also links mmu.pgt to pgt (the kernel's caller does it).
+    The model also links mmu.pgt to pgt (the kernel's caller does it). pte_is_counted_cb
+    replaces the rule "any non-zero entry is counted" for this table (pKVM's host).
 
     Kernel: __kvm_pgtable_stage2_init, kvm_pgtable_stage2_init.
     """
@@ -837,6 +860,7 @@ def kvm_pgtable_stage2_init(
     pgt.mmu = mmu
     pgt.flags = flags
     pgt.force_pte_cb = force_pte_cb
+    pgt.pte_is_counted_cb = pte_is_counted_cb
     if mmu.pgt is None:
         mmu.pgt = pgt
     dsb(mm_ops, "ishst")
@@ -858,7 +882,7 @@ def stage2_free_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
     Kernel: stage2_free_walker, stage2_free_leaf, stage2_free_table_post.
     """
     mm_ops = ctx.mm_ops
-    if not stage2_pte_is_counted(ctx.old):
+    if not stage2_ctx_pte_is_counted(ctx, ctx.old):
         return 0
     if visit == KVM_PGTABLE_WALK_LEAF:
         mm_ops.put_page(ctx.ptep)
@@ -912,16 +936,18 @@ def kvm_pgtable_stage2_destroy(pgt: KvmPgtable) -> Gen[None]:
 
 @stepped
 def kvm_pgtable_stage2_free_unlinked(
-    mm_ops: KvmPgtableMmOps, pgtable: int, level: int
+    mm_ops: KvmPgtableMmOps, pgtable: int, level: int, pgt: KvmPgtable | None = None
 ) -> Gen[None]:
     """Free a table detached from the tree, with everything below it.
+
+    pgt, when given, is the table it came from: its counted-entry rule applies.
 
     Kernel: kvm_pgtable_stage2_free_unlinked.
     """
     walker = KvmPgtableWalker(
         stage2_free_walker, None, KVM_PGTABLE_WALK_LEAF | KVM_PGTABLE_WALK_TABLE_POST
     )
-    data = KvmPgtableWalkData(walker, 0, 0, kvm_granule_size(level, mm_ops.g))
+    data = KvmPgtableWalkData(walker, 0, 0, kvm_granule_size(level, mm_ops.g), pgt)
     if (yield from __kvm_pgtable_walk(data, mm_ops, pgtable, level + 1)):
         mm_ops.warn("kvm_pgtable_stage2_free_unlinked", "__kvm_pgtable_walk() != 0")
     if mm_ops.page_count(pgtable) != 1:

@@ -1,8 +1,11 @@
 """The page-table and stage-2 MMU structures.
 
 Kernel: struct kvm_pgtable, enum kvm_pgtable_stage2_flags, kvm_pgtable_force_pte_cb_t
-(asm/kvm_pgtable.h); the fields of struct kvm_s2_mmu that pgtable.c uses (vmid, vtcr,
-pgt, split_page_cache, split_page_chunk_size; asm/kvm_host.h).
+(asm/kvm_pgtable.h); stage2_pte_is_counted (hyp/pgtable.c), which the model makes a
+per-table callback (pte_is_counted_cb, the model's seam: the kernel has one fixed rule)
+so that pKVM's host stage 2 can leave its default identity entries uncounted; the
+fields of struct kvm_s2_mmu that pgtable.c uses (vmid, vtcr, pgt, split_page_cache,
+split_page_chunk_size; asm/kvm_host.h).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ KVM_PGTABLE_S2_IDMAP = KvmPgtableStage2Flags.IDMAP
 
 # force_pte_cb(addr, end, prot) -> bool: map at page granularity only.
 ForcePteCb = Callable[[int, int, int], bool]
+
+# pte_is_counted_cb(pte, level) -> bool: the entry holds a reference on its table page.
+PteIsCountedCb = Callable[[int, int], bool]
 
 
 @dataclass
@@ -63,6 +69,7 @@ class KvmPgtable:
     flags: int = 0
     force_pte_cb: ForcePteCb | None = None
     mmu: KvmS2Mmu | None = None
+    pte_is_counted_cb: PteIsCountedCb | None = None
 
     @property
     def ops(self) -> KvmPgtableMmOps:
@@ -77,3 +84,26 @@ class KvmPgtable:
         if self.mmu is None:
             raise ValueError("not a stage-2 page table (no kvm_s2_mmu)")
         return self.mmu
+
+
+def default_pte_is_counted(pte: int, level: int) -> bool:
+    """Return whether pte is counted by the kernel's rule: any non-zero entry.
+
+    Kernel: stage2_pte_is_counted (hyp/pgtable.c).
+    """
+    return pte != 0
+
+
+def kvm_pgtable_pte_is_counted(pgt: KvmPgtable | None, pte: int, level: int) -> bool:
+    """Return whether pte, at level of pgt, holds a reference on its table page.
+
+    The table's pte_is_counted_cb decides when it has one (pKVM's host stage 2);
+    otherwise any non-zero entry counts. A valid table entry is always counted.
+
+    Kernel: stage2_pte_is_counted (one fixed rule there; the callback is the model's).
+    """
+    if pgt is None or pgt.pte_is_counted_cb is None:
+        return pte != 0
+    if pte & 1 and pte & 2 and level < 3:
+        return True
+    return pgt.pte_is_counted_cb(pte, level)

@@ -92,6 +92,7 @@ class KvmPgtableVisitCtx(NamedTuple):
     end: int
     level: int
     flags: int
+    pgt: KvmPgtable | None = None
 
 
 Visitor = Callable[[KvmPgtableVisitCtx, int], Gen[int]]
@@ -115,13 +116,21 @@ class KvmPgtableWalkData:
     Kernel: struct kvm_pgtable_walk_data.
     """
 
-    __slots__ = ("walker", "start", "addr", "end")
+    __slots__ = ("walker", "start", "addr", "end", "pgt")
 
-    def __init__(self, walker: KvmPgtableWalker, start: int, addr: int, end: int) -> None:
+    def __init__(
+        self,
+        walker: KvmPgtableWalker,
+        start: int,
+        addr: int,
+        end: int,
+        pgt: KvmPgtable | None = None,
+    ) -> None:
         self.walker = walker
         self.start = start
         self.addr = addr
         self.end = end
+        self.pgt = pgt
 
 
 def kvm_pgtable_walk_shared(ctx: KvmPgtableVisitCtx) -> bool:
@@ -209,7 +218,7 @@ def __kvm_pgtable_visit(
     yield Step(READ, ptep)
     ctx = KvmPgtableVisitCtx(
         ptep, mm_ops.read_pte(ptep), data.walker.arg, mm_ops,
-        data.start, data.addr, data.end, level, flags,
+        data.start, data.addr, data.end, level, flags, data.pgt,
     )  # fmt: skip
     ret = 0
     reload = False
@@ -314,7 +323,8 @@ def kvm_pgtable_walk(pgt: KvmPgtable, addr: int, size: int, walker: KvmPgtableWa
     mm_ops = pgt.ops
     page_mask = mm_ops.g.page_size - 1
     start = addr & ~page_mask
-    data = KvmPgtableWalkData(walker, start, start, (start + size + page_mask) & ~page_mask)
+    end = (start + size + page_mask) & ~page_mask
+    data = KvmPgtableWalkData(walker, start, start, end, pgt)
     token = kvm_pgtable_walk_begin(mm_ops, walker)
     if token < 0:
         return token
