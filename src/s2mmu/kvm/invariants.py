@@ -75,10 +75,21 @@ def _dirty(kvm: Kvm, slot: Memslot, gfn: int) -> bool:
     return bitmap is not None and bool(bitmap[rel >> 3] >> (rel & 7) & 1)
 
 
+def _all_dirty(kvm: Kvm, slot: Memslot, gfn: int, npages: int) -> bool:
+    """Return whether every page of [gfn, gfn + npages) is dirty in the slot's bitmap."""
+    bitmap = kvm.dirty_bitmap.get(slot.id)
+    if bitmap is None:
+        return False
+    rel = gfn - slot.base_gfn
+    lo, hi = rel >> 3, (rel + npages + 7) >> 3
+    bits = int.from_bytes(bitmap[lo:hi], "little") >> (rel & 7)
+    return bits & ((1 << npages) - 1) == (1 << npages) - 1
+
+
 def check_refcounts(kvm: Kvm) -> list[str]:
-    """Return pages holding a reference beyond their host mapping's."""
+    """Return pages holding a reference beyond their host mapping's (none once unmapped)."""
     return [f"host page {f.pa:#x} has refcount {f.refcount} (a pin was not released)"
-            for f in kvm.host.folios.values() if f.refcount != 1]
+            for f in kvm.host.folios.values() if f.refcount != (1 if f.mapped else 0)]
 
 
 def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[str]:
@@ -95,7 +106,7 @@ def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[str]:
     vma = kvm.host.vma_lookup(hva)
     if memslot_is_logging(first) and leaf_writable(leaf):
         npages = leaf.size >> PAGE_SHIFT
-        if leaf.size > PAGE_SIZE and not all(_dirty(kvm, first, gfn + i) for i in range(npages)):
+        if leaf.size > PAGE_SIZE and not _all_dirty(kvm, first, gfn, npages):
             bad.append(f"{where}: writable block in logging slot {first.id}")
         elif leaf.size == PAGE_SIZE and not _dirty(kvm, first, gfn):
             bad.append(f"{where}: writable page in logging slot {first.id} but not dirty")
