@@ -258,26 +258,28 @@ def run_race(world: World, it: Item, race: dict[str, Any]) -> None:
     host_event(world, it, race["do"], race["hva"], race["size"])
 
 
-def host_event(world: World, it: Item, do: str, hva: int, size: int) -> str:
-    """Run munmap / madvise / migrate / hwpoison; return a summary.
+def host_event(world: World, it: Item, do: str, hva: int, size: int) -> tuple[str, int]:
+    """Run munmap / madvise / migrate / hwpoison; return a summary and 0 or the -errno.
 
-    A host event the host cannot do (hwpoison where nothing is mapped) is a scenario
-    error naming the event's field.
+    An operation the kernel refuses (-EINVAL, -ENOMEM ...) is a result of the step. A
+    host event the host cannot do (hwpoison where nothing is mapped) is a scenario error
+    naming the event's field.
     """
     h = world.host
+    err = 0
     try:
         if do == "munmap":
-            h.munmap(hva, size)
+            err = h.munmap(hva, size)
         elif do == "madvise":
-            h.madvise_dontneed(hva, size)
+            err = h.madvise_dontneed(hva, size)
         elif do == "migrate":
             moved = h.migrate(hva)
-            return f"migrate HVA {hva:#x}: {'moved' if moved else 'refused (pinned or absent)'}"
+            return f"migrate HVA {hva:#x}: {'moved' if moved else 'refused (pinned or absent)'}", 0
         else:
-            h.hwpoison(hva)
+            err = h.hwpoison(hva)
     except ValueError as e:
         raise it.error("race" if "race" in it.fields else "hva", str(e)) from None
-    return f"{do} HVA {hva:#x}+{size_name(size)}"
+    return f"{do} HVA {hva:#x}+{size_name(size)}" + (f": {errname(err)}" if err else ""), err
 
 
 def access_step(world: World, it: Item, rec: dict[str, Any]) -> str:
@@ -376,7 +378,8 @@ def run_event(world: World, it: Item) -> dict[str, Any]:
             rec["summary"] = f"mmap {vma.name or vma.kind.value} HVA {vma.start:#x}+" \
                 f"{size_name(vma.end - vma.start)}"
         elif do in ("munmap", "madvise", "migrate", "hwpoison"):
-            rec["summary"] = host_event(world, it, do, it.get("hva"), it.get("size", 4096))
+            rec["summary"], err = host_event(world, it, do, it.get("hva"), it.get("size", 4096))
+            rec["error"] = errname(err) if err else None
         elif do in ("memslot", "move_memslot", "delete_memslot"):
             sid = it.get("slot", 0)
             old = kvm.memslots.get(sid)
@@ -453,7 +456,10 @@ def check_expectations(world: World, it: Item, rec: dict[str, Any]) -> list[str]
         got = maps[-1] if maps else "none"
         if got != f["expect_mapping"]:
             bad.append(f"expected mapping {f['expect_mapping']}, got {got}")
-    if "expect_errno" in f:
+    if "expect_errno" in f and f.get("do") in ("munmap", "madvise", "migrate", "hwpoison"):
+        if rec.get("error") != "-" + f["expect_errno"].lstrip("-"):
+            bad.append(f"expected errno {f['expect_errno']}, got {rec.get('error') or 'none'}")
+    elif "expect_errno" in f:
         errs = [x["result_text"] for x in rec["faults"] if x["result"] == "error"]
         if not errs or f["expect_errno"] not in errs[-1]:
             bad.append(f"expected KVM_RUN error {f['expect_errno']}, got {errs or 'none'}")

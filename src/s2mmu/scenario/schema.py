@@ -38,7 +38,7 @@ FAULT_EXPECTS = {"expect", "expect_mapping", "expect_errno"}
 EVENT_KIND_KEYS: dict[str, set[str]] = {
     **{k: {"vcpu", "va", "ipa", "syndrome", "race"} | FAULT_EXPECTS for k in ACCESS},
     "abort": {"vcpu", "esr", "far", "hpfar"} | FAULT_EXPECTS,
-    **{k: {"hva", "size"} for k in HOST_EVENTS},
+    **{k: {"hva", "size", "expect_errno"} for k in HOST_EVENTS},
     "mmap": VMA_KEYS,
     "dirty_log_enable": {"slot"}, "dirty_log_disable": {"slot"},
     "get_dirty_log": {"slot", "expect_dirty", "expect_dirty_count"},
