@@ -11,9 +11,6 @@ from hypothesis import strategies as st
 
 from s2mmu.arch.memory import PhysMem
 from s2mmu.kvm.errno import EBUSY, EFAULT
-from s2mmu.kvm.invariants import check_invariants
-from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES
-from s2mmu.kvm.vm import Kvm, KvmVcpu, kvm_set_memory_region
 from s2mmu.kvm.host import (
     PAGE_SIZE,
     PMD_SIZE,
@@ -24,6 +21,9 @@ from s2mmu.kvm.host import (
     Vma,
     VmaKind,
 )
+from s2mmu.kvm.invariants import check_invariants
+from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES
+from s2mmu.kvm.vm import Kvm, KvmVcpu, kvm_set_memory_region
 from s2mmu.pgtable.errno import EINVAL, ENOMEM
 from tests.kvm.helpers import FWB_DIC, new_vm, touch
 
@@ -259,7 +259,8 @@ def vma_of(kind: str, index: int, npages: int, offset: int) -> Vma:
         start = HVA + index * REGION
         return Vma(start, start + PUD_SIZE, VmaKind.HUGETLB, hugetlb_shift=30)
     if kind == "pfnmap":
-        return Vma(start, start + npages * PAGE_SIZE, VmaKind.PFNMAP, pfn_base=BAR_PA + index * REGION)
+        return Vma(start, start + npages * PAGE_SIZE, VmaKind.PFNMAP,
+                   pfn_base=BAR_PA + index * REGION)
     return Vma(start, start + npages * PAGE_SIZE,
                VmaKind.FILE if kind == "file" else VmaKind.ANON, thp=kind == "thp")
 
@@ -321,7 +322,8 @@ def ref_madvise(ref: Ref, start: int, length: int) -> int:
     if end == start:
         return 0
     err, cursor = 0, start
-    for v in sorted((v for v in ref.vmas if v.start < end and start < v.end), key=lambda v: v.start):
+    for v in sorted((v for v in ref.vmas if v.start < end and start < v.end),
+                    key=lambda v: v.start):
         if cursor < v.start:
             err = -ENOMEM
         lo, hi = max(cursor, v.start), min(end, v.end)

@@ -21,7 +21,6 @@ from s2mmu.kvm.vm import (
 from s2mmu.pgtable.errno import EINVAL, ENOENT
 from s2mmu.pgtable.tlb import kvm_tlb_flush_vmid_range
 
-
 _NONZERO = re.compile(b"[^\\x00]")
 
 

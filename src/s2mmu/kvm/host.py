@@ -184,8 +184,9 @@ class Folio:
 
     refcount is 1 for the host mapping (however many of its pages are mapped) plus one
     per get_user_pages() pin. mapped counts the 4K pages of the folio still mapped (a
-    THP partly unmapped after split_huge_pmd; 0 once a pinned page is unmapped). hva is where the folio's first page
-    sits in the address space (folios never move in it: there is no mremap).
+    THP partly unmapped after split_huge_pmd; 0 once a pinned page is unmapped). hva is
+    where the folio's first page sits in the address space (folios never move in it:
+    there is no mremap).
     """
 
     pa: int
