@@ -70,6 +70,19 @@ def test_partial_munmap_of_a_thp_splits_the_pmd_and_keeps_the_rest_at_the_same_p
     assert folio.mapped == 511 and folio.refcount == 1
 
 
+def test_first_mismatch_finds_a_hole_in_the_middle_of_a_2m_range() -> None:
+    host, _ = host_with(thp(), Vma(HVA + (1 << 30), HVA + (1 << 30) + PMD_SIZE, VmaKind.PFNMAP,
+                                   pfn_base=BAR_PA))
+    base = host.populate(HVA)
+    assert host.first_mismatch(HVA, PMD_SIZE, base) is None
+    host.munmap(HVA + 0x5000, PAGE_SIZE)
+    assert host.first_mismatch(HVA, PMD_SIZE, base) == 0x5000
+    assert host.first_mismatch(HVA, 0x5000, base) is None
+    assert host.first_mismatch(HVA + 0x6000, 0x2000, base + 0x7000) == 0
+    assert host.first_mismatch(HVA + (1 << 30), PMD_SIZE, BAR_PA) is None
+    assert host.first_mismatch(HVA + (1 << 30), PMD_SIZE, BAR_PA + PAGE_SIZE) == 0
+
+
 def test_a_split_thp_is_freed_when_its_last_page_goes() -> None:
     host, _ = host_with(thp())
     base = host.populate(HVA)

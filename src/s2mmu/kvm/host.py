@@ -376,6 +376,38 @@ class HostMm:
         found = self._lookup(hva & ~(PAGE_SIZE - 1))
         return None if found is None else found[0] + (hva & (PAGE_SIZE - 1))
 
+    def first_mismatch(self, hva: int, size: int, pa: int) -> int | None:
+        """Return the first offset in [0, size) where hva + off does not map pa + off.
+
+        The walk goes 2M by 2M over the entries that exist (a huge entry compares at
+        once, a PTE table as one slice), so a 1G stage-2 block costs at most 512 steps.
+        """
+        off = 0
+        while off < size:
+            h, step = hva + off, min(PMD_SIZE - ((hva + off) & (PMD_SIZE - 1)), size - off)
+            vma = self.vma_lookup(h)
+            if vma is not None and vma_is_pfnmap(vma):
+                n = min(step, vma.end - h)
+                if vma.pfn_base + (h - vma.start) != pa + off:
+                    return off
+                off += n
+                continue
+            big = self.pud.get(h & ~(PUD_SIZE - 1)) or self.pmd.get(h & ~(PMD_SIZE - 1))
+            if big is not None:
+                if big.pa + (h - big.hva) != pa + off:
+                    return off
+                off += step
+                continue
+            ptab = self.ptes.get(h & ~(PMD_SIZE - 1))
+            lo = (h & (PMD_SIZE - 1)) >> PAGE_SHIFT
+            n = step >> PAGE_SHIFT
+            want = array("I", range((pa + off) >> PAGE_SHIFT, ((pa + off) >> PAGE_SHIFT) + n))
+            if ptab is None or ptab[lo:lo + n] != want:
+                got = ptab[lo:lo + n] if ptab is not None else array("I", bytes(4 * n))
+                return off + PAGE_SIZE * next(i for i in range(n) if got[i] != want[i])
+            off += step
+        return None
+
     def populate(self, hva: int) -> int:
         """Touch hva as the VMM would (no pin); return its PA."""
         vma = self._vma_or_raise(hva)

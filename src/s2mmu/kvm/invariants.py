@@ -113,12 +113,12 @@ def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[str]:
     if vma is not None and vma_is_pfnmap(vma) and stage2_pte_cacheable(kvm.pgt, leaf.pte) \
             and not kvm_supports_cacheable_pfnmap(kvm.host.features):
         bad.append(f"{where}: cacheable VM_PFNMAP mapping without FWB+DIC")
-    for off in {0, leaf.size - PAGE_SIZE}:
+    off = kvm.host.first_mismatch(hva, leaf.size, leaf.pa)
+    if off is not None:
         want = kvm.host.hva_to_pa(hva + off)
-        if want != leaf.pa + off:
-            got = "nothing" if want is None else f"{want:#x}"
-            bad.append(f"{where}: stage 2 gives PA {leaf.pa + off:#x} at +{off:#x}, "
-                       f"the host maps {got}")
+        got = "nothing" if want is None else f"{want:#x}"
+        bad.append(f"{where}: stage 2 gives PA {leaf.pa + off:#x} at +{off:#x}, "
+                   f"the host maps {got}")
     return bad
 
 
