@@ -10,7 +10,14 @@
    writes are real guest stores translated by the architectural walker, so each
    stage-2 fault has the FSC and level hardware would report.
 
+3. Host-model memory: the bytes the host model (HostMm: VMAs, folios, page tables)
+   keeps per mapped 4K page, for 4K folios and for 2M THP folios (tracemalloc, guest
+   data excluded: PhysMem stores only what is written).
+4. munmap of a mostly-unpopulated VMA (256 GiB and 1 TiB, a few folios touched) under a
+   memslot, with the MMU notifier reaching KVM.
+
     python bench/bench_kvm.py [--gib 16] [--fraction 0.1] [--faults 20000]
+                              [--only faults,dirty,memory,munmap]
 """
 
 from __future__ import annotations
@@ -128,6 +135,64 @@ def bench_dirty_cycle(gib: int, fraction: float, trace_memory: bool) -> None:
     print(f"  peak RSS of the process: {rss / 1024:.0f} MiB")
 
 
+def host_bytes_per_page(size: int, thp: bool) -> float:
+    """Return the host model's traced bytes per 4K page after populating [HVA, HVA+size)."""
+    host = HostMm(PhysMem(), HostFeatures())
+    host.mmap(Vma(HVA, HVA + size, VmaKind.ANON, thp=thp))
+    step = (2 << 20) if thp else 4096
+    tracemalloc.start()
+    before, _ = tracemalloc.get_traced_memory()
+    for hva in range(HVA, HVA + size, step):
+        host.populate(hva)
+    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return (after - before) / (size >> 12)
+
+
+def kvm_bytes_per_page(size: int, thp: bool) -> float:
+    """Return the traced bytes per 4K page of host model + stage 2 after faulting size in."""
+    tracemalloc.start()
+    before, _ = tracemalloc.get_traced_memory()
+    kvm, vcpu = vm(size, thp)
+    step = (2 << 20) if thp else 4096
+    for off in range(0, size, step):
+        kvm_handle_guest_abort(abort(IPA + off, TRANS_L3, True), kvm, vcpu)
+    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return (after - before) / (size >> 12)
+
+
+def bench_memory() -> None:
+    print("host-model memory per mapped 4K page (tracemalloc, HostMm bookkeeping only)")
+    for label, size, thp in (("4K folios, 1 GiB populated", 1 << 30, False),
+                             ("2M THP folios, 16 GiB populated", 16 << 30, True)):
+        t = time.perf_counter()
+        b = host_bytes_per_page(size, thp)
+        print(f"  {label:<46} {b:8.2f} B/page ({time.perf_counter() - t:.1f} s)")
+    print("whole VM per mapped 4K page (host model + stage-2 tables, through guest faults)")
+    for label, size, thp in (("4K folios and pages, 64 MiB faulted", 64 << 20, False),
+                             ("2M THP folios and blocks, 1 GiB faulted", 1 << 30, True)):
+        t = time.perf_counter()
+        b = kvm_bytes_per_page(size, thp)
+        print(f"  {label:<46} {b:8.2f} B/page ({time.perf_counter() - t:.1f} s)")
+
+
+def bench_munmap() -> None:
+    print("munmap of a mostly-unpopulated anonymous THP VMA under a memslot")
+    for gib in (256, 1024):
+        size = gib << 30
+        host = HostMm(PhysMem(), HostFeatures(fwb=True, dic=True))
+        kvm = kvm_create_vm(host, 44)
+        kvm.env.events.keep = False
+        vcpu = kvm_vm_ioctl_create_vcpu(kvm)
+        host.mmap(Vma(HVA, HVA + size, VmaKind.ANON, thp=True))
+        kvm_set_memory_region(kvm, 0, 0, IPA, size, HVA)
+        for i in range(16):  # a few 2M folios scattered over the VMA, mapped at stage 2
+            kvm_handle_guest_abort(abort(IPA + i * (size // 16), TRANS_L3, True), kvm, vcpu)
+        rate(f"munmap {gib} GiB (16 folios populated)", 1,
+             lambda h=host, n=size: h.munmap(HVA, n))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gib", type=int, default=16)
@@ -135,9 +200,18 @@ def main() -> None:
     ap.add_argument("--faults", type=int, default=20000)
     ap.add_argument("--tracemalloc", action="store_true",
                     help="Measure peak Python memory exactly (about 3x slower).")
+    ap.add_argument("--only", default="faults,dirty,memory,munmap",
+                    help="Comma-separated parts to run.")
     args = ap.parse_args()
-    bench_faults(args.faults)
-    bench_dirty_cycle(args.gib, args.fraction, args.tracemalloc)
+    parts = set(args.only.split(","))
+    if "faults" in parts:
+        bench_faults(args.faults)
+    if "dirty" in parts:
+        bench_dirty_cycle(args.gib, args.fraction, args.tracemalloc)
+    if "memory" in parts:
+        bench_memory()
+    if "munmap" in parts:
+        bench_munmap()
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ from s2mmu.pgtable.errno import errname as _pgtable_errname
 
 ENOEXEC = 8
 EFAULT = 14
+EBUSY = 16
 ENOSYS = 38
 
-_NAMES = {ENOEXEC: "ENOEXEC", EFAULT: "EFAULT", ENOSYS: "ENOSYS"}
+_NAMES = {ENOEXEC: "ENOEXEC", EFAULT: "EFAULT", EBUSY: "EBUSY", ENOSYS: "ENOSYS"}
 
 
 def errname(ret: int) -> str:

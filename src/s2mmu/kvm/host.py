@@ -2,23 +2,38 @@
 
 The host is the world user_mem_abort() consults: the VMA behind an HVA (its kind, page
 size, memory type, flags), the page that get_user_pages() pins, and the MMU notifier that
-munmap, madvise(MADV_DONTNEED) and migration raise. Host pages live in the same PhysMem
-as the stage-2 tables, so an architectural stage-2 walk reads the guest's data.
+munmap, madvise(MADV_DONTNEED), migration and memory failure raise. Host pages live in
+the same PhysMem as the stage-2 tables, so an architectural stage-2 walk reads the
+guest's data.
+
+The host page tables are kept as the mm keeps them, one entry per mapping, not per 4K
+page: a 1G hugetlb folio is one PUD entry, a 2M hugetlb folio or PMD-mapped THP one PMD
+entry, and 4K mappings live in PTE tables of 512 PFNs (4 bytes each) per 2M of address
+space. Operations walk the entries that exist, so their cost follows what is mapped, not
+the length asked for. Small (4K) folios have no object of their own unless pinned.
 
 Kernel: get_vma_page_shift, kvm_vma_is_cacheable, kvm_vma_mte_allowed,
 kvm_is_transparent_hugepage / get_user_mapping_size (arch/arm64/kvm/mmu.c);
 kvm_arch_supports_cacheable_pfnmap (asm/kvm_host.h); __kvm_faultin_pfn, hva_to_pfn
 (virt/kvm/kvm_main.c), as summarised here: the mm itself is a model, not mm/ code.
+Its behaviour follows what was read of mm/: do_vmi_munmap and __split_vma with
+vm_ops->may_split (mm/mmap.c, mm/vma.c), hugetlb_vm_op_split (mm/hugetlb.c),
+madvise_walk_vmas and madvise_dontneed_free_valid_vma (mm/madvise.c), zap_pmd_range
+(mm/memory.c), __split_huge_pmd and split_huge_pmd_if_needed (mm/huge_memory.c).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 from s2mmu.arch.memory import PhysMem
+from s2mmu.kvm.errno import EBUSY, EFAULT
 from s2mmu.pgtable.caps import KvmCaps
+from s2mmu.pgtable.errno import EINVAL, ENOMEM
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -26,6 +41,8 @@ PMD_SHIFT = 21
 PMD_SIZE = 1 << PMD_SHIFT
 PUD_SHIFT = 30
 PUD_SIZE = 1 << PUD_SHIFT
+PTRS_PER_PTE = PMD_SIZE >> PAGE_SHIFT
+ADDRESS_LIMIT = 1 << 64
 
 HOST_RAM_BASE = 0x10_0000_0000
 """Where host RAM folios are allocated (64 GiB), below the page-table pool at 512 GiB."""
@@ -161,11 +178,15 @@ def kvm_vma_mte_allowed(vma: Vma) -> bool:
     return vma.mte_allowed
 
 
-@dataclass
+@dataclass(eq=False)
 class Folio:
     """A host page or compound page: where it is, how big, who holds it.
 
-    refcount is 1 for the host mapping plus one per get_user_pages() pin.
+    refcount is 1 for the host mapping (however many of its pages are mapped) plus one
+    per get_user_pages() pin. mapped counts the 4K pages of the folio still mapped (a
+    THP partly unmapped after split_huge_pmd; 0 once a pinned page is unmapped). hva is
+    where the folio's first page sits in the address space (folios never move in it:
+    there is no mremap).
     """
 
     pa: int
@@ -174,10 +195,7 @@ class Folio:
     hwpoison: bool = False
     transparent: bool = False
     hva: int = 0
-
-    def pages(self) -> range:
-        """Return the host page numbers (HVA >> PAGE_SHIFT) this folio backs."""
-        return range(self.hva >> PAGE_SHIFT, (self.hva + self.size) >> PAGE_SHIFT)
+    mapped: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,41 +221,90 @@ Invalidate = Callable[[int, int, str], None]
 """An MMU-notifier subscriber: (start, end, reason)."""
 
 
+def _bases(table: dict[int, object], start: int, end: int, step: int) -> list[int]:
+    """Return the keys of table (step-aligned bases) whose [base, base+step) meets [start, end).
+
+    Walks the aligned bases of the range or the table's keys, whichever is fewer, so the
+    cost follows what exists, not the length of the range.
+    """
+    lo = start & ~(step - 1)
+    if (end - lo) // step <= len(table):
+        return [b for b in range(lo, end, step) if b in table]
+    return sorted(b for b in table if lo <= b < end)
+
+
+def _page_align(length: int) -> int:
+    return (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+ZERO_PAGE = bytes(PAGE_SIZE)
+
+
 @dataclass
 class HostMm:
     """The host process's address space: VMAs, the pages behind them, and notifiers.
 
-    ptes maps a host page (HVA >> PAGE_SHIFT) to the folio backing it.
+    vmas: sorted by start, never overlapping. pud / pmd: huge mappings keyed by their
+    aligned HVA (1G hugetlb; 2M hugetlb or PMD-mapped THP). ptes: PTE tables keyed by
+    their 2M-aligned HVA, 512 PFNs each (0 = none). large: live large folios by PA.
+    pinned: small folios with a get_user_pages() pin, by PA. poisoned: PAs of small
+    pages memory_failure() poisoned. freed_bytes counts what went back to the allocator.
     """
 
     mem: PhysMem
     features: HostFeatures
     vmas: list[Vma] = field(default_factory=list)
-    ptes: dict[int, Folio] = field(default_factory=dict)
-    folios: dict[int, Folio] = field(default_factory=dict)
+    pud: dict[int, Folio] = field(default_factory=dict)
+    pmd: dict[int, Folio] = field(default_factory=dict)
+    ptes: dict[int, array[int]] = field(default_factory=dict)
+    large: dict[int, Folio] = field(default_factory=dict)
+    pinned: dict[int, Folio] = field(default_factory=dict)
+    poisoned: set[int] = field(default_factory=set)
     notifiers: list[tuple[Invalidate, Invalidate]] = field(default_factory=list)
     next_pa: int = HOST_RAM_BASE
-    freed: list[Folio] = field(default_factory=list)
+    freed_bytes: int = 0
+
+    @property
+    def folios(self) -> dict[int, Folio]:
+        """Return the folios that have an object: every large one and pinned small ones."""
+        return {**self.large, **self.pinned}
 
     def vma_lookup(self, hva: int) -> Vma | None:
         """Return the VMA containing hva. Kernel: vma_lookup."""
-        for vma in self.vmas:
-            if vma.contains(hva):
-                return vma
+        i = bisect_right(self.vmas, hva, key=lambda v: v.start)
+        if i and self.vmas[i - 1].contains(hva):
+            return self.vmas[i - 1]
         return None
 
     def vmas_intersecting(self, start: int, end: int) -> list[Vma]:
         """Return the VMAs overlapping [start, end), in address order."""
-        return sorted((v for v in self.vmas if v.start < end and start < v.end),
-                      key=lambda v: v.start)
+        i = bisect_right(self.vmas, start, key=lambda v: v.start)
+        if i and self.vmas[i - 1].end > start:
+            i -= 1
+        out = []
+        while i < len(self.vmas) and self.vmas[i].start < end:
+            out.append(self.vmas[i])
+            i += 1
+        return out
 
     def mmap(self, vma: Vma) -> None:
-        """Add a VMA; it must not overlap another."""
+        """Add a VMA; it must not overlap another, and a PFNMAP must fit the host's PA size.
+
+        A VM_PFNMAP VMA whose PAs reach 2^pa_bits is API misuse (ValueError): no device
+        memory lies beyond the CPU's physical address size (ID_AA64MMFR0_EL1.PARange).
+        """
         if self.vmas_intersecting(vma.start, vma.end):
             raise ValueError(f"VMA {vma.start:#x}-{vma.end:#x} overlaps an existing VMA")
         if vma.start % PAGE_SIZE or vma.end % PAGE_SIZE or vma.end <= vma.start:
             raise ValueError(f"VMA {vma.start:#x}-{vma.end:#x} is not page aligned")
-        self.vmas.append(vma)
+        limit = 1 << self.features.pa_bits
+        if vma_is_pfnmap(vma) and vma.pfn_base + (vma.end - vma.start) > limit:
+            raise ValueError(f"VM_PFNMAP VMA {vma.start:#x}-{vma.end:#x} maps PA "
+                             f"{vma.pfn_base:#x}-{vma.pfn_base + (vma.end - vma.start):#x}, "
+                             f"beyond the host's {self.features.pa_bits}-bit PA size "
+                             f"({limit:#x})")
+        i = bisect_right(self.vmas, vma.start, key=lambda v: v.start)
+        self.vmas.insert(i, vma)
 
     # -- pages ------------------------------------------------------------------------
 
@@ -246,45 +313,108 @@ class HostMm:
         self.next_pa = pa + size
         return pa
 
-    def _touch(self, vma: Vma, hva: int) -> Folio:
-        """Fault hva in on the host: allocate and map the folio that backs it."""
-        page = hva >> PAGE_SHIFT
-        if page in self.ptes:
-            return self.ptes[page]
-        size = PAGE_SIZE
-        transparent = False
-        if vma.kind is VmaKind.HUGETLB:
-            size = 1 << vma.hugetlb_shift
-        elif vma.kind is VmaKind.ANON and vma.thp:
-            base = hva & ~(PMD_SIZE - 1)
-            if base >= vma.start and base + PMD_SIZE <= vma.end:
-                size, transparent = PMD_SIZE, True
-        base = hva & ~(size - 1)
-        folio = Folio(self._alloc(size), size, transparent=transparent, hva=base)
-        self.folios[folio.pa] = folio
-        for off in range(0, size, PAGE_SIZE):
-            self.ptes[(base + off) >> PAGE_SHIFT] = folio
+    def _new_large(self, size: int, base: int, transparent: bool) -> Folio:
+        folio = Folio(self._alloc(size), size, transparent=transparent, hva=base,
+                      mapped=size >> PAGE_SHIFT)
+        self.large[folio.pa] = folio
         return folio
+
+    def _large_of(self, pa: int) -> Folio | None:
+        """Return the PTE-mapped THP holding pa (THPs are 2M-aligned in PA), if any."""
+        return self.large.get(pa & ~(PMD_SIZE - 1))
+
+    def _touch(self, vma: Vma, hva: int) -> tuple[int, Folio | None]:
+        """Fault hva in on the host; return its PA and its large folio (None for 4K)."""
+        if is_vm_hugetlb_page(vma):
+            size = 1 << vma.hugetlb_shift
+            table = self.pud if size == PUD_SIZE else self.pmd
+            base = hva & ~(size - 1)
+            folio = table.get(base)
+            if folio is None:
+                folio = table[base] = self._new_large(size, base, transparent=False)
+            return folio.pa + (hva - base), folio
+        base = hva & ~(PMD_SIZE - 1)
+        folio = self.pmd.get(base)
+        if folio is not None:
+            return folio.pa + (hva - base), folio
+        ptab = self.ptes.get(base)
+        idx = (hva - base) >> PAGE_SHIFT
+        if ptab is not None and ptab[idx]:
+            pa = ptab[idx] << PAGE_SHIFT
+            return pa, self._large_of(pa)
+        if ptab is None and vma.kind is VmaKind.ANON and vma.thp and \
+                base >= vma.start and base + PMD_SIZE <= vma.end:
+            folio = self.pmd[base] = self._new_large(PMD_SIZE, base, transparent=True)
+            return folio.pa + (hva - base), folio
+        if ptab is None:
+            ptab = self.ptes[base] = array("I", bytes(4 * PTRS_PER_PTE))
+        pa = self._alloc(PAGE_SIZE)
+        ptab[idx] = pa >> PAGE_SHIFT
+        return pa, None
+
+    def _lookup(self, hva: int) -> tuple[int, Folio | None] | None:
+        """Return (PA, large folio or None) of a populated hva, without faulting it in."""
+        base = hva & ~(PUD_SIZE - 1)
+        folio = self.pud.get(base)
+        if folio is not None:
+            return folio.pa + (hva - base), folio
+        base = hva & ~(PMD_SIZE - 1)
+        folio = self.pmd.get(base)
+        if folio is not None:
+            return folio.pa + (hva - base), folio
+        table = self.ptes.get(base)
+        if table is None or not table[(hva - base) >> PAGE_SHIFT]:
+            return None
+        pa = table[(hva - base) >> PAGE_SHIFT] << PAGE_SHIFT
+        return pa, self._large_of(pa)
 
     def hva_to_pa(self, hva: int) -> int | None:
         """Return the PA the host maps hva to now (None if not populated)."""
         vma = self.vma_lookup(hva)
         if vma is not None and vma_is_pfnmap(vma):
             return vma.pfn_base + (hva - vma.start)
-        folio = self.ptes.get(hva >> PAGE_SHIFT)
-        if folio is None:
-            return None
-        return folio.pa + (hva & (folio.size - 1))
+        found = self._lookup(hva & ~(PAGE_SIZE - 1))
+        return None if found is None else found[0] + (hva & (PAGE_SIZE - 1))
+
+    def first_mismatch(self, hva: int, size: int, pa: int) -> int | None:
+        """Return the first offset in [0, size) where hva + off does not map pa + off.
+
+        The walk goes 2M by 2M over the entries that exist (a huge entry compares at
+        once, a PTE table as one slice), so a 1G stage-2 block costs at most 512 steps.
+        """
+        off = 0
+        while off < size:
+            h, step = hva + off, min(PMD_SIZE - ((hva + off) & (PMD_SIZE - 1)), size - off)
+            vma = self.vma_lookup(h)
+            if vma is not None and vma_is_pfnmap(vma):
+                n = min(step, vma.end - h)
+                if vma.pfn_base + (h - vma.start) != pa + off:
+                    return off
+                off += n
+                continue
+            big = self.pud.get(h & ~(PUD_SIZE - 1)) or self.pmd.get(h & ~(PMD_SIZE - 1))
+            if big is not None:
+                if big.pa + (h - big.hva) != pa + off:
+                    return off
+                off += step
+                continue
+            ptab = self.ptes.get(h & ~(PMD_SIZE - 1))
+            lo = (h & (PMD_SIZE - 1)) >> PAGE_SHIFT
+            n = step >> PAGE_SHIFT
+            want = array("I", range((pa + off) >> PAGE_SHIFT, ((pa + off) >> PAGE_SHIFT) + n))
+            if ptab is None or ptab[lo:lo + n] != want:
+                got = ptab[lo:lo + n] if ptab is not None else array("I", bytes(4 * n))
+                return off + PAGE_SIZE * next(i for i in range(n) if got[i] != want[i])
+            off += step
+        return None
 
     def populate(self, hva: int) -> int:
         """Touch hva as the VMM would (no pin); return its PA."""
-        vma = self.vma_lookup(hva)
-        if vma is None:
-            raise ValueError(f"no VMA at HVA {hva:#x}")
+        vma = self._vma_or_raise(hva)
         if vma_is_pfnmap(vma):
             return vma.pfn_base + (hva - vma.start)
-        folio = self._touch(vma, hva)
-        return folio.pa + (hva & (folio.size - 1))
+        pa, _ = self._touch(vma, hva & ~(PAGE_SIZE - 1))
+        return pa + (hva & (PAGE_SIZE - 1))
 
     def get_user_page(self, hva: int, write: bool) -> Pfn | FaultinError:
         """Fault in and pin the page behind hva, or say why not.
@@ -299,11 +429,17 @@ class HostMm:
             return FaultinError.KVM_PFN_ERR_FAULT
         if vma_is_pfnmap(vma):
             return Pfn(vma.pfn_base + (hva - vma.start), vma.writable, None)
-        folio = self._touch(vma, hva)
-        if folio.hwpoison:
+        page = hva & ~(PAGE_SIZE - 1)
+        pa, folio = self._touch(vma, page)
+        if (folio.hwpoison if folio is not None else pa in self.poisoned):
             return FaultinError.KVM_PFN_ERR_HWPOISON
+        if folio is None:
+            folio = self.pinned.get(pa) or Folio(pa, PAGE_SIZE, hva=page, mapped=1)
+            self.pinned[pa] = folio
+            folio.refcount += 1
+            return Pfn(pa + (hva - page), vma.writable, folio)
         folio.refcount += 1
-        return Pfn(folio.pa + (hva & (folio.size - 1)), vma.writable, folio)
+        return Pfn(pa + (hva - page), vma.writable, folio)
 
     def put_page(self, pfn: Pfn) -> None:
         """Drop the pin get_user_page() took. Kernel: kvm_release_faultin_page."""
@@ -312,17 +448,46 @@ class HostMm:
 
     def _put(self, folio: Folio) -> None:
         folio.refcount -= 1
+        if folio.size == PAGE_SIZE and folio.mapped and folio.refcount == 1:
+            del self.pinned[folio.pa]  # back to a plain mapped page
         if folio.refcount == 0:
-            self.folios.pop(folio.pa, None)
-            self.freed.append(folio)
+            self._free(folio.pa, folio.size)
+
+    def _free(self, pa: int, size: int) -> None:
+        """Give a folio back: forget its object, poison mark and data."""
+        self.large.pop(pa, None)
+        self.pinned.pop(pa, None)
+        if size == PAGE_SIZE:
+            self.poisoned.discard(pa)
+        for page in range(pa, pa + size, PAGE_SIZE):
+            self.mem.free_page(page)
+        self.freed_bytes += size
+
+    def _unmap_small(self, pa: int) -> None:
+        """Drop the mapping reference of one mapped 4K page (a small folio or part of a THP)."""
+        folio = self._large_of(pa) or self.pinned.get(pa)
+        if folio is None:
+            self._free(pa, PAGE_SIZE)
+        elif folio.size == PAGE_SIZE:
+            folio.mapped = 0
+            folio.refcount -= 1
+            if folio.refcount == 0:
+                self._free(pa, PAGE_SIZE)
+        else:
+            folio.mapped -= 1
+            if folio.mapped == 0:
+                self._put(folio)
 
     def user_mapping_size(self, hva: int) -> int:
-        """Return the size of the host leaf mapping hva (a THP maps at PMD_SIZE).
+        """Return the size of the host leaf mapping hva (a PMD-mapped THP maps at PMD_SIZE).
 
-        Kernel: get_user_mapping_size.
+        Kernel: get_user_mapping_size (a walk of the host's page table).
         """
-        folio = self.ptes.get(hva >> PAGE_SHIFT)
-        return folio.size if folio is not None else PAGE_SIZE
+        if (hva & ~(PUD_SIZE - 1)) in self.pud:
+            return PUD_SIZE
+        if (hva & ~(PMD_SIZE - 1)) in self.pmd:
+            return PMD_SIZE
+        return PAGE_SIZE
 
     # -- MMU-notifier events ------------------------------------------------------------
 
@@ -334,72 +499,244 @@ class HostMm:
         for _, finish in self.notifiers:
             finish(start, end, reason)
 
-    def _zap(self, start: int, end: int) -> None:
-        """Unmap the host pages of [start, end) (whole folios), dropping the mapping ref."""
-        dropped: dict[int, Folio] = {}
-        for page in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            folio = self.ptes.pop(page, None)
-            if folio is not None:
-                dropped[folio.pa] = folio
-        for folio in dropped.values():
-            for page in folio.pages():
-                self.ptes.pop(page, None)
-            self._put(folio)
+    def _notify(self, start: int, end: int, reason: str) -> None:
+        self._invalidate(start, end, reason)
+        self._invalidate_end(start, end, reason)
 
-    def munmap(self, start: int, length: int) -> None:
-        """Remove [start, start + length) from the address space, with MMU notification.
+    def split_huge_pmd(self, base: int) -> None:
+        """Remap a PMD-mapped THP with 512 PTEs at the same PAs (no-op if none is there).
 
-        Kernel: the MMU-notifier invalidate_range_start/end pair around the unmap.
+        Kernel: __split_huge_pmd: invalidates the whole PMD range (MMU_NOTIFY_CLEAR) around
+        __split_huge_pmd_locked; the folio stays, now PTE-mapped.
         """
-        end = start + length
-        self._invalidate(start, end, "munmap")
-        self._zap(start, end)
-        kept: list[Vma] = []
-        for v in self.vmas:
-            if v.end <= start or v.start >= end:
-                kept.append(v)
-                continue
-            if v.start < start:
-                kept.append(_clip(v, v.start, start))
-            if v.end > end:
-                kept.append(_clip(v, end, v.end))
-        self.vmas = kept
-        self._invalidate_end(start, end, "munmap")
+        folio = self.pmd.get(base)
+        if folio is None or not folio.transparent:
+            return
+        self._invalidate(base, base + PMD_SIZE, "split_huge_pmd")
+        del self.pmd[base]
+        pfn = folio.pa >> PAGE_SHIFT
+        self.ptes[base] = array("I", range(pfn, pfn + PTRS_PER_PTE))
+        self._invalidate_end(base, base + PMD_SIZE, "split_huge_pmd")
 
-    def madvise_dontneed(self, start: int, length: int) -> None:
-        """Drop the pages of [start, start + length) but keep the VMA (MADV_DONTNEED)."""
-        end = start + length
-        self._invalidate(start, end, "madvise")
-        self._zap(start, end)
-        self._invalidate_end(start, end, "madvise")
+    def _zap(self, start: int, end: int) -> None:
+        """Unmap what is mapped in [start, end) (inside one VMA; hugetlb: aligned).
+
+        A THP PMD the range covers only partly is split first, as zap_pmd_range does.
+
+        Kernel: unmap_page_range -> zap_pud_range / zap_pmd_range / zap_pte_range,
+        __unmap_hugepage_range.
+        """
+        for table, size in ((self.pud, PUD_SIZE), (self.pmd, PMD_SIZE)):
+            for base in _bases(table, start, end, size):  # type: ignore[arg-type]
+                if base < start or base + size > end:
+                    self.split_huge_pmd(base)
+                    continue
+                self._put(table.pop(base))
+        for base in _bases(self.ptes, start, end, PMD_SIZE):  # type: ignore[arg-type]
+            ptab = self.ptes[base]
+            lo = max(start - base, 0) >> PAGE_SHIFT
+            hi = min(end - base, PMD_SIZE) >> PAGE_SHIFT
+            for pfn in ptab[lo:hi]:
+                if pfn:
+                    self._unmap_small(pfn << PAGE_SHIFT)
+            ptab[lo:hi] = array("I", bytes(4 * (hi - lo)))
+            if not any(ptab):
+                del self.ptes[base]
+
+    def _split_vma(self, vma: Vma, addr: int) -> int:
+        """Check a VMA may be split at addr and split a THP PMD straddling it.
+
+        Kernel: __split_vma: vm_ops->may_split (hugetlb_vm_op_split: -EINVAL unless addr
+        is aligned to the huge page size), then vma_adjust_trans_huge ->
+        split_huge_pmd_if_needed.
+        """
+        if is_vm_hugetlb_page(vma) and addr & ((1 << vma.hugetlb_shift) - 1):
+            return -EINVAL
+        if addr & (PMD_SIZE - 1):
+            self.split_huge_pmd(addr & ~(PMD_SIZE - 1))
+        return 0
+
+    def munmap(self, start: int, length: int) -> int:
+        """Remove [start, start + length) from the address space; return 0 or -errno.
+
+        -EINVAL for an unaligned start, a zero length, a range past the address space,
+        or a split of a hugetlb VMA off its huge page size; 0 with nothing done when no
+        VMA meets the range. Otherwise the VMAs at either end are split (a THP PMD across
+        a split point is split, with its own notification), then the whole range is
+        invalidated once around the unmap.
+
+        Kernel: do_vmi_munmap, do_vmi_align_munmap / vms_gather_munmap_vmas (__split_vma),
+        unmap_region -> unmap_vmas (MMU_NOTIFY_UNMAP over [start, end)).
+        """
+        end = start + _page_align(length)
+        if start & (PAGE_SIZE - 1) or length <= 0 or end > ADDRESS_LIMIT:
+            return -EINVAL
+        vmas = self.vmas_intersecting(start, end)
+        if not vmas:
+            return 0
+        if vmas[0].start < start and (err := self._split_vma(vmas[0], start)):
+            return err
+        if vmas[-1].end > end and (err := self._split_vma(vmas[-1], end)):
+            return err
+        self._invalidate(start, end, "munmap")
+        for v in vmas:
+            if not vma_is_pfnmap(v):
+                self._zap(max(start, v.start), min(end, v.end))
+        kept = [v for v in self.vmas if v.end <= start or v.start >= end]
+        pieces = [_clip(vmas[0], vmas[0].start, start)] if vmas[0].start < start else []
+        pieces += [_clip(vmas[-1], end, vmas[-1].end)] if vmas[-1].end > end else []
+        self.vmas = sorted(kept + pieces, key=lambda v: v.start)
+        self._invalidate_end(start, end, "munmap")
+        return 0
+
+    def madvise_dontneed(self, start: int, length: int) -> int:
+        """Drop the pages of [start, start + length) but keep the VMAs; return 0 or -errno.
+
+        VMA by VMA: a VM_PFNMAP VMA is -EINVAL (the walk stops there); a hugetlb VMA needs
+        a start aligned to its huge page size (-EINVAL) and its end is rounded DOWN to it
+        (nothing if that leaves nothing); each range is invalidated around its zap. A hole
+        in the range is -ENOMEM, reported after the VMAs are done.
+
+        Kernel: madvise_walk_vmas (unmapped_error), madvise_dontneed_free with
+        madvise_dontneed_free_valid_vma (VM_PFNMAP forbidden; hugetlb: start aligned,
+        ALIGN_DOWN of the end), madvise_dontneed_single_vma -> zap_page_range_single.
+        """
+        end = start + _page_align(length)
+        if start & (PAGE_SIZE - 1) or length < 0 or end > ADDRESS_LIMIT:
+            return -EINVAL
+        if end == start:
+            return 0
+        unmapped, cursor = 0, start
+        for v in self.vmas_intersecting(start, end):
+            if cursor < v.start:
+                unmapped = -ENOMEM
+            lo, hi = max(cursor, v.start), min(end, v.end)
+            if vma_is_pfnmap(v):
+                return -EINVAL
+            if is_vm_hugetlb_page(v):
+                hsize = 1 << v.hugetlb_shift
+                if lo & (hsize - 1):
+                    return -EINVAL
+                hi &= ~(hsize - 1)
+            if lo < hi:
+                self._invalidate(lo, hi, "madvise")
+                self._zap(lo, hi)
+                self._invalidate_end(lo, hi, "madvise")
+            cursor = v.end
+        return -ENOMEM if cursor < end else unmapped
+
+    def _mappers(self, folio: Folio) -> list[tuple[int, int]]:
+        """Return, per VMA the folio's HVA range meets, the part of that range it covers."""
+        lo, hi = folio.hva, folio.hva + folio.size
+        return [(max(lo, v.start), min(hi, v.end)) for v in self.vmas_intersecting(lo, hi)]
+
+    def _folio_at(self, hva: int) -> Folio | None:
+        """Return the folio mapped at hva (a transient object for an unpinned 4K page)."""
+        found = self._lookup(hva & ~(PAGE_SIZE - 1))
+        if found is None:
+            return None
+        pa, folio = found
+        if folio is None:
+            folio = self.pinned.get(pa) or Folio(pa, PAGE_SIZE, hva=hva & ~(PAGE_SIZE - 1),
+                                                 hwpoison=pa in self.poisoned, mapped=1)
+        return folio
 
     def migrate(self, hva: int) -> bool:
-        """Move the folio behind hva to a new PA, copying it; False if it is pinned.
+        """Move the folio behind hva to a new PA, copying it; False if pinned or absent.
 
-        Migration needs the folio's only reference to be the mapping's.
+        Migration needs the folio's only reference to be the mapping's; a poisoned page
+        does not move. Each VMA mapping part of the folio is invalidated over the folio's
+        extent in it, then every page that mapped the old folio maps the new one.
+
+        Kernel: migrate_folio_unmap -> try_to_migrate -> try_to_migrate_one (range
+        [vma_address, vma_address_end)), remove_migration_ptes.
         """
-        folio = self.ptes.get(hva >> PAGE_SHIFT)
-        if folio is None or folio.refcount != 1:
+        vma = self.vma_lookup(hva)
+        folio = None if vma is None or vma_is_pfnmap(vma) else self._folio_at(hva)
+        if folio is None or folio.refcount != 1 or folio.hwpoison:
             return False
-        base = hva & ~(folio.size - 1)
-        self._invalidate(base, base + folio.size, "migration")
-        new = Folio(self._alloc(folio.size), folio.size, transparent=folio.transparent,
-                    hva=folio.hva)
-        self.mem.write_bytes(new.pa, self.mem.read_bytes(folio.pa, folio.size))
-        for page in folio.pages():
-            self.ptes[page] = new
-        self.folios[new.pa] = new
-        self._put(folio)
-        self._invalidate_end(base, base + folio.size, "migration")
+        for lo, hi in self._mappers(folio):
+            self._notify(lo, hi, "migration")
+        new_pa = self._alloc(folio.size)
+        for off in range(0, folio.size, PAGE_SIZE):
+            data = self.mem.read_bytes(folio.pa + off, PAGE_SIZE)
+            if data != ZERO_PAGE:
+                self.mem.write_bytes(new_pa + off, data)
+        self._remap(folio, new_pa)
         return True
 
-    def hwpoison(self, hva: int) -> None:
-        """Mark the folio behind hva as poisoned (memory_failure()), unmapping it from KVM."""
-        folio = self._touch(self._vma_or_raise(hva), hva)
-        base = hva & ~(folio.size - 1)
-        self._invalidate(base, base + folio.size, "hwpoison")
+    def _remap(self, folio: Folio, new_pa: int) -> None:
+        """Point every mapping of folio at new_pa and retire the old PAs."""
+        for table in (self.pud, self.pmd):
+            if table.get(folio.hva) is folio:
+                table[folio.hva] = new = Folio(new_pa, folio.size, transparent=folio.transparent,
+                                               hva=folio.hva, mapped=folio.mapped)
+                self.large.pop(folio.pa)
+                self.large[new_pa] = new
+                self._free(folio.pa, folio.size)
+                return
+        base = folio.hva & ~(PMD_SIZE - 1)
+        ptes = self.ptes[base]
+        old_pfn, new_pfn = folio.pa >> PAGE_SHIFT, new_pa >> PAGE_SHIFT
+        for i in range(PTRS_PER_PTE) if folio.size == PMD_SIZE else \
+                [(folio.hva - base) >> PAGE_SHIFT]:
+            if ptes[i] and 0 <= ptes[i] - old_pfn < folio.size >> PAGE_SHIFT:
+                ptes[i] = new_pfn + ptes[i] - old_pfn
+        if folio.size == PMD_SIZE:
+            self.large.pop(folio.pa)
+            self.large[new_pa] = Folio(new_pa, folio.size, transparent=True, hva=folio.hva,
+                                       mapped=folio.mapped)
+        self._free(folio.pa, folio.size)
+
+    def hwpoison(self, hva: int) -> int:
+        """Poison the page behind hva as MADV_HWPOISON does; return 0 or -errno.
+
+        The page is faulted in first (get_user_pages; -EFAULT for VM_PFNMAP). A hugetlb
+        folio is poisoned whole; a THP is split into 4K folios first (-EBUSY, nothing
+        done, if it is pinned), then only the page is poisoned. Each unmapping is
+        invalidated: the THP's extent for the split, the poisoned folio's extent after.
+
+        Kernel: madvise_inject_error -> memory_failure (try_to_split_thp_page,
+        hwpoison_user_mappings -> try_to_unmap).
+        """
+        vma = self._vma_or_raise(hva)
+        if vma_is_pfnmap(vma):
+            return -EFAULT
+        page = hva & ~(PAGE_SIZE - 1)
+        pa, folio = self._touch(vma, page)
+        if folio is not None and folio.transparent:
+            if folio.refcount != 1:
+                return -EBUSY
+            self.split_huge_page(folio)
+            folio = None
+        if folio is None:
+            self._notify(page, page + PAGE_SIZE, "hwpoison")
+            self.poisoned.add(pa)
+            return 0
+        for lo, hi in self._mappers(folio):
+            self._notify(lo, hi, "hwpoison")
         folio.hwpoison = True
-        self._invalidate_end(base, base + folio.size, "hwpoison")
+        return 0
+
+    def split_huge_page(self, folio: Folio) -> None:
+        """Split a THP into 4K folios at the same PAs, invalidating its extent first.
+
+        Kernel: split_huge_page -> unmap_folio (TTU_SPLIT_HUGE_PMD), remap_page.
+        """
+        for lo, hi in self._mappers(folio):
+            self._notify(lo, hi, "split_huge_page")
+        base = folio.hva
+        if self.pmd.get(base) is folio:
+            del self.pmd[base]
+            pfn = folio.pa >> PAGE_SHIFT
+            self.ptes[base] = array("I", range(pfn, pfn + PTRS_PER_PTE))
+        else:
+            ptes = self.ptes[base]
+            mapped = {p << PAGE_SHIFT for p in ptes if p}
+            for pa in range(folio.pa, folio.pa + folio.size, PAGE_SIZE):
+                if pa not in mapped:
+                    self._free(pa, PAGE_SIZE)
+        del self.large[folio.pa]
 
     def _vma_or_raise(self, hva: int) -> Vma:
         vma = self.vma_lookup(hva)
@@ -407,9 +744,19 @@ class HostMm:
             raise ValueError(f"no VMA at HVA {hva:#x}")
         return vma
 
+    def mapped_pages(self) -> Iterator[tuple[int, int]]:
+        """Yield (HVA, PA) for every populated 4K page (VM_PFNMAP excluded), in HVA order."""
+        entries: list[tuple[int, int, int]] = []
+        for table in (self.pud, self.pmd):
+            entries += [(b, f.pa, f.size) for b, f in table.items()]
+        for base in sorted(self.ptes):
+            entries += [(base + (i << PAGE_SHIFT), pfn << PAGE_SHIFT, PAGE_SIZE)
+                        for i, pfn in enumerate(self.ptes[base]) if pfn]
+        for hva, pa, size in sorted(entries):
+            for off in range(0, size, PAGE_SIZE):
+                yield hva + off, pa + off
+
 
 def _clip(v: Vma, start: int, end: int) -> Vma:
-    from dataclasses import replace
-
     return replace(v, start=start, end=end, pfn_base=v.pfn_base + (start - v.start)
                    if v.kind is VmaKind.PFNMAP else v.pfn_base)

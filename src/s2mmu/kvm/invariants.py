@@ -143,9 +143,21 @@ def _dirty(kvm: Kvm, slot: Memslot, gfn: int) -> bool:
     return bitmap is not None and bool(bitmap[rel >> 3] >> (rel & 7) & 1)
 
 
+def _all_dirty(kvm: Kvm, slot: Memslot, gfn: int, npages: int) -> bool:
+    """Return whether every page of [gfn, gfn + npages) is dirty in the slot's bitmap."""
+    bitmap = kvm.dirty_bitmap.get(slot.id)
+    if bitmap is None:
+        return False
+    rel = gfn - slot.base_gfn
+    lo, hi = rel >> 3, (rel + npages + 7) >> 3
+    bits = int.from_bytes(bitmap[lo:hi], "little") >> (rel & 7)
+    return bits & ((1 << npages) - 1) == (1 << npages) - 1
+
+
 def check_refcounts(kvm: Kvm) -> list[KvmViolation]:
-    """Return pages holding a reference beyond their host mapping's."""
-    return [PinLeaked(f.pa, f.refcount) for f in kvm.host.folios.values() if f.refcount != 1]
+    """Return pages holding a reference beyond their host mapping's (none once unmapped)."""
+    return [PinLeaked(f.pa, f.refcount) for f in kvm.host.folios.values()
+            if f.refcount != (1 if f.mapped else 0)]
 
 
 def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[KvmViolation]:
@@ -161,17 +173,17 @@ def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[KvmViolation]:
     vma = kvm.host.vma_lookup(hva)
     if memslot_is_logging(first) and leaf_writable(leaf):
         npages = leaf.size >> PAGE_SHIFT
-        if leaf.size > PAGE_SIZE and not all(_dirty(kvm, first, gfn + i) for i in range(npages)):
+        if leaf.size > PAGE_SIZE and not _all_dirty(kvm, first, gfn, npages):
             bad.append(WritableBlockWhileLogging(leaf.ipa, leaf.size, first.id))
         elif leaf.size == PAGE_SIZE and not _dirty(kvm, first, gfn):
             bad.append(CleanWritablePage(leaf.ipa, leaf.size, first.id))
     if vma is not None and vma_is_pfnmap(vma) and stage2_pte_cacheable(kvm.pgt, leaf.pte) \
             and not kvm_supports_cacheable_pfnmap(kvm.host.features):
         bad.append(CacheablePfnmap(leaf.ipa, leaf.size))
-    for off in {0, leaf.size - PAGE_SIZE}:
+    off = kvm.host.first_mismatch(hva, leaf.size, leaf.pa)
+    if off is not None:
         want = kvm.host.hva_to_pa(hva + off)
-        if want != leaf.pa + off:
-            bad.append(Stage2Mismatch(leaf.ipa, leaf.size, off, leaf.pa + off, want))
+        bad.append(Stage2Mismatch(leaf.ipa, leaf.size, off, leaf.pa + off, want))
     return bad
 
 

@@ -508,6 +508,16 @@ class HostDone:
     hva: int
     size: int
     moved: bool | None = None
+    errno: int = 0
+    """0, or the -errno the kernel's mm returns (a hugetlb munmap off its huge page size:
+    -EINVAL; a hole in a madvise range: -ENOMEM ...)."""
+
+
+@dataclass(frozen=True)
+class HostErrno:
+    """What a host event returned, when expect_errno did not match it (None: success)."""
+
+    errno: str | None
 
 
 @dataclass(frozen=True)
@@ -544,23 +554,25 @@ def host_event(world: World, ev: Event, op: HostOp, hva: int, size: int,
                key: str = "hva") -> HostDone:
     """Run munmap / madvise / migrate / hwpoison.
 
-    A host event the host cannot do (hwpoison where nothing is mapped) is a scenario
-    error naming the event's field.
+    An operation the kernel refuses (-EINVAL, -ENOMEM ...) is a result of the step. A
+    host event the host cannot do (hwpoison where nothing is mapped) is a scenario error
+    naming the event's field.
     """
     h = world.part(KvmWorld).host
     moved = None
+    err = 0
     try:
         if op is HostOp.MUNMAP:
-            h.munmap(hva, size)
+            err = h.munmap(hva, size)
         elif op is HostOp.MADVISE:
-            h.madvise_dontneed(hva, size)
+            err = h.madvise_dontneed(hva, size)
         elif op is HostOp.MIGRATE:
             moved = h.migrate(hva)
         else:
-            h.hwpoison(hva)
+            err = h.hwpoison(hva)
     except ValueError as e:
         raise ev.error(key, str(e)) from None
-    return HostDone(op, hva, size, moved)
+    return HostDone(op, hva, size, moved, err)
 
 
 def run_access(world: World, ev: GuestAccess, draft: StepDraft) -> Outcome:
@@ -921,7 +933,10 @@ def check_mapping(world: World, e: ExpectMapping, d: StepDraft) -> Mismatch | No
 
 
 def check_errno(world: World, e: ExpectErrno, d: StepDraft) -> Mismatch | None:
-    """Compare KVM_RUN's last error."""
+    """Compare KVM_RUN's last error (for a host event: the errno the host's mm returned)."""
+    if isinstance(d.result, HostDone):
+        host_err = errname(d.result.errno) if d.result.errno else None
+        return None if host_err == "-" + e.errno.lstrip("-") else Mismatch(e, HostErrno(host_err))
     errs = [f.handled.result.errno for f in d.faults if isinstance(f.handled.result, Error)]
     got = errname(errs[-1]) if errs else None
     return None if got == "-" + e.errno.lstrip("-") else Mismatch(e, got)
@@ -1006,7 +1021,8 @@ def register() -> None:
                                   parse_abort, run_abort, FAULT_EXPECTS))
     for name in sorted(HOST_EVENTS):
         REGISTRY.event_kind(EventKind(name, HostEvent, frozenset({"hva", "size"}),
-                                      parse_host_event, run_host_event))
+                                      parse_host_event, run_host_event,
+                                      frozenset({"expect_errno"})))
     REGISTRY.event_kind(EventKind("mmap", Mmap, frozenset(VMA_KEYS), parse_mmap, run_mmap))
     for name in ("dirty_log_enable", "dirty_log_disable"):
         REGISTRY.event_kind(EventKind(name, DirtyLogToggle, frozenset({"slot"}),

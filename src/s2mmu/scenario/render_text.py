@@ -116,6 +116,7 @@ from s2mmu.scenario.kvm_events import (
     GuestAccess,
     GuestFaulted,
     HostDone,
+    HostErrno,
     HostEvent,
     HostOp,
     IoctlRefused,
@@ -367,7 +368,8 @@ def _(event: HostEvent, step: StepRecord) -> str:
     r = step.result
     if isinstance(r, HostDone) and r.op is HostOp.MIGRATE:
         return f"migrate HVA {r.hva:#x}: {'moved' if r.moved else 'refused (pinned or absent)'}"
-    return f"{event.op.value} HVA {event.hva:#x}+{size_name(event.size)}"
+    text = f"{event.op.value} HVA {event.hva:#x}+{size_name(event.size)}"
+    return text + (f": {errname(r.errno)}" if isinstance(r, HostDone) and r.errno else "")
 
 
 @event_summary.register
@@ -507,6 +509,8 @@ def _(e: ExpectMapping, got: Any = None) -> str:
 
 @mismatch_text.register
 def _(e: ExpectErrno, got: Any = None) -> str:
+    if isinstance(got, HostErrno):
+        return f"expected errno {e.errno}, got {got.errno or 'none'}"
     return f"expected KVM_RUN error {e.errno}, got {got or 'none'}"
 
 
