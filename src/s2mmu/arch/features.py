@@ -62,7 +62,7 @@ class HwUpdate:
 
     An implementation with FEAT_HAFDBS updates the access flag (and with the dirty level
     the dirty state) where TCR_ELx.{HA,HD} / VTCR_EL2.{HA,HD} ask; a software walker may
-    update less (KVM's at.c walker never sets the dirty state) or nothing. The walk
+    update less (an emulator that only sets the access flag) or nothing. The walk
     parameters AND the register bits with these.
 
     ASL: AArch64.GetS1TTWParams / GetS2TTWParams (ha and hd read as 0 without
