@@ -30,6 +30,7 @@ from s2mmu.nested.nested import NestedVm
 
 MAIR = 0xF0_0C_4F_AA_00_44_04_FF
 S1_EL1_TABLES, S1_EL2_TABLES, S2_TABLES = 0x1000_0000, 0x1800_0000, 0x2000_0000
+CANONICAL_TABLES = 0x3000_0000
 VA1, VA2 = 0x40_0000_0000, 0x4000_0000     # EL1&0 / EL2 data VAs
 IPA, PA = 0x8000_0000, 0x9000_0000
 
@@ -45,9 +46,12 @@ class L1State:
     el2: TableBuilder
     s2: TableBuilder
 
+    canonical: ShadowS2
+
     def ctx(self, profile: AtProfile = CURRENT, shadow: bool = True) -> AtContext:
-        canon = ShadowS2(self.regs.VTCR_EL2, self.regs.VTTBR_EL2)
-        return AtContext(self.vm, profile, canon, canon if shadow else None)
+        """Return the AT context: the shadow stage 2 of L2 is L1's own (memory is flat)."""
+        l1s2 = ShadowS2(self.regs.VTCR_EL2, self.regs.VTTBR_EL2)
+        return AtContext(self.vm, profile, self.canonical, l1s2 if shadow else None)
 
     def arch_env(self):  # type: ignore[no-untyped-def]
         from s2mmu.arch.translate import Env
@@ -83,7 +87,16 @@ def l1_state(fs: FeatureSet | None = None, *, e2h: bool = False, tge: bool = Fal
                    VTCR_EL2=VTCR_EL2.encode(T0SZ=24, SL0=1, TG0=0, SH0=3, ORGN0=1, IRGN0=1,
                                             PS=0b010),
                    VTTBR_EL2=s2.root)
-    return L1State(regs, pan, vm, el1, el2, s2)
+    return L1State(regs, pan, vm, el1, el2, s2, canonical_stage2(host))
+
+
+def canonical_stage2(host: PhysMem) -> ShadowS2:
+    """Return the VM's own stage 2: guest PA = host PA for the first 16GB (1GB blocks)."""
+    b = TableBuilder(host, BumpAllocator(CANONICAL_TABLES, CANONICAL_TABLES + (1 << 20)),
+                     Granule.G4K, 40, 1)
+    b.map(0, 0, 16 << 30, s2_attrs(), level=1)
+    vtcr = VTCR_EL2.encode(T0SZ=24, SL0=1, TG0=0, SH0=3, ORGN0=1, IRGN0=1, PS=0b010)
+    return ShadowS2(vtcr, b.root)
 
 
 AT_OPS = [op for op in AtOp]

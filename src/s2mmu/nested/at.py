@@ -68,9 +68,10 @@ CURRENT = AtProfile("current", hw_af=True)     # software walker sets AF (__kvm_
 PROFILES = {p.name: p for p in (V6_12, CURRENT)}
 
 # compute_par_s1: no NS bit, SCTLR_ELx.C=0 forces Normal NC, reserved SH reads as NSH,
-# a reserved TGx is 64KB, PAR_EL1 bit 11 (RES1) set.
+# a reserved TGx is 64KB, PAR_EL1 bit 11 (RES1) set; compute_par_s12 applies
+# HCR_EL2.CD with or without FWB.
 AT_CHOICES = ImplChoices(par_ns_nonsecure=False, par_sctlr_cacheability=True,
-                         reserved_tg_granule=64, reserved_sh=0b00)
+                         reserved_tg_granule=64, reserved_sh=0b00, par_hcr_cd="always")
 
 
 @dataclass(frozen=True)

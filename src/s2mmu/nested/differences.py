@@ -81,4 +81,35 @@ DIFFERENCES = (
         "__kvm_at_s12 returns before writing PAR_EL1 when the walk returns an error"),
 )
 
-BY_NAME = {d.name: d for d in DIFFERENCES}
+# compute_par_s12 against the model's attribute combination (arch.translate.combine_attrs
+# and ImplChoices), found by tests/nested/test_at.py on every stage-1 MAIR class and
+# stage-2 MemAttr, with and without FWB.
+S12_ATTRIBUTE_DIFFERENCES = (
+    KvmDifference(
+        "AT_S12_RESERVED_MEMATTR", "at.c s2_memattr_to_attr, compute_par_s12",
+        "a reserved stage-2 MemAttr (0b0100, 0b1000, 0b1100; with FWB 0bx100) is "
+        "CONSTRAINED UNPREDICTABLE; the model's ImplChoices.s2_reserved_cacheability picks",
+        "0b0100 reads as Normal WB, 0b1000/0b1100 as Normal NC; with FWB stage 1's "
+        "attributes are kept",
+        "KVM picks its own permitted answer"),
+    KvmDifference(
+        "AT_S12_TAGGED", "at.c combine_s1_s2_attr",
+        "a stage-1 Tagged Normal WB (MAIR 0xF0) combines as Write-Back",
+        "0xF0 is combined nibble by nibble, its inner nibble 0 read as a hint-less type",
+        "the combination works on MAIR nibbles and has no case for the Tagged encoding"),
+    KvmDifference(
+        "AT_S12_FWB_SH", "at.c compute_par_s12, combine_sh",
+        "with FWB MemAttr 0b110 (forced Write-Back) the shareability combines the "
+        "descriptors' SH fields",
+        "stage 1's reported shareability is combined, so a Device or Normal NC stage 1 "
+        "makes the result Outer Shareable",
+        "combine_sh takes PAR_EL1.SH of the stage-1 result, already normalised"),
+    KvmDifference(
+        "AT_S12_FWB_HINTS", "at.c compute_par_s12",
+        "with FWB MemAttr 0b110 the result is Write-Back with stage 1's allocation hints "
+        "where stage 1 is cacheable",
+        "always Write-Back Read/Write-Allocate (0xFF)",
+        "the FWB case returns a fixed attribute"),
+)
+
+BY_NAME = {d.name: d for d in DIFFERENCES + S12_ATTRIBUTE_DIFFERENCES}
