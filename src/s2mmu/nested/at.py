@@ -397,8 +397,8 @@ def combine_sh(s1: int, s2: int) -> int:
 def compute_par_s12(regs: SysRegs, s1_par: int, tr: KvmS2Trans, mte_perm: bool) -> int:
     """Return PAR_EL1 for both stages from the stage-1 PAR and L1's stage-2 result.
 
-    Kernel: at.c compute_par_s12 (FWB: R_VRJSW/R_RHWZM; without: R_HMNDG/R_TNHFM/
-    R_GQFSF; then HCR_EL2.CD makes Normal memory NC). mte_perm: FEAT_MTE_PERM in
+    Kernel: at.c compute_par_s12 (an FWB arm and a combining arm, then HCR_EL2.CD
+    makes Normal memory NC). mte_perm: FEAT_MTE_PERM in
     the VM (MemAttr[3] kept with FWB); the model's feature sets never have it. A
     successful result carries no NS and no bit 11, as in the kernel.
     """
