@@ -64,7 +64,7 @@ def l1_state(fs: FeatureSet | None = None, *, e2h: bool = False, tge: bool = Fal
     """Return L1 with EL1&0 tables (4KB, 48-bit VA) behind its stage 2, and EL2 tables."""
     fs = fs or qemu_7_2_max().with_features("FEAT_PAN3", "FEAT_ATS1A")
     host = PhysMem()
-    vm = NestedVm(fs, 48, host, identity_guest(host, 1 << 44))
+    vm = NestedVm(fs, 48, host, identity_guest(host))
     s2 = TableBuilder(host, BumpAllocator(S2_TABLES, S2_TABLES + (16 << 20)), Granule.G4K, 40, 1)
     el1 = TableBuilder(host, BumpAllocator(S1_EL1_TABLES, S1_EL1_TABLES + (16 << 20)),
                        Granule.G4K, 48, 0)

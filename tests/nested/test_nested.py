@@ -191,7 +191,7 @@ def test_nested_walk_agrees_with_the_arch_stage2_translation(case, xnx):
     granule, t0sz, sl0, ipa_limit, ps, leaves, junk, probes = case
     fs = FeatureSet(frozenset({"FEAT_XNX"} if xnx else set()), pa_bits=ipa_limit)
     base = l1_vm()
-    vm = NestedVm(fs, ipa_limit, base.host, identity_guest(base.host, 1 << 44))
+    vm = NestedVm(fs, ipa_limit, base.host, identity_guest(base.host))
     regs, b = l1_stage2(vm, granule, t0sz, sl0, ps=ps)
     for ipa, oa, size, attrs, level in leaves:
         b.map(ipa, oa, size, attrs, level=level)
