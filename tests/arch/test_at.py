@@ -336,3 +336,37 @@ def test_result_types():
     assert isinstance(m.at("S12E1R", VA, el=1), AtException)
     f = m.at("S1E1R", 0x1_0000_0000_0000)
     assert isinstance(f, ParResult) and f.result.statuscode is Fault.TRANSLATION
+
+
+# ---------------------------------------------------------------- FEAT_ATS1A
+
+def test_at_s1e1a_needs_feat_ats1a():
+    m, _ = mapped()
+    exc = m.exc("S1E1A", VA, el=1)
+    assert exc.reason == "AT S1E1A needs FEAT_ATS1A"
+
+
+def test_at_s1e1a_translates_a_page_s1e1r_cannot_read():
+    m, _ = mapped(s1_attrs(el0=True))
+    m.fs = qemu_7_2_max().with_features("FEAT_ATS1A")
+    assert m.par("S1E1RP", VA, el=1, pan=True) & 1
+    par = m.par("S1E1A", VA, el=1, pan=True)
+    assert not par & 1 and par & 0xFFFFFFFFF000 == PA
+
+
+def test_at_s1e2a_checks_no_write_permission_on_a_read_only_el2_page():
+    m = Machine(fs=qemu_7_2_max().with_features("FEAT_ATS1A"))
+    alloc = BumpAllocator(0x1000_0000, 0x2000_0000)
+    b = TableBuilder(m.mem, alloc, G4, 48, 0)
+    b.map(0x4000_0000, PA, 0x1000, s1_attrs(ro=True))
+    m.set(SCTLR_EL2=0x30C50830 | 1, MAIR_EL2=MAIR, TTBR0_EL2=b.root,
+          TCR_EL2=0x80800000 | 16 | (0b101 << 16))
+    assert m.par("S1E2W", 0x4000_0000) & 1
+    assert m.par("S1E2A", 0x4000_0000) & 0xFFFFFFFFF000 == PA
+
+
+def test_at_s1e1a_still_faults_on_translation():
+    m, _ = mapped()
+    m.fs = qemu_7_2_max().with_features("FEAT_ATS1A")
+    par = m.par("S1E1A", VA + 0x1000, el=1)
+    assert par & 1 and (par >> 1) & 0x3F == 0b000111

@@ -83,3 +83,15 @@ def test_id_aa64mmfr2_of_qemu_max():
 def test_id_aa64mmfr2_of_server_v8_2():
     v = ID_AA64MMFR2_EL1.decode(id_aa64mmfr2(server_v8_2()))
     assert (v.VARange, v.ST, v.FWB, v.E0PD) == (0, 0, 0, 0)
+
+
+def test_hw_update_of_follows_hafdbs_and_its_dirty_level():
+    from s2mmu.arch.features import NO_HW_UPDATE, HwUpdate, hw_update_of
+    fs = FeatureSet(frozenset({"FEAT_HAFDBS"}))
+    assert hw_update_of(fs) == HwUpdate(True, False, True, False)
+    assert hw_update_of(fs.with_features("FEAT_HAFDBS_DIRTY")) == HwUpdate(True, True, True, True)
+    assert hw_update_of(FeatureSet(frozenset())) == NO_HW_UPDATE
+
+
+def test_feat_ats1a_is_a_known_feature():
+    assert FeatureSet(frozenset({"FEAT_ATS1A"})).has("FEAT_ATS1A")

@@ -51,3 +51,17 @@ def test_free_page():
     mem.write64(0x3000, 1)
     mem.free_page(0x3008)
     assert mem.read64(0x3000) == 0 and mem.pages_allocated() == 0
+
+
+def test_physmem_is_a_table_memory_port():
+    from s2mmu.arch.memory import TableMemory
+
+    def read_through(port: TableMemory, pa: int) -> int:
+        got = port.read64(pa, True)
+        assert isinstance(got, int)
+        return got
+
+    mem = PhysMem()
+    mem.write64(0x1000, 0x0102030405060708, big_endian=True)
+    assert read_through(mem, 0x1000) == 0x0102030405060708
+    assert mem.cas64(0x1000, 0x0102030405060708, 5, big_endian=True) is True

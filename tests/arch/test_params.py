@@ -345,3 +345,20 @@ def test_el20_reads_tcr_el2_with_the_two_range_layout():
                               DEFAULT_CHOICES)
     lower = get_s1_ttw_params(regs, Regime.EL20, 0x1000, qemu_7_2_max(), DEFAULT_CHOICES)
     assert (upper.txsz, lower.txsz) == (25, 20)
+
+
+def test_hw_update_input_gates_ha_and_hd_not_the_feature_set():
+    from s2mmu.arch.config import DEFAULT_CHOICES
+    from s2mmu.arch.features import HwUpdate, qemu_7_2_max
+    from s2mmu.arch.params import get_s1_ttw_params, get_s2_ttw_params
+    from s2mmu.arch.registers import TCR_EL1, VTCR_EL2
+    from s2mmu.arch.state import Regime, SysRegs
+    regs = SysRegs(TCR_EL1=TCR_EL1.encode(HA=1, HD=1, T0SZ=16),
+                   VTCR_EL2=VTCR_EL2.encode(HA=1, HD=1, T0SZ=24, SL0=1))
+    fs = qemu_7_2_max()
+    only_s2_af = HwUpdate(s1_af=False, s1_dirty=False, s2_af=True, s2_dirty=False)
+    p1 = get_s1_ttw_params(regs, Regime.EL10, 0, fs, DEFAULT_CHOICES, only_s2_af)
+    p2 = get_s2_ttw_params(regs, fs, DEFAULT_CHOICES, only_s2_af)
+    assert (p1.ha, p1.hd, p2.ha, p2.hd) == (False, False, True, False)
+    p1 = get_s1_ttw_params(regs, Regime.EL10, 0, fs, DEFAULT_CHOICES)
+    assert (p1.ha, p1.hd) == (True, True)

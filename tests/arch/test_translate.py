@@ -868,3 +868,144 @@ def test_full_translate_and_stage2_lookup_refuse_addresses_wider_than_64_bits(va
         Machine().translate(va)
     with pytest.raises(InputError, match=r"^ipa=.*: an intermediate physical address is 64 bits"):
         stage2_lookup(PhysMem(), 0, 0, va)
+
+
+# ---------------------------------------------------------------- table-memory port
+
+class FailingPort:
+    """Table memory that fails reads (or compare-and-swaps) at chosen PAs."""
+
+    def __init__(self, mem, bad_reads=(), bad_cas=()):
+        self.mem, self.bad_reads, self.bad_cas = mem, set(bad_reads), set(bad_cas)
+        self.reads: list[int] = []
+
+    def read64(self, pa, big_endian=False):
+        from s2mmu.arch.memory import ExternalAbort
+        self.reads.append(pa)
+        if pa in self.bad_reads:
+            return ExternalAbort(pa, "no memory behind it")
+        return self.mem.read64(pa, big_endian)
+
+    def cas64(self, pa, expected, new, big_endian=False):
+        from s2mmu.arch.memory import ExternalAbort
+        if pa in self.bad_cas:
+            return ExternalAbort(pa, "store refused")
+        return self.mem.cas64(pa, expected, new, big_endian)
+
+
+def _env_with(m, port=None, hw=None):
+    from s2mmu.arch.translate import Env
+    return Env(m.mem, m.fs, m.choices, tables=port, hw=hw)
+
+
+def test_walks_read_their_tables_through_the_port():
+    from s2mmu.arch.translate import full_translate
+    m, b = s1_machine()
+    b.map(0x4000_0000, 0x8000_0000, 4096, s1_attrs())
+    port = FailingPort(m.mem)
+    got = full_translate(m.regs, Regime.EL10, 0x4000_0123, acc_gpr(1, False), _env_with(m, port))
+    assert isinstance(got, AddressDescriptor) and got.paddress == 0x8000_0123
+    assert len(port.reads) == 4
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_failed_stage1_descriptor_read_is_external_abort_at_its_level(level):
+    from s2mmu.arch.translate import full_translate
+    m, b = s1_machine()
+    b.map(0x4000_0000, 0x8000_0000, 4096, s1_attrs())
+    reads = FailingPort(m.mem)
+    full_translate(m.regs, Regime.EL10, 0x4000_0000, acc_gpr(1, False), _env_with(m, reads))
+    port = FailingPort(m.mem, bad_reads=[reads.reads[level]])
+    got = full_translate(m.regs, Regime.EL10, 0x4000_0000, acc_gpr(1, False), _env_with(m, port))
+    assert got.statuscode is Fault.SYNC_EXTERNAL_ON_WALK and got.level == level
+    assert not got.secondstage
+    assert f"(level {level}) failed: no memory behind it" in got.reason
+
+
+def test_failed_stage2_read_during_stage1_walk_is_a_stage2_external_abort():
+    from s2mmu.arch.translate import full_translate
+    m, s1, s2 = two_stage()
+    s1.map(DATA_VA, DATA_IPA, 4096, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 4096, s2_attrs())
+    s2_root_entry = m.regs.VTTBR_EL2 + 8 * ((S1_TABLES_IPA >> 30) & 0x3FF)
+    port = FailingPort(m.mem, bad_reads=[s2_root_entry])
+    got = full_translate(m.regs, Regime.EL10, DATA_VA, acc_gpr(1, False), _env_with(m, port))
+    assert got.statuscode is Fault.SYNC_EXTERNAL_ON_WALK and got.level == 1
+    assert got.secondstage and got.s2fs1walk
+
+
+def test_failed_access_flag_update_is_external_abort_at_the_leaf_level():
+    from s2mmu.arch.translate import full_translate
+    m, b = s1_machine(HA=1)
+    leaf = b.map(0x4000_0000, 0x8000_0000, 2 << 20, s1_attrs(af=False), level=2)
+    del leaf
+    ok = full_translate(m.regs, Regime.EL10, 0x4000_0000, acc_gpr(1, False), m.env())
+    assert isinstance(ok, AddressDescriptor)
+    pa = ok.s1.leaf_paddress
+    m.mem.write64(pa, m.mem.read64(pa) & ~(1 << 10))
+    port = FailingPort(m.mem, bad_cas=[pa])
+    got = full_translate(m.regs, Regime.EL10, 0x4000_0000, acc_gpr(1, False), _env_with(m, port))
+    assert got.statuscode is Fault.SYNC_EXTERNAL_ON_WALK and got.level == 2
+    assert "stage-1 descriptor update" in got.reason
+
+
+# ---------------------------------------------------------------- hardware-update policy
+
+def test_hw_update_policy_without_af_update_gives_access_flag_fault_despite_tcr_ha():
+    from s2mmu.arch.features import NO_HW_UPDATE
+    from s2mmu.arch.translate import full_translate
+    m, b = s1_machine(HA=1)
+    b.map(0x4000_0000, 0x8000_0000, 4096, s1_attrs(af=False))
+    got = full_translate(m.regs, Regime.EL10, 0x4000_0000, acc_gpr(1, False),
+                         _env_with(m, hw=NO_HW_UPDATE))
+    assert got.statuscode is Fault.ACCESS_FLAG and got.level == 3
+    assert m.mem.hw_writes == []
+
+
+def test_hw_update_policy_af_only_sets_af_but_not_dirty():
+    from s2mmu.arch.features import HwUpdate
+    from s2mmu.arch.translate import full_translate
+    m, b = s1_machine(HA=1, HD=1)
+    b.map(0x4000_0000, 0x8000_0000, 4096, s1_attrs(af=False, ro=True, dbm=True))
+    env = _env_with(m, hw=HwUpdate(s1_af=True, s1_dirty=False, s2_af=True, s2_dirty=False))
+    got = full_translate(m.regs, Regime.EL10, 0x4000_0000, acc_gpr(1, True), env)
+    assert got.statuscode is Fault.PERMISSION   # DBM does not make it writable without HD
+    got = full_translate(m.regs, Regime.EL10, 0x4000_0000, acc_gpr(1, False), env)
+    assert isinstance(got, AddressDescriptor) and got.s1.leaf.raw & (1 << 10)
+    assert got.s1.leaf.raw & (1 << 7)
+
+
+def test_default_hw_update_policy_is_the_feature_set():
+    from s2mmu.arch.features import hw_update_of
+    assert hw_update_of(qemu_7_2_max()).s1_dirty
+    assert not hw_update_of(FeatureSet(frozenset())).s2_af
+
+
+# ---------------------------------------------------------------- the stage-2 walk entry
+
+def test_s2_walk_returns_the_leaf_without_checking_permission_or_af():
+    from s2mmu.arch.params import get_s2_ttw_params
+    from s2mmu.arch.translate import s2_output, s2_walk
+    from s2mmu.arch.walk import TTWState
+    m = Machine()
+    s2 = s2_builder(m)
+    s2.map(0x8000_0000, 0x9000_0000, 2 << 20, s2_attrs(s2ap=0b00, af=False), level=2)
+    env = m.env()
+    p = get_s2_ttw_params(m.regs, env.fs, env.choices)
+    got = s2_walk(p, 0x8001_2345, acc_gpr(1, True), env)
+    assert isinstance(got, TTWState) and got.level == 2
+    assert s2_output(p, env, got, 0x8001_2345) == 0x9001_2345
+    full = stage2_lookup(m.mem, m.regs.VTCR_EL2, m.regs.VTTBR_EL2, 0x8001_2345)
+    assert full.statuscode is Fault.ACCESS_FLAG
+
+
+def test_s2_walk_reports_pre_walk_faults_as_stage2_level_0():
+    from s2mmu.arch.params import get_s2_ttw_params
+    from s2mmu.arch.translate import s2_walk
+    m = Machine()
+    s2_builder(m)
+    env = m.env()
+    p = get_s2_ttw_params(m.regs, env.fs, env.choices)
+    got = s2_walk(p, 1 << 40, acc_gpr(1, False), env)
+    assert got.statuscode is Fault.TRANSLATION and got.level == 0 and got.secondstage
+    assert got.reason == "IPA 0x10000000000 is outside the 40-bit IPA space (VTCR_EL2.T0SZ)"

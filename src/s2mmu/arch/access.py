@@ -41,6 +41,7 @@ class AccessDescriptor:
     write: bool = False
     pan: bool = False
     walk_of: AccessDescriptor | None = None
+    any_access: bool = False   # AT S1E1A/S1E2A (ASL ATAccess_Any): no permission check
 
     def is_ifetch(self) -> bool:
         """Return whether this is an instruction fetch."""
@@ -75,7 +76,11 @@ def acc_ifetch(el: int) -> AccessDescriptor:
     return AccessDescriptor(AccessType.IFETCH, el)
 
 
-def acc_at(el: int, write: bool, pan: bool = False) -> AccessDescriptor:
-    """Return the access of an AT instruction (ASL CreateAccDescAT)."""
+def acc_at(el: int, write: bool, pan: bool = False, any_access: bool = False
+           ) -> AccessDescriptor:
+    """Return the access of an AT instruction (ASL CreateAccDescAT).
+
+    any_access: AT S1E1A/S1E2A (FEAT_ATS1A, ATAccess_Any), which read no permission.
+    """
     check_access_el(el)
-    return AccessDescriptor(AccessType.AT, el, write, pan)
+    return AccessDescriptor(AccessType.AT, el, write, pan, any_access=any_access)

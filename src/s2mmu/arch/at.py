@@ -30,20 +30,25 @@ from s2mmu.arch.walk import WalkStep
 
 
 class AtOp(Enum):
-    """The AT operations: (stage, EL whose permissions apply, write, PAN-aware)."""
+    """The AT operations: (stage, EL whose permissions apply, write, PAN-aware, any).
 
-    S1E0R = (1, 0, False, False)
-    S1E0W = (1, 0, True, False)
-    S1E1R = (1, 1, False, False)
-    S1E1W = (1, 1, True, False)
-    S1E1RP = (1, 1, False, True)
-    S1E1WP = (1, 1, True, True)
-    S1E2R = (1, 2, False, False)
-    S1E2W = (1, 2, True, False)
-    S12E0R = (12, 0, False, False)
-    S12E0W = (12, 0, True, False)
-    S12E1R = (12, 1, False, False)
-    S12E1W = (12, 1, True, False)
+    "any" is FEAT_ATS1A's AT S1E1A/S1E2A: a translation with no permission check.
+    """
+
+    S1E0R = (1, 0, False, False, False)
+    S1E0W = (1, 0, True, False, False)
+    S1E1R = (1, 1, False, False, False)
+    S1E1W = (1, 1, True, False, False)
+    S1E1RP = (1, 1, False, True, False)
+    S1E1WP = (1, 1, True, True, False)
+    S1E1A = (1, 1, False, False, True)
+    S1E2R = (1, 2, False, False, False)
+    S1E2W = (1, 2, True, False, False)
+    S1E2A = (1, 2, False, False, True)
+    S12E0R = (12, 0, False, False, False)
+    S12E0W = (12, 0, True, False, False)
+    S12E1R = (12, 1, False, False, False)
+    S12E1W = (12, 1, True, False, False)
 
     @property
     def stage(self) -> int:
@@ -60,6 +65,10 @@ class AtOp(Enum):
     @property
     def pan_aware(self) -> bool:
         return self.value[3]
+
+    @property
+    def any_access(self) -> bool:
+        return self.value[4]
 
     @classmethod
     def parse(cls, name: str) -> AtOp:
@@ -100,14 +109,16 @@ AtResult = ParResult | AtException
 def at_undefined_reason(op: AtOp, el: int, env: Env) -> str:
     """Return why op is UNDEFINED when executed at el, or "".
 
-    AT S1E2* and S12E* need EL2 or EL3; S1E1RP/WP need FEAT_PAN2. el is where the
-    instruction executes: EL1, EL2 or EL3 (see check_at_el).
+    AT S1E2* and S12E* need EL2 or EL3; S1E1RP/WP need FEAT_PAN2; S1E1A/S1E2A need
+    FEAT_ATS1A. el is where the instruction executes: EL1, EL2 or EL3 (see check_at_el).
     """
     check_at_el(el)
     if el == 1 and (op.stage == 12 or op.el == 2):
         return f"AT {op.name} is UNDEFINED at EL1"
     if op.pan_aware and not env.fs.has("FEAT_PAN2"):
         return f"AT {op.name} needs FEAT_PAN2"
+    if op.any_access and not env.fs.has("FEAT_ATS1A"):
+        return f"AT {op.name} needs FEAT_ATS1A"
     return ""
 
 
@@ -150,7 +161,7 @@ def execute_at(op: AtOp, va: int, el: int, pan: bool, regs: SysRegs, env: Env,
     if undef:
         return AtException(el, esr_undefined(), reason=undef)
     regime, perm_el = at_regime(op, regs)
-    access = acc_at(perm_el, op.write, pan=op.pan_aware and pan)
+    access = acc_at(perm_el, op.write, pan=op.pan_aware and pan, any_access=op.any_access)
     got = full_translate(regs, regime, va, access, env, stage1_only=op.stage == 1, trace=trace)
     return at_outcome(got, va, el, env)
 
@@ -188,4 +199,4 @@ def encode_par(result: AddressDescriptor | FaultRecord, env: Env) -> int:
 
 def access_for(op: AtOp, pan: bool) -> AccessDescriptor:
     """Return the access descriptor op uses (for callers that translate directly)."""
-    return acc_at(op.el, op.write, pan=op.pan_aware and pan)
+    return acc_at(op.el, op.write, pan=op.pan_aware and pan, any_access=op.any_access)

@@ -17,7 +17,7 @@ KNOWN_FEATURES = frozenset({
     "FEAT_HPDS2", "FEAT_E0PD", "FEAT_VHE", "FEAT_VMID16", "FEAT_TTL", "FEAT_BBM",
     "FEAT_HCX", "FEAT_NV", "FEAT_NV2", "FEAT_TTCNP", "FEAT_DIC", "FEAT_IDC",
     "FEAT_TLBIRANGE", "FEAT_MTE", "FEAT_MTE2", "FEAT_UAO", "FEAT_LSE", "FEAT_BigEnd",
-    "FEAT_RME", "FEAT_XS",
+    "FEAT_RME", "FEAT_XS", "FEAT_ATS1A",
 })
 
 PARANGE_BITS = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52}
@@ -54,6 +54,34 @@ class FeatureSet:
     def pa_max(self) -> int:
         """Return the implemented PA size in bits (ASL AArch64.PAMax)."""
         return self.pa_bits
+
+
+@dataclass(frozen=True)
+class HwUpdate:
+    """Which descriptor updates the translation hardware makes: an input, not a guess.
+
+    An implementation with FEAT_HAFDBS updates the access flag (and with the dirty level
+    the dirty state) where TCR_ELx.{HA,HD} / VTCR_EL2.{HA,HD} ask; a software walker may
+    update less (an emulator that only sets the access flag) or nothing. The walk
+    parameters AND the register bits with these.
+
+    ASL: AArch64.GetS1TTWParams / GetS2TTWParams (ha and hd read as 0 without
+    FEAT_HAFDBS).
+    """
+
+    s1_af: bool
+    s1_dirty: bool
+    s2_af: bool
+    s2_dirty: bool
+
+
+NO_HW_UPDATE = HwUpdate(False, False, False, False)
+
+
+def hw_update_of(fs: FeatureSet) -> HwUpdate:
+    """Return the updates an implementation with fs makes (FEAT_HAFDBS and its dirty level)."""
+    af, dirty = fs.has("FEAT_HAFDBS"), fs.has("FEAT_HAFDBS_DIRTY")
+    return HwUpdate(af, dirty, af, dirty)
 
 
 def qemu_7_2_max() -> FeatureSet:

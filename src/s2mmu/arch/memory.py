@@ -10,6 +10,7 @@ ASL: PhysMemRead/PhysMemWrite, AArch64.MemSwapTableDesc (the atomic descriptor u
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from s2mmu.arch.bits import U64
 from s2mmu.arch.reprs import hex_repr
@@ -43,6 +44,33 @@ class MemoryWrite:
         def swap(v: int) -> int:
             return int.from_bytes(v.to_bytes(8, "big"), "little")
         return swap(self.before), swap(self.after)
+
+
+@dataclass(frozen=True)
+class ExternalAbort:
+    """A table-memory access that failed: the walk reports a synchronous External abort.
+
+    ASL: PhysMemRetStatus with IsFault(memstatus), turned by HandleExternalTTWAbort into
+    Fault_SyncExternalOnWalk at the level of the access.
+    """
+
+    pa: int
+    reason: str
+
+
+class TableMemory(Protocol):
+    """The port a translation reads its tables through and updates descriptors through.
+
+    PhysMem is one; a hypervisor can supply guest memory (read through its own stage 2,
+    faulting pages in). A failed access returns an ExternalAbort instead of a value.
+
+    ASL: PhysMemRead (the descriptor fetch), AArch64.MemSwapTableDesc (the update).
+    """
+
+    def read64(self, pa: int, big_endian: bool = False) -> int | ExternalAbort: ...
+
+    def cas64(self, pa: int, expected: int, new: int,
+              big_endian: bool = False) -> bool | ExternalAbort: ...
 
 
 class PhysMem:

@@ -13,7 +13,7 @@ from enum import Enum
 
 from s2mmu.arch.bits import bit
 from s2mmu.arch.config import ImplChoices
-from s2mmu.arch.features import PARANGE_BITS, FeatureSet
+from s2mmu.arch.features import PARANGE_BITS, FeatureSet, HwUpdate, hw_update_of
 from s2mmu.arch.registers import (
     HCR_EL2,
     SCTLR_EL1,
@@ -312,11 +312,15 @@ def s1_regs(regs: SysRegs, regime: Regime) -> tuple[RegView, RegView, int]:
 
 
 def get_s1_ttw_params(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
-                      choices: ImplChoices) -> S1TTWParams:
-    """Read the stage-1 walk parameters for va (ASL AArch64.GetS1TTWParams)."""
+                      choices: ImplChoices, hw: HwUpdate | None = None) -> S1TTWParams:
+    """Read the stage-1 walk parameters for va (ASL AArch64.GetS1TTWParams).
+
+    hw says which descriptor updates are made (default: what fs implements).
+    """
+    hw = hw or hw_update_of(fs)
     rng = va_range(va, regime)
     if regime is Regime.EL2:
-        return _s1_params_el2(regs, fs, choices)
+        return _s1_params_el2(regs, fs, choices, hw)
     tcr, sctlr, mair = s1_regs(regs, regime)
     upper = rng is VARange.UPPER
     if upper:
@@ -336,8 +340,7 @@ def get_s1_ttw_params(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
     return S1TTWParams(
         regime=regime, varange=rng, tgx=tgx, txsz=txsz, ttb=ttb,
         ps=physical_address_size(tcr.IPS, tgx, fs), ps_raw=tcr.IPS, ds=ds,
-        ha=bool(tcr.HA) and fs.has("FEAT_HAFDBS"),
-        hd=bool(tcr.HA and tcr.HD) and fs.has("FEAT_HAFDBS_DIRTY"),
+        ha=bool(tcr.HA) and hw.s1_af, hd=bool(tcr.HA and tcr.HD) and hw.s1_dirty,
         tbi=bool(tbi), tbid=bool(tbid), epd=bool(epd), e0pd=bool(e0pd) and fs.has("FEAT_E0PD"),
         hpd=bool(hpd) and fs.has("FEAT_HPDS"), wxn=bool(sctlr.WXN),
         ee=bool(sctlr.EE), epan=bool(sctlr.EPAN) and fs.has("FEAT_PAN3"),
@@ -347,7 +350,8 @@ def get_s1_ttw_params(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
     )
 
 
-def _s1_params_el2(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S1TTWParams:
+def _s1_params_el2(regs: SysRegs, fs: FeatureSet, choices: ImplChoices,
+                   hw: HwUpdate) -> S1TTWParams:
     """Read the EL2 (E2H=0) regime's single-range parameters from TCR_EL2/SCTLR_EL2."""
     tcr, sctlr, mair = s1_regs(regs, Regime.EL2)
     tgx = tg0_granule(tcr.TG0, fs, choices)
@@ -355,8 +359,7 @@ def _s1_params_el2(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S1TTW
     return S1TTWParams(
         regime=Regime.EL2, varange=VARange.LOWER, tgx=tgx, txsz=tcr.T0SZ,
         ttb=regs.TTBR0_EL2, ps=physical_address_size(tcr.PS, tgx, fs), ps_raw=tcr.PS,
-        ds=ds, ha=bool(tcr.HA) and fs.has("FEAT_HAFDBS"),
-        hd=bool(tcr.HA and tcr.HD) and fs.has("FEAT_HAFDBS_DIRTY"),
+        ds=ds, ha=bool(tcr.HA) and hw.s1_af, hd=bool(tcr.HA and tcr.HD) and hw.s1_dirty,
         tbi=bool(tcr.TBI), tbid=bool(tcr.TBID), epd=False, e0pd=False,
         hpd=bool(tcr.HPD) and fs.has("FEAT_HPDS"), wxn=bool(sctlr.WXN),
         ee=bool(sctlr.EE), epan=False, mair=mair, sh=tcr.SH0,
@@ -365,16 +368,20 @@ def _s1_params_el2(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S1TTW
     )
 
 
-def get_s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices) -> S2TTWParams:
-    """Read the stage-2 walk parameters from VTCR_EL2/VTTBR_EL2 (ASL AArch64.GetS2TTWParams)."""
+def get_s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices,
+                      hw: HwUpdate | None = None) -> S2TTWParams:
+    """Read the stage-2 walk parameters from VTCR_EL2/VTTBR_EL2 (ASL AArch64.GetS2TTWParams).
+
+    hw says which descriptor updates are made (default: what fs implements).
+    """
+    hw = hw or hw_update_of(fs)
     vtcr, hcr = VTCR_EL2.decode(regs.VTCR_EL2), HCR_EL2.decode(regs.HCR_EL2)
     tgx = tg0_granule(vtcr.TG0, fs, choices)
     ds = bool(vtcr.DS) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
     return S2TTWParams(
         tgx=tgx, txsz=vtcr.T0SZ, sl0=vtcr.SL0, sl2=vtcr.SL2 if ds else 0,
         ttb=regs.VTTBR_EL2, ps=physical_address_size(vtcr.PS, tgx, fs), ps_raw=vtcr.PS,
-        ds=ds, ha=bool(vtcr.HA) and fs.has("FEAT_HAFDBS"),
-        hd=bool(vtcr.HA and vtcr.HD) and fs.has("FEAT_HAFDBS_DIRTY"),
+        ds=ds, ha=bool(vtcr.HA) and hw.s2_af, hd=bool(vtcr.HA and vtcr.HD) and hw.s2_dirty,
         ee=bool(SCTLR_EL2.decode(regs.SCTLR_EL2).EE),
         fwb=bool(hcr.FWB) and fs.has("FEAT_S2FWB"),
         cd=bool(hcr.CD), id=bool(hcr.ID), sh=vtcr.SH0, irgn=vtcr.IRGN0, orgn=vtcr.ORGN0,

@@ -34,9 +34,9 @@ from s2mmu.arch.config import DEFAULT_CHOICES, ImplChoices
 from s2mmu.arch.descriptors import af, attrindx, dbm, s2_memattr, sh
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import Fault, FaultRecord, as_stage2
-from s2mmu.arch.features import FeatureSet, qemu_7_2_max
+from s2mmu.arch.features import FeatureSet, HwUpdate, hw_update_of, qemu_7_2_max
 from s2mmu.arch.inputs import shorten_hex
-from s2mmu.arch.memory import PhysMem
+from s2mmu.arch.memory import ExternalAbort, PhysMem, TableMemory
 from s2mmu.arch.params import (
     S1TTWParams,
     S2TTWParams,
@@ -63,11 +63,25 @@ from s2mmu.arch.walk import Fetch, TTWState, WalkSetup, WalkStep, leaf_output, w
 
 @dataclass(frozen=True)
 class Env:
-    """What a translation is computed against: memory, the implementation, its choices."""
+    """What a translation is computed against: memory, the implementation, its choices.
+
+    tables: the port table walks read and update descriptors through (default: mem).
+    hw: the descriptor updates made (default: what fs implements, hw_update_of).
+    """
 
     mem: PhysMem
     fs: FeatureSet
     choices: ImplChoices = DEFAULT_CHOICES
+    tables: TableMemory | None = None
+    hw: HwUpdate | None = None
+
+    def table_memory(self) -> TableMemory:
+        """Return the port table walks go through."""
+        return self.mem if self.tables is None else self.tables
+
+    def hw_update(self) -> HwUpdate:
+        """Return the descriptor updates this implementation makes."""
+        return hw_update_of(self.fs) if self.hw is None else self.hw
 
 
 @hex_repr()
@@ -95,6 +109,17 @@ class AddressDescriptor:
 
 
 Result = AddressDescriptor | FaultRecord
+
+
+def walk_abort(got: ExternalAbort, level: int, access: AccessDescriptor,
+               what: str) -> FaultRecord:
+    """Return the External abort on a table walk for a failed descriptor access.
+
+    ASL: HandleExternalTTWAbort (Fault_SyncExternalOnWalk at the walk's level), for
+    the fetch in AArch64.S1Walk/S2Walk and the update in AArch64.MemSwapTableDesc.
+    """
+    return FaultRecord(Fault.SYNC_EXTERNAL_ON_WALK, level, access, reason=(
+        f"{what} at {got.pa:#x} (level {level}) failed: {got.reason}"))
 
 
 def acc_ttw(access: AccessDescriptor, write: bool = False) -> AccessDescriptor:
@@ -136,6 +161,48 @@ def s2_walk_checks(p: S2TTWParams, ipa: int, env: Env) -> str:
     return ""
 
 
+def s2_effective_params(p: S2TTWParams, env: Env) -> S2TTWParams:
+    """Return p with an out-of-range T0SZ clamped (when it does not fault)."""
+    return replace(p, txsz=clamp_txsz(p.txsz, *p.txsz_range(env.fs)))
+
+
+def s2_walk(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
+            trace: list[WalkStep] | None = None) -> TTWState | FaultRecord:
+    """Walk stage 2 for ipa: the leaf and its level, or the fault; no AF or permission check.
+
+    The checks before the walk (T0SZ, SL0, the IPA size) and the walk's own faults
+    (translation, address size, External abort on the walk) are stage-2 faults here.
+    The output address is s2_output(p, env, state, ipa).
+
+    ASL: AArch64.S2Translate up to and including AArch64.S2Walk.
+    """
+    s1ptw = access.acctype is AccessType.TTW
+    why = s2_txsz_fault(p, env)
+    if why:
+        return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
+    p = s2_effective_params(p, env)
+    why = s2_walk_checks(p, ipa, env)
+    if why:
+        return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
+    port = env.table_memory()
+
+    def fetch(addr: int, level: int) -> tuple[int, int] | FaultRecord:
+        raw = port.read64(addr, p.ee)
+        if isinstance(raw, ExternalAbort):
+            return walk_abort(raw, level, access, "stage-2 descriptor read")
+        return addr, raw
+
+    got = walk(s2_setup(p, env), ipa, access, fetch, trace)
+    if isinstance(got, FaultRecord):
+        return as_stage2(got, ipa, s1ptw)
+    return got
+
+
+def s2_output(p: S2TTWParams, env: Env, state: TTWState, ipa: int) -> int:
+    """Return the output address of a stage-2 walk for ipa (ASL StageOA)."""
+    return leaf_output(state, s2_setup(s2_effective_params(p, env), env), ipa)
+
+
 def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
                  hcr_ptw: bool = False, trace: list[WalkStep] | None = None) -> Result:
     """Translate ipa through stage 2 (ASL AArch64.S2Translate).
@@ -144,21 +211,9 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     update is a TTW write.
     """
     s1ptw = access.acctype is AccessType.TTW
-    why = s2_txsz_fault(p, env)
-    if why:
-        return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
-    p = replace(p, txsz=clamp_txsz(p.txsz, *p.txsz_range(env.fs)))
-    why = s2_walk_checks(p, ipa, env)
-    if why:
-        return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
-    setup = s2_setup(p, env)
-
-    def fetch(addr: int, level: int) -> tuple[int, int]:
-        return addr, env.mem.read64(addr, p.ee)
-
-    got = walk(setup, ipa, access, fetch, trace)
+    got = s2_walk(p, ipa, access, env, trace)
     if isinstance(got, FaultRecord):
-        return as_stage2(got, ipa, s1ptw)
+        return got
     leaf = got.leaf
     if not af(leaf.raw) and not p.ha:
         return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access,
@@ -180,9 +235,11 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
         if env.choices.af_update_on_permission_fault:
             s2_hw_update(got, p, access, env, dirty_permitted=False)
         return as_stage2(fault, ipa, s1ptw)
-    got = s2_hw_update(got, p, access, env)
-    return AddressDescriptor(None, leaf_output(got, setup, ipa), s2_only_attrs(got, p, env),
-                             s2=got)
+    updated = s2_hw_update(got, p, access, env)
+    if isinstance(updated, FaultRecord):
+        return as_stage2(updated, ipa, s1ptw)
+    return AddressDescriptor(None, s2_output(p, env, updated, ipa),
+                             s2_only_attrs(updated, p, env), s2=updated)
 
 
 def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
@@ -198,11 +255,13 @@ def s2_perm_reason(raw: int, access: AccessDescriptor) -> str:
 
 
 def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env,
-                 dirty_permitted: bool = True) -> TTWState:
+                 dirty_permitted: bool = True) -> TTWState | FaultRecord:
     """Set the stage-2 AF (VTCR_EL2.HA) and dirty state (HD+DBM) in memory.
 
     ASL: AArch64.S2Translate's descriptor update: AF when HA and AF=0; S2AP[1] when the
     access writes a DBM page with HA and HD. AT, DC and IC instructions update AF only.
+    A failed compare-and-swap is an External abort on the walk at the leaf's level
+    (ASL AArch64.MemSwapTableDesc).
     """
     raw = state.leaf.raw
     new = raw
@@ -213,7 +272,9 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
         new = set_bit(new, 7, 1)
     if new == raw:
         return state
-    env.mem.cas64(state.leaf_paddress, raw, new, p.ee)
+    done = env.table_memory().cas64(state.leaf_paddress, raw, new, p.ee)
+    if isinstance(done, ExternalAbort):
+        return walk_abort(done, state.level, access, "stage-2 descriptor update")
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
@@ -331,7 +392,7 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
         return FaultRecord(Fault.ACCESS_FLAG, got.level, access, vaddress=va,
                            reason="access flag is 0 and TCR.HA=0")
     perms = s1_direct_permissions(got, p)
-    if not s1_permission_ok(perms, p, access):
+    if not access.any_access and not s1_permission_ok(perms, p, access):
         fault = FaultRecord(Fault.PERMISSION, got.level, access, vaddress=va,
                             reason=s1_perm_reason(perms, access))
         # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
@@ -356,6 +417,7 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
 def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, env: Env,
              hcr_ptw: bool, trace: list[WalkStep] | None) -> Fetch:
     """Return the descriptor fetch of a stage-1 walk: through stage 2 when it is on."""
+    port = env.table_memory()
 
     def fetch(addr: int, level: int) -> tuple[int, int] | FaultRecord:
         pa = addr
@@ -364,7 +426,10 @@ def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, e
             if isinstance(got, FaultRecord):
                 return got
             pa = got.paddress
-        return pa, env.mem.read64(pa, p.ee)
+        raw = port.read64(pa, p.ee)
+        if isinstance(raw, ExternalAbort):
+            return walk_abort(raw, level, access, "stage-1 descriptor read")
+        return pa, raw
 
     return fetch
 
@@ -390,7 +455,8 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
     The descriptor is written with a compare-and-swap. Under stage 2, the write needs
     stage-2 write permission on the descriptor's IPA (ASL CreateAccDescTTEUpdate), so
     it can take a stage-2 fault. AT (and DC) instructions set AF but never the dirty
-    state.
+    state. A failed compare-and-swap is an External abort on the walk at the leaf's
+    level (ASL AArch64.MemSwapTableDesc).
     """
     raw = state.leaf.raw
     new = raw
@@ -408,7 +474,9 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
         if isinstance(got, FaultRecord):
             return got
         pa = got.paddress
-    env.mem.cas64(pa, raw, new, p.ee)
+    done = env.table_memory().cas64(pa, raw, new, p.ee)
+    if isinstance(done, ExternalAbort):
+        return walk_abort(done, state.level, access, "stage-1 descriptor update")
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
@@ -514,8 +582,8 @@ def full_translate(regs: SysRegs, regime: Regime, va: int, access: AccessDescrip
         els = " and ".join(f"EL{e}" for e in REGIME_ELS[regime])
         raise InputError(f"access.el={access.el}: the {regime.value} regime translates "
                          f"accesses from {els} only")
-    s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices)
-    s2p = (get_s2_ttw_params(regs, env.fs, env.choices)
+    s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices, env.hw_update())
+    s2p = (get_s2_ttw_params(regs, env.fs, env.choices, env.hw_update())
            if stage2_enabled(regs, regime) else None)
     hcr_ptw = bool(HCR_EL2.decode(regs.HCR_EL2).PTW) and not regs.tge()
     if stage1_only:

@@ -1,0 +1,433 @@
+"""AT instructions a guest hypervisor executes at virtual EL2, emulated as KVM does.
+
+L1 runs at virtual EL2, so every AT it executes traps to KVM, which answers PAR_EL1:
+
+- the fast path runs the real AT on the shadow state (L1's stage-1 registers, the
+  shadow stage 2 KVM built for them); its result is kept only when it succeeded or
+  reports a stage-1 Permission (or, for S1E0/S1E1, Access flag) fault;
+- otherwise the slow path walks stage 1 in software: the architecture's stage-1
+  translation (s2mmu.arch.translate.s1_translate) reading L1's or L2's tables as guest
+  memory, each descriptor address translated by L1's stage 2 (kvm_walk_nested_s2)
+  through a table-memory port;
+- AT S12E* do stage 1 that way, then walk L1's stage 2 and combine attributes
+  (compute_par_s12).
+
+The regime comes from L1's HCR_EL2.{E2H,TGE} (compute_translation_regime). Where KVM
+reports something other than the architecture, the model follows KVM; every such
+difference is listed once, in s2mmu.nested.differences.
+
+Kernel: arch/arm64/kvm/at.c (compute_translation_regime, setup_s1_walk, walk_s1,
+compute_s1_permissions, pan3_enabled, handle_at_slow, __kvm_at_s1e01_fast,
+__kvm_at_s1e01, __kvm_at_s1e2, __kvm_at_s12, compute_par_s1, compute_par_s12,
+par_check_s1_perm_fault, par_check_s1_access_fault, __kvm_at_swap_desc).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from s2mmu.arch.access import acc_at
+from s2mmu.arch.at import AtOp, encode_par
+from s2mmu.arch.bits import bit, bits
+from s2mmu.arch.config import ImplChoices
+from s2mmu.arch.faults import Fault, FaultRecord
+from s2mmu.arch.features import HwUpdate, hw_update_of
+from s2mmu.arch.memory import ExternalAbort
+from s2mmu.arch.params import get_s1_ttw_params, get_s2_ttw_params
+from s2mmu.arch.registers import HCR_EL2
+from s2mmu.arch.state import Regime, SysRegs
+from s2mmu.arch.sysreg import RegView
+from s2mmu.arch.translate import AddressDescriptor, Env, s1_translate
+from s2mmu.nested.nested import NestedVm, NestedWalkError, kvm_walk_nested_s2
+from s2mmu.pgtable.s2trans import KvmS2Trans
+
+
+class PanCheck(Enum):
+    """How the PAN-aware AT S1E1RP/WP decide that PAN denies the access."""
+
+    ARCHITECTURE = "architecture"   # EL0 has read or write (or, with EPAN, execute)
+    EL0_PROBE = "el0-probe"         # seed 001's first approach: AT S1E0R, then S1E0W
+
+
+@dataclass(frozen=True)
+class AtProfile:
+    """A kernel release's AT emulation behaviour.
+
+    hw_af: the software walk sets the stage-1 access flag (TCR_ELx.HA with FEAT_HAFDBS
+    in the VM, through __kvm_at_swap_desc) instead of reporting an Access flag fault.
+    """
+
+    name: str
+    hw_af: bool
+    pan_check: PanCheck = PanCheck.ARCHITECTURE
+
+
+V6_12 = AtProfile("v6.12", hw_af=False)        # first release with the software walker
+CURRENT = AtProfile("current", hw_af=True)     # software walker sets AF (__kvm_at_swap_desc)
+PROFILES = {p.name: p for p in (V6_12, CURRENT)}
+
+# compute_par_s1: no NS bit, SCTLR_ELx.C=0 forces Normal NC, reserved SH reads as NSH,
+# a reserved TGx is 64KB, PAR_EL1 bit 11 (RES1) set; compute_par_s12 applies
+# HCR_EL2.CD with or without FWB.
+AT_CHOICES = ImplChoices(par_ns_nonsecure=False, par_sctlr_cacheability=True,
+                         reserved_tg_granule=64, reserved_sh=0b00, par_hcr_cd="always")
+
+
+@dataclass(frozen=True)
+class ShadowS2:
+    """A stage 2 KVM loads for the fast path (host tables, host addresses)."""
+
+    vtcr: int
+    vttbr: int
+
+
+@dataclass(frozen=True)
+class AtContext:
+    """Hypervisor context of one AT emulation, built once and passed in.
+
+    shadow: the shadow stage 2 of L1's current VTTBR/VTCR (None when lookup_s2_mmu
+    finds none); canonical: the VM's own stage 2 (for L1's EL2&0 regime).
+    """
+
+    vm: NestedVm
+    profile: AtProfile
+    canonical: ShadowS2
+    shadow: ShadowS2 | None = None
+
+
+@dataclass(frozen=True)
+class AtEmulation:
+    """What KVM wrote to L1's PAR_EL1, and how it got there."""
+
+    par: int
+    path: str                    # "fast" or "slow"
+    fast_par: int | None = None  # the fast path's PAR_EL1 when it ran
+
+
+def hcr(regs: SysRegs) -> RegView:
+    """Return L1's HCR_EL2 decoded."""
+    return HCR_EL2.decode(regs.HCR_EL2)
+
+
+def compute_translation_regime(op: AtOp, regs: SysRegs) -> Regime:
+    """Return the regime of op executed at virtual EL2: HCR_EL2.{E2H,TGE} alone decide.
+
+    Kernel: at.c compute_translation_regime.
+    """
+    if op.el == 2:
+        return Regime.EL20 if regs.e2h() else Regime.EL2
+    return Regime.EL20 if regs.e2h() and regs.tge() else Regime.EL10
+
+
+def slow_hw(ctx: AtContext) -> HwUpdate:
+    """Return the descriptor updates the software walk makes under ctx.profile."""
+    af = ctx.profile.hw_af and ctx.vm.fs.has("FEAT_HAFDBS")
+    return HwUpdate(s1_af=af, s1_dirty=False, s2_af=False, s2_dirty=False)
+
+
+# ---------------------------------------------------------------- the guest-memory port
+
+class NestedS1Port:
+    """Stage-1 tables read as guest memory, their addresses through L1's stage 2.
+
+    Each read (and the access-flag swap) walks L1's stage 2 first when the regime has
+    one; a stage-2 fault, a non-readable (for the swap: non-writable) stage-2 mapping
+    or a refused walk ends the access with an ExternalAbort and is kept in s2_failure
+    for the AT emulation to report as KVM does. Kernel: at.c walk_s1.
+    """
+
+    def __init__(self, vm: NestedVm, regs: SysRegs, stage2: bool) -> None:
+        self.vm, self.regs, self.stage2 = vm, regs, stage2
+        self.s2_failure: KvmS2Trans | NestedWalkError | None = None
+
+    def _gpa(self, ipa: int, write: bool) -> int | ExternalAbort:
+        if not self.stage2:
+            return ipa
+        t = kvm_walk_nested_s2(self.vm, self.regs, ipa)
+        if isinstance(t, NestedWalkError) or t.fault is not None:
+            self.s2_failure = t
+            return ExternalAbort(ipa, f"L1 stage 2 refused IPA {ipa:#x}")
+        if not t.readable or (write and not t.writable):
+            self.s2_failure = t
+            what = "writable" if write else "readable"
+            return ExternalAbort(ipa, f"IPA {ipa:#x} is not {what} at L1's stage 2")
+        return t.output
+
+    def read64(self, pa: int, big_endian: bool = False) -> int | ExternalAbort:
+        """Return the descriptor at stage-1 table address pa (an IPA under stage 2)."""
+        gpa = self._gpa(pa, False)
+        return gpa if isinstance(gpa, ExternalAbort) else self.vm.guest.read64(gpa, big_endian)
+
+    def cas64(self, pa: int, expected: int, new: int,
+              big_endian: bool = False) -> bool | ExternalAbort:
+        """Swap the descriptor at pa (__kvm_at_swap_desc: needs stage-2 write permission)."""
+        gpa = self._gpa(pa, True)
+        if isinstance(gpa, ExternalAbort):
+            return gpa
+        return self.vm.guest.cas64(gpa, expected, new, big_endian)
+
+
+# ---------------------------------------------------------------- slow path
+
+def kvm_va_precheck(regime: Regime, p_tbi: bool, va: int) -> str:
+    """Return why setup_s1_walk reports a level-0 Address size fault for va, or "".
+
+    Kernel: at.c setup_s1_walk: VA[55] set in the EL2 regime, and without TBI a VA
+    whose top byte is not the sign extension of bit 55.
+    """
+    if regime is Regime.EL2 and bit(va, 55):
+        return f"VA {va:#x} has bit 55 set in the EL2 regime"
+    sext = va | (0xFF << 56) if bit(va, 55) else va & ((1 << 56) - 1)
+    if not p_tbi and sext != va:
+        return f"VA {va:#x} is not sign-extended from bit 55 and TBI is 0"
+    return ""
+
+
+def slow_access(op: AtOp, regs: SysRegs, pan: bool, regime: Regime) -> tuple[int, bool]:
+    """Return (permission EL, PAN in force) of op in the slow path (handle_at_slow)."""
+    el = 0 if op.el == 0 else (2 if op.el == 2 or regime is Regime.EL20 else 1)
+    return el, op.pan_aware and pan
+
+
+def handle_at_slow(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int
+                   ) -> AddressDescriptor | FaultRecord:
+    """Walk stage 1 in software for an AT S1E* and return the result (handle_at_slow)."""
+    if op.pan_aware and pan and ctx.profile.pan_check is PanCheck.EL0_PROBE:
+        return at_pan_el0_probe(ctx, regs, op, va)
+    regime = compute_translation_regime(op, regs)
+    hw = slow_hw(ctx)
+    p = get_s1_ttw_params(regs, regime, va, ctx.vm.fs, AT_CHOICES, hw)
+    el, pan_on = slow_access(op, regs, pan, regime)
+    access = acc_at(el, op.write, pan=pan_on, any_access=op.any_access)
+    why = kvm_va_precheck(regime, p.tbi, va)
+    if why:
+        return FaultRecord(Fault.ADDRESS_SIZE, 0, access, vaddress=va, reason=why)
+    h = hcr(regs)
+    port = NestedS1Port(ctx.vm, regs, regime is Regime.EL10 and bool(h.VM or h.DC))
+    env = Env(ctx.vm.host, ctx.vm.fs, AT_CHOICES, tables=port, hw=hw)
+    got = s1_translate(p, None, va, access, env)
+    if isinstance(got, FaultRecord) and port.s2_failure is not None:
+        return s2_fault_on_s1_walk(got, port.s2_failure)
+    return got
+
+
+def s2_fault_on_s1_walk(fault: FaultRecord, s2: KvmS2Trans | NestedWalkError) -> FaultRecord:
+    """Return a stage-2 fault on the stage-1 walk as at.c walk_s1 reports it.
+
+    The kind is stage 2's, the level is the stage-1 walk's (walk_s1 replaces the FSC's
+    level with its own). A stage-2 mapping that is valid but not readable (not writable,
+    for the access-flag swap) is a Permission fault; a refused stage-2 walk has no FSC
+    and reads as an Address size fault (differences.AT_S2_REFUSED_WALK).
+    """
+    if isinstance(s2, NestedWalkError):
+        kind = Fault.ADDRESS_SIZE
+    elif s2.fault is not None:
+        kind = s2.fault.statuscode
+    else:
+        kind = Fault.PERMISSION
+    return replace(fault, statuscode=kind, secondstage=True, s2fs1walk=True,
+                   reason=f"stage 2 of the stage-1 walk: {fault.reason}")
+
+
+def at_pan_el0_probe(ctx: AtContext, regs: SysRegs, op: AtOp, va: int
+                     ) -> AddressDescriptor | FaultRecord:
+    """Decide PAN by translating at EL0 for read, then for write (seed 001's first approach).
+
+    If either EL0 translation succeeds the location counts as EL0-accessible and the
+    privileged access takes a Permission fault; otherwise it is translated without PAN.
+    """
+    plain = AtOp.S1E1W if op.write else AtOp.S1E1R
+    got = handle_at_slow(ctx, regs, False, plain, va)
+    if isinstance(got, FaultRecord):
+        return got
+    for probe in (AtOp.S1E0R, AtOp.S1E0W):
+        e0 = handle_at_slow(ctx, regs, False, probe, va)
+        if isinstance(e0, AddressDescriptor):
+            level = got.s1.level if got.s1 is not None else 3
+            return FaultRecord(Fault.PERMISSION, level, acc_at(1, op.write, pan=True),
+                               vaddress=va, reason=f"PAN: AT {probe.name} succeeded")
+    return got
+
+
+def slow_par(ctx: AtContext, result: AddressDescriptor | FaultRecord) -> int:
+    """Return PAR_EL1 as compute_par_s1 builds it."""
+    return encode_par(result, Env(ctx.vm.host, ctx.vm.fs, AT_CHOICES))
+
+
+# ---------------------------------------------------------------- fast path
+
+def at_fast(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int) -> int | None:
+    """Run the real AT on the shadow state; None when there is no shadow stage 2.
+
+    Stage 1 is L1's (its registers, its tables as the host sees them in guest memory),
+    stage 2 of the walk is the shadow (EL1&0) or the VM's own stage 2 (EL2 and EL2&0).
+    Kernel: at.c __kvm_at_s1e01_fast, at_s1e1p_fast, __kvm_at_s1e2.
+    """
+    regime = compute_translation_regime(op, regs)
+    s2 = ctx.shadow if regime is Regime.EL10 else ctx.canonical
+    if s2 is None:
+        return None
+    vm = ctx.vm
+    hw = hw_update_of(vm.fs)
+    p = get_s1_ttw_params(regs, regime, va, vm.fs, AT_CHOICES, hw)
+    host_regs = replace(SysRegs(), VTCR_EL2=s2.vtcr, VTTBR_EL2=s2.vttbr)
+    s2p = get_s2_ttw_params(host_regs, vm.fs, AT_CHOICES, hw)
+    el, pan_on = slow_access(op, regs, pan, regime)
+    access = acc_at(el, op.write, pan=pan_on, any_access=op.any_access)
+    env = Env(vm.host, vm.fs, AT_CHOICES, hw=hw)
+    got = s1_translate(p, s2p, va, access, env)
+    return encode_par(got, env)
+
+
+def par_fst(par: int) -> int:
+    """Return PAR_EL1.FST."""
+    return bits(par, 6, 1)
+
+
+def par_check_s1_fault(par: int, kind_base: int) -> bool:
+    """Return whether PAR_EL1 reports a stage-1 fault of the FSC type kind_base."""
+    return par_fst(par) & 0b111100 == kind_base and not bit(par, 9)
+
+
+def kvm_at_s1(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int) -> AtEmulation:
+    """Emulate AT S1E0*/S1E1*/S1E2* from virtual EL2 (__kvm_at_s1e01, __kvm_at_s1e2)."""
+    fast = at_fast(ctx, regs, pan, op, va)
+    if fast is not None and not fast & 1:
+        return AtEmulation(fast, "fast", fast)
+    if fast is not None and par_check_s1_fault(fast, 0b001100):
+        return AtEmulation(fast, "fast", fast)
+    if fast is not None and op.el != 2 and par_check_s1_fault(fast, 0b001000):
+        return AtEmulation(fast, "fast", fast)
+    return AtEmulation(slow_par(ctx, handle_at_slow(ctx, regs, pan, op, va)), "slow", fast)
+
+
+# ---------------------------------------------------------------- both stages
+
+S12_STAGE1 = {AtOp.S12E1R: AtOp.S1E1R, AtOp.S12E1W: AtOp.S1E1W,
+              AtOp.S12E0R: AtOp.S1E0R, AtOp.S12E0W: AtOp.S1E0W}
+
+
+def kvm_at_s12(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int) -> AtEmulation:
+    """Emulate AT S12E* from virtual EL2: stage 1, then L1's stage 2 (__kvm_at_s12).
+
+    A refused stage-2 walk leaves the stage-1 result in PAR_EL1.
+    """
+    s1op = S12_STAGE1[op]
+    s1 = kvm_at_s1(ctx, regs, pan, s1op, va)
+    h = hcr(regs)
+    if (s1.par & 1 or compute_translation_regime(s1op, regs) is Regime.EL20
+            or not (h.VM or h.DC)):
+        return s1
+    ipa = bits(s1.par, 47, 12) << 12 | bits(va, 11, 0)
+    out = kvm_walk_nested_s2(ctx.vm, regs, ipa)
+    if isinstance(out, NestedWalkError):
+        return s1
+    if out.esr == 0 and not (out.writable if op.write else out.readable):
+        out = replace(out, esr=0b001100 | (out.level & 3))
+    return replace(s1, par=compute_par_s12(regs, s1.par, out, mte_perm=False))
+
+
+def kvm_at(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int) -> AtEmulation:
+    """Emulate any AT instruction L1 executes at virtual EL2 with PSTATE.PAN=pan."""
+    if op.stage == 12:
+        return kvm_at_s12(ctx, regs, pan, op, va)
+    return kvm_at_s1(ctx, regs, pan, op, va)
+
+
+# ---------------------------------------------------------------- compute_par_s12
+
+NC, WT, WB = 0b0100, 0b1000, 0b1100
+
+
+def memattr_is_device(attr: int) -> bool:
+    """Return whether a PAR/MAIR attribute byte is Device (outer nibble 0)."""
+    return attr >> 4 == 0
+
+
+def s2_memattr_to_attr(memattr: int) -> int:
+    """Return the MAIR-style byte of a stage-2 MemAttr (reserved values as Normal NC)."""
+    memattr &= 0xF
+    if memattr < 0b0100:
+        return memattr << 2
+    nib = {0b00: None, 0b01: NC, 0b10: WT, 0b11: WB}
+    outer, inner = nib[memattr >> 2], nib[memattr & 3]
+    if memattr == 0b0100:
+        return WB << 4 | WB
+    if outer is None or inner is None:
+        return NC << 4 | NC
+    return outer << 4 | inner
+
+
+def combine_s1_s2_nibble(s1: int, s2: int) -> int:
+    """Combine one cacheability nibble of stage 1 with stage 2's (combine_s1_s2_attr).
+
+    The weaker of NC < WT < WB wins; the allocation hints come from stage 1; a transient
+    stage-1 hint is kept by encoding the result as transient.
+    """
+    transient = 0b0001 <= s1 <= 0b0011 or 0b0101 <= s1 <= 0b0111
+    if 0b0001 <= s1 <= 0b0011:
+        s1 = WT | (s1 & 3)
+    elif 0b0101 <= s1 <= 0b0111:
+        s1 = WB | (s1 & 3)
+    kinds = (s1 & 0b1100, s2 & 0b1100)
+    final = NC if NC in kinds else (WT if WT in kinds else WB)
+    if final == NC:
+        return final
+    if transient:
+        final = 0 if s1 & 0b1100 == WT else NC
+    return final | (s1 & 3)
+
+
+def compute_sh(attr: int, desc: int) -> int:
+    """Return SH for an attribute byte and descriptor: Device and NC are Outer Shareable."""
+    if memattr_is_device(attr) or attr == NC << 4 | NC:
+        return 0b10
+    sh = bits(desc, 9, 8)
+    return 0b00 if sh == 0b01 else sh
+
+
+def combine_sh(s1: int, s2: int) -> int:
+    """Return the stronger shareability of the two stages."""
+    if 0b10 in (s1, s2):
+        return 0b10
+    return 0b11 if 0b11 in (s1, s2) else 0b00
+
+
+def compute_par_s12(regs: SysRegs, s1_par: int, tr: KvmS2Trans, mte_perm: bool) -> int:
+    """Return PAR_EL1 for both stages from the stage-1 PAR and L1's stage-2 result.
+
+    Kernel: at.c compute_par_s12 (an FWB arm and a combining arm, then HCR_EL2.CD
+    makes Normal memory NC). mte_perm: FEAT_MTE_PERM in
+    the VM (MemAttr[3] kept with FWB); the model's feature sets never have it. A
+    successful result carries no NS and no bit 11, as in the kernel.
+    """
+    if tr.esr:
+        return (1 << 11) | 1 | (1 << 9) | ((tr.esr & 0x3F) << 1)
+    s1_attr = bits(s1_par, 63, 56)
+    s2_memattr = bits(tr.desc, 5, 2)
+    h = hcr(regs)
+    if h.FWB:
+        final = fwb_attr(s1_attr, s2_memattr if mte_perm else s2_memattr & 0b0111)
+    else:
+        s2_attr = s2_memattr_to_attr(s2_memattr)
+        if memattr_is_device(s1_attr) or memattr_is_device(s2_attr):
+            final = min(s1_attr, s2_attr)
+        else:
+            final = (combine_s1_s2_nibble(s1_attr & 0xF, s2_attr & 0xF)
+                     | combine_s1_s2_nibble(s1_attr >> 4, s2_attr >> 4) << 4)
+    if h.CD and not memattr_is_device(final):
+        final = NC << 4 | NC
+    sh = combine_sh(bits(s1_par, 8, 7), compute_sh(final, tr.desc))
+    return final << 56 | (tr.output & ((1 << 48) - 1) & ~0xFFF) | sh << 7
+
+
+def fwb_attr(s1_attr: int, s2_memattr: int) -> int:
+    """Return the combined attribute byte with HCR_EL2.FWB (compute_par_s12's FWB arm)."""
+    if s2_memattr == 0b0101:
+        return s1_attr if memattr_is_device(s1_attr) else NC << 4 | NC
+    if s2_memattr in (0b0110, 0b1110):
+        return 0xFF
+    if s2_memattr in (0b0111, 0b1111, 0b0100, 0b1100, 0b1101):
+        return s1_attr
+    return min(s2_memattr_to_attr(s2_memattr), s1_attr)
