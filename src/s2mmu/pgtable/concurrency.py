@@ -321,7 +321,9 @@ class _Runner:
         """Return whether a write-lock holder is mid-operation (states are transient)."""
         return self.writer is not None
 
-    def step(self, i: int, recorder: _Recorder | None = None) -> tuple[Step | None, Footprint | None]:
+    def step(
+        self, i: int, recorder: _Recorder | None = None
+    ) -> tuple[Step | None, Footprint | None]:
         """Resume operation i for one access; return that access and its footprint."""
         gen = self.gens[i]
         seen = recorder.begin(None) if recorder is not None else 0
@@ -410,8 +412,11 @@ def _execute(world: World, plan: _Plan, check: bool) -> RunResult:
             break
         else:
             choice = _default_choice(runnable, prev, sleep)
-            cost = out.preemptions + (choice is not None and _is_preemption((runnable, prev), choice))
-            if choice is None or (plan.bound is not None and cost > plan.bound):
+            if choice is None:
+                out.blocked = True
+                break
+            cost = out.preemptions + _is_preemption((runnable, prev), choice)
+            if plan.bound is not None and cost > plan.bound:
                 out.blocked = True
                 break
             i = choice
