@@ -7,6 +7,8 @@ import json
 from click.testing import CliRunner
 
 from s2mmu.cli.conformance_cmd import conformance, qemu_at
+from s2mmu.cli.schemas import validate
+from s2mmu.conformance.generator import FAMILIES
 from tests.conformance.conftest import CASES, load, requires_qemu
 
 
@@ -50,3 +52,43 @@ def test_summary_prints_families_and_overall_agreement() -> None:
                                 "agreement"]
     assert lines[1].startswith("s1_4k") and lines[2].startswith("el2")
     assert any(line.startswith("agreement ") and line.endswith(" ops)") for line in lines)
+
+
+@requires_qemu
+def test_json_is_one_document_that_validates_with_every_family_and_figure() -> None:
+    result = CliRunner().invoke(conformance, ["--cases", "40", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    validate(doc)
+    assert doc["schema"] == "s2mmu.conformance/1"
+    assert doc["run"] == {"cases": 40, "seed": 1, "families": list(FAMILIES)}
+    assert [f["family"] for f in doc["families"]] == list(FAMILIES)
+    total = doc["total"]
+    assert total["ops"] == sum(f["ops"] for f in doc["families"])
+    assert total["agree"] + total["mismatch"] == total["compared"]
+    assert total["agreement"] == 100.0 and doc["ok"] is True
+    assert sum(d["ops"] for d in doc["divergences"]) == total["diverge"]
+    assert all(d["reason"] for d in doc["divergences"])
+    assert doc["memory_changes"]["cases"] == 40
+    assert doc["cases"] is None
+
+
+@requires_qemu
+def test_json_replay_shows_each_op_side_by_side_in_hex() -> None:
+    path = CASES / "validation.cases.json"
+    result = CliRunner().invoke(conformance, ["--replay", str(path), "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    validate(doc)
+    assert doc["run"] == {"replay": str(path)}
+    first = doc["cases"][0]["ops"][0]
+    assert first["va"].startswith("0x") and first["qemu"]["PAR_EL1"].startswith("0x")
+    assert first["verdict"] in ("agree", "divergence")
+    assert doc["total"]["compared"] == 25
+
+
+@requires_qemu
+def test_nothing_goes_to_stderr_when_it_is_not_a_terminal() -> None:
+    result = CliRunner().invoke(conformance, ["--cases", "2", "--family", "s1_4k"])
+    assert result.exit_code == 0
+    assert result.stderr == ""

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from s2mmu.pgtable.concurrency import explore, replay, run_schedule
-from s2mmu.pgtable.profile import CURRENT, V6_3, BehaviourProfile
+from s2mmu.pgtable.concurrency import Exploration, explore, replay, run_schedule
+from s2mmu.pgtable.profile import CURRENT, PRE_V6_3, V6_3, BehaviourProfile
 from s2mmu.pgtable.races import (
     ALL_RACES,
+    block_and_page_faults,
     block_over_table_vs_walker,
     fault_vs_wrprotect,
     fault_walk_flags,
@@ -17,7 +18,8 @@ from s2mmu.pgtable.races import (
 from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_HANDLE_FAULT, KVM_PGTABLE_WALK_SHARED
 
 
-@pytest.mark.parametrize("profile", [CURRENT, V6_3], ids=lambda p: p.name)
+# CURRENT is covered by the reduction tests below, which explore it both ways.
+@pytest.mark.parametrize("profile", [V6_3], ids=lambda p: p.name)
 @pytest.mark.parametrize("race", sorted(ALL_RACES))
 def test_every_interleaving_up_to_two_preemptions_keeps_the_invariants(
     race: str, profile: BehaviourProfile
@@ -25,6 +27,35 @@ def test_every_interleaving_up_to_two_preemptions_keeps_the_invariants(
     ex = explore(ALL_RACES[race](profile), max_preemptions=2)
     assert ex.complete, ex.failures[0].format() if ex.failures else "run limit"
     assert ex.ok
+
+
+def _violations(ex: Exploration) -> set[tuple[str, str]]:
+    return {(v.rule, v.detail) for run in ex.failures for v in run.violations}
+
+
+@pytest.mark.parametrize("race", sorted(ALL_RACES))
+def test_the_sleep_set_reduction_finds_every_outcome_of_the_full_exploration(race: str) -> None:
+    # One preemption keeps the suite quick; bench-style runs at 2 are in the README.
+    full = explore(ALL_RACES[race](CURRENT), 1, stop_at_first=False, reduce=False)
+    reduced = explore(ALL_RACES[race](CURRENT), 1, stop_at_first=False)
+    assert full.complete and reduced.complete
+    assert reduced.results == full.results
+    assert _violations(reduced) == _violations(full) == set()
+    assert reduced.runs <= full.runs
+
+
+def test_the_sleep_set_reduction_finds_the_violations_of_the_full_exploration() -> None:
+    full = explore(block_and_page_faults(PRE_V6_3), 2, stop_at_first=False, reduce=False)
+    reduced = explore(block_and_page_faults(PRE_V6_3), 2, stop_at_first=False)
+    assert reduced.results == full.results
+    assert _violations(reduced) == _violations(full) == {
+        ("wrong-mapping", "IPA 0x40000000 (level 3) maps PA 0x200200000, expected 0x200000000")}
+
+
+def test_the_sleep_set_reduction_cuts_short_schedules_that_only_delay_a_read() -> None:
+    full = explore(ALL_RACES["hw-access-flag-vs-kvm"](CURRENT), 2, reduce=False)
+    reduced = explore(ALL_RACES["hw-access-flag-vs-kvm"](CURRENT), 2)
+    assert reduced.blocked > 0 and reduced.runs < full.runs
 
 
 def test_two_faults_on_one_ipa_end_with_one_winner_and_one_eagain() -> None:

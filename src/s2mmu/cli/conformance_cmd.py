@@ -4,6 +4,9 @@
 model, and prints agreement per family; exit status 1 on any unexplained mismatch or
 harness error, 2 on bad input or a missing QEMU. `s2mmu qemu-at FILE` prints QEMU's
 answer to an AT case file in the at-case.md output format.
+
+Progress (QEMU, then the model case by case) shows on a terminal only; `--json` prints
+one s2mmu.conformance/1 document instead of the table.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import click
 
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.inputs import one_line
+from s2mmu.cli.output import print_json, progress
+from s2mmu.conformance.casefile import parse_cases
 from s2mmu.conformance.compare import (
     AGREE,
     DIVERGENCE,
@@ -26,14 +31,18 @@ from s2mmu.conformance.compare import (
     NOT_RUN_VERDICT,
     CaseComparison,
     ModelUnavailable,
+    OpComparison,
     Report,
-    compare_cases,
+    compare_case,
     load_case_file,
+    model_answer,
     write_mismatches,
 )
 from s2mmu.conformance.divergences import divergence_named
 from s2mmu.conformance.generator import FAMILIES, family_names, generate_cases
-from s2mmu.conformance.qemu import HarnessUnavailable, QemuConfig, run_case_file
+from s2mmu.conformance.qemu import HarnessUnavailable, QemuAt, QemuConfig, run_case_file
+
+SCHEMA = "s2mmu.conformance/1"
 
 
 def fail(message: str) -> None:
@@ -59,8 +68,10 @@ def default_jobs() -> int:
               help="Run one case file on both sides and show them side by side.")
 @click.option("--jobs", default=default_jobs, type=click.IntRange(1),
               help="QEMU instances run in parallel.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document (schema s2mmu.conformance/1).")
 def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Path | None,
-                replay: Path | None, jobs: int) -> None:
+                replay: Path | None, jobs: int, as_json: bool) -> None:
     """Compare the model with QEMU executing real AT instructions."""
     config = QemuConfig(jobs=jobs)
     try:  # a malformed replay file is refused before anything is created
@@ -71,14 +82,22 @@ def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Pa
         check_writable_dir(keep_mismatches)
     try:
         if replayed is not None:
-            report = compare_cases(replayed, config)
-            click.echo(format_replay(report))
+            report = compare_with_progress(replayed, config)
+            text = format_replay(report)
         else:
             cases = generate_cases(n_cases, seed, family_names(family))
-            report = compare_cases(cases, config)
-            click.echo(format_summary(report))
+            report = compare_with_progress(cases, config)
+            text = format_summary(report)
+        written: list[str] = []
         if keep_mismatches is not None and report.mismatches():
-            for path in write_mismatches(report, keep_mismatches, config):
+            written = [str(p) for p in write_mismatches(report, keep_mismatches, config)]
+        if as_json:
+            run = {"replay": str(replay)} if replay is not None else {
+                "cases": n_cases, "seed": seed, "families": family_names(family)}
+            print_json(conformance_doc(report, run, written))
+        else:
+            click.echo(text)
+            for path in written:
                 click.echo(f"mismatch written: {path}")
     except (InputError, HarnessUnavailable, ModelUnavailable) as error:
         fail(str(error))
@@ -95,6 +114,24 @@ def check_writable_dir(directory: Path) -> None:
         fail(f"--keep-mismatches {directory}: cannot create the directory: {error.strerror}")
     if not os.access(directory, os.W_OK | os.X_OK):
         fail(f"--keep-mismatches {directory}: the directory is not writable")
+
+
+def compare_with_progress(objs: Any, config: QemuConfig) -> Report:
+    """Run case objects on QEMU, then the model case by case, showing progress.
+
+    The same steps as s2mmu.conformance.compare.compare_cases; progress goes to stderr
+    on a terminal only.
+    """
+    cases = parse_cases(list(objs))
+    with progress(f"QEMU: {len(cases)} cases") as bar:
+        answers = QemuAt(config).run(cases)
+        bar.advance()
+    compared = []
+    with progress("model", total=len(cases)) as bar:
+        for case, qemu in zip(cases, answers, strict=True):
+            compared.append(compare_case(case, qemu, model_answer))
+            bar.advance()
+    return Report(tuple(compared))
 
 
 @click.command("qemu-at")
@@ -210,3 +247,72 @@ def replay_lines(case: CaseComparison) -> list[str]:
         lines.append(f"    QEMU : {json.dumps(case.qemu.get('memory_changes', []))}")
         lines.append(f"    model: {json.dumps(case.model.get('memory_changes', []))}")
     return lines
+
+
+# --- JSON (s2mmu.conformance/1) -------------------------------------------------------------
+
+
+def tally_doc(counts: Mapping[str, int], compared: int) -> dict[str, Any]:
+    """Return op counts by verdict and the agreement (agree over agree + mismatch)."""
+    return {"ops": sum(counts.values()), "agree": counts[AGREE],
+            "mismatch": counts[MISMATCH], "diverge": counts[DIVERGENCE],
+            "not_run": counts[NOT_RUN_VERDICT], "compared": compared,
+            "agreement": round(100.0 * counts[AGREE] / compared if compared else 100.0, 2)}
+
+
+def op_doc(case: CaseComparison, index: int) -> dict[str, Any]:
+    """Return one op of a case as the probe ran it: AT op, VA in hex, EL, PAN."""
+    op = case.case.ops[index]
+    return {"case": case.case.name, "family": case.family, "index": index, "op": op.op,
+            "va": f"{op.va:#x}", "el": op.el, "pan": op.pan}
+
+
+def conformance_doc(report: Report, run: dict[str, Any], written: list[str]) -> dict[str, Any]:
+    """Return a conformance report as one s2mmu.conformance/1 document.
+
+    Answers are in the at-case.md output format (PAR_EL1, ESR, FAR, HPFAR_EL2 and
+    memory words as hex strings).
+    """
+    total = report.tally()
+    memory = report.memory()
+    skipped = [(case, op) for case, op in report.ops() if op.qemu.get("outcome") == "skipped"]
+    return {
+        "schema": SCHEMA,
+        "run": run,
+        "families": [{"family": name, **tally_doc(report.tally(name).counts,
+                                                 report.tally(name).compared)}
+                     for name in report.families()],
+        "total": tally_doc(total.counts, total.compared),
+        "divergences": [{"name": name, "ops": count, "reason": divergence_named(name).reason}
+                        for name, count in report.divergences().most_common()],
+        "memory_changes": {"cases": len(report.cases), "agree": memory[AGREE],
+                           "mismatch": memory[MISMATCH], "diverge": memory[DIVERGENCE],
+                           "not_run": memory[NOT_RUN_VERDICT]},
+        "mismatches": [mismatch_doc(case, op) for case, op in report.mismatches()],
+        "mismatch_files": written,
+        "harness_errors": [{**op_doc(case, op.index), "reason": str(op.qemu.get("reason", ""))}
+                           for case, op in report.harness_errors()],
+        "skipped_on_qemu": [{**op_doc(case, op.index), "reason": str(op.qemu.get("reason", ""))}
+                            for case, op in skipped],
+        "cases": [case_doc(case) for case in report.cases] if "replay" in run else None,
+        "ok": report.ok(),
+    }
+
+
+def mismatch_doc(case: CaseComparison, op: OpComparison | None) -> dict[str, Any]:
+    """Return one unexplained mismatch: an op's two answers, or a case's memory changes."""
+    if op is None:
+        return {"case": case.case.name, "family": case.family, "what": "memory_changes",
+                "qemu": case.qemu.get("memory_changes", []),
+                "model": case.model.get("memory_changes", [])}
+    return {**op_doc(case, op.index), "what": "op", "qemu": dict(op.qemu),
+            "model": dict(op.model)}
+
+
+def case_doc(case: CaseComparison) -> dict[str, Any]:
+    """Return one replayed case side by side: each op's answers and verdict."""
+    return {"case": case.case.name, "family": case.family,
+            "ops": [{**op_doc(case, cmp.index), "qemu": dict(cmp.qemu), "model": dict(cmp.model),
+                     "verdict": cmp.verdict, "divergence": cmp.divergence}
+                    for cmp in case.ops],
+            "memory_changes": case.memory_verdict}
