@@ -103,6 +103,10 @@ class Stage2Recorder:
             return
         self.dumps.append(Stage2After(step, dump, changed=True))
 
+    def was_dropped(self, index: int) -> bool:
+        """Return whether step index changed the stage 2 past the limit (no dump kept)."""
+        return any(step.index == index for step in self.dropped)
+
     def of(self, index: int) -> Stage2After | None:
         """Return the dump kept for step index, if any."""
         return next((d for d in self.dumps if d.step.index == index), None)
