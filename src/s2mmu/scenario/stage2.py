@@ -71,7 +71,8 @@ class Stage2Recorder:
 
     after: the step numbers to dump (filtered by rng and keep); changed_only: instead,
     watch every step (unfiltered) and keep the dump of each step that changed the stage
-    2, up to limit dumps (the steps past the limit are still counted in ``dropped``).
+    2, up to limit dumps (the numbers of the changing steps past the limit are kept in
+    ``dropped``).
     """
 
     after: Collection[int] = ()
@@ -80,8 +81,8 @@ class Stage2Recorder:
     changed_only: bool = False
     limit: int | None = None
     dumps: list[Stage2After] = field(default_factory=list)
-    dropped: list[StepRecord] = field(default_factory=list)
-    _last: tuple[object, ...] | None = None
+    dropped: set[int] = field(default_factory=set)
+    _last: tuple[object, ...] | None = field(default=None, init=False, repr=False)
 
     def __call__(self, step: StepRecord, world: World) -> None:
         """Dump the stage 2 if this step is wanted (the runner's on_step)."""
@@ -99,13 +100,13 @@ class Stage2Recorder:
             return
         self._last = content
         if self.limit is not None and len(self.dumps) >= self.limit:
-            self.dropped.append(step)
+            self.dropped.add(step.index)
             return
         self.dumps.append(Stage2After(step, dump, changed=True))
 
     def was_dropped(self, index: int) -> bool:
         """Return whether step index changed the stage 2 past the limit (no dump kept)."""
-        return any(step.index == index for step in self.dropped)
+        return index in self.dropped
 
     def of(self, index: int) -> Stage2After | None:
         """Return the dump kept for step index, if any."""
