@@ -117,3 +117,41 @@ def test_stage2_of_a_case_without_one_is_refused(tmp_path: Path) -> None:
 def test_sizes_are_printed_in_the_largest_dividing_unit() -> None:
     assert [size_text(s) for s in (4096, 12288, 2 << 20, 3 << 29, 1 << 30, 64 << 30)] == [
         "4K", "12K", "2M", "1536M", "1G", "64G"]
+
+
+STEPS = Path(__file__).resolve().parent / "data" / "stage2_steps.toml"
+
+
+def test_scenario_after_a_step_prints_the_same_dump_as_run_dump_after() -> None:
+    code, out, _ = run("--scenario", str(STEPS), "--after", "#4", "--perm", "x")
+    assert code == 0
+    r = CliRunner().invoke(cli, ["run", str(STEPS), "--dump-after", "4", "--perm", "x"])
+    assert out.splitlines() == r.stdout.split("stage 2 after #4", 1)[1].splitlines()[1:]
+    assert len(out.splitlines()) == 4
+
+
+def test_scenario_json_names_the_scenario_and_step() -> None:
+    code, out, _ = run("--scenario", str(STEPS), "--after", "last", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    validate(doc)
+    assert doc["source"] == {"scenario": str(STEPS), "after": 4}
+    assert [r["start"] for r in doc["regions"][0]["ranges"]] == ["0x40003000", "0x40005000"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--scenario", str(STEPS), "--after", "5"],
+     "--after 5: no such step (the run has steps #1-#4, or 'last')"),
+    (["--scenario", str(STEPS)],
+     "--scenario FILE needs --after N (a step number as `s2mmu run` prints it, or 'last')"),
+    (["--case", str(SMALL), "--after", "1"], "--after N goes with --scenario FILE, not --case"),
+    (["--case", str(SMALL), "--scenario", str(STEPS), "--after", "1"],
+     "give one of --case FILE and --scenario FILE, not both"),
+    (["--scenario", str(STEPS), "--after", "1", "--stage", "1"],
+     "--scenario dumps the VM's stage 2: --stage 1 and --el do not apply"),
+    ([], "s2mmu dump needs --case FILE (an AT case file) or --scenario FILE"),
+])
+def test_scenario_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
+    code, out, err = run(*args)
+    assert (code, out) == (2, "")
+    assert err == f"s2mmu: error: {message}\n"

@@ -172,3 +172,56 @@ def test_write_failure_message_is_pinned(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["run", str(GOLDEN), "--html", str(where)])
     assert r.stderr == (f"s2mmu: error: --html {where}: cannot write: "
                         "No such file or directory\n")
+
+
+STEPS = Path(__file__).resolve().parent / "data" / "stage2_steps.toml"
+
+
+def stage2_blocks(page: Node) -> dict[str, Node]:
+    return {d.attrs["data-after"]: d for d in page.find_all("details", "stage2")}
+
+
+def test_steps_that_changed_the_stage2_carry_its_dump_collapsed(tmp_path: Path) -> None:
+    code, page, _ = run_html(tmp_path, STEPS)
+    assert code == 0 and page is not None
+    blocks = stage2_blocks(page)
+    # #1 (memslot) and #3 (read of a mapped page) leave the stage 2 as it was
+    assert sorted(blocks) == ["2", "4"]
+    assert "open" not in blocks["4"].attrs
+    (summary,) = blocks["4"].find_all("summary")
+    assert summary.all_text() == "stage 2 after #4: 2 ranges (changed)"
+    (pre,) = blocks["4"].find_all("pre", "dump")
+    assert pre.all_text().splitlines()[1:3] == [
+        "0x0000000040003000-0x0000000040004000        4K L3 -> 0x0000001000000000  "
+        "R W px  ux   AF         PG  ISH FWB MemAttr=0x6=Normal iWB-RAWA oWB-RAWA",
+        "0x0000000040005000-0x0000000040006000        4K L3 -> 0x0000001000001000  "
+        "R W px  ux   AF         PG  ISH FWB MemAttr=0x6=Normal iWB-RAWA oWB-RAWA"]
+    (row,) = [tr for tr in page.find_all("tr", "event") if tr.attrs["id"] == "step-4"]
+    assert row.find_all("details", "stage2") == [blocks["4"]]
+
+
+def test_the_dump_in_the_page_is_the_dump_after_that_step(tmp_path: Path) -> None:
+    code, page, _ = run_html(tmp_path, STEPS)
+    assert page is not None
+    r = CliRunner().invoke(cli, ["run", str(STEPS), "--dump-after", "2"])
+    text = r.stdout.split("stage 2 after #2", 1)[1].splitlines()[1:]
+    (pre,) = stage2_blocks(page)["2"].find_all("pre", "dump")
+    assert pre.all_text().splitlines() == text
+
+
+def test_changes_past_the_cap_are_a_note_not_a_dump(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from s2mmu.cli import run_cmd
+
+    monkeypatch.setattr(run_cmd, "HTML_STAGE2_DUMPS", 1)
+    code, page, _ = run_html(tmp_path, STEPS)
+    assert page is not None
+    assert sorted(stage2_blocks(page)) == ["2"]
+    (note,) = page.find_all("div", "stage2-dropped")
+    assert note.all_text() == ("stage 2 changed (not shown: the page keeps the first 1 "
+                               "changes; s2mmu run FILE --dump-after 4)")
+
+
+def test_bad_dump_after_writes_no_page(tmp_path: Path) -> None:
+    code, page, out = run_html(tmp_path, STEPS, "--dump-after", "9")
+    assert (code, page, out) == (2, None, "")

@@ -10,10 +10,8 @@ from s2mmu.arch.attrs import MemType
 from s2mmu.arch.dump import AddrRange, PermFilter, S2LeafAttrs, TableDump
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.dump import (
-    PkvmPageState,
     kvm_pgtable_stage2_dump,
     kvm_pte_sw_annotation,
-    pkvm_getstate,
 )
 from s2mmu.pgtable.env import new_env, new_stage2
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, __kvm_mmu_topup_memory_cache
@@ -159,7 +157,7 @@ def test_software_bits_carry_kvm_and_pkvm_names() -> None:
     assert kvm_pte_sw_annotation(0b1001) == "SW0 SW3"
     assert kvm_pte_sw_annotation(0b0001, pkvm=True) == "PKVM_PAGE_SHARED_OWNED"
     assert kvm_pte_sw_annotation(0b0110, pkvm=True) == "PKVM_PAGE_SHARED_BORROWED SW2"
-    assert pkvm_getstate(0) is PkvmPageState.PKVM_PAGE_OWNED
+    assert kvm_pte_sw_annotation(0b0011, pkvm=True) == "RESERVED(PKVM_NOPAGE)"
 
 
 def test_uninitialised_table_is_api_misuse() -> None:

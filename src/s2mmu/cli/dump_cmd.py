@@ -260,9 +260,14 @@ def dump_case(case: AtCase, env: Env, stage: int | None, el: int | None,
 
 
 @click.command()
-@click.option("--case", "case_file", required=True, type=click.Path(dir_okay=False),
+@click.option("--case", "case_file", type=click.Path(dir_okay=False),
               help="An AT case file (shared/formats/at-case.md): registers and memory.")
 @click.option("--case-name", help="The case to dump (default: the first).")
+@click.option("--scenario", "scenario_file", type=click.Path(dir_okay=False),
+              help="Instead of --case: run a scenario file and dump its VM's stage 2.")
+@click.option("--after", metavar="N",
+              help="With --scenario: the stage 2 after step #N as `s2mmu run` numbers it "
+                   "('last' for the final state).")
 @click.option("--stage", type=click.IntRange(1, 2),
               help="1 or 2 (default: 2 when HCR_EL2.VM=1, else 1).")
 @click.option("--el", type=click.IntRange(1, 2),
@@ -277,19 +282,49 @@ def dump_case(case: AtCase, env: Env, stage: int | None, el: int | None,
 @click.option("--features", type=click.Choice(sorted(PRESETS)), default="qemu-max",
               show_default=True, help="Implemented features.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (schema s2mmu.dump/1).")
-def dump(case_file: str, case_name: str | None, stage: int | None, el: int | None,
-         range_text: str | None, perm_text: str | None, pkvm: bool, features: str,
-         as_json: bool) -> None:
+def dump(case_file: str | None, case_name: str | None, scenario_file: str | None,
+         after: str | None, stage: int | None, el: int | None, range_text: str | None,
+         perm_text: str | None, pkvm: bool, features: str, as_json: bool) -> None:
     """Print a whole stage 1 or stage 2 as merged ranges, in the style of the kernel's ptdump."""
     from s2mmu.cli.main import input_errors, load_json
 
+    if scenario_file is not None or after is not None:
+        input_errors(_dump_scenario)(case_file, scenario_file, after, stage, el, range_text,
+                                     perm_text, pkvm, as_json)
+        return
     input_errors(_dump)(case_file, case_name, stage, el, range_text, perm_text, pkvm,
                         features, as_json, load_json)
 
 
-def _dump(case_file: str, case_name: str | None, stage: int | None, el: int | None,
+def _dump_scenario(case_file: str | None, scenario_file: str | None, after: str | None,
+                   stage: int | None, el: int | None, range_text: str | None,
+                   perm_text: str | None, pkvm: bool, as_json: bool) -> None:
+    """Dump the VM's stage 2 after one step of a scenario (the path of run --dump-after)."""
+    from s2mmu.cli.run_cmd import scenario_stage2
+
+    if case_file is not None or scenario_file is None:
+        raise InputError("--after N goes with --scenario FILE, not --case"
+                         if scenario_file is None else
+                         "give one of --case FILE and --scenario FILE, not both")
+    if after is None:
+        raise InputError("--scenario FILE needs --after N (a step number as `s2mmu run` "
+                         "prints it, or 'last')")
+    if stage == 1 or el is not None:
+        raise InputError("--scenario dumps the VM's stage 2: --stage 1 and --el do not apply")
+    run, req, found = scenario_stage2(scenario_file, after, range_text, perm_text)
+
+    def sw_note(sw: int) -> str:
+        return kvm_pte_sw_annotation(sw, pkvm)
+
+    source = {"scenario": scenario_file, "after": found.step.index}
+    print_dump(found.dump, req.rng, perm_text, sw_note, source, as_json)
+
+
+def _dump(case_file: str | None, case_name: str | None, stage: int | None, el: int | None,
           range_text: str | None, perm_text: str | None, pkvm: bool, features: str,
           as_json: bool, load_json: Callable[[str], Any]) -> None:
+    if case_file is None:
+        raise InputError("s2mmu dump needs --case FILE (an AT case file) or --scenario FILE")
     rng = parse_addr_range(range_text) if range_text is not None else None
     keep = parse_perm_filter(perm_text) if perm_text is not None else None
     case = pick_case(parse_cases(load_json(case_file)), case_name, case_file)
@@ -299,9 +334,15 @@ def _dump(case_file: str, case_name: str | None, stage: int | None, el: int | No
     def sw_note(sw: int) -> str:
         return kvm_pte_sw_annotation(sw, pkvm)
 
+    print_dump(result, rng, perm_text, sw_note, {"case_file": case_file, "case": case.name},
+               as_json)
+
+
+def print_dump(result: TableDump, rng: AddrRange | None, perm_text: str | None,
+               sw_note: SwNote, source: dict[str, Any], as_json: bool) -> None:
+    """Print a dump as one s2mmu.dump/1 document, or as ptdump-style lines."""
     if as_json:
-        print_json(dump_json(result, rng, perm_text, sw_note,
-                             {"case_file": case_file, "case": case.name}))
+        print_json(dump_json(result, rng, perm_text, sw_note, source))
         return
     out = console()
     wx = {r.start for r in result.ranges() if PermFilter(w=True, x=True)(r.attrs)}

@@ -6,7 +6,9 @@ s2mmu.run/2 document is embedded in the page as
 `<script type="application/json" id="s2mmu-report">` for tools. One table row per event
 with its outcome, coloured by outcome; each fault a `<details>` with the abort as the
 hardware reported it, every user_mem_abort step and its decision, the mapping made, and
-the TLBI/CMO events.
+the TLBI/CMO events. A step that changed the VM's stage 2 carries a collapsed `<details
+class="stage2">` with the stage 2 it left, as `s2mmu dump` prints it (the first
+HTML_STAGE2_DUMPS changing steps, each cut at DUMP_LINES lines, so big runs stay small).
 
 Written with the standard library's xml.etree.ElementTree (method="html"): it escapes
 every text and attribute, and the page needs no template engine or other dependency.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+from s2mmu.cli.dump_cmd import render_text as dump_lines
 from s2mmu.kvm.abort import kvm_is_write_fault, kvm_vcpu_abt_iss1tw, kvm_vcpu_get_fault_ipa
 from s2mmu.kvm.dirty import SlotPage
 from s2mmu.kvm.errno import errname
@@ -45,8 +48,12 @@ from s2mmu.scenario.render_text import (
     summary_lines,
     verdict_lines,
 )
+from s2mmu.scenario.stage2 import Stage2Recorder
 
 E = ET.Element
+
+DUMP_LINES = 200
+"""A step's stage-2 dump in the page shows at most this many lines."""
 
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -83,6 +90,9 @@ ol.steps, ul.events { margin: 4px 0; padding-left: 1.6em; }
 .note { color: #555; font-style: italic; }
 .broken { color: #b71c1c; font-weight: bold; }
 .tlbi { color: #555; font-family: ui-monospace, 'DejaVu Sans Mono', monospace; }
+details.stage2 { margin: 4px 0; border-left: 3px solid #1e5aa8; padding-left: 8px; }
+details.stage2 > summary { cursor: pointer; }
+pre.dump { font-size: 12px; margin: 4px 0; white-space: pre; overflow-x: auto; }
 """
 
 
@@ -121,8 +131,12 @@ def dirtied_text(pages: tuple[SlotPage, ...]) -> str:
                      for s in slots)
 
 
-def run_html(run: Run, trace: bool = False) -> str:
-    """Return the run as a self-contained HTML page."""
+def run_html(run: Run, trace: bool = False, stage2: Stage2Recorder | None = None) -> str:
+    """Return the run as a self-contained HTML page.
+
+    stage2: a recorder that watched the run for stage-2 changes (changed_only); each step
+    it kept gets its dump, each step it dropped past its limit a note.
+    """
     html = E("html", {"lang": "en"})
     head = add(html, "head")
     add(head, "meta", charset="utf-8")
@@ -130,7 +144,7 @@ def run_html(run: Run, trace: bool = False) -> str:
     add(head, "style", CSS)
     body = add(html, "body")
     header(body, run)
-    timeline(body, run, trace)
+    timeline(body, run, trace, stage2)
     data = json.dumps(run_json(run, trace), indent=1).replace("</", "<\\/")
     add(body, "script", data, type="application/json", id="s2mmu-report")
     return "<!DOCTYPE html>\n" + ET.tostring(html, "unicode", method="html") + "\n"
@@ -167,7 +181,8 @@ def header(body: ET.Element, run: Run) -> None:
         add(tr, "td", value, "mono")
 
 
-def timeline(body: ET.Element, run: Run, trace: bool) -> None:
+def timeline(body: ET.Element, run: Run, trace: bool,
+             stage2: Stage2Recorder | None = None) -> None:
     """Add the timeline: one row per step, numbered as the text and the JSON number it."""
     add(body, "h2", "Timeline")
     t = add(body, "table", cls="timeline", id="timeline")
@@ -176,11 +191,37 @@ def timeline(body: ET.Element, run: Run, trace: bool) -> None:
         add(tr, "th", h)
     tb = add(t, "tbody")
     for step in run.steps:
-        step_row(tb, step, trace)
+        details = step_row(tb, step, trace)
+        if stage2 is not None:
+            stage2_details(details, step, stage2)
 
 
-def step_row(tb: ET.Element, step: StepRecord, trace: bool) -> None:
-    """Add one step's row: what happened, its outcome, and its faults and events."""
+def stage2_details(parent: ET.Element, step: StepRecord, stage2: Stage2Recorder) -> None:
+    """Add the stage 2 a step left, if the step changed it (collapsed), as dump lines."""
+    after = stage2.of(step.index)
+    if after is None:
+        if stage2.was_dropped(step.index):
+            add(parent, "div", f"stage 2 changed (not shown: the page keeps the first "
+                f"{stage2.limit} changes; s2mmu run FILE --dump-after {step.index})",
+                "note stage2-dropped")
+        return
+    lines = dump_lines(after.dump)
+    n = sum(1 for _ in after.dump.ranges())
+    d = add(parent, "details", cls="stage2", **{"data-after": str(step.index)})
+    add(d, "summary", f"stage 2 after #{step.index}: {n} range{'s' if n != 1 else ''} "
+        f"(changed)")
+    shown = lines if len(lines) <= DUMP_LINES else lines[:DUMP_LINES]
+    add(d, "pre", "\n".join(shown), "dump")
+    if len(lines) > DUMP_LINES:
+        add(d, "div", f"{len(lines) - DUMP_LINES} more lines: s2mmu run FILE "
+            f"--dump-after {step.index}", "note")
+
+
+def step_row(tb: ET.Element, step: StepRecord, trace: bool) -> ET.Element:
+    """Add one step's row: what happened, its outcome, and its faults and events.
+
+    Return the row's details cell.
+    """
     out = step.outcome.value
     tr = add(tb, "tr", cls=f"event o-{out}" + ("" if step.ok else " failed"), id=step_id(step),
              **{"data-index": str(step.index), "data-line": str(step.line),
@@ -220,6 +261,7 @@ def step_row(tb: ET.Element, step: StepRecord, trace: bool) -> None:
         add(details, "div", f"EXPECTATION FAILED: {mismatch_text(m)}", "broken expect-failed")
     for v in step.invariants:
         add(details, "div", f"INVARIANT BROKEN: {invariant_text(v)}", "broken invariant-broken")
+    return details
 
 
 def fault_details(parent: ET.Element, f: FaultStep) -> None:

@@ -174,12 +174,22 @@ def arch_demo_doc(m: Any, tour: list[Any], ats: list[Any]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="The run as JSON (schema s2mmu.run/2).")
 @click.option("--trace", is_flag=True, help="Add the full event stream to every step.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), metavar="OUT",
-              help="Also write the report as a self-contained HTML timeline.")
-def run(file: str, as_json: bool, trace: bool, html_file: str | None) -> None:
+              help="Also write the report as a self-contained HTML timeline (with the "
+                   "stage 2 after each step that changed it).")
+@click.option("--dump-after", "dump_after", multiple=True, metavar="N",
+              help="Also print the stage 2 after step #N (as the timeline numbers it; "
+                   "'last' for the final state), as `s2mmu dump` prints it. Repeatable.")
+@click.option("--range", "range_text", metavar="START-END",
+              help="With --dump-after: only IPAs in [START, END).")
+@click.option("--perm", "perm_text", metavar="RWX",
+              help="With --dump-after: only ranges with all these permissions (e.g. wx).")
+def run(file: str, as_json: bool, trace: bool, html_file: str | None,
+        dump_after: tuple[str, ...], range_text: str | None, perm_text: str | None) -> None:
     """Run a scenario file: timeline, summary, broken invariants (exit 1 on failure)."""
     from s2mmu.cli.run_cmd import run_file
 
-    sys.exit(run_file(file, as_json, trace, html=html_file))
+    sys.exit(run_file(file, as_json, trace, html=html_file, dump_after=dump_after,
+                      range_text=range_text, perm_text=perm_text))
 
 
 def access_name(a: AccessDescriptor) -> str:

@@ -7,13 +7,11 @@ software bits get KVM's names here (the architecture leaves them to software).
 
 Kernel: arch/arm64/kvm/ptdump.c (kvm_ptdump_guest_show: a LEAF walk over the whole IPA
 space, one "Guest IPA" marker); KVM_PGTABLE_PROT_SW0..SW3 (asm/kvm_pgtable.h);
-enum pkvm_page_state, PKVM_PAGE_STATE_PROT_MASK, pkvm_getstate
-(arch/arm64/kvm/hyp/include/nvhe/memory.h).
+enum pkvm_page_state and pkvm_getstate (s2mmu.pgtable.page_state, from
+arch/arm64/kvm/hyp/include/nvhe/mem_protect.h).
 """
 
 from __future__ import annotations
-
-import enum
 
 from s2mmu.arch.config import DEFAULT_CHOICES
 from s2mmu.arch.dump import AddrRange, RangePredicate, TableDump, dump_s2
@@ -21,33 +19,13 @@ from s2mmu.arch.features import FeatureSet, qemu_7_2_max
 from s2mmu.arch.params import S2TTWParams, get_s2_ttw_params
 from s2mmu.arch.state import SysRegs
 from s2mmu.arch.translate import Env
+from s2mmu.pgtable.page_state import PKVM_NOPAGE, pkvm_sw_state
 from s2mmu.pgtable.prot import stage2_has_fwb
 from s2mmu.pgtable.table import KvmPgtable
 from s2mmu.pgtable.vtcr import kvm_get_vttbr
 
 HCR_EL2_VM = 1 << 0
 HCR_EL2_FWB = 1 << 46
-
-
-class PkvmPageState(enum.Enum):
-    """pKVM's page state in a stage-2 leaf's SW1:SW0 (bits [56:55]).
-
-    Kernel: enum pkvm_page_state (nvhe/memory.h); 0b11 is reserved in the PTE (later
-    kernels reuse the value for the PKVM_NOPAGE meta-state, never stored in a PTE).
-    """
-
-    PKVM_PAGE_OWNED = 0b00
-    PKVM_PAGE_SHARED_OWNED = 0b01
-    PKVM_PAGE_SHARED_BORROWED = 0b10
-    RESERVED = 0b11
-
-
-def pkvm_getstate(sw: int) -> PkvmPageState:
-    """Return the pKVM page state of a leaf's software bits [58:55] (as a 4-bit value).
-
-    Kernel: pkvm_getstate (prot & PKVM_PAGE_STATE_PROT_MASK).
-    """
-    return PkvmPageState(sw & 0b11)
 
 
 def kvm_pte_sw_bits_names(sw: int) -> str:
@@ -62,8 +40,10 @@ def kvm_pte_sw_annotation(sw: int, pkvm: bool = False) -> str:
     guest and host stage 2 keep the page state in SW1:SW0.
     """
     if pkvm:
-        return pkvm_getstate(sw).name + (" SW2" if sw & 0b100 else "") + (
-            " SW3" if sw & 0b1000 else "")
+        state = pkvm_sw_state(sw)
+        # NOPAGE is a meta-state: a PTE that carries its encoding is out of the model
+        name = "RESERVED(PKVM_NOPAGE)" if state is PKVM_NOPAGE else state.name
+        return name + (" SW2" if sw & 0b100 else "") + (" SW3" if sw & 0b1000 else "")
     return kvm_pte_sw_bits_names(sw)
 
 

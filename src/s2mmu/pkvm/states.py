@@ -2,7 +2,9 @@
 
 A page's state is a two-bit value: OWNED (0), SHARED_OWNED (1), SHARED_BORROWED (2) and
 the meta-state NOPAGE (3). In a page table it sits in the prot's SW0/SW1 bits
-(PKVM_PAGE_STATE_PROT_MASK), put there by pkvm_mkstate and read back by pkvm_getstate.
+(PKVM_PAGE_STATE_PROT_MASK), put there by pkvm_mkstate and read back by pkvm_getstate;
+the state and its encoding are defined once, in s2mmu.pgtable.page_state, and re-exported
+here.
 The host's default mappings are RWX for memory and RW for MMIO.
 
 Kernel: enum pkvm_page_state, PKVM_PAGE_STATE_PROT_MASK, pkvm_mkstate, pkvm_getstate,
@@ -12,60 +14,36 @@ PKVM_HOST_MEM_PROT, PKVM_HOST_MMIO_PROT, enum pkvm_component_id
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
-from s2mmu.pgtable.prot import (
-    KVM_PGTABLE_PROT_RW,
-    KVM_PGTABLE_PROT_RWX,
-    KVM_PGTABLE_PROT_SW0,
-    KVM_PGTABLE_PROT_SW1,
-    KvmPgtableProt,
+from s2mmu.pgtable.page_state import (
+    PKVM_NOPAGE,
+    PKVM_PAGE_OWNED,
+    PKVM_PAGE_SHARED_BORROWED,
+    PKVM_PAGE_SHARED_OWNED,
+    PKVM_PAGE_STATE_PROT_MASK,
+    PkvmPageState,
+    pkvm_getstate,
+    pkvm_mkstate,
 )
+from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX
 from s2mmu.pgtable.pte import PkvmComponentId
+
+__all__ = [  # the page states are re-exported from s2mmu.pgtable.page_state
+    "Component", "FFA", "Ffa", "Guest", "HOST", "HYP", "Host", "Hyp", "PKVM_HOST_MEM_PROT",
+    "PKVM_HOST_MMIO_PROT", "PKVM_ID_FFA", "PKVM_ID_GUEST", "PKVM_ID_HOST", "PKVM_ID_HYP",
+    "PKVM_NOPAGE", "PKVM_PAGE_OWNED", "PKVM_PAGE_SHARED_BORROWED", "PKVM_PAGE_SHARED_OWNED",
+    "PKVM_PAGE_STATE_PROT_MASK", "PkvmPageState", "component_id", "pkvm_getstate",
+    "pkvm_mkstate",
+]
 
 PKVM_ID_HOST = PkvmComponentId.PKVM_ID_HOST
 PKVM_ID_HYP = PkvmComponentId.PKVM_ID_HYP
 PKVM_ID_FFA = PkvmComponentId.PKVM_ID_FFA
 PKVM_ID_GUEST = PkvmComponentId.PKVM_ID_GUEST
 
-
-class PkvmPageState(enum.IntEnum):
-    """A component's view of a page. Kernel: enum pkvm_page_state."""
-
-    PKVM_PAGE_OWNED = 0
-    PKVM_PAGE_SHARED_OWNED = 1
-    PKVM_PAGE_SHARED_BORROWED = 2
-    PKVM_NOPAGE = 3
-
-
-PKVM_PAGE_OWNED = PkvmPageState.PKVM_PAGE_OWNED
-PKVM_PAGE_SHARED_OWNED = PkvmPageState.PKVM_PAGE_SHARED_OWNED
-PKVM_PAGE_SHARED_BORROWED = PkvmPageState.PKVM_PAGE_SHARED_BORROWED
-PKVM_NOPAGE = PkvmPageState.PKVM_NOPAGE
-
-PKVM_PAGE_STATE_PROT_MASK = KVM_PGTABLE_PROT_SW0 | KVM_PGTABLE_PROT_SW1
-_STATE_SHIFT = 55
-
 PKVM_HOST_MEM_PROT = KVM_PGTABLE_PROT_RWX
 PKVM_HOST_MMIO_PROT = KVM_PGTABLE_PROT_RW
-
-
-def pkvm_mkstate(prot: int, state: PkvmPageState) -> KvmPgtableProt:
-    """Return prot with its software bits set to state.
-
-    Kernel: pkvm_mkstate.
-    """
-    prot &= ~int(PKVM_PAGE_STATE_PROT_MASK)
-    return KvmPgtableProt(prot | (int(state) << _STATE_SHIFT))
-
-
-def pkvm_getstate(prot: int) -> PkvmPageState:
-    """Return the page state held in prot's software bits.
-
-    Kernel: pkvm_getstate.
-    """
-    return PkvmPageState((prot & PKVM_PAGE_STATE_PROT_MASK) >> _STATE_SHIFT)
 
 
 @dataclass(frozen=True)
