@@ -674,8 +674,8 @@ def _(event: VmCall, step: StepRecord) -> str:
 
 @event_summary.register
 def _(event: HostAccessEvent, step: StepRecord) -> str:
-    what = f"store {event.size} bytes ({event.data.hex()})" if event.write else \
-        f"load {event.size} bytes"
+    what = f"store {event.length} bytes ({event.data.hex()})" if event.write else \
+        f"load {event.length} bytes"
     fixup = ", load_unaligned_zeropad" if event.fixup is Fixup.ZEROPAD else ""
     head = f"host {what} at VA {event.va:#x} (PA {event.pa:#x}){fixup}"
     r = step.result
