@@ -449,11 +449,11 @@ def test_seed_002_fixed_up_under_data_abort_panic_under_sea() -> None:
         load = r.steps[2].result
         assert isinstance(load, HostAccessed)
         ends[name] = load.outcome
-    fixed = ZeropadFixedUp(bytes.fromhex("4142434400000000"), 0xFFFF_0000_4001_0000)
-    assert ends == {"pkvm_donate_data_abort.toml": fixed,
-                    "pkvm_donate_sea.toml": HostSeaPanic(0xFFFF_0000_4001_0000),
-                    "pkvm_donate_data_abort_unmapped.toml": fixed,
-                    "pkvm_donate_sea_unmapped.toml": fixed}
+    data, far = bytes.fromhex("4142434400000000"), 0xFFFF_0000_4001_0000
+    assert ends == {"pkvm_donate_data_abort.toml": ZeropadFixedUp(data, far, stage=2),
+                    "pkvm_donate_sea.toml": HostSeaPanic(far),
+                    "pkvm_donate_data_abort_unmapped.toml": ZeropadFixedUp(data, far, stage=1),
+                    "pkvm_donate_sea_unmapped.toml": ZeropadFixedUp(data, far, stage=1)}
 
 
 def test_seed_000_marks_the_page_dirty_twice_before_the_fix_once_after() -> None:

@@ -39,6 +39,7 @@ from s2mmu.scenario.pkvm_events import (
 from s2mmu.scenario.records import Failure, FaultStep, Run, StepRecord
 from s2mmu.scenario.render_text import (
     abort_class,
+    access_outcome_text,
     decision_text,
     event_text,
     fault_counts,
@@ -119,7 +120,7 @@ def _(r: GuestFaulted) -> dict[str, Any]:
 @result_json.register
 def _(r: HostAccessed) -> dict[str, Any]:
     return {"type": "HostAccessed", "result": access_result(r.outcome).value,
-            "outcome": record(r.outcome), "text": str(r.outcome)}
+            "outcome": record(r.outcome), "text": access_outcome_text(r.outcome)}
 
 
 @result_json.register

@@ -97,7 +97,7 @@ from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_X,
 )
 from s2mmu.pkvm.errno import errname as pkvm_errname
-from s2mmu.pkvm.host_fault import Fixup
+from s2mmu.pkvm.host_fault import Fixup, ZeropadFixedUp
 from s2mmu.scenario.kvm_events import (
     AccessCompleted,
     Check,
@@ -672,6 +672,17 @@ def _(event: VmCall, step: StepRecord) -> str:
     return f"guest {event.guest}: {event.op.value}: {returned_text(step.result)}"
 
 
+def access_outcome_text(o: object) -> str:
+    """Return how a host access ended; a fixup says which stage faulted."""
+    match o:
+        case ZeropadFixedUp(data=data, far=far, stage=1):
+            return f"stage-1 fault (direct map) at FAR {far:#x}, fixed up: {data.hex()}"
+        case ZeropadFixedUp(data=data, far=far):
+            return (f"data abort injected by EL2 at FAR {far:#x}, fixed up: "
+                    f"{data.hex()}")
+    return str(o)
+
+
 @event_summary.register
 def _(event: HostAccessEvent, step: StepRecord) -> str:
     what = f"store {event.length} bytes ({event.data.hex()})" if event.write else \
@@ -679,7 +690,8 @@ def _(event: HostAccessEvent, step: StepRecord) -> str:
     fixup = ", load_unaligned_zeropad" if event.fixup is Fixup.ZEROPAD else ""
     head = f"host {what} at VA {event.va:#x} (PA {event.pa:#x}){fixup}"
     r = step.result
-    return f"{head}: {r.outcome if isinstance(r, HostAccessed) else returned_text(r)}"
+    return f"{head}: " + (access_outcome_text(r.outcome) if isinstance(r, HostAccessed)
+                          else returned_text(r))
 
 
 @mismatch_text.register
