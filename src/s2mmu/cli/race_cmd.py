@@ -15,7 +15,11 @@ import click
 from s2mmu.arch.errors import InputError
 from s2mmu.pgtable.concurrency import explore, parse_schedule, run_schedule
 from s2mmu.pgtable.profile import CURRENT, PROFILES
-from s2mmu.pgtable.races import ALL_RACES
+from s2mmu.pgtable.races import ALL_RACES as PGTABLE_RACES
+from s2mmu.pkvm.races import PKVM_RACES
+
+ALL_RACES = {**PGTABLE_RACES, **PKVM_RACES}
+"""Every race `s2mmu race` knows: the stage-2 library's, then pKVM's."""
 
 
 def parse_replay(text: str) -> list[int]:
