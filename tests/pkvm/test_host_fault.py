@@ -112,7 +112,7 @@ def test_unmapping_the_direct_map_keeps_the_fault_at_stage_1(pkvm: Pkvm, policy)
     dm.set_direct_map_invalid_noflush(PFN + 1)
     zeropad = HostAccess(va(GIVEN - 4), 8, fixup=Fixup.ZEROPAD)
     assert host_access(pkvm, dm, zeropad, policy) == ZeropadFixedUp(
-        b"\x11\x22\x33\x44" + bytes(4), va(GIVEN)
+        b"\x11\x22\x33\x44" + bytes(4), va(GIVEN), stage=1
     )
     assert host_access(pkvm, dm, HostAccess(va(GIVEN), 8), policy) == HostOops(va(GIVEN), 1)
     dm.set_direct_map_default_noflush(PFN + 1)

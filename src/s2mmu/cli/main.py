@@ -112,14 +112,21 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Every demo run as one JSON document (schema s2mmu.demo/1; with --arch: "
                    "s2mmu.arch-demo/1).")
+@click.option("--pkvm", "pkvm_stories", is_flag=True,
+              help="Run the pKVM scenarios instead: seed 002 (a page donated to the "
+                   "hypervisor, touched by the host) under both policies, and seed 000 "
+                   "(relax_perms on a gone mapping) before and after the fix.")
 @click.option("--trace", is_flag=True, help="Add the full event stream.")
 @input_errors
-def demo(arch_tour: bool, as_json: bool, trace: bool) -> None:
-    """Run the built-in scenario: a guest's life under KVM (or --arch: the architecture tour)."""
+def demo(arch_tour: bool, as_json: bool, pkvm_stories: bool, trace: bool) -> None:
+    """Run the built-in scenario: a guest's life under KVM (or --arch: the architecture tour;
+    --pkvm: the pKVM stories)."""
+    if arch_tour and pkvm_stories:
+        raise click.UsageError("--arch and --pkvm are two different demos: choose one")
     if not arch_tour:
-        from s2mmu.cli.run_cmd import run_demo
+        from s2mmu.cli.run_cmd import DEMOS, PKVM_DEMOS, run_demo
 
-        run_demo(as_json, trace)
+        run_demo(as_json, trace, PKVM_DEMOS if pkvm_stories else DEMOS)
         return
     from s2mmu.scenario.arch_demo import at_tour, build_demo, s1_walk_fault_at_el1, translate_tour
 

@@ -27,7 +27,11 @@ from s2mmu.pgtable.concurrency import (
 )
 from s2mmu.pgtable.invariants import Violation
 from s2mmu.pgtable.profile import CURRENT, PROFILES
-from s2mmu.pgtable.races import ALL_RACES
+from s2mmu.pgtable.races import ALL_RACES as PGTABLE_RACES
+from s2mmu.pkvm.races import PKVM_RACES
+
+ALL_RACES = {**PGTABLE_RACES, **PKVM_RACES}
+"""Every race `s2mmu race` knows: the stage-2 library's, then pKVM's."""
 
 SCHEMA = "s2mmu.race/1"
 # An operation index longer than this many digits is out of range whatever the race.

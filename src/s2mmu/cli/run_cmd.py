@@ -28,6 +28,11 @@ from s2mmu.scenario.schema import Scenario, ScenarioError, load_scenario
 from s2mmu.scenario.stage2 import Stage2After, Stage2Recorder, parse_step_number
 
 DEMOS = ("demo.toml", "demo_nofwb.toml")
+PKVM_DEMOS = ("pkvm_donate_data_abort.toml", "pkvm_donate_sea.toml",
+              "pkvm_donate_data_abort_unmapped.toml", "pkvm_donate_sea_unmapped.toml",
+              "pkvm_relax_v6_3.toml", "pkvm_relax_v6_19.toml")
+"""demo --pkvm: seed 002 under both host-abort policies, without and with the donated page
+unmapped from the host's direct map; seed 000 under the profiles before and after the fix."""
 PROGRESS_STEPS = 200
 """A scenario with more steps shows a progress bar (on a terminal only)."""
 
@@ -183,13 +188,14 @@ def demo_text(name: str) -> str:
     return resources.files("s2mmu.scenario.data").joinpath(name).read_text()
 
 
-def run_demo(as_json: bool, trace: bool) -> None:
-    """Run the built-in demo scenarios (FWB host, then no-FWB host); exit with the worst status.
+def run_demo(as_json: bool, trace: bool, names: tuple[str, ...] = DEMOS) -> None:
+    """Run built-in demo scenarios (by default: FWB host, then no-FWB host; PKVM_DEMOS for
+    demo --pkvm); exit with the worst status.
 
     --json prints one s2mmu.demo/1 document holding every run.
     """
     runs = []
-    for name in DEMOS:
+    for name in names:
         try:
             runs.append(run_quietly(f"<built-in {name}>", trace, demo_text(name)))
         except ScenarioError as e:

@@ -161,10 +161,12 @@ class AccessDone:
 
 @dataclass(frozen=True)
 class ZeropadFixedUp:
-    """The exception-table fixup ran: the bytes before far, zeros from far on."""
+    """The exception-table fixup ran: the bytes before far, zeros from far on; stage says
+    which translation faulted (1: the host's direct map, 2: EL2 injected a data abort)."""
 
     data: bytes
     far: int
+    stage: int = 2
 
     def __str__(self) -> str:
         return f"fixed up at FAR {self.far:#x}: {self.data.hex()}"
@@ -271,7 +273,7 @@ def _translate(
 ) -> AccessOutcome | None:
     """Translate one page of the access; return how the access ends if it faults."""
     if pa // pkvm.page_size in dm.invalid:
-        return _kernel_fault(access, va, first, 1) or _zeropad(pkvm, access, va)
+        return _kernel_fault(access, va, first, 1) or _zeropad(pkvm, access, va, 1)
     for _ in range(2):
         if kvm_pte_valid(kvm_pgtable_get_leaf(pkvm.host_pgt, pa).pte):
             return None
@@ -288,11 +290,11 @@ def _translate(
     raise AssertionError(f"host stage 2 still faults at {pa:#x} after it was mapped")
 
 
-def _zeropad(pkvm: Pkvm, access: HostAccess, far: int) -> ZeropadFixedUp:
+def _zeropad(pkvm: Pkvm, access: HostAccess, far: int, stage: int = 2) -> ZeropadFixedUp:
     """Read the bytes of the access before far, and zeros from far on."""
     head = far - access.va
     got = pkvm.env.mem.read_bytes(access.va - PAGE_OFFSET, head)
-    return ZeropadFixedUp(got + bytes(access.size - head), far)
+    return ZeropadFixedUp(got + bytes(access.size - head), far, stage)
 
 
 def _move(pkvm: Pkvm, access: HostAccess, data: bytes) -> AccessDone:

@@ -308,9 +308,13 @@ def leaf_counts(kvm: Kvm) -> dict[int, int]:
     return dict(sorted(Counter(lf.size for lf in stage2_leaves(kvm)).items()))
 
 
-def summarize(world: World) -> KvmSummary:
-    """Return the VM's final state: mappings by size, dirty pages, memslots."""
+def summarize(world: World) -> KvmSummary | None:
+    """Return the VM's final state: mappings by size, dirty pages, memslots (None for a
+    pKVM scenario that has no VMA or memslot: nothing to say)."""
     kvm = world.part(KvmWorld).kvm
+    if world.scenario.configs.get("pkvm") is not None and not kvm.memslots \
+            and not world.scenario.config("kvm").vmas:
+        return None
     return KvmSummary(leaf_counts(kvm),
                       {sid: sum(bin(b).count("1") for b in bm)
                        for sid, bm in sorted(kvm.dirty_bitmap.items())},

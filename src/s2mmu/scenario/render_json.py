@@ -26,10 +26,20 @@ from s2mmu.kvm.abort import (
 from s2mmu.kvm.dirty import SlotPage
 from s2mmu.kvm.fault import Decision
 from s2mmu.kvm.memslot import Memslot
+from s2mmu.pkvm.errno import errname as pkvm_errname
 from s2mmu.scenario.kvm_events import GuestFaulted, KvmSummary
+from s2mmu.scenario.pkvm_events import (
+    POLICY_NAMES,
+    HostAccessed,
+    NotRun,
+    PkvmSummary,
+    Returned,
+    access_result,
+)
 from s2mmu.scenario.records import Failure, FaultStep, Run, StepRecord
 from s2mmu.scenario.render_text import (
     abort_class,
+    access_outcome_text,
     decision_text,
     event_text,
     fault_counts,
@@ -39,6 +49,7 @@ from s2mmu.scenario.render_text import (
     invariant_text,
     mismatch_text,
     prot_str,
+    returned_text,
     size_name,
     step_summary,
 )
@@ -47,7 +58,8 @@ RUN_SCHEMA = "s2mmu.run/2"
 DEMO_SCHEMA = "s2mmu.demo/1"
 
 HEX_FIELDS = frozenset({"ipa", "pa", "hva", "gpa", "va", "far", "esr", "hpfar", "start",
-                        "page", "pages", "first_page", "esr_iss", "fsc", "stage1_tables"})
+                        "page", "pages", "first_page", "esr_iss", "fsc", "stage1_tables",
+                        "pfn", "gfn", "phys", "addr"})
 """Fields whose integers are addresses, register values or page numbers: hex strings."""
 SIZE_FIELDS = frozenset({"size", "vma_pagesize"})
 """Fields whose integers are sizes in bytes: "4K", "2M", "1G"."""
@@ -58,6 +70,8 @@ def value(name: str, v: Any) -> Any:
     dataclasses as {"type": name, fields...}."""
     if v is None or isinstance(v, bool | str | float):
         return v
+    if isinstance(v, bytes):
+        return v.hex()
     if isinstance(v, enum.Enum):
         return v.value
     if isinstance(v, int):
@@ -101,6 +115,22 @@ def _(r: GuestFaulted) -> dict[str, Any]:
     f: FaultRecord = r.fault
     return {"type": "GuestFaulted", "statuscode": f.statuscode.value, "level": f.level,
             "text": guest_fault_text(r)}
+
+
+@result_json.register
+def _(r: HostAccessed) -> dict[str, Any]:
+    return {"type": "HostAccessed", "result": access_result(r.outcome).value,
+            "outcome": record(r.outcome), "text": access_outcome_text(r.outcome)}
+
+
+@result_json.register
+def _(r: Returned) -> dict[str, Any]:
+    return {**record(r), "errno": pkvm_errname(r.ret), "text": returned_text(r)}
+
+
+@result_json.register
+def _(r: NotRun) -> dict[str, Any]:
+    return {**record(r), "text": returned_text(r)}
 
 
 def abort_json(a: GuestAbort) -> dict[str, Any]:
@@ -183,6 +213,15 @@ def _(s: KvmSummary) -> dict[str, Any]:
             "dirty_pages": {str(k): n for k, n in s.dirty_pages.items()},
             "mmu_invalidate_seq": s.mmu_invalidate_seq,
             "memslots": [memslot_json(m) for m in s.memslots], "table_pages": s.table_pages}
+
+
+@summary_json.register
+def _(s: PkvmSummary) -> dict[str, Any]:
+    return {"profile": s.profile, "policy": POLICY_NAMES[s.policy],
+            "pages": {"host": s.host_pages, "shared": s.shared_pages, "hyp": s.hyp_pages,
+                      "guests": s.guest_pages},
+            "guests": list(s.guests), "dirty_marks": s.dirty_marks,
+            "direct_map_holes": s.direct_map_holes, "panicked_at": s.panicked_at}
 
 
 def run_json(run: Run, trace: bool = False) -> dict[str, Any]:

@@ -96,6 +96,8 @@ from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_W,
     KVM_PGTABLE_PROT_X,
 )
+from s2mmu.pkvm.errno import errname as pkvm_errname
+from s2mmu.pkvm.host_fault import Fixup, ZeropadFixedUp
 from s2mmu.scenario.kvm_events import (
     AccessCompleted,
     Check,
@@ -126,6 +128,21 @@ from s2mmu.scenario.kvm_events import (
     RawAbort,
     SetMemslot,
     SlotChanged,
+)
+from s2mmu.scenario.pkvm_events import (
+    POLICY_NAMES,
+    ExpectAccess,
+    ExpectData,
+    ExpectDirtyMarks,
+    ExpectRet,
+    GuestCall,
+    HostAccessed,
+    HostAccessEvent,
+    HypCall,
+    NotRun,
+    PkvmSummary,
+    Returned,
+    VmCall,
 )
 from s2mmu.scenario.records import Failure, FaultStep, Mismatch, Outcome, Run, StepRecord
 
@@ -616,6 +633,103 @@ def _(s: KvmSummary, run: Run, layer: str) -> list[str]:
     return [f"  stage-2 mappings: {leaves_text(s.mappings)}", f"  dirty pages: {dirty}",
             f"  faults: {sum(counts.values())} ({res})",
             f"  mmu_invalidate_seq: {s.mmu_invalidate_seq}"]
+
+
+# -- the pkvm layer -------------------------------------------------------------------------------
+
+
+def returned_text(r: object) -> str:
+    """Return what a pKVM call returned ('__pkvm_host_donate_hyp = 0'), or why it did not
+    run."""
+    match r:
+        case Returned(function=fn, ret=ret):
+            return f"{fn} = {pkvm_errname(ret)}"
+        case NotRun(panicked_at=n):
+            return f"not run: the host panicked at step #{n}"
+    return "?"
+
+
+@event_summary.register
+def _(event: HypCall, step: StepRecord) -> str:
+    pages = f" +{event.nr_pages} pages" if event.nr_pages > 1 else ""
+    return f"{event.op.value} pfn {event.pfn:#x}{pages}: {returned_text(step.result)}"
+
+
+@event_summary.register
+def _(event: GuestCall, step: StepRecord) -> str:
+    args = f"gfn {event.gfn:#x}"
+    if event.pfn is not None:
+        args += f" pfn {event.pfn:#x}"
+    if event.prot:
+        args += f" {prot_str(event.prot)}"
+    if event.write_fault:
+        args += " (write fault)"
+    out = f"guest {event.guest}: {event.op.value} {args}: {returned_text(step.result)}"
+    r = step.result
+    if event.write_fault and isinstance(r, Returned) and r.ret == 0:
+        out += ", page marked dirty"
+    return out
+
+
+@event_summary.register
+def _(event: VmCall, step: StepRecord) -> str:
+    return f"guest {event.guest}: {event.op.value}: {returned_text(step.result)}"
+
+
+def access_outcome_text(o: object) -> str:
+    """Return how a host access ended; a fixup says which stage faulted."""
+    match o:
+        case ZeropadFixedUp(data=data, far=far, stage=1):
+            return f"stage-1 fault (direct map) at FAR {far:#x}, fixed up: {data.hex()}"
+        case ZeropadFixedUp(data=data, far=far):
+            return (f"data abort injected by EL2 at FAR {far:#x}, fixed up: "
+                    f"{data.hex()}")
+    return str(o)
+
+
+@event_summary.register
+def _(event: HostAccessEvent, step: StepRecord) -> str:
+    what = f"store {event.length} bytes ({event.data.hex()})" if event.write else \
+        f"load {event.length} bytes"
+    fixup = ", load_unaligned_zeropad" if event.fixup is Fixup.ZEROPAD else ""
+    head = f"host {what} at VA {event.va:#x} (PA {event.pa:#x}){fixup}"
+    r = step.result
+    return f"{head}: " + (access_outcome_text(r.outcome) if isinstance(r, HostAccessed)
+                          else returned_text(r))
+
+
+@mismatch_text.register
+def _(e: ExpectRet, got: Any = None) -> str:
+    return (f"expected return {pkvm_errname(e.ret)}, got "
+            f"{'no call' if got is None else pkvm_errname(got)}")
+
+
+@mismatch_text.register
+def _(e: ExpectAccess, got: Any = None) -> str:
+    return f"expected host access {e.result.value}, got {'none' if got is None else got.value}"
+
+
+@mismatch_text.register
+def _(e: ExpectData, got: Any = None) -> str:
+    return f"expected data {e.data.hex()}, got {'none' if got is None else got.hex()}"
+
+
+@mismatch_text.register
+def _(e: ExpectDirtyMarks, got: Any = None) -> str:
+    return f"expected the gfn marked dirty {e.count} time(s), got {got}"
+
+
+@summary_text.register
+def _(s: PkvmSummary, run: Run, layer: str) -> list[str]:
+    guests = ", ".join(str(g) for g in s.guests) or "none"
+    out = [f"  pkvm: profile {s.profile}, host aborts on given-away pages: "
+           f"{POLICY_NAMES[s.policy]}",
+           f"  pages: host {s.host_pages} ({s.shared_pages} shared), hyp {s.hyp_pages}, "
+           f"guests {s.guest_pages}; guests alive: {guests}",
+           f"  dirty marks: {s.dirty_marks}; direct-map holes: {s.direct_map_holes}"]
+    if s.panicked_at is not None:
+        out.append(f"  the host panicked at step #{s.panicked_at}")
+    return out
 
 
 def summary_lines(run: Run) -> list[str]:

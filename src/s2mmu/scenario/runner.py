@@ -62,8 +62,8 @@ def run_scenario(scenario: Scenario | str | Path, trace: bool = False,
     for layer in registry.layers.values():
         layer.ready(world, scn.config(layer.name))
     play(scn.events)
-    summaries = {la.name: la.summary(world) for la in registry.layers.values()
-                 if la.summary is not None}
+    summaries = {la.name: s for la in registry.layers.values()
+                 if la.summary is not None and (s := la.summary(world)) is not None}
     return Run(scn, tuple(steps), summaries, world)
 
 

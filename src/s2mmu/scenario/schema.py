@@ -190,7 +190,8 @@ class Layer:
     parse(checker, data, context) -> (config, setup events); build(world, config) adds the
     layer's state before setup; ready(world, config) finishes it after the setup events ran;
     mark(world) and observe(world, mark) collect what happened during a step (events shown,
-    trace); after(world, draft) updates the layer's history after a step.
+    trace); after(world, draft) updates the layer's history after a step; summary(world)
+    returns the layer's summary of the run (None: nothing to say, left out of the run).
     """
 
     name: str
@@ -245,7 +246,7 @@ class Registry:
 REGISTRY = Registry()
 """The registry the runner dispatches through."""
 
-LAYER_MODULES = ("s2mmu.scenario.kvm_events",)
+LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events")
 """The scenario-level modules that register each layer (nested and pKVM add theirs)."""
 
 
