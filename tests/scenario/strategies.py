@@ -110,6 +110,9 @@ class Generated:
     """The [[event]] index carrying an impossible expectation, or None (all must hold)."""
     known: frozenset[Known]
     """Known failure classes this scenario may hit."""
+    must_refuse: bool = False
+    """The file holds a value out of range for the host (a PFNMAP BAR beyond its PA size):
+    the run must refuse it (exit 2, one line)."""
 
 
 @dataclass
@@ -522,7 +525,8 @@ def generate(d: Draw, allow: frozenset[Known], max_events: int) -> Generated:
         key, value = d.choice(IMPOSSIBLE)
         events[failing][key] = value
     parts += [table("[[event]]", e) for e in events]
-    return Generated("\n".join(parts), failing, frozenset(m.known))
+    return Generated("\n".join(parts), failing, frozenset(m.known),
+                     must_refuse=Known.PFNMAP_BEYOND_PA in m.known)
 
 
 def vcpu_table(d: Draw, m: Model, ram_gpa: int, ram: int) -> str:
@@ -554,6 +558,7 @@ class Outcome(enum.Enum):
     UNEXPECTED_FAILURE = "unexpected invariant/expectation failure"
     MISSED_FAILURE = "asked-for failure not reported"
     REFUSED = "valid scenario refused (exit 2)"
+    NOT_REFUSED = "out-of-range value not refused"
     TRACEBACK = "traceback"
     NONDETERMINISM = "nondeterminism"
 
@@ -603,6 +608,8 @@ def judge(gen: Generated, path: str) -> Verdict:
             return Verdict(Outcome.TRACEBACK, traceback_class(r.exc_info),
                            f"{type(r.exception).__name__}: {r.exception}")
     first, second, js = results
+    if gen.must_refuse:
+        return _judge_refusal(first)
     if (first.stdout, first.stderr, first.exit_code) != \
             (second.stdout, second.stderr, second.exit_code):
         return Verdict(Outcome.NONDETERMINISM, "text output differs between runs", "")
@@ -622,6 +629,14 @@ def judge(gen: Generated, path: str) -> Verdict:
     if gen.failing_event is not None:
         return Verdict(Outcome.EXPECTED_FAILURE, "", failures[0])
     return Verdict(Outcome.OK, "", "")
+
+
+def _judge_refusal(r: object) -> Verdict:
+    """Judge a run that must refuse its file: exit 2, one line, nothing on stdout."""
+    code, out, err = r.exit_code, r.stdout, r.stderr  # type: ignore[attr-defined]
+    if code == 2 and out == "" and err.startswith("s2mmu: error: ") and err.count("\n") == 1:
+        return Verdict(Outcome.OK, "", err)
+    return Verdict(Outcome.NOT_REFUSED, f"exit {code}", (err or out).strip()[-300:])
 
 
 def _asked_do(gen: Generated) -> str:
