@@ -116,3 +116,61 @@ def test_clear_dirty_log_to_the_end_of_a_17_page_slot(tmp_path: Path) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert result.exit_code == 0, result.output
 
+
+
+# -- new classes ----------------------------------------------------------------------------------
+
+RAM = HEAD + """
+[[vma]]
+start = 0x7f0000000000
+size = "2M"
+
+[[memslot]]
+id = 0
+gpa = 0x40000000
+size = "2M"
+hva = 0x7f0000000000
+flags = ["log_dirty_pages"]
+"""
+
+
+def run_cli(tmp_path: Path, text: str) -> tuple[int, str]:
+    """Run a scenario through the CLI; fail on a traceback; return exit status and output."""
+    f = tmp_path / "found.toml"
+    f.write_text(text)
+    result = CliRunner().invoke(cli, ["run", str(f)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        repr(result.exception)
+    return result.exit_code, result.output
+
+
+@pytest.mark.xfail(strict=True, reason="NEW class: the runner builds the CLEAR_DIRTY_LOG bitmap "
+                   "before KVM checks the range: first_page beyond the slot with num_pages left "
+                   "out gives a negative size (ValueError)")
+def test_clear_dirty_log_from_beyond_the_slot_is_kvms_einval(tmp_path: Path) -> None:
+    code, out = run_cli(tmp_path, RAM + '\n[[event]]\ndo = "clear_dirty_log"\nslot = 0\n'
+                                        'first_page = 1024\nexpect_error = "EINVAL"\n')
+    assert code == 0, out
+
+
+@pytest.mark.xfail(strict=True, reason="NEW class: the runner builds the CLEAR_DIRTY_LOG bitmap "
+                   "before KVM checks the range: a page beyond the slot in 'pages' with "
+                   "num_pages left out indexes past the bitmap (IndexError)")
+def test_clear_dirty_log_of_a_page_beyond_the_slot_is_kvms_einval(tmp_path: Path) -> None:
+    code, out = run_cli(tmp_path, RAM + '\n[[event]]\ndo = "clear_dirty_log"\nslot = 0\n'
+                                        'pages = [100000]\nexpect_error = "EINVAL"\n')
+    assert code == 0, out
+
+
+@pytest.mark.xfail(strict=True, reason="NEW class: memslot ids are not bounded; "
+                   "__kvm_set_memory_region refuses id >= KVM_MEM_SLOTS_NUM with -EINVAL")
+def test_a_memslot_id_beyond_kvm_mem_slots_num_is_einval() -> None:
+    assert failures(RAM + '\n[[event]]\ndo = "memslot"\nslot = 0x8000\ngpa = 0x80000000\n'
+                          'size = "2M"\nhva = 0x7f0000000000\nexpect_error = "EINVAL"\n') == []
+
+
+@pytest.mark.xfail(strict=True, reason="NEW class: a memslot whose userspace range passes 2^64 "
+                   "is accepted; __kvm_set_memory_region refuses it (access_ok) with -EINVAL")
+def test_a_memslot_whose_hva_range_wraps_is_einval() -> None:
+    assert failures(RAM + '\n[[event]]\ndo = "memslot"\nslot = 1\ngpa = 0x80000000\n'
+                          'size = "4M"\nhva = 0xffffffffffe00000\nexpect_error = "EINVAL"\n') == []
