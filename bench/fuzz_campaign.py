@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -48,18 +49,26 @@ class FailureClass:
     indices: list[int] = field(default_factory=list)
 
 
-def campaign(n: int, seed: int, allow: frozenset[Known], max_events: int,
-             out: Path) -> tuple[float, float, Counter[Outcome],
-                                 dict[tuple[Outcome, str], FailureClass]]:
-    """Run n scenarios; return wall and CPU seconds, the outcome counts, the failure classes."""
+def campaign(n: int, seed: int, allow: frozenset[Known], max_events: int, out: Path,
+             budget: float) -> tuple[int, float, float, Counter[Outcome],
+                                     dict[tuple[Outcome, str], FailureClass]]:
+    """Run n scenarios (fewer if budget seconds run out or ^C); return how many ran, wall and
+    CPU seconds, the outcome counts and the failure classes."""
     counts: Counter[Outcome] = Counter()
     classes: dict[tuple[Outcome, str], FailureClass] = {}
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, progress("fuzzing", total=n) as bar:
         start, cpu = time.perf_counter(), time.process_time()
+        done = 0
         for i in range(n):
-            gen = random_scenario(random.Random(seed + i), allow, max_events)
-            verdict = judge(gen, f"{tmp}/scenario.toml")
+            if time.perf_counter() - start > budget:
+                break
+            try:
+                gen = random_scenario(random.Random(seed + i), allow, max_events)
+                verdict = judge(gen, f"{tmp}/scenario.toml")
+            except KeyboardInterrupt:
+                break
+            done += 1
             counts[verdict.outcome] += 1
             bar.advance()
             if verdict.outcome in (Outcome.OK, Outcome.EXPECTED_FAILURE):
@@ -77,7 +86,7 @@ def campaign(n: int, seed: int, allow: frozenset[Known], max_events: int,
                 fc.reproducer = str(path)
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu
-    return seconds, cpu_seconds, counts, classes
+    return done, seconds, cpu_seconds, counts, classes
 
 
 def main() -> None:
@@ -90,26 +99,30 @@ def main() -> None:
     ap.add_argument("--known", choices=["all", "none"], default="all",
                     help="generate the cases of the known failure classes too (all) or not")
     ap.add_argument("--max-events", type=int, default=12)
+    ap.add_argument("--budget", type=float, default=float("inf"), metavar="SECONDS",
+                    help="stop after this long (the figures cover the scenarios run)")
     ap.add_argument("--json", action="store_true", help="the figures as one JSON document")
     args = ap.parse_args()
     allow = frozenset(Known) if args.known == "all" else frozenset()
-    seconds, cpu, counts, classes = campaign(args.n, args.seed, allow, args.max_events, args.out)
+    n, seconds, cpu, counts, classes = campaign(args.n, args.seed, allow, args.max_events,
+                                                args.out, args.budget)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
     rows = [{"outcome": fc.outcome.value, "class": fc.key, "count": fc.count,
              "known": sorted(t.value for t in fc.tags or ()) if not fc.seen_untagged else [],
              "first_seed": fc.first, "detail": fc.detail, "reproducer": fc.reproducer}
             for fc in sorted(classes.values(), key=lambda c: -c.count)]
     if args.json:
-        print_json({"schema": SCHEMA, "scenarios": args.n, "seed": args.seed,
+        print_json({"schema": SCHEMA, "scenarios": n, "peak_rss_mib": rss, "seed": args.seed,
                     "known": args.known, "seconds": round(seconds, 2),
                     "cpu_seconds": round(cpu, 2),
-                    "scenarios_per_second": round(args.n / seconds, 2),
-                    "scenarios_per_cpu_second": round(args.n / cpu, 2),
+                    "scenarios_per_second": round(n / seconds, 2),
+                    "scenarios_per_cpu_second": round(n / cpu, 2),
                     "outcomes": {o.value: counts[o] for o in Outcome}, "classes": rows})
         return
     out = console()
-    out.print(f"{args.n} scenarios (seed {args.seed}, known classes: {args.known}) in "
-              f"{seconds:.1f} s: {args.n / seconds:.2f} scenarios/s ({cpu:.1f} s of CPU: "
-              f"{args.n / cpu:.2f} scenarios per CPU second)")
+    out.print(f"{n} scenarios (seed {args.seed}, known classes: {args.known}) in "
+              f"{seconds:.1f} s: {n / seconds:.2f} scenarios/s ({cpu:.1f} s of CPU: "
+              f"{n / cpu:.2f} scenarios per CPU second), peak RSS {rss} MiB")
     for o in Outcome:
         out.print(f"  {o.value:45} {counts[o]}")
     for row in rows:
