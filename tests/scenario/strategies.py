@@ -94,11 +94,13 @@ class RandomDraw:
 
 
 class Known(enum.Enum):
-    """A failure class known to the project (issue 8), fixed in parallel."""
+    """A failure class known to the project (issue 8) or found by this fuzzer, not yet fixed."""
 
     PARTIAL_FOLIO = "partial munmap/madvise of a THP or hugetlb folio"
     ODD_SLOT_CLEAR = "clear_dirty_log to the end of a slot whose page count is not a multiple of 64"
     PFNMAP_BEYOND_PA = "PFNMAP pa beyond the host PA size"
+    PFNMAP_ABOVE_48 = ("PFNMAP pa above 2^48 on a 52-bit host (new: found by this fuzzer, "
+                       "tests/scenario/test_fuzz_found.py)")
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,12 @@ def vma_fields(d: Draw, m: Model, allow: frozenset[Known]) -> dict[str, object]:
         if mem_type == "normal-nc" and d.boolean():
             f["allow_any_uncached"] = True
         beyond = Known.PFNMAP_BEYOND_PA in allow and d.integers(0, 5) == 0
-        pa = (1 << (m.pa_bits if beyond else m.pa_bits - 2)) + number * (1 << 28)
+        top = m.pa_bits - 2 if Known.PFNMAP_ABOVE_48 in allow else min(m.pa_bits, 48) - 2
+        pa = (1 << (m.pa_bits if beyond else top)) + number * (1 << 28)
         if pa >> m.pa_bits:
             m.known.add(Known.PFNMAP_BEYOND_PA)
+        elif pa >> 48:
+            m.known.add(Known.PFNMAP_ABOVE_48)
         f["pa"] = pa
     writable = d.integers(0, 7) != 0
     if not writable:

@@ -174,3 +174,35 @@ def test_a_memslot_id_beyond_kvm_mem_slots_num_is_einval() -> None:
 def test_a_memslot_whose_hva_range_wraps_is_einval() -> None:
     assert failures(RAM + '\n[[event]]\ndo = "memslot"\nslot = 1\ngpa = 0x80000000\n'
                           'size = "4M"\nhva = 0xffffffffffe00000\nexpect_error = "EINVAL"\n') == []
+
+
+PFNMAP_52 = """
+[host]
+features = ["fwb", "dic"]
+pa_bits = 52
+
+[[vma]]
+start = 0x7f0000000000
+size = "4K"
+kind = "pfnmap"
+pa = 0x4000020000000              # bit 50 set: inside the 52-bit host PA space
+
+[[memslot]]
+id = 0
+gpa = 0x40000000
+size = "4K"
+hva = 0x7f0000000000
+
+[[event]]
+do = "read"
+ipa = 0x40000000
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="NEW class: on a 52-bit host a PFNMAP PA above 2^48 is "
+                   "mapped at stage 2 with OA[51:48] dropped (4K descriptors without FEAT_LPA2 "
+                   "hold 48 bits), so stage 2 no longer equals the host mapping")
+def test_a_pfnmap_bar_above_2_48_on_a_52_bit_host_maps_its_own_pa(tmp_path: Path) -> None:
+    """Either stage 2 maps the BAR's own PA, or the file is refused in one line."""
+    code, out = run_cli(tmp_path, PFNMAP_52)
+    assert code in (0, 2), out
