@@ -621,12 +621,13 @@ def judge(gen: Generated, path: str) -> Verdict:
     if js.exit_code == 2 or first.exit_code == 2:
         err = (js.stderr or first.stderr).strip()
         return Verdict(Outcome.REFUSED, failure_class(err.rsplit(": ", 1)[-1]), err)
-    failures = json.loads(js.stdout)["failures"]
+    failures = [_failure_text(f) for f in json.loads(js.stdout)["failures"]]
     if js.exit_code != first.exit_code or js.exit_code != (1 if failures else 0):
         return Verdict(Outcome.NONDETERMINISM, "exit status differs between text and --json",
                        "")
-    want = f"step {_asked_do(gen)}#{gen.failing_event} "
-    unexpected = [f for f in failures if gen.failing_event is None or not f.startswith(want)]
+    want = _asked_step(gen)
+    unexpected = [f for f in failures if gen.failing_event is None or not f.startswith(want)
+                  or f.startswith(want + "(line ") and "): invariant: " in f]
     if unexpected:
         return Verdict(Outcome.UNEXPECTED_FAILURE, failure_class(unexpected[0]), unexpected[0])
     if gen.failing_event is not None and not failures:
@@ -634,6 +635,14 @@ def judge(gen: Generated, path: str) -> Verdict:
     if gen.failing_event is not None:
         return Verdict(Outcome.EXPECTED_FAILURE, "", failures[0])
     return Verdict(Outcome.OK, "", "")
+
+
+def _failure_text(f: dict[str, object]) -> str:
+    """Return a run/2 failure record as the text timeline prints it (an expectation's
+    message as is, an invariant's prefixed 'invariant: ' so it never passes for the
+    asked-for one)."""
+    kind = "" if f["kind"] == "expectation" else f"{f['kind']}: "
+    return f"step #{f['index']} {f['do']} (line {f['line']}): {kind}{f['message']}"
 
 
 def _judge_refusal(r: object) -> Verdict:
@@ -644,10 +653,13 @@ def _judge_refusal(r: object) -> Verdict:
     return Verdict(Outcome.NOT_REFUSED, f"exit {code}", (err or out).strip()[-300:])
 
 
-def _asked_do(gen: Generated) -> str:
-    """Return the do of the event that carries the impossible expectation."""
+def _asked_step(gen: Generated) -> str:
+    """Return the failure-text prefix of the step carrying the impossible expectation
+    (run/2 numbers steps from 1, the [[memslot]] tables first, then the events)."""
     import tomllib
 
     if gen.failing_event is None:
         return ""
-    return str(tomllib.loads(gen.text)["event"][gen.failing_event]["do"])
+    data = tomllib.loads(gen.text)
+    index = len(data.get("memslot", [])) + gen.failing_event + 1
+    return f"step #{index} {data['event'][gen.failing_event]['do']} "

@@ -36,7 +36,7 @@ CI = settings(deadline=None, derandomize=True, database=None)
 @given(scenarios(frozenset(Known)))
 def test_generated_scenarios_are_valid_files(gen: Generated) -> None:
     scn = load_scenario("generated.toml", gen.text)
-    assert len(scn.events) >= 1 and len(scn.memslots) >= 1
+    assert len(scn.events) >= 1 and len(scn.setup) >= 1
 
 
 @settings(CI, max_examples=60)
