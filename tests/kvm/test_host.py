@@ -174,11 +174,20 @@ def test_munmap_of_an_exabyte_costs_what_is_mapped() -> None:
 def test_pfnmap_beyond_the_host_pa_size_is_refused() -> None:
     host, _ = host_with(pa_bits=40)
     with pytest.raises(ValueError, match=r"^VM_PFNMAP VMA 0x7f0000000000-0x7f0000200000 maps PA "
-                       r"0xffffe01000-0x10000001000, beyond the host's 40-bit PA size "
+                       r"0xffffe01000-0x10000001000, beyond the host's usable 40-bit PA size "
                        r"\(0x10000000000\)$"):
         host.mmap(Vma(HVA, HVA + PMD_SIZE, VmaKind.PFNMAP, pfn_base=(1 << 40) - PMD_SIZE
                       + PAGE_SIZE))
     host.mmap(Vma(HVA, HVA + PMD_SIZE, VmaKind.PFNMAP, pfn_base=(1 << 40) - PMD_SIZE))
+
+
+def test_pfnmap_above_2_48_on_a_52_bit_host_is_refused_without_lpa2() -> None:
+    host, _ = host_with(pa_bits=52)
+    with pytest.raises(ValueError, match=r"^VM_PFNMAP VMA 0x7f0000000000-0x7f0000001000 maps PA "
+                       r"0x1000000000000-0x1000000001000, beyond the host's usable 48-bit PA "
+                       r"size \(0x1000000000000\)$"):
+        host.mmap(Vma(HVA, HVA + PAGE_SIZE, VmaKind.PFNMAP, pfn_base=1 << 48))
+    host.mmap(Vma(HVA, HVA + PAGE_SIZE, VmaKind.PFNMAP, pfn_base=(1 << 48) - PAGE_SIZE))
 
 
 def test_hwpoison_of_a_thp_splits_it_and_poisons_one_page() -> None:

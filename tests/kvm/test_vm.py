@@ -7,7 +7,13 @@ import pytest
 from s2mmu.kvm.host import HostFeatures, MemType, Vma, VmaKind
 from s2mmu.kvm.invariants import stage2_leaves
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
-from s2mmu.kvm.vm import KvmError, MemoryChange, kvm_create_vm, kvm_set_memory_region
+from s2mmu.kvm.vm import (
+    KvmError,
+    MemoryChange,
+    Refusal,
+    kvm_create_vm,
+    kvm_set_memory_region,
+)
 from tests.kvm.helpers import FWB_DIC, RAM_HVA, RAM_IPA, add_bar, add_ram, new_vm, touch
 
 
@@ -137,3 +143,22 @@ def test_a_region_that_wraps_is_einval(gpa: int, hva: int, why: str) -> None:
         kvm_set_memory_region(kvm, 1, 0, gpa, 0x2000, hva)
     assert (e.value.errno, e.value.why) == (-22, why)
     assert kvm.memslots == {}
+
+
+@pytest.mark.parametrize(("slot", "why"), [
+    (0x7FFF, "slot 0x7fff: id 32767 is not below KVM_USER_MEM_SLOTS (32767)"),
+    (0x1_0000, "slot 0x10000: address space 1 is not below 1 (arm64 has one)"),
+    (0xFFFF_FFFF, "slot 0xffffffff: id 65535 is not below KVM_USER_MEM_SLOTS (32767)"),
+])
+def test_a_slot_number_beyond_the_ids_or_address_spaces_is_einval(slot: int, why: str) -> None:
+    kvm, _ = new_vm()
+    with pytest.raises(KvmError) as e:
+        kvm_set_memory_region(kvm, slot, 0, RAM_IPA, 0x2000, RAM_HVA)
+    assert (e.value.errno, e.value.reason, e.value.why) == (-22, Refusal.SLOT_ID, why)
+    assert kvm.memslots == {}
+
+
+def test_the_last_slot_id_is_accepted() -> None:
+    kvm, _ = new_vm()
+    assert kvm_set_memory_region(kvm, 0x7FFE, 0, RAM_IPA, 0x2000, RAM_HVA) is \
+        MemoryChange.CREATE

@@ -87,7 +87,23 @@ def get_kvm_ipa_limit(features: HostFeatures) -> int:
 
     Kernel: kvm_ipa_limit, set by kvm_set_ipa_limit (arch/arm64/kvm/reset.c).
     """
-    return min(features.pa_bits, 48)
+    return host_usable_pa_bits(features.pa_bits)
+
+
+PA_BITS_4K_WITHOUT_LPA2 = 48
+"""The widest OA a 4K-granule descriptor holds without FEAT_LPA2 (OA[47:12])."""
+
+
+def host_usable_pa_bits(pa_bits: int) -> int:
+    """Return the PA size the host kernel and KVM's stage 2 can use, in bits.
+
+    The model's host has 4K pages and no FEAT_LPA2: a 52-bit PARange is clamped to 48
+    bits, as the stage-2 descriptors cannot hold OA[51:48].
+
+    Kernel: kvm_set_ipa_limit (arch/arm64/kvm/reset.c: PARANGE_52 becomes PARANGE_48
+    unless kvm_lpa2_is_enabled()).
+    """
+    return min(pa_bits, PA_BITS_4K_WITHOUT_LPA2)
 
 
 def kvm_supports_cacheable_pfnmap(features: HostFeatures) -> bool:
@@ -290,19 +306,21 @@ class HostMm:
     def mmap(self, vma: Vma) -> None:
         """Add a VMA; it must not overlap another, and a PFNMAP must fit the host's PA size.
 
-        A VM_PFNMAP VMA whose PAs reach 2^pa_bits is API misuse (ValueError): no device
-        memory lies beyond the CPU's physical address size (ID_AA64MMFR0_EL1.PARange).
+        A VM_PFNMAP VMA whose PAs reach beyond the usable PA size is API misuse
+        (ValueError): no device memory lies beyond the CPU's physical address size
+        (ID_AA64MMFR0_EL1.PARange), and with 4K pages without FEAT_LPA2 none beyond 48
+        bits is usable (host_usable_pa_bits).
         """
         if self.vmas_intersecting(vma.start, vma.end):
             raise ValueError(f"VMA {vma.start:#x}-{vma.end:#x} overlaps an existing VMA")
         if vma.start % PAGE_SIZE or vma.end % PAGE_SIZE or vma.end <= vma.start:
             raise ValueError(f"VMA {vma.start:#x}-{vma.end:#x} is not page aligned")
-        limit = 1 << self.features.pa_bits
+        bits = host_usable_pa_bits(self.features.pa_bits)
+        limit = 1 << bits
         if vma_is_pfnmap(vma) and vma.pfn_base + (vma.end - vma.start) > limit:
             raise ValueError(f"VM_PFNMAP VMA {vma.start:#x}-{vma.end:#x} maps PA "
                              f"{vma.pfn_base:#x}-{vma.pfn_base + (vma.end - vma.start):#x}, "
-                             f"beyond the host's {self.features.pa_bits}-bit PA size "
-                             f"({limit:#x})")
+                             f"beyond the host's usable {bits}-bit PA size ({limit:#x})")
         i = bisect_right(self.vmas, vma.start, key=lambda v: v.start)
         self.vmas.insert(i, vma)
 

@@ -58,6 +58,10 @@ KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1 << 0
 KVM_DIRTY_LOG_INITIALLY_SET = 1 << 1
 ARM64_MIN_PARANGE_BITS = 32
 KVM_PHYS_SHIFT_DEFAULT = 40
+KVM_ADDRESS_SPACE_NUM = 1
+"""Memslot address spaces on arm64 (kvm_arch_nr_memslot_as_ids: only x86 SMM has two)."""
+KVM_USER_MEM_SLOTS = 0x7FFF
+"""KVM_MEM_SLOTS_NUM (SHRT_MAX) less the arch's internal slots (none on arm64)."""
 
 
 class Refusal(enum.Enum):
@@ -79,6 +83,8 @@ class Refusal(enum.Enum):
     USER_BITMAP_TOO_SHORT = "user-bitmap-too-short"
     BAD_USER_RANGE = "bad-user-range"
     GPA_WRAPS = "gpa-wraps"
+    SLOT_ID = "slot-id"
+    """The slot number names an address space the arch lacks, or an id past the slots."""
 
 
 class MemoryChange(enum.Enum):
@@ -310,9 +316,21 @@ def kvm_set_memory_region(kvm: Kvm, slot_id: int, flags: int, gpa: int, size: in
                           hva: int) -> MemoryChange:
     """Create, move, delete or change the flags of a memslot; return which it was.
 
-    Kernel: __kvm_set_memory_region (checks, KVM_MR_* choice), kvm_set_memslot.
+    slot_id is the ioctl's u32 slot: address space in bits 31:16, slot id in bits 15:0.
+
+    Kernel: kvm_vm_ioctl_set_memory_region ((u16)slot >= KVM_USER_MEM_SLOTS),
+    __kvm_set_memory_region (as_id = slot >> 16 against kvm_arch_nr_memslot_as_ids, then
+    the checks and the KVM_MR_* choice), kvm_set_memslot.
     """
+    if slot_id & 0xFFFF >= KVM_USER_MEM_SLOTS:
+        raise KvmError(-EINVAL, Refusal.SLOT_ID,
+                       f"slot {slot_id:#x}: id {slot_id & 0xFFFF} is not below "
+                       f"KVM_USER_MEM_SLOTS ({KVM_USER_MEM_SLOTS})")
     _check_region_args(flags, gpa, size, hva)
+    if slot_id >> 16 >= KVM_ADDRESS_SPACE_NUM:
+        raise KvmError(-EINVAL, Refusal.SLOT_ID,
+                       f"slot {slot_id:#x}: address space {slot_id >> 16} is not below "
+                       f"{KVM_ADDRESS_SPACE_NUM} (arm64 has one)")
     old = kvm.memslots.get(slot_id)
     if size == 0:
         if old is None:

@@ -33,6 +33,7 @@ from s2mmu.arch.inputs import (
     shorten_hex,
     size_of_text,
 )
+from s2mmu.kvm.host import host_usable_pa_bits
 
 if TYPE_CHECKING:
     from s2mmu.scenario.records import Mismatch, Outcome, StepDraft, World
@@ -468,9 +469,15 @@ def _check_vma(c: Checker, it: Item, table: str = "vma") -> None:
         if "pa" not in it.fields:
             raise c.fail(table, it.index, None, "a pfnmap VMA needs 'pa' (the BAR's address)")
         c.aligned(table, it.index, "pa", it.get("pa"), PAGE)
-        if range_beyond(it.get("pa"), it.get("size"), c.pa_bits):
-            raise c.fail(table, it.index, "pa", f"{shorten_hex(it.get('pa'))}+{it.get('size'):#x} "
-                         f"ends beyond the host's {c.pa_bits}-bit PA space ([host] pa_bits)")
+        usable = host_usable_pa_bits(c.pa_bits)
+        if range_beyond(it.get("pa"), it.get("size"), usable):
+            where = f"{shorten_hex(it.get('pa'))}+{it.get('size'):#x} ends beyond the host's"
+            if usable == c.pa_bits:
+                raise c.fail(table, it.index, "pa",
+                             f"{where} {c.pa_bits}-bit PA space ([host] pa_bits)")
+            raise c.fail(table, it.index, "pa",
+                         f"{where} usable {usable}-bit PA space ([host] pa_bits = {c.pa_bits}, "
+                         "but 4K pages without FEAT_LPA2 map at most 48 bits)")
 
 
 def _check_vmas(c: Checker, vmas: list[Item]) -> None:
