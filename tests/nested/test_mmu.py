@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from s2mmu.arch.builder import s2_attrs
+from s2mmu.arch.builder import TableBuilder, s2_attrs
 from s2mmu.arch.state import SysRegs
 from s2mmu.kvm.abort import InjectedS2Fault, Resumed, ResumeReason
 from s2mmu.kvm.vm import kvm_vm_ioctl_create_vcpu
@@ -32,7 +32,7 @@ L2_IPA = 0x8000_0000
 FSC_TRANS_L3, FSC_PERM_L3 = 0x07, 0x0F
 
 
-def setup(thp: bool = True) -> tuple[NestedKvm, SysRegs, object]:
+def setup(thp: bool = True) -> tuple[NestedKvm, SysRegs, TableBuilder]:
     """Return a VM with one vCPU, RAM at RAM_IPA, its shadow pool, L1's stage 2 on."""
     kvm, _ = new_vm()
     add_ram(kvm, thp=thp)
