@@ -113,9 +113,17 @@ def cli() -> None:
               help="Every demo run as one JSON document (schema s2mmu.demo/1; with --arch: "
                    "s2mmu.arch-demo/1).")
 @click.option("--trace", is_flag=True, help="Add the full event stream.")
+@click.option("--nested", is_flag=True,
+              help="Run the nested example: an L1 guest hypervisor's stage 2 under KVM's "
+                   "shadow stage 2 (--json: s2mmu.nested-demo/1).")
 @input_errors
-def demo(arch_tour: bool, as_json: bool, trace: bool) -> None:
+def demo(arch_tour: bool, as_json: bool, trace: bool, nested: bool) -> None:
     """Run the built-in scenario: a guest's life under KVM (or --arch: the architecture tour)."""
+    if nested:
+        from s2mmu.cli.nested_cmd import run_nested
+
+        run_nested(as_json)
+        return
     if not arch_tour:
         from s2mmu.cli.run_cmd import run_demo
 
