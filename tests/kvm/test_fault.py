@@ -9,23 +9,48 @@ from s2mmu.kvm.abort import (
     ErrorReason,
     HwpoisonSignal,
     InjectedAbort,
+    InjectedS2Fault,
     InjectKind,
     MmioExit,
     NisvExit,
     Resumed,
     ResumeReason,
 )
-from s2mmu.kvm.fault import FaultHooks, PgtableOp, kvm_handle_guest_abort
+from s2mmu.kvm.dirty import SlotPage
+from s2mmu.kvm.fault import (
+    KVM_NV_GUEST_MAP_SZ,
+    AccessFlag,
+    FaultHooks,
+    MemslotLookup,
+    NestedMapCap,
+    NestedS2Walker,
+    PgtableCall,
+    PgtableOp,
+    kvm_handle_guest_abort,
+)
 from s2mmu.kvm.host import HostFeatures, MemType, Vma, VmaKind
 from s2mmu.kvm.invariants import check_invariants, leaf_writable, stage2_leaves
-from s2mmu.kvm.memslot import KVM_MEM_READONLY
-from s2mmu.kvm.vm import kvm_set_memory_region
+from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+from s2mmu.kvm.vm import (
+    Kvm,
+    KvmVcpu,
+    kvm_set_memory_region,
+    kvm_stage2_unmap_range,
+    stage2_wp_range,
+)
+from s2mmu.pgtable.env import new_stage2
 from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_DEVICE,
     KVM_PGTABLE_PROT_NORMAL_NC,
+    KVM_PGTABLE_PROT_PX,
+    KVM_PGTABLE_PROT_R,
     KVM_PGTABLE_PROT_W,
     KVM_PGTABLE_PROT_X,
+    kvm_pgtable_stage2_pte_prot,
 )
+from s2mmu.pgtable.pte import KVM_PTE_LEAF_ATTR_HI_SW, kvm_pte_to_phys
+from s2mmu.pgtable.s2trans import KvmS2Trans
+from s2mmu.pgtable.walk import kvm_pgtable_get_leaf
 from tests.kvm.helpers import (
     BAR_IPA,
     FWB_DIC,
@@ -262,3 +287,167 @@ def test_hwpoison_lsb_is_the_shift_chosen_for_the_mapping() -> None:
         kvm.host.hwpoison(RAM_HVA + 0x3000)
         out = touch(kvm, vcpu, RAM_IPA + 0x3000)
         assert out is not None and out.result == HwpoisonSignal(RAM_HVA + 0x3000, lsb)
+
+
+# -- under a guest hypervisor's stage 2 (kvm_handle_guest_abort's nested branch) ------------
+
+L2_IPA = 0x8000_0000
+
+
+def nested_vm(size: int, output: int = RAM_IPA + (2 << 20), readable: bool = True,
+              writable: bool = True, px: bool = True, ux: bool = True, level: int = 3,
+              esr: int = 0, xnx: bool = False,
+              **ram: object) -> tuple[Kvm, KvmVcpu, NestedS2Walker]:
+    """Return a VM whose vCPU runs on a shadow stage 2, and an L1 walk of one leaf."""
+    kvm, vcpu = new_vm()
+    add_ram(kvm, **ram)
+    kvm.env.caps = replace(kvm.env.caps, xnx=xnx)
+    shadow = new_stage2(kvm.env, kvm.ipa_bits, vmid=2)
+    kvm.nested_mmus.append(shadow)
+    vcpu.hw_mmu = shadow
+
+    def walk(ipa: int) -> KvmS2Trans:
+        out = output | (ipa & (size - 1)) if not esr else 0
+        return KvmS2Trans(out, size, readable, writable, px, ux, level, 0, esr)
+    return kvm, vcpu, walk
+
+
+def shadow_leaf(vcpu: KvmVcpu, ipa: int) -> tuple[int, int]:
+    """Return (pte, level) of the shadow stage 2 at ipa."""
+    assert vcpu.hw_mmu is not None
+    leaf = kvm_pgtable_get_leaf(vcpu.hw_mmu, ipa)
+    return leaf.pte, leaf.level
+
+
+def test_nested_fault_maps_the_l2_ipa_to_the_canonical_ipas_page() -> None:
+    kvm, vcpu, walk = nested_vm(4096, thp=False)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA + 0x10), kvm, vcpu, None, walk)
+    assert out.result == Resumed(ResumeReason.MAPPED)
+    assert out.mapping is not None and out.mapping.ipa == L2_IPA
+    lookup = next(d for d in out.decisions if isinstance(d, MemslotLookup))
+    assert lookup.ipa == RAM_IPA + (2 << 20)
+    assert stage2_leaves(kvm) == []  # the canonical stage 2 is untouched
+    pte, _ = shadow_leaf(vcpu, L2_IPA)
+    host_pa = kvm.host.hva_to_pa(RAM_HVA + (2 << 20))
+    assert kvm_pte_to_phys(pte, kvm.env.g) == host_pa
+
+
+def test_nested_mapping_is_capped_by_l1s_page_though_a_thp_backs_it() -> None:
+    kvm, vcpu, walk = nested_vm(4096)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.mapping is not None and out.mapping.size == 4096
+    assert NestedMapCap(4096, 4096) in out.decisions
+
+
+def test_nested_mapping_follows_l1s_2m_block_with_a_thp() -> None:
+    kvm, vcpu, walk = nested_vm(2 << 20)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA + 0x3000), kvm, vcpu, None, walk)
+    assert out.mapping is not None and out.mapping.size == 2 << 20
+    assert out.mapping.ipa == L2_IPA
+
+
+def test_l1s_1g_block_with_4k_backing_maps_pages() -> None:
+    kvm, vcpu, walk = nested_vm(1 << 30, output=RAM_IPA, thp=False, level=1)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.mapping is not None and out.mapping.size == 4096
+    assert NestedMapCap(1 << 30, 1 << 30) in out.decisions
+
+
+def test_l1s_level_is_kept_in_the_leafs_software_bits() -> None:
+    kvm, vcpu, walk = nested_vm(2 << 20, level=2)
+    kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    pte, _ = shadow_leaf(vcpu, L2_IPA)
+    assert pte & KVM_PTE_LEAF_ATTR_HI_SW == 2 << 55
+    assert KVM_NV_GUEST_MAP_SZ == 3 << 55
+
+
+def test_l1_read_only_leaf_maps_read_only_and_a_write_is_forwarded_to_l1() -> None:
+    kvm, vcpu, walk = nested_vm(4096, writable=False)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA, write=True), kvm, vcpu, None, walk)
+    assert out.result == Resumed(ResumeReason.MAPPED)
+    pte, _ = shadow_leaf(vcpu, L2_IPA)
+    assert not kvm_pgtable_stage2_pte_prot(pte) & KVM_PGTABLE_PROT_W
+    perm = dabt(FSC_PERM_L3, L2_IPA, write=True)
+    out = kvm_handle_guest_abort(perm, kvm, vcpu, None, walk)
+    assert out.result == InjectedS2Fault((perm.esr & ~0x3F) | 0x0F, L2_IPA)
+    assert [d.step for d in out.decisions][-1] == "kvm_s2_handle_perm_fault"
+
+
+def test_l1_unreadable_leaf_drops_r() -> None:
+    kvm, vcpu, walk = nested_vm(4096, readable=False)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA, write=True), kvm, vcpu, None, walk)
+    assert out.mapping is not None and not out.mapping.prot & KVM_PGTABLE_PROT_R
+    assert out.mapping.prot & KVM_PGTABLE_PROT_W
+
+
+def test_l1_exec_permissions_limit_px_and_ux() -> None:
+    kvm, vcpu, walk = nested_vm(4096, px=True, ux=False, xnx=True)
+    out = kvm_handle_guest_abort(iabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.mapping is not None
+    assert out.mapping.prot & KVM_PGTABLE_PROT_X == KVM_PGTABLE_PROT_PX
+    out = kvm_handle_guest_abort(iabt(FSC_PERM_L3, L2_IPA), kvm, vcpu, None, nested_walk=walk)
+    assert isinstance(out.result, Resumed)  # L1 allows EL1: not forwarded to L1
+
+
+def test_without_xnx_an_l1_leaf_executable_at_one_el_maps_without_x() -> None:
+    kvm, vcpu, walk = nested_vm(4096, px=False, ux=True)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.mapping is not None and not out.mapping.prot & KVM_PGTABLE_PROT_X
+
+
+def test_an_instruction_fetch_l1_forbids_everywhere_is_forwarded() -> None:
+    kvm2, vcpu2, walk2 = nested_vm(4096, px=False, ux=False)
+    out = kvm_handle_guest_abort(iabt(FSC_PERM_L3, L2_IPA), kvm2, vcpu2, None, walk2)
+    assert isinstance(out.result, InjectedS2Fault)
+
+
+def test_l1_walk_fault_is_injected_into_l1_with_its_fsc() -> None:
+    kvm, vcpu, walk = nested_vm(4096, esr=0x06, level=2)
+    abort = dabt(FSC_TRANS_L3, L2_IPA, write=True)
+    out = kvm_handle_guest_abort(abort, kvm, vcpu, None, walk)
+    assert out.result == InjectedS2Fault((abort.esr & ~0x3F) | 0x06, L2_IPA)
+    assert [d.step for d in out.decisions] == ["kvm_walk_nested_s2"]
+    assert stage2_leaves(kvm) == [] and shadow_leaf(vcpu, L2_IPA)[0] == 0
+
+
+def test_nested_write_marks_the_canonical_page_dirty() -> None:
+    kvm, vcpu, walk = nested_vm(4096, flags=KVM_MEM_LOG_DIRTY_PAGES)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA, write=True), kvm, vcpu, None, walk)
+    assert out.dirtied == (SlotPage(0, (2 << 20) >> 12),)
+
+
+def test_relax_perms_keeps_l1s_level_in_the_leaf() -> None:
+    kvm, vcpu, walk = nested_vm(4096, flags=KVM_MEM_LOG_DIRTY_PAGES, level=3)
+    kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    out = kvm_handle_guest_abort(dabt(FSC_PERM_L3, L2_IPA, write=True), kvm, vcpu, None, walk)
+    call = next(d for d in out.decisions if isinstance(d, PgtableCall))
+    assert call.op is PgtableOp.RELAX_PERMS and not call.prot & KVM_NV_GUEST_MAP_SZ
+    pte, _ = shadow_leaf(vcpu, L2_IPA)
+    assert pte & KVM_PTE_LEAF_ATTR_HI_SW == 3 << 55
+    assert kvm_pgtable_stage2_pte_prot(pte) & KVM_PGTABLE_PROT_W
+
+
+def test_nested_access_flag_fault_touches_the_shadow_stage2() -> None:
+    kvm, vcpu, walk = nested_vm(4096)
+    kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    out = kvm_handle_guest_abort(dabt(FSC_AF_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.decisions[-1] == AccessFlag(L2_IPA)
+
+
+def test_unmap_and_write_protect_reach_the_nested_stage2s() -> None:
+    kvm, vcpu, walk = nested_vm(4096)
+    kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA, write=True), kvm, vcpu, None, walk)
+    stage2_wp_range(kvm, RAM_IPA, RAM_IPA + 4096)  # elsewhere in canonical space
+    pte, _ = shadow_leaf(vcpu, L2_IPA)
+    assert pte and not kvm_pgtable_stage2_pte_prot(pte) & KVM_PGTABLE_PROT_W
+    kvm_stage2_unmap_range(kvm, RAM_IPA, 4096)
+    assert shadow_leaf(vcpu, L2_IPA)[0] == 0
+
+
+def test_without_a_nested_walk_the_path_uses_the_canonical_stage2() -> None:
+    kvm, vcpu = new_vm()
+    add_ram(kvm)
+    out = touch(kvm, vcpu, RAM_IPA)
+    assert out is not None
+    assert not any(d.step.startswith("kvm_walk_nested") for d in out.decisions)
+    assert all(leaf.pte & KVM_PTE_LEAF_ATTR_HI_SW == 0 for leaf in stage2_leaves(kvm))

@@ -14,6 +14,7 @@ from s2mmu.kvm.abort import (
     GuestAbort,
     HwpoisonSignal,
     InjectedAbort,
+    InjectedS2Fault,
     InjectKind,
     MmioExit,
     NisvExit,
@@ -30,6 +31,9 @@ from s2mmu.kvm.fault import (
     MapSize,
     MemslotLookup,
     MteNotAllowed,
+    NestedMapCap,
+    NestedPermFault,
+    NestedS2Walk,
     NoVma,
     OutsideAction,
     OutsideMemslot,
@@ -59,6 +63,7 @@ from s2mmu.kvm.invariants import (
 )
 from s2mmu.pgtable import events as pgevents
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
+from s2mmu.pgtable.s2trans import KvmS2Trans
 from s2mmu.scenario.render_text import (
     decision_text,
     event_text,
@@ -124,6 +129,13 @@ ABORT = GuestAbort(0x92000021, 0x1234, 0x4000)
     (IoMemAbort(0x900_0018, True, True, 4, False), "KVM_EXIT_MMIO write 4 bytes at 0x9000018"),
     (IoMemAbort(0x900_0018, False, False, 0, True), "no valid syndrome: KVM_EXIT_ARM_NISV"),
     (IoMemAbort(0x900_0018, False, False, 0, False), "no valid syndrome: -ENOSYS"),
+    (NestedS2Walk(0x1000, KvmS2Trans(0x4020_0000, 1 << 21, True, True, True, False, 2, 0)),
+     "L1 stage 2: L2 IPA 0x1000 -> IPA 0x40200000 2M level 2 RWPX"),
+    (NestedS2Walk(0x1000, KvmS2Trans(0, 0, False, False, False, False, 3, 0, esr=0x07)),
+     "L1 stage 2 faults on L2 IPA 0x1000 (FSC 0x7, level 3)"),
+    (NestedPermFault(0x1000, 0x9200004F),
+     "L1 stage 2 forbids the access at L2 IPA 0x1000: forward ESR 0x9200004f"),
+    (NestedMapCap(1 << 12, 1 << 12), "L1 maps 4K: at most 4K"),
 ])
 def test_each_decision_has_its_words(decision: object, text: str) -> None:
     assert decision_text(decision) == text  # type: ignore[arg-type]
@@ -143,6 +155,8 @@ def test_every_decision_type_is_worded() -> None:
     (NisvExit(0x45, 0x900_0000), "KVM_EXIT_ARM_NISV at IPA 0x9000000"),
     (InjectedAbort(InjectKind.SIZE, 0x1234),
      "inject address size fault into the guest (FAR 0x1234)"),
+    (InjectedS2Fault(0x92000007, 0x1000), "inject L1 stage-2 fault into the guest hypervisor "
+     "(ESR 0x92000007, IPA 0x1000)"),
     (HwpoisonSignal(0x7F00_0000_3000, 12),
      "SIGBUS BUS_MCEERR_AR to the VMM (HVA 0x7f0000003000, lsb 12)"),
     (Error(-14, ErrorReason.UNSUPPORTED_FSC),

@@ -117,12 +117,20 @@ def cli() -> None:
                    "hypervisor, touched by the host) under both policies, and seed 000 "
                    "(relax_perms on a gone mapping) before and after the fix.")
 @click.option("--trace", is_flag=True, help="Add the full event stream.")
+@click.option("--nested", is_flag=True,
+              help="Run the nested example: an L1 guest hypervisor's stage 2 under KVM's "
+                   "shadow stage 2 (--json: s2mmu.nested-demo/1).")
 @input_errors
-def demo(arch_tour: bool, as_json: bool, pkvm_stories: bool, trace: bool) -> None:
+def demo(arch_tour: bool, as_json: bool, pkvm_stories: bool, trace: bool, nested: bool) -> None:
     """Run the built-in scenario: a guest's life under KVM (or --arch: the architecture tour;
-    --pkvm: the pKVM stories)."""
-    if arch_tour and pkvm_stories:
-        raise click.UsageError("--arch and --pkvm are two different demos: choose one")
+    --pkvm: the pKVM stories; --nested: a guest hypervisor's stage 2 under KVM)."""
+    if sum((arch_tour, pkvm_stories, nested)) > 1:
+        raise click.UsageError("--arch, --pkvm and --nested are different demos: choose one")
+    if nested:
+        from s2mmu.cli.nested_cmd import run_nested
+
+        run_nested(as_json)
+        return
     if not arch_tour:
         from s2mmu.cli.run_cmd import DEMOS, PKVM_DEMOS, run_demo
 

@@ -268,4 +268,18 @@ class Error:
     reason: ErrorReason
 
 
-GuestResult = Resumed | MmioExit | NisvExit | InjectedAbort | HwpoisonSignal | Error
+@dataclass(frozen=True)
+class InjectedS2Fault:
+    """A fault of the guest hypervisor's own stage 2, injected into L1's EL2: the ESR it
+    reports (the L2 abort's syndrome with L1's fault status) and L2's faulting IPA.
+
+    Kernel: kvm_inject_s2_fault (arch/arm64/kvm/emulate-nested.c), called from
+    kvm_handle_guest_abort's nested branch.
+    """
+
+    esr: int
+    ipa: int
+
+
+GuestResult = (Resumed | MmioExit | NisvExit | InjectedAbort | HwpoisonSignal | Error
+               | InjectedS2Fault)

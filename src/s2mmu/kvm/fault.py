@@ -38,6 +38,7 @@ from s2mmu.kvm.abort import (
     GuestResult,
     HwpoisonSignal,
     InjectedAbort,
+    InjectedS2Fault,
     InjectKind,
     MmioExit,
     NisvExit,
@@ -86,16 +87,21 @@ from s2mmu.kvm.memslot import (
     memslot_is_logging,
     memslot_is_readonly,
 )
-from s2mmu.kvm.vm import Kvm, KvmVcpu, mmu_invalidate_retry
+from s2mmu.kvm.vm import Kvm, KvmVcpu, kvm_vcpu_hw_pgt, mmu_invalidate_retry
 from s2mmu.pgtable.errno import EAGAIN
 from s2mmu.pgtable.mm import kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_DEVICE,
     KVM_PGTABLE_PROT_NORMAL_NC,
+    KVM_PGTABLE_PROT_PX,
     KVM_PGTABLE_PROT_R,
+    KVM_PGTABLE_PROT_SW0,
+    KVM_PGTABLE_PROT_SW1,
+    KVM_PGTABLE_PROT_UX,
     KVM_PGTABLE_PROT_W,
     KVM_PGTABLE_PROT_X,
 )
+from s2mmu.pgtable.s2trans import KvmS2Trans, kvm_s2_trans_output, kvm_s2_trans_size
 from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_map,
     kvm_pgtable_stage2_mkyoung,
@@ -106,13 +112,60 @@ from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_HANDLE_FAULT, KVM_PGTABLE_WALK_S
 # -- the decisions: one value per step, with the step's kernel name ---------------------------
 
 
+KVM_NV_GUEST_MAP_SZ = int(KVM_PGTABLE_PROT_SW1 | KVM_PGTABLE_PROT_SW0)
+"""The software bits of a shadow stage-2 leaf holding the level of L1's translation.
+
+Kernel: KVM_NV_GUEST_MAP_SZ, kvm_encode_nested_level (arch/arm64/include/asm/kvm_nested.h).
+"""
+
+
 @dataclass(frozen=True)
 class FaultContext:
-    """The hypervisor context of one fault, built once by the dispatcher."""
+    """The hypervisor context of one fault, built once by the dispatcher.
+
+    fault_ipa is the IPA that faulted in the vCPU's current stage 2 (L2's IPA when a
+    guest hypervisor's stage 2 is in use); ipa is the canonical IPA (L1's output, the
+    memslot's address space); nested is L1's translation of fault_ipa, or None.
+
+    Kernel: kvm_handle_guest_abort's fault_ipa, ipa and nested_trans.
+    """
 
     memslot: Memslot
     hva: int
     fault_ipa: int
+    ipa: int
+    nested: KvmS2Trans | None = None
+
+
+@dataclass(frozen=True)
+class NestedS2Walk:
+    """L1's stage 2 translated the faulting IPA (trans.esr 0), or faulted (trans.esr the
+    FSC to inject into L1). Kernel: kvm_walk_nested_s2."""
+
+    step: ClassVar[str] = "kvm_walk_nested_s2"
+    fault_ipa: int
+    trans: KvmS2Trans
+
+
+@dataclass(frozen=True)
+class NestedPermFault:
+    """A permission fault L1's stage 2 forbids too: forwarded to L1 with esr.
+
+    Kernel: kvm_s2_handle_perm_fault (arch/arm64/kvm/nested.c).
+    """
+
+    step: ClassVar[str] = "kvm_s2_handle_perm_fault"
+    fault_ipa: int
+    esr: int
+
+
+@dataclass(frozen=True)
+class NestedMapCap:
+    """L1's block size capped the mapping size. Kernel: user_mem_abort (the nested block)."""
+
+    step: ClassVar[str] = "user_mem_abort"
+    l1_size: int
+    max_map_size: int
 
 
 @dataclass(frozen=True)
@@ -358,7 +411,8 @@ class PgtableCall:
 Decision = (IpaOutOfRange | GuestSea | UnsupportedFsc | MemslotLookup | OutsideMemslot
             | IoMemAbort | AccessFlag | ReadPermissionFault | TopupFailed | NoVma | VmaInfo
             | MapSize | PfnPinned | PfnError | ProtDecision | ProtRefused | InvalidateRetry
-            | ThpAdjust | MteNotAllowed | PgtableCall)
+            | ThpAdjust | MteNotAllowed | PgtableCall | NestedS2Walk | NestedPermFault
+            | NestedMapCap)
 """One step's decision: a closed union, each with its kernel name as .step."""
 
 
@@ -382,6 +436,13 @@ class AbortOutcome:
     decisions: tuple[Decision, ...]
     mapping: Mapping | None = None
     dirtied: tuple[SlotPage, ...] = ()
+
+
+NestedS2Walker = Callable[[int], KvmS2Trans]
+"""Walk the guest hypervisor's stage 2 for an L2 IPA: the vCPU's current shadow MMU has
+L1's stage 2 enabled. The nested layer supplies it (kvm_walk_nested_s2); KVM's fault
+path only calls it. Kernel: kvm_walk_nested_s2 behind kvm_is_nested_s2_mmu and
+mmu->nested_stage2_enabled."""
 
 
 @dataclass
@@ -449,10 +510,30 @@ def kvm_s2_resolve_vma_size(info: VmaInfo, ctx: FaultContext, log: Log) -> MapSi
     if shift == PMD_SHIFT and not fault_supports_stage2_huge_mapping(slot, ctx.hva, PMD_SIZE):
         shift, force_pte, why = PAGE_SHIFT, True, SizeReason.PMD_DOES_NOT_FIT
     size = 1 << shift
+    if ctx.nested is not None:
+        size, force_pte = nested_max_map_size(ctx.nested, size, force_pte, log)
     ipa = ctx.fault_ipa & ~(size - 1) if size in (PMD_SIZE, PUD_SIZE) else ctx.fault_ipa
     decision = MapSize(size, force_pte, ipa, why)
     log.append(decision)
     return decision
+
+
+def nested_max_map_size(nested: KvmS2Trans, vma_pagesize: int, force_pte: bool,
+                        log: Log) -> tuple[int, bool]:
+    """Cap the mapping at L1's block size, rounded down to a size the host maps.
+
+    A shadow stage-2 block may not be larger than the L1 leaf it stands for; a size
+    between two host sizes takes the smaller.
+
+    Kernel: user_mem_abort (the if (nested) block: max_map_size, kvm_s2_trans_size).
+    """
+    max_map_size = min(kvm_s2_trans_size(nested), PAGE_SIZE if force_pte else PUD_SIZE)
+    if PMD_SIZE <= max_map_size < PUD_SIZE:
+        max_map_size = PMD_SIZE
+    elif PAGE_SIZE <= max_map_size < PMD_SIZE:
+        max_map_size = PAGE_SIZE
+    log.append(NestedMapCap(kvm_s2_trans_size(nested), max_map_size))
+    return min(vma_pagesize, max_map_size), max_map_size == PAGE_SIZE
 
 
 def kvm_s2_fault_pin_pfn(host: HostMm, ctx: FaultContext, write: bool,
@@ -480,9 +561,11 @@ def kvm_s2_fault_compute_prot(abort: GuestAbort, ctx: FaultContext, info: VmaInf
       and DIC; otherwise -EFAULT (never a silent Device mapping, seed 003);
     - other such memory is forced non-cacheable;
     - a logging slot maps read faults read-only;
-    - an exec fault on non-cacheable memory is -ENOEXEC (an SEA for the guest).
+    - an exec fault on non-cacheable memory is -ENOEXEC (an SEA for the guest);
+    - under a guest hypervisor's stage 2, writable only if L1's leaf is writable.
 
-    Kernel: user_mem_abort (the VM_PFNMAP / pfn_is_map_memory block).
+    Kernel: user_mem_abort (the VM_PFNMAP / pfn_is_map_memory block,
+    adjust_nested_fault_perms).
     """
     writable = pfn.writable
     noncacheable = False
@@ -497,6 +580,8 @@ def kvm_s2_fault_compute_prot(abort: GuestAbort, ctx: FaultContext, info: VmaInf
             noncacheable = True
     elif memslot_is_logging(ctx.memslot) and not kvm_is_write_fault(abort):
         writable = False
+    if ctx.nested is not None:
+        writable = writable and ctx.nested.writable
     if kvm_vcpu_trap_is_exec_fault(abort) and noncacheable:
         decision = ProtRefused(ProtRefusal.EXEC_NONCACHEABLE, -ENOEXEC)
     else:
@@ -517,12 +602,19 @@ def transparent_hugepage_adjust(host: HostMm, ctx: FaultContext, pfn: Pfn,
     return PAGE_SIZE, pfn.pa, ipa
 
 
-def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, info: VmaInfo) -> int:
+def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, info: VmaInfo,
+                nested: KvmS2Trans | None = None) -> int:
     """Return the KVM_PGTABLE_PROT_* set for the mapping.
+
+    Under a guest hypervisor's stage 2, L1's leaf limits the set: no R if L1's leaf is
+    not readable, no PX/UX where L1 denies EL1/EL0 execution (W was already limited in
+    compute_prot), and L1's level goes in the software bits (KVM_NV_GUEST_MAP_SZ) as
+    the span hint L1's TLBIs use.
 
     Kernel: user_mem_abort (prot: R always; W if writable; X for an exec fault, or for
     cacheable memory when CTR_EL0.DIC makes I-cache maintenance unnecessary; NORMAL_NC
-    only with VM_ALLOW_ANY_UNCACHED, otherwise DEVICE).
+    only with VM_ALLOW_ANY_UNCACHED, otherwise DEVICE); adjust_nested_fault_perms,
+    adjust_nested_exec_perms, kvm_encode_nested_level.
     """
     p = KVM_PGTABLE_PROT_R
     if prot.writable:
@@ -533,7 +625,32 @@ def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, info: VmaInfo) 
         p |= KVM_PGTABLE_PROT_NORMAL_NC if info.allow_any_uncached else KVM_PGTABLE_PROT_DEVICE
     elif kvm.host.features.dic:
         p |= KVM_PGTABLE_PROT_X
+    if nested is not None:
+        return adjust_nested_fault_perms(nested, int(p), kvm.env.caps.xnx)
     return int(p)
+
+
+def kvm_encode_nested_level(nested: KvmS2Trans) -> int:
+    """Return L1's level in the software bits. Kernel: kvm_encode_nested_level."""
+    return (nested.level << 55) & KVM_NV_GUEST_MAP_SZ
+
+
+def adjust_nested_fault_perms(nested: KvmS2Trans, prot: int, xnx: bool) -> int:
+    """Limit prot to L1's leaf (R, PX, UX) and record L1's level in the software bits.
+
+    Without FEAT_XNX a leaf's PX and UX must agree: an L1 leaf executable at one EL
+    only then gets neither (never more than L1 allows; KVM offers L1 XNX only when the
+    host has it, so the kernel does not meet this case).
+
+    Kernel: adjust_nested_fault_perms, adjust_nested_exec_perms (arch/arm64/kvm/mmu.c).
+    """
+    if not nested.readable:
+        prot &= ~int(KVM_PGTABLE_PROT_R)
+    if not nested.exec_el1 or not (xnx or nested.exec_el0):
+        prot &= ~int(KVM_PGTABLE_PROT_PX)
+    if not nested.exec_el0 or not (xnx or nested.exec_el1):
+        prot &= ~int(KVM_PGTABLE_PROT_UX)
+    return prot | kvm_encode_nested_level(nested)
 
 
 def kvm_mmu_cache_min_pages(kvm: Kvm) -> int:
@@ -567,14 +684,17 @@ def kvm_s2_fault_map(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultConte
     if not fault_is_perm and not prot.force_noncacheable and kvm.has_mte and not info.mte_allowed:
         log.append(MteNotAllowed())
         return -EFAULT, None
-    p = stage2_prot(abort, kvm, prot, info)
+    p = stage2_prot(abort, kvm, prot, info, ctx.nested)
+    pgt = kvm_vcpu_hw_pgt(kvm, vcpu)
     if fault_is_perm and vma_pagesize == kvm_vcpu_trap_get_perm_fault_granule(abort):
         op = PgtableOp.RELAX_PERMS
-        ret = kvm_pgtable_stage2_relax_perms(kvm.pgt, ipa, p, 0)
+        # The level L1 mapped with stays as the leaf has it (relax_perms keeps SW bits).
+        p &= ~KVM_NV_GUEST_MAP_SZ
+        ret = kvm_pgtable_stage2_relax_perms(pgt, ipa, p, 0)
     else:
         op = PgtableOp.MAP
         flags = KVM_PGTABLE_WALK_HANDLE_FAULT | KVM_PGTABLE_WALK_SHARED
-        ret = kvm_pgtable_stage2_map(kvm.pgt, ipa, vma_pagesize, pa, p,
+        ret = kvm_pgtable_stage2_map(pgt, ipa, vma_pagesize, pa, p,
                                      vcpu.mmu_page_cache, flags)
     log.append(PgtableCall(op, ipa, vma_pagesize, pa, p, ret))
     return ret, Mapping(op, ipa, vma_pagesize, pa, p) if ret == 0 else None
@@ -623,7 +743,7 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
     kvm.host.put_page(pfn)
     dirtied: tuple[SlotPage, ...] = ()
     if prot.writable and ret == 0:
-        gfn = ctx.fault_ipa >> PAGE_SHIFT
+        gfn = ctx.ipa >> PAGE_SHIFT
         mark_page_dirty_in_slot(kvm, ctx.memslot, gfn)
         if memslot_is_logging(ctx.memslot):
             dirtied = (SlotPage(ctx.memslot.id, gfn - ctx.memslot.base_gfn),)
@@ -633,9 +753,12 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
 # -- the dispatcher -----------------------------------------------------------------------
 
 
-def handle_access_fault(kvm: Kvm, fault_ipa: int, log: Log) -> None:
-    """Set the access flag of the leaf. Kernel: handle_access_fault."""
-    kvm_pgtable_stage2_mkyoung(kvm.pgt, fault_ipa, 0)
+def handle_access_fault(kvm: Kvm, vcpu: KvmVcpu, fault_ipa: int, log: Log) -> None:
+    """Set the access flag of the leaf in the vCPU's current stage 2.
+
+    Kernel: handle_access_fault (vcpu->arch.hw_mmu->pgt).
+    """
+    kvm_pgtable_stage2_mkyoung(kvm_vcpu_hw_pgt(kvm, vcpu), fault_ipa, 0)
     log.append(AccessFlag(fault_ipa))
 
 
@@ -713,12 +836,61 @@ def error_reason(decision: Decision | None) -> ErrorReason:
     return ErrorReason.PGTABLE
 
 
+def esr_s2_fault(abort: GuestAbort, fsc: int) -> int:
+    """Return the ESR L1 sees: the L2 abort's syndrome with L1's fault status code.
+
+    Kernel: esr_s2_fault (arch/arm64/kvm/nested.c).
+    """
+    return (abort.esr & ~0x3F) | (fsc & 0x3F)
+
+
+def kvm_s2_handle_perm_fault(abort: GuestAbort, trans: KvmS2Trans) -> int:
+    """Return the ESR to forward a permission fault L1's stage 2 forbids too, else 0.
+
+    An instruction fetch needs L1's execute permission (EL1 or EL0); a write needs
+    its write permission, a read its read permission.
+
+    Kernel: kvm_s2_handle_perm_fault (arch/arm64/kvm/nested.c).
+    """
+    if not esr_fsc_is_permission_fault(abort):
+        return 0
+    if kvm_vcpu_trap_is_iabt(abort):
+        forward = not (trans.exec_el1 or trans.exec_el0)
+    elif kvm_is_write_fault(abort):
+        forward = not trans.writable
+    else:
+        forward = not trans.readable
+    if not forward:
+        return 0
+    return esr_s2_fault(abort, 0b001100 | (trans.level & 3))
+
+
+def kvm_nested_resolve(abort: GuestAbort, fault_ipa: int, walk: NestedS2Walker,
+                       log: Log) -> KvmS2Trans | InjectedS2Fault:
+    """Translate L2's IPA through L1's stage 2, or return the fault to inject into L1.
+
+    Kernel: kvm_handle_guest_abort (the kvm_is_nested_s2_mmu branch: kvm_walk_nested_s2,
+    kvm_s2_handle_perm_fault, kvm_inject_s2_fault).
+    """
+    trans = walk(fault_ipa)
+    log.append(NestedS2Walk(fault_ipa, trans))
+    if trans.esr:
+        return InjectedS2Fault(esr_s2_fault(abort, trans.esr), fault_ipa)
+    esr = kvm_s2_handle_perm_fault(abort, trans)
+    if esr:
+        log.append(NestedPermFault(fault_ipa, esr))
+        return InjectedS2Fault(esr, fault_ipa)
+    return trans
+
+
 def kvm_handle_guest_abort(abort: GuestAbort, kvm: Kvm, vcpu: KvmVcpu,
-                           hooks: FaultHooks | None = None) -> AbortOutcome:
+                           hooks: FaultHooks | None = None,
+                           nested_walk: NestedS2Walker | None = None) -> AbortOutcome:
     """Handle a stage-2 abort taken from the guest; return what the guest sees.
 
-    Order: IPA-space checks, SEA, unsupported FSC, memslot lookup (holes, read-only,
-    MMIO), access flag, then user_mem_abort.
+    Order: IPA-space checks, SEA, unsupported FSC, then (under a guest hypervisor's
+    stage 2, nested_walk given) L1's translation of the faulting IPA, memslot lookup of
+    the canonical IPA (holes, read-only, MMIO), access flag, then user_mem_abort.
 
     Kernel: kvm_handle_guest_abort.
     """
@@ -742,7 +914,14 @@ def kvm_handle_guest_abort(abort: GuestAbort, kvm: Kvm, vcpu: KvmVcpu,
             or esr_fsc_is_access_flag_fault(abort)):
         log.append(UnsupportedFsc(kvm_vcpu_trap_get_fault(abort), abort.esr))
         return done(Error(-EFAULT, ErrorReason.UNSUPPORTED_FSC))
-    ipa = kvm_vcpu_get_fault_ipa(abort)
+    fault_ipa = ipa = kvm_vcpu_get_fault_ipa(abort)
+    nested: KvmS2Trans | None = None
+    if nested_walk is not None:
+        resolved = kvm_nested_resolve(abort, fault_ipa, nested_walk, log)
+        if isinstance(resolved, InjectedS2Fault):
+            return done(resolved)
+        nested = resolved
+        ipa = kvm_s2_trans_output(nested)
     gfn = ipa >> PAGE_SHIFT
     slot = gfn_to_memslot(kvm.slots(), gfn)
     hva, writable = gfn_to_hva_memslot_prot(slot, gfn)
@@ -751,10 +930,10 @@ def kvm_handle_guest_abort(abort: GuestAbort, kvm: Kvm, vcpu: KvmVcpu,
     if slot is None or hva is None or (write and not writable):
         return done(outside_memslot(abort, kvm, hva, ipa, log))
     if esr_fsc_is_access_flag_fault(abort):
-        handle_access_fault(kvm, ipa, log)
+        handle_access_fault(kvm, vcpu, fault_ipa, log)
         return done(Resumed(ResumeReason.ACCESS_FLAG))
-    ret, mapping, dirtied = user_mem_abort(kvm, vcpu, abort, FaultContext(slot, hva, ipa),
-                                           hooks, log)
+    ctx = FaultContext(slot, hva, fault_ipa, ipa, nested)
+    ret, mapping, dirtied = user_mem_abort(kvm, vcpu, abort, ctx, hooks, log)
     if isinstance(ret, HwpoisonSignal):
         return done(ret)
     if ret == -ENOEXEC:

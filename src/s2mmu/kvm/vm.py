@@ -115,10 +115,17 @@ class KvmError(Exception):
 
 @dataclass
 class KvmVcpu:
-    """A vCPU's fault-path state: its page-table memcache. Kernel: vcpu->arch.mmu_page_cache."""
+    """A vCPU's fault-path state: its page-table memcache and its current stage 2.
+
+    hw_mmu is the stage 2 the vCPU runs on: None for the VM's canonical one, or one of
+    the VM's nested (shadow) stage 2s while it runs an L2 guest.
+
+    Kernel: vcpu->arch.mmu_page_cache, vcpu->arch.hw_mmu.
+    """
 
     vcpu_id: int
     mmu_page_cache: KvmMmuMemoryCache = field(default_factory=KvmMmuMemoryCache)
+    hw_mmu: KvmPgtable | None = None
 
 
 @dataclass
@@ -141,6 +148,8 @@ class Kvm:
     has_mte: bool = False
     nisv_to_user: bool = False
     vcpus: list[KvmVcpu] = field(default_factory=list)
+    nested_mmus: list[KvmPgtable] = field(default_factory=list)
+    """The shadow stage 2s of a guest hypervisor's stage 2s (kvm->arch.nested_mmus)."""
 
     @property
     def vtcr(self) -> int:
@@ -150,6 +159,11 @@ class Kvm:
     def slots(self) -> list[Memslot]:
         """Return the memslots in gfn order."""
         return sorted(self.memslots.values(), key=lambda s: s.base_gfn)
+
+
+def kvm_vcpu_hw_pgt(kvm: Kvm, vcpu: KvmVcpu) -> KvmPgtable:
+    """Return the stage 2 the vCPU runs on. Kernel: vcpu->arch.hw_mmu->pgt."""
+    return kvm.pgt if vcpu.hw_mmu is None else vcpu.hw_mmu
 
 
 def kvm_phys_size(kvm: Kvm) -> int:
@@ -207,13 +221,40 @@ def kvm_vm_ioctl_create_vcpu(kvm: Kvm) -> KvmVcpu:
 
 
 def kvm_stage2_unmap_range(kvm: Kvm, ipa: int, size: int) -> None:
-    """Unmap [ipa, ipa + size) from stage 2. Kernel: kvm_stage2_unmap_range."""
+    """Unmap [ipa, ipa + size) from stage 2, and the nested stage 2s whole.
+
+    A canonical IPA has no reverse map to the L2 IPAs that shadow it, so every shadow
+    stage 2 is emptied (a no-op without nested MMUs).
+
+    Kernel: kvm_stage2_unmap_range; kvm_nested_s2_unmap, which kvm_unmap_gfn_range
+    and kvm_arch_flush_shadow_memslot call beside it.
+    """
     kvm_pgtable_stage2_unmap(kvm.pgt, ipa, size)
+    kvm_nested_s2_unmap(kvm)
+
+
+def kvm_nested_s2_unmap(kvm: Kvm) -> None:
+    """Unmap every nested stage 2 over its whole IPA space. Kernel: kvm_nested_s2_unmap."""
+    for pgt in kvm.nested_mmus:
+        if pgt.pgd is not None:
+            kvm_pgtable_stage2_unmap(pgt, 0, 1 << pgt.ia_bits)
 
 
 def stage2_wp_range(kvm: Kvm, start: int, end: int) -> None:
-    """Write-protect [start, end) at stage 2. Kernel: stage2_wp_range."""
+    """Write-protect [start, end) at stage 2, and the nested stage 2s whole.
+
+    Kernel: stage2_wp_range; kvm_nested_s2_wp, which kvm_mmu_wp_memory_region calls
+    beside it.
+    """
     kvm_pgtable_stage2_wrprotect(kvm.pgt, start, end - start)
+    kvm_nested_s2_wp(kvm)
+
+
+def kvm_nested_s2_wp(kvm: Kvm) -> None:
+    """Write-protect every nested stage 2 whole. Kernel: kvm_nested_s2_wp."""
+    for pgt in kvm.nested_mmus:
+        if pgt.pgd is not None:
+            kvm_pgtable_stage2_wrprotect(pgt, 0, 1 << pgt.ia_bits)
 
 
 def kvm_mmu_split_nr_page_tables(chunk: int) -> int:

@@ -24,6 +24,7 @@ from s2mmu.kvm.abort import (
     GuestResult,
     HwpoisonSignal,
     InjectedAbort,
+    InjectedS2Fault,
     InjectKind,
     MmioExit,
     NisvExit,
@@ -47,6 +48,9 @@ from s2mmu.kvm.fault import (
     MapSize,
     MemslotLookup,
     MteNotAllowed,
+    NestedMapCap,
+    NestedPermFault,
+    NestedS2Walk,
     NoVma,
     OutsideAction,
     OutsideMemslot,
@@ -98,6 +102,7 @@ from s2mmu.pgtable.prot import (
 )
 from s2mmu.pkvm.errno import errname as pkvm_errname
 from s2mmu.pkvm.host_fault import Fixup, ZeropadFixedUp
+from s2mmu.pgtable.s2trans import KvmS2Trans
 from s2mmu.scenario.kvm_events import (
     AccessCompleted,
     Check,
@@ -251,7 +256,23 @@ def decision_text(d: Decision) -> str:
             return "no valid syndrome: KVM_EXIT_ARM_NISV"
         case IoMemAbort():
             return "no valid syndrome: -ENOSYS"
+        case NestedS2Walk(fault_ipa=ipa, trans=t) if t.esr:
+            return f"L1 stage 2 faults on L2 IPA {ipa:#x} (FSC {t.esr:#x}, level {t.level})"
+        case NestedS2Walk(fault_ipa=ipa, trans=t):
+            return (f"L1 stage 2: L2 IPA {ipa:#x} -> IPA {t.output:#x} "
+                    f"{size_name(t.block_size)} level {t.level} {l1_perms(t)}")
+        case NestedPermFault(fault_ipa=ipa, esr=esr):
+            return f"L1 stage 2 forbids the access at L2 IPA {ipa:#x}: forward ESR {esr:#x}"
+        case NestedMapCap(l1_size=l1, max_map_size=cap):
+            return f"L1 maps {size_name(l1)}: at most {size_name(cap)}"
     raise AssertionError(d)
+
+
+def l1_perms(t: KvmS2Trans) -> str:
+    """Return an L1 stage-2 leaf's permissions as 'RW' plus 'X', 'PX', 'UX' or '-'."""
+    px, ux = t.exec_el1, t.exec_el0
+    return (("R" if t.readable else "-") + ("W" if t.writable else "-")
+            + ("X" if px and ux else "PX" if px else "UX" if ux else "-"))
 
 
 INJECT_NAMES = {InjectKind.DABT: "synchronous external data abort",
@@ -289,6 +310,8 @@ def result_text(r: GuestResult, abort: GuestAbort, decisions: tuple[Decision, ..
             return f"KVM_RUN fails {errname(errno)}: {error_text(r, abort, decisions)}"
         case Resumed(reason=reason):
             return f"guest resumed ({RESUME_TEXT[reason]})"
+        case InjectedS2Fault(esr=esr, ipa=ipa):
+            return f"inject L1 stage-2 fault into the guest hypervisor (ESR {esr:#x}, IPA {ipa:#x})"
     raise AssertionError(r)
 
 
