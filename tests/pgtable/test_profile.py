@@ -29,6 +29,7 @@ from s2mmu.pgtable.races import block_and_page_faults, fault_walk_flags
 from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_map,
     kvm_pgtable_stage2_relax_perms,
+    kvm_pgtable_stage2_set_owner,
     kvm_pgtable_stage2_wrprotect,
     stage2_update_leaf_attrs,
 )
@@ -215,3 +216,14 @@ def test_relax_perms_with_x_clears_xn_under_the_old_rule(profile: BehaviourProfi
                                           fault_walk_flags(profile)) == 0
     _, pte, _ = kvm_pgtable_get_leaf(pgt, SZ_2M)
     assert kvm_pgtable_stage2_pte_prot(pte) & KVM_PGTABLE_PROT_X == KVM_PGTABLE_PROT_X
+
+
+@pytest.mark.parametrize(("profile", "ret"), [(V6_3, -22), (PRE_V6_3, -22), (V6_19, 0)],
+                         ids=lambda p: getattr(p, "name", str(p)))
+def test_set_owner_accepts_owner_ids_above_one_only_from_the_v6_19_profile(
+    profile: BehaviourProfile, ret: int
+) -> None:
+    env = new_env(profile=profile)
+    pgt = new_stage2(env, 40)
+    assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, SZ_4K, memcache(env), 2) == ret
+    assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, SZ_4K, memcache(env), 1) == 0

@@ -38,6 +38,11 @@ Knobs and the kernel history they stand for:
   executable (measured against Linux 6.12.118's own pgtable.c by ``s2mmu kernel diff``).
   The v6.3..v6.19-rc4 profile keeps the old rule: it stands for the releases up to
   v6.18 on this point.
+- ``max_owner_id``: the largest owner id kvm_pgtable_stage2_set_owner accepts
+  (KVM_MAX_OWNER_ID; larger ones are -EINVAL). 1 in pgtable.c up to 6.12 at least (read
+  in the source of the v6.3 era and measured against Linux 6.12.118's own pgtable.c);
+  FIELD_MAX(KVM_INVALID_PTE_OWNER_MASK) = 255 in the v6.19 profile, the model's reading
+  of the pKVM guest-ownership code (the commit that raised it is not pinned here).
 
 Kernel: kvm_pgtable_walk_continue, __kvm_pgtable_visit, stage2_map_walker_phys_addr,
 stage2_attr_walker, stage2_map_walker_try_leaf, kvm_pgtable_stage2_relax_perms
@@ -70,6 +75,7 @@ class BehaviourProfile:
     attr_eagain_on_invalid: bool
     perm_only_filter: bool
     relax_perms_xn_from_prot: bool = True
+    max_owner_id: int = 255
 
 
 PRE_V6_3 = BehaviourProfile(
@@ -80,6 +86,7 @@ PRE_V6_3 = BehaviourProfile(
     attr_eagain_on_invalid=False,
     perm_only_filter=True,
     relax_perms_xn_from_prot=False,
+    max_owner_id=1,
 )
 """Before v6.3: any error stops the walk; the two 6.4-rc map-walker fixes are absent."""
 
@@ -91,6 +98,7 @@ V6_3 = BehaviourProfile(
     attr_eagain_on_invalid=True,
     perm_only_filter=True,
     relax_perms_xn_from_prot=False,
+    max_owner_id=1,
 )
 """v6.3 to v6.19-rc4 (with the 6.4-rc fixes that 6.3.y stable also has): HANDLE_FAULT."""
 
@@ -102,6 +110,7 @@ V6_19 = BehaviourProfile(
     attr_eagain_on_invalid=True,
     perm_only_filter=True,
     relax_perms_xn_from_prot=True,
+    max_owner_id=255,
 )
 """v6.19 onward: IGNORE_EAGAIN, passed only by wrprotect."""
 

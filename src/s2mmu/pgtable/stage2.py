@@ -434,11 +434,11 @@ def kvm_pgtable_stage2_set_owner(
     """Annotate [addr, addr + size) as owned by owner_id with invalid, counted entries.
 
     owner_id is a PkvmComponentId (a plain int is accepted); ids above KVM_MAX_OWNER_ID
-    do not fit the annotation and are refused with -EINVAL.
+    (the profile's max_owner_id: 1 before v6.19, 255 after) are refused with -EINVAL.
 
     Kernel: kvm_pgtable_stage2_set_owner.
     """
-    if owner_id < 0 or owner_id > KVM_MAX_OWNER_ID:
+    if owner_id < 0 or owner_id > min(KVM_MAX_OWNER_ID, pgt.ops.profile.max_owner_id):
         return -EINVAL
     data = Stage2MapData(0, 0, pgt.s2_mmu, mc, True, owner_id=owner_id, annotation=True)
     walker = KvmPgtableWalker(
