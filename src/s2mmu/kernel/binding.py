@@ -87,6 +87,9 @@ class KernelPgtable:
             fn = getattr(self.lib, name)
             fn.argtypes = args
             fn.restype = res
+        self._pas = (U64 * MAX_LIVE_PAGES)()
+        self._counts = (C.c_int * MAX_LIVE_PAGES)()
+        self._words = (U64 * (MAX_LIVE_PAGES * WORDS_PER_PAGE))()
 
     def get_vtcr(self, mmfr0: int, mmfr1: int, ipa_bits: int) -> int:
         """Return kvm_get_vtcr(mmfr0, mmfr1, ipa_bits)."""
@@ -174,11 +177,9 @@ class KernelPgtable:
 
     def live_pages(self) -> dict[int, tuple[int, bytes]]:
         """Return every page with a reference: address -> (refcount, contents)."""
-        pas = (U64 * MAX_LIVE_PAGES)()
-        counts = (C.c_int * MAX_LIVE_PAGES)()
-        words = (U64 * (MAX_LIVE_PAGES * WORDS_PER_PAGE))()
-        n = self.lib.kg_live_pages(pas, counts, words, MAX_LIVE_PAGES)
-        base = C.addressof(words)
+        pas, counts = self._pas, self._counts
+        n = self.lib.kg_live_pages(pas, counts, self._words, MAX_LIVE_PAGES)
+        base = C.addressof(self._words)
         return {int(pas[i]): (int(counts[i]), C.string_at(base + i * PAGE_SIZE, PAGE_SIZE))
                 for i in range(n)}
 
