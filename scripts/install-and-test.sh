@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Install everything s2mmu needs on a fresh Debian 12 machine (QEMU and the aarch64
-# binutils from Debian, the package and its test tools from PyPI), then run the checks
-# and the whole test suite. .ci/run calls exactly this.
+# binutils from Debian; Linux 6.12's source, a C compiler and xz for the kernel oracle,
+# `s2mmu kernel`; the package and its test tools from PyPI), then run the checks and the
+# whole test suite. .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v qemu-system-aarch64 >/dev/null || need_apt+=(qemu-system-arm)
 command -v aarch64-linux-gnu-as >/dev/null || need_apt+=(binutils-aarch64-linux-gnu)
+[ -f /usr/src/linux-source-6.12.tar.xz ] || need_apt+=(linux-source-6.12)
+command -v gcc >/dev/null || need_apt+=(gcc)
+[ -f /usr/include/stdio.h ] || need_apt+=(libc6-dev)
+command -v xz >/dev/null || need_apt+=(xz-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
@@ -21,4 +26,6 @@ python3 -m ruff check src tests bench
 echo "== mypy --strict (arch, pgtable)"
 python3 -m mypy --strict src/s2mmu/arch src/s2mmu/pgtable
 echo "== pytest"
+# The kernel oracle's tests (tests/kernel) fail rather than skip without its source.
+export S2MMU_REQUIRE_KERNEL=1
 python3 -m pytest -n 2 -p no:cacheprovider "$@"

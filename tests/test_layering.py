@@ -4,6 +4,10 @@ The top-level modules (s2mmu/__init__.py, s2mmu/api.py: the one-call entries a n
 finds as s2mmu.translate and s2mmu.at) sit just above pgtable: they may import arch and
 pgtable only, and no layer imports them (a layer that did would import every layer the
 API uses, and the API could never use that layer).
+
+The kernel package (s2mmu/kernel: the kernel's own pgtable.c built and driven as an
+oracle) may import arch and pgtable, and only cli imports it: it is a test instrument,
+not a layer the model stands on, so no model layer may depend on it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "s2mmu"
-RANK = {"arch": 0, "pgtable": 1, "kvm": 2, "pkvm": 2, "nested": 3, "conformance": 4,
-        "scenario": 4, "cli": 5}
+RANK = {"arch": 0, "pgtable": 1, "kvm": 2, "pkvm": 2, "kernel": 2, "nested": 3,
+        "conformance": 4, "scenario": 4, "cli": 5}
+ONLY_IMPORTED_BY = {"kernel": {"kernel", "cli"}}
 TOP_RANK = 1  # s2mmu/*.py: may use arch and pgtable
 
 
@@ -47,7 +52,9 @@ def violations() -> list[str]:
                 if not top:  # `from s2mmu import ...` or s2mmu.api from inside a layer
                     bad.append(f"{f.relative_to(SRC)}:{line}: {here} imports {mod}")
                 continue
-            if top:
+            if p[1] in ONLY_IMPORTED_BY and here not in ONLY_IMPORTED_BY[p[1]]:
+                bad.append(f"{f.relative_to(SRC)}:{line}: {here} imports {mod}")
+            elif top:
                 if RANK[p[1]] > TOP_RANK:
                     bad.append(f"{f.relative_to(SRC)}:{line}: {here} imports {mod}")
             elif RANK[p[1]] > RANK[here] or (RANK[p[1]] == RANK[here] and p[1] != here):
@@ -69,6 +76,21 @@ def test_top_level_api_uses_only_arch_and_pgtable(tmp_path: Path,
     assert violations() == ["api.py:2: top level imports s2mmu.kvm.vm",
                             "arch/x.py:1: arch imports s2mmu.api",
                             "arch/x.py:2: arch imports s2mmu"]
+
+
+def test_only_cli_imports_the_kernel_oracle(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for layer in ("kernel", "nested", "cli", "scenario"):
+        (tmp_path / layer).mkdir()
+    (tmp_path / "kernel" / "k.py").write_text("from s2mmu.pgtable.env import new_env\n"
+                                               "from s2mmu.kvm.vm import Kvm\n")
+    (tmp_path / "nested" / "n.py").write_text("from s2mmu.kernel.diff import run_diff\n")
+    (tmp_path / "scenario" / "s.py").write_text("import s2mmu.kernel.build\n")
+    (tmp_path / "cli" / "c.py").write_text("from s2mmu.kernel.diff import run_diff\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
+    assert violations() == ["kernel/k.py:2: kernel imports s2mmu.kvm.vm",
+                            "nested/n.py:1: nested imports s2mmu.kernel.diff",
+                            "scenario/s.py:1: scenario imports s2mmu.kernel.build"]
 
 
 def test_every_layer_is_ranked() -> None:

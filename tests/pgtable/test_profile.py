@@ -19,11 +19,17 @@ from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2, pkvm_guest_mm_ops
 from s2mmu.pgtable.errno import EAGAIN
 from s2mmu.pgtable.events import TlbiVmidIpa, UseAfterFree
 from s2mmu.pgtable.profile import CURRENT, PRE_V6_3, PROFILES, V6_3, V6_19, BehaviourProfile
-from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, kvm_pgtable_stage2_pte_prot
+from s2mmu.pgtable.prot import (
+    KVM_PGTABLE_PROT_R,
+    KVM_PGTABLE_PROT_RW,
+    KVM_PGTABLE_PROT_X,
+    kvm_pgtable_stage2_pte_prot,
+)
 from s2mmu.pgtable.races import block_and_page_faults, fault_walk_flags
 from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_map,
     kvm_pgtable_stage2_relax_perms,
+    kvm_pgtable_stage2_set_owner,
     kvm_pgtable_stage2_wrprotect,
     stage2_update_leaf_attrs,
 )
@@ -178,3 +184,46 @@ def test_from_v6_19_only_ignore_eagain_lets_an_attribute_walk_pass_a_hole() -> N
     ret, _, _ = run(stage2_update_leaf_attrs(pgt, 0, 2 * SZ_4K, 0, 1 << 7, 0))
     assert ret == -EAGAIN
     assert kvm_pgtable_stage2_pte_prot(kvm_pgtable_get_leaf(pgt, SZ_4K).pte) == KVM_PGTABLE_PROT_RW
+
+
+# relax_perms and XN: written from prot from v6.19 (FEAT_XNX, 2608563b466b), only ever
+# cleared before it (what Linux 6.12's own pgtable.c does under `s2mmu kernel diff`).
+
+
+@pytest.mark.parametrize(
+    ("profile", "executable"), [(V6_19, False), (V6_3, True), (PRE_V6_3, True)],
+    ids=lambda p: getattr(p, "name", str(p)),
+)
+def test_relax_perms_to_rw_keeps_an_executable_leaf_executable_before_v6_19(
+    profile: BehaviourProfile, executable: bool
+) -> None:
+    env = new_env(profile=profile)
+    pgt = new_stage2(env, 40)
+    rwx = KVM_PGTABLE_PROT_RW | KVM_PGTABLE_PROT_X
+    assert kvm_pgtable_stage2_map(pgt, SZ_2M, SZ_4K, PA, rwx, memcache(env), 0) == 0
+    assert kvm_pgtable_stage2_relax_perms(pgt, SZ_2M, KVM_PGTABLE_PROT_RW,
+                                          fault_walk_flags(profile)) == 0
+    _, pte, _ = kvm_pgtable_get_leaf(pgt, SZ_2M)
+    assert bool(kvm_pgtable_stage2_pte_prot(pte) & KVM_PGTABLE_PROT_X) is executable
+
+
+@pytest.mark.parametrize("profile", [V6_3, PRE_V6_3], ids=lambda p: p.name)
+def test_relax_perms_with_x_clears_xn_under_the_old_rule(profile: BehaviourProfile) -> None:
+    env = new_env(profile=profile)
+    pgt = new_stage2(env, 40)
+    assert kvm_pgtable_stage2_map(pgt, SZ_2M, SZ_4K, PA, KVM_PGTABLE_PROT_R, memcache(env), 0) == 0
+    assert kvm_pgtable_stage2_relax_perms(pgt, SZ_2M, KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_X,
+                                          fault_walk_flags(profile)) == 0
+    _, pte, _ = kvm_pgtable_get_leaf(pgt, SZ_2M)
+    assert kvm_pgtable_stage2_pte_prot(pte) & KVM_PGTABLE_PROT_X == KVM_PGTABLE_PROT_X
+
+
+@pytest.mark.parametrize(("profile", "ret"), [(V6_3, -22), (PRE_V6_3, -22), (V6_19, 0)],
+                         ids=lambda p: getattr(p, "name", str(p)))
+def test_set_owner_accepts_owner_ids_above_one_only_from_the_v6_19_profile(
+    profile: BehaviourProfile, ret: int
+) -> None:
+    env = new_env(profile=profile)
+    pgt = new_stage2(env, 40)
+    assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, SZ_4K, memcache(env), 2) == ret
+    assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, SZ_4K, memcache(env), 1) == 0

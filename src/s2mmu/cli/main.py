@@ -441,6 +441,16 @@ def _add_dump_command() -> None:
 _add_dump_command()
 
 
+def _add_kernel_command() -> None:
+    """Attach `s2mmu kernel` (s2mmu.cli.kernel_cmd: the kernel's pgtable.c as an oracle)."""
+    from s2mmu.cli.kernel_cmd import kernel
+
+    cli.add_command(kernel)
+
+
+_add_kernel_command()
+
+
 def main() -> None:
     """Run the command line; a reader that goes away (| head) ends it quietly."""
     try:

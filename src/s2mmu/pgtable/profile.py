@@ -30,10 +30,24 @@ Knobs and the kernel history they stand for:
   the entry untouched (commit 694d071f8d85, "KVM: arm64: Filter out the case of only
   changing permissions from stage-2 map path", v5.12). Before it, the entry was replaced
   through break-before-make (and a later, narrower fault could take permissions away).
+- ``relax_perms_xn_from_prot``: kvm_pgtable_stage2_relax_perms writes the XN field from
+  the requested prot (stage2_set_xn_attr: a prot without X makes the leaf
+  non-executable) from v6.19 (commit 2608563b466b, "KVM: arm64: Add support for FEAT_XNX
+  stage-2 permissions", merged for v6.19-rc1). Before it, relax_perms only cleared XN
+  when X was asked for and never set it, so relaxing an executable leaf to RW left it
+  executable (measured against Linux 6.12.118's own pgtable.c by ``s2mmu kernel diff``).
+  The v6.3..v6.19-rc4 profile keeps the old rule: it stands for the releases up to
+  v6.18 on this point.
+- ``max_owner_id``: the largest owner id kvm_pgtable_stage2_set_owner accepts
+  (KVM_MAX_OWNER_ID; larger ones are -EINVAL). 1 in pgtable.c up to 6.12 at least (read
+  in the source of the v6.3 era and measured against Linux 6.12.118's own pgtable.c);
+  FIELD_MAX(KVM_INVALID_PTE_OWNER_MASK) = 255 in the v6.19 profile, the model's reading
+  of the pKVM guest-ownership code (the commit that raised it is not pinned here).
 
 Kernel: kvm_pgtable_walk_continue, __kvm_pgtable_visit, stage2_map_walker_phys_addr,
-stage2_attr_walker, stage2_map_walker_try_leaf (arch/arm64/kvm/hyp/pgtable.c as of v6.2,
-v6.3 and linux-next, and the commits named above).
+stage2_attr_walker, stage2_map_walker_try_leaf, kvm_pgtable_stage2_relax_perms
+(arch/arm64/kvm/hyp/pgtable.c as of v6.2, v6.3, 6.12 and linux-next, and the commits
+named above).
 """
 
 from __future__ import annotations
@@ -60,6 +74,8 @@ class BehaviourProfile:
     pa_from_ipa: bool
     attr_eagain_on_invalid: bool
     perm_only_filter: bool
+    relax_perms_xn_from_prot: bool = True
+    max_owner_id: int = 255
 
 
 PRE_V6_3 = BehaviourProfile(
@@ -69,6 +85,8 @@ PRE_V6_3 = BehaviourProfile(
     pa_from_ipa=False,
     attr_eagain_on_invalid=False,
     perm_only_filter=True,
+    relax_perms_xn_from_prot=False,
+    max_owner_id=1,
 )
 """Before v6.3: any error stops the walk; the two 6.4-rc map-walker fixes are absent."""
 
@@ -79,6 +97,8 @@ V6_3 = BehaviourProfile(
     pa_from_ipa=True,
     attr_eagain_on_invalid=True,
     perm_only_filter=True,
+    relax_perms_xn_from_prot=False,
+    max_owner_id=1,
 )
 """v6.3 to v6.19-rc4 (with the 6.4-rc fixes that 6.3.y stable also has): HANDLE_FAULT."""
 
@@ -89,6 +109,8 @@ V6_19 = BehaviourProfile(
     pa_from_ipa=True,
     attr_eagain_on_invalid=True,
     perm_only_filter=True,
+    relax_perms_xn_from_prot=True,
+    max_owner_id=255,
 )
 """v6.19 onward: IGNORE_EAGAIN, passed only by wrprotect."""
 

@@ -34,6 +34,7 @@ from s2mmu.pgtable.profile import EagainRule
 from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_R,
     KVM_PGTABLE_PROT_W,
+    KVM_PGTABLE_PROT_X,
     kvm_pgtable_stage2_pte_prot,
     stage2_has_fwb,
     stage2_pte_cacheable,
@@ -433,11 +434,11 @@ def kvm_pgtable_stage2_set_owner(
     """Annotate [addr, addr + size) as owned by owner_id with invalid, counted entries.
 
     owner_id is a PkvmComponentId (a plain int is accepted); ids above KVM_MAX_OWNER_ID
-    do not fit the annotation and are refused with -EINVAL.
+    (the profile's max_owner_id: 1 before v6.19, 255 after) are refused with -EINVAL.
 
     Kernel: kvm_pgtable_stage2_set_owner.
     """
-    if owner_id < 0 or owner_id > KVM_MAX_OWNER_ID:
+    if owner_id < 0 or owner_id > min(KVM_MAX_OWNER_ID, pgt.ops.profile.max_owner_id):
         return -EINVAL
     data = Stage2MapData(0, 0, pgt.s2_mmu, mc, True, owner_id=owner_id, annotation=True)
     walker = KvmPgtableWalker(
@@ -656,8 +657,10 @@ def kvm_pgtable_stage2_relax_perms(
 ) -> Gen[int]:
     """Add R/W to the leaf mapping addr and set its execute permission to prot's.
 
-    The XN field is written from prot (a prot without X makes the leaf non-executable).
-    The local TLB is invalidated on success and on -EAGAIN.
+    From v6.19 the XN field is written from prot (a prot without X makes the leaf
+    non-executable); before it (profile knob relax_perms_xn_from_prot off), XN is only
+    cleared when prot has X and never set. The local TLB is invalidated on success and
+    on -EAGAIN.
 
     Kernel: kvm_pgtable_stage2_relax_perms.
     """
@@ -668,11 +671,14 @@ def kvm_pgtable_stage2_relax_perms(
         attr_set |= KVM_PTE_LEAF_ATTR_LO_S2_S2AP_R
     if prot & KVM_PGTABLE_PROT_W:
         attr_set |= KVM_PTE_LEAF_ATTR_LO_S2_S2AP_W
-    r, xn = stage2_set_xn_attr(prot, pgt.ops.caps)
-    if r:
-        return r
-    attr_set |= xn & KVM_PTE_LEAF_ATTR_HI_S2_XN
-    attr_clr = ~xn & KVM_PTE_LEAF_ATTR_HI_S2_XN
+    if pgt.ops.profile.relax_perms_xn_from_prot:
+        r, xn = stage2_set_xn_attr(prot, pgt.ops.caps)
+        if r:
+            return r
+        attr_set |= xn & KVM_PTE_LEAF_ATTR_HI_S2_XN
+        attr_clr = ~xn & KVM_PTE_LEAF_ATTR_HI_S2_XN
+    else:
+        attr_clr = KVM_PTE_LEAF_ATTR_HI_S2_XN if prot & KVM_PGTABLE_PROT_X else 0
     ret, _, level = yield from stage2_update_leaf_attrs(pgt, addr, 1, attr_set, attr_clr, flags)
     if ret == 0 or ret == -EAGAIN:
         # On -EAGAIN the kernel passes an uninitialised level; the model says "unknown".

@@ -1,0 +1,143 @@
+"""`s2mmu kernel build` and `s2mmu kernel diff`: the kernel's own pgtable.c as an oracle.
+
+build compiles arch/arm64/kvm/hyp/pgtable.c from an installed kernel source (Debian's
+linux-source-6.12 by default) with s2mmu's shim; diff runs it and the model side by side
+on random operations and compares return values, descriptors, refcounts and events
+after every one (s2mmu.kernel.diff).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.inputs import one_line
+from s2mmu.cli import output
+from s2mmu.kernel.binding import KernelPgtable
+from s2mmu.kernel.build import KernelBuild, build
+from s2mmu.kernel.diff import DiffReport, Op, parse_ops, run_diff
+from s2mmu.pgtable.caps import KvmCaps
+from s2mmu.pgtable.profile import PROFILES
+
+SOURCE_HELP = ("Kernel source: a linux-source tarball or a kernel tree "
+               "(default: $S2MMU_KERNEL_SOURCE, else /usr/src/linux-source-6.12.tar.xz).")
+CACHE_HELP = ("Where extracted files and the library are kept "
+              "(default: $XDG_CACHE_HOME/s2mmu/kernel).")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def input_errors(fn: F) -> F:
+    """Turn InputError into one line on stderr and exit status 2 (as s2mmu.cli.main does).
+
+    main imports this module, so it cannot import main's decorator.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            click.echo(f"s2mmu: error: {one_line(str(e))}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+def kernel() -> None:
+    """Build the kernel's own pgtable.c and compare the model with it."""
+
+
+@kernel.command("build")
+@click.option("--source", metavar="TARBALL_OR_TREE", help=SOURCE_HELP)
+@click.option("--cache", metavar="DIR", help=CACHE_HELP)
+@input_errors
+def build_cmd(source: str | None, cache: str | None) -> None:
+    """Extract and compile the kernel's pgtable.c into a shared library (cached)."""
+    b = build(source, cache)
+    con = output.console()
+    con.print(f"kernel: Linux {b.version} from {b.source}")
+    con.print(f"model profile: {b.profile.name}")
+    con.print(f"library: {b.library}")
+    if b.cached:
+        con.print("build: cached")
+    else:
+        con.print(f"build: extract {b.extract_seconds:.1f} s, compile {b.compile_seconds:.1f} s")
+
+
+def diff_doc(b: KernelBuild, report: DiffReport, length: int) -> dict[str, Any]:
+    """Return the s2mmu.kernel-diff/1 document of a run."""
+    return {
+        "schema": "s2mmu.kernel-diff/1",
+        "kernel": {"version": str(b.version), "source": str(b.source)},
+        "profile": report.profile,
+        "seed": report.seed,
+        "sequence_length": length,
+        "compared": report.compared,
+        "agreed": report.agreed,
+        "agreement": round(report.agreement, 3),
+        "by_operation": dict(sorted(report.by_op.items())),
+        "differences": [
+            {"what": r.difference.what, "kernel": r.difference.kernel,
+             "model": r.difference.model, "replay": [str(op) for op in ops]}
+            for r, ops in report.differences if r.difference is not None
+        ],
+    }
+
+
+@kernel.command("diff")
+@click.option("--ops", "n_ops", type=click.IntRange(1, 10_000_000), default=400,
+              show_default=True, help="How many operations to compare.")
+@click.option("--seed", type=click.IntRange(0, 2**63), default=0, show_default=True,
+              help="Seed of the random operations.")
+@click.option("--length", type=click.IntRange(1, 10_000), default=40, show_default=True,
+              help="Operations per sequence (each sequence starts from an empty stage 2).")
+@click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)),
+              help="Model behaviour profile (default: the one the kernel version picks).")
+@click.option("--fwb", is_flag=True, help="Both sides with FEAT_S2FWB (ARM64_HAS_STAGE2_FWB).")
+@click.option("--tlb-range", is_flag=True, help="Both sides with FEAT_TLBIRANGE.")
+@click.option("--replay", "replay_text", metavar="OPS",
+              help="Run these operations (as a difference prints them, ';'-separated).")
+@click.option("--source", metavar="TARBALL_OR_TREE", help=SOURCE_HELP)
+@click.option("--cache", metavar="DIR", help=CACHE_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document (schema s2mmu.kernel-diff/1).")
+@input_errors
+def diff_cmd(n_ops: int, seed: int, length: int, profile_name: str | None, fwb: bool,
+             tlb_range: bool, replay_text: str | None, source: str | None, cache: str | None,
+             as_json: bool) -> None:
+    """Run the kernel's pgtable.c and the model on the same operations and compare."""
+    replay: list[Op] | None = parse_ops(replay_text) if replay_text is not None else None
+    b = build(source, cache)
+    profile = PROFILES[profile_name] if profile_name else b.profile
+    caps = KvmCaps(stage2_fwb=fwb, tlb_range=tlb_range)
+    k = KernelPgtable(b.library)
+    total = len(replay) if replay is not None else n_ops
+    with output.progress("kernel diff", total=total) as bar:
+        report = run_diff(k, profile, ops=n_ops, seed=seed, length=length, caps=caps,
+                          replay=replay, advance=bar.advance)
+    if as_json:
+        output.print_json(diff_doc(b, report, length))
+    else:
+        con = output.console()
+        con.print(f"kernel: Linux {b.version} ({b.source}); model profile {profile.name}",
+                  highlight=False)
+        con.print("operations agreed: " + ", ".join(
+            f"{name} {n}" for name, n in sorted(report.by_op.items())), highlight=False)
+        for i, (r, ops) in enumerate(report.differences, 1):
+            d = r.difference
+            assert d is not None
+            con.print(f"difference {i}: {d.what}: kernel {d.kernel}, model {d.model}",
+                      highlight=False, markup=False)
+            con.print(f"  replay: s2mmu kernel diff --profile {profile.name} --replay "
+                      f"\"{'; '.join(str(op) for op in ops)}\"", highlight=False, markup=False)
+        con.print(f"agreement {report.agreement:.1f}% ({report.agreed}/{report.compared} "
+                  "operations)", highlight=False)
+    sys.exit(0 if not report.differences else 1)

@@ -1,0 +1,212 @@
+"""ctypes binding of the library `build` makes: the kernel's pgtable.c behind a flat API.
+
+One library holds one stage 2 (the glue's state is global); :meth:`KernelPgtable.init`
+starts a fresh one. Events come back as the model's own event records, so the two
+sides compare with ==.
+
+Kernel: kvm_pgtable_stage2_map, _set_owner, _unmap, _wrprotect, _mkyoung,
+_test_clear_young, _relax_perms, _flush, _split, kvm_get_vtcr (Linux 6.12 signatures).
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+from dataclasses import dataclass
+from pathlib import Path
+
+from s2mmu.pgtable.events import (
+    DcacheCleanInvalPoc,
+    Dsb,
+    Event,
+    IcacheInvalPou,
+    Isb,
+    PageAlloc,
+    PageFree,
+    TlbiVmid,
+    TlbiVmidIpa,
+    TlbiVmidRange,
+    Warn,
+)
+
+PAGE_SIZE = 4096
+WORDS_PER_PAGE = PAGE_SIZE // 8
+
+
+class _Event(C.Structure):
+    _fields_ = [("kind", C.c_int), ("level", C.c_int), ("a", C.c_uint64),
+                ("b", C.c_uint64), ("text", C.c_char * 64)]
+
+
+@dataclass(frozen=True)
+class BadAddress:
+    """The kernel code handed the glue a table address outside the page pool."""
+
+    pa: int
+
+
+KernelEvent = Event | BadAddress
+
+U64 = C.c_uint64
+_SIGNATURES: dict[str, tuple[list[type], type | None]] = {
+    "kg_get_vtcr": ([U64, U64, C.c_uint32], U64),
+    "kg_init": ([U64, U64, U64, U64, C.c_uint32, U64, U64, C.c_int, C.c_int, C.c_int,
+                 C.c_int], C.c_int),
+    "kg_set_memcache": ([C.c_int, C.POINTER(U64), C.c_int], C.c_int),
+    "kg_get_memcache": ([C.c_int, C.POINTER(U64), C.c_int], C.c_int),
+    "kg_map": ([U64, U64, U64, U64, U64], C.c_long),
+    "kg_set_owner": ([U64, U64, C.c_uint8], C.c_long),
+    "kg_unmap": ([U64, U64], C.c_long),
+    "kg_wrprotect": ([U64, U64], C.c_long),
+    "kg_mkyoung": ([U64], U64),
+    "kg_test_clear_young": ([U64, U64, C.c_int], C.c_long),
+    "kg_relax_perms": ([U64, U64], C.c_long),
+    "kg_flush": ([U64, U64], C.c_long),
+    "kg_split": ([U64, U64], C.c_long),
+    "kg_pgd": ([], U64),
+    "kg_start_level": ([], C.c_int),
+    "kg_nevents": ([], C.c_int),
+    "kg_events": ([], C.POINTER(_Event)),
+    "kg_clear_events": ([], None),
+    "kg_rcu_depth": ([], C.c_int),
+    "kg_live_pages": ([C.POINTER(U64), C.POINTER(C.c_int), C.POINTER(U64), C.c_int], C.c_int),
+}
+
+MAX_LIVE_PAGES = 4096
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+class KernelPgtable:
+    """The kernel's stage-2 page-table code, loaded from a built library."""
+
+    def __init__(self, library: Path) -> None:
+        self.lib = C.CDLL(str(library))
+        for name, (args, res) in _SIGNATURES.items():
+            fn = getattr(self.lib, name)
+            fn.argtypes = args
+            fn.restype = res
+        self._pas = (U64 * MAX_LIVE_PAGES)()
+        self._counts = (C.c_int * MAX_LIVE_PAGES)()
+        self._words = (U64 * (MAX_LIVE_PAGES * WORDS_PER_PAGE))()
+
+    def get_vtcr(self, mmfr0: int, mmfr1: int, ipa_bits: int) -> int:
+        """Return kvm_get_vtcr(mmfr0, mmfr1, ipa_bits)."""
+        return int(self.lib.kg_get_vtcr(mmfr0, mmfr1, ipa_bits))
+
+    def init(self, *, pool_base: int, pool_pages: int, mmfr0: int, mmfr1: int, ipa_bits: int,
+             vmid: int, pgd_pa: int, fwb: bool, tlb_range: bool, dic: bool,
+             hw_afdbm: bool) -> int:
+        """Start a fresh stage 2 whose PGD is at pgd_pa; return kvm_pgtable_stage2_init's."""
+        return int(self.lib.kg_init(pool_base, pool_pages, mmfr0, mmfr1, ipa_bits, vmid,
+                                    pgd_pa, fwb, tlb_range, dic, hw_afdbm))
+
+    def set_memcache(self, which: int, pas: list[int]) -> None:
+        """Make memcache which (0: the map cache, 1: mmu->split_page_cache) hold pas."""
+        arr = (U64 * max(1, len(pas)))(*pas)
+        ret = self.lib.kg_set_memcache(which, arr, len(pas))
+        if ret:
+            raise ValueError(f"kg_set_memcache: {ret}")
+
+    def memcache(self, which: int) -> list[int]:
+        """Return the pages memcache which still holds, bottom first."""
+        arr = (U64 * 2048)()
+        n = self.lib.kg_get_memcache(which, arr, 2048)
+        return [int(arr[i]) for i in range(n)]
+
+    def map(self, addr: int, size: int, phys: int, prot: int, flags: int) -> int:
+        """kvm_pgtable_stage2_map with the map memcache."""
+        return int(self.lib.kg_map(addr, size, phys, prot, flags))
+
+    def set_owner(self, addr: int, size: int, owner: int) -> int:
+        """kvm_pgtable_stage2_set_owner with the map memcache."""
+        return int(self.lib.kg_set_owner(addr, size, owner))
+
+    def unmap(self, addr: int, size: int) -> int:
+        """kvm_pgtable_stage2_unmap."""
+        return int(self.lib.kg_unmap(addr, size))
+
+    def wrprotect(self, addr: int, size: int) -> int:
+        """kvm_pgtable_stage2_wrprotect."""
+        return int(self.lib.kg_wrprotect(addr, size))
+
+    def mkyoung(self, addr: int) -> int:
+        """kvm_pgtable_stage2_mkyoung (6.12 returns the old descriptor)."""
+        return int(self.lib.kg_mkyoung(addr))
+
+    def test_clear_young(self, addr: int, size: int, mkold: bool) -> bool:
+        """kvm_pgtable_stage2_test_clear_young."""
+        return bool(self.lib.kg_test_clear_young(addr, size, mkold))
+
+    def relax_perms(self, addr: int, prot: int) -> int:
+        """kvm_pgtable_stage2_relax_perms."""
+        return int(self.lib.kg_relax_perms(addr, prot))
+
+    def flush(self, addr: int, size: int) -> int:
+        """kvm_pgtable_stage2_flush."""
+        return int(self.lib.kg_flush(addr, size))
+
+    def split(self, addr: int, size: int) -> int:
+        """kvm_pgtable_stage2_split with mmu->split_page_cache."""
+        return int(self.lib.kg_split(addr, size))
+
+    def pgd(self) -> int:
+        """Return the PGD's address."""
+        return int(self.lib.kg_pgd())
+
+    def start_level(self) -> int:
+        """Return the table's start level."""
+        return int(self.lib.kg_start_level())
+
+    def rcu_depth(self) -> int:
+        """Return the RCU read-side depth (0 between operations)."""
+        return int(self.lib.kg_rcu_depth())
+
+    def take_events(self) -> list[KernelEvent]:
+        """Return the events recorded since the last call, as the model's records."""
+        n = self.lib.kg_nevents()
+        raw = self.lib.kg_events()
+        out: list[KernelEvent] = []
+        for i in range(n):
+            e = raw[i]
+            out.append(_event(e.kind, _signed(e.level), int(e.a), int(e.b),
+                              e.text.decode(errors="replace")))
+        self.lib.kg_clear_events()
+        return out
+
+    def live_pages(self) -> dict[int, tuple[int, bytes]]:
+        """Return every page with a reference: address -> (refcount, contents)."""
+        pas, counts = self._pas, self._counts
+        n = self.lib.kg_live_pages(pas, counts, self._words, MAX_LIVE_PAGES)
+        base = C.addressof(self._words)
+        return {int(pas[i]): (int(counts[i]), C.string_at(base + i * PAGE_SIZE, PAGE_SIZE))
+                for i in range(n)}
+
+
+def _event(kind: int, level: int, a: int, b: int, text: str) -> KernelEvent:
+    match kind:
+        case 1:
+            return TlbiVmidIpa(a, b, level, False)
+        case 2:
+            return TlbiVmidIpa(a, b, level, True)
+        case 3:
+            return TlbiVmidRange(a, b, int(text), PAGE_SIZE)
+        case 4:
+            return TlbiVmid(a)
+        case 5:
+            return Dsb(text)
+        case 6:
+            return Isb()
+        case 7:
+            return DcacheCleanInvalPoc(a, b)
+        case 8:
+            return IcacheInvalPou(a, b)
+        case 9:
+            return PageAlloc(a)
+        case 10:
+            return PageFree(a)
+        case 11:
+            return Warn(text, "")
+        case _:
+            return BadAddress(a)

@@ -1,0 +1,382 @@
+/*
+ * s2mmu's host for the kernel's pgtable.c: mm_ops over a pool of pages, recorders for
+ * the events s2mmu's model records, and a flat API for ctypes.
+ *
+ * Table pages live in one host buffer; a table page's "physical address" is
+ * pool_base + its offset in the buffer, so descriptor words can be compared with the
+ * model's at the same addresses. Other addresses (guest memory) map one to one and are
+ * never dereferenced. Pages come only from the memcaches the harness fills (with the
+ * pages the model's pool handed out) and from kg_init's PGD address, so both sides
+ * allocate the same pages in the same order. free_unlinked_table is deferred to the end
+ * of the operation (RCU); the harness compares frees as an unordered list for that reason.
+ */
+#include <stdlib.h>
+#include <stdio.h>
+#include <asm/kvm_pgtable.h>
+
+int kshim_rcu_depth;
+bool kshim_caps[KSHIM_NR_CAPS];
+bool kshim_tlb_range, kshim_bti_kernel;
+
+enum kg_event_kind {
+	KG_TLBI_IPA = 1, KG_TLBI_IPA_NSH, KG_TLBI_RANGE, KG_TLBI_VMID, KG_DSB, KG_ISB,
+	KG_DCACHE, KG_ICACHE, KG_ALLOC, KG_FREE, KG_WARN, KG_BAD_ADDR,
+};
+
+struct kg_event {
+	int kind;
+	int level;
+	u64 a;
+	u64 b;
+	char text[64];
+};
+
+#define KG_MAX_EVENTS 65536
+static struct kg_event events[KG_MAX_EVENTS];
+static int nevents;
+
+static unsigned char *pool;
+static u64 pool_base, pool_pages;
+static int *refcount;
+static u64 exact_pa;
+static struct kvm_s2_mmu mmu;
+static struct kvm_pgtable pgt;
+static struct kvm_mmu_memory_cache map_cache;
+
+#define KG_MAX_DEFERRED 4096
+static struct { void *addr; s8 level; } deferred[KG_MAX_DEFERRED];
+static int ndeferred;
+
+static struct kg_event *record(int kind, u64 a, u64 b, int level)
+{
+	struct kg_event *e = &events[nevents < KG_MAX_EVENTS ? nevents++ : KG_MAX_EVENTS - 1];
+
+	e->kind = kind;
+	e->a = a;
+	e->b = b;
+	e->level = level;
+	e->text[0] = 0;
+	return e;
+}
+
+void kshim_warn(const char *function, const char *condition)
+{
+	struct kg_event *e = record(KG_WARN, 0, 0, 0);
+
+	snprintf(e->text, sizeof(e->text), "%s", function);
+	(void)condition;
+}
+
+void kshim_dsb(const char *domain)
+{
+	struct kg_event *e = record(KG_DSB, 0, 0, 0);
+
+	snprintf(e->text, sizeof(e->text), "%s", domain);
+}
+
+void kshim_isb(void) { record(KG_ISB, 0, 0, 0); }
+
+void __kvm_tlb_flush_vmid_ipa(struct kvm_s2_mmu *m, phys_addr_t ipa, int level)
+{
+	record(KG_TLBI_IPA, m->vmid, ipa, level);
+}
+
+void __kvm_tlb_flush_vmid_ipa_nsh(struct kvm_s2_mmu *m, phys_addr_t ipa, int level)
+{
+	record(KG_TLBI_IPA_NSH, m->vmid, ipa, level);
+}
+
+void __kvm_tlb_flush_vmid_range(struct kvm_s2_mmu *m, phys_addr_t start, unsigned long pages)
+{
+	struct kg_event *e = record(KG_TLBI_RANGE, m->vmid, start, 0);
+
+	snprintf(e->text, sizeof(e->text), "%lu", pages);
+}
+
+void __kvm_tlb_flush_vmid(struct kvm_s2_mmu *m) { record(KG_TLBI_VMID, m->vmid, 0, 0); }
+
+static bool in_pool(u64 pa) { return pa >= pool_base && pa < pool_base + pool_pages * PAGE_SIZE; }
+
+static void *kg_phys_to_virt(phys_addr_t pa)
+{
+	return in_pool(pa) ? pool + (pa - pool_base) : (void *)pa;
+}
+
+static phys_addr_t kg_virt_to_phys(void *addr)
+{
+	unsigned char *p = addr;
+
+	if (p >= pool && p < pool + pool_pages * PAGE_SIZE)
+		return pool_base + (u64)(p - pool);
+	return (phys_addr_t)addr;
+}
+
+static long page_index(void *addr)
+{
+	u64 pa = kg_virt_to_phys(addr) & ~(PAGE_SIZE - 1);
+
+	if (!in_pool(pa)) {
+		record(KG_BAD_ADDR, pa, 0, 0);
+		return -1;
+	}
+	return (long)((pa - pool_base) >> PAGE_SHIFT);
+}
+
+static void *kg_zalloc_page(void *arg)
+{
+	struct kvm_mmu_memory_cache *mc = arg;
+	void *p;
+
+	if (!mc || !mc->nobjs) {
+		kshim_warn("kvm_mmu_memory_cache_alloc", "!mc->nobjs");
+		return NULL;
+	}
+	p = mc->objects[--mc->nobjs];
+	memset(p, 0, PAGE_SIZE);
+	refcount[page_index(p)] = 1;
+	record(KG_ALLOC, kg_virt_to_phys(p), 0, 0);
+	return p;
+}
+
+static void *kg_zalloc_pages_exact(size_t size)
+{
+	void *p = kg_phys_to_virt(exact_pa);
+	size_t off;
+
+	if (!in_pool(exact_pa))
+		return NULL;
+	memset(p, 0, size);
+	for (off = 0; off < size; off += PAGE_SIZE) {
+		refcount[page_index((char *)p + off)] = 1;
+		record(KG_ALLOC, exact_pa + off, 0, 0);
+	}
+	return p;
+}
+
+static void free_page_at(void *addr)
+{
+	long i = page_index(addr);
+
+	if (i < 0)
+		return;
+	refcount[i] = 0;
+	memset(pool + i * PAGE_SIZE, 0, PAGE_SIZE);
+	record(KG_FREE, pool_base + (u64)i * PAGE_SIZE, 0, 0);
+}
+
+static void kg_free_pages_exact(void *addr, size_t size)
+{
+	size_t off;
+
+	for (off = 0; off < size; off += PAGE_SIZE)
+		free_page_at((char *)addr + off);
+}
+
+static void kg_free_unlinked_table(void *addr, s8 level)
+{
+	if (ndeferred < KG_MAX_DEFERRED) {
+		deferred[ndeferred].addr = addr;
+		deferred[ndeferred].level = level;
+		ndeferred++;
+	}
+}
+
+static void kg_get_page(void *addr)
+{
+	long i = page_index(addr);
+
+	if (i >= 0)
+		refcount[i]++;
+}
+
+static void kg_put_page(void *addr)
+{
+	long i = page_index(addr);
+
+	if (i < 0)
+		return;
+	if (refcount[i] == 1)
+		free_page_at(addr);
+	else
+		refcount[i]--;
+}
+
+static int kg_page_count(void *addr)
+{
+	long i = page_index(addr);
+
+	return i < 0 ? 0 : refcount[i];
+}
+
+static void kg_dcache(void *addr, size_t size)
+{
+	if (!kshim_caps[ARM64_HAS_STAGE2_FWB])
+		record(KG_DCACHE, kg_virt_to_phys(addr), size, 0);
+}
+
+static bool kg_dic;
+
+static void kg_icache(void *addr, size_t size)
+{
+	if (kg_dic)
+		record(KG_ISB, 0, 0, 0);
+	else
+		record(KG_ICACHE, kg_virt_to_phys(addr), size, 0);
+}
+
+static struct kvm_pgtable_mm_ops mm_ops = {
+	.zalloc_page = kg_zalloc_page,
+	.zalloc_pages_exact = kg_zalloc_pages_exact,
+	.free_pages_exact = kg_free_pages_exact,
+	.free_unlinked_table = kg_free_unlinked_table,
+	.get_page = kg_get_page,
+	.put_page = kg_put_page,
+	.page_count = kg_page_count,
+	.phys_to_virt = kg_phys_to_virt,
+	.virt_to_phys = kg_virt_to_phys,
+	.dcache_clean_inval_poc = kg_dcache,
+	.icache_inval_pou = kg_icache,
+};
+
+/* End of an operation: the RCU grace period passes, deferred tables are freed. */
+static void kg_grace_period(void)
+{
+	int i;
+
+	for (i = 0; i < ndeferred; i++)
+		kvm_pgtable_stage2_free_unlinked(&mm_ops, deferred[i].addr, deferred[i].level);
+	ndeferred = 0;
+}
+
+/* ---- Flat API for ctypes ---- */
+
+int kg_version(void) { return 612; }
+
+u64 kg_get_vtcr(u64 mmfr0, u64 mmfr1, u32 ipa_bits) { return kvm_get_vtcr(mmfr0, mmfr1, ipa_bits); }
+
+int kg_init(u64 base, u64 npages, u64 mmfr0, u64 mmfr1, u32 ipa_bits, u64 vmid, u64 pgd_pa,
+	    int fwb, int tlb_range, int dic, int hw_afdbm)
+{
+	free(pool);
+	free(refcount);
+	pool = aligned_alloc(PAGE_SIZE, npages * PAGE_SIZE);
+	refcount = calloc(npages, sizeof(*refcount));
+	if (!pool || !refcount)
+		return -ENOMEM;
+	memset(pool, 0, npages * PAGE_SIZE);
+	pool_base = base;
+	pool_pages = npages;
+	nevents = 0;
+	ndeferred = 0;
+	kshim_rcu_depth = 0;
+	memset(&mmu, 0, sizeof(mmu));
+	memset(&pgt, 0, sizeof(pgt));
+	map_cache.nobjs = 0;
+	kshim_caps[ARM64_HAS_STAGE2_FWB] = fwb;
+	kshim_caps[ARM64_WORKAROUND_AMPERE_AC03_CPU_38] = !hw_afdbm;
+	kshim_tlb_range = tlb_range;
+	kg_dic = dic;
+	exact_pa = pgd_pa;
+	mmu.vmid = vmid;
+	mmu.vtcr = kvm_get_vtcr(mmfr0, mmfr1, ipa_bits);
+	mmu.pgt = &pgt;
+	return kvm_pgtable_stage2_init(&pgt, &mmu, &mm_ops);
+}
+
+static struct kvm_mmu_memory_cache *cache(int which)
+{
+	return which ? &mmu.split_page_cache : &map_cache;
+}
+
+/* Replace a memcache's pages (pool addresses, popped from the end); they read as zero. */
+int kg_set_memcache(int which, const u64 *pas, int n)
+{
+	struct kvm_mmu_memory_cache *mc = cache(which);
+	int i;
+
+	for (i = 0; i < mc->nobjs; i++)
+		refcount[page_index(mc->objects[i])] = 0;
+	if (n > (int)(sizeof(mc->objects) / sizeof(mc->objects[0])))
+		return -E2BIG;
+	for (i = 0; i < n; i++) {
+		if (!in_pool(pas[i]))
+			return -EINVAL;
+		mc->objects[i] = kg_phys_to_virt(pas[i]);
+		memset(mc->objects[i], 0, PAGE_SIZE);
+		refcount[page_index(mc->objects[i])] = 1;
+	}
+	mc->nobjs = n;
+	return 0;
+}
+
+int kg_get_memcache(int which, u64 *out, int max)
+{
+	struct kvm_mmu_memory_cache *mc = cache(which);
+	int i;
+
+	for (i = 0; i < mc->nobjs && i < max; i++)
+		out[i] = kg_virt_to_phys(mc->objects[i]);
+	return mc->nobjs;
+}
+
+#define KG_OP(body) ({ long __r = (body); kg_grace_period(); __r; })
+
+long kg_map(u64 addr, u64 size, u64 phys, u64 prot, u64 flags)
+{
+	return KG_OP(kvm_pgtable_stage2_map(&pgt, addr, size, phys, prot, &map_cache, flags));
+}
+
+long kg_set_owner(u64 addr, u64 size, u8 owner)
+{
+	return KG_OP(kvm_pgtable_stage2_set_owner(&pgt, addr, size, &map_cache, owner));
+}
+
+long kg_unmap(u64 addr, u64 size) { return KG_OP(kvm_pgtable_stage2_unmap(&pgt, addr, size)); }
+
+long kg_wrprotect(u64 addr, u64 size)
+{
+	return KG_OP(kvm_pgtable_stage2_wrprotect(&pgt, addr, size));
+}
+
+u64 kg_mkyoung(u64 addr) { return (u64)KG_OP((long)kvm_pgtable_stage2_mkyoung(&pgt, addr)); }
+
+long kg_test_clear_young(u64 addr, u64 size, int mkold)
+{
+	return KG_OP(kvm_pgtable_stage2_test_clear_young(&pgt, addr, size, mkold));
+}
+
+long kg_relax_perms(u64 addr, u64 prot)
+{
+	return KG_OP(kvm_pgtable_stage2_relax_perms(&pgt, addr, prot));
+}
+
+long kg_flush(u64 addr, u64 size) { return KG_OP(kvm_pgtable_stage2_flush(&pgt, addr, size)); }
+
+long kg_split(u64 addr, u64 size)
+{
+	return KG_OP(kvm_pgtable_stage2_split(&pgt, addr, size, &mmu.split_page_cache));
+}
+
+u64 kg_pgd(void) { return kg_virt_to_phys(pgt.pgd); }
+int kg_start_level(void) { return pgt.start_level; }
+int kg_nevents(void) { return nevents; }
+const struct kg_event *kg_events(void) { return events; }
+void kg_clear_events(void) { nevents = 0; }
+int kg_rcu_depth(void) { return kshim_rcu_depth; }
+
+/* Copy the pages with a non-zero refcount: their addresses, counts and contents. */
+int kg_live_pages(u64 *pas, int *counts, u64 *words, int max)
+{
+	u64 i;
+	int n = 0;
+
+	for (i = 0; i < pool_pages && n < max; i++) {
+		if (!refcount[i])
+			continue;
+		pas[n] = pool_base + i * PAGE_SIZE;
+		counts[n] = refcount[i];
+		memcpy(words + (u64)n * PTRS_PER_PTE, pool + i * PAGE_SIZE, PAGE_SIZE);
+		n++;
+	}
+	return n;
+}

@@ -1,0 +1,485 @@
+"""Drive the kernel's pgtable.c and the model side by side and compare after every operation.
+
+A run is a number of random sequences, each on a fresh stage 2 (4K granule, 40-bit IPA,
+16-bit VMID, start level 1) on both sides. Table pages come from the model's page pool;
+the kernel side gets the same pages in its memcaches, so descriptor words compare at the
+same addresses. After every operation the two sides must agree on:
+
+- the return value (mkyoung's is not compared: 6.12 returns the old descriptor, the
+  model's API returns nothing, as the kernel's does from v6.15);
+- every page with a reference: its refcount and all its descriptor words (table pages,
+  the PGD, the pages the memcaches hold), and what each memcache still holds;
+- the ordered events: TLBIs (VMID, IPA, level hint, NSH), DSB/ISB, CMOs, page allocations
+  and WARNs (by function), with page frees compared as a sorted list, since the kernel
+  side frees RCU-deferred tables at the end of the operation and the model when the walk
+  that detached them ends. relax_perms's TLBI level hint on -EAGAIN is not compared
+  (6.12 passes an uninitialised level there).
+
+The first difference in a sequence ends it; it is shrunk to a minimal sequence of
+operations that still shows it, printed as replayable text (:func:`parse_ops`).
+
+Kernel: the kvm_pgtable_stage2_* functions of arch/arm64/kvm/hyp/pgtable.c (6.12) and
+their callers' flags (user_mem_abort: HANDLE_FAULT | SHARED).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from s2mmu.arch.errors import InputError
+from s2mmu.kernel.binding import KernelEvent, KernelPgtable
+from s2mmu.pgtable.caps import KvmCaps
+from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2, stage2_cache_min_pages
+from s2mmu.pgtable.events import PageFree, TlbiVmidIpa, Warn
+from s2mmu.pgtable.mm import KvmMmuMemoryCache, kvm_mmu_topup_memory_cache
+from s2mmu.pgtable.profile import BehaviourProfile
+from s2mmu.pgtable.prot import KvmPgtableProt
+from s2mmu.pgtable.races import fault_walk_flags
+from s2mmu.pgtable.stage2 import (
+    kvm_pgtable_stage2_flush,
+    kvm_pgtable_stage2_map,
+    kvm_pgtable_stage2_mkyoung,
+    kvm_pgtable_stage2_relax_perms,
+    kvm_pgtable_stage2_set_owner,
+    kvm_pgtable_stage2_split,
+    kvm_pgtable_stage2_test_clear_young,
+    kvm_pgtable_stage2_unmap,
+    kvm_pgtable_stage2_wrprotect,
+)
+from s2mmu.pgtable.table import KvmPgtable
+from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_SHARED
+
+SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
+POOL_BASE = 0x80_0000_0000
+POOL_PAGES = 8192
+IPA_BITS = 40
+VMID = 1
+MMFR0 = 5  # PARange 48 bits
+MMFR1 = 0b0010 << 4  # VMIDBits: 16
+
+# 6.12's enum kvm_pgtable_prot and walk flags (asm/kvm_pgtable.h).
+K_PROT_X, K_PROT_W, K_PROT_R, K_PROT_DEVICE, K_PROT_NORMAL_NC = 1, 2, 4, 8, 16
+K_WALK_SHARED, K_WALK_HANDLE_FAULT = 1 << 3, 1 << 4
+
+PROT_NAMES = {"R": K_PROT_R, "W": K_PROT_W, "X": K_PROT_X}
+MEMTYPES = {"": 0, "DEVICE": K_PROT_DEVICE, "NC": K_PROT_NORMAL_NC}
+OP_NAMES = ("map", "set_owner", "unmap", "wrprotect", "relax_perms", "mkyoung",
+            "test_clear_young", "split", "flush")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation with its arguments (prot in 6.12's encoding)."""
+
+    name: str
+    addr: int
+    size: int = SZ_4K
+    phys: int = 0
+    prot: int = 0
+    fault: bool = False
+    mkold: bool = False
+    owner: int = 0
+    split_cache: int = 0
+
+    def __str__(self) -> str:
+        match self.name:
+            case "map":
+                return (f"map {self.addr:#x} {self.size:#x} {self.phys:#x} {prot_text(self.prot)}"
+                        + (" fault" if self.fault else ""))
+            case "set_owner":
+                return f"set_owner {self.addr:#x} {self.size:#x} {self.owner}"
+            case "relax_perms":
+                return f"relax_perms {self.addr:#x} {prot_text(self.prot)}"
+            case "mkyoung":
+                return f"mkyoung {self.addr:#x}"
+            case "test_clear_young":
+                return f"test_clear_young {self.addr:#x} {self.size:#x} {int(self.mkold)}"
+            case "split":
+                return f"split {self.addr:#x} {self.size:#x} {self.split_cache}"
+            case _:
+                return f"{self.name} {self.addr:#x} {self.size:#x}"
+
+
+def prot_text(prot: int) -> str:
+    """Return a prot as text: "RWX", "R+DEVICE", "-" for none."""
+    perms = "".join(n for n, b in PROT_NAMES.items() if prot & b) or "-"
+    mem = next((n for n, b in MEMTYPES.items() if b and prot & b), "")
+    return perms + (f"+{mem}" if mem else "")
+
+
+def parse_prot(text: str) -> int:
+    """Return the prot of a text like "RW" or "RW+DEVICE", or raise InputError."""
+    perms, _, mem = text.partition("+")
+    if mem not in MEMTYPES or any(c not in PROT_NAMES for c in perms.replace("-", "")):
+        raise InputError(f"replay: prot {text!r} is not PERMS[+DEVICE|+NC] (PERMS from R, W, X)")
+    return sum(PROT_NAMES[c] for c in set(perms.replace("-", ""))) | MEMTYPES[mem]
+
+
+def parse_ops(text: str) -> list[Op]:
+    """Return the operations of a replay text (as a difference prints it; ';' or newlines)."""
+    ops = []
+    for raw in text.replace(";", "\n").splitlines():
+        words = raw.split()
+        if not words:
+            continue
+        name, args = words[0], words[1:]
+        try:
+            ops.append(_parse_op(name, args))
+        except InputError:
+            raise
+        except (ValueError, IndexError):
+            raise InputError(f"replay: cannot read operation {raw.strip()!r}") from None
+    return ops
+
+
+def _parse_op(name: str, a: list[str]) -> Op:
+    n = [int(x, 0) for x in a if x[:1].isdigit()]
+    match name:
+        case "map":
+            return Op("map", n[0], n[1], n[2], parse_prot(a[3]), fault=a[4:] == ["fault"])
+        case "set_owner":
+            return Op("set_owner", n[0], n[1], owner=n[2])
+        case "relax_perms":
+            return Op("relax_perms", n[0], prot=parse_prot(a[1]))
+        case "mkyoung":
+            return Op("mkyoung", n[0])
+        case "test_clear_young":
+            return Op("test_clear_young", n[0], n[1], mkold=bool(n[2]))
+        case "split":
+            return Op("split", n[0], n[1], split_cache=n[2])
+        case "unmap" | "wrprotect" | "flush":
+            return Op(name, n[0], n[1])
+    raise InputError(f"replay: unknown operation {name!r}; one of {', '.join(OP_NAMES)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Random operations.
+
+PAGE_SLOTS = tuple(i * SZ_2M for i in range(6))  # pages and 2M blocks: IPA 0..12M
+GIGA_SLOT = 2 * SZ_1G  # 1G blocks (never split: the model's split of 1G is slow)
+PROTS = (K_PROT_R, K_PROT_R | K_PROT_W, K_PROT_R | K_PROT_X, K_PROT_R | K_PROT_W | K_PROT_X,
+         K_PROT_R | K_PROT_W | K_PROT_DEVICE, K_PROT_R | K_PROT_W | K_PROT_NORMAL_NC,
+         K_PROT_W, K_PROT_X, K_PROT_R | K_PROT_X | K_PROT_DEVICE)
+
+
+def random_op(rng: random.Random) -> Op:
+    """Return one random operation over a few 2M slots and one 1G slot."""
+    slot = rng.choice(PAGE_SLOTS)
+    page = slot + rng.randrange(512) * SZ_4K
+    ranged = rng.choice((SZ_4K, SZ_4K * rng.randint(2, 8), SZ_2M, 2 * SZ_2M))
+    kind = rng.choices(OP_NAMES, weights=(40, 3, 12, 8, 10, 5, 6, 6, 3))[0]
+    prot = rng.choice(PROTS)
+    if kind == "map":
+        shape = rng.choices(("page", "pages", "2M", "1G"), weights=(50, 15, 30, 3))[0]
+        phys_base = 0x1_0000_0000 + rng.randrange(4) * SZ_1G
+        if shape == "1G":
+            return Op("map", GIGA_SLOT, SZ_1G, phys_base, prot, fault=rng.random() < 0.5)
+        if shape == "2M":
+            return Op("map", slot, SZ_2M, phys_base + rng.randrange(512) * SZ_2M, prot,
+                      fault=rng.random() < 0.5)
+        size = SZ_4K if shape == "page" else SZ_4K * rng.randint(2, 16)
+        return Op("map", page, size, phys_base + rng.randrange(1 << 18) * SZ_4K, prot,
+                  fault=rng.random() < 0.5)
+    if kind in ("unmap", "wrprotect", "flush") and rng.random() < 0.1:
+        return Op(kind, GIGA_SLOT + rng.randrange(512) * SZ_2M, ranged)
+    match kind:
+        case "set_owner":
+            return Op(kind, page, rng.choice((SZ_4K, SZ_4K * 4)), owner=rng.choice((0, 1, 1, 2)))
+        case "relax_perms":
+            return Op(kind, page, prot=prot)
+        case "mkyoung":
+            return Op(kind, page)
+        case "test_clear_young":
+            return Op(kind, page, ranged, mkold=rng.random() < 0.7)
+        case "split":
+            return Op(kind, slot, rng.choice((SZ_2M, 2 * SZ_2M)),
+                      split_cache=rng.choice((0, 1, 2, 4)))
+    return Op(kind, page, ranged)
+
+
+# ---------------------------------------------------------------------------------------
+# The two sides.
+
+
+def model_prot(prot: int) -> int:
+    """Return a 6.12 prot in the model's encoding (X = PX | UX)."""
+    out = KvmPgtableProt(0)
+    if prot & K_PROT_X:
+        out |= KvmPgtableProt.X
+    if prot & K_PROT_W:
+        out |= KvmPgtableProt.W
+    if prot & K_PROT_R:
+        out |= KvmPgtableProt.R
+    if prot & K_PROT_DEVICE:
+        out |= KvmPgtableProt.DEVICE
+    if prot & K_PROT_NORMAL_NC:
+        out |= KvmPgtableProt.NORMAL_NC
+    return int(out)
+
+
+@dataclass
+class Sides:
+    """A fresh stage 2 on each side, with their memcaches."""
+
+    kernel: KernelPgtable
+    env: PgtableEnv
+    pgt: KvmPgtable
+    map_mc: KvmMmuMemoryCache = field(default_factory=KvmMmuMemoryCache)
+    split_mc: KvmMmuMemoryCache = field(default_factory=KvmMmuMemoryCache)
+    events_seen: int = 0
+
+
+def new_sides(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps) -> Sides:
+    """Return both sides initialised the same way (the model picks the PGD's pages)."""
+    env = new_env(profile=profile, caps=caps, pool_base=POOL_BASE, pool_pages=POOL_PAGES)
+    pgt = new_stage2(env, IPA_BITS, vmid=VMID, mmfr0=MMFR0, mmfr1=MMFR1)
+    assert pgt.pgd is not None
+    ret = kernel.init(pool_base=POOL_BASE, pool_pages=POOL_PAGES, mmfr0=MMFR0, mmfr1=MMFR1,
+                      ipa_bits=IPA_BITS, vmid=VMID, pgd_pa=pgt.pgd, fwb=caps.stage2_fwb,
+                      tlb_range=caps.tlb_range, dic=caps.dic, hw_afdbm=caps.hw_afdbm)
+    if ret:
+        raise RuntimeError(f"kernel kvm_pgtable_stage2_init failed: {ret}")
+    return Sides(kernel, env, pgt)
+
+
+def _prepare(s: Sides, op: Op) -> None:
+    """Top the memcache the operation uses up on the model side and give the kernel the same."""
+    if op.name in ("map", "set_owner"):
+        kvm_mmu_topup_memory_cache(s.map_mc, s.env.pool, stage2_cache_min_pages(s.pgt))
+        s.kernel.set_memcache(0, list(s.map_mc.objects))
+    elif op.name == "split":
+        while s.split_mc.nobjs < op.split_cache:
+            pa = s.env.pool.alloc_page()
+            if pa is None:
+                break
+            s.split_mc.objects.append(pa)
+        s.kernel.set_memcache(1, list(s.split_mc.objects))
+    s.events_seen = len(s.env.events)
+
+
+def run_model(s: Sides, op: Op) -> int | None:
+    """Run op on the model; return its result (None for mkyoung)."""
+    fault = fault_walk_flags(s.env.profile) | KVM_PGTABLE_WALK_SHARED
+    pgt = s.pgt
+    match op.name:
+        case "map":
+            return int(kvm_pgtable_stage2_map(pgt, op.addr, op.size, op.phys, model_prot(op.prot),
+                                              s.map_mc, fault if op.fault else 0))
+        case "set_owner":
+            return int(kvm_pgtable_stage2_set_owner(pgt, op.addr, op.size, s.map_mc, op.owner))
+        case "unmap":
+            return int(kvm_pgtable_stage2_unmap(pgt, op.addr, op.size))
+        case "wrprotect":
+            return int(kvm_pgtable_stage2_wrprotect(pgt, op.addr, op.size))
+        case "relax_perms":
+            return int(kvm_pgtable_stage2_relax_perms(pgt, op.addr, model_prot(op.prot), fault))
+        case "mkyoung":
+            kvm_pgtable_stage2_mkyoung(pgt, op.addr, fault)
+            return None
+        case "test_clear_young":
+            return int(kvm_pgtable_stage2_test_clear_young(pgt, op.addr, op.size, op.mkold))
+        case "split":
+            return int(kvm_pgtable_stage2_split(pgt, op.addr, op.size, s.split_mc))
+        case _:
+            return int(kvm_pgtable_stage2_flush(pgt, op.addr, op.size))
+
+
+def run_kernel(k: KernelPgtable, op: Op) -> int | None:
+    """Run op on the kernel's code; return its result (None for mkyoung)."""
+    match op.name:
+        case "map":
+            flags = K_WALK_HANDLE_FAULT | K_WALK_SHARED if op.fault else 0
+            return k.map(op.addr, op.size, op.phys, op.prot, flags)
+        case "set_owner":
+            return k.set_owner(op.addr, op.size, op.owner)
+        case "unmap":
+            return k.unmap(op.addr, op.size)
+        case "wrprotect":
+            return k.wrprotect(op.addr, op.size)
+        case "relax_perms":
+            return k.relax_perms(op.addr, op.prot)
+        case "mkyoung":
+            k.mkyoung(op.addr)
+            return None
+        case "test_clear_young":
+            return int(k.test_clear_young(op.addr, op.size, op.mkold))
+        case "split":
+            return k.split(op.addr, op.size)
+        case _:
+            return k.flush(op.addr, op.size)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """What the two sides disagreed on after an operation."""
+
+    what: str
+    kernel: str
+    model: str
+
+
+def _normalise(events: Sequence[KernelEvent], op: Op, ret: int | None) -> list[KernelEvent]:
+    out: list[KernelEvent] = []
+    for e in events:
+        if isinstance(e, Warn):
+            e = Warn(e.function, "")
+        if isinstance(e, TlbiVmidIpa) and op.name == "relax_perms" and ret != 0:
+            e = e._replace(level=-1)
+        out.append(e)
+    return out
+
+
+def compare(s: Sides, op: Op, k_ret: int | None, m_ret: int | None) -> Difference | None:
+    """Return the first difference between the sides after op, or None."""
+    if k_ret != m_ret:
+        return Difference("return value", str(k_ret), str(m_ret))
+    k_events = _normalise(s.kernel.take_events(), op, k_ret)
+    m_events = _normalise(list(s.env.events.since(s.events_seen)), op, m_ret)
+    k_order = [e for e in k_events if not isinstance(e, PageFree)]
+    m_order = [e for e in m_events if not isinstance(e, PageFree)]
+    if k_order != m_order:
+        i = next((i for i, (a, b) in enumerate(zip(k_order, m_order, strict=False)) if a != b),
+                 min(len(k_order), len(m_order)))
+        return Difference(f"event {i}", _events_text(k_order[i:i + 3]),
+                          _events_text(m_order[i:i + 3]))
+    k_free = sorted(e.pa for e in k_events if isinstance(e, PageFree))
+    m_free = sorted(e.pa for e in m_events if isinstance(e, PageFree))
+    if k_free != m_free:
+        return Difference("pages freed", _pas(k_free), _pas(m_free))
+    for which, mc in ((0, s.map_mc), (1, s.split_mc)):
+        if s.kernel.memcache(which) != mc.objects:
+            return Difference(f"memcache {which} contents", _pas(s.kernel.memcache(which)),
+                              _pas(mc.objects))
+    return _compare_pages(s)
+
+
+def _compare_pages(s: Sides) -> Difference | None:
+    k_pages = s.kernel.live_pages()
+    m_counts = s.env.pool.refcount
+    if set(k_pages) != set(m_counts):
+        return Difference("live pages", _pas(sorted(k_pages)), _pas(sorted(m_counts)))
+    mem = s.env.mem
+    for pa, (count, data) in sorted(k_pages.items()):
+        if count != m_counts[pa]:
+            return Difference(f"refcount of page {pa:#x}", str(count), str(m_counts[pa]))
+        model = mem.read_bytes(pa, len(data))
+        if model != data:
+            off = next(i for i in range(0, len(data), 8) if data[i:i + 8] != model[i:i + 8])
+            kw = int.from_bytes(data[off:off + 8], "little")
+            mw = int.from_bytes(model[off:off + 8], "little")
+            return Difference(f"descriptor at {pa + off:#x}", f"{kw:#x}", f"{mw:#x}")
+    return None
+
+
+def _pas(pas: list[int]) -> str:
+    return "[" + ", ".join(f"{p:#x}" for p in pas) + "]"
+
+
+def _events_text(events: Sequence[KernelEvent]) -> str:
+    return "; ".join(repr(e) for e in events) or "(none)"
+
+
+# ---------------------------------------------------------------------------------------
+# Runs.
+
+
+@dataclass(frozen=True)
+class SequenceResult:
+    """One sequence: how many operations agreed, and the difference that ended it."""
+
+    ops: tuple[Op, ...]
+    agreed: int
+    difference: Difference | None
+    at: int | None
+
+
+def run_sequence(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps,
+                 ops: list[Op]) -> SequenceResult:
+    """Run ops on fresh sides, comparing after init and each operation; stop at a difference."""
+    s = new_sides(kernel, profile, caps)
+    diff = compare(s, Op("init", 0), None, None)
+    if diff is not None:
+        return SequenceResult(tuple(ops), 0, diff, None)
+    for i, op in enumerate(ops):
+        _prepare(s, op)
+        k_ret = run_kernel(kernel, op)
+        m_ret = run_model(s, op)
+        diff = compare(s, op, k_ret, m_ret)
+        if diff is not None:
+            return SequenceResult(tuple(ops), i, diff, i)
+    return SequenceResult(tuple(ops), len(ops), None, None)
+
+
+def shrink(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps,
+           ops: list[Op]) -> list[Op]:
+    """Return a shortest-found prefix-and-subset of ops that still ends in a difference."""
+
+    def fails(candidate: list[Op]) -> bool:
+        r = run_sequence(kernel, profile, caps, candidate)
+        return r.difference is not None
+
+    current = list(ops)
+    i = 0
+    while i < len(current) - 1:
+        trial = current[:i] + current[i + 1:]
+        if fails(trial):
+            r = run_sequence(kernel, profile, caps, trial)
+            current = trial[: (r.at if r.at is not None else len(trial) - 1) + 1]
+        else:
+            i += 1
+    return current
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    """A whole run: operations compared, operations agreed, the differences found."""
+
+    seed: int
+    profile: str
+    compared: int
+    agreed: int
+    differences: tuple[tuple[SequenceResult, tuple[Op, ...]], ...]
+    by_op: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def agreement(self) -> float:
+        """Return the agreement in percent."""
+        return 100.0 * self.agreed / self.compared if self.compared else 100.0
+
+
+def sequences(seed: int, total: int, length: int) -> Iterator[list[Op]]:
+    """Yield random sequences whose lengths add up to total."""
+    rng = random.Random(seed)
+    left = total
+    while left > 0:
+        n = min(length, left)
+        yield [random_op(rng) for _ in range(n)]
+        left -= n
+
+
+def run_diff(kernel: KernelPgtable, profile: BehaviourProfile, *, ops: int, seed: int,
+             length: int = 40, caps: KvmCaps | None = None,
+             replay: list[Op] | None = None,
+             advance: Callable[[int], None] | None = None) -> DiffReport:
+    """Compare about ops operations in random sequences (or one replayed sequence)."""
+    caps = caps or KvmCaps()
+    compared = agreed = 0
+    found: list[tuple[SequenceResult, tuple[Op, ...]]] = []
+    by_op: dict[str, int] = {}
+    seqs = [replay] if replay is not None else sequences(seed, ops, length)
+    for seq in seqs:
+        r = run_sequence(kernel, profile, caps, seq)
+        ran = r.agreed + (1 if r.difference is not None and r.at is not None else 0)
+        compared += ran
+        agreed += r.agreed
+        for op in seq[: r.agreed]:
+            by_op[op.name] = by_op.get(op.name, 0) + 1
+        if r.difference is not None:
+            upto = list(seq[: (r.at if r.at is not None else 0) + 1])
+            found.append((r, tuple(shrink(kernel, profile, caps, upto))))
+        if advance is not None:
+            advance(ran)
+    return DiffReport(seed, profile.name, compared, agreed, tuple(found), by_op)
+

@@ -1,0 +1,61 @@
+"""`s2mmu kernel build` / `s2mmu kernel diff`: text, JSON (validated), exit statuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from s2mmu.cli.main import cli
+from s2mmu.cli.schemas import validate
+from s2mmu.kernel.build import KernelBuild
+from tests.kernel.test_diff import RELAX_RW_ON_EXEC
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    r = CliRunner().invoke(cli, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_build_names_the_kernel_and_the_profile(kernel_build: KernelBuild,
+                                                kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "build", "--cache", str(kernel_cache))
+    assert code == 0
+    assert out.splitlines()[:2] == [f"kernel: Linux {kernel_build.version} from "
+                                    f"{kernel_build.source}", "model profile: v6.3..v6.19-rc4"]
+    assert out.splitlines()[-1] == "build: cached"
+
+
+def test_build_without_a_source_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    code, out, err = run("kernel", "build", "--source", str(tmp_path / "none.tar.xz"))
+    assert code == 2 and out == ""
+    assert err == f"s2mmu: error: kernel source {tmp_path / 'none.tar.xz'}: no such file or " \
+                  "directory\n"
+
+
+def test_diff_ends_with_the_agreement_line(kernel_build: KernelBuild,
+                                           kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--ops", "40")
+    assert code == 0
+    assert out.splitlines()[-1] == "agreement 100.0% (40/40 operations)"
+
+
+def test_diff_prints_a_replayable_difference_and_exits_1(kernel_build: KernelBuild,
+                                                         kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--profile", "v6.19",
+                       "--replay", RELAX_RW_ON_EXEC)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[-3].startswith("difference 1: descriptor at 0x")
+    assert lines[-2] == f'  replay: s2mmu kernel diff --profile v6.19 --replay "{RELAX_RW_ON_EXEC}"'
+    assert lines[-1] == "agreement 50.0% (1/2 operations)"
+
+
+def test_diff_json_is_one_valid_document(kernel_build: KernelBuild, kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--ops", "30", "--json")
+    doc = json.loads(out)
+    validate(doc)
+    assert code == 0
+    assert doc["compared"] == doc["agreed"] == 30 and doc["differences"] == []
+    assert doc["kernel"]["version"] == str(kernel_build.version)

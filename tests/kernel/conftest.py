@@ -1,0 +1,37 @@
+"""The kernel library, built once per test session from the installed kernel source.
+
+Where the source or a compiler is missing the kernel tests skip, saying what to install;
+where the oracle is required they fail instead: scripts/install-and-test.sh (what CI
+runs) installs both and sets S2MMU_REQUIRE_KERNEL=1, and $CI counts too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from s2mmu.arch.errors import InputError
+from s2mmu.kernel.binding import KernelPgtable
+from s2mmu.kernel.build import KernelBuild, build
+
+
+@pytest.fixture(scope="session")
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kernel-cache")
+
+
+@pytest.fixture(scope="session")
+def kernel_build(kernel_cache: Path) -> KernelBuild:
+    try:
+        return build(None, str(kernel_cache))
+    except InputError as e:
+        if os.environ.get("S2MMU_REQUIRE_KERNEL") or os.environ.get("CI"):
+            pytest.fail(f"kernel oracle required but unavailable: {e}")
+        pytest.skip(f"kernel oracle unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def kernel(kernel_build: KernelBuild) -> KernelPgtable:
+    return KernelPgtable(kernel_build.library)
