@@ -498,7 +498,8 @@ def test_demo_pkvm_json_is_one_valid_document() -> None:
 
 def test_demo_refuses_arch_and_pkvm_together() -> None:
     result = CliRunner().invoke(cli, ["demo", "--pkvm", "--arch"])
-    assert result.exit_code == 2 and "--arch and --pkvm are two different demos" in result.output
+    assert result.exit_code == 2
+    assert "--arch, --pkvm and --nested are different demos" in result.output
 
 
 def test_run_reaches_a_pkvm_scenario_file(tmp_path: Path) -> None:

@@ -100,9 +100,9 @@ from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_W,
     KVM_PGTABLE_PROT_X,
 )
+from s2mmu.pgtable.s2trans import KvmS2Trans
 from s2mmu.pkvm.errno import errname as pkvm_errname
 from s2mmu.pkvm.host_fault import Fixup, ZeropadFixedUp
-from s2mmu.pgtable.s2trans import KvmS2Trans
 from s2mmu.scenario.kvm_events import (
     AccessCompleted,
     Check,
