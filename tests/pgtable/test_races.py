@@ -45,8 +45,10 @@ def test_the_sleep_set_reduction_finds_every_outcome_of_the_full_exploration(rac
 
 
 def test_the_sleep_set_reduction_finds_the_violations_of_the_full_exploration() -> None:
-    full = explore(block_and_page_faults(PRE_V6_3), 2, stop_at_first=False, reduce=False)
-    reduced = explore(block_and_page_faults(PRE_V6_3), 2, stop_at_first=False)
+    # One preemption already holds the historic interleaving; a full search at two runs
+    # for minutes, which belongs in a benchmark, not the suite.
+    full = explore(block_and_page_faults(PRE_V6_3), 1, stop_at_first=False, reduce=False)
+    reduced = explore(block_and_page_faults(PRE_V6_3), 1, stop_at_first=False)
     assert reduced.results == full.results
     assert _violations(reduced) == _violations(full) == {
         ("wrong-mapping", "IPA 0x40000000 (level 3) maps PA 0x200200000, expected 0x200000000")}
