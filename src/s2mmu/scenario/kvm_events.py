@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s2mmu.arch.faults import FaultRecord
+from s2mmu.arch.inputs import shorten
 from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.state import SysRegs
 from s2mmu.kvm.abort import Error, GuestAbort, Resumed, ResumeReason
@@ -917,7 +918,8 @@ SIZE_BYTES = {"4K": 1 << 12, "2M": 1 << 21, "1G": 1 << 30}
 def _expect_outcome(it: Item) -> ExpectOutcome:
     v = it.get("expect")
     if not isinstance(v, str) or v not in EXPECTS:
-        raise it.error("expect", f"must be one of {', '.join(sorted(EXPECTS))}, not {v!r}")
+        raise it.error("expect", f"must be one of {', '.join(sorted(EXPECTS))}, "
+                                 f"not {shorten(v)}")
     return ExpectOutcome(Outcome(v))
 
 

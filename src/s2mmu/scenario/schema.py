@@ -292,6 +292,18 @@ def locate(text: str, table: str, index: int | None, key: str | None) -> int:
     return start + 1
 
 
+MAX_NAME_CHARS = 64
+"""A table or key name longer than this is shortened in messages."""
+
+
+def field_name(name: str) -> str:
+    """Return a table or key name as messages show it: escaped, and shortened if long."""
+    name = escape(name)
+    if len(name) <= MAX_NAME_CHARS:
+        return name
+    return f"{name[:16]}...{name[-8:]} ({len(name)} characters)"
+
+
 class Checker:
     """Field checks that raise ScenarioError with file, line and field."""
 
@@ -330,8 +342,8 @@ class Checker:
 
     def fail(self, table: str, index: int | None, key: str | None, msg: str) -> ScenarioError:
         line = self.line(table, index, key)
-        name = f"{table}[{index}]" if index is not None else table
-        fieldname = f"{name}.{key}" if key else name
+        name = f"{field_name(table)}[{index}]" if index is not None else field_name(table)
+        fieldname = f"{name}.{field_name(key)}" if key else name
         return ScenarioError(f"{self.path}:{line}: {fieldname}: {msg}")
 
     def keys(self, table: str, index: int | None, d: Any, allowed: set[str]) -> dict[str, Any]:
@@ -620,8 +632,8 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
     top = {"name", "description", "event"}.union(*(la.tables for la in registry.layers.values()))
     for k in data:
         if k not in top:
-            raise ScenarioError(f"{p}:{locate(text, k, None, None)}: {k}: unknown table "
-                                f"(known: {', '.join(sorted(top))})")
+            raise ScenarioError(f"{p}:{locate(text, k, None, None)}: {field_name(k)}: unknown "
+                                f"table (known: {', '.join(sorted(top))})")
     for k in ("name", "description"):
         if k in data and not isinstance(data[k], str):
             raise ScenarioError(f"{c.path}:{_top_line(c.text, k)}: {k}: must be a string, "
