@@ -18,7 +18,6 @@ from s2mmu.pgtable.pte import (
     kvm_pte_table,
     kvm_pte_to_phys,
     kvm_pte_valid,
-    stage2_pte_is_counted,
     stage2_pte_is_locked,
 )
 
@@ -93,8 +92,10 @@ def test_64k_52bit_output_address_round_trips_through_bits_15_12(pa: int) -> Non
 
 
 def test_counted_means_non_zero_and_locked_means_invalid_with_bit_10() -> None:
-    assert not stage2_pte_is_counted(0)
-    assert stage2_pte_is_counted(kvm_init_invalid_leaf_owner(1))
+    from s2mmu.pgtable.table import kvm_pgtable_pte_is_counted
+
+    assert not kvm_pgtable_pte_is_counted(None, 0, 3)
+    assert kvm_pgtable_pte_is_counted(None, kvm_init_invalid_leaf_owner(1), 3)
     assert stage2_pte_is_locked(KVM_INVALID_PTE_LOCKED)
     assert not stage2_pte_is_locked(KVM_INVALID_PTE_LOCKED | 1)
 

@@ -30,6 +30,7 @@ from s2mmu.kvm.vm import Kvm
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_W, kvm_pgtable_stage2_pte_prot, stage2_pte_cacheable
 from s2mmu.pgtable.pte import kvm_granule_size, kvm_pte_to_phys, kvm_pte_valid
 from s2mmu.pgtable.steps import Gen
+from s2mmu.pgtable.table import KvmPgtable
 from s2mmu.pgtable.walk import (
     KVM_PGTABLE_WALK_LEAF,
     KvmPgtableVisitCtx,
@@ -124,12 +125,17 @@ def _collect(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
     yield  # pragma: no cover
 
 
-def stage2_leaves(kvm: Kvm) -> list[S2Leaf]:
-    """Return every valid leaf of the VM's stage 2, in IPA order."""
+def pgtable_leaves(pgt: KvmPgtable) -> list[S2Leaf]:
+    """Return every valid leaf of a stage-2 table (KVM's or a shadow), in IPA order."""
     out: list[S2Leaf] = []
     walker = KvmPgtableWalker(_collect, out, KVM_PGTABLE_WALK_LEAF)
-    kvm_pgtable_walk(kvm.pgt, 0, 1 << kvm.ipa_bits, walker)
+    kvm_pgtable_walk(pgt, 0, 1 << pgt.ia_bits, walker)
     return out
+
+
+def stage2_leaves(kvm: Kvm) -> list[S2Leaf]:
+    """Return every valid leaf of the VM's stage 2, in IPA order."""
+    return pgtable_leaves(kvm.pgt)
 
 
 def leaf_writable(leaf: S2Leaf) -> bool:

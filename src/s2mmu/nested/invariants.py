@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 from s2mmu.arch.state import SysRegs
 from s2mmu.kvm.host import PAGE_SHIFT, PAGE_SIZE
+from s2mmu.kvm.invariants import S2Leaf, pgtable_leaves
 from s2mmu.kvm.memslot import gfn_to_hva_memslot, gfn_to_memslot, memslot_is_readonly
 from s2mmu.nested.mmu import NestedKvm, NestedMmu, kvm_s2_mmu_valid
 from s2mmu.nested.nested import NestedWalkError, kvm_walk_nested_s2
@@ -33,16 +34,8 @@ from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_W,
     kvm_pgtable_stage2_pte_prot,
 )
-from s2mmu.pgtable.pte import kvm_granule_size, kvm_pte_to_phys, kvm_pte_valid
 from s2mmu.pgtable.s2trans import KvmS2Trans
-from s2mmu.pgtable.steps import Gen
 from s2mmu.pgtable.table import KvmPgtable
-from s2mmu.pgtable.walk import (
-    KVM_PGTABLE_WALK_LEAF,
-    KvmPgtableVisitCtx,
-    KvmPgtableWalker,
-    kvm_pgtable_walk,
-)
 
 PERMS = int(KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_PX | KVM_PGTABLE_PROT_UX)
 
@@ -91,31 +84,9 @@ NestedViolation = ShadowBeyondL1 | ShadowOutsideMemslot | ShadowMismatch | Shado
 """A broken shadow stage-2 invariant: a closed union."""
 
 
-@dataclass(frozen=True)
-class ShadowLeaf:
-    """A valid shadow leaf: L2 IPA, size, output PA, descriptor."""
-
-    l2_ipa: int
-    size: int
-    pa: int
-    pte: int
-
-
-def _collect(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
-    if kvm_pte_valid(ctx.old):
-        g = ctx.mm_ops.g
-        ctx.arg.append(ShadowLeaf(ctx.addr, kvm_granule_size(ctx.level, g),
-                                  kvm_pte_to_phys(ctx.old, g), ctx.old))
-    return 0
-    yield  # pragma: no cover
-
-
-def shadow_leaves(pgt: KvmPgtable) -> list[ShadowLeaf]:
-    """Return every valid leaf of a shadow stage 2, in L2 IPA order."""
-    out: list[ShadowLeaf] = []
-    kvm_pgtable_walk(pgt, 0, 1 << pgt.ia_bits, KvmPgtableWalker(_collect, out,
-                                                                KVM_PGTABLE_WALK_LEAF))
-    return out
+def shadow_leaves(pgt: KvmPgtable) -> list[S2Leaf]:
+    """Return every valid leaf of a shadow stage 2, in L2 IPA order (S2Leaf.ipa is L2's)."""
+    return pgtable_leaves(pgt)
 
 
 def l1_translate(nk: NestedKvm, mmu: NestedMmu, regs: SysRegs,
@@ -146,7 +117,7 @@ def check_shadow(nk: NestedKvm, mmu: NestedMmu, regs: SysRegs) -> list[NestedVio
         granted = int(kvm_pgtable_stage2_pte_prot(leaf.pte)) & PERMS
         off = 0
         while off < leaf.size:
-            l2 = leaf.l2_ipa + off
+            l2 = leaf.ipa + off
             trans = l1_translate(nk, mmu, regs, l2)
             if isinstance(trans, NestedWalkError) or trans.esr:
                 fsc = trans.esr if isinstance(trans, KvmS2Trans) else 0

@@ -14,7 +14,7 @@ Kernel: arch/arm64/include/asm/kvm_pgtable.h (KVM_PTE_*, KVM_PGTABLE_LAST_LEVEL,
 KVM_PGTABLE_MIN_BLOCK_LEVEL, kvm_pte_valid, kvm_pte_to_phys, kvm_phys_to_pte,
 kvm_granule_shift, kvm_granule_size, kvm_level_supports_block_mapping);
 arch/arm64/kvm/hyp/pgtable.c (kvm_pte_table, kvm_init_table_pte, kvm_init_valid_leaf_pte,
-kvm_init_invalid_leaf_owner, stage2_pte_is_counted, stage2_pte_is_locked).
+kvm_init_invalid_leaf_owner, stage2_pte_is_locked; stage2_pte_is_counted is in table.py).
 """
 
 from __future__ import annotations
@@ -227,14 +227,6 @@ def kvm_invalid_pte_owner(pte: int) -> PkvmComponentId | None:
     if owner == 0:
         return None
     return PkvmComponentId(owner)
-
-
-def stage2_pte_is_counted(pte: int) -> bool:
-    """Return whether the entry holds a reference on its table page (any non-zero pte).
-
-    Kernel: stage2_pte_is_counted.
-    """
-    return pte != 0
 
 
 def stage2_pte_is_locked(pte: int) -> bool:
