@@ -371,6 +371,9 @@ def _fail(config: NestedConfig, key: str, msg: str) -> ScenarioError:
 def write_l1_stage2(config: NestedConfig, mem: MemslotMemory) -> TableBuilder:
     """Write L1's stage 2 ([[nested.map]], then [[nested.desc]]) into guest memory."""
     start = kvm_start_level(config.granule, config.sl0)
+    if not isinstance(mem.read64(config.tables), int):
+        raise _fail(config, "tables", f"{config.tables:#x} is outside guest memory (no memslot "
+                                      "backs it): L1's tables live in its RAM")
     try:
         b = TableBuilder(GuestImage(mem), BumpAllocator(config.tables, config.tables + TABLE_SPACE,
                                             config.granule.size),
