@@ -288,3 +288,34 @@ def test_the_cli_refuses_bad_nested_input_with_exit_2(tmp_path, text: str,  # ty
     assert got.exit_code == 2, got.output
     lines = [ln for ln in got.output.splitlines() if ln]
     assert len(lines) == 1 and want in lines[0] and "Traceback" not in got.output
+
+
+def test_entering_l2_with_other_vttbrs_looks_up_then_recycles_round_robin() -> None:
+    from s2mmu.scenario.nested_events import L2Entered
+    vttbr = 0x43000000
+    r = run(scenario(f"""
+[[event]]
+do = "l2_read"
+ipa = 0x80001000
+[[event]]
+do = "l2_enter"
+regs = {{ VTTBR_EL2 = {6 << 48 | vttbr:#x} }}
+[[event]]
+do = "l2_enter"
+regs = {{ VTTBR_EL2 = {5 << 48 | vttbr | 1:#x} }}
+expect_shadow = {{ l2_ipa = 0x80001000, size = "4K" }}
+[[event]]
+do = "l2_enter"
+regs = {{ VTTBR_EL2 = {7 << 48 | vttbr:#x} }}
+expect_shadow = {{ l2_ipa = 0x80001000, size = "none" }}
+"""))
+    assert r.ok, [f.what for f in r.failures]
+    got = [s.result for s in r.steps[2:]]
+    assert [(e.vmid, e.found, e.recycled_vmid) for e in got if isinstance(e, L2Entered)] == [
+        (6, False, None), (5, True, None), (7, False, 5)]
+
+
+def test_l2_enter_refuses_an_unknown_register() -> None:
+    with pytest.raises(ScenarioError, match=r"event\[0\]\.regs: 'VTTBR_EL3': not a register"):
+        load_scenario("t.toml", scenario('[[event]]\ndo = "l2_enter"\n'
+                                         'regs = { VTTBR_EL3 = 1 }'))

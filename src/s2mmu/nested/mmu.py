@@ -8,12 +8,17 @@ robin) is recycled: its key is replaced and an unmap is left pending, done on th
 vCPU's next request check. KVM's fault path fills a shadow with the composition of
 L1's stage 2 (walked in software) and KVM's own; L1's TLBIs empty it again.
 
-Kernel: arch/arm64/kvm/nested.c (S2_MMU_PER_VCPU, kvm_vcpu_init_nested, lookup_s2_mmu,
-get_s2_mmu_nested, kvm_vcpu_load_hw_mmu, kvm_vcpu_put_hw_mmu, check_nested_vcpu_requests,
-kvm_s2_mmu_iterate_by_vmid, compute_tlb_inval_range, get_guest_mapping_ttl, ttl_to_size),
+Differences from the kernel, by choice of scope: shadows are built with the VM's IPA size
+(the kernel uses kvm_get_pa_bits, the PARange L1 sees); a put always drops the vCPU's
+reference (the kernel keeps it when the vCPU is only scheduled out, not in WFI).
+
+Kernel: arch/arm64/kvm/nested.c (S2_MMU_PER_VCPU, kvm_vcpu_init_nested,
+kvm_init_nested_s2_mmu, lookup_s2_mmu, get_s2_mmu_nested, kvm_vcpu_load_hw_mmu,
+kvm_vcpu_put_hw_mmu, check_nested_vcpu_requests, kvm_s2_mmu_iterate_by_vmid,
+compute_tlb_inval_range, get_guest_mapping_ttl, ttl_to_size),
 arch/arm64/kvm/sys_regs.c (handle_vmalls12e1is, handle_ipas2e1is, s2_mmu_unmap_ipa,
 handle_ripas2e1is, s2_mmu_unmap_range, handle_tlbi_el1, kvm_supported_tlbi_ipas2_op),
-arch/arm64/kvm/mmu.c (kvm_handle_guest_abort's nested branch, kvm_init_nested_s2_mmu).
+arch/arm64/kvm/mmu.c (kvm_handle_guest_abort's nested branch).
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ through the shadow stage 2; each abort goes to kvm_handle_guest_abort's nested b
 ``xt`` raw, or ``ipa`` with ``ttl_level`` (and ``ttl_granule``), or for the range forms
 ``ipa``, ``tg``, ``scale``, ``num``, ``ttl_level``); ``l1_at`` (``op`` any AT, ``va``,
 ``pan``); ``l1_unmap`` (``l2_ipa``: L1 writes an invalid descriptor over its leaf);
-``l1_map`` (one more mapping, as in [[nested.map]]).
+``l1_map`` (one more mapping, as in [[nested.map]]); ``l2_enter`` (``regs``: L1 sets EL2
+registers and enters L2 again; vCPU 0 loads the shadow they select, recycling one when
+none matches).
 
 Expectations: expect_esr (the ESR injected into L1), expect_shadow ({l2_ipa, size,
 perms}: the shadow leaf after the step, size "none" for nothing), expect_par (PAR_EL1),
@@ -61,6 +63,7 @@ from s2mmu.nested.mmu import (
     ShadowS1Tlbi,
     ShadowUnmap,
     current_mmu,
+    get_vmid,
     encode_ipas2_xt,
     encode_range_xt,
     handle_ipas2e1is,
@@ -71,6 +74,8 @@ from s2mmu.nested.mmu import (
     kvm_s2_mmu_valid,
     kvm_vcpu_init_nested,
     kvm_vcpu_load_hw_mmu,
+    kvm_vcpu_put_hw_mmu,
+    lookup_s2_mmu,
 )
 from s2mmu.nested.nested import NestedVm, NestedWalkError, kvm_start_level, kvm_walk_nested_s2
 from s2mmu.pgtable.prot import (
@@ -536,7 +541,15 @@ class L1MapEvent(Event):
     map: L1Map
 
 
-NestedEvent = L2Access | L1Tlbi | L1At | L1Unmap | L1MapEvent
+@dataclass(frozen=True, kw_only=True)
+class L2Enter(Event):
+    """L1 sets EL2 registers (by Arm name) and enters L2 again: vCPU 0 puts its shadow and
+    loads the one L1's new registers select (looked up, or recycled round robin)."""
+
+    regs: tuple[tuple[str, int], ...]
+
+
+NestedEvent = L2Access | L1Tlbi | L1At | L1Unmap | L1MapEvent | L2Enter
 """The nested layer's events: a closed union."""
 
 
@@ -596,6 +609,18 @@ class L1Mapped:
     """L1 added a mapping to its stage 2."""
 
     map: L1Map
+
+
+@dataclass(frozen=True)
+class L2Entered:
+    """vCPU 0 runs L2 on the shadow with host VMID shadow_vmid, keyed by L1's VMID: found by
+    lookup_s2_mmu, or taken over (recycled_vmid: the L1 VMID it held before, its tables
+    emptied by the pending unmap)."""
+
+    vmid: int
+    shadow_vmid: int
+    found: bool
+    recycled_vmid: int | None
 
 
 # -- running events ----------------------------------------------------------------------------
@@ -660,6 +685,23 @@ def emulate_tlbi(world: World, ev: L1Tlbi, draft: StepDraft) -> None:
         draft.result = TlbiDone(ev.op, ev.xt, tuple(handle_vmalls12e1is(nk, regs)))
     else:
         draft.result = TlbiDone(ev.op, ev.xt, (), tuple(handle_tlbi_el1(nk, regs)))
+
+
+def run_enter(world: World, ev: L2Enter, draft: StepDraft) -> Outcome:
+    """Put vCPU 0's shadow, set L1's registers, load the shadow they select."""
+    nk = _nk(world)
+    nw = world.part(NestedWorld)
+    vcpu = world.part(KvmWorld).vcpus[0]
+    kvm_vcpu_put_hw_mmu(nk, vcpu)
+    nw.regs = replace(nw.regs, **dict(ev.regs))
+    found = lookup_s2_mmu(nk, nw.regs)
+    before = {id(m): (kvm_s2_mmu_valid(m), get_vmid(m.tlb_vttbr)) for m in nk.mmus}
+    mmu = kvm_vcpu_load_hw_mmu(nk, vcpu, nw.regs)
+    valid, old = before[id(mmu)]
+    recycled = old if found is None and valid else None
+    draft.result = L2Entered(get_vmid(nw.regs.VTTBR_EL2), mmu.pgt.s2_mmu.vmid,
+                             found is not None, recycled)
+    return Outcome.DONE
 
 
 def at_context(world: World) -> AtContext:
@@ -816,6 +858,24 @@ def parse_unmap(it: Item, ctx: ParseContext) -> L1Unmap:
     _config(it, ctx)
     _need(it, "l2_ipa")
     return L1Unmap(**common_fields(it), l2_ipa=_int_field(it, "l2_ipa"))
+
+
+def parse_enter(it: Item, ctx: ParseContext) -> L2Enter:
+    """Parse l2_enter: regs = { VTTBR_EL2 = ..., ... } by Arm name."""
+    _config(it, ctx)
+    _need(it, "regs")
+    raw = it.get("regs")
+    if not isinstance(raw, dict) or not raw:
+        raise it.error("regs", f"must be a table like {{ VTTBR_EL2 = 0x6000043000000 }}, "
+                               f"not {shorten(raw)}")
+    out = []
+    for k, v in raw.items():
+        if k not in SysRegs.names():
+            raise it.error("regs", f"{shorten(k)}: not a register the model has")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
+            raise it.error("regs", f"{k}: must be a 64-bit value, not {shorten(v)}")
+        out.append((str(k), v))
+    return L2Enter(**common_fields(it), regs=tuple(out))
 
 
 def parse_map(it: Item, ctx: ParseContext) -> L1MapEvent:
@@ -1037,6 +1097,8 @@ def register() -> None:
                                   run_at, frozenset({"expect_par", "expect_path"})))
     REGISTRY.event_kind(EventKind("l1_unmap", L1Unmap, frozenset({"l2_ipa"}), parse_unmap,
                                   run_unmap, shadow))
+    REGISTRY.event_kind(EventKind("l2_enter", L2Enter, frozenset({"regs"}), parse_enter,
+                                  run_enter, shadow))
     REGISTRY.event_kind(EventKind("l1_map", L1MapEvent,
                                   frozenset({"l2_ipa", "ipa", "size", "perms", "xn", "level"}),
                                   parse_map, run_map, shadow))

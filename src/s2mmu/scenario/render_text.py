@@ -155,6 +155,8 @@ from s2mmu.scenario.nested_events import (
     L1Unmapped,
     L2Access,
     L2Completed,
+    L2Enter,
+    L2Entered,
     NestedSummary,
     ShadowLeaf,
     TlbiDone,
@@ -881,6 +883,19 @@ def _(event: L1Unmap, step: StepRecord) -> str:
 def _(event: L1MapEvent, step: StepRecord) -> str:
     m = event.map
     return f"L1 maps L2 IPA {m.l2_ipa:#x}+{size_name(m.size)} -> IPA {m.ipa:#x}"
+
+
+@event_summary.register
+def _(event: L2Enter, step: StepRecord) -> str:
+    regs = ", ".join(f"{k}={v:#x}" for k, v in event.regs)
+    r = step.result
+    if not isinstance(r, L2Entered):
+        return f"L1 enters L2 ({regs})"
+    how = ("found by lookup_s2_mmu" if r.found else
+           "a new key" if r.recycled_vmid is None else
+           f"recycled from L1 VMID {r.recycled_vmid}, its tables unmapped")
+    return (f"L1 enters L2 ({regs}): shadow VMID {r.shadow_vmid} for L1 VMID {r.vmid}, "
+            f"{how}")
 
 
 def shadow_leaf_text(leaf: ShadowLeaf | Any) -> str:
