@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from s2mmu.cli.main import cli
-from s2mmu.kvm.abort import InjectedS2Fault
+from s2mmu.kvm.abort import InjectedS2Fault, kvm_vcpu_abt_iss1tw
 from s2mmu.nested.mmu import ShadowUnmap
 from s2mmu.pgtable.s2trans import NestedWalkError
 from s2mmu.scenario.nested_events import AtDone, L2Completed, TlbiDone, TlbiUndefined
@@ -224,7 +224,7 @@ def test_a_malformed_nested_table_is_one_line_naming_the_key(i: int) -> None:
 
 
 BAD_EVENTS = [
-    ('do = "l2_read"', "event[0].do: l2_read needs 'ipa'"),
+    ('do = "l2_read"', "event[0].do: l2_read needs exactly one of 'ipa'"),
     ('do = "l2_read"\nipa = 0x1000000000000', "event[0].ipa: L2 IPA 0x1000000000000 is beyond"),
     ('do = "l1_tlbi"\nop = "TLBIALL"', "event[0].op: must be one of IPAS2E1IS"),
     ('do = "l1_tlbi"\nop = "IPAS2E1IS"\nxt = 1\nipa = 0', "event[0].ipa: give either xt"),
@@ -319,3 +319,30 @@ def test_l2_enter_refuses_an_unknown_register() -> None:
     with pytest.raises(ScenarioError, match=r"event\[0\]\.regs: 'VTTBR_EL3': not a register"):
         load_scenario("t.toml", scenario('[[event]]\ndo = "l2_enter"\n'
                                          'regs = { VTTBR_EL3 = 1 }'))
+
+
+def test_an_l2_access_by_va_walks_l2s_stage1_through_the_shadow() -> None:
+    from s2mmu.scenario.nested_events import L2Faulted
+    maps = ('[[nested.s1map]]\nregime = "el1"\ntables = 0x80100000\nva = 0x10000000\n'
+            'oa = 0x80000000\nsize = "64K"')
+    r = run(scenario("""
+[[event]]
+do = "l2_read"
+va = 0x10002000
+expect = "completed"
+[[event]]
+do = "l2_read"
+va = 0x20000000
+expect = "guest-fault"
+""", maps=maps))
+    assert r.ok, [f.what for f in r.failures]
+    assert isinstance(r.steps[1].result, L2Completed) and r.steps[1].result.pa & 0xFFF == 0
+    # The stage-1 walk's first table read faults on the empty shadow (S1PTW).
+    assert kvm_vcpu_abt_iss1tw(r.steps[1].faults[0].abort)
+    assert not kvm_vcpu_abt_iss1tw(r.steps[1].faults[-1].abort)
+    assert isinstance(r.steps[2].result, L2Faulted)
+
+
+def test_an_l2_access_needs_exactly_one_of_ipa_and_va() -> None:
+    with pytest.raises(ScenarioError, match=r"event\[0\]\.do: l2_read needs exactly one of"):
+        load_scenario("t.toml", scenario('[[event]]\ndo = "l2_read"\nipa = 0\nva = 0'))

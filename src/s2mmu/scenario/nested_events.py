@@ -18,8 +18,9 @@ memslots and host memory):
 - ``features`` (a preset of s2mmu.arch.features, default "qemu-max") and ``without`` (FEAT_*
   names the VM's ID registers hide), ``profile`` (the at.c profile: "current", "v6.12").
 
-Events: ``l2_read``/``l2_write``/``l2_exec`` (``ipa``: an L2 access with its MMU off,
-through the shadow stage 2; each abort goes to kvm_handle_guest_abort's nested branch);
+Events: ``l2_read``/``l2_write``/``l2_exec`` (``ipa``: an L2 access with its MMU off, or
+``va``: through L2's stage 1; stage 2 is the shadow; each abort goes to
+kvm_handle_guest_abort's nested branch);
 ``l1_tlbi`` (``op`` IPAS2E1IS, IPAS2LE1IS, RIPAS2E1IS, RIPAS2LE1IS, VMALLS12E1IS, VMALLE1IS;
 ``xt`` raw, or ``ipa`` with ``ttl_level`` (and ``ttl_granule``), or for the range forms
 ``ipa``, ``tg``, ``scale``, ``num``, ``ttl_level``); ``l1_at`` (``op`` any AT, ``va``,
@@ -46,13 +47,14 @@ from typing import Any
 from s2mmu.arch.at import AtOp
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs, s2_attrs
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.faults import FaultRecord
 from s2mmu.arch.features import PRESETS, FeatureSet
 from s2mmu.arch.inputs import shorten
 from s2mmu.arch.params import Granule
 from s2mmu.arch.registers import TCR_EL1, TCR_EL2_E2H0, VTCR_EL2
 from s2mmu.arch.state import SysRegs
 from s2mmu.kvm.abort import InjectedS2Fault, Resumed, ResumeReason
-from s2mmu.kvm.cpu import HCR_EL2_RW, Completed, Stage2Abort, guest_access
+from s2mmu.kvm.cpu import HCR_EL2_RW, Completed, GuestFault, guest_access
 from s2mmu.kvm.host import host_usable_pa_bits
 from s2mmu.nested.at import PROFILES, AtContext, AtProfile, ShadowS2, kvm_at
 from s2mmu.nested.guest import MemslotMemory
@@ -504,10 +506,12 @@ def _nk(world: World) -> NestedKvm:
 
 @dataclass(frozen=True, kw_only=True)
 class L2Access(Event):
-    """An L2 access with its MMU off: the L2 IPA through the shadow stage 2."""
+    """An L2 access: by L2 IPA with L2's MMU off, or by VA through L2's stage 1 (L1's
+    EL1 registers, [[nested.s1map]] regime "el1"); stage 2 is the shadow."""
 
     access: str
-    ipa: int
+    ipa: int | None = None
+    va: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -558,10 +562,17 @@ NestedEvent = L2Access | L1Tlbi | L1At | L1Unmap | L1MapEvent | L2Enter
 
 @dataclass(frozen=True)
 class L2Completed:
-    """The L2 access translated through the shadow stage 2 to pa."""
+    """The L2 access (at addr: an L2 IPA, or a VA) translated to pa."""
 
-    ipa: int
+    addr: int
     pa: int
+
+
+@dataclass(frozen=True)
+class L2Faulted:
+    """L2's own stage 1 faulted: L2's exception, neither KVM nor L1 involved."""
+
+    fault: FaultRecord
 
 
 @dataclass(frozen=True)
@@ -626,13 +637,19 @@ class L2Entered:
 # -- running events ----------------------------------------------------------------------------
 
 
-def l2_regs(nk: NestedKvm, world: World) -> SysRegs:
-    """Return the registers L2 runs with: MMU off, stage 2 = vCPU 0's shadow."""
+def l2_regs(nk: NestedKvm, world: World, stage1: bool) -> SysRegs:
+    """Return the registers L2 runs with: stage 2 = vCPU 0's shadow; stage 1 off, or the
+    EL1 state L1 gave L2."""
     kw = world.part(KvmWorld)
     mmu = current_mmu(nk, kw.vcpus[0])
     pgt = kw.kvm.pgt if mmu is None else mmu.pgt
     vttbr = kvm_get_vttbr(pgt.pgd or 0, pgt.s2_mmu.vmid, kw.kvm.env.g)
-    return SysRegs(HCR_EL2=HCR_EL2_RW | HCR_VM, VTCR_EL2=kw.kvm.vtcr, VTTBR_EL2=vttbr)
+    regs = SysRegs(HCR_EL2=HCR_EL2_RW | HCR_VM, VTCR_EL2=kw.kvm.vtcr, VTTBR_EL2=vttbr)
+    if not stage1:
+        return regs
+    l1 = world.part(NestedWorld).regs
+    return replace(regs, SCTLR_EL1=l1.SCTLR_EL1, TCR_EL1=l1.TCR_EL1, MAIR_EL1=l1.MAIR_EL1,
+                   TTBR0_EL1=l1.TTBR0_EL1, TTBR1_EL1=l1.TTBR1_EL1)
 
 
 def run_l2_access(world: World, ev: L2Access, draft: StepDraft) -> Outcome:
@@ -642,12 +659,16 @@ def run_l2_access(world: World, ev: L2Access, draft: StepDraft) -> Outcome:
     kw = world.part(KvmWorld)
     l1 = world.part(NestedWorld).regs
     outcome = Outcome.RESUMED
+    addr = ev.ipa if ev.va is None else ev.va
+    assert addr is not None
     for _ in range(MAX_L2_ATTEMPTS):
-        o = guest_access(kw.kvm, l2_regs(nk, world), ev.ipa, ev.access)
+        o = guest_access(kw.kvm, l2_regs(nk, world, ev.va is not None), addr, ev.access)
         if isinstance(o, Completed):
-            draft.result = L2Completed(ev.ipa, o.out.paddress)
+            draft.result = L2Completed(addr, o.out.paddress)
             return Outcome.COMPLETED
-        assert isinstance(o, Stage2Abort), "L2 runs with its MMU off: no stage-1 fault"
+        if isinstance(o, GuestFault):
+            draft.result = L2Faulted(o.fault)
+            return Outcome.GUEST_FAULT
         mark = len(kw.kvm.env.events)
         out = kvm_nested_handle_guest_abort(nk, kw.vcpus[0], l1, o.abort)
         shown = tuple(e for e in kw.kvm.env.events.since(mark) if isinstance(e, SHOWN_EVENTS))
@@ -783,11 +804,16 @@ def _int_field(it: Item, key: str) -> int:
 def parse_l2_access(it: Item, ctx: ParseContext) -> L2Access:
     """Parse l2_read / l2_write / l2_exec."""
     _config(it, ctx)
-    _need(it, "ipa")
+    if ("va" in it.fields) == ("ipa" in it.fields):
+        raise it.error("do", f"{it.get('do')} needs exactly one of 'ipa' (L2's MMU off) and "
+                             "'va' (through L2's stage 1)")
+    access = L2_ACCESSES[str(it.get("do"))]
+    if "va" in it.fields:
+        return L2Access(**common_fields(it), access=access, va=_int_field(it, "va"))
     ipa = _int_field(it, "ipa")
     if ipa >> 48:
         raise it.error("ipa", f"L2 IPA {ipa:#x} is beyond 48 bits")
-    return L2Access(**common_fields(it), access=L2_ACCESSES[str(it.get("do"))], ipa=ipa)
+    return L2Access(**common_fields(it), access=access, ipa=ipa)
 
 
 TTL_GRANULE_SIZES = {"4K": 1 << 12, "16K": 1 << 14, "64K": 1 << 16}
@@ -1085,7 +1111,8 @@ def register() -> None:
                          ready_nested, summary=summarize_nested))
     shadow = frozenset({"expect_shadow"})
     for name in L2_ACCESSES:
-        REGISTRY.event_kind(EventKind(name, L2Access, frozenset({"ipa"}), parse_l2_access,
+        REGISTRY.event_kind(EventKind(name, L2Access, frozenset({"ipa", "va"}),
+                                      parse_l2_access,
                                       run_l2_access,
                                       frozenset({"expect", "expect_mapping", "expect_esr"})
                                       | shadow))

@@ -157,6 +157,7 @@ from s2mmu.scenario.nested_events import (
     L2Completed,
     L2Enter,
     L2Entered,
+    L2Faulted,
     NestedSummary,
     ShadowLeaf,
     TlbiDone,
@@ -844,7 +845,11 @@ def tlbi_result_text(r: object) -> str:
 def _(event: L2Access, step: StepRecord) -> str:
     r = step.result
     done = f" (PA {r.pa:#x})" if isinstance(r, L2Completed) else ""
-    return f"L2 {event.access} L2 IPA {event.ipa:#x}{done}"
+    if isinstance(r, L2Faulted):
+        f = r.fault
+        done = f" ({f.statuscode.value} fault, level {f.level}, L2's own exception)"
+    where = f"VA {event.va:#x}" if event.va is not None else f"L2 IPA {event.ipa:#x}"
+    return f"L2 {event.access} {where}{done}"
 
 
 @event_summary.register
