@@ -346,3 +346,29 @@ expect = "guest-fault"
 def test_an_l2_access_needs_exactly_one_of_ipa_and_va() -> None:
     with pytest.raises(ScenarioError, match=r"event\[0\]\.do: l2_read needs exactly one of"):
         load_scenario("t.toml", scenario('[[event]]\ndo = "l2_read"\nipa = 0\nva = 0'))
+
+
+def test_every_at_op_runs_from_a_scenario_and_pan_applies_to_s1e1rp() -> None:
+    from s2mmu.arch.at import AtOp
+    maps = ('[[nested.s1map]]\nregime = "el1"\ntables = 0x80100000\nva = 0x10000000\n'
+            'oa = 0x80000000\nsize = "64K"\n'
+            '[[nested.s1map]]\nregime = "el1"\ntables = 0x80100000\nva = 0x10100000\n'
+            'oa = 0x80010000\nsize = "4K"\nel0 = true\n'
+            '[[nested.s1map]]\nregime = "el2"\ntables = 0x43800000\nva = 0x20000000\n'
+            'oa = 0x40000000\nsize = "64K"')
+    events = "".join(f'[[event]]\ndo = "l1_at"\nop = "{op.name}"\n'
+                     f'va = {0x20003000 if op.el == 2 else 0x10002000:#x}\n' for op in AtOp)
+    events += ('[[event]]\ndo = "l1_at"\nop = "S1E1RP"\nva = 0x10100000\npan = true\n'
+               '[[event]]\ndo = "l1_at"\nop = "S1E1RP"\nva = 0x10100000\n')
+    r = run(scenario(events, maps=maps))
+    assert r.ok, [f.what for f in r.failures]
+    pars = {s.result.op: s.result.par for s in r.steps[1:1 + len(AtOp)]
+            if isinstance(s.result, AtDone)}
+    assert set(pars) == set(AtOp)
+    for op, par in pars.items():
+        if op.el == 0:  # the page is not EL0-accessible: a level-3 permission fault
+            assert par & 0x7F == 0x1F, (op, hex(par))
+        else:
+            assert not par & 1 and par >> 12 & 0xFFFFF in (0x40002, 0x80002, 0x40003), op
+    pan_on, pan_off = (s.result.par for s in r.steps[-2:] if isinstance(s.result, AtDone))
+    assert pan_on & 0x7F == 0x1F and not pan_off & 1
