@@ -260,6 +260,8 @@ BAD_EVENTS = [
      "event[0].expect_shadow: size: must be one of 4K, 2M, 1G, none, not '3M'"),
     ('do = "l2_read"\nipa = 0\nexpect_shadow = { l2_ipa = 0, perms = "RQ" }',
      "event[0].expect_shadow: perms: must be letters of"),
+    ('do = "l2_read"\nipa = 0\nexpect_shadow = { l2_ipa = 0, pa = -1 }',
+     "event[0].expect_shadow: pa: must be a host PA below 2^52, not -1"),
     ('do = "l1_at"\nop = "S1E1R"\nva = 0\nexpect_par = true', "event[0].expect_par: must be a "
                                                              "PAR_EL1 value"),
     ('do = "l1_at"\nop = "S1E1R"\nva = 0\nexpect_path = "medium"',
@@ -381,3 +383,16 @@ def test_every_at_op_runs_from_a_scenario_and_pan_applies_to_s1e1rp() -> None:
             assert not par & 1 and par >> 12 & 0xFFFFF in (0x40002, 0x80002, 0x40003), op
     pan_on, pan_off = (s.result.par for s in r.steps[-2:] if isinstance(s.result, AtDone))
     assert pan_on & 0x7F == 0x1F and not pan_off & 1
+
+
+def test_a_wrong_shadow_expectation_names_what_the_shadow_holds() -> None:
+    from s2mmu.scenario.render_text import mismatch_text
+    r = run(scenario("""
+[[event]]
+do = "l2_read"
+ipa = 0x80001000
+expect_shadow = { l2_ipa = 0x80001000, size = "4K", perms = "R", pa = 0x1 }
+"""))
+    (m,) = r.steps[1].mismatches
+    assert mismatch_text(m.expectation, m.got).startswith(
+        "expected the shadow leaf at L2 IPA 0x80001000 to be 4K R at PA 0x1, got 4K RWX at PA ")

@@ -87,7 +87,7 @@ from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_W,
     kvm_pgtable_stage2_pte_prot,
 )
-from s2mmu.pgtable.pte import kvm_granule_size, kvm_pte_valid
+from s2mmu.pgtable.pte import kvm_granule_size, kvm_pte_to_phys, kvm_pte_valid
 from s2mmu.pgtable.vtcr import kvm_get_vttbr
 from s2mmu.pgtable.walk import kvm_pgtable_get_leaf
 from s2mmu.scenario.kvm_events import SHOWN_EVENTS, KvmWorld
@@ -936,10 +936,12 @@ class ExpectEsr(Expectation):
 
 @dataclass(frozen=True)
 class ShadowLeaf:
-    """A shadow stage-2 leaf as expect_shadow names it: its size and R/W/X."""
+    """A shadow stage-2 leaf as expect_shadow names it: its size, R/W/X and the host PA of
+    its base (perms and pa None: not compared)."""
 
     size: int | None
     perms: str | None
+    pa: int | None = None
 
 
 @dataclass(frozen=True)
@@ -978,8 +980,10 @@ def _expect_esr(it: Item) -> ExpectEsr:
 
 def _expect_shadow(it: Item) -> ExpectShadow:
     v = it.get("expect_shadow")
-    usage = "must be a table like { l2_ipa = 0x80000000, size = \"2M\", perms = \"RW\" }"
-    if not isinstance(v, dict) or "l2_ipa" not in v or set(v) - {"l2_ipa", "size", "perms"}:
+    usage = ("must be a table like { l2_ipa = 0x80000000, size = \"2M\", perms = \"RW\", "
+             "pa = 0x1000200000 }")
+    if not isinstance(v, dict) or "l2_ipa" not in v or set(v) - {"l2_ipa", "size", "perms",
+                                                                   "pa"}:
         raise it.error("expect_shadow", f"{usage}, not {shorten(v)}")
     ipa = v["l2_ipa"]
     if isinstance(ipa, bool) or not isinstance(ipa, int) or not 0 <= ipa < 1 << 48:
@@ -993,7 +997,11 @@ def _expect_shadow(it: Item) -> ExpectShadow:
     if perms is not None and (not isinstance(perms, str) or perms.strip("RWX") or
                               len(set(perms)) != len(perms)):
         raise it.error("expect_shadow", f"perms: must be letters of \"RWX\", not {shorten(perms)}")
-    return ExpectShadow(ipa, ShadowLeaf(SHADOW_SIZES[size], perms))
+    pa = v.get("pa")
+    if pa is not None and (isinstance(pa, bool) or not isinstance(pa, int) or
+                           not 0 <= pa < 1 << 52):
+        raise it.error("expect_shadow", f"pa: must be a host PA below 2^52, not {shorten(pa)}")
+    return ExpectShadow(ipa, ShadowLeaf(SHADOW_SIZES[size], perms, pa))
 
 
 def _expect_par(it: Item) -> ExpectPar:
@@ -1035,15 +1043,17 @@ def shadow_leaf(world: World, l2_ipa: int) -> ShadowLeaf:
     leaf = kvm_pgtable_get_leaf(mmu.pgt, l2_ipa)
     if leaf.ret or not kvm_pte_valid(leaf.pte):
         return ShadowLeaf(None, None)
-    size = kvm_granule_size(leaf.level, world.part(KvmWorld).kvm.env.g)
-    return ShadowLeaf(size, prot_letters(leaf.pte))
+    g = world.part(KvmWorld).kvm.env.g
+    return ShadowLeaf(kvm_granule_size(leaf.level, g), prot_letters(leaf.pte),
+                      kvm_pte_to_phys(leaf.pte, g))
 
 
 def check_shadow(world: World, e: ExpectShadow, d: StepDraft) -> Mismatch | None:
     """Compare the shadow leaf at the L2 IPA (perms only when the expectation names them)."""
     got = shadow_leaf(world, e.l2_ipa)
     want = e.leaf
-    if got.size == want.size and (want.perms is None or got.perms == want.perms):
+    if got.size == want.size and (want.perms is None or got.perms == want.perms) and \
+            (want.pa is None or got.pa == want.pa):
         return None
     return Mismatch(e, got)
 

@@ -907,8 +907,9 @@ def shadow_leaf_text(leaf: ShadowLeaf | Any) -> str:
     """Return a shadow leaf as '2M RWX' or 'none'."""
     if not isinstance(leaf, ShadowLeaf) or leaf.size is None:
         return "none"
-    return f"{size_name(leaf.size)}" + (f" {leaf.perms or '-'}" if leaf.perms is not None
-                                        else "")
+    return (f"{size_name(leaf.size)}" + (f" {leaf.perms or '-'}" if leaf.perms is not None
+                                         else "")
+            + (f" at PA {leaf.pa:#x}" if leaf.pa is not None else ""))
 
 
 @mismatch_text.register
