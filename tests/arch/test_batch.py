@@ -170,3 +170,20 @@ def test_output_addresses_beyond_the_output_size_fault_lane_by_lane() -> None:
     assert [f if f < 0 else FAULTS[f].name for f in got.fault.tolist()] == [
         -1, "ADDRESS_SIZE", -1, "ADDRESS_SIZE"]
     _lanes_agree(regs, vas, acc_gpr(1, False), lambda: mem)
+
+
+def test_permission_masks_are_the_leaves() -> None:
+    from s2mmu.arch.perms import s1_direct_permissions
+    regs, mem = _two_stage()
+    env = Env(mem, qemu_7_2_max())
+    got = translate_batch(regs, Regime.EL10, [0x8000_0000, 0x8000_0000 + 64 * 4096],
+                          acc_gpr(1, False), env)
+    want = full_translate(regs, Regime.EL10, 0x8000_0000, acc_gpr(1, False), env)
+    assert not isinstance(want, FaultRecord) and want.s1 is not None
+    from s2mmu.arch.params import get_s1_ttw_params
+    p = s1_direct_permissions(want.s1, get_s1_ttw_params(regs, Regime.EL10, 0x8000_0000,
+                                                         env.fs, env.choices))
+    assert int(got.s1_perms[0]) == (p.pr | p.pw << 1 | p.px << 2 | p.ur << 3 | p.uw << 4
+                                    | p.ux << 5)
+    assert int(got.s2_perms[0]) & 0b11 == 0b11      # s2_attrs(): read and write
+    assert got.s1_perms[1] == 0 and got.fault[1] >= 0   # unmapped: no permissions

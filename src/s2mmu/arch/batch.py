@@ -39,6 +39,7 @@ from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import Fault, FaultRecord
 from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.params import FINAL_LEVEL, Granule, S1TTWParams, S2TTWParams, get_s1_ttw_params
+from s2mmu.arch.perms import s1_direct_permissions, s2_direct_permissions
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.translate import (
     REGIME_ELS,
@@ -78,6 +79,10 @@ class BatchResult:
     level, secondstage, s2fs1walk: the FaultRecord's fields (0/False on success).
     ipa: the IPA stage 2 faulted on (FaultRecord.ipaddress), 0 otherwise.
     attrs: index into attr_table of the result's memory attributes, -1 on a fault.
+    s1_perms, s2_perms: the leaves' permissions where the lane translated (ASL
+    S1DirectBasePermissions / S2DirectBasePermissions, with the hierarchical controls):
+    stage 1 as PR|PW<<1|PX<<2|UR<<3|UW<<4|UX<<5, stage 2 as R|W<<1|PX<<2|UX<<3; 0 where
+    the stage was off or the lane faulted.
     par: PAR_EL1 as an AT of this translation reports it (AArch64.EncodePAR).
     scalar_lanes: how many lanes the scalar path answered directly (updates, fallback).
     """
@@ -90,6 +95,8 @@ class BatchResult:
     ipa: U64
     attrs: npt.NDArray[np.int32]
     attr_table: tuple[MemoryAttributes, ...]
+    s1_perms: npt.NDArray[np.uint8]
+    s2_perms: npt.NDArray[np.uint8]
     par: U64
     scalar_lanes: int
 
@@ -113,6 +120,8 @@ class _Out:
         self.s2fs1walk = np.zeros(n, np.bool_)
         self.ipa = np.zeros(n, np.uint64)
         self.attrs = np.full(n, -1, np.int32)
+        self.s1_perms = np.zeros(n, np.uint8)
+        self.s2_perms = np.zeros(n, np.uint8)
         self.par = np.zeros(n, np.uint64)
         self.table: dict[MemoryAttributes, int] = {}
         self.scalar = 0
@@ -120,7 +129,8 @@ class _Out:
     def attr_index(self, m: MemoryAttributes) -> int:
         return self.table.setdefault(m, len(self.table))
 
-    def store(self, i: int, got: AddressDescriptor | FaultRecord, env: Env) -> None:
+    def store(self, i: int, got: AddressDescriptor | FaultRecord, env: Env,
+              params: tuple[S1TTWParams, S2TTWParams | None]) -> None:
         """Store one scalar answer in lane i."""
         from s2mmu.arch.at import encode_par
         self.par[i] = encode_par(got, env)
@@ -133,10 +143,25 @@ class _Out:
         else:
             self.pa[i] = got.paddress
             self.attrs[i] = self.attr_index(got.memattrs)
+            self.s1_perms[i], self.s2_perms[i] = perm_masks(got, *params, env)
 
     def result(self) -> BatchResult:
         return BatchResult(self.pa, self.fault, self.level, self.secondstage, self.s2fs1walk,
-                           self.ipa, self.attrs, tuple(self.table), self.par, self.scalar)
+                           self.ipa, self.attrs, tuple(self.table), self.s1_perms,
+                           self.s2_perms, self.par, self.scalar)
+
+
+def perm_masks(got: AddressDescriptor, s1p: S1TTWParams, s2p: S2TTWParams | None, env: Env
+               ) -> tuple[int, int]:
+    """Return the stage-1 and stage-2 permission masks of a translation (BatchResult)."""
+    m1 = m2 = 0
+    if got.s1 is not None:
+        p1 = s1_direct_permissions(got.s1, s1p)
+        m1 = (p1.pr | p1.pw << 1 | p1.px << 2 | p1.ur << 3 | p1.uw << 4 | p1.ux << 5)
+    if got.s2 is not None and s2p is not None:
+        p2 = s2_direct_permissions(got.s2, env.fs.has("FEAT_XNX"), s2p.ha, s2p.hd)
+        m2 = p2.r | p2.w << 1 | p2.px << 2 | p2.ux << 3
+    return m1, m2
 
 
 # ------------------------------------------------------------------ vectorised reads
@@ -358,7 +383,8 @@ def _batch_once(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor
     """
     mem = env.mem
     first_update = len(lanes)
-    groups: list[tuple[npt.NDArray[np.intp], _PageWalk]] = []
+    groups: list[tuple[npt.NDArray[np.intp], _PageWalk,
+                       tuple[S1TTWParams, S2TTWParams | None]]] = []
     two_ranges = regime.has_two_ranges()
     upper = ((va >> _u(55)) & _u(1)).astype(np.bool_) if two_ranges else np.zeros(
         len(va), np.bool_)
@@ -383,15 +409,15 @@ def _batch_once(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor
             upd |= w2.may_update
             out_pa = w2.out
         pw = _PageWalk(inv.reshape(-1), sva & _u(0xFFF), cols, out_pa, w.fetch_ipa + [w.out])
-        groups.append((idx, pw))
+        groups.append((idx, pw, (p, s2p)))
         hits = np.nonzero(upd[pw.inv])[0]
         if len(hits):
             first_update = min(first_update, int(idx[hits[0]]))
-    for idx, pw in groups:
+    for idx, pw, params in groups:
         keep = idx < first_update
         if keep.any():
             _answer(regs, regime, va, access, env, stage1_only, out, lanes, idx[keep],
-                    pw.select(keep))
+                    pw.select(keep), params)
     return first_update
 
 
@@ -421,7 +447,8 @@ class _PageWalk:
 
 def _answer(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor, env: Env,
             stage1_only: bool, out: _Out, lanes: npt.NDArray[np.intp],
-            idx: npt.NDArray[np.intp], pw: _PageWalk) -> None:
+            idx: npt.NDArray[np.intp], pw: _PageWalk,
+            params: tuple[S1TTWParams, S2TTWParams | None]) -> None:
     """Run the scalar path once per distinct key among idx's pages and spread its answer.
 
     A stage-2 fault of a class's lane is on one of its stage-2 inputs (pw.ipas), and
@@ -442,6 +469,8 @@ def _answer(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor, en
     s2 = np.zeros(n_cls, np.bool_)
     s1ptw = np.zeros(n_cls, np.bool_)
     attrs = np.full(n_cls, -1, np.int32)
+    m1 = np.zeros(n_cls, np.uint8)
+    m2 = np.zeros(n_cls, np.uint8)
     ipa_col = np.full(n_cls, -1, np.intp)
     for c in range(n_cls):
         r = int(rep_pos[c])
@@ -456,6 +485,7 @@ def _answer(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor, en
         else:
             ok[c] = True
             attrs[c] = out.attr_index(got.memattrs)
+            m1[c], m2[c] = perm_masks(got, *params, env)
             if got.paddress != int(lane_out[r]):
                 raise AssertionError(
                     f"batch walk output {int(lane_out[r]):#x} differs from the "
@@ -468,6 +498,8 @@ def _answer(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor, en
     out.secondstage[pos] = s2[inverse]
     out.s2fs1walk[pos] = s1ptw[inverse]
     out.attrs[pos] = attrs[inverse]
+    out.s1_perms[pos] = m1[inverse]
+    out.s2_perms[pos] = m2[inverse]
     out.par[pos] = np.where(lane_ok, (par[inverse] & _u(~PAR_PA_MASK & (2**64 - 1)))
                             | (lane_out & _u(PAR_PA_MASK)), par[inverse])
     lane_col = ipa_col[inverse]
@@ -535,30 +567,38 @@ def translate_batch(regs: SysRegs, regime: Regime, vas: Sequence[int] | U64,
                          f"accesses from {els} only")
     n = len(va)
     out = _Out(n)
+
+    def scalar(i: int) -> None:
+        v = int(va[i])
+        out.store(i, full_translate(regs, regime, v, access, env, stage1_only), env,
+                  _params(regs, regime, v, env))
+        out.scalar += 1
+
     if env.tables is not None:
         for i in range(n):
-            out.store(i, full_translate(regs, regime, int(va[i]), access, env, stage1_only), env)
-        out.scalar = n
+            scalar(i)
         return out.result()
     start, rounds = 0, 0
     while start < n:
         lanes = np.arange(start, n, dtype=np.intp)
-        done = _batch_once(regs, regime, va[start:], access, env, stage1_only, out, lanes)
-        start += done
+        start += _batch_once(regs, regime, va[start:], access, env, stage1_only, out, lanes)
         if start >= n:
             break
         rounds += 1
         if rounds > MAX_REBATCH:
             for i in range(start, n):
-                out.store(i, full_translate(regs, regime, int(va[i]), access, env,
-                                            stage1_only), env)
-            out.scalar += n - start
+                scalar(i)
             break
-        out.store(start, full_translate(regs, regime, int(va[start]), access, env,
-                                        stage1_only), env)
-        out.scalar += 1
+        scalar(start)
         start += 1
     return out.result()
+
+
+def _params(regs: SysRegs, regime: Regime, va: int, env: Env
+            ) -> tuple[S1TTWParams, S2TTWParams | None]:
+    hw = env.hw_update()
+    s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices, hw)
+    return s1p, _stage2_of(regs, regime, env.fs, env.choices, hw)[0]
 
 
 def _as_u64(vas: Sequence[int] | U64) -> U64:
@@ -606,3 +646,52 @@ def at_outcome_undefined(op: AtOp, el: int, env: Env) -> AtResult:
     """Return the UNDEFINED exception of an AT that el cannot execute."""
     from s2mmu.arch.at import execute_at
     return execute_at(op, 0, el, False, SysRegs(), env)
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """Consecutive lanes that translate alike: one line of a range translation.
+
+    va_first/va_last: the first and last lane's address; count: how many lanes. pa_first is
+    the first lane's output (None for a fault), and the lanes' outputs advance with their
+    addresses. fault is None where the lanes translated.
+    """
+
+    va_first: int
+    va_last: int
+    count: int
+    pa_first: int | None
+    fault: Fault | None
+    level: int
+    secondstage: bool
+    s2fs1walk: bool
+    attrs: MemoryAttributes | None
+    s1_perms: int
+    s2_perms: int
+
+
+def coalesce(vas: U64, res: BatchResult) -> list[BatchRun]:
+    """Return the runs of lanes with the same answer whose outputs advance with the input."""
+    n = len(res)
+    if n == 0:
+        return []
+    same = np.ones(n, np.bool_)
+    same[0] = False
+    for field in (res.fault, res.level, res.secondstage, res.s2fs1walk, res.attrs,
+                  res.s1_perms, res.s2_perms):
+        same[1:] &= field[1:] == field[:-1]
+    ok = res.fault < 0
+    with np.errstate(over="ignore"):
+        step_ok = (res.pa[1:] - res.pa[:-1]) == (vas[1:] - vas[:-1])
+    same[1:] &= ~ok[1:] | step_ok
+    starts = np.nonzero(~same)[0].tolist() + [n]
+    runs = []
+    for a, b in zip(starts, starts[1:], strict=False):
+        f = int(res.fault[a])
+        runs.append(BatchRun(
+            int(vas[a]), int(vas[b - 1]), b - a, int(res.pa[a]) if f < 0 else None,
+            None if f < 0 else FAULTS[f], int(res.level[a]), bool(res.secondstage[a]),
+            bool(res.s2fs1walk[a]), res.attr_table[int(res.attrs[a])] if f < 0 else None,
+            int(res.s1_perms[a]), int(res.s2_perms[a])))
+    return runs
+
