@@ -117,6 +117,7 @@ from s2mmu.scenario.kvm_events import (
     ExpectError,
     ExpectLeaves,
     ExpectMapping,
+    ExpectMarkedDirty,
     ExpectOutcome,
     ExpectSeq,
     GetDirtyLog,
@@ -573,6 +574,11 @@ def _(e: ExpectDirtyCount, got: Any = None) -> str:
 @mismatch_text.register
 def _(e: ExpectLeaves, got: Any = None) -> str:
     return f"expected stage-2 leaves {leaves_text(e.leaves)}, got {leaves_text(got)}"
+
+
+@mismatch_text.register
+def _(e: ExpectMarkedDirty, got: Any = None) -> str:
+    return f"expected the step's faults to mark {e.count} page(s) dirty, got {got}"
 
 
 @mismatch_text.register
