@@ -36,8 +36,7 @@ Knobs and the kernel history they stand for:
   stage-2 permissions", merged for v6.19-rc1). Before it, relax_perms only cleared XN
   when X was asked for and never set it, so relaxing an executable leaf to RW left it
   executable (measured against Linux 6.12.118's own pgtable.c by ``s2mmu kernel diff``).
-  The v6.3..v6.19-rc4 profile keeps the old rule: it stands for the releases up to
-  v6.18 on this point.
+  The profiles before v6.19 keep the old rule.
 - ``max_owner_id``: the largest owner id kvm_pgtable_stage2_set_owner accepts
   (KVM_MAX_OWNER_ID; larger ones are -EINVAL). 1 in pgtable.c up to 6.12 at least (read
   in the source of the v6.3 era and measured against Linux 6.12.118's own pgtable.c);
