@@ -18,7 +18,7 @@ from s2mmu.arch.errors import InputError
 from s2mmu.pgtable.concurrency import explore
 from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2, pkvm_guest_mm_ops
 from s2mmu.pgtable.errno import EAGAIN
-from s2mmu.pgtable.events import TlbiVmidIpa, UseAfterFree
+from s2mmu.pgtable.events import TLBI_TTL_UNKNOWN, TlbiVmidIpa, UseAfterFree
 from s2mmu.pgtable.profile import (
     CURRENT,
     KNOBS,
@@ -275,3 +275,34 @@ def test_set_owner_accepts_owner_ids_above_one_only_from_the_v6_19_profile(
     pgt = new_stage2(env, 40)
     assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, SZ_4K, memcache(env), 2) == ret
     assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, SZ_4K, memcache(env), 1) == 0
+
+
+UNKNOWN = TLBI_TTL_UNKNOWN
+
+# 5. The TLB invalidation after relax_perms: broadcast on success only before v6.6, local
+#    and on -EAGAIN too after (a12ab1378a88, then "Always invalidate TLB for stage-2
+#    permission faults").
+
+
+@pytest.mark.parametrize(("release", "on_success", "on_eagain"), [
+    ("v6.1", [TlbiVmidIpa(1, 0, 3, nsh=False)], []),
+    ("v6.2", [TlbiVmidIpa(1, 0, 3, nsh=False)], []),
+    ("v6.6", [TlbiVmidIpa(1, 0, 3, nsh=True)], [TlbiVmidIpa(1, SZ_2M, UNKNOWN, nsh=True)]),
+    ("v6.19", [TlbiVmidIpa(1, 0, 3, nsh=True)], [TlbiVmidIpa(1, SZ_2M, UNKNOWN, nsh=True)]),
+])
+def test_relax_perms_invalidates_as_its_release_does(release: str, on_success: list[TlbiVmidIpa],
+                                                     on_eagain: list[TlbiVmidIpa]) -> None:
+    profile = PROFILES[release]
+    env = new_env(profile=profile)
+    pgt = new_stage2(env, 40)
+    kvm_pgtable_stage2_map(pgt, 0, SZ_4K, PA, KVM_PGTABLE_PROT_R, memcache(env))
+    kvm_pgtable_stage2_map(pgt, SZ_2M + SZ_4K, SZ_4K, PA, KVM_PGTABLE_PROT_R, memcache(env))
+    flags = fault_walk_flags(profile)
+    env.events.clear()
+    assert kvm_pgtable_stage2_relax_perms(pgt, 0, KVM_PGTABLE_PROT_RW, flags) == 0
+    assert env.events.of_type(TlbiVmidIpa) == on_success
+    env.events.clear()
+    ret = kvm_pgtable_stage2_relax_perms(pgt, SZ_2M, KVM_PGTABLE_PROT_RW, flags)
+    assert ret == (-EAGAIN if profile.attr_eagain_on_invalid else 0)
+    assert env.events.of_type(TlbiVmidIpa) == (on_eagain if ret else
+                                               [TlbiVmidIpa(1, SZ_2M, 0, nsh=False)])

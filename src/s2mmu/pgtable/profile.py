@@ -56,6 +56,17 @@ Knobs and the kernel history they stand for:
   Handle access faults behind the read lock", same series; hash not pinned). Before it,
   under the write lock with a plain store (6.1.192 as read).
 
+- ``relax_perms_local_tlbi``: kvm_pgtable_stage2_relax_perms invalidates with
+  __kvm_tlb_flush_vmid_ipa_nsh (the local CPU's TLB) instead of the broadcast
+  __kvm_tlb_flush_vmid_ipa (6.1.192 as read) from v6.6 (commit a12ab1378a88, "KVM:
+  arm64: Use local TLBI on permission relaxation", pinned by the Fixes: tag of the next
+  change; the release is the model's reading of its posting date).
+- ``relax_perms_tlbi_on_eagain``: that invalidation also runs when the walk returns
+  -EAGAIN (another vCPU relaxed the entry first, and this CPU's TLB may still hold the
+  entry that faulted), from v6.6 ("KVM: arm64: Always invalidate TLB for stage-2
+  permission faults", Oliver Upton, posted for v6.6-rc with Cc: stable; hash not
+  pinned). 6.12.118 as read has both.
+
 The flags the fault path passes follow from these knobs and the ``eagain_rule``
 (s2mmu.pgtable.callers): SHARED from v6.2, with HANDLE_FAULT from v6.3 (ddcadb297ce5
 added it to the map of user_mem_abort and to relax_perms and mkyoung, which pass it
@@ -104,6 +115,8 @@ class BehaviourProfile:
     max_owner_id: int = 255
     shared_fault_walks: bool = True
     shared_access_faults: bool = True
+    relax_perms_local_tlbi: bool = True
+    relax_perms_tlbi_on_eagain: bool = True
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,12 @@ KNOBS = (
          (Change("v6.2", None, "KVM: arm64: Handle stage-2 faults in parallel"),)),
     Knob("shared_access_faults", "handle_access_fault: read lock, mkyoung passes SHARED (CAS)",
          (Change("v6.2", None, "KVM: arm64: Handle access faults behind the read lock"),)),
+    Knob("relax_perms_local_tlbi", "relax_perms invalidates the local TLB (TLBI IPAS2E1, nsh)",
+         (Change("v6.6", "a12ab1378a88", "KVM: arm64: Use local TLBI on permission "
+                 "relaxation"),)),
+    Knob("relax_perms_tlbi_on_eagain", "relax_perms invalidates the TLB on -EAGAIN too",
+         (Change("v6.6", None, "KVM: arm64: Always invalidate TLB for stage-2 permission "
+                 "faults"),)),
 )
 """Every knob of BehaviourProfile, in field order, with its history."""
 
@@ -169,6 +188,8 @@ V6_1 = BehaviourProfile(
     max_owner_id=1,
     shared_fault_walks=False,
     shared_access_faults=False,
+    relax_perms_local_tlbi=False,
+    relax_perms_tlbi_on_eagain=False,
 )
 """v6.1 (Debian's 6.1.192): faults under the write lock, no walk flags, plain stores."""
 
@@ -181,6 +202,8 @@ V6_2 = BehaviourProfile(
     perm_only_filter=True,
     relax_perms_xn_from_prot=False,
     max_owner_id=1,
+    relax_perms_local_tlbi=False,
+    relax_perms_tlbi_on_eagain=False,
 )
 """v6.2: parallel faults (SHARED); any error stops the walk; no 6.4-rc map-walker fixes."""
 
@@ -260,10 +283,11 @@ def behaviour_profile(name: str) -> BehaviourProfile:
 
 COVERS_FROM = {"v6.1": (0, 0), "v6.2": (6, 2), "v6.6": (6, 3), "v6.12": (6, 12),
                "v6.18": (6, 14), "v6.19": (6, 19)}
-"""The first release each profile stands for: v6.6 stands for v6.3 to v6.11 (same rules;
-6.3.y has the 6.4-rc fixes), v6.12 for v6.12 and v6.13, v6.18 for v6.14 to v6.18 (pKVM's EL2
-guest stage 2 came with commit fce886a60207, "KVM: arm64: Plumb the pKVM MMU in KVM"; the
-release it first shipped in, v6.14 here, is not pinned)."""
+"""The first release each profile stands for: v6.6 stands for v6.3 to v6.11 (6.3.y has
+the 6.4-rc fixes; v6.3 to v6.5 still invalidate the TLB after relax_perms as v6.2 does),
+v6.12 for v6.12 and v6.13, v6.18 for v6.14 to v6.18 (pKVM's EL2 guest stage 2 came with
+commit fce886a60207, "KVM: arm64: Plumb the pKVM MMU in KVM"; the release it first
+shipped in, v6.14 here, is not pinned)."""
 
 
 def profile_for_release(version: int, patchlevel: int) -> BehaviourProfile:
