@@ -32,9 +32,12 @@ def test_the_table_has_a_column_per_release_and_a_row_per_knob() -> None:
     assert rows["at_hw_af"] == ["-", "-", "-", "no", "no", "yes"]
     assert re.search(r"\nfault: map, relax_perms +none +SHARED +SHARED\|HANDLE_FAULT +"
                      r"SHARED\|HANDLE_FAULT +SHARED\|HANDLE_FAULT +SHARED\n", out)
+    assert re.search(r"\naccess fault: mkyoung +none +none +SHARED\|HANDLE_FAULT", out)
     assert rows["relax_perms_local_tlbi"] == ["no", "no", "yes", "yes", "yes", "yes"]
+    assert rows["relax_perms_tlbi_on_eagain"] == ["no", "no", "no", "yes", "yes", "yes"]
     assert '  eagain_rule: v6.3 ddcadb297ce5 "KVM: arm64: Ignore EAGAIN for walks outside' in out
     assert "  max_owner_id: v6.19 commit not pinned" in out
+    assert '  shared_fault_walks: v6.2 1577cb5823ce "KVM: arm64: Handle stage-2 faults' in out
 
 
 def test_json_follows_its_schema() -> None:
@@ -51,7 +54,7 @@ def test_json_follows_its_schema() -> None:
 
 def test_each_profile_says_which_releases_it_stands_for() -> None:
     assert [stands_for(n) for n in ("v6.1", "v6.2", "v6.6", "v6.12", "v6.18", "v6.19")] == [
-        "..v6.1", "v6.2", "v6.3..v6.11", "v6.12..v6.13", "v6.14..v6.18", "v6.19.."]
+        "..v6.1", "v6.2", "v6.3..v6.6", "v6.7..v6.13", "v6.14..v6.18", "v6.19.."]
 
 
 def test_run_profile_overrides_the_file() -> None:

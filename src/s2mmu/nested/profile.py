@@ -14,8 +14,9 @@ Knob of this layer:
 
 - ``at_hw_af``: the software stage-1 walk sets the access flag (TCR_ELx.HA with
   FEAT_HAFDBS, through __kvm_at_swap_desc) instead of reporting an Access flag fault.
-  Off in 6.12.118's at.c as read (no descriptor update); on in the current code. The
-  release that changed it and its commit are not pinned: the model gives it to v6.19.
+  Off in 6.12.118's at.c as read (no descriptor update); on from v6.19 (commit
+  c59ca4b5b0c3, "KVM: arm64: Implement HW access flag management in stage-1 SW PTW",
+  merged beside 2608563b466b).
 
 Kernel: arch/arm64/kvm/at.c (Linux 6.12.118 as read: setup_s1_walk, walk_s1, no
 __kvm_at_swap_desc) and the current at.c (__kvm_at_swap_desc).
@@ -39,7 +40,8 @@ from s2mmu.pgtable.profile import (
 
 AT_KNOBS = (
     Knob("at_hw_af", "the AT software walk sets the stage-1 access flag (__kvm_at_swap_desc)",
-         (Change("v6.19", None, None),)),
+         (Change("v6.19", "c59ca4b5b0c3", "KVM: arm64: Implement HW access flag management "
+                 "in stage-1 SW PTW"),)),
 )
 """The AT emulation's knobs, with their history."""
 

@@ -8,9 +8,9 @@ and each caller takes them from here:
 
 - v6.1: no flags anywhere (map takes none); faults and access faults take mmu_lock for
   write (a dirty-logging write permission fault's relax for read, with a plain store);
-- v6.2: user_mem_abort's map and relax_perms, and handle_access_fault's mkyoung, pass
-  SHARED under the read lock;
-- v6.3 to v6.18: SHARED|HANDLE_FAULT for the three;
+- v6.2: user_mem_abort's map and relax_perms pass SHARED under the read lock;
+  handle_access_fault's mkyoung still runs under the write lock with no flag;
+- v6.3 to v6.18: SHARED|HANDLE_FAULT for the three (mkyoung under the read lock);
 - v6.19: SHARED for the three (HANDLE_FAULT is gone).
 
 Callers under the write lock (kvm_unmap_gfn_range, stage2_wp_range, kvm_age_gfn,

@@ -10,9 +10,10 @@ Knobs and the kernel history they stand for:
 - ``eagain_rule``: how a visitor's -EAGAIN affects the walk (kvm_pgtable_walk_continue).
   ANY_ERROR_STOPS before v6.3; HANDLE_FAULT from v6.3 (commit ddcadb297ce5, "KVM: arm64:
   Ignore EAGAIN for walks outside of a fault": -EAGAIN is swallowed unless the walker
-  passes KVM_PGTABLE_WALK_HANDLE_FAULT); IGNORE_EAGAIN from v6.19 ("KVM: arm64: Invert
-  KVM_PGTABLE_WALK_HANDLE_FAULT to fix pKVM walkers", seed 000: -EAGAIN ends the walk
-  unless the walker passes KVM_PGTABLE_WALK_IGNORE_EAGAIN, which only wrprotect does).
+  passes KVM_PGTABLE_WALK_HANDLE_FAULT); IGNORE_EAGAIN from v6.19 (commit 19cffd16ed64,
+  "KVM: arm64: Invert KVM_PGTABLE_WALK_HANDLE_FAULT to fix pKVM walkers", seed 000, in
+  the kvmarm fixes for 6.19: -EAGAIN ends the walk unless the walker passes
+  KVM_PGTABLE_WALK_IGNORE_EAGAIN, which only wrprotect does).
 - ``reload_after_table_pre``: the entry is re-read after a TABLE_PRE callback (commit
   a9f0e3d5a089, "KVM: arm64: Reload PTE after invoking walker callback on preorder
   traversal", v6.4-rc, backported to 6.3.y). Before it, a TABLE_PRE that replaced a table
@@ -42,35 +43,34 @@ Knobs and the kernel history they stand for:
   in the source of the v6.3 era and measured against Linux 6.12.118's own pgtable.c);
   FIELD_MAX(KVM_INVALID_PTE_OWNER_MASK) = 255 in the v6.19 profile, the model's reading
   of the pKVM guest-ownership code (the commit that raised it is not pinned here).
-
 - ``shared_fault_walks``: user_mem_abort takes mmu_lock for read and its map and
   relax_perms walks pass KVM_PGTABLE_WALK_SHARED, so their entry updates are
   compare-and-swap (stage2_try_set_pte) and break-before-make locks the entry, from v6.2
-  ("KVM: arm64: Handle stage-2 faults in parallel", Oliver Upton, the series posted to
-  kvmarm in November 2022; hash not pinned). Before it (Linux 6.1.192 as read), faults
-  take mmu_lock for write (for read only for a dirty-logging write permission fault),
-  kvm_pgtable_stage2_map takes no walk flags and stage2_attr_walker stores with
-  WRITE_ONCE.
+  (commit 1577cb5823ce, "KVM: arm64: Handle stage-2 faults in parallel"). Before it
+  (Linux 6.1.192 as read), faults take mmu_lock for write (for read only for a
+  dirty-logging write permission fault), kvm_pgtable_stage2_map takes no walk flags and
+  stage2_attr_walker stores with WRITE_ONCE.
 - ``shared_access_faults``: handle_access_fault takes mmu_lock for read and
-  kvm_pgtable_stage2_mkyoung passes KVM_PGTABLE_WALK_SHARED, from v6.2 ("KVM: arm64:
-  Handle access faults behind the read lock", same series; hash not pinned). Before it,
-  under the write lock with a plain store (6.1.192 as read).
-
+  kvm_pgtable_stage2_mkyoung passes KVM_PGTABLE_WALK_SHARED, from v6.3 (commit
+  fc61f554e694, "KVM: arm64: Handle access faults behind the read lock", in the same
+  series as ddcadb297ce5; the 6.3 pull calls it "an accidental omission in the original
+  parallel faults implementation"). Before it, under the write lock with a plain store.
 - ``relax_perms_local_tlbi``: kvm_pgtable_stage2_relax_perms invalidates with
   __kvm_tlb_flush_vmid_ipa_nsh (the local CPU's TLB) instead of the broadcast
-  __kvm_tlb_flush_vmid_ipa (6.1.192 as read) from v6.6 (commit a12ab1378a88, "KVM:
-  arm64: Use local TLBI on permission relaxation", pinned by the Fixes: tag of the next
-  change; the release is the model's reading of its posting date).
+  __kvm_tlb_flush_vmid_ipa (6.1.192 as read) from v6.5 (commit a12ab1378a88, "KVM:
+  arm64: Use local TLBI on permission relaxation", with eager page splitting).
 - ``relax_perms_tlbi_on_eagain``: that invalidation also runs when the walk returns
   -EAGAIN (another vCPU relaxed the entry first, and this CPU's TLB may still hold the
-  entry that faulted), from v6.6 ("KVM: arm64: Always invalidate TLB for stage-2
-  permission faults", Oliver Upton, posted for v6.6-rc with Cc: stable; hash not
-  pinned). 6.12.118 as read has both.
+  entry that faulted), from v6.7 (commit be097997a273, "KVM: arm64: Always invalidate
+  TLB for stage-2 permission faults"). 6.12.118 as read has both.
 
 The flags the fault path passes follow from these knobs and the ``eagain_rule``
-(s2mmu.pgtable.callers): SHARED from v6.2, with HANDLE_FAULT from v6.3 (ddcadb297ce5
-added it to the map of user_mem_abort and to relax_perms and mkyoung, which pass it
-inside pgtable.c in 6.12.118 as read) until v6.19 drops it.
+(s2mmu.pgtable.callers): SHARED from v6.2 (mkyoung from v6.3), with HANDLE_FAULT from
+v6.3 (ddcadb297ce5 added it to the map of user_mem_abort and to relax_perms and mkyoung,
+which pass it inside pgtable.c in 6.12.118 as read; the pKVM series that gave relax_perms
+and mkyoung a flags argument, "KVM: arm64: Pass walk flags to
+kvm_pgtable_stage2_relax_perms", kept HANDLE_FAULT|SHARED in user_mem_abort) until
+19cffd16ed64 drops it.
 
 Releases: one profile per release that changed a rule or that a user meets (v6.1 and
 v6.12 are Debian's kernels, v6.6 a long-term release, v6.18 the last with HANDLE_FAULT
@@ -144,8 +144,8 @@ class Knob:
 KNOBS = (
     Knob("eagain_rule", "what a visitor's -EAGAIN does to the walk (kvm_pgtable_walk_continue)",
          (Change("v6.3", "ddcadb297ce5", "KVM: arm64: Ignore EAGAIN for walks outside of a fault"),
-          Change("v6.19", None, "KVM: arm64: Invert KVM_PGTABLE_WALK_HANDLE_FAULT to fix pKVM "
-                 "walkers"))),
+          Change("v6.19", "19cffd16ed64", "KVM: arm64: Invert KVM_PGTABLE_WALK_HANDLE_FAULT to "
+                 "fix pKVM walkers"))),
     Knob("reload_after_table_pre", "the entry is re-read after a TABLE_PRE callback",
          (Change("v6.4", "a9f0e3d5a089", "KVM: arm64: Reload PTE after invoking walker callback "
                  "on preorder traversal"),)),
@@ -164,15 +164,16 @@ KNOBS = (
     Knob("max_owner_id", "largest owner id kvm_pgtable_stage2_set_owner accepts",
          (Change("v6.19", None, None),)),
     Knob("shared_fault_walks", "user_mem_abort: read lock, map and relax_perms pass SHARED (CAS)",
-         (Change("v6.2", None, "KVM: arm64: Handle stage-2 faults in parallel"),)),
+         (Change("v6.2", "1577cb5823ce", "KVM: arm64: Handle stage-2 faults in parallel"),)),
     Knob("shared_access_faults", "handle_access_fault: read lock, mkyoung passes SHARED (CAS)",
-         (Change("v6.2", None, "KVM: arm64: Handle access faults behind the read lock"),)),
+         (Change("v6.3", "fc61f554e694", "KVM: arm64: Handle access faults behind the read "
+                 "lock"),)),
     Knob("relax_perms_local_tlbi", "relax_perms invalidates the local TLB (TLBI IPAS2E1, nsh)",
-         (Change("v6.6", "a12ab1378a88", "KVM: arm64: Use local TLBI on permission "
+         (Change("v6.5", "a12ab1378a88", "KVM: arm64: Use local TLBI on permission "
                  "relaxation"),)),
     Knob("relax_perms_tlbi_on_eagain", "relax_perms invalidates the TLB on -EAGAIN too",
-         (Change("v6.6", None, "KVM: arm64: Always invalidate TLB for stage-2 permission "
-                 "faults"),)),
+         (Change("v6.7", "be097997a273", "KVM: arm64: Always invalidate TLB for stage-2 "
+                 "permission faults"),)),
 )
 """Every knob of BehaviourProfile, in field order, with its history."""
 
@@ -202,6 +203,7 @@ V6_2 = BehaviourProfile(
     perm_only_filter=True,
     relax_perms_xn_from_prot=False,
     max_owner_id=1,
+    shared_access_faults=False,
     relax_perms_local_tlbi=False,
     relax_perms_tlbi_on_eagain=False,
 )
@@ -216,8 +218,10 @@ V6_6 = BehaviourProfile(
     perm_only_filter=True,
     relax_perms_xn_from_prot=False,
     max_owner_id=1,
+    relax_perms_tlbi_on_eagain=False,
 )
-"""v6.6 (long-term): HANDLE_FAULT, with the 6.4-rc map-walker fixes."""
+"""v6.6 (long-term): HANDLE_FAULT, the 6.4-rc map-walker fixes, local TLBI after a relax
+(not yet on -EAGAIN)."""
 
 V6_12 = BehaviourProfile(
     name="v6.12",
@@ -281,13 +285,13 @@ def behaviour_profile(name: str) -> BehaviourProfile:
     return PROFILES[name]
 
 
-COVERS_FROM = {"v6.1": (0, 0), "v6.2": (6, 2), "v6.6": (6, 3), "v6.12": (6, 12),
+COVERS_FROM = {"v6.1": (0, 0), "v6.2": (6, 2), "v6.6": (6, 3), "v6.12": (6, 7),
                "v6.18": (6, 14), "v6.19": (6, 19)}
-"""The first release each profile stands for: v6.6 stands for v6.3 to v6.11 (6.3.y has
-the 6.4-rc fixes; v6.3 to v6.5 still invalidate the TLB after relax_perms as v6.2 does),
-v6.12 for v6.12 and v6.13, v6.18 for v6.14 to v6.18 (pKVM's EL2 guest stage 2 came with
-commit fce886a60207, "KVM: arm64: Plumb the pKVM MMU in KVM"; the release it first
-shipped in, v6.14 here, is not pinned)."""
+"""The first release each profile stands for: v6.6 stands for v6.3 to v6.6 (6.3.y has
+the 6.4-rc fixes; v6.3 and v6.4 still invalidate the TLB after relax_perms as v6.2 does),
+v6.12 for v6.7 to v6.13 (at.c's software walker is 6.12's), v6.18 for v6.14 to v6.18
+(pKVM's EL2 guest stage 2 came with commit fce886a60207, "KVM: arm64: Plumb the pKVM MMU
+in KVM"; the release it first shipped in, v6.14 here, is not pinned)."""
 
 
 def profile_for_release(version: int, patchlevel: int) -> BehaviourProfile:
