@@ -71,3 +71,14 @@ def test_run_with_an_unknown_profile_is_one_line_listing_the_names() -> None:
     assert code == 2 and out == ""
     assert err == ("s2mmu: error: unknown kernel profile 'v6.3..v6.19-rc4' (known: v6.1, v6.2, "
                    "v6.6, v6.12, v6.18, v6.19)\n")
+
+
+def test_the_run_says_which_release_it_followed() -> None:
+    code, out, _ = run("run", RELAX_AFTER_UNMAP, "--profile", "v6.19")
+    assert code == 0 and out.splitlines()[0] == f"scenario relax-after-unmap ({RELAX_AFTER_UNMAP})"
+    code, out, _ = run("run", RELAX_AFTER_UNMAP)
+    assert out.splitlines()[0].endswith("), kernel profile v6.12")
+    code, out, _ = run("run", RELAX_AFTER_UNMAP, "--profile", "v6.1", "--json")
+    doc = json.loads(out)
+    validate(doc)
+    assert code == 1 and doc["profile"] == "v6.1" and not doc["ok"]

@@ -77,6 +77,7 @@ from s2mmu.kvm.invariants import (
     UnexplainedDirtyBit,
     WritableBlockWhileLogging,
 )
+from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
     DcacheCleanInvalPoc,
@@ -781,7 +782,8 @@ def verdict_lines(run: Run) -> list[str]:
 def timeline_lines(run: Run, trace: bool = False) -> list[str]:
     """Return the run as text: one block per step, then the summary and the verdict."""
     scn = run.scenario
-    out = [f"scenario {scn.name} ({scn.path})"]
+    release = "" if scn.profile is CURRENT_PROFILE else f", kernel profile {scn.profile.name}"
+    out = [f"scenario {scn.name} ({scn.path}){release}"]
     if scn.description:
         out.append(f"  {scn.description}")
     for step in run.steps:
