@@ -12,6 +12,10 @@ the world state it builds from them (a :class:`Layer`), its event kinds (an
 (:class:`ExpectationKind`) and its invariants (:class:`Invariant`). Loading parses each
 ``[[event]]`` table into its kind's frozen dataclass, checked field by field with the
 same ``file:line: field: why`` messages; the runner dispatches through the same registry.
+
+``[kvm] profile = "v6.12"`` names the kernel release whose rules every layer follows
+(:mod:`s2mmu.nested.profile`); it is the scenario's, not one layer's, so the loader reads
+it and the layers find it as ``world.scenario.profile``.
 """
 
 from __future__ import annotations
