@@ -9,9 +9,10 @@ import pytest
 
 from s2mmu.arch.errors import InputError
 from s2mmu.kvm.fault import PgtableCall, PgtableOp
+from s2mmu.nested.at import AtContext, AtProfile, kvm_at
 from s2mmu.nested.profile import CURRENT, KERNEL_PROFILES
 from s2mmu.pgtable.errno import EAGAIN
-from s2mmu.scenario import KvmWorld, ScenarioError, load_scenario, run_scenario
+from s2mmu.scenario import KvmWorld, ScenarioError, load_scenario, nested_events, run_scenario
 from s2mmu.scenario.records import Run
 
 RELAX_AFTER_UNMAP = Path(__file__).parents[1] / "scenarios" / "relax_after_unmap.toml"
@@ -92,3 +93,47 @@ def test_a_race_point_other_than_the_two_seams_is_refused() -> None:
                                             r"\|migrate\|hwpoison, hva = \.\.\., size = \.\.\., "
                                             r"at = before-lock\|before-seq\}"):
         load_scenario("r.toml", text)
+
+
+NESTED_AT = """
+[[vma]]
+start = 0x7f0000000000
+size = "64M"
+[[memslot]]
+id = 0
+gpa = 0x40000000
+size = "64M"
+hva = 0x7f0000000000
+[nested]
+tables = 0x43000000
+[[nested.map]]
+l2_ipa = 0x80000000
+ipa = 0x40400000
+size = "4K"
+perms = "RW"
+[[event]]
+do = "l1_at"
+op = "S12E1R"
+va = 0x80000000
+"""
+
+
+@pytest.mark.parametrize(("release", "hw_af"), [("v6.12", False), ("v6.18", False),
+                                                ("v6.19", True)])
+def test_the_nested_at_emulation_follows_the_release(release: str, hw_af: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[AtProfile] = []
+
+    def spy(ctx: AtContext, *args: object) -> object:
+        seen.append(ctx.profile)
+        return kvm_at(ctx, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(nested_events, "kvm_at", spy)
+    run = run_scenario(load_scenario("n.toml", f'[kvm]\nprofile = "{release}"\n' + NESTED_AT))
+    assert run.ok and [p.hw_af for p in seen] == [hw_af]
+
+
+def test_an_at_under_a_release_without_at_c_is_refused() -> None:
+    with pytest.raises(ScenarioError, match=r"n\.toml:\d+: event\[0\]\.do: kernel profile v6\.6 "
+                                            r"has no AT emulation"):
+        run_scenario(load_scenario("n.toml", '[kvm]\nprofile = "v6.6"\n' + NESTED_AT))

@@ -3,10 +3,11 @@ and invariants, registered with :data:`s2mmu.scenario.schema.REGISTRY`.
 
 Tables: [host], [vm], [[vma]], [[memslot]] (each a setup step: KVM_SET_USER_MEMORY_REGION
 before the timeline), [[vcpu]]; the VM follows the rules of the scenario's kernel release
-([kvm] profile, read by s2mmu.scenario.schema for every layer). Events: guest accesses (read, write, exec, dc), a raw
-abort, host memory events (munmap, madvise, migrate, hwpoison, mmap), memslot ioctls and
-the dirty log. The model lives in s2mmu.kvm; this module parses into typed events, wires
-them to it and compares outcomes with expectations. It formats no sentence: the records
+([kvm] profile, read by s2mmu.scenario.schema for every layer). Events: guest accesses
+(read, write, exec, dc), a raw abort, host memory events (munmap, madvise, migrate,
+hwpoison, mmap), memslot ioctls and the dirty log. The model lives in s2mmu.kvm; this
+module parses into typed events, wires them to it and compares outcomes with
+expectations. It formats no sentence: the records
 it fills are rendered by s2mmu.scenario.render_text and render_json.
 """
 

@@ -64,7 +64,7 @@ RACE_POINTS = {"before-lock", "before-seq"}
 KVM_KEYS = {"profile"}
 MAPPING_SIZES = {"4K", "2M", "1G"}
 EXPECTS = {"completed", "guest-fault", "resumed", "mmio", "nisv", "sea-dabt", "sea-pabt",
-           "size-fault", "serror", "hwpoison", "error", "retry"}
+           "size-fault", "serror", "hwpoison", "error", "retry", "l1-s2-fault"}
 
 
 
@@ -257,7 +257,8 @@ class Registry:
 REGISTRY = Registry()
 """The registry the runner dispatches through."""
 
-LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events")
+LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events",
+                 "s2mmu.scenario.nested_events")
 """The scenario-level modules that register each layer (nested and pKVM add theirs)."""
 
 
