@@ -51,6 +51,18 @@ DIFFERENCES = (
         "AF=0 always gives an Access flag fault",
         "the nested stage-2 walker never updates L1's descriptors"),
     KvmDifference(
+        "S2_NO_HW_DIRTY", "nested.c walk_nested_s2_pgd",
+        "with VTCR_EL2.HD=1 and FEAT_HAFDBS a stage-2 leaf with DBM=1 is writable (its "
+        "dirty state is managed by hardware)",
+        "writable comes from S2AP[1] alone: a clean DBM leaf is read-only to the walker",
+        "the nested stage-2 walker does not look at DBM"),
+    KvmDifference(
+        "S2_NO_DS", "nested.c vtcr_to_walk_info, walk_nested_s2_pgd",
+        "with VTCR_EL2.DS=1 descriptors are in the 52-bit form (OA[51:50] in bits [9:8]; "
+        "4KB level-0 and 16KB level-1 blocks are valid)",
+        "DS is not read: 48-bit descriptors, blocks from level 1 (4KB) or 2 (16KB, 64KB)",
+        "the nested stage-2 walker has no 52-bit IPA support yet (its own comment)"),
+    KvmDifference(
         "AT_S2_FAULT_LEVEL", "at.c walk_s1",
         "a stage-2 fault on the stage-1 walk reports the stage-2 walk's level",
         "PAR_EL1.FST carries the stage-1 level, with S=1 and PTW=1",
@@ -74,6 +86,47 @@ DIFFERENCES = (
         "a successful AT S12E* returns PAR_EL1 with bit 11 clear (stage-1-only results "
         "set it)",
         "compute_par_s12 builds PAR_EL1 from ATTR, PA and SH only"),
+    KvmDifference(
+        "AT_PAR_NS", "at.c compute_par_s1, compute_par_s12",
+        "PAR_EL1.NS of a result from a Non-secure translation regime is UNKNOWN (the "
+        "PAR_EL1.NS field description); QEMU 7.2 and the model's default ImplChoices "
+        "report 1",
+        "a successful PAR_EL1 never has NS set (compute_par_s1 sets only bit 11, as "
+        "SYS_PAR_EL1_NSE; compute_par_s12 builds ATTR, PA and SH only)",
+        "both values are permitted; KVM builds the slow path's PAR_EL1 from the fields it "
+        "computes"),
+    KvmDifference(
+        "AT_PAR_SCTLR_C", "at.c compute_par_s1",
+        "PAR_EL1.{ATTR,SH} may report the descriptor's attributes or the resulting ones "
+        "(the PAR_EL1 field description); QEMU 7.2 and the model's default ImplChoices "
+        "report MAIR's attribute whatever SCTLR_ELx.C says",
+        "with the regime's SCTLR_ELx.C=0 a Normal result reads as Normal Non-cacheable "
+        "(0x44) and so Outer Shareable",
+        "the slow path reports the resulting attribute; both answers are permitted"),
+    KvmDifference(
+        "AT_RESERVED_TG", "at.c setup_s1_walk",
+        "a reserved TCR_ELx.TG0/TG1 encoding is treated as an IMPLEMENTATION DEFINED "
+        "implemented granule (ASL AArch64.S1DecodeTG0/TG1); QEMU 7.2 and the model's "
+        "default ImplChoices pick 4KB",
+        "the software walk treats it as 64KB",
+        "setup_s1_walk's IMPDEF choice (\"treat any other value as 64k\")"),
+    KvmDifference(
+        "AT_PTW_DEVICE", "at.c walk_s1; mmu.c user_mem_abort (the shadow's memory type)",
+        "with L1's HCR_EL2.PTW=1 a stage-1 table walk access that L1's stage 2 maps as "
+        "Device memory is a stage-2 Permission fault (S=1, PTW=1)",
+        "the slow path never looks at HCR_EL2.PTW or the stage-2 memory type of a table, "
+        "and the shadow stage 2 the fast path walks maps L1's memory with KVM's memory "
+        "type (Normal), so the walk goes on",
+        "walk_s1 checks only kvm_s2_trans_readable() of each table's IPA"),
+    KvmDifference(
+        "AT_CONTIGUOUS_OA", "at.c walk_s1, nested.c walk_nested_s2_pgd (contiguous_bit_shift)",
+        "a contiguous run whose output address is not aligned to the run is misprogrammed "
+        "(CONSTRAINED UNPREDICTABLE); QEMU 7.2 and the model's default ImplChoices take the "
+        "fetched descriptor's output address",
+        "the output bits below the run come from the input address (VA at stage 1, IPA at "
+        "stage 2), as ASL StageOA computes them",
+        "KVM's software walkers apply the contiguous hint to the output address; correctly "
+        "programmed runs give the same answer either way"),
     KvmDifference(
         "AT_S12_REFUSED_WALK", "at.c __kvm_at_s12",
         "see S2_WALK_LIMITS",
@@ -111,5 +164,23 @@ S12_ATTRIBUTE_DIFFERENCES = (
         "always Write-Back Read/Write-Allocate (0xFF)",
         "the FWB case returns a fixed attribute"),
 )
+
+
+
+def s12_attribute_difference(fwb: bool, memattr: int, s1_attr: int) -> str:
+    """Return the listed S12 attribute difference for a stage-2 MemAttr and stage-1 ATTR.
+
+    fwb: L1's HCR_EL2.FWB; memattr: the stage-2 leaf's MemAttr[3:0]; s1_attr: PAR_EL1.ATTR
+    of the stage-1 result. Returns "" where compute_par_s12 combines as the model does.
+    """
+    if (not fwb and memattr in (0b0100, 0b1000, 0b1100)) or (fwb and memattr & 7 == 0b100):
+        return "AT_S12_RESERVED_MEMATTR"
+    if s1_attr == 0xF0:
+        return "AT_S12_TAGGED"
+    if fwb and memattr & 7 == 0b110:
+        device_or_nc = s1_attr >> 4 == 0 or s1_attr == 0x44
+        return "AT_S12_FWB_SH" if device_or_nc else "AT_S12_FWB_HINTS"
+    return ""
+
 
 BY_NAME = {d.name: d for d in DIFFERENCES + S12_ATTRIBUTE_DIFFERENCES}
