@@ -38,9 +38,17 @@ from s2mmu.conformance.compare import (
     model_answer,
     write_mismatches,
 )
-from s2mmu.conformance.divergences import divergence_named
 from s2mmu.conformance.generator import FAMILIES, family_names, generate_cases
+from s2mmu.conformance.nested import (
+    THROUGH,
+    compare_nested_case,
+    divergence_reason,
+    el2_case,
+    generate_nested_cases,
+    path_counts,
+)
 from s2mmu.conformance.qemu import HarnessUnavailable, QemuAt, QemuConfig, run_case_file
+from s2mmu.nested.at import CURRENT, PROFILES, AtProfile
 
 SCHEMA = "s2mmu.conformance/1"
 
@@ -68,12 +76,24 @@ def default_jobs() -> int:
               help="Run one case file on both sides and show them side by side.")
 @click.option("--jobs", default=default_jobs, type=click.IntRange(1),
               help="QEMU instances run in parallel.")
+@click.option("--through", type=click.Choice(THROUGH), default="architecture",
+              show_default=True,
+              help="Run the cases through the architecture model, or (nested) as a guest "
+                   "hypervisor's AT instructions through KVM's emulation (EL2 ops only).")
+@click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)),
+              default=CURRENT.name, show_default=True,
+              help="With --through nested: the kernel release's AT emulation behaviour.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (schema s2mmu.conformance/1).")
 def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Path | None,
-                replay: Path | None, jobs: int, as_json: bool) -> None:
+                replay: Path | None, jobs: int, through: str, profile_name: str,
+                as_json: bool) -> None:
     """Compare the model with QEMU executing real AT instructions."""
     config = QemuConfig(jobs=jobs)
+    nested = PROFILES[profile_name] if through == "nested" else None
+    if nested is not None and keep_mismatches is not None:
+        fail("--keep-mismatches: not available with --through nested (replay the case by "
+             "name with --family and --seed)")
     try:  # a malformed replay file is refused before anything is created
         replayed = load_case_file(replay) if replay is not None else None
     except InputError as error:
@@ -82,19 +102,27 @@ def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Pa
         check_writable_dir(keep_mismatches)
     try:
         if replayed is not None:
-            report = compare_with_progress(replayed, config)
+            objs = nested_objects(replayed) if nested is not None else replayed
+            report = compare_with_progress(objs, config, nested)
             text = format_replay(report)
         else:
-            cases = generate_cases(n_cases, seed, family_names(family))
-            report = compare_with_progress(cases, config)
+            cases = (generate_nested_cases(n_cases, seed, family_names(family))
+                     if nested is not None else generate_cases(n_cases, seed, family_names(family)))
+            report = compare_with_progress(cases, config, nested)
             text = format_summary(report)
+        if nested is not None:
+            text += "\n" + nested_lines(report, nested)
         written: list[str] = []
         if keep_mismatches is not None and report.mismatches():
             written = [str(p) for p in write_mismatches(report, keep_mismatches, config)]
         if as_json:
-            run = {"replay": str(replay)} if replay is not None else {
+            run: dict[str, Any] = {"replay": str(replay)} if replay is not None else {
                 "cases": n_cases, "seed": seed, "families": family_names(family)}
-            print_json(conformance_doc(report, run, written))
+            doc = conformance_doc(report, run, written)
+            if nested is not None:
+                run["through"] = "nested"
+                doc["nested"] = {"profile": nested.name, **path_counts(report)}
+            print_json(doc)
         else:
             click.echo(text)
             for path in written:
@@ -116,22 +144,40 @@ def check_writable_dir(directory: Path) -> None:
         fail(f"--keep-mismatches {directory}: the directory is not writable")
 
 
-def compare_with_progress(objs: Any, config: QemuConfig) -> Report:
+def compare_with_progress(objs: Any, config: QemuConfig, nested: AtProfile | None = None
+                          ) -> Report:
     """Run case objects on QEMU, then the model case by case, showing progress.
 
-    The same steps as s2mmu.conformance.compare.compare_cases; progress goes to stderr
-    on a terminal only.
+    The same steps as s2mmu.conformance.compare.compare_cases (or, with a nested
+    profile, compare_nested_cases); progress goes to stderr on a terminal only.
     """
     cases = parse_cases(list(objs))
     with progress(f"QEMU: {len(cases)} cases") as bar:
         answers = QemuAt(config).run(cases)
         bar.advance()
     compared = []
-    with progress("model", total=len(cases)) as bar:
+    with progress("model" if nested is None else "KVM's AT emulation", total=len(cases)) as bar:
         for case, qemu in zip(cases, answers, strict=True):
-            compared.append(compare_case(case, qemu, model_answer))
+            compared.append(compare_case(case, qemu, model_answer) if nested is None
+                            else compare_nested_case(case, qemu, nested))
             bar.advance()
     return Report(tuple(compared))
+
+
+def nested_objects(objs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return a replayed file's cases with their EL2 ops only (refused if none has one)."""
+    kept = [case for case in (el2_case(obj) for obj in objs) if case is not None]
+    if not kept:
+        raise InputError("--through nested: no op of the file executes at EL2 (a guest "
+                         "hypervisor's AT instructions run at virtual EL2)")
+    return kept
+
+
+def nested_lines(report: Report, profile: AtProfile) -> str:
+    """Return the nested run's footer: the profile and the paths the emulation took."""
+    paths = path_counts(report)
+    return (f"through KVM's AT emulation (profile {profile.name}): "
+            f"{paths['fast']} ops on the fast path, {paths['slow']} on the slow path")
 
 
 @click.command("qemu-at")
@@ -190,7 +236,7 @@ def divergence_lines(report: Report) -> list[str]:
         return ["intended divergences: none seen"]
     lines = ["intended divergences (not counted as agreement):"]
     for name, count in seen.most_common():
-        lines.append(f"  {name}: {count} ops. {divergence_named(name).reason}")
+        lines.append(f"  {name}: {count} ops. {divergence_reason(name)}")
     return lines
 
 
@@ -283,7 +329,7 @@ def conformance_doc(report: Report, run: dict[str, Any], written: list[str]) -> 
                                                  report.tally(name).compared)}
                      for name in report.families()],
         "total": tally_doc(total.counts, total.compared),
-        "divergences": [{"name": name, "ops": count, "reason": divergence_named(name).reason}
+        "divergences": [{"name": name, "ops": count, "reason": divergence_reason(name)}
                         for name, count in report.divergences().most_common()],
         "memory_changes": {"cases": len(report.cases), "agree": memory[AGREE],
                            "mismatch": memory[MISMATCH], "diverge": memory[DIVERGENCE],

@@ -128,11 +128,20 @@ DIFFERENCES = (
         "KVM's software walkers apply the contiguous hint to the output address; correctly "
         "programmed runs give the same answer either way"),
     KvmDifference(
+        "AT_S12_HCR_CD", "at.c compute_par_s12",
+        "PAR_EL1.{ATTR,SH} may report the resulting attributes (the PAR_EL1 field "
+        "description); with HCR_EL2.FWB=1 QEMU 7.2 and the model's default ImplChoices "
+        "(par_hcr_cd) report the combination without HCR_EL2.CD",
+        "HCR_EL2.CD=1 makes every Normal result Normal Non-cacheable (0x44, Outer Shareable), "
+        "with FWB as without",
+        "compute_par_s12 applies CD after either combination; both answers are permitted"),
+    KvmDifference(
         "AT_S12_REFUSED_WALK", "at.c __kvm_at_s12",
         "see S2_WALK_LIMITS",
         "a refused stage-2 walk leaves the stage-1 result (an IPA) in PAR_EL1",
         "__kvm_at_s12 returns before writing PAR_EL1 when the walk returns an error"),
 )
+
 
 # compute_par_s12 against the model's attribute combination (arch.translate.combine_attrs
 # and ImplChoices), found by tests/nested/test_at.py on every stage-1 MAIR class and
