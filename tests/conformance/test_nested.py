@@ -9,11 +9,16 @@ KVM difference (s2mmu.nested.differences) or a listed QEMU 7.2 departure.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
+from click.testing import CliRunner
+
 from s2mmu.arch import atcase
 from s2mmu.arch.features import qemu_7_2_max
+from s2mmu.cli.conformance_cmd import conformance
+from s2mmu.cli.schemas import validate
 from s2mmu.conformance.casefile import parse_case
 from s2mmu.conformance.compare import AGREE, DIVERGENCE, MISMATCH, Report, model_answer
 from s2mmu.conformance.nested import (
@@ -167,3 +172,45 @@ def test_l1_memory_sits_behind_kvms_offset_stage2_and_updates_are_reported_at_gu
     assert int(answer["ops"][0]["PAR_EL1"], 16) & 0xFFFFFFFFF000 == 0x5000_0000
     m = l1_machine(atcase.parse_case(obj), qemu_7_2_max())
     assert m.vm.host.read64(l3 + 8 + HOST_OFFSET) == 0x50000303
+
+
+# --- The command ---------------------------------------------------------------------------
+
+
+def test_through_nested_refuses_keep_mismatches(tmp_path: Any) -> None:
+    result = CliRunner().invoke(conformance, ["--through", "nested", "--keep-mismatches",
+                                              str(tmp_path / "m"), "--cases", "1"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("s2mmu: error: --keep-mismatches: not available with "
+                                    "--through nested")
+    assert not (tmp_path / "m").exists()
+
+
+def test_through_nested_refuses_a_file_without_el2_ops(tmp_path: Any) -> None:
+    path = tmp_path / "el1.json"
+    path.write_text(json.dumps({"name": "el1", "el": "EL1", "ops": [["S1E1R", "0x1000"]]}))
+    result = CliRunner().invoke(conformance, ["--through", "nested", "--replay", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr == ("s2mmu: error: --through nested: no op of the file executes at "
+                             "EL2 (a guest hypervisor's AT instructions run at virtual EL2)\n")
+
+
+@requires_qemu
+def test_through_nested_json_reports_paths_and_validates() -> None:
+    result = CliRunner().invoke(conformance, ["--through", "nested", "--cases", "6",
+                                              "--family", "stage2,el2", "--json"])
+    assert result.exit_code == 0, result.stdout
+    doc = json.loads(result.stdout)
+    validate(doc)
+    assert doc["run"]["through"] == "nested" and doc["nested"]["profile"] == "current"
+    assert doc["nested"]["fast"] + doc["nested"]["slow"] == doc["total"]["ops"]
+    assert doc["ok"] and doc["total"]["mismatch"] == 0
+
+
+@requires_qemu
+def test_through_nested_text_ends_with_the_paths() -> None:
+    result = CliRunner().invoke(conformance, ["--through", "nested", "--cases", "3",
+                                              "--family", "perms", "--profile", "v6.12"])
+    assert result.exit_code == 0, result.stdout
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("through KVM's AT emulation (profile v6.12): ")
