@@ -22,7 +22,7 @@ from s2mmu.nested.at import (
     kvm_at,
     slow_par,
 )
-from s2mmu.nested.differences import BY_NAME, DIFFERENCES
+from s2mmu.nested.differences import BY_NAME, DIFFERENCES, s12_attribute_difference
 
 from .state import IPA, PA, S1_EL1_TABLES, VA1, VA2, L1State, l1_state, random_l1_state
 
@@ -230,14 +230,7 @@ def test_translation_fault_on_the_fast_path_goes_slow():
 
 def listed_s12_attr_difference(fwb: bool, memattr: int, s1attr: int) -> str:
     """Return the listed difference an S12 attribute mismatch falls under, or ""."""
-    if (not fwb and memattr in (0b0100, 0b1000, 0b1100)) or (fwb and memattr & 7 == 0b100):
-        return "AT_S12_RESERVED_MEMATTR"
-    if s1attr == 0xF0:
-        return "AT_S12_TAGGED"
-    if fwb and memattr & 7 == 0b110:
-        device_or_nc = s1attr >> 4 == 0 or s1attr == 0x44
-        return "AT_S12_FWB_SH" if device_or_nc else "AT_S12_FWB_HINTS"
-    return ""
+    return s12_attribute_difference(fwb, memattr, s1attr)
 
 
 @pytest.mark.parametrize("fwb", [False, True])
@@ -366,3 +359,14 @@ def test_slow_path_result_is_a_value_not_an_exception():
     ctx = s.ctx()
     got = handle_at_slow(ctx, s.regs, False, AtOp.S1E1R, VA1)
     assert not isinstance(got, AddressDescriptor) and got.statuscode is Fault.TRANSLATION
+
+
+def test_s12_write_back_transient_over_write_through_is_kvms_write_back_transient():
+    from dataclasses import replace
+    s = l1_state()
+    s.regs = replace(s.regs, MAIR_EL1=0x77)                      # WB Transient, RW hints
+    s.el1.map(VA1, IPA, 0x1000, s1_attrs(attrindx=0))
+    s.s2.map(IPA, PA, 0x1000, s2_attrs(memattr=0b1010))          # WT, WT
+    assert kvm_at(s.ctx(), s.regs, False, AtOp.S12E1R, VA1).par >> 56 == 0x77
+    assert arch_par(s, AtOp.S12E1R, VA1) >> 56 == 0x33              # WT Transient, RW
+    assert s12_attribute_difference(False, 0b1010, 0x77) == "AT_S12_TRANSIENT"

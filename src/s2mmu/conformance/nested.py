@@ -306,11 +306,12 @@ class NestedEvidence:
     kvm: int
     arch: int
     fs: FeatureSet
-    rerun: Callable[[SysRegs, ImplChoices], int]
+    rerun: Callable[[SysRegs, ImplChoices, FeatureSet], int]
     s1_par: int | None = None
     s2_desc: int | None = None
     arch_regs: SysRegs = SysRegs()
     arch_choices: ImplChoices = ImplChoices()
+    arch_fs: FeatureSet = FeatureSet(frozenset())
     fast: bool = False
 
     @property
@@ -391,14 +392,26 @@ def sctlr_c(ev: NestedEvidence) -> int | None:
     return ev.arch & ~ATTR_SH | NC_OSH
 
 
-def reconfigured(ev: NestedEvidence, regs: SysRegs, choices: ImplChoices) -> NestedEvidence | None:
-    """Return ev with the architecture run again under regs and choices, or None when that
-    changes nothing (the difference does not apply). Changes accumulate: each rerun keeps
-    the configuration of the ones before it."""
-    again = ev.rerun(regs, choices)
+def reconfigured(ev: NestedEvidence, regs: SysRegs, choices: ImplChoices,
+                 fs: FeatureSet | None = None) -> NestedEvidence | None:
+    """Return ev with the architecture run again under regs, choices and features, or None
+    when that changes nothing (the difference does not apply). Changes accumulate: each
+    rerun keeps the configuration of the ones before it."""
+    fs = fs or ev.arch_fs
+    again = ev.rerun(regs, choices, fs)
     if again == ev.arch:
         return None
-    return replace(ev, arch=again, arch_regs=regs, arch_choices=choices)
+    return replace(ev, arch=again, arch_regs=regs, arch_choices=choices, arch_fs=fs)
+
+
+def s2_oa_48bit(ev: NestedEvidence) -> NestedEvidence | None:
+    """KVM's walker of L1's stage 2 has 48-bit descriptors only: the architecture on an
+    implementation without FEAT_LPA/FEAT_LPA2 (no OA[51:48], no 64KB level-1 blocks)."""
+    if not l1_stage2_on(ev.regs) or compute_translation_regime(
+            stage1_op(ev.op), ev.regs) is not Regime.EL10:
+        return None
+    fs = replace(ev.arch_fs.with_features(remove=("FEAT_LPA", "FEAT_LPA2")), pa_bits=48)
+    return reconfigured(ev, ev.arch_regs, ev.arch_choices, fs)
 
 
 def reserved_tg(ev: NestedEvidence) -> NestedEvidence | None:
@@ -482,6 +495,7 @@ RECONFIGURATIONS: tuple[tuple[str, Reconfigure], ...] = (
     ("AT_CONTIGUOUS_OA", contiguous_oa),
     ("AT_S12_HCR_CD", s12_hcr_cd),
     ("S2_NO_DS", vtcr_cleared(VTCR_DS)),
+    ("S2_OA_48BIT", s2_oa_48bit),
     ("S2_NO_HW_DIRTY", vtcr_cleared(VTCR_HD)),
     ("S2_NO_HW_AF", vtcr_cleared(VTCR_HA)),
 )
@@ -568,8 +582,8 @@ def nested_evidence(case: HarnessCase, index: int, kvm: Mapping[str, Any], kvm_p
     at_case = atcase.parse_case(dict(case.source))
     spec = at_case.ops[index]
 
-    def rerun(regs: SysRegs, choices: ImplChoices) -> int:
-        env = Env(atcase.load_memory(at_case), fs, choices)
+    def rerun(regs: SysRegs, choices: ImplChoices, arch_fs: FeatureSet) -> int:
+        env = Env(atcase.load_memory(at_case), arch_fs, choices)
         got = execute_at(spec.op, spec.va, spec.el, spec.pan, regs, env)
         return got.par if isinstance(got, ParResult) else -1
 
@@ -578,7 +592,7 @@ def nested_evidence(case: HarnessCase, index: int, kvm: Mapping[str, Any], kvm_p
 
     return NestedEvidence(at_case.regs, spec.op, spec.va, spec.pan, kvm_par, arch_par, fs,
                           rerun, extra("s1_par"), extra("s2_desc"), at_case.regs,
-                          fast=kvm.get("path") == "fast")
+                          arch_fs=fs, fast=kvm.get("path") == "fast")
 
 
 def nested_memory_verdict(ops: Sequence[OpComparison], qemu: Mapping[str, Any],

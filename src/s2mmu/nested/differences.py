@@ -63,6 +63,13 @@ DIFFERENCES = (
         "DS is not read: 48-bit descriptors, blocks from level 1 (4KB) or 2 (16KB, 64KB)",
         "the nested stage-2 walker has no 52-bit IPA support yet (its own comment)"),
     KvmDifference(
+        "S2_OA_48BIT", "nested.c walk_nested_s2_pgd",
+        "with FEAT_LPA a 64KB-granule descriptor's bits [15:12] are OA[51:48] (an output "
+        "beyond the output size is an Address size fault) and level-1 blocks are valid",
+        "the output address is bits [47:pgshift] of the descriptor; blocks start at level 2 "
+        "with 64KB, so a level-1 block is a Translation fault",
+        "the nested stage-2 walker has no 52-bit support (its own comment)"),
+    KvmDifference(
         "AT_S2_FAULT_LEVEL", "at.c walk_s1",
         "a stage-2 fault on the stage-1 walk reports the stage-2 walk's level",
         "PAR_EL1.FST carries the stage-1 level, with S=1 and PTW=1",
@@ -128,6 +135,14 @@ DIFFERENCES = (
         "KVM's software walkers apply the contiguous hint to the output address; correctly "
         "programmed runs give the same answer either way"),
     KvmDifference(
+        "AT_S12_TRANSIENT", "at.c combine_s1_s2_attr",
+        "stage 1 Write-Back Transient combined with stage 2 Write-Through is Write-Through "
+        "with stage 1's hints, transient included: 0b00RW (ASL S2CombineS1AttrHints)",
+        "Write-Back Transient (0b01RW): the transient re-encoding looks at stage 1's type, "
+        "which was Write-Back, not at the combined type",
+        "combine_s1_s2_attr upgrades the transient stage-1 value to its non-transient type "
+        "first and then re-encodes from that type"),
+    KvmDifference(
         "AT_S12_HCR_CD", "at.c compute_par_s12",
         "PAR_EL1.{ATTR,SH} may report the resulting attributes (the PAR_EL1 field "
         "description); with HCR_EL2.FWB=1 QEMU 7.2 and the model's default ImplChoices "
@@ -186,10 +201,23 @@ def s12_attribute_difference(fwb: bool, memattr: int, s1_attr: int) -> str:
         return "AT_S12_RESERVED_MEMATTR"
     if s1_attr == 0xF0:
         return "AT_S12_TAGGED"
+    if not fwb and wb_transient_over_wt(s1_attr, memattr):
+        return "AT_S12_TRANSIENT"
     if fwb and memattr & 7 == 0b110:
         device_or_nc = s1_attr >> 4 == 0 or s1_attr == 0x44
         return "AT_S12_FWB_SH" if device_or_nc else "AT_S12_FWB_HINTS"
     return ""
+
+
+def wb_transient_over_wt(s1_attr: int, memattr: int) -> bool:
+    """Return whether a Normal stage 1 has a Write-Back Transient nibble (0b01RW, RW != 0)
+    where stage 2's MemAttr (without FWB) is Write-Through for the same nibble."""
+    if s1_attr >> 4 == 0 or memattr >> 2 == 0:
+        return False
+    for s1, s2 in ((s1_attr >> 4, memattr >> 2), (s1_attr & 0xF, memattr & 0b11)):
+        if 0b0101 <= s1 <= 0b0111 and s2 == 0b10:
+            return True
+    return False
 
 
 BY_NAME = {d.name: d for d in DIFFERENCES + S12_ATTRIBUTE_DIFFERENCES}
