@@ -5,6 +5,11 @@ model, and prints agreement per family; exit status 1 on any unexplained mismatc
 harness error, 2 on bad input or a missing QEMU. `s2mmu qemu-at FILE` prints QEMU's
 answer to an AT case file in the at-case.md output format.
 
+`--through nested` runs the EL2 ops of the same cases as a guest hypervisor's AT
+instructions through KVM's emulation (s2mmu.conformance.nested) instead of the
+architecture model, explaining each difference from QEMU by a listed KVM difference or
+QEMU departure; `--profile` picks the kernel release's behaviour.
+
 Progress (QEMU, then the model case by case) shows on a terminal only; `--json` prints
 one s2mmu.conformance/1 document instead of the table.
 """

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import combinations
 from typing import Any
 
 from s2mmu.arch import atcase
@@ -500,8 +501,8 @@ RECONFIGURATIONS: tuple[tuple[str, Reconfigure], ...] = (
     ("S2_NO_HW_AF", vtcr_cleared(VTCR_HA)),
 )
 """Listed differences that are KVM reading the state otherwise (an IMPLEMENTATION DEFINED
-choice, a register field it does not read): the architecture model is run again with
-that reading, cumulatively, in this order."""
+choice, a register field or feature it does not read): the architecture model is run
+again with that reading (several accumulate, in this order)."""
 
 KVM_NORMALISERS: tuple[tuple[str, Normaliser], ...] = (
     ("AT_VA_ADDRSZ", va_addrsz),
@@ -519,18 +520,33 @@ reconfigurations)."""
 
 
 def explain_kvm(ev: NestedEvidence) -> list[str] | None:
-    """Return the listed KVM differences that turn the architecture's PAR into KVM's."""
+    """Return the listed KVM differences that turn the architecture's PAR into KVM's.
+
+    The smallest set of reconfigurations (none, one, two, three of them, in list order)
+    after which the reporting normalisers give KVM's PAR_EL1 wins; each reconfiguration in
+    the set must change the architecture's answer.
+    """
+    for size in range(4):
+        for chosen in combinations(RECONFIGURATIONS, size):
+            names = reconfigure_all(ev, chosen)
+            if names is not None:
+                return names
+    return None
+
+
+def reconfigure_all(ev: NestedEvidence, chosen: Sequence[tuple[str, Reconfigure]]
+                    ) -> list[str] | None:
+    """Return the differences explaining ev after these reconfigurations, or None."""
     names: list[str] = []
-    for name, reconfigure in RECONFIGURATIONS:
-        if ev.arch == ev.kvm:
-            return names
+    for name, reconfigure in chosen:
         changed = reconfigure(ev)
-        if changed is not None:
-            ev = changed
-            names.append(name)
+        if changed is None:
+            return None
+        ev = changed
+        names.append(name)
     for name, normalise in KVM_NORMALISERS:
         if ev.arch == ev.kvm:
-            return names
+            break
         got = normalise(ev)
         if got is not None and got != ev.arch:
             if name == "S12_ATTRIBUTES":
