@@ -27,8 +27,12 @@ against QEMU on its own) are compared op by op:
 - N == A: the difference is QEMU's, and must be a listed QEMU 7.2 departure
   (divergences.classify on Q against A);
 - otherwise N must differ from A exactly as listed KVM differences say
-  (s2mmu.nested.differences, each applied as a normalisation of A under the condition
-  that triggers it), and Q must then equal A or differ from it by a listed departure.
+  (s2mmu.nested.differences): those that are KVM reading the state otherwise (an
+  IMPLEMENTATION DEFINED choice, a register field or feature its walkers ignore) by
+  running the architecture model again with that reading (RECONFIGURATIONS, the
+  smallest set that works), those that are KVM reporting otherwise by rewriting A under
+  the condition that triggers them (KVM_NORMALISERS); Q must then equal A or differ
+  from it by a listed departure.
 
 Anything else is a mismatch. Ops executed at EL1 or EL3 are not L1's (a guest
 hypervisor runs at virtual EL2) and are dropped from the cases before they run.
