@@ -118,23 +118,19 @@ def cli() -> None:
                    "(relax_perms on a gone mapping) before and after the fix.")
 @click.option("--trace", is_flag=True, help="Add the full event stream.")
 @click.option("--nested", is_flag=True,
-              help="Run the nested example: an L1 guest hypervisor's stage 2 under KVM's "
-                   "shadow stage 2 (--json: s2mmu.nested-demo/1).")
+              help="Run the nested scenario: an L1 guest hypervisor's stage 2 under KVM's "
+                   "shadow stage 2, its TLBIs and AT instructions (data/nested_demo.toml).")
 @input_errors
 def demo(arch_tour: bool, as_json: bool, pkvm_stories: bool, trace: bool, nested: bool) -> None:
     """Run the built-in scenario: a guest's life under KVM (or --arch: the architecture tour;
     --pkvm: the pKVM stories; --nested: a guest hypervisor's stage 2 under KVM)."""
     if sum((arch_tour, pkvm_stories, nested)) > 1:
         raise click.UsageError("--arch, --pkvm and --nested are different demos: choose one")
-    if nested:
-        from s2mmu.cli.nested_cmd import run_nested
-
-        run_nested(as_json)
-        return
     if not arch_tour:
-        from s2mmu.cli.run_cmd import DEMOS, PKVM_DEMOS, run_demo
+        from s2mmu.cli.run_cmd import DEMOS, NESTED_DEMOS, PKVM_DEMOS, run_demo
 
-        run_demo(as_json, trace, PKVM_DEMOS if pkvm_stories else DEMOS)
+        run_demo(as_json, trace, NESTED_DEMOS if nested else PKVM_DEMOS if pkvm_stories
+                 else DEMOS)
         return
     from s2mmu.scenario.arch_demo import at_tour, build_demo, s1_walk_fault_at_el1, translate_tour
 
