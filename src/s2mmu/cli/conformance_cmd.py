@@ -110,7 +110,7 @@ def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Pa
         if replayed is not None:
             objs = nested_objects(replayed) if nested is not None else replayed
             report = compare_with_progress(objs, config, nested)
-            text = format_replay(report)
+            text = format_replay(report, nested is not None)
         else:
             cases = (generate_nested_cases(n_cases, seed, family_names(family))
                      if nested is not None else generate_cases(n_cases, seed, family_names(family)))
@@ -285,21 +285,21 @@ def answer_text(answer: Mapping[str, Any]) -> str:
             return f"{outcome}: {answer.get('reason', '')}"
 
 
-def format_replay(report: Report) -> str:
-    """Return each case's ops side by side: QEMU, the model, the verdict."""
+def format_replay(report: Report, nested: bool = False) -> str:
+    """Return each case's ops side by side: QEMU, the model (or KVM's emulation), the verdict."""
     lines: list[str] = []
     for case in report.cases:
-        lines += replay_lines(case)
+        lines += replay_lines(case, "KVM" if nested else "model")
     total = report.tally()
     lines.append(f"agreement {percent(total.counts[AGREE], total.compared)} "
                  f"({total.counts[AGREE]}/{total.compared} ops)")
     return "\n".join(lines)
 
 
-def replay_lines(case: CaseComparison) -> list[str]:
+def replay_lines(case: CaseComparison, side: str = "model") -> list[str]:
     """Return one case's side-by-side lines."""
     lines = [f"case {case.case.name} ({case.family})",
-             f"  {'#':>3} {'op':<7} {'va':<19} {'el':<3} pan  {'QEMU':<34} {'model':<34} verdict"]
+             f"  {'#':>3} {'op':<7} {'va':<19} {'el':<3} pan  {'QEMU':<34} {side:<34} verdict"]
     for op, cmp in zip(case.case.ops, case.ops, strict=True):
         verdict = cmp.divergence or cmp.verdict
         lines.append(f"  {cmp.index:>3} {op.op:<7} {op.va:<#19x} EL{op.el} {op.pan:>3}  "
