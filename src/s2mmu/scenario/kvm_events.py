@@ -33,7 +33,11 @@ from s2mmu.kvm.fault import FaultHooks, kvm_handle_guest_abort
 from s2mmu.kvm.host import HostFeatures, HostMm, MemType, Vma, VmaKind
 from s2mmu.kvm.invariants import (
     KvmViolation,
+    PgtableRuleBroken,
+    StepChecker,
+    WarnFired,
     check_dirty_bits,
+    check_dirty_writable,
     check_invariants,
     stage2_leaves,
 )
@@ -55,9 +59,11 @@ from s2mmu.kvm.vm import (
 from s2mmu.pgtable.events import (
     DcacheCleanInvalPoc,
     IcacheInvalPou,
+    PteWrite,
     TlbiVmid,
     TlbiVmidIpa,
     TlbiVmidRange,
+    WalkReturn,
 )
 from s2mmu.scenario.records import FaultStep, Mismatch, Outcome, StepDraft, World
 from s2mmu.scenario.schema import (
@@ -87,6 +93,8 @@ from s2mmu.scenario.schema import (
 )
 
 MAX_ATTEMPTS = 16
+CHECKER_EVENTS = (PteWrite, WalkReturn)
+"""Events recorded for the invariant checkers, left out of a step's trace."""
 SHOWN_EVENTS = (TlbiVmidIpa, TlbiVmidRange, TlbiVmid, DcacheCleanInvalPoc, IcacheInvalPou)
 """The events a timeline shows: TLB invalidations and cache maintenance."""
 
@@ -189,6 +197,16 @@ class KvmWorld:
     """Per logging slot: the pages a handled write dirtied since its bitmap was allocated
     (all pages when the bitmap started all-set), for check_dirty_bits."""
     bitmaps: dict[int, bytearray] = field(default_factory=dict)
+    checker: StepChecker | None = None
+    """Follows the event log for the WARN and page-table-rule invariants."""
+    warned: list[WarnFired] = field(default_factory=list)
+    """The WARNs the last step fired."""
+    unexpected_warns: list[WarnFired] = field(default_factory=list)
+    """Those of them the step did not expect (expect_warn)."""
+    rules: list[PgtableRuleBroken] = field(default_factory=list)
+    """The page-table library's rules the last step broke."""
+    at_fault_return: list[KvmViolation] = field(default_factory=list)
+    """What the last step's faults broke as they returned (dirty but not writable)."""
 
 
 def build_host(config: KvmConfig) -> HostMm:
@@ -229,7 +247,7 @@ def build_kvm(world: World, config: KvmConfig) -> None:
         kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | (
             KVM_DIRTY_LOG_INITIALLY_SET if config.initially_set else 0)
     kvm.pgt.s2_mmu.split_page_chunk_size = config.eager_split_chunk
-    world.add(KvmWorld(host, kvm))
+    world.add(KvmWorld(host, kvm, checker=StepChecker(kvm)))
 
 
 def build_vcpus(world: World, config: KvmConfig) -> None:
@@ -253,8 +271,11 @@ def build_vcpus(world: World, config: KvmConfig) -> None:
 
 
 def mark_events(world: World) -> int:
-    """Return where the VM's event log stands before a step."""
-    return len(world.part(KvmWorld).kvm.env.events)
+    """Return where the VM's event log stands before a step (and forget the last step's
+    fault-return findings)."""
+    kw = world.part(KvmWorld)
+    kw.at_fault_return = []
+    return len(kw.kvm.env.events)
 
 
 def observe_events(world: World, mark: int, draft: StepDraft, trace: bool) -> None:
@@ -263,7 +284,7 @@ def observe_events(world: World, mark: int, draft: StepDraft, trace: bool) -> No
     if not draft.faults:
         draft.events = tuple(e for e in since if isinstance(e, SHOWN_EVENTS))
     if trace:
-        draft.trace = draft.trace + since
+        draft.trace = draft.trace + tuple(e for e in since if not isinstance(e, CHECKER_EVENTS))
 
 
 def note_bitmaps(kw: KvmWorld) -> None:
@@ -279,8 +300,14 @@ def note_bitmaps(kw: KvmWorld) -> None:
 
 
 def after_step(world: World, draft: StepDraft) -> None:
-    """Track new dirty bitmaps and the pages the step's handled writes dirtied."""
+    """Track new dirty bitmaps and the pages the step's handled writes dirtied; follow the
+    event log for WARNs (those the step expects aside) and the page-table rules."""
     kw = world.part(KvmWorld)
+    if kw.checker is not None:
+        kw.warned, rules = kw.checker.after_step(draft.index)
+        kw.rules = [r for r in rules if isinstance(r, PgtableRuleBroken)]
+        expected = {e.function for e in draft.event.expects if isinstance(e, ExpectWarn)}
+        kw.unexpected_warns = [w for w in kw.warned if w.function not in expected]
     note_bitmaps(kw)
     for fault in draft.faults:
         for page in fault.handled.dirtied:
@@ -615,6 +642,8 @@ def handle_abort(kw: KvmWorld, abort: GuestAbort, vcpu: int, hooks: FaultHooks) 
     """Hand one abort to kvm_handle_guest_abort; return it with the events it issued."""
     mark = len(kw.kvm.env.events)
     out = kvm_handle_guest_abort(abort, kw.kvm, kw.vcpus[vcpu], hooks)
+    if kw.vcpus[vcpu].hw_mmu is None:  # a nested fault maps a shadow stage 2
+        kw.at_fault_return += check_dirty_writable(kw.kvm, kw.kvm.pgt, out.dirtied)
     shown = tuple(e for e in kw.kvm.env.events.since(mark) if isinstance(e, SHOWN_EVENTS))
     return FaultStep(abort, out, shown)
 
@@ -912,6 +941,14 @@ class ExpectSeq(Expectation):
     seq: int
 
 
+@dataclass(frozen=True)
+class ExpectWarn(Expectation):
+    """expect_warn: the step fires a WARN in this kernel function (a scenario that means
+    to reach it; the warn invariant then lets that WARN pass)."""
+
+    function: str
+
+
 SIZE_BYTES = {"4K": 1 << 12, "2M": 1 << 21, "1G": 1 << 30}
 
 
@@ -973,6 +1010,12 @@ def check_leaves(world: World, e: ExpectLeaves, d: StepDraft) -> Mismatch | None
     return None if got == dict(e.leaves) else Mismatch(e, got)
 
 
+def check_warn(world: World, e: ExpectWarn, d: StepDraft) -> Mismatch | None:
+    """Check that the step fired a WARN in the function named (got: those it fired)."""
+    got = tuple(w.function for w in world.part(KvmWorld).warned)
+    return None if e.function in got else Mismatch(e, got)
+
+
 def check_seq(world: World, e: ExpectSeq, d: StepDraft) -> Mismatch | None:
     """Compare mmu_invalidate_seq."""
     got = world.part(KvmWorld).kvm.mmu_invalidate_seq
@@ -1007,6 +1050,34 @@ def dirty_bit_invariant(world: World) -> list[KvmViolation]:
     """Dirty bits only for pages a handled write dirtied."""
     kw = world.part(KvmWorld)
     return check_dirty_bits(kw.kvm, kw.written)
+
+
+def warn_invariant(world: World) -> list[WarnFired]:
+    """No WARN fired that the step did not expect."""
+    return world.part(KvmWorld).unexpected_warns
+
+
+def dirty_writable_invariant(world: World) -> list[KvmViolation]:
+    """Every page a fault marked dirty was mapped writable when the fault returned."""
+    return world.part(KvmWorld).at_fault_return
+
+
+def pgtable_rule(*rules: str) -> Any:
+    """Return the invariant check for some of the page-table library's rules."""
+    def check(world: World) -> list[PgtableRuleBroken]:
+        return [r for r in world.part(KvmWorld).rules if r.rule in rules]
+    return check
+
+
+PGTABLE_INVARIANTS = (
+    ("break-without-tlbi", ("break-without-tlbi",)),
+    ("table-tlbi-level", ("table-tlbi-level",)),
+    ("reuse-before-tlbi", ("reuse-before-tlbi",)),
+    ("valid-to-valid", ("valid-to-valid",)),
+    ("walk-contract", ("walk-contract",)),
+    ("table-refcount", ("refcount", "freed-table", "wrong-mapping")),
+)
+"""The page-table library's rules as registered invariants: (name, checker rules)."""
 
 
 # -- registration -------------------------------------------------------------------------------
@@ -1058,10 +1129,16 @@ def register() -> None:
             ("expect_dirty_count", ExpectDirtyCount,
              lambda it: ExpectDirtyCount(it.get("expect_dirty_count")), check_dirty_count),
             ("expect_leaves", ExpectLeaves, _leaves, check_leaves),
-            ("expect_seq", ExpectSeq, lambda it: ExpectSeq(it.get("expect_seq")), check_seq)):
+            ("expect_seq", ExpectSeq, lambda it: ExpectSeq(it.get("expect_seq")), check_seq),
+            ("expect_warn", ExpectWarn, lambda it: ExpectWarn(str(it.get("expect_warn"))),
+             check_warn)):
         REGISTRY.expectation(ExpectationKind(key, typ, parse, check))
     REGISTRY.invariant(Invariant("stage2", stage2_invariants))
     REGISTRY.invariant(Invariant("dirty-bits", dirty_bit_invariant))
+    REGISTRY.invariant(Invariant("warn", warn_invariant))
+    REGISTRY.invariant(Invariant("dirty-writable", dirty_writable_invariant))
+    for name, rules in PGTABLE_INVARIANTS:
+        REGISTRY.invariant(Invariant(name, pgtable_rule(*rules)))
 
 
 register()

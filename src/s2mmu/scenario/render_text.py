@@ -71,10 +71,13 @@ from s2mmu.kvm.fault import (
 from s2mmu.kvm.invariants import (
     CacheablePfnmap,
     CleanWritablePage,
+    DirtyNotWritable,
     MappedOutsideMemslot,
+    PgtableRuleBroken,
     PinLeaked,
     Stage2Mismatch,
     UnexplainedDirtyBit,
+    WarnFired,
     WritableBlockWhileLogging,
 )
 from s2mmu.pgtable.events import (
@@ -119,6 +122,7 @@ from s2mmu.scenario.kvm_events import (
     ExpectMapping,
     ExpectOutcome,
     ExpectSeq,
+    ExpectWarn,
     GetDirtyLog,
     GuestAccess,
     GuestFaulted,
@@ -149,7 +153,7 @@ from s2mmu.scenario.pkvm_events import (
     Returned,
     VmCall,
 )
-from s2mmu.scenario.records import Failure, FaultStep, Mismatch, Outcome, Run, StepRecord
+from s2mmu.scenario.records import Broken, Failure, FaultStep, Mismatch, Outcome, Run, StepRecord
 
 SHOWN_DIRTY_PAGES = 16
 """A dirty log shows this many pages, then '...'."""
@@ -576,6 +580,11 @@ def _(e: ExpectLeaves, got: Any = None) -> str:
 
 
 @mismatch_text.register
+def _(e: ExpectWarn, got: Any = None) -> str:
+    return f"expected a WARN in {e.function}, got {', '.join(got or ()) or 'none'}"
+
+
+@mismatch_text.register
 def _(e: ExpectSeq, got: Any = None) -> str:
     return f"expected mmu_invalidate_seq {e.seq}, got {got}"
 
@@ -584,6 +593,11 @@ def _(e: ExpectSeq, got: Any = None) -> str:
 def invariant_text(v: Any) -> str:
     """Return a broken invariant in words (registered per violation type)."""
     return str(v)
+
+
+@invariant_text.register
+def _(b: Broken) -> str:
+    return f"{b.invariant}: {invariant_text(b.violation)}"
 
 
 def _where(ipa: int, size: int) -> str:
@@ -626,6 +640,23 @@ def _(v: Stage2Mismatch) -> str:
 def _(v: UnexplainedDirtyBit) -> str:
     return (f"slot {v.slot} page {v.page:#x} (IPA {v.ipa:#x}) is dirty but no handled write "
             "dirtied it")
+
+
+@invariant_text.register
+def _(v: WarnFired) -> str:
+    return f"WARN_ON({v.condition}) in {v.function} (the kernel prints a WARNING here)"
+
+
+@invariant_text.register
+def _(v: DirtyNotWritable) -> str:
+    leaf = "nothing mapped" if not v.leaf else f"leaf {v.leaf:#x} is not writable"
+    return (f"IPA {v.ipa:#x} (slot {v.slot} page {v.page:#x}) was marked dirty but the fault "
+            f"returned with {leaf}")
+
+
+@invariant_text.register
+def _(v: PgtableRuleBroken) -> str:
+    return v.detail
 
 
 def failure_text(f: Failure) -> str:

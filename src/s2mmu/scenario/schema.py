@@ -52,7 +52,7 @@ VCPU_KEYS = {"id", "stage1_tables", "map"}
 MAP_KEYS = {"va", "ipa", "size", "ro", "xn", "device"}
 ACCESS = {"read", "write", "exec", "dc"}
 HOST_EVENTS = {"munmap", "madvise", "migrate", "hwpoison"}
-COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq"}
+COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq", "expect_warn"}
 RACE_KEYS = {"do", "hva", "size"}
 MAPPING_SIZES = {"4K", "2M", "1G"}
 EXPECTS = {"completed", "guest-fault", "resumed", "mmio", "nisv", "sea-dabt", "sea-pabt",
@@ -410,7 +410,8 @@ INT_KEYS = {"start", "size", "pa", "gpa", "hva", "va", "ipa", "stage1_tables", "
 BOOL_KEYS = {"thp", "allow_any_uncached", "mte_allowed", "writable", "ro", "xn", "device",
              "mte", "manual_dirty_log_protect", "initially_set", "nisv_to_user",
              "ras_claims_sea"}
-STR_KEYS = {"name", "description", "note", "expect_errno", "expect_error", "kind", "mem_type"}
+STR_KEYS = {"name", "description", "note", "expect_errno", "expect_error", "kind", "mem_type",
+            "expect_warn"}
 PARANGE_BITS = {32, 36, 40, 42, 44, 48, 52}
 CHUNK_SIZES = {0, 1 << 12, 1 << 21, 1 << 30}
 STAGE1_VA_BITS = 39
