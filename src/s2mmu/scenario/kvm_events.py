@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from s2mmu.arch.faults import FaultRecord
@@ -42,6 +42,7 @@ from s2mmu.kvm.invariants import (
     stage2_leaves,
 )
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Memslot
+from s2mmu.kvm.tlb import StaleTlbEntry, VcpuTlbs
 from s2mmu.kvm.vm import (
     KVM_DIRTY_LOG_INITIALLY_SET,
     KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
@@ -65,6 +66,7 @@ from s2mmu.pgtable.events import (
     TlbiVmidRange,
     WalkReturn,
 )
+from s2mmu.pgtable.inject import InjectedBug
 from s2mmu.scenario.records import FaultStep, Mismatch, Outcome, StepDraft, World
 from s2mmu.scenario.schema import (
     ACCESS,
@@ -128,6 +130,8 @@ class VcpuSpec:
     maps: tuple[S1Map, ...]
     where: Where
     key_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+    tlb: bool = False
+    """Its accesses look in its TLB before walking (tlb = true)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,8 @@ class KvmConfig:
     vmas: tuple[VmaSpec, ...]
     vcpus: tuple[VcpuSpec, ...]
     path: str
+    inject: frozenset[InjectedBug] = frozenset()
+    """Bugs the page-table library is told to have ([vm] inject)."""
 
 
 def vma_spec(it: Item) -> VmaSpec:
@@ -167,14 +173,16 @@ def parse_kvm(c: Checker, data: dict[str, Any], ctx: ParseContext) -> tuple[KvmC
     specs = tuple(VcpuSpec(it.index, it.get("stage1_tables"),
                            tuple(S1Map(m["va"], m["ipa"], m["size"], m.get("ro", False),
                                        m.get("xn", False), m.get("device", False))
-                                 for m in it.get("map", [])), it.where, it.key_lines)
+                                 for m in it.get("map", [])), it.where, it.key_lines,
+                           it.get("tlb", False))
                   for it in vcpus)
     config = KvmConfig(frozenset(host.get("features", [])), host.get("pa_bits", 48),
                        host.get("ras_claims_sea", False), vm.get("ipa_bits", 40),
                        vm.get("mte", False), vm.get("manual_dirty_log_protect", False),
                        vm.get("initially_set", False), vm.get("eager_split_chunk", 0),
                        vm.get("nisv_to_user", False), vm_lines,
-                       tuple(vma_spec(it) for it in vmas), specs, c.path)
+                       tuple(vma_spec(it) for it in vmas), specs, c.path,
+                       frozenset(InjectedBug(b) for b in vm.get("inject", [])))
     setup: list[Event] = [SetMemslot(**common_fields(it, "memslot"), slot=it.get("id"),
                                      gpa=it.get("gpa"), size=it.get("size"), hva=it.get("hva"),
                                      flags=tuple(it.get("flags", [])))
@@ -207,6 +215,8 @@ class KvmWorld:
     """The page-table library's rules the last step broke."""
     at_fault_return: list[KvmViolation] = field(default_factory=list)
     """What the last step's faults broke as they returned (dirty but not writable)."""
+    tlbs: VcpuTlbs | None = None
+    """Every vCPU's TLB (built with the vCPUs)."""
 
 
 def build_host(config: KvmConfig) -> HostMm:
@@ -247,6 +257,7 @@ def build_kvm(world: World, config: KvmConfig) -> None:
         kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | (
             KVM_DIRTY_LOG_INITIALLY_SET if config.initially_set else 0)
     kvm.pgt.s2_mmu.split_page_chunk_size = config.eager_split_chunk
+    kvm.pgt.ops.bugs = config.inject
     world.add(KvmWorld(host, kvm, checker=StepChecker(kvm)))
 
 
@@ -257,6 +268,7 @@ def build_vcpus(world: World, config: KvmConfig) -> None:
     """
     kw = world.part(KvmWorld)
     specs = config.vcpus or (VcpuSpec(0, None, (), Where(config.path, 1)),)
+    kw.tlbs = VcpuTlbs(kw.kvm, len(specs), frozenset(s.id for s in specs if s.tlb))
     for spec in specs:
         kw.vcpus.append(kvm_vm_ioctl_create_vcpu(kw.kvm))
         if spec.stage1_tables is None:
@@ -303,6 +315,8 @@ def after_step(world: World, draft: StepDraft) -> None:
     """Track new dirty bitmaps and the pages the step's handled writes dirtied; follow the
     event log for WARNs (those the step expects aside) and the page-table rules."""
     kw = world.part(KvmWorld)
+    if kw.tlbs is not None:
+        kw.tlbs.sync(getattr(draft.event, "vcpu", None))
     if kw.checker is not None:
         kw.warned, rules = kw.checker.after_step(draft.index)
         kw.rules = [r for r in rules if isinstance(r, PgtableRuleBroken)]
@@ -617,10 +631,20 @@ def run_access(world: World, ev: GuestAccess, draft: StepDraft) -> Outcome:
     dc = ev.access is AccessKind.DC
     race = ev.race
     outcome = Outcome.RESUMED
+    tlbs = kw.tlbs
+    if tlbs is not None and ev.vcpu in tlbs.consult and not dc:
+        tlbs.sync(ev.vcpu)
+        hit = tlbs.lookup(ev.vcpu, regs, addr, ev.access.value, ev.va is not None)
+        if hit is not None:
+            draft.result = AccessCompleted(hit)
+            return Outcome.COMPLETED
     for _ in range(MAX_ATTEMPTS):
         o = guest_access(kvm, regs, addr, "write" if dc else ev.access.value, ev.syndrome, cm=dc)
         if isinstance(o, Completed):
             draft.result = AccessCompleted(o.out.paddress)
+            if tlbs is not None:
+                tlbs.sync(ev.vcpu)
+                tlbs.fill(ev.vcpu, regs, addr, o.out)
             return Outcome.COMPLETED
         if isinstance(o, GuestFault):
             draft.result = GuestFaulted(o.fault)
@@ -1057,6 +1081,12 @@ def warn_invariant(world: World) -> list[WarnFired]:
     return world.part(KvmWorld).unexpected_warns
 
 
+def stale_tlb_invariant(world: World) -> list[StaleTlbEntry]:
+    """No vCPU's TLB holds a translation stage 2 no longer gives once KVM is done."""
+    tlbs = world.part(KvmWorld).tlbs
+    return [] if tlbs is None else tlbs.stale()
+
+
 def dirty_writable_invariant(world: World) -> list[KvmViolation]:
     """Every page a fault marked dirty was mapped writable when the fault returned."""
     return world.part(KvmWorld).at_fault_return
@@ -1085,6 +1115,11 @@ PGTABLE_INVARIANTS = (
 FAULT_EXPECTS = frozenset({"expect", "expect_mapping", "expect_errno"})
 
 
+def _kvm_kind(kind: EventKind) -> None:
+    """Register a kvm event kind; every one may expect a WARN (expect_warn)."""
+    REGISTRY.event_kind(replace(kind, expects=kind.expects | {"expect_warn"}))
+
+
 def register() -> None:
     """Register the kvm layer: tables, world, events, expectations, invariants."""
     REGISTRY.layer(Layer("kvm", frozenset({"host", "vm", "vma", "memslot", "vcpu"}), parse_kvm,
@@ -1092,32 +1127,32 @@ def register() -> None:
                          summarize))
     access_keys = frozenset({"vcpu", "va", "ipa", "syndrome", "race"})
     for name in sorted(ACCESS):
-        REGISTRY.event_kind(EventKind(name, GuestAccess, access_keys, parse_access, run_access,
+        _kvm_kind(EventKind(name, GuestAccess, access_keys, parse_access, run_access,
                                       FAULT_EXPECTS))
-    REGISTRY.event_kind(EventKind("abort", RawAbort, frozenset({"vcpu", "esr", "far", "hpfar"}),
+    _kvm_kind(EventKind("abort", RawAbort, frozenset({"vcpu", "esr", "far", "hpfar"}),
                                   parse_abort, run_abort, FAULT_EXPECTS))
     for name in sorted(HOST_EVENTS):
-        REGISTRY.event_kind(EventKind(name, HostEvent, frozenset({"hva", "size"}),
+        _kvm_kind(EventKind(name, HostEvent, frozenset({"hva", "size"}),
                                       parse_host_event, run_host_event,
                                       frozenset({"expect_errno"})))
-    REGISTRY.event_kind(EventKind("mmap", Mmap, frozenset(VMA_KEYS), parse_mmap, run_mmap))
+    _kvm_kind(EventKind("mmap", Mmap, frozenset(VMA_KEYS), parse_mmap, run_mmap))
     for name in ("dirty_log_enable", "dirty_log_disable"):
-        REGISTRY.event_kind(EventKind(name, DirtyLogToggle, frozenset({"slot"}),
+        _kvm_kind(EventKind(name, DirtyLogToggle, frozenset({"slot"}),
                                       parse_dirty_log_toggle, run_dirty_log_toggle))
-    REGISTRY.event_kind(EventKind("get_dirty_log", GetDirtyLog, frozenset({"slot"}),
+    _kvm_kind(EventKind("get_dirty_log", GetDirtyLog, frozenset({"slot"}),
                                   parse_get_dirty_log, run_get_dirty_log,
                                   frozenset({"expect_dirty", "expect_dirty_count"})))
-    REGISTRY.event_kind(EventKind("clear_dirty_log", ClearDirtyLog,
+    _kvm_kind(EventKind("clear_dirty_log", ClearDirtyLog,
                                   frozenset({"slot", "first_page", "num_pages", "pages"}),
                                   parse_clear_dirty_log, clear_dirty_log))
-    REGISTRY.event_kind(EventKind("memslot", SetMemslot,
+    _kvm_kind(EventKind("memslot", SetMemslot,
                                   frozenset({"slot", "gpa", "size", "hva", "flags"}),
                                   parse_set_memslot, run_set_memslot))
-    REGISTRY.event_kind(EventKind("move_memslot", MoveMemslot, frozenset({"slot", "gpa"}),
+    _kvm_kind(EventKind("move_memslot", MoveMemslot, frozenset({"slot", "gpa"}),
                                   parse_move_memslot, run_move_memslot))
-    REGISTRY.event_kind(EventKind("delete_memslot", DeleteMemslot, frozenset({"slot"}),
+    _kvm_kind(EventKind("delete_memslot", DeleteMemslot, frozenset({"slot"}),
                                   parse_delete_memslot, run_delete_memslot))
-    REGISTRY.event_kind(EventKind("check", Check, frozenset(), parse_check, run_check))
+    _kvm_kind(EventKind("check", Check, frozenset(), parse_check, run_check))
     for key, typ, parse, check in (
             ("expect", ExpectOutcome, _expect_outcome, check_outcome),
             ("expect_mapping", ExpectMapping, _mapping, check_mapping),
@@ -1137,6 +1172,7 @@ def register() -> None:
     REGISTRY.invariant(Invariant("dirty-bits", dirty_bit_invariant))
     REGISTRY.invariant(Invariant("warn", warn_invariant))
     REGISTRY.invariant(Invariant("dirty-writable", dirty_writable_invariant))
+    REGISTRY.invariant(Invariant("stale-tlb", stale_tlb_invariant))
     for name, rules in PGTABLE_INVARIANTS:
         REGISTRY.invariant(Invariant(name, pgtable_rule(*rules)))
 

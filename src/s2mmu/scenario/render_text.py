@@ -17,6 +17,7 @@ from functools import singledispatch
 from typing import Any
 
 from s2mmu.arch.faults import FSC_NAMES
+from s2mmu.arch.tlb import TlbStage, WalkCacheEntry
 from s2mmu.kvm.abort import (
     Error,
     ErrorReason,
@@ -80,6 +81,7 @@ from s2mmu.kvm.invariants import (
     WarnFired,
     WritableBlockWhileLogging,
 )
+from s2mmu.kvm.tlb import StaleTlbEntry
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
     DcacheCleanInvalPoc,
@@ -657,6 +659,21 @@ def _(v: DirtyNotWritable) -> str:
 @invariant_text.register
 def _(v: PgtableRuleBroken) -> str:
     return v.detail
+
+
+@invariant_text.register
+def _(v: StaleTlbEntry) -> str:
+    e = v.entry
+    if isinstance(e, WalkCacheEntry):
+        now = "nothing" if v.now is None else f"{v.now:#x}"
+        return (f"vCPU{v.vcpu} walk cache holds the stage-{e.stage} level-{e.level} table "
+                f"descriptor for IPA {e.ia:#x}+{size_name(e.size)} -> table {e.next_table:#x}: "
+                f"{v.reason.value} (now {now})")
+    where = f"VA {e.ia:#x}" if e.stage is TlbStage.COMBINED else f"IPA {e.ia:#x}"
+    now = "nothing" if v.now is None else f"PA {v.now:#x}"
+    return (f"vCPU{v.vcpu} TLB holds {e.stage.value} {where}+{size_name(e.size)} -> PA "
+            f"{e.oa:#x} (IPA {e.ipa:#x}, stage-2 level {e.s2_level}): {v.reason.value} "
+            f"(now {now}): a missed TLBI")
 
 
 def failure_text(f: Failure) -> str:

@@ -1,0 +1,107 @@
+"""The kvm layer's per-step invariants through `s2mmu run`: each one broken by a scenario,
+named with its step in the text and the JSON, and the exit status 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from s2mmu.cli.main import cli
+from s2mmu.cli.schemas import validate
+from s2mmu.scenario.render_text import failure_text
+from s2mmu.scenario.runner import run_scenario
+from s2mmu.scenario.schema import ScenarioError, load_layers, load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+BROKEN = {
+    "memcache_dry": ("warn", 4, "WARN_ON(!mc->nobjs) in kvm_mmu_memory_cache_alloc"),
+    "unmap_without_tlbi": ("stale-tlb", 3, "vCPU0 TLB holds stage 1+2 VA 0x201000+4K"),
+    "table_tlbi_level_hint": ("table-tlbi-level", 3, "carries level hint 2"),
+}
+
+
+def test_every_invariant_is_registered() -> None:
+    names = set(load_layers().invariants)
+    assert {"warn", "dirty-writable", "stale-tlb", "table-tlbi-level", "reuse-before-tlbi",
+            "break-without-tlbi", "valid-to-valid", "walk-contract", "table-refcount"} <= names
+
+
+@pytest.mark.parametrize("stem", sorted(BROKEN))
+def test_a_broken_invariant_fails_the_run_naming_it_and_its_step(stem: str) -> None:
+    name, step, words = BROKEN[stem]
+    path = str(SCENARIOS / "broken" / f"{stem}.toml")
+    text = CliRunner().invoke(cli, ["run", path])
+    assert text.exit_code == 1
+    assert f"INVARIANT BROKEN: {name}: " in text.output and words in text.output
+    assert any(line.startswith(f"  step #{step} ") and f": {name}: " in line
+               for line in text.output.splitlines())
+    js = CliRunner().invoke(cli, ["run", path, "--json"])
+    assert js.exit_code == 1
+    doc = json.loads(js.stdout)
+    validate(doc)
+    assert doc["ok"] is False
+    assert {(f["index"], f["kind"], f["invariant"]) for f in doc["failures"]} == {
+        (step, "invariant", name)}
+    broken = doc["steps"][step - 1]["invariants"]
+    assert broken and all(b["invariant"] == name and words in "".join(
+        x["text"] for x in broken) for b in broken)
+
+
+def test_the_same_steps_without_the_bug_hold() -> None:
+    for stem in ("memcache_dry_expected", "tlb_unmap"):
+        assert run_scenario(SCENARIOS / f"{stem}.toml").ok
+
+
+def test_a_vcpu_that_looks_in_its_tlb_completes_at_the_stale_page() -> None:
+    run = run_scenario(SCENARIOS / "broken" / "unmap_without_tlbi.toml")
+    first, last = run.steps[1], run.steps[-1]
+    assert first.result == last.result  # the same PA as before the unmap: a TLB hit
+    assert last.faults == ()
+    fixed = run_scenario(SCENARIOS / "tlb_unmap.toml")
+    assert fixed.steps[-1].outcome.value == "error"
+
+
+SMALL = """
+[[vma]]
+start = 0x7f0000000000
+size = "4M"
+
+[[memslot]]
+id = 0
+gpa = 0x40000000
+size = "4M"
+hva = 0x7f0000000000
+
+[[event]]
+do = "read"
+ipa = 0x40000000
+"""
+
+
+def test_expecting_a_warn_that_does_not_fire_is_a_mismatch() -> None:
+    text = SMALL + 'expect_warn = "kvm_mmu_memory_cache_alloc"\n'
+    [failure] = run_scenario(load_scenario("w.toml", text)).failures
+    assert failure.is_expectation
+    assert failure_text(failure) == ("step #2 read (line 12): expected a WARN in "
+                                     "kvm_mmu_memory_cache_alloc, got none")
+
+
+def test_an_unknown_injected_bug_is_refused_naming_the_field() -> None:
+    with pytest.raises(ScenarioError, match=r"w.toml:2: vm.inject: must be one of "
+                                            r"skip-tlbi-vmid-ipa, table-tlbi-level-hint, not "):
+        load_scenario("w.toml", '[vm]\ninject = ["no-such-bug"]\n' + SMALL)
+
+
+def test_a_non_boolean_tlb_flag_is_refused() -> None:
+    with pytest.raises(ScenarioError, match=r"vcpu\[0\].tlb: must be true or false"):
+        load_scenario("w.toml", SMALL + '\n[[vcpu]]\nid = 0\ntlb = "yes"\n')
+
+
+def test_the_checkers_events_stay_out_of_a_traced_step() -> None:
+    run = run_scenario(load_scenario("w.toml", SMALL), trace=True)
+    names = {type(e).__name__ for s in run.steps for e in s.trace}
+    assert "PteWrite" not in names and "WalkReturn" not in names
+    assert "PageAlloc" in names
