@@ -189,3 +189,20 @@ def test_replay_without_a_race_name_is_refused() -> None:
     code, _, err = run("--replay", "0 1")
     assert code == 2
     assert err.strip() == "s2mmu: error: --replay needs the race NAME whose schedule it is"
+
+
+def test_an_injected_bug_is_caught_by_the_explorer_and_named_in_json() -> None:
+    r = CliRunner().invoke(cli, ["race", "fault-vs-unmap", "--inject", "table-tlbi-level-hint",
+                                 "--json"])
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    validate(doc)
+    assert doc["inject"] == ["table-tlbi-level-hint"]
+    assert {v["invariant"] for v in doc["violations"]} == {"table-tlbi-level"}
+    ok = CliRunner().invoke(cli, ["race", "fault-vs-unmap", "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["inject"] == []
+
+
+def test_an_unknown_bug_is_a_usage_error() -> None:
+    r = CliRunner().invoke(cli, ["race", "fault-vs-unmap", "--inject", "nope"])
+    assert r.exit_code == 2

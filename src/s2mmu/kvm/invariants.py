@@ -168,7 +168,12 @@ def pgtable_leaves(pgt: KvmPgtable) -> list[S2Leaf]:
     """Return every valid leaf of a stage-2 table (KVM's or a shadow), in IPA order."""
     out: list[S2Leaf] = []
     walker = KvmPgtableWalker(_collect, out, KVM_PGTABLE_WALK_LEAF)
-    kvm_pgtable_walk(pgt, 0, 1 << pgt.ia_bits, walker)
+    events = pgt.ops.events
+    traced, events.trace_walks = events.trace_walks, False  # the checker's own walk
+    try:
+        kvm_pgtable_walk(pgt, 0, 1 << pgt.ia_bits, walker)
+    finally:
+        events.trace_walks = traced
     return out
 
 
