@@ -422,11 +422,12 @@ def test_the_ownership_invariants_catch_a_broken_state() -> None:
             pkvm.vmemmap.hyp_phys_to_page(0x4001_0000).host_state = PKVM_PAGE_OWNED
 
     r = run_scenario(scn, on_step=corrupt)
-    broken = r.steps[1].invariants
+    assert {b.invariant for b in r.steps[1].invariants} == {"pkvm-ownership"}
+    broken = [b.violation for b in r.steps[1].invariants]
     assert broken and all(isinstance(v, PkvmViolation) for v in broken)
     assert {v.rule for v in broken} >= {"owner"} and broken[0].phys == 0x4001_0000
     text = "\n".join(timeline_lines(r))
-    assert f"    INVARIANT BROKEN: {broken[0]}" in text
+    assert f"    INVARIANT BROKEN: pkvm-ownership: {broken[0]}" in text
     doc = run_json(r)
     validate(doc)
     assert doc["steps"][1]["invariants"][0]["phys"] == "0x40010000"

@@ -9,13 +9,14 @@ and remembers the level of each leaf (the level a TLBI's TTL hint names). A walk
 entry caches a table descriptor (stage 1 or stage 2) by the input range it covers and
 its level.
 
-Invalidation, by operation (the EL2 TLBI instructions KVM uses on the guest's behalf):
+Invalidation, by operation (the EL2 TLBI instructions a hypervisor issues for its guests):
 
 - ``VMALLS12E1``: every entry of the VMID, both stages, walk caches included;
 - ``VMALLE1``: the VMID's stage-1 information: combined entries and stage-1 walk-cache
   entries, whatever the ASID; not stage-2-only entries;
 - ``IPAS2E1``: the VMID's stage-2-only entries and stage-2 walk-cache entries covering
-  the IPA; combined entries need not be invalidated (hence KVM's VMALLE1 after it). With
+  the IPA; combined entries need not be invalidated (so a hypervisor follows it with
+  VMALLE1). With
   a TTL hint, only entries from that level are guaranteed to go; the model takes the
   strict reading (entries of other levels stay), which is what makes a wrong hint
   observable;

@@ -96,6 +96,7 @@ from s2mmu.pgtable.events import (
     TlbiVmidIpa,
     TlbiVmidRange,
     UseAfterFree,
+    WalkReturn,
     Warn,
 )
 from s2mmu.pgtable.prot import (
@@ -386,6 +387,10 @@ def event_text(e: Any) -> str:
             return f"USE AFTER FREE: {access} of freed page PA {pa:#x}"
         case Warn(function=fn, condition=cond):
             return f"WARN_ON in {fn}: {cond}"
+        case WalkReturn(flags=flags, errors=errors, visits=visits, ret=ret):
+            seen = ", ".join(f"{r} at visit {n}" for n, r in errors) or "none"
+            return (f"kvm_pgtable_walk flags {flags:#x}: {visits} visits, visitor errors "
+                    f"{seen}, returned {ret}")
     return type(e).__name__
 
 
