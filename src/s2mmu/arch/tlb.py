@@ -3,8 +3,8 @@ operation must invalidate.
 
 A TLB entry caches a translation the PE used, tagged as the architecture tags it: the
 VMID, the ASID (or none for a global stage-1 leaf, nG = 0, and for stage-2-only entries),
-and which stages made it: stage 1 and stage 2 combined (VA -> PA), or stage 2 only
-(IPA -> PA: an access with stage 1 off). It covers the smaller of the two leaves' blocks
+and which stages made it: stage 1 only (VA -> PA with stage 2 off), stage 1 and stage 2
+combined (VA -> PA), or stage 2 only (IPA -> PA: an access with stage 1 off). It covers the smaller of the two leaves' blocks
 and remembers the level of each leaf (the level a TLBI's TTL hint names). A walk-cache
 entry caches a table descriptor (stage 1 or stage 2) by the input range it covers and
 its level.
@@ -12,8 +12,8 @@ its level.
 Invalidation, by operation (the EL2 TLBI instructions a hypervisor issues for its guests):
 
 - ``VMALLS12E1``: every entry of the VMID, both stages, walk caches included;
-- ``VMALLE1``: the VMID's stage-1 information: combined entries and stage-1 walk-cache
-  entries, whatever the ASID; not stage-2-only entries;
+- ``VMALLE1``: the VMID's stage-1 information: stage-1-only and combined entries and
+  stage-1 walk-cache entries, whatever the ASID; not stage-2-only entries;
 - ``IPAS2E1``: the VMID's stage-2-only entries and stage-2 walk-cache entries covering
   the IPA; combined entries need not be invalidated (so a hypervisor follows it with
   VMALLE1). With
@@ -48,6 +48,7 @@ from s2mmu.arch.walk import TTWState
 class TlbStage(enum.Enum):
     """Which translation stages made a TLB entry."""
 
+    STAGE1 = "stage 1 only"
     COMBINED = "stage 1+2"
     STAGE2 = "stage 2 only"
 
@@ -57,8 +58,9 @@ class TlbEntry:
     """A cached translation: input [ia, ia + size) -> output oa, through IPA ipa.
 
     asid None: a global stage-1 leaf, or a stage-2-only entry. s1_level is None for a
-    stage-2-only entry. s2_leaf and s2_perms: the stage-2 leaf descriptor as it was read
-    and the permissions it gave.
+    stage-2-only entry. s2_level, s2_leaf and s2_perms: the stage-2 leaf's level, the
+    descriptor as it was read and the permissions it gave (None for a stage-1-only entry,
+    whose ipa is its output).
     """
 
     stage: TlbStage
@@ -69,9 +71,9 @@ class TlbEntry:
     oa: int
     ipa: int
     s1_level: int | None
-    s2_level: int
-    s2_leaf: int
-    s2_perms: S2Perms
+    s2_level: int | None
+    s2_leaf: int | None
+    s2_perms: S2Perms | None
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def _overlaps(e: Cached, start: int, size: int) -> bool:
     return e.ia < start + size and start < e.ia + e.size
 
 
-def _level(e: Cached) -> int:
+def _level(e: Cached) -> int | None:
     return e.s2_level if isinstance(e, TlbEntry) else e.level
 
 
@@ -198,17 +200,28 @@ def walk_cache_entries(state: TTWState, ia: int, vmid: int, asid: int | None,
     return out
 
 
-def cached_by(out: AddressDescriptor, ia: int, vmid: int, asid: int, s2_perms: S2Perms,
-              s1_granule_shift: int = 12, s2_granule_shift: int = 12) -> list[Cached]:
-    """Return what a successful two-stage translation of ia may leave in the TLB: the
-    leaf entry (combined, or stage-2 only when stage 1 was off) and the walk-cache
-    entries of both stages' table descriptors (stage 1's tagged with the ASID).
+def cached_by(out: AddressDescriptor, ia: int, vmid: int, asid: int,
+              s2_perms: S2Perms | None, s1_granule_shift: int = 12,
+              s2_granule_shift: int = 12) -> list[Cached]:
+    """Return what a successful translation of ia may leave in the TLB: the leaf entry
+    (combined; stage-2 only when stage 1 was off; stage-1 only when stage 2 was) and the
+    walk-cache entries of the stages' table descriptors (stage 1's tagged with the ASID).
 
     The entry covers the smaller of the two leaves' blocks (the contiguous hint is not
     used: an implementation need not). A stage-1 leaf with nG = 0 gives a global entry.
+    s2_perms: what the stage-2 leaf grants (None when stage 2 was off).
     """
     s2 = out.s2
-    assert s2 is not None, "a stage-2-enabled translation"
+    if s2 is None:
+        s1 = out.s1
+        assert s1 is not None, "a translation with a stage on"
+        size = 1 << level_shift(s1_granule_shift, s1.level)
+        tag = asid if ng(s1.leaf.raw) else None
+        leaf = TlbEntry(TlbStage.STAGE1, vmid, tag, ia & ~(size - 1), size,
+                        out.paddress & ~(size - 1), out.paddress & ~(size - 1), s1.level,
+                        None, None, None)
+        return [leaf, *walk_cache_entries(s1, ia, vmid, asid, s1_granule_shift)]
+    assert s2_perms is not None, "the stage-2 leaf's permissions"
     s2_size = 1 << level_shift(s2_granule_shift, s2.level)
     if out.s1 is None:
         base = ia & ~(s2_size - 1)

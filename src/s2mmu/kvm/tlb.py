@@ -121,6 +121,8 @@ def entry_stale(kvm: Kvm, vcpu: int, e: Cached) -> StaleTlbEntry | None:
                 else None
             return StaleTlbEntry(vcpu, e, StaleReason.TABLE_GONE, now)
         return None
+    if e.s2_perms is None:  # stage 1 only: not KVM's tables
+        return None
     got, _ = _s2_walk(kvm, e.ipa)
     if isinstance(got, FaultRecord):
         return StaleTlbEntry(vcpu, e, StaleReason.UNMAPPED, None)
@@ -191,7 +193,7 @@ class VcpuTlbs:
         if e is None:
             return None
         p = e.s2_perms
-        if not (p.w if kind == "write" else p.px if kind == "exec" else p.r):
+        if p is None or not (p.w if kind == "write" else p.px if kind == "exec" else p.r):
             return None
         if e.stage is TlbStage.COMBINED and not s1_permits(e, kind, self.s1_leaves[vcpu][e]):
             return None

@@ -59,7 +59,8 @@ DEMO_SCHEMA = "s2mmu.demo/1"
 
 HEX_FIELDS = frozenset({"ipa", "pa", "hva", "gpa", "va", "far", "esr", "hpfar", "start",
                         "page", "pages", "first_page", "esr_iss", "fsc", "stage1_tables",
-                        "pfn", "gfn", "phys", "addr"})
+                        "pfn", "gfn", "phys", "addr", "ia", "oa", "next_table", "s2_leaf",
+                        "leaf", "now"})
 """Fields whose integers are addresses, register values or page numbers: hex strings."""
 SIZE_FIELDS = frozenset({"size", "vma_pagesize"})
 """Fields whose integers are sizes in bytes: "4K", "2M", "1G"."""
