@@ -5,9 +5,9 @@ A TLB entry caches a translation the PE used, tagged as the architecture tags it
 VMID, the ASID (or none for a global stage-1 leaf, nG = 0, and for stage-2-only entries),
 and which stages made it: stage 1 only (VA -> PA with stage 2 off), stage 1 and stage 2
 combined (VA -> PA), or stage 2 only (IPA -> PA: an access with stage 1 off). It covers
-the smaller of the two leaves' blocks and remembers the level of each leaf (the level a TLBI's TTL hint names). A walk-cache
-entry caches a table descriptor (stage 1 or stage 2) by the input range it covers and
-its level.
+the smaller of the two leaves' blocks and remembers the level of each leaf (the level a
+TLBI's TTL hint names). A walk-cache entry caches a table descriptor (stage 1 or stage 2)
+by the input range it covers and its level.
 
 Invalidation, by operation (the EL2 TLBI instructions a hypervisor issues for its guests):
 
