@@ -11,6 +11,14 @@ from click.testing import CliRunner
 
 from s2mmu.cli.main import cli
 from s2mmu.cli.schemas import validate
+from s2mmu.kvm import fault as fault_module
+from s2mmu.kvm.invariants import WarnFired
+from s2mmu.pgtable import walk as walk_module
+from s2mmu.pgtable.events import Warn
+from s2mmu.pgtable.stage2 import kvm_pgtable_stage2_unmap
+from s2mmu.pgtable.table import KvmPgtable
+from s2mmu.scenario.kvm_events import other_layers_warns
+from s2mmu.scenario.records import StepDraft
 from s2mmu.scenario.render_text import failure_text
 from s2mmu.scenario.runner import run_scenario
 from s2mmu.scenario.schema import ScenarioError, load_layers, load_scenario
@@ -105,3 +113,53 @@ def test_the_checkers_events_stay_out_of_a_traced_step() -> None:
     names = {type(e).__name__ for s in run.steps for e in s.trace}
     assert "PteWrite" not in names and "WalkReturn" not in names
     assert "PageAlloc" in names
+
+
+LOGGING = SMALL.replace('hva = 0x7f0000000000\n', 'hva = 0x7f0000000000\n'
+                        'flags = ["log_dirty_pages"]\n', 1) + '''
+[[event]]
+do = "write"
+ipa = 0x40000000
+'''
+
+
+def test_a_fault_that_dirties_a_page_it_does_not_map_writable_fails_the_run(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A relax that reports success on an entry a racer cleared (seed 000's worry)."""
+    def relax_on_a_cleared_entry(pgt: KvmPgtable, addr: int, prot: int, flags: int = 0) -> int:
+        kvm_pgtable_stage2_unmap(pgt, addr, 0x1000)
+        return 0
+
+    monkeypatch.setattr(fault_module, "kvm_pgtable_stage2_relax_perms", relax_on_a_cleared_entry)
+    path = tmp_path / "dirty.toml"
+    path.write_text(LOGGING)
+    js = CliRunner().invoke(cli, ["run", str(path), "--json"])
+    assert js.exit_code == 1
+    doc = json.loads(js.stdout)
+    validate(doc)
+    [f] = doc["failures"]
+    assert (f["index"], f["invariant"]) == (3, "dirty-writable")
+    assert f["message"] == ("dirty-writable: IPA 0x40000000 (slot 0 page 0x0) was marked dirty "
+                            "but the fault returned with nothing mapped")
+
+
+def test_a_walker_that_breaks_its_contract_fails_the_run(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    monkeypatch.setattr(walk_module, "kvm_pgtable_walk_continue", lambda w, r, rule: True)
+    path = tmp_path / "walk.toml"
+    # a translation fault reported again for the page the read mapped: the map walker's
+    # visitor finds nothing to change and returns -EAGAIN, which must end the walk
+    path.write_text(SMALL + '\n[[event]]\ndo = "abort"\nesr = 0x92000007\n'
+                    'far = 0x40000000\nhpfar = 0x400000\n')
+    text = CliRunner().invoke(cli, ["run", str(path)])
+    assert text.exit_code == 1
+    assert "INVARIANT BROKEN: walk-contract: visitor returned -11" in text.output
+
+
+def test_a_warn_another_layer_records_counts_once() -> None:
+    draft = StepDraft(1, load_scenario("w.toml", SMALL).events[0])
+    draft.events = (Warn("host_stage2_adjust_range", "no level fits"),)
+    assert other_layers_warns(draft, []) == [
+        WarnFired("host_stage2_adjust_range", "no level fits")]
+    assert other_layers_warns(draft, [WarnFired("host_stage2_adjust_range",
+                                                "no level fits")]) == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from s2mmu.arch.faults import FaultRecord
@@ -65,6 +65,7 @@ from s2mmu.pgtable.events import (
     TlbiVmidIpa,
     TlbiVmidRange,
     WalkReturn,
+    Warn,
 )
 from s2mmu.pgtable.inject import InjectedBug
 from s2mmu.scenario.records import FaultStep, Mismatch, Outcome, StepDraft, World
@@ -311,6 +312,14 @@ def note_bitmaps(kw: KvmWorld) -> None:
             kw.written[sid] = set(range(kvm.memslots[sid].npages)) if all_set else set()
 
 
+def other_layers_warns(draft: StepDraft, seen: list[WarnFired]) -> list[WarnFired]:
+    """Return the WARNs other layers put in the step's events (pKVM's hypervisor), less
+    those the VM's own event log already gave."""
+    mine = Counter((w.function, w.condition) for w in seen)
+    theirs = Counter((e.function, e.condition) for e in draft.events if isinstance(e, Warn))
+    return [WarnFired(f, c) for (f, c), n in (theirs - mine).items() for _ in range(n)]
+
+
 def after_step(world: World, draft: StepDraft) -> None:
     """Track new dirty bitmaps and the pages the step's handled writes dirtied; follow the
     event log for WARNs (those the step expects aside) and the page-table rules."""
@@ -319,6 +328,7 @@ def after_step(world: World, draft: StepDraft) -> None:
         kw.tlbs.sync(getattr(draft.event, "vcpu", None))
     if kw.checker is not None:
         kw.warned, rules = kw.checker.after_step(draft.index)
+        kw.warned += other_layers_warns(draft, kw.warned)
         kw.rules = [r for r in rules if isinstance(r, PgtableRuleBroken)]
         expected = {e.function for e in draft.event.expects if isinstance(e, ExpectWarn)}
         kw.unexpected_warns = [w for w in kw.warned if w.function not in expected]
@@ -1115,11 +1125,6 @@ PGTABLE_INVARIANTS = (
 FAULT_EXPECTS = frozenset({"expect", "expect_mapping", "expect_errno"})
 
 
-def _kvm_kind(kind: EventKind) -> None:
-    """Register a kvm event kind; every one may expect a WARN (expect_warn)."""
-    REGISTRY.event_kind(replace(kind, expects=kind.expects | {"expect_warn"}))
-
-
 def register() -> None:
     """Register the kvm layer: tables, world, events, expectations, invariants."""
     REGISTRY.layer(Layer("kvm", frozenset({"host", "vm", "vma", "memslot", "vcpu"}), parse_kvm,
@@ -1127,32 +1132,32 @@ def register() -> None:
                          summarize))
     access_keys = frozenset({"vcpu", "va", "ipa", "syndrome", "race"})
     for name in sorted(ACCESS):
-        _kvm_kind(EventKind(name, GuestAccess, access_keys, parse_access, run_access,
+        REGISTRY.event_kind(EventKind(name, GuestAccess, access_keys, parse_access, run_access,
                                       FAULT_EXPECTS))
-    _kvm_kind(EventKind("abort", RawAbort, frozenset({"vcpu", "esr", "far", "hpfar"}),
+    REGISTRY.event_kind(EventKind("abort", RawAbort, frozenset({"vcpu", "esr", "far", "hpfar"}),
                                   parse_abort, run_abort, FAULT_EXPECTS))
     for name in sorted(HOST_EVENTS):
-        _kvm_kind(EventKind(name, HostEvent, frozenset({"hva", "size"}),
+        REGISTRY.event_kind(EventKind(name, HostEvent, frozenset({"hva", "size"}),
                                       parse_host_event, run_host_event,
                                       frozenset({"expect_errno"})))
-    _kvm_kind(EventKind("mmap", Mmap, frozenset(VMA_KEYS), parse_mmap, run_mmap))
+    REGISTRY.event_kind(EventKind("mmap", Mmap, frozenset(VMA_KEYS), parse_mmap, run_mmap))
     for name in ("dirty_log_enable", "dirty_log_disable"):
-        _kvm_kind(EventKind(name, DirtyLogToggle, frozenset({"slot"}),
+        REGISTRY.event_kind(EventKind(name, DirtyLogToggle, frozenset({"slot"}),
                                       parse_dirty_log_toggle, run_dirty_log_toggle))
-    _kvm_kind(EventKind("get_dirty_log", GetDirtyLog, frozenset({"slot"}),
+    REGISTRY.event_kind(EventKind("get_dirty_log", GetDirtyLog, frozenset({"slot"}),
                                   parse_get_dirty_log, run_get_dirty_log,
                                   frozenset({"expect_dirty", "expect_dirty_count"})))
-    _kvm_kind(EventKind("clear_dirty_log", ClearDirtyLog,
+    REGISTRY.event_kind(EventKind("clear_dirty_log", ClearDirtyLog,
                                   frozenset({"slot", "first_page", "num_pages", "pages"}),
                                   parse_clear_dirty_log, clear_dirty_log))
-    _kvm_kind(EventKind("memslot", SetMemslot,
+    REGISTRY.event_kind(EventKind("memslot", SetMemslot,
                                   frozenset({"slot", "gpa", "size", "hva", "flags"}),
                                   parse_set_memslot, run_set_memslot))
-    _kvm_kind(EventKind("move_memslot", MoveMemslot, frozenset({"slot", "gpa"}),
+    REGISTRY.event_kind(EventKind("move_memslot", MoveMemslot, frozenset({"slot", "gpa"}),
                                   parse_move_memslot, run_move_memslot))
-    _kvm_kind(EventKind("delete_memslot", DeleteMemslot, frozenset({"slot"}),
+    REGISTRY.event_kind(EventKind("delete_memslot", DeleteMemslot, frozenset({"slot"}),
                                   parse_delete_memslot, run_delete_memslot))
-    _kvm_kind(EventKind("check", Check, frozenset(), parse_check, run_check))
+    REGISTRY.event_kind(EventKind("check", Check, frozenset(), parse_check, run_check))
     for key, typ, parse, check in (
             ("expect", ExpectOutcome, _expect_outcome, check_outcome),
             ("expect_mapping", ExpectMapping, _mapping, check_mapping),
