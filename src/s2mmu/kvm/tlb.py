@@ -53,6 +53,8 @@ from s2mmu.kvm.vm import Kvm
 from s2mmu.pgtable.events import TLBI_TTL_UNKNOWN, Event, TlbiVmid, TlbiVmidIpa, TlbiVmidRange
 
 TTBR_ASID_SHIFT = 48
+VTTBR_BADDR = ((1 << 48) - 1) & ~1
+"""VTTBR_EL2.BADDR with 4K pages and a 48-bit PA (bit 0 is CnP)."""
 
 
 def tlbi_ops(ev: Event) -> list[Tlbi]:
@@ -173,8 +175,9 @@ class VcpuTlbs:
         self.seen = len(events)
 
     def fill(self, vcpu: int, regs: SysRegs, va: int, out: AddressDescriptor) -> None:
-        """Cache what a completed access used."""
-        if out.s2 is None:
+        """Cache what a completed access used (through KVM's own stage 2 only: a shadow
+        stage 2 of a nested guest is not followed here)."""
+        if out.s2 is None or regs.VTTBR_EL2 & VTTBR_BADDR != self.kvm.pgt.pgd:
             return
         asid = regs.TTBR0_EL1 >> TTBR_ASID_SHIFT
         cached = cached_by(out, va, self.kvm.pgt.s2_mmu.vmid, asid, s2_perms(out.s2))
