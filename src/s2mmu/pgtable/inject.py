@@ -10,7 +10,10 @@ Each is one named departure from the kernel's code at one place, off unless a ca
 - ``table-tlbi-level-hint``: stage2_unmap_put_pte passes the level of a table entry it
   tears down as the TLBI's TTL hint instead of TLBI_TTL_UNKNOWN (a hint names the level
   of a leaf, and a table entry is none: the walk-cache and leaf entries cached through
-  the table need not be invalidated).
+  the table need not be invalidated). This is the kernel's own code before commit
+  36e008323926 ("KVM: arm64: Don't pass a TLBI level hint when zapping table entries",
+  "The TLBI level hints are for leaf entries only"; backported to 6.6.y, fixing
+  6d9d2115c480 and 82bb02445de5), read in the 6.6.y backport's diff.
 
 Kernel: __kvm_tlb_flush_vmid_ipa (arch/arm64/kvm/hyp/nvhe/tlb.c), stage2_unmap_put_pte
 (arch/arm64/kvm/hyp/pgtable.c).

@@ -20,7 +20,8 @@ tests use on sequential runs:
   no level hint (TTL): the hint names the level of the leaf being invalidated, and a
   table entry is no leaf, so a hinted TLBI need not reach the walk-cache and leaf
   entries cached through the table (stage2_unmap_put_pte passes TLBI_TTL_UNKNOWN for a
-  table; stage2_try_break_pte uses the range flush, which has no hint);
+  table since commit 36e008323926, "KVM: arm64: Don't pass a TLBI level hint when zapping
+  table entries"; stage2_try_break_pte uses the range flush, which has no hint);
 - walk-contract: each kvm_pgtable_walk() returned what its contract says for the flags
   it was given under the behaviour profile's -EAGAIN rule: the first visitor error that
   ends the walk is the last visit and is returned; an -EAGAIN the rule ignores lets the
