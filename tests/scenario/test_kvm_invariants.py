@@ -163,3 +163,15 @@ def test_a_warn_another_layer_records_counts_once() -> None:
         WarnFired("host_stage2_adjust_range", "no level fits")]
     assert other_layers_warns(draft, [WarnFired("host_stage2_adjust_range",
                                                 "no level fits")]) == []
+
+
+def test_a_break_before_make_without_its_tlbi_leaves_the_block_in_the_tlb() -> None:
+    run = run_scenario(SCENARIOS / "broken" / "split_without_tlbi.toml")
+    assert {(f.step.index, f.what.invariant) for f in run.failures} == {
+        (5, "stale-tlb"), (5, "break-without-tlbi")}
+    last = run.steps[-1]
+    assert last.faults == () and last.outcome.value == "completed"  # a TLB hit
+    fixed = load_scenario(SCENARIOS / "broken" / "split_without_tlbi.toml")
+    fixed_text = Path(fixed.path).read_text().replace('inject = ["skip-tlbi-vmid-ipa"]', "")
+    run = run_scenario(load_scenario("fixed.toml", fixed_text))
+    assert run.ok and len(run.steps[-1].faults) == 1  # the read walks and faults
