@@ -26,6 +26,7 @@ from s2mmu.scenario.schema import ScenarioError, load_layers, load_scenario
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 BROKEN = {
     "memcache_dry": ("warn", 4, "WARN_ON(!mc->nobjs) in kvm_mmu_memory_cache_alloc"),
+    "wrprotect_without_tlbi": ("stale-tlb", 3, "stage 2 no longer grants a permission"),
     "unmap_without_tlbi": ("stale-tlb", 3, "vCPU0 TLB holds stage 1+2 VA 0x201000+4K"),
     "table_tlbi_level_hint": ("table-tlbi-level", 3, "carries level hint 2"),
 }
@@ -98,8 +99,9 @@ def test_expecting_a_warn_that_does_not_fire_is_a_mismatch() -> None:
 
 
 def test_an_unknown_injected_bug_is_refused_naming_the_field() -> None:
-    with pytest.raises(ScenarioError, match=r"w.toml:2: vm.inject: must be one of "
-                                            r"skip-tlbi-vmid-ipa, table-tlbi-level-hint, not "):
+    want = (r"w.toml:2: vm.inject: must be one of skip-tlbi-vmid, skip-tlbi-vmid-ipa, "
+            r"table-tlbi-level-hint, not ")
+    with pytest.raises(ScenarioError, match=want):
         load_scenario("w.toml", '[vm]\ninject = ["no-such-bug"]\n' + SMALL)
 
 
@@ -175,3 +177,15 @@ def test_a_break_before_make_without_its_tlbi_leaves_the_block_in_the_tlb() -> N
     fixed_text = Path(fixed.path).read_text().replace('inject = ["skip-tlbi-vmid-ipa"]', "")
     run = run_scenario(load_scenario("fixed.toml", fixed_text))
     assert run.ok and len(run.steps[-1].faults) == 1  # the read walks and faults
+
+
+def test_a_write_protect_without_its_flush_loses_a_dirty_page() -> None:
+    text = (SCENARIOS / "broken" / "wrprotect_without_tlbi.toml").read_text()
+    broken = run_scenario(load_scenario("broken.toml", text))
+    write = broken.steps[3]
+    assert write.faults == () and write.outcome.value == "completed"  # from the TLB
+    assert broken.steps[4].result.pages == ()  # type: ignore[union-attr]
+    fixed = run_scenario(load_scenario("fixed.toml", text.replace(
+        'inject = ["skip-tlbi-vmid"]', "").replace("expect_dirty_count = 0",
+                                                   "expect_dirty_count = 1")))
+    assert fixed.ok and fixed.steps[4].result.pages == (0x202,)  # type: ignore[union-attr]

@@ -50,7 +50,10 @@ def __kvm_tlb_flush_vmid(mmu: KvmS2Mmu) -> None:
 
     Kernel: __kvm_tlb_flush_vmid.
     """
-    _mm_ops(mmu).events.record(TlbiVmid(mmu.vmid))
+    mm_ops = _mm_ops(mmu)
+    if InjectedBug.SKIP_TLBI_VMID in mm_ops.bugs:
+        return
+    mm_ops.events.record(TlbiVmid(mmu.vmid))
 
 
 def __kvm_tlb_flush_vmid_range(mmu: KvmS2Mmu, start: int, pages: int) -> None:
