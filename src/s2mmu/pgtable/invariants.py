@@ -319,7 +319,11 @@ def leaf_change_allowed(old: int, new: int, level: int) -> bool:
 
 
 class Checker:
-    """Incremental checker: after each step, feed it what happened and get violations."""
+    """Incremental checker: after each step, feed it what happened and get violations.
+
+    Building one turns on descriptor-write and walk-return recording in the table's
+    event log (what it follows).
+    """
 
     def __init__(
         self,

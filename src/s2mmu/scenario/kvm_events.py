@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1102,7 +1102,7 @@ def dirty_writable_invariant(world: World) -> list[KvmViolation]:
     return world.part(KvmWorld).at_fault_return
 
 
-def pgtable_rule(*rules: str) -> Any:
+def pgtable_rule(*rules: str) -> Callable[[World], list[PgtableRuleBroken]]:
     """Return the invariant check for some of the page-table library's rules."""
     def check(world: World) -> list[PgtableRuleBroken]:
         return [r for r in world.part(KvmWorld).rules if r.rule in rules]
