@@ -192,7 +192,7 @@ def build_pkvm(world: World, config: PkvmConfig | None) -> None:
     pw = PkvmWorld(pkvm, config.policy, config.unmap_donated)
     for g in config.guests:
         pk.__pkvm_init_vm(pkvm, g.handle, g.protected)
-        pw.host_vms[g.handle] = pk.PkvmHostVm(g.handle)
+        pw.host_vms[g.handle] = pk.PkvmHostVm(g.handle, g.protected)
     world.add(pw)
 
 
@@ -391,9 +391,10 @@ def run_guest_call(world: World, ev: GuestCall, draft: StepDraft) -> Outcome:
     match ev.op:
         case GuestOp.SHARE:
             assert ev.pfn is not None
-            ret = pk.pkvm_pgtable_stage2_map(p, hvm, ev.gfn, ev.pfn, ev.prot)
+            page = p.page_size
+            ret = pk.pkvm_pgtable_stage2_map(p, hvm, ev.gfn * page, page, ev.pfn * page, ev.prot)
         case GuestOp.UNSHARE:
-            ret = pk.pkvm_pgtable_stage2_unmap(p, hvm, ev.gfn, 1)
+            ret = pk.pkvm_pgtable_stage2_unmap(p, hvm, ev.gfn * p.page_size, p.page_size)
         case GuestOp.DONATE:
             assert ev.pfn is not None
             ret = mp.__pkvm_host_donate_guest(p, ev.pfn, ev.gfn, vm)
@@ -406,7 +407,8 @@ def run_guest_call(world: World, ev: GuestCall, draft: StepDraft) -> Outcome:
         case GuestOp.RECLAIM:
             ret = mp.__pkvm_host_reclaim_page(p, vm, ev.gfn)
             if ret == 0:
-                hvm.mappings.pop(ev.gfn, None)
+                for m in hvm.mappings.in_range(ev.gfn, ev.gfn + 1):
+                    hvm.mappings.remove(m)
     if ev.write_fault and ret == 0:
         pw.dirty_marks.append(DirtyMark(ev.guest, ev.gfn, draft.index))
     draft.result = Returned(FUNCTIONS[ev.op], ret)
