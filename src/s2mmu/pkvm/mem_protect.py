@@ -903,8 +903,11 @@ def new_hyp_vm(pkvm: Pkvm, handle: int, protected: bool, memcache_pages: int = 1
     """
     if handle in pkvm.vms:
         raise ValueError(f"VM handle {handle} is in use")
-    kw = {} if mmfr0 is None else {"mmfr0": mmfr0}
-    pgt = new_stage2(pkvm.env, ipa_bits, vmid=handle, mm_ops=pkvm_guest_mm_ops(pkvm.env), **kw)
+    mm_ops = pkvm_guest_mm_ops(pkvm.env)
+    if mmfr0 is None:
+        pgt = new_stage2(pkvm.env, ipa_bits, vmid=handle, mm_ops=mm_ops)
+    else:
+        pgt = new_stage2(pkvm.env, ipa_bits, vmid=handle, mm_ops=mm_ops, mmfr0=mmfr0)
     mc = KvmMmuMemoryCache()
     if __kvm_mmu_topup_memory_cache(mc, pkvm.env.pool, memcache_pages, memcache_pages):
         raise MemoryError("hyp pool exhausted")
