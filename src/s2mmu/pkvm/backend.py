@@ -14,7 +14,7 @@ of s2mmu.pkvm.pkvm (arch/arm64/kvm/pkvm.c).
 
 from __future__ import annotations
 
-from s2mmu.pgtable.backend import BackendKind, BackendLeaf, MmuLockMode
+from s2mmu.pgtable.backend import BackendKind, BackendLeaf, MmuLockMode, Stage2Backend
 from s2mmu.pgtable.env import PgtableEnv
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, PagePool
 from s2mmu.pgtable.mm import __kvm_mmu_topup_memory_cache as topup_memory_cache
@@ -97,3 +97,8 @@ class PkvmBackend:
         """
         vm = self.pkvm.vms[self.hvm.handle]
         return topup_memory_cache(vm.memcache, self.pkvm.env.pool, min_pages, min_pages)
+
+
+def pkvm_backend(pkvm: Pkvm, handle: int, protected: bool) -> Stage2Backend:
+    """Return a new VM's pKVM backend (typed: mypy checks it keeps the protocol)."""
+    return PkvmBackend(pkvm, handle, protected)
