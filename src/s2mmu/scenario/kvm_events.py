@@ -52,6 +52,7 @@ from s2mmu.kvm.vm import (
     kvm_vm_ioctl_create_vcpu,
     set_slot_flags,
 )
+from s2mmu.pgtable.backend import DIRECT
 from s2mmu.pgtable.events import (
     DcacheCleanInvalPoc,
     IcacheInvalPou,
@@ -59,6 +60,7 @@ from s2mmu.pgtable.events import (
     TlbiVmidIpa,
     TlbiVmidRange,
 )
+from s2mmu.pkvm.backend import pkvm_backend
 from s2mmu.scenario.records import FaultStep, Mismatch, Outcome, StepDraft, World
 from s2mmu.scenario.schema import (
     ACCESS,
@@ -127,6 +129,8 @@ class KvmConfig:
     """The host, the VM and the vCPUs a scenario describes."""
 
     features: frozenset[str]
+    protected_kvm: bool
+    """[host] kvm_mode = "protected": the VM runs under the [pkvm] hypervisor."""
     pa_bits: int
     ras_claims_sea: bool
     ipa_bits: int
@@ -135,6 +139,7 @@ class KvmConfig:
     initially_set: bool
     eager_split_chunk: int
     nisv_to_user: bool
+    protected: bool
     vm_lines: Mapping[str, int]
     vmas: tuple[VmaSpec, ...]
     vcpus: tuple[VcpuSpec, ...]
@@ -161,11 +166,16 @@ def parse_kvm(c: Checker, data: dict[str, Any], ctx: ParseContext) -> tuple[KvmC
                                        m.get("xn", False), m.get("device", False))
                                  for m in it.get("map", [])), it.where, it.key_lines)
                   for it in vcpus)
-    config = KvmConfig(frozenset(host.get("features", [])), host.get("pa_bits", 48),
+    protected_kvm = host.get("kvm_mode", "default") == "protected"
+    if protected_kvm and "pkvm" not in data:
+        raise c.fail("host", None, "kvm_mode", "\"protected\" needs a [pkvm] table "
+                                               "(the hypervisor)")
+    config = KvmConfig(frozenset(host.get("features", [])), protected_kvm,
+                       host.get("pa_bits", 48),
                        host.get("ras_claims_sea", False), vm.get("ipa_bits", 40),
                        vm.get("mte", False), vm.get("manual_dirty_log_protect", False),
                        vm.get("initially_set", False), vm.get("eager_split_chunk", 0),
-                       vm.get("nisv_to_user", False), vm_lines,
+                       vm.get("nisv_to_user", False), vm.get("protected", False), vm_lines,
                        tuple(vma_spec(it) for it in vmas), specs, c.path)
     setup: list[Event] = [SetMemslot(**common_fields(it, "memslot"), slot=it.get("id"),
                                      gpa=it.get("gpa"), size=it.get("size"), hva=it.get("hva"),
@@ -218,10 +228,22 @@ def build_kvm(world: World, config: KvmConfig) -> None:
     field): nothing can run without it.
     """
     host = build_host(config)
+    backend, env = DIRECT, None
+    pconf = world.scenario.config("pkvm")
+    if config.protected_kvm:
+        # Imported here so that the layers keep their registration order (kvm first).
+        from s2mmu.scenario.pkvm_events import boot_pkvm
+
+        hyp = boot_pkvm(world, pconf, host.mem, host.features.kvm_caps()).pkvm
+        assert hyp is not None
+        handle = 1 + max((g.handle for g in pconf.guests), default=0)
+        backend, env = pkvm_backend(hyp, handle, config.protected), hyp.env
     try:
-        kvm = kvm_create_vm(host, config.ipa_bits, has_mte=config.mte)
+        kvm = kvm_create_vm(host, config.ipa_bits, has_mte=config.mte, env=env,
+                            backend=backend, protected=config.protected)
     except KvmError as e:
-        key = "mte" if e.reason is Refusal.MTE_UNSUPPORTED else "ipa_bits"
+        key = {Refusal.MTE_UNSUPPORTED: "mte", Refusal.PROTECTED_WITHOUT_PKVM: "protected"}.get(
+            e.reason, "ipa_bits")
         raise ScenarioError(f"{config.path}:{config.vm_lines.get(key, 1)}: vm.{key}: "
                             f"KVM_CREATE_VM fails {errname(e.errno)}: {e.why}") from None
     kvm.nisv_to_user = config.nisv_to_user

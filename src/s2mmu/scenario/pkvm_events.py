@@ -40,6 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s2mmu.arch.inputs import shorten
+from s2mmu.arch.memory import PhysMem
+from s2mmu.kvm.host import HOST_RAM_BASE
+from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.events import Warn
 from s2mmu.pgtable.profile import PROFILES, BehaviourProfile
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
@@ -61,6 +64,7 @@ from s2mmu.pkvm.host_fault import (
     host_access,
 )
 from s2mmu.pkvm.invariants import PkvmViolation, check_pkvm, page_views
+from s2mmu.pkvm.memory import MemblockRegion
 from s2mmu.pkvm.states import PKVM_PAGE_OWNED, PKVM_PAGE_SHARED_OWNED
 from s2mmu.scenario.records import Mismatch, Outcome, StepDraft, World
 from s2mmu.scenario.schema import (
@@ -182,18 +186,38 @@ class PkvmWorld:
     panicked_at: int | None = None
 
 
-def build_pkvm(world: World, config: PkvmConfig | None) -> None:
-    """Boot the hypervisor and create the guests (nothing when there is no [pkvm])."""
-    if config is None:
-        world.add(PkvmWorld(None))
-        return
+HOST_KVM_RAM = MemblockRegion(HOST_RAM_BASE, 1 << 26)
+"""The RAM a host KVM's memory comes from (its folios are allocated from HOST_RAM_BASE)."""
+
+
+def boot_pkvm(world: World, config: PkvmConfig, mem: PhysMem | None = None,
+              caps: KvmCaps | None = None) -> PkvmWorld:
+    """Boot the hypervisor and create the [[pkvm_guest]] guests; return the layer's part.
+
+    mem and caps: a host KVM's memory and CPU capabilities, when the scenario's VM runs
+    under this hypervisor (the kvm layer boots it first, then; its RAM is then memory
+    EL2 knows, host-owned).
+    """
     pkvm = mp.new_pkvm(config.ram_pages, nomap_pages=config.nomap_pages,
-                       profile=config.profile)
+                       profile=config.profile, mem=mem, caps=caps,
+                       host_ram=None if mem is None else HOST_KVM_RAM)
     pw = PkvmWorld(pkvm, config.policy, config.unmap_donated)
     for g in config.guests:
         pk.__pkvm_init_vm(pkvm, g.handle, g.protected)
         pw.host_vms[g.handle] = pk.PkvmHostVm(g.handle, g.protected)
     world.add(pw)
+    return pw
+
+
+def build_pkvm(world: World, config: PkvmConfig | None) -> None:
+    """Boot the hypervisor and create the guests (nothing when there is no [pkvm]), unless
+    the kvm layer booted it already for its VM."""
+    if world.has(PkvmWorld):
+        return
+    if config is None:
+        world.add(PkvmWorld(None))
+        return
+    boot_pkvm(world, config)
 
 
 def mark_pkvm(world: World) -> int:

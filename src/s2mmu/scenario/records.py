@@ -160,6 +160,10 @@ class World:
         assert type(part) not in self._parts, type(part)
         self._parts[type(part)] = part
 
+    def has(self, kind: type) -> bool:
+        """Return whether a part of the given type was added."""
+        return kind in self._parts
+
     def part(self, kind: type[T]) -> T:
         """Return the part of the given type."""
         part = self._parts[kind]

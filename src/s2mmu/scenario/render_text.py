@@ -77,6 +77,7 @@ from s2mmu.kvm.invariants import (
     UnexplainedDirtyBit,
     WritableBlockWhileLogging,
 )
+from s2mmu.pgtable.backend import MmuLockMode
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
     DcacheCleanInvalPoc,
@@ -194,7 +195,8 @@ def slot_page_text(p: SlotPage) -> str:
 
 SIZE_REASONS = {SizeReason.LOGGING: "dirty logging forces pages",
                 SizeReason.PUD_DOES_NOT_FIT: "1G block does not fit the memslot",
-                SizeReason.PMD_DOES_NOT_FIT: "2M block does not fit the memslot"}
+                SizeReason.PMD_DOES_NOT_FIT: "2M block does not fit the memslot",
+                SizeReason.PROTECTED_VM: "a protected VM is mapped page by page"}
 OUTSIDE = {OutsideAction.INJECT_PABT: "instruction fetch outside memory: inject pabt",
            OutsideAction.INJECT_DABT: "stage-1 walk outside writable memory: inject dabt",
            OutsideAction.SKIP_CM: "cache maintenance outside memslots: skipped"}
@@ -231,9 +233,10 @@ def decision_text(d: Decision) -> str:
             return "MTE VM, VMA without VM_MTE_ALLOWED: -EFAULT"
         case InvalidateRetry():
             return "invalidated since mmu_seq was read: -EAGAIN, the guest retries"
-        case PgtableCall(ipa=ipa, size=size, pa=pa, prot=prot, ret=ret):
+        case PgtableCall(ipa=ipa, size=size, pa=pa, prot=prot, ret=ret, lock=lock):
             return (f"IPA {ipa:#x} {size_name(size)} -> PA {pa:#x} {prot_str(prot)}: "
-                    f"{errname(ret) if ret else 'ok'}")
+                    f"{errname(ret) if ret else 'ok'}"
+                    + (" (mmu_lock held for write)" if lock is MmuLockMode.WRITE else ""))
         case ReadPermissionFault():
             return "read permission fault: -EFAULT"
         case TopupFailed(ret=ret):

@@ -41,10 +41,12 @@ if TYPE_CHECKING:
 SIZES = {"K": 10, "M": 20, "G": 30, "T": 40}
 
 KVM_TABLES = {"host", "vm", "vma", "memslot", "vcpu"}
-HOST_KEYS = {"features", "pa_bits", "ras_claims_sea"}
+HOST_KEYS = {"features", "pa_bits", "ras_claims_sea", "kvm_mode"}
+KVM_MODES = {"default", "protected"}
+"""kvm-arm.mode: the default (VHE or nVHE: the same stage-2 code) or protected (pKVM)."""
 HOST_FEATURES = {"fwb", "dic", "idc", "tlb_range", "mte"}
 VM_KEYS = {"ipa_bits", "mte", "manual_dirty_log_protect", "initially_set",
-           "eager_split_chunk", "nisv_to_user"}
+           "eager_split_chunk", "nisv_to_user", "protected"}
 VMA_KEYS = {"name", "start", "size", "kind", "thp", "hugetlb", "mem_type",
             "allow_any_uncached", "mte_allowed", "writable", "pa"}
 SLOT_KEYS = {"id", "gpa", "size", "hva", "flags", "expect_error"}
@@ -409,7 +411,7 @@ INT_KEYS = {"start", "size", "pa", "gpa", "hva", "va", "ipa", "stage1_tables", "
             "eager_split_chunk", "expect_dirty_count", "expect_seq", "hugetlb"}
 BOOL_KEYS = {"thp", "allow_any_uncached", "mte_allowed", "writable", "ro", "xn", "device",
              "mte", "manual_dirty_log_protect", "initially_set", "nisv_to_user",
-             "ras_claims_sea"}
+             "ras_claims_sea", "protected"}
 STR_KEYS = {"name", "description", "note", "expect_errno", "expect_error", "kind", "mem_type"}
 PARANGE_BITS = {32, 36, 40, 42, 44, 48, 52}
 CHUNK_SIZES = {0, 1 << 12, 1 << 21, 1 << 30}
@@ -566,6 +568,7 @@ U32_KEYS = {"slot", "num_pages", "id"}
 def _check_top(c: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     host = _check_values(c, "host", None, c.keys("host", None, data.get("host", {}), HOST_KEYS))
     c.choices("host", None, "features", host.get("features", []), HOST_FEATURES)
+    c.choice("host", None, "kvm_mode", host.get("kvm_mode", "default"), KVM_MODES)
     if host.get("pa_bits", 48) not in PARANGE_BITS:
         raise c.fail("host", None, "pa_bits", f"must be one of "
                                               f"{', '.join(map(str, sorted(PARANGE_BITS)))}")
