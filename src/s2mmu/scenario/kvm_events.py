@@ -385,6 +385,8 @@ class GuestAccess(Event):
     ipa: int | None = None
     syndrome: tuple[int, int] | None = None
     race: HostRace | None = None
+    size: int = 1
+    """The access's size in bytes (one access even when it crosses a page boundary)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -613,7 +615,8 @@ def run_access(world: World, ev: GuestAccess, draft: StepDraft) -> Outcome:
     race = ev.race
     outcome = Outcome.RESUMED
     for _ in range(MAX_ATTEMPTS):
-        o = guest_access(kvm, regs, addr, "write" if dc else ev.access.value, ev.syndrome, cm=dc)
+        o = guest_access(kvm, regs, addr, "write" if dc else ev.access.value, ev.syndrome, cm=dc,
+                         size=ev.size)
         if isinstance(o, Completed):
             draft.result = AccessCompleted(o.out.paddress)
             return Outcome.COMPLETED
@@ -788,13 +791,20 @@ def parse_access(it: Item, ctx: ParseContext) -> GuestAccess:
                               and s[0] in (1, 2, 4, 8) and isinstance(s[1], int)
                               and 0 <= s[1] < 32):
         raise it.error("syndrome", "must be [size in bytes 1/2/4/8, register 0-31]")
+    size = it.get("size", s[0] if s is not None else 1)
+    if isinstance(size, bool) or size not in ACCESS_SIZES:
+        raise it.error("size", f"must be one of {', '.join(map(str, ACCESS_SIZES))} (bytes), "
+                               f"not {shorten(size)}")
+    if s is not None and s[0] != size:
+        raise it.error("size", f"{size} bytes, but the syndrome says {s[0]}")
     race = None
     if "race" in it.fields:
         r = _check_race(ctx.checker, it.index, it.get("race"))
         race = HostRace(HostOp(r["do"]), r["hva"], r["size"])
     return GuestAccess(**common_fields(it), access=AccessKind(it.get("do")), vcpu=vcpu,
                        va=it.get("va"), ipa=it.get("ipa"),
-                       syndrome=None if s is None else (int(s[0]), int(s[1])), race=race)
+                       syndrome=None if s is None else (int(s[0]), int(s[1])), race=race,
+                       size=int(size))
 
 
 def parse_abort(it: Item, ctx: ParseContext) -> RawAbort:
@@ -1033,6 +1043,8 @@ def dirty_bit_invariant(world: World) -> list[KvmViolation]:
 
 # -- registration -------------------------------------------------------------------------------
 
+ACCESS_SIZES = (1, 2, 4, 8, 16)
+"""The sizes of a guest load/store in bytes (LDRB .. LDR Q)."""
 FAULT_EXPECTS = frozenset({"expect", "expect_mapping", "expect_errno"})
 
 
@@ -1041,7 +1053,7 @@ def register() -> None:
     REGISTRY.layer(Layer("kvm", frozenset({"host", "vm", "vma", "memslot", "vcpu"}), parse_kvm,
                          build_kvm, build_vcpus, mark_events, observe_events, after_step,
                          summarize))
-    access_keys = frozenset({"vcpu", "va", "ipa", "syndrome", "race"})
+    access_keys = frozenset({"vcpu", "va", "ipa", "syndrome", "race", "size"})
     for name in sorted(ACCESS):
         REGISTRY.event_kind(EventKind(name, GuestAccess, access_keys, parse_access, run_access,
                                       FAULT_EXPECTS))

@@ -398,7 +398,8 @@ def event_summary(event: Any, step: StepRecord) -> str:
 @event_summary.register
 def _(event: GuestAccess, step: StepRecord) -> str:
     where = f"VA {event.va:#x}" if event.va is not None else f"IPA {event.ipa:#x}"
-    return f"vCPU{event.vcpu} {event.do} {where}"
+    size = f", {event.size} bytes" if event.size > 1 else ""
+    return f"vCPU{event.vcpu} {event.do} {where}{size}"
 
 
 @event_summary.register
