@@ -385,8 +385,15 @@ class GuestAccess(Event):
     ipa: int | None = None
     syndrome: tuple[int, int] | None = None
     race: HostRace | None = None
-    size: int = 1
-    """The access's size in bytes (one access even when it crosses a page boundary)."""
+    size: int | None = None
+    """The access's size in bytes (one access even when it crosses a page boundary); None:
+    the syndrome's size if it gives one, else 1."""
+
+    def nbytes(self) -> int:
+        """Return the access's size in bytes."""
+        if self.size is not None:
+            return self.size
+        return self.syndrome[0] if self.syndrome is not None else 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -616,7 +623,7 @@ def run_access(world: World, ev: GuestAccess, draft: StepDraft) -> Outcome:
     outcome = Outcome.RESUMED
     for _ in range(MAX_ATTEMPTS):
         o = guest_access(kvm, regs, addr, "write" if dc else ev.access.value, ev.syndrome, cm=dc,
-                         size=ev.size)
+                         size=ev.nbytes())
         if isinstance(o, Completed):
             draft.result = AccessCompleted(o.out.paddress)
             return Outcome.COMPLETED
@@ -791,11 +798,11 @@ def parse_access(it: Item, ctx: ParseContext) -> GuestAccess:
                               and s[0] in (1, 2, 4, 8) and isinstance(s[1], int)
                               and 0 <= s[1] < 32):
         raise it.error("syndrome", "must be [size in bytes 1/2/4/8, register 0-31]")
-    size = it.get("size", s[0] if s is not None else 1)
-    if isinstance(size, bool) or size not in ACCESS_SIZES:
+    size = it.get("size")
+    if size is not None and (isinstance(size, bool) or size not in ACCESS_SIZES):
         raise it.error("size", f"must be one of {', '.join(map(str, ACCESS_SIZES))} (bytes), "
                                f"not {shorten(size)}")
-    if s is not None and s[0] != size:
+    if size is not None and s is not None and s[0] != size:
         raise it.error("size", f"{size} bytes, but the syndrome says {s[0]}")
     race = None
     if "race" in it.fields:
@@ -804,7 +811,7 @@ def parse_access(it: Item, ctx: ParseContext) -> GuestAccess:
     return GuestAccess(**common_fields(it), access=AccessKind(it.get("do")), vcpu=vcpu,
                        va=it.get("va"), ipa=it.get("ipa"),
                        syndrome=None if s is None else (int(s[0]), int(s[1])), race=race,
-                       size=int(size))
+                       size=None if size is None else int(size))
 
 
 def parse_abort(it: Item, ctx: ParseContext) -> RawAbort:

@@ -398,7 +398,7 @@ def event_summary(event: Any, step: StepRecord) -> str:
 @event_summary.register
 def _(event: GuestAccess, step: StepRecord) -> str:
     where = f"VA {event.va:#x}" if event.va is not None else f"IPA {event.ipa:#x}"
-    size = f", {event.size} bytes" if event.size > 1 else ""
+    size = f", {event.size} bytes" if event.size is not None else ""
     return f"vCPU{event.vcpu} {event.do} {where}{size}"
 
 
