@@ -22,6 +22,7 @@ from s2mmu.scenario.runner import run_scenario
 from s2mmu.scenario.schema import ScenarioError, load_scenario
 
 SHARED, PROTECTED = "pkvm_guest_shared.toml", "pkvm_guest_protected.toml"
+RELAX = "pkvm_guest_relax.toml"
 PAGE, PMD = 0x1000, 0x20_0000
 
 
@@ -35,14 +36,14 @@ def calls(r: Run) -> list[PgtableCall]:
             if isinstance(d, PgtableCall)]
 
 
-@pytest.mark.parametrize("name", [SHARED, PROTECTED])
+@pytest.mark.parametrize("name", [SHARED, PROTECTED, RELAX])
 def test_the_built_in_pkvm_guest_scenarios_hold_and_are_valid_json(name: str) -> None:
     r = builtin(name)
     assert r.ok, [str(f.what) for f in r.failures]
     validate(run_json(r))
     assert isinstance(r.world.part(KvmWorld).kvm.backend, PkvmBackend)
-    assert {(c.step, c.backend, c.lock) for c in calls(r)} == {
-        ("pkvm_pgtable_stage2_map", BackendKind.PKVM, MmuLockMode.WRITE)}
+    assert {(c.backend, c.lock) for c in calls(r)} == {(BackendKind.PKVM, MmuLockMode.WRITE)}
+    assert calls(r)[0].step == "pkvm_pgtable_stage2_map"
 
 
 def test_shared_guest_blocks_pages_and_blocks_again() -> None:
@@ -100,3 +101,19 @@ def test_bad_pkvm_vm_tables_are_one_line_errors(head: str, message: str) -> None
         run_scenario(load_scenario("t.toml", 'name = "t"\n' + head + BASE))
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("profile", "result", "dirty"), [
+    ("v6.3..v6.19-rc4", "resumed", [1]), ("v6.19", "retry", [])])
+def test_seed_000_on_the_fault_path_marks_an_unmapped_page_dirty_before_the_fix(
+        profile: str, result: str, dirty: list[int]) -> None:
+    text = resources.files("s2mmu.scenario.data").joinpath(RELAX).read_text()
+    text = (text.replace('profile = "v6.3..v6.19-rc4"', f'profile = "{profile}"')
+            .replace('expect = "resumed"', f'expect = "{result}"')
+            .replace("expect_dirty = [1]", f"expect_dirty = {dirty}"))
+    r = run_scenario(load_scenario(RELAX, text))
+    assert r.ok, [str(f.what) for f in r.failures]
+    (call,) = [d for f in r.steps[3].faults for d in f.handled.decisions
+               if isinstance(d, PgtableCall)]
+    assert call.step == "pkvm_pgtable_stage2_relax_perms"
+    assert call.ret == (0 if result == "resumed" else -11)
