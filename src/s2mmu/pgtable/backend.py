@@ -25,6 +25,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from s2mmu.arch.reprs import hex_repr
 from s2mmu.pgtable.env import PgtableEnv, new_stage2
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, PagePool, kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.pte import kvm_granule_size, kvm_pte_to_phys, kvm_pte_valid
@@ -62,6 +63,7 @@ class BackendKind(enum.Enum):
         return f"{self.value}_{op}"
 
 
+@hex_repr()
 @dataclass(frozen=True)
 class BackendLeaf:
     """A valid mapping the backend knows of: its first IPA, size and output address."""
