@@ -36,7 +36,8 @@ from s2mmu.pkvm.memory import MemblockRegion
 
 GPA = 0x4000_0000
 HVA = 0x7F00_0000_0000
-SLOT = 4 << 20
+SLOT = 64 << 20
+"""32 PMD regions: more table pages than one top-up of the EL2 memcache holds."""
 
 
 @dataclass
@@ -50,7 +51,7 @@ def build(pkvm_mode: bool, thp: bool) -> Vm:
     host = HostMm(PhysMem(), HostFeatures())
     if pkvm_mode:
         hyp = new_pkvm(mem=host.mem, caps=host.features.kvm_caps(),
-                       host_ram=MemblockRegion(HOST_RAM_BASE, 1 << 26))
+                       host_ram=MemblockRegion(HOST_RAM_BASE, 1 << 28))
         kvm = kvm_create_vm(host, 40, env=hyp.env, backend=pkvm_backend(hyp, 1, False))
     else:
         kvm = kvm_create_vm(host, 40)
@@ -95,7 +96,7 @@ def leaves(vm: Vm) -> list[tuple[int, int, int, int]]:
 
 
 @settings(max_examples=40, deadline=None)
-@given(thp=st.booleans(), ops=st.lists(OPS, min_size=1, max_size=25))
+@given(thp=st.booleans(), ops=st.lists(OPS, min_size=1, max_size=40))
 def test_direct_and_pkvm_backends_agree_for_a_non_protected_guest(thp: bool,
                                                                  ops: list[Op]) -> None:
     direct, pkvm = build(False, thp), build(True, thp)

@@ -234,3 +234,26 @@ def test_fault_path_maps_a_protected_guest_page_by_page_rwx() -> None:
     pa = s.backend.hvm.mappings.as_dict()[(GPA + 0x3000) // PAGE][0] * PAGE
     assert host_state(s, pa) is PKVM_NOPAGE
     assert isinstance(guest_access(s.kvm, vcpu_regs(s.kvm), GPA + 0x3000, "exec"), Completed)
+
+
+def test_topup_refills_the_el2_memcache_the_maps_drain() -> None:
+    """Each page in a new 2M region takes a table page from the VM's EL2 memcache; the
+    fault path's top-up before each map keeps it from running dry (32 regions here, twice
+    the cache's capacity)."""
+    host = HostMm(PhysMem(), HostFeatures())
+    pkvm = new_pkvm(mem=host.mem, caps=host.features.kvm_caps(),
+                    host_ram=MemblockRegion(HOST_RAM_BASE, 1 << 27))
+    backend = PkvmBackend(pkvm, 1, False)
+    kvm = kvm_create_vm(host, 40, env=pkvm.env, backend=backend)
+    host.mmap(Vma(HVA, HVA + (64 << 20), VmaKind.ANON))
+    vcpu = kvm_vm_ioctl_create_vcpu(kvm)
+    for i in range(32):
+        assert backend.topup_memcache(vcpu.mmu_page_cache, kvm.env.pool, 2) == 0
+        pa = host.populate(HVA + i * PMD)
+        assert backend.map(kvm.pgt, GPA + i * PMD, PAGE, pa, RW, None, 0) == 0
+    assert len(backend.hvm.mappings) == 32 and warns_of(pkvm) == []
+    assert vcpu.mmu_page_cache.nobjs == 0  # the vCPU's own cache is not used under pKVM
+
+
+def warns_of(pkvm: Pkvm) -> list[str]:
+    return [e.function for e in pkvm.env.events if isinstance(e, Warn)]

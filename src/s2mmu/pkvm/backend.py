@@ -90,13 +90,16 @@ class PkvmBackend:
         return None
 
     def topup_memcache(self, mc: KvmMmuMemoryCache, pool: PagePool, min_pages: int) -> int:
-        """Fill the VM's EL2 memcache to min_pages (the vCPU's page cache is not used).
+        """Refill the VM's EL2 memcache when it holds fewer than min_pages.
+
+        The vCPU's page cache is not used.
 
         Kernel: topup_hyp_memcache (pages the host donates; the model takes them from
         the hypervisor's pool).
         """
         vm = self.pkvm.vms[self.hvm.handle]
-        return topup_memory_cache(vm.memcache, self.pkvm.env.pool, min_pages, min_pages)
+        capacity = max(vm.memcache.capacity, min_pages)
+        return topup_memory_cache(vm.memcache, self.pkvm.env.pool, capacity, min_pages)
 
 
 def pkvm_backend(pkvm: Pkvm, handle: int, protected: bool) -> Stage2Backend:
