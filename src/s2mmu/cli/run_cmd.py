@@ -33,6 +33,8 @@ PKVM_DEMOS = ("pkvm_donate_data_abort.toml", "pkvm_donate_sea.toml",
               "pkvm_relax_v6_3.toml", "pkvm_relax_v6_19.toml")
 """demo --pkvm: seed 002 under both host-abort policies, without and with the donated page
 unmapped from the host's direct map; seed 000 under the profiles before and after the fix."""
+NESTED_DEMOS = ("nested_demo.toml",)
+"""demo --nested: an L1 guest hypervisor, its L2, KVM's shadow stage 2 (issue 10)."""
 PROGRESS_STEPS = 200
 """A scenario with more steps shows a progress bar (on a terminal only)."""
 

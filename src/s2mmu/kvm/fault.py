@@ -102,7 +102,12 @@ from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_W,
     KVM_PGTABLE_PROT_X,
 )
-from s2mmu.pgtable.s2trans import KvmS2Trans, kvm_s2_trans_output, kvm_s2_trans_size
+from s2mmu.pgtable.s2trans import (
+    KvmS2Trans,
+    NestedWalkError,
+    kvm_s2_trans_output,
+    kvm_s2_trans_size,
+)
 from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_HANDLE_FAULT, KVM_PGTABLE_WALK_SHARED
 
 # -- the decisions: one value per step, with the step's kernel name ---------------------------
@@ -137,12 +142,13 @@ class FaultContext:
 
 @dataclass(frozen=True)
 class NestedS2Walk:
-    """L1's stage 2 translated the faulting IPA (trans.esr 0), or faulted (trans.esr the
-    FSC to inject into L1). Kernel: kvm_walk_nested_s2."""
+    """L1's stage 2 translated the faulting IPA (trans.esr 0), faulted (trans.esr the
+    FSC to inject into L1), or the walk was refused (a NestedWalkError: KVM injects the
+    abort's syndrome with FSC 0). Kernel: kvm_walk_nested_s2."""
 
     step: ClassVar[str] = "kvm_walk_nested_s2"
     fault_ipa: int
-    trans: KvmS2Trans
+    trans: KvmS2Trans | NestedWalkError
 
 
 @dataclass(frozen=True)
@@ -441,7 +447,7 @@ class AbortOutcome:
     dirtied: tuple[SlotPage, ...] = ()
 
 
-NestedS2Walker = Callable[[int], KvmS2Trans]
+NestedS2Walker = Callable[[int], KvmS2Trans | NestedWalkError]
 """Walk the guest hypervisor's stage 2 for an L2 IPA: the vCPU's current shadow MMU has
 L1's stage 2 enabled. The nested layer supplies it (kvm_walk_nested_s2); KVM's fault
 path only calls it. Kernel: kvm_walk_nested_s2 behind kvm_is_nested_s2_mmu and
@@ -884,6 +890,8 @@ def kvm_nested_resolve(abort: GuestAbort, fault_ipa: int, walk: NestedS2Walker,
     """
     trans = walk(fault_ipa)
     log.append(NestedS2Walk(fault_ipa, trans))
+    if isinstance(trans, NestedWalkError):  # ret < 0: injected with FSC 0 all the same
+        return InjectedS2Fault(esr_s2_fault(abort, 0), fault_ipa)
     if trans.esr:
         return InjectedS2Fault(esr_s2_fault(abort, trans.esr), fault_ipa)
     esr = kvm_s2_handle_perm_fault(abort, trans)

@@ -58,7 +58,7 @@ COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq"
 RACE_KEYS = {"do", "hva", "size"}
 MAPPING_SIZES = {"4K", "2M", "1G"}
 EXPECTS = {"completed", "guest-fault", "resumed", "mmio", "nisv", "sea-dabt", "sea-pabt",
-           "size-fault", "serror", "hwpoison", "error", "retry"}
+           "size-fault", "serror", "hwpoison", "error", "retry", "l1-s2-fault"}
 
 
 
@@ -249,7 +249,8 @@ class Registry:
 REGISTRY = Registry()
 """The registry the runner dispatches through."""
 
-LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events")
+LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events",
+                 "s2mmu.scenario.nested_events")
 """The scenario-level modules that register each layer (nested and pKVM add theirs)."""
 
 
