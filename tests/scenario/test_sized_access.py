@@ -51,3 +51,12 @@ def test_the_same_load_inside_one_page_does_not_fault() -> None:
     r = run_scenario(load_scenario("sized.toml", inside))
     assert r.ok, [str(f.what) for f in r.failures]
     assert r.steps[2].faults == ()
+
+
+def test_the_built_in_unaligned_load_scenario_holds() -> None:
+    from importlib import resources
+
+    name = "guest_load_unaligned.toml"
+    text = resources.files("s2mmu.scenario.data").joinpath(name).read_text()
+    r = run_scenario(load_scenario(name, text))
+    assert r.ok and r.steps[2].faults[0].abort.far == 0x4000_1000
