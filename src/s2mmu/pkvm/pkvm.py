@@ -14,7 +14,9 @@ gfn), and each operation is a hypercall per recorded mapping, with pKVM's own ru
   (a racing vCPU: seed 000's "the 'mappings' tree will return -EAGAIN if it finds a
   pre-existing entry"), and is unshared first when the size changes;
 - a protected guest is given pages by donation, RWX and page-sized only (WARN,
-  -EINVAL otherwise), -EAGAIN over an existing mapping; unmap, wrprotect, relax_perms,
+  -EINVAL otherwise), -EAGAIN over an existing mapping (the kernel first asks EL2
+  whether the vCPU is in a poison fault, -EFAULT then: not modelled, no page is
+  poisoned here); unmap, wrprotect, relax_perms,
   mkyoung and test_clear_young WARN and refuse for it (-EPERM, or nothing);
 - split is not supported (WARN_ON_ONCE, -EINVAL);
 - relax_perms and mkyoung drop the walker flags the caller passes: EL2 walks with its
