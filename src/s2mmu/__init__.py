@@ -25,11 +25,13 @@ from s2mmu.api import (
     Translation,
     at,
     guest_memory,
+    profile,
+    profiles,
     translate,
     translate_many,
 )
 
 __version__ = "0.1.0"
 
-__all__ = ["AtInstruction", "GuestMemory", "Translation", "at", "guest_memory", "translate",
-           "translate_many"]
+__all__ = ["AtInstruction", "GuestMemory", "Translation", "at", "guest_memory", "profile",
+           "profiles", "translate", "translate_many"]

@@ -102,6 +102,7 @@ from s2mmu.arch.state import SysRegs, regime_for
 from s2mmu.arch.translate import AddressDescriptor, Env, stage2_lookup
 from s2mmu.arch.walk import WalkStep
 from s2mmu.pgtable.env import stage2_vttbr
+from s2mmu.pgtable.profile import PROFILES, BehaviourProfile, behaviour_profile
 from s2mmu.pgtable.prot import stage2_has_fwb
 from s2mmu.pgtable.table import KvmPgtable
 
@@ -402,3 +403,23 @@ def at(op: str | AtOp, va: int, regs: Regs | None = None, memory: Memory | None 
     run = trace_translation(sysregs, regime, va, acc, env, stage1_only=at_op.stage == 1,
                             given=given)
     return AtInstruction(at_op, va, el, pan, at_outcome(run.result, va, el, env), run)
+
+
+def profile(name: str) -> BehaviourProfile:
+    """Return a kernel release's page-table and fault-path rules, by name ("v6.12").
+
+    Pass it to ``s2mmu.pgtable.new_env(profile=...)`` to build stage 2s that follow that
+    release; a scenario selects it with ``[kvm] profile`` or
+    ``s2mmu.scenario.run_scenario(..., profile="v6.12")`` (which also selects the AT
+    emulation's rules). An unknown name is an InputError listing the known ones.
+
+    >>> import s2mmu
+    >>> s2mmu.profile("v6.12").eagain_rule.name, s2mmu.profiles()[-1]
+    ('HANDLE_FAULT', 'v6.19')
+    """
+    return behaviour_profile(name)
+
+
+def profiles() -> list[str]:
+    """Return the kernel releases the model follows, oldest first (`s2mmu profiles`)."""
+    return list(PROFILES)

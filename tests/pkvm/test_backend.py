@@ -148,7 +148,7 @@ def test_relax_perms_flags_are_dropped_at_the_hypercall(profile: BehaviourProfil
 
     On a hole, the fault path's HANDLE_FAULT relax returns -EAGAIN in the direct backend
     from v6.3 (before it, the attribute walker skipped invalid entries: 0 everywhere);
-    through pKVM, the v6.3..v6.19-rc4 rule swallows it (0: the caller believes it
+    through pKVM, the v6.3..v6.18 rule swallows it (0: the caller believes it
     relaxed a mapping and marks the page dirty), and v6.19 returns it again.
     """
     s = setup(profile=profile)

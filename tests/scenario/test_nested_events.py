@@ -192,7 +192,7 @@ BAD = [
     ("", "ps = 9", "nested.ps: must be 0..7, not 9"),
     ("", "vmid = 0x10000", "nested.vmid: must be 0..65535, not 65536"),
     ("", "bogus = 1", "nested.bogus: unknown field"),
-    ("", 'profile = "v5"', "nested.profile: must be one of current, v6.12, not 'v5'"),
+    ("", 'profile = "v6.12"', "nested.profile: unknown field"),
     ("", 'features = "x"', "nested.features: must be one of"),
     ("", 'without = ["FEAT_NOPE"]', "nested.without: 'FEAT_NOPE' is not a feature"),
     ("", "regs = { XYZ_EL2 = 1 }", "nested.regs: 'XYZ_EL2': not a register"),

@@ -194,13 +194,17 @@ def arch_demo_doc(m: Any, tour: list[Any], ats: list[Any]) -> dict[str, Any]:
               help="With --dump-after: only IPAs in [START, END).")
 @click.option("--perm", "perm_text", metavar="RWX",
               help="With --dump-after: only ranges with all these permissions (e.g. wx).")
+@click.option("--profile", "profile", metavar="NAME",
+              help="Follow this kernel release's rules instead of the file's [kvm] profile "
+                   "(`s2mmu profiles` lists them).")
 def run(file: str, as_json: bool, trace: bool, html_file: str | None,
-        dump_after: tuple[str, ...], range_text: str | None, perm_text: str | None) -> None:
+        dump_after: tuple[str, ...], range_text: str | None, perm_text: str | None,
+        profile: str | None) -> None:
     """Run a scenario file: timeline, summary, broken invariants (exit 1 on failure)."""
     from s2mmu.cli.run_cmd import run_file
 
     sys.exit(run_file(file, as_json, trace, html=html_file, dump_after=dump_after,
-                      range_text=range_text, perm_text=perm_text))
+                      range_text=range_text, perm_text=perm_text, profile=profile))
 
 
 def access_name(a: AccessDescriptor) -> str:
@@ -481,6 +485,16 @@ def _add_kernel_command() -> None:
 
 
 _add_kernel_command()
+
+
+def _add_profiles_command() -> None:
+    """Attach `s2mmu profiles` (s2mmu.cli.profiles_cmd: the kernel releases' rules)."""
+    from s2mmu.cli.profiles_cmd import profiles
+
+    cli.add_command(profiles)
+
+
+_add_profiles_command()
 
 
 def main() -> None:

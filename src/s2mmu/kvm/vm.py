@@ -47,6 +47,7 @@ from s2mmu.pgtable.mm import (
     __kvm_mmu_topup_memory_cache,
     kvm_mmu_free_memory_cache,
 )
+from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
 from s2mmu.pgtable.table import KvmPgtable
 from s2mmu.pgtable.tlb import kvm_tlb_flush_vmid_range
 
@@ -202,11 +203,14 @@ def kvm_init_ipa_range(host: HostMm, phys_shift: int) -> int:
 
 def kvm_create_vm(host: HostMm, phys_shift: int = 0, vmid: int = 1,
                   env: PgtableEnv | None = None, has_mte: bool = False,
-                  backend: Stage2Backend = DIRECT, protected: bool = False) -> Kvm:
+                  backend: Stage2Backend = DIRECT, protected: bool = False,
+                  profile: BehaviourProfile = CURRENT) -> Kvm:
     """Create a VM: its IPA size, VTCR_EL2 and empty stage 2, registered for notifiers.
 
     backend is what KVM_PGT_FN picks for this VM (the library, or pKVM's hypercalls);
     it builds the stage 2. A protected VM needs protected KVM (-EINVAL otherwise).
+    profile: the kernel release whose rules the VM's stage-2 code follows (when env is
+    not given; a given env carries its own).
 
     Kernel: kvm_arch_init_vm -> kvm_init_stage2_mmu (KVM_PGT_FN(kvm_pgtable_stage2_init));
     pkvm_init_host_vm (KVM_VM_TYPE_ARM_PROTECTED without protected KVM: -EINVAL);
@@ -218,7 +222,7 @@ def kvm_create_vm(host: HostMm, phys_shift: int = 0, vmid: int = 1,
     if protected and backend.kind is BackendKind.DIRECT:
         raise KvmError(-EINVAL, Refusal.PROTECTED_WITHOUT_PKVM,
                        "KVM_VM_TYPE_ARM_PROTECTED without protected KVM (pkvm_init_host_vm)")
-    env = env or new_env(caps=host.features.kvm_caps(), mem=host.mem)
+    env = env or new_env(caps=host.features.kvm_caps(), mem=host.mem, profile=profile)
     pgt = backend.init(env, ipa_bits, vmid, id_aa64mmfr0_parange(host.features))
     kvm = Kvm(host=host, env=env, pgt=pgt, ipa_bits=ipa_bits, has_mte=has_mte,
               backend=backend, protected=protected)

@@ -16,7 +16,8 @@ memslots and host memory):
   TTBR0_EL2, MAIR_EL2, SCTLR_EL1, TCR_EL1, TTBR0_EL1, MAIR_EL1 ...): overrides what the
   tables give;
 - ``features`` (a preset of s2mmu.arch.features, default "qemu-max") and ``without`` (FEAT_*
-  names the VM's ID registers hide), ``profile`` (the at.c profile: "current", "v6.12").
+  names the VM's ID registers hide). The AT emulation follows the at.c of the scenario's
+  kernel release (``[kvm] profile``; a release without at.c refuses ``l1_at``).
 
 Events: ``l2_read``/``l2_write``/``l2_exec`` (``ipa``: an L2 access with its MMU off, or
 ``va``: through L2's stage 1; stage 2 is the shadow; each abort goes to
@@ -56,7 +57,7 @@ from s2mmu.arch.state import SysRegs
 from s2mmu.kvm.abort import InjectedS2Fault, Resumed, ResumeReason
 from s2mmu.kvm.cpu import HCR_EL2_RW, Completed, GuestFault, guest_access
 from s2mmu.kvm.host import host_usable_pa_bits
-from s2mmu.nested.at import PROFILES, AtContext, AtProfile, ShadowS2, kvm_at
+from s2mmu.nested.at import AtContext, AtProfile, ShadowS2, kvm_at
 from s2mmu.nested.guest import MemslotMemory
 from s2mmu.nested.invariants import NestedViolation, check_nested_invariants
 from s2mmu.nested.mmu import (
@@ -108,7 +109,7 @@ from s2mmu.scenario.schema import (
 )
 
 NESTED_KEYS = {"granule", "t0sz", "sl0", "ps", "vmid", "tables", "map", "desc", "s1map",
-               "regs", "features", "without", "profile"}
+               "regs", "features", "without"}
 MAP_KEYS = {"l2_ipa", "ipa", "size", "perms", "xn", "level"}
 DESC_KEYS = {"gpa", "value"}
 S1MAP_KEYS = {"regime", "tables", "va", "oa", "size", "ro", "el0", "xn"}
@@ -183,8 +184,8 @@ class S1Map:
 
 @dataclass(frozen=True)
 class NestedConfig:
-    """The guest hypervisor: its stage-2 shape, its mappings, its registers, its VM's
-    features and the at.c profile."""
+    """The guest hypervisor: its stage-2 shape, its mappings, its registers and its VM's
+    features."""
 
     granule: Granule
     t0sz: int
@@ -197,7 +198,6 @@ class NestedConfig:
     s1maps: tuple[S1Map, ...]
     regs: tuple[tuple[str, int], ...]
     fs: FeatureSet
-    profile: AtProfile
     path: str
     lines: tuple[tuple[str, int], ...]
 
@@ -338,15 +338,13 @@ def parse_nested(c: Checker, data: dict[str, Any],
     vmid = _int(c, "vmid", t.get("vmid", 1), 0xFFFF)
     tables = _int(c, "tables", t.get("tables", 0))
     c.aligned("nested", None, "tables", tables, 4096)
-    profile = PROFILES[c.choice("nested", None, "profile", t.get("profile", "current"),
-                                set(PROFILES))]
     lines = tuple((k, c.line("nested", None, k)) for k in t) + (("", c.line("nested", None,
                                                                             None)),)
     return NestedConfig(g, t0sz, sl0, ps, vmid, tables, _maps(c, t, g),
                         tuple(RawDesc(_field_int(c, n, d, "gpa"), _field_int(c, n, d, "value"),
                                       n)
                               for n, d in _subtables(c, t, "desc", DESC_KEYS, ("gpa", "value"))),
-                        _s1maps(c, t), _regs(c, t), _features(c, t), profile, c.path,
+                        _s1maps(c, t), _regs(c, t), _features(c, t), c.path,
                         lines), []
 
 
@@ -725,7 +723,7 @@ def run_enter(world: World, ev: L2Enter, draft: StepDraft) -> Outcome:
     return Outcome.DONE
 
 
-def at_context(world: World) -> AtContext:
+def at_context(world: World, profile: AtProfile) -> AtContext:
     """Return the AT emulation's context: the VM's own stage 2 and vCPU 0's shadow."""
     nk = _nk(world)
     kw = world.part(KvmWorld)
@@ -735,13 +733,19 @@ def at_context(world: World) -> AtContext:
     mmu = current_mmu(nk, kw.vcpus[0])
     shadow = None if mmu is None else ShadowS2(kvm.vtcr, kvm_get_vttbr(
         mmu.pgt.pgd or 0, mmu.pgt.s2_mmu.vmid, kvm.env.g))
-    config = world.scenario.config("nested")
-    return AtContext(nk.vm, config.profile, canonical, shadow)
+    return AtContext(nk.vm, profile, canonical, shadow)
 
 
 def run_at(world: World, ev: L1At, draft: StepDraft) -> Outcome:
-    """Emulate an AT L1 executes (kvm_at: fast path, then the slow path when KVM does)."""
-    got = kvm_at(at_context(world), world.part(NestedWorld).regs, ev.pan, ev.op, ev.va)
+    """Emulate an AT L1 executes (kvm_at: fast path, then the slow path when KVM does),
+    with the at.c of the scenario's kernel release ([kvm] profile)."""
+    release = world.scenario.profile
+    if release.at is None:
+        raise ev.error("do", f"kernel profile {release.name} has no AT emulation (at.c's "
+                             "software walker is read in v6.12): use [kvm] profile = \"v6.12\" "
+                             "or later")
+    got = kvm_at(at_context(world, release.at), world.part(NestedWorld).regs, ev.pan, ev.op,
+                 ev.va)
     draft.result = AtDone(ev.op, ev.va, got.par, got.path, got.fast_par)
     return Outcome.DONE
 

@@ -1,7 +1,8 @@
 """The pkvm layer of scenarios: a pKVM host, its guests, hypercalls and host accesses.
 
 Tables: ``[pkvm]`` (the hypervisor: policy for host aborts on pages the host gave away,
-behaviour profile, RAM size, whether the host unmaps donated pages from its direct map)
+RAM size, whether the host unmaps donated pages from its direct map; the kernel release
+is the scenario's ``[kvm] profile``)
 and ``[[pkvm_guest]]`` (handle, protected or not). Events (``do = ...``), named after the
 hypercall or host function they call:
 
@@ -44,7 +45,6 @@ from s2mmu.arch.memory import PhysMem
 from s2mmu.kvm.host import HOST_RAM_BASE
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.events import Warn
-from s2mmu.pgtable.profile import PROFILES, BehaviourProfile
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
 from s2mmu.pkvm import mem_protect as mp
 from s2mmu.pkvm import pkvm as pk
@@ -81,7 +81,7 @@ from s2mmu.scenario.schema import (
     common_fields,
 )
 
-PKVM_KEYS = {"policy", "profile", "ram_pages", "nomap_pages", "unmap_donated"}
+PKVM_KEYS = {"policy", "ram_pages", "nomap_pages", "unmap_donated"}
 GUEST_KEYS = {"handle", "protected"}
 POLICIES = {"data-abort": HostFaultPolicy.INJECT_DATA_ABORT,
             "sea": HostFaultPolicy.INJECT_SEA, "bug": HostFaultPolicy.BUG}
@@ -112,7 +112,6 @@ class PkvmConfig:
     """The [pkvm] table and the guests: what the hypervisor boots with."""
 
     policy: HostFaultPolicy
-    profile: BehaviourProfile
     ram_pages: int
     nomap_pages: int
     unmap_donated: bool
@@ -129,8 +128,6 @@ def parse_pkvm(c: Checker, data: dict[str, Any],
     t = c.keys("pkvm", None, data["pkvm"], PKVM_KEYS)
     policy = POLICIES[c.choice("pkvm", None, "policy", t.get("policy", "data-abort"),
                                set(POLICIES))]
-    profile = PROFILES[c.choice("pkvm", None, "profile", t.get("profile", "v6.19"),
-                                set(PROFILES))]
     ram = c.size("pkvm", None, "ram_pages", t.get("ram_pages", 512))
     if not 1 <= ram <= MAX_RAM_PAGES:
         raise c.fail("pkvm", None, "ram_pages", f"must be 1..{MAX_RAM_PAGES}, not {ram}")
@@ -138,7 +135,7 @@ def parse_pkvm(c: Checker, data: dict[str, Any],
     if nomap > MAX_RAM_PAGES:
         raise c.fail("pkvm", None, "nomap_pages", f"must be 0..{MAX_RAM_PAGES}, not {nomap}")
     unmap = c.boolean("pkvm", None, "unmap_donated", t.get("unmap_donated", False))
-    return PkvmConfig(policy, profile, ram, nomap, unmap, _guests(c, data)), []
+    return PkvmConfig(policy, ram, nomap, unmap, _guests(c, data)), []
 
 
 def _guests(c: Checker, data: dict[str, Any]) -> tuple[GuestSpec, ...]:
@@ -199,7 +196,7 @@ def boot_pkvm(world: World, config: PkvmConfig, mem: PhysMem | None = None,
     EL2 knows, host-owned).
     """
     pkvm = mp.new_pkvm(config.ram_pages, nomap_pages=config.nomap_pages,
-                       profile=config.profile, mem=mem, caps=caps,
+                       profile=world.scenario.profile.pgtable, mem=mem, caps=caps,
                        host_ram=None if mem is None else HOST_KVM_RAM)
     pw = PkvmWorld(pkvm, config.policy, config.unmap_donated)
     for g in config.guests:

@@ -230,7 +230,7 @@ def run_json(run: Run, trace: bool = False) -> dict[str, Any]:
     counts = fault_counts(run)
     scn = run.scenario
     return {"schema": RUN_SCHEMA, "scenario": scn.path, "name": scn.name,
-            "description": scn.description, "ok": run.ok,
+            "description": scn.description, "profile": scn.profile.name, "ok": run.ok,
             "failures": [failure_json(f) for f in run.failures],
             "summary": {"faults": sum(counts.values()), "results": counts,
                         "layers": {k: summary_json(v) for k, v in run.summaries.items()}},

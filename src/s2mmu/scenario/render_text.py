@@ -84,6 +84,7 @@ from s2mmu.nested.invariants import (
     ShadowPermsExceed,
 )
 from s2mmu.nested.mmu import ShadowS1Tlbi, ShadowUnmap
+from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
 from s2mmu.pgtable.backend import MmuLockMode
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
@@ -125,6 +126,7 @@ from s2mmu.scenario.kvm_events import (
     ExpectError,
     ExpectLeaves,
     ExpectMapping,
+    ExpectMarkedDirty,
     ExpectOutcome,
     ExpectSeq,
     GetDirtyLog,
@@ -615,6 +617,11 @@ def _(e: ExpectLeaves, got: Any = None) -> str:
 
 
 @mismatch_text.register
+def _(e: ExpectMarkedDirty, got: Any = None) -> str:
+    return f"expected the step's faults to mark {e.count} page(s) dirty, got {got}"
+
+
+@mismatch_text.register
 def _(e: ExpectSeq, got: Any = None) -> str:
     return f"expected mmu_invalidate_seq {e.seq}, got {got}"
 
@@ -814,7 +821,8 @@ def verdict_lines(run: Run) -> list[str]:
 def timeline_lines(run: Run, trace: bool = False) -> list[str]:
     """Return the run as text: one block per step, then the summary and the verdict."""
     scn = run.scenario
-    out = [f"scenario {scn.name} ({scn.path})"]
+    release = "" if scn.profile is CURRENT_PROFILE else f", kernel profile {scn.profile.name}"
+    out = [f"scenario {scn.name} ({scn.path}){release}"]
     if scn.description:
         out.append(f"  {scn.description}")
     for step in run.steps:
