@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from s2mmu.kvm import fault as fault_module
 from s2mmu.kvm.dirty import SlotPage
 from s2mmu.kvm.fault import FaultHooks, kvm_handle_guest_abort
 from s2mmu.kvm.invariants import (
@@ -17,6 +16,7 @@ from s2mmu.kvm.invariants import (
 )
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES
 from s2mmu.kvm.vm import kvm_vm_ioctl_create_vcpu
+from s2mmu.pgtable import backend as backend_module
 from s2mmu.pgtable.inject import InjectedBug
 from s2mmu.pgtable.stage2 import kvm_pgtable_stage2_unmap
 from s2mmu.pgtable.table import KvmPgtable
@@ -48,7 +48,8 @@ def test_a_relax_that_reports_success_on_a_cleared_entry_is_caught(
         kvm_pgtable_stage2_unmap(pgt, addr, SZ_4K)  # the racing unmap
         return 0  # -EAGAIN swallowed
 
-    monkeypatch.setattr(fault_module, "kvm_pgtable_stage2_relax_perms", relax_on_a_cleared_entry)
+    monkeypatch.setattr(backend_module, "kvm_pgtable_stage2_relax_perms",
+                        relax_on_a_cleared_entry)
     out = touch(kvm, vcpu, RAM_IPA, "write")
     assert out is not None and out.dirtied
     assert check_dirty_writable(kvm, kvm.pgt, out.dirtied) == [

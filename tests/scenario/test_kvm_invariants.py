@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from s2mmu.cli.main import cli
 from s2mmu.cli.schemas import validate
-from s2mmu.kvm import fault as fault_module
 from s2mmu.kvm.invariants import WarnFired
+from s2mmu.pgtable import backend as backend_module
 from s2mmu.pgtable import walk as walk_module
 from s2mmu.pgtable.events import Warn
 from s2mmu.pgtable.stage2 import kvm_pgtable_stage2_unmap
@@ -132,7 +132,8 @@ def test_a_fault_that_dirties_a_page_it_does_not_map_writable_fails_the_run(
         kvm_pgtable_stage2_unmap(pgt, addr, 0x1000)
         return 0
 
-    monkeypatch.setattr(fault_module, "kvm_pgtable_stage2_relax_perms", relax_on_a_cleared_entry)
+    monkeypatch.setattr(backend_module, "kvm_pgtable_stage2_relax_perms",
+                        relax_on_a_cleared_entry)
     path = tmp_path / "dirty.toml"
     path.write_text(LOGGING)
     js = CliRunner().invoke(cli, ["run", str(path), "--json"])

@@ -88,3 +88,26 @@ def acc_at(el: int, write: bool, pan: bool = False, any_access: bool = False
     """
     check_access_el(el)
     return AccessDescriptor(AccessType.AT, el, write, pan, any_access=any_access)
+
+
+def access_pieces(address: int, size: int, page_size: int) -> list[tuple[int, int]]:
+    """Return the (address, length) of each page an access of size bytes touches, in order.
+
+    An access that crosses a page boundary is one access whose bytes translate
+    separately: ASL Mem (the unaligned branch) reads byte 0 at address and byte i at
+    address+i, each through its own translation (MemSingle[address+i, 1, ...]), so the
+    first fault is that of the lowest-addressed byte that faults, and the fault reports
+    that byte's address: the first byte of the second page when only the second page
+    faults. Pieces are the runs of bytes that share a page (one translation each).
+
+    ASL: Mem_with_type (the unaligned-access loop, as read in its AArch32 form), MemSingle.
+    """
+    if size < 1:
+        raise InputError(f"size={shorten(size)}: an access is at least one byte")
+    out = []
+    end = address + size
+    while address < end:
+        n = min(end, (address & ~(page_size - 1)) + page_size) - address
+        out.append((address, n))
+        address += n
+    return out

@@ -59,6 +59,7 @@ from s2mmu.kvm.vm import (
     kvm_vm_ioctl_create_vcpu,
     set_slot_flags,
 )
+from s2mmu.pgtable.backend import DIRECT
 from s2mmu.pgtable.events import (
     DcacheCleanInvalPoc,
     IcacheInvalPou,
@@ -70,6 +71,7 @@ from s2mmu.pgtable.events import (
     Warn,
 )
 from s2mmu.pgtable.inject import InjectedBug
+from s2mmu.pkvm.backend import pkvm_backend
 from s2mmu.scenario.records import FaultStep, Mismatch, Outcome, StepDraft, World
 from s2mmu.scenario.schema import (
     ACCESS,
@@ -142,6 +144,8 @@ class KvmConfig:
     """The host, the VM and the vCPUs a scenario describes."""
 
     features: frozenset[str]
+    protected_kvm: bool
+    """[host] kvm_mode = "protected": the VM runs under the [pkvm] hypervisor."""
     pa_bits: int
     ras_claims_sea: bool
     ipa_bits: int
@@ -150,6 +154,7 @@ class KvmConfig:
     initially_set: bool
     eager_split_chunk: int
     nisv_to_user: bool
+    protected: bool
     vm_lines: Mapping[str, int]
     vmas: tuple[VmaSpec, ...]
     vcpus: tuple[VcpuSpec, ...]
@@ -179,11 +184,16 @@ def parse_kvm(c: Checker, data: dict[str, Any], ctx: ParseContext) -> tuple[KvmC
                                  for m in it.get("map", [])), it.where, it.key_lines,
                            it.get("tlb", False))
                   for it in vcpus)
-    config = KvmConfig(frozenset(host.get("features", [])), host.get("pa_bits", 48),
+    protected_kvm = host.get("kvm_mode", "default") == "protected"
+    if protected_kvm and "pkvm" not in data:
+        raise c.fail("host", None, "kvm_mode", "\"protected\" needs a [pkvm] table "
+                                               "(the hypervisor)")
+    config = KvmConfig(frozenset(host.get("features", [])), protected_kvm,
+                       host.get("pa_bits", 48),
                        host.get("ras_claims_sea", False), vm.get("ipa_bits", 40),
                        vm.get("mte", False), vm.get("manual_dirty_log_protect", False),
                        vm.get("initially_set", False), vm.get("eager_split_chunk", 0),
-                       vm.get("nisv_to_user", False), vm_lines,
+                       vm.get("nisv_to_user", False), vm.get("protected", False), vm_lines,
                        tuple(vma_spec(it) for it in vmas), specs, c.path,
                        frozenset(InjectedBug(b) for b in vm.get("inject", [])))
     setup: list[Event] = [SetMemslot(**common_fields(it, "memslot"), slot=it.get("id"),
@@ -249,11 +259,23 @@ def build_kvm(world: World, config: KvmConfig) -> None:
     field): nothing can run without it.
     """
     host = build_host(config)
+    backend, env = DIRECT, None
+    pconf = world.scenario.config("pkvm")
+    if config.protected_kvm:
+        # Imported here so that the layers keep their registration order (kvm first).
+        from s2mmu.scenario.pkvm_events import boot_pkvm
+
+        hyp = boot_pkvm(world, pconf, host.mem, host.features.kvm_caps()).pkvm
+        assert hyp is not None
+        handle = 1 + max((g.handle for g in pconf.guests), default=0)
+        backend, env = pkvm_backend(hyp, handle, config.protected), hyp.env
     try:
-        kvm = kvm_create_vm(host, config.ipa_bits, has_mte=config.mte,
+        kvm = kvm_create_vm(host, config.ipa_bits, has_mte=config.mte, env=env,
+                            backend=backend, protected=config.protected,
                             profile=world.scenario.profile.pgtable)
     except KvmError as e:
-        key = "mte" if e.reason is Refusal.MTE_UNSUPPORTED else "ipa_bits"
+        key = {Refusal.MTE_UNSUPPORTED: "mte", Refusal.PROTECTED_WITHOUT_PKVM: "protected"}.get(
+            e.reason, "ipa_bits")
         raise ScenarioError(f"{config.path}:{config.vm_lines.get(key, 1)}: vm.{key}: "
                             f"KVM_CREATE_VM fails {errname(e.errno)}: {e.why}") from None
     kvm.nisv_to_user = config.nisv_to_user
@@ -421,6 +443,15 @@ class GuestAccess(Event):
     ipa: int | None = None
     syndrome: tuple[int, int] | None = None
     race: HostRace | None = None
+    size: int | None = None
+    """The access's size in bytes (one access even when it crosses a page boundary); None:
+    the syndrome's size if it gives one, else 1."""
+
+    def nbytes(self) -> int:
+        """Return the access's size in bytes."""
+        if self.size is not None:
+            return self.size
+        return self.syndrome[0] if self.syndrome is not None else 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -656,7 +687,8 @@ def run_access(world: World, ev: GuestAccess, draft: StepDraft) -> Outcome:
             draft.result = AccessCompleted(hit)
             return Outcome.COMPLETED
     for _ in range(MAX_ATTEMPTS):
-        o = guest_access(kvm, regs, addr, "write" if dc else ev.access.value, ev.syndrome, cm=dc)
+        o = guest_access(kvm, regs, addr, "write" if dc else ev.access.value, ev.syndrome, cm=dc,
+                         size=ev.nbytes())
         if isinstance(o, Completed):
             draft.result = AccessCompleted(o.out.paddress)
             if tlbs is not None:
@@ -839,13 +871,20 @@ def parse_access(it: Item, ctx: ParseContext) -> GuestAccess:
                               and s[0] in (1, 2, 4, 8) and isinstance(s[1], int)
                               and 0 <= s[1] < 32):
         raise it.error("syndrome", "must be [size in bytes 1/2/4/8, register 0-31]")
+    size = it.get("size")
+    if size is not None and (isinstance(size, bool) or size not in ACCESS_SIZES):
+        raise it.error("size", f"must be one of {', '.join(map(str, ACCESS_SIZES))} (bytes), "
+                               f"not {shorten(size)}")
+    if size is not None and s is not None and s[0] != size:
+        raise it.error("size", f"{size} bytes, but the syndrome says {s[0]}")
     race = None
     if "race" in it.fields:
         r = _check_race(ctx.checker, it.index, it.get("race"))
         race = HostRace(HostOp(r["do"]), r["hva"], r["size"], r["at"])
     return GuestAccess(**common_fields(it), access=AccessKind(it.get("do")), vcpu=vcpu,
                        va=it.get("va"), ipa=it.get("ipa"),
-                       syndrome=None if s is None else (int(s[0]), int(s[1])), race=race)
+                       syndrome=None if s is None else (int(s[0]), int(s[1])), race=race,
+                       size=None if size is None else int(size))
 
 
 def parse_abort(it: Item, ctx: ParseContext) -> RawAbort:
@@ -1146,6 +1185,8 @@ PGTABLE_INVARIANTS = (
 
 # -- registration -------------------------------------------------------------------------------
 
+ACCESS_SIZES = (1, 2, 4, 8, 16)
+"""The sizes of a guest load/store in bytes (LDRB .. LDR Q)."""
 FAULT_EXPECTS = frozenset({"expect", "expect_mapping", "expect_errno", "expect_marked_dirty"})
 
 
@@ -1154,7 +1195,7 @@ def register() -> None:
     REGISTRY.layer(Layer("kvm", frozenset({"host", "vm", "vma", "memslot", "vcpu"}), parse_kvm,
                          build_kvm, build_vcpus, mark_events, observe_events, after_step,
                          summarize))
-    access_keys = frozenset({"vcpu", "va", "ipa", "syndrome", "race"})
+    access_keys = frozenset({"vcpu", "va", "ipa", "syndrome", "race", "size"})
     for name in sorted(ACCESS):
         REGISTRY.event_kind(EventKind(name, GuestAccess, access_keys, parse_access, run_access,
                                       FAULT_EXPECTS))

@@ -115,6 +115,7 @@ class StepDraft:
     faults: list[FaultStep] = field(default_factory=list)
     events: tuple[Any, ...] = ()
     trace: tuple[Any, ...] = ()
+    broken: tuple[Broken, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ class StepRecord:
     invariants: tuple[Any, ...]
     """Broken records from the runner (a step built elsewhere may hold bare violations)."""
     trace: tuple[Any, ...] = ()
+    meant: tuple[Broken, ...] = ()
+    """Invariants the step broke as its expect_broken said it would (not failures)."""
 
     @property
     def line(self) -> int:
@@ -156,11 +159,12 @@ class StepRecord:
         return not self.mismatches and not self.invariants
 
 
-def freeze(draft: StepDraft, mismatches: list[Mismatch], invariants: list[Any]) -> StepRecord:
+def freeze(draft: StepDraft, mismatches: list[Mismatch], invariants: list[Any],
+           meant: tuple[Broken, ...] = ()) -> StepRecord:
     """Return the record of a finished step."""
     return StepRecord(draft.index, draft.event, draft.outcome, draft.result,
                       tuple(draft.faults), draft.events, tuple(mismatches), tuple(invariants),
-                      draft.trace)
+                      draft.trace, meant)
 
 
 class World:
@@ -174,6 +178,10 @@ class World:
         """Add a layer's part (one per type)."""
         assert type(part) not in self._parts, type(part)
         self._parts[type(part)] = part
+
+    def has(self, kind: type) -> bool:
+        """Return whether a part of the given type was added."""
+        return kind in self._parts
 
     def part(self, kind: type[T]) -> T:
         """Return the part of the given type."""

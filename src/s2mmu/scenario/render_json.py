@@ -176,7 +176,8 @@ def step_json(s: StepRecord, trace: bool = False) -> dict[str, Any]:
         "faults": [fault_json(f) for f in s.faults],
         "events": [event_text(e) for e in s.events],
         "expectations": [mismatch_text(m) for m in s.mismatches],
-        "invariants": [invariant_json(v) for v in s.invariants]}
+        "invariants": [invariant_json(v) for v in s.invariants],
+        "expected_broken": [invariant_json(v) for v in s.meant]}
     if trace:
         doc["trace"] = [event_text(e) for e in s.trace]
     return doc

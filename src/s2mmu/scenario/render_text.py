@@ -90,6 +90,7 @@ from s2mmu.nested.invariants import (
 )
 from s2mmu.nested.mmu import ShadowS1Tlbi, ShadowUnmap
 from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
+from s2mmu.pgtable.backend import MmuLockMode
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
     DcacheCleanInvalPoc,
@@ -188,6 +189,7 @@ from s2mmu.scenario.pkvm_events import (
     VmCall,
 )
 from s2mmu.scenario.records import Broken, Failure, FaultStep, Mismatch, Outcome, Run, StepRecord
+from s2mmu.scenario.schema import ExpectBroken
 
 SHOWN_DIRTY_PAGES = 16
 """A dirty log shows this many pages, then '...'."""
@@ -234,7 +236,8 @@ def slot_page_text(p: SlotPage) -> str:
 
 SIZE_REASONS = {SizeReason.LOGGING: "dirty logging forces pages",
                 SizeReason.PUD_DOES_NOT_FIT: "1G block does not fit the memslot",
-                SizeReason.PMD_DOES_NOT_FIT: "2M block does not fit the memslot"}
+                SizeReason.PMD_DOES_NOT_FIT: "2M block does not fit the memslot",
+                SizeReason.PROTECTED_VM: "a protected VM is mapped page by page"}
 OUTSIDE = {OutsideAction.INJECT_PABT: "instruction fetch outside memory: inject pabt",
            OutsideAction.INJECT_DABT: "stage-1 walk outside writable memory: inject dabt",
            OutsideAction.SKIP_CM: "cache maintenance outside memslots: skipped"}
@@ -271,9 +274,10 @@ def decision_text(d: Decision) -> str:
             return "MTE VM, VMA without VM_MTE_ALLOWED: -EFAULT"
         case InvalidateRetry():
             return "invalidated since mmu_seq was read: -EAGAIN, the guest retries"
-        case PgtableCall(ipa=ipa, size=size, pa=pa, prot=prot, ret=ret):
+        case PgtableCall(ipa=ipa, size=size, pa=pa, prot=prot, ret=ret, lock=lock):
             return (f"IPA {ipa:#x} {size_name(size)} -> PA {pa:#x} {prot_str(prot)}: "
-                    f"{errname(ret) if ret else 'ok'}")
+                    f"{errname(ret) if ret else 'ok'}"
+                    + (" (mmu_lock held for write)" if lock is MmuLockMode.WRITE else ""))
         case ReadPermissionFault():
             return "read permission fault: -EFAULT"
         case TopupFailed(ret=ret):
@@ -441,7 +445,8 @@ def event_summary(event: Any, step: StepRecord) -> str:
 @event_summary.register
 def _(event: GuestAccess, step: StepRecord) -> str:
     where = f"VA {event.va:#x}" if event.va is not None else f"IPA {event.ipa:#x}"
-    return f"vCPU{event.vcpu} {event.do} {where}"
+    size = f", {event.size} bytes" if event.size is not None else ""
+    return f"vCPU{event.vcpu} {event.do} {where}{size}"
 
 
 @event_summary.register
@@ -561,6 +566,7 @@ def step_lines(step: StepRecord, trace: bool = False) -> list[str]:
         out += [f"    . {event_text(e)}" for e in step.trace]
     out += [f"    EXPECTATION FAILED: {mismatch_text(m)}" for m in step.mismatches]
     out += [f"    INVARIANT BROKEN: {invariant_text(v)}" for v in step.invariants]
+    out += [f"    invariant broken, as expected: {invariant_text(v)}" for v in step.meant]
     return out
 
 
@@ -626,6 +632,12 @@ def _(e: ExpectLeaves, got: Any = None) -> str:
 @mismatch_text.register
 def _(e: ExpectMarkedDirty, got: Any = None) -> str:
     return f"expected the step's faults to mark {e.count} page(s) dirty, got {got}"
+
+
+@mismatch_text.register
+def _(e: ExpectBroken, got: Any = None) -> str:
+    return (f"expected the step to break the {e.invariant} invariant, got "
+            f"{', '.join(got or ()) or 'none broken'}")
 
 
 @mismatch_text.register

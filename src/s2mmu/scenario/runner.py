@@ -15,7 +15,14 @@ from pathlib import Path
 
 from s2mmu.nested.profile import kernel_profile
 from s2mmu.scenario.records import Broken, Mismatch, Run, StepDraft, StepRecord, World, freeze
-from s2mmu.scenario.schema import REGISTRY, Event, Scenario, load_layers, load_scenario
+from s2mmu.scenario.schema import (
+    REGISTRY,
+    Event,
+    ExpectBroken,
+    Scenario,
+    load_layers,
+    load_scenario,
+)
 
 StepHook = Callable[[StepRecord, World], None]
 """Called after each step with its record and the world as the step left it."""
@@ -31,14 +38,17 @@ def run_step(world: World, event: Event, index: int, trace: bool = False) -> Ste
         la.observe(world, marks[la.name], draft, trace)
     for la in layers:
         la.after(world, draft)
+    draft.broken = tuple(Broken(inv.name, v) for inv in REGISTRY.invariants.values()
+                         for v in inv.check(world))
     mismatches: list[Mismatch] = []
     for e in event.expects:
         m = REGISTRY.expectation_of(e).check(world, e, draft)
         if m is not None:
             mismatches.append(m)
-    broken = [Broken(inv.name, v) for inv in REGISTRY.invariants.values()
-              for v in inv.check(world)]
-    return freeze(draft, mismatches, broken)
+    # An invariant the step means to break (expect_broken) is reported, not failed.
+    meant = {e.invariant for e in event.expects if isinstance(e, ExpectBroken)}
+    return freeze(draft, mismatches, [b for b in draft.broken if b.invariant not in meant],
+                  tuple(b for b in draft.broken if b.invariant in meant))
 
 
 def run_scenario(scenario: Scenario | str | Path, trace: bool = False,

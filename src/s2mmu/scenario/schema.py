@@ -48,10 +48,12 @@ if TYPE_CHECKING:
 SIZES = {"K": 10, "M": 20, "G": 30, "T": 40}
 
 KVM_TABLES = {"host", "vm", "vma", "memslot", "vcpu"}
-HOST_KEYS = {"features", "pa_bits", "ras_claims_sea"}
+HOST_KEYS = {"features", "pa_bits", "ras_claims_sea", "kvm_mode"}
+KVM_MODES = {"default", "protected"}
+"""kvm-arm.mode: the default (VHE or nVHE: the same stage-2 code) or protected (pKVM)."""
 HOST_FEATURES = {"fwb", "dic", "idc", "tlb_range", "mte"}
 VM_KEYS = {"ipa_bits", "mte", "manual_dirty_log_protect", "initially_set",
-           "eager_split_chunk", "nisv_to_user", "inject"}
+           "eager_split_chunk", "nisv_to_user", "inject", "protected"}
 VMA_KEYS = {"name", "start", "size", "kind", "thp", "hugetlb", "mem_type",
             "allow_any_uncached", "mte_allowed", "writable", "pa"}
 SLOT_KEYS = {"id", "gpa", "size", "hva", "flags", "expect_error"}
@@ -59,7 +61,8 @@ VCPU_KEYS = {"id", "stage1_tables", "map", "tlb"}
 MAP_KEYS = {"va", "ipa", "size", "ro", "xn", "device"}
 ACCESS = {"read", "write", "exec", "dc"}
 HOST_EVENTS = {"munmap", "madvise", "migrate", "hwpoison"}
-COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq", "expect_warn"}
+COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq", "expect_warn",
+                     "expect_broken"}
 RACE_KEYS = {"do", "hva", "size", "at"}
 RACE_POINTS = {"before-lock", "before-seq"}
 KVM_KEYS = {"profile"}
@@ -258,6 +261,33 @@ class Registry:
 REGISTRY = Registry()
 """The registry the runner dispatches through."""
 
+
+@dataclass(frozen=True)
+class ExpectBroken(Expectation):
+    """expect_broken: the step breaks this registered invariant (a scenario that means to
+    show a bug: the invariant's report for this step is then expected, not a failure)."""
+
+    invariant: str
+
+
+def _expect_broken(it: Item) -> ExpectBroken:
+    name = it.get("expect_broken")
+    if name not in REGISTRY.invariants:
+        raise it.error("expect_broken", f"{shorten(name)} is not an invariant (known: "
+                                        f"{', '.join(sorted(REGISTRY.invariants))})")
+    return ExpectBroken(name)
+
+
+def check_broken(world: World, e: ExpectBroken, d: StepDraft) -> Mismatch | None:
+    """Check that the step broke the invariant named (got: the invariants it broke)."""
+    from s2mmu.scenario.records import Mismatch
+    got = tuple(sorted({b.invariant for b in d.broken}))
+    return None if e.invariant in got else Mismatch(e, got)
+
+
+REGISTRY.expectation(ExpectationKind("expect_broken", ExpectBroken, _expect_broken,
+                                     check_broken))
+
 LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events",
                  "s2mmu.scenario.nested_events")
 """The scenario-level modules that register each layer (nested and pKVM add theirs)."""
@@ -422,9 +452,9 @@ INT_KEYS = {"start", "size", "pa", "gpa", "hva", "va", "ipa", "stage1_tables", "
             "expect_marked_dirty"}
 BOOL_KEYS = {"thp", "allow_any_uncached", "mte_allowed", "writable", "ro", "xn", "device",
              "mte", "manual_dirty_log_protect", "initially_set", "nisv_to_user",
-             "ras_claims_sea", "tlb"}
+             "ras_claims_sea", "tlb", "protected"}
 STR_KEYS = {"name", "description", "note", "expect_errno", "expect_error", "kind", "mem_type",
-            "expect_warn"}
+            "expect_warn", "expect_broken"}
 PARANGE_BITS = {32, 36, 40, 42, 44, 48, 52}
 CHUNK_SIZES = {0, 1 << 12, 1 << 21, 1 << 30}
 STAGE1_VA_BITS = 39
@@ -582,6 +612,7 @@ U32_KEYS = {"slot", "num_pages", "id"}
 def _check_top(c: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     host = _check_values(c, "host", None, c.keys("host", None, data.get("host", {}), HOST_KEYS))
     c.choices("host", None, "features", host.get("features", []), HOST_FEATURES)
+    c.choice("host", None, "kvm_mode", host.get("kvm_mode", "default"), KVM_MODES)
     if host.get("pa_bits", 48) not in PARANGE_BITS:
         raise c.fail("host", None, "pa_bits", f"must be one of "
                                               f"{', '.join(map(str, sorted(PARANGE_BITS)))}")
