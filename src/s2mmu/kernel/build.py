@@ -40,8 +40,8 @@ MEMBERS = (
 DEFAULT_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 """Where Debian's linux-source-6.12 package puts the kernel source."""
 
-SUPPORTED = ((6, 12),)
-"""Kernel series whose pgtable.c interfaces the glue is written for."""
+SUPPORTED = ((6, 1), (6, 12))
+"""Kernel series whose pgtable.c interfaces the glue is written for (KG_LINUX 601, 612)."""
 
 STUB_HEADERS = ("linux/bitfield.h", "linux/bits.h", "linux/kvm_host.h", "linux/types.h",
                 "linux/pgtable.h")
@@ -51,6 +51,11 @@ CFLAGS = ("-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-Wno-unused-parameter"
           "-Wno-sign-compare")
 
 INSTALL_HINT = "apt-get install linux-source-6.12"
+
+
+def series_code(version: KernelVersion) -> int:
+    """Return the glue's KG_LINUX for a kernel: VERSION * 100 + PATCHLEVEL."""
+    return version.version * 100 + version.patchlevel
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,7 @@ def extract_members(source: Path, dest: Path) -> None:
         raise InputError(f"kernel source {source}: {sorted(wanted)[0]} is not in the tarball")
 
 
-def compile_library(cc: str, tree: Path, out: Path) -> None:
+def compile_library(cc: str, tree: Path, out: Path, version: KernelVersion) -> None:
     """Compile tree's pgtable.c with the shim and glue into the shared library out."""
     shim, glue = _glue_files()
     work = out.parent
@@ -193,7 +198,7 @@ def compile_library(cc: str, tree: Path, out: Path) -> None:
         (inc / "asm").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tree / "arch/arm64/include/asm" / h, inc / "asm" / h)
     tmp = out.with_suffix(".tmp.so")
-    cmd = [cc, *CFLAGS, "-include", str(work / "shim.h"), f"-I{inc}", "-o", str(tmp),
+    cmd = [cc, *CFLAGS, f"-DKG_LINUX={series_code(version)}", "-include", str(work / "shim.h"), f"-I{inc}", "-o", str(tmp),
            str(tree / "arch/arm64/kvm/hyp/pgtable.c"), str(work / "glue.c")]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -224,11 +229,12 @@ def build(source: str | None = None, cache: str | None = None) -> KernelBuild:
         extract_members(src, tmp_tree)
         version = parse_makefile_version((tmp_tree / "Makefile").read_text(errors="replace"))
         if (version.version, version.patchlevel) not in SUPPORTED:
-            raise InputError(f"kernel {version} from {src}: the harness knows the 6.12 "
-                             "interfaces of pgtable.c only; use linux-source-6.12")
+            raise InputError(f"kernel {version} from {src}: the harness knows the 6.1 and "
+                             "6.12 interfaces of pgtable.c only; use linux-source-6.12 "
+                             "or linux-source-6.1")
         t1 = time.perf_counter()
         tmp_lib = Path(tmpdir) / "libkpgtable.so"
-        compile_library(cc, tmp_tree, tmp_lib)
+        compile_library(cc, tmp_tree, tmp_lib, version)
         t2 = time.perf_counter()
         where.mkdir(parents=True, exist_ok=True)
         if tree.exists():
