@@ -69,9 +69,12 @@ PROFILES = {p.name: p for p in (V6_12, CURRENT)}
 
 # compute_par_s1: no NS bit, SCTLR_ELx.C=0 forces Normal NC, reserved SH reads as NSH,
 # a reserved TGx is 64KB, PAR_EL1 bit 11 (RES1) set; compute_par_s12 applies
-# HCR_EL2.CD with or without FWB.
+# HCR_EL2.CD with or without FWB. walk_s1 takes the output address bits below a
+# contiguous run from the VA (contiguous_bit_shift), found by `s2mmu kernel diff --at`
+# against 6.12's at.c.
 AT_CHOICES = ImplChoices(par_ns_nonsecure=False, par_sctlr_cacheability=True,
-                         reserved_tg_granule=64, reserved_sh=0b00, par_hcr_cd="always")
+                         reserved_tg_granule=64, reserved_sh=0b00, par_hcr_cd="always",
+                         contiguous_oa_from_ia=True)
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,14 @@ class AtContext:
     """Hypervisor context of one AT emulation, built once and passed in.
 
     shadow: the shadow stage 2 of L1's current VTTBR/VTCR (None when lookup_s2_mmu
-    finds none); canonical: the VM's own stage 2 (for L1's EL2&0 regime).
+    finds none); canonical: the VM's own stage 2 (for L1's EL2&0 regime), None for no
+    hardware fast path at all (the kernel oracle, whose at.c runs with its hardware AT
+    failing, compares the software walks).
     """
 
     vm: NestedVm
     profile: AtProfile
-    canonical: ShadowS2
+    canonical: ShadowS2 | None
     shadow: ShadowS2 | None = None
 
 
