@@ -59,3 +59,28 @@ def test_diff_json_is_one_valid_document(kernel_build: KernelBuild, kernel_cache
     assert code == 0
     assert doc["compared"] == doc["agreed"] == 30 and doc["differences"] == []
     assert doc["kernel"]["version"] == str(kernel_build.version)
+
+
+def test_diff_at_lists_the_6_12_differences_and_exits_0(kernel_build: KernelBuild,
+                                                        kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "diff", "--at", "--cache", str(kernel_cache), "--ops", "40")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].endswith("at.c; model AT profile v6.12")
+    assert all(line.startswith("listed difference AT612_") for line in lines[2:-1])
+    assert lines[-1].startswith("agreement ") and lines[-1].endswith(" 0 unexplained")
+
+
+def test_diff_at_json_is_one_valid_document(kernel_build: KernelBuild,
+                                            kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "diff", "--at", "--cache", str(kernel_cache), "--ops", "10",
+                       "--seed", "2", "--json")
+    doc = json.loads(out)
+    validate(doc)
+    assert code == 0 and doc["compared"] == 10 and doc["unexplained"] == 0
+
+
+def test_diff_case_without_at_is_refused(kernel_build: KernelBuild, kernel_cache: Path) -> None:
+    code, out, err = run("kernel", "diff", "--cache", str(kernel_cache), "--case", "3")
+    assert code == 2 and out == ""
+    assert err.startswith("s2mmu: error: kernel diff: --case N picks an --at case")

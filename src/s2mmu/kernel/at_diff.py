@@ -108,12 +108,13 @@ def random_case(seed: int, index: int) -> AtCase:
     hcr = HCR_EL2.encode(RW=1, VM=int(rng.random() < 0.8), DC=int(rng.random() < 0.1),
                          E2H=int(e2h), TGE=int(tge), FWB=int(rng.random() < 0.3),
                          CD=int(rng.random() < 0.15))
-    s2 = TableBuilder(guest, BumpAllocator(S2_TABLES, S2_TABLES + (16 << 20)), Granule.G4K,
+    # The one memslot maps guest PA x at host PA x: tables are laid out in host memory.
+    s2 = TableBuilder(host, BumpAllocator(S2_TABLES, S2_TABLES + (16 << 20)), Granule.G4K,
                       40, 1)
     s2.map(S1_EL1_TABLES, S1_EL1_TABLES, 2 << 20, s2_attrs(), level=2)
     big = rng.random() < 0.1
-    el1, tcr1, va1 = _random_s1(rng, guest, S1_EL1_TABLES, big, two_ranges=True)
-    el2, tcr2, va2 = _random_s1(rng, guest, S1_EL2_TABLES, big, two_ranges=e2h)
+    el1, tcr1, va1 = _random_s1(rng, host, S1_EL1_TABLES, big, two_ranges=True)
+    el2, tcr2, va2 = _random_s1(rng, host, S1_EL2_TABLES, big, two_ranges=e2h)
     _random_s2(rng, s2)
     sctlr = [SCTLR_EL1.encode(M=int(rng.random() < 0.9), C=int(rng.random() < 0.8), I=1,
                               EE=int(big), EPAN=int(rng.random() < 0.5)) | 0x30D00800
@@ -131,13 +132,13 @@ def random_case(seed: int, index: int) -> AtCase:
     return AtCase(index, op, va, rng.random() < 0.5, regs, vm, guest)
 
 
-def _random_s1(rng: random.Random, guest: GuestMemory, base: int, big: bool,
+def _random_s1(rng: random.Random, host: PhysMem, base: int, big: bool,
                two_ranges: bool) -> tuple[TableBuilder, int, int]:
     """Return stage-1 tables with a few mappings, their TCR value and a mapped VA."""
     t0sz = rng.choice((16, 16, 25, 25, 30, 39, 40, 12))
     ia_bits = 64 - t0sz
     sl = _start_level(min(ia_bits, 48))
-    b = TableBuilder(guest, BumpAllocator(base, base + (2 << 20)), Granule.G4K,
+    b = TableBuilder(host, BumpAllocator(base, base + (2 << 20)), Granule.G4K,
                      min(ia_bits, 48), max(sl, 0), big_endian=big)
     top = 1 << min(ia_bits, 48)
     va = rng.randrange(top) & ~0xFFF

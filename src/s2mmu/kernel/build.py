@@ -239,8 +239,9 @@ def compile_library(cc: str, tree: Path, out: Path, version: KernelVersion) -> N
         (inc / "asm").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tree / "arch/arm64/include/asm" / h, inc / "asm" / h)
     tmp = out.with_suffix(".tmp.so")
-    cmd = [cc, *CFLAGS, f"-DKG_LINUX={series_code(version)}", "-include", str(work / "shim.h"), f"-I{inc}", "-o", str(tmp),
-           str(tree / "arch/arm64/kvm/hyp/pgtable.c"), str(work / "glue.c")]
+    cmd = [cc, *CFLAGS, f"-DKG_LINUX={series_code(version)}", "-include", str(work / "shim.h"),
+           f"-I{inc}", "-o", str(tmp), str(tree / "arch/arm64/kvm/hyp/pgtable.c"),
+           str(work / "glue.c")]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         errors = [line for line in proc.stderr.splitlines() if "error" in line]
