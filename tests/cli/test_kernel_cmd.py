@@ -61,14 +61,24 @@ def test_diff_json_is_one_valid_document(kernel_build: KernelBuild, kernel_cache
     assert doc["kernel"]["version"] == str(kernel_build.version)
 
 
-def test_diff_at_lists_the_6_12_differences_and_exits_0(kernel_build: KernelBuild,
-                                                        kernel_cache: Path) -> None:
+def test_diff_at_agrees_with_6_12_and_exits_0(kernel_build: KernelBuild,
+                                              kernel_cache: Path) -> None:
     code, out, _ = run("kernel", "diff", "--at", "--cache", str(kernel_cache), "--ops", "40")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].endswith("at.c; model AT profile v6.12")
-    assert all(line.startswith("listed difference AT612_") for line in lines[2:-1])
-    assert lines[-1].startswith("agreement ") and lines[-1].endswith(" 0 unexplained")
+    assert lines[-1] == "agreement 100.0% (40/40 cases)"
+
+
+def test_diff_at_prints_a_replayable_case_and_exits_1(kernel_build: KernelBuild,
+                                                      kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "diff", "--at", "--cache", str(kernel_cache), "--at-profile",
+                       "current", "--case", "6")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[-4].startswith("difference, case 6: PAR_EL1: kernel 0x4f00000100089980")
+    assert lines[-2] == "  replay: s2mmu kernel diff --at --at-profile current --seed 0 --case 6"
+    assert lines[-1] == "agreement 0.0% (0/1 cases)"
 
 
 def test_diff_at_json_is_one_valid_document(kernel_build: KernelBuild,
@@ -77,10 +87,10 @@ def test_diff_at_json_is_one_valid_document(kernel_build: KernelBuild,
                        "--seed", "2", "--json")
     doc = json.loads(out)
     validate(doc)
-    assert code == 0 and doc["compared"] == 10 and doc["unexplained"] == 0
+    assert code == 0 and doc["compared"] == doc["agreed"] == 10
 
 
 def test_diff_case_without_at_is_refused(kernel_build: KernelBuild, kernel_cache: Path) -> None:
     code, out, err = run("kernel", "diff", "--cache", str(kernel_cache), "--case", "3")
     assert code == 2 and out == ""
-    assert err.startswith("s2mmu: error: kernel diff: --case N picks an --at case")
+    assert err.startswith("s2mmu: error: kernel diff: --case and --at-profile go with --at")

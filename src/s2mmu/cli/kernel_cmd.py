@@ -21,10 +21,12 @@ from s2mmu.arch.errors import InputError
 from s2mmu.arch.inputs import one_line
 from s2mmu.cli import output
 from s2mmu.kernel.at_binding import KernelAt
-from s2mmu.kernel.at_diff import AT_6_12_DIFFERENCES, AtDiffReport, run_at_diff
+from s2mmu.kernel.at_diff import AtDiffReport, run_at_diff
 from s2mmu.kernel.binding import KernelPgtable
 from s2mmu.kernel.build import KernelBuild, build
 from s2mmu.kernel.diff import DiffReport, Op, parse_ops, run_diff
+from s2mmu.nested.at import PROFILES as AT_PROFILES
+from s2mmu.nested.at import V6_12
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.profile import PROFILES
 
@@ -107,27 +109,27 @@ def at_diff_doc(b: KernelBuild, report: AtDiffReport) -> dict[str, Any]:
         "compared": report.compared,
         "agreed": report.agreed,
         "agreement": round(report.agreement, 3),
-        "explained": report.explained,
-        "unexplained": len(report.unexplained),
         "by_instruction": dict(sorted(report.by_op.items())),
         "differences": [
             {"case": d.index, "state": d.case, "what": d.what, "kernel": d.kernel,
-             "model": d.model, "explained": d.explained or None}
+             "model": d.model}
             for d in report.differences
         ],
     }
 
 
 def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
-                as_json: bool) -> None:
-    """Run `kernel diff --at` and exit 0 only when no difference is unexplained."""
+                at_profile: str | None, as_json: bool) -> None:
+    """Run `kernel diff --at` and exit 0 only at full agreement."""
     if b.at_library is None:
         raise InputError(f"kernel diff --at: Linux {b.version} has no at.c software walker "
                          "(at.c is built from 6.12 on; use linux-source-6.12)")
     k = KernelAt(b.at_library)
     total = 1 if case is not None else n_cases
     with output.progress("kernel diff --at", total=total) as bar:
-        report = run_at_diff(k, cases=n_cases, seed=seed, only=case, advance=bar.advance)
+        report = run_at_diff(k, cases=n_cases, seed=seed, only=case,
+                             profile=AT_PROFILES[at_profile] if at_profile else V6_12,
+                             advance=bar.advance)
     if as_json:
         output.print_json(at_diff_doc(b, report))
     else:
@@ -136,20 +138,15 @@ def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
                   f"{report.profile}", highlight=False)
         con.print("instructions agreed: " + ", ".join(
             f"{name} {n}" for name, n in sorted(report.by_op.items())), highlight=False)
-        names = {d.name: d for d in AT_6_12_DIFFERENCES}
-        for name, n in report.explained.items():
-            con.print(f"listed difference {name} ({names[name].where}): {n} cases",
-                      highlight=False, markup=False)
-        for d in report.unexplained:
+        for d in report.differences:
             con.print(f"difference, case {d.index}: {d.what}: kernel {d.kernel}, model "
                       f"{d.model}", highlight=False, markup=False)
             con.print(f"  state: {d.case}", highlight=False, markup=False)
-            con.print(f"  replay: s2mmu kernel diff --at --seed {seed} --case {d.index}",
-                      highlight=False, markup=False)
+            con.print(f"  replay: s2mmu kernel diff --at --at-profile {report.profile} "
+                      f"--seed {seed} --case {d.index}", highlight=False, markup=False)
         con.print(f"agreement {report.agreement:.1f}% ({report.agreed}/{report.compared} "
-                  f"cases); {len(report.differences) - len(report.unexplained)} differences "
-                  f"listed, {len(report.unexplained)} unexplained", highlight=False)
-    sys.exit(0 if not report.unexplained else 1)
+                  "cases)", highlight=False)
+    sys.exit(0 if not report.differences else 1)
 
 
 @kernel.command("diff")
@@ -160,6 +157,8 @@ def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
                    "(random guest states; schema s2mmu.kernel-at-diff/1).")
 @click.option("--case", "case", type=click.IntRange(0, 10_000_000),
               help="With --at: run only this case number of the seed.")
+@click.option("--at-profile", "at_profile", type=click.Choice(sorted(AT_PROFILES)),
+              help="With --at: the model's AT emulation profile (default: v6.12).")
 @click.option("--seed", type=click.IntRange(0, 2**63), default=0, show_default=True,
               help="Seed of the random operations.")
 @click.option("--length", type=click.IntRange(1, 10_000), default=40, show_default=True,
@@ -175,16 +174,18 @@ def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document (schema s2mmu.kernel-diff/1).")
 @input_errors
-def diff_cmd(n_ops: int, at_mode: bool, case: int | None, seed: int, length: int,
+def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None,
+             seed: int, length: int,
              profile_name: str | None, fwb: bool, tlb_range: bool, replay_text: str | None,
              source: str | None, cache: str | None, as_json: bool) -> None:
     """Run the kernel's pgtable.c and the model on the same operations and compare."""
-    if case is not None and not at_mode:
-        raise InputError("kernel diff: --case N picks an --at case; without --at use --replay")
+    if (case is not None or at_profile is not None) and not at_mode:
+        raise InputError("kernel diff: --case and --at-profile go with --at; without --at "
+                         "use --replay and --profile")
     replay: list[Op] | None = parse_ops(replay_text) if replay_text is not None else None
     b = build(source, cache)
     if at_mode:
-        at_diff_run(b, n_ops, seed, case, as_json)
+        at_diff_run(b, n_ops, seed, case, at_profile, as_json)
     profile = PROFILES[profile_name] if profile_name else b.profile
     caps = KvmCaps(stage2_fwb=fwb, tlb_range=tlb_range)
     k = KernelPgtable(b.library)

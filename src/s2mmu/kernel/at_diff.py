@@ -16,6 +16,12 @@ both take the software walk. Compared per case: PAR_EL1, and the descriptor upda
 makes none: it has no __kvm_at_swap_desc; the model under the v6.12 AT profile must
 make none either).
 
+The first runs found five differences; each is now the model's: the slow path takes a
+contiguous run's output bits from the VA (AT_CHOICES.contiguous_oa_from_ia, a model
+bug fixed), and four 6.12 behaviours are knobs of the v6.12 AT profile
+(AtProfile.s1_af_checked, ptw_on_s1_walk_fault, s12_needs_e2h, fwb_device_nGnRnE).
+Under the current AT profile those four show again.
+
 Kernel: arch/arm64/kvm/at.c (6.12): __kvm_at_s1e01, __kvm_at_s1e2, __kvm_at_s12,
 handle_at_slow, setup_s1_walk, walk_s1, compute_par_s1, compute_par_s12.
 """
@@ -34,7 +40,7 @@ from s2mmu.arch.params import Granule
 from s2mmu.arch.registers import HCR_EL2, SCTLR_EL1, TCR_EL1, TCR_EL2_E2H0, VTCR_EL2
 from s2mmu.arch.state import SysRegs
 from s2mmu.kernel.at_binding import EFAULT, SYSREGS, GuestCallbacks, KernelAt, S2Answer
-from s2mmu.nested.at import S12_STAGE1, V6_12, AtContext, AtProfile, kvm_at
+from s2mmu.nested.at import V6_12, AtContext, AtProfile, kvm_at
 from s2mmu.nested.guest import GuestMemory, GuestRegion
 from s2mmu.nested.nested import NestedVm, NestedWalkError, kvm_walk_nested_s2
 
@@ -244,84 +250,18 @@ def kernel_par(k: KernelAt, case: AtCase) -> int:
 
 @dataclass(frozen=True)
 class AtDifference:
-    """A case on which the two sides disagreed; explained names a listed difference."""
+    """A case on which the two sides disagreed."""
 
     case: str
     index: int
     what: str
     kernel: str
     model: str
-    explained: str = ""
-
-
-@dataclass(frozen=True)
-class ProfileDifference:
-    """Where 6.12's at.c answers otherwise than the model under its v6.12 AT profile."""
-
-    name: str
-    where: str
-    kernel: str
-    model: str
-
-
-# Measured by this module against Linux 6.12.118 (read in its at.c); the model's v6.12 AT
-# profile does not yet reproduce them, so each is recognised by what both sides answer.
-AT_6_12_DIFFERENCES = (
-    ProfileDifference(
-        "AT612_NO_AF_CHECK", "at.c walk_s1, handle_at_slow",
-        "the software walk never reads a stage-1 descriptor's AF: an AF=0 leaf translates "
-        "(or fails on its permissions)",
-        "an AF=0 leaf is an Access flag fault (the profile's hw_af only chooses between "
-        "setting AF and faulting)"),
-    ProfileDifference(
-        "AT612_PTW_ON_S1_FAULT", "at.c walk_s1 (fail_s1_walk(..., true, false))",
-        "a stage-1 Translation or Address size fault found during the walk sets "
-        "PAR_EL1.PTW, as if stage 2 had faulted on the walk",
-        "PTW is set only for a stage-2 fault on the stage-1 walk (S=1)"),
-    ProfileDifference(
-        "AT612_S12_NEEDS_E2H", "at.c __kvm_at_s12",
-        "AT S12E* returns the stage-1 result unless HCR_EL2.E2H is 1 (and TGE 0): with "
-        "E2H=0 L1's stage 2 is never walked",
-        "L1's stage 2 is walked whenever the regime is EL1&0 and HCR_EL2.{VM,DC} is not "
-        "{0,0}, E2H=0 included"),
-    ProfileDifference(
-        "AT612_FWB_DEVICE_NGNRNE", "at.c compute_par_s12 (HCR_EL2.FWB, MemAttr[2]=0)",
-        "the Device type is computed as s2_memattr & GENMASK(1,0) << 2, which C reads as "
-        "s2_memattr & 0b1100: every stage-2 Device type reads as Device-nGnRnE",
-        "the stage-2 Device type (MemAttr[1:0]) combined with stage 1's, the stronger wins"),
-)
-
-PAR_F, PAR_PTW, PAR_S = 1, 1 << 8, 1 << 9
-
-
-def _fst_type(par: int) -> int:
-    return (par >> 1) & 0b111100
-
-
-def explain(case: AtCase, kpar: int, mpar: int, profile: AtProfile) -> str:
-    """Return the name of the listed difference that accounts for kpar != mpar, or ""."""
-    if mpar & PAR_F and not mpar & PAR_S and _fst_type(mpar) == 0b001000 and not (
-            kpar & PAR_F and _fst_type(kpar) == 0b001000):
-        return "AT612_NO_AF_CHECK"
-    if (kpar & PAR_F and mpar & PAR_F and kpar == mpar | PAR_PTW and not mpar & PAR_S
-            and _fst_type(mpar) in (0b000000, 0b000100)):
-        return "AT612_PTW_ON_S1_FAULT"
-    if (case.op.stage == 12 and case.regs.HCR_EL2 >> 46 & 1 and kpar >> 56 == 0
-            and 0 < mpar >> 56 < 0x10 and (kpar ^ mpar) >> 56 << 56 == kpar ^ mpar):
-        return "AT612_FWB_DEVICE_NGNRNE"
-    if case.op.stage == 12 and not case.regs.e2h():
-        s1 = model_par(replace(case, op=S12_STAGE1[case.op]), profile)
-        if kpar == s1 or explain(replace(case, op=S12_STAGE1[case.op]), kpar, s1, profile):
-            return "AT612_S12_NEEDS_E2H"
-    return ""
 
 
 @dataclass(frozen=True)
 class AtDiffReport:
-    """A whole run: cases compared and agreed, per AT instruction, and the differences.
-
-    explained: cases whose difference is a listed one (AT_6_12_DIFFERENCES), by name.
-    """
+    """A whole run: cases compared and agreed, per AT instruction, and the differences."""
 
     seed: int
     profile: str
@@ -329,17 +269,11 @@ class AtDiffReport:
     agreed: int
     differences: tuple[AtDifference, ...]
     by_op: dict[str, int] = field(default_factory=dict)
-    explained: dict[str, int] = field(default_factory=dict)
 
     @property
     def agreement(self) -> float:
         """Return the agreement in percent."""
         return 100.0 * self.agreed / self.compared if self.compared else 100.0
-
-    @property
-    def unexplained(self) -> tuple[AtDifference, ...]:
-        """Return the differences no listed difference accounts for."""
-        return tuple(d for d in self.differences if not d.explained)
 
 
 def compare_case(k: KernelAt, case: AtCase, profile: AtProfile = V6_12) -> AtDifference | None:
@@ -351,8 +285,7 @@ def compare_case(k: KernelAt, case: AtCase, profile: AtProfile = V6_12) -> AtDif
                             k.errors[-1], "")
     mpar = model_par(case, profile)
     if kpar != mpar:
-        return AtDifference(case.describe(), case.index, "PAR_EL1", f"{kpar:#x}", f"{mpar:#x}",
-                            explain(case, kpar, mpar, profile))
+        return AtDifference(case.describe(), case.index, "PAR_EL1", f"{kpar:#x}", f"{mpar:#x}")
     if case.guest.updates:
         return AtDifference(case.describe(), case.index, "descriptor updates", "[]",
                             str([f"{pa:#x}: {new:#x}" for pa, _, new in case.guest.updates]))
@@ -377,10 +310,5 @@ def run_at_diff(k: KernelAt, *, cases: int, seed: int, profile: AtProfile = V6_1
             found.append(d)
         if advance is not None:
             advance(1)
-    explained: dict[str, int] = {}
-    for d in found:
-        if d.explained:
-            explained[d.explained] = explained.get(d.explained, 0) + 1
-    return AtDiffReport(seed, profile.name, len(indices), agreed, tuple(found), by_op,
-                        dict(sorted(explained.items())))
+    return AtDiffReport(seed, profile.name, len(indices), agreed, tuple(found), by_op)
 
