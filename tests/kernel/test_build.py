@@ -11,7 +11,7 @@ import pytest
 from s2mmu.arch.errors import InputError
 from s2mmu.kernel import build as kb
 from s2mmu.kernel.build import KernelBuild, KernelVersion, parse_makefile_version, profile_for
-from s2mmu.pgtable.profile import PRE_V6_3, V6_3, V6_19
+from s2mmu.pgtable.profile import PRE_V6_3, V6_1, V6_3, V6_19
 
 MAKEFILE = "# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 118\nEXTRAVERSION =\n"
 
@@ -28,7 +28,8 @@ def test_a_makefile_without_sublevel_is_refused_by_name() -> None:
 
 
 @pytest.mark.parametrize(("version", "profile"), [
-    (KernelVersion(6, 1, 192), PRE_V6_3), (KernelVersion(6, 3, 0), V6_3),
+    (KernelVersion(6, 1, 192), V6_1), (KernelVersion(6, 2, 16), PRE_V6_3),
+    (KernelVersion(6, 3, 0), V6_3),
     (KernelVersion(6, 12, 118), V6_3), (KernelVersion(6, 18, 1), V6_3),
     (KernelVersion(6, 19, 0), V6_19),
 ])

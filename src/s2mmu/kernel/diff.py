@@ -37,7 +37,7 @@ from s2mmu.arch.errors import InputError
 from s2mmu.kernel.binding import KernelEvent, KernelPgtable
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2, stage2_cache_min_pages
-from s2mmu.pgtable.events import PageFree, TlbiVmidIpa, Warn
+from s2mmu.pgtable.events import TLBI_TTL_UNKNOWN, PageFree, TlbiVmidIpa, Warn
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.profile import BehaviourProfile
 from s2mmu.pgtable.prot import KvmPgtableProt
@@ -347,11 +347,21 @@ class Difference:
     model: str
 
 
-def _normalise(events: Sequence[KernelEvent], op: Op, ret: int | None) -> list[KernelEvent]:
+def _normalise(events: Sequence[KernelEvent], op: Op, ret: int | None,
+               series: int = 612) -> list[KernelEvent]:
+    """Drop what is not compared: WARN conditions, relax_perms's level on failure.
+
+    Before LPA2 made level -1 a valid hint (6.1), "no level hint" was level 0
+    (__tlbi_level skips the TTL for 0, stage2_put_pte passes 0 for a table entry); from
+    then on it is TLBI_TTL_UNKNOWN. Against 6.1 a level 0 on either side (the model's v6.1
+    profile passes 0 where 6.1 does) is read as that.
+    """
     out: list[KernelEvent] = []
     for e in events:
         if isinstance(e, Warn):
             e = Warn(e.function, "")
+        if isinstance(e, TlbiVmidIpa) and series <= SERIES_6_1 and e.level == 0:
+            e = e._replace(level=TLBI_TTL_UNKNOWN)
         if isinstance(e, TlbiVmidIpa) and op.name == "relax_perms" and ret != 0:
             e = e._replace(level=-1)
         out.append(e)
@@ -362,8 +372,9 @@ def compare(s: Sides, op: Op, k_ret: int | None, m_ret: int | None) -> Differenc
     """Return the first difference between the sides after op, or None."""
     if k_ret != m_ret:
         return Difference("return value", str(k_ret), str(m_ret))
-    k_events = _normalise(s.kernel.take_events(), op, k_ret)
-    m_events = _normalise(list(s.env.events.since(s.events_seen)), op, m_ret)
+    k_events = _normalise(s.kernel.take_events(), op, k_ret, s.kernel.series)
+    m_events = _normalise(list(s.env.events.since(s.events_seen)), op, m_ret,
+                          s.kernel.series)
     k_order = [e for e in k_events if not isinstance(e, PageFree)]
     m_order = [e for e in m_events if not isinstance(e, PageFree)]
     if k_order != m_order:

@@ -44,6 +44,27 @@ Knobs and the kernel history they stand for:
   FIELD_MAX(KVM_INVALID_PTE_OWNER_MASK) = 255 in the v6.19 profile, the model's reading
   of the pKVM guest-ownership code (the commit that raised it is not pinned here).
 
+Three knobs stand for Linux 6.1, measured against its own pgtable.c (6.1.192) by
+``s2mmu kernel diff --source /usr/src/linux-source-6.1.tar.xz``; 6.1 is the last release
+before the v6.2 parallel-fault rework that the "v6.2" profile stands for, so they are
+off in every other profile (the commits that changed them are not pinned here):
+
+- ``map_anchor``: the map walker replaces a table by a block through an anchor (6.1's
+  stage2_map_walk_table_pre clears the table entry and invalidates the whole VMID, the
+  LEAF callback drops the references of the leaves below it, TABLE_POST frees the
+  detached tables on the way up and installs the block at the anchor), instead of
+  breaking the table entry and freeing the detached table at once.
+- ``relax_perms_local_tlbi``: relax_perms invalidates with the non-shareable
+  __kvm_tlb_flush_vmid_ipa_nsh (6.12); 6.1 uses the Inner Shareable
+  __kvm_tlb_flush_vmid_ipa.
+- ``cmo_valid_leaf_only``: the map walker's I-cache invalidation is for valid
+  executable leaves only (6.12's stage2_pte_executable checks validity); 6.1 also
+  invalidates for an invalid entry whose XN bit is clear (an owner annotation).
+- ``map_sw_bits_shortcut``: an exclusive map that changes only software bits (or
+  nothing, as re-annotating an entry for the same owner) stores the entry without
+  break-before-make or cache maintenance (6.12's stage2_map_walker_try_leaf); 6.1 has
+  no such case and goes through its cache maintenance.
+
 Kernel: kvm_pgtable_walk_continue, __kvm_pgtable_visit, stage2_map_walker_phys_addr,
 stage2_attr_walker, stage2_map_walker_try_leaf, kvm_pgtable_stage2_relax_perms
 (arch/arm64/kvm/hyp/pgtable.c as of v6.2, v6.3, 6.12 and linux-next, and the commits
@@ -76,6 +97,27 @@ class BehaviourProfile:
     perm_only_filter: bool
     relax_perms_xn_from_prot: bool = True
     max_owner_id: int = 255
+    map_anchor: bool = False
+    relax_perms_local_tlbi: bool = True
+    cmo_valid_leaf_only: bool = True
+    map_sw_bits_shortcut: bool = True
+
+
+V6_1 = BehaviourProfile(
+    name="v6.1",
+    eagain_rule=EagainRule.ANY_ERROR_STOPS,
+    reload_after_table_pre=False,
+    pa_from_ipa=False,
+    attr_eagain_on_invalid=False,
+    perm_only_filter=True,
+    relax_perms_xn_from_prot=False,
+    max_owner_id=1,
+    map_anchor=True,
+    relax_perms_local_tlbi=False,
+    cmo_valid_leaf_only=False,
+    map_sw_bits_shortcut=False,
+)
+"""Linux 6.1: before the v6.2 parallel-fault rework (anchor map walker, ISH relax TLBI)."""
 
 
 PRE_V6_3 = BehaviourProfile(
@@ -117,4 +159,4 @@ V6_19 = BehaviourProfile(
 CURRENT = V6_19
 """The default profile."""
 
-PROFILES = {p.name: p for p in (PRE_V6_3, V6_3, V6_19)}
+PROFILES = {p.name: p for p in (V6_1, PRE_V6_3, V6_3, V6_19)}
