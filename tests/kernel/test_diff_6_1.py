@@ -1,9 +1,10 @@
 """Linux 6.1's pgtable.c against the model's v6.1 profile.
 
-6.1 predates the v6.2 parallel-fault rework that the "v6.2" profile stands for; four
+6.1 predates the v6.2 parallel-fault rework that the "v6.2" profile stands for; five
 knobs make the model 6.1 (BehaviourProfile.map_anchor, relax_perms_local_tlbi,
-cmo_valid_leaf_only, map_sw_bits_shortcut). Each is shown here to be needed: with it
-turned back to today's rule, its minimal replay differs from 6.1's own code.
+cmo_valid_leaf_only, map_sw_bits_shortcut, unmap_range_tlbi). Each is shown here to be
+needed: with it turned back to today's rule, its minimal replay differs from 6.1's own
+code.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def test_the_model_agrees_with_6_1_on_random_operations(kernel_6_1: KernelPgtabl
     assert set(report.by_op) >= {"map", "unmap", "wrprotect", "relax_perms", "set_owner"}
 
 
-def test_agreement_with_6_1_holds_with_fwb(kernel_6_1: KernelPgtable) -> None:
-    report = run_diff(kernel_6_1, V6_1, ops=120, seed=9, caps=KvmCaps(stage2_fwb=True))
+def test_agreement_with_6_1_holds_with_fwb_and_range_tlbis(kernel_6_1: KernelPgtable) -> None:
+    report = run_diff(kernel_6_1, V6_1, ops=120, seed=9,
+                      caps=KvmCaps(stage2_fwb=True, tlb_range=True))
     assert report.agreed == report.compared == 120
 
 
@@ -53,14 +55,21 @@ KNOBS = [
 ]
 
 
-@pytest.mark.parametrize(("knob", "replay", "kernel_event"), KNOBS)
+@pytest.mark.parametrize(("knob", "replay", "kernel_event", "caps"), [
+    *((k, r, e, KvmCaps()) for k, r, e in KNOBS),
+    ("unmap_range_tlbi", "map 0x1000 0x1000 0x100000000 R; unmap 0x1000 0x1000",
+     "TlbiVmidIpa(vmid=1, ipa=0x1000, level=3, nsh=False)",
+     KvmCaps(stage2_fwb=True, tlb_range=True)),
+])
 def test_each_6_1_knob_is_what_makes_the_model_agree(kernel_6_1: KernelPgtable, knob: str,
-                                                    replay: str, kernel_event: str) -> None:
+                                                    replay: str, kernel_event: str,
+                                                    caps: KvmCaps) -> None:
     ops = parse_ops(replay)
-    agree = run_diff(kernel_6_1, V6_1, ops=0, seed=0, replay=ops)
+    agree = run_diff(kernel_6_1, V6_1, ops=0, seed=0, replay=ops, caps=caps)
     assert agree.differences == () and agree.agreed == len(ops)
     today = getattr(CURRENT, knob)
     assert getattr(V6_1, knob) is not today
-    report = run_diff(kernel_6_1, replace(V6_1, **{knob: today}), ops=0, seed=0, replay=ops)
+    report = run_diff(kernel_6_1, replace(V6_1, **{knob: today}), ops=0, seed=0, replay=ops,
+                      caps=caps)
     (result, _), = report.differences
     assert result.difference is not None and kernel_event in result.difference.kernel

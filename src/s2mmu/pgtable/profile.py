@@ -64,6 +64,10 @@ off in every other profile (the commits that changed them are not pinned here):
   nothing, as re-annotating an entry for the same owner) stores the entry without
   break-before-make or cache maintenance (6.12's stage2_map_walker_try_leaf); 6.1 has
   no such case and goes through its cache maintenance.
+- ``unmap_range_tlbi``: with FEAT_TLBIRANGE and FWB, unmap skips the per-entry TLBIs
+  and invalidates the whole range once at the end (6.12's
+  stage2_unmap_defer_tlb_flush); 6.1 has no range invalidation and always invalidates
+  entry by entry.
 
 Kernel: kvm_pgtable_walk_continue, __kvm_pgtable_visit, stage2_map_walker_phys_addr,
 stage2_attr_walker, stage2_map_walker_try_leaf, kvm_pgtable_stage2_relax_perms
@@ -101,6 +105,7 @@ class BehaviourProfile:
     relax_perms_local_tlbi: bool = True
     cmo_valid_leaf_only: bool = True
     map_sw_bits_shortcut: bool = True
+    unmap_range_tlbi: bool = True
 
 
 V6_1 = BehaviourProfile(
@@ -116,6 +121,7 @@ V6_1 = BehaviourProfile(
     relax_perms_local_tlbi=False,
     cmo_valid_leaf_only=False,
     map_sw_bits_shortcut=False,
+    unmap_range_tlbi=False,
 )
 """Linux 6.1: before the v6.2 parallel-fault rework (anchor map walker, ISH relax TLBI)."""
 

@@ -514,7 +514,7 @@ def stage2_unmap_defer_tlb_flush(pgt: KvmPgtable) -> bool:
 
     Kernel: stage2_unmap_defer_tlb_flush.
     """
-    return pgt.ops.caps.tlb_range and stage2_has_fwb(pgt)
+    return pgt.ops.profile.unmap_range_tlbi and pgt.ops.caps.tlb_range and stage2_has_fwb(pgt)
 
 
 def stage2_unmap_put_pte(
