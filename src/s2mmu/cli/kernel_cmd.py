@@ -58,7 +58,7 @@ def input_errors(fn: F) -> F:
 
 @click.group()
 def kernel() -> None:
-    """Build the kernel's own pgtable.c and compare the model with it."""
+    """Build the kernel's own pgtable.c and at.c and compare the model with them."""
 
 
 @kernel.command("build")
