@@ -76,3 +76,11 @@ def test_the_at_diff_json_document_validates(kernel_build: KernelBuild,
                                                 profile=CURRENT))
     validate(doc)
     assert doc["differences"][0]["case"] == 6 and doc["profile"] == "current"
+
+
+def test_par_keeps_pa_47_12_only_as_compute_par_s1_does(kernel_at: KernelAt) -> None:
+    # Seed 2, case 1160: stage 1 off in a 52-bit-PA VM, a VA above 2^48 (AT_PAR_PA_48BIT).
+    case = random_case(2, 1160)
+    kpar = kernel_par(kernel_at, case)
+    assert not kpar & 1 and (case.va >> 48) & 0xF and not (kpar >> 48) & 0xF
+    assert model_par(case) == kpar

@@ -87,7 +87,7 @@ def test_the_pkvm_tables_boot_the_hypervisor_and_its_guests() -> None:
     ('[pkvm]\npolicy = "panic"\n',
      "p.toml:2: pkvm.policy: must be one of bug, data-abort, sea, not 'panic'"),
     ('[pkvm]\nprofile = "v7"\n',
-     "p.toml:2: pkvm.profile: must be one of v6.19, v6.2, v6.3..v6.19-rc4, not 'v7'"),
+     "p.toml:2: pkvm.profile: must be one of v6.1, v6.19, v6.2, v6.3..v6.19-rc4, not 'v7'"),
     ("[pkvm]\nram_pages = 0\n", "p.toml:2: pkvm.ram_pages: must be 1..4096, not 0"),
     ("[pkvm]\nunmap_donated = 1\n", "p.toml:2: pkvm.unmap_donated: must be true or false, "
                                     "not 1"),

@@ -290,8 +290,9 @@ def at_pan_el0_probe(ctx: AtContext, regs: SysRegs, op: AtOp, va: int
 
 
 def slow_par(ctx: AtContext, result: AddressDescriptor | FaultRecord) -> int:
-    """Return PAR_EL1 as compute_par_s1 builds it."""
-    return encode_par(result, Env(ctx.vm.host, ctx.vm.fs, AT_CHOICES))
+    """Return PAR_EL1 as compute_par_s1 builds it: PA[47:12] only (AT_PAR_PA_48BIT)."""
+    par = encode_par(result, Env(ctx.vm.host, ctx.vm.fs, AT_CHOICES))
+    return par if par & 1 else par & ~(0xF << 48)
 
 
 # ---------------------------------------------------------------- fast path

@@ -69,6 +69,12 @@ DIFFERENCES = (
         "a level-0 Address size fault",
         "setup_s1_walk checks the VA's form before the range and uses one label"),
     KvmDifference(
+        "AT_PAR_PA_48BIT", "at.c compute_par_s1",
+        "with FEAT_LPA a successful AT reports PA[51:48] in PAR_EL1[51:48]",
+        "PAR_EL1 carries PA[47:12] only: bits 51:48 of the output address are dropped",
+        "compute_par_s1 masks the output address with GENMASK_ULL(47, 12) (found by "
+        "s2mmu kernel diff --at against 6.12's at.c with a 52-bit PA VM, MMU off)"),
+    KvmDifference(
         "AT_S12_PAR_BIT11", "at.c compute_par_s12",
         "PAR_EL1 bit 11 is RES1 (reads as 1) in both formats",
         "a successful AT S12E* returns PAR_EL1 with bit 11 clear (stage-1-only results "
