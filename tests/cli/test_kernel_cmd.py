@@ -73,11 +73,11 @@ def test_diff_at_agrees_with_6_12_and_exits_0(kernel_build: KernelBuild,
 def test_diff_at_prints_a_replayable_case_and_exits_1(kernel_build: KernelBuild,
                                                       kernel_cache: Path) -> None:
     code, out, _ = run("kernel", "diff", "--at", "--cache", str(kernel_cache), "--at-profile",
-                       "current", "--case", "6")
+                       "current", "--case", "15")
     assert code == 1
     lines = out.splitlines()
-    assert lines[-4].startswith("difference, case 6: PAR_EL1: kernel 0x4f00000100089980")
-    assert lines[-2] == "  replay: s2mmu kernel diff --at --at-profile current --seed 0 --case 6"
+    assert lines[-4].startswith("difference, case 15: PAR_EL1: kernel 0xff0007f50ac30800")
+    assert lines[-2] == "  replay: s2mmu kernel diff --at --at-profile current --seed 0 --case 15"
     assert lines[-1] == "agreement 0.0% (0/1 cases)"
 
 

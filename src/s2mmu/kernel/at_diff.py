@@ -97,8 +97,12 @@ class AtCase:
                 f"{regs}")
 
 
-def _start_level(ia_bits: int) -> int:
-    return 3 - (ia_bits - 1 - 12) // 9
+def _start_level(g: Granule, ia_bits: int) -> int:
+    return 3 - (ia_bits - 1 - g.bits) // g.stride
+
+
+# TCR_ELx.TG0 encodings; 0b11 is reserved (KVM and the model read it as 64KB).
+TG0 = ((Granule.G4K, 0b00), (Granule.G16K, 0b10), (Granule.G64K, 0b01), (Granule.G64K, 0b11))
 
 
 def random_case(seed: int, index: int) -> AtCase:
@@ -140,17 +144,22 @@ def random_case(seed: int, index: int) -> AtCase:
 
 def _random_s1(rng: random.Random, host: PhysMem, base: int, big: bool,
                two_ranges: bool) -> tuple[TableBuilder, int, int]:
-    """Return stage-1 tables with a few mappings, their TCR value and a mapped VA."""
+    """Return stage-1 tables with a few mappings, their TCR value and a mapped VA.
+
+    Granules 4KB (most), 16KB, 64KB and the reserved TG0 encoding; blocks where the
+    granule allows them and, now and then, where it does not.
+    """
+    g, tg0 = rng.choices(TG0, weights=(60, 17, 17, 6))[0]
     t0sz = rng.choice((16, 16, 25, 25, 30, 39, 40, 12))
-    ia_bits = 64 - t0sz
-    sl = _start_level(min(ia_bits, 48))
-    b = TableBuilder(host, BumpAllocator(base, base + (2 << 20)), Granule.G4K,
-                     min(ia_bits, 48), max(sl, 0), big_endian=big)
-    top = 1 << min(ia_bits, 48)
-    va = rng.randrange(top) & ~0xFFF
+    ia_bits = min(64 - t0sz, 48)
+    sl = max(_start_level(g, ia_bits), 0)
+    b = TableBuilder(host, BumpAllocator(base, base + (8 << 20)), g, ia_bits, sl,
+                     big_endian=big)
+    va = rng.randrange(1 << ia_bits) & ~0xFFF
     for _ in range(rng.randint(1, 3)):
-        level = rng.choice((1, 2, 3, 3)) if sl <= 1 else rng.choice((2, 3))
-        size = Granule.G4K.block_size(level)
+        blocks = (1, 2) if g is Granule.G4K or rng.random() < 0.05 else (2,)
+        level = rng.choice([lvl for lvl in (*blocks, 3, 3) if lvl >= sl] or [3])
+        size = g.block_size(level)
         ia = va // size * size
         oa = (IPA_BASE + rng.randrange(4) * (1 << 30)) // size * size
         attrs = s1_attrs(attrindx=rng.randrange(8), ro=rng.random() < 0.3,
@@ -163,12 +172,12 @@ def _random_s1(rng: random.Random, host: PhysMem, base: int, big: bool,
             b.set_entry(ia, level, 0)
         va = ia + rng.randrange(size) & ~0xFFF if rng.random() < 0.7 else va
     if two_ranges:
-        tcr = TCR_EL1.encode(T0SZ=t0sz, TG0=0, SH0=3, ORGN0=1, IRGN0=1, T1SZ=16, TG1=2,
+        tcr = TCR_EL1.encode(T0SZ=t0sz, TG0=tg0, SH0=3, ORGN0=1, IRGN0=1, T1SZ=16, TG1=2,
                              EPD1=1, IPS=rng.choice((0b000, 0b010, 0b101, 0b101)),
                              TBI0=int(rng.random() < 0.3), HPD0=int(rng.random() < 0.3),
                              EPD0=int(rng.random() < 0.05), E0PD0=int(rng.random() < 0.2))
     else:
-        tcr = TCR_EL2_E2H0.encode(T0SZ=t0sz, TG0=0, SH0=3, ORGN0=1, IRGN0=1,
+        tcr = TCR_EL2_E2H0.encode(T0SZ=t0sz, TG0=tg0, SH0=3, ORGN0=1, IRGN0=1,
                                   PS=rng.choice((0b000, 0b010, 0b101, 0b101)),
                                   TBI=int(rng.random() < 0.3),
                                   HPD=int(rng.random() < 0.3)) | 0x80800000

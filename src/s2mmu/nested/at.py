@@ -34,11 +34,12 @@ from s2mmu.arch.config import ImplChoices
 from s2mmu.arch.faults import Fault, FaultRecord
 from s2mmu.arch.features import HwUpdate, hw_update_of
 from s2mmu.arch.memory import ExternalAbort
-from s2mmu.arch.params import get_s1_ttw_params, get_s2_ttw_params
+from s2mmu.arch.params import Granule, get_s1_ttw_params, get_s2_ttw_params
 from s2mmu.arch.registers import HCR_EL2
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.sysreg import RegView
 from s2mmu.arch.translate import AddressDescriptor, Env, s1_translate
+from s2mmu.arch.walk import WalkStep
 from s2mmu.nested.nested import NestedVm, NestedWalkError, kvm_walk_nested_s2
 from s2mmu.pgtable.s2trans import KvmS2Trans
 
@@ -242,13 +243,29 @@ def handle_at_slow(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int
     port = NestedS1Port(ctx.vm, regs, regime is Regime.EL10 and bool(h.VM or h.DC),
                         af_ignored=not ctx.profile.s1_af_checked)
     env = Env(ctx.vm.host, ctx.vm.fs, AT_CHOICES, tables=port, hw=hw)
-    got = s1_translate(p, None, va, access, env)
+    trace: list[WalkStep] = []
+    got = s1_translate(p, None, va, access, env, trace=trace)
     if isinstance(got, FaultRecord) and port.s2_failure is not None:
         return s2_fault_on_s1_walk(got, port.s2_failure)
+    if trace and kvm_block_level_refused(p.tgx, trace[-1]):
+        got = FaultRecord(Fault.TRANSLATION, trace[-1].level, access, vaddress=va, reason=(
+            f"at.c walk_s1 takes no {p.tgx.value}KB block at level {trace[-1].level}"))
     if (ctx.profile.ptw_on_s1_walk_fault and isinstance(got, FaultRecord) and port.reads
             and got.statuscode in (Fault.TRANSLATION, Fault.ADDRESS_SIZE)):
         return replace(got, s2fs1walk=True)
     return got
+
+
+def kvm_block_level_refused(granule: Granule, last: WalkStep) -> bool:
+    """Return whether the walk ended on a block at a level at.c does not accept.
+
+    Kernel: at.c walk_s1 (valid_block: levels 1 and 2 with 4KB, level 2 with 16KB and
+    64KB). The architecture also has 64KB level-1 blocks with a 52-bit PA, and 4KB
+    level-0 and 16KB level-1 blocks with TCR.DS (differences.AT_S1_BLOCK_LEVELS).
+    """
+    if last.stage != 1 or last.raw & 0b11 != 0b01:
+        return False
+    return last.level not in ((1, 2) if granule is Granule.G4K else (2,))
 
 
 def s2_fault_on_s1_walk(fault: FaultRecord, s2: KvmS2Trans | NestedWalkError) -> FaultRecord:

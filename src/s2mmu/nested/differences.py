@@ -69,6 +69,14 @@ DIFFERENCES = (
         "a level-0 Address size fault",
         "setup_s1_walk checks the VA's form before the range and uses one label"),
     KvmDifference(
+        "AT_S1_BLOCK_LEVELS", "at.c walk_s1",
+        "a 64KB block at level 1 is a valid descriptor when PAMax() is 52 (FEAT_LPA), and "
+        "4KB level-0 and 16KB level-1 blocks are with TCR_ELx.DS (AArch64.BlockDescSupported)",
+        "the software walk accepts blocks at levels 1 and 2 with 4KB and at level 2 only "
+        "with 16KB and 64KB; any other block is a Translation fault at its level",
+        "walk_s1's valid_block knows only the 48-bit layouts (found by s2mmu kernel diff "
+        "--at against 6.12's at.c)"),
+    KvmDifference(
         "AT_PAR_PA_48BIT", "at.c compute_par_s1",
         "with FEAT_LPA a successful AT reports PA[51:48] in PAR_EL1[51:48]",
         "PAR_EL1 carries PA[47:12] only: bits 51:48 of the output address are dropped",
