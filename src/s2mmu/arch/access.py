@@ -17,6 +17,10 @@ from s2mmu.arch.reprs import hex_repr
 class AccessType(Enum):
     """ASL AccessType: the kinds of access the model distinguishes."""
 
+    # Members are singletons compared by identity: hash them as such, in C (Enum's
+    # own __hash__ is Python code, and walk parameters are hashed on every walk).
+    __hash__ = object.__hash__
+
     GPR = "GPR"          # an ordinary load or store
     IFETCH = "IFETCH"    # an instruction fetch
     AT = "AT"            # an address translation instruction

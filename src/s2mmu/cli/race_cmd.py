@@ -26,7 +26,7 @@ from s2mmu.pgtable.concurrency import (
     run_schedule,
 )
 from s2mmu.pgtable.invariants import Violation
-from s2mmu.pgtable.profile import CURRENT, PROFILES
+from s2mmu.pgtable.profile import CURRENT, PROFILES, profile_names
 from s2mmu.pgtable.races import ALL_RACES as PGTABLE_RACES
 from s2mmu.pkvm.races import PKVM_RACES
 
@@ -95,9 +95,10 @@ def replay_schedule(scenario: Scenario, text: str, name: str) -> RunResult:
 
 @click.command()
 @click.argument("name", required=False, type=click.Choice(sorted(ALL_RACES)))
-@click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)),
-              default=CURRENT.name, show_default=True,
-              help="Kernel behaviour profile (the walker's error rule and the map fixes).")
+@click.option("--profile", "profile_name", metavar="RELEASE", default=CURRENT.name,
+              show_default=True,
+              help="Kernel release whose rules the walks follow (`s2mmu profiles` lists "
+                   "them).")
 @click.option("--preemptions", type=click.IntRange(0, 8), default=2, show_default=True,
               help="Explore every schedule with at most this many preemptions.")
 @click.option("--max-runs", type=click.IntRange(1, 1_000_000), default=2_000, show_default=True,
@@ -119,6 +120,8 @@ def race(name: str | None, profile_name: str, preemptions: int, max_runs: int,
             doc = (factory.__doc__ or "").strip().splitlines()[0]
             click.echo(f"{race_name:28} {doc}")
         return
+    if profile_name not in PROFILES:
+        _fail(f"unknown kernel profile {profile_name!r} (known: {profile_names()})")
     scenario = ALL_RACES[name](PROFILES[profile_name])
     if replay_text is not None:
         try:

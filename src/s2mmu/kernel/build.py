@@ -34,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from s2mmu.arch.errors import InputError
-from s2mmu.pgtable.profile import PRE_V6_3, V6_1, V6_3, V6_19, BehaviourProfile
+from s2mmu.pgtable.profile import BehaviourProfile, profile_for_release
 
 MEMBERS = (
     "Makefile",
@@ -116,14 +116,7 @@ class KernelBuild:
 
 def profile_for(version: KernelVersion) -> BehaviourProfile:
     """Return the model behaviour profile standing for a kernel release."""
-    key = (version.version, version.patchlevel)
-    if key < (6, 2):
-        return V6_1
-    if key < (6, 3):
-        return PRE_V6_3
-    if key < (6, 19):
-        return V6_3
-    return V6_19
+    return profile_for_release(version.version, version.patchlevel)
 
 
 def parse_makefile_version(text: str) -> KernelVersion:

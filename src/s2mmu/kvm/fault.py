@@ -88,6 +88,7 @@ from s2mmu.kvm.memslot import (
     memslot_is_readonly,
 )
 from s2mmu.kvm.vm import Kvm, KvmVcpu, kvm_vcpu_hw_pgt, mmu_invalidate_retry
+from s2mmu.pgtable.callers import access_fault_walk_flags, fault_walk_flags
 from s2mmu.pgtable.errno import EAGAIN
 from s2mmu.pgtable.mm import kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.prot import (
@@ -101,13 +102,17 @@ from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_W,
     KVM_PGTABLE_PROT_X,
 )
-from s2mmu.pgtable.s2trans import KvmS2Trans, kvm_s2_trans_output, kvm_s2_trans_size
+from s2mmu.pgtable.s2trans import (
+    KvmS2Trans,
+    NestedWalkError,
+    kvm_s2_trans_output,
+    kvm_s2_trans_size,
+)
 from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_map,
     kvm_pgtable_stage2_mkyoung,
     kvm_pgtable_stage2_relax_perms,
 )
-from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_HANDLE_FAULT, KVM_PGTABLE_WALK_SHARED
 
 # -- the decisions: one value per step, with the step's kernel name ---------------------------
 
@@ -139,12 +144,13 @@ class FaultContext:
 
 @dataclass(frozen=True)
 class NestedS2Walk:
-    """L1's stage 2 translated the faulting IPA (trans.esr 0), or faulted (trans.esr the
-    FSC to inject into L1). Kernel: kvm_walk_nested_s2."""
+    """L1's stage 2 translated the faulting IPA (trans.esr 0), faulted (trans.esr the
+    FSC to inject into L1), or the walk was refused (a NestedWalkError: KVM injects the
+    abort's syndrome with FSC 0). Kernel: kvm_walk_nested_s2."""
 
     step: ClassVar[str] = "kvm_walk_nested_s2"
     fault_ipa: int
-    trans: KvmS2Trans
+    trans: KvmS2Trans | NestedWalkError
 
 
 @dataclass(frozen=True)
@@ -438,7 +444,7 @@ class AbortOutcome:
     dirtied: tuple[SlotPage, ...] = ()
 
 
-NestedS2Walker = Callable[[int], KvmS2Trans]
+NestedS2Walker = Callable[[int], KvmS2Trans | NestedWalkError]
 """Walk the guest hypervisor's stage 2 for an L2 IPA: the vCPU's current shadow MMU has
 L1's stage 2 enabled. The nested layer supplies it (kvm_walk_nested_s2); KVM's fault
 path only calls it. Kernel: kvm_walk_nested_s2 behind kvm_is_nested_s2_mmu and
@@ -451,9 +457,13 @@ class FaultHooks:
 
     between_pin_and_lock: run after the page is pinned and before mmu_lock is taken,
     where a concurrent MMU-notifier invalidation makes mmu_invalidate_retry() fire.
+    before_mmu_seq: run after the abort was taken and before user_mem_abort reads
+    mmu_invalidate_seq: an invalidation there is finished before the fault starts, so
+    mmu_invalidate_retry() cannot see it, and the stage-2 walk meets what it left.
     """
 
     between_pin_and_lock: Callable[[], None] | None = None
+    before_mmu_seq: Callable[[], None] | None = None
 
 
 Log = list[Decision]
@@ -666,6 +676,10 @@ def kvm_s2_fault_map(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultConte
     A permission fault whose leaf already has the chosen size only relaxes permissions;
     any other size change goes through kvm_pgtable_stage2_map (collapse or split).
 
+    Both calls pass the walker flags the profile's kernel passes (SHARED from v6.2, with
+    HANDLE_FAULT from v6.3 to v6.18: s2mmu.pgtable.callers), so a relax on an entry a
+    racing unmap cleared returns -EAGAIN and the guest retries.
+
     Kernel: user_mem_abort (from kvm_fault_lock to out_unlock).
     """
     fault_is_perm = esr_fsc_is_permission_fault(abort)
@@ -690,12 +704,11 @@ def kvm_s2_fault_map(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultConte
         op = PgtableOp.RELAX_PERMS
         # The level L1 mapped with stays as the leaf has it (relax_perms keeps SW bits).
         p &= ~KVM_NV_GUEST_MAP_SZ
-        ret = kvm_pgtable_stage2_relax_perms(pgt, ipa, p, 0)
+        ret = kvm_pgtable_stage2_relax_perms(pgt, ipa, p, fault_walk_flags(kvm.env.profile))
     else:
         op = PgtableOp.MAP
-        flags = KVM_PGTABLE_WALK_HANDLE_FAULT | KVM_PGTABLE_WALK_SHARED
         ret = kvm_pgtable_stage2_map(pgt, ipa, vma_pagesize, pa, p,
-                                     vcpu.mmu_page_cache, flags)
+                                     vcpu.mmu_page_cache, fault_walk_flags(kvm.env.profile))
     log.append(PgtableCall(op, ipa, vma_pagesize, pa, p, ret))
     return ret, Mapping(op, ipa, vma_pagesize, pa, p) if ret == 0 else None
 
@@ -726,6 +739,8 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
     if isinstance(info, NoVma):
         return -EFAULT, None, ()
     size = kvm_s2_resolve_vma_size(info, ctx, log)
+    if hooks.before_mmu_seq is not None:
+        hooks.before_mmu_seq()
     mmu_seq = kvm.mmu_invalidate_seq
     pfn = kvm_s2_fault_pin_pfn(kvm.host, ctx, write, log)
     if pfn is FaultinError.KVM_PFN_ERR_HWPOISON:
@@ -756,9 +771,13 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
 def handle_access_fault(kvm: Kvm, vcpu: KvmVcpu, fault_ipa: int, log: Log) -> None:
     """Set the access flag of the leaf in the vCPU's current stage 2.
 
+    The walk passes the profile's flags (SHARED from v6.2: the AF update is a
+    compare-and-swap against other vCPUs' walks).
+
     Kernel: handle_access_fault (vcpu->arch.hw_mmu->pgt).
     """
-    kvm_pgtable_stage2_mkyoung(kvm_vcpu_hw_pgt(kvm, vcpu), fault_ipa, 0)
+    flags = access_fault_walk_flags(kvm.env.profile)
+    kvm_pgtable_stage2_mkyoung(kvm_vcpu_hw_pgt(kvm, vcpu), fault_ipa, flags)
     log.append(AccessFlag(fault_ipa))
 
 
@@ -874,6 +893,8 @@ def kvm_nested_resolve(abort: GuestAbort, fault_ipa: int, walk: NestedS2Walker,
     """
     trans = walk(fault_ipa)
     log.append(NestedS2Walk(fault_ipa, trans))
+    if isinstance(trans, NestedWalkError):  # ret < 0: injected with FSC 0 all the same
+        return InjectedS2Fault(esr_s2_fault(abort, 0), fault_ipa)
     if trans.esr:
         return InjectedS2Fault(esr_s2_fault(abort, trans.esr), fault_ipa)
     esr = kvm_s2_handle_perm_fault(abort, trans)

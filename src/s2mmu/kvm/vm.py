@@ -46,6 +46,7 @@ from s2mmu.pgtable.mm import (
     __kvm_mmu_topup_memory_cache,
     kvm_mmu_free_memory_cache,
 )
+from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
 from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_split,
     kvm_pgtable_stage2_unmap,
@@ -194,15 +195,19 @@ def kvm_init_ipa_range(host: HostMm, phys_shift: int) -> int:
 
 
 def kvm_create_vm(host: HostMm, phys_shift: int = 0, vmid: int = 1,
-                  env: PgtableEnv | None = None, has_mte: bool = False) -> Kvm:
+                  env: PgtableEnv | None = None, has_mte: bool = False,
+                  profile: BehaviourProfile = CURRENT) -> Kvm:
     """Create a VM: its IPA size, VTCR_EL2 and empty stage 2, registered for notifiers.
+
+    profile: the kernel release whose rules the VM's stage-2 code follows (when env is
+    not given; a given env carries its own).
 
     Kernel: kvm_arch_init_vm -> kvm_init_stage2_mmu; KVM_CAP_ARM_MTE needs MTE.
     """
     ipa_bits = kvm_init_ipa_range(host, phys_shift)
     if has_mte and not host.features.mte:
         raise KvmError(-EINVAL, Refusal.MTE_UNSUPPORTED, "KVM_CAP_ARM_MTE on a host without MTE")
-    env = env or new_env(caps=host.features.kvm_caps(), mem=host.mem)
+    env = env or new_env(caps=host.features.kvm_caps(), mem=host.mem, profile=profile)
     pgt = new_stage2(env, ipa_bits, vmid=vmid, mmfr0=id_aa64mmfr0_parange(host.features))
     kvm = Kvm(host=host, env=env, pgt=pgt, ipa_bits=ipa_bits, has_mte=has_mte)
     host.notifiers.append((lambda s, e, r: kvm_mmu_notifier_invalidate_range_start(kvm, s, e),

@@ -718,7 +718,8 @@ def kvm_pgtable_stage2_relax_perms(
     From v6.19 the XN field is written from prot (a prot without X makes the leaf
     non-executable); before it (profile knob relax_perms_xn_from_prot off), XN is only
     cleared when prot has X and never set. The local TLB is invalidated on success and
-    on -EAGAIN.
+    on -EAGAIN; before v6.6 (knobs relax_perms_local_tlbi, relax_perms_tlbi_on_eagain
+    off) the inner-shareable one, on success only.
 
     Kernel: kvm_pgtable_stage2_relax_perms.
     """
@@ -738,10 +739,11 @@ def kvm_pgtable_stage2_relax_perms(
     else:
         attr_clr = KVM_PTE_LEAF_ATTR_HI_S2_XN if prot & KVM_PGTABLE_PROT_X else 0
     ret, _, level = yield from stage2_update_leaf_attrs(pgt, addr, 1, attr_set, attr_clr, flags)
-    if ret == 0 or ret == -EAGAIN:
+    profile = pgt.ops.profile
+    if ret == 0 or (ret == -EAGAIN and profile.relax_perms_tlbi_on_eagain):
         # On -EAGAIN the kernel passes an uninitialised level; the model says "unknown".
         hint = level if ret == 0 else TLBI_TTL_UNKNOWN
-        if pgt.ops.profile.relax_perms_local_tlbi:
+        if profile.relax_perms_local_tlbi:
             __kvm_tlb_flush_vmid_ipa_nsh(pgt.s2_mmu, addr, hint)
         else:
             __kvm_tlb_flush_vmid_ipa(pgt.s2_mmu, addr, hint)

@@ -2,10 +2,12 @@
 and invariants, registered with :data:`s2mmu.scenario.schema.REGISTRY`.
 
 Tables: [host], [vm], [[vma]], [[memslot]] (each a setup step: KVM_SET_USER_MEMORY_REGION
-before the timeline), [[vcpu]]. Events: guest accesses (read, write, exec, dc), a raw
-abort, host memory events (munmap, madvise, migrate, hwpoison, mmap), memslot ioctls and
-the dirty log. The model lives in s2mmu.kvm; this module parses into typed events, wires
-them to it and compares outcomes with expectations. It formats no sentence: the records
+before the timeline), [[vcpu]]; the VM follows the rules of the scenario's kernel release
+([kvm] profile, read by s2mmu.scenario.schema for every layer). Events: guest accesses
+(read, write, exec, dc), a raw abort, host memory events (munmap, madvise, migrate,
+hwpoison, mmap), memslot ioctls and the dirty log. The model lives in s2mmu.kvm; this
+module parses into typed events, wires them to it and compares outcomes with
+expectations. It formats no sentence: the records
 it fills are rendered by s2mmu.scenario.render_text and render_json.
 """
 
@@ -219,7 +221,8 @@ def build_kvm(world: World, config: KvmConfig) -> None:
     """
     host = build_host(config)
     try:
-        kvm = kvm_create_vm(host, config.ipa_bits, has_mte=config.mte)
+        kvm = kvm_create_vm(host, config.ipa_bits, has_mte=config.mte,
+                            profile=world.scenario.profile.pgtable)
     except KvmError as e:
         key = "mte" if e.reason is Refusal.MTE_UNSUPPORTED else "ipa_bits"
         raise ScenarioError(f"{config.path}:{config.vm_lines.get(key, 1)}: vm.{key}: "
@@ -346,11 +349,15 @@ class HostOp(enum.Enum):
 
 @dataclass(frozen=True)
 class HostRace:
-    """A host event run between the page pin and mmu_lock of an access's first fault."""
+    """A host event run inside an access's first fault: between the page pin and mmu_lock
+    (at "before-lock", where mmu_invalidate_retry sees it), or after the abort was taken
+    and before user_mem_abort reads mmu_invalidate_seq (at "before-seq", where it does
+    not, and the stage-2 walk meets what the event left)."""
 
     op: HostOp
     hva: int
     size: int
+    at: str = "before-lock"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -600,7 +607,10 @@ def run_access(world: World, ev: GuestAccess, draft: StepDraft) -> Outcome:
             return Outcome.GUEST_FAULT
         hooks = FaultHooks()
         if race is not None:
-            hooks.between_pin_and_lock = lambda r=race: run_race(world, ev, r)
+            if race.at == "before-seq":
+                hooks.before_mmu_seq = lambda r=race: run_race(world, ev, r)
+            else:
+                hooks.between_pin_and_lock = lambda r=race: run_race(world, ev, r)
             race = None
         draft.faults.append(handle_abort(kw, o.abort, ev.vcpu, hooks))
         outcome = draft.faults[-1].outcome
@@ -769,7 +779,7 @@ def parse_access(it: Item, ctx: ParseContext) -> GuestAccess:
     race = None
     if "race" in it.fields:
         r = _check_race(ctx.checker, it.index, it.get("race"))
-        race = HostRace(HostOp(r["do"]), r["hva"], r["size"])
+        race = HostRace(HostOp(r["do"]), r["hva"], r["size"], r["at"])
     return GuestAccess(**common_fields(it), access=AccessKind(it.get("do")), vcpu=vcpu,
                        va=it.get("va"), ipa=it.get("ipa"),
                        syndrome=None if s is None else (int(s[0]), int(s[1])), race=race)
@@ -906,6 +916,14 @@ class ExpectLeaves(Expectation):
 
 
 @dataclass(frozen=True)
+class ExpectMarkedDirty(Expectation):
+    """expect_marked_dirty: how many times the step's faults marked a page dirty in a
+    logging slot (user_mem_abort's mark_page_dirty_in_slot after a handled write)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class ExpectSeq(Expectation):
     """expect_seq: mmu_invalidate_seq after the step."""
 
@@ -967,6 +985,12 @@ def check_dirty_count(world: World, e: ExpectDirtyCount, d: StepDraft) -> Mismat
     return None if got == e.count else Mismatch(e, got)
 
 
+def check_marked_dirty(world: World, e: ExpectMarkedDirty, d: StepDraft) -> Mismatch | None:
+    """Compare how many times the step's faults marked a page dirty."""
+    got = sum(len(f.handled.dirtied) for f in d.faults)
+    return None if got == e.count else Mismatch(e, got)
+
+
 def check_leaves(world: World, e: ExpectLeaves, d: StepDraft) -> Mismatch | None:
     """Compare the stage-2 leaves by size."""
     got = leaf_counts(world.part(KvmWorld).kvm)
@@ -1011,7 +1035,7 @@ def dirty_bit_invariant(world: World) -> list[KvmViolation]:
 
 # -- registration -------------------------------------------------------------------------------
 
-FAULT_EXPECTS = frozenset({"expect", "expect_mapping", "expect_errno"})
+FAULT_EXPECTS = frozenset({"expect", "expect_mapping", "expect_errno", "expect_marked_dirty"})
 
 
 def register() -> None:
@@ -1057,6 +1081,8 @@ def register() -> None:
              check_dirty),
             ("expect_dirty_count", ExpectDirtyCount,
              lambda it: ExpectDirtyCount(it.get("expect_dirty_count")), check_dirty_count),
+            ("expect_marked_dirty", ExpectMarkedDirty,
+             lambda it: ExpectMarkedDirty(it.get("expect_marked_dirty")), check_marked_dirty),
             ("expect_leaves", ExpectLeaves, _leaves, check_leaves),
             ("expect_seq", ExpectSeq, lambda it: ExpectSeq(it.get("expect_seq")), check_seq)):
         REGISTRY.expectation(ExpectationKind(key, typ, parse, check))

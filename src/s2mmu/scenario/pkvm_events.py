@@ -1,7 +1,8 @@
 """The pkvm layer of scenarios: a pKVM host, its guests, hypercalls and host accesses.
 
 Tables: ``[pkvm]`` (the hypervisor: policy for host aborts on pages the host gave away,
-behaviour profile, RAM size, whether the host unmaps donated pages from its direct map)
+RAM size, whether the host unmaps donated pages from its direct map; the kernel release
+is the scenario's ``[kvm] profile``)
 and ``[[pkvm_guest]]`` (handle, protected or not). Events (``do = ...``), named after the
 hypercall or host function they call:
 
@@ -41,7 +42,6 @@ from typing import Any
 
 from s2mmu.arch.inputs import shorten
 from s2mmu.pgtable.events import Warn
-from s2mmu.pgtable.profile import PROFILES, BehaviourProfile
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
 from s2mmu.pkvm import mem_protect as mp
 from s2mmu.pkvm import pkvm as pk
@@ -77,7 +77,7 @@ from s2mmu.scenario.schema import (
     common_fields,
 )
 
-PKVM_KEYS = {"policy", "profile", "ram_pages", "nomap_pages", "unmap_donated"}
+PKVM_KEYS = {"policy", "ram_pages", "nomap_pages", "unmap_donated"}
 GUEST_KEYS = {"handle", "protected"}
 POLICIES = {"data-abort": HostFaultPolicy.INJECT_DATA_ABORT,
             "sea": HostFaultPolicy.INJECT_SEA, "bug": HostFaultPolicy.BUG}
@@ -108,7 +108,6 @@ class PkvmConfig:
     """The [pkvm] table and the guests: what the hypervisor boots with."""
 
     policy: HostFaultPolicy
-    profile: BehaviourProfile
     ram_pages: int
     nomap_pages: int
     unmap_donated: bool
@@ -125,8 +124,6 @@ def parse_pkvm(c: Checker, data: dict[str, Any],
     t = c.keys("pkvm", None, data["pkvm"], PKVM_KEYS)
     policy = POLICIES[c.choice("pkvm", None, "policy", t.get("policy", "data-abort"),
                                set(POLICIES))]
-    profile = PROFILES[c.choice("pkvm", None, "profile", t.get("profile", "v6.19"),
-                                set(PROFILES))]
     ram = c.size("pkvm", None, "ram_pages", t.get("ram_pages", 512))
     if not 1 <= ram <= MAX_RAM_PAGES:
         raise c.fail("pkvm", None, "ram_pages", f"must be 1..{MAX_RAM_PAGES}, not {ram}")
@@ -134,7 +131,7 @@ def parse_pkvm(c: Checker, data: dict[str, Any],
     if nomap > MAX_RAM_PAGES:
         raise c.fail("pkvm", None, "nomap_pages", f"must be 0..{MAX_RAM_PAGES}, not {nomap}")
     unmap = c.boolean("pkvm", None, "unmap_donated", t.get("unmap_donated", False))
-    return PkvmConfig(policy, profile, ram, nomap, unmap, _guests(c, data)), []
+    return PkvmConfig(policy, ram, nomap, unmap, _guests(c, data)), []
 
 
 def _guests(c: Checker, data: dict[str, Any]) -> tuple[GuestSpec, ...]:
@@ -188,7 +185,7 @@ def build_pkvm(world: World, config: PkvmConfig | None) -> None:
         world.add(PkvmWorld(None))
         return
     pkvm = mp.new_pkvm(config.ram_pages, nomap_pages=config.nomap_pages,
-                       profile=config.profile)
+                       profile=world.scenario.profile.pgtable)
     pw = PkvmWorld(pkvm, config.policy, config.unmap_donated)
     for g in config.guests:
         pk.__pkvm_init_vm(pkvm, g.handle, g.protected)

@@ -20,6 +20,7 @@ from s2mmu.kvm.abort import (
     GuestResult,
     HwpoisonSignal,
     InjectedAbort,
+    InjectedS2Fault,
     InjectKind,
     MmioExit,
     NisvExit,
@@ -46,6 +47,8 @@ class Outcome(enum.Enum):
     SIZE_FAULT = "size-fault"
     SERROR = "serror"
     HWPOISON = "hwpoison"
+    L1_S2_FAULT = "l1-s2-fault"
+    """A fault of the guest hypervisor's stage 2 injected into L1 (nested)."""
     ERROR = "error"
     DONE = "done"
     """A step that is not a guest access and succeeded."""
@@ -70,6 +73,8 @@ def result_outcome(r: GuestResult) -> Outcome:
             return INJECTED[kind]
         case HwpoisonSignal():
             return Outcome.HWPOISON
+        case InjectedS2Fault():
+            return Outcome.L1_S2_FAULT
         case Error():
             return Outcome.ERROR
     raise AssertionError(r)

@@ -59,7 +59,8 @@ DEMO_SCHEMA = "s2mmu.demo/1"
 
 HEX_FIELDS = frozenset({"ipa", "pa", "hva", "gpa", "va", "far", "esr", "hpfar", "start",
                         "page", "pages", "first_page", "esr_iss", "fsc", "stage1_tables",
-                        "pfn", "gfn", "phys", "addr"})
+                        "pfn", "gfn", "phys", "addr", "xt", "par", "fast_par", "l2_ipa",
+                        "tables", "oa"})
 """Fields whose integers are addresses, register values or page numbers: hex strings."""
 SIZE_FIELDS = frozenset({"size", "vma_pagesize"})
 """Fields whose integers are sizes in bytes: "4K", "2M", "1G"."""
@@ -73,7 +74,7 @@ def value(name: str, v: Any) -> Any:
     if isinstance(v, bytes):
         return v.hex()
     if isinstance(v, enum.Enum):
-        return v.value
+        return v.value if isinstance(v.value, str | int) else v.name
     if isinstance(v, int):
         if name in HEX_FIELDS:
             return hex(v)
@@ -229,7 +230,7 @@ def run_json(run: Run, trace: bool = False) -> dict[str, Any]:
     counts = fault_counts(run)
     scn = run.scenario
     return {"schema": RUN_SCHEMA, "scenario": scn.path, "name": scn.name,
-            "description": scn.description, "ok": run.ok,
+            "description": scn.description, "profile": scn.profile.name, "ok": run.ok,
             "failures": [failure_json(f) for f in run.failures],
             "summary": {"faults": sum(counts.values()), "results": counts,
                         "layers": {k: summary_json(v) for k, v in run.summaries.items()}},

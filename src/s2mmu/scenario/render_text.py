@@ -77,6 +77,14 @@ from s2mmu.kvm.invariants import (
     UnexplainedDirtyBit,
     WritableBlockWhileLogging,
 )
+from s2mmu.nested.invariants import (
+    ShadowBeyondL1,
+    ShadowMismatch,
+    ShadowOutsideMemslot,
+    ShadowPermsExceed,
+)
+from s2mmu.nested.mmu import ShadowS1Tlbi, ShadowUnmap
+from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
     DcacheCleanInvalPoc,
@@ -100,7 +108,7 @@ from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_W,
     KVM_PGTABLE_PROT_X,
 )
-from s2mmu.pgtable.s2trans import KvmS2Trans
+from s2mmu.pgtable.s2trans import KvmS2Trans, NestedWalkError
 from s2mmu.pkvm.errno import errname as pkvm_errname
 from s2mmu.pkvm.host_fault import Fixup, ZeropadFixedUp
 from s2mmu.scenario.kvm_events import (
@@ -117,6 +125,7 @@ from s2mmu.scenario.kvm_events import (
     ExpectError,
     ExpectLeaves,
     ExpectMapping,
+    ExpectMarkedDirty,
     ExpectOutcome,
     ExpectSeq,
     GetDirtyLog,
@@ -133,6 +142,28 @@ from s2mmu.scenario.kvm_events import (
     RawAbort,
     SetMemslot,
     SlotChanged,
+)
+from s2mmu.scenario.nested_events import (
+    AtDone,
+    ExpectEsr,
+    ExpectPar,
+    ExpectPath,
+    ExpectShadow,
+    L1At,
+    L1MapEvent,
+    L1Mapped,
+    L1Tlbi,
+    L1Unmap,
+    L1Unmapped,
+    L2Access,
+    L2Completed,
+    L2Enter,
+    L2Entered,
+    L2Faulted,
+    NestedSummary,
+    ShadowLeaf,
+    TlbiDone,
+    TlbiUndefined,
 )
 from s2mmu.scenario.pkvm_events import (
     POLICY_NAMES,
@@ -153,6 +184,8 @@ from s2mmu.scenario.records import Failure, FaultStep, Mismatch, Outcome, Run, S
 
 SHOWN_DIRTY_PAGES = 16
 """A dirty log shows this many pages, then '...'."""
+SHOWN_EVENTS = 8
+"""A step shows this many TLBI/CMO events, then how many more (JSON has them all)."""
 
 
 # -- values -------------------------------------------------------------------------------------
@@ -256,9 +289,11 @@ def decision_text(d: Decision) -> str:
             return "no valid syndrome: KVM_EXIT_ARM_NISV"
         case IoMemAbort():
             return "no valid syndrome: -ENOSYS"
-        case NestedS2Walk(fault_ipa=ipa, trans=t) if t.esr:
+        case NestedS2Walk(fault_ipa=ipa, trans=NestedWalkError(errno=e, reason=why)):
+            return f"L1 stage 2 walk refused for L2 IPA {ipa:#x} (-{e}: {why}): inject FSC 0x0"
+        case NestedS2Walk(fault_ipa=ipa, trans=KvmS2Trans() as t) if t.esr:
             return f"L1 stage 2 faults on L2 IPA {ipa:#x} (FSC {t.esr:#x}, level {t.level})"
-        case NestedS2Walk(fault_ipa=ipa, trans=t):
+        case NestedS2Walk(fault_ipa=ipa, trans=KvmS2Trans() as t):
             return (f"L1 stage 2: L2 IPA {ipa:#x} -> IPA {t.output:#x} "
                     f"{size_name(t.block_size)} level {t.level} {l1_perms(t)}")
         case NestedPermFault(fault_ipa=ipa, esr=esr):
@@ -508,7 +543,9 @@ def step_lines(step: StepRecord, trace: bool = False) -> list[str]:
         out.append(f"    # {step.event.note}")
     for f in step.faults:
         out += fault_lines(f)
-    out += [f"    ~ {event_text(e)}" for e in step.events]
+    out += [f"    ~ {event_text(e)}" for e in step.events[:SHOWN_EVENTS]]
+    if len(step.events) > SHOWN_EVENTS:
+        out.append(f"    ~ ... {len(step.events) - SHOWN_EVENTS} more (--json lists them all)")
     if trace:
         out += [f"    . {event_text(e)}" for e in step.trace]
     out += [f"    EXPECTATION FAILED: {mismatch_text(m)}" for m in step.mismatches]
@@ -573,6 +610,11 @@ def _(e: ExpectDirtyCount, got: Any = None) -> str:
 @mismatch_text.register
 def _(e: ExpectLeaves, got: Any = None) -> str:
     return f"expected stage-2 leaves {leaves_text(e.leaves)}, got {leaves_text(got)}"
+
+
+@mismatch_text.register
+def _(e: ExpectMarkedDirty, got: Any = None) -> str:
+    return f"expected the step's faults to mark {e.count} page(s) dirty, got {got}"
 
 
 @mismatch_text.register
@@ -775,9 +817,160 @@ def verdict_lines(run: Run) -> list[str]:
 def timeline_lines(run: Run, trace: bool = False) -> list[str]:
     """Return the run as text: one block per step, then the summary and the verdict."""
     scn = run.scenario
-    out = [f"scenario {scn.name} ({scn.path})"]
+    release = "" if scn.profile is CURRENT_PROFILE else f", kernel profile {scn.profile.name}"
+    out = [f"scenario {scn.name} ({scn.path}){release}"]
     if scn.description:
         out.append(f"  {scn.description}")
     for step in run.steps:
         out += step_lines(step, trace)
     return out + summary_lines(run) + verdict_lines(run)
+
+
+# -- the nested layer ---------------------------------------------------------------------------
+
+
+def shadow_unmap_text(u: ShadowUnmap) -> str:
+    """Return one shadow range a TLBI emptied."""
+    return f"VMID {u.vmid}: shadow L2 IPA {u.ipa:#x}+{size_name(u.size)} unmapped"
+
+
+def tlbi_result_text(r: object) -> str:
+    """Return what KVM did for an L1 TLBI."""
+    match r:
+        case TlbiUndefined(feature=feat):
+            return f"UNDEFINED (the VM has no {feat}): injected into L1"
+        case TlbiDone(unmapped=(), s1=()):
+            return "no shadow with L1's VMID: nothing to do"
+        case TlbiDone(unmapped=done, s1=()):
+            return "; ".join(shadow_unmap_text(u) for u in done)
+        case TlbiDone(s1=s1):
+            return "; ".join(f"VMID {t.vmid}: TLBI VMALLE1IS on shadow VMID {t.shadow_vmid}, "
+                             "shadow stage 2 kept" for t in s1)
+    return "?"
+
+
+@event_summary.register
+def _(event: L2Access, step: StepRecord) -> str:
+    r = step.result
+    done = f" (PA {r.pa:#x})" if isinstance(r, L2Completed) else ""
+    if isinstance(r, L2Faulted):
+        f = r.fault
+        done = f" ({f.statuscode.value} fault, level {f.level}, L2's own exception)"
+    where = f"VA {event.va:#x}" if event.va is not None else f"L2 IPA {event.ipa:#x}"
+    return f"L2 {event.access} {where}{done}"
+
+
+@event_summary.register
+def _(event: L1Tlbi, step: StepRecord) -> str:
+    return f"L1 TLBI {event.op.value} Xt {event.xt:#x}: {tlbi_result_text(step.result)}"
+
+
+def par_text(par: int) -> str:
+    """Return PAR_EL1 decoded: the fault status, or the PA and attributes."""
+    if par & 1:
+        stage = "stage 2" if par >> 9 & 1 else "stage 1"
+        return f"F=1 FST {par >> 1 & 0x3F:#x} ({stage})"
+    return f"PA {par & ((1 << 52) - 1) & ~0xFFF:#x} ATTR {par >> 56:#04x} SH {par >> 7 & 3}"
+
+
+@event_summary.register
+def _(event: L1At, step: StepRecord) -> str:
+    r = step.result
+    pan = " (PAN)" if event.pan else ""
+    if not isinstance(r, AtDone):
+        return f"L1 AT {event.op.name} VA {event.va:#x}{pan}"
+    return (f"L1 AT {event.op.name} VA {event.va:#x}{pan}: PAR_EL1 {r.par:#x} = "
+            f"{par_text(r.par)}, {r.path} path")
+
+
+@event_summary.register
+def _(event: L1Unmap, step: StepRecord) -> str:
+    r = step.result
+    if not isinstance(r, L1Unmapped):
+        return f"L1 unmaps L2 IPA {event.l2_ipa:#x}"
+    return (f"L1 unmaps L2 IPA {r.l2_ipa:#x}: level-{r.level} descriptor at {r.gpa:#x} "
+            "zeroed (the shadow is stale until L1 invalidates)")
+
+
+@event_summary.register
+def _(event: L1MapEvent, step: StepRecord) -> str:
+    m = event.map
+    return f"L1 maps L2 IPA {m.l2_ipa:#x}+{size_name(m.size)} -> IPA {m.ipa:#x}"
+
+
+@event_summary.register
+def _(event: L2Enter, step: StepRecord) -> str:
+    regs = ", ".join(f"{k}={v:#x}" for k, v in event.regs)
+    r = step.result
+    if not isinstance(r, L2Entered):
+        return f"L1 enters L2 ({regs})"
+    how = ("found by lookup_s2_mmu" if r.found else
+           "a new key" if r.recycled_vmid is None else
+           f"recycled from L1 VMID {r.recycled_vmid}, its tables unmapped")
+    return (f"L1 enters L2 ({regs}): shadow VMID {r.shadow_vmid} for L1 VMID {r.vmid}, "
+            f"{how}")
+
+
+def shadow_leaf_text(leaf: ShadowLeaf | Any) -> str:
+    """Return a shadow leaf as '2M RWX' or 'none'."""
+    if not isinstance(leaf, ShadowLeaf) or leaf.size is None:
+        return "none"
+    return (f"{size_name(leaf.size)}" + (f" {leaf.perms or '-'}" if leaf.perms is not None
+                                         else "")
+            + (f" at PA {leaf.pa:#x}" if leaf.pa is not None else ""))
+
+
+@mismatch_text.register
+def _(e: ExpectEsr, got: Any = None) -> str:
+    want = "none" if e.esr is None else f"{e.esr:#x}"
+    return f"expected ESR {want} injected into L1, got {'none' if got is None else hex(got)}"
+
+
+@mismatch_text.register
+def _(e: ExpectShadow, got: Any = None) -> str:
+    return (f"expected the shadow leaf at L2 IPA {e.l2_ipa:#x} to be "
+            f"{shadow_leaf_text(e.leaf)}, got {shadow_leaf_text(got)}")
+
+
+@mismatch_text.register
+def _(e: ExpectPar, got: Any = None) -> str:
+    return f"expected PAR_EL1 {e.par:#x}, got {'none' if got is None else hex(got)}"
+
+
+@mismatch_text.register
+def _(e: ExpectPath, got: Any = None) -> str:
+    return f"expected the {e.path} path, got {got}"
+
+
+@invariant_text.register
+def _(v: ShadowBeyondL1) -> str:
+    return (f"shadow (VMID {v.vmid}) maps L2 IPA {v.l2_ipa:#x}, which L1's stage 2 does not "
+            f"translate (FSC {v.fsc:#x})")
+
+
+@invariant_text.register
+def _(v: ShadowOutsideMemslot) -> str:
+    return f"shadow (VMID {v.vmid}) maps L2 IPA {v.l2_ipa:#x} to IPA {v.ipa:#x}, in no memslot"
+
+
+@invariant_text.register
+def _(v: ShadowMismatch) -> str:
+    host = "nothing" if v.host_pa is None else f"PA {v.host_pa:#x}"
+    return (f"shadow (VMID {v.vmid}) maps L2 IPA {v.l2_ipa:#x} to PA {v.pa:#x}, but IPA "
+            f"{v.ipa:#x} is backed by {host}")
+
+
+@invariant_text.register
+def _(v: ShadowPermsExceed) -> str:
+    return (f"shadow (VMID {v.vmid}) grants {prot_str(v.granted)} at L2 IPA {v.l2_ipa:#x}, "
+            f"L1's stage 2 and the memslot allow {prot_str(v.allowed)}")
+
+
+@summary_text.register
+def _(s: NestedSummary, run: Run, layer: str) -> list[str]:
+    shadows = ", ".join(f"VMID {x.vmid} ({'stage 2 on' if x.stage2_enabled else 'stage 2 off'}"
+                        f", {x.leaves} leaves)" for x in s.shadows) or "none in use"
+    return [f"  shadow stage 2s: {shadows} (pool of {s.pool})"]
+
+
+_ = (L1Mapped, ShadowS1Tlbi)  # results worded by their event's summary

@@ -12,6 +12,10 @@ the world state it builds from them (a :class:`Layer`), its event kinds (an
 (:class:`ExpectationKind`) and its invariants (:class:`Invariant`). Loading parses each
 ``[[event]]`` table into its kind's frozen dataclass, checked field by field with the
 same ``file:line: field: why`` messages; the runner dispatches through the same registry.
+
+``[kvm] profile = "v6.12"`` names the kernel release whose rules every layer follows
+(:mod:`s2mmu.nested.profile`); it is the scenario's, not one layer's, so the loader reads
+it and the layers find it as ``world.scenario.profile``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from s2mmu.arch.inputs import (
     size_of_text,
 )
 from s2mmu.kvm.host import host_usable_pa_bits
+from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
+from s2mmu.nested.profile import KERNEL_PROFILES, KernelProfile
 
 if TYPE_CHECKING:
     from s2mmu.scenario.records import Mismatch, Outcome, StepDraft, World
@@ -53,10 +59,12 @@ MAP_KEYS = {"va", "ipa", "size", "ro", "xn", "device"}
 ACCESS = {"read", "write", "exec", "dc"}
 HOST_EVENTS = {"munmap", "madvise", "migrate", "hwpoison"}
 COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq"}
-RACE_KEYS = {"do", "hva", "size"}
+RACE_KEYS = {"do", "hva", "size", "at"}
+RACE_POINTS = {"before-lock", "before-seq"}
+KVM_KEYS = {"profile"}
 MAPPING_SIZES = {"4K", "2M", "1G"}
 EXPECTS = {"completed", "guest-fault", "resumed", "mmio", "nisv", "sea-dabt", "sea-pabt",
-           "size-fault", "serror", "hwpoison", "error", "retry"}
+           "size-fault", "serror", "hwpoison", "error", "retry", "l1-s2-fault"}
 
 
 
@@ -127,7 +135,7 @@ class Event:
 @dataclass(frozen=True)
 class Scenario:
     """A whole scenario, checked: each layer's configuration, the setup steps the layers
-    derive from their tables (memslots), then the timeline."""
+    derive from their tables (memslots), then the timeline, and the kernel release."""
 
     path: str
     name: str
@@ -135,6 +143,8 @@ class Scenario:
     configs: Mapping[str, object]
     setup: tuple[Event, ...] = ()
     events: tuple[Event, ...] = ()
+    profile: KernelProfile = CURRENT_PROFILE
+    """The kernel release whose rules every layer follows ([kvm] profile)."""
 
     def config(self, layer: str) -> Any:
         """Return one layer's configuration (the value its Layer.parse returned)."""
@@ -247,7 +257,8 @@ class Registry:
 REGISTRY = Registry()
 """The registry the runner dispatches through."""
 
-LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events")
+LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events",
+                 "s2mmu.scenario.nested_events")
 """The scenario-level modules that register each layer (nested and pKVM add theirs)."""
 
 
@@ -406,7 +417,8 @@ class Checker:
 
 INT_KEYS = {"start", "size", "pa", "gpa", "hva", "va", "ipa", "stage1_tables", "first_page",
             "num_pages", "esr", "far", "hpfar", "id", "vcpu", "slot", "pa_bits", "ipa_bits",
-            "eager_split_chunk", "expect_dirty_count", "expect_seq", "hugetlb"}
+            "eager_split_chunk", "expect_dirty_count", "expect_seq", "hugetlb",
+            "expect_marked_dirty"}
 BOOL_KEYS = {"thp", "allow_any_uncached", "mte_allowed", "writable", "ro", "xn", "device",
              "mte", "manual_dirty_log_protect", "initially_set", "nisv_to_user",
              "ras_claims_sea"}
@@ -551,12 +563,14 @@ def _check_map(c: Checker, vcpu: int, j: int, m: Any) -> dict[str, Any]:
 
 
 def _check_race(c: Checker, index: int, r: Any) -> dict[str, Any]:
-    usage = "must be {do = munmap|madvise|migrate|hwpoison, hva = ..., size = ...}"
+    usage = ("must be {do = munmap|madvise|migrate|hwpoison, hva = ..., size = ..., "
+             "at = before-lock|before-seq}")
     if not isinstance(r, dict) or r.get("do") not in HOST_EVENTS or "hva" not in r \
-            or set(r) - RACE_KEYS:
+            or set(r) - RACE_KEYS or r.get("at", "before-lock") not in RACE_POINTS:
         raise c.fail("event", index, "race", usage)
     return {"do": r["do"], "hva": c.size("event", index, "race", r["hva"]),
-            "size": c.size("event", index, "race", r.get("size", PAGE))}
+            "size": c.size("event", index, "race", r.get("size", PAGE)),
+            "at": r.get("at", "before-lock")}
 
 
 SLOT_FLAGS = {"log_dirty_pages", "readonly"}
@@ -629,7 +643,8 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
     registry = load_layers()
     p, text, data = _read(path, text)
     c = Checker(p, text)
-    top = {"name", "description", "event"}.union(*(la.tables for la in registry.layers.values()))
+    top = {"name", "description", "event", "kvm"}.union(
+        *(la.tables for la in registry.layers.values()))
     for k in data:
         if k not in top:
             raise ScenarioError(f"{p}:{locate(text, k, None, None)}: {field_name(k)}: unknown "
@@ -638,6 +653,7 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
         if k in data and not isinstance(data[k], str):
             raise ScenarioError(f"{c.path}:{_top_line(c.text, k)}: {k}: must be a string, "
                                 f"not {shorten(data[k])}")
+    profile = check_profile(c, data)
     configs: dict[str, object] = {}
     setup: list[Event] = []
     for layer in registry.layers.values():
@@ -646,7 +662,17 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
         setup += steps
     events = _parse_events(c, data, ParseContext(configs, c))
     return Scenario(p, str(data.get("name", Path(p).stem)), str(data.get("description", "")),
-                    configs, tuple(setup), tuple(events))
+                    configs, tuple(setup), tuple(events), profile)
+
+
+def check_profile(c: Checker, data: dict[str, Any]) -> KernelProfile:
+    """Return the release [kvm] profile names (the current code when absent)."""
+    t = c.keys("kvm", None, data.get("kvm", {}), KVM_KEYS)
+    name = t.get("profile", CURRENT_PROFILE.name)
+    if not isinstance(name, str) or name not in KERNEL_PROFILES:
+        raise c.fail("kvm", None, "profile", f"must be one of {', '.join(KERNEL_PROFILES)}, "
+                                             f"not {shorten(name)}")
+    return KERNEL_PROFILES[name]
 
 
 def check_kvm_tables(c: Checker, data: dict[str, Any]) -> tuple[
