@@ -90,9 +90,9 @@ PROFILES = {p.name: p for p in (V6_12, CURRENT)}
 
 # compute_par_s1: no NS bit, SCTLR_ELx.C=0 forces Normal NC, reserved SH reads as NSH,
 # a reserved TGx is 64KB, PAR_EL1 bit 11 (RES1) set; compute_par_s12 applies
-# HCR_EL2.CD with or without FWB. walk_s1 takes the output address bits below a
-# contiguous run from the VA (contiguous_bit_shift), found by `s2mmu kernel diff --at`
-# against 6.12's at.c.
+# HCR_EL2.CD with or without FWB; walk_s1 takes the output bits below a contiguous run
+# from the VA (contiguous_bit_shift; also found by `s2mmu kernel diff --at` against
+# 6.12's at.c).
 AT_CHOICES = ImplChoices(par_ns_nonsecure=False, par_sctlr_cacheability=True,
                          reserved_tg_granule=64, reserved_sh=0b00, par_hcr_cd="always",
                          contiguous_oa_from_ia=True)
@@ -113,13 +113,16 @@ class AtContext:
     shadow: the shadow stage 2 of L1's current VTTBR/VTCR (None when lookup_s2_mmu
     finds none); canonical: the VM's own stage 2 (for L1's EL2&0 regime), None for no
     hardware fast path at all (the kernel oracle, whose at.c runs with its hardware AT
-    failing, compares the software walks).
+    failing, compares the software walks). hw_choices: the host CPU's implementation
+    choices, which the fast path's real AT reports with (PAR_EL1.NS, SCTLR_ELx.C in
+    ATTR, ...); the slow path reports as compute_par_s1 does (AT_CHOICES).
     """
 
     vm: NestedVm
     profile: AtProfile
     canonical: ShadowS2 | None
     shadow: ShadowS2 | None = None
+    hw_choices: ImplChoices = ImplChoices()
 
 
 @dataclass(frozen=True)
@@ -319,20 +322,21 @@ def at_fast(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int) -> int 
 
     Stage 1 is L1's (its registers, its tables as the host sees them in guest memory),
     stage 2 of the walk is the shadow (EL1&0) or the VM's own stage 2 (EL2 and EL2&0).
+    PAR_EL1 is the host CPU's (ctx.hw_choices): KVM returns what the hardware wrote.
     Kernel: at.c __kvm_at_s1e01_fast, at_s1e1p_fast, __kvm_at_s1e2.
     """
     regime = compute_translation_regime(op, regs)
     s2 = ctx.shadow if regime is Regime.EL10 else ctx.canonical
     if s2 is None:
         return None
-    vm = ctx.vm
+    vm, choices = ctx.vm, ctx.hw_choices
     hw = hw_update_of(vm.fs)
-    p = get_s1_ttw_params(regs, regime, va, vm.fs, AT_CHOICES, hw)
+    p = get_s1_ttw_params(regs, regime, va, vm.fs, choices, hw)
     host_regs = replace(SysRegs(), VTCR_EL2=s2.vtcr, VTTBR_EL2=s2.vttbr)
-    s2p = get_s2_ttw_params(host_regs, vm.fs, AT_CHOICES, hw)
+    s2p = get_s2_ttw_params(host_regs, vm.fs, choices, hw)
     el, pan_on = slow_access(op, regs, pan, regime)
     access = acc_at(el, op.write, pan=pan_on, any_access=op.any_access)
-    env = Env(vm.host, vm.fs, AT_CHOICES, hw=hw)
+    env = Env(vm.host, vm.fs, choices, hw=hw)
     got = s1_translate(p, s2p, va, access, env)
     return encode_par(got, env)
 
