@@ -35,13 +35,13 @@ from dataclasses import dataclass, field, replace
 
 from s2mmu.arch.errors import InputError
 from s2mmu.kernel.binding import KernelEvent, KernelPgtable
+from s2mmu.pgtable.callers import fault_walk_flags
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2, stage2_cache_min_pages
 from s2mmu.pgtable.events import TLBI_TTL_UNKNOWN, PageFree, TlbiVmidIpa, Warn
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.profile import BehaviourProfile
 from s2mmu.pgtable.prot import KvmPgtableProt
-from s2mmu.pgtable.races import fault_walk_flags
 from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_flush,
     kvm_pgtable_stage2_map,
@@ -54,7 +54,6 @@ from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_wrprotect,
 )
 from s2mmu.pgtable.table import KvmPgtable
-from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_SHARED
 
 SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
 POOL_BASE = 0x80_0000_0000
@@ -286,8 +285,7 @@ def run_model(s: Sides, op: Op) -> int | None:
     The fault path's walk flags go to relax_perms, mkyoung and a map marked fault;
     against 6.1, whose walks take no flags, none.
     """
-    fault = 0 if s.kernel.series <= SERIES_6_1 else (
-        fault_walk_flags(s.env.profile) | KVM_PGTABLE_WALK_SHARED)
+    fault = 0 if s.kernel.series <= SERIES_6_1 else fault_walk_flags(s.env.profile)
     pgt = s.pgt
     match op.name:
         case "map":
