@@ -18,12 +18,22 @@ from s2mmu.arch.errors import InputError
 from s2mmu.pgtable.concurrency import explore
 from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2, pkvm_guest_mm_ops
 from s2mmu.pgtable.errno import EAGAIN
-from s2mmu.pgtable.events import TLBI_TTL_UNKNOWN, TlbiVmidIpa, UseAfterFree
+from s2mmu.pgtable.events import (
+    TLBI_TTL_UNKNOWN,
+    DcacheCleanInvalPoc,
+    Dsb,
+    IcacheInvalPou,
+    PageFree,
+    TlbiVmid,
+    TlbiVmidIpa,
+    UseAfterFree,
+)
 from s2mmu.pgtable.profile import (
     CURRENT,
     KNOBS,
     PRE_V6_3,
     PROFILES,
+    V6_1,
     V6_3,
     V6_19,
     BehaviourProfile,
@@ -136,6 +146,7 @@ def pkvm_guest(profile: BehaviourProfile) -> tuple[PgtableEnv, KvmPgtable]:
     "profile",
     [
         CURRENT,
+        V6_1,   # 6.1's anchor walker installs the block only on the way back up
         has_bug(NO_RELOAD, "no re-read after TABLE_PRE (before a9f0e3d5a089)"),
         has_bug(PRE_V6_3, "v6.2 does not re-read after TABLE_PRE"),
     ],
@@ -307,3 +318,32 @@ def test_relax_perms_invalidates_as_its_release_does(release: str, on_success: l
     assert ret == (-EAGAIN if profile.attr_eagain_on_invalid else 0)
     assert env.events.of_type(TlbiVmidIpa) == (on_eagain if ret else
                                                [TlbiVmidIpa(1, SZ_2M, 0, nsh=False)])
+
+
+# Linux 6.1 (measured against its own pgtable.c by tests/kernel/test_diff_6_1.py).
+
+
+def test_v6_1_replaces_a_table_by_a_block_through_an_anchor() -> None:
+    env = new_env(profile=V6_1)
+    pgt = new_stage2(env, 40)
+    mc = memcache(env)
+    kvm_pgtable_stage2_map(pgt, 0x1A000, SZ_4K, PA, KVM_PGTABLE_PROT_R, mc)
+    table = kvm_pgtable_get_leaf(pgt, 0x1A000)
+    n = len(env.events)
+    assert kvm_pgtable_stage2_map(pgt, 0, SZ_2M, PA, KVM_PGTABLE_PROT_RW, mc) == 0
+    kinds = [type(e) for e in env.events.since(n)]
+    # Whole-VMID invalidation at TABLE_PRE, the block's one CMO and the detached table's
+    # free at TABLE_POST, then the map's trailing DSB.
+    assert kinds == [TlbiVmid, DcacheCleanInvalPoc, PageFree, Dsb]
+    assert kvm_pgtable_get_leaf(pgt, 0x1A000).level == 2 and table.level == 3
+
+
+@pytest.mark.parametrize(("owner", "size"), [(1, SZ_4K), (0, 4 * SZ_4K)])
+def test_v6_1_owner_annotations_invalidate_the_icache(owner: int, size: int) -> None:
+    for profile, expected in ((V6_1, size // SZ_4K), (CURRENT, 0)):
+        env = new_env(profile=profile)
+        pgt = new_stage2(env, 40)
+        n = len(env.events)
+        assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, size, memcache(env), owner) == 0
+        icache = [e for e in env.events.since(n) if isinstance(e, IcacheInvalPou)]
+        assert len(icache) == expected, profile.name

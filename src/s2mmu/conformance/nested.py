@@ -488,6 +488,53 @@ def s12_attrs(ev: NestedEvidence) -> int | None:
     return ev.arch & ~ATTR_SH | ev.kvm & ATTR_SH
 
 
+def s1_blocks_48bit(ev: NestedEvidence) -> NestedEvidence | None:
+    """at.c's walk_s1 takes blocks only at the 48-bit layouts' levels: the architecture on
+    an implementation without FEAT_LPA/FEAT_LPA2 (no 64KB level-1 block). Slow path only."""
+    if ev.fast:
+        return None
+    fs = replace(ev.arch_fs.with_features(remove=("FEAT_LPA", "FEAT_LPA2")), pa_bits=48)
+    return reconfigured(ev, ev.arch_regs, ev.arch_choices, fs)
+
+
+def par_pa_48bit(ev: NestedEvidence) -> int | None:
+    """compute_par_s1 keeps PA[47:12] only (slow path)."""
+    if ev.fast or not ok(ev.arch) or not ev.arch >> 48 & 0xF:
+        return None
+    return ev.arch & ~(0xF << 48)
+
+
+def af_unchecked(ev: NestedEvidence) -> int | None:
+    """6.12's walk_s1 never reads AF: an Access flag fault of the architecture is KVM's
+    translation (or its permission fault on the same leaf)."""
+    if ev.fast or ok(ev.arch) or ev.arch & S2 or fst(ev.arch) & 0b111100 != 0b001000:
+        return None
+    return ev.kvm if ok(ev.kvm) or fst(ev.kvm) & 0b111100 == 0b001100 else None
+
+
+def ptw_on_s1_fault(ev: NestedEvidence) -> int | None:
+    """6.12's walk_s1 sets PAR_EL1.PTW on a stage-1 Translation or Address size fault."""
+    if ok(ev.arch) or ev.arch & (S2 | PTW) or fst(ev.arch) & 0b111100 not in (0, 0b000100):
+        return None
+    return ev.arch | PTW
+
+
+def s12_without_e2h(ev: NestedEvidence) -> int | None:
+    """6.12's __kvm_at_s12 returns the stage-1 result (bit 11 set) when E2H is 0."""
+    if ev.op.stage != 12 or ev.regs.e2h() or not l1_stage2_on(ev.regs):
+        return None
+    return ev.kvm if ok(ev.kvm) and ev.kvm & BIT11 else None
+
+
+def fwb_device_ngnrne(ev: NestedEvidence) -> int | None:
+    """6.12's compute_par_s12 reads a stage-2 Device MemAttr under FWB as Device-nGnRnE."""
+    if not ev.two_stages or ev.s2_desc is None or not ok(ev.arch):
+        return None
+    if not HCR_EL2.decode(ev.regs.HCR_EL2).FWB or ev.s2_desc >> 2 & 0b0100:
+        return None
+    return ev.arch & ~(0xFF << 56)
+
+
 def vm_view(fs: FeatureSet) -> NestedVm:
     """Return a VM with no memory, for the register-only checks of KVM's walker."""
     host = PhysMem()
@@ -503,6 +550,7 @@ RECONFIGURATIONS: tuple[tuple[str, Reconfigure], ...] = (
     ("S2_OA_48BIT", s2_oa_48bit),
     ("S2_NO_HW_DIRTY", vtcr_cleared(VTCR_HD)),
     ("S2_NO_HW_AF", vtcr_cleared(VTCR_HA)),
+    ("AT_S1_BLOCK_LEVELS", s1_blocks_48bit),
 )
 """Listed differences that are KVM reading the state otherwise (an IMPLEMENTATION DEFINED
 choice, a register field or feature it does not read): the architecture model is run
@@ -517,6 +565,11 @@ KVM_NORMALISERS: tuple[tuple[str, Normaliser], ...] = (
     ("S12_ATTRIBUTES", s12_attrs),
     ("AT_PAR_SCTLR_C", sctlr_c),
     ("AT_PAR_NS", par_ns),
+    ("AT612_NO_AF_CHECK", af_unchecked),
+    ("AT612_PTW_ON_S1_FAULT", ptw_on_s1_fault),
+    ("AT612_S12_NEEDS_E2H", s12_without_e2h),
+    ("AT612_FWB_DEVICE_NGNRNE", fwb_device_ngnrne),
+    ("AT_PAR_PA_48BIT", par_pa_48bit),
 )
 """Listed differences in how KVM reports a result: each turns the architecture's PAR_EL1
 into KVM's under the condition that triggers it (applied in this order, after the
@@ -616,8 +669,13 @@ def nested_evidence(case: HarnessCase, index: int, kvm: Mapping[str, Any], kvm_p
 
 
 def nested_memory_verdict(ops: Sequence[OpComparison], qemu: Mapping[str, Any],
-                          kvm: Mapping[str, Any], arch: Mapping[str, Any]) -> str:
-    """Compare descriptor updates: equal, QEMU's listed extra updates, or a diverging op's."""
+                          kvm: Mapping[str, Any], arch: Mapping[str, Any],
+                          af_unchecked: bool = False) -> str:
+    """Compare descriptor updates: equal, QEMU's listed extra updates, or a diverging op's.
+
+    af_unchecked: a release whose software walk never reads AF (AT612_NO_AF_CHECK), so
+    the architecture's access-flag updates are missing from KVM's.
+    """
     if qemu.get("skipped") or qemu.get("memory_changes_dropped") or \
             any(op.verdict == NOT_RUN_VERDICT for op in ops):
         return NOT_RUN_VERDICT
@@ -631,7 +689,7 @@ def nested_memory_verdict(ops: Sequence[OpComparison], qemu: Mapping[str, Any],
     names = {name for op in ops for name in (op.divergence or "").split("+")}
     if n == normal_changes(arch) and any(name.startswith("qemu:") for name in names):
         return DIVERGENCE     # as compare.memory_verdict: QEMU departed on an op of the case
-    walks_less = bool(names & WALKS_LESS)
+    walks_less = bool(names & WALKS_LESS) or af_unchecked
     if walks_less and only_af_missing(undo_s2_dirty(q), n):
         return DIVERGENCE
     return MISMATCH
@@ -691,7 +749,8 @@ def compare_nested_case(case: HarnessCase, qemu: Mapping[str, Any], profile: AtP
     ops = tuple(compare_nested_op(case, i, qemu["ops"][i], kvm_ops[i], arch_ops[i], fs)
                 for i in range(n_ops))
     return CaseComparison(case=case, ops=ops,
-                          memory_verdict=nested_memory_verdict(ops, qemu, kvm, arch),
+                          memory_verdict=nested_memory_verdict(
+                              ops, qemu, kvm, arch, af_unchecked=not profile.s1_af_checked),
                           qemu=qemu, model=kvm)
 
 

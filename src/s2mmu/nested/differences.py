@@ -88,6 +88,41 @@ DIFFERENCES = (
         "a level-0 Address size fault",
         "setup_s1_walk checks the VA's form before the range and uses one label"),
     KvmDifference(
+        "AT612_NO_AF_CHECK", "at.c walk_s1 (6.12; the v6.12 AT profile's s1_af_checked)",
+        "an AF=0 stage-1 leaf is an Access flag fault (without hardware AF update)",
+        "the leaf translates (or takes its permission fault): the walk never reads AF",
+        "6.12's software walker has no access-flag check (measured by s2mmu kernel diff --at)"),
+    KvmDifference(
+        "AT612_PTW_ON_S1_FAULT", "at.c walk_s1 (6.12; ptw_on_s1_walk_fault)",
+        "a stage-1 Translation or Address size fault reports PAR_EL1.PTW=0",
+        "PAR_EL1.PTW=1 when the walk found the fault",
+        "6.12's fail_s1_walk(wr, fst, true, false) in walk_s1 (measured by s2mmu kernel diff "
+        "--at)"),
+    KvmDifference(
+        "AT612_S12_NEEDS_E2H", "at.c __kvm_at_s12 (6.12; s12_needs_e2h)",
+        "AT S12E* with HCR_EL2.E2H=0 and stage 2 on reports both stages",
+        "the stage-1 result (an IPA, bit 11 set) is left in PAR_EL1",
+        "6.12 returns early unless vcpu_el2_e2h_is_set (measured by s2mmu kernel diff --at)"),
+    KvmDifference(
+        "AT612_FWB_DEVICE_NGNRNE", "at.c compute_par_s12 (6.12; fwb_device_nGnRnE)",
+        "with FWB a stage-2 Device type combines with stage 1's (the stronger wins)",
+        "Device-nGnRnE: s2_memattr & GENMASK(1,0) << 2 reads as s2_memattr & 0b1100",
+        "operator precedence in 6.12's FWB Device case (measured by s2mmu kernel diff --at)"),
+    KvmDifference(
+        "AT_S1_BLOCK_LEVELS", "at.c walk_s1",
+        "a 64KB block at level 1 is a valid descriptor when PAMax() is 52 (FEAT_LPA), and "
+        "4KB level-0 and 16KB level-1 blocks are with TCR_ELx.DS (AArch64.BlockDescSupported)",
+        "the software walk accepts blocks at levels 1 and 2 with 4KB and at level 2 only "
+        "with 16KB and 64KB; any other block is a Translation fault at its level",
+        "walk_s1's valid_block knows only the 48-bit layouts (found by s2mmu kernel diff "
+        "--at against 6.12's at.c)"),
+    KvmDifference(
+        "AT_PAR_PA_48BIT", "at.c compute_par_s1",
+        "with FEAT_LPA a successful AT reports PA[51:48] in PAR_EL1[51:48]",
+        "PAR_EL1 carries PA[47:12] only: bits 51:48 of the output address are dropped",
+        "compute_par_s1 masks the output address with GENMASK_ULL(47, 12) (found by "
+        "s2mmu kernel diff --at against 6.12's at.c with a 52-bit PA VM, MMU off)"),
+    KvmDifference(
         "AT_S12_PAR_BIT11", "at.c compute_par_s12",
         "PAR_EL1 bit 11 is RES1 (reads as 1) in both formats",
         "a successful AT S12E* returns PAR_EL1 with bit 11 clear (stage-1-only results "

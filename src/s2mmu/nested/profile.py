@@ -18,6 +18,12 @@ Knob of this layer:
   c59ca4b5b0c3, "KVM: arm64: Implement HW access flag management in stage-1 SW PTW",
   merged beside 2608563b466b).
 
+Four more were measured against 6.12.118's own at.c by ``s2mmu kernel diff --at``
+(at.AtProfile: ``at_s1_af_checked``, ``at_ptw_on_s1_walk_fault``, ``at_s12_needs_e2h``,
+``at_fwb_device_nGnRnE``): 6.12 has the old rule, the current at.c the new one; the
+release between is not pinned, and the profiles take the new rule with v6.19, as they
+take at_hw_af.
+
 Kernel: arch/arm64/kvm/at.c (Linux 6.12.118 as read: setup_s1_walk, walk_s1, no
 __kvm_at_swap_desc) and the current at.c (__kvm_at_swap_desc).
 """
@@ -42,6 +48,14 @@ AT_KNOBS = (
     Knob("at_hw_af", "the AT software walk sets the stage-1 access flag (__kvm_at_swap_desc)",
          (Change("v6.19", "c59ca4b5b0c3", "KVM: arm64: Implement HW access flag management "
                  "in stage-1 SW PTW"),)),
+    Knob("at_s1_af_checked", "the AT software walk reads the stage-1 AF (after 6.12.118; "
+         "release not pinned)", (Change("v6.19", None, None),)),
+    Knob("at_ptw_on_s1_walk_fault", "a stage-1 fault found by the AT walk sets PAR_EL1.PTW "
+         "(6.12.118; fixed after, release not pinned)", (Change("v6.19", None, None),)),
+    Knob("at_s12_needs_e2h", "AT S12E* walks L1's stage 2 only with E2H=1 (6.12.118; fixed "
+         "after, release not pinned)", (Change("v6.19", None, None),)),
+    Knob("at_fwb_device_nGnRnE", "AT S12E* with FWB reads a stage-2 Device type as nGnRnE "
+         "(6.12.118; fixed after, release not pinned)", (Change("v6.19", None, None),)),
 )
 """The AT emulation's knobs, with their history."""
 
@@ -83,6 +97,12 @@ def all_knobs() -> tuple[Knob, ...]:
 
 def value_of(profile: KernelProfile, knob: Knob) -> object:
     """Return the value a release gives a knob (None: the layer is absent)."""
-    if knob.name == "at_hw_af":
-        return None if profile.at is None else profile.at.hw_af
+    if knob.name in AT_FIELDS:
+        return None if profile.at is None else getattr(profile.at, AT_FIELDS[knob.name])
     return knob_value(profile.pgtable, knob)
+
+
+AT_FIELDS = {"at_hw_af": "hw_af", "at_s1_af_checked": "s1_af_checked",
+             "at_ptw_on_s1_walk_fault": "ptw_on_s1_walk_fault",
+             "at_s12_needs_e2h": "s12_needs_e2h", "at_fwb_device_nGnRnE": "fwb_device_nGnRnE"}
+"""The AtProfile field behind each AT knob."""

@@ -72,6 +72,31 @@ and mkyoung a flags argument, "KVM: arm64: Pass walk flags to
 kvm_pgtable_stage2_relax_perms", kept HANDLE_FAULT|SHARED in user_mem_abort) until
 19cffd16ed64 drops it.
 
+Four knobs were found by running Linux 6.1.192's own pgtable.c against the model
+(``s2mmu kernel diff --source /usr/src/linux-source-6.1.tar.xz``, full agreement with
+them); 6.1.192 has the old rule and 6.12.118 the new one, the commits are not pinned:
+
+- ``map_anchor``: the map walker replaces a table by a block through an anchor (6.1's
+  stage2_map_walk_table_pre clears the table entry and invalidates the whole VMID, the
+  LEAF callback drops the references of the leaves below it, TABLE_POST frees the
+  detached tables on the way up and installs the block at the anchor), instead of
+  breaking the table entry and freeing the detached table at once, as the v6.2
+  parallel-fault rework does (the v6.2 profile's TABLE_PRE, whose missing re-read
+  a9f0e3d5a089 fixed).
+- ``cmo_valid_leaf_only``: the map walker's I-cache invalidation is for valid
+  executable leaves only (stage2_pte_executable checks validity, as in the 6.4-era
+  code); 6.1 also invalidates for an invalid entry whose XN bit is clear (an owner
+  annotation). The patch "KVM: arm64: Check for PTE validity when checking for
+  executable/cacheable" was posted in 2021; taken here as changed with v6.2.
+- ``map_sw_bits_shortcut``: an exclusive map that changes only software bits (or
+  nothing, as re-annotating an entry for the same owner) stores the entry without
+  break-before-make or cache maintenance (stage2_map_walker_try_leaf's "only changing
+  software bits" case, which tests kvm_pgtable_walk_shared and so came with the v6.2
+  rework or later); 6.1 goes through its cache maintenance.
+- ``unmap_range_tlbi``: with FEAT_TLBIRANGE and FWB, unmap skips the per-entry TLBIs
+  and invalidates the whole range once at the end (stage2_unmap_defer_tlb_flush, taken
+  here as v6.6, the range-based unmap invalidation); 6.1 invalidates entry by entry.
+
 Releases: one profile per release that changed a rule or that a user meets (v6.1 and
 v6.12 are Debian's kernels, v6.6 a long-term release, v6.18 the last with HANDLE_FAULT
 and the first profile with pKVM's EL2 guest stage 2, v6.19 the current code). Each
@@ -117,6 +142,10 @@ class BehaviourProfile:
     shared_access_faults: bool = True
     relax_perms_local_tlbi: bool = True
     relax_perms_tlbi_on_eagain: bool = True
+    map_anchor: bool = False
+    cmo_valid_leaf_only: bool = True
+    map_sw_bits_shortcut: bool = True
+    unmap_range_tlbi: bool = True
 
 
 @dataclass(frozen=True)
@@ -174,6 +203,14 @@ KNOBS = (
     Knob("relax_perms_tlbi_on_eagain", "relax_perms invalidates the TLB on -EAGAIN too",
          (Change("v6.7", "be097997a273", "KVM: arm64: Always invalidate TLB for stage-2 "
                  "permission faults"),)),
+    Knob("map_anchor", "the map walker replaces a table by a block through an anchor",
+         (Change("v6.2", None, None),)),
+    Knob("cmo_valid_leaf_only", "the map walker's I-cache invalidation skips invalid entries",
+         (Change("v6.2", None, None),)),
+    Knob("map_sw_bits_shortcut", "an exclusive software-bits-only map skips BBM and CMOs",
+         (Change("v6.2", None, None),)),
+    Knob("unmap_range_tlbi", "unmap (FWB + FEAT_TLBIRANGE) invalidates the range once at the end",
+         (Change("v6.6", None, None),)),
 )
 """Every knob of BehaviourProfile, in field order, with its history."""
 
@@ -191,6 +228,10 @@ V6_1 = BehaviourProfile(
     shared_access_faults=False,
     relax_perms_local_tlbi=False,
     relax_perms_tlbi_on_eagain=False,
+    map_anchor=True,
+    cmo_valid_leaf_only=False,
+    map_sw_bits_shortcut=False,
+    unmap_range_tlbi=False,
 )
 """v6.1 (Debian's 6.1.192): faults under the write lock, no walk flags, plain stores."""
 
@@ -206,6 +247,7 @@ V6_2 = BehaviourProfile(
     shared_access_faults=False,
     relax_perms_local_tlbi=False,
     relax_perms_tlbi_on_eagain=False,
+    unmap_range_tlbi=False,
 )
 """v6.2: parallel faults (SHARED); any error stops the walk; no 6.4-rc map-walker fixes."""
 
