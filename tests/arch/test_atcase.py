@@ -174,7 +174,7 @@ def test_memory_changes_in_op_order():
              memory=CASE["memory"][:3] + [{"pa": "0x60003008", "words": ["0x90000303"]}])
     out = run_case(parse_case(c))
     assert out["memory_changes"] == [
-        {"pa": "0x60003008", "before": "0x90000303", "after": "0x90000703"}]
+        {"pa": "0x60003008", "before": "0x90000303", "after": "0x90000703", "op": 0}]
 
 
 def test_validation_examples_reproduce_qemu_bit_for_bit():

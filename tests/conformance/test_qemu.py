@@ -132,3 +132,17 @@ def test_more_ops_than_the_result_buffer_holds_is_a_skip() -> None:
     answer = run_case_file({"ops": [["S1E1R", "0x0"]] * 100_001})
     assert ops_of(answer)[0]["reason"] == ("a case may hold at most 100,000 ops (the probe's "
                                            "result buffer), this one has 100,001")
+
+
+@requires_qemu
+def test_walk_outside_ram_from_el3_is_not_run_not_a_harness_error(
+        qemu_config: QemuConfig) -> None:
+    # TTBR0_EL1 points beyond QEMU virt's RAM: the level-0 read is an external abort,
+    # which QEMU takes at EL3 from the AT itself; at-case.md memory would read zero.
+    case = {"name": "outside", "el": "EL3",
+            "regs": {"SCTLR_EL1": "0x30d00801", "TCR_EL1": "0x580803510",
+                     "TTBR0_EL1": "0x400000000000"},
+            "ops": [["S1E1R", "0x1000"], ["S1E1W", "0x1000"]]}
+    ops = ops_of(run_case_file(case, qemu_config))
+    assert [op["outcome"] for op in ops] == ["skipped", "skipped"]
+    assert ops[0]["reason"].startswith("the walk read a PA outside QEMU virt RAM (ESR_EL3 0x96")

@@ -215,28 +215,34 @@ def op_result_json(spec: AtOpSpec, result: ParResult | AtException) -> dict[str,
 
 
 def run_case_detailed(case: AtCase, features: FeatureSet | None = None
-                      ) -> tuple[list[ParResult | AtException], PhysMem]:
-    """Run every op of case in order on one memory; return the results and the memory."""
+                      ) -> tuple[list[ParResult | AtException], PhysMem, list[int]]:
+    """Run every op of case in order on one memory; return the results, the memory and,
+    per hardware write in mem.hw_writes, the index of the op that made it."""
     mem = load_memory(case)
     env = Env(mem, features or qemu_7_2_max())
-    results: list[ParResult | AtException] = [
-        execute_at(spec.op, spec.va, spec.el, spec.pan, case.regs, env) for spec in case.ops]
-    return results, mem
+    results: list[ParResult | AtException] = []
+    writers: list[int] = []
+    for i, spec in enumerate(case.ops):
+        results.append(execute_at(spec.op, spec.va, spec.el, spec.pan, case.regs, env))
+        writers += [i] * (len(mem.hw_writes) - len(writers))
+    return results, mem, writers
 
 
-def memory_change_json(w: MemoryWrite) -> dict[str, str]:
-    """Return one hardware write as the format spells it: little-endian memory words."""
+def memory_change_json(w: MemoryWrite, op: int) -> dict[str, Any]:
+    """Return one hardware write as the format spells it: little-endian memory words,
+    and the index of the op that made it."""
     before, after = w.as_le_words()
-    return {"pa": hx(w.pa), "before": hx(before), "after": hx(after)}
+    return {"pa": hx(w.pa), "before": hx(before), "after": hx(after), "op": op}
 
 
 def run_case(case: AtCase, features: FeatureSet | None = None) -> dict[str, Any]:
     """Run case on the model and return its output object (at-case.md)."""
-    results, mem = run_case_detailed(case, features)
+    results, mem, writers = run_case_detailed(case, features)
     return {
         "name": case.name,
         "ops": [op_result_json(s, r) for s, r in zip(case.ops, results, strict=True)],
-        "memory_changes": [memory_change_json(w) for w in mem.hw_writes],
+        "memory_changes": [memory_change_json(w, i)
+                           for w, i in zip(mem.hw_writes, writers, strict=True)],
     }
 
 

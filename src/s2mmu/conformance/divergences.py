@@ -51,6 +51,9 @@ class Divergence:
     name: str
     reason: str
     applies: Callable[[OpEvidence], bool]
+    changes_walk: bool = False
+    """QEMU walks where the model faults (or the reverse), so the descriptor updates of
+    the op it explains differ too: only such a divergence excuses its op's memory changes."""
 
 
 # --- Reading answers ----------------------------------------------------------------------
@@ -434,6 +437,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "without DS, 16K level 1 without DS, ...) is invalid and faults; QEMU 7.2 treats it "
         "as a huge block.",
         block_at_illegal_level,
+        changes_walk=True,
     ),
     Divergence(
         "oa_52bit_fields_ignored",
@@ -442,6 +446,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "address whatever PS says, so a non-zero value beyond PS is an Address size fault; "
         "QEMU 7.2 reads them only when PS is 52 bits.",
         oa_52bit_fields_ignored,
+        changes_walk=True,
     ),
     Divergence(
         "s2_start_level_vs_ps",
@@ -449,6 +454,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "implemented PA size (52 bits); QEMU 7.2 checks it against VTCR_EL2.PS (and the IPA "
         "size against PS), and reports a stage-2 Translation fault where the architecture walks.",
         s2_start_level_vs_ps,
+        changes_walk=True,
     ),
     Divergence(
         "s2_walk_fault_level",
@@ -505,6 +511,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "needs HCR_EL2.<DC,TGE> == '00'); QEMU 7.2 still walks it for AT S1E0*, S1E1* and "
         "S12E* executed at EL2 or EL3 (it checks TGE only for its E10 MMU indexes).",
         tge_keeps_el1_stage1,
+        changes_walk=True,
     ),
 )
 """Every intended divergence; the comparison consults them in this order."""
@@ -514,29 +521,49 @@ MEMORY_AT_DIRTY = Divergence(
     "at_sets_dirty",
     "AT instructions set the access flag but never the dirty state (ASL AArch64.S1Translate "
     "and S2Translate exclude AccessType_AT from the dirty-state update); QEMU 7.2's AT "
-    "*W performs it, clearing AP[2] of a DBM descriptor.",
+    "*W performs it (target/arm/ptw.c get_phys_addr_lpae: with param.hd, DBM and "
+    "access_type == MMU_DATA_STORE it clears AP[2] of a stage-1 leaf and sets S2AP[1] of "
+    "a stage-2 leaf; do_ats_write passes MMU_DATA_STORE for AT *W).",
     lambda ev: False,
 )
-"""A memory_changes divergence (it explains changes, not an op's answer)."""
+"""A memory_changes divergence (it explains an op's changes, not its answer)."""
+
+DBM, AP2 = 1 << 51, 1 << 7
+
+Change = tuple[int, int, int]
 
 
-def undo_dirty(change: tuple[int, int, int]) -> tuple[int, int, int] | None:
-    """Return a change without a stage-1 dirty-state update (AP[2] cleared on DBM)."""
+def undo_dirty(change: Change, s1_leaf: int | None, s2_leaf: int | None) -> Change | None:
+    """Return a change without QEMU's dirty-state update of the op's own leaf.
+
+    On the stage-1 leaf the update clears AP[2]; on the stage-2 leaf it sets S2AP[1]
+    (bit 7 both). Any other word, or any other bit flip, is returned as is.
+    """
     pa, before, after = change
-    dbm, ap2 = 1 << 51, 1 << 7
-    if before & dbm and before & ap2 and not after & ap2:
-        after |= ap2
+    if not before & DBM:
+        return change
+    if pa == s1_leaf and before & AP2 and not after & AP2:
+        after |= AP2
+    elif pa == s2_leaf and not before & AP2 and after & AP2:
+        after &= ~AP2
     return None if after == before else (pa, before, after)
 
 
-def explain_memory(qemu: list[tuple[int, int, int]],
-                   model: list[tuple[int, int, int]]) -> Divergence | None:
-    """Return the divergence that explains QEMU's extra descriptor writes, or None.
+def explain_memory(ev: OpEvidence, qemu: list[Change], model: list[Change]) -> Divergence | None:
+    """Return the divergence that explains one op's different descriptor writes, or None.
 
-    QEMU's changes with every AT dirty-state update undone must be exactly the model's.
+    Only an AT *W op, and only its own leaves (where the model's walk of the op found
+    them): QEMU's changes with those dirty-state updates undone must be exactly the
+    model's.
     """
-    undone = sorted(c for c in (undo_dirty(x) for x in qemu) if c is not None)
-    if undone != qemu and undone == sorted(model):
+    if not ev.op.op.rstrip("P").endswith("W"):
+        return None
+    f = facts(ev)
+    if f is None:
+        return None
+    undone = sorted(c for c in (undo_dirty(x, f.s1_leaf_pa, f.s2_leaf_pa) for x in qemu)
+                    if c is not None)
+    if undone != sorted(qemu) and undone == sorted(model):
         return MEMORY_AT_DIRTY
     return None
 

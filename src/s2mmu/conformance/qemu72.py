@@ -25,7 +25,7 @@ from s2mmu.arch.descriptors import Block, Page, attrindx, s2_memattr, sh
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import FaultRecord
 from s2mmu.arch.features import qemu_7_2_max
-from s2mmu.arch.params import get_s1_ttw_params
+from s2mmu.arch.params import get_s1_ttw_params, get_s2_ttw_params
 from s2mmu.arch.translate import Env, full_translate
 from s2mmu.arch.walk import WalkStep
 
@@ -42,6 +42,8 @@ class WalkFacts:
     cd: bool
     s1_walk_level: int | None  # stage-1 level whose table access stage 2 faulted on
     fault: FaultRecord | None
+    s1_leaf_pa: int | None = None  # where the stage-1 leaf descriptor is (PA)
+    s2_leaf_pa: int | None = None  # where the stage-2 leaf of the output address is (PA)
 
 
 def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
@@ -66,13 +68,33 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
         idx = attrindx(s1_leaf.raw)
         s1_attr = bits(mair, 8 * idx + 7, 8 * idx)
     fault = result if isinstance(result, FaultRecord) else None
+    s1p = get_s1_ttw_params(case.regs, regime, spec.va, env.fs, env.choices)
+    s2p = get_s2_ttw_params(case.regs, env.fs, env.choices)
     return WalkFacts(
-        s1_attr=s1_attr, s1_sh=sh(s1_leaf.raw) if s1_leaf else 0,
+        s1_attr=s1_attr, s1_sh=leaf_sh(s1_leaf.raw, s1p.ds, s1p.sh) if s1_leaf else 0,
         s2_memattr=s2_memattr(s2_leaf[-1].raw) if s2_leaf and spec.op.stage == 12 else None,
-        s2_sh=sh(s2_leaf[-1].raw) if s2_leaf else 0,
+        s2_sh=leaf_sh(s2_leaf[-1].raw, s2p.ds, s2p.sh) if s2_leaf else 0,
         fwb=bool(bit(hcr, 46)), cd=bool(bit(hcr, 32)),
         s1_walk_level=s1_level_of_walk_fault(case.regs, regime, spec.va, s1, env),
-        fault=fault)
+        fault=fault, s1_leaf_pa=s1_leaf.paddress if s1_leaf else None,
+        s2_leaf_pa=s2_output_leaf_pa(trace, s1_leaf))
+
+
+def s2_output_leaf_pa(trace: list[WalkStep], s1_leaf: WalkStep | None) -> int | None:
+    """Return the PA of the stage-2 leaf that translated the output address: the last
+    stage-2 leaf read after the stage-1 leaf (or with no stage 1 at all)."""
+    after = trace[trace.index(s1_leaf) + 1:] if s1_leaf is not None else trace
+    if s1_leaf is None and any(s.stage == 1 for s in trace):
+        return None
+    leaves = [s for s in after if s.stage == 2 and isinstance(s.decoded, Block | Page)]
+    return leaves[-1].paddress if leaves else None
+
+
+def leaf_sh(raw: int, ds: bool, tcr_sh: int) -> int:
+    """Return a leaf's SH as the walk reads it: TCR_ELx.SHx/VTCR_EL2.SH0 when DS=1 (the
+    descriptor's bits [9:8] then hold OA[51:50]; ASL AArch64.S1DecodeMemAttrs callers,
+    QEMU 7.2 get_phys_addr_lpae's `param.ds` branch), else descriptor bits [9:8]."""
+    return tcr_sh if ds else sh(raw)
 
 
 def s1_level_of_walk_fault(regs: Any, regime: Any, va: int, s1: list[WalkStep],

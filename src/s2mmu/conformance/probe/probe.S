@@ -431,10 +431,20 @@ lower_sync:
     mov x0, #KIND_EL3_LOWER
     b op_return
 
+    // An exception at EL3: from an AT of at_table_el3 (an external abort on its walk)
+    // it is the op's answer; anywhere else the probe itself is broken.
 self_sync:
     mrs x1, esr_el3
     mrs x5, elr_el3
-    mov x0, #KIND_EL3_SELF
+    adr x9, at_table_el3
+    sub x10, x5, x9
+    cmp x10, #(el3_done - at_table_el3)
+    b.hs 1f
+    mrs x3, far_el3
+    mov x4, xzr
+    mov x0, #KIND_EXC_EL3
+    b op_return
+1:  mov x0, #KIND_EL3_SELF
     b op_return
 
     .macro el3_async offset
