@@ -8,6 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from s2mmu.arch.access_op import (
+    AccessException,
+    AccessOp,
+    AccessResult,
+    Fetched,
+    Loaded,
+    Stored,
+    execute_access,
+)
 from s2mmu.arch.at import AtException, AtOp, ParResult, execute_at
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import FeatureSet, qemu_7_2_max
@@ -16,7 +25,7 @@ from s2mmu.arch.memory import PA_LIMIT, MemoryWrite, PhysMem
 from s2mmu.arch.state import SysRegs
 from s2mmu.arch.translate import Env
 
-EL_NAMES = {"EL1": 1, "EL2": 2, "EL3": 3}
+EL_NAMES = {"EL0": 0, "EL1": 1, "EL2": 2, "EL3": 3}
 
 
 def parse_int(value: Any, where: str) -> int:
@@ -40,10 +49,10 @@ def parse_word(value: Any, where: str) -> int:
 
 
 def parse_el(value: Any, where: str) -> int:
-    """Return an exception level from "EL1"/"EL2"/"EL3"."""
+    """Return an exception level from "EL0"/"EL1"/"EL2"/"EL3" (EL0: accesses only)."""
     if isinstance(value, str) and value.upper() in EL_NAMES:
         return EL_NAMES[value.upper()]
-    raise InputError(f"{where}: el must be EL1, EL2 or EL3, got {shorten(value)}")
+    raise InputError(f"{where}: el must be EL0, EL1, EL2 or EL3, got {shorten(value)}")
 
 
 def parse_pan(value: Any, where: str) -> bool:
@@ -56,12 +65,13 @@ def parse_pan(value: Any, where: str) -> bool:
 
 @dataclass(frozen=True)
 class AtOpSpec:
-    """One AT operation of a case."""
+    """One op of a case: an AT instruction, or a real access (value: what STR writes)."""
 
-    op: AtOp
+    op: AtOp | AccessOp
     va: int
     el: int
     pan: bool
+    value: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,13 +144,26 @@ def _parse_op(item: Any, where: str, el: int, pan: bool) -> AtOpSpec:
     if not 0 <= va < 1 << 64:
         raise InputError(f"{where}.va: {shorten_hex(va)} is not a 64-bit address")
     try:
-        op = AtOp.parse(item["op"])
+        op = parse_op_name(item["op"])
     except InputError as e:
         raise InputError(f"{where}.op: {e}") from None
+    value = parse_word(item.get("value", 0), f"{where}.value")
     return AtOpSpec(
         op, va,
         parse_el(item["el"], f"{where}.el") if "el" in item else el,
-        parse_pan(item["pan"], f"{where}.pan") if "pan" in item else pan)
+        parse_pan(item["pan"], f"{where}.pan") if "pan" in item else pan, value)
+
+
+def parse_op_name(name: str) -> AtOp | AccessOp:
+    """Return the AT or access operation called name."""
+    if name.strip().upper() in AccessOp.__members__:
+        return AccessOp.parse(name)
+    try:
+        return AtOp.parse(name)
+    except InputError:
+        raise InputError(f"unknown operation {shorten(name)} (AT: "
+                         f"{', '.join(op.name for op in AtOp)}; accesses: "
+                         f"{', '.join(op.name for op in AccessOp)})") from None
 
 
 def parse_case(obj: Any, where: str = "case") -> AtCase:
@@ -199,13 +222,26 @@ def hx(v: int) -> str:
     return f"{v:#x}"
 
 
-def op_result_json(spec: AtOpSpec, result: ParResult | AtException) -> dict[str, Any]:
+OpResult = ParResult | AtException | AccessResult
+
+
+def op_result_json(spec: AtOpSpec, result: OpResult) -> dict[str, Any]:
     """Return one op's output object in the at-case.md format."""
     out: dict[str, Any] = {"op": spec.op.name, "va": hx(spec.va), "el": f"EL{spec.el}",
                            "pan": int(spec.pan)}
-    if isinstance(result, ParResult):
-        out.update(outcome="par", PAR_EL1=f"{result.par:#018x}")
-        return out
+    match result:
+        case ParResult():
+            out.update(outcome="par", PAR_EL1=f"{result.par:#018x}")
+            return out
+        case Loaded():
+            out.update(outcome="load", value=f"{result.value:#018x}")
+            return out
+        case Stored():
+            out.update(outcome="store", value=f"{result.value:#018x}")
+            return out
+        case Fetched():
+            out.update(outcome="fetch", insn=f"{result.insn:#010x}")
+            return out
     out.update(outcome="exception", taken_to=f"EL{result.taken_to}", ESR=hx(result.esr))
     if result.far is not None:
         out["FAR"] = hx(result.far)
@@ -215,17 +251,24 @@ def op_result_json(spec: AtOpSpec, result: ParResult | AtException) -> dict[str,
 
 
 def run_case_detailed(case: AtCase, features: FeatureSet | None = None
-                      ) -> tuple[list[ParResult | AtException], PhysMem, list[int]]:
+                      ) -> tuple[list[OpResult], PhysMem, list[int]]:
     """Run every op of case in order on one memory; return the results, the memory and,
     per hardware write in mem.hw_writes, the index of the op that made it."""
     mem = load_memory(case)
     env = Env(mem, features or qemu_7_2_max())
-    results: list[ParResult | AtException] = []
+    results: list[OpResult] = []
     writers: list[int] = []
     for i, spec in enumerate(case.ops):
-        results.append(execute_at(spec.op, spec.va, spec.el, spec.pan, case.regs, env))
+        results.append(execute_op(spec, case.regs, env))
         writers += [i] * (len(mem.hw_writes) - len(writers))
     return results, mem, writers
+
+
+def execute_op(spec: AtOpSpec, regs: SysRegs, env: Env) -> OpResult:
+    """Execute one op of a case: an AT instruction or a real access."""
+    if isinstance(spec.op, AccessOp):
+        return execute_access(spec.op, spec.va, spec.el, spec.pan, spec.value, regs, env)
+    return execute_at(spec.op, spec.va, spec.el, spec.pan, regs, env)
 
 
 def memory_change_json(w: MemoryWrite, op: int) -> dict[str, Any]:

@@ -219,6 +219,10 @@ def answer_text(answer: Mapping[str, Any]) -> str:
             extra = "".join(f" {key}={answer[key]}" for key in ("FAR", "HPFAR_EL2")
                             if key in answer)
             return f"exc->{answer['taken_to']} ESR={answer['ESR']}{extra}"
+        case "load" | "store":
+            return f"{answer['outcome']} {answer['value']}"
+        case "fetch":
+            return f"fetched insn {answer['insn']}"
         case outcome:
             return f"{outcome}: {answer.get('reason', '')}"
 

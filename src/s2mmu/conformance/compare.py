@@ -36,8 +36,8 @@ ModelSide = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 """Run one case object on the model and return its answer (at-case.md "Output")."""
 
 ANSWER_KEYS = ("op", "va", "el", "pan", "outcome", "PAR_EL1", "taken_to", "ESR", "FAR",
-               "HPFAR_EL2")
-INT_KEYS = frozenset({"va", "pan", "PAR_EL1", "ESR", "FAR", "HPFAR_EL2"})
+               "HPFAR_EL2", "value", "insn")
+INT_KEYS = frozenset({"va", "pan", "PAR_EL1", "ESR", "FAR", "HPFAR_EL2", "value", "insn"})
 NOT_RUN = frozenset({"skipped", "harness_error"})
 
 AGREE = "agree"

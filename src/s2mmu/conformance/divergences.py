@@ -358,7 +358,7 @@ def s2_walk_fault_level(ev: OpEvidence) -> bool:
 
 # --- HCR_EL2.TGE=1 (E2H=0) and the EL1&0 stage 1 -------------------------------------------
 
-COMPARED_KEYS = ("outcome", "PAR_EL1", "taken_to", "ESR", "FAR", "HPFAR_EL2")
+COMPARED_KEYS = ("outcome", "PAR_EL1", "taken_to", "ESR", "FAR", "HPFAR_EL2", "value", "insn")
 
 
 def compared(answer: Mapping[str, Any]) -> dict[str, int | str]:

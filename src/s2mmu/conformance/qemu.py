@@ -91,6 +91,8 @@ MAX_OPS_PER_CASE = 100_000
 """Op records (48 bytes each) must leave room for memory changes in the 15 MiB result
 buffer below the blob (layout.inc RESULT_END)."""
 OP_RECORD_WORDS = 6
+OP_ENTRY_WORDS = 8
+"""An op in the blob: code, el, pan, va, value, three spare words (layout.inc)."""
 CHANGE_WORDS = 4
 
 KIND_PAR = 1
@@ -101,6 +103,7 @@ KIND_EL3_SELF = 5
 KIND_NO_STUB = 6
 KIND_ASYNC = 7
 KIND_EXC_EL3 = 8
+KIND_ACCESS = 9
 
 ABORT_ECS = (0x20, 0x21, 0x24, 0x25)
 LOWER_ABORT_ECS = (0x20, 0x24)
@@ -338,7 +341,7 @@ def encode_case(prepared: PreparedCase) -> bytes:
     for pa, value in case.words:
         values += [pa, value]
     for op in run:
-        values += [op.code, op.el, op.pan, op.va]
+        values += [op.code, op.el, op.pan, op.va, op.value, 0, 0, 0]
     values[0] = 8 * len(values)
     return struct.pack(f"<{len(values)}Q", *values)
 
@@ -435,15 +438,32 @@ def exception_answer(taken_to: int, esr: int, far: int, hpfar: int) -> dict[str,
     return answer
 
 
+def faulting_pc(prepared: PreparedCase, op: AtOp) -> int:
+    """Return where an op's own exception returns to: the instruction in the stub, or
+    for a fetch the branch target."""
+    return op.va if op.op == "FETCH" else at_instruction_va(prepared, op)
+
+
+def access_answer(op: AtOp, loaded: int) -> dict[str, Any]:
+    """Return a completed access's answer: the value loaded or stored."""
+    value = loaded if op.op == "LDR" else op.value
+    return {"outcome": "load" if op.op == "LDR" else "store", "value": f"{value:#018x}"}
+
+
 def decode_op(prepared: PreparedCase, op: AtOp, record: tuple[int, ...],
               precheck: str) -> dict[str, Any]:
     """Turn one op record into its answer (at-case.md "Output")."""
     kind, v1, v2, v3, v4, _ = record
     if kind == KIND_PAR:
         return {"outcome": "par", "PAR_EL1": f"{v1:#018x}"}
+    if kind == KIND_ACCESS and op.is_access:
+        return access_answer(op, v1)
     if kind in (KIND_EXC_EL1, KIND_EXC_EL2):
         taken_to = 1 if kind == KIND_EXC_EL1 else 2
-        if v4 == at_instruction_va(prepared, op) and taken_to <= max(op.el, 2):
+        if v4 == faulting_pc(prepared, op) and taken_to <= max(op.el, 2):
+            if op.is_access and is_external_abort(v1):
+                return skipped(f"the access reached a PA outside QEMU virt RAM (ESR {v1:#x}): "
+                               "QEMU raises an external abort where at-case.md memory reads zero")
             if is_external_abort_on_walk(v1):
                 return skipped(f"the walk read a PA outside QEMU virt RAM (ESR {v1:#x}): QEMU "
                                "raises an external abort where at-case.md memory reads zero")
@@ -472,6 +492,12 @@ def is_external_abort_on_walk(esr: int) -> bool:
     FSC 0b0101LL (levels 0-3) and 0b010011 (level -1).
     """
     return esr >> 26 & 0x3F in ABORT_ECS and (esr & 0x3C == 0x14 or esr & 0x3F == 0x13)
+
+
+def is_external_abort(esr: int) -> bool:
+    """Return whether an ESR is an abort for a synchronous external abort (FSC 0b010000),
+    not on a walk."""
+    return esr >> 26 & 0x3F in ABORT_ECS and esr & 0x3F == 0x10
 
 
 def skipped(reason: str) -> dict[str, Any]:
@@ -692,7 +718,7 @@ def take_batch(pending: list[PreparedCase]) -> list[PreparedCase]:
     size = 0
     for count, item in enumerate(pending):
         size += 8 * (CASE_HEADER_WORDS + 3 * len(item.prechecks)
-                     + 2 * len(item.case.words) + 4 * len(item.run))
+                     + 2 * len(item.case.words) + OP_ENTRY_WORDS * len(item.run))
         if size > limit:
             return pending[: max(count, 1)]
     return list(pending)

@@ -7,7 +7,7 @@
 // taken because EL1 and EL2 always run on SP_ELx (SPSR.M = ELxh).
 //
 // Contract with EL3 (probe.S): EL3 erets to an AT table entry with x2 = the address to
-// translate; every path back to EL3 is an SMC with x0 = kind and x1..x5 the values (see
+// translate (or access; x4 = the value a store writes); every path back to EL3 is an SMC with x0 = kind and x1..x5 the values (see
 // layout.inc). The stubs touch no memory, so SCTLR_ELx.EE and the case's data mappings
 // cannot disturb them.
 
@@ -17,7 +17,7 @@
     .section .stub, "ax"
     .global stub_base, at_table_el1, at_table_el2, vectors_el1, vectors_el2
 
-    .macro at_table done
+    .macro at_table done, adone
     at s1e0r, x2
     b \done
     at s1e0w, x2
@@ -42,6 +42,12 @@
     b \done
     at s12e1w, x2
     b \done
+    ldr x1, [x2]                    // 12: LDR X1, [X2]
+    b \adone
+    str x4, [x2]                    // 13: STR X4, [X2]
+    b \adone
+    br x2                           // 14: the fetch at X2 (memory reading zero is UDF #0)
+    b \adone
     .endm
 
     // An exception nobody expects (interrupt, SError, lower-EL entry at EL1): report
@@ -56,11 +62,14 @@
 stub_base:
 vectors_el1:
 at_table_el1:                       // 0x000: current EL with SP0, never taken
-    at_table el1_done
+    at_table el1_done, el1_access_done
 el1_done:
     isb
     mrs x1, par_el1
     mov x0, #KIND_PAR
+    smc #0
+el1_access_done:
+    mov x0, #KIND_ACCESS
     smc #0
 
     .org STUB_AT_EL1 + 0x200        // current EL with SPx, synchronous: the AT trapped
@@ -96,11 +105,14 @@ el1_done:
     .org STUB_AT_EL2
 vectors_el2:
 at_table_el2:                       // 0x800: current EL with SP0, never taken
-    at_table el2_done
+    at_table el2_done, el2_access_done
 el2_done:
     isb
     mrs x1, par_el1
     mov x0, #KIND_PAR
+    smc #0
+el2_access_done:
+    mov x0, #KIND_ACCESS
     smc #0
 
     // A synchronous exception to EL2, from EL2 itself or from EL1. An SMC from EL1
