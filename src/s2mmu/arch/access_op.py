@@ -25,10 +25,11 @@ from s2mmu.arch.bits import bit
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import FaultRecord, esr_undefined
 from s2mmu.arch.inputs import shorten, shorten_hex
+from s2mmu.arch.params import get_s1_ttw_params
 from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.state import Regime, SysRegs, regime_for
 from s2mmu.arch.syndrome import taken_abort
-from s2mmu.arch.translate import AddressDescriptor, Env, full_translate
+from s2mmu.arch.translate import AddressDescriptor, Env, addr_top, full_translate
 
 
 class AccessOp(Enum):
@@ -135,6 +136,8 @@ def execute_access(op: AccessOp, va: int, el: int, pan: bool, value: int, regs: 
     """Execute op on va from el with PSTATE.PAN=pan (value: what STR writes)."""
     check_access(op, va, el)
     regime = regime_for(el, regs)
+    if op is AccessOp.FETCH:
+        va = branch_addr(va, el, regs, regime, env)
     got = full_translate(regs, regime, va, access_descriptor(op, el, pan), env)
     if isinstance(got, FaultRecord):
         return abort_of(op, got, va, el, regs)
@@ -148,6 +151,20 @@ def execute_access(op: AccessOp, va: int, el: int, pan: bool, value: int, regs: 
     if insn == 0:   # UDF #0: an Undefined Instruction exception at the fetching EL
         return AccessException(undefined_target(el, regs), esr_undefined())
     return Fetched(insn, got)
+
+
+def branch_addr(target: int, el: int, regs: SysRegs, regime: Regime, env: Env) -> int:
+    """Return the PC a branch to target sets (ASL AArch64.BranchAddr): a tag the fetch's
+    top-byte-ignore removes is replaced by the extension of bit 55 (sign-extension at
+    EL0/EL1 and in the EL2&0 host, zero-extension at EL2)."""
+    p = get_s1_ttw_params(regs, regime, target, env.fs, env.choices)
+    msbit = addr_top(p, ifetch=True)
+    if msbit == 63:
+        return target
+    low = target & (1 << msbit + 1) - 1
+    if (el in (0, 1) or regime is Regime.EL20) and bit(target, msbit):
+        return low | ((1 << 64) - (1 << msbit + 1))
+    return low
 
 
 def abort_of(op: AccessOp, fault: FaultRecord, va: int, el: int,

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s2mmu.arch.access_op import (
-    AccessException,
     AccessOp,
     AccessResult,
     Fetched,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s2mmu.arch.attrs import mair_reserved
+from s2mmu.arch.faults import Fault, hpfar
 from s2mmu.conformance.casefile import AtOp, HarnessCase, parse_cases
 from s2mmu.conformance.qemu72 import WalkFacts, qemu_par_attrs, walk_facts
 
@@ -409,6 +410,91 @@ def tge_keeps_el1_stage1(ev: OpEvidence) -> bool:
     return any(d.applies(without) for d in DIVERGENCES if d.applies is not tge_keeps_el1_stage1)
 
 
+# --- Real accesses ---------------------------------------------------------------------------
+
+ACCESS_RT = {"LDR": 1, "STR": 4}
+"""The transfer register of each access op (LDR X1, [X2]; STR X4, [X2])."""
+
+
+def without_key(answer: Mapping[str, int | str], key: str) -> dict[str, int | str]:
+    """Return compared fields less one."""
+    return {k: v for k, v in answer.items() if k != key}
+
+
+def isv_for_stage1_abort(ev: OpEvidence) -> bool:
+    """QEMU 7.2 reports the instruction syndrome for a stage-1 data abort taken to EL2.
+
+    The model's fault must be stage 1, QEMU's ESR exactly the model's with ISV=1, SAS=0b11,
+    SRT=Rt and SF=1 added, and every other field equal.
+    """
+    if ev.op.op not in ACCESS_RT:
+        return False
+    q, m = compared(ev.qemu), compared(ev.model)
+    if q.get("taken_to") != "EL2" or m.get("taken_to") != "EL2" or "ESR" not in m:
+        return False
+    f = facts(ev)
+    if f is None or f.fault is None or f.fault.secondstage:
+        return False
+    syndrome = 1 << 24 | 0b11 << 22 | ACCESS_RT[ev.op.op] << 16 | 1 << 15
+    model_esr = int(m["ESR"])
+    return not model_esr & syndrome and q["ESR"] == model_esr | syndrome \
+        and without_key(q, "ESR") == without_key(m, "ESR")
+
+
+def hpfar_unknown_for_s2_permission(ev: OpEvidence) -> bool:
+    """QEMU writes HPFAR_EL2 for a stage-2 Permission fault on the access itself, where
+    the architecture leaves it UNKNOWN (ASL IPAValid: only Translation, Access flag and
+    Address size faults, or any fault on a stage-1 walk, give a valid IPA); the model
+    omits it. QEMU's value must be the faulting IPA."""
+    q, m = compared(ev.qemu), compared(ev.model)
+    if "HPFAR_EL2" not in q or "HPFAR_EL2" in m or without_key(q, "HPFAR_EL2") != m:
+        return False
+    f = facts(ev)
+    if f is None or f.fault is None or f.fault.ipaddress is None:
+        return False
+    fault = f.fault
+    return fault.secondstage and not fault.s2fs1walk and fault.statuscode is Fault.PERMISSION \
+        and q["HPFAR_EL2"] == hpfar(f.fault.ipaddress)
+
+
+def evidence_with_word(ev: OpEvidence, pa: int, value: int) -> OpEvidence | None:
+    """Return the op's evidence with one memory word replaced before the case runs: the
+    same QEMU answer, the model's answer for the changed memory."""
+    from s2mmu.arch import atcase
+
+    source = dict(ev.case.source)
+    source["memory"] = list(source.get("memory", [])) + [{"pa": hex(pa), "words": [hex(value)]}]
+    source["ops"] = list(source.get("ops", []))[: ev.index + 1]
+    try:
+        answer = atcase.run_case(atcase.parse_cases(source)[0])
+        (case,) = parse_cases(source)
+    except Exception:  # noqa: BLE001 - an unreadable case explains nothing
+        return None
+    return OpEvidence(case, case.ops[ev.index], ev.qemu, answer["ops"][ev.index], ev.index)
+
+
+def dbm_not_writable_for_fetch(ev: OpEvidence) -> bool:
+    """QEMU 7.2 clears a DBM leaf's AP[2] for stores only, so for a fetch the page is not
+    writable: WXN and the implicit PXN of EL0-writable memory do not apply. QEMU's answer
+    must be the model's with the stage-1 leaf's DBM bit cleared."""
+    if ev.op.op != "FETCH" or compared(ev.qemu) == compared(ev.model):
+        return False
+    f = facts(ev)
+    if f is None or f.fault is None or f.fault.secondstage or f.s1_leaf_pa is None \
+            or f.fault.statuscode is not Fault.PERMISSION:
+        return False
+    word = initial_word(ev.case, f.s1_leaf_pa)
+    if not word & DBM:
+        return False
+    changed = evidence_with_word(ev, f.s1_leaf_pa, word & ~DBM)
+    return changed is not None and compared(changed.model) == compared(ev.qemu)
+
+
+def initial_word(case: HarnessCase, pa: int) -> int:
+    """Return the little-endian word a case's memory holds at pa before any op."""
+    return dict(case.words).get(pa, 0)
+
+
 DIVERGENCES: tuple[Divergence, ...] = (
     Divergence(
         "par_sh_stage1",
@@ -511,6 +597,32 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "needs HCR_EL2.<DC,TGE> == '00'); QEMU 7.2 still walks it for AT S1E0*, S1E1* and "
         "S12E* executed at EL2 or EL3 (it checks TGE only for its E10 MMU indexes).",
         tge_keeps_el1_stage1,
+        changes_walk=True,
+    ),
+    Divergence(
+        "isv_on_stage1_abort",
+        "The instruction syndrome (ISV, SAS, SSE, SRT, SF, AR) is reported only for a "
+        "stage-2 data abort that is not on a stage-1 walk (ASL AArch64.FaultSyndrome: "
+        "IsSecondStage(fault) && !fault.s2fs1walk); QEMU 7.2 reports it for every data abort "
+        "taken to EL2, a stage-1 fault at EL2 included (target/arm/tlb_helper.c "
+        "merge_syn_data_abort tests only target_el == 2 and s1ptw; fixed in QEMU 8.0).",
+        isv_for_stage1_abort,
+    ),
+    Divergence(
+        "hpfar_unknown_s2_permission",
+        "HPFAR_EL2 is UNKNOWN for a stage-2 Permission fault on the access itself (ASL "
+        "IPAValid), so the model does not report it; QEMU 7.2 writes the faulting IPA "
+        "(target/arm/tlb_helper.c arm_deliver_fault sets HPFAR for every stage-2 fault).",
+        hpfar_unknown_for_s2_permission,
+    ),
+    Divergence(
+        "dbm_not_writable_for_fetch",
+        "With HA=HD=1 a DBM descriptor's effective AP[2] is 0 for every access (ASL "
+        "AArch64.S1ApplyOutputPerms: 'Descriptors marked with DBM set have the effective "
+        "value of AP[2] cleared'), so WXN and the implicit PXN of EL0-writable memory apply "
+        "to fetches; QEMU 7.2 clears AP[2] only for stores (target/arm/ptw.c "
+        "get_phys_addr_lpae: param.hd && DBM && access_type == MMU_DATA_STORE).",
+        dbm_not_writable_for_fetch,
         changes_walk=True,
     ),
 )

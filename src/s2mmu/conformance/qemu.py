@@ -438,10 +438,14 @@ def exception_answer(taken_to: int, esr: int, far: int, hpfar: int) -> dict[str,
     return answer
 
 
-def faulting_pc(prepared: PreparedCase, op: AtOp) -> int:
-    """Return where an op's own exception returns to: the instruction in the stub, or
-    for a fetch the branch target."""
-    return op.va if op.op == "FETCH" else at_instruction_va(prepared, op)
+def faulting_pcs(prepared: PreparedCase, op: AtOp) -> tuple[int, ...]:
+    """Return where an op's own exception may return to: the instruction in the stub, or
+    for a fetch the branch target, as is or with its top byte (a tag) replaced by the
+    extension of bit 55 (ASL AArch64.BranchAddr)."""
+    if op.op != "FETCH":
+        return (at_instruction_va(prepared, op),)
+    low = op.va & (1 << 56) - 1
+    return op.va, low, low | 0xFF << 56
 
 
 def access_answer(op: AtOp, loaded: int) -> dict[str, Any]:
@@ -460,7 +464,7 @@ def decode_op(prepared: PreparedCase, op: AtOp, record: tuple[int, ...],
         return access_answer(op, v1)
     if kind in (KIND_EXC_EL1, KIND_EXC_EL2):
         taken_to = 1 if kind == KIND_EXC_EL1 else 2
-        if v4 == faulting_pc(prepared, op) and taken_to <= max(op.el, 2):
+        if v4 in faulting_pcs(prepared, op) and taken_to <= max(op.el, 2):
             if op.is_access and is_external_abort(v1):
                 return skipped(f"the access reached a PA outside QEMU virt RAM (ESR {v1:#x}): "
                                "QEMU raises an external abort where at-case.md memory reads zero")

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from s2mmu.arch.access_op import AccessOp, access_descriptor
 from s2mmu.arch.at import access_for, at_regime
 from s2mmu.arch.atcase import load_memory, parse_case
 from s2mmu.arch.bits import bit, bits
@@ -26,6 +27,7 @@ from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import FaultRecord
 from s2mmu.arch.features import qemu_7_2_max
 from s2mmu.arch.params import get_s1_ttw_params, get_s2_ttw_params
+from s2mmu.arch.state import regime_for
 from s2mmu.arch.translate import Env, full_translate
 from s2mmu.arch.walk import WalkStep
 
@@ -54,10 +56,16 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
         return None
     spec = case.ops[op_index]
     env = Env(load_memory(case), qemu_7_2_max())
-    regime, _ = at_regime(spec.op, case.regs)
     trace: list[WalkStep] = []
-    result = full_translate(case.regs, regime, spec.va, access_for(spec.op, spec.pan), env,
-                            stage1_only=spec.op.stage == 1, trace=trace)
+    if isinstance(spec.op, AccessOp):
+        regime = regime_for(spec.el, case.regs)
+        access = access_descriptor(spec.op, spec.el, spec.pan)
+        stage = 12
+    else:
+        regime, _ = at_regime(spec.op, case.regs)
+        access, stage = access_for(spec.op, spec.pan), spec.op.stage
+    result = full_translate(case.regs, regime, spec.va, access, env,
+                            stage1_only=stage == 1, trace=trace)
     s1 = [s for s in trace if s.stage == 1]
     s2_leaf = [s for s in trace if s.stage == 2 and isinstance(s.decoded, Block | Page)]
     s1_leaf = s1[-1] if s1 and isinstance(s1[-1].decoded, Block | Page) else None
@@ -72,7 +80,7 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
     s2p = get_s2_ttw_params(case.regs, env.fs, env.choices)
     return WalkFacts(
         s1_attr=s1_attr, s1_sh=leaf_sh(s1_leaf.raw, s1p.ds, s1p.sh) if s1_leaf else 0,
-        s2_memattr=s2_memattr(s2_leaf[-1].raw) if s2_leaf and spec.op.stage == 12 else None,
+        s2_memattr=s2_memattr(s2_leaf[-1].raw) if s2_leaf and stage == 12 else None,
         s2_sh=leaf_sh(s2_leaf[-1].raw, s2p.ds, s2p.sh) if s2_leaf else 0,
         fwb=bool(bit(hcr, 46)), cd=bool(bit(hcr, 32)),
         s1_walk_level=s1_level_of_walk_fault(case.regs, regime, spec.va, s1, env),
