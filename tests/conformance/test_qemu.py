@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any
 
+import pytest
+
+from s2mmu.arch.errors import InputError
 from s2mmu.conformance.casefile import parse_cases
 from s2mmu.conformance.qemu import (
     PROBE_LAYOUT,
@@ -16,7 +20,7 @@ from s2mmu.conformance.qemu import (
     run_case_file,
 )
 from s2mmu.conformance.tables import Image, Shape, TableTree
-from tests.conformance.conftest import requires_qemu
+from tests.conformance.conftest import CASES, requires_qemu
 
 
 def ops_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
@@ -146,3 +150,26 @@ def test_walk_outside_ram_from_el3_is_not_run_not_a_harness_error(
     ops = ops_of(run_case_file(case, qemu_config))
     assert [op["outcome"] for op in ops] == ["skipped", "skipped"]
     assert ops[0]["reason"].startswith("the walk read a PA outside QEMU virt RAM (ESR_EL3 0x96")
+
+
+@requires_qemu
+def test_accesses_answer_as_recorded_in_the_format_examples(qemu_config: QemuConfig) -> None:
+    cases = json.loads((CASES / "accesses.cases.json").read_text())
+    recorded = json.loads((CASES / "accesses.qemu.json").read_text())
+    assert run_case_file(cases, qemu_config) == recorded
+
+
+@requires_qemu
+def test_a_store_is_undone_before_the_next_case(qemu_config: QemuConfig) -> None:
+    # Two copies of the first accesses example in one QEMU run: the second one's load of
+    # the word the first one stored must read zero again (memory not given reads zero).
+    case = json.loads((CASES / "accesses.cases.json").read_text())["cases"][0]
+    second = dict(case, name="again", ops=[{"op": "LDR", "va": "0x8040201018"}])
+    answers = run_case_file([case, second], QemuConfig(jobs=1))["cases"]
+    assert answers[0]["ops"][3]["value"] == "0x0000000000000abc"
+    assert answers[1]["ops"][0]["value"] == "0x0000000000000000"
+
+
+def test_accesses_at_el3_are_refused_with_the_rule() -> None:
+    with pytest.raises(InputError, match="executes LDR at EL1 or EL2, not EL3"):
+        parse_cases({"ops": [{"op": "LDR", "va": "0x0", "el": "EL3"}]})

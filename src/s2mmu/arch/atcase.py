@@ -147,22 +147,19 @@ def _parse_op(item: Any, where: str, el: int, pan: bool) -> AtOpSpec:
     except InputError as e:
         raise InputError(f"{where}.op: {e}") from None
     value = parse_word(item.get("value", 0), f"{where}.value")
-    return AtOpSpec(
-        op, va,
-        parse_el(item["el"], f"{where}.el") if "el" in item else el,
-        parse_pan(item["pan"], f"{where}.pan") if "pan" in item else pan, value)
+    op_el = parse_el(item["el"], f"{where}.el") if "el" in item else el
+    if isinstance(op, AtOp) and op_el == 0:
+        raise InputError(f"{where}.el: el must be EL1, EL2 or EL3, got 'EL0' (EL0 is for "
+                         "accesses: LDR, STR, FETCH)")
+    return AtOpSpec(op, va, op_el,
+                    parse_pan(item["pan"], f"{where}.pan") if "pan" in item else pan, value)
 
 
 def parse_op_name(name: str) -> AtOp | AccessOp:
-    """Return the AT or access operation called name."""
+    """Return the access (LDR, STR, FETCH) or AT operation called name."""
     if name.strip().upper() in AccessOp.__members__:
         return AccessOp.parse(name)
-    try:
-        return AtOp.parse(name)
-    except InputError:
-        raise InputError(f"unknown operation {shorten(name)} (AT: "
-                         f"{', '.join(op.name for op in AtOp)}; accesses: "
-                         f"{', '.join(op.name for op in AccessOp)})") from None
+    return AtOp.parse(name)
 
 
 def parse_case(obj: Any, where: str = "case") -> AtCase:

@@ -191,7 +191,8 @@ def parse_op(obj: Any, index: int, el: int, pan: int, where: str) -> AtOp:
         raise InputError(f"{what}: expected an object or [\"OP\", va], got {shorten(obj)}")
     name = obj.get("op")
     if name not in OPS:
-        raise InputError(f"{what}: unknown operation {shorten(name)} (known: {', '.join(OPS)})")
+        raise InputError(f"{what}: unknown AT operation {shorten(name)} (known: "
+                         f"{', '.join(AT_OPS)}; accesses: {', '.join(ACCESS_OPS)})")
     if "va" not in obj:
         raise InputError(f"{what}: missing va")
     op = AtOp(
