@@ -137,3 +137,12 @@ def test_loads_and_stores_need_alignment() -> None:
 def test_store_writes_the_value_as_given() -> None:
     got = run(example(0), "STR", 0x8040201030, value=0xFEDC)
     assert isinstance(got, Stored) and got.value == 0xFEDC
+
+
+def test_el0_accesses_check_ap_uxn_and_pan_at_el1() -> None:
+    out = run_case(parse_case(example(2)))
+    assert [op["outcome"] for op in out["ops"]] == ["store", "load", "exception", "exception",
+                                                    "exception"]
+    assert out["ops"][1]["value"] == "0x0000000000001234"
+    # EL0 on a privileged page, EL0 fetch of a UXN page, EL1 load of it under PAN.
+    assert [op.get("ESR") for op in out["ops"][2:]] == ["0x9200000f", "0x8200000f", "0x9600000f"]

@@ -171,5 +171,5 @@ def test_a_store_is_undone_before_the_next_case(qemu_config: QemuConfig) -> None
 
 
 def test_accesses_at_el3_are_refused_with_the_rule() -> None:
-    with pytest.raises(InputError, match="executes LDR at EL1 or EL2, not EL3"):
+    with pytest.raises(InputError, match="executes LDR at EL0, EL1 or EL2, not EL3"):
         parse_cases({"ops": [{"op": "LDR", "va": "0x0", "el": "EL3"}]})

@@ -28,7 +28,7 @@ ACCESS_OPS: tuple[str, ...] = ("LDR", "STR", "FETCH")
 """Real accesses (at-case.md "Accesses"), after the AT ops in the probe's tables."""
 
 OPS: tuple[str, ...] = AT_OPS + ACCESS_OPS
-ACCESS_ELS = (1, 2)
+ACCESS_ELS = (0, 1, 2)
 """The ELs the probe executes accesses at."""
 
 REGISTERS: tuple[str, ...] = (
@@ -48,7 +48,7 @@ REGISTER_DEFAULTS: Mapping[str, int] = {
 """Values of registers a case does not give (MMUs off); all others are 0."""
 
 HCR_EL2_RW = 1 << 31
-ELS: Mapping[str, int] = {"EL1": 1, "EL2": 2, "EL3": 3}
+ELS: Mapping[str, int] = {"EL0": 0, "EL1": 1, "EL2": 2, "EL3": 3}
 U64_MAX = (1 << 64) - 1
 
 
@@ -154,9 +154,9 @@ def optional_int(value: Any, what: str) -> int | None:
 
 
 def parse_el(value: Any, where: str) -> int:
-    """Read an exception level name (EL1, EL2 or EL3)."""
+    """Read an exception level name (EL0 for accesses, EL1, EL2 or EL3)."""
     if value not in ELS:
-        raise InputError(f"{where}: el must be one of EL1, EL2, EL3, got {shorten(value)}")
+        raise InputError(f"{where}: el must be one of EL0, EL1, EL2, EL3, got {shorten(value)}")
     return ELS[value]
 
 
@@ -203,7 +203,9 @@ def parse_op(obj: Any, index: int, el: int, pan: int, where: str) -> AtOp:
         value=parse_int(obj.get("value", 0), f"{what}: value"),
     )
     if op.is_access and op.el not in ACCESS_ELS:
-        raise InputError(f"{what}: the probe executes {name} at EL1 or EL2, not EL{op.el}")
+        raise InputError(f"{what}: the probe executes {name} at EL0, EL1 or EL2, not EL{op.el}")
+    if not op.is_access and op.el == 0:
+        raise InputError(f"{what}: an AT instruction executes at EL1, EL2 or EL3, not EL0")
     return op
 
 
@@ -259,7 +261,7 @@ def parse_bytes(value: Any, what: str) -> bytes:
 
 
 def el_name(el: int) -> str:
-    """Return "EL1", "EL2" or "EL3"."""
+    """Return "EL0", "EL1", "EL2" or "EL3"."""
     return f"EL{el}"
 
 

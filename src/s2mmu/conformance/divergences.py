@@ -457,6 +457,18 @@ def hpfar_unknown_for_s2_permission(ev: OpEvidence) -> bool:
         and q["HPFAR_EL2"] == hpfar(f.fault.ipaddress)
 
 
+def hpfar_unknown_for_stage1_abort(ev: OpEvidence) -> bool:
+    """A stage-1 abort from EL0 routed to EL2 by HCR_EL2.TGE: HPFAR_EL2 is not written
+    (ASL AArch64.Abort writes it only when IPAValid, a stage-2 fault), so its value is
+    whatever it held; the harness reads it for every lower-EL abort taken to EL2."""
+    q, m = compared(ev.qemu), compared(ev.model)
+    if ev.op.el != 0 or "HPFAR_EL2" not in q or "HPFAR_EL2" in m \
+            or without_key(q, "HPFAR_EL2") != m or m.get("taken_to") != "EL2":
+        return False
+    f = facts(ev)
+    return f is not None and f.fault is not None and not f.fault.secondstage
+
+
 def evidence_with_word(ev: OpEvidence, pa: int, value: int) -> OpEvidence | None:
     """Return the op's evidence with one memory word replaced before the case runs: the
     same QEMU answer, the model's answer for the changed memory."""
@@ -621,6 +633,14 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "IPAValid), so the model does not report it; QEMU 7.2 writes the faulting IPA "
         "(target/arm/tlb_helper.c arm_deliver_fault sets HPFAR for every stage-2 fault).",
         hpfar_unknown_for_s2_permission,
+    ),
+    Divergence(
+        "hpfar_unknown_stage1_abort",
+        "HPFAR_EL2 is not written for a stage-1 abort that HCR_EL2.TGE routes from EL0 to "
+        "EL2 (ASL AArch64.Abort: only when IPAValid), so the model reports none; QEMU 7.2 "
+        "leaves the register as it was (target/arm/tlb_helper.c arm_deliver_fault writes it "
+        "only when fi->stage2) and the probe reads it for every lower-EL abort to EL2.",
+        hpfar_unknown_for_stage1_abort,
     ),
     Divergence(
         "dbm_not_writable_for_fetch",

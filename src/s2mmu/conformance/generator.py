@@ -396,8 +396,10 @@ def access_spec(rng: random.Random, accesses: tuple[str, ...]) -> Spec:
             spec = with_stage2(rng, spec, wide_ps=True)
             spec = replace(spec, s2_ha=chance(rng, 0.6), s2_hd=chance(rng, 0.5),
                            s2_unmapped_p=0.1, s2_perm_p=0.3, s1ptw_fault_p=0.1)
-        return replace(spec, exec_els=(1,))
-    return replace(spec, regime=regime, tbi=(spec.tbi[0], False), exec_els=(2,))
+        return replace(spec, exec_els=(0, 1, 1))
+    host = regime == "EL2&0" and chance(rng, 0.5)
+    return replace(spec, regime=regime, tbi=(spec.tbi[0], False), tge=host,
+                   exec_els=(0, 2, 2) if host else (2,))
 
 
 def family_loads(rng: random.Random) -> Spec:
@@ -602,8 +604,9 @@ class CaseBuilder:
     def needs_stub(self) -> tuple[bool, bool]:
         """Return whether the stub must be mapped for (EL1 fetches, EL2 fetches)."""
         spec = self.spec
-        el1 = 1 in spec.exec_els and spec.regime == "EL1&0" and (spec.s1 or self.stage2_on())
-        el2 = 2 in spec.exec_els and spec.regime != "EL1&0" and spec.s1
+        el1 = bool({0, 1} & set(spec.exec_els)) and spec.regime == "EL1&0" and (
+            spec.s1 or self.stage2_on())
+        el2 = bool({0, 2} & set(spec.exec_els)) and spec.regime != "EL1&0" and spec.s1
         return el1, el2
 
     def map_stub(self) -> None:
@@ -621,7 +624,8 @@ class CaseBuilder:
         va = ipa
         if tree is not None:
             va = self.free_va(tree, page)
-            tree.map(va, 3, ipa, s1_stub_attrs(self.spec.regime, tree.shape.ds))
+            tree.map(va, 3, ipa, s1_stub_attrs(self.spec.regime, tree.shape.ds,
+                                               el0=0 in self.spec.exec_els))
             self.clean_tables.update(tree.tables)
         self.harness["stub_va_el1" if el1 else "stub_va_el2"] = hex(va)
 
@@ -1077,12 +1081,13 @@ class CaseBuilder:
         return hcr
 
 
-def s1_stub_attrs(regime: str, ds: bool) -> int:
-    """Return stage-1 attributes for the stub page: Normal, read-only, AF set, executable.
+def s1_stub_attrs(regime: str, ds: bool, el0: bool = False) -> int:
+    """Return stage-1 attributes for the stub page: Normal, read-only, AF set, executable
+    (at EL0 too when el0: read-only there, so EL1 may still execute it).
 
     With DS=1 bits [9:8] are OA[51:50], so SH is left to TCR_ELx.SH.
     """
-    uxn = 0 if regime == "EL2" else 1 << 54
+    uxn = 0 if regime == "EL2" or el0 else 1 << 54
     sh = 0 if ds else 0b11 << 8
     return STUB_ATTR_INDEX << 2 | 0b11 << 6 | sh | 1 << 10 | uxn
 

@@ -67,6 +67,7 @@ class ProbeLayout:
     stub_pa: int = 0x4001_0000
     stub_at_el1: int = 0x000
     stub_at_el2: int = 0x800
+    stub_el0: int = 0x100
     blob_addr: int = 0x4100_0000
 
     @property
@@ -207,6 +208,7 @@ def check_probe_symbols(elf: Path) -> None:
         "stub_base": layout.stub_pa,
         "at_table_el1": layout.stub_pa + layout.stub_at_el1,
         "at_table_el2": layout.stub_pa + layout.stub_at_el2,
+        "el0_table": layout.stub_pa + layout.stub_el0,
         "BLOB_ADDR_SYM": layout.blob_addr,
         "STUB_PA_SYM": layout.stub_pa,
         "_start": layout.ram_base,
@@ -274,6 +276,18 @@ def el2_fetch_translated(regs: Mapping[str, int]) -> bool:
     return bool(regs["SCTLR_EL2"] & 1)
 
 
+def host_el0(regs: Mapping[str, int]) -> bool:
+    """Return whether EL0 runs in the EL2&0 regime (HCR_EL2.E2H=TGE=1)."""
+    return bool(regs["HCR_EL2"] >> 34 & 1 and regs["HCR_EL2"] >> 27 & 1)
+
+
+def stub_el(case: HarnessCase, el: int) -> int:
+    """Return whose stub mapping an EL fetches through: EL0 uses EL1's, or EL2's in a host."""
+    if el == 0:
+        return 2 if host_el0(case.regs) else 1
+    return el
+
+
 def stub_va(case: HarnessCase, el: int) -> int:
     """Return where the stub page runs at `el`: the case's address, else identity."""
     if el == 1:
@@ -290,7 +304,7 @@ def stub_va(case: HarnessCase, el: int) -> int:
 def prechecks_for(case: HarnessCase, stub_el1: int, stub_el2: int,
                   skipped: Mapping[int, str]) -> tuple[Precheck, ...]:
     """Return the EL3 ATs that prove the stub page is reachable for the case's ops."""
-    els = {op.el for i, op in enumerate(case.ops) if i not in skipped}
+    els = {stub_el(case, op.el) for i, op in enumerate(case.ops) if i not in skipped}
     checks: list[Precheck] = []
     if 1 in els:
         stage1, stage2 = el1_fetch_translated(case.regs)
@@ -307,6 +321,8 @@ def op_skip_reason(case: HarnessCase, op: AtOp) -> str | None:
     """Return why an op cannot execute on QEMU, or None."""
     if op.el == 1 and case.regs["HCR_EL2"] >> 27 & 1:
         return "EL1 cannot execute with HCR_EL2.TGE=1 (an eret to EL1 is an illegal return)"
+    if op.el == 0 and case.regs["HCR_EL2"] >> 27 & 1 and not host_el0(case.regs):
+        return "the probe runs EL0 with HCR_EL2.TGE=1 only in a host (E2H=1)"
     return None
 
 
@@ -417,6 +433,9 @@ def op_header(op: AtOp) -> dict[str, Any]:
 
 def at_instruction_va(prepared: PreparedCase, op: AtOp) -> int:
     """Return the virtual address of the AT instruction the probe runs for `op`."""
+    if op.el == 0:
+        base = prepared.stub_va_el2 if stub_el(prepared.case, 0) == 2 else prepared.stub_va_el1
+        return base + PROBE_LAYOUT.stub_el0 + 8 * (op.code - OPS.index("LDR"))
     if op.el == 1:
         return prepared.stub_va_el1 + PROBE_LAYOUT.stub_at_el1 + 8 * op.code
     return prepared.stub_va_el2 + PROBE_LAYOUT.stub_at_el2 + 8 * op.code

@@ -409,6 +409,7 @@ run_op:
     str x10, [x9]
     cmp x1, #3
     b.eq 3f
+    cbz x1, 5f
     cmp x1, #2
     b.eq 1f
     ldr x9, [x4, #C_STUB_EL1]       // EL1h, DAIF masked
@@ -418,6 +419,17 @@ run_op:
 1:  ldr x9, [x4, #C_STUB_EL2]       // EL2h, DAIF masked
     add x9, x9, #STUB_AT_EL2
     mov x10, #0x3c9
+    b 2f
+5:  mrs x9, hcr_el2                 // EL0t, DAIF masked: the EL0 table of the stub page
+    ubfx x10, x9, #34, #1           // mapped for EL1, or for EL2 with E2H=TGE=1
+    ubfx x11, x9, #27, #1
+    and x10, x10, x11
+    ldr x9, [x4, #C_STUB_EL1]
+    cbz x10, 6f
+    ldr x9, [x4, #C_STUB_EL2]
+6:  add x9, x9, #STUB_EL0
+    sub x0, x0, #OP_FIRST_ACCESS
+    mov x10, #0x3c0
 2:  add x9, x9, x0, lsl #3
     orr x10, x10, x3, lsl #22       // SPSR.PAN
     mov x4, x6                      // the value STR X4, [X2] writes

@@ -15,7 +15,7 @@
     .include "layout.inc"
 
     .section .stub, "ax"
-    .global stub_base, at_table_el1, at_table_el2, vectors_el1, vectors_el2
+    .global stub_base, at_table_el1, at_table_el2, vectors_el1, vectors_el2, el0_table
 
     .macro at_table done, adone
     at s1e0r, x2
@@ -72,6 +72,18 @@ el1_access_done:
     mov x0, #KIND_ACCESS
     smc #0
 
+    .org STUB_AT_EL1 + STUB_EL0     // the access table run at EL0: reports by SVC
+el0_table:
+    ldr x1, [x2]                    // LDR X1, [X2]
+    b el0_done
+    str x4, [x2]                    // STR X4, [X2]
+    b el0_done
+    br x2                           // the fetch at X2
+    b el0_done
+el0_done:
+    mov x0, #KIND_ACCESS
+    svc #0
+
     .org STUB_AT_EL1 + 0x200        // current EL with SPx, synchronous: the AT trapped
     mrs x1, esr_el1
     mrs x3, far_el1
@@ -85,8 +97,17 @@ el1_access_done:
     unexpected 0x300, elr_el1
     .org STUB_AT_EL1 + 0x380
     unexpected 0x380, elr_el1
-    .org STUB_AT_EL1 + 0x400
-    unexpected 0x400, elr_el1
+    .org STUB_AT_EL1 + 0x400        // lower EL (EL0), synchronous: its SVC reports, else
+    mrs x9, esr_el1                 // the access's own exception
+    ubfx x10, x9, #26, #6
+    cmp x10, #0x15
+    b.eq 1f
+    mov x1, x9
+    mrs x3, far_el1
+    mov x4, xzr
+    mrs x5, elr_el1
+    mov x0, #KIND_EXC_EL1
+1:  smc #0
     .org STUB_AT_EL1 + 0x480
     unexpected 0x480, elr_el1
     .org STUB_AT_EL1 + 0x500
@@ -121,6 +142,8 @@ el2_sync:
     mrs x9, esr_el2
     ubfx x10, x9, #26, #6
     cmp x10, #0x17
+    b.eq 1f
+    cmp x10, #0x15                  // an SVC from EL0 with HCR_EL2.TGE=1: the EL0 stub
     b.eq 1f
     mov x1, x9
     mrs x3, far_el2
