@@ -1,9 +1,10 @@
 """The `conformance` and `qemu-at` commands: parse, call one function, format.
 
-`s2mmu conformance` generates cases (or replays a file), runs them on QEMU and on the
-model, and prints agreement per family; exit status 1 on any unexplained mismatch or
-harness error, 2 on bad input or a missing QEMU. `s2mmu qemu-at FILE` prints QEMU's
-answer to an AT case file in the at-case.md output format.
+`s2mmu conformance` generates cases (AT instructions and real loads, stores and fetches)
+or replays a file, runs them on QEMU and on the model, and prints agreement per family;
+exit status 1 on any unexplained mismatch or harness error, 2 on bad input or a missing
+QEMU. `s2mmu qemu-at FILE` prints QEMU's answer to an AT case file in the at-case.md
+output format.
 
 Progress (QEMU, then the model case by case) shows on a terminal only; `--json` prints
 one s2mmu.conformance/1 document instead of the table.
@@ -72,7 +73,11 @@ def default_jobs() -> int:
               help="Print one JSON document (schema s2mmu.conformance/1).")
 def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Path | None,
                 replay: Path | None, jobs: int, as_json: bool) -> None:
-    """Compare the model with QEMU executing real AT instructions."""
+    """Compare the model with QEMU executing real AT instructions, loads, stores and fetches.
+
+    The families loads, stores and fetches hold real accesses (LDR, STR, a branch) from
+    EL0, EL1 and EL2; the others hold AT instructions. All run by default.
+    """
     config = QemuConfig(jobs=jobs)
     try:  # a malformed replay file is refused before anything is created
         replayed = load_case_file(replay) if replay is not None else None
