@@ -13,7 +13,6 @@ from s2mmu.conformance.casefile import parse_cases
 from s2mmu.conformance.compare import changes_by_op, model_answer, normal_changes, normal_op
 from s2mmu.conformance.divergences import (
     DIVERGENCES,
-    TAG_ILLEGAL_BLOCK,
     OpEvidence,
     S2Setup,
     architecture_accepts,
@@ -180,13 +179,17 @@ def test_sh_divergence_needs_device_or_nc_and_only_sh_differing() -> None:
     assert classify(evidence(par(0x0000_0000_9000_1B80), par(0x0000_0000_9000_0B00))) is None
 
 
-def test_illegal_block_needs_the_tag_and_a_model_translation_fault() -> None:
+def test_illegal_block_is_read_from_the_walk_not_from_generator_tags() -> None:
     qemu, model = par(0xFF00_0080_0000_0B80), par(0x809)
-    assert classify(evidence(qemu, model)) is None
-    found = classify(evidence(qemu, model, divergence_tags=[TAG_ILLEGAL_BLOCK]))
+    block_l0 = s1_case(0, 0x80_0000_0000, 0)      # 4K level 0: no block without DS
+    found = classify(evidence(qemu, model, **block_l0))
     assert found is not None and found.name == "block_at_illegal_level"
-    assert classify(evidence(qemu, par(0x80F), divergence_tags=[TAG_ILLEGAL_BLOCK])) is None
-    assert classify(evidence(qemu, par(0x81B), divergence_tags=[TAG_ILLEGAL_BLOCK])) is None
+    # The same answers for a walk that read no such block explain nothing, tags or not.
+    assert classify(evidence(qemu, model, divergence_tags=["illegal_block"])) is None
+    assert classify(evidence(qemu, model, **s1_case(1, 0x8000_0000, 0))) is None
+    # Only a Translation fault at the block's own level.
+    assert classify(evidence(qemu, par(0x80B), **block_l0)) is None
+    assert classify(evidence(qemu, par(0x81B), **block_l0)) is None
 
 
 def test_transient_divergence_matches_only_wt_transient_against_wt() -> None:

@@ -27,6 +27,9 @@ PAMAX = 52
 
 TAG_ILLEGAL_BLOCK = "illegal_block"
 TAG_OA_52BIT_FIELDS = "oa_52bit_fields"
+"""Names the generator gives the departures a case can trigger (`divergence_tags`, for
+people reading a case); no predicate reads them: each decides from the case's registers,
+memory, the model's walk and the two answers."""
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,6 @@ class OpEvidence:
     model: Mapping[str, Any]
     index: int = 0
 
-    @property
-    def tags(self) -> frozenset[str]:
-        """Return the generator's divergence tags for the case (`divergence_tags`)."""
-        return frozenset(self.case.source.get("divergence_tags", ()))
 
 
 @dataclass(frozen=True)
@@ -142,25 +141,48 @@ def transient_dropped(ev: OpEvidence) -> bool:
 # --- Blocks where the granule allows none -------------------------------------------------
 
 
+def block_levels(granule_bits: int, ds: bool) -> tuple[int, ...]:
+    """Return the levels where a granule allows blocks (ASL AArch64.BlockDescSupported,
+    with PAMax 52 as on QEMU's -cpu max: 64K level 1 is allowed)."""
+    if granule_bits == 12:
+        return (0, 1, 2) if ds else (1, 2)
+    if granule_bits == 14:
+        return (1, 2) if ds else (2,)
+    return (1, 2)
+
+
 def block_at_illegal_level(ev: OpEvidence) -> bool:
-    """QEMU takes a block descriptor at any level above 3; the model faults (Translation)."""
-    if TAG_ILLEGAL_BLOCK not in ev.tags:
-        return False
+    """QEMU takes a block descriptor at a level that allows none; the model faults there
+    (Translation fault at that level, the last descriptor the walk read a block)."""
     fault = fsc_of(ev.model)
-    above_level_3 = fault is not None and fault[1] != 0b000111
-    return fault is not None and is_translation_fault(fault[1]) and above_level_3 \
-        and dict(ev.qemu) != dict(ev.model)
-
-
-# --- 52-bit output-address fields ---------------------------------------------------------
+    f = facts(ev)
+    if fault is None or f is None or f.last is None or not is_translation_fault(fault[1]):
+        return False
+    last = f.last
+    is_block = last.raw & 0b11 == 0b01 and last.level < 3
+    return is_block and last.level not in block_levels(last.granule_bits, last.ds) \
+        and fault[1] == 0b000100 | last.level and dict(ev.qemu) != dict(ev.model)
 
 
 def oa_52bit_fields_ignored(ev: OpEvidence) -> bool:
-    """QEMU ignores OA[51:48] (64K, bits [15:12]) and OA[51:50] (DS, bits [9:8]) below PS 52."""
-    if TAG_OA_52BIT_FIELDS not in ev.tags:
-        return False
+    """QEMU ignores OA[51:48] (64K, bits [15:12]) and OA[51:50] (DS, bits [9:8]) below PS 52:
+    the model's Address size fault is on the last descriptor read, whose high output-address
+    bits are set and beyond its stage's output size (or, before any read, on a TTBR whose
+    BADDR[51:48] is set with DS=1)."""
     fault = fsc_of(ev.model)
-    return fault is not None and is_address_size_fault(fault[1]) and dict(ev.qemu) != dict(ev.model)
+    f = facts(ev)
+    if fault is None or f is None or not is_address_size_fault(fault[1]):
+        return False
+    if f.last is None:  # nothing read: the table base of TTBRn_ELx itself
+        return f.ttb_oa_high and dict(ev.qemu) != dict(ev.model)
+    last = f.last
+    if last.granule_bits == 16:
+        high = last.raw >> 12 & 0xF
+    elif last.ds:
+        high = last.raw >> 8 & 0x3
+    else:
+        return False
+    return bool(high) and last.ps_bits < 52 and dict(ev.qemu) != dict(ev.model)
 
 
 # --- Stage-2 start level checked against VTCR_EL2.PS --------------------------------------

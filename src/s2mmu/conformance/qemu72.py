@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from s2mmu.arch.access import acc_at
 from s2mmu.arch.access_op import AccessOp, access_descriptor
-from s2mmu.arch.at import access_for, at_regime
+from s2mmu.arch.at import at_regime
 from s2mmu.arch.atcase import load_memory, parse_case
 from s2mmu.arch.bits import bit, bits
 from s2mmu.arch.descriptors import Block, Page, attrindx, s2_memattr, sh
@@ -46,6 +47,20 @@ class WalkFacts:
     fault: FaultRecord | None
     s1_leaf_pa: int | None = None  # where the stage-1 leaf descriptor is (PA)
     s2_leaf_pa: int | None = None  # where the stage-2 leaf of the output address is (PA)
+    last: LastRead | None = None   # the last descriptor the walk read
+    ttb_oa_high: bool = False      # DS=1, TTBR BADDR[51:48] (bits [5:2]) set, PS below 52
+
+
+@dataclass(frozen=True)
+class LastRead:
+    """The last descriptor a walk read, with its stage's granule, DS and output size."""
+
+    stage: int
+    level: int
+    raw: int
+    granule_bits: int
+    ds: bool
+    ps_bits: int
 
 
 def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
@@ -61,9 +76,12 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
         regime = regime_for(spec.el, case.regs)
         access = access_descriptor(spec.op, spec.el, spec.pan)
         stage = 12
-    else:
-        regime, _ = at_regime(spec.op, case.regs)
-        access, stage = access_for(spec.op, spec.pan), spec.op.stage
+    else:  # as execute_at builds it: the permission-checking EL of the regime
+        op = spec.op
+        regime, perm_el = at_regime(op, case.regs)
+        access = acc_at(perm_el, op.write, pan=op.pan_aware and spec.pan,
+                        any_access=op.any_access)
+        stage = op.stage
     result = full_translate(case.regs, regime, spec.va, access, env,
                             stage1_only=stage == 1, trace=trace)
     s1 = [s for s in trace if s.stage == 1]
@@ -85,7 +103,18 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
         fwb=bool(bit(hcr, 46)), cd=bool(bit(hcr, 32)),
         s1_walk_level=s1_level_of_walk_fault(case.regs, regime, spec.va, s1, env),
         fault=fault, s1_leaf_pa=s1_leaf.paddress if s1_leaf else None,
-        s2_leaf_pa=s2_output_leaf_pa(trace, s1_leaf))
+        s2_leaf_pa=s2_output_leaf_pa(trace, s1_leaf), last=last_read(trace, s1p, s2p),
+        ttb_oa_high=s1p.ds and bool(s1p.ttb >> 2 & 0xF) and s1p.ps < 52)
+
+
+def last_read(trace: list[WalkStep], s1p: Any, s2p: Any) -> LastRead | None:
+    """Return the last descriptor of a walk with the parameters of its stage."""
+    if not trace:
+        return None
+    step = trace[-1]
+    p = s1p if step.stage == 1 else s2p
+    return LastRead(stage=step.stage, level=step.level, raw=step.raw,
+                    granule_bits=p.tgx.bits, ds=p.ds, ps_bits=p.ps)
 
 
 def s2_output_leaf_pa(trace: list[WalkStep], s1_leaf: WalkStep | None) -> int | None:
