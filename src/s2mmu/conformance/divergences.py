@@ -161,7 +161,7 @@ def block_at_illegal_level(ev: OpEvidence) -> bool:
     last = f.last
     is_block = last.raw & 0b11 == 0b01 and last.level < 3
     return is_block and last.level not in block_levels(last.granule_bits, last.ds) \
-        and fault[1] == 0b000100 | last.level and dict(ev.qemu) != dict(ev.model)
+        and fsc_kind_level(fault[1]) == (0b0001, last.level) and dict(ev.qemu) != dict(ev.model)
 
 
 def oa_52bit_fields_ignored(ev: OpEvidence) -> bool:
