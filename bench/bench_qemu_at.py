@@ -120,7 +120,7 @@ def batch_rate(case: dict[str, Any]) -> tuple[float, float]:
         at_batch(spec.op, vas, spec.el, spec.pan, parsed.regs, env)
         engine = min(engine, time.perf_counter() - started)
         started = time.perf_counter()
-        outcomes, _ = atcase.run_case_outcomes(parsed)
+        outcomes, _, _ = atcase.run_case_outcomes(parsed)
         whole = min(whole, time.perf_counter() - started)
     assert len(outcomes) == N
     return N / engine, N / whole

@@ -91,7 +91,7 @@ def test_bytes_as_list():
 @pytest.mark.parametrize(("obj", "msg"), [
     ("nope", "an AT case file holds an object or a list, got str"),
     ([3], "cases[0]: expected an object, got int"),
-    (case(el="EL4"), "case 's1_4k_48bit'.el: el must be EL1, EL2 or EL3, got 'EL4'"),
+    (case(el="EL4"), "case 's1_4k_48bit'.el: el must be EL0, EL1, EL2 or EL3, got 'EL4'"),
     (case(pan=2), "case 's1_4k_48bit'.pan: pan must be 0 or 1, got 2"),
     (case(regs=[1]), "case 's1_4k_48bit'.regs: expected an object"),
     (case(regs={"TCR_EL1": "zz"}),
@@ -109,7 +109,8 @@ def test_bytes_as_list():
     (case(ops=[{"op": "S1E1R", "va": "0x1_0000_0000_0000_0000"}]),
      "case 's1_4k_48bit'.ops[0].va: 0x10000000000000000 is not a 64-bit address"),
     (case(ops=[{"op": "S1E1R", "va": 0, "el": "EL0"}]),
-     "case 's1_4k_48bit'.ops[0].el: el must be EL1, EL2 or EL3, got 'EL0'"),
+     "case 's1_4k_48bit'.ops[0].el: el must be EL1, EL2 or EL3, got 'EL0' (EL0 is for "
+     "accesses: LDR, STR, FETCH)"),
     (case(memory={}), "case 's1_4k_48bit'.memory: expected a list, got dict"),
     (case(memory=[{"words": []}]), "case 's1_4k_48bit'.memory[0]: expected an object with "
                                    "'pa' and 'words' or 'bytes'"),
@@ -174,7 +175,7 @@ def test_memory_changes_in_op_order():
              memory=CASE["memory"][:3] + [{"pa": "0x60003008", "words": ["0x90000303"]}])
     out = run_case(parse_case(c))
     assert out["memory_changes"] == [
-        {"pa": "0x60003008", "before": "0x90000303", "after": "0x90000703"}]
+        {"pa": "0x60003008", "before": "0x90000303", "after": "0x90000703", "op": 0}]
 
 
 def test_validation_examples_reproduce_qemu_bit_for_bit():

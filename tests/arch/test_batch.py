@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s2mmu.arch.access import acc_gpr, acc_ifetch
-from s2mmu.arch.at import encode_par
+from s2mmu.arch.at import AtOp, encode_par
 from s2mmu.arch.atcase import (
-    AtOpSpec,
     memory_change_json,
     op_result_json,
     parse_case,
@@ -44,16 +43,17 @@ def neighbours(va: int, rng: random.Random) -> list[int]:
 def widened(case: dict, rng: random.Random) -> dict:
     """Return case with each op turned into a run of ops at its neighbours."""
     parsed = parse_case(case)
-    ops = tuple(AtOpSpec(o.op, v, o.el, o.pan) for o in parsed.ops
-                for v in neighbours(o.va, rng))
+    ops = tuple(replace(o, va=v) for o in parsed.ops
+                for v in (neighbours(o.va, rng) if isinstance(o.op, AtOp) else [o.va]))
     return replace(parsed, ops=ops)
 
 
 def scalar_json(case) -> dict:
-    results, mem = run_case_detailed(case)
+    results, mem, writers = run_case_detailed(case)
     return {"name": case.name,
             "ops": [op_result_json(s, r) for s, r in zip(case.ops, results, strict=True)],
-            "memory_changes": [memory_change_json(w) for w in mem.hw_writes]}
+            "memory_changes": [memory_change_json(w, i)
+                               for w, i in zip(mem.hw_writes, writers, strict=True)]}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -130,7 +130,8 @@ def test_at_batch_matches_execute_at_with_stage2_exceptions() -> None:
     regs, mem = _two_stage()
     env = Env(mem, qemu_7_2_max())
     vas = [0x8000_0000 + i * 4096 for i in range(0, 80, 3)] + [0xA000_0000 + 0x1234]
-    pars, exc = at_batch(AtOp.S12E1R, vas, 1, False, regs, env)
+    got_batch = at_batch(AtOp.S12E1R, vas, 1, False, regs, env)
+    pars, exc = got_batch.par, got_batch.exceptions
     for i, va in enumerate(vas):
         want = execute_at(AtOp.S12E1R, va, 1, False, regs, env)
         if exc[i] is None:

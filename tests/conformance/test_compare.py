@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from s2mmu.conformance.casefile import parse_cases
 from s2mmu.conformance.compare import (
     AGREE,
     DIVERGENCE,
     MISMATCH,
+    changes_by_op,
+    compare_case,
     compare_cases,
     normal_changes,
     write_mismatches,
@@ -78,3 +81,31 @@ def test_sh_only_difference_on_device_memory_is_the_listed_divergence(
     assert report.ok()
     device = [op for _, op in report.ops() if op.qemu.get("PAR_EL1") == "0x0400000090004b00"]
     assert device and all(op.verdict in (AGREE, DIVERGENCE) for op in device)
+
+
+def answers_with_changes(changes: list[dict[str, Any]], par0: str) -> dict[str, Any]:
+    """Return a two-op answer (op 0's PAR given) with these memory changes."""
+    ops = [{"op": "S1E1R", "va": "0x0", "el": "EL2", "pan": 0, "outcome": "par",
+            "PAR_EL1": par0},
+           {"op": "S1E1W", "va": "0x0", "el": "EL2", "pan": 0, "outcome": "par",
+            "PAR_EL1": "0x000000000000080f"}]
+    return {"name": "c", "ops": ops, "memory_changes": changes}
+
+
+def test_a_divergent_op_does_not_excuse_another_ops_memory_changes() -> None:
+    case_obj = {"name": "c", "regs": {"SCTLR_EL1": "0x30d00801"},
+                "ops": [["S1E1R", "0x0"], ["S1E1W", "0x0"]]}
+    (case,) = parse_cases(case_obj)
+    extra = {"pa": "0x60003008", "before": "0x90000303", "after": "0x90000703", "op": 1}
+    # Tables empty: both ops fault at level 0, so op 1 reaches no leaf whose dirty-state
+    # update QEMU could have made; its extra write is unexplained.
+    qemu = answers_with_changes([extra], "0x0000000000000809")
+    model = answers_with_changes([], "0x0000000000000809")
+    compared = compare_case(case, qemu, lambda _: model)
+    assert compared.memory_verdict == MISMATCH
+
+
+def test_memory_changes_group_by_the_op_that_made_them() -> None:
+    answer = {"memory_changes": [{"pa": "0x8", "before": "0x1", "after": "0x401", "op": 2},
+                                 {"pa": "0x10", "before": "0x1", "after": "0x401", "op": 0}]}
+    assert changes_by_op(answer) == {2: [(8, 1, 0x401)], 0: [(16, 1, 0x401)]}

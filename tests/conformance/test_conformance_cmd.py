@@ -92,3 +92,19 @@ def test_nothing_goes_to_stderr_when_it_is_not_a_terminal() -> None:
     result = CliRunner().invoke(conformance, ["--cases", "2", "--family", "s1_4k"])
     assert result.exit_code == 0
     assert result.stderr == ""
+
+
+@requires_qemu
+def test_replay_of_accesses_is_json_of_the_schema_and_agrees() -> None:
+    result = CliRunner().invoke(conformance, ["--replay", str(CASES / "accesses.cases.json"),
+                                              "--json"])
+    assert result.exit_code == 0, result.stdout
+    doc = json.loads(result.stdout)
+    validate(doc)
+    outcomes = {op["qemu"]["outcome"] for case in doc["cases"] for op in case["ops"]}
+    assert outcomes == {"load", "store", "exception"} and doc["ok"]
+
+
+def test_help_lists_the_access_families() -> None:
+    result = CliRunner().invoke(conformance, ["--help"])
+    assert "loads, stores," in result.stdout and "fetches" in result.stdout

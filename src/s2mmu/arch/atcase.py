@@ -8,6 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from s2mmu.arch.access_op import (
+    AccessOp,
+    AccessResult,
+    Fetched,
+    Loaded,
+    Stored,
+    execute_access,
+)
 from s2mmu.arch.at import AtException, AtOp, ParResult, execute_at
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import FeatureSet, qemu_7_2_max
@@ -16,7 +24,7 @@ from s2mmu.arch.memory import PA_LIMIT, MemoryWrite, PhysMem
 from s2mmu.arch.state import SysRegs
 from s2mmu.arch.translate import Env
 
-EL_NAMES = {"EL1": 1, "EL2": 2, "EL3": 3}
+EL_NAMES = {"EL0": 0, "EL1": 1, "EL2": 2, "EL3": 3}
 
 
 def parse_int(value: Any, where: str) -> int:
@@ -40,10 +48,10 @@ def parse_word(value: Any, where: str) -> int:
 
 
 def parse_el(value: Any, where: str) -> int:
-    """Return an exception level from "EL1"/"EL2"/"EL3"."""
+    """Return an exception level from "EL0"/"EL1"/"EL2"/"EL3" (EL0: accesses only)."""
     if isinstance(value, str) and value.upper() in EL_NAMES:
         return EL_NAMES[value.upper()]
-    raise InputError(f"{where}: el must be EL1, EL2 or EL3, got {shorten(value)}")
+    raise InputError(f"{where}: el must be EL0, EL1, EL2 or EL3, got {shorten(value)}")
 
 
 def parse_pan(value: Any, where: str) -> bool:
@@ -56,12 +64,13 @@ def parse_pan(value: Any, where: str) -> bool:
 
 @dataclass(frozen=True)
 class AtOpSpec:
-    """One AT operation of a case."""
+    """One op of a case: an AT instruction, or a real access (value: what STR writes)."""
 
-    op: AtOp
+    op: AtOp | AccessOp
     va: int
     el: int
     pan: bool
+    value: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,13 +143,23 @@ def _parse_op(item: Any, where: str, el: int, pan: bool) -> AtOpSpec:
     if not 0 <= va < 1 << 64:
         raise InputError(f"{where}.va: {shorten_hex(va)} is not a 64-bit address")
     try:
-        op = AtOp.parse(item["op"])
+        op = parse_op_name(item["op"])
     except InputError as e:
         raise InputError(f"{where}.op: {e}") from None
-    return AtOpSpec(
-        op, va,
-        parse_el(item["el"], f"{where}.el") if "el" in item else el,
-        parse_pan(item["pan"], f"{where}.pan") if "pan" in item else pan)
+    value = parse_word(item.get("value", 0), f"{where}.value")
+    op_el = parse_el(item["el"], f"{where}.el") if "el" in item else el
+    if isinstance(op, AtOp) and op_el == 0:
+        raise InputError(f"{where}.el: el must be EL1, EL2 or EL3, got 'EL0' (EL0 is for "
+                         "accesses: LDR, STR, FETCH)")
+    return AtOpSpec(op, va, op_el,
+                    parse_pan(item["pan"], f"{where}.pan") if "pan" in item else pan, value)
+
+
+def parse_op_name(name: str) -> AtOp | AccessOp:
+    """Return the access (LDR, STR, FETCH) or AT operation called name."""
+    if name.strip().upper() in AccessOp.__members__:
+        return AccessOp.parse(name)
+    return AtOp.parse(name)
 
 
 def parse_case(obj: Any, where: str = "case") -> AtCase:
@@ -199,94 +218,118 @@ def hx(v: int) -> str:
     return f"{v:#x}"
 
 
-def op_result_json(spec: AtOpSpec, result: ParResult | AtException) -> dict[str, Any]:
-    """Return one op's output object in the at-case.md format."""
-    return outcome_json(spec, result.par if isinstance(result, ParResult) else result)
+OpResult = ParResult | AtException | AccessResult
 
 
-def outcome_json(spec: AtOpSpec, outcome: int | AtException) -> dict[str, Any]:
-    """Return one op's output object in the at-case.md format from its PAR or exception."""
+def op_result_json(spec: AtOpSpec, result: OpResult | int) -> dict[str, Any]:
+    """Return one op's output object in the at-case.md format (an int: PAR_EL1 alone, as
+    the batch engine answers an AT that wrote it)."""
     out: dict[str, Any] = {"op": spec.op.name, "va": hx(spec.va), "el": f"EL{spec.el}",
                            "pan": int(spec.pan)}
-    if isinstance(outcome, int):
-        out.update(outcome="par", PAR_EL1=f"{outcome:#018x}")
-        return out
-    out.update(outcome="exception", taken_to=f"EL{outcome.taken_to}", ESR=hx(outcome.esr))
-    if outcome.far is not None:
-        out["FAR"] = hx(outcome.far)
-    if outcome.hpfar is not None:
-        out["HPFAR_EL2"] = hx(outcome.hpfar)
+    match result:
+        case int():
+            out.update(outcome="par", PAR_EL1=f"{result:#018x}")
+            return out
+        case ParResult():
+            out.update(outcome="par", PAR_EL1=f"{result.par:#018x}")
+            return out
+        case Loaded():
+            out.update(outcome="load", value=f"{result.value:#018x}")
+            return out
+        case Stored():
+            out.update(outcome="store", value=f"{result.value:#018x}")
+            return out
+        case Fetched():
+            out.update(outcome="fetch", insn=f"{result.insn:#010x}")
+            return out
+    out.update(outcome="exception", taken_to=f"EL{result.taken_to}", ESR=hx(result.esr))
+    if result.far is not None:
+        out["FAR"] = hx(result.far)
+    if result.hpfar is not None:
+        out["HPFAR_EL2"] = hx(result.hpfar)
     return out
 
 
 def run_case_detailed(case: AtCase, features: FeatureSet | None = None
-                      ) -> tuple[list[ParResult | AtException], PhysMem]:
-    """Run every op of case in order on one memory; return the results and the memory."""
+                      ) -> tuple[list[OpResult], PhysMem, list[int]]:
+    """Run every op of case in order on one memory; return the results, the memory and,
+    per hardware write in mem.hw_writes, the index of the op that made it."""
     mem = load_memory(case)
     env = Env(mem, features or qemu_7_2_max())
-    results: list[ParResult | AtException] = [
-        execute_at(spec.op, spec.va, spec.el, spec.pan, case.regs, env) for spec in case.ops]
-    return results, mem
+    results: list[OpResult] = []
+    writers: list[int] = []
+    for i, spec in enumerate(case.ops):
+        results.append(execute_op(spec, case.regs, env))
+        writers += [i] * (len(mem.hw_writes) - len(writers))
+    return results, mem, writers
 
 
-def memory_change_json(w: MemoryWrite) -> dict[str, str]:
-    """Return one hardware write as the format spells it: little-endian memory words."""
+def execute_op(spec: AtOpSpec, regs: SysRegs, env: Env) -> OpResult:
+    """Execute one op of a case: an AT instruction or a real access."""
+    if isinstance(spec.op, AccessOp):
+        return execute_access(spec.op, spec.va, spec.el, spec.pan, spec.value, regs, env)
+    return execute_at(spec.op, spec.va, spec.el, spec.pan, regs, env)
+
+
+def memory_change_json(w: MemoryWrite, op: int) -> dict[str, Any]:
+    """Return one hardware write as the format spells it: little-endian memory words,
+    and the index of the op that made it."""
     before, after = w.as_le_words()
-    return {"pa": hx(w.pa), "before": hx(before), "after": hx(after)}
+    return {"pa": hx(w.pa), "before": hx(before), "after": hx(after), "op": op}
 
 
 BATCH_MIN = 8
-"""A run of at least this many consecutive ops with the same op, EL and PAN goes through
+"""A run of at least this many consecutive AT ops with the same op, EL and PAN goes through
 the batch engine (s2mmu.arch.batch.at_batch), which answers exactly as one-by-one does."""
 
 
 def run_case_outcomes(case: AtCase, features: FeatureSet | None = None
-                      ) -> tuple[list[int | AtException], PhysMem]:
-    """Run every op of case in order on one memory: PAR_EL1 values, or the exceptions.
+                      ) -> tuple[list[OpResult | int], PhysMem, list[int]]:
+    """Run every op of case in order on one memory, as run_case_detailed does.
 
-    Runs of BATCH_MIN or more consecutive ops with the same (op, el, pan) are answered by
-    the batch engine; the rest one by one. Either way the answers, and the descriptor
-    updates in memory, are those of execute_at in program order.
+    Runs of BATCH_MIN or more consecutive AT ops with the same (op, el, pan) are answered
+    by the batch engine (a PAR_EL1 value, or the exception); the rest one by one. Either
+    way the answers, the descriptor updates and which op made each are those of executing
+    the ops in program order.
     """
     from s2mmu.arch.batch import at_batch
     mem = load_memory(case)
     env = Env(mem, features or qemu_7_2_max())
-    out: list[int | AtException] = []
+    out: list[OpResult | int] = []
+    writers: list[int] = []
     ops = case.ops
+    keys = [(o.op, o.el, o.pan) for o in ops]
     i = 0
     while i < len(ops):
-        j = i
-        while j < len(ops) and (ops[j].op, ops[j].el, ops[j].pan) == (
-                ops[i].op, ops[i].el, ops[i].pan):
+        j = i + 1
+        while j < len(ops) and keys[j] == keys[i]:
             j += 1
-        if j - i >= BATCH_MIN:
-            spec = ops[i]
-            pars, exc = at_batch(spec.op, [o.va for o in ops[i:j]], spec.el, spec.pan,
-                                 case.regs, env)
-            values: list[int | AtException] = list(pars.tolist())
-            for k, e in enumerate(exc):
+        spec = ops[i]
+        if j - i >= BATCH_MIN and isinstance(spec.op, AtOp):
+            got = at_batch(spec.op, [o.va for o in ops[i:j]], spec.el, spec.pan, case.regs,
+                           env)
+            values: list[OpResult | int] = list(got.par.tolist())
+            for k, e in enumerate(got.exceptions):
                 if e is not None:
-                    values[k] = _exception(e)
+                    values[k] = e
             out.extend(values)
+            writers += [i + lane for lane in got.write_lanes]
         else:
-            for spec in ops[i:j]:
-                got = execute_at(spec.op, spec.va, spec.el, spec.pan, case.regs, env)
-                out.append(got.par if isinstance(got, ParResult) else got)
+            for k in range(i, j):
+                out.append(execute_op(ops[k], case.regs, env))
+                writers += [k] * (len(mem.hw_writes) - len(writers))
         i = j
-    return out, mem
-
-
-def _exception(result: ParResult | AtException) -> int | AtException:
-    return result.par if isinstance(result, ParResult) else result
+    return out, mem, writers
 
 
 def run_case(case: AtCase, features: FeatureSet | None = None) -> dict[str, Any]:
     """Run case on the model and return its output object (at-case.md)."""
-    outcomes, mem = run_case_outcomes(case, features)
+    results, mem, writers = run_case_outcomes(case, features)
     return {
         "name": case.name,
-        "ops": [outcome_json(s, r) for s, r in zip(case.ops, outcomes, strict=True)],
-        "memory_changes": [memory_change_json(w) for w in mem.hw_writes],
+        "ops": [op_result_json(s, r) for s, r in zip(case.ops, results, strict=True)],
+        "memory_changes": [memory_change_json(w, i)
+                           for w, i in zip(mem.hw_writes, writers, strict=True)],
     }
 
 

@@ -85,6 +85,8 @@ class BatchResult:
     the stage was off or the lane faulted.
     par: PAR_EL1 as an AT of this translation reports it (AArch64.EncodePAR).
     scalar_lanes: how many lanes the scalar path answered directly (updates, fallback).
+    write_lanes: for each descriptor update made in memory (PhysMem.hw_writes order), the
+    lane that made it (only scalar-answered lanes update).
     """
 
     pa: U64
@@ -99,6 +101,7 @@ class BatchResult:
     s2_perms: npt.NDArray[np.uint8]
     par: U64
     scalar_lanes: int
+    write_lanes: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.pa)
@@ -125,6 +128,7 @@ class _Out:
         self.par = np.zeros(n, np.uint64)
         self.table: dict[MemoryAttributes, int] = {}
         self.scalar = 0
+        self.write_lanes: list[int] = []
 
     def attr_index(self, m: MemoryAttributes) -> int:
         return self.table.setdefault(m, len(self.table))
@@ -148,7 +152,7 @@ class _Out:
     def result(self) -> BatchResult:
         return BatchResult(self.pa, self.fault, self.level, self.secondstage, self.s2fs1walk,
                            self.ipa, self.attrs, tuple(self.table), self.s1_perms,
-                           self.s2_perms, self.par, self.scalar)
+                           self.s2_perms, self.par, self.scalar, tuple(self.write_lanes))
 
 
 def perm_masks(got: AddressDescriptor, s1p: S1TTWParams, s2p: S2TTWParams | None, env: Env
@@ -570,8 +574,10 @@ def translate_batch(regs: SysRegs, regime: Regime, vas: Sequence[int] | U64,
 
     def scalar(i: int) -> None:
         v = int(va[i])
+        before = len(env.mem.hw_writes)
         out.store(i, full_translate(regs, regime, v, access, env, stage1_only), env,
                   _params(regs, regime, v, env))
+        out.write_lanes += [i] * (len(env.mem.hw_writes) - before)
         out.scalar += 1
 
     if env.tables is not None:
@@ -614,19 +620,29 @@ def _as_u64(vas: Sequence[int] | U64) -> U64:
         raise InputError(f"va={shown}: a virtual address is 64 bits (0..2^64-1)") from None
 
 
-def at_batch(op: AtOp, vas: Sequence[int] | U64, el: int, pan: bool, regs: SysRegs,
-             env: Env) -> tuple[U64, list[AtResult | None]]:
-    """Execute AT op on every address: PAR_EL1 per lane, as execute_at would.
+@dataclass(frozen=True)
+class AtBatch:
+    """What a batch of one AT instruction did, lane by lane.
 
-    Returns the PARs and, per lane, None where the AT wrote PAR_EL1, or the AtResult
-    where it took an exception (UNDEFINED, or a stage-2 fault taken to EL2 from EL1).
+    par: PAR_EL1 where the AT wrote it; exceptions: None there, or the exception the AT
+    took (UNDEFINED, or a stage-2 fault taken to EL2 from EL1); write_lanes: for each
+    descriptor update the batch made (in memory's hw_writes order), the lane that made it.
     """
+
+    par: U64
+    exceptions: list[AtResult | None]
+    write_lanes: tuple[int, ...]
+
+
+def at_batch(op: AtOp, vas: Sequence[int] | U64, el: int, pan: bool, regs: SysRegs,
+             env: Env) -> AtBatch:
+    """Execute AT op on every address, in order, as execute_at would."""
     from s2mmu.arch.at import at_regime
     va = _as_u64(vas)
     undef = at_undefined_reason(op, el, env)
     if undef:
         first = at_outcome_undefined(op, el, env)
-        return np.zeros(len(va), np.uint64), [first] * len(va)
+        return AtBatch(np.zeros(len(va), np.uint64), [first] * len(va), ())
     regime, perm_el = at_regime(op, regs)
     access = acc_at(perm_el, op.write, pan=op.pan_aware and pan, any_access=op.any_access)
     res = translate_batch(regs, regime, va, access, env, stage1_only=op.stage == 1)
@@ -639,7 +655,7 @@ def at_batch(op: AtOp, vas: Sequence[int] | U64, el: int, pan: bool, regs: SysRe
                                 secondstage=True, s2fs1walk=bool(res.s2fs1walk[i]),
                                 vaddress=int(va[i]), ipaddress=int(res.ipa[i]))
             exc[i] = stage2_exception(fault, int(va[i]))
-    return res.par, exc
+    return AtBatch(res.par, exc, res.write_lanes)
 
 
 def at_outcome_undefined(op: AtOp, el: int, env: Env) -> AtResult:

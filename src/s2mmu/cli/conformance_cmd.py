@@ -1,9 +1,10 @@
 """The `conformance` and `qemu-at` commands: parse, call one function, format.
 
-`s2mmu conformance` generates cases (or replays a file), runs them on QEMU and on the
-model, and prints agreement per family; exit status 1 on any unexplained mismatch or
-harness error, 2 on bad input or a missing QEMU. `s2mmu qemu-at FILE` prints QEMU's
-answer to an AT case file in the at-case.md output format.
+`s2mmu conformance` generates cases (AT instructions and real loads, stores and fetches)
+or replays a file, runs them on QEMU and on the model, and prints agreement per family;
+exit status 1 on any unexplained mismatch or harness error, 2 on bad input or a missing
+QEMU. `s2mmu qemu-at FILE` prints QEMU's answer to an AT case file in the at-case.md
+output format.
 
 `--through nested` runs the EL2 ops of the same cases as a guest hypervisor's AT
 instructions through KVM's emulation (s2mmu.conformance.nested) instead of the
@@ -94,7 +95,11 @@ def default_jobs() -> int:
 def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Path | None,
                 replay: Path | None, jobs: int, through: str, profile_name: str,
                 as_json: bool) -> None:
-    """Compare the model with QEMU executing real AT instructions."""
+    """Compare the model with QEMU executing real AT instructions, loads, stores and fetches.
+
+    The families loads, stores and fetches hold real accesses (LDR, STR, a branch) from
+    EL0, EL1 and EL2; the others hold AT instructions. All run by default.
+    """
     config = QemuConfig(jobs=jobs)
     nested = PROFILES[profile_name] if through == "nested" else None
     if nested is not None and keep_mismatches is not None:
@@ -281,6 +286,10 @@ def answer_text(answer: Mapping[str, Any]) -> str:
             extra = "".join(f" {key}={answer[key]}" for key in ("FAR", "HPFAR_EL2")
                             if key in answer)
             return f"exc->{answer['taken_to']} ESR={answer['ESR']}{extra}"
+        case "load" | "store":
+            return f"{answer['outcome']} {answer['value']}"
+        case "fetch":
+            return f"fetched insn {answer['insn']}"
         case outcome:
             return f"{outcome}: {answer.get('reason', '')}"
 

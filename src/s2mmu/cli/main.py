@@ -231,7 +231,7 @@ def at(file: str, as_json: bool, features: str) -> None:
         return
     out = render.console()
     for case in cases:
-        results, mem = run_case_detailed(case, fs)
+        results, mem, _ = run_case_detailed(case, fs)
         out.rule(f"case {case.name}")
         for spec, r in zip(case.ops, results, strict=True):
             out.print(f"AT {spec.op.name:7} {spec.va:#018x} EL{spec.el} PAN={int(spec.pan)}  ",

@@ -18,11 +18,18 @@ from typing import Any
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.inputs import shorten, too_many_digits
 
-OPS: tuple[str, ...] = (
+AT_OPS: tuple[str, ...] = (
     "S1E0R", "S1E0W", "S1E1R", "S1E1W", "S1E1RP", "S1E1WP",
     "S1E2R", "S1E2W", "S12E0R", "S12E0W", "S12E1R", "S12E1W",
 )
 """AT operations in the probe's table order (the op code is the index)."""
+
+ACCESS_OPS: tuple[str, ...] = ("LDR", "STR", "FETCH")
+"""Real accesses (at-case.md "Accesses"), after the AT ops in the probe's tables."""
+
+OPS: tuple[str, ...] = AT_OPS + ACCESS_OPS
+ACCESS_ELS = (0, 1, 2)
+"""The ELs the probe executes accesses at."""
 
 REGISTERS: tuple[str, ...] = (
     "SCTLR_EL1", "TCR_EL1", "MAIR_EL1", "TTBR0_EL1", "TTBR1_EL1", "AMAIR_EL1",
@@ -41,7 +48,7 @@ REGISTER_DEFAULTS: Mapping[str, int] = {
 """Values of registers a case does not give (MMUs off); all others are 0."""
 
 HCR_EL2_RW = 1 << 31
-ELS: Mapping[str, int] = {"EL1": 1, "EL2": 2, "EL3": 3}
+ELS: Mapping[str, int] = {"EL0": 0, "EL1": 1, "EL2": 2, "EL3": 3}
 U64_MAX = (1 << 64) - 1
 
 
@@ -53,11 +60,17 @@ class AtOp:
     va: int
     el: int
     pan: int
+    value: int = 0
 
     @property
     def code(self) -> int:
         """Return the op's index in the probe's AT tables."""
         return OPS.index(self.op)
+
+    @property
+    def is_access(self) -> bool:
+        """Return whether the op is a real access (LDR, STR, FETCH), not an AT."""
+        return self.op in ACCESS_OPS
 
 
 @dataclass(frozen=True)
@@ -141,9 +154,9 @@ def optional_int(value: Any, what: str) -> int | None:
 
 
 def parse_el(value: Any, where: str) -> int:
-    """Read an exception level name (EL1, EL2 or EL3)."""
+    """Read an exception level name (EL0 for accesses, EL1, EL2 or EL3)."""
     if value not in ELS:
-        raise InputError(f"{where}: el must be one of EL1, EL2, EL3, got {shorten(value)}")
+        raise InputError(f"{where}: el must be one of EL0, EL1, EL2, EL3, got {shorten(value)}")
     return ELS[value]
 
 
@@ -178,15 +191,22 @@ def parse_op(obj: Any, index: int, el: int, pan: int, where: str) -> AtOp:
         raise InputError(f"{what}: expected an object or [\"OP\", va], got {shorten(obj)}")
     name = obj.get("op")
     if name not in OPS:
-        raise InputError(f"{what}: unknown AT operation {shorten(name)} (known: {', '.join(OPS)})")
+        raise InputError(f"{what}: unknown AT operation {shorten(name)} (known: "
+                         f"{', '.join(AT_OPS)}; accesses: {', '.join(ACCESS_OPS)})")
     if "va" not in obj:
         raise InputError(f"{what}: missing va")
-    return AtOp(
+    op = AtOp(
         op=name,
         va=parse_int(obj["va"], f"{what}: va"),
         el=parse_el(obj["el"], what) if "el" in obj else el,
         pan=parse_pan(obj["pan"], what) if "pan" in obj else pan,
+        value=parse_int(obj.get("value", 0), f"{what}: value"),
     )
+    if op.is_access and op.el not in ACCESS_ELS:
+        raise InputError(f"{what}: the probe executes {name} at EL0, EL1 or EL2, not EL{op.el}")
+    if not op.is_access and op.el == 0:
+        raise InputError(f"{what}: an AT instruction executes at EL1, EL2 or EL3, not EL0")
+    return op
 
 
 def parse_memory(obj: Any, where: str) -> tuple[tuple[int, int], ...]:
@@ -241,7 +261,7 @@ def parse_bytes(value: Any, what: str) -> bytes:
 
 
 def el_name(el: int) -> str:
-    """Return "EL1", "EL2" or "EL3"."""
+    """Return "EL0", "EL1", "EL2" or "EL3"."""
     return f"EL{el}"
 
 

@@ -24,15 +24,20 @@ from typing import Any
 
 from s2mmu.arch.inputs import load_json
 from s2mmu.conformance.casefile import HarnessCase, case_objects, parse_cases
-from s2mmu.conformance.divergences import OpEvidence, classify, explain_memory
+from s2mmu.conformance.divergences import (
+    OpEvidence,
+    classify,
+    divergence_named,
+    explain_memory,
+)
 from s2mmu.conformance.qemu import QemuAt, QemuConfig
 
 ModelSide = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 """Run one case object on the model and return its answer (at-case.md "Output")."""
 
 ANSWER_KEYS = ("op", "va", "el", "pan", "outcome", "PAR_EL1", "taken_to", "ESR", "FAR",
-               "HPFAR_EL2")
-INT_KEYS = frozenset({"va", "pan", "PAR_EL1", "ESR", "FAR", "HPFAR_EL2"})
+               "HPFAR_EL2", "value", "insn")
+INT_KEYS = frozenset({"va", "pan", "PAR_EL1", "ESR", "FAR", "HPFAR_EL2", "value", "insn"})
 NOT_RUN = frozenset({"skipped", "harness_error"})
 
 AGREE = "agree"
@@ -130,19 +135,49 @@ def compare_op(case: HarnessCase, index: int, qemu: Mapping[str, Any],
     return OpComparison(index, qemu, model, MISMATCH)
 
 
-def memory_verdict(ops: Sequence[OpComparison], qemu: Mapping[str, Any],
+def memory_verdict(case: HarnessCase, ops: Sequence[OpComparison], qemu: Mapping[str, Any],
                    model: Mapping[str, Any]) -> str:
-    """Compare memory_changes; a difference in a case with a divergent op is explained."""
+    """Compare memory_changes op by op; a difference is explained only for its own op.
+
+    Changes carry the index of the op that made them ("op"). An op's differing changes
+    are a divergence only when explain_memory recognises QEMU's AT dirty-state update on
+    that op's leaves, or when the op's own answer is a divergence under which QEMU walks
+    differently (Divergence.changes_walk); anything else is a mismatch.
+    """
     if qemu.get("skipped") or qemu.get("memory_changes_dropped") or \
             any(op.verdict == NOT_RUN_VERDICT for op in ops):
         return NOT_RUN_VERDICT
     if normal_changes(qemu) == normal_changes(model):
         return AGREE
-    if explain_memory(normal_changes(qemu), normal_changes(model)) is not None:
-        return DIVERGENCE
-    if any(op.verdict == DIVERGENCE for op in ops):
-        return DIVERGENCE
-    return MISMATCH
+    q, m = changes_by_op(qemu), changes_by_op(model)
+    for index in sorted(set(q) | set(m), key=lambda i: -1 if i is None else i):
+        if q.get(index, []) != m.get(index, []) and \
+                not op_memory_explained(case, ops, index, q.get(index, []), m.get(index, [])):
+            return MISMATCH
+    return DIVERGENCE
+
+
+def changes_by_op(answer: Mapping[str, Any]) -> dict[int | None, list[tuple[int, int, int]]]:
+    """Return an answer's memory changes grouped by the op that made them (None: unknown)."""
+    grouped: dict[int | None, list[tuple[int, int, int]]] = {}
+    for change in answer.get("memory_changes", []):
+        index = change.get("op")
+        key = int(str(index), 0) if index is not None else None
+        grouped.setdefault(key, []).extend(normal_changes({"memory_changes": [change]}))
+    return {key: sorted(value) for key, value in grouped.items()}
+
+
+def op_memory_explained(case: HarnessCase, ops: Sequence[OpComparison], index: int | None,
+                        qemu: list[tuple[int, int, int]],
+                        model: list[tuple[int, int, int]]) -> bool:
+    """Return whether a divergence explains op `index`'s different memory changes."""
+    if index is None or not 0 <= index < len(ops):
+        return False
+    op = ops[index]
+    if op.divergence is not None and divergence_named(op.divergence).changes_walk:
+        return True
+    ev = OpEvidence(case, case.ops[index], op.qemu, op.model, index)
+    return explain_memory(ev, qemu, model) is not None
 
 
 def model_error_answer(case: HarnessCase, error: Exception) -> dict[str, Any]:
@@ -168,7 +203,8 @@ def compare_case(case: HarnessCase, qemu: Mapping[str, Any], model: ModelSide) -
     model_ops = list(answer.get("ops", []))
     model_ops += [{"outcome": "missing"}] * (len(case.ops) - len(model_ops))
     ops = tuple(compare_op(case, i, qemu["ops"][i], model_ops[i]) for i in range(len(case.ops)))
-    return CaseComparison(case=case, ops=ops, memory_verdict=memory_verdict(ops, qemu, answer),
+    return CaseComparison(case=case, ops=ops,
+                          memory_verdict=memory_verdict(case, ops, qemu, answer),
                           qemu=qemu, model=answer)
 
 

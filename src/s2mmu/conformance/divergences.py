@@ -18,14 +18,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from s2mmu.arch.attrs import mair_reserved
+from s2mmu.arch.descriptors import DescContext, output_address
+from s2mmu.arch.faults import Fault, hpfar
+from s2mmu.arch.params import Granule
 from s2mmu.conformance.casefile import AtOp, HarnessCase, parse_cases
-from s2mmu.conformance.qemu72 import WalkFacts, qemu_par_attrs, walk_facts
+from s2mmu.conformance.qemu72 import LastRead, WalkFacts, qemu_par_attrs, walk_facts
 
 PS_BITS = (32, 36, 40, 42, 44, 48, 52, 52)
 PAMAX = 52
 
 TAG_ILLEGAL_BLOCK = "illegal_block"
 TAG_OA_52BIT_FIELDS = "oa_52bit_fields"
+"""Names the generator gives the departures a case can trigger (`divergence_tags`, for
+people reading a case); no predicate reads them: each decides from the case's registers,
+memory, the model's walk and the two answers."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +44,6 @@ class OpEvidence:
     model: Mapping[str, Any]
     index: int = 0
 
-    @property
-    def tags(self) -> frozenset[str]:
-        """Return the generator's divergence tags for the case (`divergence_tags`)."""
-        return frozenset(self.case.source.get("divergence_tags", ()))
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class Divergence:
     name: str
     reason: str
     applies: Callable[[OpEvidence], bool]
+    changes_walk: bool = False
+    """QEMU walks where the model faults (or the reverse), so the descriptor updates of
+    the op it explains differ too: only such a divergence excuses its op's memory changes."""
 
 
 # --- Reading answers ----------------------------------------------------------------------
@@ -138,25 +143,72 @@ def transient_dropped(ev: OpEvidence) -> bool:
 # --- Blocks where the granule allows none -------------------------------------------------
 
 
+def block_levels(granule_bits: int, ds: bool) -> tuple[int, ...]:
+    """Return the levels where a granule allows blocks (ASL AArch64.BlockDescSupported,
+    with PAMax 52 as on QEMU's -cpu max: 64K level 1 is allowed)."""
+    if granule_bits == 12:
+        return (0, 1, 2) if ds else (1, 2)
+    if granule_bits == 14:
+        return (1, 2) if ds else (2,)
+    return (1, 2)
+
+
 def block_at_illegal_level(ev: OpEvidence) -> bool:
-    """QEMU takes a block descriptor at any level above 3; the model faults (Translation)."""
-    if TAG_ILLEGAL_BLOCK not in ev.tags:
-        return False
+    """QEMU takes a block descriptor at a level that allows none; the model faults there
+    (Translation fault at that level, the last descriptor the walk read a block)."""
     fault = fsc_of(ev.model)
-    above_level_3 = fault is not None and fault[1] != 0b000111
-    return fault is not None and is_translation_fault(fault[1]) and above_level_3 \
-        and dict(ev.qemu) != dict(ev.model)
+    f = facts(ev)
+    if fault is None or f is None or f.last is None or not is_translation_fault(fault[1]):
+        return False
+    last = f.last
+    is_block = last.raw & 0b11 == 0b01 and last.level < 3
+    if not is_block or last.level in block_levels(last.granule_bits, last.ds) \
+            or fsc_kind_level(fault[1]) != (0b0001, last.level):
+        return False
+    return qemu_took_the_block(ev, last)
 
 
-# --- 52-bit output-address fields ---------------------------------------------------------
+BLOCK_FAULT_KINDS = (0b0000, 0b0010, 0b0011)
+"""The faults a leaf's own checks give (Address size, Access flag, Permission)."""
+
+
+def qemu_took_the_block(ev: OpEvidence, last: LastRead) -> bool:
+    """Return whether QEMU's answer is the huge block's: its output address plus the input
+    offset in PAR_EL1 (stage-1 alone), or a fault of the block's own checks at its level
+    (its output beyond the output size, its AF, its permissions)."""
+    value, model = par(ev.qemu), par(ev.model)
+    if value is None or model is None:
+        return False
+    if value & 1:
+        fst = 0x3F << 1
+        kind, level = fsc_kind_level(value >> 1 & 0x3F)
+        return kind in BLOCK_FAULT_KINDS and level == last.level and value & ~fst == model & ~fst
+    granule = {12: Granule.G4K, 14: Granule.G16K, 16: Granule.G64K}[last.granule_bits]
+    lsb = last.granule_bits + (3 - last.level) * (last.granule_bits - 3)
+    ctx = DescContext(granule=granule, ds=last.ds, lpa=True, stage=last.stage, pamax52=True)
+    expected = output_address(last.raw, lsb, ctx) | ev.op.va & (1 << lsb) - 1
+    return last.stage == 2 or value & 0xF_FFFF_FFFF_F000 == expected & 0xF_FFFF_FFFF_F000
 
 
 def oa_52bit_fields_ignored(ev: OpEvidence) -> bool:
-    """QEMU ignores OA[51:48] (64K, bits [15:12]) and OA[51:50] (DS, bits [9:8]) below PS 52."""
-    if TAG_OA_52BIT_FIELDS not in ev.tags:
-        return False
+    """QEMU ignores OA[51:48] (64K, bits [15:12]) and OA[51:50] (DS, bits [9:8]) below PS 52:
+    the model's Address size fault is on the last descriptor read, whose high output-address
+    bits are set and beyond its stage's output size (or, before any read, on a TTBR whose
+    BADDR[51:48] is set with DS=1)."""
     fault = fsc_of(ev.model)
-    return fault is not None and is_address_size_fault(fault[1]) and dict(ev.qemu) != dict(ev.model)
+    f = facts(ev)
+    if fault is None or f is None or not is_address_size_fault(fault[1]):
+        return False
+    if f.last is None:  # nothing read: the table base of TTBRn_ELx itself
+        return f.ttb_oa_high and dict(ev.qemu) != dict(ev.model)
+    last = f.last
+    if last.granule_bits == 16:
+        high = last.raw >> 12 & 0xF
+    elif last.ds:
+        high = last.raw >> 8 & 0x3
+    else:
+        return False
+    return bool(high) and last.ps_bits < 52 and dict(ev.qemu) != dict(ev.model)
 
 
 # --- Stage-2 start level checked against VTCR_EL2.PS --------------------------------------
@@ -355,7 +407,7 @@ def s2_walk_fault_level(ev: OpEvidence) -> bool:
 
 # --- HCR_EL2.TGE=1 (E2H=0) and the EL1&0 stage 1 -------------------------------------------
 
-COMPARED_KEYS = ("outcome", "PAR_EL1", "taken_to", "ESR", "FAR", "HPFAR_EL2")
+COMPARED_KEYS = ("outcome", "PAR_EL1", "taken_to", "ESR", "FAR", "HPFAR_EL2", "value", "insn")
 
 
 def compared(answer: Mapping[str, Any]) -> dict[str, int | str]:
@@ -406,6 +458,110 @@ def tge_keeps_el1_stage1(ev: OpEvidence) -> bool:
     return any(d.applies(without) for d in DIVERGENCES if d.applies is not tge_keeps_el1_stage1)
 
 
+# --- Real accesses ---------------------------------------------------------------------------
+
+ACCESS_RT = {"LDR": 1, "STR": 4}
+"""The transfer register of each access op (LDR X1, [X2]; STR X4, [X2])."""
+
+
+def without_key(answer: Mapping[str, int | str], key: str) -> dict[str, int | str]:
+    """Return compared fields less one."""
+    return {k: v for k, v in answer.items() if k != key}
+
+
+def isv_for_stage1_abort(ev: OpEvidence) -> bool:
+    """QEMU 7.2 reports the instruction syndrome for a stage-1 data abort taken to EL2.
+
+    The model's fault must be stage 1, QEMU's ESR exactly the model's with ISV=1, SAS=0b11,
+    SRT=Rt and SF=1 added, and every other field equal.
+    """
+    if ev.op.op not in ACCESS_RT:
+        return False
+    q, m = compared(ev.qemu), compared(ev.model)
+    if q.get("taken_to") != "EL2" or m.get("taken_to") != "EL2" or "ESR" not in m:
+        return False
+    f = facts(ev)
+    if f is None or f.fault is None or f.fault.secondstage:
+        return False
+    syndrome = 1 << 24 | 0b11 << 22 | ACCESS_RT[ev.op.op] << 16 | 1 << 15
+    model_esr = int(m["ESR"])
+    return not model_esr & syndrome and q["ESR"] == model_esr | syndrome \
+        and without_key(q, "ESR") == without_key(m, "ESR")
+
+
+def hpfar_unknown_for_s2_permission(ev: OpEvidence) -> bool:
+    """QEMU writes HPFAR_EL2 for a stage-2 Permission fault on the access itself, where
+    the architecture leaves it UNKNOWN (ASL IPAValid: only Translation, Access flag and
+    Address size faults, or any fault on a stage-1 walk, give a valid IPA); the model
+    omits it. QEMU's value must be the faulting IPA."""
+    q, m = compared(ev.qemu), compared(ev.model)
+    if "HPFAR_EL2" not in q or "HPFAR_EL2" in m or without_key(q, "HPFAR_EL2") != m:
+        return False
+    f = facts(ev)
+    if f is None or f.fault is None or f.fault.ipaddress is None:
+        return False
+    fault = f.fault
+    return fault.secondstage and not fault.s2fs1walk and fault.statuscode is Fault.PERMISSION \
+        and q["HPFAR_EL2"] == hpfar(f.fault.ipaddress)
+
+
+def hpfar_unknown_for_stage1_abort(ev: OpEvidence) -> bool:
+    """A stage-1 abort from EL0 routed to EL2 by HCR_EL2.TGE: HPFAR_EL2 is not written
+    (ASL AArch64.Abort writes it only when IPAValid, a stage-2 fault), so its value is
+    whatever it held; the harness reads it for every lower-EL abort taken to EL2."""
+    q, m = compared(ev.qemu), compared(ev.model)
+    if ev.op.el != 0 or "HPFAR_EL2" not in q or "HPFAR_EL2" in m \
+            or without_key(q, "HPFAR_EL2") != m or m.get("taken_to") != "EL2":
+        return False
+    f = facts(ev)
+    return f is not None and f.fault is not None and not f.fault.secondstage
+
+
+def evidence_with_word(ev: OpEvidence, pa: int, value: int) -> OpEvidence | None:
+    """Return the op's evidence with one memory word replaced before the case runs: the
+    same QEMU answer, the model's answer for the changed memory."""
+    from s2mmu.arch import atcase
+
+    source = dict(ev.case.source)
+    source["memory"] = list(source.get("memory", [])) + [{"pa": hex(pa), "words": [hex(value)]}]
+    source["ops"] = list(source.get("ops", []))[: ev.index + 1]
+    try:
+        answer = atcase.run_case(atcase.parse_cases(source)[0])
+        (case,) = parse_cases(source)
+    except Exception:  # noqa: BLE001 - an unreadable case explains nothing
+        return None
+    return OpEvidence(case, case.ops[ev.index], ev.qemu, answer["ops"][ev.index], ev.index)
+
+
+def dbm_not_writable_for_fetch(ev: OpEvidence) -> bool:
+    """QEMU 7.2 clears a DBM leaf's AP[2] for stores only, so for a fetch the page is not
+    writable: WXN and the implicit PXN of EL0-writable memory do not apply. QEMU's answer
+    must be the model's with the stage-1 leaf's DBM bit cleared."""
+    if ev.op.op != "FETCH" or compared(ev.qemu) == compared(ev.model):
+        return False
+    f = facts(ev)
+    if f is None or f.fault is None or f.fault.secondstage or f.s1_leaf_pa is None \
+            or f.fault.statuscode is not Fault.PERMISSION:
+        return False
+    word = initial_word(ev.case, f.s1_leaf_pa)
+    if not word & DBM:
+        return False
+    changed = evidence_with_word(ev, f.s1_leaf_pa, word & ~DBM)
+    if changed is None:
+        return False
+    if compared(changed.model) == compared(ev.qemu):
+        return True
+    # With the fetch permitted at stage 1, QEMU's other departures may apply on top (a
+    # stage-2 Permission fault's HPFAR_EL2): each checks its own shape.
+    return any(d.applies(changed) for d in DIVERGENCES
+               if d.applies is not dbm_not_writable_for_fetch)
+
+
+def initial_word(case: HarnessCase, pa: int) -> int:
+    """Return the little-endian word a case's memory holds at pa before any op."""
+    return dict(case.words).get(pa, 0)
+
+
 DIVERGENCES: tuple[Divergence, ...] = (
     Divergence(
         "par_sh_stage1",
@@ -434,6 +590,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "without DS, 16K level 1 without DS, ...) is invalid and faults; QEMU 7.2 treats it "
         "as a huge block.",
         block_at_illegal_level,
+        changes_walk=True,
     ),
     Divergence(
         "oa_52bit_fields_ignored",
@@ -442,6 +599,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "address whatever PS says, so a non-zero value beyond PS is an Address size fault; "
         "QEMU 7.2 reads them only when PS is 52 bits.",
         oa_52bit_fields_ignored,
+        changes_walk=True,
     ),
     Divergence(
         "s2_start_level_vs_ps",
@@ -449,6 +607,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "implemented PA size (52 bits); QEMU 7.2 checks it against VTCR_EL2.PS (and the IPA "
         "size against PS), and reports a stage-2 Translation fault where the architecture walks.",
         s2_start_level_vs_ps,
+        changes_walk=True,
     ),
     Divergence(
         "s2_walk_fault_level",
@@ -505,6 +664,41 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "needs HCR_EL2.<DC,TGE> == '00'); QEMU 7.2 still walks it for AT S1E0*, S1E1* and "
         "S12E* executed at EL2 or EL3 (it checks TGE only for its E10 MMU indexes).",
         tge_keeps_el1_stage1,
+        changes_walk=True,
+    ),
+    Divergence(
+        "isv_on_stage1_abort",
+        "The instruction syndrome (ISV, SAS, SSE, SRT, SF, AR) is reported only for a "
+        "stage-2 data abort that is not on a stage-1 walk (ASL AArch64.FaultSyndrome: "
+        "IsSecondStage(fault) && !fault.s2fs1walk); QEMU 7.2 reports it for every data abort "
+        "taken to EL2, a stage-1 fault at EL2 included (target/arm/tlb_helper.c "
+        "merge_syn_data_abort tests only target_el == 2 and s1ptw; fixed in QEMU 8.0).",
+        isv_for_stage1_abort,
+    ),
+    Divergence(
+        "hpfar_unknown_s2_permission",
+        "HPFAR_EL2 is UNKNOWN for a stage-2 Permission fault on the access itself (ASL "
+        "IPAValid), so the model does not report it; QEMU 7.2 writes the faulting IPA "
+        "(target/arm/tlb_helper.c arm_deliver_fault sets HPFAR for every stage-2 fault).",
+        hpfar_unknown_for_s2_permission,
+    ),
+    Divergence(
+        "hpfar_unknown_stage1_abort",
+        "HPFAR_EL2 is not written for a stage-1 abort that HCR_EL2.TGE routes from EL0 to "
+        "EL2 (ASL AArch64.Abort: only when IPAValid), so the model reports none; QEMU 7.2 "
+        "leaves the register as it was (target/arm/tlb_helper.c arm_deliver_fault writes it "
+        "only when fi->stage2) and the probe reads it for every lower-EL abort to EL2.",
+        hpfar_unknown_for_stage1_abort,
+    ),
+    Divergence(
+        "dbm_not_writable_for_fetch",
+        "With HA=HD=1 a DBM descriptor's effective AP[2] is 0 for every access (ASL "
+        "AArch64.S1ApplyOutputPerms: 'Descriptors marked with DBM set have the effective "
+        "value of AP[2] cleared'), so WXN and the implicit PXN of EL0-writable memory apply "
+        "to fetches; QEMU 7.2 clears AP[2] only for stores (target/arm/ptw.c "
+        "get_phys_addr_lpae: param.hd && DBM && access_type == MMU_DATA_STORE).",
+        dbm_not_writable_for_fetch,
+        changes_walk=True,
     ),
 )
 """Every intended divergence; the comparison consults them in this order."""
@@ -514,29 +708,49 @@ MEMORY_AT_DIRTY = Divergence(
     "at_sets_dirty",
     "AT instructions set the access flag but never the dirty state (ASL AArch64.S1Translate "
     "and S2Translate exclude AccessType_AT from the dirty-state update); QEMU 7.2's AT "
-    "*W performs it, clearing AP[2] of a DBM descriptor.",
+    "*W performs it (target/arm/ptw.c get_phys_addr_lpae: with param.hd, DBM and "
+    "access_type == MMU_DATA_STORE it clears AP[2] of a stage-1 leaf and sets S2AP[1] of "
+    "a stage-2 leaf; do_ats_write passes MMU_DATA_STORE for AT *W).",
     lambda ev: False,
 )
-"""A memory_changes divergence (it explains changes, not an op's answer)."""
+"""A memory_changes divergence (it explains an op's changes, not its answer)."""
+
+DBM, AP2 = 1 << 51, 1 << 7
+
+Change = tuple[int, int, int]
 
 
-def undo_dirty(change: tuple[int, int, int]) -> tuple[int, int, int] | None:
-    """Return a change without a stage-1 dirty-state update (AP[2] cleared on DBM)."""
+def undo_dirty(change: Change, s1_leaf: int | None, s2_leaf: int | None) -> Change | None:
+    """Return a change without QEMU's dirty-state update of the op's own leaf.
+
+    On the stage-1 leaf the update clears AP[2]; on the stage-2 leaf it sets S2AP[1]
+    (bit 7 both). Any other word, or any other bit flip, is returned as is.
+    """
     pa, before, after = change
-    dbm, ap2 = 1 << 51, 1 << 7
-    if before & dbm and before & ap2 and not after & ap2:
-        after |= ap2
+    if not before & DBM:
+        return change
+    if pa == s1_leaf and before & AP2 and not after & AP2:
+        after |= AP2
+    elif pa == s2_leaf and not before & AP2 and after & AP2:
+        after &= ~AP2
     return None if after == before else (pa, before, after)
 
 
-def explain_memory(qemu: list[tuple[int, int, int]],
-                   model: list[tuple[int, int, int]]) -> Divergence | None:
-    """Return the divergence that explains QEMU's extra descriptor writes, or None.
+def explain_memory(ev: OpEvidence, qemu: list[Change], model: list[Change]) -> Divergence | None:
+    """Return the divergence that explains one op's different descriptor writes, or None.
 
-    QEMU's changes with every AT dirty-state update undone must be exactly the model's.
+    Only an AT *W op, and only its own leaves (where the model's walk of the op found
+    them): QEMU's changes with those dirty-state updates undone must be exactly the
+    model's.
     """
-    undone = sorted(c for c in (undo_dirty(x) for x in qemu) if c is not None)
-    if undone != qemu and undone == sorted(model):
+    if not ev.op.op.rstrip("P").endswith("W"):
+        return None
+    f = facts(ev)
+    if f is None:
+        return None
+    undone = sorted(c for c in (undo_dirty(x, f.s1_leaf_pa, f.s2_leaf_pa) for x in qemu)
+                    if c is not None)
+    if undone != sorted(qemu) and undone == sorted(model):
         return MEMORY_AT_DIRTY
     return None
 

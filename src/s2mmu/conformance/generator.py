@@ -38,6 +38,10 @@ TG1 = {14: 0b01, 12: 0b10, 16: 0b11}
 PA_POOL = (0x4800_0000, 0x1_0000_0000)
 HIGH_POOL = (0x1_0000_0000, 0x1_4000_0000)
 STUB_ATTR_INDEX = 7
+DATA_WINDOW = 8 << 20
+"""The top of each case's 32 MiB table window holds the pages real accesses reach."""
+DATA_WORDS = 8
+"""Each data page starts with this many random words (loads read them; stores go above)."""
 DEVICE_ATTRS = (0x00, 0x04, 0x08, 0x0C)
 NORMAL_NIBBLES = (0x4, 0x1, 0x2, 0x3, 0x5, 0x6, 0x7, 0x8, 0x9, 0xA, 0xB, 0xC, 0xD, 0xE, 0xF)
 EL1_OPS = ("S1E0R", "S1E0W", "S1E1R", "S1E1W", "S1E1RP", "S1E1WP")
@@ -107,6 +111,9 @@ class Spec:
     n_ops: int = 16
     undef_p: float = 0.0
     attrs_p: float = 0.5
+    accesses: tuple[str, ...] = ()
+    """Real accesses (LDR, STR, FETCH) the ops draw from instead of AT: leaves are pages
+    whose output lies in a data window of RAM, so the accesses reach memory QEMU has."""
 
 
 # --- Random helpers -----------------------------------------------------------------------
@@ -375,6 +382,43 @@ def edge_txsz(rng: random.Random, granule: int, ds: bool, stage: int = 1) -> int
     return rng.choice((low - 1, low, high, high + 1, rng.choice((0, 8, 55, 63))))
 
 
+def access_spec(rng: random.Random, accesses: tuple[str, ...]) -> Spec:
+    """Return a spec for real accesses: a regime (EL1&0 from EL1, with or without stage 2;
+    EL2; EL2&0), hardware AF and dirty state at both stages, permissions and PAN."""
+    granule = rng.choice((12, 14, 16))
+    spec = replace(base_s1(rng, granule), accesses=accesses, block_p=0.0, illegal_block_p=0.0,
+                   wide_oa_p=0.0, junk_p=0.1, table_attr_p=0.3, hpd=(chance(rng, 0.3), False),
+                   wxn=chance(rng, 0.2), ha=chance(rng, 0.6), hd=chance(rng, 0.5),
+                   dbm_p=0.4, af0_p=0.2, pan_p=0.4, n_maps=5)
+    regime = rng.choice(("EL1&0", "EL1&0", "EL1&0", "EL2", "EL2&0"))
+    if regime == "EL1&0":
+        if chance(rng, 0.5):
+            spec = with_stage2(rng, spec, wide_ps=True)
+            spec = replace(spec, s2_ha=chance(rng, 0.6), s2_hd=chance(rng, 0.5),
+                           s2_unmapped_p=0.1, s2_perm_p=0.3, s1ptw_fault_p=0.1)
+        return replace(spec, exec_els=(0, 1, 1))
+    host = regime == "EL2&0" and chance(rng, 0.5)
+    return replace(spec, regime=regime, tbi=(spec.tbi[0], False), tge=host,
+                   exec_els=(0, 2, 2) if host else (2,))
+
+
+def family_loads(rng: random.Random) -> Spec:
+    """Real loads (LDR X1, [X2]) from EL1 and EL2: values read, aborts taken, AF set."""
+    return access_spec(rng, ("LDR",))
+
+
+def family_stores(rng: random.Random) -> Spec:
+    """Real stores (STR X4, [X2]), with loads reading them back: dirty state set
+    through DBM at both stages, stores to write-protected pages, PAN."""
+    return access_spec(rng, ("STR", "STR", "LDR"))
+
+
+def family_fetches(rng: random.Random) -> Spec:
+    """Instruction fetches (BR X2 to memory reading zero, so UDF #0 when the fetch is
+    permitted): UXN/PXN, XN at stage 2, WXN, hierarchical XNTable/PXNTable, S1PTW faults."""
+    return access_spec(rng, ("FETCH",))
+
+
 FAMILIES: dict[str, Callable[[random.Random], Spec]] = {
     "s1_4k": family_granule(12),
     "s1_16k": family_granule(14),
@@ -394,6 +438,9 @@ FAMILIES: dict[str, Callable[[random.Random], Spec]] = {
     "el20": family_el20,
     "el1_exec": family_el1_exec,
     "broken": family_broken,
+    "loads": family_loads,
+    "stores": family_stores,
+    "fetches": family_fetches,
 }
 """Case families by name: each draws a Spec from its own random stream."""
 
@@ -446,6 +493,8 @@ class CaseBuilder:
     def build(self, name: str, family: str) -> dict[str, Any]:
         """Return the case object."""
         self.pa = self.pa_window()
+        self.data = Allocator(self.pa.limit - DATA_WINDOW, self.pa.limit)
+        self.pa.limit -= DATA_WINDOW
         self.s2_tree = self.make_stage2() if self.stage2_on() else None
         self.ipa = self.ipa_window()
         self.s1_trees = [self.make_stage1(half) for half in (0, 1)]
@@ -555,8 +604,9 @@ class CaseBuilder:
     def needs_stub(self) -> tuple[bool, bool]:
         """Return whether the stub must be mapped for (EL1 fetches, EL2 fetches)."""
         spec = self.spec
-        el1 = 1 in spec.exec_els and spec.regime == "EL1&0" and (spec.s1 or self.stage2_on())
-        el2 = 2 in spec.exec_els and spec.regime != "EL1&0" and spec.s1
+        el1 = bool({0, 1} & set(spec.exec_els)) and spec.regime == "EL1&0" and (
+            spec.s1 or self.stage2_on())
+        el2 = bool({0, 2} & set(spec.exec_els)) and spec.regime != "EL1&0" and spec.s1
         return el1, el2
 
     def map_stub(self) -> None:
@@ -574,9 +624,19 @@ class CaseBuilder:
         va = ipa
         if tree is not None:
             va = self.free_va(tree, page)
-            tree.map(va, 3, ipa, s1_stub_attrs(self.spec.regime, tree.shape.ds))
+            tree.map(va, 3, ipa, s1_stub_attrs(self.spec.regime, tree.shape.ds,
+                                               el0=0 in self.spec.exec_els))
             self.clean_tables.update(tree.tables)
         self.harness["stub_va_el1" if el1 else "stub_va_el2"] = hex(va)
+
+    def free_output_ipa(self, size: int) -> int:
+        """Return an IPA block for an access's output, away from the stage-1 tables."""
+        top = self.ipa_top()
+        for _ in range(64):
+            ipa = self.rng.randrange(0, top, size)
+            if not self.ipa.next - (16 << 20) <= ipa < self.ipa.limit + size:
+                return ipa
+        return self.rng.randrange(0, top, size)
 
     def free_ipa(self, size: int) -> int:
         """Return a stage-2-mapped-free IPA block outside the stage-1 table window."""
@@ -631,6 +691,9 @@ class CaseBuilder:
         """Return a target for a regime whose stage 1 is off (VA = IPA or PA)."""
         bits = self.spec.s2_ia_bits if self.s2_tree is not None else 40
         size = 1 << 12
+        if self.spec.accesses and self.s2_tree is None:
+            pa = self.data_page(size)
+            return Target(va=pa, size=size, output=pa, half=0)
         va = self.rng.randrange(0, 1 << bits, size)
         return Target(va=va, size=size, output=va, half=0)
 
@@ -645,9 +708,24 @@ class CaseBuilder:
             return self.rng.choice(levels)
         return 3
 
+    def data_page(self, size: int) -> int:
+        """Return a fresh data page in RAM, its first words random."""
+        pa = self.data.take(size, size)
+        for i in range(DATA_WORDS):
+            self.image.write(pa + 8 * i, self.rng.getrandbits(64), False)
+        return pa
+
     def output_address(self, size: int) -> int:
-        """Return a random aligned output address, sometimes beyond the output size."""
+        """Return a random aligned output address, sometimes beyond the output size.
+
+        For real accesses: a data page (stage 1 alone), or an IPA outside the stage-1
+        table window that stage 2 maps to a data page when an op reaches it.
+        """
         spec = self.spec
+        if spec.accesses and self.s2_tree is None:
+            return self.data_page(size)
+        if spec.accesses:
+            return self.free_output_ipa(size)
         bits = PS_BITS[spec.ips] if not self.s2_tree else spec.s2_ia_bits
         if chance(self.rng, spec.wide_oa_p):
             bits = 52 if spec.ds or 16 in spec.granule else 48
@@ -787,6 +865,12 @@ class CaseBuilder:
             if address is not None:
                 tree.put(base, level, encode_address(address, shape.granule, shape.ds) | 3)
             return
+        if spec.accesses:
+            size = 1 << shape.shift(3)
+            base = ipa & ~(size - 1)
+            if tree.slot_free(base, 3):
+                tree.map(base, 3, self.data_page(size), self.s2_access_attrs())
+            return
         pa = rng.randrange(0, 1 << min(PS_BITS[spec.s2_ps], 48), size)
         if chance(rng, spec.wide_oa_p):
             pa = self.beyond_ps(shape, PS_BITS[spec.s2_ps]) or pa
@@ -799,6 +883,16 @@ class CaseBuilder:
         attrs |= rng.randrange(4) << 53 if chance(rng, spec.attrs_p) else 0
         attrs |= (1 if chance(rng, spec.s2_contig_p) else 0) << 52
         tree.map(base, level, pa, attrs)
+
+    def s2_access_attrs(self) -> int:
+        """Return random stage-2 leaf attributes for a data page: S2AP, AF, DBM, XN."""
+        spec, rng = self.spec, self.rng
+        attrs = s2_leaf_attrs(readable=not chance(rng, spec.s2_perm_p / 2),
+                              writable=not chance(rng, spec.s2_perm_p),
+                              af=not chance(rng, spec.af0_p),
+                              memattr=rng.choice((0xF, 0xF, 0x5, 0x1)), ds=spec.s2_ds)
+        attrs |= (1 if chance(rng, spec.dbm_p) else 0) << 51
+        return attrs | (rng.randrange(4) << 53 if chance(rng, spec.attrs_p) else 0)
 
     # Ops ---------------------------------------------------------------------------------
 
@@ -818,8 +912,31 @@ class CaseBuilder:
         half = self.rng.randrange(2)
         return Target(va=self.rng.getrandbits(48) & ~0xFFF, size=4096, output=None, half=half)
 
+    def make_access(self, target: Target) -> dict[str, Any]:
+        """Return one real access on a target: loads read the page's first words or
+        what stores left above them; fetches go to the zero upper half of a 4K page."""
+        rng, spec = self.rng, self.spec
+        name = rng.choice(spec.accesses)
+        page = rng.randrange(target.size) & ~0xFFF
+        if name == "FETCH":
+            offset = page + 0x800 + 4 * rng.randrange(0x200)
+        elif name == "STR":
+            offset = page + 8 * (DATA_WORDS + rng.randrange(4))
+        else:
+            offset = page + 8 * rng.randrange(DATA_WORDS + 4)
+        if target.output is not None and self.s2_tree is not None:
+            self.map_output_in_s2(target.output + offset)
+        el = rng.choice(spec.exec_els)
+        op: dict[str, Any] = {"op": name, "va": hex(self.full_va(target, offset)),
+                              "el": f"EL{el}", "pan": 1 if chance(rng, spec.pan_p) else 0}
+        if name == "STR":
+            op["value"] = hex(rng.getrandbits(64))
+        return op
+
     def make_op(self, target: Target) -> dict[str, Any]:
         """Return one op on a target: random offset, address form, op, EL and PAN."""
+        if self.spec.accesses:
+            return self.make_access(target)
         rng = self.rng
         offset = rng.randrange(target.size) & ~7 if target.size <= 1 << 30 else rng.getrandbits(30)
         va = self.full_va(target, offset)
@@ -964,12 +1081,13 @@ class CaseBuilder:
         return hcr
 
 
-def s1_stub_attrs(regime: str, ds: bool) -> int:
-    """Return stage-1 attributes for the stub page: Normal, read-only, AF set, executable.
+def s1_stub_attrs(regime: str, ds: bool, el0: bool = False) -> int:
+    """Return stage-1 attributes for the stub page: Normal, read-only, AF set, executable
+    (at EL0 too when el0: read-only there, so EL1 may still execute it).
 
     With DS=1 bits [9:8] are OA[51:50], so SH is left to TCR_ELx.SH.
     """
-    uxn = 0 if regime == "EL2" else 1 << 54
+    uxn = 0 if regime == "EL2" or el0 else 1 << 54
     sh = 0 if ds else 0b11 << 8
     return STUB_ATTR_INDEX << 2 | 0b11 << 6 | sh | 1 << 10 | uxn
 

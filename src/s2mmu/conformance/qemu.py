@@ -67,6 +67,7 @@ class ProbeLayout:
     stub_pa: int = 0x4001_0000
     stub_at_el1: int = 0x000
     stub_at_el2: int = 0x800
+    stub_el0: int = 0x100
     blob_addr: int = 0x4100_0000
 
     @property
@@ -91,6 +92,8 @@ MAX_OPS_PER_CASE = 100_000
 """Op records (48 bytes each) must leave room for memory changes in the 15 MiB result
 buffer below the blob (layout.inc RESULT_END)."""
 OP_RECORD_WORDS = 6
+OP_ENTRY_WORDS = 8
+"""An op in the blob: code, el, pan, va, value, three spare words (layout.inc)."""
 CHANGE_WORDS = 4
 
 KIND_PAR = 1
@@ -100,6 +103,8 @@ KIND_EL3_LOWER = 4
 KIND_EL3_SELF = 5
 KIND_NO_STUB = 6
 KIND_ASYNC = 7
+KIND_EXC_EL3 = 8
+KIND_ACCESS = 9
 
 ABORT_ECS = (0x20, 0x21, 0x24, 0x25)
 LOWER_ABORT_ECS = (0x20, 0x24)
@@ -203,6 +208,7 @@ def check_probe_symbols(elf: Path) -> None:
         "stub_base": layout.stub_pa,
         "at_table_el1": layout.stub_pa + layout.stub_at_el1,
         "at_table_el2": layout.stub_pa + layout.stub_at_el2,
+        "el0_table": layout.stub_pa + layout.stub_el0,
         "BLOB_ADDR_SYM": layout.blob_addr,
         "STUB_PA_SYM": layout.stub_pa,
         "_start": layout.ram_base,
@@ -270,6 +276,18 @@ def el2_fetch_translated(regs: Mapping[str, int]) -> bool:
     return bool(regs["SCTLR_EL2"] & 1)
 
 
+def host_el0(regs: Mapping[str, int]) -> bool:
+    """Return whether EL0 runs in the EL2&0 regime (HCR_EL2.E2H=TGE=1)."""
+    return bool(regs["HCR_EL2"] >> 34 & 1 and regs["HCR_EL2"] >> 27 & 1)
+
+
+def stub_el(case: HarnessCase, el: int) -> int:
+    """Return whose stub mapping an EL fetches through: EL0 uses EL1's, or EL2's in a host."""
+    if el == 0:
+        return 2 if host_el0(case.regs) else 1
+    return el
+
+
 def stub_va(case: HarnessCase, el: int) -> int:
     """Return where the stub page runs at `el`: the case's address, else identity."""
     if el == 1:
@@ -286,7 +304,7 @@ def stub_va(case: HarnessCase, el: int) -> int:
 def prechecks_for(case: HarnessCase, stub_el1: int, stub_el2: int,
                   skipped: Mapping[int, str]) -> tuple[Precheck, ...]:
     """Return the EL3 ATs that prove the stub page is reachable for the case's ops."""
-    els = {op.el for i, op in enumerate(case.ops) if i not in skipped}
+    els = {stub_el(case, op.el) for i, op in enumerate(case.ops) if i not in skipped}
     checks: list[Precheck] = []
     if 1 in els:
         stage1, stage2 = el1_fetch_translated(case.regs)
@@ -303,6 +321,8 @@ def op_skip_reason(case: HarnessCase, op: AtOp) -> str | None:
     """Return why an op cannot execute on QEMU, or None."""
     if op.el == 1 and case.regs["HCR_EL2"] >> 27 & 1:
         return "EL1 cannot execute with HCR_EL2.TGE=1 (an eret to EL1 is an illegal return)"
+    if op.el == 0 and case.regs["HCR_EL2"] >> 27 & 1 and not host_el0(case.regs):
+        return "the probe runs EL0 with HCR_EL2.TGE=1 only in a host (E2H=1)"
     return None
 
 
@@ -337,7 +357,7 @@ def encode_case(prepared: PreparedCase) -> bytes:
     for pa, value in case.words:
         values += [pa, value]
     for op in run:
-        values += [op.code, op.el, op.pan, op.va]
+        values += [op.code, op.el, op.pan, op.va, op.value, 0, 0, 0]
     values[0] = 8 * len(values)
     return struct.pack(f"<{len(values)}Q", *values)
 
@@ -413,6 +433,9 @@ def op_header(op: AtOp) -> dict[str, Any]:
 
 def at_instruction_va(prepared: PreparedCase, op: AtOp) -> int:
     """Return the virtual address of the AT instruction the probe runs for `op`."""
+    if op.el == 0:
+        base = prepared.stub_va_el2 if stub_el(prepared.case, 0) == 2 else prepared.stub_va_el1
+        return base + PROBE_LAYOUT.stub_el0 + 8 * (op.code - OPS.index("LDR"))
     if op.el == 1:
         return prepared.stub_va_el1 + PROBE_LAYOUT.stub_at_el1 + 8 * op.code
     return prepared.stub_va_el2 + PROBE_LAYOUT.stub_at_el2 + 8 * op.code
@@ -434,21 +457,47 @@ def exception_answer(taken_to: int, esr: int, far: int, hpfar: int) -> dict[str,
     return answer
 
 
+def faulting_pcs(prepared: PreparedCase, op: AtOp) -> tuple[int, ...]:
+    """Return where an op's own exception may return to: the instruction in the stub, or
+    for a fetch the branch target, as is or with its top byte (a tag) replaced by the
+    extension of bit 55 (ASL AArch64.BranchAddr)."""
+    if op.op != "FETCH":
+        return (at_instruction_va(prepared, op),)
+    low = op.va & (1 << 56) - 1
+    return op.va, low, low | 0xFF << 56
+
+
+def access_answer(op: AtOp, loaded: int) -> dict[str, Any]:
+    """Return a completed access's answer: the value loaded or stored."""
+    value = loaded if op.op == "LDR" else op.value
+    return {"outcome": "load" if op.op == "LDR" else "store", "value": f"{value:#018x}"}
+
+
 def decode_op(prepared: PreparedCase, op: AtOp, record: tuple[int, ...],
               precheck: str) -> dict[str, Any]:
     """Turn one op record into its answer (at-case.md "Output")."""
     kind, v1, v2, v3, v4, _ = record
     if kind == KIND_PAR:
         return {"outcome": "par", "PAR_EL1": f"{v1:#018x}"}
+    if kind == KIND_ACCESS and op.is_access:
+        return access_answer(op, v1)
     if kind in (KIND_EXC_EL1, KIND_EXC_EL2):
         taken_to = 1 if kind == KIND_EXC_EL1 else 2
-        if v4 == at_instruction_va(prepared, op) and taken_to <= max(op.el, 2):
+        if v4 in faulting_pcs(prepared, op) and taken_to <= max(op.el, 2):
+            if op.is_access and is_external_abort(v1):
+                return skipped(f"the access reached a PA outside QEMU virt RAM (ESR {v1:#x}): "
+                               "QEMU raises an external abort where at-case.md memory reads zero")
             if is_external_abort_on_walk(v1):
                 return skipped(f"the walk read a PA outside QEMU virt RAM (ESR {v1:#x}): QEMU "
                                "raises an external abort where at-case.md memory reads zero")
             return exception_answer(taken_to, v1, v2, v3)
         return harness_error(f"unexpected exception to EL{taken_to} outside the AT "
                              f"(ESR {v1:#x}, ELR {v4:#x}): is the stub page executable?")
+    if kind == KIND_EXC_EL3:
+        if is_external_abort_on_walk(v1):
+            return skipped(f"the walk read a PA outside QEMU virt RAM (ESR_EL3 {v1:#x}): QEMU "
+                           "raises an external abort where at-case.md memory reads zero")
+        return harness_error(f"the AT at EL3 took an exception (ESR {v1:#x}, ELR {v4:#x})")
     if kind == KIND_NO_STUB:
         return harness_error(precheck)
     if kind == KIND_EL3_LOWER:
@@ -466,6 +515,12 @@ def is_external_abort_on_walk(esr: int) -> bool:
     FSC 0b0101LL (levels 0-3) and 0b010011 (level -1).
     """
     return esr >> 26 & 0x3F in ABORT_ECS and (esr & 0x3C == 0x14 or esr & 0x3F == 0x13)
+
+
+def is_external_abort(esr: int) -> bool:
+    """Return whether an ESR is an abort for a synchronous external abort (FSC 0b010000),
+    not on a walk."""
+    return esr >> 26 & 0x3F in ABORT_ECS and esr & 0x3F == 0x10
 
 
 def skipped(reason: str) -> dict[str, Any]:
@@ -511,7 +566,7 @@ def case_answer(prepared: PreparedCase, raw: RawResult) -> dict[str, Any]:
         if "outcome" not in op:
             op |= skipped("not run")
     answer: dict[str, Any] = {"name": case.name, "ops": ops, "memory_changes": [
-        {"pa": hex(pa), "before": hex(before), "after": hex(after)}
+        {"pa": hex(pa), "before": hex(before), "after": hex(after), "op": prepared.run[op]}
         for op, pa, before, after in raw.changes if op != PRECHECK_OP
     ]}
     if raw.dropped_changes:
@@ -686,7 +741,7 @@ def take_batch(pending: list[PreparedCase]) -> list[PreparedCase]:
     size = 0
     for count, item in enumerate(pending):
         size += 8 * (CASE_HEADER_WORDS + 3 * len(item.prechecks)
-                     + 2 * len(item.case.words) + 4 * len(item.run))
+                     + 2 * len(item.case.words) + OP_ENTRY_WORDS * len(item.run))
         if size > limit:
             return pending[: max(count, 1)]
     return list(pending)

@@ -18,14 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from s2mmu.arch.at import access_for, at_regime
+from s2mmu.arch.access import acc_at
+from s2mmu.arch.access_op import AccessOp, access_descriptor
+from s2mmu.arch.at import at_regime
 from s2mmu.arch.atcase import load_memory, parse_case
 from s2mmu.arch.bits import bit, bits
 from s2mmu.arch.descriptors import Block, Page, attrindx, s2_memattr, sh
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import FaultRecord
 from s2mmu.arch.features import qemu_7_2_max
-from s2mmu.arch.params import get_s1_ttw_params
+from s2mmu.arch.params import get_s1_ttw_params, get_s2_ttw_params
+from s2mmu.arch.state import regime_for
 from s2mmu.arch.translate import Env, full_translate
 from s2mmu.arch.walk import WalkStep
 
@@ -42,6 +45,22 @@ class WalkFacts:
     cd: bool
     s1_walk_level: int | None  # stage-1 level whose table access stage 2 faulted on
     fault: FaultRecord | None
+    s1_leaf_pa: int | None = None  # where the stage-1 leaf descriptor is (PA)
+    s2_leaf_pa: int | None = None  # where the stage-2 leaf of the output address is (PA)
+    last: LastRead | None = None   # the last descriptor the walk read
+    ttb_oa_high: bool = False      # DS=1, TTBR BADDR[51:48] (bits [5:2]) set, PS below 52
+
+
+@dataclass(frozen=True)
+class LastRead:
+    """The last descriptor a walk read, with its stage's granule, DS and output size."""
+
+    stage: int
+    level: int
+    raw: int
+    granule_bits: int
+    ds: bool
+    ps_bits: int
 
 
 def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
@@ -52,10 +71,19 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
         return None
     spec = case.ops[op_index]
     env = Env(load_memory(case), qemu_7_2_max())
-    regime, _ = at_regime(spec.op, case.regs)
     trace: list[WalkStep] = []
-    result = full_translate(case.regs, regime, spec.va, access_for(spec.op, spec.pan), env,
-                            stage1_only=spec.op.stage == 1, trace=trace)
+    if isinstance(spec.op, AccessOp):
+        regime = regime_for(spec.el, case.regs)
+        access = access_descriptor(spec.op, spec.el, spec.pan)
+        stage = 12
+    else:  # as execute_at builds it: the permission-checking EL of the regime
+        op = spec.op
+        regime, perm_el = at_regime(op, case.regs)
+        access = acc_at(perm_el, op.write, pan=op.pan_aware and spec.pan,
+                        any_access=op.any_access)
+        stage = op.stage
+    result = full_translate(case.regs, regime, spec.va, access, env,
+                            stage1_only=stage == 1, trace=trace)
     s1 = [s for s in trace if s.stage == 1]
     s2_leaf = [s for s in trace if s.stage == 2 and isinstance(s.decoded, Block | Page)]
     s1_leaf = s1[-1] if s1 and isinstance(s1[-1].decoded, Block | Page) else None
@@ -66,16 +94,44 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
         idx = attrindx(s1_leaf.raw)
         s1_attr = bits(mair, 8 * idx + 7, 8 * idx)
     fault = result if isinstance(result, FaultRecord) else None
-    # With DS (LPA2) the descriptor's bits [9:8] are OA[51:50]: SH is TCR_ELx.SH.
-    params = get_s1_ttw_params(case.regs, regime, spec.va, env.fs, env.choices)
-    s1_sh = params.sh if params.ds else sh(s1_leaf.raw) if s1_leaf else 0
+    s1p = get_s1_ttw_params(case.regs, regime, spec.va, env.fs, env.choices)
+    s2p = get_s2_ttw_params(case.regs, env.fs, env.choices)
     return WalkFacts(
-        s1_attr=s1_attr, s1_sh=s1_sh if s1_leaf else 0,
-        s2_memattr=s2_memattr(s2_leaf[-1].raw) if s2_leaf and spec.op.stage == 12 else None,
-        s2_sh=sh(s2_leaf[-1].raw) if s2_leaf else 0,
+        s1_attr=s1_attr, s1_sh=leaf_sh(s1_leaf.raw, s1p.ds, s1p.sh) if s1_leaf else 0,
+        s2_memattr=s2_memattr(s2_leaf[-1].raw) if s2_leaf and stage == 12 else None,
+        s2_sh=leaf_sh(s2_leaf[-1].raw, s2p.ds, s2p.sh) if s2_leaf else 0,
         fwb=bool(bit(hcr, 46)), cd=bool(bit(hcr, 32)),
         s1_walk_level=s1_level_of_walk_fault(case.regs, regime, spec.va, s1, env),
-        fault=fault)
+        fault=fault, s1_leaf_pa=s1_leaf.paddress if s1_leaf else None,
+        s2_leaf_pa=s2_output_leaf_pa(trace, s1_leaf), last=last_read(trace, s1p, s2p),
+        ttb_oa_high=s1p.ds and bool(s1p.ttb >> 2 & 0xF) and s1p.ps < 52)
+
+
+def last_read(trace: list[WalkStep], s1p: Any, s2p: Any) -> LastRead | None:
+    """Return the last descriptor of a walk with the parameters of its stage."""
+    if not trace:
+        return None
+    step = trace[-1]
+    p = s1p if step.stage == 1 else s2p
+    return LastRead(stage=step.stage, level=step.level, raw=step.raw,
+                    granule_bits=p.tgx.bits, ds=p.ds, ps_bits=p.ps)
+
+
+def s2_output_leaf_pa(trace: list[WalkStep], s1_leaf: WalkStep | None) -> int | None:
+    """Return the PA of the stage-2 leaf that translated the output address: the last
+    stage-2 leaf read after the stage-1 leaf (or with no stage 1 at all)."""
+    after = trace[trace.index(s1_leaf) + 1:] if s1_leaf is not None else trace
+    if s1_leaf is None and any(s.stage == 1 for s in trace):
+        return None
+    leaves = [s for s in after if s.stage == 2 and isinstance(s.decoded, Block | Page)]
+    return leaves[-1].paddress if leaves else None
+
+
+def leaf_sh(raw: int, ds: bool, tcr_sh: int) -> int:
+    """Return a leaf's SH as the walk reads it: TCR_ELx.SHx/VTCR_EL2.SH0 when DS=1 (the
+    descriptor's bits [9:8] then hold OA[51:50]; ASL AArch64.S1DecodeMemAttrs callers,
+    QEMU 7.2 get_phys_addr_lpae's `param.ds` branch), else descriptor bits [9:8]."""
+    return tcr_sh if ds else sh(raw)
 
 
 def s1_level_of_walk_fault(regs: Any, regime: Any, va: int, s1: list[WalkStep],

@@ -98,6 +98,7 @@ main:
     add x21, x19, x21               // current case
     mov x22, xzr                    // previous case
 3:  cbz x20, 4f
+    bl clear_stored
     mov x0, x22
     bl clear_case
     mov x0, x21
@@ -113,6 +114,57 @@ main:
     ldp x19, x20, [sp, #16]
     ldp x21, x22, [sp, #32]
     ldp x29, x30, [sp], #64
+    ret
+
+// After op entry x10 returned kind x0: if it is a completed STR, find the PA it wrote
+// (AT S12E0W/S12E1W/S1E2W at EL3 for the EL it ran at) and remember it, so that the next
+// case starts from memory reading zero there. Keeps x0..x5 (the op record).
+note_store:
+    ldr x11, [x10]                  // code
+    cmp x11, #OP_STR
+    b.ne 3f
+    cmp x0, #KIND_ACCESS
+    b.ne 3f
+    ldp x11, x12, [x10, #8]         // el, pan
+    ldr x12, [x10, #24]             // va
+    cmp x11, #1
+    b.eq 1f
+    b.hi 2f
+    at s12e0w, x12
+    b 4f
+1:  at s12e1w, x12
+    b 4f
+2:  at s1e2w, x12
+4:  isb
+    mrs x13, par_el1
+    tbnz x13, #0, 3f
+    and x13, x13, #0x000ffffffffff000
+    and x12, x12, #0xff8
+    orr x13, x13, x12
+    adr x14, n_stored
+    ldr x15, [x14]
+    ldr x16, =STORED_BUF
+    add x16, x16, x15, lsl #3
+    ldr x17, =STORED_END
+    cmp x16, x17
+    b.hs 3f
+    str x13, [x16]
+    add x15, x15, #1
+    str x15, [x14]
+3:  ret
+
+// Zero the words the previous case's stores wrote.
+clear_stored:
+    adr x9, n_stored
+    ldr x10, [x9]
+    ldr x11, =STORED_BUF
+1:  cbz x10, 2f
+    ldr x12, [x11], #8
+    str xzr, [x12]
+    sub x10, x10, #1
+    b 1b
+2:  str xzr, [x9]
+    dsb sy
     ret
 
 // Zero every memory word of case x0 (nothing if x0 is 0).
@@ -271,9 +323,10 @@ run_case:
 6:  cmp x9, x21
     b.hs 9f
     stp x9, xzr, [sp, #-16]!
-    add x10, x25, x9, lsl #5        // op entry: code, el, pan, va
+    add x10, x25, x9, lsl #OP_ENTRY_SHIFT // op entry: code, el, pan, va, value
     ldp x0, x1, [x10]
     ldp x3, x2, [x10, #16]
+    ldr x6, [x10, #32]
     cmp x1, #3
     b.eq 7f
     ldr x11, [x26, #32]
@@ -283,6 +336,9 @@ run_case:
     b 8f
 7:  mov x4, x19
     bl run_op
+    ldr x9, [sp]
+    add x10, x25, x9, lsl #OP_ENTRY_SHIFT
+    bl note_store
 8:  ldp x9, xzr, [sp], #16
     mov x10, #R_OP_SIZE
     madd x10, x9, x10, x26
@@ -338,7 +394,7 @@ scan_changes:
     b 1b
 3:  ret
 
-// Execute op x0 at EL x1 with PSTATE.PAN x3 on address x2, for case x4.
+// Execute op x0 at EL x1 with PSTATE.PAN x3 on address x2 (x6: a store's value), for case x4.
 // Returns x0 = kind, x1..x5 = values (layout.inc). Exceptions come back through
 // vectors_el3, which unwinds to op_return with the stack saved here.
 run_op:
@@ -353,6 +409,7 @@ run_op:
     str x10, [x9]
     cmp x1, #3
     b.eq 3f
+    cbz x1, 5f
     cmp x1, #2
     b.eq 1f
     ldr x9, [x4, #C_STUB_EL1]       // EL1h, DAIF masked
@@ -362,8 +419,20 @@ run_op:
 1:  ldr x9, [x4, #C_STUB_EL2]       // EL2h, DAIF masked
     add x9, x9, #STUB_AT_EL2
     mov x10, #0x3c9
+    b 2f
+5:  mrs x9, hcr_el2                 // EL0t, DAIF masked: the EL0 table of the stub page
+    ubfx x10, x9, #34, #1           // mapped for EL1, or for EL2 with E2H=TGE=1
+    ubfx x11, x9, #27, #1
+    and x10, x10, x11
+    ldr x9, [x4, #C_STUB_EL1]
+    cbz x10, 6f
+    ldr x9, [x4, #C_STUB_EL2]
+6:  add x9, x9, #STUB_EL0
+    sub x0, x0, #OP_FIRST_ACCESS
+    mov x10, #0x3c0
 2:  add x9, x9, x0, lsl #3
     orr x10, x10, x3, lsl #22       // SPSR.PAN
+    mov x4, x6                      // the value STR X4, [X2] writes
     msr elr_el3, x9
     msr spsr_el3, x10
     isb
@@ -431,10 +500,20 @@ lower_sync:
     mov x0, #KIND_EL3_LOWER
     b op_return
 
+    // An exception at EL3: from an AT of at_table_el3 (an external abort on its walk)
+    // it is the op's answer; anywhere else the probe itself is broken.
 self_sync:
     mrs x1, esr_el3
     mrs x5, elr_el3
-    mov x0, #KIND_EL3_SELF
+    adr x9, at_table_el3
+    sub x10, x5, x9
+    cmp x10, #(el3_done - at_table_el3)
+    b.hs 1f
+    mrs x3, far_el3
+    mov x4, xzr
+    mov x0, #KIND_EXC_EL3
+    b op_return
+1:  mov x0, #KIND_EL3_SELF
     b op_return
 
     .macro el3_async offset
@@ -483,6 +562,7 @@ vectors_el3:
     .data
     .balign 8
 saved_sp:       .quad 0
+n_stored:       .quad 0
 out_handle:     .quad 0
 sh_block:       .quad 0, 0, 0
 sh_exit_block:  .quad 0, 0

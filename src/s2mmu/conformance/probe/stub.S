@@ -7,7 +7,7 @@
 // taken because EL1 and EL2 always run on SP_ELx (SPSR.M = ELxh).
 //
 // Contract with EL3 (probe.S): EL3 erets to an AT table entry with x2 = the address to
-// translate; every path back to EL3 is an SMC with x0 = kind and x1..x5 the values (see
+// translate (or access; x4 = the value a store writes); every path back to EL3 is an SMC with x0 = kind and x1..x5 the values (see
 // layout.inc). The stubs touch no memory, so SCTLR_ELx.EE and the case's data mappings
 // cannot disturb them.
 
@@ -15,9 +15,9 @@
     .include "layout.inc"
 
     .section .stub, "ax"
-    .global stub_base, at_table_el1, at_table_el2, vectors_el1, vectors_el2
+    .global stub_base, at_table_el1, at_table_el2, vectors_el1, vectors_el2, el0_table
 
-    .macro at_table done
+    .macro at_table done, adone
     at s1e0r, x2
     b \done
     at s1e0w, x2
@@ -42,6 +42,12 @@
     b \done
     at s12e1w, x2
     b \done
+    ldr x1, [x2]                    // 12: LDR X1, [X2]
+    b \adone
+    str x4, [x2]                    // 13: STR X4, [X2]
+    b \adone
+    br x2                           // 14: the fetch at X2 (memory reading zero is UDF #0)
+    b \adone
     .endm
 
     // An exception nobody expects (interrupt, SError, lower-EL entry at EL1): report
@@ -56,12 +62,27 @@
 stub_base:
 vectors_el1:
 at_table_el1:                       // 0x000: current EL with SP0, never taken
-    at_table el1_done
+    at_table el1_done, el1_access_done
 el1_done:
     isb
     mrs x1, par_el1
     mov x0, #KIND_PAR
     smc #0
+el1_access_done:
+    mov x0, #KIND_ACCESS
+    smc #0
+
+    .org STUB_AT_EL1 + STUB_EL0     // the access table run at EL0: reports by SVC
+el0_table:
+    ldr x1, [x2]                    // LDR X1, [X2]
+    b el0_done
+    str x4, [x2]                    // STR X4, [X2]
+    b el0_done
+    br x2                           // the fetch at X2
+    b el0_done
+el0_done:
+    mov x0, #KIND_ACCESS
+    svc #0
 
     .org STUB_AT_EL1 + 0x200        // current EL with SPx, synchronous: the AT trapped
     mrs x1, esr_el1
@@ -76,8 +97,17 @@ el1_done:
     unexpected 0x300, elr_el1
     .org STUB_AT_EL1 + 0x380
     unexpected 0x380, elr_el1
-    .org STUB_AT_EL1 + 0x400
-    unexpected 0x400, elr_el1
+    .org STUB_AT_EL1 + 0x400        // lower EL (EL0), synchronous: its SVC reports, else
+    mrs x9, esr_el1                 // the access's own exception
+    ubfx x10, x9, #26, #6
+    cmp x10, #0x15
+    b.eq 1f
+    mov x1, x9
+    mrs x3, far_el1
+    mov x4, xzr
+    mrs x5, elr_el1
+    mov x0, #KIND_EXC_EL1
+1:  smc #0
     .org STUB_AT_EL1 + 0x480
     unexpected 0x480, elr_el1
     .org STUB_AT_EL1 + 0x500
@@ -96,11 +126,14 @@ el1_done:
     .org STUB_AT_EL2
 vectors_el2:
 at_table_el2:                       // 0x800: current EL with SP0, never taken
-    at_table el2_done
+    at_table el2_done, el2_access_done
 el2_done:
     isb
     mrs x1, par_el1
     mov x0, #KIND_PAR
+    smc #0
+el2_access_done:
+    mov x0, #KIND_ACCESS
     smc #0
 
     // A synchronous exception to EL2, from EL2 itself or from EL1. An SMC from EL1
@@ -109,6 +142,8 @@ el2_sync:
     mrs x9, esr_el2
     ubfx x10, x9, #26, #6
     cmp x10, #0x17
+    b.eq 1f
+    cmp x10, #0x15                  // an SVC from EL0 with HCR_EL2.TGE=1: the EL0 stub
     b.eq 1f
     mov x1, x9
     mrs x3, far_el2
