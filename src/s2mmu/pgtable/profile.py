@@ -198,6 +198,11 @@ KNOBS = (
     Knob("relax_perms_tlbi_on_eagain", "relax_perms invalidates the TLB on -EAGAIN too",
          (Change("v6.7", "be097997a273", "KVM: arm64: Always invalidate TLB for stage-2 "
                  "permission faults"),)),
+    Knob("nested_exec", "how L1's stage-2 XN reaches the fault path (forward, shadow prot)",
+         (Change("v6.19", "d93febe2ed2e", "KVM: arm64: nv: Forward FEAT_XNX permissions to the "
+                 "shadow stage-2"),
+          Change("v7.1", "49b32ddb87a3", "KVM: arm64: nv: Fix handling of XN[0] when "
+                 "!FEAT_XNX"))),
 )
 """Every knob of BehaviourProfile, in field order, with its history."""
 
