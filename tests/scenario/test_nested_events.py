@@ -433,3 +433,22 @@ def test_v6_12_forwards_the_permission_fault_but_maps_a_first_fetch_executable()
     assert broken_x("v6.12") == [(4, 0x80001000)]
     run = run_scenario(XN_SCENARIO, profile="v6.12")
     assert run.steps[2].outcome is Outcome.L1_S2_FAULT
+
+
+PAN_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "nested_pan_el0_probe.toml"
+
+
+def test_el0_probe_is_reachable_from_a_scenario_and_differs_under_e0pd() -> None:
+    run = run_scenario(PAN_SCENARIO)
+    assert run.ok
+    arch, probe = (s.result for s in run.steps[1:])
+    assert isinstance(arch, AtDone) and isinstance(probe, AtDone)
+    assert arch.par & 1 and (arch.par >> 1) & 0x3F == 0b001111   # PAN: permission fault
+    assert not probe.par & 1                                        # the probe lets it through
+
+
+def test_a_bad_pan_check_is_one_line_naming_the_key() -> None:
+    text = PAN_SCENARIO.read_text().replace('pan_check = "el0-probe"', 'pan_check = "el0"')
+    with pytest.raises(ScenarioError, match=r"pan_check: must be one of architecture, "
+                                            r"el0-probe, not 'el0'"):
+        load_scenario("p.toml", text)
