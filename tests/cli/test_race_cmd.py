@@ -204,3 +204,20 @@ def test_v6_1_faults_are_serialised_by_the_write_lock() -> None:
     assert "\n2 schedules explored (0 cut short" in out  # one fault after the other
     _, parallel, _ = run("same-ipa-faults", "--profile", "v6.2")
     assert "\n2 schedules explored" not in parallel
+
+
+def test_an_injected_bug_is_caught_by_the_explorer_and_named_in_json() -> None:
+    r = CliRunner().invoke(cli, ["race", "fault-vs-unmap", "--inject", "table-tlbi-level-hint",
+                                 "--json"])
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    validate(doc)
+    assert doc["inject"] == ["table-tlbi-level-hint"]
+    assert {v["invariant"] for v in doc["violations"]} == {"table-tlbi-level"}
+    ok = CliRunner().invoke(cli, ["race", "fault-vs-unmap", "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["inject"] == []
+
+
+def test_an_unknown_bug_is_a_usage_error() -> None:
+    r = CliRunner().invoke(cli, ["race", "fault-vs-unmap", "--inject", "nope"])
+    assert r.exit_code == 2

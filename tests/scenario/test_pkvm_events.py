@@ -121,7 +121,7 @@ def test_bad_tables_are_one_line_naming_file_line_and_field(text: str, message: 
      "not 'WR'"),
     ('do = "host_unshare_guest"\nguest = 1\ngfn = 1\npfn = 0x40000\n',
      "p.toml:16: event[0].pfn: not a field of a host_unshare_guest event (known: do, "
-     "expect_error, expect_leaves, expect_ret, expect_seq, gfn, guest, note)"),
+     "expect_error, expect_leaves, expect_ret, expect_seq, expect_warn, gfn, guest, note)"),
     ('do = "host_access"\npa = 0x40000000\nsize = 65\n',
      "p.toml:15: event[0].size: must be 1..64 bytes, not 65"),
     ('do = "host_access"\npa = 0x40000000\nwrite = true\n',
@@ -141,8 +141,8 @@ def test_bad_tables_are_one_line_naming_file_line_and_field(text: str, message: 
      "sea-panic, not 'ok'"),
     ('do = "host_access"\npa = 0x40000000\nexpect_ret = "0"\n',
      "p.toml:15: event[0].expect_ret: not a field of a host_access event (known: data, do, "
-     "expect_access, expect_data, expect_error, expect_leaves, expect_seq, fixup, note, pa, "
-     "size, write)"),
+     "expect_access, expect_data, expect_error, expect_leaves, expect_seq, expect_warn, "
+     "fixup, note, pa, size, write)"),
 ])
 def test_bad_events_are_one_line_naming_file_line_and_field(event: str, message: str) -> None:
     with pytest.raises(ScenarioError) as e:
@@ -422,11 +422,12 @@ def test_the_ownership_invariants_catch_a_broken_state() -> None:
             pkvm.vmemmap.hyp_phys_to_page(0x4001_0000).host_state = PKVM_PAGE_OWNED
 
     r = run_scenario(scn, on_step=corrupt)
-    broken = r.steps[1].invariants
+    assert {b.invariant for b in r.steps[1].invariants} == {"pkvm-ownership"}
+    broken = [b.violation for b in r.steps[1].invariants]
     assert broken and all(isinstance(v, PkvmViolation) for v in broken)
     assert {v.rule for v in broken} >= {"owner"} and broken[0].phys == 0x4001_0000
     text = "\n".join(timeline_lines(r))
-    assert f"    INVARIANT BROKEN: {broken[0]}" in text
+    assert f"    INVARIANT BROKEN: pkvm-ownership: {broken[0]}" in text
     doc = run_json(r)
     validate(doc)
     assert doc["steps"][1]["invariants"][0]["phys"] == "0x40010000"

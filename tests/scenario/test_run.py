@@ -173,8 +173,8 @@ def test_a_dirty_bit_no_write_explains_fails_the_run(tmp_path: Path,
                               'flags = ["log_dirty_pages"]\n'))
     result = CliRunner().invoke(cli, ["run", str(f)])
     assert result.exit_code == 1
-    assert ("INVARIANT BROKEN: slot 0 page 0x1 (IPA 0x40001000) is dirty but no handled write "
-            "dirtied it") in result.output
+    assert ("INVARIANT BROKEN: dirty-bits: slot 0 page 0x1 (IPA 0x40001000) is dirty but no "
+            "handled write dirtied it") in result.output
 
 
 def test_clear_dirty_log_of_a_slot_not_a_multiple_of_64_pages_runs(tmp_path: Path) -> None:

@@ -22,9 +22,11 @@ from s2mmu.pgtable.concurrency import (
     RunResult,
     Scenario,
     ScheduleError,
+    World,
     explore,
     run_schedule,
 )
+from s2mmu.pgtable.inject import InjectedBug
 from s2mmu.pgtable.invariants import Violation
 from s2mmu.pgtable.profile import CURRENT, PROFILES, profile_names
 from s2mmu.pgtable.races import ALL_RACES as PGTABLE_RACES
@@ -108,10 +110,15 @@ def replay_schedule(scenario: Scenario, text: str, name: str) -> RunResult:
                    "(the sleep-set reduction finds the same outcomes and violations).")
 @click.option("--replay", "replay_text", metavar="SCHEDULE",
               help="Run one schedule (as a failing run prints it) and show its steps.")
+@click.option("--inject", "inject", multiple=True,
+              type=click.Choice([b.value for b in InjectedBug]),
+              help="Give the page-table library this bug (repeatable), to see the "
+                   "invariants catch it.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (schema s2mmu.race/1).")
 def race(name: str | None, profile_name: str, preemptions: int, max_runs: int,
-         no_reduction: bool, replay_text: str | None, as_json: bool) -> None:
+         no_reduction: bool, replay_text: str | None, inject: tuple[str, ...],
+         as_json: bool) -> None:
     """Explore the interleavings of a stage-2 race, or list the races."""
     if name is None and replay_text is not None:
         _fail("--replay needs the race NAME whose schedule it is")
@@ -122,14 +129,15 @@ def race(name: str | None, profile_name: str, preemptions: int, max_runs: int,
         return
     if profile_name not in PROFILES:
         _fail(f"unknown kernel profile {profile_name!r} (known: {profile_names()})")
-    scenario = ALL_RACES[name](PROFILES[profile_name])
+    scenario = with_bugs(ALL_RACES[name](PROFILES[profile_name]),
+                         frozenset(InjectedBug(b) for b in inject))
     if replay_text is not None:
         try:
             result = replay_schedule(scenario, replay_text, name)
         except InputError as e:
             _fail(str(e))
         if as_json:
-            print_json(replay_doc(name, profile_name, result))
+            print_json({**replay_doc(name, profile_name, result), "inject": sorted(inject)})
         else:
             console().print(result.format())
         sys.exit(0 if result.ok else 1)
@@ -143,10 +151,24 @@ def race(name: str | None, profile_name: str, preemptions: int, max_runs: int,
         found = explore(scenario, max_preemptions=preemptions, max_runs=max_runs,
                         reduce=bound.reduce, on_run=lambda _: bar.advance())
     if as_json:
-        print_json(exploration_doc(name, profile_name, default.names, bound, found))
+        print_json({**exploration_doc(name, profile_name, default.names, bound, found),
+                    "inject": sorted(inject)})
     else:
         out.print("\n".join(result_lines(found, bound)))
     sys.exit(0 if found.ok else 1)
+
+
+def with_bugs(scenario: Scenario, bugs: frozenset[InjectedBug]) -> Scenario:
+    """Return the race with its library told to have bugs (the race itself if none)."""
+    if not bugs:
+        return scenario
+
+    def build() -> World:
+        world = scenario()
+        world.pgt.ops.bugs = bugs
+        return world
+
+    return build
 
 
 def _fail(message: str) -> NoReturn:

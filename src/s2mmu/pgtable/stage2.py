@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from s2mmu.pgtable.errno import E2BIG, EAGAIN, EINVAL, ENOMEM
 from s2mmu.pgtable.events import TLBI_TTL_UNKNOWN
+from s2mmu.pgtable.inject import InjectedBug
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, KvmPgtableMmOps
 from s2mmu.pgtable.profile import EagainRule
 from s2mmu.pgtable.prot import (
@@ -470,7 +471,8 @@ def stage2_unmap_put_pte(
     if kvm_pte_valid(ctx.old):
         yield from kvm_clear_pte(ctx)
         if kvm_pte_table(ctx.old, ctx.level):
-            __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, TLBI_TTL_UNKNOWN)
+            wrong = InjectedBug.TABLE_TLBI_LEVEL_HINT in mm_ops.bugs
+            __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, ctx.level if wrong else TLBI_TTL_UNKNOWN)
         elif not stage2_unmap_defer_tlb_flush(pgt):
             __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, ctx.level)
     if stage2_ctx_pte_is_counted(ctx, ctx.old):

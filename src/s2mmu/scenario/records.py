@@ -118,6 +118,15 @@ class StepDraft:
 
 
 @dataclass(frozen=True)
+class Broken:
+    """A registered invariant that did not hold after a step: its registered name, and the
+    layer's typed violation (what was seen)."""
+
+    invariant: str
+    violation: Any
+
+
+@dataclass(frozen=True)
 class StepRecord:
     """One step of the run: memslot creations and timeline events share one numbering.
 
@@ -133,6 +142,7 @@ class StepRecord:
     events: tuple[Any, ...]
     mismatches: tuple[Mismatch, ...]
     invariants: tuple[Any, ...]
+    """Broken records from the runner (a step built elsewhere may hold bare violations)."""
     trace: tuple[Any, ...] = ()
 
     @property

@@ -36,7 +36,7 @@ from s2mmu.scenario.pkvm_events import (
     Returned,
     access_result,
 )
-from s2mmu.scenario.records import Failure, FaultStep, Run, StepRecord
+from s2mmu.scenario.records import Broken, Failure, FaultStep, Run, StepRecord
 from s2mmu.scenario.render_text import (
     abort_class,
     access_outcome_text,
@@ -60,7 +60,7 @@ DEMO_SCHEMA = "s2mmu.demo/1"
 HEX_FIELDS = frozenset({"ipa", "pa", "hva", "gpa", "va", "far", "esr", "hpfar", "start",
                         "page", "pages", "first_page", "esr_iss", "fsc", "stage1_tables",
                         "pfn", "gfn", "phys", "addr", "xt", "par", "fast_par", "l2_ipa",
-                        "tables", "oa"})
+                        "tables", "ia", "oa", "next_table", "s2_leaf", "leaf", "now"})
 """Fields whose integers are addresses, register values or page numbers: hex strings."""
 SIZE_FIELDS = frozenset({"size", "vma_pagesize"})
 """Fields whose integers are sizes in bytes: "4K", "2M", "1G"."""
@@ -184,16 +184,19 @@ def step_json(s: StepRecord, trace: bool = False) -> dict[str, Any]:
 
 def invariant_json(v: Any) -> dict[str, Any]:
     """Return a broken invariant: its type and values (if typed) and its words."""
-    typed = record(v) if dataclasses.is_dataclass(v) else {"type": type(v).__name__}
-    return {**typed, "text": invariant_text(v)}
+    name = v.invariant if isinstance(v, Broken) else None
+    what = v.violation if isinstance(v, Broken) else v
+    typed = record(what) if dataclasses.is_dataclass(what) else {"type": type(what).__name__}
+    return {**typed, "invariant": name, "text": invariant_text(v)}
 
 
 def failure_json(f: Failure) -> dict[str, Any]:
     """Return one failure: the step's number, kind and line, and what broke."""
     kind = "expectation" if f.is_expectation else "invariant"
     text = mismatch_text(f.what) if f.is_expectation else invariant_text(f.what)
+    name = f.what.invariant if isinstance(f.what, Broken) else None
     return {"index": f.step.index, "do": f.step.event.do, "line": f.step.line, "kind": kind,
-            "message": text}
+            "invariant": name, "message": text}
 
 
 def memslot_json(s: Memslot) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from functools import singledispatch
 from typing import Any
 
 from s2mmu.arch.faults import FSC_NAMES
+from s2mmu.arch.tlb import TlbStage, WalkCacheEntry
 from s2mmu.kvm.abort import (
     Error,
     ErrorReason,
@@ -71,12 +72,16 @@ from s2mmu.kvm.fault import (
 from s2mmu.kvm.invariants import (
     CacheablePfnmap,
     CleanWritablePage,
+    DirtyNotWritable,
     MappedOutsideMemslot,
+    PgtableRuleBroken,
     PinLeaked,
     Stage2Mismatch,
     UnexplainedDirtyBit,
+    WarnFired,
     WritableBlockWhileLogging,
 )
+from s2mmu.kvm.tlb import StaleTlbEntry
 from s2mmu.nested.invariants import (
     ShadowBeyondL1,
     ShadowMismatch,
@@ -99,6 +104,7 @@ from s2mmu.pgtable.events import (
     TlbiVmidIpa,
     TlbiVmidRange,
     UseAfterFree,
+    WalkReturn,
     Warn,
 )
 from s2mmu.pgtable.prot import (
@@ -128,6 +134,7 @@ from s2mmu.scenario.kvm_events import (
     ExpectMarkedDirty,
     ExpectOutcome,
     ExpectSeq,
+    ExpectWarn,
     GetDirtyLog,
     GuestAccess,
     GuestFaulted,
@@ -180,7 +187,7 @@ from s2mmu.scenario.pkvm_events import (
     Returned,
     VmCall,
 )
-from s2mmu.scenario.records import Failure, FaultStep, Mismatch, Outcome, Run, StepRecord
+from s2mmu.scenario.records import Broken, Failure, FaultStep, Mismatch, Outcome, Run, StepRecord
 
 SHOWN_DIRTY_PAGES = 16
 """A dirty log shows this many pages, then '...'."""
@@ -415,6 +422,10 @@ def event_text(e: Any) -> str:
             return f"USE AFTER FREE: {access} of freed page PA {pa:#x}"
         case Warn(function=fn, condition=cond):
             return f"WARN_ON in {fn}: {cond}"
+        case WalkReturn(flags=flags, errors=errors, visits=visits, ret=ret):
+            seen = ", ".join(f"{r} at visit {n}" for n, r in errors) or "none"
+            return (f"kvm_pgtable_walk flags {flags:#x}: {visits} visits, visitor errors "
+                    f"{seen}, returned {ret}")
     return type(e).__name__
 
 
@@ -618,6 +629,11 @@ def _(e: ExpectMarkedDirty, got: Any = None) -> str:
 
 
 @mismatch_text.register
+def _(e: ExpectWarn, got: Any = None) -> str:
+    return f"expected a WARN in {e.function}, got {', '.join(got or ()) or 'none'}"
+
+
+@mismatch_text.register
 def _(e: ExpectSeq, got: Any = None) -> str:
     return f"expected mmu_invalidate_seq {e.seq}, got {got}"
 
@@ -626,6 +642,11 @@ def _(e: ExpectSeq, got: Any = None) -> str:
 def invariant_text(v: Any) -> str:
     """Return a broken invariant in words (registered per violation type)."""
     return str(v)
+
+
+@invariant_text.register
+def _(b: Broken) -> str:
+    return f"{b.invariant}: {invariant_text(b.violation)}"
 
 
 def _where(ipa: int, size: int) -> str:
@@ -668,6 +689,38 @@ def _(v: Stage2Mismatch) -> str:
 def _(v: UnexplainedDirtyBit) -> str:
     return (f"slot {v.slot} page {v.page:#x} (IPA {v.ipa:#x}) is dirty but no handled write "
             "dirtied it")
+
+
+@invariant_text.register
+def _(v: WarnFired) -> str:
+    return f"WARN_ON({v.condition}) in {v.function} (the kernel prints a WARNING here)"
+
+
+@invariant_text.register
+def _(v: DirtyNotWritable) -> str:
+    leaf = "nothing mapped" if not v.leaf else f"leaf {v.leaf:#x} is not writable"
+    return (f"IPA {v.ipa:#x} (slot {v.slot} page {v.page:#x}) was marked dirty but the fault "
+            f"returned with {leaf}")
+
+
+@invariant_text.register
+def _(v: PgtableRuleBroken) -> str:
+    return v.detail
+
+
+@invariant_text.register
+def _(v: StaleTlbEntry) -> str:
+    e = v.entry
+    if isinstance(e, WalkCacheEntry):
+        now = "nothing" if v.now is None else f"{v.now:#x}"
+        return (f"vCPU{v.vcpu} walk cache holds the stage-{e.stage} level-{e.level} table "
+                f"descriptor for IPA {e.ia:#x}+{size_name(e.size)} -> table {e.next_table:#x}: "
+                f"{v.reason.value} (now {now})")
+    where = f"VA {e.ia:#x}" if e.stage is TlbStage.COMBINED else f"IPA {e.ia:#x}"
+    now = "nothing" if v.now is None else f"PA {v.now:#x}"
+    return (f"vCPU{v.vcpu} TLB holds {e.stage.value} {where}+{size_name(e.size)} -> PA "
+            f"{e.oa:#x} (IPA {e.ipa:#x}, stage-2 level {e.s2_level}): {v.reason.value} "
+            f"(now {now}): a missed TLBI")
 
 
 def failure_text(f: Failure) -> str:

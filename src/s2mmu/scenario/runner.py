@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from s2mmu.nested.profile import kernel_profile
-from s2mmu.scenario.records import Mismatch, Run, StepDraft, StepRecord, World, freeze
+from s2mmu.scenario.records import Broken, Mismatch, Run, StepDraft, StepRecord, World, freeze
 from s2mmu.scenario.schema import REGISTRY, Event, Scenario, load_layers, load_scenario
 
 StepHook = Callable[[StepRecord, World], None]
@@ -36,7 +36,8 @@ def run_step(world: World, event: Event, index: int, trace: bool = False) -> Ste
         m = REGISTRY.expectation_of(e).check(world, e, draft)
         if m is not None:
             mismatches.append(m)
-    broken = [msg for inv in REGISTRY.invariants.values() for msg in inv.check(world)]
+    broken = [Broken(inv.name, v) for inv in REGISTRY.invariants.values()
+              for v in inv.check(world)]
     return freeze(draft, mismatches, broken)
 
 

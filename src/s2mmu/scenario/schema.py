@@ -40,6 +40,7 @@ from s2mmu.arch.inputs import (
 from s2mmu.kvm.host import host_usable_pa_bits
 from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
 from s2mmu.nested.profile import KERNEL_PROFILES, KernelProfile
+from s2mmu.pgtable.inject import InjectedBug
 
 if TYPE_CHECKING:
     from s2mmu.scenario.records import Mismatch, Outcome, StepDraft, World
@@ -50,15 +51,15 @@ KVM_TABLES = {"host", "vm", "vma", "memslot", "vcpu"}
 HOST_KEYS = {"features", "pa_bits", "ras_claims_sea"}
 HOST_FEATURES = {"fwb", "dic", "idc", "tlb_range", "mte"}
 VM_KEYS = {"ipa_bits", "mte", "manual_dirty_log_protect", "initially_set",
-           "eager_split_chunk", "nisv_to_user"}
+           "eager_split_chunk", "nisv_to_user", "inject"}
 VMA_KEYS = {"name", "start", "size", "kind", "thp", "hugetlb", "mem_type",
             "allow_any_uncached", "mte_allowed", "writable", "pa"}
 SLOT_KEYS = {"id", "gpa", "size", "hva", "flags", "expect_error"}
-VCPU_KEYS = {"id", "stage1_tables", "map"}
+VCPU_KEYS = {"id", "stage1_tables", "map", "tlb"}
 MAP_KEYS = {"va", "ipa", "size", "ro", "xn", "device"}
 ACCESS = {"read", "write", "exec", "dc"}
 HOST_EVENTS = {"munmap", "madvise", "migrate", "hwpoison"}
-COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq"}
+COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq", "expect_warn"}
 RACE_KEYS = {"do", "hva", "size", "at"}
 RACE_POINTS = {"before-lock", "before-seq"}
 KVM_KEYS = {"profile"}
@@ -421,8 +422,9 @@ INT_KEYS = {"start", "size", "pa", "gpa", "hva", "va", "ipa", "stage1_tables", "
             "expect_marked_dirty"}
 BOOL_KEYS = {"thp", "allow_any_uncached", "mte_allowed", "writable", "ro", "xn", "device",
              "mte", "manual_dirty_log_protect", "initially_set", "nisv_to_user",
-             "ras_claims_sea"}
-STR_KEYS = {"name", "description", "note", "expect_errno", "expect_error", "kind", "mem_type"}
+             "ras_claims_sea", "tlb"}
+STR_KEYS = {"name", "description", "note", "expect_errno", "expect_error", "kind", "mem_type",
+            "expect_warn"}
 PARANGE_BITS = {32, 36, 40, 42, 44, 48, 52}
 CHUNK_SIZES = {0, 1 << 12, 1 << 21, 1 << 30}
 STAGE1_VA_BITS = 39
@@ -584,6 +586,7 @@ def _check_top(c: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], dict[s
         raise c.fail("host", None, "pa_bits", f"must be one of "
                                               f"{', '.join(map(str, sorted(PARANGE_BITS)))}")
     vm = _check_values(c, "vm", None, c.keys("vm", None, data.get("vm", {}), VM_KEYS))
+    c.choices("vm", None, "inject", vm.get("inject", []), {b.value for b in InjectedBug})
     if vm.get("eager_split_chunk", 0) not in CHUNK_SIZES:
         raise c.fail("vm", None, "eager_split_chunk", "must be 0, \"4K\", \"2M\" or \"1G\" "
                                                       "(kvm_is_block_size_supported)")
