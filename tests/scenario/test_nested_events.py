@@ -15,7 +15,7 @@ from s2mmu.nested.mmu import ShadowUnmap
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_X
 from s2mmu.pgtable.s2trans import NestedWalkError
 from s2mmu.scenario.nested_events import AtDone, L2Completed, TlbiDone, TlbiUndefined
-from s2mmu.scenario.records import Outcome, result_outcome
+from s2mmu.scenario.records import Broken, Outcome, result_outcome
 from s2mmu.scenario.runner import run_scenario
 from s2mmu.scenario.schema import ScenarioError, load_scenario
 
@@ -411,9 +411,10 @@ def broken_x(release: str) -> list[tuple[int, int]]:
     """Return (step number, L2 IPA) of every shadow leaf the invariant finds granting X that L1
     denies, under a release."""
     run = run_scenario(XN_SCENARIO, profile=release)
-    return [(f.step.index, f.what.l2_ipa) for f in run.failures
-            if isinstance(f.what, ShadowPermsExceed)
-            and f.what.granted & ~f.what.allowed & int(KVM_PGTABLE_PROT_X)]
+    broken = [(f.step.index, f.what.violation) for f in run.failures
+              if isinstance(f.what, Broken) and f.what.invariant == "nested-shadow"]
+    return [(i, v.l2_ipa) for i, v in broken if isinstance(v, ShadowPermsExceed)
+            and v.granted & ~v.allowed & int(KVM_PGTABLE_PROT_X)]
 
 
 def test_current_code_forwards_both_fetches_and_maps_no_x() -> None:
