@@ -5,12 +5,18 @@ behind its own 3-level stage 2 (40-bit IPA); guest memory is flat over host memo
 Fast path: the architectural AT on the shadow state (the stage-1 walk's 4 reads each
 through a 3-level shadow stage 2). Slow path: KVM's software walk, each stage-1
 descriptor address through kvm_walk_nested_s2 and read as guest memory.
+
+Usage: python3 bench/bench_nested.py [--json] [--seconds S] (S per figure, default 1).
+--json prints one s2mmu.bench-nested/1 document (schema in src/s2mmu/cli/schemas).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from dataclasses import replace
+from typing import Any
 
 from s2mmu.arch.at import AtOp
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs, s2_attrs
@@ -57,18 +63,57 @@ def rate(ctx: AtContext, regs: SysRegs, op: AtOp, want: str, seconds: float = 1.
     return n / (time.perf_counter() - start)
 
 
-def main() -> None:
-    fast, slow, regs = build()
+def walk_rate(ctx: AtContext, regs: SysRegs, seconds: float) -> float:
+    """Return kvm_walk_nested_s2 calls per second over the mapped pages."""
     t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < 1.0:
+    while time.perf_counter() - t0 < seconds:
         for i in range(PAGES):
-            kvm_walk_nested_s2(fast.vm, regs, IPA + i * 4096)
+            kvm_walk_nested_s2(ctx.vm, regs, IPA + i * 4096)
         n += PAGES
-    print(f"kvm_walk_nested_s2 (3 levels):       {n / (time.perf_counter() - t0):10.0f} /s")
-    print(f"AT S1E1R, fast path (shadow S2):     {rate(fast, regs, AtOp.S1E1R, 'fast'):10.0f} /s")
-    print(f"AT S1E1R, slow path (software walk): {rate(slow, regs, AtOp.S1E1R, 'slow'):10.0f} /s")
-    print(f"AT S12E1R, fast stage 1 + S2 walk:   {rate(fast, regs, AtOp.S12E1R, 'fast'):10.0f} /s")
-    print(f"AT S12E1R, slow stage 1 + S2 walk:   {rate(slow, regs, AtOp.S12E1R, 'slow'):10.0f} /s")
+    return n / (time.perf_counter() - t0)
+
+
+FIGURES = (
+    ("kvm_walk_nested_s2", "kvm_walk_nested_s2 (3 levels)", None, None, None),
+    ("at_s1e1r_fast", "AT S1E1R, fast path (shadow S2)", True, AtOp.S1E1R, "fast"),
+    ("at_s1e1r_slow", "AT S1E1R, slow path (software walk)", False, AtOp.S1E1R, "slow"),
+    ("at_s12e1r_fast", "AT S12E1R, fast stage 1 + S2 walk", True, AtOp.S12E1R, "fast"),
+    ("at_s12e1r_slow", "AT S12E1R, slow stage 1 + S2 walk", False, AtOp.S12E1R, "slow"),
+)
+"""Each figure: JSON key, text label, fast context?, AT op, the path it must take."""
+
+
+def measure(seconds: float) -> dict[str, float]:
+    """Return every figure, per second, each measured for about `seconds`."""
+    fast, slow, regs = build()
+    out = {}
+    for key, _, use_fast, op, path in FIGURES:
+        ctx = fast if use_fast is not False else slow
+        if op is None or path is None:
+            out[key] = walk_rate(ctx, regs, seconds)
+        else:
+            out[key] = rate(ctx, regs, op, path, seconds)
+    return out
+
+
+def bench_doc(figures: dict[str, float], seconds: float) -> dict[str, Any]:
+    """Return the s2mmu.bench-nested/1 document."""
+    return {"schema": "s2mmu.bench-nested/1", "at_profile": CURRENT.name, "pages": PAGES,
+            "seconds_per_figure": seconds,
+            "per_second": {k: round(v, 1) for k, v in figures.items()}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one s2mmu.bench-nested/1 document")
+    ap.add_argument("--seconds", type=float, default=1.0, help="time per figure (default 1)")
+    args = ap.parse_args(argv)
+    figures = measure(args.seconds)
+    if args.json:
+        print(json.dumps(bench_doc(figures, args.seconds)))
+        return
+    for key, label, *_ in FIGURES:
+        print(f"{label + ':':36} {figures[key]:10.0f} /s")
 
 
 if __name__ == "__main__":

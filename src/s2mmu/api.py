@@ -415,7 +415,7 @@ def profile(name: str) -> BehaviourProfile:
 
     >>> import s2mmu
     >>> s2mmu.profile("v6.12").eagain_rule.name, s2mmu.profiles()[-1]
-    ('HANDLE_FAULT', 'v6.19')
+    ('HANDLE_FAULT', 'v7.1')
     """
     return behaviour_profile(name)
 

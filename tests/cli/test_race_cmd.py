@@ -44,7 +44,7 @@ def test_pa_offset_race_holds_with_the_pa_inferred_from_the_ipa() -> None:
 def test_the_bound_and_the_size_of_the_race_come_before_the_result() -> None:
     _, out, _ = run("same-ipa-faults")
     lines = out.splitlines()
-    assert lines[0] == ("race same-ipa-faults, profile v6.19: 2 operations (0=vcpu0-fault-rw, "
+    assert lines[0] == ("race same-ipa-faults, profile v7.1: 2 operations (0=vcpu0-fault-rw, "
                         "1=vcpu1-fault-r), 18 steps in the default order")
     assert lines[1] == ("bound: every schedule with at most 2 preemptions, sleep-set "
                         "reduction; stops after 2000 schedules (--max-runs) and then says "
@@ -195,7 +195,7 @@ def test_an_unknown_profile_is_one_line_listing_the_releases() -> None:
     code, out, err = run("same-ipa-faults", "--profile", "v6.3..v6.19-rc4")
     assert (code, out) == (2, "")
     assert err == ("s2mmu: error: unknown kernel profile 'v6.3..v6.19-rc4' (known: v6.1, v6.2, "
-                   "v6.6, v6.12, v6.18, v6.19)\n")
+                   "v6.6, v6.12, v6.18, v6.19, v7.1)\n")
 
 
 def test_v6_1_faults_are_serialised_by_the_write_lock() -> None:

@@ -27,6 +27,7 @@ from s2mmu.kvm.fault import (
     PgtableCall,
     PgtableOp,
     kvm_handle_guest_abort,
+    kvm_s2_handle_perm_fault,
 )
 from s2mmu.kvm.host import HostFeatures, MemType, Vma, VmaKind
 from s2mmu.kvm.invariants import check_invariants, leaf_writable, stage2_leaves
@@ -39,6 +40,7 @@ from s2mmu.kvm.vm import (
     stage2_wp_range,
 )
 from s2mmu.pgtable.env import new_stage2
+from s2mmu.pgtable.profile import CURRENT, V6_12, V6_19, BehaviourProfile
 from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_DEVICE,
     KVM_PGTABLE_PROT_NORMAL_NC,
@@ -296,19 +298,26 @@ L2_IPA = 0x8000_0000
 
 def nested_vm(size: int, output: int = RAM_IPA + (2 << 20), readable: bool = True,
               writable: bool = True, px: bool = True, ux: bool = True, level: int = 3,
-              esr: int = 0, xnx: bool = False,
+              esr: int = 0, xnx: bool = False, vm_xnx: bool | None = None,
+              profile: BehaviourProfile = CURRENT,
               **ram: object) -> tuple[Kvm, KvmVcpu, NestedS2Walker]:
-    """Return a VM whose vCPU runs on a shadow stage 2, and an L1 walk of one leaf."""
+    """Return a VM whose vCPU runs on a shadow stage 2, and an L1 walk of one leaf whose
+    XN[1:0] gives px/ux (xnx: the host's FEAT_XNX; vm_xnx: the VM's, xnx by default)."""
     kvm, vcpu = new_vm()
+    kvm.env.profile = profile
     add_ram(kvm, **ram)
     kvm.env.caps = replace(kvm.env.caps, xnx=xnx)
     shadow = new_stage2(kvm.env, kvm.ipa_bits, vmid=2)
     kvm.nested_mmus.append(shadow)
     vcpu.hw_mmu = shadow
 
+    xn = {(True, True): 0b00, (False, True): 0b01, (False, False): 0b10, (True, False): 0b11}
+    desc = xn[px, ux] << 53
+
     def walk(ipa: int) -> KvmS2Trans:
         out = output | (ipa & (size - 1)) if not esr else 0
-        return KvmS2Trans(out, size, readable, writable, px, ux, level, 0, esr)
+        return KvmS2Trans(out, size, readable, writable, px, ux, level, desc, esr,
+                          xnx=xnx if vm_xnx is None else vm_xnx)
     return kvm, vcpu, walk
 
 
@@ -390,7 +399,8 @@ def test_l1_exec_permissions_limit_px_and_ux() -> None:
 
 
 def test_without_xnx_an_l1_leaf_executable_at_one_el_maps_without_x() -> None:
-    kvm, vcpu, walk = nested_vm(4096, px=False, ux=True)
+    # The VM has FEAT_XNX but the host has not: PX and UX must agree, so neither.
+    kvm, vcpu, walk = nested_vm(4096, px=False, ux=True, vm_xnx=True)
     out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
     assert out.mapping is not None and not out.mapping.prot & KVM_PGTABLE_PROT_X
 
@@ -399,6 +409,83 @@ def test_an_instruction_fetch_l1_forbids_everywhere_is_forwarded() -> None:
     kvm2, vcpu2, walk2 = nested_vm(4096, px=False, ux=False)
     out = kvm_handle_guest_abort(iabt(FSC_PERM_L3, L2_IPA), kvm2, vcpu2, None, walk2)
     assert isinstance(out.result, InjectedS2Fault)
+
+
+# L1 made the page non-executable (XN = 0b10) in a VM without FEAT_XNX, per release
+# (profile knob nested_exec). Expected values from the kernel: 6.12.118's
+# kvm_s2_handle_perm_fault and user_mem_abort; d93febe2ed2e's exec accessors (every leaf
+# executable without FEAT_XNX); 49b32ddb87a3's (XN[1] decides).
+
+
+def xn_page(profile: BehaviourProfile, dic: bool = False,
+            **kw: object) -> tuple[Kvm, KvmVcpu, NestedS2Walker]:
+    kvm, vcpu, walk = nested_vm(4096, px=False, ux=False, profile=profile, thp=False, **kw)
+    kvm.host.features = replace(kvm.host.features, dic=dic)
+    return kvm, vcpu, walk
+
+
+def test_v6_12_forwards_an_exec_permission_fault_on_an_xn_page() -> None:
+    kvm, vcpu, walk = xn_page(V6_12)
+    out = kvm_handle_guest_abort(iabt(FSC_PERM_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert isinstance(out.result, InjectedS2Fault)
+
+
+def test_v6_12_maps_a_first_fetch_from_an_xn_page_executable() -> None:
+    # A translation fault is not a permission fault: nothing asks L1, and
+    # user_mem_abort adds X for any exec fault (no adjust_nested_exec_perms yet).
+    kvm, vcpu, walk = xn_page(V6_12)
+    out = kvm_handle_guest_abort(iabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.mapping is not None and out.mapping.prot & KVM_PGTABLE_PROT_X == KVM_PGTABLE_PROT_X
+
+
+def test_v6_12_dic_adds_x_only_where_bit54_is_clear() -> None:
+    kvm, vcpu, walk = xn_page(V6_12, dic=True)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.mapping is not None and not out.mapping.prot & KVM_PGTABLE_PROT_X
+
+
+def test_v6_19_without_xnx_neither_forwards_nor_strips_x() -> None:
+    kvm, vcpu, walk = xn_page(V6_19)
+    read = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert read.mapping is not None and not read.mapping.prot & KVM_PGTABLE_PROT_X
+    out = kvm_handle_guest_abort(iabt(FSC_PERM_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.result == Resumed(ResumeReason.MAPPED)  # not forwarded: relaxed to X
+    assert out.mapping is not None and out.mapping.op is PgtableOp.RELAX_PERMS
+    pte, _ = shadow_leaf(vcpu, L2_IPA)
+    assert kvm_pgtable_stage2_pte_prot(pte) & KVM_PGTABLE_PROT_X == KVM_PGTABLE_PROT_X
+
+
+def test_v6_19_with_xnx_in_the_vm_forwards() -> None:
+    kvm, vcpu, walk = xn_page(V6_19, xnx=True)
+    out = kvm_handle_guest_abort(iabt(FSC_PERM_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert isinstance(out.result, InjectedS2Fault)
+
+
+def test_v6_19_with_dic_maps_a_read_of_an_xn_page_executable() -> None:
+    kvm, vcpu, walk = xn_page(V6_19, dic=True)
+    out = kvm_handle_guest_abort(dabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.mapping is not None and out.mapping.prot & KVM_PGTABLE_PROT_X == KVM_PGTABLE_PROT_X
+
+
+def test_current_forwards_and_never_maps_an_xn_page_executable() -> None:
+    assert CURRENT.name == "v7.1"
+    kvm, vcpu, walk = xn_page(CURRENT, dic=True)
+    out = kvm_handle_guest_abort(iabt(FSC_TRANS_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert out.mapping is not None and not out.mapping.prot & KVM_PGTABLE_PROT_X
+    out = kvm_handle_guest_abort(iabt(FSC_PERM_L3, L2_IPA), kvm, vcpu, None, walk)
+    assert isinstance(out.result, InjectedS2Fault)
+
+
+def test_perm_fault_forwarding_asks_the_faulting_els_permission() -> None:
+    # XN = 0b01 with FEAT_XNX: EL0 may execute, EL1 may not (vcpu_mode_priv picks).
+    _, _, walk = nested_vm(4096, px=False, ux=True, xnx=True)
+    trans = walk(L2_IPA)
+    assert isinstance(trans, KvmS2Trans)
+    rule = CURRENT.nested_exec
+    assert kvm_s2_handle_perm_fault(iabt(FSC_PERM_L3, L2_IPA), trans, rule, priv=True)
+    assert not kvm_s2_handle_perm_fault(iabt(FSC_PERM_L3, L2_IPA), trans, rule, priv=False)
+    # 6.12 reads bit 54 only: clear, so executable whatever the EL.
+    assert not kvm_s2_handle_perm_fault(iabt(FSC_PERM_L3, L2_IPA), trans, V6_12.nested_exec)
 
 
 def test_l1_walk_fault_is_injected_into_l1_with_its_fsc() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -137,6 +139,22 @@ def test_af_update_needs_the_descriptor_writable_at_l1_stage2():
     par = slow(s, AtOp.S1E1R, VA1, CURRENT)
     assert fst(par) == 0b001111 and par & (1 << 9) and par & (1 << 8)
     assert s.vm.host.hw_writes == []
+
+
+@pytest.mark.parametrize(("tcr_el1_ha", "tcr_el2_ha", "updated"),
+                         [(True, False, False), (False, True, True)])
+def test_the_el2_regime_takes_ha_from_tcr_el2_not_tcr_el1(tcr_el1_ha, tcr_el2_ha, updated):
+    # at.c's fix "KVM: arm64: at: Use correct HA bit in TCR_EL2 when regime is EL2"
+    # (Alexandru Elisei, in the v6.19 KVM pull): the regime's own TCR decides.
+    s = l1_state()
+    s.el2.map(VA2, IPA, 0x1000, s1_attrs(af=False))
+    s.regs = replace(s.regs, TCR_EL1=s.regs.TCR_EL1 | int(tcr_el1_ha) << 39,
+                     TCR_EL2=s.regs.TCR_EL2 | int(tcr_el2_ha) << 21)
+    par = slow(s, AtOp.S1E2R, VA2, CURRENT)
+    assert (not par & 1) == updated
+    assert bool(s.vm.host.hw_writes) == updated
+    if not updated:
+        assert fst(par) == 0b001011
 
 
 def test_af_update_swaps_in_the_tables_byte_order():

@@ -36,6 +36,7 @@ from s2mmu.pgtable.profile import (
     V6_1,
     V6_3,
     V6_19,
+    V7_1,
     BehaviourProfile,
     behaviour_profile,
     knob_value,
@@ -71,8 +72,8 @@ def has_bug(profile: BehaviourProfile, reason: str):  # type: ignore[no-untyped-
 
 
 def test_profiles_are_named_for_their_kernel_releases() -> None:
-    assert list(PROFILES) == ["v6.1", "v6.2", "v6.6", "v6.12", "v6.18", "v6.19"]
-    assert CURRENT is V6_19
+    assert list(PROFILES) == ["v6.1", "v6.2", "v6.6", "v6.12", "v6.18", "v6.19", "v7.1"]
+    assert CURRENT is V7_1
     assert PRE_V6_3 is PROFILES["v6.2"] and V6_3 is PROFILES["v6.12"]
 
 
@@ -100,14 +101,14 @@ def version(release: str) -> tuple[int, int]:
     ((5, 15), "v6.1"), ((6, 1), "v6.1"), ((6, 2), "v6.2"), ((6, 3), "v6.6"), ((6, 6), "v6.6"),
     ((6, 7), "v6.12"), ((6, 12), "v6.12"), ((6, 13), "v6.12"), ((6, 14), "v6.18"),
     ((6, 18), "v6.18"),
-    ((6, 19), "v6.19"), ((7, 0), "v6.19")])
+    ((6, 19), "v6.19"), ((7, 0), "v6.19"), ((7, 1), "v7.1"), ((7, 2), "v7.1")])
 def test_profile_for_release(release: tuple[int, int], name: str) -> None:
     assert profile_for_release(*release).name == name
 
 
 def test_unknown_profile_names_the_valid_ones() -> None:
     with pytest.raises(InputError, match=r"unknown kernel profile 'v7' \(known: v6\.1, v6\.2, "
-                                         r"v6\.6, v6\.12, v6\.18, v6\.19\)"):
+                                         r"v6\.6, v6\.12, v6\.18, v6\.19, v7\.1\)"):
         behaviour_profile("v7")
     assert behaviour_profile("v6.12") is PROFILES["v6.12"]
 

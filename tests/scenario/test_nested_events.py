@@ -3,15 +3,19 @@ shadow invariant after every step, and one clear refusal per malformed key."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from s2mmu.cli.main import cli
 from s2mmu.kvm.abort import InjectedS2Fault, kvm_vcpu_abt_iss1tw
+from s2mmu.nested.invariants import ShadowPermsExceed
 from s2mmu.nested.mmu import ShadowUnmap
+from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_X
 from s2mmu.pgtable.s2trans import NestedWalkError
 from s2mmu.scenario.nested_events import AtDone, L2Completed, TlbiDone, TlbiUndefined
-from s2mmu.scenario.records import Outcome, result_outcome
+from s2mmu.scenario.records import Broken, Outcome, result_outcome
 from s2mmu.scenario.runner import run_scenario
 from s2mmu.scenario.schema import ScenarioError, load_scenario
 
@@ -396,3 +400,56 @@ expect_shadow = { l2_ipa = 0x80001000, size = "4K", perms = "R", pa = 0x1 }
     (m,) = r.steps[1].mismatches
     assert mismatch_text(m.expectation, m.got).startswith(
         "expected the shadow leaf at L2 IPA 0x80001000 to be 4K R at PA 0x1, got 4K RWX at PA ")
+
+
+# -- L1's XN per kernel release (tests/scenarios/nested_exec_xn.toml) -------------------------
+
+XN_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "nested_exec_xn.toml"
+
+
+def broken_x(release: str) -> list[tuple[int, int]]:
+    """Return (step number, L2 IPA) of every shadow leaf the invariant finds granting X that L1
+    denies, under a release."""
+    run = run_scenario(XN_SCENARIO, profile=release)
+    broken = [(f.step.index, f.what.violation) for f in run.failures
+              if isinstance(f.what, Broken) and f.what.invariant == "nested-shadow"]
+    return [(i, v.l2_ipa) for i, v in broken if isinstance(v, ShadowPermsExceed)
+            and v.granted & ~v.allowed & int(KVM_PGTABLE_PROT_X)]
+
+
+def test_current_code_forwards_both_fetches_and_maps_no_x() -> None:
+    run = run_scenario(XN_SCENARIO)
+    assert run.ok and run.failures == []
+    assert [s.outcome for s in run.steps[1:]] == [Outcome.COMPLETED, Outcome.L1_S2_FAULT,
+                                                  Outcome.L1_S2_FAULT]
+
+
+def test_v6_19_maps_both_pages_executable_and_the_invariant_says_so() -> None:
+    # d93febe2ed2e: without FEAT_XNX every L1 leaf reads executable: the fetch after the
+    # read is relaxed to X, the first fetch is mapped X.
+    assert broken_x("v6.19") == [(3, 0x80000000), (4, 0x80000000), (4, 0x80001000)]
+
+
+def test_v6_12_forwards_the_permission_fault_but_maps_a_first_fetch_executable() -> None:
+    assert broken_x("v6.12") == [(4, 0x80001000)]
+    run = run_scenario(XN_SCENARIO, profile="v6.12")
+    assert run.steps[2].outcome is Outcome.L1_S2_FAULT
+
+
+PAN_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "nested_pan_el0_probe.toml"
+
+
+def test_el0_probe_is_reachable_from_a_scenario_and_differs_under_e0pd() -> None:
+    run = run_scenario(PAN_SCENARIO)
+    assert run.ok
+    arch, probe = (s.result for s in run.steps[1:])
+    assert isinstance(arch, AtDone) and isinstance(probe, AtDone)
+    assert arch.par & 1 and (arch.par >> 1) & 0x3F == 0b001111   # PAN: permission fault
+    assert not probe.par & 1                                        # the probe lets it through
+
+
+def test_a_bad_pan_check_is_one_line_naming_the_key() -> None:
+    text = PAN_SCENARIO.read_text().replace('pan_check = "el0-probe"', 'pan_check = "el0"')
+    with pytest.raises(ScenarioError, match=r"pan_check: must be one of architecture, "
+                                            r"el0-probe, not 'el0'"):
+        load_scenario("p.toml", text)

@@ -87,7 +87,7 @@ def test_the_pkvm_tables_boot_the_hypervisor_and_its_guests() -> None:
     ('[pkvm]\npolicy = "panic"\n',
      "p.toml:2: pkvm.policy: must be one of bug, data-abort, sea, not 'panic'"),
     ('[kvm]\nprofile = "v7"\n',
-     "p.toml:2: kvm.profile: must be one of v6.1, v6.2, v6.6, v6.12, v6.18, v6.19, not 'v7'"),
+     "p.toml:2: kvm.profile: must be one of v6.1, v6.2, v6.6, v6.12, v6.18, v6.19, v7.1, not 'v7'"),
     ("[pkvm]\nram_pages = 0\n", "p.toml:2: pkvm.ram_pages: must be 1..4096, not 0"),
     ("[pkvm]\nunmap_donated = 1\n", "p.toml:2: pkvm.unmap_donated: must be true or false, "
                                     "not 1"),
@@ -486,7 +486,7 @@ def test_demo_pkvm_json_is_one_valid_document() -> None:
         "pkvm-donate-sea-unmapped", "pkvm-relax-v6.18", "pkvm-relax-v6.19"]
     sea = doc["runs"][1]
     assert sea["summary"]["layers"] == {"pkvm": {
-        "profile": "v6.19", "policy": "sea", "pages": {"host": 511, "shared": 0, "hyp": 1,
+        "profile": "v7.1", "policy": "sea", "pages": {"host": 511, "shared": 0, "hyp": 1,
                                                        "guests": 0},
         "guests": [], "dirty_marks": 0, "direct_map_holes": 0, "panicked_at": 3}}
     assert sea["steps"][2]["result"] == {

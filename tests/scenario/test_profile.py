@@ -31,7 +31,7 @@ def marks(run: Run, index: int) -> int:
 
 def test_no_kvm_table_is_the_current_code() -> None:
     scn = load_scenario("s.toml", PKVM)
-    assert scn.profile is CURRENT and CURRENT.name == "v6.19"
+    assert scn.profile is CURRENT and CURRENT.name == "v7.1"
 
 
 def test_kvm_profile_selects_every_layer() -> None:
@@ -44,10 +44,10 @@ def test_kvm_profile_selects_every_layer() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ('[kvm]\nprofile = "v6.3..v6.19-rc4"\n',
-     "s.toml:2: kvm.profile: must be one of v6.1, v6.2, v6.6, v6.12, v6.18, v6.19, "
+     "s.toml:2: kvm.profile: must be one of v6.1, v6.2, v6.6, v6.12, v6.18, v6.19, v7.1, "
      "not 'v6.3..v6.19-rc4'"),
     ('[kvm]\nprofile = 6\n', "s.toml:2: kvm.profile: must be one of v6.1, v6.2, v6.6, v6.12, "
-                            "v6.18, v6.19, not 6"),
+                            "v6.18, v6.19, v7.1, not 6"),
     ('[kvm]\nrelease = "v6.1"\n', "s.toml:2: kvm.release: unknown field (known: profile)"),
 ])
 def test_a_bad_kvm_table_is_one_line_naming_the_field(text: str, message: str) -> None:

@@ -21,7 +21,7 @@ from s2mmu.nested.profile import (
     value_of,
 )
 from s2mmu.pgtable.callers import access_fault_walk_flags, fault_walk_flags, walk_flag_names
-from s2mmu.pgtable.profile import COVERS_FROM, EagainRule, Knob
+from s2mmu.pgtable.profile import COVERS_FROM, EagainRule, Knob, NestedExecRule
 
 SCHEMA = "s2mmu.profiles/1"
 
@@ -41,9 +41,14 @@ def stands_for(name: str) -> str:
     return start if start == last else f"{start}..{last}"
 
 
+NESTED_EXEC_TEXT = {NestedExecRule.DESC_BIT54: "bit54", NestedExecRule.XNX_XN_DROPPED: "xn-dropped",
+                    NestedExecRule.XNX: "xnx"}
+"""The table's short names of the nested exec rules."""
+
+
 def value_json(v: object) -> object:
-    """Return a knob value as JSON holds it (an EagainRule by its kernel-flag name)."""
-    return v.name if isinstance(v, EagainRule) else v
+    """Return a knob value as JSON holds it (an enum rule by its member name)."""
+    return v.name if isinstance(v, EagainRule | NestedExecRule) else v
 
 
 def value_text(v: object) -> str:
@@ -54,6 +59,8 @@ def value_text(v: object) -> str:
         return "yes" if v else "no"
     if isinstance(v, EagainRule):
         return {"ANY_ERROR_STOPS": "any-error"}.get(v.name, v.name)
+    if isinstance(v, NestedExecRule):
+        return NESTED_EXEC_TEXT[v]
     return str(v)
 
 

@@ -91,6 +91,7 @@ from s2mmu.kvm.vm import Kvm, KvmVcpu, kvm_vcpu_hw_pgt, kvm_vm_is_protected, mmu
 from s2mmu.pgtable.backend import BackendKind, MmuLockMode
 from s2mmu.pgtable.callers import access_fault_walk_flags, fault_walk_flags
 from s2mmu.pgtable.errno import EAGAIN
+from s2mmu.pgtable.profile import NestedExecRule
 from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_DEVICE,
     KVM_PGTABLE_PROT_NORMAL_NC,
@@ -106,8 +107,13 @@ from s2mmu.pgtable.prot import (
 from s2mmu.pgtable.s2trans import (
     KvmS2Trans,
     NestedWalkError,
+    kvm_s2_trans_exec_el0,
+    kvm_s2_trans_exec_el1,
+    kvm_s2_trans_executable,
     kvm_s2_trans_output,
+    kvm_s2_trans_readable,
     kvm_s2_trans_size,
+    kvm_s2_trans_writable,
 )
 
 # -- the decisions: one value per step, with the step's kernel name ---------------------------
@@ -622,9 +628,11 @@ def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, info: VmaInfo,
     """Return the KVM_PGTABLE_PROT_* set for the mapping.
 
     Under a guest hypervisor's stage 2, L1's leaf limits the set: no R if L1's leaf is
-    not readable, no PX/UX where L1 denies EL1/EL0 execution (W was already limited in
-    compute_prot), and L1's level goes in the software bits (KVM_NV_GUEST_MAP_SZ) as
-    the span hint L1's TLBIs use.
+    not readable (W was already limited in compute_prot), L1's level goes in the
+    software bits (KVM_NV_GUEST_MAP_SZ) as the span hint L1's TLBIs use, and execute
+    follows the release's rule (profile ``nested_exec``): before v6.19 the DIC shortcut
+    adds X only where desc bit 54 is clear but an exec fault adds X unchecked; from
+    v6.19 adjust_nested_exec_perms removes PX/UX where L1's leaf denies EL1/EL0.
 
     A protected VM's page is mapped RWX whatever the fault (pkvm_pgtable_stage2_map
     refuses any other prot for it: WARN_ON_ONCE(prot != KVM_PGTABLE_PROT_RWX)).
@@ -632,10 +640,12 @@ def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, info: VmaInfo,
     Kernel: user_mem_abort (prot: R always; W if writable; X for an exec fault, or for
     cacheable memory when CTR_EL0.DIC makes I-cache maintenance unnecessary; NORMAL_NC
     only with VM_ALLOW_ANY_UNCACHED, otherwise DEVICE); adjust_nested_fault_perms,
-    adjust_nested_exec_perms, kvm_encode_nested_level.
+    adjust_nested_exec_perms, kvm_encode_nested_level (6.12.118's user_mem_abort for the
+    rule before v6.19).
     """
     if kvm_vm_is_protected(kvm):
         return int(KVM_PGTABLE_PROT_RWX)
+    rule = kvm.env.profile.nested_exec
     p = KVM_PGTABLE_PROT_R
     if prot.writable:
         p |= KVM_PGTABLE_PROT_W
@@ -643,11 +653,15 @@ def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, info: VmaInfo,
         p |= KVM_PGTABLE_PROT_X
     if prot.force_noncacheable:
         p |= KVM_PGTABLE_PROT_NORMAL_NC if info.allow_any_uncached else KVM_PGTABLE_PROT_DEVICE
-    elif kvm.host.features.dic:
+    elif kvm.host.features.dic and (nested is None or rule is not NestedExecRule.DESC_BIT54
+                                    or kvm_s2_trans_executable(nested)):
         p |= KVM_PGTABLE_PROT_X
-    if nested is not None:
-        return adjust_nested_fault_perms(nested, int(p), kvm.env.caps.xnx)
-    return int(p)
+    if nested is None:
+        return int(p)
+    out = adjust_nested_fault_perms(nested, int(p))
+    if rule is NestedExecRule.DESC_BIT54:
+        return out
+    return adjust_nested_exec_perms(nested, out, rule, kvm.env.caps.xnx)
 
 
 def kvm_encode_nested_level(nested: KvmS2Trans) -> int:
@@ -655,22 +669,34 @@ def kvm_encode_nested_level(nested: KvmS2Trans) -> int:
     return (nested.level << 55) & KVM_NV_GUEST_MAP_SZ
 
 
-def adjust_nested_fault_perms(nested: KvmS2Trans, prot: int, xnx: bool) -> int:
-    """Limit prot to L1's leaf (R, PX, UX) and record L1's level in the software bits.
+def adjust_nested_fault_perms(nested: KvmS2Trans, prot: int) -> int:
+    """Drop R if L1's leaf is not readable; record L1's level in the software bits.
 
-    Without FEAT_XNX a leaf's PX and UX must agree: an L1 leaf executable at one EL
-    only then gets neither (never more than L1 allows; KVM offers L1 XNX only when the
-    host has it, so the kernel does not meet this case).
-
-    Kernel: adjust_nested_fault_perms, adjust_nested_exec_perms (arch/arm64/kvm/mmu.c).
+    Kernel: adjust_nested_fault_perms (arch/arm64/kvm/mmu.c).
     """
-    if not nested.readable:
+    if not kvm_s2_trans_readable(nested):
         prot &= ~int(KVM_PGTABLE_PROT_R)
-    if not nested.exec_el1 or not (xnx or nested.exec_el0):
-        prot &= ~int(KVM_PGTABLE_PROT_PX)
-    if not nested.exec_el0 or not (xnx or nested.exec_el1):
-        prot &= ~int(KVM_PGTABLE_PROT_UX)
     return prot | kvm_encode_nested_level(nested)
+
+
+def adjust_nested_exec_perms(nested: KvmS2Trans, prot: int, rule: NestedExecRule,
+                             host_xnx: bool) -> int:
+    """Drop UX where L1's leaf denies EL0 execution, PX where it denies EL1 (v6.19 on).
+
+    Without FEAT_XNX on the host a leaf's PX and UX must agree (stage2_set_xn_attr): an
+    L1 leaf executable at one EL only then gets neither (never more than L1 allows; KVM
+    offers L1 FEAT_XNX only when the host has it, so the kernel does not meet this case).
+
+    Kernel: adjust_nested_exec_perms (arch/arm64/kvm/mmu.c, from d93febe2ed2e), with
+    kvm_s2_trans_exec_el0/_el1 as the release decodes them.
+    """
+    el0 = kvm_s2_trans_exec_el0(nested, rule)
+    el1 = kvm_s2_trans_exec_el1(nested, rule)
+    if not el1 or not (host_xnx or el0):
+        prot &= ~int(KVM_PGTABLE_PROT_PX)
+    if not el0 or not (host_xnx or el1):
+        prot &= ~int(KVM_PGTABLE_PROT_UX)
+    return prot
 
 
 def kvm_mmu_cache_min_pages(kvm: Kvm) -> int:
@@ -874,29 +900,39 @@ def esr_s2_fault(abort: GuestAbort, fsc: int) -> int:
     return (abort.esr & ~0x3F) | (fsc & 0x3F)
 
 
-def kvm_s2_handle_perm_fault(abort: GuestAbort, trans: KvmS2Trans) -> int:
+def kvm_s2_handle_perm_fault(abort: GuestAbort, trans: KvmS2Trans, rule: NestedExecRule,
+                             priv: bool = True) -> int:
     """Return the ESR to forward a permission fault L1's stage 2 forbids too, else 0.
 
-    An instruction fetch needs L1's execute permission (EL1 or EL0); a write needs
-    its write permission, a read its read permission.
+    A write needs L1's write permission, a read its read permission. An instruction
+    fetch needs execute permission as the release reads it: before v6.19 desc bit 54
+    clear (kvm_s2_trans_executable, whatever the EL); from v6.19 the faulting EL's
+    (kvm_s2_trans_exec_el1 when vcpu_mode_priv, else _el0). priv: vcpu_mode_priv, the
+    L2 access ran at EL1 (the model's L2 accesses do: guest_access).
 
-    Kernel: kvm_s2_handle_perm_fault (arch/arm64/kvm/nested.c).
+    Kernel: kvm_s2_handle_perm_fault (arch/arm64/kvm/nested.c; 6.12.118 as read, and
+    the FEAT_XNX form of d93febe2ed2e).
     """
     if not esr_fsc_is_permission_fault(abort):
         return 0
     if kvm_vcpu_trap_is_iabt(abort):
-        forward = not (trans.exec_el1 or trans.exec_el0)
+        if rule is NestedExecRule.DESC_BIT54:
+            forward = not kvm_s2_trans_executable(trans)
+        elif priv:
+            forward = not kvm_s2_trans_exec_el1(trans, rule)
+        else:
+            forward = not kvm_s2_trans_exec_el0(trans, rule)
     elif kvm_is_write_fault(abort):
-        forward = not trans.writable
+        forward = not kvm_s2_trans_writable(trans)
     else:
-        forward = not trans.readable
+        forward = not kvm_s2_trans_readable(trans)
     if not forward:
         return 0
     return esr_s2_fault(abort, 0b001100 | (trans.level & 3))
 
 
 def kvm_nested_resolve(abort: GuestAbort, fault_ipa: int, walk: NestedS2Walker,
-                       log: Log) -> KvmS2Trans | InjectedS2Fault:
+                       rule: NestedExecRule, log: Log) -> KvmS2Trans | InjectedS2Fault:
     """Translate L2's IPA through L1's stage 2, or return the fault to inject into L1.
 
     Kernel: kvm_handle_guest_abort (the kvm_is_nested_s2_mmu branch: kvm_walk_nested_s2,
@@ -908,7 +944,7 @@ def kvm_nested_resolve(abort: GuestAbort, fault_ipa: int, walk: NestedS2Walker,
         return InjectedS2Fault(esr_s2_fault(abort, 0), fault_ipa)
     if trans.esr:
         return InjectedS2Fault(esr_s2_fault(abort, trans.esr), fault_ipa)
-    esr = kvm_s2_handle_perm_fault(abort, trans)
+    esr = kvm_s2_handle_perm_fault(abort, trans, rule)
     if esr:
         log.append(NestedPermFault(fault_ipa, esr))
         return InjectedS2Fault(esr, fault_ipa)
@@ -949,7 +985,8 @@ def kvm_handle_guest_abort(abort: GuestAbort, kvm: Kvm, vcpu: KvmVcpu,
     fault_ipa = ipa = kvm_vcpu_get_fault_ipa(abort)
     nested: KvmS2Trans | None = None
     if nested_walk is not None:
-        resolved = kvm_nested_resolve(abort, fault_ipa, nested_walk, log)
+        resolved = kvm_nested_resolve(abort, fault_ipa, nested_walk,
+                                      kvm.env.profile.nested_exec, log)
         if isinstance(resolved, InjectedS2Fault):
             return done(resolved)
         nested = resolved

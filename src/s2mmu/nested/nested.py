@@ -168,4 +168,5 @@ def s2_trans(state: TTWState, p: S2TTWParams, env: Env, gipa: int, vm: NestedVm)
     """Return the successful translation of gipa from the leaf."""
     perms = s2_direct_permissions(state, vm.fs.has("FEAT_XNX"), False, False)
     return KvmS2Trans(s2_output(p, env, state, gipa), p.tgx.block_size(state.level),
-                      perms.r, perms.w, perms.px, perms.ux, state.level, state.leaf.raw)
+                      perms.r, perms.w, perms.px, perms.ux, state.level, state.leaf.raw,
+                      xnx=vm.fs.has("FEAT_XNX"))

@@ -61,7 +61,7 @@ AT_KNOBS = (
 
 AT_OF_RELEASE: dict[str, at.AtProfile | None] = {
     "v6.1": None, "v6.2": None, "v6.6": None,
-    "v6.12": at.V6_12, "v6.18": at.V6_12, "v6.19": at.CURRENT,
+    "v6.12": at.V6_12, "v6.18": at.V6_12, "v6.19": at.CURRENT, "v7.1": at.CURRENT,
 }
 """The AT emulation of each release (None: no at.c)."""
 
@@ -79,7 +79,7 @@ KERNEL_PROFILES = {name: KernelProfile(name, p, AT_OF_RELEASE[name])
                    for name, p in PROFILES.items()}
 """Every release, oldest first."""
 
-CURRENT = KERNEL_PROFILES["v6.19"]
+CURRENT = KERNEL_PROFILES["v7.1"]
 """The default: the current code."""
 
 

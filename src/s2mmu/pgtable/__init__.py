@@ -71,7 +71,9 @@ from s2mmu.pgtable.profile import (
     V6_12,
     V6_18,
     V6_19,
+    V7_1,
     BehaviourProfile,
+    NestedExecRule,
     behaviour_profile,
 )
 from s2mmu.pgtable.prot import (
@@ -159,6 +161,8 @@ __all__ = [
     "V6_12",
     "V6_18",
     "V6_19",
+    "V7_1",
+    "NestedExecRule",
     "BehaviourProfile",
     "behaviour_profile",
     "EventLog",

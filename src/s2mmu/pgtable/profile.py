@@ -63,6 +63,19 @@ Knobs and the kernel history they stand for:
   -EAGAIN (another vCPU relaxed the entry first, and this CPU's TLB may still hold the
   entry that faulted), from v6.7 (commit be097997a273, "KVM: arm64: Always invalidate
   TLB for stage-2 permission faults"). 6.12.118 as read has both.
+- ``nested_exec``: how the fault path reads execute permission from a guest
+  hypervisor's stage-2 leaf (:class:`NestedExecRule`). Up to v6.18 (6.12.118 as read)
+  kvm_s2_trans_executable tests desc bit 54 (XN[1]) for both ELs: an instruction
+  abort that is a permission fault is forwarded to L1 when it is set, the DIC shortcut
+  adds X only when it is clear, but an exec fault adds X whatever L1 says (nothing
+  strips it: a first fetch from a page L1 made XN is mapped executable). From v6.19
+  (commit d93febe2ed2e, "KVM: arm64: nv: Forward FEAT_XNX permissions to the shadow
+  stage-2") kvm_s2_trans_exec_el0/_el1 decode XN[1:0], kvm_s2_handle_perm_fault asks
+  the one of the faulting EL and adjust_nested_exec_perms strips UX/PX from the prot;
+  but without FEAT_XNX in the VM they mask the extracted field with
+  FIELD_PREP(XN, 0b10), which is 0 in a u8: every L1 leaf is executable. Fixed by
+  commit 49b32ddb87a3 ("KVM: arm64: nv: Fix handling of XN[0] when !FEAT_XNX", in the
+  kvmarm fixes for 7.1, Cc stable, queued for 7.0.y; CVE-2026-53200).
 
 The flags the fault path passes follow from these knobs and the ``eagain_rule``
 (s2mmu.pgtable.callers): SHARED from v6.2 (mkyoung from v6.3), with HANDLE_FAULT from
@@ -99,7 +112,8 @@ them); 6.1.192 has the old rule and 6.12.118 the new one, the commits are not pi
 
 Releases: one profile per release that changed a rule or that a user meets (v6.1 and
 v6.12 are Debian's kernels, v6.6 a long-term release, v6.18 the last with HANDLE_FAULT
-and the first profile with pKVM's EL2 guest stage 2, v6.19 the current code). Each
+and the first profile with pKVM's EL2 guest stage 2, v6.19 the first with FEAT_XNX in
+the nested fault path and its XN[0] mistake, v7.1 the current code). Each
 knob's history is a :class:`Knob` in :data:`KNOBS`, with the release that changed it and
 the commit, or ``None`` where the commit is not pinned.
 
@@ -113,9 +127,18 @@ and 6.12.118, Debian's linux-source packages).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from s2mmu.arch.errors import InputError
+
+
+class NestedExecRule(enum.Enum):
+    """How the fault path reads execute permission from L1's stage-2 leaf (see the
+    module docstring's ``nested_exec``)."""
+
+    DESC_BIT54 = "XN[1] for both ELs; an exec fault maps X unchecked (before v6.19)"
+    XNX_XN_DROPPED = "XN[1:0] with FEAT_XNX, none without it: always executable (v6.19, v7.0)"
+    XNX = "XN[1:0] with FEAT_XNX, XN[1] without it (v7.1 onward, 49b32ddb87a3)"
 
 
 class EagainRule(enum.Enum):
@@ -146,6 +169,7 @@ class BehaviourProfile:
     cmo_valid_leaf_only: bool = True
     map_sw_bits_shortcut: bool = True
     unmap_range_tlbi: bool = True
+    nested_exec: NestedExecRule = NestedExecRule.XNX
 
 
 @dataclass(frozen=True)
@@ -211,6 +235,11 @@ KNOBS = (
          (Change("v6.2", None, None),)),
     Knob("unmap_range_tlbi", "unmap (FWB + FEAT_TLBIRANGE) invalidates the range once at the end",
          (Change("v6.6", None, None),)),
+    Knob("nested_exec", "how L1's stage-2 XN reaches the fault path (forward, shadow prot)",
+         (Change("v6.19", "d93febe2ed2e", "KVM: arm64: nv: Forward FEAT_XNX permissions to the "
+                 "shadow stage-2"),
+          Change("v7.1", "49b32ddb87a3", "KVM: arm64: nv: Fix handling of XN[0] when "
+                 "!FEAT_XNX"))),
 )
 """Every knob of BehaviourProfile, in field order, with its history."""
 
@@ -232,6 +261,7 @@ V6_1 = BehaviourProfile(
     cmo_valid_leaf_only=False,
     map_sw_bits_shortcut=False,
     unmap_range_tlbi=False,
+    nested_exec=NestedExecRule.DESC_BIT54,
 )
 """v6.1 (Debian's 6.1.192): faults under the write lock, no walk flags, plain stores."""
 
@@ -248,6 +278,7 @@ V6_2 = BehaviourProfile(
     relax_perms_local_tlbi=False,
     relax_perms_tlbi_on_eagain=False,
     unmap_range_tlbi=False,
+    nested_exec=NestedExecRule.DESC_BIT54,
 )
 """v6.2: parallel faults (SHARED); any error stops the walk; no 6.4-rc map-walker fixes."""
 
@@ -261,6 +292,7 @@ V6_6 = BehaviourProfile(
     relax_perms_xn_from_prot=False,
     max_owner_id=1,
     relax_perms_tlbi_on_eagain=False,
+    nested_exec=NestedExecRule.DESC_BIT54,
 )
 """v6.6 (long-term): HANDLE_FAULT, the 6.4-rc map-walker fixes, local TLBI after a relax
 (not yet on -EAGAIN)."""
@@ -274,6 +306,7 @@ V6_12 = BehaviourProfile(
     perm_only_filter=True,
     relax_perms_xn_from_prot=False,
     max_owner_id=1,
+    nested_exec=NestedExecRule.DESC_BIT54,
 )
 """v6.12 (Debian's 6.12.118): the pgtable rules of v6.6; at.c's software walker appears."""
 
@@ -286,6 +319,7 @@ V6_18 = BehaviourProfile(
     perm_only_filter=True,
     relax_perms_xn_from_prot=False,
     max_owner_id=1,
+    nested_exec=NestedExecRule.DESC_BIT54,
 )
 """v6.18: the last release with HANDLE_FAULT, where pKVM's EL2 walks (which pass no flag)
 swallow -EAGAIN (seed 000)."""
@@ -299,10 +333,16 @@ V6_19 = BehaviourProfile(
     perm_only_filter=True,
     relax_perms_xn_from_prot=True,
     max_owner_id=255,
+    nested_exec=NestedExecRule.XNX_XN_DROPPED,
 )
-"""v6.19 onward: IGNORE_EAGAIN, passed only by wrprotect; the fault path passes SHARED."""
+"""v6.19 (and v7.0): IGNORE_EAGAIN, passed only by wrprotect; the fault path passes
+SHARED; FEAT_XNX reaches the nested fault path, and without it every L1 leaf is
+executable."""
 
-CURRENT = V6_19
+V7_1 = replace(V6_19, name="v7.1", nested_exec=NestedExecRule.XNX)
+"""v7.1 onward (the current code): v6.19's rules with the XN[0] fix (49b32ddb87a3)."""
+
+CURRENT = V7_1
 """The default profile."""
 
 PRE_V6_3 = V6_2
@@ -311,7 +351,7 @@ PRE_V6_3 = V6_2
 V6_3 = V6_12
 """A profile with HANDLE_FAULT (an older name of V6_12)."""
 
-PROFILES = {p.name: p for p in (V6_1, V6_2, V6_6, V6_12, V6_18, V6_19)}
+PROFILES = {p.name: p for p in (V6_1, V6_2, V6_6, V6_12, V6_18, V6_19, V7_1)}
 """Every profile by release name, oldest first."""
 
 
@@ -328,12 +368,13 @@ def behaviour_profile(name: str) -> BehaviourProfile:
 
 
 COVERS_FROM = {"v6.1": (0, 0), "v6.2": (6, 2), "v6.6": (6, 3), "v6.12": (6, 7),
-               "v6.18": (6, 14), "v6.19": (6, 19)}
+               "v6.18": (6, 14), "v6.19": (6, 19), "v7.1": (7, 1)}
 """The first release each profile stands for: v6.6 stands for v6.3 to v6.6 (6.3.y has
 the 6.4-rc fixes; v6.3 and v6.4 still invalidate the TLB after relax_perms as v6.2 does),
 v6.12 for v6.7 to v6.13 (at.c's software walker is 6.12's), v6.18 for v6.14 to v6.18
 (pKVM's EL2 guest stage 2 came with commit fce886a60207, "KVM: arm64: Plumb the pKVM MMU
-in KVM"; the release it first shipped in, v6.14 here, is not pinned)."""
+in KVM"; the release it first shipped in, v6.14 here, is not pinned), v6.19 for v6.19 and
+v7.0 (7.0.y stable takes the XN[0] fix: a v7.0.y kernel with it is v7.1's)."""
 
 
 def profile_for_release(version: int, patchlevel: int) -> BehaviourProfile:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s2mmu.arch.descriptors import s2_xn
 from s2mmu.arch.faults import FaultRecord
+from s2mmu.pgtable.profile import NestedExecRule
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,11 @@ class KvmS2Trans:
     esr holds the fault status code (ESR_ELx.FSC, level included) when the walk
     faulted, 0 otherwise; fault is the same fault as a value. desc is the last
     descriptor read (0 if none was). block_size is the leaf's size, not the
-    contiguous run's.
+    contiguous run's. exec_el1/exec_el0 are what the architecture makes of the leaf
+    (AArch64.S2DirectBasePermissions); the fault path reads execute permission from
+    desc instead, as the kernel does, through the accessors below and its release's
+    rule. xnx is kvm_has_xnx(kvm) when the walk ran (the VM's ID_AA64MMFR1_EL1.XNX),
+    the VM those accessors take beside the translation.
     """
 
     output: int
@@ -35,6 +41,7 @@ class KvmS2Trans:
     desc: int
     esr: int = 0
     fault: FaultRecord | None = None
+    xnx: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,3 +69,55 @@ def kvm_s2_trans_size(trans: KvmS2Trans) -> int:
 def kvm_s2_trans_esr(trans: KvmS2Trans) -> int:
     """Return the fault status (kvm_s2_trans_esr)."""
     return trans.esr
+
+
+def kvm_s2_trans_readable(trans: KvmS2Trans) -> bool:
+    """Return whether L1's leaf allows reads (kvm_s2_trans_readable)."""
+    return trans.readable
+
+
+def kvm_s2_trans_writable(trans: KvmS2Trans) -> bool:
+    """Return whether L1's leaf allows writes (kvm_s2_trans_writable)."""
+    return trans.writable
+
+
+def kvm_s2_trans_executable(trans: KvmS2Trans) -> bool:
+    """Return whether desc bit 54 (XN[1]) is clear: executable at both ELs.
+
+    Kernel: kvm_s2_trans_executable (kvm_nested.h up to v6.18; 6.12.118 as read).
+    """
+    return not trans.desc >> 54 & 1
+
+
+def s2_trans_xn(trans: KvmS2Trans, rule: NestedExecRule) -> int:
+    """Return XN[1:0] as the release's accessors see it.
+
+    With FEAT_XNX in the VM, the field as written. Without it, XN[0] is dropped: the
+    fixed code masks the extracted field with 0b10; d93febe2ed2e masked it with
+    FIELD_PREP(XN, 0b10) = 0b10 << 53, which truncated to the u8 holding the field is 0,
+    so the field always read 0b00 (executable at both ELs).
+    """
+    xn = s2_xn(trans.desc)
+    if trans.xnx:
+        return xn
+    return 0 if rule is NestedExecRule.XNX_XN_DROPPED else xn & 0b10
+
+
+def kvm_s2_trans_exec_el0(trans: KvmS2Trans, rule: NestedExecRule) -> bool:
+    """Return whether L1's leaf lets EL0 execute (XN 0b00 or 0b01).
+
+    Kernel: kvm_s2_trans_exec_el0 (kvm_nested.h from d93febe2ed2e, fixed by 49b32ddb87a3).
+    """
+    if rule is NestedExecRule.DESC_BIT54:
+        return kvm_s2_trans_executable(trans)
+    return s2_trans_xn(trans, rule) in (0b00, 0b01)
+
+
+def kvm_s2_trans_exec_el1(trans: KvmS2Trans, rule: NestedExecRule) -> bool:
+    """Return whether L1's leaf lets EL1 execute (XN 0b00 or 0b11).
+
+    Kernel: kvm_s2_trans_exec_el1 (kvm_nested.h from d93febe2ed2e, fixed by 49b32ddb87a3).
+    """
+    if rule is NestedExecRule.DESC_BIT54:
+        return kvm_s2_trans_executable(trans)
+    return s2_trans_xn(trans, rule) in (0b00, 0b11)

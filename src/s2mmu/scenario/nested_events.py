@@ -25,7 +25,8 @@ kvm_handle_guest_abort's nested branch);
 ``l1_tlbi`` (``op`` IPAS2E1IS, IPAS2LE1IS, RIPAS2E1IS, RIPAS2LE1IS, VMALLS12E1IS, VMALLE1IS;
 ``xt`` raw, or ``ipa`` with ``ttl_level`` (and ``ttl_granule``), or for the range forms
 ``ipa``, ``tg``, ``scale``, ``num``, ``ttl_level``); ``l1_at`` (``op`` any AT, ``va``,
-``pan``); ``l1_unmap`` (``l2_ipa``: L1 writes an invalid descriptor over its leaf);
+``pan``, ``pan_check`` "architecture" or "el0-probe": seed 001's first approach);
+``l1_unmap`` (``l2_ipa``: L1 writes an invalid descriptor over its leaf);
 ``l1_map`` (one more mapping, as in [[nested.map]]); ``l2_enter`` (``regs``: L1 sets EL2
 registers and enters L2 again; vCPU 0 loads the shadow they select, recycling one when
 none matches).
@@ -57,7 +58,7 @@ from s2mmu.arch.state import SysRegs
 from s2mmu.kvm.abort import InjectedS2Fault, Resumed, ResumeReason
 from s2mmu.kvm.cpu import HCR_EL2_RW, Completed, GuestFault, guest_access
 from s2mmu.kvm.host import host_usable_pa_bits
-from s2mmu.nested.at import AtContext, AtProfile, ShadowS2, kvm_at
+from s2mmu.nested.at import AtContext, AtProfile, PanCheck, ShadowS2, kvm_at
 from s2mmu.nested.guest import MemslotMemory
 from s2mmu.nested.invariants import NestedViolation, check_nested_invariants
 from s2mmu.nested.mmu import (
@@ -522,11 +523,13 @@ class L1Tlbi(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class L1At(Event):
-    """An AT instruction L1 executes at virtual EL2 with PSTATE.PAN = pan."""
+    """An AT instruction L1 executes at virtual EL2 with PSTATE.PAN = pan; pan_check: how
+    S1E1RP/WP decide that PAN denies (the architecture's rule, or seed 001's EL0 probe)."""
 
     op: AtOp
     va: int
     pan: bool = False
+    pan_check: PanCheck = PanCheck.ARCHITECTURE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -744,8 +747,8 @@ def run_at(world: World, ev: L1At, draft: StepDraft) -> Outcome:
         raise ev.error("do", f"kernel profile {release.name} has no AT emulation (at.c's "
                              "software walker is read in v6.12): use [kvm] profile = \"v6.12\" "
                              "or later")
-    got = kvm_at(at_context(world, release.at), world.part(NestedWorld).regs, ev.pan, ev.op,
-                 ev.va)
+    at = replace(release.at, pan_check=ev.pan_check)
+    got = kvm_at(at_context(world, at), world.part(NestedWorld).regs, ev.pan, ev.op, ev.va)
     draft.result = AtDone(ev.op, ev.va, got.par, got.path, got.fast_par)
     return Outcome.DONE
 
@@ -873,14 +876,16 @@ def parse_tlbi(it: Item, ctx: ParseContext) -> L1Tlbi:
 
 
 def parse_at(it: Item, ctx: ParseContext) -> L1At:
-    """Parse l1_at: op (any AT), va, pan."""
+    """Parse l1_at: op (any AT), va, pan, pan_check ("architecture" or "el0-probe")."""
     _config(it, ctx)
     _need(it, "op", "va")
     op = AtOp[_choice(it, "op", {o.name for o in AtOp}, "")]
     pan = it.get("pan", False)
     if not isinstance(pan, bool):
         raise it.error("pan", f"must be true or false, not {shorten(pan)}")
-    return L1At(**common_fields(it), op=op, va=_int_field(it, "va"), pan=pan)
+    check = PanCheck(_choice(it, "pan_check", {c.value for c in PanCheck},
+                             PanCheck.ARCHITECTURE.value))
+    return L1At(**common_fields(it), op=op, va=_int_field(it, "va"), pan=pan, pan_check=check)
 
 
 def parse_unmap(it: Item, ctx: ParseContext) -> L1Unmap:
@@ -1134,8 +1139,8 @@ def register() -> None:
                                   frozenset({"op", "xt", "ipa", "ttl_level", "ttl_granule",
                                              "tg", "scale", "num"}),
                                   parse_tlbi, run_tlbi, shadow))
-    REGISTRY.event_kind(EventKind("l1_at", L1At, frozenset({"op", "va", "pan"}), parse_at,
-                                  run_at, frozenset({"expect_par", "expect_path"})))
+    REGISTRY.event_kind(EventKind("l1_at", L1At, frozenset({"op", "va", "pan", "pan_check"}),
+                                  parse_at, run_at, frozenset({"expect_par", "expect_path"})))
     REGISTRY.event_kind(EventKind("l1_unmap", L1Unmap, frozenset({"l2_ipa"}), parse_unmap,
                                   run_unmap, shadow))
     REGISTRY.event_kind(EventKind("l2_enter", L2Enter, frozenset({"regs"}), parse_enter,
