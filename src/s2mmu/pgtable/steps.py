@@ -32,8 +32,6 @@ which is how the benchmarks print both figures side by side.
 
 from __future__ import annotations
 
-import __future__
-
 import ast
 import contextlib
 import functools
@@ -85,7 +83,6 @@ def run(gen: Gen[T]) -> T:
 # Plain twins.
 
 _TWIN_MARK = "__s2mmu_twin_of__"
-_FUTURE_FLAGS = __future__.annotations.compiler_flag
 
 
 class TwinError(Exception):
@@ -191,7 +188,12 @@ def _compile_twin(fn: Callable[..., Any]) -> Callable[..., Any]:
     if not isinstance(fdef, ast.FunctionDef) or fdef.name != code.co_name:
         raise TwinError("source is not one def")
     fdef.decorator_list = []
-    fdef.returns = None
+    fdef.returns = None  # annotations are not evaluated: names may be TYPE_CHECKING-only
+    arguments = fdef.args
+    for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+              arguments.vararg, arguments.kwarg]:
+        if a is not None:
+            a.annotation = None
     fdef.name = "__s2_twin__"
     fdef.body = [_StripSteps().visit(s) for s in fdef.body]
     maker = ast.FunctionDef(
@@ -210,13 +212,13 @@ def _compile_twin(fn: Callable[..., Any]) -> Callable[..., Any]:
     module = ast.Module([maker], type_ignores=[])
     ast.fix_missing_locations(module)
     ast.increment_lineno(module, code.co_firstlineno - 1)
-    compiled = compile(module, code.co_filename, "exec", flags=_FUTURE_FLAGS, dont_inherit=True)
+    compiled = compile(module, code.co_filename, "exec", dont_inherit=True)
     namespace: dict[str, Any] = {}
     exec(compiled, fn.__globals__, namespace)  # noqa: S102 - the module's own source
     twin = namespace["__s2_make__"](TWINS, run)
     twin.__code__ = twin.__code__.replace(co_name=code.co_name, co_qualname=code.co_qualname)
-    twin.__defaults__ = fn.__defaults__  # type: ignore[attr-defined]
-    twin.__kwdefaults__ = fn.__kwdefaults__  # type: ignore[attr-defined]
+    twin.__defaults__ = fn.__defaults__
+    twin.__kwdefaults__ = fn.__kwdefaults__
     functools.update_wrapper(twin, fn)
     setattr(twin, _TWIN_MARK, fn)
     return twin  # type: ignore[no-any-return]
