@@ -103,27 +103,45 @@ def rate(label: str, n: int, fn, key: str | None = None) -> float:  # type: igno
     return dt
 
 
-def bench_faults(n: int) -> None:
+def bench_faults(n: int, rounds: int = 3) -> None:
+    """Fault rates on both paths, in alternating rounds on fresh VMs; the best round counts.
+
+    Alternating keeps a change of machine load from favouring one path.
+    """
     say("faults handled per second (kvm_handle_guest_abort -> user_mem_abort -> map), "
-        "page-table library on its plain twins and on its stepped generators")
-    nb = max(n // 16, 1)
-    for path, generators in (("plain", False), ("generator", True)):
-        with generator_path(generators):
-            kvm, vcpu = vm(n * 4096, thp=False)
-            rate(f"translation fault, 4K page ({path})", n, lambda k=kvm, v=vcpu: [
-                kvm_handle_guest_abort(abort(IPA + i * 4096, TRANS_L3, True), k, v)
-                for i in range(n)], f"fault_4k_{path}_per_s")
-            kvm2, vcpu2 = vm(nb << 21, thp=True)
-            rate(f"translation fault, 2M THP block ({path})", nb, lambda k=kvm2, v=vcpu2: [
-                kvm_handle_guest_abort(abort(IPA + (i << 21), TRANS_L3, True), k, v)
-                for i in range(nb)], f"fault_thp_{path}_per_s")
-            set_slot_flags(kvm, 0, KVM_MEM_LOG_DIRTY_PAGES)
-            rate(f"write permission fault, relax + dirty ({path})", n, lambda k=kvm, v=vcpu: [
-                kvm_handle_guest_abort(abort(IPA + i * 4096, PERM_L3, True), k, v)
-                for i in range(n)], f"fault_relax_dirty_{path}_per_s")
+        f"page-table library on its plain twins and on its stepped generators, best of "
+        f"{rounds} alternating rounds")
+    per = max(n // rounds, 1)
+    nb = max(per // 16, 1)
+    for r in range(rounds):
+        for path, generators in (("plain", False), ("generator", True)):
+            with generator_path(generators):
+                _fault_round(path, per, nb, r)
     for kind in ("4k", "thp", "relax_dirty"):
         ratio = FIGURES[f"fault_{kind}_plain_per_s"] / FIGURES[f"fault_{kind}_generator_per_s"]
-        say(f"  {kind} faults: plain twins {ratio:.2f}x the generator path")
+        say(f"  {kind} faults: plain {FIGURES[f'fault_{kind}_plain_per_s']:,.0f}/s, generator "
+            f"{FIGURES[f'fault_{kind}_generator_per_s']:,.0f}/s: plain twins {ratio:.2f}x")
+
+
+def _fault_round(path: str, n: int, nb: int, r: int) -> None:
+    """One round of the three fault kinds on one path; keep each kind's best rate."""
+    def best(kind: str, label: str, count: int, fn) -> None:  # type: ignore[no-untyped-def]
+        secs = rate(f"{label} ({path}, round {r + 1})", count, fn)
+        key = f"fault_{kind}_{path}_per_s"
+        FIGURES[key] = max(FIGURES.get(key, 0.0), count / secs)
+
+    kvm, vcpu = vm(n * 4096, thp=False)
+    best("4k", "translation fault, 4K page", n, lambda: [
+        kvm_handle_guest_abort(abort(IPA + i * 4096, TRANS_L3, True), kvm, vcpu)
+        for i in range(n)])
+    kvm2, vcpu2 = vm(nb << 21, thp=True)
+    best("thp", "translation fault, 2M THP block", nb, lambda: [
+        kvm_handle_guest_abort(abort(IPA + (i << 21), TRANS_L3, True), kvm2, vcpu2)
+        for i in range(nb)])
+    set_slot_flags(kvm, 0, KVM_MEM_LOG_DIRTY_PAGES)
+    best("relax_dirty", "write permission fault, relax + dirty", n, lambda: [
+        kvm_handle_guest_abort(abort(IPA + i * 4096, PERM_L3, True), kvm, vcpu)
+        for i in range(n)])
 
 
 def bench_dirty_cycle(gib: int, fraction: float, trace_memory: bool) -> None:
