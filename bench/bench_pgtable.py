@@ -5,18 +5,21 @@ Two workloads, as issue 4 asks:
 - 64 GiB of 2M blocks (32,768 block entries), the output address offset by 2M so that
   no 1G block fits.
 
-Each operation runs on the sequential path (the stepped generators driven by
-s2mmu.pgtable.steps.run). The host memory figure is what the model's Python heap grows
-by while mapping (tracemalloc, measured in a separate run), per mapped 4K page. The
-generator cost is measured by running the same walk with and without the per-access
-yields' bookkeeping: see measure_generator_cost().
+Each operation runs on the sequential path twice in the same run: on the plain twins
+(what a kernel-named call runs) and on the stepped generators driven by
+s2mmu.pgtable.steps.run (the path the concurrency explorer schedules), so both figures
+print side by side. The host memory figure is what the model's Python heap grows by while
+mapping (tracemalloc, measured in a separate run), per mapped 4K page. The generator
+cost is also estimated from first principles: see measure_generator_cost().
 
-Usage: python bench/bench_pgtable.py [--quick]
+Usage: python bench/bench_pgtable.py [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 import tracemalloc
@@ -31,6 +34,7 @@ from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_unmap,
     kvm_pgtable_stage2_wrprotect,
 )
+from s2mmu.pgtable.steps import generator_path
 from s2mmu.pgtable.table import KvmPgtable
 
 SZ_4K = 1 << 12
@@ -38,6 +42,15 @@ SZ_2M = 1 << 21
 SZ_1G = 1 << 30
 IPA = 1 << 32
 PA = 1 << 36
+PATHS = (("plain", False), ("generator", True))
+FIGURES: dict[str, float] = {}
+QUIET = False
+
+
+def say(text: str) -> None:
+    """Print a line of the text report (nothing under --json)."""
+    if not QUIET:
+        print(text)
 
 
 def setup(force_pte: bool, cache_pages: int) -> tuple[PgtableEnv, KvmPgtable, KvmMmuMemoryCache]:
@@ -56,22 +69,34 @@ def timed(fn: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - t, ret
 
 
-def workload(name: str, size: int, phys: int, force_pte: bool, entries: int) -> float:
-    """Map, wrprotect and unmap one region; print entries per second; return map s/entry."""
-    env, pgt, mc = setup(force_pte, entries // 512 + 8)
+def workload(key: str, name: str, size: int, phys: int, force_pte: bool, entries: int
+             ) -> float:
+    """Map, wrprotect and unmap one region on both paths; print entries per second.
+
+    Returns the generator path's map seconds per entry.
+    """
     per_entry = {}
-    for op, fn in (
-        ("map", lambda: kvm_pgtable_stage2_map(pgt, IPA, size, phys, KVM_PGTABLE_PROT_RW, mc)),
-        ("wrprotect", lambda: kvm_pgtable_stage2_wrprotect(pgt, IPA, size)),
-        ("unmap", lambda: kvm_pgtable_stage2_unmap(pgt, IPA, size)),
-    ):
-        secs, ret = timed(fn)
-        if ret:
-            sys.exit(f"{name} {op} failed: {ret}")
-        print(f"{name:<26} {op:<10} {entries:>8} entries {secs:8.2f} s {entries / secs:>10,.0f} /s")
-        per_entry[op] = secs / entries
-    print(f"{'':<26} table pages left after unmap: {env.pool.in_use() - mc.nobjs} (the PGD)")
-    return per_entry["map"]
+    for path, generators in PATHS:
+        env, pgt, mc = setup(force_pte, entries // 512 + 8)
+        for op, fn in (
+            ("map", lambda t=pgt, c=mc: kvm_pgtable_stage2_map(t, IPA, size, phys,
+                                                               KVM_PGTABLE_PROT_RW, c)),
+            ("wrprotect", lambda t=pgt: kvm_pgtable_stage2_wrprotect(t, IPA, size)),
+            ("unmap", lambda t=pgt: kvm_pgtable_stage2_unmap(t, IPA, size)),
+        ):
+            with generator_path(generators):
+                secs, ret = timed(fn)
+            if ret:
+                sys.exit(f"{name} {op} failed: {ret}")
+            say(f"{name:<26} {op:<10} {path:<9} {entries:>8} entries {secs:8.2f} s "
+                f"{entries / secs:>10,.0f} /s")
+            FIGURES[f"{op}_{key}_{path}_per_s"] = entries / secs
+            per_entry[op, path] = secs / entries
+        say(f"{'':<26} table pages left after unmap: {env.pool.in_use() - mc.nobjs} (the PGD)")
+    for op in ("map", "wrprotect", "unmap"):
+        ratio = per_entry[op, "generator"] / per_entry[op, "plain"]
+        say(f"{name:<26} {op:<10} plain twins {ratio:.2f}x the generator path")
+    return per_entry["map", "generator"]
 
 
 def memory_per_page(size: int) -> None:
@@ -84,7 +109,8 @@ def memory_per_page(size: int) -> None:
     tracemalloc.stop()
     pages = size // SZ_4K
     tables = env.pool.in_use() - mc.nobjs
-    print(
+    FIGURES["host_bytes_per_4k_page"] = grown / pages
+    say(
         f"host memory: {grown / pages:,.1f} bytes per mapped 4K page "
         f"({grown / 2**20:.2f} MiB for {pages} pages; the {tables} table pages in use"
         f" account for {tables * 4096 / pages:.1f} bytes/page)"
@@ -118,7 +144,7 @@ def measure_generator_cost(steps: int = 200_000, depth: int = 7) -> float:
     for _ in range(steps):
         _plain(depth)
     plain = (time.perf_counter() - t) / steps
-    print(
+    say(
         f"generator plumbing: {gen * 1e6:.2f} us per access at depth {depth} "
         f"vs {plain * 1e6:.2f} us of plain calls (+{(gen - plain) * 1e6:.2f} us)"
     )
@@ -136,19 +162,31 @@ def main() -> None:
     """Run the benchmarks and print their figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1/16 of the sizes")
+    parser.add_argument("--json", action="store_true", help="print one JSON object of figures")
     args = parser.parse_args()
+    global QUIET
+    QUIET = args.json
     scale = 16 if args.quick else 1
     pages = SZ_1G // scale
     blocks = 64 * SZ_1G // scale
-    map_4k = workload(f"{pages >> 20} MiB of 4K pages", pages, PA, True, pages // SZ_4K)
-    workload(f"{blocks >> 30} GiB of 2M blocks", blocks, PA + SZ_2M, False, blocks // SZ_2M)
+    FIGURES["load_average_1min_before"] = os.getloadavg()[0]
+    say(f"load average (1 min): {os.getloadavg()[0]:.2f}")
+    map_4k = workload("4k", f"{pages >> 20} MiB of 4K pages", pages, PA, True, pages // SZ_4K)
+    workload("2m", f"{blocks >> 30} GiB of 2M blocks", blocks, PA + SZ_2M, False,
+             blocks // SZ_2M)
     memory_per_page(64 << 20)
     extra = measure_generator_cost()
     accesses = accesses_per_entry()
-    print(
+    FIGURES["accesses_per_4k_map"] = accesses
+    FIGURES["generator_share_of_4k_map"] = accesses * extra / map_4k
+    say(
         f"descriptor accesses per 4K page mapped: {accesses:.2f}; estimated generator share "
-        f"of the 4K map time: {accesses * extra / map_4k:.0%}"
+        f"of the 4K map time on the generator path: {accesses * extra / map_4k:.0%}"
     )
+    FIGURES["load_average_1min_after"] = os.getloadavg()[0]
+    say(f"load average (1 min): {os.getloadavg()[0]:.2f}")
+    if args.json:
+        print(json.dumps({k: round(v, 3) for k, v in sorted(FIGURES.items())}))
 
 
 if __name__ == "__main__":

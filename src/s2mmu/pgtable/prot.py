@@ -72,6 +72,12 @@ KVM_PGTABLE_PROT_SW3 = KvmPgtableProt.SW3
 KVM_PGTABLE_PROT_RW = KvmPgtableProt.R | KvmPgtableProt.W
 KVM_PGTABLE_PROT_RWX = KVM_PGTABLE_PROT_RW | KvmPgtableProt.X
 
+# Plain ints for the hot path (IntFlag arithmetic is slow); same values.
+_PROT_PX, _PROT_UX = int(KvmPgtableProt.PX), int(KvmPgtableProt.UX)
+_PROT_X, _PROT_R, _PROT_W = int(KvmPgtableProt.X), int(KvmPgtableProt.R), int(KvmPgtableProt.W)
+_PROT_DEVICE, _PROT_NORMAL_NC = int(KvmPgtableProt.DEVICE), int(KvmPgtableProt.NORMAL_NC)
+_S2_NOFWB = int(KVM_PGTABLE_S2_NOFWB)
+
 PAGE_HYP = KVM_PGTABLE_PROT_RW
 PAGE_HYP_EXEC = KvmPgtableProt.R | KvmPgtableProt.X
 PAGE_HYP_RO = KvmPgtableProt.R
@@ -114,7 +120,7 @@ def stage2_has_fwb(pgt: KvmPgtable) -> bool:
     """
     if not pgt.ops.caps.stage2_fwb:
         return False
-    return not pgt.flags & KVM_PGTABLE_S2_NOFWB
+    return not pgt.flags & _S2_NOFWB
 
 
 def kvm_s2_memattr(pgt: KvmPgtable, attr: str) -> int:
@@ -133,8 +139,8 @@ def stage2_set_xn_attr(prot: int, caps: KvmCaps) -> tuple[int, int]:
     Kernel: stage2_set_xn_attr.
     """
     prot = int(prot)
-    px = bool(prot & KVM_PGTABLE_PROT_PX)
-    ux = bool(prot & KVM_PGTABLE_PROT_UX)
+    px = bool(prot & _PROT_PX)
+    ux = bool(prot & _PROT_UX)
     if not caps.xnx and px != ux:
         return -EINVAL, 0
     if px and ux:
@@ -156,15 +162,15 @@ def stage2_set_prot_attr(pgt: KvmPgtable, prot: int) -> tuple[int, int]:
     Kernel: stage2_set_prot_attr.
     """
     prot = int(prot)
-    memtype = prot & (KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC)
-    if memtype == KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC:
+    memtype = prot & (_PROT_DEVICE | _PROT_NORMAL_NC)
+    if memtype == _PROT_DEVICE | _PROT_NORMAL_NC:
         return -EINVAL, 0
-    if memtype == KVM_PGTABLE_PROT_DEVICE:
-        if prot & KVM_PGTABLE_PROT_X:
+    if memtype == _PROT_DEVICE:
+        if prot & _PROT_X:
             return -EINVAL, 0
         attr = kvm_s2_memattr(pgt, "DEVICE_nGnRE")
-    elif memtype == KVM_PGTABLE_PROT_NORMAL_NC:
-        if prot & KVM_PGTABLE_PROT_X:
+    elif memtype == _PROT_NORMAL_NC:
+        if prot & _PROT_X:
             return -EINVAL, 0
         attr = kvm_s2_memattr(pgt, "NORMAL_NC")
     else:
@@ -173,9 +179,9 @@ def stage2_set_prot_attr(pgt: KvmPgtable, prot: int) -> tuple[int, int]:
     if r:
         return r, 0
     attr |= xn
-    if prot & KVM_PGTABLE_PROT_R:
+    if prot & _PROT_R:
         attr |= KVM_PTE_LEAF_ATTR_LO_S2_S2AP_R
-    if prot & KVM_PGTABLE_PROT_W:
+    if prot & _PROT_W:
         attr |= KVM_PTE_LEAF_ATTR_LO_S2_S2AP_W
     attr |= KVM_PTE_LEAF_ATTR_LO_S2_SH_IS << 8
     attr |= KVM_PTE_LEAF_ATTR_LO_S2_AF

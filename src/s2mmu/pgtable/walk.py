@@ -205,7 +205,7 @@ def kvm_pgtable_visitor_cb(
 
     Kernel: kvm_pgtable_visitor_cb.
     """
-    return data.walker.cb(ctx, visit)
+    return (yield from data.walker.cb(ctx, visit))
 
 
 def __kvm_pgtable_visit(
