@@ -1,0 +1,213 @@
+"""What real KVM did, read from the console: the VMM's records and the kvm tracepoints.
+
+The VMM prints one record a line, each starting ``S2R``:
+
+    S2R boot RELEASE                 the booted kernel's release (once per boot)
+    S2R plan FILE / plan-end FILE ST  one plan (one scenario, one VM) begins / ends
+    S2R vm ok IPA_BITS | vm err ERRNO WHAT
+    S2R vma START ok|ERRNO
+    S2R vcpu ok | vcpu err ERRNO WHAT
+    S2R step N ioctl ok|ERRNO        a memslot / clear-dirty ioctl
+    S2R step N host ok|ERRNO         munmap / madvise / mmap
+    S2R step N dirty SLOT COUNT PAGES  GET_DIRTY_LOG (pages as ranges a-b,c or -)
+    S2R step N exit mmio IPA LEN WRITE
+    S2R step N exit nisv IPA ESR_ISS
+    S2R step N exit error ERRNO       KVM_RUN failed (the VMM steps over the access)
+    S2R step N exit exception ESR ELR the guest took an exception (its vector reported it)
+    S2R step N exit timeout|loop|other|marker ...  the plan cannot go on
+    S2R step N done | step N ok
+    S2R end
+
+and after each plan the trace buffer, each line starting ``S2T``: trace_marker lines
+``s2mmu step N`` cut it into steps; ``kvm_guest_fault: ipa I, hsr E, hxfar F, pc P`` is one
+stage-2 abort handed to kvm_handle_guest_abort (Kernel: trace_kvm_guest_fault in
+arch/arm64/kvm/trace_arm.h, called from kvm_handle_guest_abort in mmu.c).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from s2mmu.arch.errors import InputError
+from s2mmu.kvm.abort import GuestAbort
+
+
+@dataclass(frozen=True)
+class MmioSeen:
+    """KVM_EXIT_MMIO."""
+
+    ipa: int
+    length: int
+    is_write: bool
+
+
+@dataclass(frozen=True)
+class NisvSeen:
+    """KVM_EXIT_ARM_NISV."""
+
+    ipa: int
+    esr_iss: int
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    """KVM_RUN returned -1 with errno (a name like "EFAULT")."""
+
+    errno: str
+
+
+@dataclass(frozen=True)
+class GuestException:
+    """The guest took an exception to EL1 (an injected abort, an undefined instruction)."""
+
+    esr: int
+    elr: int
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """The plan could not go on: timeout, too many exits, an unknown exit reason."""
+
+    what: str
+
+
+Exit = MmioSeen | NisvSeen | RunFailed | GuestException | Stuck
+
+
+@dataclass(frozen=True)
+class TraceFault:
+    """One kvm_guest_fault tracepoint: ESR_EL2, FAR_EL2, the page-aligned fault IPA, PC."""
+
+    ipa: int
+    esr: int
+    far: int
+    pc: int
+
+    @property
+    def abort(self) -> GuestAbort:
+        """Return the abort as the model takes it (HPFAR_EL2.FIPA from the traced IPA)."""
+        return GuestAbort(self.esr, self.far, (self.ipa >> 12) << 4)
+
+
+@dataclass
+class RealStep:
+    """One step as real KVM ran it."""
+
+    index: int
+    exits: list[Exit] = field(default_factory=list)
+    faults: list[TraceFault] = field(default_factory=list)
+    done: bool = False
+    errno: str | None = None
+    """A failed ioctl or host call's errno ("EINVAL"), None when it succeeded."""
+    dirty: tuple[int, ...] | None = None
+    """GET_DIRTY_LOG's pages (slot-relative)."""
+
+
+@dataclass
+class RealRun:
+    """One scenario (one plan, one VM) as real KVM ran it."""
+
+    plan: str
+    release: str
+    setup: list[str] = field(default_factory=list)
+    """Set-up records that failed (vm err ..., vma ... ERRNO), empty when all succeeded."""
+    steps: dict[int, RealStep] = field(default_factory=dict)
+    ended: bool = False
+
+    def step(self, n: int) -> RealStep:
+        """Return step n's record, created on first use."""
+        return self.steps.setdefault(n, RealStep(n))
+
+
+class ConsoleError(InputError):
+    """The console shows the boot did not get to run the plans."""
+
+
+TRACE_MARK = re.compile(r"tracing_mark_write: s2mmu step (\d+)")
+TRACE_FAULT = re.compile(r"kvm_guest_fault: ipa (0x[0-9a-f]+), hsr (0x[0-9a-f]+), "
+                         r"hxfar (0x[0-9a-f]+), pc (0x[0-9a-f]+)")
+
+
+def pages_of(text: str) -> tuple[int, ...]:
+    """Return the pages "0-2,7" names."""
+    out: list[int] = []
+    for part in text.split(",") if text != "-" else []:
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return tuple(out)
+
+
+def exit_of(kind: str, args: list[str]) -> Exit:
+    """Return the exit a "step N exit KIND ..." record names."""
+    if kind == "mmio":
+        return MmioSeen(int(args[0], 16), int(args[1]), args[2] == "1")
+    if kind == "nisv":
+        return NisvSeen(int(args[0], 16), int(args[1], 16))
+    if kind == "error":
+        return RunFailed(args[0])
+    if kind == "exception":
+        return GuestException(int(args[0], 16), int(args[1], 16))
+    return Stuck(" ".join([kind, *args]))
+
+
+def step_record(run: RealRun, words: list[str]) -> None:
+    """Apply one "step N ..." record."""
+    st = run.step(int(words[1]))
+    what, args = words[2], words[3:]
+    if what == "exit":
+        st.exits.append(exit_of(args[0], args[1:]))
+    elif what in ("done", "ok"):
+        st.done = True
+    elif what in ("ioctl", "host"):
+        st.done = True
+        st.errno = None if args[0] == "ok" else args[0]
+    elif what == "dirty":
+        st.done = True
+        st.dirty = pages_of(args[2])
+    else:
+        st.exits.append(Stuck(" ".join(words[2:])))
+
+
+def trace_line(run: RealRun, line: str, current: list[int]) -> None:
+    """Apply one trace line: a step marker, or a fault within the current step."""
+    if m := TRACE_MARK.search(line):
+        current[0] = int(m.group(1))
+    elif (m := TRACE_FAULT.search(line)) and current[0]:
+        ipa, esr, far, pc = (int(g, 16) for g in m.groups())
+        run.step(current[0]).faults.append(TraceFault(ipa, esr, far, pc))
+
+
+def parse_console(text: str) -> list[RealRun]:
+    """Return the runs a boot's console shows, one per plan, in order."""
+    runs: list[RealRun] = []
+    release = ""
+    current = [0]
+    for raw in text.splitlines():
+        if raw.startswith("S2T ") and runs:
+            trace_line(runs[-1], raw, current)
+            continue
+        if not raw.startswith("S2R "):
+            continue
+        words = raw.split()[1:]
+        if not words:
+            continue
+        head = words[0]
+        if head == "boot":
+            release = words[1] if len(words) > 1 else ""
+        elif head == "plan":
+            runs.append(RealRun(words[1], release))
+            current[0] = 0
+        elif not runs:
+            continue
+        elif head == "step":
+            step_record(runs[-1], words)
+        elif head == "end":
+            runs[-1].ended = True
+        elif head in ("vm", "vcpu") and words[1:2] == ["err"] or \
+                head == "vma" and words[2:3] != ["ok"]:
+            runs[-1].setup.append(" ".join(words))
+    if not release:
+        tail = " / ".join(text.strip().splitlines()[-3:]) or "no output"
+        raise ConsoleError(f"real KVM: the VMM never ran (console ends: {tail[:300]})")
+    return runs
