@@ -42,7 +42,7 @@ from s2mmu.real.log import (
     RunFailed,
     Stuck,
 )
-from s2mmu.real.plan import GuestStep, Plan
+from s2mmu.real.plan import GuestStep, Plan, PlanStep, step_line
 from s2mmu.scenario.kvm_events import (
     AccessKind,
     DirtyLog,
@@ -299,3 +299,40 @@ def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile) ->
 def guest_steps(plan: Plan) -> int:
     """Return how many guest-access steps a plan has."""
     return sum(1 for s in plan.steps if isinstance(s, GuestStep))
+
+
+@dataclass(frozen=True)
+class RealStepView:
+    """One step as real KVM ran it, in the compared terms (for `s2mmu real run`)."""
+
+    index: int
+    op: str
+    faults: tuple[FaultView, ...]
+    machinery_faults: int
+    """Aborts on the VMM's own code slot and marker page (not the scenario's)."""
+    answer: Answer
+    dirty: tuple[int, ...] | None
+    exits: tuple[str, ...]
+
+
+def plan_op(step: PlanStep) -> str:
+    """Return a plan step's name, as its plan line spells it."""
+    return step_line(step).split()[2]
+
+
+def real_steps(plan: Plan, real: RealRun) -> tuple[RealStepView, ...]:
+    """Return every step of a plan as real KVM ran it."""
+    out = []
+    for step in plan.steps:
+        st = real.steps.get(step.index)
+        access = step.access if isinstance(step, GuestStep) else None
+        if st is None or not st.done:
+            why = "; ".join(str(e) for e in st.exits) if st else "not reached"
+            out.append(RealStepView(step.index, plan_op(step), (), 0,
+                                    Answer(Outcome.ERROR, errno="stuck: " + why), None, ()))
+            continue
+        faults = tuple(FaultView.of(f.abort) for f in st.faults if not plan.is_machinery(f.ipa))
+        out.append(RealStepView(step.index, plan_op(step), faults,
+                                len(st.faults) - len(faults), real_answer(st, access), st.dirty,
+                                tuple(str(e) for e in st.exits)))
+    return tuple(out)

@@ -41,6 +41,10 @@ class MmioSeen:
     length: int
     is_write: bool
 
+    def __str__(self) -> str:
+        return f"KVM_EXIT_MMIO {'write' if self.is_write else 'read'} {self.length} " \
+               f"@{self.ipa:#x}"
+
 
 @dataclass(frozen=True)
 class NisvSeen:
@@ -49,12 +53,18 @@ class NisvSeen:
     ipa: int
     esr_iss: int
 
+    def __str__(self) -> str:
+        return f"KVM_EXIT_ARM_NISV @{self.ipa:#x} ESR_ISS={self.esr_iss:#x}"
+
 
 @dataclass(frozen=True)
 class RunFailed:
     """KVM_RUN returned -1 with errno (a name like "EFAULT")."""
 
     errno: str
+
+    def __str__(self) -> str:
+        return f"KVM_RUN {self.errno}"
 
 
 @dataclass(frozen=True)
@@ -64,12 +74,18 @@ class GuestException:
     esr: int
     elr: int
 
+    def __str__(self) -> str:
+        return f"guest exception ESR_EL1={self.esr:#x} ELR_EL1={self.elr:#x}"
+
 
 @dataclass(frozen=True)
 class Stuck:
     """The plan could not go on: timeout, too many exits, an unknown exit reason."""
 
     what: str
+
+    def __str__(self) -> str:
+        return f"stuck: {self.what}"
 
 
 Exit = MmioSeen | NisvSeen | RunFailed | GuestException | Stuck
@@ -178,12 +194,33 @@ def trace_line(run: RealRun, line: str, current: list[int]) -> None:
         run.step(current[0]).faults.append(TraceFault(ipa, esr, far, pc))
 
 
-def parse_console(text: str) -> list[RealRun]:
-    """Return the runs a boot's console shows, one per plan, in order."""
+@dataclass(frozen=True)
+class ConsoleLog:
+    """A boot's console: the kernel release, KVM's own messages, one run per plan."""
+
+    release: str
+    kvm_messages: tuple[str, ...]
+    runs: tuple[RealRun, ...]
+
+    @property
+    def kvm_mode(self) -> str | None:
+        """Return the mode KVM says it initialised ("Protected nVHE mode", "VHE mode"...)."""
+        for line in self.kvm_messages:
+            if m := re.search(r"\]: (.*mode) initialized successfully", line):
+                return m.group(1)
+        return None
+
+
+def parse_console(text: str) -> ConsoleLog:
+    """Return what a boot's console shows: release, KVM's messages, the runs."""
     runs: list[RealRun] = []
     release = ""
+    kvm: list[str] = []
     current = [0]
     for raw in text.splitlines():
+        if raw.startswith("S2K "):
+            kvm.append(raw[4:].strip())
+            continue
         if raw.startswith("S2T ") and runs:
             trace_line(runs[-1], raw, current)
             continue
@@ -210,4 +247,4 @@ def parse_console(text: str) -> list[RealRun]:
     if not release:
         tail = " / ".join(text.strip().splitlines()[-3:]) or "no output"
         raise ConsoleError(f"real KVM: the VMM never ran (console ends: {tail[:300]})")
-    return runs
+    return ConsoleLog(release, tuple(kvm), tuple(runs))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from s2mmu.real.boot import Boot, Mode, boot, build_vmm, cache_dir, resolve_kernel
 from s2mmu.real.diff import DiffReport, compare, profile_for_release, run_model
-from s2mmu.real.log import ConsoleError, RealRun, parse_console
+from s2mmu.real.log import ConsoleError, ConsoleLog, RealRun, parse_console
 from s2mmu.real.plan import Plan, make_plan, render_plan
 from s2mmu.scenario.schema import Scenario, load_scenario
 
@@ -32,6 +32,7 @@ class RealResult:
     """Scenarios run in one boot: each plan with what real KVM did, and the timings."""
 
     runs: tuple[tuple[Plan, RealRun], ...]
+    console: ConsoleLog
     boot: Boot
     prepare_seconds: float
     """Resolving the kernel and building the VMM (cached after the first time)."""
@@ -53,13 +54,14 @@ def run_real(scenarios: list[Scenario], req: RealRequest) -> RealResult:
     build_vmm(cache)
     prepared = time.monotonic() - t0
     b = boot(kernel, named, req.mode, cache)
-    runs = parse_console(b.console)
+    log = parse_console(b.console)
+    runs = log.runs
     if len(runs) != len(plans) or not all(r.ended for r in runs):
         done = sum(1 for r in runs if r.ended)
         tail = " / ".join(b.console.strip().splitlines()[-2:])[:300]
         raise ConsoleError(f"real KVM: {done} of {len(plans)} plans finished "
                            f"(console ends: {tail})")
-    return RealResult(tuple(zip(plans, runs, strict=True)), b, prepared)
+    return RealResult(tuple(zip(plans, runs, strict=True)), log, b, prepared)
 
 
 def diff_real(scenarios: list[Scenario], req: RealRequest) -> tuple[list[DiffReport],

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/klog.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -536,6 +537,21 @@ static void dump_trace(void)
 	close(open(TRACING "/trace", O_WRONLY | O_TRUNC | O_CLOEXEC));
 }
 
+/* Print the kernel's kvm lines ("kvm [1]: ... mode initialized successfully") as S2K. */
+static void kvm_messages(void)
+{
+	static char buf[1 << 18];
+	int n = klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, sizeof(buf) - 1);
+
+	if (n <= 0)
+		return;
+	buf[n] = 0;
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+		if (strstr(line, "kvm ["))
+			printf("S2K %s\n", line);
+	fflush(stdout);
+}
+
 static int by_name(const struct dirent **a, const struct dirent **b)
 {
 	return strcmp((*a)->d_name, (*b)->d_name);
@@ -561,6 +577,7 @@ static void init(void)
 		close(fd);
 	}
 	out("boot %s", kver);
+	kvm_messages();
 	put("/proc/sys/vm/overcommit_memory", "1");
 	put("/proc/sys/vm/nr_hugepages", "64");
 	put(TRACING "/buffer_size_kb", "4096");
