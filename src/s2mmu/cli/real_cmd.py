@@ -104,6 +104,21 @@ def step_text(v: RealStepView) -> str:
     return line
 
 
+def run_json(result: RealResult) -> dict[str, Any]:
+    """Return the s2mmu.real-run/1 document."""
+    release = result.console.release
+    return {
+        "schema": "s2mmu.real-run/1", "kernel": boot_json(result, release),
+        "scenarios": [{
+            "name": plan.name, "setup_errors": list(real.setup),
+            "steps": [{"step": v.index, "op": v.op, "answer": answer_json(v.answer),
+                       "faults": [fault_json(f) for f in v.faults],
+                       "machinery_faults": v.machinery_faults,
+                       "dirty": list(v.dirty) if v.dirty is not None else None,
+                       "exits": list(v.exits)} for v in real_steps(plan, real)]}
+            for plan, real in result.runs]}
+
+
 @real.command("run")
 @options
 @input_errors
@@ -114,23 +129,14 @@ def run_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: st
     with output.progress("booting"):
         result = run_real(scns, RealRequest(kernel, Mode(mode), cache))
     release = result.runs[0][1].release
-    views = [(plan, real_steps(plan, real), real) for plan, real in result.runs]
     if as_json:
-        output.print_json({
-            "schema": "s2mmu.real-run/1", "kernel": boot_json(result, release),
-            "scenarios": [{
-                "name": plan.name, "setup_errors": list(real.setup),
-                "steps": [{"step": v.index, "op": v.op, "answer": answer_json(v.answer),
-                           "faults": [fault_json(f) for f in v.faults],
-                           "machinery_faults": v.machinery_faults,
-                           "dirty": list(v.dirty) if v.dirty is not None else None,
-                           "exits": list(v.exits)} for v in steps]}
-                for plan, steps, real in views]})
+        output.print_json(run_json(result))
         return
     con = output.console()
     con.print(f"real KVM: Linux {release} ({result.boot.kernel.source}), {mode_text(result)}; "
               f"boot and run {result.boot.seconds:.1f} s", highlight=False, markup=False)
-    for plan, steps, real in views:
+    for plan, real in result.runs:
+        steps = real_steps(plan, real)
         con.print(f"scenario {plan.name}: {len(steps)} steps", highlight=False, markup=False)
         for err in real.setup:
             con.print(f"  set-up failed: {err}", highlight=False, markup=False)

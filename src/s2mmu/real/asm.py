@@ -1,7 +1,7 @@
 """The few A64 instructions the VMM's guest code uses, encoded as 32-bit words.
 
 Encodings from the Arm ARM's A64 instruction classes (C6: MOVZ/MOVK, LDR/STR unsigned
-offset, LDP/STP signed offset, BLR, RET, ERET, MRS/MSR, SYS for DC CIVAC, SUBS shifted
+offset, LDP/STP signed offset, BLR, RET, ERET, MRS/MSR, SUBS shifted
 register for CMP, B.cond, ADD immediate, ISB); tests/real/test_asm.py checks each against
 GNU as.
 """
@@ -74,11 +74,6 @@ def stp_w(rt: int, rt2: int, rn: int) -> int:
 def blr(rn: int) -> int:
     """BLR Xn."""
     return 0xD63F0000 | rn << 5
-
-
-def dc_civac(rt: int) -> int:
-    """DC CIVAC, Xt (SYS #3, C7, C14, #1)."""
-    return 0xD50B7E20 | rt
 
 
 def msr_vbar_el1(rt: int) -> int:

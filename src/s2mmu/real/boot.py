@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -117,26 +118,33 @@ def extract_image(deb: Path, cache: Path) -> Path:
         return out
     if shutil.which("dpkg-deb") is None:
         raise ToolMissing("real KVM: reading a .deb needs dpkg-deb, which is not installed")
-    tmp = cache / (deb.stem + ".tar")
-    with tmp.open("wb") as f:
-        p = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=f,
-                           stderr=subprocess.PIPE, check=False)
-    if p.returncode != 0:
-        tmp.unlink()
-        raise InputError(f"real KVM: {deb}: not a Debian package: "
-                         f"{p.stderr.decode(errors='replace').strip()}")
-    try:
-        with tarfile.open(tmp) as tar:
-            names = [m for m in tar.getmembers()
-                     if re.search(r"(^|/)vmlinuz-[^/]+$", m.name) and m.isfile()]
-            if not names:
-                raise InputError(f"real KVM: {deb} holds no vmlinuz: not a kernel image "
-                                 "package")
-            f = tar.extractfile(names[0])
-            assert f is not None
-            out.write_bytes(f.read())
-    finally:
-        tmp.unlink()
+    image = None
+    with tempfile.TemporaryFile() as errf, subprocess.Popen(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
+            stderr=errf) as p:
+        assert p.stdout is not None
+        try:
+            with tarfile.open(fileobj=p.stdout, mode="r|") as tar:
+                for m in tar:
+                    if image is None and m.isfile() and re.search(r"(^|/)vmlinuz-[^/]+$",
+                                                                  m.name):
+                        member = tar.extractfile(m)
+                        assert member is not None
+                        image = member.read()
+                        break
+        except tarfile.TarError:
+            image = None
+        if image is not None:
+            p.kill()  # the image comes early (./boot/): the modules need not be read
+        p.stdout.close()
+        p.wait()
+        errf.seek(0)
+        err = errf.read().decode(errors="replace").strip()
+    if image is None and p.returncode != 0:
+        raise InputError(f"real KVM: {deb}: not a Debian package: {err}")
+    if image is None:
+        raise InputError(f"real KVM: {deb} holds no vmlinuz: not a kernel image package")
+    out.write_bytes(image)
     return out
 
 

@@ -27,6 +27,7 @@ arch/arm64/kvm/trace_arm.h, called from kvm_handle_guest_abort in mmu.c).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from s2mmu.arch.errors import InputError
@@ -106,34 +107,62 @@ class TraceFault:
         return GuestAbort(self.esr, self.far, (self.ipa >> 12) << 4)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RealStep:
     """One step as real KVM ran it."""
 
     index: int
-    exits: list[Exit] = field(default_factory=list)
-    faults: list[TraceFault] = field(default_factory=list)
-    done: bool = False
-    errno: str | None = None
+    exits: tuple[Exit, ...]
+    faults: tuple[TraceFault, ...]
+    """Every stage-2 abort traced during the step, the VMM's own included."""
+    done: bool
+    """The VMM finished the step (False: the plan stopped in it)."""
+    errno: str | None
     """A failed ioctl or host call's errno ("EINVAL"), None when it succeeded."""
-    dirty: tuple[int, ...] | None = None
+    dirty: tuple[int, ...] | None
     """GET_DIRTY_LOG's pages (slot-relative)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RealRun:
     """One scenario (one plan, one VM) as real KVM ran it."""
 
     plan: str
     release: str
-    setup: list[str] = field(default_factory=list)
+    setup: tuple[str, ...]
     """Set-up records that failed (vm err ..., vma ... ERRNO), empty when all succeeded."""
-    steps: dict[int, RealStep] = field(default_factory=dict)
+    steps: Mapping[int, RealStep]
+    ended: bool
+
+
+@dataclass
+class _StepDraft:
+    index: int
+    exits: list[Exit] = field(default_factory=list)
+    faults: list[TraceFault] = field(default_factory=list)
+    done: bool = False
+    errno: str | None = None
+    dirty: tuple[int, ...] | None = None
+
+    def freeze(self) -> RealStep:
+        return RealStep(self.index, tuple(self.exits), tuple(self.faults), self.done,
+                        self.errno, self.dirty)
+
+
+@dataclass
+class _RunDraft:
+    plan: str
+    release: str
+    setup: list[str] = field(default_factory=list)
+    steps: dict[int, _StepDraft] = field(default_factory=dict)
     ended: bool = False
 
-    def step(self, n: int) -> RealStep:
-        """Return step n's record, created on first use."""
-        return self.steps.setdefault(n, RealStep(n))
+    def step(self, n: int) -> _StepDraft:
+        return self.steps.setdefault(n, _StepDraft(n))
+
+    def freeze(self) -> RealRun:
+        return RealRun(self.plan, self.release, tuple(self.setup),
+                       {n: st.freeze() for n, st in sorted(self.steps.items())}, self.ended)
 
 
 class ConsoleError(InputError):
@@ -167,7 +196,7 @@ def exit_of(kind: str, args: list[str]) -> Exit:
     return Stuck(" ".join([kind, *args]))
 
 
-def step_record(run: RealRun, words: list[str]) -> None:
+def step_record(run: _RunDraft, words: list[str]) -> None:
     """Apply one "step N ..." record."""
     st = run.step(int(words[1]))
     what, args = words[2], words[3:]
@@ -185,7 +214,7 @@ def step_record(run: RealRun, words: list[str]) -> None:
         st.exits.append(Stuck(" ".join(words[2:])))
 
 
-def trace_line(run: RealRun, line: str, current: list[int]) -> None:
+def trace_line(run: _RunDraft, line: str, current: list[int]) -> None:
     """Apply one trace line: a step marker, or a fault within the current step."""
     if m := TRACE_MARK.search(line):
         current[0] = int(m.group(1))
@@ -213,7 +242,7 @@ class ConsoleLog:
 
 def parse_console(text: str) -> ConsoleLog:
     """Return what a boot's console shows: release, KVM's messages, the runs."""
-    runs: list[RealRun] = []
+    runs: list[_RunDraft] = []
     release = ""
     kvm: list[str] = []
     current = [0]
@@ -233,7 +262,7 @@ def parse_console(text: str) -> ConsoleLog:
         if head == "boot":
             release = words[1] if len(words) > 1 else ""
         elif head == "plan":
-            runs.append(RealRun(words[1], release))
+            runs.append(_RunDraft(words[1], release))
             current[0] = 0
         elif not runs:
             continue
@@ -247,4 +276,4 @@ def parse_console(text: str) -> ConsoleLog:
     if not release:
         tail = " / ".join(text.strip().splitlines()[-3:]) or "no output"
         raise ConsoleError(f"real KVM: the VMM never ran (console ends: {tail[:300]})")
-    return ConsoleLog(release, tuple(kvm), tuple(runs))
+    return ConsoleLog(release, tuple(kvm), tuple(r.freeze() for r in runs))
