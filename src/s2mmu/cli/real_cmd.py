@@ -94,7 +94,7 @@ def mode_text(result: RealResult) -> str:
 
 def step_text(v: RealStepView) -> str:
     """Return one real step as a line."""
-    line = f"#{v.index:<3} {v.op:<10} {v.answer}"
+    line = f"#{v.index:<3} {v.do:<17} {v.answer}"
     if v.faults:
         line += f"  faults: {fault_text(v.faults)}"
     if v.dirty is not None:
@@ -111,7 +111,7 @@ def run_json(result: RealResult) -> dict[str, Any]:
         "schema": "s2mmu.real-run/1", "kernel": boot_json(result, release),
         "scenarios": [{
             "name": plan.name, "setup_errors": list(real.setup),
-            "steps": [{"step": v.index, "op": v.op, "answer": answer_json(v.answer),
+            "steps": [{"step": v.index, "do": v.do, "answer": answer_json(v.answer),
                        "faults": [fault_json(f) for f in v.faults],
                        "machinery_faults": v.machinery_faults,
                        "dirty": list(v.dirty) if v.dirty is not None else None,

@@ -42,7 +42,7 @@ from s2mmu.real.log import (
     RunFailed,
     Stuck,
 )
-from s2mmu.real.plan import GuestStep, Plan, PlanStep, step_line
+from s2mmu.real.plan import GuestStep, Plan
 from s2mmu.scenario.kvm_events import (
     AccessKind,
     DirtyLog,
@@ -306,18 +306,13 @@ class RealStepView:
     """One step as real KVM ran it, in the compared terms (for `s2mmu real run`)."""
 
     index: int
-    op: str
+    do: str
     faults: tuple[FaultView, ...]
     machinery_faults: int
     """Aborts on the VMM's own code slot and marker page (not the scenario's)."""
     answer: Answer
     dirty: tuple[int, ...] | None
     exits: tuple[str, ...]
-
-
-def plan_op(step: PlanStep) -> str:
-    """Return a plan step's name, as its plan line spells it."""
-    return step_line(step).split()[2]
 
 
 def real_steps(plan: Plan, real: RealRun) -> tuple[RealStepView, ...]:
@@ -328,11 +323,11 @@ def real_steps(plan: Plan, real: RealRun) -> tuple[RealStepView, ...]:
         access = step.access if isinstance(step, GuestStep) else None
         if st is None or not st.done:
             why = "; ".join(str(e) for e in st.exits) if st else "not reached"
-            out.append(RealStepView(step.index, plan_op(step), (), 0,
+            out.append(RealStepView(step.index, plan.dos[step.index - 1], (), 0,
                                     Answer(Outcome.ERROR, errno="stuck: " + why), None, ()))
             continue
         faults = tuple(FaultView.of(f.abort) for f in st.faults if not plan.is_machinery(f.ipa))
-        out.append(RealStepView(step.index, plan_op(step), faults,
+        out.append(RealStepView(step.index, plan.dos[step.index - 1], faults,
                                 len(st.faults) - len(faults), real_answer(st, access), st.dirty,
                                 tuple(str(e) for e in st.exits)))
     return tuple(out)

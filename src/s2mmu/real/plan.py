@@ -172,6 +172,8 @@ class Plan:
     mmio_gpa: int
     code: tuple[int, ...]
     steps: tuple[PlanStep, ...]
+    dos: tuple[str, ...]
+    """Each step's event name in the scenario ("memslot", "write" ...), by step."""
 
     def is_machinery(self, ipa: int) -> bool:
         """Return whether an IPA is the VMM's own (code slot or marker page)."""
@@ -389,7 +391,8 @@ def make_plan(scn: Scenario) -> Plan:
     if config.manual_dirty_log_protect:
         manual = 1 | (2 if config.initially_set else 0)
     vm = VmLine(config.ipa_bits, config.nisv_to_user, manual, config.eager_split_chunk)
-    return Plan(scn.name, vm, config.vmas, code_gpa, mmio_gpa, tuple(code), steps)
+    dos = tuple(ev.do for ev in (*scn.setup, *scn.events))
+    return Plan(scn.name, vm, config.vmas, code_gpa, mmio_gpa, tuple(code), steps, dos)
 
 
 # -- the text the VMM reads ------------------------------------------------------------------
