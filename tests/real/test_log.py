@@ -40,8 +40,8 @@ def test_steps_of_the_dirty_round() -> None:
 
 def test_efault_and_errno_records() -> None:
     run = parse_console(CONSOLE).runs[1]
-    assert run.steps[13].exits == (RunFailed("EFAULT"),)
-    assert run.steps[9].exits == (RunFailed("ENOSYS"),)
+    assert run.steps[16].exits == (RunFailed("EFAULT"),)
+    assert run.steps[12].exits == (RunFailed("ENOSYS"),)
 
 
 def test_fault_abort_carries_hpfar() -> None:

@@ -28,7 +28,7 @@ def test_both_scenarios_agree_step_by_step_on_nvhe(nvhe_diff: Diffed) -> None:
     assert result.console.kvm_mode == "Hyp mode"
     assert [(r.scenario, r.differences) for r in reports] == [
         ("dirty-round", []), ("host-events", [])]
-    assert [len(r.steps) for r in reports] == [12, 15]
+    assert [len(r.steps) for r in reports] == [12, 18]
 
 
 def test_the_dirty_round_is_real(nvhe_diff: Diffed) -> None:

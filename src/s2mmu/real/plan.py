@@ -56,8 +56,7 @@ UNSUPPORTED = {
     "migrate": "page migration has no system call the VMM can drive deterministically",
     "hwpoison": "memory poisoning needs MADV_HWPOISON and CAP_SYS_ADMIN; not planned yet",
     "pfnmap": "a PFNMAP VMA needs a device (VFIO) the booted machine does not have",
-    "mte": "the VM needs KVM_CAP_ARM_MTE, which QEMU's machine here does not offer",
-    "readonly-vma": "a read-only VMA is not planned yet",
+    "mte": "the VM needs KVM_CAP_ARM_MTE; QEMU's virt machine is booted without mte=on",
     "layer": "only the kvm layer's tables and events run on real KVM (pkvm, nested: no)",
     "syndrome-register": "the guest code keeps x25-x28 and x30; a syndrome may not name them",
     "alignment": "with the MMU off data accesses are Device memory: an unaligned one faults",
@@ -201,8 +200,6 @@ def check_vma(v: VmaSpec, ev: Event | None, scn: Scenario) -> None:
     """Refuse a VMA the VMM cannot map."""
     if v.kind is VmaKind.PFNMAP:
         raise refuse(ev, "pfnmap", scn)
-    if not v.writable:
-        raise refuse(ev, "readonly-vma", scn)
 
 
 def access_step(ev: GuestAccess, index: int, scn: Scenario) -> GuestStep:
