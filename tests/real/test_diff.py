@@ -20,7 +20,8 @@ def diff(console: str, which: int = 0):  # type: ignore[no-untyped-def]
     scn = load_scenario(SCENARIOS[which])
     real = parse_console(console).runs[which]
     profile = profile_for_release(real.release)
-    return compare(run_model(scn, profile), real, make_plan(scn), profile)
+    model, _ = run_model(scn, profile)
+    return compare(model, real, make_plan(scn), profile)
 
 
 def test_recorded_runs_agree_with_the_model_step_by_step() -> None:

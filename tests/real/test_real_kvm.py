@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from s2mmu.cli.main import cli
 from s2mmu.cli.real_cmd import diff_json, run_json
 from s2mmu.cli.schemas import validate
-from s2mmu.real.boot import Kernel
-from s2mmu.real.diff import DiffReport
-from s2mmu.real.runner import RealResult
+from s2mmu.real.boot import Kernel, Mode
+from s2mmu.real.diff import Aspect, DiffReport, shared_frames
+from s2mmu.real.diff import leaves as diff_leaves
+from s2mmu.real.runner import RealRequest, RealResult, diff_real, load
 from tests.real.conftest import SCENARIOS
 
 Diffed = tuple[list[DiffReport], RealResult]
@@ -66,3 +67,29 @@ def test_cli_run_json_in_vhe_mode(real_kernel: Kernel, real_cache: Path) -> None
     assert steps[8]["dirty"] == [0, 3]
     assert steps[4]["answer"] == {"outcome": "mmio",
                                   "mmio": {"ipa": "0x9000000", "length": 4, "write": False}}
+
+
+def test_stage2_read_through_the_gdbstub(real_kernel: Kernel, real_cache: Path) -> None:
+    """The real stage 2 after the MMIO step, walked by s2mmu.arch.dump over memory read
+    from QEMU, holds what KVM 6.1 does: the written page writable, data pages XN, the
+    fetched page executable; and the two pages first touched by a read and by a fetch
+    both map the host's shared zero page, read-only. The model maps both writable, each
+    on its own frame: the diff names the step and both answers (a known model
+    difference, see the README)."""
+    reports, result = diff_real(load([SCENARIOS[0]]),
+                                RealRequest(str(real_kernel.image), Mode.VHE,
+                                            str(real_cache)), ("5",))
+    (s2,) = result.stage2.values()
+    mapped = diff_leaves(s2.dump, result.runs[0][0])
+    leaves = {v.ipa: v for v, _ in mapped}
+    assert sorted(leaves) == [0x40000000, 0x40001000, 0x40002000]
+    assert all(v.size == 0x1000 and v.attrs.level == 3 for v in leaves.values())
+    assert [(leaves[a].attrs.perms.w, leaves[a].attrs.perms.px) for a in sorted(leaves)] == [
+        (True, False), (False, False), (False, True)]
+    assert shared_frames(mapped) == {frozenset({0x40001000, 0x40002000})}
+    diffs = reports[0].differences
+    assert [(d.step, d.aspect) for d in diffs] == [(5, Aspect.STAGE2), (5, Aspect.FRAMES)]
+    assert diffs[0].model == "0x40001000 4K L3 RW- AF MemAttr=0x6; 0x40002000 4K L3 RWx AF " \
+                             "MemAttr=0x6"
+    assert diffs[0].real == "0x40001000 4K L3 R-- AF MemAttr=0x6; 0x40002000 4K L3 R-x AF " \
+                            "MemAttr=0x6"

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from s2mmu.cli import output
+from s2mmu.cli.dump_cmd import dump_json, render_text
 from s2mmu.cli.kernel_cmd import input_errors
 from s2mmu.real.boot import Mode
 from s2mmu.real.diff import (
@@ -44,6 +45,9 @@ def options(fn: Any) -> Any:
                          show_default=True,
                          help="KVM at EL2: VHE, nVHE, or protected (pKVM), via kvm-arm.mode."),
             click.option("--cache", metavar="DIR", help=CACHE_HELP),
+            click.option("--dump-after", "dump_after", multiple=True, metavar="STEP",
+                         help="Also read the real stage 2 after this step (N, #N or last; "
+                              "repeatable; each scenario), through QEMU's gdbstub."),
             click.option("--json", "as_json", is_flag=True, help="One JSON document.")]):
         fn = opt(fn)
     return fn
@@ -115,19 +119,30 @@ def run_json(result: RealResult) -> dict[str, Any]:
                        "faults": [fault_json(f) for f in v.faults],
                        "machinery_faults": v.machinery_faults,
                        "dirty": list(v.dirty) if v.dirty is not None else None,
-                       "exits": list(v.exits)} for v in real_steps(plan, real)]}
-            for plan, real in result.runs]}
+                       "exits": list(v.exits),
+                       "stage2": stage2_json(result, i, v.index)}
+                      for v in real_steps(plan, real)]}
+            for i, (plan, real) in enumerate(result.runs)]}
+
+
+def stage2_json(result: RealResult, scenario: int, step: int) -> dict[str, Any] | None:
+    """Return the real stage 2 read after a step (an s2mmu.dump/1 document), or None."""
+    s2 = result.stage2.get((scenario, step))
+    if s2 is None:
+        return None
+    return dump_json(s2.dump, source={"kind": "real-kvm", "VTTBR_EL2": f"{s2.vttbr:#x}",
+                                      "VTCR_EL2": f"{s2.vtcr:#x}"})
 
 
 @real.command("run")
 @options
 @input_errors
 def run_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: str | None,
-            as_json: bool) -> None:
+            dump_after: tuple[str, ...], as_json: bool) -> None:
     """Run scenarios on real KVM (one boot) and print what KVM did in each step."""
     scns = load(list(scenarios))
     with output.progress("booting"):
-        result = run_real(scns, RealRequest(kernel, Mode(mode), cache))
+        result = run_real(scns, RealRequest(kernel, Mode(mode), cache), dump_after)
     release = result.runs[0][1].release
     if as_json:
         output.print_json(run_json(result))
@@ -135,13 +150,20 @@ def run_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: st
     con = output.console()
     con.print(f"real KVM: Linux {release} ({result.boot.kernel.source}), {mode_text(result)}; "
               f"boot and run {result.boot.seconds:.1f} s", highlight=False, markup=False)
-    for plan, real in result.runs:
+    for i, (plan, real) in enumerate(result.runs):
         steps = real_steps(plan, real)
         con.print(f"scenario {plan.name}: {len(steps)} steps", highlight=False, markup=False)
         for err in real.setup:
             con.print(f"  set-up failed: {err}", highlight=False, markup=False)
         for v in steps:
             con.print(step_text(v), highlight=False, markup=False)
+            s2 = result.stage2.get((i, v.index))
+            if s2 is not None:
+                con.print(f"  stage 2 after #{v.index} (VTTBR_EL2={s2.vttbr:#x} "
+                          f"VTCR_EL2={s2.vtcr:#x}, {s2.pages_read} table pages read):",
+                          highlight=False, markup=False)
+                for line in render_text(s2.dump):
+                    con.print("  " + line, highlight=False, markup=False)
 
 
 def diff_json(reports: list[DiffReport], result: RealResult) -> dict[str, Any]:
@@ -167,12 +189,12 @@ def diff_json(reports: list[DiffReport], result: RealResult) -> dict[str, Any]:
 @options
 @input_errors
 def diff_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: str | None,
-             as_json: bool) -> None:
+             dump_after: tuple[str, ...], as_json: bool) -> None:
     """Run scenarios on real KVM and on the model; compare step by step (exit 0 only when
     every step of every scenario agrees)."""
     scns = load(list(scenarios))
     with output.progress("booting"):
-        reports, result = diff_real(scns, RealRequest(kernel, Mode(mode), cache))
+        reports, result = diff_real(scns, RealRequest(kernel, Mode(mode), cache), dump_after)
     bad = any(r.differences for r in reports)
     if as_json:
         output.print_json(diff_json(reports, result))
@@ -190,9 +212,9 @@ def diff_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: s
                       + (f"  dirty {dirty_text(s.dirty)}" if s.dirty is not None else ""),
                       highlight=False, markup=False)
         for d in r.differences:
-            where = f"step {d.step}" if d.step else "set-up"
-            con.print(f"difference: {r.scenario} {where} {d.aspect.value}: model {d.model}; "
-                      f"real {d.real}", highlight=False, markup=False)
+            where = f"step {d.step} {d.aspect.value}" if d.step else d.aspect.value
+            con.print(f"difference: {r.scenario} {where}: model {d.model}; real {d.real}",
+                      highlight=False, markup=False)
         con.print(f"{r.scenario}: {r.agreed}/{len(r.steps)} steps agree", highlight=False,
                   markup=False)
     sys.exit(1 if bad else 0)

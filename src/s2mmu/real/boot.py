@@ -18,15 +18,18 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from s2mmu.arch.errors import InputError
+from s2mmu.real.gdb import GdbStub
 
 METAPACKAGE = "linux-image-arm64:arm64"
 CROSS_CC = "aarch64-linux-gnu-gcc"
@@ -220,18 +223,67 @@ class Boot:
     kernel: Kernel
 
 
-def qemu_command(kernel: Path, initrd: Path, mode: Mode) -> list[str]:
-    """Return QEMU's command line."""
+def qemu_command(kernel: Path, initrd: Path, mode: Mode, gdb_port: int | None = None) -> list[str]:
+    """Return QEMU's command line (with a gdbstub on the loopback port, if given)."""
     append = f"console=ttyAMA0 panic=-1 quiet {mode.cmdline}".strip()
     return [QEMU, "-M", "virt,virtualization=on,gic-version=3", "-cpu", "max,pauth=off",
             "-m", "1G", "-smp", "1", "-nographic", "-no-reboot", "-nodefaults",
             "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", append]
+            "-append", append] + (
+                ["-gdb", f"tcp:127.0.0.1:{gdb_port}"] if gdb_port is not None else [])
+
+
+DumpHook = Callable[[str, int, GdbStub], None]
+"""Called with the plan's file name, the step, and the gdbstub while the guest spins."""
+DUMP_READY = re.compile(r"^S2R dump (\d+) ready")
+
+
+def free_port() -> int:
+    """Return a free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def run_live(cmd: list[str], port: int, on_dump: DumpHook) -> str:
+    """Run QEMU reading its console line by line; at each "dump N ready" call on_dump
+    through the gdbstub, then type "go" on the console so the VMM goes on."""
+    lines: list[str] = []
+    plan = ""
+    stub: GdbStub | None = None
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as p:
+        assert p.stdin is not None and p.stdout is not None
+        try:
+            for raw in p.stdout:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                lines.append(line)
+                if line.startswith("S2R plan "):
+                    plan = line.split()[2]
+                elif m := DUMP_READY.match(line):
+                    stub = stub or GdbStub(port)
+                    on_dump(plan, int(m.group(1)), stub)
+                    p.stdin.write(b"go\n")
+                    p.stdin.flush()
+                if time.monotonic() > deadline:
+                    raise ToolMissing(f"real KVM: the boot took more than {BOOT_TIMEOUT:.0f} s")
+        finally:
+            if stub is not None:
+                stub.close()
+            if p.poll() is None:
+                p.kill()
+    return "\n".join(lines) + "\n"
 
 
 def boot(kernel: Kernel, plans: list[tuple[str, str]], mode: Mode,
-         cache: Path) -> Boot:
-    """Boot the kernel with the VMM as /init running the plans; return the console."""
+         cache: Path, on_dump: DumpHook | None = None) -> Boot:
+    """Boot the kernel with the VMM as /init running the plans; return the console.
+
+    on_dump: called at each stage-2 dump a plan asks for (QEMU then runs a gdbstub on a
+    loopback port and the console is read as it comes).
+    """
     if shutil.which(QEMU) is None:
         raise ToolMissing(f"real KVM: booting needs {QEMU} (Debian package qemu-system-arm)")
     vmm = build_vmm(cache).read_bytes()
@@ -239,6 +291,13 @@ def boot(kernel: Kernel, plans: list[tuple[str, str]], mode: Mode,
     initrd = cache / f"initrd-{os.getpid()}-{digest}.cpio"
     initrd.write_bytes(initramfs(vmm, plans))
     t0 = time.monotonic()
+    if on_dump is not None:
+        port = free_port()
+        try:
+            text = run_live(qemu_command(kernel.image, initrd, mode, port), port, on_dump)
+        finally:
+            initrd.unlink(missing_ok=True)
+        return Boot(text, time.monotonic() - t0, mode, kernel)
     try:
         p = subprocess.run(qemu_command(kernel.image, initrd, mode), capture_output=True,
                            stdin=subprocess.DEVNULL, timeout=BOOT_TIMEOUT, check=False)

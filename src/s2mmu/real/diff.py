@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
+from s2mmu.arch.dump import S2LeafAttrs, TableDump
 from s2mmu.arch.faults import Fault
 from s2mmu.kvm.abort import (
     Error,
@@ -54,6 +56,7 @@ from s2mmu.scenario.kvm_events import (
 from s2mmu.scenario.records import Outcome, Run, StepRecord, World
 from s2mmu.scenario.runner import run_scenario
 from s2mmu.scenario.schema import Scenario
+from s2mmu.scenario.stage2 import Stage2Recorder
 
 EC_UNKNOWN, EC_IABT_CUR, EC_DABT_CUR = 0x00, 0x21, 0x25
 
@@ -67,17 +70,23 @@ def profile_for_release(release: str) -> BehaviourProfile:
     return V6_3 if version < (6, 19) else V6_19
 
 
-def run_model(scn: Scenario, profile: BehaviourProfile) -> Run:
-    """Run the scenario on the model under a profile.
+def run_model(scn: Scenario, profile: BehaviourProfile,
+              dumps: tuple[int, ...] = ()) -> tuple[Run, dict[int, TableDump]]:
+    """Run the scenario on the model under a profile; return the run and its stage 2
+    after each step in dumps.
 
     The profile goes into the VM's page-table environment after the first step, a memslot
     set-up step (the plan refuses scenarios without one), which walks no table.
     """
+    recorder = Stage2Recorder(after=dumps)
+
     def apply(step: StepRecord, world: World) -> None:
         if step.index == 1:
             world.part(KvmWorld).kvm.env.profile = profile
+        recorder(step, world)
 
-    return run_scenario(scn, on_step=apply)
+    run = run_scenario(scn, on_step=apply)
+    return run, {d.step.index: d.dump for d in recorder.dumps}
 
 
 # -- what is compared ---------------------------------------------------------------------
@@ -209,6 +218,8 @@ class Aspect(enum.Enum):
     FAULTS = "faults"
     ANSWER = "answer"
     DIRTY = "dirty log"
+    STAGE2 = "stage 2"
+    FRAMES = "shared frames"
 
 
 @dataclass(frozen=True)
@@ -289,11 +300,45 @@ def compare_step(step: StepRecord, st: RealStep | None, plan: Plan) -> StepCompa
     return StepComparison(step.index, step.event.do, mf, rf, ma, ra, st.dirty, tuple(diffs))
 
 
-def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile) -> DiffReport:
-    """Compare the model's run with real KVM's, step by step."""
-    setup = tuple(Difference(0, Aspect.SETUP, "ok", s) for s in real.setup)
-    steps = tuple(compare_step(s, real.steps.get(s.index), plan) for s in model.steps)
-    return DiffReport(model.scenario.name, real.release, profile.name, steps, setup)
+CTR_DIC, CTR_IDC = 29, 28
+
+
+def host_differences(scn: Scenario, real: RealRun) -> list[Difference]:
+    """Return where the scenario's host features say otherwise than the booted CPU's
+    CTR_EL0 as EL0 reads it (Linux's sanitised view, the one its ARM64_HAS_CACHE_DIC and
+    ARM64_HAS_CACHE_IDC capabilities follow: DIC makes KVM map every page executable,
+    both change the cache maintenance)."""
+    if real.ctr_el0 is None:
+        return []
+    features = scn.config("kvm").features
+    out = []
+    for name, bit in (("dic", CTR_DIC), ("idc", CTR_IDC)):
+        has = bool(real.ctr_el0 >> bit & 1)
+        if (name in features) != has:
+            out.append(Difference(0, Aspect.SETUP, f"host feature {name}: "
+                                  f"{'yes' if name in features else 'no'}",
+                                  f"CTR_EL0={real.ctr_el0:#x}: {name.upper()}={int(has)}"))
+    return out
+
+
+def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile,
+            model_s2: Mapping[int, TableDump] | None = None,
+            real_s2: Mapping[int, TableDump] | None = None) -> DiffReport:
+    """Compare the model's run with real KVM's, step by step (and the stage 2 after the
+    steps both dumps are given for)."""
+    setup = tuple(host_differences(model.scenario, real)) + tuple(
+        Difference(0, Aspect.SETUP, "ok", s) for s in real.setup)
+    steps = []
+    for s in model.steps:
+        c = compare_step(s, real.steps.get(s.index), plan)
+        if model_s2 and real_s2 and s.index in model_s2:
+            if s.index in real_s2:
+                extra = compare_stage2(s.index, model_s2[s.index], real_s2[s.index], plan)
+            else:
+                extra = [Difference(s.index, Aspect.STAGE2, "dumped", "not read")]
+            c = replace(c, differences=c.differences + tuple(extra))
+        steps.append(c)
+    return DiffReport(model.scenario.name, real.release, profile.name, tuple(steps), setup)
 
 
 def guest_steps(plan: Plan) -> int:
@@ -331,3 +376,73 @@ def real_steps(plan: Plan, real: RealRun) -> tuple[RealStepView, ...]:
                                 len(st.faults) - len(faults), real_answer(st, access), st.dirty,
                                 tuple(str(e) for e in st.exits)))
     return tuple(out)
+
+
+# -- the stage 2 after chosen steps --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S2LeafView:
+    """One stage-2 leaf as compared: IPA, size and everything but the output address."""
+
+    ipa: int
+    size: int
+    attrs: S2LeafAttrs
+
+    def __str__(self) -> str:
+        a = self.attrs
+        perms = "".join(c if on else "-" for c, on in (("R", a.perms.r), ("W", a.perms.w),
+                                                       ("x", a.perms.px)))
+        sw = f" SW={a.sw:#x}" if a.sw else ""
+        return (f"{self.ipa:#x} {self.size >> 10}K L{a.level} {perms}"
+                f"{' AF' if a.af else ''} MemAttr={a.memattr:#x}{sw}")
+
+
+def leaves(dump: TableDump, plan: Plan) -> tuple[tuple[S2LeafView, int], ...]:
+    """Return a stage-2 dump's leaves with their output addresses, the VMM's own left out."""
+    out = []
+    for r in dump.ranges():
+        size = (r.end - r.start) // r.entries
+        for i in range(r.entries):
+            ipa = r.start + i * size
+            if not plan.is_machinery(ipa) and isinstance(r.attrs, S2LeafAttrs):
+                out.append((S2LeafView(ipa, size, r.attrs), r.oa + i * size))
+    return tuple(out)
+
+
+def shared_frames(mapped: tuple[tuple[S2LeafView, int], ...]) -> frozenset[frozenset[int]]:
+    """Return the groups of IPAs (two or more) whose leaves map the same output address."""
+    by_oa: dict[int, set[int]] = {}
+    for leaf, oa in mapped:
+        by_oa.setdefault(oa, set()).add(leaf.ipa)
+    return frozenset(frozenset(g) for g in by_oa.values() if len(g) > 1)
+
+
+def leaves_text(views: list[S2LeafView]) -> str:
+    """Return leaves as one line (at most 4 shown)."""
+    shown = "; ".join(map(str, views[:4]))
+    return (shown + (f"; ... {len(views) - 4} more" if len(views) > 4 else "")) or "none"
+
+
+def groups_text(groups: frozenset[frozenset[int]]) -> str:
+    """Return shared-frame groups as text."""
+    return "; ".join("{" + ", ".join(hex(i) for i in sorted(g)) + "}"
+                     for g in sorted(groups, key=min)) or "no frame shared"
+
+
+def compare_stage2(step: int, model: TableDump, real: TableDump,
+                   plan: Plan) -> list[Difference]:
+    """Compare the stage 2 after a step: leaves (IPA, size, level, permissions, AF,
+    MemAttr, software bits) and which IPAs share a frame (output addresses differ between
+    the two hosts, so only their equalities are compared)."""
+    m, r = leaves(model, plan), leaves(real, plan)
+    out = []
+    mv, rv = [v for v, _ in m], [v for v, _ in r]
+    if mv != rv:
+        only_m = [v for v in mv if v not in rv]
+        only_r = [v for v in rv if v not in mv]
+        out.append(Difference(step, Aspect.STAGE2, leaves_text(only_m), leaves_text(only_r)))
+    gm, gr = shared_frames(m), shared_frames(r)
+    if gm != gr:
+        out.append(Difference(step, Aspect.FRAMES, groups_text(gm), groups_text(gr)))
+    return out

@@ -3,6 +3,7 @@
 The VMM prints one record a line, each starting ``S2R``:
 
     S2R boot RELEASE                 the booted kernel's release (once per boot)
+    S2R host ctr_el0 VALUE           the host CPU's CTR_EL0 (DIC, IDC)
     S2R plan FILE / plan-end FILE ST  one plan (one scenario, one VM) begins / ends
     S2R vm ok IPA_BITS | vm err ERRNO WHAT
     S2R vma START ok|ERRNO
@@ -133,6 +134,8 @@ class RealRun:
     """Set-up records that failed (vm err ..., vma ... ERRNO), empty when all succeeded."""
     steps: Mapping[int, RealStep]
     ended: bool
+    ctr_el0: int | None = None
+    """The host CPU's CTR_EL0 as the VMM read it (DIC, IDC), None if not reported."""
 
 
 @dataclass
@@ -153,6 +156,7 @@ class _StepDraft:
 class _RunDraft:
     plan: str
     release: str
+    ctr_el0: int | None = None
     setup: list[str] = field(default_factory=list)
     steps: dict[int, _StepDraft] = field(default_factory=dict)
     ended: bool = False
@@ -162,7 +166,8 @@ class _RunDraft:
 
     def freeze(self) -> RealRun:
         return RealRun(self.plan, self.release, tuple(self.setup),
-                       {n: st.freeze() for n, st in sorted(self.steps.items())}, self.ended)
+                       {n: st.freeze() for n, st in sorted(self.steps.items())}, self.ended,
+                       self.ctr_el0)
 
 
 class ConsoleError(InputError):
@@ -244,6 +249,7 @@ def parse_console(text: str) -> ConsoleLog:
     """Return what a boot's console shows: release, KVM's messages, the runs."""
     runs: list[_RunDraft] = []
     release = ""
+    ctr: int | None = None
     kvm: list[str] = []
     current = [0]
     for raw in text.splitlines():
@@ -261,8 +267,10 @@ def parse_console(text: str) -> ConsoleLog:
         head = words[0]
         if head == "boot":
             release = words[1] if len(words) > 1 else ""
+        elif head == "host" and words[1:2] == ["ctr_el0"]:
+            ctr = int(words[2], 16)
         elif head == "plan":
-            runs.append(_RunDraft(words[1], release))
+            runs.append(_RunDraft(words[1], release, ctr))
             current[0] = 0
         elif not runs:
             continue

@@ -45,6 +45,8 @@ CODE_SIZE = 0x10000
 """The code slot: 64K, vectors in its first 2K, the program after them."""
 ENTRY = 0x800
 MARK_STEP, MARK_ESR, MARK_ELR = 0x00, 0x10, 0x18
+DUMP_FLAG = 1 << 32
+"""Marked with the step number when the guest leaves the spin of a stage-2 dump."""
 PAGE = 1 << 12
 
 UNSUPPORTED = {
@@ -173,6 +175,8 @@ class Plan:
     steps: tuple[PlanStep, ...]
     dos: tuple[str, ...]
     """Each step's event name in the scenario ("memslot", "write" ...), by step."""
+    dumps: tuple[int, ...] = ()
+    """The steps after which the guest spins while the stage 2 is read (gdbstub)."""
 
     def is_machinery(self, ipa: int) -> bool:
         """Return whether an IPA is the VMM's own (code slot or marker page)."""
@@ -323,8 +327,17 @@ def access_code(step: GuestStep) -> list[int]:
                                                                  MARK_STEP)]
 
 
-def program(code_gpa: int, mmio_gpa: int, steps: tuple[PlanStep, ...]) -> list[int]:
-    """Return the code slot's words: vectors, then the entry and every access."""
+def dump_code(index: int) -> list[int]:
+    """Return the spin a stage-2 dump happens in, then its marker store (DUMP_FLAG | N);
+    the VMM steps the guest past the spin when the dump is done."""
+    return [asm.b_self()] + asm.mov_imm(Reg.DATA, DUMP_FLAG | index) + [
+        asm.str_(Reg.DATA, Reg.MARKER, 8, MARK_STEP)]
+
+
+def program(code_gpa: int, mmio_gpa: int, steps: tuple[PlanStep, ...],
+            dumps: tuple[int, ...] = ()) -> list[int]:
+    """Return the code slot's words: vectors, then the entry, every access and every
+    dump's spin, in step order."""
     words = vectors()
     words += [asm.b_self()] * (ENTRY // 4 - len(words))
     words += asm.mov_imm(Reg.MARKER, mmio_gpa) + asm.mov_imm(Reg.SCRATCH, code_gpa)
@@ -332,6 +345,8 @@ def program(code_gpa: int, mmio_gpa: int, steps: tuple[PlanStep, ...]) -> list[i
     for step in steps:
         if isinstance(step, GuestStep):
             words += access_code(step)
+        if step.index in dumps:
+            words += dump_code(step.index)
     return words + [asm.b_self()]
 
 
@@ -371,8 +386,11 @@ def free_window(scn: Scenario, ipa_bits: int) -> int:
                       "stage-2 entry is free for the VMM's code slot")
 
 
-def make_plan(scn: Scenario) -> Plan:
-    """Return the VMM's plan for a scenario, or raise Unsupported."""
+def make_plan(scn: Scenario, dumps: tuple[int, ...] = ()) -> Plan:
+    """Return the VMM's plan for a scenario, or raise Unsupported.
+
+    dumps: the steps after which the stage 2 is read (checked by the caller).
+    """
     config = check_config(scn)
     slots = SlotTable()
     steps = tuple(plan_step(ev, i, slots, scn)
@@ -381,7 +399,7 @@ def make_plan(scn: Scenario) -> Plan:
         raise refuse(None, "no-memslot", scn)
     code_gpa = free_window(scn, config.ipa_bits)
     mmio_gpa = code_gpa + CODE_SIZE
-    code = program(code_gpa, mmio_gpa, steps)
+    code = program(code_gpa, mmio_gpa, steps, dumps)
     if len(code) * 4 > CODE_SIZE:
         raise refuse(None, "code-size", scn)
     manual = 0
@@ -389,7 +407,8 @@ def make_plan(scn: Scenario) -> Plan:
         manual = 1 | (2 if config.initially_set else 0)
     vm = VmLine(config.ipa_bits, config.nisv_to_user, manual, config.eager_split_chunk)
     dos = tuple(ev.do for ev in (*scn.setup, *scn.events))
-    return Plan(scn.name, vm, config.vmas, code_gpa, mmio_gpa, tuple(code), steps, dos)
+    return Plan(scn.name, vm, config.vmas, code_gpa, mmio_gpa, tuple(code), steps, dos,
+                tuple(sorted(dumps)))
 
 
 # -- the text the VMM reads ------------------------------------------------------------------
@@ -435,5 +454,8 @@ def render_plan(plan: Plan) -> str:
     for off in range(0, len(plan.code), 16):
         words = " ".join(f"{w:#x}" for w in plan.code[off:off + 16])
         lines.append(f"code {off * 4:#x} {words}")
-    lines += [step_line(s) for s in plan.steps]
+    for step in plan.steps:
+        lines.append(step_line(step))
+        if step.index in plan.dumps:
+            lines.append(f"dump {step.index}")
     return "\n".join(lines) + "\n"

@@ -20,6 +20,8 @@
  *   step N getdirty SLOT NPAGES
  *   step N cleardirty SLOT FIRST NUM HEXBITMAP
  *   step N check
+ *   dump N                         spin the guest until "go" arrives on the console
+ *                                  (the stage 2 is read through QEMU's gdbstub meanwhile)
  * and prints one record a line, each starting "S2R " (see s2mmu.real.log for the grammar).
  * Before each step it writes "s2mmu step N" to trace_marker, so the tracepoint stream can
  * be cut into steps.
@@ -42,6 +44,7 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +60,7 @@
 #define MARK_STEP 0x00
 #define MARK_ESR 0x10
 #define MARK_ELR 0x18
+#define DUMP_FLAG (1ULL << 32)
 #define TRACING "/sys/kernel/tracing"
 
 static int kvm_fd = -1, vm_fd = -1, vcpu_fd = -1, trace_fd = -1;
@@ -264,6 +268,68 @@ static int run_guest(uint64_t n)
 	}
 	out("step %llu exit loop", (unsigned long long)n);
 	return -1;
+}
+
+/* Was "go" typed on the console (the stdin of PID 1's children)? Non-blocking. */
+static int console_says_go(void)
+{
+	static char buf[256];
+	static size_t used;
+	ssize_t r = read(0, buf + used, sizeof(buf) - 1 - used);
+
+	if (r <= 0)
+		return 0;
+	used += r;
+	buf[used] = 0;
+	if (strstr(buf, "go")) {
+		used = 0;
+		return 1;
+	}
+	if (used > sizeof(buf) / 2)
+		used = 0;
+	return 0;
+}
+
+/*
+ * Keep the guest spinning (KVM_RUN interrupted every 20 ms to look at the console) until
+ * "go" arrives, then step it past its spin to the marker store of DUMP_FLAG | N.
+ */
+static int run_dump(uint64_t n)
+{
+	struct itimerval tick = { { 0, 20000 }, { 0, 20000 } }, off = { { 0, 0 }, { 0, 0 } };
+	int go = 0, rc = -1;
+
+	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+	out("dump %llu ready", (unsigned long long)n);
+	setitimer(ITIMER_REAL, &tick, NULL);
+	for (int i = 0; i < 15000; i++) {
+		int r = ioctl(vcpu_fd, KVM_RUN, 0);
+
+		if (r < 0 && errno == EINTR) {
+			if (!go && console_says_go()) {
+				go = 1;
+				set_reg(PC_OFF, get_reg(PC_OFF) + 4);
+			}
+			continue;
+		}
+		if (r < 0) {
+			out("dump %llu error %s", (unsigned long long)n, errname(errno));
+			break;
+		}
+		if (run->exit_reason == KVM_EXIT_MMIO && run->mmio.phys_addr == mmio_gpa &&
+		    run->mmio.is_write) {
+			uint64_t v = 0;
+
+			memcpy(&v, run->mmio.data, 8);
+			rc = v == (DUMP_FLAG | n) ? 0 : -1;
+			break;
+		}
+		out("dump %llu exit other %u", (unsigned long long)n, run->exit_reason);
+		break;
+	}
+	setitimer(ITIMER_REAL, &off, NULL);
+	out("dump %llu %s", (unsigned long long)n, rc ? "failed" : "done");
+	return rc;
 }
 
 /* Print the pages set in a bitmap as ranges: "dirty SLOT a-b,c,...". */
@@ -497,6 +563,10 @@ static int run_plan(const char *path)
 
 				memcpy(code + off, &w, 4);
 			}
+		} else if (!strcmp(t[0], "dump") && nt >= 2) {
+			mark(num(t[1]));
+			if (run_dump(num(t[1])))
+				break;
 		} else if (!strcmp(t[0], "step") && nt >= 3) {
 			if (do_step(t, nt))
 				break;
@@ -577,6 +647,10 @@ static void init(void)
 		close(fd);
 	}
 	out("boot %s", kver);
+	uint64_t ctr;
+
+	asm volatile("mrs %0, ctr_el0" : "=r"(ctr));
+	out("host ctr_el0 %#llx", (unsigned long long)ctr);
 	kvm_messages();
 	put("/proc/sys/vm/overcommit_memory", "1");
 	put("/proc/sys/vm/nr_hugepages", "64");
