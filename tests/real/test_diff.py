@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from s2mmu.pgtable.profile import PRE_V6_3, V6_3, V6_19
-from s2mmu.real.diff import Aspect, compare, profile_for_release, run_model
+from s2mmu.real.diff import Aspect, compare, host_differences, profile_for_release, run_model
 from s2mmu.real.log import parse_console
 from s2mmu.real.plan import make_plan
 from s2mmu.scenario.schema import load_scenario
@@ -74,3 +74,18 @@ def test_profiles_per_release() -> None:
     assert profile_for_release("6.1.0-57-arm64") is PRE_V6_3
     assert profile_for_release("6.12.95+deb12-arm64") is V6_3
     assert profile_for_release("7.3.4+deb13-arm64") is V6_19
+
+
+def test_host_features_are_checked_against_ctr_el0() -> None:
+    scn = load_scenario(SCENARIOS[0])  # features fwb, idc
+    real = parse_console(CONSOLE.replace("S2R boot 6.1.0-57-arm64",
+                                         "S2R boot 6.1.0-57-arm64\nS2R host ctr_el0 0x8444c004",
+                                         1)).runs[0]
+    assert real.ctr_el0 == 0x8444C004
+    (d,) = host_differences(scn, real)
+    assert (d.step, d.aspect, d.model, d.real) == (0, Aspect.SETUP, "host feature idc: yes",
+                                                   "CTR_EL0=0x8444c004: IDC=0")
+    agreeing = parse_console(CONSOLE.replace("S2R boot 6.1.0-57-arm64",
+                                             "S2R boot 6.1.0-57-arm64\n"
+                                             "S2R host ctr_el0 0x9444c004", 1)).runs[0]
+    assert host_differences(scn, agreeing) == []
