@@ -9,6 +9,7 @@ dumped by s2mmu.arch.dump over a memory that fetches each 4K page from QEMU on f
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import time
@@ -173,23 +174,39 @@ class RealStage2:
     pages_read: int
 
 
-def in_guest(stub: GdbStub) -> bool:
-    """Return whether the halted CPU runs a guest: HCR_EL2.VM set, VTTBR_EL2.VMID not 0."""
-    return bool(stub.register("HCR_EL2") & 1) and stub.register("VTTBR_EL2") >> 48 != 0
+def guest_vttbr(vttbr: int) -> bool:
+    """Return whether VTTBR_EL2 holds a guest's stage 2 (VMID not 0): while the guest
+    runs, and under VHE also while the host runs (the host leaves it loaded); nVHE's host
+    runs with VTTBR_EL2 0 and pKVM's under its own stage 2, VMID 0."""
+    return vttbr >> 48 != 0
 
 
-def read_stage2(stub: GdbStub, attempts: int = 50) -> RealStage2:
-    """Halt the machine while the guest runs and dump the guest's stage 2, then resume."""
-    for _ in range(attempts):
+def read_stage2(stub: GdbStub, known: RealStage2 | None = None,
+                attempts: int = 400) -> RealStage2:
+    """Halt the machine when VTTBR_EL2 holds the guest's stage 2 and dump it, then resume.
+
+    Halts come at random intervals (the VMM interrupts the spinning guest every 20 ms)
+    until one finds the guest's VTTBR_EL2. known: an earlier read of the same VM; its
+    registers serve when the guest is not caught (the VM's stage-2 root and VTCR_EL2 do
+    not change in its life, and its tables are read from physical memory either way).
+    """
+    last = 0
+    for i in range(attempts):
         stub.halt()
-        if in_guest(stub):
+        last = stub.register("VTTBR_EL2")
+        if guest_vttbr(last) or (known is not None and i >= 20):
             break
         stub.resume()
-        time.sleep(0.02)
+        time.sleep(random.uniform(0.001, 0.013))
     else:
-        raise GdbError("real KVM: the CPU was never caught running the guest")
+        raise GdbError(f"real KVM: VTTBR_EL2 never held the guest's stage 2 in {attempts} "
+                       f"halts (last {last:#x}): the guest was not caught running")
     try:
-        vttbr, vtcr, hcr = (stub.register(n) for n in ("VTTBR_EL2", "VTCR_EL2", "HCR_EL2"))
+        if guest_vttbr(last) or known is None:
+            vttbr, vtcr, hcr = (stub.register(n) for n in ("VTTBR_EL2", "VTCR_EL2",
+                                                           "HCR_EL2"))
+        else:
+            vttbr, vtcr, hcr = known.vttbr, known.vtcr, known.hcr
         stub.physical()
         mem = StubMemory(stub)
         env = Env(mem, PRESETS["qemu-max"]())

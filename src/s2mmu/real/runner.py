@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2mmu.arch.errors import InputError
 from s2mmu.real.boot import Boot, Mode, boot, build_vmm, cache_dir, resolve_kernel
 from s2mmu.real.diff import DiffReport, compare, profile_for_release, run_model
 from s2mmu.real.gdb import GdbStub, RealStage2, read_stage2
@@ -59,6 +60,10 @@ def run_real(scenarios: list[Scenario], req: RealRequest,
              dump_after: tuple[str, ...] = ()) -> RealResult:
     """Plan every scenario (Unsupported for what cannot run), boot once, run them all;
     read the real stage 2 after the steps dump_after names, in each scenario."""
+    if dump_after and req.mode is Mode.PROTECTED:
+        raise InputError("real KVM: --dump-after with --mode protected: under pKVM the "
+                         "gdbstub's halts rarely find the guest running here (the host is "
+                         "seen idle), so its stage-2 root is not found; use vhe or nvhe")
     plans = [make_plan(s, check_dumps(s, dump_after)) for s in scenarios]
     t0 = time.monotonic()
     cache = cache_dir(req.cache)
@@ -71,7 +76,8 @@ def run_real(scenarios: list[Scenario], req: RealRequest,
     stage2: dict[tuple[int, int], RealStage2] = {}
 
     def on_dump(plan: str, step: int, stub: GdbStub) -> None:
-        stage2[(files[plan], step)] = read_stage2(stub)
+        known = next((s2 for (i, _), s2 in stage2.items() if i == files[plan]), None)
+        stage2[(files[plan], step)] = read_stage2(stub, known)
 
     b = boot(kernel, named, req.mode, cache,
              on_dump if any(p.dumps for p in plans) else None)
