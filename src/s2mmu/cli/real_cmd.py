@@ -60,7 +60,8 @@ def real() -> None:
     Supported: the kvm layer's guest accesses by IPA (MMU off; read, write, exec, dc, with
     or without a syndrome), anonymous and hugetlb VMAs (THP on or off), memslots and their
     flags, moves and deletes, munmap, madvise, mmap, the dirty log (enable, get, clear,
-    disable), checks. Anything else is refused with one line naming the feature.
+    disable), checks; the stage 2 after chosen steps (--dump-after, through QEMU's
+    gdbstub). Anything else is refused with one line naming the feature (`real features`).
     """
 
 
