@@ -1,8 +1,8 @@
 """Run scenarios on real KVM (one boot for several) and compare them with the model.
 
->>> from s2mmu.real.runner import RealRequest
->>> RealRequest(kernel=None, mode=Mode.NVHE).mode.cmdline
-'kvm-arm.mode=nvhe'
+run_real plans every scenario (refusing what the VMM cannot express before anything is
+booted), boots once, and reads the runs from the console; diff_real also runs the model
+under the profile of the booted release and compares (s2mmu.real.diff).
 """
 
 from __future__ import annotations
