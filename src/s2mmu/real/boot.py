@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import enum
+import fcntl
 import hashlib
 import os
 import re
@@ -23,7 +24,8 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -63,6 +65,17 @@ def cache_dir(cache: str | Path | None = None) -> Path:
         path = Path(base) / "s2mmu" / "real"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Hold the cache's lock (test workers and parallel runs download and build once)."""
+    with (cache / ".lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # -- the kernel -----------------------------------------------------------------------------
@@ -160,7 +173,8 @@ def resolve_kernel(spec: str | None, cache: Path) -> Kernel:
     if not path.exists():
         raise InputError(f"real KVM: --kernel {spec}: no such file")
     if path.suffix == ".deb":
-        return Kernel(extract_image(path, cache), str(path))
+        with cache_lock(cache):
+            return Kernel(extract_image(path, cache), str(path))
     return Kernel(path, str(path))
 
 
@@ -178,6 +192,12 @@ def build_vmm(cache: Path) -> Path:
     out = cache / f"vmm-{hashlib.sha256(src).hexdigest()[:16]}"
     if out.exists():
         return out
+    with cache_lock(cache):
+        return out if out.exists() else compile_vmm(src, out, cache)
+
+
+def compile_vmm(src: bytes, out: Path, cache: Path) -> Path:
+    """Cross-compile the VMM's source into out."""
     if shutil.which(CROSS_CC) is None:
         raise ToolMissing(f"real KVM: building the VMM needs {CROSS_CC} (Debian packages "
                           "gcc-aarch64-linux-gnu libc6-dev-arm64-cross)")
