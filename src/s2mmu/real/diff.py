@@ -399,14 +399,19 @@ class S2LeafView:
 
 
 def leaves(dump: TableDump, plan: Plan) -> tuple[tuple[S2LeafView, int], ...]:
-    """Return a stage-2 dump's leaves with their output addresses, the VMM's own left out."""
+    """Return a stage-2 dump's leaves with their output addresses, the VMM's own left out.
+
+    MemAttr is kept raw (its meaning depends on HCR_EL2.FWB, which a halt that finds VHE's
+    host running does not show: the host's HCR_EL2 is not the guest's).
+    """
     out = []
     for r in dump.ranges():
         size = (r.end - r.start) // r.entries
         for i in range(r.entries):
             ipa = r.start + i * size
             if not plan.is_machinery(ipa) and isinstance(r.attrs, S2LeafAttrs):
-                out.append((S2LeafView(ipa, size, r.attrs), r.oa + i * size))
+                raw = replace(r.attrs, fwb=False, attrs=None)
+                out.append((S2LeafView(ipa, size, raw), r.oa + i * size))
     return tuple(out)
 
 
