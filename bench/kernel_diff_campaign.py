@@ -1,12 +1,13 @@
 """Agreement of the model with the kernel's own pgtable.c over thousands of operations, printed.
 
-Builds the kernel library (cached; from Debian's linux-source-6.12 unless
-$S2MMU_KERNEL_SOURCE says otherwise), then runs `s2mmu kernel diff`'s comparison over
+Builds the kernel library (cached; from Debian's linux-source-6.12 unless SOURCE or
+$S2MMU_KERNEL_SOURCE says otherwise: /usr/src/linux-source-6.1.tar.xz for 6.1, which
+the v6.1 profile stands for), then runs `s2mmu kernel diff`'s comparison over
 several seeds and host-capability sets (plain, FEAT_S2FWB + FEAT_TLBIRANGE, DIC) and
 prints, per run and in total, the operations compared, the agreement and the time, and
 any difference with its minimal replay.
 
-    python3 bench/kernel_diff_campaign.py [OPS_PER_RUN] [SEEDS]
+    python3 bench/kernel_diff_campaign.py [OPS_PER_RUN] [SEEDS] [SOURCE]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def main() -> None:
     ops = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     t0 = time.perf_counter()
-    b = build()
+    b = build(sys.argv[3] if len(sys.argv) > 3 else None)
     how = "cached" if b.cached else (f"extract {b.extract_seconds:.1f} s, "
                                      f"compile {b.compile_seconds:.1f} s")
     print(f"kernel: Linux {b.version} ({b.source}); model profile {b.profile.name}; "

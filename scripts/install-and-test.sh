@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install everything s2mmu needs on a fresh Debian 12 machine (QEMU and the aarch64
-# binutils from Debian; Linux 6.12's source, a C compiler and xz for the kernel oracle,
-# `s2mmu kernel`; Debian's arm64 architecture, the aarch64 cross compiler and its static
-# libc for real KVM, `s2mmu real`, whose tests fetch Debian's arm64 kernel package with
-# apt-get download into ~/.cache/s2mmu/real; the package and its test tools from PyPI),
-# then run the checks and the whole test suite. .ci/run calls exactly this.
+# binutils from Debian; Linux 6.12's and 6.1's source, a C compiler, awk and xz for the
+# kernel oracle, `s2mmu kernel`; Debian's arm64 architecture, the aarch64 cross compiler
+# and its static libc for real KVM, `s2mmu real`, whose tests fetch Debian's arm64 kernel
+# package with apt-get download into ~/.cache/s2mmu/real; the package and its test tools
+# from PyPI), then run the checks and the whole test suite. .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,8 @@ need_apt=()
 command -v qemu-system-aarch64 >/dev/null || need_apt+=(qemu-system-arm)
 command -v aarch64-linux-gnu-as >/dev/null || need_apt+=(binutils-aarch64-linux-gnu)
 [ -f /usr/src/linux-source-6.12.tar.xz ] || need_apt+=(linux-source-6.12)
+[ -f /usr/src/linux-source-6.1.tar.xz ] || need_apt+=(linux-source-6.1)
+command -v awk >/dev/null || need_apt+=(mawk)
 command -v gcc >/dev/null || need_apt+=(gcc)
 [ -f /usr/include/stdio.h ] || need_apt+=(libc6-dev)
 command -v xz >/dev/null || need_apt+=(xz-utils)

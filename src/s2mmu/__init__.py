@@ -19,8 +19,19 @@ VA 0x40001234 EL1 read in the EL1&0 regime
 AtInstruction(op='S1E1R', va=0x40001234, el=2, par=0x...)
 """
 
-from s2mmu.api import AtInstruction, GuestMemory, Translation, at, guest_memory, translate
+from s2mmu.api import (
+    AtInstruction,
+    GuestMemory,
+    Translation,
+    at,
+    guest_memory,
+    profile,
+    profiles,
+    translate,
+    translate_many,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["AtInstruction", "GuestMemory", "Translation", "at", "guest_memory", "translate"]
+__all__ = ["AtInstruction", "GuestMemory", "Translation", "at", "guest_memory", "profile",
+           "profiles", "translate", "translate_many"]

@@ -70,8 +70,10 @@ AtInstruction(op='S12E1R', va=0x1234, el=2, par=0xff00000800003b80)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from s2mmu.arch.access import AccessDescriptor, acc_at, acc_gpr, acc_ifetch
 from s2mmu.arch.at import (
@@ -84,6 +86,7 @@ from s2mmu.arch.at import (
     at_undefined_reason,
 )
 from s2mmu.arch.attrs import MemoryAttributes
+from s2mmu.arch.batch import BatchResult, translate_batch
 from s2mmu.arch.config import DEFAULT_CHOICES, ImplChoices
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.explain import (
@@ -99,6 +102,7 @@ from s2mmu.arch.state import SysRegs, regime_for
 from s2mmu.arch.translate import AddressDescriptor, Env, stage2_lookup
 from s2mmu.arch.walk import WalkStep
 from s2mmu.pgtable.env import stage2_vttbr
+from s2mmu.pgtable.profile import PROFILES, BehaviourProfile, behaviour_profile
 from s2mmu.pgtable.prot import stage2_has_fwb
 from s2mmu.pgtable.table import KvmPgtable
 
@@ -291,6 +295,28 @@ def translate(va: int, regs: Regs | None = None, memory: Memory | None = None,
     return Translation(run)
 
 
+def translate_many(vas: Sequence[int] | np.ndarray, regs: Regs | None = None,
+                   memory: Memory | None = None, access: str | AccessDescriptor = "r",
+                   el: int = 1, *, pan: bool = False, stage1_only: bool = False,
+                   features: FeatureSet | str = "qemu-max",
+                   choices: ImplChoices = DEFAULT_CHOICES) -> BatchResult:
+    """Translate every address in vas, in order, as translate() would: arrays, not records.
+
+    The batch engine (s2mmu.arch.batch): output addresses, fault kinds and levels, stage-2
+    and S1PTW flags, attributes, permissions and PAR_EL1 per address, each equal to the
+    scalar path's; descriptor updates happen in program order.
+
+    >>> import s2mmu
+    >>> r = s2mmu.translate_many([0x1000, 0x2000, 0x3008])    # MMUs off: flat
+    >>> [hex(pa) for pa in r.pa.tolist()], r.fault.tolist()
+    (['0x1000', '0x2000', '0x3008'], [-1, -1, -1])
+    """
+    sysregs, _given, mem = machine(regs, memory)
+    acc = access_of(access, el, pan)
+    env = environment(mem, features, choices)
+    return translate_batch(sysregs, regime_for(acc.el, sysregs), vas, acc, env, stage1_only)
+
+
 @dataclass(frozen=True, repr=False)
 class AtInstruction:
     """What one AT instruction did: PAR_EL1, or the exception it took.
@@ -377,3 +403,23 @@ def at(op: str | AtOp, va: int, regs: Regs | None = None, memory: Memory | None 
     run = trace_translation(sysregs, regime, va, acc, env, stage1_only=at_op.stage == 1,
                             given=given)
     return AtInstruction(at_op, va, el, pan, at_outcome(run.result, va, el, env), run)
+
+
+def profile(name: str) -> BehaviourProfile:
+    """Return a kernel release's page-table and fault-path rules, by name ("v6.12").
+
+    Pass it to ``s2mmu.pgtable.new_env(profile=...)`` to build stage 2s that follow that
+    release; a scenario selects it with ``[kvm] profile`` or
+    ``s2mmu.scenario.run_scenario(..., profile="v6.12")`` (which also selects the AT
+    emulation's rules). An unknown name is an InputError listing the known ones.
+
+    >>> import s2mmu
+    >>> s2mmu.profile("v6.12").eagain_rule.name, s2mmu.profiles()[-1]
+    ('HANDLE_FAULT', 'v6.19')
+    """
+    return behaviour_profile(name)
+
+
+def profiles() -> list[str]:
+    """Return the kernel releases the model follows, oldest first (`s2mmu profiles`)."""
+    return list(PROFILES)

@@ -145,7 +145,8 @@ def test_scenario_name_with_a_newline_is_escaped_on_one_line(tmp_path: Path) -> 
     f.write_text("[frobnicate]\n")
     shown = str(f).replace("\n", "\\n")
     refused(["run", str(f)], f"{shown}:1: frobnicate: unknown table (known: description, "
-                             "event, host, memslot, name, pkvm, pkvm_guest, vcpu, vm, vma)")
+                             "event, host, kvm, memslot, name, nested, pkvm, pkvm_guest, vcpu, vm, "
+                             "vma)")
 
 
 # ---------------------------------------------------------------- integer options

@@ -283,7 +283,7 @@ def test_a_size_string_of_5000_digits_is_refused() -> None:
      "digits (MAX_INT_DIGITS)"),
     (('ipa = 0x40000000', f'ipa = 0x40000000\nexpect = "{"y" * LONG}"'),
      "/bad.toml:17: event[0].expect: must be one of completed, error, guest-fault, hwpoison, "
-     "mmio, nisv, resumed, retry, sea-dabt, sea-pabt, serror, size-fault, not "
+     "l1-s2-fault, mmio, nisv, resumed, retry, sea-dabt, sea-pabt, serror, size-fault, not "
      "'yyyyyyy...yyyyyyy' (5002 characters)"),
 ], ids=["string value", "key", "hex integer", "expect"])
 def test_a_5000_character_scenario_value_is_shortened_in_the_error(edit: tuple[str, str],

@@ -1,4 +1,4 @@
-"""`s2mmu demo --nested`: the text timeline and the one JSON document (validated)."""
+"""`s2mmu demo --nested`: the nested scenario's timeline and its JSON document (validated)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ from s2mmu.cli.main import cli
 from s2mmu.cli.schemas import validate
 
 
-def test_nested_demo_text_shows_the_walk_the_forwarded_fault_and_the_tlbi() -> None:
+def test_nested_demo_text_shows_the_walk_the_forwarded_fault_the_tlbis_and_at() -> None:
     got = CliRunner().invoke(cli, ["demo", "--nested"])
     assert got.exit_code == 0, got.output
     text = got.output
     assert "kvm_walk_nested_s2: L1 stage 2: L2 IPA 0x80001000 -> IPA 0x40001000 2M level 2 RWX" \
         in text
-    assert "kvm_pgtable_stage2_map: IPA 0x80000000 2M -> PA 0x1000000000 RWX: ok" in text
+    assert "kvm_pgtable_stage2_map: IPA 0x80000000 2M -> PA 0x1000200000 RWX: ok" in text
     assert ("=> inject L1 stage-2 fault into the guest hypervisor (ESR 0x9200004f, "
             "IPA 0x80200000)") in text
-    assert "VMID 5: shadow IPA 0x80000000 2M unmapped" in text
-    assert "invariant: holds" in text and "Shadow" not in text
+    assert "L1 TLBI IPAS2E1IS Xt 0x80001: VMID 5: shadow L2 IPA 0x80000000+2M unmapped" in text
+    assert "L1 TLBI RIPAS2E1IS Xt 0x408000080300: VMID 5: shadow L2 IPA 0x80300000+16K" in text
+    assert "shadow stage 2 kept" in text and "slow path" in text
+    assert "OK: every expectation and invariant holds" in text
 
 
 def test_nested_demo_json_is_one_valid_document() -> None:
@@ -28,10 +30,23 @@ def test_nested_demo_json_is_one_valid_document() -> None:
     assert got.exit_code == 0, got.output
     doc = json.loads(got.output)
     validate(doc)
-    assert doc["schema"] == "s2mmu.nested-demo/1" and doc["ok"] is True
-    kinds = [s["kind"] for s in doc["steps"]]
-    assert kinds == ["l2-access"] * 4 + ["l1-tlbi", "l2-access"]
-    m = doc["steps"][0]["mapping"]
-    assert (m["ipa"], m["size"], m["pa"]) == ("0x80000000", "0x200000", "0x1000000000")
-    assert int(m["prot"], 16) >> 55 & 3 == 2  # L1's level hint
-    assert doc["steps"][4]["unmapped"] == [{"vmid": 5, "ipa": "0x80000000", "size": "0x200000"}]
+    assert doc["schema"] == "s2mmu.demo/1" and doc["ok"] is True
+    run = doc["runs"][0]
+    steps = run["steps"]
+    m = steps[1]["faults"][0]["mapping"]
+    assert (m["ipa"], m["size"], m["pa"]) == ("0x80000000", "2M", "0x1000200000")
+    assert steps[2]["outcome"] == "l1-s2-fault"
+    assert steps[4]["result"]["unmapped"] == [{"type": "ShadowUnmap", "vmid": 5,
+                                               "ipa": "0x80000000", "size": "2M"}]
+    assert run["summary"]["layers"]["nested"]["pool"] == 2
+
+
+def test_nested_scenario_run_json_validates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from s2mmu.cli.run_cmd import demo_text
+    f = tmp_path / "nested.toml"
+    f.write_text(demo_text("nested_demo.toml"))
+    got = CliRunner().invoke(cli, ["run", str(f), "--json"])
+    assert got.exit_code == 0, got.output
+    doc = json.loads(got.output)
+    validate(doc)
+    assert doc["schema"] == "s2mmu.run/2" and doc["ok"] is True

@@ -189,3 +189,35 @@ def test_replay_without_a_race_name_is_refused() -> None:
     code, _, err = run("--replay", "0 1")
     assert code == 2
     assert err.strip() == "s2mmu: error: --replay needs the race NAME whose schedule it is"
+
+
+def test_an_unknown_profile_is_one_line_listing_the_releases() -> None:
+    code, out, err = run("same-ipa-faults", "--profile", "v6.3..v6.19-rc4")
+    assert (code, out) == (2, "")
+    assert err == ("s2mmu: error: unknown kernel profile 'v6.3..v6.19-rc4' (known: v6.1, v6.2, "
+                   "v6.6, v6.12, v6.18, v6.19)\n")
+
+
+def test_v6_1_faults_are_serialised_by_the_write_lock() -> None:
+    code, out, _ = run("same-ipa-faults", "--profile", "v6.1")
+    assert code == 0 and "every invariant held" in out
+    assert "\n2 schedules explored (0 cut short" in out  # one fault after the other
+    _, parallel, _ = run("same-ipa-faults", "--profile", "v6.2")
+    assert "\n2 schedules explored" not in parallel
+
+
+def test_an_injected_bug_is_caught_by_the_explorer_and_named_in_json() -> None:
+    r = CliRunner().invoke(cli, ["race", "fault-vs-unmap", "--inject", "table-tlbi-level-hint",
+                                 "--json"])
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    validate(doc)
+    assert doc["inject"] == ["table-tlbi-level-hint"]
+    assert {v["invariant"] for v in doc["violations"]} == {"table-tlbi-level"}
+    ok = CliRunner().invoke(cli, ["race", "fault-vs-unmap", "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["inject"] == []
+
+
+def test_an_unknown_bug_is_a_usage_error() -> None:
+    r = CliRunner().invoke(cli, ["race", "fault-vs-unmap", "--inject", "nope"])
+    assert r.exit_code == 2

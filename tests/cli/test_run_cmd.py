@@ -46,7 +46,7 @@ def test_run_json_validates_and_keeps_the_exit_status(tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     validate(doc)
     assert doc["failures"] == [{"index": 2, "do": "read", "line": 12, "kind": "expectation",
-                                "message": "expected mmio, got completed"}]
+                                "invariant": None, "message": "expected mmio, got completed"}]
 
 
 class Recorder:

@@ -11,7 +11,7 @@ import pytest
 from s2mmu.arch.errors import InputError
 from s2mmu.kernel import build as kb
 from s2mmu.kernel.build import KernelBuild, KernelVersion, parse_makefile_version, profile_for
-from s2mmu.pgtable.profile import PRE_V6_3, V6_3, V6_19
+from s2mmu.pgtable.profile import V6_1, V6_6, V6_12, V6_18, V6_19
 
 MAKEFILE = "# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 118\nEXTRAVERSION =\n"
 
@@ -28,8 +28,8 @@ def test_a_makefile_without_sublevel_is_refused_by_name() -> None:
 
 
 @pytest.mark.parametrize(("version", "profile"), [
-    (KernelVersion(6, 1, 192), PRE_V6_3), (KernelVersion(6, 3, 0), V6_3),
-    (KernelVersion(6, 12, 118), V6_3), (KernelVersion(6, 18, 1), V6_3),
+    (KernelVersion(6, 1, 192), V6_1), (KernelVersion(6, 3, 0), V6_6),
+    (KernelVersion(6, 12, 118), V6_12), (KernelVersion(6, 18, 1), V6_18),
     (KernelVersion(6, 19, 0), V6_19),
 ])
 def test_the_kernel_version_picks_the_behaviour_profile(version: KernelVersion,
@@ -88,16 +88,16 @@ def test_an_unsupported_kernel_series_is_refused(tmp_path: Path) -> None:
     for m in kb.MEMBERS:
         (tree / m).parent.mkdir(parents=True, exist_ok=True)
         (tree / m).write_text("/* */\n")
-    (tree / "Makefile").write_text(MAKEFILE.replace("12", "1"))
-    with pytest.raises(InputError, match=r"^kernel 6.1.118 from .*: the harness knows the 6.12 "
-                                         r"interfaces of pgtable.c only"):
+    (tree / "Makefile").write_text(MAKEFILE.replace("12", "6"))
+    with pytest.raises(InputError, match=r"^kernel 6.6.118 from .*: the harness knows the 6.1 "
+                                         r"and 6.12 interfaces of pgtable.c only"):
         kb.build(str(tree), str(tmp_path / "cache"))
 
 
 def test_the_installed_source_builds_and_is_then_cached(kernel_build: KernelBuild,
                                                        kernel_cache: Path) -> None:
     assert (kernel_build.version.version, kernel_build.version.patchlevel) == (6, 12)
-    assert kernel_build.profile is V6_3
+    assert kernel_build.profile is V6_12
     assert kernel_build.library.is_file()
     again = kb.build(None, str(kernel_cache))
     assert again.cached and again.library == kernel_build.library

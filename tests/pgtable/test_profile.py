@@ -10,15 +10,37 @@ holds under the current profile (xfail(strict=True) marks the profiles with the 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
+from s2mmu.arch.errors import InputError
 from s2mmu.pgtable.concurrency import explore
 from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2, pkvm_guest_mm_ops
 from s2mmu.pgtable.errno import EAGAIN
-from s2mmu.pgtable.events import TlbiVmidIpa, UseAfterFree
-from s2mmu.pgtable.profile import CURRENT, PRE_V6_3, PROFILES, V6_3, V6_19, BehaviourProfile
+from s2mmu.pgtable.events import (
+    TLBI_TTL_UNKNOWN,
+    DcacheCleanInvalPoc,
+    Dsb,
+    IcacheInvalPou,
+    PageFree,
+    TlbiVmid,
+    TlbiVmidIpa,
+    UseAfterFree,
+)
+from s2mmu.pgtable.profile import (
+    CURRENT,
+    KNOBS,
+    PRE_V6_3,
+    PROFILES,
+    V6_1,
+    V6_3,
+    V6_19,
+    BehaviourProfile,
+    behaviour_profile,
+    knob_value,
+    profile_for_release,
+)
 from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_R,
     KVM_PGTABLE_PROT_RW,
@@ -48,9 +70,46 @@ def has_bug(profile: BehaviourProfile, reason: str):  # type: ignore[no-untyped-
     )
 
 
-def test_profiles_are_named_for_their_kernel_versions() -> None:
-    assert set(PROFILES) == {"v6.2", "v6.3..v6.19-rc4", "v6.19"}
+def test_profiles_are_named_for_their_kernel_releases() -> None:
+    assert list(PROFILES) == ["v6.1", "v6.2", "v6.6", "v6.12", "v6.18", "v6.19"]
     assert CURRENT is V6_19
+    assert PRE_V6_3 is PROFILES["v6.2"] and V6_3 is PROFILES["v6.12"]
+
+
+def test_every_knob_is_a_profile_field_with_its_history() -> None:
+    assert [k.name for k in KNOBS] == [f.name for f in fields(BehaviourProfile)][1:]
+    for k in KNOBS:
+        assert k.changes and all(c.commit is None or len(c.commit) >= 12 for c in k.changes)
+
+
+def test_each_knob_changes_value_where_its_history_says() -> None:
+    releases = list(PROFILES)
+    for k in KNOBS:
+        values = [knob_value(p, k) for p in PROFILES.values()]
+        changed = {releases[i] for i in range(1, len(values)) if values[i] != values[i - 1]}
+        assert changed <= {profile_for_release(*version(c.release)).name
+                           for c in k.changes}, k.name
+
+
+def version(release: str) -> tuple[int, int]:
+    major, minor = release[1:].split(".")
+    return int(major), int(minor)
+
+
+@pytest.mark.parametrize(("release", "name"), [
+    ((5, 15), "v6.1"), ((6, 1), "v6.1"), ((6, 2), "v6.2"), ((6, 3), "v6.6"), ((6, 6), "v6.6"),
+    ((6, 7), "v6.12"), ((6, 12), "v6.12"), ((6, 13), "v6.12"), ((6, 14), "v6.18"),
+    ((6, 18), "v6.18"),
+    ((6, 19), "v6.19"), ((7, 0), "v6.19")])
+def test_profile_for_release(release: tuple[int, int], name: str) -> None:
+    assert profile_for_release(*release).name == name
+
+
+def test_unknown_profile_names_the_valid_ones() -> None:
+    with pytest.raises(InputError, match=r"unknown kernel profile 'v7' \(known: v6\.1, v6\.2, "
+                                         r"v6\.6, v6\.12, v6\.18, v6\.19\)"):
+        behaviour_profile("v7")
+    assert behaviour_profile("v6.12") is PROFILES["v6.12"]
 
 
 # 1. PA offset: a vCPU's fresh block replaced by another vCPU's table mid-walk.
@@ -87,6 +146,7 @@ def pkvm_guest(profile: BehaviourProfile) -> tuple[PgtableEnv, KvmPgtable]:
     "profile",
     [
         CURRENT,
+        V6_1,   # 6.1's anchor walker installs the block only on the way back up
         has_bug(NO_RELOAD, "no re-read after TABLE_PRE (before a9f0e3d5a089)"),
         has_bug(PRE_V6_3, "v6.2 does not re-read after TABLE_PRE"),
     ],
@@ -227,3 +287,63 @@ def test_set_owner_accepts_owner_ids_above_one_only_from_the_v6_19_profile(
     pgt = new_stage2(env, 40)
     assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, SZ_4K, memcache(env), 2) == ret
     assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, SZ_4K, memcache(env), 1) == 0
+
+
+UNKNOWN = TLBI_TTL_UNKNOWN
+
+# 5. The TLB invalidation after relax_perms: broadcast on success only before v6.5, local
+#    from v6.5 (a12ab1378a88), and on -EAGAIN too from v6.7 (be097997a273).
+
+
+@pytest.mark.parametrize(("release", "on_success", "on_eagain"), [
+    ("v6.1", [TlbiVmidIpa(1, 0, 3, nsh=False)], []),
+    ("v6.2", [TlbiVmidIpa(1, 0, 3, nsh=False)], []),
+    ("v6.6", [TlbiVmidIpa(1, 0, 3, nsh=True)], []),
+    ("v6.12", [TlbiVmidIpa(1, 0, 3, nsh=True)], [TlbiVmidIpa(1, SZ_2M, UNKNOWN, nsh=True)]),
+    ("v6.19", [TlbiVmidIpa(1, 0, 3, nsh=True)], [TlbiVmidIpa(1, SZ_2M, UNKNOWN, nsh=True)]),
+])
+def test_relax_perms_invalidates_as_its_release_does(release: str, on_success: list[TlbiVmidIpa],
+                                                     on_eagain: list[TlbiVmidIpa]) -> None:
+    profile = PROFILES[release]
+    env = new_env(profile=profile)
+    pgt = new_stage2(env, 40)
+    kvm_pgtable_stage2_map(pgt, 0, SZ_4K, PA, KVM_PGTABLE_PROT_R, memcache(env))
+    kvm_pgtable_stage2_map(pgt, SZ_2M + SZ_4K, SZ_4K, PA, KVM_PGTABLE_PROT_R, memcache(env))
+    flags = fault_walk_flags(profile)
+    env.events.clear()
+    assert kvm_pgtable_stage2_relax_perms(pgt, 0, KVM_PGTABLE_PROT_RW, flags) == 0
+    assert env.events.of_type(TlbiVmidIpa) == on_success
+    env.events.clear()
+    ret = kvm_pgtable_stage2_relax_perms(pgt, SZ_2M, KVM_PGTABLE_PROT_RW, flags)
+    assert ret == (-EAGAIN if profile.attr_eagain_on_invalid else 0)
+    assert env.events.of_type(TlbiVmidIpa) == (on_eagain if ret else
+                                               [TlbiVmidIpa(1, SZ_2M, 0, nsh=False)])
+
+
+# Linux 6.1 (measured against its own pgtable.c by tests/kernel/test_diff_6_1.py).
+
+
+def test_v6_1_replaces_a_table_by_a_block_through_an_anchor() -> None:
+    env = new_env(profile=V6_1)
+    pgt = new_stage2(env, 40)
+    mc = memcache(env)
+    kvm_pgtable_stage2_map(pgt, 0x1A000, SZ_4K, PA, KVM_PGTABLE_PROT_R, mc)
+    table = kvm_pgtable_get_leaf(pgt, 0x1A000)
+    n = len(env.events)
+    assert kvm_pgtable_stage2_map(pgt, 0, SZ_2M, PA, KVM_PGTABLE_PROT_RW, mc) == 0
+    kinds = [type(e) for e in env.events.since(n)]
+    # Whole-VMID invalidation at TABLE_PRE, the block's one CMO and the detached table's
+    # free at TABLE_POST, then the map's trailing DSB.
+    assert kinds == [TlbiVmid, DcacheCleanInvalPoc, PageFree, Dsb]
+    assert kvm_pgtable_get_leaf(pgt, 0x1A000).level == 2 and table.level == 3
+
+
+@pytest.mark.parametrize(("owner", "size"), [(1, SZ_4K), (0, 4 * SZ_4K)])
+def test_v6_1_owner_annotations_invalidate_the_icache(owner: int, size: int) -> None:
+    for profile, expected in ((V6_1, size // SZ_4K), (CURRENT, 0)):
+        env = new_env(profile=profile)
+        pgt = new_stage2(env, 40)
+        n = len(env.events)
+        assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, size, memcache(env), owner) == 0
+        icache = [e for e in env.events.since(n) if isinstance(e, IcacheInvalPou)]
+        assert len(icache) == expected, profile.name

@@ -6,14 +6,28 @@ from __future__ import annotations
 
 import pytest
 
-from s2mmu.pgtable.concurrency import Exploration, explore, replay, run_schedule
-from s2mmu.pgtable.profile import CURRENT, PRE_V6_3, V6_3, BehaviourProfile
+from s2mmu.pgtable.concurrency import (
+    READ_LOCK,
+    WRITE_LOCK,
+    Exploration,
+    Scenario,
+    World,
+    explore,
+    replay,
+    run_schedule,
+)
+from s2mmu.pgtable.errno import EAGAIN
+from s2mmu.pgtable.inject import InjectedBug
+from s2mmu.pgtable.profile import CURRENT, PRE_V6_3, PROFILES, V6_3, BehaviourProfile
 from s2mmu.pgtable.races import (
     ALL_RACES,
+    access_fault_lock,
     block_and_page_faults,
     block_over_table_vs_walker,
+    fault_lock,
     fault_vs_wrprotect,
     fault_walk_flags,
+    hw_access_flag_vs_kvm,
 )
 from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_HANDLE_FAULT, KVM_PGTABLE_WALK_SHARED
 
@@ -96,3 +110,54 @@ def test_without_rcu_a_walker_reads_the_freed_table() -> None:
 def test_fault_path_flags_follow_the_profile() -> None:
     assert fault_walk_flags(CURRENT) == KVM_PGTABLE_WALK_SHARED
     assert fault_walk_flags(V6_3) == KVM_PGTABLE_WALK_SHARED | KVM_PGTABLE_WALK_HANDLE_FAULT
+
+
+@pytest.mark.parametrize(("release", "cas"), [("v6.1", False), ("v6.2", True), ("v6.12", True),
+                                              ("v6.19", True)])
+def test_relax_perms_loses_its_cas_to_the_hardware_only_in_a_shared_walk(release: str,
+                                                                        cas: bool) -> None:
+    """With SHARED the relax is a compare-and-swap: the hardware setting AF first makes it
+    fail (-EAGAIN); 6.1's plain store never fails (and can lose the hardware's AF)."""
+    found = explore(hw_access_flag_vs_kvm(PROFILES[release]), 2, stop_at_first=False)
+    relax = {outcome[1] for outcome in found.results}
+    assert (-EAGAIN in relax) is cas and 0 in relax
+
+
+def test_faults_take_the_write_lock_before_parallel_faults() -> None:
+    assert fault_lock(PROFILES["v6.1"]) == WRITE_LOCK
+    assert fault_lock(PROFILES["v6.2"]) == READ_LOCK == fault_lock(CURRENT)
+    assert access_fault_lock(PROFILES["v6.1"]) == WRITE_LOCK
+
+
+def _with_bug(race: str, bug: InjectedBug) -> Scenario:
+    """Return a race whose library has one injected bug."""
+    build = ALL_RACES[race]()
+
+    def with_bug() -> World:
+        world = build()
+        world.pgt.ops.bugs = frozenset({bug})
+        return world
+
+    return with_bug
+
+
+def test_the_explorer_flags_a_level_hinted_tlbi_for_a_table_at_its_step() -> None:
+    result = explore(_with_bug("fault-vs-unmap", InjectedBug.TABLE_TLBI_LEVEL_HINT))
+    assert not result.ok
+    rules = {v.rule for f in result.failures for v in f.violations}
+    assert "table-tlbi-level" in rules
+    assert all(v.step >= 0 for f in result.failures for v in f.violations)
+
+
+def test_the_explorer_flags_a_break_before_make_without_its_tlbi() -> None:
+    result = explore(_with_bug("block-and-page-faults", InjectedBug.SKIP_TLBI_VMID_IPA))
+    assert not result.ok
+    assert {v.rule for f in result.failures for v in f.violations} & {
+        "break-without-tlbi", "reuse-before-tlbi"}
+
+
+def test_the_explorer_checks_every_walk_return_against_the_contract() -> None:
+    world = ALL_RACES["fault-vs-unmap"]()()
+    assert world.pgt.ops.events.trace_walks is False  # the checker turns it on
+    result = run_schedule(ALL_RACES["fault-vs-unmap"]())
+    assert result.violations == []

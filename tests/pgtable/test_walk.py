@@ -239,3 +239,23 @@ def test_get_leaf_returns_the_entry_and_level(env: PgtableEnv, mc: KvmMmuMemoryC
 )
 def test_concatenated_pgd_page_count(ia_bits: int, start: int, pages: int, env: PgtableEnv) -> None:
     assert kvm_pgd_pages(ia_bits, start, env.g) == pages
+
+
+def test_a_walk_records_its_return_only_when_walks_are_traced(env: PgtableEnv,
+                                                              pgt: KvmPgtable) -> None:
+    from s2mmu.pgtable.events import WalkReturn
+
+    def eagain_at_second(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
+        ctx.arg.append(ctx.addr)
+        return -EAGAIN if len(ctx.arg) == 2 else 0
+        yield  # pragma: no cover
+
+    three_gib = 3 << 30  # three invalid level-1 entries: three leaf visits
+    walker = KvmPgtableWalker(eagain_at_second, [], KVM_PGTABLE_WALK_LEAF)
+    kvm_pgtable_walk(pgt, 0, three_gib, walker)
+    assert env.events.of_type(WalkReturn) == []
+    env.events.trace_walks = True
+    walker = KvmPgtableWalker(eagain_at_second, [], KVM_PGTABLE_WALK_LEAF)
+    assert kvm_pgtable_walk(pgt, 0, three_gib, walker) == -EAGAIN  # v6.19: -EAGAIN ends it
+    assert env.events.of_type(WalkReturn) == [WalkReturn(KVM_PGTABLE_WALK_LEAF, ((2, -EAGAIN),),
+                                                         2, -EAGAIN)]

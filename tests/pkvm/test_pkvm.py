@@ -18,7 +18,8 @@ from s2mmu.pkvm.pkvm import (
 )
 from s2mmu.pkvm.states import PKVM_PAGE_OWNED
 
-PFN = RAM_BASE // 0x1000
+PAGE = 0x1000
+PFN = RAM_BASE // PAGE
 RWX = 7
 
 
@@ -26,11 +27,11 @@ def test_host_side_map_refuses_a_gfn_it_already_shares() -> None:
     pkvm = new_pkvm()
     __pkvm_init_vm(pkvm, 1, False)
     hvm = PkvmHostVm(1)
-    assert pkvm_pgtable_stage2_map(pkvm, hvm, 0x10, PFN, RWX) == 0
-    assert pkvm_pgtable_stage2_map(pkvm, hvm, 0x10, PFN + 1, RWX) == -EAGAIN
-    assert pkvm_pgtable_stage2_map(pkvm, hvm, 0x11, PFN, RWX) == 0
-    assert hvm.mappings == {0x10: PFN, 0x11: PFN}
-    assert pkvm_pgtable_stage2_unmap(pkvm, hvm, 0x10, 1) == 0
+    assert pkvm_pgtable_stage2_map(pkvm, hvm, 0x10000, PAGE, PFN * PAGE, RWX) == 0
+    assert pkvm_pgtable_stage2_map(pkvm, hvm, 0x10000, PAGE, (PFN + 1) * PAGE, RWX) == -EAGAIN
+    assert pkvm_pgtable_stage2_map(pkvm, hvm, 0x11000, PAGE, PFN * PAGE, RWX) == 0
+    assert hvm.mappings.as_dict() == {0x10: (PFN, 1), 0x11: (PFN, 1)}
+    assert pkvm_pgtable_stage2_unmap(pkvm, hvm, 0x10000, PAGE) == 0
     assert [leaf.ipa for leaf in guest_leaves(pkvm.vms[1])] == [0x11000]
 
 
@@ -40,7 +41,8 @@ def test_destroy_unshares_everything_and_frees_the_stage2() -> None:
     __pkvm_init_vm(pkvm, 1, False)
     hvm = PkvmHostVm(1)
     for i in range(8):
-        assert pkvm_pgtable_stage2_map(pkvm, hvm, 0x100 + i, PFN + i, RWX) == 0
+        assert pkvm_pgtable_stage2_map(pkvm, hvm, (0x100 + i) * PAGE, PAGE, (PFN + i) * PAGE,
+                                       RWX) == 0
     assert pkvm_pgtable_stage2_destroy(pkvm, hvm) == 0
     assert 1 not in pkvm.vms
     assert pkvm.env.pool.in_use() == before

@@ -72,11 +72,11 @@ def test_a_scenario_without_pkvm_tables_has_no_pkvm_state_or_summary() -> None:
 
 
 def test_the_pkvm_tables_boot_the_hypervisor_and_its_guests() -> None:
-    r = run("", PKVM.replace('policy = "data-abort"', 'policy = "sea"\nprofile = '
-                             '"v6.3..v6.19-rc4"\nram_pages = 64\nunmap_donated = true'))
+    r = run("", '[kvm]\nprofile = "v6.18"\n' + PKVM.replace(
+        'policy = "data-abort"', 'policy = "sea"\nram_pages = 64\nunmap_donated = true'))
     pw = r.world.part(PkvmWorld)
     assert pw.pkvm is not None and pw.policy is HostFaultPolicy.INJECT_SEA and pw.unmap_donated
-    assert pw.pkvm.env.profile.name == "v6.3..v6.19-rc4"
+    assert pw.pkvm.env.profile.name == "v6.18"
     assert {h: vm.protected for h, vm in pw.pkvm.vms.items()} == {1: False, 2: True}
     s = r.summaries["pkvm"]
     assert isinstance(s, PkvmSummary) and (s.host_pages, s.guests) == (64, (1, 2))
@@ -86,13 +86,13 @@ def test_the_pkvm_tables_boot_the_hypervisor_and_its_guests() -> None:
 @pytest.mark.parametrize("text, message", [
     ('[pkvm]\npolicy = "panic"\n',
      "p.toml:2: pkvm.policy: must be one of bug, data-abort, sea, not 'panic'"),
-    ('[pkvm]\nprofile = "v7"\n',
-     "p.toml:2: pkvm.profile: must be one of v6.19, v6.2, v6.3..v6.19-rc4, not 'v7'"),
+    ('[kvm]\nprofile = "v7"\n',
+     "p.toml:2: kvm.profile: must be one of v6.1, v6.2, v6.6, v6.12, v6.18, v6.19, not 'v7'"),
     ("[pkvm]\nram_pages = 0\n", "p.toml:2: pkvm.ram_pages: must be 1..4096, not 0"),
     ("[pkvm]\nunmap_donated = 1\n", "p.toml:2: pkvm.unmap_donated: must be true or false, "
                                     "not 1"),
     ("[pkvm]\nwho = 1\n", "p.toml:2: pkvm.who: unknown field (known: nomap_pages, policy, "
-                          "profile, ram_pages, unmap_donated)"),
+                          "ram_pages, unmap_donated)"),
     ("[[pkvm_guest]]\nhandle = 1\n", "p.toml:1: pkvm_guest[0]: needs a [pkvm] table (the "
                                      "hypervisor)"),
     ("[pkvm]\n[[pkvm_guest]]\nprotected = true\n",
@@ -121,7 +121,8 @@ def test_bad_tables_are_one_line_naming_file_line_and_field(text: str, message: 
      "not 'WR'"),
     ('do = "host_unshare_guest"\nguest = 1\ngfn = 1\npfn = 0x40000\n',
      "p.toml:16: event[0].pfn: not a field of a host_unshare_guest event (known: do, "
-     "expect_error, expect_leaves, expect_ret, expect_seq, gfn, guest, note)"),
+     "expect_broken, expect_error, expect_leaves, expect_ret, expect_seq, expect_warn, gfn, "
+     "guest, note)"),
     ('do = "host_access"\npa = 0x40000000\nsize = 65\n',
      "p.toml:15: event[0].size: must be 1..64 bytes, not 65"),
     ('do = "host_access"\npa = 0x40000000\nwrite = true\n',
@@ -141,8 +142,8 @@ def test_bad_tables_are_one_line_naming_file_line_and_field(text: str, message: 
      "sea-panic, not 'ok'"),
     ('do = "host_access"\npa = 0x40000000\nexpect_ret = "0"\n',
      "p.toml:15: event[0].expect_ret: not a field of a host_access event (known: data, do, "
-     "expect_access, expect_data, expect_error, expect_leaves, expect_seq, fixup, note, pa, "
-     "size, write)"),
+     "expect_access, expect_broken, expect_data, expect_error, expect_leaves, expect_seq, "
+     "expect_warn, fixup, note, pa, size, write)"),
 ])
 def test_bad_events_are_one_line_naming_file_line_and_field(event: str, message: str) -> None:
     with pytest.raises(ScenarioError) as e:
@@ -316,7 +317,7 @@ gfn = 0x80
 prot = "RW"
 write_fault = true
 """
-    old = run(events, PKVM.replace('policy = "data-abort"', 'profile = "v6.3..v6.19-rc4"'))
+    old = run(events, '[kvm]\nprofile = "v6.18"\n' + PKVM)
     new = run(events)
     assert rets(old) == [0] and len(old.world.part(PkvmWorld).dirty_marks) == 1
     assert rets(new) == [-EAGAIN] and new.world.part(PkvmWorld).dirty_marks == []
@@ -422,11 +423,12 @@ def test_the_ownership_invariants_catch_a_broken_state() -> None:
             pkvm.vmemmap.hyp_phys_to_page(0x4001_0000).host_state = PKVM_PAGE_OWNED
 
     r = run_scenario(scn, on_step=corrupt)
-    broken = r.steps[1].invariants
+    assert {b.invariant for b in r.steps[1].invariants} == {"pkvm-ownership"}
+    broken = [b.violation for b in r.steps[1].invariants]
     assert broken and all(isinstance(v, PkvmViolation) for v in broken)
     assert {v.rule for v in broken} >= {"owner"} and broken[0].phys == 0x4001_0000
     text = "\n".join(timeline_lines(r))
-    assert f"    INVARIANT BROKEN: {broken[0]}" in text
+    assert f"    INVARIANT BROKEN: pkvm-ownership: {broken[0]}" in text
     doc = run_json(r)
     validate(doc)
     assert doc["steps"][1]["invariants"][0]["phys"] == "0x40010000"
@@ -462,8 +464,8 @@ def test_seed_000_marks_the_page_dirty_twice_before_the_fix_once_after() -> None
         r = run_scenario(load_scenario(name, demo_text(name)))
         marks[name] = [m.step for m in r.world.part(PkvmWorld).dirty_marks]
         relax[name] = rets(r)[2]
-    assert relax == {"pkvm_relax_v6_3.toml": 0, "pkvm_relax_v6_19.toml": -EAGAIN}
-    assert marks == {"pkvm_relax_v6_3.toml": [3, 4], "pkvm_relax_v6_19.toml": [4]}
+    assert relax == {"pkvm_relax_v6_18.toml": 0, "pkvm_relax_v6_19.toml": -EAGAIN}
+    assert marks == {"pkvm_relax_v6_18.toml": [3, 4], "pkvm_relax_v6_19.toml": [4]}
 
 
 def test_demo_pkvm_text_matches_the_golden_file() -> None:
@@ -481,7 +483,7 @@ def test_demo_pkvm_json_is_one_valid_document() -> None:
     validate(doc)
     assert [r["name"] for r in doc["runs"]] == [
         "pkvm-donate-data-abort", "pkvm-donate-sea", "pkvm-donate-data-abort-unmapped",
-        "pkvm-donate-sea-unmapped", "pkvm-relax-v6.3", "pkvm-relax-v6.19"]
+        "pkvm-donate-sea-unmapped", "pkvm-relax-v6.18", "pkvm-relax-v6.19"]
     sea = doc["runs"][1]
     assert sea["summary"]["layers"] == {"pkvm": {
         "profile": "v6.19", "policy": "sea", "pages": {"host": 511, "shared": 0, "hyp": 1,
@@ -504,7 +506,7 @@ def test_demo_refuses_arch_and_pkvm_together() -> None:
 
 def test_run_reaches_a_pkvm_scenario_file(tmp_path: Path) -> None:
     f = tmp_path / "s.toml"
-    f.write_text(demo_text("pkvm_relax_v6_3.toml"))
+    f.write_text(demo_text("pkvm_relax_v6_18.toml"))
     result = CliRunner().invoke(cli, ["run", str(f)])
     assert result.exit_code == 0
     assert "__pkvm_host_relax_perms_guest = 0, page marked dirty" in result.output

@@ -177,6 +177,7 @@ def test_every_model_event_has_words_with_hex_addresses() -> None:
         if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
             continue
         args = [0x8000_1000 if f in ("pa", "ipa", "va", "old", "new") else
+                ((1, -11),) if f == "errors" else
                 ("ish" if f == "domain" else "x" if f in ("op", "access", "function",
                                                            "condition") else 1)
                 for f in cls._fields]

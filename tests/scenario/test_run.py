@@ -110,6 +110,10 @@ def test_trace_shows_the_event_stream(tmp_path: Path) -> None:
      "bad.toml:18: event[0].race: must be {do = munmap|madvise|migrate|hwpoison"),
     (('expect = "completed"', 'syndrome = [true, 1]'),
      "bad.toml:18: event[0].syndrome: must be [size in bytes 1/2/4/8, register 0-31]"),
+    (('expect = "completed"', 'size = 3'),
+     "bad.toml:18: event[0].size: must be one of 1, 2, 4, 8, 16 (bytes), not 3"),
+    (('expect = "completed"', 'syndrome = [4, 1]\nsize = 8'),
+     "bad.toml:19: event[0].size: 8 bytes, but the syndrome says 4"),
     (('expect = "completed"', 'expect_leaves = { "3M" = 1 }'),
      "bad.toml:18: event[0].expect_leaves: must be one of 1G, 2M, 4K, not '3M'"),
     (('[host]', '[vm]\neager_split_chunk = "3M"\n\n[host]'),
@@ -173,8 +177,8 @@ def test_a_dirty_bit_no_write_explains_fails_the_run(tmp_path: Path,
                               'flags = ["log_dirty_pages"]\n'))
     result = CliRunner().invoke(cli, ["run", str(f)])
     assert result.exit_code == 1
-    assert ("INVARIANT BROKEN: slot 0 page 0x1 (IPA 0x40001000) is dirty but no handled write "
-            "dirtied it") in result.output
+    assert ("INVARIANT BROKEN: dirty-bits: slot 0 page 0x1 (IPA 0x40001000) is dirty but no "
+            "handled write dirtied it") in result.output
 
 
 def test_clear_dirty_log_of_a_slot_not_a_multiple_of_64_pages_runs(tmp_path: Path) -> None:

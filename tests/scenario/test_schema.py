@@ -19,7 +19,7 @@ from s2mmu.scenario.kvm_events import (
     HostRace,
     SetMemslot,
 )
-from s2mmu.scenario.records import Mismatch, Outcome, StepDraft, World
+from s2mmu.scenario.records import Broken, Mismatch, Outcome, StepDraft, World
 from s2mmu.scenario.render_json import run_json
 from s2mmu.scenario.render_text import timeline_lines
 from s2mmu.scenario.runner import run_scenario
@@ -195,14 +195,14 @@ def test_a_new_layer_plugs_in_its_table_state_event_expectation_and_invariant(
     assert isinstance(first.event, Tick) and first.event.by == 4
     assert (first.index, first.outcome, first.result, first.ok) == (2, Outcome.DONE, 7, True)
     assert second.mismatches == (Mismatch(ExpectCount(11), 10),)
-    assert second.invariants == ("counter 10 reached 10",)
+    assert second.invariants == (Broken("counter-below-ten", "counter 10 reached 10"),)
     assert third.outcome is Outcome.COMPLETED  # the kvm layer runs beside it
     assert run.summaries["counter"] == 10
     assert [f.step.index for f in run.failures] == [3, 3, 4]
     text = "\n".join(timeline_lines(run))
     assert "#3  [line  20] tick\n    # the counter's own invariant breaks\n" \
            "    EXPECTATION FAILED: expected ExpectCount(count=11), got 10\n" \
-           "    INVARIANT BROKEN: counter 10 reached 10" in text
+           "    INVARIANT BROKEN: counter-below-ten: counter 10 reached 10" in text
     doc = run_json(run)
     validate(doc)
     assert doc["steps"][1]["event"] == {"type": "Tick", "by": 4}
@@ -214,7 +214,7 @@ def test_a_new_layer_keeps_the_file_line_field_messages(counter_layer: None) -> 
     with pytest.raises(ScenarioError, match=r"^c.toml:13: counter.start: must be an integer"):
         load_scenario("c.toml", COUNTER.replace("start = 3", "start = true"))
     with pytest.raises(ScenarioError, match=r"^c.toml:18: event\[0\].expect: not a field of a "
-                                            r"tick event \(known: by, do, expect_count"):
+                                            r"tick event \(known: by, do, expect_broken, expect_count"):
         load_scenario("c.toml", COUNTER.replace("expect_count = 7", "expect = \"done\""))
 
 

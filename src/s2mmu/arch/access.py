@@ -17,6 +17,10 @@ from s2mmu.arch.reprs import hex_repr
 class AccessType(Enum):
     """ASL AccessType: the kinds of access the model distinguishes."""
 
+    # Members are singletons compared by identity: hash them as such, in C (Enum's
+    # own __hash__ is Python code, and walk parameters are hashed on every walk).
+    __hash__ = object.__hash__
+
     GPR = "GPR"          # an ordinary load or store
     IFETCH = "IFETCH"    # an instruction fetch
     AT = "AT"            # an address translation instruction
@@ -84,3 +88,26 @@ def acc_at(el: int, write: bool, pan: bool = False, any_access: bool = False
     """
     check_access_el(el)
     return AccessDescriptor(AccessType.AT, el, write, pan, any_access=any_access)
+
+
+def access_pieces(address: int, size: int, page_size: int) -> list[tuple[int, int]]:
+    """Return the (address, length) of each page an access of size bytes touches, in order.
+
+    An access that crosses a page boundary is one access whose bytes translate
+    separately: ASL Mem (the unaligned branch) reads byte 0 at address and byte i at
+    address+i, each through its own translation (MemSingle[address+i, 1, ...]), so the
+    first fault is that of the lowest-addressed byte that faults, and the fault reports
+    that byte's address: the first byte of the second page when only the second page
+    faults. Pieces are the runs of bytes that share a page (one translation each).
+
+    ASL: Mem_with_type (the unaligned-access loop, as read in its AArch32 form), MemSingle.
+    """
+    if size < 1:
+        raise InputError(f"size={shorten(size)}: an access is at least one byte")
+    out = []
+    end = address + size
+    while address < end:
+        n = min(end, (address & ~(page_size - 1)) + page_size) - address
+        out.append((address, n))
+        address += n
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum
+from functools import lru_cache
 
 from s2mmu.arch.bits import bits
 from s2mmu.arch.errors import InputError
@@ -19,12 +20,20 @@ from s2mmu.arch.inputs import shorten
 class MemType(Enum):
     """Normal or Device memory."""
 
+    # Members are singletons compared by identity: hash them as such, in C (Enum's
+    # own __hash__ is Python code, and walk parameters are hashed on every walk).
+    __hash__ = object.__hash__
+
     NORMAL = "Normal"
     DEVICE = "Device"
 
 
 class DeviceType(Enum):
     """Device memory types, weakest last; the value is the 2-bit encoding."""
+
+    # Members are singletons compared by identity: hash them as such, in C (Enum's
+    # own __hash__ is Python code, and walk parameters are hashed on every walk).
+    __hash__ = object.__hash__
 
     nGnRnE = 0
     nGnRE = 1
@@ -35,6 +44,10 @@ class DeviceType(Enum):
 class Cacheability(Enum):
     """Cacheability of one cache level (ASL MemAttr_NC/WT/WB); value orders strength."""
 
+    # Members are singletons compared by identity: hash them as such, in C (Enum's
+    # own __hash__ is Python code, and walk parameters are hashed on every walk).
+    __hash__ = object.__hash__
+
     NC = 0
     WT = 1
     WB = 2
@@ -42,6 +55,10 @@ class Cacheability(Enum):
 
 class Shareability(Enum):
     """Shareability domain; the value is the SH field encoding."""
+
+    # Members are singletons compared by identity: hash them as such, in C (Enum's
+    # own __hash__ is Python code, and walk parameters are hashed on every walk).
+    __hash__ = object.__hash__
 
     NSH = 0
     OSH = 2
@@ -115,6 +132,7 @@ def decode_cache_nibble(n: int) -> CacheHints:
     return CacheHints(Cacheability.WB, r, w)
 
 
+@lru_cache(maxsize=4096)
 def s1_attr_decode(mair: int, attrindx: int, sh: int, reserved: str = "nearest"
                    ) -> MemoryAttributes:
     """Decode MAIR_ELx.Attr<attrindx> with the descriptor's SH (ASL S1DecodeMemAttrs).
@@ -177,6 +195,7 @@ def normalise_shareability(m: MemoryAttributes) -> MemoryAttributes:
     return m
 
 
+@lru_cache(maxsize=4096)
 def s2_memattr_decode(memattr: int, sh: int, reserved: str = "WB") -> MemoryAttributes:
     """Decode stage-2 MemAttr[3:0] without FWB (ASL S2DecodeMemAttrs).
 
@@ -224,6 +243,7 @@ def combine_shareability(s1: Shareability, s2: Shareability) -> Shareability:
     return max(s1, s2, key=order.index)
 
 
+@lru_cache(maxsize=4096)
 def s2_combine_s1(s1: MemoryAttributes, s2: MemoryAttributes) -> MemoryAttributes:
     """Combine stage-1 and stage-2 attributes without FWB (ASL S2CombineS1MemAttrs)."""
     if s1.memtype is MemType.DEVICE and s2.memtype is MemType.DEVICE:
@@ -239,6 +259,7 @@ def s2_combine_s1(s1: MemoryAttributes, s2: MemoryAttributes) -> MemoryAttribute
         tagged=s1.tagged and s2.memtype is MemType.NORMAL))
 
 
+@lru_cache(maxsize=4096)
 def s2_apply_fwb(s1: MemoryAttributes, memattr: int, sh: int) -> MemoryAttributes:
     """Combine stage-1 attributes with a stage-2 MemAttr under FWB.
 

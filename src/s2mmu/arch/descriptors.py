@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 from s2mmu.arch.attrs import MemType, s2_memattr_decode
 from s2mmu.arch.bits import bit, bits, mask
@@ -126,11 +127,13 @@ def check_descriptor_args(raw: int, level: int, ctx: DescContext) -> None:
         raise InputError(f"stage={shorten(ctx.stage)}: a descriptor belongs to stage 1 or 2")
 
 
+@lru_cache(maxsize=1 << 16)
 def decode_descriptor(raw: int, level: int, ctx: DescContext) -> Descriptor:
     """Decode raw as found at level (ASL AArch64.DecodeDescriptorType).
 
     raw is a 64-bit value, level one the granule has and ctx.stage 1 or 2 (InputError
-    otherwise: no table holds such a descriptor).
+    otherwise: no table holds such a descriptor). A pure function of frozen values,
+    memoised: a walk meets the same table descriptors again and again.
     """
     if not (0 <= raw < 1 << 64 and 1 <= level <= FINAL_LEVEL and 1 <= ctx.stage <= 2):
         check_descriptor_args(raw, level, ctx)  # levels 1..3 exist in every granule

@@ -141,6 +141,11 @@ class PhysMem:
             self.hw_writes.append(MemoryWrite(pa, current, new, big_endian))
         return True
 
+    def page_bytes(self, page: int) -> bytes | None:
+        """Return the 4 KiB of page number page (PA >> 12), or None if never written."""
+        backing = self._pages.get(page)
+        return None if backing is None else bytes(backing)
+
     def pages_allocated(self) -> int:
         """Return how many 4 KiB pages of backing store exist."""
         return len(self._pages)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 from s2mmu.arch.bits import bit
 from s2mmu.arch.config import ImplChoices
@@ -37,6 +38,10 @@ class Granule(Enum):
     set once per member: the walk reads them at every level.
     """
 
+    # Members are singletons compared by identity: hash them as such, in C (Enum's
+    # own __hash__ is Python code, and walk parameters are hashed on every walk).
+    __hash__ = object.__hash__
+
     G4K = 4
     G16K = 16
     G64K = 64
@@ -57,6 +62,10 @@ class Granule(Enum):
 
 class VARange(Enum):
     """Which half of the VA space (ASL VARange)."""
+
+    # Members are singletons compared by identity: hash them as such, in C (Enum's
+    # own __hash__ is Python code, and walk parameters are hashed on every walk).
+    __hash__ = object.__hash__
 
     LOWER = 0
     UPPER = 1
@@ -315,10 +324,18 @@ def get_s1_ttw_params(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
                       choices: ImplChoices, hw: HwUpdate | None = None) -> S1TTWParams:
     """Read the stage-1 walk parameters for va (ASL AArch64.GetS1TTWParams).
 
-    hw says which descriptor updates are made (default: what fs implements).
+    hw says which descriptor updates are made (default: what fs implements). The
+    parameters depend on va only through its VA range, so they are read once per
+    register set and range (a pure function of frozen inputs, memoised).
     """
-    hw = hw or hw_update_of(fs)
-    rng = va_range(va, regime)
+    return _s1_ttw_params(regs, regime, va_range(va, regime), fs, choices,
+                          hw or hw_update_of(fs))
+
+
+@lru_cache(maxsize=1024)
+def _s1_ttw_params(regs: SysRegs, regime: Regime, rng: VARange, fs: FeatureSet,
+                   choices: ImplChoices, hw: HwUpdate) -> S1TTWParams:
+    """Read the stage-1 walk parameters of one VA range (get_s1_ttw_params, memoised)."""
     if regime is Regime.EL2:
         return _s1_params_el2(regs, fs, choices, hw)
     tcr, sctlr, mair = s1_regs(regs, regime)
@@ -372,9 +389,16 @@ def get_s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices,
                       hw: HwUpdate | None = None) -> S2TTWParams:
     """Read the stage-2 walk parameters from VTCR_EL2/VTTBR_EL2 (ASL AArch64.GetS2TTWParams).
 
-    hw says which descriptor updates are made (default: what fs implements).
+    hw says which descriptor updates are made (default: what fs implements). Read once
+    per register set (a pure function of frozen inputs, memoised).
     """
-    hw = hw or hw_update_of(fs)
+    return _s2_ttw_params(regs, fs, choices, hw or hw_update_of(fs))
+
+
+@lru_cache(maxsize=1024)
+def _s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices,
+                   hw: HwUpdate) -> S2TTWParams:
+    """Read the stage-2 walk parameters (get_s2_ttw_params, memoised)."""
     vtcr, hcr = VTCR_EL2.decode(regs.VTCR_EL2), HCR_EL2.decode(regs.HCR_EL2)
     tgx = tg0_granule(vtcr.TG0, fs, choices)
     ds = bool(vtcr.DS) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K

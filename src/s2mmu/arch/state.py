@@ -19,6 +19,10 @@ from s2mmu.arch.registers import HCR_EL2
 class Regime(Enum):
     """ASL Regime: the translation regimes s2mmu models (all Non-secure)."""
 
+    # Members are singletons compared by identity: hash them as such, in C (Enum's
+    # own __hash__ is Python code, and walk parameters are hashed on every walk).
+    __hash__ = object.__hash__
+
     EL10 = "EL1&0"
     EL20 = "EL2&0"
     EL2 = "EL2"

@@ -12,6 +12,7 @@ AArch64.SetAccessFlag / AArch64.SetDirtyState (the descriptor update helpers).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from s2mmu.arch.access import AccessDescriptor, AccessType
 from s2mmu.arch.attrs import (
@@ -129,19 +130,33 @@ def acc_ttw(access: AccessDescriptor, write: bool = False) -> AccessDescriptor:
 
 # ---------------------------------------------------------------- stage 2
 
+# The per-register-set parts of a walk (its setup, the T0SZ/SL checks, the clamped
+# parameters) are pure functions of frozen values: memoised, so that a run of walks
+# under one configuration decodes them once.
+
 def s2_setup(p: S2TTWParams, env: Env) -> WalkSetup:
     """Return the walk setup for stage 2."""
+    return _s2_setup(p, env.fs, env.choices)
+
+
+@lru_cache(maxsize=1024)
+def _s2_setup(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices) -> WalkSetup:
     return WalkSetup(2, p.tgx, p.iasize(), p.startlevel(), p.ttb, p.ps, p.ps_raw, p.ds,
-                     env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52,
-                     contiguous_faults=env.choices.contiguous_bit_faults,
-                     nt_faults=env.fs.has("FEAT_BBM") and env.choices.block_nt_faults,
-                     contiguous_oa_from_ia=env.choices.contiguous_oa_from_ia)
+                     fs.has("FEAT_LPA"), fs.pa_max() >= 52,
+                     contiguous_faults=choices.contiguous_bit_faults,
+                     nt_faults=fs.has("FEAT_BBM") and choices.block_nt_faults,
+                     contiguous_oa_from_ia=choices.contiguous_oa_from_ia)
 
 
 def s2_txsz_fault(p: S2TTWParams, env: Env) -> str:
     """Return why VTCR_EL2.T0SZ faults, or "" (ASL AArch64.S2TxSZFaults)."""
-    lo, hi = p.txsz_range(env.fs)
-    if txsz_faults(p.txsz, lo, hi, env.fs.has("FEAT_LPA"), env.choices):
+    return _s2_txsz_fault(p, env.fs, env.choices)
+
+
+@lru_cache(maxsize=1024)
+def _s2_txsz_fault(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices) -> str:
+    lo, hi = p.txsz_range(fs)
+    if txsz_faults(p.txsz, lo, hi, fs.has("FEAT_LPA"), choices):
         return f"VTCR_EL2.T0SZ={p.txsz} is outside {lo}..{hi} for this granule"
     return ""
 
@@ -152,18 +167,30 @@ def s2_walk_checks(p: S2TTWParams, ipa: int, env: Env) -> str:
     ASL: AArch64.S2InvalidSL, AArch64.S2InconsistentSL, AArch64.IPAIsOutOfRange, in that
     order (after the T0SZ check and clamp).
     """
-    why = s2_invalid_sl(p.tgx, p.sl0, p.sl2, p.ds, env.fs) or s2_inconsistent_sl(
-        p.tgx, p.startlevel(), p.txsz)
+    why = _s2_sl_fault(p, env.fs)
     if why:
-        return f"VTCR_EL2.SL0: {why}"
+        return why
     if ipa >> p.iasize():
         return f"IPA {ipa:#x} is outside the {p.iasize()}-bit IPA space (VTCR_EL2.T0SZ)"
     return ""
 
 
+@lru_cache(maxsize=1024)
+def _s2_sl_fault(p: S2TTWParams, fs: FeatureSet) -> str:
+    why = s2_invalid_sl(p.tgx, p.sl0, p.sl2, p.ds, fs) or s2_inconsistent_sl(
+        p.tgx, p.startlevel(), p.txsz)
+    return f"VTCR_EL2.SL0: {why}" if why else ""
+
+
 def s2_effective_params(p: S2TTWParams, env: Env) -> S2TTWParams:
     """Return p with an out-of-range T0SZ clamped (when it does not fault)."""
-    return replace(p, txsz=clamp_txsz(p.txsz, *p.txsz_range(env.fs)))
+    return _s2_effective_params(p, env.fs)
+
+
+@lru_cache(maxsize=1024)
+def _s2_effective_params(p: S2TTWParams, fs: FeatureSet) -> S2TTWParams:
+    txsz = clamp_txsz(p.txsz, *p.txsz_range(fs))
+    return p if txsz == p.txsz else replace(p, txsz=txsz)
 
 
 def s2_walk(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
@@ -176,12 +203,16 @@ def s2_walk(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
 
     ASL: AArch64.S2Translate up to and including AArch64.S2Walk.
     """
+    return _s2_walk(_s2_prepare(p, env.fs, env.choices), ipa, access, env, trace)
+
+
+def _s2_walk(prep: tuple[str, S2TTWParams, WalkSetup], ipa: int, access: AccessDescriptor,
+             env: Env, trace: list[WalkStep] | None) -> TTWState | FaultRecord:
+    """Walk stage 2 for ipa with the configuration's prepared part (s2_walk)."""
     s1ptw = access.acctype is AccessType.TTW
-    why = s2_txsz_fault(p, env)
-    if why:
-        return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
-    p = s2_effective_params(p, env)
-    why = s2_walk_checks(p, ipa, env)
+    why, p, setup = prep
+    if not why and ipa >> p.iasize():
+        why = f"IPA {ipa:#x} is outside the {p.iasize()}-bit IPA space (VTCR_EL2.T0SZ)"
     if why:
         return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
     port = env.table_memory()
@@ -192,15 +223,30 @@ def s2_walk(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
             return walk_abort(raw, level, access, "stage-2 descriptor read")
         return addr, raw
 
-    got = walk(s2_setup(p, env), ipa, access, fetch, trace)
+    got = walk(setup, ipa, access, fetch, trace)
     if isinstance(got, FaultRecord):
         return as_stage2(got, ipa, s1ptw)
     return got
 
 
+@lru_cache(maxsize=1024)
+def _s2_prepare(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices
+                ) -> tuple[str, S2TTWParams, WalkSetup]:
+    """Return the IPA-independent part of s2_walk for one configuration.
+
+    Why T0SZ or SL0 faults (or ""), the parameters with T0SZ clamped, and the walk setup:
+    the ASL order of AArch64.S2TxSZFaults, the clamp, S2InvalidSL and S2InconsistentSL.
+    """
+    why = _s2_txsz_fault(p, fs, choices)
+    if why:
+        return why, p, _s2_setup(p, fs, choices)
+    p = _s2_effective_params(p, fs)
+    return _s2_sl_fault(p, fs), p, _s2_setup(p, fs, choices)
+
+
 def s2_output(p: S2TTWParams, env: Env, state: TTWState, ipa: int) -> int:
     """Return the output address of a stage-2 walk for ipa (ASL StageOA)."""
-    return leaf_output(state, s2_setup(s2_effective_params(p, env), env), ipa)
+    return leaf_output(state, _s2_prepare(p, env.fs, env.choices)[2], ipa)
 
 
 def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
@@ -211,7 +257,8 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     update is a TTW write.
     """
     s1ptw = access.acctype is AccessType.TTW
-    got = s2_walk(p, ipa, access, env, trace)
+    prep = _s2_prepare(p, env.fs, env.choices)
+    got = _s2_walk(prep, ipa, access, env, trace)
     if isinstance(got, FaultRecord):
         return got
     leaf = got.leaf
@@ -238,7 +285,7 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     updated = s2_hw_update(got, p, access, env)
     if isinstance(updated, FaultRecord):
         return as_stage2(updated, ipa, s1ptw)
-    return AddressDescriptor(None, s2_output(p, env, updated, ipa),
+    return AddressDescriptor(None, leaf_output(updated, prep[2], ipa),
                              s2_only_attrs(updated, p, env), s2=updated)
 
 
@@ -298,11 +345,26 @@ def resolve_sh(field: int, choices: ImplChoices) -> int:
 
 def s1_setup(p: S1TTWParams, env: Env) -> WalkSetup:
     """Return the walk setup for stage 1."""
+    return _s1_setup(p, env.fs, env.choices)
+
+
+@lru_cache(maxsize=1024)
+def _s1_setup(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices) -> WalkSetup:
     return WalkSetup(1, p.tgx, p.iasize(), p.startlevel(), p.ttb, p.ps, p.ps_raw, p.ds,
-                     env.fs.has("FEAT_LPA"), env.fs.pa_max() >= 52,
-                     contiguous_faults=env.choices.contiguous_bit_faults,
-                     nt_faults=env.fs.has("FEAT_BBM") and env.choices.block_nt_faults,
-                     contiguous_oa_from_ia=env.choices.contiguous_oa_from_ia)
+                     fs.has("FEAT_LPA"), fs.pa_max() >= 52,
+                     contiguous_faults=choices.contiguous_bit_faults,
+                     nt_faults=fs.has("FEAT_BBM") and choices.block_nt_faults,
+                     contiguous_oa_from_ia=choices.contiguous_oa_from_ia)
+
+
+@lru_cache(maxsize=1024)
+def _s1_txsz(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices) -> tuple[str, S1TTWParams]:
+    """Return why TxSZ faults (or ""), and p with an out-of-range TxSZ clamped."""
+    lo, hi = p.txsz_range(fs)
+    if txsz_faults(p.txsz, lo, hi, fs.has("FEAT_LVA"), choices):
+        return f"TxSZ={p.txsz} is outside {lo}..{hi} for this granule", p
+    txsz = clamp_txsz(p.txsz, lo, hi)
+    return "", (p if txsz == p.txsz else replace(p, txsz=txsz))
 
 
 def addr_top(p: S1TTWParams, ifetch: bool) -> int:
@@ -375,11 +437,9 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
     """
     if not p.mmu_on:
         return s1_disabled_output(p, va, access, env)
-    lo, hi = p.txsz_range(env.fs)
-    if txsz_faults(p.txsz, lo, hi, env.fs.has("FEAT_LVA"), env.choices):
-        return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va,
-                           reason=f"TxSZ={p.txsz} is outside {lo}..{hi} for this granule")
-    p = replace(p, txsz=clamp_txsz(p.txsz, lo, hi))
+    why, p = _s1_txsz(p, env.fs, env.choices)
+    if why:
+        return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
     why = s1_pre_walk_fault(p, va, access, env)
     if why:
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
@@ -582,13 +642,20 @@ def full_translate(regs: SysRegs, regime: Regime, va: int, access: AccessDescrip
         els = " and ".join(f"EL{e}" for e in REGIME_ELS[regime])
         raise InputError(f"access.el={access.el}: the {regime.value} regime translates "
                          f"accesses from {els} only")
-    s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices, env.hw_update())
-    s2p = (get_s2_ttw_params(regs, env.fs, env.choices, env.hw_update())
-           if stage2_enabled(regs, regime) else None)
-    hcr_ptw = bool(HCR_EL2.decode(regs.HCR_EL2).PTW) and not regs.tge()
+    hw = env.hw_update()
+    s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices, hw)
+    s2p, hcr_ptw = _stage2_of(regs, regime, env.fs, env.choices, hw)
     if stage1_only:
         return s1_translate(s1p, s2p, va, access, env, hcr_ptw, trace)
     return translate_stage12(s1p, s2p, va, access, env, hcr_ptw, trace)
+
+
+@lru_cache(maxsize=1024)
+def _stage2_of(regs: SysRegs, regime: Regime, fs: FeatureSet, choices: ImplChoices,
+               hw: HwUpdate) -> tuple[S2TTWParams | None, bool]:
+    """Return the stage-2 parameters of regime (None when stage 2 is off) and HCR_EL2.PTW."""
+    s2p = get_s2_ttw_params(regs, fs, choices, hw) if stage2_enabled(regs, regime) else None
+    return s2p, bool(HCR_EL2.decode(regs.HCR_EL2).PTW) and not regs.tge()
 
 
 def stage2_lookup(mem: PhysMem, vtcr: int, vttbr: int, ipa: int,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from s2mmu.arch.access import AccessDescriptor
 from s2mmu.arch.bits import bit, bits
@@ -86,12 +87,22 @@ class WalkSetup:
 
     def context(self) -> DescContext:
         """Return the descriptor decoding context."""
-        return DescContext(self.granule, self.ds, self.lpa, self.stage, self.pamax52)
+        return _context(self)
 
     def base_address(self) -> int:
         """Return the initial table's physical base (ASL AArch64.TTBaseAddress)."""
-        return tt_base_address(self.ttb, 64 - self.iasize, self.ps_raw == 0b110, self.ds,
-                               self.granule, self.startlevel, self.lpa)
+        return _base_address(self)
+
+
+@lru_cache(maxsize=1024)
+def _base_address(setup: WalkSetup) -> int:
+    return tt_base_address(setup.ttb, 64 - setup.iasize, setup.ps_raw == 0b110, setup.ds,
+                           setup.granule, setup.startlevel, setup.lpa)
+
+
+@lru_cache(maxsize=1024)
+def _context(setup: WalkSetup) -> DescContext:
+    return DescContext(setup.granule, setup.ds, setup.lpa, setup.stage, setup.pamax52)
 
 
 def level_index(setup: WalkSetup, level: int, ia: int) -> int:

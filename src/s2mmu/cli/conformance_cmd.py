@@ -5,6 +5,11 @@ model, and prints agreement per family; exit status 1 on any unexplained mismatc
 harness error, 2 on bad input or a missing QEMU. `s2mmu qemu-at FILE` prints QEMU's
 answer to an AT case file in the at-case.md output format.
 
+`--through nested` runs the EL2 ops of the same cases as a guest hypervisor's AT
+instructions through KVM's emulation (s2mmu.conformance.nested) instead of the
+architecture model, explaining each difference from QEMU by a listed KVM difference or
+QEMU departure; `--profile` picks the kernel release's behaviour.
+
 Progress (QEMU, then the model case by case) shows on a terminal only; `--json` prints
 one s2mmu.conformance/1 document instead of the table.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,9 +44,17 @@ from s2mmu.conformance.compare import (
     model_answer,
     write_mismatches,
 )
-from s2mmu.conformance.divergences import divergence_named
 from s2mmu.conformance.generator import FAMILIES, family_names, generate_cases
+from s2mmu.conformance.nested import (
+    THROUGH,
+    compare_nested_case,
+    divergence_reason,
+    el2_case,
+    generate_nested_cases,
+    path_counts,
+)
 from s2mmu.conformance.qemu import HarnessUnavailable, QemuAt, QemuConfig, run_case_file
+from s2mmu.nested.at import CURRENT, PROFILES, AtProfile
 
 SCHEMA = "s2mmu.conformance/1"
 
@@ -68,12 +82,24 @@ def default_jobs() -> int:
               help="Run one case file on both sides and show them side by side.")
 @click.option("--jobs", default=default_jobs, type=click.IntRange(1),
               help="QEMU instances run in parallel.")
+@click.option("--through", type=click.Choice(THROUGH), default="architecture",
+              show_default=True,
+              help="Run the cases through the architecture model, or (nested) as a guest "
+                   "hypervisor's AT instructions through KVM's emulation (EL2 ops only).")
+@click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)),
+              default=CURRENT.name, show_default=True,
+              help="With --through nested: the kernel release's AT emulation behaviour.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (schema s2mmu.conformance/1).")
 def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Path | None,
-                replay: Path | None, jobs: int, as_json: bool) -> None:
+                replay: Path | None, jobs: int, through: str, profile_name: str,
+                as_json: bool) -> None:
     """Compare the model with QEMU executing real AT instructions."""
     config = QemuConfig(jobs=jobs)
+    nested = PROFILES[profile_name] if through == "nested" else None
+    if nested is not None and keep_mismatches is not None:
+        fail("--keep-mismatches: not available with --through nested (replay the case by "
+             "name with --family and --seed)")
     try:  # a malformed replay file is refused before anything is created
         replayed = load_case_file(replay) if replay is not None else None
     except InputError as error:
@@ -82,19 +108,27 @@ def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Pa
         check_writable_dir(keep_mismatches)
     try:
         if replayed is not None:
-            report = compare_with_progress(replayed, config)
-            text = format_replay(report)
+            objs = nested_objects(replayed) if nested is not None else replayed
+            report = compare_with_progress(objs, config, nested)
+            text = format_replay(report, nested is not None)
         else:
-            cases = generate_cases(n_cases, seed, family_names(family))
-            report = compare_with_progress(cases, config)
-            text = format_summary(report)
+            cases = (generate_nested_cases(n_cases, seed, family_names(family))
+                     if nested is not None else generate_cases(n_cases, seed, family_names(family)))
+            report = compare_with_progress(cases, config, nested)
+            text = format_summary(report, nested is not None)
+        if nested is not None:
+            text += "\n" + nested_lines(report, nested)
         written: list[str] = []
         if keep_mismatches is not None and report.mismatches():
             written = [str(p) for p in write_mismatches(report, keep_mismatches, config)]
         if as_json:
-            run = {"replay": str(replay)} if replay is not None else {
+            run: dict[str, Any] = {"replay": str(replay)} if replay is not None else {
                 "cases": n_cases, "seed": seed, "families": family_names(family)}
-            print_json(conformance_doc(report, run, written))
+            doc = conformance_doc(report, run, written)
+            if nested is not None:
+                run["through"] = "nested"
+                doc["nested"] = {"profile": nested.name, **path_counts(report)}
+            print_json(doc)
         else:
             click.echo(text)
             for path in written:
@@ -116,22 +150,40 @@ def check_writable_dir(directory: Path) -> None:
         fail(f"--keep-mismatches {directory}: the directory is not writable")
 
 
-def compare_with_progress(objs: Any, config: QemuConfig) -> Report:
+def compare_with_progress(objs: Any, config: QemuConfig, nested: AtProfile | None = None
+                          ) -> Report:
     """Run case objects on QEMU, then the model case by case, showing progress.
 
-    The same steps as s2mmu.conformance.compare.compare_cases; progress goes to stderr
-    on a terminal only.
+    The same steps as s2mmu.conformance.compare.compare_cases (or, with a nested
+    profile, compare_nested_cases); progress goes to stderr on a terminal only.
     """
     cases = parse_cases(list(objs))
     with progress(f"QEMU: {len(cases)} cases") as bar:
         answers = QemuAt(config).run(cases)
         bar.advance()
     compared = []
-    with progress("model", total=len(cases)) as bar:
+    with progress("model" if nested is None else "KVM's AT emulation", total=len(cases)) as bar:
         for case, qemu in zip(cases, answers, strict=True):
-            compared.append(compare_case(case, qemu, model_answer))
+            compared.append(compare_case(case, qemu, model_answer) if nested is None
+                            else compare_nested_case(case, qemu, nested))
             bar.advance()
     return Report(tuple(compared))
+
+
+def nested_objects(objs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return a replayed file's cases with their EL2 ops only (refused if none has one)."""
+    kept = [case for case in (el2_case(obj) for obj in objs) if case is not None]
+    if not kept:
+        raise InputError("--through nested: no op of the file executes at EL2 (a guest "
+                         "hypervisor's AT instructions run at virtual EL2)")
+    return kept
+
+
+def nested_lines(report: Report, profile: AtProfile) -> str:
+    """Return the nested run's footer: the profile and the paths the emulation took."""
+    paths = path_counts(report)
+    return (f"through KVM's AT emulation (profile {profile.name}): "
+            f"{paths['fast']} ops on the fast path, {paths['slow']} on the slow path")
 
 
 @click.command("qemu-at")
@@ -156,7 +208,7 @@ def percent(agree: int, compared: int) -> str:
     return f"{100.0 * agree / compared if compared else 100.0:.2f}%"
 
 
-def format_summary(report: Report) -> str:
+def format_summary(report: Report, nested: bool = False) -> str:
     """Return the per-family table, the overall agreement and the divergences."""
     lines = [f"{'family':<15} {'ops':>6} {'agree':>6} {'mismatch':>8} {'diverge':>7} "
              f"{'not run':>7}  agreement"]
@@ -169,7 +221,7 @@ def format_summary(report: Report) -> str:
     memory = report.memory()
     lines.append(f"memory changes: {memory[AGREE]}/{memory[AGREE] + memory[MISMATCH]} cases agree"
                  f", {memory[DIVERGENCE]} explained by divergences")
-    lines += problem_lines(report)
+    lines += problem_lines(report, nested)
     return "\n".join(lines)
 
 
@@ -184,23 +236,33 @@ def family_line(name: str, report: Report) -> str:
 
 
 def divergence_lines(report: Report) -> list[str]:
-    """Return the intended divergences seen, each with its count and reason."""
-    seen = report.divergences()
+    """Return the intended divergences seen, each with its count and reason.
+
+    Through the nested emulation one op may be explained by several listed differences
+    (joined by "+"); each is counted and explained on its own line.
+    """
+    seen: Counter[str] = Counter()
+    for name, count in report.divergences().items():
+        for part in name.split("+"):
+            seen[part] += count
     if not seen:
         return ["intended divergences: none seen"]
-    lines = ["intended divergences (not counted as agreement):"]
+    several = any("+" in name for name in report.divergences())
+    lines = ["intended divergences (not counted as agreement"
+             + ("; an op may show several):" if several else "):")]
     for name, count in seen.most_common():
-        lines.append(f"  {name}: {count} ops. {divergence_named(name).reason}")
+        lines.append(f"  {name}: {count} ops. {divergence_reason(name)}")
     return lines
 
 
-def problem_lines(report: Report) -> list[str]:
+def problem_lines(report: Report, nested: bool = False) -> list[str]:
     """Return lines about mismatches, harness errors and skipped ops."""
     lines = []
     mismatches = report.mismatches()
     if mismatches:
-        lines.append(f"UNEXPLAINED MISMATCHES: {len(mismatches)} "
-                     "(--keep-mismatches DIR writes each as a replayable case)")
+        hint = ("--family and --seed regenerate the case" if nested
+                else "--keep-mismatches DIR writes each as a replayable case")
+        lines.append(f"UNEXPLAINED MISMATCHES: {len(mismatches)} ({hint})")
     errors = report.harness_errors()
     if errors:
         lines.append(f"HARNESS ERRORS: {len(errors)} ops, first: {errors[0][1].qemu.get('reason')}")
@@ -223,21 +285,21 @@ def answer_text(answer: Mapping[str, Any]) -> str:
             return f"{outcome}: {answer.get('reason', '')}"
 
 
-def format_replay(report: Report) -> str:
-    """Return each case's ops side by side: QEMU, the model, the verdict."""
+def format_replay(report: Report, nested: bool = False) -> str:
+    """Return each case's ops side by side: QEMU, the model (or KVM's emulation), the verdict."""
     lines: list[str] = []
     for case in report.cases:
-        lines += replay_lines(case)
+        lines += replay_lines(case, "KVM" if nested else "model")
     total = report.tally()
     lines.append(f"agreement {percent(total.counts[AGREE], total.compared)} "
                  f"({total.counts[AGREE]}/{total.compared} ops)")
     return "\n".join(lines)
 
 
-def replay_lines(case: CaseComparison) -> list[str]:
+def replay_lines(case: CaseComparison, side: str = "model") -> list[str]:
     """Return one case's side-by-side lines."""
     lines = [f"case {case.case.name} ({case.family})",
-             f"  {'#':>3} {'op':<7} {'va':<19} {'el':<3} pan  {'QEMU':<34} {'model':<34} verdict"]
+             f"  {'#':>3} {'op':<7} {'va':<19} {'el':<3} pan  {'QEMU':<34} {side:<34} verdict"]
     for op, cmp in zip(case.case.ops, case.ops, strict=True):
         verdict = cmp.divergence or cmp.verdict
         lines.append(f"  {cmp.index:>3} {op.op:<7} {op.va:<#19x} EL{op.el} {op.pan:>3}  "
@@ -283,7 +345,7 @@ def conformance_doc(report: Report, run: dict[str, Any], written: list[str]) -> 
                                                  report.tally(name).compared)}
                      for name in report.families()],
         "total": tally_doc(total.counts, total.compared),
-        "divergences": [{"name": name, "ops": count, "reason": divergence_named(name).reason}
+        "divergences": [{"name": name, "ops": count, "reason": divergence_reason(name)}
                         for name, count in report.divergences().most_common()],
         "memory_changes": {"cases": len(report.cases), "agree": memory[AGREE],
                            "mismatch": memory[MISMATCH], "diverge": memory[DIVERGENCE],

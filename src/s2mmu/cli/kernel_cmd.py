@@ -1,9 +1,11 @@
-"""`s2mmu kernel build` and `s2mmu kernel diff`: the kernel's own pgtable.c as an oracle.
+"""`s2mmu kernel build` and `s2mmu kernel diff`: the kernel's own code as an oracle.
 
-build compiles arch/arm64/kvm/hyp/pgtable.c from an installed kernel source (Debian's
-linux-source-6.12 by default) with s2mmu's shim; diff runs it and the model side by side
-on random operations and compares return values, descriptors, refcounts and events
-after every one (s2mmu.kernel.diff).
+build compiles arch/arm64/kvm/hyp/pgtable.c (and from 6.12 arch/arm64/kvm/at.c) from an
+installed kernel source (Debian's linux-source-6.12 by default, linux-source-6.1 too)
+with s2mmu's shims; diff runs pgtable.c and the model side by side on random operations
+and compares return values, descriptors, refcounts and events after every one
+(s2mmu.kernel.diff); diff --at runs at.c's software walk and the nested AT emulation on
+random guest states and compares PAR_EL1 and descriptor updates (s2mmu.kernel.at_diff).
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ import click
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.inputs import one_line
 from s2mmu.cli import output
+from s2mmu.kernel.at_binding import KernelAt
+from s2mmu.kernel.at_diff import AtDiffReport, run_at_diff
 from s2mmu.kernel.binding import KernelPgtable
 from s2mmu.kernel.build import KernelBuild, build
 from s2mmu.kernel.diff import DiffReport, Op, parse_ops, run_diff
+from s2mmu.nested.at import PROFILES as AT_PROFILES
+from s2mmu.nested.at import V6_12
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.profile import PROFILES
 
@@ -52,7 +58,7 @@ def input_errors(fn: F) -> F:
 
 @click.group()
 def kernel() -> None:
-    """Build the kernel's own pgtable.c and compare the model with it."""
+    """Build the kernel's own pgtable.c and at.c and compare the model with them."""
 
 
 @kernel.command("build")
@@ -66,6 +72,7 @@ def build_cmd(source: str | None, cache: str | None) -> None:
     con.print(f"kernel: Linux {b.version} from {b.source}")
     con.print(f"model profile: {b.profile.name}")
     con.print(f"library: {b.library}")
+    con.print(f"at.c library: {b.at_library or '(none: at.c is built from 6.12 on)'}")
     if b.cached:
         con.print("build: cached")
     else:
@@ -92,9 +99,66 @@ def diff_doc(b: KernelBuild, report: DiffReport, length: int) -> dict[str, Any]:
     }
 
 
+def at_diff_doc(b: KernelBuild, report: AtDiffReport) -> dict[str, Any]:
+    """Return the s2mmu.kernel-at-diff/1 document of an --at run."""
+    return {
+        "schema": "s2mmu.kernel-at-diff/1",
+        "kernel": {"version": str(b.version), "source": str(b.source)},
+        "profile": report.profile,
+        "seed": report.seed,
+        "compared": report.compared,
+        "agreed": report.agreed,
+        "agreement": round(report.agreement, 3),
+        "by_instruction": dict(sorted(report.by_op.items())),
+        "differences": [
+            {"case": d.index, "state": d.case, "what": d.what, "kernel": d.kernel,
+             "model": d.model}
+            for d in report.differences
+        ],
+    }
+
+
+def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
+                at_profile: str | None, as_json: bool) -> None:
+    """Run `kernel diff --at` and exit 0 only at full agreement."""
+    if b.at_library is None:
+        raise InputError(f"kernel diff --at: Linux {b.version} has no at.c software walker "
+                         "(at.c is built from 6.12 on; use linux-source-6.12)")
+    k = KernelAt(b.at_library)
+    total = 1 if case is not None else n_cases
+    with output.progress("kernel diff --at", total=total) as bar:
+        report = run_at_diff(k, cases=n_cases, seed=seed, only=case,
+                             profile=AT_PROFILES[at_profile] if at_profile else V6_12,
+                             advance=bar.advance)
+    if as_json:
+        output.print_json(at_diff_doc(b, report))
+    else:
+        con = output.console()
+        con.print(f"kernel: Linux {b.version} ({b.source}) at.c; model AT profile "
+                  f"{report.profile}", highlight=False)
+        con.print("instructions agreed: " + ", ".join(
+            f"{name} {n}" for name, n in sorted(report.by_op.items())), highlight=False)
+        for d in report.differences:
+            con.print(f"difference, case {d.index}: {d.what}: kernel {d.kernel}, model "
+                      f"{d.model}", highlight=False, markup=False)
+            con.print(f"  state: {d.case}", highlight=False, markup=False)
+            con.print(f"  replay: s2mmu kernel diff --at --at-profile {report.profile} "
+                      f"--seed {seed} --case {d.index}", highlight=False, markup=False)
+        con.print(f"agreement {report.agreement:.1f}% ({report.agreed}/{report.compared} "
+                  "cases)", highlight=False)
+    sys.exit(0 if not report.differences else 1)
+
+
 @kernel.command("diff")
 @click.option("--ops", "n_ops", type=click.IntRange(1, 10_000_000), default=400,
-              show_default=True, help="How many operations to compare.")
+              show_default=True, help="How many operations (with --at: cases) to compare.")
+@click.option("--at", "at_mode", is_flag=True,
+              help="Compare at.c's software AT walk with the nested AT emulation instead "
+                   "(random guest states; schema s2mmu.kernel-at-diff/1).")
+@click.option("--case", "case", type=click.IntRange(0, 10_000_000),
+              help="With --at: run only this case number of the seed.")
+@click.option("--at-profile", "at_profile", type=click.Choice(sorted(AT_PROFILES)),
+              help="With --at: the model's AT emulation profile (default: v6.12).")
 @click.option("--seed", type=click.IntRange(0, 2**63), default=0, show_default=True,
               help="Seed of the random operations.")
 @click.option("--length", type=click.IntRange(1, 10_000), default=40, show_default=True,
@@ -110,12 +174,18 @@ def diff_doc(b: KernelBuild, report: DiffReport, length: int) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document (schema s2mmu.kernel-diff/1).")
 @input_errors
-def diff_cmd(n_ops: int, seed: int, length: int, profile_name: str | None, fwb: bool,
-             tlb_range: bool, replay_text: str | None, source: str | None, cache: str | None,
-             as_json: bool) -> None:
+def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None,
+             seed: int, length: int,
+             profile_name: str | None, fwb: bool, tlb_range: bool, replay_text: str | None,
+             source: str | None, cache: str | None, as_json: bool) -> None:
     """Run the kernel's pgtable.c and the model on the same operations and compare."""
+    if (case is not None or at_profile is not None) and not at_mode:
+        raise InputError("kernel diff: --case and --at-profile go with --at; without --at "
+                         "use --replay and --profile")
     replay: list[Op] | None = parse_ops(replay_text) if replay_text is not None else None
     b = build(source, cache)
+    if at_mode:
+        at_diff_run(b, n_ops, seed, case, at_profile, as_json)
     profile = PROFILES[profile_name] if profile_name else b.profile
     caps = KvmCaps(stage2_fwb=fwb, tlb_range=tlb_range)
     k = KernelPgtable(b.library)

@@ -118,23 +118,19 @@ def cli() -> None:
                    "(relax_perms on a gone mapping) before and after the fix.")
 @click.option("--trace", is_flag=True, help="Add the full event stream.")
 @click.option("--nested", is_flag=True,
-              help="Run the nested example: an L1 guest hypervisor's stage 2 under KVM's "
-                   "shadow stage 2 (--json: s2mmu.nested-demo/1).")
+              help="Run the nested scenario: an L1 guest hypervisor's stage 2 under KVM's "
+                   "shadow stage 2, its TLBIs and AT instructions (data/nested_demo.toml).")
 @input_errors
 def demo(arch_tour: bool, as_json: bool, pkvm_stories: bool, trace: bool, nested: bool) -> None:
     """Run the built-in scenario: a guest's life under KVM (or --arch: the architecture tour;
     --pkvm: the pKVM stories; --nested: a guest hypervisor's stage 2 under KVM)."""
     if sum((arch_tour, pkvm_stories, nested)) > 1:
         raise click.UsageError("--arch, --pkvm and --nested are different demos: choose one")
-    if nested:
-        from s2mmu.cli.nested_cmd import run_nested
-
-        run_nested(as_json)
-        return
     if not arch_tour:
-        from s2mmu.cli.run_cmd import DEMOS, PKVM_DEMOS, run_demo
+        from s2mmu.cli.run_cmd import DEMOS, NESTED_DEMOS, PKVM_DEMOS, run_demo
 
-        run_demo(as_json, trace, PKVM_DEMOS if pkvm_stories else DEMOS)
+        run_demo(as_json, trace, NESTED_DEMOS if nested else PKVM_DEMOS if pkvm_stories
+                 else DEMOS)
         return
     from s2mmu.scenario.arch_demo import at_tour, build_demo, s1_walk_fault_at_el1, translate_tour
 
@@ -198,13 +194,17 @@ def arch_demo_doc(m: Any, tour: list[Any], ats: list[Any]) -> dict[str, Any]:
               help="With --dump-after: only IPAs in [START, END).")
 @click.option("--perm", "perm_text", metavar="RWX",
               help="With --dump-after: only ranges with all these permissions (e.g. wx).")
+@click.option("--profile", "profile", metavar="NAME",
+              help="Follow this kernel release's rules instead of the file's [kvm] profile "
+                   "(`s2mmu profiles` lists them).")
 def run(file: str, as_json: bool, trace: bool, html_file: str | None,
-        dump_after: tuple[str, ...], range_text: str | None, perm_text: str | None) -> None:
+        dump_after: tuple[str, ...], range_text: str | None, perm_text: str | None,
+        profile: str | None) -> None:
     """Run a scenario file: timeline, summary, broken invariants (exit 1 on failure)."""
     from s2mmu.cli.run_cmd import run_file
 
     sys.exit(run_file(file, as_json, trace, html=html_file, dump_after=dump_after,
-                      range_text=range_text, perm_text=perm_text))
+                      range_text=range_text, perm_text=perm_text, profile=profile))
 
 
 def access_name(a: AccessDescriptor) -> str:
@@ -276,11 +276,17 @@ ACCESS = {"r": (False, False), "w": (True, False), "x": (False, True)}
                    "resolved by the model's ImplChoices (refused otherwise).")
 @click.option("--svg", "svg_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also draw the walk as SVG: the nested-walk grid, reads numbered in order.")
+@click.option("--to", "end", metavar="END",
+              help="Translate every address from VA up to END (exclusive), --step apart, "
+                   "through the batch engine; print runs that translate alike "
+                   "(--json: schema s2mmu.translate-range/1).")
+@click.option("--step", default="0x1000", show_default=True, metavar="BYTES",
+              help="The distance between addresses of a --to range.")
 @input_errors
 def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: int, access: str,
               pan: bool, stage1_only: bool, explain: bool, as_json: bool, features: str,
-              allow_reserved: bool, svg_file: str | None) -> None:
-    """Translate one VA through the regime the registers describe.
+              allow_reserved: bool, svg_file: str | None, end: str | None, step: str) -> None:
+    """Translate one VA (or, with --to, a range) through the regime the registers describe.
 
     Registers not given take the at-case defaults (MMUs off) and the output says so.
     The whole output is built before anything is printed or written.
@@ -308,6 +314,14 @@ def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: in
     impdef = impdef_register_encodings(regs, regime, addr, env.fs, env.choices)
     if impdef and not allow_reserved:
         raise InputError(f"{impdef[0]}; --allow-reserved accepts it")
+    if end is not None:
+        if explain or svg_file is not None:
+            raise InputError("--to translates a range: --explain and --svg take one VA")
+        translate_range_cmd(regs, regime, addr, parse_int(end, "--to"),
+                            parse_int(step, "--step"), acc, env, stage1_only, as_json,
+                            {"el": el, "access": access, "pan": pan, "case": case_name,
+                             "features": features})
+        return
     run = trace_translation(regs, regime, addr, acc, env, stage1_only=stage1_only, given=given)
     if as_json:
         from s2mmu.cli.arch_json import translate_doc
@@ -328,6 +342,28 @@ def translate(va: str, case_file: str | None, reg_items: tuple[str, ...], el: in
         output.print_json(doc)
     else:
         render.console().print(text, end="", soft_wrap=True)
+
+
+def translate_range_cmd(regs: SysRegs, regime: Any, start: int, end: int, step: int,
+                        acc: AccessDescriptor, env: Env, stage1_only: bool, as_json: bool,
+                        inp: dict[str, Any]) -> None:
+    """Translate a range of addresses with the batch engine and print its runs."""
+    from s2mmu.arch.params import stage2_enabled
+    from s2mmu.cli.range_render import range_addresses, range_doc, range_text, translate_range
+
+    vas = range_addresses(start, end, step)
+    res, runs = translate_range(regs, regime, vas, acc, env, stage1_only)
+    two = stage2_enabled(regs, regime) and not stage1_only
+    if as_json:
+        output.print_json(range_doc({"start": f"{start:#x}", "end": f"{end:#x}",
+                                     "step": f"{step:#x}", "stage1_only": stage1_only,
+                                     **inp}, res, runs))
+        return
+    what = "write" if acc.write else ("fetch" if acc.is_ifetch() else "read")
+    title = (f"{start:#x}..{end:#x} step {step:#x}: {len(vas)} addresses, EL{acc.el} {what}, "
+             f"{regime.value} regime{', stage 1 and 2' if two else ''}")
+    render.console().print(range_text(title, res, runs, two), end="", soft_wrap=True,
+                           markup=False, highlight=False)
 
 
 def pick_case(spec: str) -> Any:
@@ -449,6 +485,16 @@ def _add_kernel_command() -> None:
 
 
 _add_kernel_command()
+
+
+def _add_profiles_command() -> None:
+    """Attach `s2mmu profiles` (s2mmu.cli.profiles_cmd: the kernel releases' rules)."""
+    from s2mmu.cli.profiles_cmd import profiles
+
+    cli.add_command(profiles)
+
+
+_add_profiles_command()
 
 
 def _add_real_command() -> None:

@@ -22,11 +22,13 @@ from s2mmu.pgtable.concurrency import (
     RunResult,
     Scenario,
     ScheduleError,
+    World,
     explore,
     run_schedule,
 )
+from s2mmu.pgtable.inject import InjectedBug
 from s2mmu.pgtable.invariants import Violation
-from s2mmu.pgtable.profile import CURRENT, PROFILES
+from s2mmu.pgtable.profile import CURRENT, PROFILES, profile_names
 from s2mmu.pgtable.races import ALL_RACES as PGTABLE_RACES
 from s2mmu.pkvm.races import PKVM_RACES
 
@@ -95,9 +97,10 @@ def replay_schedule(scenario: Scenario, text: str, name: str) -> RunResult:
 
 @click.command()
 @click.argument("name", required=False, type=click.Choice(sorted(ALL_RACES)))
-@click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)),
-              default=CURRENT.name, show_default=True,
-              help="Kernel behaviour profile (the walker's error rule and the map fixes).")
+@click.option("--profile", "profile_name", metavar="RELEASE", default=CURRENT.name,
+              show_default=True,
+              help="Kernel release whose rules the walks follow (`s2mmu profiles` lists "
+                   "them).")
 @click.option("--preemptions", type=click.IntRange(0, 8), default=2, show_default=True,
               help="Explore every schedule with at most this many preemptions.")
 @click.option("--max-runs", type=click.IntRange(1, 1_000_000), default=2_000, show_default=True,
@@ -107,10 +110,15 @@ def replay_schedule(scenario: Scenario, text: str, name: str) -> RunResult:
                    "(the sleep-set reduction finds the same outcomes and violations).")
 @click.option("--replay", "replay_text", metavar="SCHEDULE",
               help="Run one schedule (as a failing run prints it) and show its steps.")
+@click.option("--inject", "inject", multiple=True,
+              type=click.Choice([b.value for b in InjectedBug]),
+              help="Give the page-table library this bug (repeatable), to see the "
+                   "invariants catch it.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document (schema s2mmu.race/1).")
 def race(name: str | None, profile_name: str, preemptions: int, max_runs: int,
-         no_reduction: bool, replay_text: str | None, as_json: bool) -> None:
+         no_reduction: bool, replay_text: str | None, inject: tuple[str, ...],
+         as_json: bool) -> None:
     """Explore the interleavings of a stage-2 race, or list the races."""
     if name is None and replay_text is not None:
         _fail("--replay needs the race NAME whose schedule it is")
@@ -119,14 +127,17 @@ def race(name: str | None, profile_name: str, preemptions: int, max_runs: int,
             doc = (factory.__doc__ or "").strip().splitlines()[0]
             click.echo(f"{race_name:28} {doc}")
         return
-    scenario = ALL_RACES[name](PROFILES[profile_name])
+    if profile_name not in PROFILES:
+        _fail(f"unknown kernel profile {profile_name!r} (known: {profile_names()})")
+    scenario = with_bugs(ALL_RACES[name](PROFILES[profile_name]),
+                         frozenset(InjectedBug(b) for b in inject))
     if replay_text is not None:
         try:
             result = replay_schedule(scenario, replay_text, name)
         except InputError as e:
             _fail(str(e))
         if as_json:
-            print_json(replay_doc(name, profile_name, result))
+            print_json({**replay_doc(name, profile_name, result), "inject": sorted(inject)})
         else:
             console().print(result.format())
         sys.exit(0 if result.ok else 1)
@@ -140,10 +151,24 @@ def race(name: str | None, profile_name: str, preemptions: int, max_runs: int,
         found = explore(scenario, max_preemptions=preemptions, max_runs=max_runs,
                         reduce=bound.reduce, on_run=lambda _: bar.advance())
     if as_json:
-        print_json(exploration_doc(name, profile_name, default.names, bound, found))
+        print_json({**exploration_doc(name, profile_name, default.names, bound, found),
+                    "inject": sorted(inject)})
     else:
         out.print("\n".join(result_lines(found, bound)))
     sys.exit(0 if found.ok else 1)
+
+
+def with_bugs(scenario: Scenario, bugs: frozenset[InjectedBug]) -> Scenario:
+    """Return the race with its library told to have bugs (the race itself if none)."""
+    if not bugs:
+        return scenario
+
+    def build() -> World:
+        world = scenario()
+        world.pgt.ops.bugs = bugs
+        return world
+
+    return build
 
 
 def _fail(message: str) -> NoReturn:

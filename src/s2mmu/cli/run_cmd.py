@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -19,6 +19,7 @@ from s2mmu.arch.errors import InputError
 from s2mmu.arch.inputs import one_line
 from s2mmu.cli.dump_cmd import dump_json, render_text
 from s2mmu.cli.output import console, print_json, progress
+from s2mmu.nested.profile import kernel_profile
 from s2mmu.pgtable.dump import kvm_pte_sw_annotation
 from s2mmu.scenario.records import Run, StepRecord, World
 from s2mmu.scenario.render_json import demo_json, run_json
@@ -30,9 +31,11 @@ from s2mmu.scenario.stage2 import Stage2After, Stage2Recorder, parse_step_number
 DEMOS = ("demo.toml", "demo_nofwb.toml")
 PKVM_DEMOS = ("pkvm_donate_data_abort.toml", "pkvm_donate_sea.toml",
               "pkvm_donate_data_abort_unmapped.toml", "pkvm_donate_sea_unmapped.toml",
-              "pkvm_relax_v6_3.toml", "pkvm_relax_v6_19.toml")
+              "pkvm_relax_v6_18.toml", "pkvm_relax_v6_19.toml")
 """demo --pkvm: seed 002 under both host-abort policies, without and with the donated page
 unmapped from the host's direct map; seed 000 under the profiles before and after the fix."""
+NESTED_DEMOS = ("nested_demo.toml",)
+"""demo --nested: an L1 guest hypervisor, its L2, KVM's shadow stage 2 (issue 10)."""
 PROGRESS_STEPS = 200
 """A scenario with more steps shows a progress bar (on a terminal only)."""
 
@@ -143,9 +146,11 @@ def print_timeline(run: Run, trace: bool) -> None:
 
 def run_file(path: str, as_json: bool, trace: bool, text: str | None = None,
              html: str | None = None, dump_after: Sequence[str] = (),
-             range_text: str | None = None, perm_text: str | None = None) -> int:
+             range_text: str | None = None, perm_text: str | None = None,
+             profile: str | None = None) -> int:
     """Run a scenario file and print it; return the exit status (0 ok, 1 failed, 2 malformed).
 
+    profile: a kernel release overriding the file's [kvm] profile (unknown: status 2).
     html: also write the run as an HTML page there (all or nothing; a path that cannot
     be written is one line and status 2, with nothing printed), with the stage 2 after
     each step that changed it. dump_after: also print the stage 2 after these steps
@@ -153,6 +158,8 @@ def run_file(path: str, as_json: bool, trace: bool, text: str | None = None,
     """
     try:
         scn = load_scenario(path, text)
+        if profile is not None:
+            scn = replace(scn, profile=kernel_profile(profile))
         req = dump_request(scn, dump_after, range_text, perm_text)
         wanted = req.recorder()
         changes = Stage2Recorder(changed_only=True, limit=HTML_STAGE2_DUMPS)

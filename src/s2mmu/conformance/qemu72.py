@@ -66,8 +66,11 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
         idx = attrindx(s1_leaf.raw)
         s1_attr = bits(mair, 8 * idx + 7, 8 * idx)
     fault = result if isinstance(result, FaultRecord) else None
+    # With DS (LPA2) the descriptor's bits [9:8] are OA[51:50]: SH is TCR_ELx.SH.
+    params = get_s1_ttw_params(case.regs, regime, spec.va, env.fs, env.choices)
+    s1_sh = params.sh if params.ds else sh(s1_leaf.raw) if s1_leaf else 0
     return WalkFacts(
-        s1_attr=s1_attr, s1_sh=sh(s1_leaf.raw) if s1_leaf else 0,
+        s1_attr=s1_attr, s1_sh=s1_sh if s1_leaf else 0,
         s2_memattr=s2_memattr(s2_leaf[-1].raw) if s2_leaf and spec.op.stage == 12 else None,
         s2_sh=sh(s2_leaf[-1].raw) if s2_leaf else 0,
         fwb=bool(bit(hcr, 46)), cd=bool(bit(hcr, 32)),

@@ -5,7 +5,8 @@ starts a fresh one. Events come back as the model's own event records, so the tw
 sides compare with ==.
 
 Kernel: kvm_pgtable_stage2_map, _set_owner, _unmap, _wrprotect, _mkyoung,
-_test_clear_young, _relax_perms, _flush, _split, kvm_get_vtcr (Linux 6.12 signatures).
+_test_clear_young, _relax_perms, _flush, _split, kvm_get_vtcr (Linux 6.12 signatures;
+from 6.1: _map without walk flags, _mkold/_is_young for one page, no _split).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ KernelEvent = Event | BadAddress
 
 U64 = C.c_uint64
 _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
+    "kg_version": ([], C.c_int),
     "kg_get_vtcr": ([U64, U64, C.c_uint32], U64),
     "kg_init": ([U64, U64, U64, U64, C.c_uint32, U64, U64, C.c_int, C.c_int, C.c_int,
                  C.c_int], C.c_int),
@@ -87,6 +89,8 @@ class KernelPgtable:
             fn = getattr(self.lib, name)
             fn.argtypes = args
             fn.restype = res
+        self.series = int(self.lib.kg_version())
+        """The kernel series the library was built from (KG_LINUX: 601, 612)."""
         self._pas = (U64 * MAX_LIVE_PAGES)()
         self._counts = (C.c_int * MAX_LIVE_PAGES)()
         self._words = (U64 * (MAX_LIVE_PAGES * WORDS_PER_PAGE))()
@@ -136,7 +140,7 @@ class KernelPgtable:
         return int(self.lib.kg_mkyoung(addr))
 
     def test_clear_young(self, addr: int, size: int, mkold: bool) -> bool:
-        """kvm_pgtable_stage2_test_clear_young."""
+        """kvm_pgtable_stage2_test_clear_young (6.1: _mkold or _is_young of one page)."""
         return bool(self.lib.kg_test_clear_young(addr, size, mkold))
 
     def relax_perms(self, addr: int, prot: int) -> int:

@@ -18,25 +18,30 @@ same addresses. After every operation the two sides must agree on:
 The first difference in a sequence ends it; it is shrunk to a minimal sequence of
 operations that still shows it, printed as replayable text (:func:`parse_ops`).
 
-Kernel: the kvm_pgtable_stage2_* functions of arch/arm64/kvm/hyp/pgtable.c (6.12) and
-their callers' flags (user_mem_abort: HANDLE_FAULT | SHARED).
+Against Linux 6.1 (the pre-v6.3 profile) the operations are those 6.1 has: no split,
+test_clear_young of one page as kvm_pgtable_stage2_mkold/_is_young, no Normal-NC prot,
+and no walk flags anywhere (6.1's stage-2 walks are not shared: the fault path passes
+none, so the model gets none either).
+
+Kernel: the kvm_pgtable_stage2_* functions of arch/arm64/kvm/hyp/pgtable.c (6.12, 6.1)
+and their callers' flags (user_mem_abort: HANDLE_FAULT | SHARED in 6.12, none in 6.1).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from s2mmu.arch.errors import InputError
 from s2mmu.kernel.binding import KernelEvent, KernelPgtable
+from s2mmu.pgtable.callers import fault_walk_flags
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2, stage2_cache_min_pages
-from s2mmu.pgtable.events import PageFree, TlbiVmidIpa, Warn
+from s2mmu.pgtable.events import TLBI_TTL_UNKNOWN, PageFree, TlbiVmidIpa, Warn
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.profile import BehaviourProfile
 from s2mmu.pgtable.prot import KvmPgtableProt
-from s2mmu.pgtable.races import fault_walk_flags
 from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_flush,
     kvm_pgtable_stage2_map,
@@ -49,7 +54,6 @@ from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_wrprotect,
 )
 from s2mmu.pgtable.table import KvmPgtable
-from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_SHARED
 
 SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
 POOL_BASE = 0x80_0000_0000
@@ -164,24 +168,26 @@ PROTS = (K_PROT_R, K_PROT_R | K_PROT_W, K_PROT_R | K_PROT_X, K_PROT_R | K_PROT_W
          K_PROT_W, K_PROT_X, K_PROT_R | K_PROT_X | K_PROT_DEVICE)
 
 
-def random_op(rng: random.Random) -> Op:
-    """Return one random operation over a few 2M slots and one 1G slot."""
+SERIES_6_1 = 601
+"""KG_LINUX of Linux 6.1: the pgtable.c interfaces before parallel faults (v6.2)."""
+
+
+def random_op(rng: random.Random, series: int = 612) -> Op:
+    """Return one random operation over a few 2M slots and one 1G slot.
+
+    For a 6.1 library only what 6.1 has: no split, test_clear_young of one page, no
+    Normal-NC prot, no fault flags.
+    """
+    old = series <= SERIES_6_1
     slot = rng.choice(PAGE_SLOTS)
     page = slot + rng.randrange(512) * SZ_4K
     ranged = rng.choice((SZ_4K, SZ_4K * rng.randint(2, 8), SZ_2M, 2 * SZ_2M))
-    kind = rng.choices(OP_NAMES, weights=(40, 3, 12, 8, 10, 5, 6, 6, 3))[0]
-    prot = rng.choice(PROTS)
+    kind = rng.choices(OP_NAMES, weights=(40, 3, 12, 8, 10, 5, 6, 0 if old else 6, 3))[0]
+    prot = rng.choice([p for p in PROTS if not (old and p & K_PROT_NORMAL_NC)])
+    if kind == "map" and old:
+        return replace(_random_map(rng, slot, page, prot), fault=False)
     if kind == "map":
-        shape = rng.choices(("page", "pages", "2M", "1G"), weights=(50, 15, 30, 3))[0]
-        phys_base = 0x1_0000_0000 + rng.randrange(4) * SZ_1G
-        if shape == "1G":
-            return Op("map", GIGA_SLOT, SZ_1G, phys_base, prot, fault=rng.random() < 0.5)
-        if shape == "2M":
-            return Op("map", slot, SZ_2M, phys_base + rng.randrange(512) * SZ_2M, prot,
-                      fault=rng.random() < 0.5)
-        size = SZ_4K if shape == "page" else SZ_4K * rng.randint(2, 16)
-        return Op("map", page, size, phys_base + rng.randrange(1 << 18) * SZ_4K, prot,
-                  fault=rng.random() < 0.5)
+        return _random_map(rng, slot, page, prot)
     if kind in ("unmap", "wrprotect", "flush") and rng.random() < 0.1:
         return Op(kind, GIGA_SLOT + rng.randrange(512) * SZ_2M, ranged)
     match kind:
@@ -192,11 +198,25 @@ def random_op(rng: random.Random) -> Op:
         case "mkyoung":
             return Op(kind, page)
         case "test_clear_young":
-            return Op(kind, page, ranged, mkold=rng.random() < 0.7)
+            return Op(kind, page, SZ_4K if old else ranged, mkold=rng.random() < 0.7)
         case "split":
             return Op(kind, slot, rng.choice((SZ_2M, 2 * SZ_2M)),
                       split_cache=rng.choice((0, 1, 2, 4)))
     return Op(kind, page, ranged)
+
+
+def _random_map(rng: random.Random, slot: int, page: int, prot: int) -> Op:
+    """Return a random map of a page, a few pages, a 2M block or the 1G block."""
+    shape = rng.choices(("page", "pages", "2M", "1G"), weights=(50, 15, 30, 3))[0]
+    phys_base = 0x1_0000_0000 + rng.randrange(4) * SZ_1G
+    if shape == "1G":
+        return Op("map", GIGA_SLOT, SZ_1G, phys_base, prot, fault=rng.random() < 0.5)
+    if shape == "2M":
+        return Op("map", slot, SZ_2M, phys_base + rng.randrange(512) * SZ_2M, prot,
+                  fault=rng.random() < 0.5)
+    size = SZ_4K if shape == "page" else SZ_4K * rng.randint(2, 16)
+    return Op("map", page, size, phys_base + rng.randrange(1 << 18) * SZ_4K, prot,
+              fault=rng.random() < 0.5)
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,8 +280,12 @@ def _prepare(s: Sides, op: Op) -> None:
 
 
 def run_model(s: Sides, op: Op) -> int | None:
-    """Run op on the model; return its result (None for mkyoung)."""
-    fault = fault_walk_flags(s.env.profile) | KVM_PGTABLE_WALK_SHARED
+    """Run op on the model; return its result (None for mkyoung).
+
+    The fault path's walk flags go to relax_perms, mkyoung and a map marked fault;
+    against 6.1, whose walks take no flags, none.
+    """
+    fault = 0 if s.kernel.series <= SERIES_6_1 else fault_walk_flags(s.env.profile)
     pgt = s.pgt
     match op.name:
         case "map":
@@ -290,7 +314,8 @@ def run_kernel(k: KernelPgtable, op: Op) -> int | None:
     """Run op on the kernel's code; return its result (None for mkyoung)."""
     match op.name:
         case "map":
-            flags = K_WALK_HANDLE_FAULT | K_WALK_SHARED if op.fault else 0
+            old = k.series <= SERIES_6_1
+            flags = K_WALK_HANDLE_FAULT | K_WALK_SHARED if op.fault and not old else 0
             return k.map(op.addr, op.size, op.phys, op.prot, flags)
         case "set_owner":
             return k.set_owner(op.addr, op.size, op.owner)
@@ -320,11 +345,21 @@ class Difference:
     model: str
 
 
-def _normalise(events: Sequence[KernelEvent], op: Op, ret: int | None) -> list[KernelEvent]:
+def _normalise(events: Sequence[KernelEvent], op: Op, ret: int | None,
+               series: int = 612) -> list[KernelEvent]:
+    """Drop what is not compared: WARN conditions, relax_perms's level on failure.
+
+    Before LPA2 made level -1 a valid hint (6.1), "no level hint" was level 0
+    (__tlbi_level skips the TTL for 0, stage2_put_pte passes 0 for a table entry); from
+    then on it is TLBI_TTL_UNKNOWN. Against 6.1 a level 0 on either side (the model's v6.1
+    profile passes 0 where 6.1 does) is read as that.
+    """
     out: list[KernelEvent] = []
     for e in events:
         if isinstance(e, Warn):
             e = Warn(e.function, "")
+        if isinstance(e, TlbiVmidIpa) and series <= SERIES_6_1 and e.level == 0:
+            e = e._replace(level=TLBI_TTL_UNKNOWN)
         if isinstance(e, TlbiVmidIpa) and op.name == "relax_perms" and ret != 0:
             e = e._replace(level=-1)
         out.append(e)
@@ -335,8 +370,9 @@ def compare(s: Sides, op: Op, k_ret: int | None, m_ret: int | None) -> Differenc
     """Return the first difference between the sides after op, or None."""
     if k_ret != m_ret:
         return Difference("return value", str(k_ret), str(m_ret))
-    k_events = _normalise(s.kernel.take_events(), op, k_ret)
-    m_events = _normalise(list(s.env.events.since(s.events_seen)), op, m_ret)
+    k_events = _normalise(s.kernel.take_events(), op, k_ret, s.kernel.series)
+    m_events = _normalise(list(s.env.events.since(s.events_seen)), op, m_ret,
+                          s.kernel.series)
     k_order = [e for e in k_events if not isinstance(e, PageFree)]
     m_order = [e for e in m_events if not isinstance(e, PageFree)]
     if k_order != m_order:
@@ -449,13 +485,13 @@ class DiffReport:
         return 100.0 * self.agreed / self.compared if self.compared else 100.0
 
 
-def sequences(seed: int, total: int, length: int) -> Iterator[list[Op]]:
-    """Yield random sequences whose lengths add up to total."""
+def sequences(seed: int, total: int, length: int, series: int = 612) -> Iterator[list[Op]]:
+    """Yield random sequences whose lengths add up to total (operations series has)."""
     rng = random.Random(seed)
     left = total
     while left > 0:
         n = min(length, left)
-        yield [random_op(rng) for _ in range(n)]
+        yield [random_op(rng, series) for _ in range(n)]
         left -= n
 
 
@@ -468,7 +504,7 @@ def run_diff(kernel: KernelPgtable, profile: BehaviourProfile, *, ops: int, seed
     compared = agreed = 0
     found: list[tuple[SequenceResult, tuple[Op, ...]]] = []
     by_op: dict[str, int] = {}
-    seqs = [replay] if replay is not None else sequences(seed, ops, length)
+    seqs = [replay] if replay is not None else sequences(seed, ops, length, kernel.series)
     for seq in seqs:
         r = run_sequence(kernel, profile, caps, seq)
         ran = r.agreed + (1 if r.difference is not None and r.at is not None else 0)

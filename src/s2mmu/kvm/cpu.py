@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from s2mmu.arch.access import AccessDescriptor, AccessType, acc_gpr, acc_ifetch
+from s2mmu.arch.access import AccessDescriptor, AccessType, acc_gpr, acc_ifetch, access_pieces
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs
 from s2mmu.arch.faults import FaultRecord, esr_abort, hpfar
 from s2mmu.arch.features import FeatureSet
@@ -136,24 +136,42 @@ def access_descriptor(kind: str) -> AccessDescriptor:
     return acc_gpr(1, kind == "write")
 
 
+GUEST_PAGE_SIZE = 1 << 12
+"""The guest's translation granule (build_guest_stage1 builds 4K tables; with the MMU
+off the access is split at the same 4K boundaries, the smallest granule)."""
+
+
 def guest_access(kvm: Kvm, regs: SysRegs, va: int, kind: str,
-                 syndrome: tuple[int, int] | None = None, cm: bool = False) -> AccessOutcome:
-    """Translate one guest EL1 access through both stages, as the CPU would.
+                 syndrome: tuple[int, int] | None = None, cm: bool = False,
+                 size: int = 1) -> AccessOutcome:
+    """Translate one guest EL1 access of size bytes through both stages, as the CPU would.
+
+    An access that crosses a page boundary translates page by page (s2mmu.arch.access
+    .access_pieces): the first piece that faults ends it, and the fault reports that
+    piece's first byte as FAR (the next page's first byte when only the second page
+    faults); Completed gives the first piece's output.
 
     syndrome: (size in bytes, register) for a load/store that reports ISV=1; cm: the
     access is a cache maintenance instruction (ESR.CM, WnR=1).
+
+    ASL: Mem (the unaligned-access loop), AArch64.FullTranslate, AArch64.FaultSyndrome.
     """
     access = access_descriptor(kind)
     if cm:
         access = AccessDescriptor(AccessType.DC, 1, True)
     env = Env(kvm.host.mem, arch_features(kvm))
-    out = full_translate(regs, Regime.EL10, va, access, env)
-    if isinstance(out, AddressDescriptor):
-        return Completed(out)
-    if not out.secondstage:
-        return GuestFault(out)
-    esr = esr_abort(out, same_el=False)
-    if syndrome is not None and not out.s2fs1walk and kind != "exec":
-        size, srt = syndrome
-        esr |= 1 << 24 | (size.bit_length() - 1) << 22 | srt << 16
-    return Stage2Abort(GuestAbort(esr, va, hpfar(out.ipaddress or 0)), out)
+    first: AddressDescriptor | None = None
+    for addr, _ in access_pieces(va, size, GUEST_PAGE_SIZE):
+        out = full_translate(regs, Regime.EL10, addr, access, env)
+        if isinstance(out, AddressDescriptor):
+            first = first or out
+            continue
+        if not out.secondstage:
+            return GuestFault(out)
+        esr = esr_abort(out, same_el=False)
+        if syndrome is not None and not out.s2fs1walk and kind != "exec":
+            sas, srt = syndrome
+            esr |= 1 << 24 | (sas.bit_length() - 1) << 22 | srt << 16
+        return Stage2Abort(GuestAbort(esr, addr, hpfar(out.ipaddress or 0)), out)
+    assert first is not None
+    return Completed(first)

@@ -87,27 +87,28 @@ from s2mmu.kvm.memslot import (
     memslot_is_logging,
     memslot_is_readonly,
 )
-from s2mmu.kvm.vm import Kvm, KvmVcpu, kvm_vcpu_hw_pgt, mmu_invalidate_retry
+from s2mmu.kvm.vm import Kvm, KvmVcpu, kvm_vcpu_hw_pgt, kvm_vm_is_protected, mmu_invalidate_retry
+from s2mmu.pgtable.backend import BackendKind, MmuLockMode
+from s2mmu.pgtable.callers import access_fault_walk_flags, fault_walk_flags
 from s2mmu.pgtable.errno import EAGAIN
-from s2mmu.pgtable.mm import kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_DEVICE,
     KVM_PGTABLE_PROT_NORMAL_NC,
     KVM_PGTABLE_PROT_PX,
     KVM_PGTABLE_PROT_R,
+    KVM_PGTABLE_PROT_RWX,
     KVM_PGTABLE_PROT_SW0,
     KVM_PGTABLE_PROT_SW1,
     KVM_PGTABLE_PROT_UX,
     KVM_PGTABLE_PROT_W,
     KVM_PGTABLE_PROT_X,
 )
-from s2mmu.pgtable.s2trans import KvmS2Trans, kvm_s2_trans_output, kvm_s2_trans_size
-from s2mmu.pgtable.stage2 import (
-    kvm_pgtable_stage2_map,
-    kvm_pgtable_stage2_mkyoung,
-    kvm_pgtable_stage2_relax_perms,
+from s2mmu.pgtable.s2trans import (
+    KvmS2Trans,
+    NestedWalkError,
+    kvm_s2_trans_output,
+    kvm_s2_trans_size,
 )
-from s2mmu.pgtable.walk import KVM_PGTABLE_WALK_HANDLE_FAULT, KVM_PGTABLE_WALK_SHARED
 
 # -- the decisions: one value per step, with the step's kernel name ---------------------------
 
@@ -125,9 +126,10 @@ class FaultContext:
 
     fault_ipa is the IPA that faulted in the vCPU's current stage 2 (L2's IPA when a
     guest hypervisor's stage 2 is in use); ipa is the canonical IPA (L1's output, the
-    memslot's address space); nested is L1's translation of fault_ipa, or None.
+    memslot's address space); nested is L1's translation of fault_ipa, or None;
+    protected: the VM is a protected one (its pages are donated, page by page).
 
-    Kernel: kvm_handle_guest_abort's fault_ipa, ipa and nested_trans.
+    Kernel: kvm_handle_guest_abort's fault_ipa, ipa and nested_trans; kvm_vm_is_protected.
     """
 
     memslot: Memslot
@@ -135,16 +137,18 @@ class FaultContext:
     fault_ipa: int
     ipa: int
     nested: KvmS2Trans | None = None
+    protected: bool = False
 
 
 @dataclass(frozen=True)
 class NestedS2Walk:
-    """L1's stage 2 translated the faulting IPA (trans.esr 0), or faulted (trans.esr the
-    FSC to inject into L1). Kernel: kvm_walk_nested_s2."""
+    """L1's stage 2 translated the faulting IPA (trans.esr 0), faulted (trans.esr the
+    FSC to inject into L1), or the walk was refused (a NestedWalkError: KVM injects the
+    abort's syndrome with FSC 0). Kernel: kvm_walk_nested_s2."""
 
     step: ClassVar[str] = "kvm_walk_nested_s2"
     fault_ipa: int
-    trans: KvmS2Trans
+    trans: KvmS2Trans | NestedWalkError
 
 
 @dataclass(frozen=True)
@@ -300,6 +304,8 @@ class SizeReason(enum.Enum):
     LOGGING = "logging"
     PUD_DOES_NOT_FIT = "pud-does-not-fit"
     PMD_DOES_NOT_FIT = "pmd-does-not-fit"
+    PROTECTED_VM = "protected-vm"
+    """A protected VM is mapped page by page (pkvm_pgtable_stage2_map refuses more)."""
 
 
 @dataclass(frozen=True)
@@ -393,7 +399,8 @@ class PgtableOp(enum.Enum):
 
 @dataclass(frozen=True)
 class PgtableCall:
-    """A page-table library call and its return value (0 or -errno)."""
+    """A stage-2 backend call, its return value (0 or -errno), the backend KVM_PGT_FN
+    picked and how the fault held mmu_lock (kvm_fault_lock)."""
 
     op: PgtableOp
     ipa: int
@@ -401,11 +408,13 @@ class PgtableCall:
     pa: int
     prot: int
     ret: int
+    backend: BackendKind = BackendKind.DIRECT
+    lock: MmuLockMode = MmuLockMode.READ
 
     @property
     def step(self) -> str:
-        """Return the call's kernel name."""
-        return self.op.value
+        """Return the call's kernel name (pkvm_pgtable_stage2_map under pKVM)."""
+        return self.backend.fn(self.op.value.removeprefix("kvm_pgtable_"))
 
 
 Decision = (IpaOutOfRange | GuestSea | UnsupportedFsc | MemslotLookup | OutsideMemslot
@@ -438,7 +447,7 @@ class AbortOutcome:
     dirtied: tuple[SlotPage, ...] = ()
 
 
-NestedS2Walker = Callable[[int], KvmS2Trans]
+NestedS2Walker = Callable[[int], KvmS2Trans | NestedWalkError]
 """Walk the guest hypervisor's stage 2 for an L2 IPA: the vCPU's current shadow MMU has
 L1's stage 2 enabled. The nested layer supplies it (kvm_walk_nested_s2); KVM's fault
 path only calls it. Kernel: kvm_walk_nested_s2 behind kvm_is_nested_s2_mmu and
@@ -451,9 +460,13 @@ class FaultHooks:
 
     between_pin_and_lock: run after the page is pinned and before mmu_lock is taken,
     where a concurrent MMU-notifier invalidation makes mmu_invalidate_retry() fire.
+    before_mmu_seq: run after the abort was taken and before user_mem_abort reads
+    mmu_invalidate_seq: an invalidation there is finished before the fault starts, so
+    mmu_invalidate_retry() cannot see it, and the stage-2 walk meets what it left.
     """
 
     between_pin_and_lock: Callable[[], None] | None = None
+    before_mmu_seq: Callable[[], None] | None = None
 
 
 Log = list[Decision]
@@ -505,6 +518,8 @@ def kvm_s2_resolve_vma_size(info: VmaInfo, ctx: FaultContext, log: Log) -> MapSi
     force_pte = memslot_is_logging(slot)
     shift = PAGE_SHIFT if force_pte else info.vma_shift
     why = SizeReason.LOGGING if force_pte else SizeReason.VMA_SHIFT
+    if ctx.protected:
+        shift, force_pte, why = PAGE_SHIFT, True, SizeReason.PROTECTED_VM
     if shift == PUD_SHIFT and not fault_supports_stage2_huge_mapping(slot, ctx.hva, PUD_SIZE):
         shift, why = PMD_SHIFT, SizeReason.PUD_DOES_NOT_FIT
     if shift == PMD_SHIFT and not fault_supports_stage2_huge_mapping(slot, ctx.hva, PMD_SIZE):
@@ -611,11 +626,16 @@ def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, info: VmaInfo,
     compute_prot), and L1's level goes in the software bits (KVM_NV_GUEST_MAP_SZ) as
     the span hint L1's TLBIs use.
 
+    A protected VM's page is mapped RWX whatever the fault (pkvm_pgtable_stage2_map
+    refuses any other prot for it: WARN_ON_ONCE(prot != KVM_PGTABLE_PROT_RWX)).
+
     Kernel: user_mem_abort (prot: R always; W if writable; X for an exec fault, or for
     cacheable memory when CTR_EL0.DIC makes I-cache maintenance unnecessary; NORMAL_NC
     only with VM_ALLOW_ANY_UNCACHED, otherwise DEVICE); adjust_nested_fault_perms,
     adjust_nested_exec_perms, kvm_encode_nested_level.
     """
+    if kvm_vm_is_protected(kvm):
+        return int(KVM_PGTABLE_PROT_RWX)
     p = KVM_PGTABLE_PROT_R
     if prot.writable:
         p |= KVM_PGTABLE_PROT_W
@@ -666,6 +686,10 @@ def kvm_s2_fault_map(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultConte
     A permission fault whose leaf already has the chosen size only relaxes permissions;
     any other size change goes through kvm_pgtable_stage2_map (collapse or split).
 
+    Both calls pass the walker flags the profile's kernel passes (SHARED from v6.2, with
+    HANDLE_FAULT from v6.3 to v6.18: s2mmu.pgtable.callers), so a relax on an entry a
+    racing unmap cleared returns -EAGAIN and the guest retries.
+
     Kernel: user_mem_abort (from kvm_fault_lock to out_unlock).
     """
     fault_is_perm = esr_fsc_is_permission_fault(abort)
@@ -686,17 +710,17 @@ def kvm_s2_fault_map(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultConte
         return -EFAULT, None
     p = stage2_prot(abort, kvm, prot, info, ctx.nested)
     pgt = kvm_vcpu_hw_pgt(kvm, vcpu)
+    backend = kvm.backend
     if fault_is_perm and vma_pagesize == kvm_vcpu_trap_get_perm_fault_granule(abort):
         op = PgtableOp.RELAX_PERMS
         # The level L1 mapped with stays as the leaf has it (relax_perms keeps SW bits).
         p &= ~KVM_NV_GUEST_MAP_SZ
-        ret = kvm_pgtable_stage2_relax_perms(pgt, ipa, p, 0)
+        ret = backend.relax_perms(pgt, ipa, p, fault_walk_flags(kvm.env.profile))
     else:
         op = PgtableOp.MAP
-        flags = KVM_PGTABLE_WALK_HANDLE_FAULT | KVM_PGTABLE_WALK_SHARED
-        ret = kvm_pgtable_stage2_map(pgt, ipa, vma_pagesize, pa, p,
-                                     vcpu.mmu_page_cache, flags)
-    log.append(PgtableCall(op, ipa, vma_pagesize, pa, p, ret))
+        ret = backend.map(pgt, ipa, vma_pagesize, pa, p, vcpu.mmu_page_cache,
+                          fault_walk_flags(kvm.env.profile))
+    log.append(PgtableCall(op, ipa, vma_pagesize, pa, p, ret, backend.kind, backend.fault_lock))
     return ret, Mapping(op, ipa, vma_pagesize, pa, p) if ret == 0 else None
 
 
@@ -717,7 +741,7 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
         log.append(ReadPermissionFault())
         return -EFAULT, None, ()
     if not fault_is_perm or (memslot_is_logging(ctx.memslot) and write):
-        ret = kvm_mmu_topup_memory_cache(vcpu.mmu_page_cache, kvm.env.pool,
+        ret = kvm.backend.topup_memcache(vcpu.mmu_page_cache, kvm.env.pool,
                                          kvm_mmu_cache_min_pages(kvm))
         if ret:
             log.append(TopupFailed(ret))
@@ -726,6 +750,8 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
     if isinstance(info, NoVma):
         return -EFAULT, None, ()
     size = kvm_s2_resolve_vma_size(info, ctx, log)
+    if hooks.before_mmu_seq is not None:
+        hooks.before_mmu_seq()
     mmu_seq = kvm.mmu_invalidate_seq
     pfn = kvm_s2_fault_pin_pfn(kvm.host, ctx, write, log)
     if pfn is FaultinError.KVM_PFN_ERR_HWPOISON:
@@ -756,9 +782,13 @@ def user_mem_abort(kvm: Kvm, vcpu: KvmVcpu, abort: GuestAbort, ctx: FaultContext
 def handle_access_fault(kvm: Kvm, vcpu: KvmVcpu, fault_ipa: int, log: Log) -> None:
     """Set the access flag of the leaf in the vCPU's current stage 2.
 
+    The walk passes the profile's flags (SHARED from v6.2: the AF update is a
+    compare-and-swap against other vCPUs' walks).
+
     Kernel: handle_access_fault (vcpu->arch.hw_mmu->pgt).
     """
-    kvm_pgtable_stage2_mkyoung(kvm_vcpu_hw_pgt(kvm, vcpu), fault_ipa, 0)
+    flags = access_fault_walk_flags(kvm.env.profile)
+    kvm.backend.mkyoung(kvm_vcpu_hw_pgt(kvm, vcpu), fault_ipa, flags)
     log.append(AccessFlag(fault_ipa))
 
 
@@ -874,6 +904,8 @@ def kvm_nested_resolve(abort: GuestAbort, fault_ipa: int, walk: NestedS2Walker,
     """
     trans = walk(fault_ipa)
     log.append(NestedS2Walk(fault_ipa, trans))
+    if isinstance(trans, NestedWalkError):  # ret < 0: injected with FSC 0 all the same
+        return InjectedS2Fault(esr_s2_fault(abort, 0), fault_ipa)
     if trans.esr:
         return InjectedS2Fault(esr_s2_fault(abort, trans.esr), fault_ipa)
     esr = kvm_s2_handle_perm_fault(abort, trans)
@@ -932,7 +964,7 @@ def kvm_handle_guest_abort(abort: GuestAbort, kvm: Kvm, vcpu: KvmVcpu,
     if esr_fsc_is_access_flag_fault(abort):
         handle_access_fault(kvm, vcpu, fault_ipa, log)
         return done(Resumed(ResumeReason.ACCESS_FLAG))
-    ctx = FaultContext(slot, hva, fault_ipa, ipa, nested)
+    ctx = FaultContext(slot, hva, fault_ipa, ipa, nested, kvm_vm_is_protected(kvm))
     ret, mapping, dirtied = user_mem_abort(kvm, vcpu, abort, ctx, hooks, log)
     if isinstance(ret, HwpoisonSignal):
         return done(ret)

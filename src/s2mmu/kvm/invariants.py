@@ -13,7 +13,13 @@ memslots, the host and the dirty bitmaps, and returns the broken rules as typed 
 - dirty bits only for handled writes: a set bit is a page a write fault marked since the
   bitmap was allocated (or the bitmap started all-set); the history is the caller's;
 - no cacheable mapping of VM_PFNMAP memory without FWB and DIC;
-- the stage-2 output equals the memslot's HVA -> host page mapping.
+- the stage-2 output equals the memslot's HVA -> host page mapping;
+- no WARN fired (the kernel would have printed it) unless the step expected it;
+- a page a fault marked dirty is mapped writable when the fault returns;
+- the page-table library's own rules, followed through the VM's event log by
+  :class:`StepChecker` (break-before-make and its TLBI, no level hint on a table
+  entry's TLBI, no table page reused before its TLBI, the walker's return contract,
+  table refcounts; s2mmu.pgtable.invariants).
 
 Kernel: the guarantees of user_mem_abort, kvm_release_faultin_page, kvm_unmap_gfn_range,
 kvm_arch_commit_memory_region and kvm_arch_prepare_memory_region (arch/arm64/kvm/mmu.c).
@@ -23,10 +29,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from s2mmu.kvm.dirty import dirty_gfns
+from s2mmu.kvm.dirty import SlotPage, dirty_gfns
 from s2mmu.kvm.host import PAGE_SHIFT, PAGE_SIZE, kvm_supports_cacheable_pfnmap, vma_is_pfnmap
 from s2mmu.kvm.memslot import Memslot, gfn_to_hva_memslot, gfn_to_memslot, memslot_is_logging
-from s2mmu.kvm.vm import Kvm
+from s2mmu.kvm.vm import Kvm, kvm_vm_is_protected
+from s2mmu.pgtable.events import Warn
+from s2mmu.pgtable.invariants import Checker
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_W, kvm_pgtable_stage2_pte_prot, stage2_pte_cacheable
 from s2mmu.pgtable.pte import kvm_granule_size, kvm_pte_to_phys, kvm_pte_valid
 from s2mmu.pgtable.steps import Gen
@@ -35,6 +43,7 @@ from s2mmu.pgtable.walk import (
     KVM_PGTABLE_WALK_LEAF,
     KvmPgtableVisitCtx,
     KvmPgtableWalker,
+    kvm_pgtable_get_leaf,
     kvm_pgtable_walk,
 )
 
@@ -111,8 +120,38 @@ class UnexplainedDirtyBit:
     ipa: int
 
 
+@dataclass(frozen=True)
+class WarnFired:
+    """A WARN_ON the kernel would have printed: its function and condition."""
+
+    function: str
+    condition: str
+
+
+@dataclass(frozen=True)
+class DirtyNotWritable:
+    """A fault marked a page dirty but returned with the page not mapped writable (Will
+    Deacon's "mark the page dirty twice" concern in seed 000: a relax_perms that reports
+    success on an entry a racing unmap cleared). leaf: the descriptor found (0: none)."""
+
+    ipa: int
+    slot: int
+    page: int
+    leaf: int
+
+
+@dataclass(frozen=True)
+class PgtableRuleBroken:
+    """A rule of the page-table library's checker (s2mmu.pgtable.invariants) broke:
+    its rule name and what was seen."""
+
+    rule: str
+    detail: str
+
+
 KvmViolation = (PinLeaked | MappedOutsideMemslot | WritableBlockWhileLogging
-                | CleanWritablePage | CacheablePfnmap | Stage2Mismatch | UnexplainedDirtyBit)
+                | CleanWritablePage | CacheablePfnmap | Stage2Mismatch | UnexplainedDirtyBit
+                | WarnFired | DirtyNotWritable | PgtableRuleBroken)
 """A broken kvm invariant: a closed union."""
 
 
@@ -129,7 +168,12 @@ def pgtable_leaves(pgt: KvmPgtable) -> list[S2Leaf]:
     """Return every valid leaf of a stage-2 table (KVM's or a shadow), in IPA order."""
     out: list[S2Leaf] = []
     walker = KvmPgtableWalker(_collect, out, KVM_PGTABLE_WALK_LEAF)
-    kvm_pgtable_walk(pgt, 0, 1 << pgt.ia_bits, walker)
+    events = pgt.ops.events
+    traced, events.trace_walks = events.trace_walks, False  # the checker's own walk
+    try:
+        kvm_pgtable_walk(pgt, 0, 1 << pgt.ia_bits, walker)
+    finally:
+        events.trace_walks = traced
     return out
 
 
@@ -186,7 +230,9 @@ def check_leaf(kvm: Kvm, leaf: S2Leaf) -> list[KvmViolation]:
     if vma is not None and vma_is_pfnmap(vma) and stage2_pte_cacheable(kvm.pgt, leaf.pte) \
             and not kvm_supports_cacheable_pfnmap(kvm.host.features):
         bad.append(CacheablePfnmap(leaf.ipa, leaf.size))
-    off = kvm.host.first_mismatch(hva, leaf.size, leaf.pa)
+    # A protected guest's pages stay pinned and mapped until teardown, whatever the host
+    # does to its VMAs (Kernel: __pkvm_pgtable_stage2_reclaim unpins them).
+    off = None if kvm_vm_is_protected(kvm) else kvm.host.first_mismatch(hva, leaf.size, leaf.pa)
     if off is not None:
         want = kvm.host.hva_to_pa(hva + off)
         bad.append(Stage2Mismatch(leaf.ipa, leaf.size, off, leaf.pa + off, want))
@@ -214,3 +260,48 @@ def check_invariants(kvm: Kvm) -> list[KvmViolation]:
     for leaf in stage2_leaves(kvm):
         bad += check_leaf(kvm, leaf)
     return bad
+
+
+def check_dirty_writable(kvm: Kvm, pgt: KvmPgtable,
+                         dirtied: tuple[SlotPage, ...]) -> list[KvmViolation]:
+    """Return the pages a fault marked dirty that pgt does not map writable now.
+
+    Kernel: user_mem_abort marks the page dirty only when the fault was handled ("if
+    (writable && !ret) mark_page_dirty_in_slot"), i.e. when the mapping it made or relaxed
+    is in place.
+    """
+    bad: list[KvmViolation] = []
+    for p in dirtied:
+        slot = kvm.memslots.get(p.slot)
+        if slot is None:
+            continue
+        ipa = (slot.base_gfn + p.page) << PAGE_SHIFT
+        leaf = kvm_pgtable_get_leaf(pgt, ipa)
+        ok = leaf.ret == 0 and kvm_pte_valid(leaf.pte) and bool(
+            kvm_pgtable_stage2_pte_prot(leaf.pte) & KVM_PGTABLE_PROT_W)
+        if not ok:
+            bad.append(DirtyNotWritable(ipa, p.slot, p.page, leaf.pte))
+    return bad
+
+
+class StepChecker:
+    """Follows the VM's event log step by step: the WARNs that fired, and the page-table
+    library's rules over the VM's own stage 2 (descriptor writes, TLBIs, page reuse, walk
+    returns), as the concurrency explorer checks them.
+
+    Turning it on makes the event log record descriptor writes and walk returns.
+    """
+
+    def __init__(self, kvm: Kvm) -> None:
+        self.events = kvm.env.events
+        self.pgtable = Checker(kvm.pgt, lambda ipa: None)
+        self.seen = len(self.events)
+
+    def after_step(self, step: int) -> tuple[list[WarnFired], list[KvmViolation]]:
+        """Return the WARNs since the last call and the library rules broken."""
+        warns = [WarnFired(e.function, e.condition) for e in self.events.since(self.seen)
+                 if isinstance(e, Warn)]
+        self.seen = len(self.events)
+        rules: list[KvmViolation] = [PgtableRuleBroken(v.rule, v.detail)
+                                     for v in self.pgtable.after_step(step) if v.rule != "warn"]
+        return warns, rules

@@ -39,18 +39,15 @@ from s2mmu.kvm.memslot import (
     Memslot,
     hva_to_gfn_memslot,
 )
-from s2mmu.pgtable.env import PgtableEnv, new_env, new_stage2
+from s2mmu.pgtable.backend import DIRECT, BackendKind, Stage2Backend
+from s2mmu.pgtable.env import PgtableEnv, new_env
 from s2mmu.pgtable.errno import EEXIST, EINVAL
 from s2mmu.pgtable.mm import (
     KvmMmuMemoryCache,
     __kvm_mmu_topup_memory_cache,
     kvm_mmu_free_memory_cache,
 )
-from s2mmu.pgtable.stage2 import (
-    kvm_pgtable_stage2_split,
-    kvm_pgtable_stage2_unmap,
-    kvm_pgtable_stage2_wrprotect,
-)
+from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
 from s2mmu.pgtable.table import KvmPgtable
 from s2mmu.pgtable.tlb import kvm_tlb_flush_vmid_range
 
@@ -85,6 +82,8 @@ class Refusal(enum.Enum):
     GPA_WRAPS = "gpa-wraps"
     SLOT_ID = "slot-id"
     """The slot number names an address space the arch lacks, or an id past the slots."""
+    PROTECTED_WITHOUT_PKVM = "protected-without-pkvm"
+    """KVM_VM_TYPE_ARM_PROTECTED on a host not running protected KVM."""
 
 
 class MemoryChange(enum.Enum):
@@ -150,6 +149,10 @@ class Kvm:
     vcpus: list[KvmVcpu] = field(default_factory=list)
     nested_mmus: list[KvmPgtable] = field(default_factory=list)
     """The shadow stage 2s of a guest hypervisor's stage 2s (kvm->arch.nested_mmus)."""
+    backend: Stage2Backend = DIRECT
+    """The functions KVM_PGT_FN picks: the page-table library, or pKVM's hypercalls."""
+    protected: bool = False
+    """A protected VM (kvm->arch.pkvm.is_protected): its memory is donated to it."""
 
     @property
     def vtcr(self) -> int:
@@ -159,6 +162,11 @@ class Kvm:
     def slots(self) -> list[Memslot]:
         """Return the memslots in gfn order."""
         return sorted(self.memslots.values(), key=lambda s: s.base_gfn)
+
+
+def kvm_vm_is_protected(kvm: Kvm) -> bool:
+    """Return whether the VM is a protected one. Kernel: kvm_vm_is_protected."""
+    return kvm.protected
 
 
 def kvm_vcpu_hw_pgt(kvm: Kvm, vcpu: KvmVcpu) -> KvmPgtable:
@@ -194,17 +202,30 @@ def kvm_init_ipa_range(host: HostMm, phys_shift: int) -> int:
 
 
 def kvm_create_vm(host: HostMm, phys_shift: int = 0, vmid: int = 1,
-                  env: PgtableEnv | None = None, has_mte: bool = False) -> Kvm:
+                  env: PgtableEnv | None = None, has_mte: bool = False,
+                  backend: Stage2Backend = DIRECT, protected: bool = False,
+                  profile: BehaviourProfile = CURRENT) -> Kvm:
     """Create a VM: its IPA size, VTCR_EL2 and empty stage 2, registered for notifiers.
 
-    Kernel: kvm_arch_init_vm -> kvm_init_stage2_mmu; KVM_CAP_ARM_MTE needs MTE.
+    backend is what KVM_PGT_FN picks for this VM (the library, or pKVM's hypercalls);
+    it builds the stage 2. A protected VM needs protected KVM (-EINVAL otherwise).
+    profile: the kernel release whose rules the VM's stage-2 code follows (when env is
+    not given; a given env carries its own).
+
+    Kernel: kvm_arch_init_vm -> kvm_init_stage2_mmu (KVM_PGT_FN(kvm_pgtable_stage2_init));
+    pkvm_init_host_vm (KVM_VM_TYPE_ARM_PROTECTED without protected KVM: -EINVAL);
+    KVM_CAP_ARM_MTE needs MTE.
     """
     ipa_bits = kvm_init_ipa_range(host, phys_shift)
     if has_mte and not host.features.mte:
         raise KvmError(-EINVAL, Refusal.MTE_UNSUPPORTED, "KVM_CAP_ARM_MTE on a host without MTE")
-    env = env or new_env(caps=host.features.kvm_caps(), mem=host.mem)
-    pgt = new_stage2(env, ipa_bits, vmid=vmid, mmfr0=id_aa64mmfr0_parange(host.features))
-    kvm = Kvm(host=host, env=env, pgt=pgt, ipa_bits=ipa_bits, has_mte=has_mte)
+    if protected and backend.kind is BackendKind.DIRECT:
+        raise KvmError(-EINVAL, Refusal.PROTECTED_WITHOUT_PKVM,
+                       "KVM_VM_TYPE_ARM_PROTECTED without protected KVM (pkvm_init_host_vm)")
+    env = env or new_env(caps=host.features.kvm_caps(), mem=host.mem, profile=profile)
+    pgt = backend.init(env, ipa_bits, vmid, id_aa64mmfr0_parange(host.features))
+    kvm = Kvm(host=host, env=env, pgt=pgt, ipa_bits=ipa_bits, has_mte=has_mte,
+              backend=backend, protected=protected)
     host.notifiers.append((lambda s, e, r: kvm_mmu_notifier_invalidate_range_start(kvm, s, e),
                            lambda s, e, r: kvm_mmu_notifier_invalidate_range_end(kvm, s, e)))
     return kvm
@@ -229,7 +250,7 @@ def kvm_stage2_unmap_range(kvm: Kvm, ipa: int, size: int) -> None:
     Kernel: kvm_stage2_unmap_range; kvm_nested_s2_unmap, which kvm_unmap_gfn_range
     and kvm_arch_flush_shadow_memslot call beside it.
     """
-    kvm_pgtable_stage2_unmap(kvm.pgt, ipa, size)
+    kvm.backend.unmap(kvm.pgt, ipa, size)
     kvm_nested_s2_unmap(kvm)
 
 
@@ -237,7 +258,7 @@ def kvm_nested_s2_unmap(kvm: Kvm) -> None:
     """Unmap every nested stage 2 over its whole IPA space. Kernel: kvm_nested_s2_unmap."""
     for pgt in kvm.nested_mmus:
         if pgt.pgd is not None:
-            kvm_pgtable_stage2_unmap(pgt, 0, 1 << pgt.ia_bits)
+            kvm.backend.unmap(pgt, 0, 1 << pgt.ia_bits)
 
 
 def stage2_wp_range(kvm: Kvm, start: int, end: int) -> None:
@@ -246,7 +267,7 @@ def stage2_wp_range(kvm: Kvm, start: int, end: int) -> None:
     Kernel: stage2_wp_range; kvm_nested_s2_wp, which kvm_mmu_wp_memory_region calls
     beside it.
     """
-    kvm_pgtable_stage2_wrprotect(kvm.pgt, start, end - start)
+    kvm.backend.wrprotect(kvm.pgt, start, end - start)
     kvm_nested_s2_wp(kvm)
 
 
@@ -254,7 +275,7 @@ def kvm_nested_s2_wp(kvm: Kvm) -> None:
     """Write-protect every nested stage 2 whole. Kernel: kvm_nested_s2_wp."""
     for pgt in kvm.nested_mmus:
         if pgt.pgd is not None:
-            kvm_pgtable_stage2_wrprotect(pgt, 0, 1 << pgt.ia_bits)
+            kvm.backend.wrprotect(pgt, 0, 1 << pgt.ia_bits)
 
 
 def kvm_mmu_split_nr_page_tables(chunk: int) -> int:
@@ -280,7 +301,7 @@ def kvm_mmu_split_huge_pages(kvm: Kvm, start: int, end: int) -> int:
             ret = __kvm_mmu_topup_memory_cache(cache, kvm.env.pool, need, need)
             if ret:
                 return ret
-        ret = kvm_pgtable_stage2_split(kvm.pgt, addr, nxt - addr, cache)
+        ret = kvm.backend.split(kvm.pgt, addr, nxt - addr, cache)
         if ret:
             return ret
         addr = nxt
@@ -495,6 +516,8 @@ def kvm_mmu_notifier_invalidate_range_start(kvm: Kvm, start: int, end: int) -> N
     hits = slots_backed_by(kvm, start, end)
     if hits:
         kvm.mmu_invalidate_in_progress += 1
+    if kvm_vm_is_protected(kvm):
+        return
     for slot, lo, hi in hits:
         gfn = hva_to_gfn_memslot(slot, lo)
         kvm_stage2_unmap_range(kvm, gfn << PAGE_SHIFT, hi - lo)

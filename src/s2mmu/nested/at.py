@@ -34,11 +34,12 @@ from s2mmu.arch.config import ImplChoices
 from s2mmu.arch.faults import Fault, FaultRecord
 from s2mmu.arch.features import HwUpdate, hw_update_of
 from s2mmu.arch.memory import ExternalAbort
-from s2mmu.arch.params import get_s1_ttw_params, get_s2_ttw_params
+from s2mmu.arch.params import Granule, get_s1_ttw_params, get_s2_ttw_params
 from s2mmu.arch.registers import HCR_EL2
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.sysreg import RegView
 from s2mmu.arch.translate import AddressDescriptor, Env, s1_translate
+from s2mmu.arch.walk import WalkStep
 from s2mmu.nested.nested import NestedVm, NestedWalkError, kvm_walk_nested_s2
 from s2mmu.pgtable.s2trans import KvmS2Trans
 
@@ -56,22 +57,45 @@ class AtProfile:
 
     hw_af: the software walk sets the stage-1 access flag (TCR_ELx.HA with FEAT_HAFDBS
     in the VM, through __kvm_at_swap_desc) instead of reporting an Access flag fault.
+
+    The other knobs are 6.12's at.c as measured against its own code by
+    `s2mmu kernel diff --at` (Linux 6.12.118) and read there; the current at.c
+    (torvalds/linux) has each fixed. The commits that changed them are not pinned here.
+
+    s1_af_checked: the software walk looks at the stage-1 AF at all. 6.12's walk_s1
+    never does: an AF=0 leaf translates (modelled as AF read as 1, nothing written).
+    ptw_on_s1_walk_fault: a stage-1 Translation or Address size fault found by the
+    walk (walk_s1, once a descriptor has been read) sets PAR_EL1.PTW, as 6.12's
+    fail_s1_walk(wr, fst, true, false) does; setup_s1_walk's faults do not.
+    s12_needs_e2h: AT S12E* walks L1's stage 2 only with HCR_EL2.E2H=1 (6.12's
+    __kvm_at_s12 returns the stage-1 result when E2H is 0).
+    fwb_device_nGnRnE: with HCR_EL2.FWB a stage-2 Device MemAttr gives Device-nGnRnE
+    (6.12's compute_par_s12 computes s2_memattr & GENMASK(1,0) << 2, which C reads
+    as s2_memattr & 0b1100) instead of combining stage 1's and stage 2's Device types.
     """
 
     name: str
     hw_af: bool
     pan_check: PanCheck = PanCheck.ARCHITECTURE
+    s1_af_checked: bool = True
+    ptw_on_s1_walk_fault: bool = False
+    s12_needs_e2h: bool = False
+    fwb_device_nGnRnE: bool = False
 
 
-V6_12 = AtProfile("v6.12", hw_af=False)        # first release with the software walker
+V6_12 = AtProfile("v6.12", hw_af=False, s1_af_checked=False, ptw_on_s1_walk_fault=True,
+                  s12_needs_e2h=True, fwb_device_nGnRnE=True)  # first software walker
 CURRENT = AtProfile("current", hw_af=True)     # software walker sets AF (__kvm_at_swap_desc)
 PROFILES = {p.name: p for p in (V6_12, CURRENT)}
 
 # compute_par_s1: no NS bit, SCTLR_ELx.C=0 forces Normal NC, reserved SH reads as NSH,
 # a reserved TGx is 64KB, PAR_EL1 bit 11 (RES1) set; compute_par_s12 applies
-# HCR_EL2.CD with or without FWB.
+# HCR_EL2.CD with or without FWB; walk_s1 takes the output bits below a contiguous run
+# from the VA (contiguous_bit_shift; also found by `s2mmu kernel diff --at` against
+# 6.12's at.c).
 AT_CHOICES = ImplChoices(par_ns_nonsecure=False, par_sctlr_cacheability=True,
-                         reserved_tg_granule=64, reserved_sh=0b00, par_hcr_cd="always")
+                         reserved_tg_granule=64, reserved_sh=0b00, par_hcr_cd="always",
+                         contiguous_oa_from_ia=True)
 
 
 @dataclass(frozen=True)
@@ -87,13 +111,18 @@ class AtContext:
     """Hypervisor context of one AT emulation, built once and passed in.
 
     shadow: the shadow stage 2 of L1's current VTTBR/VTCR (None when lookup_s2_mmu
-    finds none); canonical: the VM's own stage 2 (for L1's EL2&0 regime).
+    finds none); canonical: the VM's own stage 2 (for L1's EL2&0 regime), None for no
+    hardware fast path at all (the kernel oracle, whose at.c runs with its hardware AT
+    failing, compares the software walks). hw_choices: the host CPU's implementation
+    choices, which the fast path's real AT reports with (PAR_EL1.NS, SCTLR_ELx.C in
+    ATTR, ...); the slow path reports as compute_par_s1 does (AT_CHOICES).
     """
 
     vm: NestedVm
     profile: AtProfile
-    canonical: ShadowS2
+    canonical: ShadowS2 | None
     shadow: ShadowS2 | None = None
+    hw_choices: ImplChoices = ImplChoices()
 
 
 @dataclass(frozen=True)
@@ -137,9 +166,11 @@ class NestedS1Port:
     for the AT emulation to report as KVM does. Kernel: at.c walk_s1.
     """
 
-    def __init__(self, vm: NestedVm, regs: SysRegs, stage2: bool) -> None:
-        self.vm, self.regs, self.stage2 = vm, regs, stage2
+    def __init__(self, vm: NestedVm, regs: SysRegs, stage2: bool,
+                 af_ignored: bool = False) -> None:
+        self.vm, self.regs, self.stage2, self.af_ignored = vm, regs, stage2, af_ignored
         self.s2_failure: KvmS2Trans | NestedWalkError | None = None
+        self.reads = 0
 
     def _gpa(self, ipa: int, write: bool) -> int | ExternalAbort:
         if not self.stage2:
@@ -156,12 +187,18 @@ class NestedS1Port:
 
     def read64(self, pa: int, big_endian: bool = False) -> int | ExternalAbort:
         """Return the descriptor at stage-1 table address pa (an IPA under stage 2)."""
+        self.reads += 1
         gpa = self._gpa(pa, False)
         return gpa if isinstance(gpa, ExternalAbort) else self.vm.guest.read64(gpa, big_endian)
 
     def cas64(self, pa: int, expected: int, new: int,
               big_endian: bool = False) -> bool | ExternalAbort:
-        """Swap the descriptor at pa (__kvm_at_swap_desc: needs stage-2 write permission)."""
+        """Swap the descriptor at pa (__kvm_at_swap_desc: needs stage-2 write permission).
+
+        With af_ignored (a release whose walk never reads AF) nothing is written.
+        """
+        if self.af_ignored:
+            return True
         gpa = self._gpa(pa, True)
         if isinstance(gpa, ExternalAbort):
             return gpa
@@ -198,18 +235,40 @@ def handle_at_slow(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int
     regime = compute_translation_regime(op, regs)
     hw = slow_hw(ctx)
     p = get_s1_ttw_params(regs, regime, va, ctx.vm.fs, AT_CHOICES, hw)
+    if not ctx.profile.s1_af_checked:
+        p = replace(p, ha=True, hd=False)   # AF reads as 1; the port writes nothing
     el, pan_on = slow_access(op, regs, pan, regime)
     access = acc_at(el, op.write, pan=pan_on, any_access=op.any_access)
     why = kvm_va_precheck(regime, p.tbi, va)
     if why:
         return FaultRecord(Fault.ADDRESS_SIZE, 0, access, vaddress=va, reason=why)
     h = hcr(regs)
-    port = NestedS1Port(ctx.vm, regs, regime is Regime.EL10 and bool(h.VM or h.DC))
+    port = NestedS1Port(ctx.vm, regs, regime is Regime.EL10 and bool(h.VM or h.DC),
+                        af_ignored=not ctx.profile.s1_af_checked)
     env = Env(ctx.vm.host, ctx.vm.fs, AT_CHOICES, tables=port, hw=hw)
-    got = s1_translate(p, None, va, access, env)
+    trace: list[WalkStep] = []
+    got = s1_translate(p, None, va, access, env, trace=trace)
     if isinstance(got, FaultRecord) and port.s2_failure is not None:
         return s2_fault_on_s1_walk(got, port.s2_failure)
+    if trace and kvm_block_level_refused(p.tgx, trace[-1]):
+        got = FaultRecord(Fault.TRANSLATION, trace[-1].level, access, vaddress=va, reason=(
+            f"at.c walk_s1 takes no {p.tgx.value}KB block at level {trace[-1].level}"))
+    if (ctx.profile.ptw_on_s1_walk_fault and isinstance(got, FaultRecord) and port.reads
+            and got.statuscode in (Fault.TRANSLATION, Fault.ADDRESS_SIZE)):
+        return replace(got, s2fs1walk=True)
     return got
+
+
+def kvm_block_level_refused(granule: Granule, last: WalkStep) -> bool:
+    """Return whether the walk ended on a block at a level at.c does not accept.
+
+    Kernel: at.c walk_s1 (valid_block: levels 1 and 2 with 4KB, level 2 with 16KB and
+    64KB). The architecture also has 64KB level-1 blocks with a 52-bit PA, and 4KB
+    level-0 and 16KB level-1 blocks with TCR.DS (differences.AT_S1_BLOCK_LEVELS).
+    """
+    if last.stage != 1 or last.raw & 0b11 != 0b01:
+        return False
+    return last.level not in ((1, 2) if granule is Granule.G4K else (2,))
 
 
 def s2_fault_on_s1_walk(fault: FaultRecord, s2: KvmS2Trans | NestedWalkError) -> FaultRecord:
@@ -251,8 +310,9 @@ def at_pan_el0_probe(ctx: AtContext, regs: SysRegs, op: AtOp, va: int
 
 
 def slow_par(ctx: AtContext, result: AddressDescriptor | FaultRecord) -> int:
-    """Return PAR_EL1 as compute_par_s1 builds it."""
-    return encode_par(result, Env(ctx.vm.host, ctx.vm.fs, AT_CHOICES))
+    """Return PAR_EL1 as compute_par_s1 builds it: PA[47:12] only (AT_PAR_PA_48BIT)."""
+    par = encode_par(result, Env(ctx.vm.host, ctx.vm.fs, AT_CHOICES))
+    return par if par & 1 else par & ~(0xF << 48)
 
 
 # ---------------------------------------------------------------- fast path
@@ -262,20 +322,21 @@ def at_fast(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int) -> int 
 
     Stage 1 is L1's (its registers, its tables as the host sees them in guest memory),
     stage 2 of the walk is the shadow (EL1&0) or the VM's own stage 2 (EL2 and EL2&0).
+    PAR_EL1 is the host CPU's (ctx.hw_choices): KVM returns what the hardware wrote.
     Kernel: at.c __kvm_at_s1e01_fast, at_s1e1p_fast, __kvm_at_s1e2.
     """
     regime = compute_translation_regime(op, regs)
     s2 = ctx.shadow if regime is Regime.EL10 else ctx.canonical
     if s2 is None:
         return None
-    vm = ctx.vm
+    vm, choices = ctx.vm, ctx.hw_choices
     hw = hw_update_of(vm.fs)
-    p = get_s1_ttw_params(regs, regime, va, vm.fs, AT_CHOICES, hw)
+    p = get_s1_ttw_params(regs, regime, va, vm.fs, choices, hw)
     host_regs = replace(SysRegs(), VTCR_EL2=s2.vtcr, VTTBR_EL2=s2.vttbr)
-    s2p = get_s2_ttw_params(host_regs, vm.fs, AT_CHOICES, hw)
+    s2p = get_s2_ttw_params(host_regs, vm.fs, choices, hw)
     el, pan_on = slow_access(op, regs, pan, regime)
     access = acc_at(el, op.write, pan=pan_on, any_access=op.any_access)
-    env = Env(vm.host, vm.fs, AT_CHOICES, hw=hw)
+    env = Env(vm.host, vm.fs, choices, hw=hw)
     got = s1_translate(p, s2p, va, access, env)
     return encode_par(got, env)
 
@@ -317,7 +378,7 @@ def kvm_at_s12(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int) -> A
     s1 = kvm_at_s1(ctx, regs, pan, s1op, va)
     h = hcr(regs)
     if (s1.par & 1 or compute_translation_regime(s1op, regs) is Regime.EL20
-            or not (h.VM or h.DC)):
+            or not (h.VM or h.DC) or (ctx.profile.s12_needs_e2h and not regs.e2h())):
         return s1
     ipa = bits(s1.par, 47, 12) << 12 | bits(va, 11, 0)
     out = kvm_walk_nested_s2(ctx.vm, regs, ipa)
@@ -325,7 +386,8 @@ def kvm_at_s12(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int) -> A
         return s1
     if out.esr == 0 and not (out.writable if op.write else out.readable):
         out = replace(out, esr=0b001100 | (out.level & 3))
-    return replace(s1, par=compute_par_s12(regs, s1.par, out, mte_perm=False))
+    return replace(s1, par=compute_par_s12(regs, s1.par, out, mte_perm=False,
+                                           fwb_device_nGnRnE=ctx.profile.fwb_device_nGnRnE))
 
 
 def kvm_at(ctx: AtContext, regs: SysRegs, pan: bool, op: AtOp, va: int) -> AtEmulation:
@@ -394,7 +456,8 @@ def combine_sh(s1: int, s2: int) -> int:
     return 0b11 if 0b11 in (s1, s2) else 0b00
 
 
-def compute_par_s12(regs: SysRegs, s1_par: int, tr: KvmS2Trans, mte_perm: bool) -> int:
+def compute_par_s12(regs: SysRegs, s1_par: int, tr: KvmS2Trans, mte_perm: bool,
+                    fwb_device_nGnRnE: bool = False) -> int:
     """Return PAR_EL1 for both stages from the stage-1 PAR and L1's stage-2 result.
 
     Kernel: at.c compute_par_s12 (an FWB arm and a combining arm, then HCR_EL2.CD
@@ -409,6 +472,8 @@ def compute_par_s12(regs: SysRegs, s1_par: int, tr: KvmS2Trans, mte_perm: bool) 
     h = hcr(regs)
     if h.FWB:
         final = fwb_attr(s1_attr, s2_memattr if mte_perm else s2_memattr & 0b0111)
+        if fwb_device_nGnRnE and not s2_memattr & 0b0100:
+            final = 0x00                     # AtProfile.fwb_device_nGnRnE (6.12)
     else:
         s2_attr = s2_memattr_to_attr(s2_memattr)
         if memattr_is_device(s1_attr) or memattr_is_device(s2_attr):

@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from s2mmu.arch.memory import ExternalAbort, PhysMem
+from s2mmu.kvm.host import PAGE_SHIFT, PAGE_SIZE
+from s2mmu.kvm.memslot import Memslot, gfn_to_hva_memslot, gfn_to_memslot, memslot_is_readonly
+from s2mmu.kvm.vm import Kvm
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,56 @@ class GuestMemory:
 def identity_guest(host: PhysMem, size: int = 1 << 48) -> GuestMemory:
     """Return guest memory that is host memory at the same addresses (one writable slot)."""
     return GuestMemory(host, (GuestRegion(0, size, 0),))
+
+
+class MemslotMemory:
+    """The memory of a KVM VM as KVM reads it: guest PA -> memslot -> HVA -> host page.
+
+    A read outside every memslot fails (kvm_read_guest returns -EFAULT); the swap needs a
+    writable memslot; write64 is how a scenario lays out L1's tables (as its image would).
+    Pages are faulted in on the host as the userspace access would.
+
+    Kernel: virt/kvm/kvm_main.c kvm_read_guest (through __gfn_to_hva_memslot).
+    """
+
+    def __init__(self, kvm: Kvm) -> None:
+        self.kvm = kvm
+
+    def _slot(self, gpa: int) -> Memslot | None:
+        return gfn_to_memslot(self.kvm.slots(), gpa >> PAGE_SHIFT)
+
+    def _pa(self, slot: Memslot, gpa: int) -> int | ExternalAbort:
+        hva = gfn_to_hva_memslot(slot, gpa >> PAGE_SHIFT) + (gpa & (PAGE_SIZE - 1))
+        try:
+            return self.kvm.host.populate(hva)
+        except ValueError as e:
+            return ExternalAbort(gpa, f"guest PA {gpa:#x}: HVA {hva:#x}: {e}")
+
+    def read64(self, pa: int, big_endian: bool = False) -> int | ExternalAbort:
+        """Return the word at guest-physical pa, or the abort of a failed kvm_read_guest."""
+        slot = self._slot(pa)
+        if slot is None:
+            return ExternalAbort(pa, f"guest PA {pa:#x} is in no memslot (kvm_read_guest fails)")
+        host = self._pa(slot, pa)
+        return host if isinstance(host, ExternalAbort) else \
+            self.kvm.host.mem.read64(host, big_endian)
+
+    def cas64(self, pa: int, expected: int, new: int,
+              big_endian: bool = False) -> bool | ExternalAbort:
+        """Swap the word at guest-physical pa if it is still expected (__kvm_at_swap_desc)."""
+        slot = self._slot(pa)
+        if slot is None:
+            return ExternalAbort(pa, f"guest PA {pa:#x} is in no memslot")
+        if memslot_is_readonly(slot):
+            return ExternalAbort(pa, f"guest PA {pa:#x} is in a read-only memslot (EPERM)")
+        host = self._pa(slot, pa)
+        return host if isinstance(host, ExternalAbort) else \
+            self.kvm.host.mem.cas64(host, expected, new, big_endian)
+
+    def write64(self, pa: int, value: int, big_endian: bool = False) -> None:
+        """Write the word at guest-physical pa; ValueError outside guest memory."""
+        slot = self._slot(pa)
+        host = None if slot is None else self._pa(slot, pa)
+        if host is None or isinstance(host, ExternalAbort):
+            raise ValueError(f"guest PA {pa:#x} is outside guest memory (no memslot or VMA)")
+        self.kvm.host.mem.write64(host, value, big_endian)

@@ -8,11 +8,17 @@ robin) is recycled: its key is replaced and an unmap is left pending, done on th
 vCPU's next request check. KVM's fault path fills a shadow with the composition of
 L1's stage 2 (walked in software) and KVM's own; L1's TLBIs empty it again.
 
-Kernel: arch/arm64/kvm/nested.c (S2_MMU_PER_VCPU, kvm_vcpu_init_nested, lookup_s2_mmu,
-get_s2_mmu_nested, kvm_vcpu_load_hw_mmu, kvm_vcpu_put_hw_mmu, check_nested_vcpu_requests,
-kvm_s2_mmu_iterate_by_vmid, compute_tlb_inval_range, get_guest_mapping_ttl, ttl_to_size),
-arch/arm64/kvm/sys_regs.c (handle_vmalls12e1is, handle_ipas2e1is, s2_mmu_unmap_ipa),
-arch/arm64/kvm/mmu.c (kvm_handle_guest_abort's nested branch, kvm_init_nested_s2_mmu).
+Differences from the kernel, by choice of scope: shadows are built with the VM's IPA size
+(the kernel uses kvm_get_pa_bits, the PARange L1 sees); a put always drops the vCPU's
+reference (the kernel keeps it when the vCPU is only scheduled out, not in WFI).
+
+Kernel: arch/arm64/kvm/nested.c (S2_MMU_PER_VCPU, kvm_vcpu_init_nested,
+kvm_init_nested_s2_mmu, lookup_s2_mmu, get_s2_mmu_nested, kvm_vcpu_load_hw_mmu,
+kvm_vcpu_put_hw_mmu, check_nested_vcpu_requests, kvm_s2_mmu_iterate_by_vmid,
+compute_tlb_inval_range, get_guest_mapping_ttl, ttl_to_size),
+arch/arm64/kvm/sys_regs.c (handle_vmalls12e1is, handle_ipas2e1is, s2_mmu_unmap_ipa,
+handle_ripas2e1is, s2_mmu_unmap_range, handle_tlbi_el1, kvm_supported_tlbi_ipas2_op),
+arch/arm64/kvm/mmu.c (kvm_handle_guest_abort's nested branch).
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ VTTBR_CNP_BIT = 1
 HCR_VM = 1 << 0
 """HCR_EL2.VM: L1's stage 2 is enabled."""
 
-SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
+SZ_4K, SZ_16K, SZ_64K = 1 << 12, 1 << 14, 1 << 16
+SZ_2M, SZ_32M, SZ_512M, SZ_1G = 1 << 21, 1 << 25, 1 << 29, 1 << 30
 
 
 def get_vmid(vttbr: int) -> int:
@@ -162,8 +169,14 @@ def check_nested_vcpu_requests(nk: NestedKvm, mmu: NestedMmu) -> bool:
 def kvm_vcpu_load_hw_mmu(nk: NestedKvm, vcpu: KvmVcpu, regs: SysRegs) -> NestedMmu:
     """Enter L2: make the shadow for L1's registers the vCPU's current stage 2.
 
+    A vCPU that kept its shadow since the last put keeps rolling with it (no new
+    lookup, no new reference).
+
     Kernel: kvm_vcpu_load_hw_mmu (not in a hyp context), then the request check.
     """
+    kept = current_mmu(nk, vcpu)
+    if kept is not None:
+        return kept
     mmu = get_s2_mmu_nested(nk, regs)
     vcpu.hw_mmu = mmu.pgt
     check_nested_vcpu_requests(nk, mmu)
@@ -184,16 +197,14 @@ def kvm_vcpu_put_hw_mmu(nk: NestedKvm, vcpu: KvmVcpu) -> None:
 def nested_s2_walker(nk: NestedKvm, regs: SysRegs) -> NestedS2Walker:
     """Return the walk of L1's stage 2 that KVM's fault path calls for an L2 IPA.
 
-    A walk KVM refuses (L1's VTCR_EL2 outside what KVM walks, or tables outside
-    guest memory) is bad input to the model: ValueError naming the reason.
+    A walk KVM refuses (L1's VTCR_EL2 outside what it walks, a table outside guest
+    memory) comes back as the NestedWalkError value: the fault path injects it into L1
+    as kvm_handle_guest_abort does with any non-zero return of kvm_walk_nested_s2.
 
     Kernel: kvm_walk_nested_s2.
     """
-    def walk(gipa: int) -> KvmS2Trans:
-        got = kvm_walk_nested_s2(nk.vm, regs, gipa)
-        if isinstance(got, NestedWalkError):
-            raise ValueError(f"kvm_walk_nested_s2 refused: -{got.errno}: {got.reason}")
-        return got
+    def walk(gipa: int) -> KvmS2Trans | NestedWalkError:
+        return kvm_walk_nested_s2(nk.vm, regs, gipa)
     return walk
 
 
@@ -217,28 +228,50 @@ def kvm_nested_handle_guest_abort(nk: NestedKvm, vcpu: KvmVcpu, regs: SysRegs,
 # -- L1's TLB invalidations -------------------------------------------------------------------
 
 
+TLBI_TTL_TG_4K, TLBI_TTL_TG_16K, TLBI_TTL_TG_64K = 1, 2, 3
+"""The TTL field's granule encodings (TTL[3:2]). Kernel: TLBI_TTL_TG_*."""
+
+TTL_SIZES = {TLBI_TTL_TG_4K: {1: SZ_1G, 2: SZ_2M, 3: SZ_4K},
+             TLBI_TTL_TG_16K: {2: SZ_32M, 3: SZ_16K},
+             TLBI_TTL_TG_64K: {2: SZ_512M, 3: SZ_64K}}
+"""The span of a TTL hint per granule and level; a level not listed has none (16K and 64K
+level 0/1: no 52-bit IPA in nested)."""
+
+GUEST_BLOCK_SIZES = {TLBI_TTL_TG_4K: (SZ_4K, SZ_2M, SZ_1G), TLBI_TTL_TG_16K: (SZ_16K, SZ_32M),
+                     TLBI_TTL_TG_64K: (SZ_64K, SZ_512M)}
+"""The sizes get_guest_mapping_ttl looks at, smallest first, per granule."""
+
+MAX_INVAL_SIZE = {TLBI_TTL_TG_4K: SZ_1G, TLBI_TTL_TG_16K: SZ_32M, TLBI_TTL_TG_64K: SZ_512M}
+"""The span invalidated without a usable TTL (no 52-bit IPA: 512M, not 4T, for 64K)."""
+
+
 def ttl_to_size(ttl: int) -> int:
     """Return the span of a TTL hint (TG in bits [3:2], level in [1:0]); 0 if none.
 
-    Only the 4KB granule is decoded (what the shadow stage 2 uses here).
-    Kernel: ttl_to_size.
+    Kernel: nested.c ttl_to_size.
     """
-    level, tg = ttl & 3, ttl >> 2
-    if tg != 1:
-        return 0
-    return {1: SZ_1G, 2: SZ_2M, 3: SZ_4K}.get(level, 0)
+    return TTL_SIZES.get(ttl >> 2 & 3, {}).get(ttl & 3, 0)
+
+
+def vtcr_ttl_granule(vtcr: int) -> int:
+    """Return the TTL granule of a VTCR_EL2.TG0 (a reserved value is 64K, as KVM reads it).
+
+    Kernel: get_guest_mapping_ttl, compute_tlb_inval_range (the VTCR_EL2_TG0 switch).
+    """
+    return {0b00: TLBI_TTL_TG_4K, 0b10: TLBI_TTL_TG_16K}.get(vtcr >> 14 & 3, TLBI_TTL_TG_64K)
 
 
 def get_guest_mapping_ttl(mmu: NestedMmu, addr: int) -> int:
     """Return a TTL from the level L1 mapped addr with, read from the shadow's SW bits.
 
-    Looks at the 4K, 2M and 1G aligned addresses at or below addr for a valid leaf with
-    a level; returns 0 if none covers addr.
+    The granule is the shadow's cached VTCR_EL2.TG0; the addresses looked at are addr
+    aligned down to each block size of that granule, smallest first; the first valid
+    leaf carrying a level decides. 0 if none does, or if its span misses addr.
 
-    Kernel: get_guest_mapping_ttl.
+    Kernel: nested.c get_guest_mapping_ttl.
     """
-    ttl = 1 << 2
-    for sz in (SZ_4K, SZ_2M, SZ_1G):
+    tg = vtcr_ttl_granule(mmu.tlb_vtcr)
+    for sz in GUEST_BLOCK_SIZES[tg]:
         tmp = addr & ~(sz - 1)
         leaf = kvm_pgtable_get_leaf(mmu.pgt, tmp)
         if leaf.ret or not kvm_pte_valid(leaf.pte):
@@ -246,20 +279,66 @@ def get_guest_mapping_ttl(mmu: NestedMmu, addr: int) -> int:
         level = (leaf.pte & KVM_NV_GUEST_MAP_SZ) >> 55
         if not level:
             continue
-        ttl |= level
+        ttl = tg << 2 | level
         return ttl if addr < tmp + ttl_to_size(ttl) else 0
     return 0
 
 
 def compute_tlb_inval_range(mmu: NestedMmu, val: int, has_ttl: bool) -> int:
-    """Return the span a TLBI by IPA invalidates: its TTL, the shadow's hint, or 1G.
+    """Return the span a TLBI by IPA invalidates.
 
-    Kernel: compute_tlb_inval_range.
+    The instruction's TTL (Xt[47:44]) when it has one and the VM has FEAT_TTL (has_ttl),
+    else the level the shadow keeps in its software bits; without either, the largest
+    block of the shadow's granule (1G, 32M or 512M).
+
+    Kernel: nested.c compute_tlb_inval_range.
     """
     ttl = val >> 44 & 0xF
     if not ttl or not has_ttl:
         ttl = get_guest_mapping_ttl(mmu, (val & ((1 << 36) - 1)) << 12)
-    return ttl_to_size(ttl) or SZ_1G
+    return ttl_to_size(ttl) or MAX_INVAL_SIZE[vtcr_ttl_granule(mmu.tlb_vtcr)]
+
+
+def decode_range_tlbi(val: int) -> tuple[int, int]:
+    """Return (base IPA, size) of a range TLBI's Xt: TG [47:46] (0 read as 64K), SCALE
+    [45:44], NUM [43:39], BaseADDR [36:0] in granules; TTL [38:37] is ignored.
+
+    The size is (NUM + 1) << (5 * SCALE + 1) granules (__TLBI_RANGE_PAGES).
+    Kernel: sys_regs.c handle_ripas2e1is (decode_range_tlbi in later releases).
+    """
+    shift = {1: 12, 2: 14}.get(val >> 46 & 3, 16)
+    num, scale = val >> 39 & 0x1F, val >> 44 & 3
+    return (val & ((1 << 37) - 1)) << shift, (num + 1) << (5 * scale + 1) << shift
+
+
+TTL_GRANULES = {SZ_4K: TLBI_TTL_TG_4K, SZ_16K: TLBI_TTL_TG_16K, SZ_64K: TLBI_TTL_TG_64K}
+"""The TTL / range TG encoding of each granule size."""
+
+
+def encode_ipas2_xt(ipa: int, granule: int = 0, level: int = 0) -> int:
+    """Return Xt of TLBI IPAS2E1IS/IPAS2LE1IS: IPA[47:12] in [35:0], TTL in [47:44] (no
+    hint when granule is 0). ValueError for a level TTL cannot encode.
+    """
+    if granule and not 0 <= level <= 3:
+        raise ValueError(f"TTL level {level} is not 0..3")
+    ttl = TTL_GRANULES[granule] << 2 | level if granule else 0
+    return ttl << 44 | (ipa >> 12 & ((1 << 36) - 1))
+
+
+def encode_range_xt(base: int, granule: int, scale: int, num: int, ttl_level: int = 0) -> int:
+    """Return Xt of TLBI RIPAS2E1IS/RIPAS2LE1IS: TG [47:46], SCALE [45:44], NUM [43:39],
+    TTL [38:37], BaseADDR [36:0] (base in granules). ValueError for a field out of range
+    or a base not aligned to the granule.
+    """
+    if base % granule:
+        raise ValueError(f"base {base:#x} is not a multiple of the {granule >> 10}K granule")
+    if not 0 <= scale <= 3 or not 0 <= num <= 31 or not 0 <= ttl_level <= 3:
+        raise ValueError(f"SCALE {scale} (0..3), NUM {num} (0..31), TTL {ttl_level} (0..3)")
+    shift = granule.bit_length() - 1
+    if base >> shift >> 37:
+        raise ValueError(f"base {base:#x} does not fit BaseADDR[36:0]")
+    return (TTL_GRANULES[granule] << 46 | scale << 44 | num << 39 | ttl_level << 37
+            | base >> shift)
 
 
 @dataclass(frozen=True)
@@ -271,39 +350,78 @@ class ShadowUnmap:
     size: int
 
 
+@dataclass(frozen=True)
+class ShadowS1Tlbi:
+    """A TLBI of stage-1 entries KVM issued on a shadow (its VMID on the host), the shadow
+    stage 2 left as it is."""
+
+    vmid: int
+    shadow_vmid: int
+
+
 def kvm_s2_mmu_iterate_by_vmid(nk: NestedKvm, vmid: int) -> list[NestedMmu]:
     """Return the shadows holding a key with vmid. Kernel: kvm_s2_mmu_iterate_by_vmid."""
     return [m for m in nk.mmus if kvm_s2_mmu_valid(m) and get_vmid(m.tlb_vttbr) == vmid]
 
 
-def handle_ipas2e1is(nk: NestedKvm, regs: SysRegs, val: int,
-                     has_ttl: bool = True) -> list[ShadowUnmap]:
-    """Emulate L1's TLBI IPAS2E1IS (val as Xt: IPA[47:12] in bits [35:0], TTL [47:44]).
+def s2_mmu_unmap_range(mmu: NestedMmu, vmid: int, start: int, size: int) -> ShadowUnmap:
+    """Empty [start, start + size) of one shadow. Kernel: sys_regs.c s2_mmu_unmap_range."""
+    kvm_pgtable_stage2_unmap(mmu.pgt, start, size)
+    return ShadowUnmap(vmid, start, size)
 
-    Every shadow with L1's current VMID loses the span the TTL (or the level kept in
-    the shadow's software bits) describes, aligned down.
 
-    Kernel: handle_ipas2e1is, s2_mmu_unmap_ipa, compute_tlb_inval_range.
+def handle_ipas2e1is(nk: NestedKvm, regs: SysRegs, val: int) -> list[ShadowUnmap]:
+    """Emulate L1's TLBI IPAS2E1IS or IPAS2LE1IS (one handler: the last-level hint does
+    not change what KVM drops). Xt: IPA[47:12] in bits [35:0], TTL in [47:44].
+
+    Every shadow with L1's current VMID loses the span compute_tlb_inval_range gives,
+    the IPA aligned down to it.
+
+    Kernel: sys_regs.c handle_ipas2e1is, s2_mmu_unmap_ipa; nested.c compute_tlb_inval_range.
     """
     vmid = get_vmid(regs.VTTBR_EL2)
     done = []
     for mmu in kvm_s2_mmu_iterate_by_vmid(nk, vmid):
-        size = compute_tlb_inval_range(mmu, val, has_ttl)
+        size = compute_tlb_inval_range(mmu, val, nk.vm.fs.has("FEAT_TTL"))
         base = ((val & ((1 << 36) - 1)) << 12) & ~(size - 1)
-        kvm_pgtable_stage2_unmap(mmu.pgt, base, size)
-        done.append(ShadowUnmap(vmid, base, size))
+        done.append(s2_mmu_unmap_range(mmu, vmid, base, size))
     return done
+
+
+def handle_ripas2e1is(nk: NestedKvm, regs: SysRegs, val: int) -> list[ShadowUnmap] | None:
+    """Emulate L1's TLBI RIPAS2E1IS or RIPAS2LE1IS: drop the range Xt describes from every
+    shadow with L1's current VMID; None (UNDEFINED) when the VM lacks FEAT_TLBIRANGE.
+
+    Kernel: sys_regs.c handle_ripas2e1is, kvm_supported_tlbi_ipas2_op.
+    """
+    if not nk.vm.fs.has("FEAT_TLBIRANGE"):
+        return None
+    vmid = get_vmid(regs.VTTBR_EL2)
+    base, size = decode_range_tlbi(val)
+    return [s2_mmu_unmap_range(mmu, vmid, base, size)
+            for mmu in kvm_s2_mmu_iterate_by_vmid(nk, vmid)]
 
 
 def handle_vmalls12e1is(nk: NestedKvm, regs: SysRegs) -> list[ShadowUnmap]:
     """Emulate L1's TLBI VMALLS12E1IS: empty every shadow with L1's current VMID.
 
-    Kernel: handle_vmalls12e1is, s2_mmu_unmap_range.
+    The kernel unmaps [0, BIT(kvm_get_pa_bits)), the size its shadows are built with;
+    the model's shadows are built with the VM's IPA size, and that is what is emptied.
+
+    Kernel: sys_regs.c handle_vmalls12e1is, s2_mmu_unmap_range.
     """
     vmid = get_vmid(regs.VTTBR_EL2)
-    done = []
-    for mmu in kvm_s2_mmu_iterate_by_vmid(nk, vmid):
-        size = 1 << mmu.pgt.ia_bits
-        kvm_pgtable_stage2_unmap(mmu.pgt, 0, size)
-        done.append(ShadowUnmap(vmid, 0, size))
-    return done
+    return [s2_mmu_unmap_range(mmu, vmid, 0, 1 << mmu.pgt.ia_bits)
+            for mmu in kvm_s2_mmu_iterate_by_vmid(nk, vmid)]
+
+
+def handle_tlbi_el1(nk: NestedKvm, regs: SysRegs) -> list[ShadowS1Tlbi]:
+    """Emulate a TLBI VMALLE1IS L1 executes at vEL2: KVM repeats it on every shadow with
+    L1's current VMID (a stage-1 invalidation under that shadow's VMID); no shadow
+    stage-2 entry is dropped.
+
+    Kernel: sys_regs.c handle_tlbi_el1, s2_mmu_tlbi_s1e1 (__kvm_tlbi_s1e2).
+    """
+    vmid = get_vmid(regs.VTTBR_EL2)
+    return [ShadowS1Tlbi(vmid, mmu.pgt.s2_mmu.vmid)
+            for mmu in kvm_s2_mmu_iterate_by_vmid(nk, vmid)]

@@ -40,6 +40,7 @@ from s2mmu.arch.state import SysRegs
 from s2mmu.arch.translate import Env, s2_output, s2_setup, s2_walk
 from s2mmu.arch.walk import TTWState, WalkStep, oa_out_of_range
 from s2mmu.pgtable.s2trans import KvmS2Trans
+from s2mmu.pgtable.s2trans import NestedWalkError as NestedWalkError  # re-exported
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,6 @@ class NestedVm:
     ipa_limit: int
     host: PhysMem
     guest: TableMemory
-
-
-@dataclass(frozen=True)
-class NestedWalkError:
-    """The walk was refused or could not read the tables: a negative errno, no fault."""
-
-    errno: str
-    reason: str
 
 
 # The walker's own view: 48-bit descriptors, no DS, no hardware updates.

@@ -5,8 +5,8 @@ mm_ops (pages, refcounts, memcaches, RCU), break-before-make with recorded TLB a
 maintenance, behaviour profiles for older kernels, and a deterministic explorer of
 concurrent operations. Tables live in an ``s2mmu.arch.memory.PhysMem``.
 
-Modules: errno, caps, pte, prot, events, steps, profile, mm, table, walk, tlb, vtcr,
-stage2, hyp, env, invariants, concurrency, races.
+Modules: errno, caps, pte, prot, events, steps, profile, mm, table, walk, callers, tlb,
+vtcr, stage2, hyp, env, invariants, concurrency, races.
 
 A stage 2 as KVM builds it: the VTCR_EL2 from the IPA size, the PGD from the pool, a
 mapping whose table pages come from a memcache topped up first (stage2_map_topup does
@@ -60,7 +60,20 @@ from s2mmu.pgtable.mm import (
     kvm_mmu_free_memory_cache,
     kvm_mmu_topup_memory_cache,
 )
-from s2mmu.pgtable.profile import CURRENT, PRE_V6_3, V6_3, V6_19, BehaviourProfile
+from s2mmu.pgtable.profile import (
+    CURRENT,
+    PRE_V6_3,
+    PROFILES,
+    V6_1,
+    V6_2,
+    V6_3,
+    V6_6,
+    V6_12,
+    V6_18,
+    V6_19,
+    BehaviourProfile,
+    behaviour_profile,
+)
 from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_R,
     KVM_PGTABLE_PROT_RW,
@@ -138,9 +151,16 @@ __all__ = [
     "KVM_PGTABLE_WALK_TABLE_POST",
     "KVM_PGTABLE_WALK_TABLE_PRE",
     "PRE_V6_3",
+    "PROFILES",
+    "V6_1",
+    "V6_2",
     "V6_3",
+    "V6_6",
+    "V6_12",
+    "V6_18",
     "V6_19",
     "BehaviourProfile",
+    "behaviour_profile",
     "EventLog",
     "PageAlloc",
     "PageFree",

@@ -138,6 +138,21 @@ class UseAfterFree(NamedTuple):
     access: str
 
 
+@hex_repr(decimal=("ret", "visits"))
+class WalkReturn(NamedTuple):
+    """A kvm_pgtable_walk() call returned (only when walk tracing is on).
+
+    flags: the walker's flags; errors: each non-zero visitor return as (visit number,
+    value), in order; visits: how many visitor calls the walk made; ret: what the walk
+    returned. Enough to check the walker's contract (s2mmu.pgtable.invariants).
+    """
+
+    flags: int
+    errors: tuple[tuple[int, int], ...]
+    visits: int
+    ret: int
+
+
 class Warn(NamedTuple):
     """A WARN_ON() the kernel would have printed: the function and the condition."""
 
@@ -158,6 +173,7 @@ Event = (
     | PageAlloc
     | PageFree
     | UseAfterFree
+    | WalkReturn
     | Warn
 )
 
@@ -168,12 +184,15 @@ class EventLog:
     """An append-only, ordered record of events.
 
     With keep=False only per-type counts are kept (benchmarks use this so the log does
-    not dominate host memory). trace_ptes turns on PteWrite recording.
+    not dominate host memory). trace_ptes turns on PteWrite recording, trace_walks
+    WalkReturn recording (the invariant checkers turn both on).
     """
 
-    def __init__(self, keep: bool = True, trace_ptes: bool = False) -> None:
+    def __init__(self, keep: bool = True, trace_ptes: bool = False,
+                 trace_walks: bool = False) -> None:
         self.keep = keep
         self.trace_ptes = trace_ptes
+        self.trace_walks = trace_walks
         self.items: list[Event] = []
         self.counts: Counter[str] = Counter()
 

@@ -16,6 +16,16 @@ tests use on sequential runs:
 - reuse-before-tlbi: a table page unlinked from the tree (the detached table and every
   table below it) is not handed out again before a TLB invalidation covering what it
   translated;
+- table-tlbi-level: a TLB invalidation for a live table entry that was changed carries
+  no level hint (TTL): the hint names the level of the leaf being invalidated, and a
+  table entry is no leaf, so a hinted TLBI need not reach the walk-cache and leaf
+  entries cached through the table (stage2_unmap_put_pte passes TLBI_TTL_UNKNOWN for a
+  table since commit 36e008323926, "KVM: arm64: Don't pass a TLBI level hint when zapping
+  table entries"; stage2_try_break_pte uses the range flush, which has no hint);
+- walk-contract: each kvm_pgtable_walk() returned what its contract says for the flags
+  it was given under the behaviour profile's -EAGAIN rule: the first visitor error that
+  ends the walk is the last visit and is returned; an -EAGAIN the rule ignores lets the
+  walk go on and is not returned (kvm_pgtable_walk_continue, __kvm_pgtable_walk);
 - warn: no WARN_ON fired.
 
 The reader here looks at memory directly (it is the checker, not a walker).
@@ -32,6 +42,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from s2mmu.arch.bits import mask
+from s2mmu.pgtable.errno import EAGAIN
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
     Event,
@@ -41,8 +52,10 @@ from s2mmu.pgtable.events import (
     TlbiVmidIpa,
     TlbiVmidRange,
     UseAfterFree,
+    WalkReturn,
     Warn,
 )
+from s2mmu.pgtable.profile import EagainRule
 from s2mmu.pgtable.pte import (
     KVM_PTE_LEAF_ATTR_HI_SW,
     KVM_PTE_LEAF_ATTR_LO_S2_AF,
@@ -258,6 +271,46 @@ def _covers(event: Event, vmid: int, ipa: int, size: int, level: int) -> bool:
     return False
 
 
+HANDLE_FAULT_FLAG = 1 << 7
+IGNORE_EAGAIN_FLAG = 1 << 4
+"""KVM_PGTABLE_WALK_HANDLE_FAULT and KVM_PGTABLE_WALK_IGNORE_EAGAIN as s2mmu.pgtable.walk
+numbers them (written again here: the checker states the contract on its own)."""
+
+
+def walk_ends(flags: int, r: int, rule: EagainRule) -> bool:
+    """Return whether a visitor's return r must end a walk with these flags under rule.
+
+    Kernel: kvm_pgtable_walk_continue (before v6.3: any error ends the walk; v6.3 to
+    v6.19-rc4: -EAGAIN only with KVM_PGTABLE_WALK_HANDLE_FAULT; v6.19 onward: -EAGAIN
+    unless KVM_PGTABLE_WALK_IGNORE_EAGAIN).
+    """
+    if r == 0:
+        return False
+    if r != -EAGAIN or rule is EagainRule.ANY_ERROR_STOPS:
+        return True
+    if rule is EagainRule.HANDLE_FAULT:
+        return bool(flags & HANDLE_FAULT_FLAG)
+    return not flags & IGNORE_EAGAIN_FLAG
+
+
+def check_walk_return(ev: WalkReturn, rule: EagainRule) -> list[Violation]:
+    """Check one walk's visits and return value against the walker's contract."""
+    for visit, r in ev.errors:
+        if walk_ends(ev.flags, r, rule):
+            if ev.visits == visit and ev.ret == r:
+                return []
+            detail = (f"visitor returned {r} at visit {visit} (flags {ev.flags:#x}, "
+                      f"{rule.name}): the walk must end there and return it, but it made "
+                      f"{ev.visits} visits and returned {ev.ret}")
+            return [Violation("walk-contract", detail)]
+    if ev.ret == 0 or (not ev.visits and ev.ret < 0):
+        return []
+    ignored = ", ".join(str(r) for _, r in ev.errors) or "none"
+    detail = (f"walk with flags {ev.flags:#x} ({rule.name}) returned {ev.ret}, but its "
+              f"visitors' errors ({ignored}) do not end it")
+    return [Violation("walk-contract", detail)]
+
+
 def leaf_change_allowed(old: int, new: int, level: int) -> bool:
     """Return whether a live entry may go from old to new without break-before-make."""
     if kvm_pte_table(old, level) or kvm_pte_table(new, level):
@@ -266,7 +319,11 @@ def leaf_change_allowed(old: int, new: int, level: int) -> bool:
 
 
 class Checker:
-    """Incremental checker: after each step, feed it what happened and get violations."""
+    """Incremental checker: after each step, feed it what happened and get violations.
+
+    Building one turns on descriptor-write and walk-return recording in the table's
+    event log (what it follows).
+    """
 
     def __init__(
         self,
@@ -280,6 +337,8 @@ class Checker:
         self.tree = TreeModel(pgt)
         self.pending_breaks: dict[int, tuple[int, int, int]] = {}
         self.awaiting_tlbi: dict[int, tuple[int, int, int]] = {}
+        self.table_changes: dict[int, tuple[int, int, int]] = {}
+        pgt.ops.events.trace_ptes = pgt.ops.events.trace_walks = True
         self.seen = len(pgt.ops.events)
 
     @property
@@ -302,11 +361,14 @@ class Checker:
         if isinstance(ev, PteWrite):
             return self._pte_write(ev)
         if isinstance(ev, (TlbiVmid, TlbiVmidIpa, TlbiVmidRange)):
-            for table in (self.pending_breaks, self.awaiting_tlbi):
+            out = self._table_tlbi(ev)
+            for table in (self.pending_breaks, self.awaiting_tlbi, self.table_changes):
                 for key, (ipa, size, level) in list(table.items()):
                     if _covers(ev, self.vmid, ipa, size, level):
                         del table[key]
-            return []
+            return out
+        if isinstance(ev, WalkReturn):
+            return check_walk_return(ev, self.pgt.ops.profile.eagain_rule)
         if isinstance(ev, PageAlloc) and ev.pa in self.awaiting_tlbi:
             ipa, size, _ = self.awaiting_tlbi.pop(ev.pa)
             detail = f"page {ev.pa:#x} (translated IPA {ipa:#x}+{size:#x}) reused before a TLBI"
@@ -316,6 +378,20 @@ class Checker:
         if isinstance(ev, Warn):
             return [Violation("warn", f"WARN_ON in {ev.function}: {ev.condition}")]
         return []
+
+    def _table_tlbi(self, ev: TlbiVmid | TlbiVmidIpa | TlbiVmidRange) -> list[Violation]:
+        """Flag a level-hinted TLBI aimed at a table entry changed since its last TLBI."""
+        if not isinstance(ev, TlbiVmidIpa) or ev.level == TLBI_TTL_UNKNOWN \
+                or ev.vmid != self.vmid:
+            return []
+        out = []
+        for ptep, (ipa, size, level) in list(self.table_changes.items()):
+            if ipa <= ev.ipa < ipa + size:
+                del self.table_changes[ptep]
+                detail = (f"TLBI for the level-{level} table entry at IPA {ipa:#x}+{size:#x} "
+                          f"carries level hint {ev.level}")
+                out.append(Violation("table-tlbi-level", detail))
+        return out
 
     def _pte_write(self, ev: PteWrite) -> list[Violation]:
         g = self.tree.g
@@ -328,6 +404,7 @@ class Checker:
         if old_live and kvm_pte_table(ev.old, level) and ev.new != ev.old:
             for page in self.tree.subtree(kvm_pte_to_phys(ev.old, g)):
                 self.awaiting_tlbi[page] = (ipa, size, level)
+            self.table_changes[ev.pa] = (ipa, size, level)
         if old_live and new_live and not leaf_change_allowed(ev.old, ev.new, level):
             detail = f"entry for IPA {ipa:#x} went {ev.old:#x} -> {ev.new:#x} without a break"
             out.append(Violation("valid-to-valid", detail))

@@ -40,6 +40,7 @@ from s2mmu.pgtable.events import (
     UseAfterFree,
     Warn,
 )
+from s2mmu.pgtable.inject import InjectedBug
 from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
 from s2mmu.pgtable.pte import Granule
 from s2mmu.pgtable.steps import Gen
@@ -281,6 +282,8 @@ class KvmPgtableMmOps:
         self.memcache_fallback = memcache_fallback
         self.hyp_context = hyp_context
         self._free_unlinked = free_unlinked
+        self.bugs: frozenset[InjectedBug] = frozenset()
+        """Bugs to have on purpose (s2mmu.pgtable.inject); none by default."""
         self.pgtable_pages = 0
         self.dcache_clean_inval_poc: CacheOp | None = self._dcache if cmo else None
         self.icache_inval_pou: CacheOp | None = self._icache if cmo else None

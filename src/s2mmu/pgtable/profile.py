@@ -10,9 +10,10 @@ Knobs and the kernel history they stand for:
 - ``eagain_rule``: how a visitor's -EAGAIN affects the walk (kvm_pgtable_walk_continue).
   ANY_ERROR_STOPS before v6.3; HANDLE_FAULT from v6.3 (commit ddcadb297ce5, "KVM: arm64:
   Ignore EAGAIN for walks outside of a fault": -EAGAIN is swallowed unless the walker
-  passes KVM_PGTABLE_WALK_HANDLE_FAULT); IGNORE_EAGAIN from v6.19 ("KVM: arm64: Invert
-  KVM_PGTABLE_WALK_HANDLE_FAULT to fix pKVM walkers", seed 000: -EAGAIN ends the walk
-  unless the walker passes KVM_PGTABLE_WALK_IGNORE_EAGAIN, which only wrprotect does).
+  passes KVM_PGTABLE_WALK_HANDLE_FAULT); IGNORE_EAGAIN from v6.19 (commit 19cffd16ed64,
+  "KVM: arm64: Invert KVM_PGTABLE_WALK_HANDLE_FAULT to fix pKVM walkers", seed 000, in
+  the kvmarm fixes for 6.19: -EAGAIN ends the walk unless the walker passes
+  KVM_PGTABLE_WALK_IGNORE_EAGAIN, which only wrprotect does).
 - ``reload_after_table_pre``: the entry is re-read after a TABLE_PRE callback (commit
   a9f0e3d5a089, "KVM: arm64: Reload PTE after invoking walker callback on preorder
   traversal", v6.4-rc, backported to 6.3.y). Before it, a TABLE_PRE that replaced a table
@@ -36,24 +37,85 @@ Knobs and the kernel history they stand for:
   stage-2 permissions", merged for v6.19-rc1). Before it, relax_perms only cleared XN
   when X was asked for and never set it, so relaxing an executable leaf to RW left it
   executable (measured against Linux 6.12.118's own pgtable.c by ``s2mmu kernel diff``).
-  The v6.3..v6.19-rc4 profile keeps the old rule: it stands for the releases up to
-  v6.18 on this point.
+  The profiles before v6.19 keep the old rule.
 - ``max_owner_id``: the largest owner id kvm_pgtable_stage2_set_owner accepts
   (KVM_MAX_OWNER_ID; larger ones are -EINVAL). 1 in pgtable.c up to 6.12 at least (read
   in the source of the v6.3 era and measured against Linux 6.12.118's own pgtable.c);
   FIELD_MAX(KVM_INVALID_PTE_OWNER_MASK) = 255 in the v6.19 profile, the model's reading
   of the pKVM guest-ownership code (the commit that raised it is not pinned here).
+- ``shared_fault_walks``: user_mem_abort takes mmu_lock for read and its map and
+  relax_perms walks pass KVM_PGTABLE_WALK_SHARED, so their entry updates are
+  compare-and-swap (stage2_try_set_pte) and break-before-make locks the entry, from v6.2
+  (commit 1577cb5823ce, "KVM: arm64: Handle stage-2 faults in parallel"). Before it
+  (Linux 6.1.192 as read), faults take mmu_lock for write (for read only for a
+  dirty-logging write permission fault), kvm_pgtable_stage2_map takes no walk flags and
+  stage2_attr_walker stores with WRITE_ONCE.
+- ``shared_access_faults``: handle_access_fault takes mmu_lock for read and
+  kvm_pgtable_stage2_mkyoung passes KVM_PGTABLE_WALK_SHARED, from v6.3 (commit
+  fc61f554e694, "KVM: arm64: Handle access faults behind the read lock", in the same
+  series as ddcadb297ce5; the 6.3 pull calls it "an accidental omission in the original
+  parallel faults implementation"). Before it, under the write lock with a plain store.
+- ``relax_perms_local_tlbi``: kvm_pgtable_stage2_relax_perms invalidates with
+  __kvm_tlb_flush_vmid_ipa_nsh (the local CPU's TLB) instead of the broadcast
+  __kvm_tlb_flush_vmid_ipa (6.1.192 as read) from v6.5 (commit a12ab1378a88, "KVM:
+  arm64: Use local TLBI on permission relaxation", with eager page splitting).
+- ``relax_perms_tlbi_on_eagain``: that invalidation also runs when the walk returns
+  -EAGAIN (another vCPU relaxed the entry first, and this CPU's TLB may still hold the
+  entry that faulted), from v6.7 (commit be097997a273, "KVM: arm64: Always invalidate
+  TLB for stage-2 permission faults"). 6.12.118 as read has both.
+
+The flags the fault path passes follow from these knobs and the ``eagain_rule``
+(s2mmu.pgtable.callers): SHARED from v6.2 (mkyoung from v6.3), with HANDLE_FAULT from
+v6.3 (ddcadb297ce5 added it to the map of user_mem_abort and to relax_perms and mkyoung,
+which pass it inside pgtable.c in 6.12.118 as read; the pKVM series that gave relax_perms
+and mkyoung a flags argument, "KVM: arm64: Pass walk flags to
+kvm_pgtable_stage2_relax_perms", kept HANDLE_FAULT|SHARED in user_mem_abort) until
+19cffd16ed64 drops it.
+
+Four knobs were found by running Linux 6.1.192's own pgtable.c against the model
+(``s2mmu kernel diff --source /usr/src/linux-source-6.1.tar.xz``, full agreement with
+them); 6.1.192 has the old rule and 6.12.118 the new one, the commits are not pinned:
+
+- ``map_anchor``: the map walker replaces a table by a block through an anchor (6.1's
+  stage2_map_walk_table_pre clears the table entry and invalidates the whole VMID, the
+  LEAF callback drops the references of the leaves below it, TABLE_POST frees the
+  detached tables on the way up and installs the block at the anchor), instead of
+  breaking the table entry and freeing the detached table at once, as the v6.2
+  parallel-fault rework does (the v6.2 profile's TABLE_PRE, whose missing re-read
+  a9f0e3d5a089 fixed).
+- ``cmo_valid_leaf_only``: the map walker's I-cache invalidation is for valid
+  executable leaves only (stage2_pte_executable checks validity, as in the 6.4-era
+  code); 6.1 also invalidates for an invalid entry whose XN bit is clear (an owner
+  annotation). The patch "KVM: arm64: Check for PTE validity when checking for
+  executable/cacheable" was posted in 2021; taken here as changed with v6.2.
+- ``map_sw_bits_shortcut``: an exclusive map that changes only software bits (or
+  nothing, as re-annotating an entry for the same owner) stores the entry without
+  break-before-make or cache maintenance (stage2_map_walker_try_leaf's "only changing
+  software bits" case, which tests kvm_pgtable_walk_shared and so came with the v6.2
+  rework or later); 6.1 goes through its cache maintenance.
+- ``unmap_range_tlbi``: with FEAT_TLBIRANGE and FWB, unmap skips the per-entry TLBIs
+  and invalidates the whole range once at the end (stage2_unmap_defer_tlb_flush, taken
+  here as v6.6, the range-based unmap invalidation); 6.1 invalidates entry by entry.
+
+Releases: one profile per release that changed a rule or that a user meets (v6.1 and
+v6.12 are Debian's kernels, v6.6 a long-term release, v6.18 the last with HANDLE_FAULT
+and the first profile with pKVM's EL2 guest stage 2, v6.19 the current code). Each
+knob's history is a :class:`Knob` in :data:`KNOBS`, with the release that changed it and
+the commit, or ``None`` where the commit is not pinned.
 
 Kernel: kvm_pgtable_walk_continue, __kvm_pgtable_visit, stage2_map_walker_phys_addr,
 stage2_attr_walker, stage2_map_walker_try_leaf, kvm_pgtable_stage2_relax_perms
 (arch/arm64/kvm/hyp/pgtable.c as of v6.2, v6.3, 6.12 and linux-next, and the commits
-named above).
+named above); user_mem_abort, handle_access_fault (arch/arm64/kvm/mmu.c of Linux 6.1.192
+and 6.12.118, Debian's linux-source packages).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from s2mmu.arch.errors import InputError
 
 
 class EagainRule(enum.Enum):
@@ -66,7 +128,7 @@ class EagainRule(enum.Enum):
 
 @dataclass(frozen=True)
 class BehaviourProfile:
-    """A set of rule choices standing for one kernel version (see module docstring)."""
+    """A set of rule choices standing for one kernel release (see module docstring)."""
 
     name: str
     eagain_rule: EagainRule
@@ -76,9 +138,104 @@ class BehaviourProfile:
     perm_only_filter: bool
     relax_perms_xn_from_prot: bool = True
     max_owner_id: int = 255
+    shared_fault_walks: bool = True
+    shared_access_faults: bool = True
+    relax_perms_local_tlbi: bool = True
+    relax_perms_tlbi_on_eagain: bool = True
+    map_anchor: bool = False
+    cmo_valid_leaf_only: bool = True
+    map_sw_bits_shortcut: bool = True
+    unmap_range_tlbi: bool = True
 
 
-PRE_V6_3 = BehaviourProfile(
+@dataclass(frozen=True)
+class Change:
+    """One change of a knob: the release it first shipped in, the commit, its subject.
+
+    commit is None where the hash is not pinned, title None where the subject is not
+    known either (never guessed)."""
+
+    release: str
+    commit: str | None
+    title: str | None
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A rule that changed behaviour: the profile field holding it, what it decides, and
+    the changes that made each value."""
+
+    name: str
+    rule: str
+    changes: tuple[Change, ...]
+
+
+KNOBS = (
+    Knob("eagain_rule", "what a visitor's -EAGAIN does to the walk (kvm_pgtable_walk_continue)",
+         (Change("v6.3", "ddcadb297ce5", "KVM: arm64: Ignore EAGAIN for walks outside of a fault"),
+          Change("v6.19", "19cffd16ed64", "KVM: arm64: Invert KVM_PGTABLE_WALK_HANDLE_FAULT to "
+                 "fix pKVM walkers"))),
+    Knob("reload_after_table_pre", "the entry is re-read after a TABLE_PRE callback",
+         (Change("v6.4", "a9f0e3d5a089", "KVM: arm64: Reload PTE after invoking walker callback "
+                 "on preorder traversal"),)),
+    Knob("pa_from_ipa", "the map walker infers the output address from the IPA",
+         (Change("v6.4", "1f0f4a2ef7a5", "KVM: arm64: Infer the PA offset from IPA in stage-2 "
+                 "map walker"),)),
+    Knob("attr_eagain_on_invalid", "stage2_attr_walker returns -EAGAIN for an invalid entry",
+         (Change("v6.3", "76259cca4795", "KVM: arm64: Return EAGAIN for invalid PTE in attr "
+                 "walker"),)),
+    Knob("perm_only_filter", "a permissions-only map returns -EAGAIN, entry untouched",
+         (Change("v5.12", "694d071f8d85", "KVM: arm64: Filter out the case of only changing "
+                 "permissions from stage-2 map path"),)),
+    Knob("relax_perms_xn_from_prot", "relax_perms writes XN from prot (can make a leaf XN)",
+         (Change("v6.19", "2608563b466b", "KVM: arm64: Add support for FEAT_XNX stage-2 "
+                 "permissions"),)),
+    Knob("max_owner_id", "largest owner id kvm_pgtable_stage2_set_owner accepts",
+         (Change("v6.19", None, None),)),
+    Knob("shared_fault_walks", "user_mem_abort: read lock, map and relax_perms pass SHARED (CAS)",
+         (Change("v6.2", "1577cb5823ce", "KVM: arm64: Handle stage-2 faults in parallel"),)),
+    Knob("shared_access_faults", "handle_access_fault: read lock, mkyoung passes SHARED (CAS)",
+         (Change("v6.3", "fc61f554e694", "KVM: arm64: Handle access faults behind the read "
+                 "lock"),)),
+    Knob("relax_perms_local_tlbi", "relax_perms invalidates the local TLB (TLBI IPAS2E1, nsh)",
+         (Change("v6.5", "a12ab1378a88", "KVM: arm64: Use local TLBI on permission "
+                 "relaxation"),)),
+    Knob("relax_perms_tlbi_on_eagain", "relax_perms invalidates the TLB on -EAGAIN too",
+         (Change("v6.7", "be097997a273", "KVM: arm64: Always invalidate TLB for stage-2 "
+                 "permission faults"),)),
+    Knob("map_anchor", "the map walker replaces a table by a block through an anchor",
+         (Change("v6.2", None, None),)),
+    Knob("cmo_valid_leaf_only", "the map walker's I-cache invalidation skips invalid entries",
+         (Change("v6.2", None, None),)),
+    Knob("map_sw_bits_shortcut", "an exclusive software-bits-only map skips BBM and CMOs",
+         (Change("v6.2", None, None),)),
+    Knob("unmap_range_tlbi", "unmap (FWB + FEAT_TLBIRANGE) invalidates the range once at the end",
+         (Change("v6.6", None, None),)),
+)
+"""Every knob of BehaviourProfile, in field order, with its history."""
+
+
+V6_1 = BehaviourProfile(
+    name="v6.1",
+    eagain_rule=EagainRule.ANY_ERROR_STOPS,
+    reload_after_table_pre=False,
+    pa_from_ipa=False,
+    attr_eagain_on_invalid=False,
+    perm_only_filter=True,
+    relax_perms_xn_from_prot=False,
+    max_owner_id=1,
+    shared_fault_walks=False,
+    shared_access_faults=False,
+    relax_perms_local_tlbi=False,
+    relax_perms_tlbi_on_eagain=False,
+    map_anchor=True,
+    cmo_valid_leaf_only=False,
+    map_sw_bits_shortcut=False,
+    unmap_range_tlbi=False,
+)
+"""v6.1 (Debian's 6.1.192): faults under the write lock, no walk flags, plain stores."""
+
+V6_2 = BehaviourProfile(
     name="v6.2",
     eagain_rule=EagainRule.ANY_ERROR_STOPS,
     reload_after_table_pre=False,
@@ -87,11 +244,29 @@ PRE_V6_3 = BehaviourProfile(
     perm_only_filter=True,
     relax_perms_xn_from_prot=False,
     max_owner_id=1,
+    shared_access_faults=False,
+    relax_perms_local_tlbi=False,
+    relax_perms_tlbi_on_eagain=False,
+    unmap_range_tlbi=False,
 )
-"""Before v6.3: any error stops the walk; the two 6.4-rc map-walker fixes are absent."""
+"""v6.2: parallel faults (SHARED); any error stops the walk; no 6.4-rc map-walker fixes."""
 
-V6_3 = BehaviourProfile(
-    name="v6.3..v6.19-rc4",
+V6_6 = BehaviourProfile(
+    name="v6.6",
+    eagain_rule=EagainRule.HANDLE_FAULT,
+    reload_after_table_pre=True,
+    pa_from_ipa=True,
+    attr_eagain_on_invalid=True,
+    perm_only_filter=True,
+    relax_perms_xn_from_prot=False,
+    max_owner_id=1,
+    relax_perms_tlbi_on_eagain=False,
+)
+"""v6.6 (long-term): HANDLE_FAULT, the 6.4-rc map-walker fixes, local TLBI after a relax
+(not yet on -EAGAIN)."""
+
+V6_12 = BehaviourProfile(
+    name="v6.12",
     eagain_rule=EagainRule.HANDLE_FAULT,
     reload_after_table_pre=True,
     pa_from_ipa=True,
@@ -100,7 +275,20 @@ V6_3 = BehaviourProfile(
     relax_perms_xn_from_prot=False,
     max_owner_id=1,
 )
-"""v6.3 to v6.19-rc4 (with the 6.4-rc fixes that 6.3.y stable also has): HANDLE_FAULT."""
+"""v6.12 (Debian's 6.12.118): the pgtable rules of v6.6; at.c's software walker appears."""
+
+V6_18 = BehaviourProfile(
+    name="v6.18",
+    eagain_rule=EagainRule.HANDLE_FAULT,
+    reload_after_table_pre=True,
+    pa_from_ipa=True,
+    attr_eagain_on_invalid=True,
+    perm_only_filter=True,
+    relax_perms_xn_from_prot=False,
+    max_owner_id=1,
+)
+"""v6.18: the last release with HANDLE_FAULT, where pKVM's EL2 walks (which pass no flag)
+swallow -EAGAIN (seed 000)."""
 
 V6_19 = BehaviourProfile(
     name="v6.19",
@@ -112,9 +300,52 @@ V6_19 = BehaviourProfile(
     relax_perms_xn_from_prot=True,
     max_owner_id=255,
 )
-"""v6.19 onward: IGNORE_EAGAIN, passed only by wrprotect."""
+"""v6.19 onward: IGNORE_EAGAIN, passed only by wrprotect; the fault path passes SHARED."""
 
 CURRENT = V6_19
 """The default profile."""
 
-PROFILES = {p.name: p for p in (PRE_V6_3, V6_3, V6_19)}
+PRE_V6_3 = V6_2
+"""The profile before HANDLE_FAULT (an older name of V6_2)."""
+
+V6_3 = V6_12
+"""A profile with HANDLE_FAULT (an older name of V6_12)."""
+
+PROFILES = {p.name: p for p in (V6_1, V6_2, V6_6, V6_12, V6_18, V6_19)}
+"""Every profile by release name, oldest first."""
+
+
+def profile_names() -> str:
+    """Return the release names, oldest first, as messages list them."""
+    return ", ".join(PROFILES)
+
+
+def behaviour_profile(name: str) -> BehaviourProfile:
+    """Return the profile of a release name; InputError listing the names otherwise."""
+    if name not in PROFILES:
+        raise InputError(f"unknown kernel profile {name!r} (known: {profile_names()})")
+    return PROFILES[name]
+
+
+COVERS_FROM = {"v6.1": (0, 0), "v6.2": (6, 2), "v6.6": (6, 3), "v6.12": (6, 7),
+               "v6.18": (6, 14), "v6.19": (6, 19)}
+"""The first release each profile stands for: v6.6 stands for v6.3 to v6.6 (6.3.y has
+the 6.4-rc fixes; v6.3 and v6.4 still invalidate the TLB after relax_perms as v6.2 does),
+v6.12 for v6.7 to v6.13 (at.c's software walker is 6.12's), v6.18 for v6.14 to v6.18
+(pKVM's EL2 guest stage 2 came with commit fce886a60207, "KVM: arm64: Plumb the pKVM MMU
+in KVM"; the release it first shipped in, v6.14 here, is not pinned)."""
+
+
+def profile_for_release(version: int, patchlevel: int) -> BehaviourProfile:
+    """Return the profile standing for Linux VERSION.PATCHLEVEL (older than v6.1: v6.1's)."""
+    chosen = V6_1
+    for name, first in COVERS_FROM.items():
+        if first <= (version, patchlevel):
+            chosen = PROFILES[name]
+    return chosen
+
+
+def knob_value(profile: BehaviourProfile, knob: Knob) -> object:
+    """Return the value a profile gives a knob."""
+    return getattr(profile, knob.name)
+

@@ -9,9 +9,10 @@ KVM's attribute walkers, and a block collapsing a table under a walker still ins
 Guest memory is one linear region: IPA GUEST_IPA + x maps PA GUEST_PA + x, so any
 other output address is a wrong mapping.
 
-Kernel: the callers' walk flags and lock modes follow arch/arm64/kvm/mmu.c:
-user_mem_abort / kvm_s2_fault_map (read_lock, KVM_PGTABLE_WALK_SHARED, plus
-KVM_PGTABLE_WALK_HANDLE_FAULT from v6.3 to v6.19-rc4), handle_access_fault,
+Kernel: the callers' walk flags and lock modes follow arch/arm64/kvm/mmu.c per profile
+(s2mmu.pgtable.callers): user_mem_abort / kvm_s2_fault_map (read_lock and
+KVM_PGTABLE_WALK_SHARED from v6.2, plus KVM_PGTABLE_WALK_HANDLE_FAULT from v6.3 to
+v6.18; write_lock and no flag in v6.1), handle_access_fault (likewise),
 kvm_unmap_gfn_range / __unmap_stage2_range (write_lock), kvm_mmu_wp_memory_region
 (write_lock), kvm_mmu_split_huge_pages (write_lock).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from s2mmu.pgtable.callers import access_fault_walk_flags, fault_walk_flags
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.concurrency import (
     READ_LOCK,
@@ -34,7 +36,7 @@ from s2mmu.pgtable.errno import EAGAIN
 from s2mmu.pgtable.events import EventLog
 from s2mmu.pgtable.invariants import Violation, linear_expectation
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, __kvm_mmu_topup_memory_cache
-from s2mmu.pgtable.profile import CURRENT, BehaviourProfile, EagainRule
+from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW
 from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_map,
@@ -46,11 +48,7 @@ from s2mmu.pgtable.stage2 import (
     kvm_pgtable_stage2_wrprotect,
 )
 from s2mmu.pgtable.table import KvmPgtable
-from s2mmu.pgtable.walk import (
-    KVM_PGTABLE_WALK_HANDLE_FAULT,
-    KVM_PGTABLE_WALK_SHARED,
-    kvm_pgtable_get_leaf,
-)
+from s2mmu.pgtable.walk import kvm_pgtable_get_leaf
 
 GUEST_IPA = 0x4000_0000
 GUEST_PA = 0x2_0000_0000
@@ -61,14 +59,17 @@ SZ_2M = 0x20_0000
 PA = GUEST_PA  # the PA of GUEST_IPA
 
 
-def fault_walk_flags(profile: BehaviourProfile) -> int:
-    """Return the walk flags the stage-2 fault path passes under this profile.
+def fault_lock(profile: BehaviourProfile) -> str:
+    """Return how user_mem_abort holds mmu_lock (write before parallel faults, v6.2).
 
-    Kernel: user_mem_abort / kvm_s2_fault_map.
+    Kernel: user_mem_abort (read_lock from v6.2; write_lock in 6.1.192).
     """
-    if profile.eagain_rule is EagainRule.HANDLE_FAULT:
-        return KVM_PGTABLE_WALK_SHARED | KVM_PGTABLE_WALK_HANDLE_FAULT
-    return KVM_PGTABLE_WALK_SHARED
+    return READ_LOCK if profile.shared_fault_walks else WRITE_LOCK
+
+
+def access_fault_lock(profile: BehaviourProfile) -> str:
+    """Return how handle_access_fault holds mmu_lock. Kernel: handle_access_fault."""
+    return READ_LOCK if profile.shared_access_faults else WRITE_LOCK
 
 
 def vcpu_memcache(env: PgtableEnv, pages: int = 8) -> KvmMmuMemoryCache:
@@ -110,7 +111,7 @@ def _fault(env: PgtableEnv, pgt: KvmPgtable, ipa: int, size: int, prot: int, nam
     return Op(
         name,
         lambda: kvm_pgtable_stage2_map.steps(pgt, ipa, size, _pa(ipa), prot, mc, flags),
-        READ_LOCK,
+        fault_lock(env.profile),
     )
 
 
@@ -257,6 +258,7 @@ def hw_access_flag_vs_kvm(profile: BehaviourProfile = CURRENT) -> Scenario:
         kvm_pgtable_stage2_map(pgt, GUEST_IPA, SZ_4K, PA, KVM_PGTABLE_PROT_R, mc)
         kvm_pgtable_stage2_test_clear_young(pgt, GUEST_IPA, SZ_4K, True)
         flags = fault_walk_flags(env.profile)
+        young = access_fault_walk_flags(env.profile)
         ops = [
             Op("hw-access-flag", lambda: hw_set_access_flag(pgt, GUEST_IPA), None),
             Op(
@@ -268,8 +270,8 @@ def hw_access_flag_vs_kvm(profile: BehaviourProfile = CURRENT) -> Scenario:
             ),
             Op(
                 "vcpu1-mkyoung",
-                lambda: kvm_pgtable_stage2_mkyoung.steps(pgt, GUEST_IPA, flags),
-                READ_LOCK,
+                lambda: kvm_pgtable_stage2_mkyoung.steps(pgt, GUEST_IPA, young),
+                access_fault_lock(env.profile),
             ),
         ]
         return _world(pgt, ops, expect_mapped(GUEST_IPA))

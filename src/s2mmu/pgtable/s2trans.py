@@ -37,6 +37,18 @@ class KvmS2Trans:
     fault: FaultRecord | None = None
 
 
+@dataclass(frozen=True)
+class NestedWalkError:
+    """The walk was refused or could not read the tables: a negative errno, no fault.
+
+    KVM still injects a fault into the guest hypervisor for it: kvm_walk_nested_s2
+    returns the errno with kvm_s2_trans_esr holding the abort's syndrome and FSC 0.
+    """
+
+    errno: str
+    reason: str
+
+
 def kvm_s2_trans_output(trans: KvmS2Trans) -> int:
     """Return the output address (kvm_s2_trans_output)."""
     return trans.output

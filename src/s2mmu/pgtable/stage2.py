@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from s2mmu.pgtable.errno import E2BIG, EAGAIN, EINVAL, ENOMEM
 from s2mmu.pgtable.events import TLBI_TTL_UNKNOWN
+from s2mmu.pgtable.inject import InjectedBug
 from s2mmu.pgtable.mm import KvmMmuMemoryCache, KvmPgtableMmOps
 from s2mmu.pgtable.profile import EagainRule
 from s2mmu.pgtable.prot import (
@@ -75,6 +76,7 @@ from s2mmu.pgtable.table import (
     kvm_pgtable_pte_is_counted,
 )
 from s2mmu.pgtable.tlb import (
+    __kvm_tlb_flush_vmid,
     __kvm_tlb_flush_vmid_ipa,
     __kvm_tlb_flush_vmid_ipa_nsh,
     dsb,
@@ -196,7 +198,8 @@ class Stage2MapData:
     Kernel: struct stage2_map_data.
     """
 
-    __slots__ = ("phys", "attr", "owner_id", "annotation", "mmu", "memcache", "force_pte")
+    __slots__ = ("phys", "attr", "owner_id", "annotation", "mmu", "memcache", "force_pte",
+                 "anchor", "childp")
 
     def __init__(
         self,
@@ -215,6 +218,8 @@ class Stage2MapData:
         self.mmu = mmu
         self.memcache = memcache
         self.force_pte = force_pte
+        self.anchor: int | None = None  # the profile's map_anchor (6.1): the cleared entry
+        self.childp = 0
 
 
 def kvm_block_mapping_supported(ctx: KvmPgtableVisitCtx, phys: int) -> bool:
@@ -283,7 +288,8 @@ def stage2_map_walker_try_leaf(ctx: KvmPgtableVisitCtx, data: Stage2MapData) -> 
     elif ctx.old == new:
         _advance_phys_counter(ctx, data, granule)
         return 0
-    if not kvm_pgtable_walk_shared(ctx) and not (ctx.old ^ new) & ~KVM_PTE_LEAF_ATTR_HI_SW:
+    if (mm_ops.profile.map_sw_bits_shortcut and not kvm_pgtable_walk_shared(ctx)
+            and not (ctx.old ^ new) & ~KVM_PTE_LEAF_ATTR_HI_SW):
         yield from _stage2_set_sw_bits(ctx, new)
         _advance_phys_counter(ctx, data, granule)
         return 0
@@ -323,7 +329,9 @@ def _stage2_map_cmo(ctx: KvmPgtableVisitCtx, data: Stage2MapData, new: int, gran
     pa = kvm_pte_to_phys(new, mm_ops.g)
     if mm_ops.dcache_clean_inval_poc is not None and pgt and stage2_pte_cacheable(pgt, new):
         mm_ops.dcache_clean_inval_poc(pa, granule)
-    if mm_ops.icache_inval_pou is not None and stage2_pte_executable(new):
+    executable = (stage2_pte_executable(new) if mm_ops.profile.cmo_valid_leaf_only
+                  else not new & KVM_PTE_LEAF_ATTR_HI_S2_XN)
+    if mm_ops.icache_inval_pou is not None and executable:
         mm_ops.icache_inval_pou(pa, granule)
 
 
@@ -379,17 +387,72 @@ def stage2_map_walk_leaf(ctx: KvmPgtableVisitCtx, data: Stage2MapData) -> Gen[in
     return 0
 
 
+def stage2_map_walk_table_pre_anchor(ctx: KvmPgtableVisitCtx, data: Stage2MapData) -> Gen[int]:
+    """Clear a table entry a block can replace, invalidate the VMID, anchor there (6.1).
+
+    Kernel: stage2_map_walk_table_pre (6.1).
+    """
+    if data.anchor is not None or not stage2_leaf_mapping_allowed(ctx, data):
+        return 0
+    data.childp = kvm_pte_to_phys(ctx.old, ctx.mm_ops.g)
+    yield Step(WRITE, ctx.ptep)
+    ctx.mm_ops.write_pte(ctx.ptep, 0)
+    __kvm_tlb_flush_vmid(data.mmu)
+    data.anchor = ctx.ptep
+    return 0
+
+
+def stage2_map_walk_table_post_anchor(ctx: KvmPgtableVisitCtx, data: Stage2MapData
+                                      ) -> Gen[int]:
+    """Free a detached table on the way up; at the anchor, install the block (6.1).
+
+    Kernel: stage2_map_walk_table_post (6.1).
+    """
+    mm_ops = ctx.mm_ops
+    if data.anchor is None:
+        return 0
+    ret = 0
+    if data.anchor == ctx.ptep:
+        childp = data.childp
+        data.anchor, data.childp = None, 0
+        yield Step(READ, ctx.ptep)
+        ret = yield from stage2_map_walk_leaf(ctx._replace(old=mm_ops.read_pte(ctx.ptep)), data)
+    else:
+        childp = kvm_pte_to_phys(ctx.old, mm_ops.g)
+    mm_ops.put_page(childp)
+    mm_ops.put_page(ctx.ptep)
+    return ret
+
+
 def stage2_map_walker(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
     """Dispatch the map visitor: TABLE_PRE may install a block, LEAF maps or descends.
+
+    Under the profile's map_anchor (6.1) TABLE_PRE anchors, a LEAF below the anchor only
+    drops its reference and TABLE_POST frees tables and installs the block.
 
     Kernel: stage2_map_walker.
     """
     data: Stage2MapData = ctx.arg
+    if ctx.mm_ops.profile.map_anchor:
+        if visit == KVM_PGTABLE_WALK_TABLE_PRE:
+            return (yield from stage2_map_walk_table_pre_anchor(ctx, data))
+        if visit == KVM_PGTABLE_WALK_TABLE_POST:
+            return (yield from stage2_map_walk_table_post_anchor(ctx, data))
+        if data.anchor is not None:
+            if stage2_ctx_pte_is_counted(ctx, ctx.old):
+                ctx.mm_ops.put_page(ctx.ptep)
+            return 0
     if visit == KVM_PGTABLE_WALK_TABLE_PRE:
         return (yield from stage2_map_walk_table_pre(ctx, data))
     if visit == KVM_PGTABLE_WALK_LEAF:
         return (yield from stage2_map_walk_leaf(ctx, data))
     return -EINVAL
+
+
+def stage2_map_walk_flags(mm_ops: KvmPgtableMmOps) -> int:
+    """Return the map walker's own flags: TABLE_POST too under map_anchor (6.1)."""
+    flags = KVM_PGTABLE_WALK_TABLE_PRE | KVM_PGTABLE_WALK_LEAF
+    return flags | KVM_PGTABLE_WALK_TABLE_POST if mm_ops.profile.map_anchor else flags
 
 
 @stepped
@@ -419,9 +482,7 @@ def kvm_pgtable_stage2_map(
     if ret:
         return ret
     data = Stage2MapData(phys & ~page_mask, attr, mmu, mc, force_pte)
-    walker = KvmPgtableWalker(
-        stage2_map_walker, data, flags | KVM_PGTABLE_WALK_TABLE_PRE | KVM_PGTABLE_WALK_LEAF
-    )
+    walker = KvmPgtableWalker(stage2_map_walker, data, flags | stage2_map_walk_flags(mm_ops))
     ret = yield from kvm_pgtable_walk.steps(pgt, addr, size, walker)
     dsb(mm_ops, "ishst")
     return ret
@@ -441,9 +502,7 @@ def kvm_pgtable_stage2_set_owner(
     if owner_id < 0 or owner_id > min(KVM_MAX_OWNER_ID, pgt.ops.profile.max_owner_id):
         return -EINVAL
     data = Stage2MapData(0, 0, pgt.s2_mmu, mc, True, owner_id=owner_id, annotation=True)
-    walker = KvmPgtableWalker(
-        stage2_map_walker, data, KVM_PGTABLE_WALK_TABLE_PRE | KVM_PGTABLE_WALK_LEAF
-    )
+    walker = KvmPgtableWalker(stage2_map_walker, data, stage2_map_walk_flags(pgt.ops))
     return (yield from kvm_pgtable_walk.steps(pgt, addr, size, walker))
 
 
@@ -456,7 +515,7 @@ def stage2_unmap_defer_tlb_flush(pgt: KvmPgtable) -> bool:
 
     Kernel: stage2_unmap_defer_tlb_flush.
     """
-    return pgt.ops.caps.tlb_range and stage2_has_fwb(pgt)
+    return pgt.ops.profile.unmap_range_tlbi and pgt.ops.caps.tlb_range and stage2_has_fwb(pgt)
 
 
 def stage2_unmap_put_pte(
@@ -470,7 +529,8 @@ def stage2_unmap_put_pte(
     if kvm_pte_valid(ctx.old):
         yield from kvm_clear_pte(ctx)
         if kvm_pte_table(ctx.old, ctx.level):
-            __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, TLBI_TTL_UNKNOWN)
+            wrong = InjectedBug.TABLE_TLBI_LEVEL_HINT in mm_ops.bugs
+            __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, ctx.level if wrong else TLBI_TTL_UNKNOWN)
         elif not stage2_unmap_defer_tlb_flush(pgt):
             __kvm_tlb_flush_vmid_ipa(mmu, ctx.addr, ctx.level)
     if stage2_ctx_pte_is_counted(ctx, ctx.old):
@@ -660,7 +720,8 @@ def kvm_pgtable_stage2_relax_perms(
     From v6.19 the XN field is written from prot (a prot without X makes the leaf
     non-executable); before it (profile knob relax_perms_xn_from_prot off), XN is only
     cleared when prot has X and never set. The local TLB is invalidated on success and
-    on -EAGAIN.
+    on -EAGAIN; before v6.6 (knobs relax_perms_local_tlbi, relax_perms_tlbi_on_eagain
+    off) the inner-shareable one, on success only.
 
     Kernel: kvm_pgtable_stage2_relax_perms.
     """
@@ -680,10 +741,14 @@ def kvm_pgtable_stage2_relax_perms(
     else:
         attr_clr = KVM_PTE_LEAF_ATTR_HI_S2_XN if prot & KVM_PGTABLE_PROT_X else 0
     ret, _, level = yield from stage2_update_leaf_attrs(pgt, addr, 1, attr_set, attr_clr, flags)
-    if ret == 0 or ret == -EAGAIN:
+    profile = pgt.ops.profile
+    if ret == 0 or (ret == -EAGAIN and profile.relax_perms_tlbi_on_eagain):
         # On -EAGAIN the kernel passes an uninitialised level; the model says "unknown".
         hint = level if ret == 0 else TLBI_TTL_UNKNOWN
-        __kvm_tlb_flush_vmid_ipa_nsh(pgt.s2_mmu, addr, hint)
+        if profile.relax_perms_local_tlbi:
+            __kvm_tlb_flush_vmid_ipa_nsh(pgt.s2_mmu, addr, hint)
+        else:
+            __kvm_tlb_flush_vmid_ipa(pgt.s2_mmu, addr, hint)
     return ret
 
 

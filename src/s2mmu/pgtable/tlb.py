@@ -12,6 +12,7 @@ __kvm_tlb_flush_vmid_range (arch/arm64/kvm/hyp/nvhe/tlb.c); kvm_tlb_flush_vmid_r
 from __future__ import annotations
 
 from s2mmu.pgtable.events import Dsb, Isb, TlbiVmid, TlbiVmidIpa, TlbiVmidRange
+from s2mmu.pgtable.inject import InjectedBug
 from s2mmu.pgtable.mm import KvmPgtableMmOps
 from s2mmu.pgtable.table import KvmS2Mmu
 
@@ -30,7 +31,10 @@ def __kvm_tlb_flush_vmid_ipa(mmu: KvmS2Mmu, ipa: int, level: int) -> None:
 
     Kernel: __kvm_tlb_flush_vmid_ipa.
     """
-    _mm_ops(mmu).events.record(TlbiVmidIpa(mmu.vmid, ipa, level))
+    mm_ops = _mm_ops(mmu)
+    if InjectedBug.SKIP_TLBI_VMID_IPA in mm_ops.bugs:
+        return
+    mm_ops.events.record(TlbiVmidIpa(mmu.vmid, ipa, level))
 
 
 def __kvm_tlb_flush_vmid_ipa_nsh(mmu: KvmS2Mmu, ipa: int, level: int) -> None:
@@ -46,7 +50,10 @@ def __kvm_tlb_flush_vmid(mmu: KvmS2Mmu) -> None:
 
     Kernel: __kvm_tlb_flush_vmid.
     """
-    _mm_ops(mmu).events.record(TlbiVmid(mmu.vmid))
+    mm_ops = _mm_ops(mmu)
+    if InjectedBug.SKIP_TLBI_VMID in mm_ops.bugs:
+        return
+    mm_ops.events.record(TlbiVmid(mmu.vmid))
 
 
 def __kvm_tlb_flush_vmid_range(mmu: KvmS2Mmu, start: int, pages: int) -> None:

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 from s2mmu.arch.reprs import hex_repr
 from s2mmu.pgtable.errno import EAGAIN, EINVAL, EPERM, ERANGE
+from s2mmu.pgtable.events import WalkReturn
 from s2mmu.pgtable.mm import KvmPgtableMmOps
 from s2mmu.pgtable.profile import EagainRule
 from s2mmu.pgtable.pte import (
@@ -328,10 +329,34 @@ def kvm_pgtable_walk(pgt: KvmPgtable, addr: int, size: int, walker: KvmPgtableWa
     token = kvm_pgtable_walk_begin(mm_ops, walker)
     if token < 0:
         return token
+    seen = _WalkSeen(walker) if mm_ops.events.trace_walks else None
+    if seen is not None:
+        data.walker = seen.walker
     try:
-        return (yield from _kvm_pgtable_walk(pgt, data))
+        ret = yield from _kvm_pgtable_walk(pgt, data)
     finally:
         kvm_pgtable_walk_end(mm_ops, token)
+    if seen is not None:
+        mm_ops.events.record(WalkReturn(walker.flags, tuple(seen.errors), seen.visits, ret))
+    return ret
+
+
+class _WalkSeen:
+    """What a traced walk's visitor returned: the walker to run instead, and its record."""
+
+    def __init__(self, walker: KvmPgtableWalker) -> None:
+        self.visits = 0
+        self.errors: list[tuple[int, int]] = []
+        cb = walker.cb
+
+        def seen(ctx: KvmPgtableVisitCtx, visit: int) -> Gen[int]:
+            r = yield from cb(ctx, visit)
+            self.visits += 1
+            if r:
+                self.errors.append((self.visits, r))
+            return r
+
+        self.walker = KvmPgtableWalker(seen, walker.arg, walker.flags)
 
 
 class LeafWalkData:

@@ -6,6 +6,8 @@ operations; page states live where the kernel keeps them (host: hyp_page in the
 vmemmap plus host stage-2 owner annotations; hypervisor: stage-1 software bits; guest:
 stage-2 software bits).
 
-Modules: errno, states, memory, mem_protect, pkvm (VMs and the host's side), host_fault
-(host aborts and what a host access gets), invariants.
+Modules: errno, states, memory, mem_protect, pkvm (VMs and the host's side: the
+pkvm_mappings record and pkvm_pgtable_stage2_*), backend (the stage-2 backend a KVM VM
+takes under protected KVM: s2mmu.pgtable.backend.Stage2Backend), host_fault (host aborts
+and what a host access gets), invariants.
 """

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from s2mmu.arch.access import access_pieces
 from s2mmu.pgtable.errno import EAGAIN, EPERM
 from s2mmu.pgtable.pte import kvm_pte_valid
 from s2mmu.pgtable.walk import kvm_pgtable_get_leaf
@@ -206,16 +207,6 @@ class HostAccessHypPanic:
 AccessOutcome = AccessDone | ZeropadFixedUp | HostOops | HostSeaPanic | HostAccessHypPanic
 
 
-def _chunks(va: int, size: int, page: int) -> list[tuple[int, int]]:
-    out = []
-    end = va + size
-    while va < end:
-        n = min(end, (va & ~(page - 1)) + page) - va
-        out.append((va, n))
-        va += n
-    return out
-
-
 def _kernel_fault(access: HostAccess, far: int, first: bool, stage: int) -> AccessOutcome | None:
     """The host's __do_kernel_fault: an exception-table fixup or an Oops."""
     if access.fixup is Fixup.ZEROPAD and not first and not access.write:
@@ -253,7 +244,7 @@ def host_access(
     page = pkvm.page_size
     if access.write and len(data) != access.size:
         raise ValueError(f"a {access.size}-byte store needs {access.size} bytes of data")
-    pieces = _chunks(access.va, access.size, page)
+    pieces = access_pieces(access.va, access.size, page)
     for i, (va, _) in enumerate(pieces):
         pa = va - PAGE_OFFSET
         fault = _translate(pkvm, dm, access, va, pa, i == 0, policy)

@@ -23,7 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from s2mmu.pgtable.invariants import check_refcounts, scan_tree
-from s2mmu.pgtable.pte import PkvmComponentId, kvm_invalid_pte_owner, kvm_pte_valid
+from s2mmu.pgtable.pte import (
+    PkvmComponentId,
+    kvm_granule_size,
+    kvm_invalid_pte_owner,
+    kvm_pte_valid,
+)
+from s2mmu.pgtable.table import KvmPgtable
 from s2mmu.pgtable.walk import kvm_pgtable_get_leaf
 from s2mmu.pkvm.mem_protect import (
     Pkvm,
@@ -79,6 +85,27 @@ def transitionable_pages(pkvm: Pkvm) -> list[int]:
     return out
 
 
+class LeafCache:
+    """The entry covering an address, walking once per entry for ascending addresses.
+
+    An entry at level L (a leaf, or an invalid entry: a leaf to the walker) covers the
+    whole aligned kvm_granule_size(L) range, so the next addresses in it reuse it.
+    """
+
+    def __init__(self, pgt: KvmPgtable) -> None:
+        self.pgt = pgt
+        self.start, self.end, self.entry = 0, 0, 0
+
+    def pte(self, addr: int) -> int:
+        """Return the entry kvm_pgtable_get_leaf finds for addr."""
+        if not self.start <= addr < self.end:
+            leaf = kvm_pgtable_get_leaf(self.pgt, addr)
+            size = kvm_granule_size(leaf.level, self.pgt.ops.g) if not leaf.ret else 1
+            self.start, self.end, self.entry = addr & ~(size - 1), (addr | (size - 1)) + 1, \
+                leaf.pte
+        return self.entry
+
+
 def page_views(pkvm: Pkvm) -> dict[int, PageView]:
     """Return each transitionable page's view from the vmemmap and the three tables."""
     borrowed: dict[int, list[tuple[int, PkvmPageState]]] = {}
@@ -88,10 +115,11 @@ def page_views(pkvm: Pkvm) -> dict[int, PageView]:
                 state = guest_get_page_state(leaf.pte)
                 borrowed.setdefault(leaf.phys + off, []).append((handle, state))
     views = {}
+    host_leaf, hyp_leaf = LeafCache(pkvm.host_pgt), LeafCache(pkvm.hyp_pgt)
     for pa in transitionable_pages(pkvm):
         hp = pkvm.vmemmap.hyp_phys_to_page(pa)
-        host_pte = kvm_pgtable_get_leaf(pkvm.host_pgt, pa).pte
-        hyp_pte = kvm_pgtable_get_leaf(pkvm.hyp_pgt, __hyp_va(pa)).pte
+        host_pte = host_leaf.pte(pa)
+        hyp_pte = hyp_leaf.pte(__hyp_va(pa))
         views[pa] = PageView(
             host=hp.host_state,
             host_annotation=kvm_invalid_pte_owner(host_pte),

@@ -37,6 +37,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from s2mmu.arch.memory import PhysMem
+from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.env import PgtableEnv, new_env, new_hyp, new_stage2, pkvm_guest_mm_ops
 from s2mmu.pgtable.errno import E2BIG, EAGAIN, EINVAL, ENOENT, ENOMEM, EPERM
 from s2mmu.pgtable.hyp import kvm_pgtable_hyp_map, kvm_pgtable_hyp_unmap
@@ -217,6 +219,9 @@ def new_pkvm(
     profile: BehaviourProfile = CURRENT,
     hyp_pool_pages: int = 512,
     host_s2_pool_pages: int = 64,
+    mem: PhysMem | None = None,
+    caps: KvmCaps | None = None,
+    host_ram: MemblockRegion | None = None,
 ) -> Pkvm:
     """Return a booted pKVM: host RAM host-owned, the hypervisor's carve-outs hyp-owned.
 
@@ -225,9 +230,15 @@ def new_pkvm(
     are mapped in the hyp stage 1 and annotated PKVM_ID_HYP in the host stage 2, as the
     kernel's setup does before the host is deprivileged (nvhe/setup.c, not read here).
 
+    mem and caps: the physical memory and CPU capabilities to share with a host KVM (its
+    guests' pages and the tables EL2 builds for them live in the same memory);
+    host_ram: a further RAM region above the carve-outs, host-owned (where a host KVM's
+    memory comes from).
+
     Kernel: kvm_host_prepare_stage2, prepare_host_vtcr, prepare_s2_pool.
     """
-    env = new_env(profile=profile, pool_base=HYP_POOL_BASE, pool_pages=hyp_pool_pages)
+    env = new_env(profile=profile, pool_base=HYP_POOL_BASE, pool_pages=hyp_pool_pages,
+                  mem=mem, caps=caps)
     page = env.g.page_size
     ram = MemblockRegion(RAM_BASE, ram_pages * page)
     regions = [ram]
@@ -237,13 +248,17 @@ def new_pkvm(
     host_pool = MemblockRegion(HOST_S2_POOL_BASE, host_s2_pool_pages * page)
     if regions[-1].end > HYP_POOL_BASE or hyp_pool.end > HOST_S2_POOL_BASE:
         raise ValueError("RAM and the hyp pool must fit below the host stage-2 pool")
-    mem = HypMemory((*regions, hyp_pool, host_pool))
+    if host_ram is not None:
+        if host_ram.base < host_pool.end:
+            raise ValueError("host_ram must lie above the host stage-2 pool")
+        regions.append(host_ram)
+    hyp_mem = HypMemory(tuple(sorted((*regions, hyp_pool, host_pool), key=lambda r: r.base)))
     host_s2_pool = PagePool(env.mem, env.g, HOST_S2_POOL_BASE, host_s2_pool_pages)
     host_pgt = new_stage2(
-        env, 40, vmid=0, flags=KVM_HOST_S2_FLAGS, force_pte_cb=_host_force_pte_cb(mem),
+        env, 40, vmid=0, flags=KVM_HOST_S2_FLAGS, force_pte_cb=_host_force_pte_cb(hyp_mem),
         mm_ops=_host_mm_ops(env, host_s2_pool), pte_is_counted_cb=host_stage2_pte_is_counted,
     )  # fmt: skip
-    pkvm = Pkvm(env, mem, Vmemmap(mem, page), host_s2_pool, host_pgt, new_hyp(env, 48))
+    pkvm = Pkvm(env, hyp_mem, Vmemmap(hyp_mem, page), host_s2_pool, host_pgt, new_hyp(env, 48))
     for reg in (hyp_pool, host_pool):
         if pkvm_create_mappings_locked(pkvm, reg.base, reg.size, PAGE_HYP):
             raise MemoryError("cannot map the hypervisor's carve-out")
@@ -879,7 +894,8 @@ def __pkvm_host_reclaim_page(pkvm: Pkvm, vm: PkvmHypVm, gfn: int) -> int:
     return host_stage2_set_owner_locked(pkvm, phys, size, PKVM_ID_HOST)
 
 
-def new_hyp_vm(pkvm: Pkvm, handle: int, protected: bool, memcache_pages: int = 16) -> PkvmHypVm:
+def new_hyp_vm(pkvm: Pkvm, handle: int, protected: bool, memcache_pages: int = 16,
+               ipa_bits: int = 40, mmfr0: int | None = None) -> PkvmHypVm:
     """Create a guest's EL2 state: a stage 2 and a vCPU memcache from the hyp pool.
 
     The kernel fills the memcache with pages the host donates; the model takes them
@@ -887,7 +903,11 @@ def new_hyp_vm(pkvm: Pkvm, handle: int, protected: bool, memcache_pages: int = 1
     """
     if handle in pkvm.vms:
         raise ValueError(f"VM handle {handle} is in use")
-    pgt = new_stage2(pkvm.env, 40, vmid=handle, mm_ops=pkvm_guest_mm_ops(pkvm.env))
+    mm_ops = pkvm_guest_mm_ops(pkvm.env)
+    if mmfr0 is None:
+        pgt = new_stage2(pkvm.env, ipa_bits, vmid=handle, mm_ops=mm_ops)
+    else:
+        pgt = new_stage2(pkvm.env, ipa_bits, vmid=handle, mm_ops=mm_ops, mmfr0=mmfr0)
     mc = KvmMmuMemoryCache()
     if __kvm_mmu_topup_memory_cache(mc, pkvm.env.pool, memcache_pages, memcache_pages):
         raise MemoryError("hyp pool exhausted")

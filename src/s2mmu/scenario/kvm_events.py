@@ -2,10 +2,12 @@
 and invariants, registered with :data:`s2mmu.scenario.schema.REGISTRY`.
 
 Tables: [host], [vm], [[vma]], [[memslot]] (each a setup step: KVM_SET_USER_MEMORY_REGION
-before the timeline), [[vcpu]]. Events: guest accesses (read, write, exec, dc), a raw
-abort, host memory events (munmap, madvise, migrate, hwpoison, mmap), memslot ioctls and
-the dirty log. The model lives in s2mmu.kvm; this module parses into typed events, wires
-them to it and compares outcomes with expectations. It formats no sentence: the records
+before the timeline), [[vcpu]]; the VM follows the rules of the scenario's kernel release
+([kvm] profile, read by s2mmu.scenario.schema for every layer). Events: guest accesses
+(read, write, exec, dc), a raw abort, host memory events (munmap, madvise, migrate,
+hwpoison, mmap), memslot ioctls and the dirty log. The model lives in s2mmu.kvm; this
+module parses into typed events, wires them to it and compares outcomes with
+expectations. It formats no sentence: the records
 it fills are rendered by s2mmu.scenario.render_text and render_json.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +35,16 @@ from s2mmu.kvm.fault import FaultHooks, kvm_handle_guest_abort
 from s2mmu.kvm.host import HostFeatures, HostMm, MemType, Vma, VmaKind
 from s2mmu.kvm.invariants import (
     KvmViolation,
+    PgtableRuleBroken,
+    StepChecker,
+    WarnFired,
     check_dirty_bits,
+    check_dirty_writable,
     check_invariants,
     stage2_leaves,
 )
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Memslot
+from s2mmu.kvm.tlb import StaleTlbEntry, VcpuTlbs
 from s2mmu.kvm.vm import (
     KVM_DIRTY_LOG_INITIALLY_SET,
     KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
@@ -52,13 +59,19 @@ from s2mmu.kvm.vm import (
     kvm_vm_ioctl_create_vcpu,
     set_slot_flags,
 )
+from s2mmu.pgtable.backend import DIRECT
 from s2mmu.pgtable.events import (
     DcacheCleanInvalPoc,
     IcacheInvalPou,
+    PteWrite,
     TlbiVmid,
     TlbiVmidIpa,
     TlbiVmidRange,
+    WalkReturn,
+    Warn,
 )
+from s2mmu.pgtable.inject import InjectedBug
+from s2mmu.pkvm.backend import pkvm_backend
 from s2mmu.scenario.records import FaultStep, Mismatch, Outcome, StepDraft, World
 from s2mmu.scenario.schema import (
     ACCESS,
@@ -87,6 +100,8 @@ from s2mmu.scenario.schema import (
 )
 
 MAX_ATTEMPTS = 16
+CHECKER_EVENTS = (PteWrite, WalkReturn)
+"""Events recorded for the invariant checkers, left out of a step's trace."""
 SHOWN_EVENTS = (TlbiVmidIpa, TlbiVmidRange, TlbiVmid, DcacheCleanInvalPoc, IcacheInvalPou)
 """The events a timeline shows: TLB invalidations and cache maintenance."""
 
@@ -120,6 +135,8 @@ class VcpuSpec:
     maps: tuple[S1Map, ...]
     where: Where
     key_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+    tlb: bool = False
+    """Its accesses look in its TLB before walking (tlb = true)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,8 @@ class KvmConfig:
     """The host, the VM and the vCPUs a scenario describes."""
 
     features: frozenset[str]
+    protected_kvm: bool
+    """[host] kvm_mode = "protected": the VM runs under the [pkvm] hypervisor."""
     pa_bits: int
     ras_claims_sea: bool
     ipa_bits: int
@@ -135,10 +154,13 @@ class KvmConfig:
     initially_set: bool
     eager_split_chunk: int
     nisv_to_user: bool
+    protected: bool
     vm_lines: Mapping[str, int]
     vmas: tuple[VmaSpec, ...]
     vcpus: tuple[VcpuSpec, ...]
     path: str
+    inject: frozenset[InjectedBug] = frozenset()
+    """Bugs the page-table library is told to have ([vm] inject)."""
 
 
 def vma_spec(it: Item) -> VmaSpec:
@@ -159,14 +181,21 @@ def parse_kvm(c: Checker, data: dict[str, Any], ctx: ParseContext) -> tuple[KvmC
     specs = tuple(VcpuSpec(it.index, it.get("stage1_tables"),
                            tuple(S1Map(m["va"], m["ipa"], m["size"], m.get("ro", False),
                                        m.get("xn", False), m.get("device", False))
-                                 for m in it.get("map", [])), it.where, it.key_lines)
+                                 for m in it.get("map", [])), it.where, it.key_lines,
+                           it.get("tlb", False))
                   for it in vcpus)
-    config = KvmConfig(frozenset(host.get("features", [])), host.get("pa_bits", 48),
+    protected_kvm = host.get("kvm_mode", "default") == "protected"
+    if protected_kvm and "pkvm" not in data:
+        raise c.fail("host", None, "kvm_mode", "\"protected\" needs a [pkvm] table "
+                                               "(the hypervisor)")
+    config = KvmConfig(frozenset(host.get("features", [])), protected_kvm,
+                       host.get("pa_bits", 48),
                        host.get("ras_claims_sea", False), vm.get("ipa_bits", 40),
                        vm.get("mte", False), vm.get("manual_dirty_log_protect", False),
                        vm.get("initially_set", False), vm.get("eager_split_chunk", 0),
-                       vm.get("nisv_to_user", False), vm_lines,
-                       tuple(vma_spec(it) for it in vmas), specs, c.path)
+                       vm.get("nisv_to_user", False), vm.get("protected", False), vm_lines,
+                       tuple(vma_spec(it) for it in vmas), specs, c.path,
+                       frozenset(InjectedBug(b) for b in vm.get("inject", [])))
     setup: list[Event] = [SetMemslot(**common_fields(it, "memslot"), slot=it.get("id"),
                                      gpa=it.get("gpa"), size=it.get("size"), hva=it.get("hva"),
                                      flags=tuple(it.get("flags", [])))
@@ -189,6 +218,18 @@ class KvmWorld:
     """Per logging slot: the pages a handled write dirtied since its bitmap was allocated
     (all pages when the bitmap started all-set), for check_dirty_bits."""
     bitmaps: dict[int, bytearray] = field(default_factory=dict)
+    checker: StepChecker | None = None
+    """Follows the event log for the WARN and page-table-rule invariants."""
+    warned: list[WarnFired] = field(default_factory=list)
+    """The WARNs the last step fired."""
+    unexpected_warns: list[WarnFired] = field(default_factory=list)
+    """Those of them the step did not expect (expect_warn)."""
+    rules: list[PgtableRuleBroken] = field(default_factory=list)
+    """The page-table library's rules the last step broke."""
+    at_fault_return: list[KvmViolation] = field(default_factory=list)
+    """What the last step's faults broke as they returned (dirty but not writable)."""
+    tlbs: VcpuTlbs | None = None
+    """Every vCPU's TLB (built with the vCPUs)."""
 
 
 def build_host(config: KvmConfig) -> HostMm:
@@ -218,10 +259,23 @@ def build_kvm(world: World, config: KvmConfig) -> None:
     field): nothing can run without it.
     """
     host = build_host(config)
+    backend, env = DIRECT, None
+    pconf = world.scenario.config("pkvm")
+    if config.protected_kvm:
+        # Imported here so that the layers keep their registration order (kvm first).
+        from s2mmu.scenario.pkvm_events import boot_pkvm
+
+        hyp = boot_pkvm(world, pconf, host.mem, host.features.kvm_caps()).pkvm
+        assert hyp is not None
+        handle = 1 + max((g.handle for g in pconf.guests), default=0)
+        backend, env = pkvm_backend(hyp, handle, config.protected), hyp.env
     try:
-        kvm = kvm_create_vm(host, config.ipa_bits, has_mte=config.mte)
+        kvm = kvm_create_vm(host, config.ipa_bits, has_mte=config.mte, env=env,
+                            backend=backend, protected=config.protected,
+                            profile=world.scenario.profile.pgtable)
     except KvmError as e:
-        key = "mte" if e.reason is Refusal.MTE_UNSUPPORTED else "ipa_bits"
+        key = {Refusal.MTE_UNSUPPORTED: "mte", Refusal.PROTECTED_WITHOUT_PKVM: "protected"}.get(
+            e.reason, "ipa_bits")
         raise ScenarioError(f"{config.path}:{config.vm_lines.get(key, 1)}: vm.{key}: "
                             f"KVM_CREATE_VM fails {errname(e.errno)}: {e.why}") from None
     kvm.nisv_to_user = config.nisv_to_user
@@ -229,7 +283,8 @@ def build_kvm(world: World, config: KvmConfig) -> None:
         kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | (
             KVM_DIRTY_LOG_INITIALLY_SET if config.initially_set else 0)
     kvm.pgt.s2_mmu.split_page_chunk_size = config.eager_split_chunk
-    world.add(KvmWorld(host, kvm))
+    kvm.pgt.ops.bugs = config.inject
+    world.add(KvmWorld(host, kvm, checker=StepChecker(kvm)))
 
 
 def build_vcpus(world: World, config: KvmConfig) -> None:
@@ -239,6 +294,7 @@ def build_vcpus(world: World, config: KvmConfig) -> None:
     """
     kw = world.part(KvmWorld)
     specs = config.vcpus or (VcpuSpec(0, None, (), Where(config.path, 1)),)
+    kw.tlbs = VcpuTlbs(kw.kvm, len(specs), frozenset(s.id for s in specs if s.tlb))
     for spec in specs:
         kw.vcpus.append(kvm_vm_ioctl_create_vcpu(kw.kvm))
         if spec.stage1_tables is None:
@@ -253,8 +309,11 @@ def build_vcpus(world: World, config: KvmConfig) -> None:
 
 
 def mark_events(world: World) -> int:
-    """Return where the VM's event log stands before a step."""
-    return len(world.part(KvmWorld).kvm.env.events)
+    """Return where the VM's event log stands before a step (and forget the last step's
+    fault-return findings)."""
+    kw = world.part(KvmWorld)
+    kw.at_fault_return = []
+    return len(kw.kvm.env.events)
 
 
 def observe_events(world: World, mark: int, draft: StepDraft, trace: bool) -> None:
@@ -263,7 +322,7 @@ def observe_events(world: World, mark: int, draft: StepDraft, trace: bool) -> No
     if not draft.faults:
         draft.events = tuple(e for e in since if isinstance(e, SHOWN_EVENTS))
     if trace:
-        draft.trace = draft.trace + since
+        draft.trace = draft.trace + tuple(e for e in since if not isinstance(e, CHECKER_EVENTS))
 
 
 def note_bitmaps(kw: KvmWorld) -> None:
@@ -278,9 +337,26 @@ def note_bitmaps(kw: KvmWorld) -> None:
             kw.written[sid] = set(range(kvm.memslots[sid].npages)) if all_set else set()
 
 
+def other_layers_warns(draft: StepDraft, seen: list[WarnFired]) -> list[WarnFired]:
+    """Return the WARNs other layers put in the step's events (pKVM's hypervisor), less
+    those the VM's own event log already gave."""
+    mine = Counter((w.function, w.condition) for w in seen)
+    theirs = Counter((e.function, e.condition) for e in draft.events if isinstance(e, Warn))
+    return [WarnFired(f, c) for (f, c), n in (theirs - mine).items() for _ in range(n)]
+
+
 def after_step(world: World, draft: StepDraft) -> None:
-    """Track new dirty bitmaps and the pages the step's handled writes dirtied."""
+    """Track new dirty bitmaps and the pages the step's handled writes dirtied; follow the
+    event log for WARNs (those the step expects aside) and the page-table rules."""
     kw = world.part(KvmWorld)
+    if kw.tlbs is not None:
+        kw.tlbs.sync(getattr(draft.event, "vcpu", None))
+    if kw.checker is not None:
+        kw.warned, rules = kw.checker.after_step(draft.index)
+        kw.warned += other_layers_warns(draft, kw.warned)
+        kw.rules = [r for r in rules if isinstance(r, PgtableRuleBroken)]
+        expected = {e.function for e in draft.event.expects if isinstance(e, ExpectWarn)}
+        kw.unexpected_warns = [w for w in kw.warned if w.function not in expected]
     note_bitmaps(kw)
     for fault in draft.faults:
         for page in fault.handled.dirtied:
@@ -346,11 +422,15 @@ class HostOp(enum.Enum):
 
 @dataclass(frozen=True)
 class HostRace:
-    """A host event run between the page pin and mmu_lock of an access's first fault."""
+    """A host event run inside an access's first fault: between the page pin and mmu_lock
+    (at "before-lock", where mmu_invalidate_retry sees it), or after the abort was taken
+    and before user_mem_abort reads mmu_invalidate_seq (at "before-seq", where it does
+    not, and the stage-2 walk meets what the event left)."""
 
     op: HostOp
     hva: int
     size: int
+    at: str = "before-lock"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -363,6 +443,15 @@ class GuestAccess(Event):
     ipa: int | None = None
     syndrome: tuple[int, int] | None = None
     race: HostRace | None = None
+    size: int | None = None
+    """The access's size in bytes (one access even when it crosses a page boundary); None:
+    the syndrome's size if it gives one, else 1."""
+
+    def nbytes(self) -> int:
+        """Return the access's size in bytes."""
+        if self.size is not None:
+            return self.size
+        return self.syndrome[0] if self.syndrome is not None else 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -590,17 +679,31 @@ def run_access(world: World, ev: GuestAccess, draft: StepDraft) -> Outcome:
     dc = ev.access is AccessKind.DC
     race = ev.race
     outcome = Outcome.RESUMED
+    tlbs = kw.tlbs
+    if tlbs is not None and ev.vcpu in tlbs.consult and not dc:
+        tlbs.sync(ev.vcpu)
+        hit = tlbs.lookup(ev.vcpu, regs, addr, ev.access.value, ev.va is not None)
+        if hit is not None:
+            draft.result = AccessCompleted(hit)
+            return Outcome.COMPLETED
     for _ in range(MAX_ATTEMPTS):
-        o = guest_access(kvm, regs, addr, "write" if dc else ev.access.value, ev.syndrome, cm=dc)
+        o = guest_access(kvm, regs, addr, "write" if dc else ev.access.value, ev.syndrome, cm=dc,
+                         size=ev.nbytes())
         if isinstance(o, Completed):
             draft.result = AccessCompleted(o.out.paddress)
+            if tlbs is not None:
+                tlbs.sync(ev.vcpu)
+                tlbs.fill(ev.vcpu, regs, addr, o.out)
             return Outcome.COMPLETED
         if isinstance(o, GuestFault):
             draft.result = GuestFaulted(o.fault)
             return Outcome.GUEST_FAULT
         hooks = FaultHooks()
         if race is not None:
-            hooks.between_pin_and_lock = lambda r=race: run_race(world, ev, r)
+            if race.at == "before-seq":
+                hooks.before_mmu_seq = lambda r=race: run_race(world, ev, r)
+            else:
+                hooks.between_pin_and_lock = lambda r=race: run_race(world, ev, r)
             race = None
         draft.faults.append(handle_abort(kw, o.abort, ev.vcpu, hooks))
         outcome = draft.faults[-1].outcome
@@ -615,6 +718,8 @@ def handle_abort(kw: KvmWorld, abort: GuestAbort, vcpu: int, hooks: FaultHooks) 
     """Hand one abort to kvm_handle_guest_abort; return it with the events it issued."""
     mark = len(kw.kvm.env.events)
     out = kvm_handle_guest_abort(abort, kw.kvm, kw.vcpus[vcpu], hooks)
+    if kw.vcpus[vcpu].hw_mmu is None:  # a nested fault maps a shadow stage 2
+        kw.at_fault_return += check_dirty_writable(kw.kvm, kw.kvm.pgt, out.dirtied)
     shown = tuple(e for e in kw.kvm.env.events.since(mark) if isinstance(e, SHOWN_EVENTS))
     return FaultStep(abort, out, shown)
 
@@ -766,13 +871,20 @@ def parse_access(it: Item, ctx: ParseContext) -> GuestAccess:
                               and s[0] in (1, 2, 4, 8) and isinstance(s[1], int)
                               and 0 <= s[1] < 32):
         raise it.error("syndrome", "must be [size in bytes 1/2/4/8, register 0-31]")
+    size = it.get("size")
+    if size is not None and (isinstance(size, bool) or size not in ACCESS_SIZES):
+        raise it.error("size", f"must be one of {', '.join(map(str, ACCESS_SIZES))} (bytes), "
+                               f"not {shorten(size)}")
+    if size is not None and s is not None and s[0] != size:
+        raise it.error("size", f"{size} bytes, but the syndrome says {s[0]}")
     race = None
     if "race" in it.fields:
         r = _check_race(ctx.checker, it.index, it.get("race"))
-        race = HostRace(HostOp(r["do"]), r["hva"], r["size"])
+        race = HostRace(HostOp(r["do"]), r["hva"], r["size"], r["at"])
     return GuestAccess(**common_fields(it), access=AccessKind(it.get("do")), vcpu=vcpu,
                        va=it.get("va"), ipa=it.get("ipa"),
-                       syndrome=None if s is None else (int(s[0]), int(s[1])), race=race)
+                       syndrome=None if s is None else (int(s[0]), int(s[1])), race=race,
+                       size=None if size is None else int(size))
 
 
 def parse_abort(it: Item, ctx: ParseContext) -> RawAbort:
@@ -906,10 +1018,26 @@ class ExpectLeaves(Expectation):
 
 
 @dataclass(frozen=True)
+class ExpectMarkedDirty(Expectation):
+    """expect_marked_dirty: how many times the step's faults marked a page dirty in a
+    logging slot (user_mem_abort's mark_page_dirty_in_slot after a handled write)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class ExpectSeq(Expectation):
     """expect_seq: mmu_invalidate_seq after the step."""
 
     seq: int
+
+
+@dataclass(frozen=True)
+class ExpectWarn(Expectation):
+    """expect_warn: the step fires a WARN in this kernel function (a scenario that means
+    to reach it; the warn invariant then lets that WARN pass)."""
+
+    function: str
 
 
 SIZE_BYTES = {"4K": 1 << 12, "2M": 1 << 21, "1G": 1 << 30}
@@ -967,10 +1095,22 @@ def check_dirty_count(world: World, e: ExpectDirtyCount, d: StepDraft) -> Mismat
     return None if got == e.count else Mismatch(e, got)
 
 
+def check_marked_dirty(world: World, e: ExpectMarkedDirty, d: StepDraft) -> Mismatch | None:
+    """Compare how many times the step's faults marked a page dirty."""
+    got = sum(len(f.handled.dirtied) for f in d.faults)
+    return None if got == e.count else Mismatch(e, got)
+
+
 def check_leaves(world: World, e: ExpectLeaves, d: StepDraft) -> Mismatch | None:
     """Compare the stage-2 leaves by size."""
     got = leaf_counts(world.part(KvmWorld).kvm)
     return None if got == dict(e.leaves) else Mismatch(e, got)
+
+
+def check_warn(world: World, e: ExpectWarn, d: StepDraft) -> Mismatch | None:
+    """Check that the step fired a WARN in the function named (got: those it fired)."""
+    got = tuple(w.function for w in world.part(KvmWorld).warned)
+    return None if e.function in got else Mismatch(e, got)
 
 
 def check_seq(world: World, e: ExpectSeq, d: StepDraft) -> Mismatch | None:
@@ -1009,9 +1149,45 @@ def dirty_bit_invariant(world: World) -> list[KvmViolation]:
     return check_dirty_bits(kw.kvm, kw.written)
 
 
+def warn_invariant(world: World) -> list[WarnFired]:
+    """No WARN fired that the step did not expect."""
+    return world.part(KvmWorld).unexpected_warns
+
+
+def stale_tlb_invariant(world: World) -> list[StaleTlbEntry]:
+    """No vCPU's TLB holds a translation stage 2 no longer gives once KVM is done."""
+    tlbs = world.part(KvmWorld).tlbs
+    return [] if tlbs is None else tlbs.stale()
+
+
+def dirty_writable_invariant(world: World) -> list[KvmViolation]:
+    """Every page a fault marked dirty was mapped writable when the fault returned."""
+    return world.part(KvmWorld).at_fault_return
+
+
+def pgtable_rule(*rules: str) -> Callable[[World], list[PgtableRuleBroken]]:
+    """Return the invariant check for some of the page-table library's rules."""
+    def check(world: World) -> list[PgtableRuleBroken]:
+        return [r for r in world.part(KvmWorld).rules if r.rule in rules]
+    return check
+
+
+PGTABLE_INVARIANTS = (
+    ("break-without-tlbi", ("break-without-tlbi",)),
+    ("table-tlbi-level", ("table-tlbi-level",)),
+    ("reuse-before-tlbi", ("reuse-before-tlbi",)),
+    ("valid-to-valid", ("valid-to-valid",)),
+    ("walk-contract", ("walk-contract",)),
+    ("table-refcount", ("refcount", "freed-table", "wrong-mapping")),
+)
+"""The page-table library's rules as registered invariants: (name, checker rules)."""
+
+
 # -- registration -------------------------------------------------------------------------------
 
-FAULT_EXPECTS = frozenset({"expect", "expect_mapping", "expect_errno"})
+ACCESS_SIZES = (1, 2, 4, 8, 16)
+"""The sizes of a guest load/store in bytes (LDRB .. LDR Q)."""
+FAULT_EXPECTS = frozenset({"expect", "expect_mapping", "expect_errno", "expect_marked_dirty"})
 
 
 def register() -> None:
@@ -1019,7 +1195,7 @@ def register() -> None:
     REGISTRY.layer(Layer("kvm", frozenset({"host", "vm", "vma", "memslot", "vcpu"}), parse_kvm,
                          build_kvm, build_vcpus, mark_events, observe_events, after_step,
                          summarize))
-    access_keys = frozenset({"vcpu", "va", "ipa", "syndrome", "race"})
+    access_keys = frozenset({"vcpu", "va", "ipa", "syndrome", "race", "size"})
     for name in sorted(ACCESS):
         REGISTRY.event_kind(EventKind(name, GuestAccess, access_keys, parse_access, run_access,
                                       FAULT_EXPECTS))
@@ -1057,11 +1233,20 @@ def register() -> None:
              check_dirty),
             ("expect_dirty_count", ExpectDirtyCount,
              lambda it: ExpectDirtyCount(it.get("expect_dirty_count")), check_dirty_count),
+            ("expect_marked_dirty", ExpectMarkedDirty,
+             lambda it: ExpectMarkedDirty(it.get("expect_marked_dirty")), check_marked_dirty),
             ("expect_leaves", ExpectLeaves, _leaves, check_leaves),
-            ("expect_seq", ExpectSeq, lambda it: ExpectSeq(it.get("expect_seq")), check_seq)):
+            ("expect_seq", ExpectSeq, lambda it: ExpectSeq(it.get("expect_seq")), check_seq),
+            ("expect_warn", ExpectWarn, lambda it: ExpectWarn(str(it.get("expect_warn"))),
+             check_warn)):
         REGISTRY.expectation(ExpectationKind(key, typ, parse, check))
     REGISTRY.invariant(Invariant("stage2", stage2_invariants))
     REGISTRY.invariant(Invariant("dirty-bits", dirty_bit_invariant))
+    REGISTRY.invariant(Invariant("warn", warn_invariant))
+    REGISTRY.invariant(Invariant("dirty-writable", dirty_writable_invariant))
+    REGISTRY.invariant(Invariant("stale-tlb", stale_tlb_invariant))
+    for name, rules in PGTABLE_INVARIANTS:
+        REGISTRY.invariant(Invariant(name, pgtable_rule(*rules)))
 
 
 register()

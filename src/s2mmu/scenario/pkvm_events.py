@@ -1,7 +1,8 @@
 """The pkvm layer of scenarios: a pKVM host, its guests, hypercalls and host accesses.
 
 Tables: ``[pkvm]`` (the hypervisor: policy for host aborts on pages the host gave away,
-behaviour profile, RAM size, whether the host unmaps donated pages from its direct map)
+RAM size, whether the host unmaps donated pages from its direct map; the kernel release
+is the scenario's ``[kvm] profile``)
 and ``[[pkvm_guest]]`` (handle, protected or not). Events (``do = ...``), named after the
 hypercall or host function they call:
 
@@ -40,8 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s2mmu.arch.inputs import shorten
+from s2mmu.arch.memory import PhysMem
+from s2mmu.kvm.host import HOST_RAM_BASE
+from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.events import Warn
-from s2mmu.pgtable.profile import PROFILES, BehaviourProfile
 from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
 from s2mmu.pkvm import mem_protect as mp
 from s2mmu.pkvm import pkvm as pk
@@ -61,6 +64,7 @@ from s2mmu.pkvm.host_fault import (
     host_access,
 )
 from s2mmu.pkvm.invariants import PkvmViolation, check_pkvm, page_views
+from s2mmu.pkvm.memory import MemblockRegion
 from s2mmu.pkvm.states import PKVM_PAGE_OWNED, PKVM_PAGE_SHARED_OWNED
 from s2mmu.scenario.records import Mismatch, Outcome, StepDraft, World
 from s2mmu.scenario.schema import (
@@ -77,7 +81,7 @@ from s2mmu.scenario.schema import (
     common_fields,
 )
 
-PKVM_KEYS = {"policy", "profile", "ram_pages", "nomap_pages", "unmap_donated"}
+PKVM_KEYS = {"policy", "ram_pages", "nomap_pages", "unmap_donated"}
 GUEST_KEYS = {"handle", "protected"}
 POLICIES = {"data-abort": HostFaultPolicy.INJECT_DATA_ABORT,
             "sea": HostFaultPolicy.INJECT_SEA, "bug": HostFaultPolicy.BUG}
@@ -108,7 +112,6 @@ class PkvmConfig:
     """The [pkvm] table and the guests: what the hypervisor boots with."""
 
     policy: HostFaultPolicy
-    profile: BehaviourProfile
     ram_pages: int
     nomap_pages: int
     unmap_donated: bool
@@ -125,8 +128,6 @@ def parse_pkvm(c: Checker, data: dict[str, Any],
     t = c.keys("pkvm", None, data["pkvm"], PKVM_KEYS)
     policy = POLICIES[c.choice("pkvm", None, "policy", t.get("policy", "data-abort"),
                                set(POLICIES))]
-    profile = PROFILES[c.choice("pkvm", None, "profile", t.get("profile", "v6.19"),
-                                set(PROFILES))]
     ram = c.size("pkvm", None, "ram_pages", t.get("ram_pages", 512))
     if not 1 <= ram <= MAX_RAM_PAGES:
         raise c.fail("pkvm", None, "ram_pages", f"must be 1..{MAX_RAM_PAGES}, not {ram}")
@@ -134,7 +135,7 @@ def parse_pkvm(c: Checker, data: dict[str, Any],
     if nomap > MAX_RAM_PAGES:
         raise c.fail("pkvm", None, "nomap_pages", f"must be 0..{MAX_RAM_PAGES}, not {nomap}")
     unmap = c.boolean("pkvm", None, "unmap_donated", t.get("unmap_donated", False))
-    return PkvmConfig(policy, profile, ram, nomap, unmap, _guests(c, data)), []
+    return PkvmConfig(policy, ram, nomap, unmap, _guests(c, data)), []
 
 
 def _guests(c: Checker, data: dict[str, Any]) -> tuple[GuestSpec, ...]:
@@ -182,18 +183,38 @@ class PkvmWorld:
     panicked_at: int | None = None
 
 
-def build_pkvm(world: World, config: PkvmConfig | None) -> None:
-    """Boot the hypervisor and create the guests (nothing when there is no [pkvm])."""
-    if config is None:
-        world.add(PkvmWorld(None))
-        return
+HOST_KVM_RAM = MemblockRegion(HOST_RAM_BASE, 1 << 26)
+"""The RAM a host KVM's memory comes from (its folios are allocated from HOST_RAM_BASE)."""
+
+
+def boot_pkvm(world: World, config: PkvmConfig, mem: PhysMem | None = None,
+              caps: KvmCaps | None = None) -> PkvmWorld:
+    """Boot the hypervisor and create the [[pkvm_guest]] guests; return the layer's part.
+
+    mem and caps: a host KVM's memory and CPU capabilities, when the scenario's VM runs
+    under this hypervisor (the kvm layer boots it first, then; its RAM is then memory
+    EL2 knows, host-owned).
+    """
     pkvm = mp.new_pkvm(config.ram_pages, nomap_pages=config.nomap_pages,
-                       profile=config.profile)
+                       profile=world.scenario.profile.pgtable, mem=mem, caps=caps,
+                       host_ram=None if mem is None else HOST_KVM_RAM)
     pw = PkvmWorld(pkvm, config.policy, config.unmap_donated)
     for g in config.guests:
         pk.__pkvm_init_vm(pkvm, g.handle, g.protected)
-        pw.host_vms[g.handle] = pk.PkvmHostVm(g.handle)
+        pw.host_vms[g.handle] = pk.PkvmHostVm(g.handle, g.protected)
     world.add(pw)
+    return pw
+
+
+def build_pkvm(world: World, config: PkvmConfig | None) -> None:
+    """Boot the hypervisor and create the guests (nothing when there is no [pkvm]), unless
+    the kvm layer booted it already for its VM."""
+    if world.has(PkvmWorld):
+        return
+    if config is None:
+        world.add(PkvmWorld(None))
+        return
+    boot_pkvm(world, config)
 
 
 def mark_pkvm(world: World) -> int:
@@ -391,9 +412,10 @@ def run_guest_call(world: World, ev: GuestCall, draft: StepDraft) -> Outcome:
     match ev.op:
         case GuestOp.SHARE:
             assert ev.pfn is not None
-            ret = pk.pkvm_pgtable_stage2_map(p, hvm, ev.gfn, ev.pfn, ev.prot)
+            page = p.page_size
+            ret = pk.pkvm_pgtable_stage2_map(p, hvm, ev.gfn * page, page, ev.pfn * page, ev.prot)
         case GuestOp.UNSHARE:
-            ret = pk.pkvm_pgtable_stage2_unmap(p, hvm, ev.gfn, 1)
+            ret = pk.pkvm_pgtable_stage2_unmap(p, hvm, ev.gfn * p.page_size, p.page_size)
         case GuestOp.DONATE:
             assert ev.pfn is not None
             ret = mp.__pkvm_host_donate_guest(p, ev.pfn, ev.gfn, vm)
@@ -406,7 +428,8 @@ def run_guest_call(world: World, ev: GuestCall, draft: StepDraft) -> Outcome:
         case GuestOp.RECLAIM:
             ret = mp.__pkvm_host_reclaim_page(p, vm, ev.gfn)
             if ret == 0:
-                hvm.mappings.pop(ev.gfn, None)
+                for m in hvm.mappings.in_range(ev.gfn, ev.gfn + 1):
+                    hvm.mappings.remove(m)
     if ev.write_fault and ret == 0:
         pw.dirty_marks.append(DirtyMark(ev.guest, ev.gfn, draft.index))
     draft.result = Returned(FUNCTIONS[ev.op], ret)

@@ -20,6 +20,7 @@ from s2mmu.kvm.abort import (
     GuestResult,
     HwpoisonSignal,
     InjectedAbort,
+    InjectedS2Fault,
     InjectKind,
     MmioExit,
     NisvExit,
@@ -46,6 +47,8 @@ class Outcome(enum.Enum):
     SIZE_FAULT = "size-fault"
     SERROR = "serror"
     HWPOISON = "hwpoison"
+    L1_S2_FAULT = "l1-s2-fault"
+    """A fault of the guest hypervisor's stage 2 injected into L1 (nested)."""
     ERROR = "error"
     DONE = "done"
     """A step that is not a guest access and succeeded."""
@@ -70,6 +73,8 @@ def result_outcome(r: GuestResult) -> Outcome:
             return INJECTED[kind]
         case HwpoisonSignal():
             return Outcome.HWPOISON
+        case InjectedS2Fault():
+            return Outcome.L1_S2_FAULT
         case Error():
             return Outcome.ERROR
     raise AssertionError(r)
@@ -110,6 +115,16 @@ class StepDraft:
     faults: list[FaultStep] = field(default_factory=list)
     events: tuple[Any, ...] = ()
     trace: tuple[Any, ...] = ()
+    broken: tuple[Broken, ...] = ()
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A registered invariant that did not hold after a step: its registered name, and the
+    layer's typed violation (what was seen)."""
+
+    invariant: str
+    violation: Any
 
 
 @dataclass(frozen=True)
@@ -128,7 +143,10 @@ class StepRecord:
     events: tuple[Any, ...]
     mismatches: tuple[Mismatch, ...]
     invariants: tuple[Any, ...]
+    """Broken records from the runner (a step built elsewhere may hold bare violations)."""
     trace: tuple[Any, ...] = ()
+    meant: tuple[Broken, ...] = ()
+    """Invariants the step broke as its expect_broken said it would (not failures)."""
 
     @property
     def line(self) -> int:
@@ -141,11 +159,12 @@ class StepRecord:
         return not self.mismatches and not self.invariants
 
 
-def freeze(draft: StepDraft, mismatches: list[Mismatch], invariants: list[Any]) -> StepRecord:
+def freeze(draft: StepDraft, mismatches: list[Mismatch], invariants: list[Any],
+           meant: tuple[Broken, ...] = ()) -> StepRecord:
     """Return the record of a finished step."""
     return StepRecord(draft.index, draft.event, draft.outcome, draft.result,
                       tuple(draft.faults), draft.events, tuple(mismatches), tuple(invariants),
-                      draft.trace)
+                      draft.trace, meant)
 
 
 class World:
@@ -159,6 +178,10 @@ class World:
         """Add a layer's part (one per type)."""
         assert type(part) not in self._parts, type(part)
         self._parts[type(part)] = part
+
+    def has(self, kind: type) -> bool:
+        """Return whether a part of the given type was added."""
+        return kind in self._parts
 
     def part(self, kind: type[T]) -> T:
         """Return the part of the given type."""

@@ -36,7 +36,7 @@ from s2mmu.scenario.pkvm_events import (
     Returned,
     access_result,
 )
-from s2mmu.scenario.records import Failure, FaultStep, Run, StepRecord
+from s2mmu.scenario.records import Broken, Failure, FaultStep, Run, StepRecord
 from s2mmu.scenario.render_text import (
     abort_class,
     access_outcome_text,
@@ -59,7 +59,8 @@ DEMO_SCHEMA = "s2mmu.demo/1"
 
 HEX_FIELDS = frozenset({"ipa", "pa", "hva", "gpa", "va", "far", "esr", "hpfar", "start",
                         "page", "pages", "first_page", "esr_iss", "fsc", "stage1_tables",
-                        "pfn", "gfn", "phys", "addr"})
+                        "pfn", "gfn", "phys", "addr", "xt", "par", "fast_par", "l2_ipa",
+                        "tables", "ia", "oa", "next_table", "s2_leaf", "leaf", "now"})
 """Fields whose integers are addresses, register values or page numbers: hex strings."""
 SIZE_FIELDS = frozenset({"size", "vma_pagesize"})
 """Fields whose integers are sizes in bytes: "4K", "2M", "1G"."""
@@ -73,7 +74,7 @@ def value(name: str, v: Any) -> Any:
     if isinstance(v, bytes):
         return v.hex()
     if isinstance(v, enum.Enum):
-        return v.value
+        return v.value if isinstance(v.value, str | int) else v.name
     if isinstance(v, int):
         if name in HEX_FIELDS:
             return hex(v)
@@ -175,7 +176,8 @@ def step_json(s: StepRecord, trace: bool = False) -> dict[str, Any]:
         "faults": [fault_json(f) for f in s.faults],
         "events": [event_text(e) for e in s.events],
         "expectations": [mismatch_text(m) for m in s.mismatches],
-        "invariants": [invariant_json(v) for v in s.invariants]}
+        "invariants": [invariant_json(v) for v in s.invariants],
+        "expected_broken": [invariant_json(v) for v in s.meant]}
     if trace:
         doc["trace"] = [event_text(e) for e in s.trace]
     return doc
@@ -183,16 +185,19 @@ def step_json(s: StepRecord, trace: bool = False) -> dict[str, Any]:
 
 def invariant_json(v: Any) -> dict[str, Any]:
     """Return a broken invariant: its type and values (if typed) and its words."""
-    typed = record(v) if dataclasses.is_dataclass(v) else {"type": type(v).__name__}
-    return {**typed, "text": invariant_text(v)}
+    name = v.invariant if isinstance(v, Broken) else None
+    what = v.violation if isinstance(v, Broken) else v
+    typed = record(what) if dataclasses.is_dataclass(what) else {"type": type(what).__name__}
+    return {**typed, "invariant": name, "text": invariant_text(v)}
 
 
 def failure_json(f: Failure) -> dict[str, Any]:
     """Return one failure: the step's number, kind and line, and what broke."""
     kind = "expectation" if f.is_expectation else "invariant"
     text = mismatch_text(f.what) if f.is_expectation else invariant_text(f.what)
+    name = f.what.invariant if isinstance(f.what, Broken) else None
     return {"index": f.step.index, "do": f.step.event.do, "line": f.step.line, "kind": kind,
-            "message": text}
+            "invariant": name, "message": text}
 
 
 def memslot_json(s: Memslot) -> dict[str, Any]:
@@ -229,7 +234,7 @@ def run_json(run: Run, trace: bool = False) -> dict[str, Any]:
     counts = fault_counts(run)
     scn = run.scenario
     return {"schema": RUN_SCHEMA, "scenario": scn.path, "name": scn.name,
-            "description": scn.description, "ok": run.ok,
+            "description": scn.description, "profile": scn.profile.name, "ok": run.ok,
             "failures": [failure_json(f) for f in run.failures],
             "summary": {"faults": sum(counts.values()), "results": counts,
                         "layers": {k: summary_json(v) for k, v in run.summaries.items()}},

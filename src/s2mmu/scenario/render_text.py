@@ -17,6 +17,7 @@ from functools import singledispatch
 from typing import Any
 
 from s2mmu.arch.faults import FSC_NAMES
+from s2mmu.arch.tlb import TlbStage, WalkCacheEntry
 from s2mmu.kvm.abort import (
     Error,
     ErrorReason,
@@ -71,12 +72,25 @@ from s2mmu.kvm.fault import (
 from s2mmu.kvm.invariants import (
     CacheablePfnmap,
     CleanWritablePage,
+    DirtyNotWritable,
     MappedOutsideMemslot,
+    PgtableRuleBroken,
     PinLeaked,
     Stage2Mismatch,
     UnexplainedDirtyBit,
+    WarnFired,
     WritableBlockWhileLogging,
 )
+from s2mmu.kvm.tlb import StaleTlbEntry
+from s2mmu.nested.invariants import (
+    ShadowBeyondL1,
+    ShadowMismatch,
+    ShadowOutsideMemslot,
+    ShadowPermsExceed,
+)
+from s2mmu.nested.mmu import ShadowS1Tlbi, ShadowUnmap
+from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
+from s2mmu.pgtable.backend import MmuLockMode
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
     DcacheCleanInvalPoc,
@@ -91,6 +105,7 @@ from s2mmu.pgtable.events import (
     TlbiVmidIpa,
     TlbiVmidRange,
     UseAfterFree,
+    WalkReturn,
     Warn,
 )
 from s2mmu.pgtable.prot import (
@@ -100,7 +115,7 @@ from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_W,
     KVM_PGTABLE_PROT_X,
 )
-from s2mmu.pgtable.s2trans import KvmS2Trans
+from s2mmu.pgtable.s2trans import KvmS2Trans, NestedWalkError
 from s2mmu.pkvm.errno import errname as pkvm_errname
 from s2mmu.pkvm.host_fault import Fixup, ZeropadFixedUp
 from s2mmu.scenario.kvm_events import (
@@ -117,8 +132,10 @@ from s2mmu.scenario.kvm_events import (
     ExpectError,
     ExpectLeaves,
     ExpectMapping,
+    ExpectMarkedDirty,
     ExpectOutcome,
     ExpectSeq,
+    ExpectWarn,
     GetDirtyLog,
     GuestAccess,
     GuestFaulted,
@@ -133,6 +150,28 @@ from s2mmu.scenario.kvm_events import (
     RawAbort,
     SetMemslot,
     SlotChanged,
+)
+from s2mmu.scenario.nested_events import (
+    AtDone,
+    ExpectEsr,
+    ExpectPar,
+    ExpectPath,
+    ExpectShadow,
+    L1At,
+    L1MapEvent,
+    L1Mapped,
+    L1Tlbi,
+    L1Unmap,
+    L1Unmapped,
+    L2Access,
+    L2Completed,
+    L2Enter,
+    L2Entered,
+    L2Faulted,
+    NestedSummary,
+    ShadowLeaf,
+    TlbiDone,
+    TlbiUndefined,
 )
 from s2mmu.scenario.pkvm_events import (
     POLICY_NAMES,
@@ -149,10 +188,13 @@ from s2mmu.scenario.pkvm_events import (
     Returned,
     VmCall,
 )
-from s2mmu.scenario.records import Failure, FaultStep, Mismatch, Outcome, Run, StepRecord
+from s2mmu.scenario.records import Broken, Failure, FaultStep, Mismatch, Outcome, Run, StepRecord
+from s2mmu.scenario.schema import ExpectBroken
 
 SHOWN_DIRTY_PAGES = 16
 """A dirty log shows this many pages, then '...'."""
+SHOWN_EVENTS = 8
+"""A step shows this many TLBI/CMO events, then how many more (JSON has them all)."""
 
 
 # -- values -------------------------------------------------------------------------------------
@@ -194,7 +236,8 @@ def slot_page_text(p: SlotPage) -> str:
 
 SIZE_REASONS = {SizeReason.LOGGING: "dirty logging forces pages",
                 SizeReason.PUD_DOES_NOT_FIT: "1G block does not fit the memslot",
-                SizeReason.PMD_DOES_NOT_FIT: "2M block does not fit the memslot"}
+                SizeReason.PMD_DOES_NOT_FIT: "2M block does not fit the memslot",
+                SizeReason.PROTECTED_VM: "a protected VM is mapped page by page"}
 OUTSIDE = {OutsideAction.INJECT_PABT: "instruction fetch outside memory: inject pabt",
            OutsideAction.INJECT_DABT: "stage-1 walk outside writable memory: inject dabt",
            OutsideAction.SKIP_CM: "cache maintenance outside memslots: skipped"}
@@ -231,9 +274,10 @@ def decision_text(d: Decision) -> str:
             return "MTE VM, VMA without VM_MTE_ALLOWED: -EFAULT"
         case InvalidateRetry():
             return "invalidated since mmu_seq was read: -EAGAIN, the guest retries"
-        case PgtableCall(ipa=ipa, size=size, pa=pa, prot=prot, ret=ret):
+        case PgtableCall(ipa=ipa, size=size, pa=pa, prot=prot, ret=ret, lock=lock):
             return (f"IPA {ipa:#x} {size_name(size)} -> PA {pa:#x} {prot_str(prot)}: "
-                    f"{errname(ret) if ret else 'ok'}")
+                    f"{errname(ret) if ret else 'ok'}"
+                    + (" (mmu_lock held for write)" if lock is MmuLockMode.WRITE else ""))
         case ReadPermissionFault():
             return "read permission fault: -EFAULT"
         case TopupFailed(ret=ret):
@@ -256,9 +300,11 @@ def decision_text(d: Decision) -> str:
             return "no valid syndrome: KVM_EXIT_ARM_NISV"
         case IoMemAbort():
             return "no valid syndrome: -ENOSYS"
-        case NestedS2Walk(fault_ipa=ipa, trans=t) if t.esr:
+        case NestedS2Walk(fault_ipa=ipa, trans=NestedWalkError(errno=e, reason=why)):
+            return f"L1 stage 2 walk refused for L2 IPA {ipa:#x} (-{e}: {why}): inject FSC 0x0"
+        case NestedS2Walk(fault_ipa=ipa, trans=KvmS2Trans() as t) if t.esr:
             return f"L1 stage 2 faults on L2 IPA {ipa:#x} (FSC {t.esr:#x}, level {t.level})"
-        case NestedS2Walk(fault_ipa=ipa, trans=t):
+        case NestedS2Walk(fault_ipa=ipa, trans=KvmS2Trans() as t):
             return (f"L1 stage 2: L2 IPA {ipa:#x} -> IPA {t.output:#x} "
                     f"{size_name(t.block_size)} level {t.level} {l1_perms(t)}")
         case NestedPermFault(fault_ipa=ipa, esr=esr):
@@ -380,6 +426,10 @@ def event_text(e: Any) -> str:
             return f"USE AFTER FREE: {access} of freed page PA {pa:#x}"
         case Warn(function=fn, condition=cond):
             return f"WARN_ON in {fn}: {cond}"
+        case WalkReturn(flags=flags, errors=errors, visits=visits, ret=ret):
+            seen = ", ".join(f"{r} at visit {n}" for n, r in errors) or "none"
+            return (f"kvm_pgtable_walk flags {flags:#x}: {visits} visits, visitor errors "
+                    f"{seen}, returned {ret}")
     return type(e).__name__
 
 
@@ -395,7 +445,8 @@ def event_summary(event: Any, step: StepRecord) -> str:
 @event_summary.register
 def _(event: GuestAccess, step: StepRecord) -> str:
     where = f"VA {event.va:#x}" if event.va is not None else f"IPA {event.ipa:#x}"
-    return f"vCPU{event.vcpu} {event.do} {where}"
+    size = f", {event.size} bytes" if event.size is not None else ""
+    return f"vCPU{event.vcpu} {event.do} {where}{size}"
 
 
 @event_summary.register
@@ -508,11 +559,14 @@ def step_lines(step: StepRecord, trace: bool = False) -> list[str]:
         out.append(f"    # {step.event.note}")
     for f in step.faults:
         out += fault_lines(f)
-    out += [f"    ~ {event_text(e)}" for e in step.events]
+    out += [f"    ~ {event_text(e)}" for e in step.events[:SHOWN_EVENTS]]
+    if len(step.events) > SHOWN_EVENTS:
+        out.append(f"    ~ ... {len(step.events) - SHOWN_EVENTS} more (--json lists them all)")
     if trace:
         out += [f"    . {event_text(e)}" for e in step.trace]
     out += [f"    EXPECTATION FAILED: {mismatch_text(m)}" for m in step.mismatches]
     out += [f"    INVARIANT BROKEN: {invariant_text(v)}" for v in step.invariants]
+    out += [f"    invariant broken, as expected: {invariant_text(v)}" for v in step.meant]
     return out
 
 
@@ -576,6 +630,22 @@ def _(e: ExpectLeaves, got: Any = None) -> str:
 
 
 @mismatch_text.register
+def _(e: ExpectMarkedDirty, got: Any = None) -> str:
+    return f"expected the step's faults to mark {e.count} page(s) dirty, got {got}"
+
+
+@mismatch_text.register
+def _(e: ExpectBroken, got: Any = None) -> str:
+    return (f"expected the step to break the {e.invariant} invariant, got "
+            f"{', '.join(got or ()) or 'none broken'}")
+
+
+@mismatch_text.register
+def _(e: ExpectWarn, got: Any = None) -> str:
+    return f"expected a WARN in {e.function}, got {', '.join(got or ()) or 'none'}"
+
+
+@mismatch_text.register
 def _(e: ExpectSeq, got: Any = None) -> str:
     return f"expected mmu_invalidate_seq {e.seq}, got {got}"
 
@@ -584,6 +654,11 @@ def _(e: ExpectSeq, got: Any = None) -> str:
 def invariant_text(v: Any) -> str:
     """Return a broken invariant in words (registered per violation type)."""
     return str(v)
+
+
+@invariant_text.register
+def _(b: Broken) -> str:
+    return f"{b.invariant}: {invariant_text(b.violation)}"
 
 
 def _where(ipa: int, size: int) -> str:
@@ -626,6 +701,38 @@ def _(v: Stage2Mismatch) -> str:
 def _(v: UnexplainedDirtyBit) -> str:
     return (f"slot {v.slot} page {v.page:#x} (IPA {v.ipa:#x}) is dirty but no handled write "
             "dirtied it")
+
+
+@invariant_text.register
+def _(v: WarnFired) -> str:
+    return f"WARN_ON({v.condition}) in {v.function} (the kernel prints a WARNING here)"
+
+
+@invariant_text.register
+def _(v: DirtyNotWritable) -> str:
+    leaf = "nothing mapped" if not v.leaf else f"leaf {v.leaf:#x} is not writable"
+    return (f"IPA {v.ipa:#x} (slot {v.slot} page {v.page:#x}) was marked dirty but the fault "
+            f"returned with {leaf}")
+
+
+@invariant_text.register
+def _(v: PgtableRuleBroken) -> str:
+    return v.detail
+
+
+@invariant_text.register
+def _(v: StaleTlbEntry) -> str:
+    e = v.entry
+    if isinstance(e, WalkCacheEntry):
+        now = "nothing" if v.now is None else f"{v.now:#x}"
+        return (f"vCPU{v.vcpu} walk cache holds the stage-{e.stage} level-{e.level} table "
+                f"descriptor for IPA {e.ia:#x}+{size_name(e.size)} -> table {e.next_table:#x}: "
+                f"{v.reason.value} (now {now})")
+    where = f"VA {e.ia:#x}" if e.stage is TlbStage.COMBINED else f"IPA {e.ia:#x}"
+    now = "nothing" if v.now is None else f"PA {v.now:#x}"
+    return (f"vCPU{v.vcpu} TLB holds {e.stage.value} {where}+{size_name(e.size)} -> PA "
+            f"{e.oa:#x} (IPA {e.ipa:#x}, stage-2 level {e.s2_level}): {v.reason.value} "
+            f"(now {now}): a missed TLBI")
 
 
 def failure_text(f: Failure) -> str:
@@ -775,9 +882,160 @@ def verdict_lines(run: Run) -> list[str]:
 def timeline_lines(run: Run, trace: bool = False) -> list[str]:
     """Return the run as text: one block per step, then the summary and the verdict."""
     scn = run.scenario
-    out = [f"scenario {scn.name} ({scn.path})"]
+    release = "" if scn.profile is CURRENT_PROFILE else f", kernel profile {scn.profile.name}"
+    out = [f"scenario {scn.name} ({scn.path}){release}"]
     if scn.description:
         out.append(f"  {scn.description}")
     for step in run.steps:
         out += step_lines(step, trace)
     return out + summary_lines(run) + verdict_lines(run)
+
+
+# -- the nested layer ---------------------------------------------------------------------------
+
+
+def shadow_unmap_text(u: ShadowUnmap) -> str:
+    """Return one shadow range a TLBI emptied."""
+    return f"VMID {u.vmid}: shadow L2 IPA {u.ipa:#x}+{size_name(u.size)} unmapped"
+
+
+def tlbi_result_text(r: object) -> str:
+    """Return what KVM did for an L1 TLBI."""
+    match r:
+        case TlbiUndefined(feature=feat):
+            return f"UNDEFINED (the VM has no {feat}): injected into L1"
+        case TlbiDone(unmapped=(), s1=()):
+            return "no shadow with L1's VMID: nothing to do"
+        case TlbiDone(unmapped=done, s1=()):
+            return "; ".join(shadow_unmap_text(u) for u in done)
+        case TlbiDone(s1=s1):
+            return "; ".join(f"VMID {t.vmid}: TLBI VMALLE1IS on shadow VMID {t.shadow_vmid}, "
+                             "shadow stage 2 kept" for t in s1)
+    return "?"
+
+
+@event_summary.register
+def _(event: L2Access, step: StepRecord) -> str:
+    r = step.result
+    done = f" (PA {r.pa:#x})" if isinstance(r, L2Completed) else ""
+    if isinstance(r, L2Faulted):
+        f = r.fault
+        done = f" ({f.statuscode.value} fault, level {f.level}, L2's own exception)"
+    where = f"VA {event.va:#x}" if event.va is not None else f"L2 IPA {event.ipa:#x}"
+    return f"L2 {event.access} {where}{done}"
+
+
+@event_summary.register
+def _(event: L1Tlbi, step: StepRecord) -> str:
+    return f"L1 TLBI {event.op.value} Xt {event.xt:#x}: {tlbi_result_text(step.result)}"
+
+
+def par_text(par: int) -> str:
+    """Return PAR_EL1 decoded: the fault status, or the PA and attributes."""
+    if par & 1:
+        stage = "stage 2" if par >> 9 & 1 else "stage 1"
+        return f"F=1 FST {par >> 1 & 0x3F:#x} ({stage})"
+    return f"PA {par & ((1 << 52) - 1) & ~0xFFF:#x} ATTR {par >> 56:#04x} SH {par >> 7 & 3}"
+
+
+@event_summary.register
+def _(event: L1At, step: StepRecord) -> str:
+    r = step.result
+    pan = " (PAN)" if event.pan else ""
+    if not isinstance(r, AtDone):
+        return f"L1 AT {event.op.name} VA {event.va:#x}{pan}"
+    return (f"L1 AT {event.op.name} VA {event.va:#x}{pan}: PAR_EL1 {r.par:#x} = "
+            f"{par_text(r.par)}, {r.path} path")
+
+
+@event_summary.register
+def _(event: L1Unmap, step: StepRecord) -> str:
+    r = step.result
+    if not isinstance(r, L1Unmapped):
+        return f"L1 unmaps L2 IPA {event.l2_ipa:#x}"
+    return (f"L1 unmaps L2 IPA {r.l2_ipa:#x}: level-{r.level} descriptor at {r.gpa:#x} "
+            "zeroed (the shadow is stale until L1 invalidates)")
+
+
+@event_summary.register
+def _(event: L1MapEvent, step: StepRecord) -> str:
+    m = event.map
+    return f"L1 maps L2 IPA {m.l2_ipa:#x}+{size_name(m.size)} -> IPA {m.ipa:#x}"
+
+
+@event_summary.register
+def _(event: L2Enter, step: StepRecord) -> str:
+    regs = ", ".join(f"{k}={v:#x}" for k, v in event.regs)
+    r = step.result
+    if not isinstance(r, L2Entered):
+        return f"L1 enters L2 ({regs})"
+    how = ("found by lookup_s2_mmu" if r.found else
+           "a new key" if r.recycled_vmid is None else
+           f"recycled from L1 VMID {r.recycled_vmid}, its tables unmapped")
+    return (f"L1 enters L2 ({regs}): shadow VMID {r.shadow_vmid} for L1 VMID {r.vmid}, "
+            f"{how}")
+
+
+def shadow_leaf_text(leaf: ShadowLeaf | Any) -> str:
+    """Return a shadow leaf as '2M RWX' or 'none'."""
+    if not isinstance(leaf, ShadowLeaf) or leaf.size is None:
+        return "none"
+    return (f"{size_name(leaf.size)}" + (f" {leaf.perms or '-'}" if leaf.perms is not None
+                                         else "")
+            + (f" at PA {leaf.pa:#x}" if leaf.pa is not None else ""))
+
+
+@mismatch_text.register
+def _(e: ExpectEsr, got: Any = None) -> str:
+    want = "none" if e.esr is None else f"{e.esr:#x}"
+    return f"expected ESR {want} injected into L1, got {'none' if got is None else hex(got)}"
+
+
+@mismatch_text.register
+def _(e: ExpectShadow, got: Any = None) -> str:
+    return (f"expected the shadow leaf at L2 IPA {e.l2_ipa:#x} to be "
+            f"{shadow_leaf_text(e.leaf)}, got {shadow_leaf_text(got)}")
+
+
+@mismatch_text.register
+def _(e: ExpectPar, got: Any = None) -> str:
+    return f"expected PAR_EL1 {e.par:#x}, got {'none' if got is None else hex(got)}"
+
+
+@mismatch_text.register
+def _(e: ExpectPath, got: Any = None) -> str:
+    return f"expected the {e.path} path, got {got}"
+
+
+@invariant_text.register
+def _(v: ShadowBeyondL1) -> str:
+    return (f"shadow (VMID {v.vmid}) maps L2 IPA {v.l2_ipa:#x}, which L1's stage 2 does not "
+            f"translate (FSC {v.fsc:#x})")
+
+
+@invariant_text.register
+def _(v: ShadowOutsideMemslot) -> str:
+    return f"shadow (VMID {v.vmid}) maps L2 IPA {v.l2_ipa:#x} to IPA {v.ipa:#x}, in no memslot"
+
+
+@invariant_text.register
+def _(v: ShadowMismatch) -> str:
+    host = "nothing" if v.host_pa is None else f"PA {v.host_pa:#x}"
+    return (f"shadow (VMID {v.vmid}) maps L2 IPA {v.l2_ipa:#x} to PA {v.pa:#x}, but IPA "
+            f"{v.ipa:#x} is backed by {host}")
+
+
+@invariant_text.register
+def _(v: ShadowPermsExceed) -> str:
+    return (f"shadow (VMID {v.vmid}) grants {prot_str(v.granted)} at L2 IPA {v.l2_ipa:#x}, "
+            f"L1's stage 2 and the memslot allow {prot_str(v.allowed)}")
+
+
+@summary_text.register
+def _(s: NestedSummary, run: Run, layer: str) -> list[str]:
+    shadows = ", ".join(f"VMID {x.vmid} ({'stage 2 on' if x.stage2_enabled else 'stage 2 off'}"
+                        f", {x.leaves} leaves)" for x in s.shadows) or "none in use"
+    return [f"  shadow stage 2s: {shadows} (pool of {s.pool})"]
+
+
+_ = (L1Mapped, ShadowS1Tlbi)  # results worded by their event's summary

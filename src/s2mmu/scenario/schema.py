@@ -12,6 +12,10 @@ the world state it builds from them (a :class:`Layer`), its event kinds (an
 (:class:`ExpectationKind`) and its invariants (:class:`Invariant`). Loading parses each
 ``[[event]]`` table into its kind's frozen dataclass, checked field by field with the
 same ``file:line: field: why`` messages; the runner dispatches through the same registry.
+
+``[kvm] profile = "v6.12"`` names the kernel release whose rules every layer follows
+(:mod:`s2mmu.nested.profile`); it is the scenario's, not one layer's, so the loader reads
+it and the layers find it as ``world.scenario.profile``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from s2mmu.arch.inputs import (
     size_of_text,
 )
 from s2mmu.kvm.host import host_usable_pa_bits
+from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
+from s2mmu.nested.profile import KERNEL_PROFILES, KernelProfile
+from s2mmu.pgtable.inject import InjectedBug
 
 if TYPE_CHECKING:
     from s2mmu.scenario.records import Mismatch, Outcome, StepDraft, World
@@ -41,22 +48,27 @@ if TYPE_CHECKING:
 SIZES = {"K": 10, "M": 20, "G": 30, "T": 40}
 
 KVM_TABLES = {"host", "vm", "vma", "memslot", "vcpu"}
-HOST_KEYS = {"features", "pa_bits", "ras_claims_sea"}
+HOST_KEYS = {"features", "pa_bits", "ras_claims_sea", "kvm_mode"}
+KVM_MODES = {"default", "protected"}
+"""kvm-arm.mode: the default (VHE or nVHE: the same stage-2 code) or protected (pKVM)."""
 HOST_FEATURES = {"fwb", "dic", "idc", "tlb_range", "mte"}
 VM_KEYS = {"ipa_bits", "mte", "manual_dirty_log_protect", "initially_set",
-           "eager_split_chunk", "nisv_to_user"}
+           "eager_split_chunk", "nisv_to_user", "inject", "protected"}
 VMA_KEYS = {"name", "start", "size", "kind", "thp", "hugetlb", "mem_type",
             "allow_any_uncached", "mte_allowed", "writable", "pa"}
 SLOT_KEYS = {"id", "gpa", "size", "hva", "flags", "expect_error"}
-VCPU_KEYS = {"id", "stage1_tables", "map"}
+VCPU_KEYS = {"id", "stage1_tables", "map", "tlb"}
 MAP_KEYS = {"va", "ipa", "size", "ro", "xn", "device"}
 ACCESS = {"read", "write", "exec", "dc"}
 HOST_EVENTS = {"munmap", "madvise", "migrate", "hwpoison"}
-COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq"}
-RACE_KEYS = {"do", "hva", "size"}
+COMMON_EVENT_KEYS = {"do", "note", "expect_error", "expect_leaves", "expect_seq", "expect_warn",
+                     "expect_broken"}
+RACE_KEYS = {"do", "hva", "size", "at"}
+RACE_POINTS = {"before-lock", "before-seq"}
+KVM_KEYS = {"profile"}
 MAPPING_SIZES = {"4K", "2M", "1G"}
 EXPECTS = {"completed", "guest-fault", "resumed", "mmio", "nisv", "sea-dabt", "sea-pabt",
-           "size-fault", "serror", "hwpoison", "error", "retry"}
+           "size-fault", "serror", "hwpoison", "error", "retry", "l1-s2-fault"}
 
 
 
@@ -127,7 +139,7 @@ class Event:
 @dataclass(frozen=True)
 class Scenario:
     """A whole scenario, checked: each layer's configuration, the setup steps the layers
-    derive from their tables (memslots), then the timeline."""
+    derive from their tables (memslots), then the timeline, and the kernel release."""
 
     path: str
     name: str
@@ -135,6 +147,8 @@ class Scenario:
     configs: Mapping[str, object]
     setup: tuple[Event, ...] = ()
     events: tuple[Event, ...] = ()
+    profile: KernelProfile = CURRENT_PROFILE
+    """The kernel release whose rules every layer follows ([kvm] profile)."""
 
     def config(self, layer: str) -> Any:
         """Return one layer's configuration (the value its Layer.parse returned)."""
@@ -247,7 +261,35 @@ class Registry:
 REGISTRY = Registry()
 """The registry the runner dispatches through."""
 
-LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events")
+
+@dataclass(frozen=True)
+class ExpectBroken(Expectation):
+    """expect_broken: the step breaks this registered invariant (a scenario that means to
+    show a bug: the invariant's report for this step is then expected, not a failure)."""
+
+    invariant: str
+
+
+def _expect_broken(it: Item) -> ExpectBroken:
+    name = it.get("expect_broken")
+    if name not in REGISTRY.invariants:
+        raise it.error("expect_broken", f"{shorten(name)} is not an invariant (known: "
+                                        f"{', '.join(sorted(REGISTRY.invariants))})")
+    return ExpectBroken(name)
+
+
+def check_broken(world: World, e: ExpectBroken, d: StepDraft) -> Mismatch | None:
+    """Check that the step broke the invariant named (got: the invariants it broke)."""
+    from s2mmu.scenario.records import Mismatch
+    got = tuple(sorted({b.invariant for b in d.broken}))
+    return None if e.invariant in got else Mismatch(e, got)
+
+
+REGISTRY.expectation(ExpectationKind("expect_broken", ExpectBroken, _expect_broken,
+                                     check_broken))
+
+LAYER_MODULES = ("s2mmu.scenario.kvm_events", "s2mmu.scenario.pkvm_events",
+                 "s2mmu.scenario.nested_events")
 """The scenario-level modules that register each layer (nested and pKVM add theirs)."""
 
 
@@ -406,11 +448,13 @@ class Checker:
 
 INT_KEYS = {"start", "size", "pa", "gpa", "hva", "va", "ipa", "stage1_tables", "first_page",
             "num_pages", "esr", "far", "hpfar", "id", "vcpu", "slot", "pa_bits", "ipa_bits",
-            "eager_split_chunk", "expect_dirty_count", "expect_seq", "hugetlb"}
+            "eager_split_chunk", "expect_dirty_count", "expect_seq", "hugetlb",
+            "expect_marked_dirty"}
 BOOL_KEYS = {"thp", "allow_any_uncached", "mte_allowed", "writable", "ro", "xn", "device",
              "mte", "manual_dirty_log_protect", "initially_set", "nisv_to_user",
-             "ras_claims_sea"}
-STR_KEYS = {"name", "description", "note", "expect_errno", "expect_error", "kind", "mem_type"}
+             "ras_claims_sea", "tlb", "protected"}
+STR_KEYS = {"name", "description", "note", "expect_errno", "expect_error", "kind", "mem_type",
+            "expect_warn", "expect_broken"}
 PARANGE_BITS = {32, 36, 40, 42, 44, 48, 52}
 CHUNK_SIZES = {0, 1 << 12, 1 << 21, 1 << 30}
 STAGE1_VA_BITS = 39
@@ -551,12 +595,14 @@ def _check_map(c: Checker, vcpu: int, j: int, m: Any) -> dict[str, Any]:
 
 
 def _check_race(c: Checker, index: int, r: Any) -> dict[str, Any]:
-    usage = "must be {do = munmap|madvise|migrate|hwpoison, hva = ..., size = ...}"
+    usage = ("must be {do = munmap|madvise|migrate|hwpoison, hva = ..., size = ..., "
+             "at = before-lock|before-seq}")
     if not isinstance(r, dict) or r.get("do") not in HOST_EVENTS or "hva" not in r \
-            or set(r) - RACE_KEYS:
+            or set(r) - RACE_KEYS or r.get("at", "before-lock") not in RACE_POINTS:
         raise c.fail("event", index, "race", usage)
     return {"do": r["do"], "hva": c.size("event", index, "race", r["hva"]),
-            "size": c.size("event", index, "race", r.get("size", PAGE))}
+            "size": c.size("event", index, "race", r.get("size", PAGE)),
+            "at": r.get("at", "before-lock")}
 
 
 SLOT_FLAGS = {"log_dirty_pages", "readonly"}
@@ -566,10 +612,12 @@ U32_KEYS = {"slot", "num_pages", "id"}
 def _check_top(c: Checker, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     host = _check_values(c, "host", None, c.keys("host", None, data.get("host", {}), HOST_KEYS))
     c.choices("host", None, "features", host.get("features", []), HOST_FEATURES)
+    c.choice("host", None, "kvm_mode", host.get("kvm_mode", "default"), KVM_MODES)
     if host.get("pa_bits", 48) not in PARANGE_BITS:
         raise c.fail("host", None, "pa_bits", f"must be one of "
                                               f"{', '.join(map(str, sorted(PARANGE_BITS)))}")
     vm = _check_values(c, "vm", None, c.keys("vm", None, data.get("vm", {}), VM_KEYS))
+    c.choices("vm", None, "inject", vm.get("inject", []), {b.value for b in InjectedBug})
     if vm.get("eager_split_chunk", 0) not in CHUNK_SIZES:
         raise c.fail("vm", None, "eager_split_chunk", "must be 0, \"4K\", \"2M\" or \"1G\" "
                                                       "(kvm_is_block_size_supported)")
@@ -629,7 +677,8 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
     registry = load_layers()
     p, text, data = _read(path, text)
     c = Checker(p, text)
-    top = {"name", "description", "event"}.union(*(la.tables for la in registry.layers.values()))
+    top = {"name", "description", "event", "kvm"}.union(
+        *(la.tables for la in registry.layers.values()))
     for k in data:
         if k not in top:
             raise ScenarioError(f"{p}:{locate(text, k, None, None)}: {field_name(k)}: unknown "
@@ -638,6 +687,7 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
         if k in data and not isinstance(data[k], str):
             raise ScenarioError(f"{c.path}:{_top_line(c.text, k)}: {k}: must be a string, "
                                 f"not {shorten(data[k])}")
+    profile = check_profile(c, data)
     configs: dict[str, object] = {}
     setup: list[Event] = []
     for layer in registry.layers.values():
@@ -646,7 +696,17 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
         setup += steps
     events = _parse_events(c, data, ParseContext(configs, c))
     return Scenario(p, str(data.get("name", Path(p).stem)), str(data.get("description", "")),
-                    configs, tuple(setup), tuple(events))
+                    configs, tuple(setup), tuple(events), profile)
+
+
+def check_profile(c: Checker, data: dict[str, Any]) -> KernelProfile:
+    """Return the release [kvm] profile names (the current code when absent)."""
+    t = c.keys("kvm", None, data.get("kvm", {}), KVM_KEYS)
+    name = t.get("profile", CURRENT_PROFILE.name)
+    if not isinstance(name, str) or name not in KERNEL_PROFILES:
+        raise c.fail("kvm", None, "profile", f"must be one of {', '.join(KERNEL_PROFILES)}, "
+                                             f"not {shorten(name)}")
+    return KERNEL_PROFILES[name]
 
 
 def check_kvm_tables(c: Checker, data: dict[str, Any]) -> tuple[

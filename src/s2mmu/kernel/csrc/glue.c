@@ -9,10 +9,18 @@
  * pages the model's pool handed out) and from kg_init's PGD address, so both sides
  * allocate the same pages in the same order. free_unlinked_table is deferred to the end
  * of the operation (RCU); the harness compares frees as an unordered list for that reason.
+ *
+ * KG_LINUX selects the kernel's interfaces: 612 (6.12: walk flags on map, RCU-deferred
+ * table frees, test_clear_young, split) or 601 (6.1: no flags, no deferred frees,
+ * mkold/is_young for one page, no split).
  */
 #include <stdlib.h>
 #include <stdio.h>
 #include <asm/kvm_pgtable.h>
+
+#ifndef KG_LINUX
+#error "build.py passes -DKG_LINUX=601 or 612"
+#endif
 
 int kshim_rcu_depth;
 bool kshim_caps[KSHIM_NR_CAPS];
@@ -40,12 +48,15 @@ static u64 pool_base, pool_pages;
 static int *refcount;
 static u64 exact_pa;
 static struct kvm_s2_mmu mmu;
+static struct kvm_arch arch;
 static struct kvm_pgtable pgt;
 static struct kvm_mmu_memory_cache map_cache;
 
+#if KG_LINUX >= 612
 #define KG_MAX_DEFERRED 4096
 static struct { void *addr; s8 level; } deferred[KG_MAX_DEFERRED];
 static int ndeferred;
+#endif
 
 static struct kg_event *record(int kind, u64 a, u64 b, int level)
 {
@@ -172,6 +183,7 @@ static void kg_free_pages_exact(void *addr, size_t size)
 		free_page_at((char *)addr + off);
 }
 
+#if KG_LINUX >= 612
 static void kg_free_unlinked_table(void *addr, s8 level)
 {
 	if (ndeferred < KG_MAX_DEFERRED) {
@@ -180,6 +192,7 @@ static void kg_free_unlinked_table(void *addr, s8 level)
 		ndeferred++;
 	}
 }
+#endif
 
 static void kg_get_page(void *addr)
 {
@@ -228,7 +241,9 @@ static struct kvm_pgtable_mm_ops mm_ops = {
 	.zalloc_page = kg_zalloc_page,
 	.zalloc_pages_exact = kg_zalloc_pages_exact,
 	.free_pages_exact = kg_free_pages_exact,
+#if KG_LINUX >= 612
 	.free_unlinked_table = kg_free_unlinked_table,
+#endif
 	.get_page = kg_get_page,
 	.put_page = kg_put_page,
 	.page_count = kg_page_count,
@@ -241,16 +256,18 @@ static struct kvm_pgtable_mm_ops mm_ops = {
 /* End of an operation: the RCU grace period passes, deferred tables are freed. */
 static void kg_grace_period(void)
 {
+#if KG_LINUX >= 612
 	int i;
 
 	for (i = 0; i < ndeferred; i++)
 		kvm_pgtable_stage2_free_unlinked(&mm_ops, deferred[i].addr, deferred[i].level);
 	ndeferred = 0;
+#endif
 }
 
 /* ---- Flat API for ctypes ---- */
 
-int kg_version(void) { return 612; }
+int kg_version(void) { return KG_LINUX; }
 
 u64 kg_get_vtcr(u64 mmfr0, u64 mmfr1, u32 ipa_bits) { return kvm_get_vtcr(mmfr0, mmfr1, ipa_bits); }
 
@@ -267,7 +284,9 @@ int kg_init(u64 base, u64 npages, u64 mmfr0, u64 mmfr1, u32 ipa_bits, u64 vmid, 
 	pool_base = base;
 	pool_pages = npages;
 	nevents = 0;
+#if KG_LINUX >= 612
 	ndeferred = 0;
+#endif
 	kshim_rcu_depth = 0;
 	memset(&mmu, 0, sizeof(mmu));
 	memset(&pgt, 0, sizeof(pgt));
@@ -279,6 +298,8 @@ int kg_init(u64 base, u64 npages, u64 mmfr0, u64 mmfr1, u32 ipa_bits, u64 vmid, 
 	exact_pa = pgd_pa;
 	mmu.vmid = vmid;
 	mmu.vtcr = kvm_get_vtcr(mmfr0, mmfr1, ipa_bits);
+	arch.vtcr = mmu.vtcr;
+	mmu.arch = &arch;
 	mmu.pgt = &pgt;
 	return kvm_pgtable_stage2_init(&pgt, &mmu, &mm_ops);
 }
@@ -323,7 +344,11 @@ int kg_get_memcache(int which, u64 *out, int max)
 
 long kg_map(u64 addr, u64 size, u64 phys, u64 prot, u64 flags)
 {
+#if KG_LINUX >= 612
 	return KG_OP(kvm_pgtable_stage2_map(&pgt, addr, size, phys, prot, &map_cache, flags));
+#else
+	return flags ? -ENOSYS : kvm_pgtable_stage2_map(&pgt, addr, size, phys, prot, &map_cache);
+#endif
 }
 
 long kg_set_owner(u64 addr, u64 size, u8 owner)
@@ -342,7 +367,15 @@ u64 kg_mkyoung(u64 addr) { return (u64)KG_OP((long)kvm_pgtable_stage2_mkyoung(&p
 
 long kg_test_clear_young(u64 addr, u64 size, int mkold)
 {
+#if KG_LINUX >= 612
 	return KG_OP(kvm_pgtable_stage2_test_clear_young(&pgt, addr, size, mkold));
+#else
+	/* One page: mkold returns the old leaf (its AF is bit 10), is_young tests it. */
+	if (size != PAGE_SIZE)
+		return -ENOSYS;
+	return mkold ? !!(kvm_pgtable_stage2_mkold(&pgt, addr) & BIT(10)) :
+		       kvm_pgtable_stage2_is_young(&pgt, addr);
+#endif
 }
 
 long kg_relax_perms(u64 addr, u64 prot)
@@ -354,7 +387,11 @@ long kg_flush(u64 addr, u64 size) { return KG_OP(kvm_pgtable_stage2_flush(&pgt, 
 
 long kg_split(u64 addr, u64 size)
 {
+#if KG_LINUX >= 612
 	return KG_OP(kvm_pgtable_stage2_split(&pgt, addr, size, &mmu.split_page_cache));
+#else
+	return -ENOSYS;
+#endif
 }
 
 u64 kg_pgd(void) { return kg_virt_to_phys(pgt.pgd); }

@@ -7,7 +7,8 @@
  * helpers, READ_ONCE/WRITE_ONCE and cmpxchg on GCC atomics, RCU as a depth counter,
  * WARN_ON/DSB/ISB/TLB maintenance as recorders (implemented in glue.c), CPU capabilities
  * as variables, and the few register constants kvm_get_vtcr needs (4K granule only).
- * This is s2mmu's own code, written for the 6.12 interfaces.
+ * This is s2mmu's own code, written for the 6.1 and 6.12 interfaces; build.py passes
+ * KG_LINUX (VERSION * 100 + PATCHLEVEL: 601 or 612).
  */
 #ifndef S2MMU_KSHIM_H
 #define S2MMU_KSHIM_H
@@ -94,6 +95,7 @@ enum kshim_cap { ARM64_HAS_STAGE2_FWB, ARM64_KVM_HVHE, ARM64_WORKAROUND_AMPERE_A
 extern bool kshim_caps[KSHIM_NR_CAPS];
 extern bool kshim_tlb_range, kshim_bti_kernel;
 #define cpus_have_final_cap(c) (kshim_caps[c])
+#define cpus_have_const_cap(c) (kshim_caps[c])
 #define system_supports_lpa2() false
 #define system_supports_bti_kernel() (kshim_bti_kernel)
 #define system_supports_tlb_range() (kshim_tlb_range)
@@ -163,13 +165,17 @@ static inline unsigned int get_vmid_bits(u64 mmfr1)
 #define kvm_call_hyp(f, ...) f(__VA_ARGS__)
 
 struct kvm_pgtable;
+struct kvm_arch {
+	u64 vtcr;	/* 6.1 reads the VTCR from mmu->arch */
+};
 struct kvm_mmu_memory_cache {
 	int nobjs;
 	void *objects[2048];
 };
 struct kvm_s2_mmu {
 	u64 vmid;
-	u64 vtcr;
+	u64 vtcr;	/* 6.12 reads it from the mmu itself */
+	struct kvm_arch *arch;
 	struct kvm_pgtable *pgt;
 	struct kvm_mmu_memory_cache split_page_cache;
 };

@@ -1,0 +1,189 @@
+"""The batch engine answers exactly as the scalar path, lane by lane, in program order."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s2mmu.arch.access import acc_gpr, acc_ifetch
+from s2mmu.arch.at import encode_par
+from s2mmu.arch.atcase import (
+    AtOpSpec,
+    memory_change_json,
+    op_result_json,
+    parse_case,
+    run_case,
+    run_case_detailed,
+)
+from s2mmu.arch.batch import FAULTS, at_batch, translate_batch
+from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs, s2_attrs
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.faults import FaultRecord
+from s2mmu.arch.features import qemu_7_2_max
+from s2mmu.arch.memory import PhysMem
+from s2mmu.arch.params import Granule
+from s2mmu.arch.registers import TCR_EL1, VTCR_EL2
+from s2mmu.arch.state import Regime, SysRegs
+from s2mmu.arch.translate import Env, full_translate
+from s2mmu.conformance.generator import FAMILIES, generate_case
+
+
+def neighbours(va: int, rng: random.Random) -> list[int]:
+    """Addresses around va that share some of its walk and leave it at every level."""
+    out = [va, va + 8, va ^ 0x1000, va + 0x20_0000, va & ~0xFFF, va ^ (1 << 30),
+           (va & ~((1 << 30) - 1)) | rng.randrange(1 << 30), rng.randrange(1 << 64),
+           va ^ (1 << 55), va ^ (1 << 63), va + 0x1000, va ^ (1 << 39)]
+    return [v & ((1 << 64) - 1) for v in out]
+
+
+def widened(case: dict, rng: random.Random) -> dict:
+    """Return case with each op turned into a run of ops at its neighbours."""
+    parsed = parse_case(case)
+    ops = tuple(AtOpSpec(o.op, v, o.el, o.pan) for o in parsed.ops
+                for v in neighbours(o.va, rng))
+    return replace(parsed, ops=ops)
+
+
+def scalar_json(case) -> dict:
+    results, mem = run_case_detailed(case)
+    return {"name": case.name,
+            "ops": [op_result_json(s, r) for s, r in zip(case.ops, results, strict=True)],
+            "memory_changes": [memory_change_json(w) for w in mem.hw_writes]}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_batch_equals_scalar_on_every_conformance_family(family: str) -> None:
+    rng = random.Random(family)
+    for index in range(6):
+        case = widened(generate_case(family, 11, index), rng)
+        assert run_case(case) == scalar_json(case), case.name
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(sorted(FAMILIES)), st.integers(0, 10_000))
+def test_batch_equals_scalar_on_random_cases(family: str, seed: int) -> None:
+    case = widened(generate_case(family, seed, seed % 7), random.Random(seed))
+    assert run_case(case) == scalar_json(case)
+
+
+def _two_stage(ha: bool = False) -> tuple[SysRegs, PhysMem]:
+    mem = PhysMem()
+    s1 = TableBuilder(mem, BumpAllocator(0x4000_0000, 0x4100_0000), Granule.G4K, 48, 0)
+    s1.map(0x8000_0000, 0x9000_0000, 64 * 4096, s1_attrs())
+    s1.map(0xA000_0000, 0xB000_0000, 2 << 20, s1_attrs(), level=2)
+    s2 = TableBuilder(mem, BumpAllocator(0x5000_0000, 0x5100_0000), Granule.G4K, 48, 0)
+    for base in (0x4000_0000, 0x9000_0000):
+        s2.map(base, base, 4 << 20, s2_attrs())
+    tcr = TCR_EL1.encode(T0SZ=16, TG0=0, IPS=5, SH0=3, IRGN0=1, ORGN0=1, HA=int(ha))
+    vtcr = VTCR_EL2.encode(T0SZ=16, SL0=2, TG0=0, PS=5, SH0=3, IRGN0=1, ORGN0=1)
+    return SysRegs(SCTLR_EL1=0x30D00801, MAIR_EL1=0xFF, TTBR0_EL1=s1.root, TCR_EL1=tcr,
+                   HCR_EL2=0x80000001, VTCR_EL2=vtcr, VTTBR_EL2=s2.root), mem
+
+
+def _lanes_agree(regs: SysRegs, vas: list[int], access, make_mem) -> None:
+    env_b = Env(make_mem(), qemu_7_2_max())
+    env_s = Env(make_mem(), qemu_7_2_max())
+    got = translate_batch(regs, Regime.EL10, vas, access, env_b)
+    for i, va in enumerate(vas):
+        want = full_translate(regs, Regime.EL10, va, access, env_s)
+        assert int(got.par[i]) == encode_par(want, env_s), hex(va)
+        if isinstance(want, FaultRecord):
+            assert FAULTS[int(got.fault[i])] is want.statuscode
+            assert (int(got.level[i]), bool(got.secondstage[i]), bool(got.s2fs1walk[i])) == (
+                want.level, want.secondstage, want.s2fs1walk)
+            assert int(got.ipa[i]) == (want.ipaddress or 0)
+        else:
+            assert got.fault[i] == -1 and int(got.pa[i]) == want.paddress
+            assert got.attr_table[int(got.attrs[i])] == want.memattrs
+    assert env_b.mem.hw_writes == env_s.mem.hw_writes
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.integers(0x8000_0000 - 0x2000, 0x8000_0000 + 70 * 4096),
+                          st.integers(0xA000_0000, 0xA020_0000),
+                          st.integers(0, (1 << 64) - 1)), min_size=1, max_size=60),
+       st.booleans(), st.booleans())
+def test_two_stage_lanes_equal_scalar(vas: list[int], write: bool, fetch: bool) -> None:
+    regs, mem = _two_stage()
+    access = acc_ifetch(1) if fetch else acc_gpr(1, write)
+    _lanes_agree(regs, vas, access, lambda: _two_stage()[1])
+
+
+def test_updates_happen_in_program_order() -> None:
+    # TCR_EL1.HA with AF=0 leaves: the first lane on each page sets AF, later ones see it.
+    regs, _ = _two_stage(ha=True)
+
+    def mem_af0() -> PhysMem:
+        _, m = _two_stage(ha=True)
+        return m
+    vas = [0x8000_0000 + (i % 5) * 4096 for i in range(40)]
+    _lanes_agree(regs, vas, acc_gpr(1, False), mem_af0)
+
+
+def test_at_batch_matches_execute_at_with_stage2_exceptions() -> None:
+    from s2mmu.arch.at import AtOp, execute_at
+    regs, mem = _two_stage()
+    env = Env(mem, qemu_7_2_max())
+    vas = [0x8000_0000 + i * 4096 for i in range(0, 80, 3)] + [0xA000_0000 + 0x1234]
+    pars, exc = at_batch(AtOp.S12E1R, vas, 1, False, regs, env)
+    for i, va in enumerate(vas):
+        want = execute_at(AtOp.S12E1R, va, 1, False, regs, env)
+        if exc[i] is None:
+            assert int(pars[i]) == want.par  # type: ignore[union-attr]
+        else:
+            got = exc[i]
+            assert (got.taken_to, got.esr, got.far, got.hpfar) == (  # type: ignore[union-attr]
+                want.taken_to, want.esr, want.far, want.hpfar)  # type: ignore[union-attr]
+
+
+def test_a_custom_table_port_makes_the_batch_scalar() -> None:
+    regs, mem = _two_stage()
+    env = Env(mem, qemu_7_2_max(), tables=mem)
+    got = translate_batch(regs, Regime.EL10, [0x8000_0000, 0x8000_1000], acc_gpr(1, False), env)
+    assert got.scalar_lanes == 2 and got.fault.tolist() == [-1, -1]
+
+
+def test_batch_refuses_signed_arrays_and_wide_addresses() -> None:
+    regs, mem = _two_stage()
+    env = Env(mem, qemu_7_2_max())
+    with pytest.raises(InputError, match="uint64"):
+        translate_batch(regs, Regime.EL10, np.zeros(3, np.int64), acc_gpr(1, False), env)
+    with pytest.raises(InputError, match="64 bits"):
+        translate_batch(regs, Regime.EL10, [1 << 64], acc_gpr(1, False), env)
+
+
+def test_output_addresses_beyond_the_output_size_fault_lane_by_lane() -> None:
+    # IPS=0 (32 bits): two pages with the same attributes, one below 4GB and one above.
+    mem = PhysMem()
+    s1 = TableBuilder(mem, BumpAllocator(0x4000_0000, 0x4100_0000), Granule.G4K, 48, 0)
+    s1.map(0x8000_0000, 0x9000_0000, 4096, s1_attrs())
+    s1.map(0x8000_1000, 0x1_9000_0000, 4096, s1_attrs())
+    regs = SysRegs(SCTLR_EL1=0x30D00801, MAIR_EL1=0xFF, TTBR0_EL1=s1.root,
+                   TCR_EL1=TCR_EL1.encode(T0SZ=16, TG0=0, IPS=0, SH0=3, IRGN0=1, ORGN0=1))
+    vas = [0x8000_0000, 0x8000_1000, 0x8000_0008, 0x8000_1008]
+    got = translate_batch(regs, Regime.EL10, vas, acc_gpr(1, False), Env(mem, qemu_7_2_max()))
+    assert [f if f < 0 else FAULTS[f].name for f in got.fault.tolist()] == [
+        -1, "ADDRESS_SIZE", -1, "ADDRESS_SIZE"]
+    _lanes_agree(regs, vas, acc_gpr(1, False), lambda: mem)
+
+
+def test_permission_masks_are_the_leaves() -> None:
+    from s2mmu.arch.perms import s1_direct_permissions
+    regs, mem = _two_stage()
+    env = Env(mem, qemu_7_2_max())
+    got = translate_batch(regs, Regime.EL10, [0x8000_0000, 0x8000_0000 + 64 * 4096],
+                          acc_gpr(1, False), env)
+    want = full_translate(regs, Regime.EL10, 0x8000_0000, acc_gpr(1, False), env)
+    assert not isinstance(want, FaultRecord) and want.s1 is not None
+    from s2mmu.arch.params import get_s1_ttw_params
+    p = s1_direct_permissions(want.s1, get_s1_ttw_params(regs, Regime.EL10, 0x8000_0000,
+                                                         env.fs, env.choices))
+    assert int(got.s1_perms[0]) == (p.pr | p.pw << 1 | p.px << 2 | p.ur << 3 | p.uw << 4
+                                    | p.ux << 5)
+    assert int(got.s2_perms[0]) & 0b11 == 0b11      # s2_attrs(): read and write
+    assert got.s1_perms[1] == 0 and got.fault[1] >= 0   # unmapped: no permissions
