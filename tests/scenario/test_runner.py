@@ -22,7 +22,8 @@ def test_a_meant_break_is_reported_but_not_a_failure() -> None:
     assert r.ok
     step = r.steps[3]
     assert step.invariants == () and [b.invariant for b in step.meant] == ["dirty-writable"]
-    assert "invariant broken, as expected: dirty-writable: IPA 0x40001000" in "\n".join(timeline_lines(r))
+    text = "\n".join(timeline_lines(r))
+    assert "invariant broken, as expected: dirty-writable: IPA 0x40001000" in text
 
 
 def test_a_meant_break_that_does_not_happen_is_a_mismatch() -> None:

@@ -214,7 +214,8 @@ def test_a_new_layer_keeps_the_file_line_field_messages(counter_layer: None) -> 
     with pytest.raises(ScenarioError, match=r"^c.toml:13: counter.start: must be an integer"):
         load_scenario("c.toml", COUNTER.replace("start = 3", "start = true"))
     with pytest.raises(ScenarioError, match=r"^c.toml:18: event\[0\].expect: not a field of a "
-                                            r"tick event \(known: by, do, expect_broken, expect_count"):
+                                            r"tick event \(known: by, do, expect_broken, "
+                                            r"expect_count"):
         load_scenario("c.toml", COUNTER.replace("expect_count = 7", "expect = \"done\""))
 
 
