@@ -1,4 +1,5 @@
-"""Imports point only downwards: arch <- pgtable <- kvm, pkvm <- nested <- scenario <- cli.
+"""Imports point only downwards: arch <- pgtable <- kvm, pkvm <- nested <- scenario <- real
+<- cli (real: scenarios run on real KVM, s2mmu/real, uses scenario and sits below cli).
 
 The top-level modules (s2mmu/__init__.py, s2mmu/api.py: the one-call entries a notebook
 finds as s2mmu.translate and s2mmu.at) sit just above pgtable: they may import arch and
@@ -21,7 +22,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "s2mmu"
 RANK = {"arch": 0, "pgtable": 1, "kvm": 2, "pkvm": 2, "nested": 3, "kernel": 4,
-        "conformance": 4, "scenario": 4, "cli": 5}
+        "conformance": 4, "scenario": 4, "real": 5, "cli": 6}
 ONLY_IMPORTED_BY = {"kernel": {"kernel", "cli"}}
 TOP_RANK = 1  # s2mmu/*.py: may use arch and pgtable
 

@@ -497,6 +497,16 @@ def _add_profiles_command() -> None:
 _add_profiles_command()
 
 
+def _add_real_command() -> None:
+    """Attach `s2mmu real` (s2mmu.cli.real_cmd: scenarios on real KVM/arm64 under QEMU)."""
+    from s2mmu.cli.real_cmd import real
+
+    cli.add_command(real)
+
+
+_add_real_command()
+
+
 def main() -> None:
     """Run the command line; a reader that goes away (| head) ends it quietly."""
     try:

@@ -1,0 +1,229 @@
+"""`s2mmu real run` and `s2mmu real diff`: scenarios on real KVM/arm64 (s2mmu.real).
+
+run boots Debian's arm64 kernel under QEMU TCG with the project's VMM as /init and prints
+what KVM did in each step (stage-2 aborts from the kvm_guest_fault tracepoint, exits,
+errnos, dirty bitmaps); diff also runs the model under the booted kernel's profile and
+compares step by step (exit status 0 only when every step agrees).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from s2mmu.cli import output
+from s2mmu.cli.dump_cmd import dump_json, render_text
+from s2mmu.cli.kernel_cmd import input_errors
+from s2mmu.real.boot import Mode
+from s2mmu.real.diff import (
+    Answer,
+    DiffReport,
+    FaultView,
+    RealStepView,
+    dirty_text,
+    fault_text,
+    profile_for_release,
+    real_steps,
+)
+from s2mmu.real.plan import UNSUPPORTED
+from s2mmu.real.runner import RealRequest, RealResult, diff_real, load, run_real
+
+KERNEL_HELP = ("An arm64 kernel image package (.deb) or a raw Image (default: Debian's "
+               "current arm64 image, the dependency of linux-image-arm64:arm64, downloaded "
+               "into the cache).")
+CACHE_HELP = "Where the kernel, the VMM and boot files are kept (default: ~/.cache/s2mmu/real)."
+
+
+def options(fn: Any) -> Any:
+    """Add the options both commands take."""
+    for opt in reversed([
+            click.argument("scenarios", nargs=-1, required=True, metavar="SCENARIO..."),
+            click.option("--kernel", metavar="DEB_OR_IMAGE", help=KERNEL_HELP),
+            click.option("--mode", type=click.Choice([m.value for m in Mode]), default="vhe",
+                         show_default=True,
+                         help="KVM at EL2: VHE, nVHE, or protected (pKVM), via kvm-arm.mode."),
+            click.option("--cache", metavar="DIR", help=CACHE_HELP),
+            click.option("--dump-after", "dump_after", multiple=True, metavar="STEP",
+                         help="Also read the real stage 2 after this step (N, #N or last; "
+                              "repeatable; each scenario), through QEMU's gdbstub."),
+            click.option("--json", "as_json", is_flag=True, help="One JSON document.")]):
+        fn = opt(fn)
+    return fn
+
+
+@click.group()
+def real() -> None:
+    """Run scenarios on real KVM/arm64 under QEMU and compare them with the model.
+
+    Supported: the kvm layer's guest accesses by IPA (MMU off; read, write, exec, dc, with
+    or without a syndrome), anonymous and hugetlb VMAs (THP on or off), memslots and their
+    flags, moves and deletes, munmap, madvise, mmap, the dirty log (enable, get, clear,
+    disable), checks; the stage 2 after chosen steps (--dump-after, through QEMU's
+    gdbstub). Anything else is refused with one line naming the feature (`real features`).
+    """
+
+
+def fault_json(f: FaultView) -> dict[str, Any]:
+    """Return one compared abort as JSON."""
+    return {"ipa": f"{f.ipa:#x}", "kind": f.kind.value if f.kind else None, "level": f.level,
+            "write": f.write, "exec": f.exec, "cm": f.cm, "s1ptw": f.s1ptw}
+
+
+def answer_json(a: Answer) -> dict[str, Any]:
+    """Return a step's answer as JSON."""
+    doc: dict[str, Any] = {"outcome": a.outcome.value}
+    if a.mmio is not None:
+        doc["mmio"] = {"ipa": f"{a.mmio[0]:#x}", "length": a.mmio[1], "write": a.mmio[2]}
+    if a.errno is not None:
+        doc["errno"] = a.errno
+    if a.esr is not None:
+        doc["esr"] = f"{a.esr:#x}"
+    return doc
+
+
+def boot_json(result: RealResult, release: str) -> dict[str, Any]:
+    """Return the booted kernel and the timings as JSON."""
+    return {"release": release, "source": result.boot.kernel.source,
+            "mode": result.boot.mode.value, "kvm_says": result.console.kvm_mode,
+            "boot_seconds": round(result.boot.seconds, 2),
+            "prepare_seconds": round(result.prepare_seconds, 2)}
+
+
+def mode_text(result: RealResult) -> str:
+    """Return the mode asked for and what KVM said it initialised."""
+    said = result.console.kvm_mode
+    return f"--mode {result.boot.mode.value} (KVM: {said or 'no mode message'})"
+
+
+def step_text(v: RealStepView) -> str:
+    """Return one real step as a line."""
+    line = f"#{v.index:<3} {v.do:<17} {v.answer}"
+    if v.faults:
+        line += f"  faults: {fault_text(v.faults)}"
+    if v.dirty is not None:
+        line += f"  dirty {dirty_text(v.dirty)}"
+    if v.exits:
+        line += f"  exits: {'; '.join(v.exits)}"
+    return line
+
+
+def run_json(result: RealResult) -> dict[str, Any]:
+    """Return the s2mmu.real-run/1 document."""
+    release = result.console.release
+    return {
+        "schema": "s2mmu.real-run/1", "kernel": boot_json(result, release),
+        "scenarios": [{
+            "name": plan.name, "setup_errors": list(real.setup),
+            "steps": [{"step": v.index, "do": v.do, "answer": answer_json(v.answer),
+                       "faults": [fault_json(f) for f in v.faults],
+                       "machinery_faults": v.machinery_faults,
+                       "dirty": list(v.dirty) if v.dirty is not None else None,
+                       "exits": list(v.exits),
+                       "stage2": stage2_json(result, i, v.index)}
+                      for v in real_steps(plan, real)]}
+            for i, (plan, real) in enumerate(result.runs)]}
+
+
+def stage2_json(result: RealResult, scenario: int, step: int) -> dict[str, Any] | None:
+    """Return the real stage 2 read after a step (an s2mmu.dump/1 document), or None."""
+    s2 = result.stage2.get((scenario, step))
+    if s2 is None:
+        return None
+    return dump_json(s2.dump, source={"kind": "real-kvm", "VTTBR_EL2": f"{s2.vttbr:#x}",
+                                      "VTCR_EL2": f"{s2.vtcr:#x}"})
+
+
+@real.command("run")
+@options
+@input_errors
+def run_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: str | None,
+            dump_after: tuple[str, ...], as_json: bool) -> None:
+    """Run scenarios on real KVM (one boot) and print what KVM did in each step."""
+    scns = load(list(scenarios))
+    with output.progress("booting"):
+        result = run_real(scns, RealRequest(kernel, Mode(mode), cache), dump_after)
+    release = result.runs[0][1].release
+    if as_json:
+        output.print_json(run_json(result))
+        return
+    con = output.console()
+    con.print(f"real KVM: Linux {release} ({result.boot.kernel.source}), {mode_text(result)}; "
+              f"boot and run {result.boot.seconds:.1f} s", highlight=False, markup=False)
+    for i, (plan, real) in enumerate(result.runs):
+        steps = real_steps(plan, real)
+        con.print(f"scenario {plan.name}: {len(steps)} steps", highlight=False, markup=False)
+        for err in real.setup:
+            con.print(f"  set-up failed: {err}", highlight=False, markup=False)
+        for v in steps:
+            con.print(step_text(v), highlight=False, markup=False)
+            s2 = result.stage2.get((i, v.index))
+            if s2 is not None:
+                con.print(f"  stage 2 after #{v.index} (VTTBR_EL2={s2.vttbr:#x} "
+                          f"VTCR_EL2={s2.vtcr:#x}, {s2.pages_read} table pages read):",
+                          highlight=False, markup=False)
+                for line in render_text(s2.dump):
+                    con.print("  " + line, highlight=False, markup=False)
+
+
+def diff_json(reports: list[DiffReport], result: RealResult) -> dict[str, Any]:
+    """Return the s2mmu.real-diff/1 document."""
+    release = reports[0].release
+    return {
+        "schema": "s2mmu.real-diff/1", "kernel": boot_json(result, release),
+        "profile": profile_for_release(release).name,
+        "scenarios": [{
+            "name": r.scenario, "steps": len(r.steps), "agreed": r.agreed,
+            "differences": [{"step": d.step, "aspect": d.aspect.value, "model": d.model,
+                             "real": d.real} for d in r.differences],
+            "compared": [{"step": s.index, "do": s.do,
+                          "model": {"answer": answer_json(s.model_answer),
+                                    "faults": [fault_json(f) for f in s.model_faults]},
+                          "real": {"answer": answer_json(s.real_answer),
+                                   "faults": [fault_json(f) for f in s.real_faults]},
+                          "agree": not s.differences} for s in r.steps]}
+            for r in reports]}
+
+
+@real.command("diff")
+@options
+@input_errors
+def diff_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: str | None,
+             dump_after: tuple[str, ...], as_json: bool) -> None:
+    """Run scenarios on real KVM and on the model; compare step by step (exit 0 only when
+    every step of every scenario agrees)."""
+    scns = load(list(scenarios))
+    with output.progress("booting"):
+        reports, result = diff_real(scns, RealRequest(kernel, Mode(mode), cache), dump_after)
+    bad = any(r.differences for r in reports)
+    if as_json:
+        output.print_json(diff_json(reports, result))
+        sys.exit(1 if bad else 0)
+    con = output.console()
+    release = reports[0].release
+    con.print(f"real KVM: Linux {release} ({result.boot.kernel.source}), {mode_text(result)}; "
+              f"model profile {reports[0].profile}; boot and run {result.boot.seconds:.1f} s",
+              highlight=False, markup=False)
+    for r in reports:
+        for s in r.steps:
+            mark = "=" if not s.differences else "!"
+            con.print(f"{mark} #{s.index:<3} {s.do:<17} {s.real_answer}"
+                      + (f"  faults: {fault_text(s.real_faults)}" if s.real_faults else "")
+                      + (f"  dirty {dirty_text(s.dirty)}" if s.dirty is not None else ""),
+                      highlight=False, markup=False)
+        for d in r.differences:
+            where = f"step {d.step} {d.aspect.value}" if d.step else d.aspect.value
+            con.print(f"difference: {r.scenario} {where}: model {d.model}; real {d.real}",
+                      highlight=False, markup=False)
+        con.print(f"{r.scenario}: {r.agreed}/{len(r.steps)} steps agree", highlight=False,
+                  markup=False)
+    sys.exit(1 if bad else 0)
+
+
+@real.command("features")
+def features_cmd() -> None:
+    """List the scenario features real KVM runs refuse, with the reason."""
+    con = output.console()
+    for name, why in UNSUPPORTED.items():
+        con.print(f"{name}: {why}", highlight=False, markup=False)
