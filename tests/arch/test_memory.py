@@ -65,3 +65,18 @@ def test_physmem_is_a_table_memory_port():
     mem.write64(0x1000, 0x0102030405060708, big_endian=True)
     assert read_through(mem, 0x1000) == 0x0102030405060708
     assert mem.cas64(0x1000, 0x0102030405060708, 5, big_endian=True) is True
+
+
+def test_write64_inside_a_page_and_across_pages_agree_with_write_bytes():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(0, 3 * 4096), st.integers(0, (1 << 64) - 1), st.booleans())
+    def check(pa: int, value: int, be: bool) -> None:
+        a, b = PhysMem(), PhysMem()
+        a.write64(pa, value, be)
+        b.write_bytes(pa, value.to_bytes(8, "big" if be else "little"))
+        assert a.read_bytes(0, 4 * 4096) == b.read_bytes(0, 4 * 4096)
+        assert a.read64(pa, be) == value
+    check()

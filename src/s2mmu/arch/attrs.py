@@ -184,6 +184,7 @@ def _sh(sh: int) -> Shareability:
     return {0: Shareability.NSH, 2: Shareability.OSH, 3: Shareability.ISH}.get(sh, Shareability.NSH)
 
 
+@lru_cache(maxsize=4096)
 def normalise_shareability(m: MemoryAttributes) -> MemoryAttributes:
     """Return m with Device and Normal inner+outer NC memory made Outer Shareable.
 

@@ -124,8 +124,16 @@ class PhysMem:
         return int.from_bytes(self.read_bytes(pa, 8), "big" if big_endian else "little")
 
     def write64(self, pa: int, value: int, big_endian: bool = False) -> None:
-        """Write the 64-bit word value at pa."""
-        self.write_bytes(pa, (value & U64).to_bytes(8, "big" if big_endian else "little"))
+        """Write the 64-bit word value at pa (a word inside one page: fast path)."""
+        data = (value & U64).to_bytes(8, "big" if big_endian else "little")
+        page, off = pa >> PAGE_SHIFT, pa & (PAGE_SIZE - 1)
+        if off <= PAGE_SIZE - 8 and 0 <= pa < PA_LIMIT:
+            backing = self._pages.get(page)
+            if backing is None:
+                backing = self._pages[page] = bytearray(PAGE_SIZE)
+            backing[off : off + 8] = data
+            return
+        self.write_bytes(pa, data)
 
     def cas64(self, pa: int, expected: int, new: int, big_endian: bool = False) -> bool:
         """Atomically replace the word at pa with new if it still equals expected.

@@ -105,6 +105,29 @@ def _context(setup: WalkSetup) -> DescContext:
     return DescContext(setup.granule, setup.ds, setup.lpa, setup.stage, setup.pamax52)
 
 
+DECODED_MAX = 1 << 16
+"""How many decoded descriptors a context keeps before it starts again (bounded memory)."""
+
+
+@lru_cache(maxsize=256)
+def _decoded(ctx: DescContext) -> dict[tuple[int, int], Descriptor]:
+    """Return the descriptors decoded so far in ctx, by (raw, level): a decode is a pure
+    function of the three, and walks meet the same table descriptors again and again."""
+    return {}
+
+
+@lru_cache(maxsize=1024)
+def _level_slices(setup: WalkSetup) -> tuple[tuple[int, int], ...]:
+    """Return, from the start level down, each level's (lsb, mask) of level_index."""
+    g = setup.granule
+    out = []
+    for level in range(setup.startlevel, FINAL_LEVEL + 1):
+        lsb = (FINAL_LEVEL - level) * g.stride + g.bits
+        msb = setup.iasize - 1 if level == setup.startlevel else lsb + g.stride - 1
+        out.append((lsb, (1 << (msb - lsb + 1)) - 1))
+    return tuple(out)
+
+
 def level_index(setup: WalkSetup, level: int, ia: int) -> int:
     """Return the index into the level's table for input address ia.
 
@@ -135,17 +158,24 @@ def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
         return FaultRecord(Fault.ADDRESS_SIZE, 0, access,
                            reason=f"table base {base:#x} exceeds the {setup.ps}-bit output size")
     ctx = setup.context()
+    decoded = _decoded(ctx)
+    slices = _level_slices(setup)
     tables: list[Table] = []
     steps: list[WalkStep] = []
     level = setup.startlevel
     while True:
-        index = level_index(setup, level, ia)
+        lsb, width_mask = slices[level - setup.startlevel]
+        index = (ia >> lsb) & width_mask       # level_index(setup, level, ia)
         descaddress = base + 8 * index
         got = fetch(descaddress, level)
         if isinstance(got, FaultRecord):
             return got
         pa, raw = got
-        desc = decode_descriptor(raw, level, ctx)
+        desc = decoded.get((raw, level))
+        if desc is None:
+            if len(decoded) >= DECODED_MAX:
+                decoded.clear()
+            desc = decoded[raw, level] = decode_descriptor(raw, level, ctx)
         step = WalkStep(setup.stage, level, base, index, descaddress, pa, raw, desc)
         steps.append(step)
         if trace is not None:

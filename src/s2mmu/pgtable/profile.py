@@ -265,76 +265,28 @@ V6_1 = BehaviourProfile(
 )
 """v6.1 (Debian's 6.1.192): faults under the write lock, no walk flags, plain stores."""
 
-V6_2 = BehaviourProfile(
-    name="v6.2",
-    eagain_rule=EagainRule.ANY_ERROR_STOPS,
-    reload_after_table_pre=False,
-    pa_from_ipa=False,
-    attr_eagain_on_invalid=False,
-    perm_only_filter=True,
-    relax_perms_xn_from_prot=False,
-    max_owner_id=1,
-    shared_access_faults=False,
-    relax_perms_local_tlbi=False,
-    relax_perms_tlbi_on_eagain=False,
-    unmap_range_tlbi=False,
-    nested_exec=NestedExecRule.DESC_BIT54,
-)
+# Each release below is the one before it with the knobs that changed between them.
+
+V6_2 = replace(V6_1, name="v6.2", shared_fault_walks=True, map_anchor=False,
+               cmo_valid_leaf_only=True, map_sw_bits_shortcut=True)
 """v6.2: parallel faults (SHARED); any error stops the walk; no 6.4-rc map-walker fixes."""
 
-V6_6 = BehaviourProfile(
-    name="v6.6",
-    eagain_rule=EagainRule.HANDLE_FAULT,
-    reload_after_table_pre=True,
-    pa_from_ipa=True,
-    attr_eagain_on_invalid=True,
-    perm_only_filter=True,
-    relax_perms_xn_from_prot=False,
-    max_owner_id=1,
-    relax_perms_tlbi_on_eagain=False,
-    nested_exec=NestedExecRule.DESC_BIT54,
-)
+V6_6 = replace(V6_2, name="v6.6", eagain_rule=EagainRule.HANDLE_FAULT,
+               reload_after_table_pre=True, pa_from_ipa=True, attr_eagain_on_invalid=True,
+               shared_access_faults=True, relax_perms_local_tlbi=True, unmap_range_tlbi=True)
 """v6.6 (long-term): HANDLE_FAULT, the 6.4-rc map-walker fixes, local TLBI after a relax
 (not yet on -EAGAIN)."""
 
-V6_12 = BehaviourProfile(
-    name="v6.12",
-    eagain_rule=EagainRule.HANDLE_FAULT,
-    reload_after_table_pre=True,
-    pa_from_ipa=True,
-    attr_eagain_on_invalid=True,
-    perm_only_filter=True,
-    relax_perms_xn_from_prot=False,
-    max_owner_id=1,
-    nested_exec=NestedExecRule.DESC_BIT54,
-)
+V6_12 = replace(V6_6, name="v6.12", relax_perms_tlbi_on_eagain=True)
 """v6.12 (Debian's 6.12.118): the pgtable rules of v6.6; at.c's software walker appears."""
 
-V6_18 = BehaviourProfile(
-    name="v6.18",
-    eagain_rule=EagainRule.HANDLE_FAULT,
-    reload_after_table_pre=True,
-    pa_from_ipa=True,
-    attr_eagain_on_invalid=True,
-    perm_only_filter=True,
-    relax_perms_xn_from_prot=False,
-    max_owner_id=1,
-    nested_exec=NestedExecRule.DESC_BIT54,
-)
+V6_18 = replace(V6_12, name="v6.18")
 """v6.18: the last release with HANDLE_FAULT, where pKVM's EL2 walks (which pass no flag)
 swallow -EAGAIN (seed 000)."""
 
-V6_19 = BehaviourProfile(
-    name="v6.19",
-    eagain_rule=EagainRule.IGNORE_EAGAIN,
-    reload_after_table_pre=True,
-    pa_from_ipa=True,
-    attr_eagain_on_invalid=True,
-    perm_only_filter=True,
-    relax_perms_xn_from_prot=True,
-    max_owner_id=255,
-    nested_exec=NestedExecRule.XNX_XN_DROPPED,
-)
+V6_19 = replace(V6_18, name="v6.19", eagain_rule=EagainRule.IGNORE_EAGAIN,
+                relax_perms_xn_from_prot=True, max_owner_id=255,
+                nested_exec=NestedExecRule.XNX_XN_DROPPED)
 """v6.19 (and v7.0): IGNORE_EAGAIN, passed only by wrprotect; the fault path passes
 SHARED; FEAT_XNX reaches the nested fault path, and without it every L1 leaf is
 executable."""
