@@ -195,7 +195,7 @@ def test_steps_that_changed_the_stage2_carry_its_dump_collapsed(tmp_path: Path) 
         "0x0000000040003000-0x0000000040004000        4K L3 -> 0x0000001000000000  "
         "R W px  ux   AF         PG  ISH FWB MemAttr=0x6=Normal iWB-RAWA oWB-RAWA",
         "0x0000000040005000-0x0000000040006000        4K L3 -> 0x0000001000001000  "
-        "R W px  ux   AF         PG  ISH FWB MemAttr=0x6=Normal iWB-RAWA oWB-RAWA"]
+        "R   px  ux   AF         PG  ISH FWB MemAttr=0x6=Normal iWB-RAWA oWB-RAWA"]
     (row,) = [tr for tr in page.find_all("tr", "event") if tr.attrs["id"] == "step-4"]
     assert row.find_all("details", "stage2") == [blocks["4"]]
 

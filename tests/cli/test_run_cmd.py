@@ -96,7 +96,7 @@ STEPS = Path(__file__).resolve().parent / "data" / "stage2_steps.toml"
 LINE_W = ("0x0000000040003000-0x0000000040004000        4K L3 -> 0x0000001000000000  "
           "R W px  ux   AF         PG  ISH FWB MemAttr=0x6=Normal iWB-RAWA oWB-RAWA")
 LINE_X = ("0x0000000040005000-0x0000000040006000        4K L3 -> 0x0000001000001000  "
-          "R W px  ux   AF         PG  ISH FWB MemAttr=0x6=Normal iWB-RAWA oWB-RAWA")
+          "R   px  ux   AF         PG  ISH FWB MemAttr=0x6=Normal iWB-RAWA oWB-RAWA")
 REGION = ("---[ VTTBR_EL2: IPA 0x0-0x10000000000, 4K granule, start level 1, "
           "table at 0x8000000000 ]---")
 

@@ -264,11 +264,34 @@ def test_write_to_a_readonly_leaf_relaxes_in_place() -> None:
     add_ram(kvm, thp=False, flags=0)
     from s2mmu.kvm.vm import stage2_wp_range
 
-    touch(kvm, vcpu, RAM_IPA)
+    touch(kvm, vcpu, RAM_IPA, "write")  # a private page (a read would map the zero page)
     stage2_wp_range(kvm, RAM_IPA, RAM_IPA + 4096)
     out = touch(kvm, vcpu, RAM_IPA, "write")
     assert out is not None and out.mapping is not None and out.mapping.op is PgtableOp.RELAX_PERMS
     assert leaf_writable(stage2_leaves(kvm)[0])
+
+
+def test_a_read_maps_the_zero_page_read_only_and_a_write_copies_it() -> None:
+    """A read of untouched anon memory: R- on the shared zero page (hva_to_pfn_slow gives
+    writable = false); the write is a permission fault whose FOLL_WRITE pin copies the
+    page inside an invalidation, so the guest retries into a translation fault mapping RW."""
+    kvm, vcpu = new_vm()
+    add_ram(kvm, thp=False)
+    first, second = touch(kvm, vcpu, RAM_IPA), touch(kvm, vcpu, RAM_IPA + 0x1000, "exec")
+    assert first is not None and first.mapping is not None
+    assert second is not None and second.mapping is not None
+    zero = kvm.host.zero
+    assert zero is not None and first.mapping.pa == second.mapping.pa == zero.pa
+    assert not first.mapping.prot & KVM_PGTABLE_PROT_W
+    assert not second.mapping.prot & KVM_PGTABLE_PROT_W and second.mapping.prot & KVM_PGTABLE_PROT_X
+    perm = touch(kvm, vcpu, RAM_IPA, "write")
+    assert perm is not None and perm.result == Resumed(ResumeReason.RETRY)
+    assert perm.mapping is None and [leaf.ipa for leaf in stage2_leaves(kvm)] == [RAM_IPA + 0x1000]
+    again = touch(kvm, vcpu, RAM_IPA, "write")
+    assert again is not None and again.mapping is not None
+    assert again.mapping.op is PgtableOp.MAP and again.mapping.prot & KVM_PGTABLE_PROT_W
+    assert again.mapping.pa == kvm.host.hva_to_pa(RAM_HVA) != zero.pa
+    assert check_invariants(kvm) == []
 
 
 def test_out_of_ipa_space_sea_reports_the_ipa_not_the_va() -> None:

@@ -506,3 +506,45 @@ def test_kvm_invariants_hold_after_every_host_event(
             kvm.host.hwpoison(hva + off)
         assert check_invariants(kvm) == [], (kind, hex(off), size)
         assert kvm.mmu_invalidate_in_progress == 0
+
+
+# -- the shared zero page -----------------------------------------------------------------
+
+
+def test_a_read_of_untouched_anon_memory_pins_the_zero_page_read_only() -> None:
+    host, _ = host_with(Vma(HVA, HVA + PMD_SIZE, VmaKind.ANON))
+    a, b = host.get_user_page(HVA, write=False), host.get_user_page(HVA + 0x5123, write=False)
+    assert isinstance(a, Pfn) and isinstance(b, Pfn)
+    assert not a.writable and not b.writable
+    assert host.zero is not None and a.pa == host.zero.pa and b.pa == host.zero.pa + 0x123
+    assert host.hva_to_pa(HVA + 0x5000) == host.zero.pa
+    host.put_page(a)
+    host.put_page(b)
+    assert host.pinned == {} and host.freed_bytes == 0
+
+
+def test_a_write_copies_the_zero_page_inside_an_invalidation_of_that_page() -> None:
+    host, calls = host_with(Vma(HVA, HVA + PMD_SIZE, VmaKind.ANON))
+    zero = host.get_user_page(HVA + PAGE_SIZE, write=False)
+    assert isinstance(zero, Pfn)
+    new = host.get_user_page(HVA + PAGE_SIZE, write=True)
+    assert isinstance(new, Pfn) and new.writable and new.pa != zero.pa
+    assert calls == [(HVA + PAGE_SIZE, HVA + 2 * PAGE_SIZE, "wp_page_copy")]
+    assert host.hva_to_pa(HVA + PAGE_SIZE) == new.pa
+    assert host.zero is not None and host.is_zero_pfn(zero.pa)
+
+
+def test_the_zero_page_survives_munmap_and_does_not_migrate() -> None:
+    host, _ = host_with(Vma(HVA, HVA + PMD_SIZE, VmaKind.ANON))
+    host.get_user_page(HVA, write=False)
+    assert not host.migrate(HVA)
+    assert host.munmap(HVA, PMD_SIZE) == 0
+    assert host.freed_bytes == 0 and host.zero is not None
+
+
+@pytest.mark.parametrize("vma", [Vma(HVA, HVA + PMD_SIZE, VmaKind.FILE), thp(),
+                                 hugetlb(PMD_SIZE)], ids=["file", "thp", "hugetlb"])
+def test_only_a_small_anonymous_page_is_the_zero_page(vma: Vma) -> None:
+    host, _ = host_with(vma)
+    pfn = host.get_user_page(HVA, write=False)
+    assert isinstance(pfn, Pfn) and pfn.writable and host.zero is None

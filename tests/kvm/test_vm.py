@@ -109,7 +109,7 @@ def test_munmap_bumps_the_sequence_and_unmaps() -> None:
 def test_migration_moves_the_page_and_stage2_refaults_to_the_new_pa() -> None:
     kvm, vcpu = new_vm(FWB_DIC)
     add_ram(kvm, thp=False)
-    first = touch(kvm, vcpu, RAM_IPA)
+    first = touch(kvm, vcpu, RAM_IPA, "write")  # a read would map the zero page
     assert first is not None and first.mapping is not None
     assert kvm.host.migrate(RAM_HVA)
     assert stage2_leaves(kvm) == []

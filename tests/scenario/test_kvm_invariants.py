@@ -117,8 +117,10 @@ def test_the_checkers_events_stay_out_of_a_traced_step() -> None:
     assert "PageAlloc" in names
 
 
-LOGGING = SMALL.replace('hva = 0x7f0000000000\n', 'hva = 0x7f0000000000\n'
-                        'flags = ["log_dirty_pages"]\n', 1) + '''
+# A file-backed VMA: a read of untouched anonymous memory would map the shared zero
+# page, and the write would then copy it instead of relaxing the read-only leaf.
+LOGGING = SMALL.replace('size = "4M"\n', 'size = "4M"\nkind = "file"\n', 1).replace(
+    'hva = 0x7f0000000000\n', 'hva = 0x7f0000000000\nflags = ["log_dirty_pages"]\n', 1) + '''
 [[event]]
 do = "write"
 ipa = 0x40000000

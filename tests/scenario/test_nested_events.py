@@ -399,7 +399,7 @@ expect_shadow = { l2_ipa = 0x80001000, size = "4K", perms = "R", pa = 0x1 }
 """))
     (m,) = r.steps[1].mismatches
     assert mismatch_text(m.expectation, m.got).startswith(
-        "expected the shadow leaf at L2 IPA 0x80001000 to be 4K R at PA 0x1, got 4K RWX at PA ")
+        "expected the shadow leaf at L2 IPA 0x80001000 to be 4K R at PA 0x1, got 4K RX at PA ")
 
 
 # -- L1's XN per kernel release (tests/scenarios/nested_exec_xn.toml) -------------------------

@@ -560,11 +560,17 @@ def nested_max_map_size(nested: KvmS2Trans, vma_pagesize: int, force_pte: bool,
 def kvm_s2_fault_pin_pfn(host: HostMm, ctx: FaultContext, write: bool,
                          log: Log) -> Pfn | FaultinError:
     """Fault the page in and take a reference (write: FOLL_WRITE); read-only slots give
-    read-only PFNs.
+    read-only PFNs, and so does a read of untouched anonymous memory (the shared zero
+    page, HostMm.get_user_page): the mapping is then made without W, and the guest's
+    first write to it is a permission fault whose FOLL_WRITE pin copies the page, whose
+    MMU-notifier invalidation unmaps the IPA and makes mmu_invalidate_retry() fire, so
+    the guest retries into a translation fault that maps the new page writable.
 
     Kernel: __kvm_faultin_pfn, __gfn_to_pfn_memslot (memslot_is_readonly).
     """
-    pfn = host.get_user_page(ctx.hva, write)
+    # A protected VM's page is donated whole: the model pins it for write, so a read
+    # never hands it the shared zero page.
+    pfn = host.get_user_page(ctx.hva, write or ctx.protected)
     if isinstance(pfn, Pfn) and memslot_is_readonly(ctx.memslot):
         pfn = replace(pfn, writable=False)
     if isinstance(pfn, FaultinError):

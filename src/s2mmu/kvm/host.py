@@ -265,6 +265,8 @@ class HostMm:
     their 2M-aligned HVA, 512 PFNs each (0 = none). large: live large folios by PA.
     pinned: small folios with a get_user_pages() pin, by PA. poisoned: PAs of small
     pages memory_failure() poisoned. freed_bytes counts what went back to the allocator.
+    zero: the shared zero page, allocated at the first read fault that maps it; every
+    PTE a read fault of untouched anonymous memory filled points at it, read-only.
     """
 
     mem: PhysMem
@@ -279,6 +281,7 @@ class HostMm:
     notifiers: list[tuple[Invalidate, Invalidate]] = field(default_factory=list)
     next_pa: int = HOST_RAM_BASE
     freed_bytes: int = 0
+    zero: Folio | None = None
 
     @property
     def folios(self) -> dict[int, Folio]:
@@ -341,8 +344,40 @@ class HostMm:
         """Return the PTE-mapped THP holding pa (THPs are 2M-aligned in PA), if any."""
         return self.large.get(pa & ~(PMD_SIZE - 1))
 
-    def _touch(self, vma: Vma, hva: int) -> tuple[int, Folio | None]:
-        """Fault hva in on the host; return its PA and its large folio (None for 4K)."""
+    def zero_page(self) -> Folio:
+        """Return the shared zero page, allocating it on first use. Kernel: ZERO_PAGE(0)."""
+        if self.zero is None:
+            self.zero = Folio(self._alloc(PAGE_SIZE), PAGE_SIZE, hva=0, mapped=1)
+        return self.zero
+
+    def is_zero_pfn(self, pa: int) -> bool:
+        """Return whether pa lies in the shared zero page. Kernel: is_zero_pfn."""
+        return self.zero is not None and pa & ~(PAGE_SIZE - 1) == self.zero.pa
+
+    def _wp_page_copy(self, ptab: array[int], base: int, idx: int) -> int:
+        """Break a PTE's zero-page mapping for a write: a new zeroed page, mapped writable.
+
+        Kernel: do_wp_page -> wp_page_copy (is_zero_pfn: alloc_zeroed_user_highpage_movable;
+        MMU_NOTIFY_CLEAR around the PTE update for the page's range).
+        """
+        page = base + (idx << PAGE_SHIFT)
+        pa = self._alloc(PAGE_SIZE)
+        self._invalidate(page, page + PAGE_SIZE, "wp_page_copy")
+        ptab[idx] = pa >> PAGE_SHIFT
+        self._invalidate_end(page, page + PAGE_SIZE, "wp_page_copy")
+        return pa
+
+    def _touch(self, vma: Vma, hva: int, write: bool = True) -> tuple[int, Folio | None]:
+        """Fault hva in on the host; return its PA and its large folio (None for 4K).
+
+        A read (not write) fault of an untouched page of a private anonymous VMA that no
+        THP covers maps the shared zero page; a write to a PTE mapping it copies it. A
+        THP-enabled VMA gets a THP either way (the huge zero page a read would map is not
+        modelled).
+
+        Kernel: handle_mm_fault -> do_anonymous_page (!FAULT_FLAG_WRITE: my_zero_pfn,
+        pte_mkspecial, not writable), do_wp_page.
+        """
         if is_vm_hugetlb_page(vma):
             size = 1 << vma.hugetlb_shift
             table = self.pud if size == PUD_SIZE else self.pmd
@@ -359,6 +394,8 @@ class HostMm:
         idx = (hva - base) >> PAGE_SHIFT
         if ptab is not None and ptab[idx]:
             pa = ptab[idx] << PAGE_SHIFT
+            if self.is_zero_pfn(pa):
+                return (self._wp_page_copy(ptab, base, idx) if write else pa), None
             return pa, self._large_of(pa)
         if ptab is None and vma.kind is VmaKind.ANON and vma.thp and \
                 base >= vma.start and base + PMD_SIZE <= vma.end:
@@ -366,7 +403,8 @@ class HostMm:
             return folio.pa + (hva - base), folio
         if ptab is None:
             ptab = self.ptes[base] = array("I", bytes(4 * PTRS_PER_PTE))
-        pa = self._alloc(PAGE_SIZE)
+        pa = self.zero_page().pa if vma.kind is VmaKind.ANON and not write \
+            else self._alloc(PAGE_SIZE)
         ptab[idx] = pa >> PAGE_SHIFT
         return pa, None
 
@@ -437,9 +475,13 @@ class HostMm:
     def get_user_page(self, hva: int, write: bool) -> Pfn | FaultinError:
         """Fault in and pin the page behind hva, or say why not.
 
-        A write to a read-only VMA fails; a read of one gives a read-only PFN.
+        A write to a read-only VMA fails; a read of one gives a read-only PFN. A read of
+        untouched anonymous memory gets the shared zero page, read-only: the slow path
+        faults it in without FOLL_WRITE, and the FOLL_WRITE fast-GUP retry that would make
+        a read writable fails on its read-only PTE. A write to it copies it first.
 
-        Kernel: __kvm_faultin_pfn -> hva_to_pfn (get_user_page_fast_only, hva_to_pfn_slow,
+        Kernel: __kvm_faultin_pfn -> hva_to_pfn (hva_to_pfn_fast: FOLL_WRITE only;
+        hva_to_pfn_slow: *writable = write_fault, then get_user_page_fast_only(FOLL_WRITE);
         hva_to_pfn_remapped for VM_PFNMAP).
         """
         vma = self.vma_lookup(hva)
@@ -448,9 +490,13 @@ class HostMm:
         if vma_is_pfnmap(vma):
             return Pfn(vma.pfn_base + (hva - vma.start), vma.writable, None)
         page = hva & ~(PAGE_SIZE - 1)
-        pa, folio = self._touch(vma, page)
+        pa, folio = self._touch(vma, page, write)
         if (folio.hwpoison if folio is not None else pa in self.poisoned):
             return FaultinError.KVM_PFN_ERR_HWPOISON
+        if self.is_zero_pfn(pa):
+            zero = self.zero_page()
+            zero.refcount += 1
+            return Pfn(pa + (hva - page), False, zero)
         if folio is None:
             folio = self.pinned.get(pa) or Folio(pa, PAGE_SIZE, hva=page, mapped=1)
             self.pinned[pa] = folio
@@ -466,6 +512,8 @@ class HostMm:
 
     def _put(self, folio: Folio) -> None:
         folio.refcount -= 1
+        if folio is self.zero:
+            return  # never freed
         if folio.size == PAGE_SIZE and folio.mapped and folio.refcount == 1:
             del self.pinned[folio.pa]  # back to a plain mapped page
         if folio.refcount == 0:
@@ -483,6 +531,8 @@ class HostMm:
 
     def _unmap_small(self, pa: int) -> None:
         """Drop the mapping reference of one mapped 4K page (a small folio or part of a THP)."""
+        if self.is_zero_pfn(pa):
+            return
         folio = self._large_of(pa) or self.pinned.get(pa)
         if folio is None:
             self._free(pa, PAGE_SIZE)
@@ -654,6 +704,8 @@ class HostMm:
         if found is None:
             return None
         pa, folio = found
+        if self.is_zero_pfn(pa):
+            return None  # vm_normal_page: the zero page is no folio to move or poison
         if folio is None:
             folio = self.pinned.get(pa) or Folio(pa, PAGE_SIZE, hva=hva & ~(PAGE_SIZE - 1),
                                                  hwpoison=pa in self.poisoned, mapped=1)
