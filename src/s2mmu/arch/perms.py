@@ -37,6 +37,14 @@ class S2Perms:
     ux: bool
 
 
+_S1_AP = {0b00: (True, True, False, False), 0b01: (True, True, True, True),
+          0b10: (True, False, False, False), 0b11: (True, False, True, False)}
+"""AP[2:1] -> (PR, PW, UR, UW) (ASL AArch64.S1DirectBasePermissions)."""
+
+_S2_XN = {0b00: (True, True), 0b01: (False, True), 0b10: (False, False), 0b11: (True, False)}
+"""XN[1:0] -> (PX, UX) with FEAT_XNX (ASL AArch64.S2DirectBasePermissions)."""
+
+
 def table_controls(state: TTWState, hpd: bool) -> tuple[int, int, int]:
     """Return (APTable, UXNTable, PXNTable) ORed over the walk, or zeros with HPD.
 
@@ -66,8 +74,7 @@ def s1_direct_permissions(state: TTWState, params: S1TTWParams) -> S1Perms:
     if not params.regime.has_el0():
         one_pw = not (ap21 & 0b10) and not (apt & 0b10)
         return S1Perms(True, one_pw, not (uxn(raw) or uxt), False, False, False)
-    pr, pw, ur, uw = {0b00: (True, True, False, False), 0b01: (True, True, True, True),
-                      0b10: (True, False, False, False), 0b11: (True, False, True, False)}[ap21]
+    pr, pw, ur, uw = _S1_AP[ap21]
     if apt & 0b01:
         ur = uw = False
     if apt & 0b10:
@@ -121,8 +128,7 @@ def s2_direct_permissions(state: TTWState, xnx: bool, ha: bool, hd: bool) -> S2P
     xn = s2_xn(raw)
     if not xnx:
         xn &= 0b10
-    px, ux = {0b00: (True, True), 0b01: (False, True),
-              0b10: (False, False), 0b11: (True, False)}[xn]
+    px, ux = _S2_XN[xn]
     return S2Perms(bool(s2ap & 0b01), bool(s2ap & 0b10), px, ux)
 
 
