@@ -61,6 +61,27 @@ def test_diff_json_is_one_valid_document(kernel_build: KernelBuild, kernel_cache
     assert doc["kernel"]["version"] == str(kernel_build.version)
 
 
+def test_diff_ipa_bits_reach_the_json_and_the_replay_line(kernel_build: KernelBuild,
+                                                          kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--ops", "20",
+                       "--ipa-bits", "44", "--json")
+    doc = json.loads(out)
+    validate(doc)
+    assert code == 0 and doc["ipa_bits"] == 44 and doc["agreed"] == 20
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--profile", "v6.19",
+                       "--fwb", "--ipa-bits", "36", "--replay", RELAX_RW_ON_EXEC)
+    assert code == 1
+    assert out.splitlines()[-2] == ("  replay: s2mmu kernel diff --profile v6.19 --fwb "
+                                    f'--ipa-bits 36 --replay "{RELAX_RW_ON_EXEC}"')
+
+
+def test_diff_ipa_bits_outside_32_to_48_is_a_usage_error(kernel_build: KernelBuild,
+                                                         kernel_cache: Path) -> None:
+    code, out, err = run("kernel", "diff", "--cache", str(kernel_cache), "--ipa-bits", "50")
+    assert code == 2 and out == ""
+    assert "'--ipa-bits': 50 is not in the range 32<=x<=48" in err
+
+
 def test_diff_at_agrees_with_6_12_and_exits_0(kernel_build: KernelBuild,
                                               kernel_cache: Path) -> None:
     code, out, _ = run("kernel", "diff", "--at", "--cache", str(kernel_cache), "--ops", "40")

@@ -10,7 +10,9 @@ import pytest
 
 from s2mmu.arch.errors import InputError
 from s2mmu.kernel import build as kb
+from s2mmu.kernel.binding import KernelPgtable
 from s2mmu.kernel.build import KernelBuild, KernelVersion, parse_makefile_version, profile_for
+from s2mmu.kernel.diff import parse_ops, run_diff
 from s2mmu.pgtable.profile import V6_1, V6_6, V6_12, V6_18, V6_19
 
 MAKEFILE = "# SPDX\nVERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 118\nEXTRAVERSION =\n"
@@ -101,3 +103,28 @@ def test_the_installed_source_builds_and_is_then_cached(kernel_build: KernelBuil
     assert kernel_build.library.is_file()
     again = kb.build(None, str(kernel_cache))
     assert again.cached and again.library == kernel_build.library
+
+
+WRPROTECT_CLEARS_W = "KVM_PTE_LEAF_ATTR_LO_S2_S2AP_W,\n\t\t\t\t\tNULL, NULL, 0);"
+
+
+def test_a_patched_kernel_tree_builds_and_the_diff_catches_its_bug(
+        kernel_build: KernelBuild, tmp_path: Path) -> None:
+    """A developer's tree (here the installed source with a wrprotect that clears no
+    permission) builds like the tarball, and the differential shows the patch's effect."""
+    tree = tmp_path / "linux"
+    kb.extract_members(kernel_build.source, tree)
+    pgtable_c = tree / "arch/arm64/kvm/hyp/pgtable.c"
+    text = pgtable_c.read_text()
+    assert text.count(WRPROTECT_CLEARS_W) == 1
+    pgtable_c.write_text(text.replace(WRPROTECT_CLEARS_W, "0,\n\t\t\t\t\tNULL, NULL, 0);"))
+    b = kb.build(str(tree), str(tmp_path / "cache"))
+    assert (b.source, b.version, b.profile) == (tree, kernel_build.version, kernel_build.profile)
+    k = KernelPgtable(b.library)
+    ok = run_diff(k, b.profile, ops=0, seed=0, replay=parse_ops("map 0x0 0x1000 0x100000000 RW"))
+    assert ok.agreed == ok.compared == 1
+    bad = run_diff(k, b.profile, ops=0, seed=0,
+                   replay=parse_ops("map 0x0 0x1000 0x100000000 RW; wrprotect 0x0 0x1000"))
+    assert bad.agreed == 1 and bad.compared == 2
+    [(result, _)] = bad.differences
+    assert result.difference is not None and result.difference.what.startswith("descriptor at")

@@ -9,9 +9,10 @@ import pytest
 from s2mmu.arch.errors import InputError
 from s2mmu.kernel.binding import KernelPgtable
 from s2mmu.kernel.build import KernelBuild
-from s2mmu.kernel.diff import Op, parse_ops, random_op, run_diff
+from s2mmu.kernel.diff import Op, new_sides, parse_ops, random_op, run_diff
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.profile import V6_19
+from s2mmu.pgtable.walk import kvm_pgd_pages
 
 RELAX_RW_ON_EXEC = "map 0xa00000 0x200000 0x11f400000 X; relax_perms 0xa6a000 R"
 
@@ -69,3 +70,25 @@ def test_an_op_prints_its_arguments() -> None:
     assert str(Op("map", 0x1000, 0x2000, 0x4000_0000, 0b111, fault=True)) == \
         "map 0x1000 0x2000 0x40000000 RWX fault"
     assert str(Op("relax_perms", 0x1000, prot=0b110 | 8)) == "relax_perms 0x1000 RW+DEVICE"
+
+
+@pytest.mark.parametrize(("ipa_bits", "start_level", "pgd_pages"),
+                         [(32, 2, 4), (36, 1, 1), (40, 1, 2), (44, 0, 1), (48, 0, 1)])
+def test_agreement_holds_for_every_ipa_size_and_its_start_level(
+        kernel: KernelPgtable, kernel_build: KernelBuild, ipa_bits: int, start_level: int,
+        pgd_pages: int) -> None:
+    sides = new_sides(kernel, kernel_build.profile, KvmCaps(), ipa_bits)
+    pgt = sides.pgt
+    assert (pgt.start_level, kvm_pgd_pages(pgt.ia_bits, pgt.start_level, sides.env.g)) == (
+        start_level, pgd_pages)
+    report = run_diff(kernel, kernel_build.profile, ops=80, seed=3, ipa_bits=ipa_bits)
+    assert [(r.difference, ops) for r, ops in report.differences] == []
+    assert report.agreed == report.compared == 80
+
+
+@pytest.mark.parametrize("ipa_bits", [31, 49])
+def test_an_ipa_size_outside_32_to_48_bits_is_refused(kernel: KernelPgtable,
+                                                      kernel_build: KernelBuild,
+                                                      ipa_bits: int) -> None:
+    with pytest.raises(InputError, match=f"IPA size {ipa_bits} bits is outside 32..48"):
+        run_diff(kernel, kernel_build.profile, ops=1, seed=0, ipa_bits=ipa_bits)

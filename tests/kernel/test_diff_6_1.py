@@ -42,6 +42,14 @@ def test_agreement_with_6_1_holds_with_fwb_and_range_tlbis(kernel_6_1: KernelPgt
     assert report.agreed == report.compared == 120
 
 
+@pytest.mark.parametrize("ipa_bits", [32, 44, 48])
+def test_agreement_with_6_1_holds_for_other_ipa_sizes(kernel_6_1: KernelPgtable,
+                                                     ipa_bits: int) -> None:
+    report = run_diff(kernel_6_1, V6_1, ops=80, seed=5, ipa_bits=ipa_bits)
+    assert [(r.difference, ops) for r, ops in report.differences] == []
+    assert report.agreed == report.compared == 80
+
+
 # (knob, a minimal replay that needs it, the kernel's first event there)
 KNOBS = [
     ("map_anchor", "map 0x1a000 0x1000 0x1fcff0000 R; map 0x0 0x200000 0x12aa00000 RW",

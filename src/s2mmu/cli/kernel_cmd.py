@@ -24,7 +24,7 @@ from s2mmu.kernel.at_binding import KernelAt
 from s2mmu.kernel.at_diff import AtDiffReport, run_at_diff
 from s2mmu.kernel.binding import KernelPgtable
 from s2mmu.kernel.build import KernelBuild, build
-from s2mmu.kernel.diff import DiffReport, Op, parse_ops, run_diff
+from s2mmu.kernel.diff import IPA_BITS, IPA_BITS_RANGE, DiffReport, Op, parse_ops, run_diff
 from s2mmu.nested.at import PROFILES as AT_PROFILES
 from s2mmu.nested.at import V6_12
 from s2mmu.pgtable.caps import KvmCaps
@@ -79,7 +79,8 @@ def build_cmd(source: str | None, cache: str | None) -> None:
         con.print(f"build: extract {b.extract_seconds:.1f} s, compile {b.compile_seconds:.1f} s")
 
 
-def diff_doc(b: KernelBuild, report: DiffReport, length: int) -> dict[str, Any]:
+def diff_doc(b: KernelBuild, report: DiffReport, length: int,
+             ipa_bits: int = IPA_BITS) -> dict[str, Any]:
     """Return the s2mmu.kernel-diff/1 document of a run."""
     return {
         "schema": "s2mmu.kernel-diff/1",
@@ -87,6 +88,7 @@ def diff_doc(b: KernelBuild, report: DiffReport, length: int) -> dict[str, Any]:
         "profile": report.profile,
         "seed": report.seed,
         "sequence_length": length,
+        "ipa_bits": ipa_bits,
         "compared": report.compared,
         "agreed": report.agreed,
         "agreement": round(report.agreement, 3),
@@ -167,6 +169,9 @@ def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
               help="Model behaviour profile (default: the one the kernel version picks).")
 @click.option("--fwb", is_flag=True, help="Both sides with FEAT_S2FWB (ARM64_HAS_STAGE2_FWB).")
 @click.option("--tlb-range", is_flag=True, help="Both sides with FEAT_TLBIRANGE.")
+@click.option("--ipa-bits", type=click.IntRange(*IPA_BITS_RANGE), default=IPA_BITS,
+              show_default=True,
+              help="Guest IPA size of both stage 2s (kvm_get_vtcr picks the start level).")
 @click.option("--replay", "replay_text", metavar="OPS",
               help="Run these operations (as a difference prints them, ';'-separated).")
 @click.option("--source", metavar="TARBALL_OR_TREE", help=SOURCE_HELP)
@@ -176,8 +181,9 @@ def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
 @input_errors
 def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None,
              seed: int, length: int,
-             profile_name: str | None, fwb: bool, tlb_range: bool, replay_text: str | None,
-             source: str | None, cache: str | None, as_json: bool) -> None:
+             profile_name: str | None, fwb: bool, tlb_range: bool, ipa_bits: int,
+             replay_text: str | None, source: str | None, cache: str | None,
+             as_json: bool) -> None:
     """Run the kernel's pgtable.c and the model on the same operations and compare."""
     if (case is not None or at_profile is not None) and not at_mode:
         raise InputError("kernel diff: --case and --at-profile go with --at; without --at "
@@ -192,9 +198,9 @@ def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None
     total = len(replay) if replay is not None else n_ops
     with output.progress("kernel diff", total=total) as bar:
         report = run_diff(k, profile, ops=n_ops, seed=seed, length=length, caps=caps,
-                          replay=replay, advance=bar.advance)
+                          replay=replay, advance=bar.advance, ipa_bits=ipa_bits)
     if as_json:
-        output.print_json(diff_doc(b, report, length))
+        output.print_json(diff_doc(b, report, length, ipa_bits))
     else:
         con = output.console()
         con.print(f"kernel: Linux {b.version} ({b.source}); model profile {profile.name}",
@@ -206,7 +212,9 @@ def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None
             assert d is not None
             con.print(f"difference {i}: {d.what}: kernel {d.kernel}, model {d.model}",
                       highlight=False, markup=False)
-            con.print(f"  replay: s2mmu kernel diff --profile {profile.name} --replay "
+            flags = "".join((" --fwb" if fwb else "", " --tlb-range" if tlb_range else "",
+                             f" --ipa-bits {ipa_bits}" if ipa_bits != IPA_BITS else ""))
+            con.print(f"  replay: s2mmu kernel diff --profile {profile.name}{flags} --replay "
                       f"\"{'; '.join(str(op) for op in ops)}\"", highlight=False, markup=False)
         con.print(f"agreement {report.agreement:.1f}% ({report.agreed}/{report.compared} "
                   "operations)", highlight=False)

@@ -1,9 +1,11 @@
 """Drive the kernel's pgtable.c and the model side by side and compare after every operation.
 
-A run is a number of random sequences, each on a fresh stage 2 (4K granule, 40-bit IPA,
-16-bit VMID, start level 1) on both sides. Table pages come from the model's page pool;
-the kernel side gets the same pages in its memcaches, so descriptor words compare at the
-same addresses. After every operation the two sides must agree on:
+A run is a number of random sequences, each on a fresh stage 2 on both sides (4K granule,
+a 40-bit IPA unless the caller picks another size from 32 to 48 bits, so that
+kvm_get_vtcr's start level and PGD concatenation change with it, 16-bit VMID). Table
+pages come from the model's page pool; the kernel side gets the same pages in its
+memcaches, so descriptor words compare at the same addresses. After every operation the
+two sides must agree on:
 
 - the return value (mkyoung's is not compared: 6.12 returns the old descriptor, the
   model's API returns nothing, as the kernel's does from v6.15);
@@ -59,6 +61,7 @@ SZ_4K, SZ_2M, SZ_1G = 1 << 12, 1 << 21, 1 << 30
 POOL_BASE = 0x80_0000_0000
 POOL_PAGES = 8192
 IPA_BITS = 40
+IPA_BITS_RANGE = (32, 48)  # the random operations stay below 4G; PARange is 48 bits
 VMID = 1
 MMFR0 = 5  # PARange 48 bits
 MMFR1 = 0b0010 << 4  # VMIDBits: 16
@@ -251,13 +254,14 @@ class Sides:
     events_seen: int = 0
 
 
-def new_sides(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps) -> Sides:
+def new_sides(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps,
+              ipa_bits: int = IPA_BITS) -> Sides:
     """Return both sides initialised the same way (the model picks the PGD's pages)."""
     env = new_env(profile=profile, caps=caps, pool_base=POOL_BASE, pool_pages=POOL_PAGES)
-    pgt = new_stage2(env, IPA_BITS, vmid=VMID, mmfr0=MMFR0, mmfr1=MMFR1)
+    pgt = new_stage2(env, ipa_bits, vmid=VMID, mmfr0=MMFR0, mmfr1=MMFR1)
     assert pgt.pgd is not None
     ret = kernel.init(pool_base=POOL_BASE, pool_pages=POOL_PAGES, mmfr0=MMFR0, mmfr1=MMFR1,
-                      ipa_bits=IPA_BITS, vmid=VMID, pgd_pa=pgt.pgd, fwb=caps.stage2_fwb,
+                      ipa_bits=ipa_bits, vmid=VMID, pgd_pa=pgt.pgd, fwb=caps.stage2_fwb,
                       tlb_range=caps.tlb_range, dic=caps.dic, hw_afdbm=caps.hw_afdbm)
     if ret:
         raise RuntimeError(f"kernel kvm_pgtable_stage2_init failed: {ret}")
@@ -432,9 +436,9 @@ class SequenceResult:
 
 
 def run_sequence(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps,
-                 ops: list[Op]) -> SequenceResult:
+                 ops: list[Op], ipa_bits: int = IPA_BITS) -> SequenceResult:
     """Run ops on fresh sides, comparing after init and each operation; stop at a difference."""
-    s = new_sides(kernel, profile, caps)
+    s = new_sides(kernel, profile, caps, ipa_bits)
     diff = compare(s, Op("init", 0), None, None)
     if diff is not None:
         return SequenceResult(tuple(ops), 0, diff, None)
@@ -449,11 +453,11 @@ def run_sequence(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps
 
 
 def shrink(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps,
-           ops: list[Op]) -> list[Op]:
+           ops: list[Op], ipa_bits: int = IPA_BITS) -> list[Op]:
     """Return a shortest-found prefix-and-subset of ops that still ends in a difference."""
 
     def fails(candidate: list[Op]) -> bool:
-        r = run_sequence(kernel, profile, caps, candidate)
+        r = run_sequence(kernel, profile, caps, candidate, ipa_bits)
         return r.difference is not None
 
     current = list(ops)
@@ -461,7 +465,7 @@ def shrink(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps,
     while i < len(current) - 1:
         trial = current[:i] + current[i + 1:]
         if fails(trial):
-            r = run_sequence(kernel, profile, caps, trial)
+            r = run_sequence(kernel, profile, caps, trial, ipa_bits)
             current = trial[: (r.at if r.at is not None else len(trial) - 1) + 1]
         else:
             i += 1
@@ -498,15 +502,19 @@ def sequences(seed: int, total: int, length: int, series: int = 612) -> Iterator
 def run_diff(kernel: KernelPgtable, profile: BehaviourProfile, *, ops: int, seed: int,
              length: int = 40, caps: KvmCaps | None = None,
              replay: list[Op] | None = None,
-             advance: Callable[[int], None] | None = None) -> DiffReport:
+             advance: Callable[[int], None] | None = None,
+             ipa_bits: int = IPA_BITS) -> DiffReport:
     """Compare about ops operations in random sequences (or one replayed sequence)."""
+    lo, hi = IPA_BITS_RANGE
+    if not lo <= ipa_bits <= hi:
+        raise InputError(f"kernel diff: IPA size {ipa_bits} bits is outside {lo}..{hi}")
     caps = caps or KvmCaps()
     compared = agreed = 0
     found: list[tuple[SequenceResult, tuple[Op, ...]]] = []
     by_op: dict[str, int] = {}
     seqs = [replay] if replay is not None else sequences(seed, ops, length, kernel.series)
     for seq in seqs:
-        r = run_sequence(kernel, profile, caps, seq)
+        r = run_sequence(kernel, profile, caps, seq, ipa_bits)
         ran = r.agreed + (1 if r.difference is not None and r.at is not None else 0)
         compared += ran
         agreed += r.agreed
@@ -514,7 +522,7 @@ def run_diff(kernel: KernelPgtable, profile: BehaviourProfile, *, ops: int, seed
             by_op[op.name] = by_op.get(op.name, 0) + 1
         if r.difference is not None:
             upto = list(seq[: (r.at if r.at is not None else 0) + 1])
-            found.append((r, tuple(shrink(kernel, profile, caps, upto))))
+            found.append((r, tuple(shrink(kernel, profile, caps, upto, ipa_bits))))
         if advance is not None:
             advance(ran)
     return DiffReport(seed, profile.name, compared, agreed, tuple(found), by_op)
