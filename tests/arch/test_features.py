@@ -1,14 +1,23 @@
 """The feature set: an input, its presets, and the ID registers derived from it."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import (
+    KNOWN_FEATURES,
+    MMFR_FEATURES,
+    PARANGE_BITS,
     PRESETS,
     FeatureSet,
+    IdAa64Mmfr,
+    feature_set_of,
     id_aa64mmfr0,
     id_aa64mmfr1,
     id_aa64mmfr2,
+    id_field,
+    id_regs_of,
     qemu_7_2_max,
     server_v8_2,
     server_v8_4_fwb,
@@ -95,3 +104,81 @@ def test_hw_update_of_follows_hafdbs_and_its_dirty_level():
 
 def test_feat_ats1a_is_a_known_feature():
     assert FeatureSet(frozenset({"FEAT_ATS1A"})).has("FEAT_ATS1A")
+
+
+# -- ID registers -> FeatureSet (feature_set_of), the inverse of id_regs_of ------------------
+
+
+# A register field says a level: a higher level includes the lower ones.
+LEVELS = (("FEAT_HAFDBS", "FEAT_HAFDBS_DIRTY"), ("FEAT_HPDS", "FEAT_HPDS2"),
+          ("FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3"), ("FEAT_NV", "FEAT_NV2"))
+SINGLE = sorted(MMFR_FEATURES - {f for chain in LEVELS for f in chain} - {"FEAT_LPA2"})
+
+
+@st.composite
+def expressible(draw: st.DrawFn) -> FeatureSet:
+    """A FeatureSet the three registers can express: levels whole, LPA2 with 4K or 16K."""
+    names = set(draw(st.sets(st.sampled_from(SINGLE))))
+    for chain in LEVELS:
+        names |= set(chain[:draw(st.integers(0, len(chain)))])
+    granules = draw(st.sets(st.sampled_from((4, 16, 64))))
+    if granules & {4, 16} and draw(st.booleans()):
+        names.add("FEAT_LPA2")
+    other = draw(st.sets(st.sampled_from(sorted(KNOWN_FEATURES - MMFR_FEATURES))))
+    return FeatureSet(frozenset(names | other), pa_bits=draw(st.sampled_from(
+        sorted(PARANGE_BITS.values()))), granules=frozenset(granules))
+
+
+@given(expressible())
+def test_features_to_registers_to_features_round_trips(fs: FeatureSet) -> None:
+    got = feature_set_of(id_regs_of(fs))
+    assert got == FeatureSet(fs.features & MMFR_FEATURES, fs.pa_bits, fs.granules)
+
+
+@given(expressible())
+def test_registers_to_features_to_registers_round_trips(fs: FeatureSet) -> None:
+    regs = id_regs_of(fs)
+    assert id_regs_of(feature_set_of(regs)) == regs
+
+
+@pytest.mark.parametrize("pan, want", [
+    (0, set()), (1, {"FEAT_PAN"}), (2, {"FEAT_PAN", "FEAT_PAN2"}),
+    (3, {"FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3"}),
+])
+def test_pan_field_levels(pan: int, want: set[str]) -> None:
+    regs = id_regs_of(FeatureSet(frozenset()))
+    fs = feature_set_of(IdAa64Mmfr(regs.ID_AA64MMFR0_EL1, pan << 20, regs.ID_AA64MMFR2_EL1))
+    assert fs.features & {"FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3"} == want
+
+
+def test_bbm_level_1_is_feat_bbm() -> None:
+    regs = id_regs_of(FeatureSet(frozenset()))
+    assert feature_set_of(IdAa64Mmfr(regs.ID_AA64MMFR0_EL1, 0, 1 << 52)).has("FEAT_BBM")
+
+
+@pytest.mark.parametrize("reg, lsb, value, name", [
+    (0, 0, 7, "ID_AA64MMFR0_EL1.PARange = 0x7"),
+    (0, 28, 2, "ID_AA64MMFR0_EL1.TGran4 = 0x2"),
+    (0, 20, 3, "ID_AA64MMFR0_EL1.TGran16 = 0x3"),
+    (0, 24, 1, "ID_AA64MMFR0_EL1.TGran64 = 0x1"),
+    (0, 40, 4, "ID_AA64MMFR0_EL1.TGran4_2 = 0x4"),
+    (1, 4, 1, "ID_AA64MMFR1_EL1.VMIDBits = 0x1"),
+    (1, 20, 4, "ID_AA64MMFR1_EL1.PAN = 0x4"),
+    (1, 0, 3, "ID_AA64MMFR1_EL1.HAFDBS = 0x3"),
+    (2, 24, 3, "ID_AA64MMFR2_EL1.NV = 0x3"),
+    (2, 52, 3, "ID_AA64MMFR2_EL1.BBM = 0x3"),
+])
+def test_reserved_field_values_are_refused_by_name(reg: int, lsb: int, value: int,
+                                                   name: str) -> None:
+    base = id_regs_of(qemu_7_2_max())
+    vals = [base.ID_AA64MMFR0_EL1, base.ID_AA64MMFR1_EL1, base.ID_AA64MMFR2_EL1]
+    vals[reg] = vals[reg] & ~(0xF << lsb) | value << lsb
+    with pytest.raises(InputError, match=rf"^{name}: reserved, or an extension the model "
+                                         rf"does not implement \(known: "):
+        feature_set_of(IdAa64Mmfr(*vals))
+
+
+def test_id_field_reads_one_field() -> None:
+    regs = id_regs_of(server_v8_2())
+    assert id_field(regs, "ID_AA64MMFR1_EL1", "PAN") == 2
+    assert id_field(regs, "ID_AA64MMFR0_EL1", "PARange") == 5

@@ -151,3 +151,114 @@ def id_aa64mmfr2(fs: FeatureSet) -> int:
             | ((2 if fs.has("FEAT_NV2") else int(fs.has("FEAT_NV"))) << 24)
             | (int(fs.has("FEAT_S2FWB")) << 40) | (int(fs.has("FEAT_TTL")) << 48)
             | ((2 if fs.has("FEAT_BBM") else 0) << 52) | (int(fs.has("FEAT_E0PD")) << 60))
+
+
+@dataclass(frozen=True)
+class IdAa64Mmfr:
+    """The three AArch64 Memory Model Feature registers an implementation reports.
+
+    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1 and ID_AA64MMFR2_EL1 as 64-bit values; see
+    id_regs_of (FeatureSet -> registers) and feature_set_of (registers -> FeatureSet).
+    """
+
+    ID_AA64MMFR0_EL1: int
+    ID_AA64MMFR1_EL1: int
+    ID_AA64MMFR2_EL1: int
+
+
+MMFR_FEATURES = frozenset({
+    "FEAT_BigEnd", "FEAT_LPA2", "FEAT_HAFDBS", "FEAT_HAFDBS_DIRTY", "FEAT_VMID16", "FEAT_VHE",
+    "FEAT_HPDS", "FEAT_HPDS2", "FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3", "FEAT_XNX", "FEAT_HCX",
+    "FEAT_TTCNP", "FEAT_UAO", "FEAT_LVA", "FEAT_TTST", "FEAT_NV", "FEAT_NV2", "FEAT_S2FWB",
+    "FEAT_TTL", "FEAT_BBM", "FEAT_E0PD",
+})
+"""The features the ID_AA64MMFR{0,1,2}_EL1 fields the model decodes say (FEAT_LSE, DIC,
+IDC, MTE, TLBIRANGE, RME, XS and ATS1A live in other ID registers or CTR_EL0)."""
+
+
+def id_regs_of(fs: FeatureSet) -> IdAa64Mmfr:
+    """Return the three ID_AA64MMFR*_EL1 values fs implies."""
+    return IdAa64Mmfr(id_aa64mmfr0(fs), id_aa64mmfr1(fs), id_aa64mmfr2(fs))
+
+
+# (register, field, lsb, the values the model knows). Any other value is reserved in the
+# Arm ARM's field description, or names an extension the model does not implement.
+_MMFR_FIELDS: tuple[tuple[str, str, int, frozenset[int]], ...] = (
+    ("ID_AA64MMFR0_EL1", "PARange", 0, frozenset(PARANGE_BITS)),
+    ("ID_AA64MMFR0_EL1", "BigEnd", 8, frozenset({0, 1})),
+    ("ID_AA64MMFR0_EL1", "TGran16", 20, frozenset({0, 1, 2})),
+    ("ID_AA64MMFR0_EL1", "TGran64", 24, frozenset({0, 0xF})),
+    ("ID_AA64MMFR0_EL1", "TGran4", 28, frozenset({0, 1, 0xF})),
+    ("ID_AA64MMFR0_EL1", "TGran16_2", 32, frozenset({0, 1, 2, 3})),
+    ("ID_AA64MMFR0_EL1", "TGran64_2", 36, frozenset({0, 1, 2})),
+    ("ID_AA64MMFR0_EL1", "TGran4_2", 40, frozenset({0, 1, 2, 3})),
+    ("ID_AA64MMFR1_EL1", "HAFDBS", 0, frozenset({0, 1, 2})),
+    ("ID_AA64MMFR1_EL1", "VMIDBits", 4, frozenset({0, 2})),
+    ("ID_AA64MMFR1_EL1", "VH", 8, frozenset({0, 1})),
+    ("ID_AA64MMFR1_EL1", "HPDS", 12, frozenset({0, 1, 2})),
+    ("ID_AA64MMFR1_EL1", "PAN", 20, frozenset({0, 1, 2, 3})),
+    ("ID_AA64MMFR1_EL1", "XNX", 28, frozenset({0, 1})),
+    ("ID_AA64MMFR1_EL1", "HCX", 40, frozenset({0, 1})),
+    ("ID_AA64MMFR2_EL1", "CnP", 0, frozenset({0, 1})),
+    ("ID_AA64MMFR2_EL1", "UAO", 4, frozenset({0, 1})),
+    ("ID_AA64MMFR2_EL1", "VARange", 16, frozenset({0, 1})),
+    ("ID_AA64MMFR2_EL1", "NV", 24, frozenset({0, 1, 2})),
+    ("ID_AA64MMFR2_EL1", "ST", 28, frozenset({0, 1})),
+    ("ID_AA64MMFR2_EL1", "FWB", 40, frozenset({0, 1})),
+    ("ID_AA64MMFR2_EL1", "TTL", 48, frozenset({0, 1})),
+    ("ID_AA64MMFR2_EL1", "BBM", 52, frozenset({0, 1, 2})),
+    ("ID_AA64MMFR2_EL1", "E0PD", 60, frozenset({0, 1})),
+)
+
+
+def id_field(regs: IdAa64Mmfr, register: str, name: str) -> int:
+    """Return the 4-bit field name of register, checked against the values the model knows.
+
+    Raises InputError naming register.field and the value for a reserved value (or one
+    naming an extension the model does not implement).
+    """
+    for reg, fname, lsb, known in _MMFR_FIELDS:
+        if reg == register and fname == name:
+            value: int = (getattr(regs, register) >> lsb) & 0xF
+            if value not in known:
+                raise InputError(f"{register}.{name} = {value:#x}: reserved, or an extension "
+                                 f"the model does not implement (known: "
+                                 f"{', '.join(f'{v:#x}' for v in sorted(known))})")
+            return value
+    raise ValueError(f"{register}.{name} is not a field the model decodes")
+
+
+def feature_set_of(regs: IdAa64Mmfr) -> FeatureSet:
+    """Return the FeatureSet (MMFR_FEATURES, PA size, granules) the ID registers report.
+
+    The inverse of id_regs_of on MMFR_FEATURES: feature_set_of(id_regs_of(fs)) gives fs's
+    MMFR_FEATURES, PA size and granules. Each field the model decodes is checked first
+    (id_field); the stage-2 granule fields TGran*_2 are checked but not decoded (the
+    model has one granule set for both stages). ID_AA64MMFR2_EL1.BBM 1 and 2 both give
+    FEAT_BBM (the nT rule holds at either level); FEAT_LPA2 is TGran4 = 0b0001 or
+    TGran16 = 0b0010.
+    """
+    def f(reg: int, name: str) -> int:
+        return id_field(regs, f"ID_AA64MMFR{reg}_EL1", name)
+
+    for reg, name, _, _ in _MMFR_FIELDS:
+        id_field(regs, reg, name)
+    tgran4, tgran16, tgran64 = f(0, "TGran4"), f(0, "TGran16"), f(0, "TGran64")
+    granules = {g for g, on in ((4, tgran4 != 0xF), (16, tgran16 != 0), (64, tgran64 == 0))
+                if on}
+    hafdbs, hpds, pan, nv = f(1, "HAFDBS"), f(1, "HPDS"), f(1, "PAN"), f(2, "NV")
+    levels = (
+        ("FEAT_BigEnd", f(0, "BigEnd") == 1), ("FEAT_LPA2", tgran4 == 1 or tgran16 == 2),
+        ("FEAT_HAFDBS", hafdbs >= 1), ("FEAT_HAFDBS_DIRTY", hafdbs >= 2),
+        ("FEAT_VMID16", f(1, "VMIDBits") == 2), ("FEAT_VHE", f(1, "VH") == 1),
+        ("FEAT_HPDS", hpds >= 1), ("FEAT_HPDS2", hpds >= 2),
+        ("FEAT_PAN", pan >= 1), ("FEAT_PAN2", pan >= 2), ("FEAT_PAN3", pan >= 3),
+        ("FEAT_XNX", f(1, "XNX") == 1), ("FEAT_HCX", f(1, "HCX") == 1),
+        ("FEAT_TTCNP", f(2, "CnP") == 1), ("FEAT_UAO", f(2, "UAO") == 1),
+        ("FEAT_LVA", f(2, "VARange") == 1), ("FEAT_TTST", f(2, "ST") == 1),
+        ("FEAT_NV", nv >= 1), ("FEAT_NV2", nv >= 2), ("FEAT_S2FWB", f(2, "FWB") == 1),
+        ("FEAT_TTL", f(2, "TTL") == 1), ("FEAT_BBM", f(2, "BBM") >= 1),
+        ("FEAT_E0PD", f(2, "E0PD") == 1),
+    )
+    return FeatureSet(frozenset(name for name, on in levels if on),
+                      pa_bits=PARANGE_BITS[f(0, "PARange")], granules=frozenset(granules))

@@ -48,7 +48,7 @@ from s2mmu.kvm.abort import (
 )
 from s2mmu.kvm.dirty import SlotPage, kvm_clear_dirty_log_protect, kvm_get_dirty_log_protect
 from s2mmu.kvm.fault import AbortOutcome, Decision, FaultHooks, Mapping, kvm_handle_guest_abort
-from s2mmu.kvm.host import HostFeatures, HostMm, MemType, Vma, VmaKind
+from s2mmu.kvm.host import HostFeatures, HostMm, MemType, Vma, VmaKind, host_id_regs
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, Memslot
 from s2mmu.kvm.vm import (
     Kvm,
@@ -57,6 +57,7 @@ from s2mmu.kvm.vm import (
     MemoryChange,
     Refusal,
     kvm_create_vm,
+    kvm_set_id_regs,
     kvm_set_memory_region,
     kvm_vm_ioctl_create_vcpu,
 )
@@ -67,6 +68,6 @@ __all__ = [
     "HwpoisonSignal", "InjectKind", "InjectedAbort", "Kvm", "KvmError", "KvmVcpu", "Mapping",
     "MemType", "MemoryChange", "Memslot", "MmioExit", "NisvExit", "Refusal", "ResumeReason",
     "Resumed", "SlotPage", "Vma", "VmaKind", "kvm_clear_dirty_log_protect", "kvm_create_vm",
-    "kvm_get_dirty_log_protect", "kvm_handle_guest_abort", "kvm_set_memory_region",
-    "kvm_vm_ioctl_create_vcpu",
+    "host_id_regs", "kvm_get_dirty_log_protect", "kvm_handle_guest_abort", "kvm_set_id_regs",
+    "kvm_set_memory_region", "kvm_vm_ioctl_create_vcpu",
 ]

@@ -30,6 +30,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+from s2mmu.arch.features import FeatureSet, IdAa64Mmfr, id_regs_of
 from s2mmu.arch.memory import PhysMem
 from s2mmu.kvm.errno import EBUSY, EFAULT
 from s2mmu.pgtable.caps import KvmCaps
@@ -73,6 +74,22 @@ class HostFeatures:
 
 
 PARANGE_OF_BITS = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5, 52: 6}
+
+
+HOST_MMFR_FEATURES = frozenset({"FEAT_HAFDBS", "FEAT_PAN", "FEAT_PAN2", "FEAT_VMID16"})
+"""The ID_AA64MMFR* features every modelled host has (besides FEAT_S2FWB and PARange)."""
+
+
+def host_id_regs(features: HostFeatures) -> IdAa64Mmfr:
+    """Return the host's sanitised ID_AA64MMFR{0,1,2}_EL1 (the system-wide values).
+
+    The model's host: 4K/16K/64K granules, hardware access-flag update, PAN and PAN2
+    (ID_AA64MMFR1_EL1.PAN = 2), 16-bit VMIDs, FEAT_S2FWB as fwb says, PARange from
+    pa_bits. Kernel: read_sanitised_ftr_reg (arch/arm64/kernel/cpufeature.c), as
+    summarised here.
+    """
+    names = HOST_MMFR_FEATURES | ({"FEAT_S2FWB"} if features.fwb else set())
+    return id_regs_of(FeatureSet(frozenset(names), pa_bits=features.pa_bits))
 
 
 def id_aa64mmfr0_parange(features: HostFeatures) -> int:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.features import IdAa64Mmfr, feature_set_of
 from s2mmu.kvm.errno import EFAULT
 from s2mmu.kvm.host import (
     PAGE_SHIFT,
@@ -26,6 +28,7 @@ from s2mmu.kvm.host import (
     HostMm,
     Vma,
     get_kvm_ipa_limit,
+    host_id_regs,
     id_aa64mmfr0_parange,
     kvm_supports_cacheable_pfnmap,
     kvm_vma_is_cacheable,
@@ -139,6 +142,9 @@ class Kvm:
     env: PgtableEnv
     pgt: KvmPgtable
     ipa_bits: int
+    id_regs: IdAa64Mmfr
+    """The VM's ID_AA64MMFR{0,1,2}_EL1 (kvm->arch.id_regs): the host's sanitised values
+    (host_id_regs) unless userspace lowered them (kvm_set_id_regs)."""
     memslots: dict[int, Memslot] = field(default_factory=dict)
     dirty_bitmap: dict[int, bytearray] = field(default_factory=dict)
     mmu_invalidate_seq: int = 0
@@ -225,10 +231,35 @@ def kvm_create_vm(host: HostMm, phys_shift: int = 0, vmid: int = 1,
     env = env or new_env(caps=host.features.kvm_caps(), mem=host.mem, profile=profile)
     pgt = backend.init(env, ipa_bits, vmid, id_aa64mmfr0_parange(host.features))
     kvm = Kvm(host=host, env=env, pgt=pgt, ipa_bits=ipa_bits, has_mte=has_mte,
-              backend=backend, protected=protected)
+              backend=backend, protected=protected, id_regs=host_id_regs(host.features))
     host.notifiers.append((lambda s, e, r: kvm_mmu_notifier_invalidate_range_start(kvm, s, e),
                            lambda s, e, r: kvm_mmu_notifier_invalidate_range_end(kvm, s, e)))
     return kvm
+
+
+def kvm_set_id_regs(kvm: Kvm, regs: IdAa64Mmfr) -> None:
+    """Set the VM's ID_AA64MMFR{0,1,2}_EL1 (KVM_SET_ONE_REG on the ID registers).
+
+    Each value must decode (s2mmu.arch.features.feature_set_of: reserved field values
+    are refused) and give no feature, PA size or granule the host's sanitised registers
+    lack. Raises InputError naming the register or the feature otherwise.
+
+    Kernel: set_id_reg -> arm64_check_features (arch/arm64/kvm/sys_regs.c: a written
+    value must be a subset of the sanitised limit), as summarised per feature here.
+    """
+    want, limit = feature_set_of(regs), feature_set_of(host_id_regs(kvm.host.features))
+    extra = sorted(want.features - limit.features)
+    if extra:
+        raise InputError(f"ID_AA64MMFR*_EL1 give {', '.join(extra)}, which the host's "
+                         f"sanitised ID registers lack (arm64_check_features)")
+    if want.pa_bits > limit.pa_bits:
+        raise InputError(f"ID_AA64MMFR0_EL1.PARange gives {want.pa_bits} bits, more than "
+                         f"the host's {limit.pa_bits} (arm64_check_features)")
+    if want.granules - limit.granules:
+        extra_g = ", ".join(f"{g}K" for g in sorted(want.granules - limit.granules))
+        raise InputError(f"ID_AA64MMFR0_EL1.TGran* give the {extra_g} granule(s), which "
+                         f"the host lacks (arm64_check_features)")
+    kvm.id_regs = regs
 
 
 def kvm_vm_ioctl_create_vcpu(kvm: Kvm) -> KvmVcpu:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import FaultRecord
+from s2mmu.arch.features import IdAa64Mmfr
 from s2mmu.arch.inputs import shorten
 from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.state import SysRegs
@@ -55,6 +57,7 @@ from s2mmu.kvm.vm import (
     Refusal,
     kvm_create_vm,
     kvm_dirty_log_manual_protect_and_init_set,
+    kvm_set_id_regs,
     kvm_set_memory_region,
     kvm_vm_ioctl_create_vcpu,
     set_slot_flags,
@@ -161,6 +164,9 @@ class KvmConfig:
     path: str
     inject: frozenset[InjectedBug] = frozenset()
     """Bugs the page-table library is told to have ([vm] inject)."""
+    id_regs: tuple[tuple[str, int], ...] = ()
+    """[vm] id_regs: the ID_AA64MMFR*_EL1 values the VM is given (the others stay the
+    host's)."""
 
 
 def vma_spec(it: Item) -> VmaSpec:
@@ -195,12 +201,28 @@ def parse_kvm(c: Checker, data: dict[str, Any], ctx: ParseContext) -> tuple[KvmC
                        vm.get("initially_set", False), vm.get("eager_split_chunk", 0),
                        vm.get("nisv_to_user", False), vm.get("protected", False), vm_lines,
                        tuple(vma_spec(it) for it in vmas), specs, c.path,
-                       frozenset(InjectedBug(b) for b in vm.get("inject", [])))
+                       frozenset(InjectedBug(b) for b in vm.get("inject", [])),
+                       _id_regs(c, vm.get("id_regs", {})))
     setup: list[Event] = [SetMemslot(**common_fields(it, "memslot"), slot=it.get("id"),
                                      gpa=it.get("gpa"), size=it.get("size"), hva=it.get("hva"),
                                      flags=tuple(it.get("flags", [])))
                           for it in slots]
     return config, setup
+
+
+ID_REG_NAMES = tuple(f.name for f in fields(IdAa64Mmfr))
+
+
+def _id_regs(c: Checker, t: Any) -> tuple[tuple[str, int], ...]:
+    """Check [vm] id_regs: a table of ID_AA64MMFR{0,1,2}_EL1 values."""
+    if not isinstance(t, dict):
+        raise c.fail("vm", None, "id_regs", f"must be a table like {{ ID_AA64MMFR1_EL1 = "
+                                            f"0x200000 }}, not {shorten(t)}")
+    for k in t:
+        if k not in ID_REG_NAMES:
+            raise c.fail("vm", None, "id_regs", f"{shorten(k)}: not an ID register the model "
+                                                f"decodes (known: {', '.join(ID_REG_NAMES)})")
+    return tuple((str(k), c.size("vm", None, "id_regs", v)) for k, v in t.items())
 
 
 # -- world state -------------------------------------------------------------------------------
@@ -278,6 +300,12 @@ def build_kvm(world: World, config: KvmConfig) -> None:
             e.reason, "ipa_bits")
         raise ScenarioError(f"{config.path}:{config.vm_lines.get(key, 1)}: vm.{key}: "
                             f"KVM_CREATE_VM fails {errname(e.errno)}: {e.why}") from None
+    if config.id_regs:
+        try:
+            kvm_set_id_regs(kvm, replace(kvm.id_regs, **dict(config.id_regs)))
+        except InputError as e:
+            raise ScenarioError(f"{config.path}:{config.vm_lines.get('id_regs', 1)}: "
+                                f"vm.id_regs: {e}") from None
     kvm.nisv_to_user = config.nisv_to_user
     if config.manual_dirty_log_protect:
         kvm.manual_dirty_log_protect = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | (

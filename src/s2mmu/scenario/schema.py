@@ -53,7 +53,7 @@ KVM_MODES = {"default", "protected"}
 """kvm-arm.mode: the default (VHE or nVHE: the same stage-2 code) or protected (pKVM)."""
 HOST_FEATURES = {"fwb", "dic", "idc", "tlb_range", "mte"}
 VM_KEYS = {"ipa_bits", "mte", "manual_dirty_log_protect", "initially_set",
-           "eager_split_chunk", "nisv_to_user", "inject", "protected"}
+           "eager_split_chunk", "nisv_to_user", "inject", "protected", "id_regs"}
 VMA_KEYS = {"name", "start", "size", "kind", "thp", "hugetlb", "mem_type",
             "allow_any_uncached", "mte_allowed", "writable", "pa"}
 SLOT_KEYS = {"id", "gpa", "size", "hva", "flags", "expect_error"}
