@@ -144,7 +144,7 @@ def test_diff_scenario_runs_the_story_and_agrees(kernel_build: KernelBuild,
     lines = out.splitlines()
     assert code == 0
     assert lines[0].endswith("; model profile v6.12; scenario dirty-logging")
-    assert lines[-1] == "agreement 100.0% (35/35 operations)"
+    assert lines[-1] == "agreement 100.0% (39/39 operations)"
 
 
 def test_diff_scenario_json_names_it_and_validates(kernel_build: KernelBuild,

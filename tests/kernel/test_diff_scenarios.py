@@ -7,7 +7,16 @@ import pytest
 from s2mmu.arch.errors import InputError
 from s2mmu.kernel.binding import KernelPgtable
 from s2mmu.kernel.build import KernelBuild
-from s2mmu.kernel.diff import _prepare, new_sides, parse_ops, run_diff, run_kernel, run_model
+from s2mmu.kernel.diff import (
+    POOL_BASE,
+    Op,
+    _prepare,
+    new_sides,
+    parse_ops,
+    run_diff,
+    run_kernel,
+    run_model,
+)
 from s2mmu.kernel.diff_scenarios import SCENARIOS, scenario
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.profile import V6_19
@@ -47,6 +56,9 @@ def test_dirty_logging_splits_relaxes_and_ages_what_it_says(
     seq = returns(kernel, kernel_build, "dirty-logging")
     young = [r for op, r in seq if op.startswith("test_clear_young 0x0 0x200000 1")]
     assert young == [1, 0]  # the first pass clears the access flags the second finds clear
+    unlinked = [r for op, r in seq if op.startswith("create_unlinked")]
+    assert unlinked[-1] == EINVAL  # a block address not aligned to its level
+    assert all(r is not None and r >= POOL_BASE for r in unlinked[:-1])  # table pages
 
 
 def test_owner_annotations_refuse_what_the_kernel_refuses(
@@ -71,6 +83,12 @@ def test_scenarios_print_as_replayable_text() -> None:
         ops = sc.ops()
         assert parse_ops("; ".join(map(str, ops))) == ops
         assert [str(op) for op in ops] == list(sc.text)
+
+
+def test_create_unlinked_prints_and_reads_back() -> None:
+    op = Op("create_unlinked", 0, phys=0x1_4000_0000, level=2, prot=0b111, force_pte=True)
+    assert str(op) == "create_unlinked 0x140000000 2 RWX force"
+    assert parse_ops(str(op)) == [op]
 
 
 def test_an_unknown_scenario_is_refused_naming_the_known_ones() -> None:

@@ -13,7 +13,9 @@ text is what a difference would print.
   block left unsplit takes a page-sized fault map over it (force_pte), accesses mark
   pages young (handle_access_fault -> kvm_pgtable_stage2_mkyoung), the MMU notifier ages
   them (kvm_age_gfn / kvm_test_age_gfn -> kvm_pgtable_stage2_test_clear_young), and a
-  second log pass write-protects again.
+  second log pass write-protects again; then the tables eager splitting builds outside
+  the tree (kvm_pgtable_stage2_create_unlinked) for a 2M and a 1G block, and one for a
+  misaligned block address, which it refuses with -EINVAL.
 - owner-annotations: pKVM-style ownership annotations (invalid PTEs carrying an owner
   id, kvm_pgtable_stage2_set_owner) over a range, mappings placed around and over them,
   unmaps, annotations over live mappings and back to owner 0, and an owner id above
@@ -62,6 +64,10 @@ def _dirty_logging() -> list[str]:
         f"wrprotect 0x0 {4 * SZ_2M:#x}",
         "relax_perms 0x3000 RW",
         "flush 0x0 0x400000",
+        f"create_unlinked {PA + 4 * SZ_2M:#x} 2 RW",
+        f"create_unlinked {PA + 3 * SZ_2M:#x} 2 RWX force",
+        f"create_unlinked {PA:#x} 1 R",
+        f"create_unlinked {PA + 0x1000:#x} 2 RW",
     ]
 
 
@@ -130,10 +136,11 @@ class DiffScenario:
         ops = parse_ops("\n".join(self.text))
         if series <= SERIES_6_1:
             for op in ops:
-                if op.name == "split" or (op.name == "test_clear_young" and op.size != SZ_4K):
+                if op.name in ("split", "create_unlinked") or (
+                        op.name == "test_clear_young" and op.size != SZ_4K):
                     raise InputError(f"kernel diff: scenario {self.name!r} uses {op}, which "
-                                     "Linux 6.1's pgtable.c lacks (no split, test_clear_young "
-                                     "of one page); use linux-source-6.12")
+                                     "Linux 6.1's pgtable.c lacks (no split or create_unlinked, "
+                                     "test_clear_young of one page); use linux-source-6.12")
             ops = [replace(op, fault=False) for op in ops]
         return ops
 
