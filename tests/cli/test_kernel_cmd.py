@@ -115,3 +115,46 @@ def test_diff_case_without_at_is_refused(kernel_build: KernelBuild, kernel_cache
     code, out, err = run("kernel", "diff", "--cache", str(kernel_cache), "--case", "3")
     assert code == 2 and out == ""
     assert err.startswith("s2mmu: error: kernel diff: --case and --at-profile go with --at")
+
+
+def test_diff_scenario_list_names_every_scenario_and_exits_0() -> None:
+    code, out, _ = run("kernel", "diff", "--scenario", "list")
+    assert code == 0
+    assert [line.split(":")[0] for line in out.splitlines()] == [
+        "dirty-logging", "owner-annotations", "block-over-table"]
+
+
+def test_diff_unknown_scenario_is_one_line_and_exit_2() -> None:
+    code, out, err = run("kernel", "diff", "--scenario", "nope")
+    assert code == 2 and out == ""
+    assert err == ("s2mmu: error: kernel diff: unknown scenario 'nope'; one of dirty-logging, "
+                   "owner-annotations, block-over-table (or list)\n")
+
+
+def test_diff_scenario_with_replay_is_refused() -> None:
+    code, _, err = run("kernel", "diff", "--scenario", "dirty-logging", "--replay", "mkyoung 0x0")
+    assert code == 2
+    assert err.startswith("s2mmu: error: kernel diff: --scenario dirty-logging goes with neither")
+
+
+def test_diff_scenario_runs_the_story_and_agrees(kernel_build: KernelBuild,
+                                                 kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--scenario",
+                       "dirty-logging")
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].endswith("; model profile v6.12; scenario dirty-logging")
+    assert lines[-1] == "agreement 100.0% (39/39 operations)"
+
+
+def test_diff_scenario_json_names_it_and_validates(kernel_build: KernelBuild,
+                                                   kernel_cache: Path) -> None:
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--scenario",
+                       "block-over-table", "--profile", "v6.19", "--json")
+    doc = json.loads(out)
+    validate(doc)
+    assert code == 1 and doc["scenario"] == "block-over-table"
+    assert doc["differences"][0]["replay"] == ["map 0x400000 0x200000 0x140400000 RWX fault",
+                                               "relax_perms 0x401000 RW"]
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--ops", "5", "--json")
+    assert "scenario" not in json.loads(out)

@@ -25,6 +25,7 @@ from s2mmu.kernel.at_diff import AtDiffReport, run_at_diff
 from s2mmu.kernel.binding import KernelPgtable
 from s2mmu.kernel.build import KernelBuild, build
 from s2mmu.kernel.diff import IPA_BITS, IPA_BITS_RANGE, DiffReport, Op, parse_ops, run_diff
+from s2mmu.kernel.diff_scenarios import SCENARIOS, scenario
 from s2mmu.nested.at import PROFILES as AT_PROFILES
 from s2mmu.nested.at import V6_12
 from s2mmu.pgtable.caps import KvmCaps
@@ -80,9 +81,9 @@ def build_cmd(source: str | None, cache: str | None) -> None:
 
 
 def diff_doc(b: KernelBuild, report: DiffReport, length: int,
-             ipa_bits: int = IPA_BITS) -> dict[str, Any]:
-    """Return the s2mmu.kernel-diff/1 document of a run."""
-    return {
+             ipa_bits: int = IPA_BITS, scenario_name: str | None = None) -> dict[str, Any]:
+    """Return the s2mmu.kernel-diff/1 document of a run ("scenario" only for --scenario)."""
+    doc: dict[str, Any] = {
         "schema": "s2mmu.kernel-diff/1",
         "kernel": {"version": str(b.version), "source": str(b.source)},
         "profile": report.profile,
@@ -99,6 +100,9 @@ def diff_doc(b: KernelBuild, report: DiffReport, length: int,
             for r, ops in report.differences if r.difference is not None
         ],
     }
+    if scenario_name is not None:
+        doc["scenario"] = scenario_name
+    return doc
 
 
 def at_diff_doc(b: KernelBuild, report: AtDiffReport) -> dict[str, Any]:
@@ -174,6 +178,9 @@ def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
               help="Guest IPA size of both stage 2s (kvm_get_vtcr picks the start level).")
 @click.option("--replay", "replay_text", metavar="OPS",
               help="Run these operations (as a difference prints them, ';'-separated).")
+@click.option("--scenario", "scenario_name", metavar="NAME",
+              help="Run a named hand-written sequence instead of random ones "
+                   f"({', '.join(SCENARIOS)}; 'list' lists them).")
 @click.option("--source", metavar="TARBALL_OR_TREE", help=SOURCE_HELP)
 @click.option("--cache", metavar="DIR", help=CACHE_HELP)
 @click.option("--json", "as_json", is_flag=True,
@@ -182,29 +189,41 @@ def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
 def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None,
              seed: int, length: int,
              profile_name: str | None, fwb: bool, tlb_range: bool, ipa_bits: int,
-             replay_text: str | None, source: str | None, cache: str | None,
-             as_json: bool) -> None:
+             replay_text: str | None, scenario_name: str | None, source: str | None,
+             cache: str | None, as_json: bool) -> None:
     """Run the kernel's pgtable.c and the model on the same operations and compare."""
     if (case is not None or at_profile is not None) and not at_mode:
         raise InputError("kernel diff: --case and --at-profile go with --at; without --at "
                          "use --replay and --profile")
+    if scenario_name is not None and (at_mode or replay_text is not None):
+        raise InputError(f"kernel diff: --scenario {scenario_name} goes with neither --at "
+                         "nor --replay")
+    if scenario_name == "list":
+        con = output.console()
+        for sc in SCENARIOS.values():
+            con.print(f"{sc.name}: {sc.summary} ({len(sc.text)} operations)",
+                      highlight=False, markup=False)
+        sys.exit(0)
+    story = scenario(scenario_name) if scenario_name is not None else None
     replay: list[Op] | None = parse_ops(replay_text) if replay_text is not None else None
     b = build(source, cache)
     if at_mode:
         at_diff_run(b, n_ops, seed, case, at_profile, as_json)
+    k = KernelPgtable(b.library)
+    if story is not None:
+        replay = story.ops(k.series)
     profile = PROFILES[profile_name] if profile_name else b.profile
     caps = KvmCaps(stage2_fwb=fwb, tlb_range=tlb_range)
-    k = KernelPgtable(b.library)
     total = len(replay) if replay is not None else n_ops
     with output.progress("kernel diff", total=total) as bar:
         report = run_diff(k, profile, ops=n_ops, seed=seed, length=length, caps=caps,
                           replay=replay, advance=bar.advance, ipa_bits=ipa_bits)
     if as_json:
-        output.print_json(diff_doc(b, report, length, ipa_bits))
+        output.print_json(diff_doc(b, report, length, ipa_bits, scenario_name))
     else:
         con = output.console()
-        con.print(f"kernel: Linux {b.version} ({b.source}); model profile {profile.name}",
-                  highlight=False)
+        con.print(f"kernel: Linux {b.version} ({b.source}); model profile {profile.name}"
+                  + (f"; scenario {scenario_name}" if scenario_name else ""), highlight=False)
         con.print("operations agreed: " + ", ".join(
             f"{name} {n}" for name, n in sorted(report.by_op.items())), highlight=False)
         for i, (r, ops) in enumerate(report.differences, 1):

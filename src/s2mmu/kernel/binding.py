@@ -64,6 +64,7 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "kg_relax_perms": ([U64, U64], C.c_long),
     "kg_flush": ([U64, U64], C.c_long),
     "kg_split": ([U64, U64], C.c_long),
+    "kg_create_unlinked": ([U64, C.c_int, U64, C.c_int], C.c_long),
     "kg_pgd": ([], U64),
     "kg_start_level": ([], C.c_int),
     "kg_nevents": ([], C.c_int),
@@ -154,6 +155,11 @@ class KernelPgtable:
     def split(self, addr: int, size: int) -> int:
         """kvm_pgtable_stage2_split with mmu->split_page_cache."""
         return int(self.lib.kg_split(addr, size))
+
+    def create_unlinked(self, phys: int, level: int, prot: int, force_pte: bool) -> int:
+        """kvm_pgtable_stage2_create_unlinked from the map memcache: the table's address or
+        a negative errno (6.1 has none: -ENOSYS)."""
+        return int(self.lib.kg_create_unlinked(phys, level, prot, int(force_pte)))
 
     def pgd(self) -> int:
         """Return the PGD's address."""

@@ -45,6 +45,7 @@ from s2mmu.pgtable.mm import KvmMmuMemoryCache, kvm_mmu_topup_memory_cache
 from s2mmu.pgtable.profile import BehaviourProfile
 from s2mmu.pgtable.prot import KvmPgtableProt
 from s2mmu.pgtable.stage2 import (
+    kvm_pgtable_stage2_create_unlinked,
     kvm_pgtable_stage2_flush,
     kvm_pgtable_stage2_map,
     kvm_pgtable_stage2_mkyoung,
@@ -72,8 +73,11 @@ K_WALK_SHARED, K_WALK_HANDLE_FAULT = 1 << 3, 1 << 4
 
 PROT_NAMES = {"R": K_PROT_R, "W": K_PROT_W, "X": K_PROT_X}
 MEMTYPES = {"": 0, "DEVICE": K_PROT_DEVICE, "NC": K_PROT_NORMAL_NC}
-OP_NAMES = ("map", "set_owner", "unmap", "wrprotect", "relax_perms", "mkyoung",
-            "test_clear_young", "split", "flush")
+RANDOM_OP_NAMES = ("map", "set_owner", "unmap", "wrprotect", "relax_perms", "mkyoung",
+                   "test_clear_young", "split", "flush")
+OP_NAMES = (*RANDOM_OP_NAMES, "create_unlinked")
+"""Every operation; create_unlinked (6.12 on) only in replays and named scenarios, so that
+a seed's random sequences stay what they were."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class Op:
     mkold: bool = False
     owner: int = 0
     split_cache: int = 0
+    level: int = 0
+    force_pte: bool = False
 
     def __str__(self) -> str:
         match self.name:
@@ -105,6 +111,9 @@ class Op:
                 return f"test_clear_young {self.addr:#x} {self.size:#x} {int(self.mkold)}"
             case "split":
                 return f"split {self.addr:#x} {self.size:#x} {self.split_cache}"
+            case "create_unlinked":
+                return (f"create_unlinked {self.phys:#x} {self.level} {prot_text(self.prot)}"
+                        + (" force" if self.force_pte else ""))
             case _:
                 return f"{self.name} {self.addr:#x} {self.size:#x}"
 
@@ -156,6 +165,9 @@ def _parse_op(name: str, a: list[str]) -> Op:
             return Op("test_clear_young", n[0], n[1], mkold=bool(n[2]))
         case "split":
             return Op("split", n[0], n[1], split_cache=n[2])
+        case "create_unlinked":
+            return Op("create_unlinked", 0, phys=n[0], level=n[1], prot=parse_prot(a[2]),
+                      force_pte=a[3:] == ["force"])
         case "unmap" | "wrprotect" | "flush":
             return Op(name, n[0], n[1])
     raise InputError(f"replay: unknown operation {name!r}; one of {', '.join(OP_NAMES)}")
@@ -185,7 +197,7 @@ def random_op(rng: random.Random, series: int = 612) -> Op:
     slot = rng.choice(PAGE_SLOTS)
     page = slot + rng.randrange(512) * SZ_4K
     ranged = rng.choice((SZ_4K, SZ_4K * rng.randint(2, 8), SZ_2M, 2 * SZ_2M))
-    kind = rng.choices(OP_NAMES, weights=(40, 3, 12, 8, 10, 5, 6, 0 if old else 6, 3))[0]
+    kind = rng.choices(RANDOM_OP_NAMES, weights=(40, 3, 12, 8, 10, 5, 6, 0 if old else 6, 3))[0]
     prot = rng.choice([p for p in PROTS if not (old and p & K_PROT_NORMAL_NC)])
     if kind == "map" and old:
         return replace(_random_map(rng, slot, page, prot), fault=False)
@@ -270,7 +282,7 @@ def new_sides(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps,
 
 def _prepare(s: Sides, op: Op) -> None:
     """Top the memcache the operation uses up on the model side and give the kernel the same."""
-    if op.name in ("map", "set_owner"):
+    if op.name in ("map", "set_owner", "create_unlinked"):
         kvm_mmu_topup_memory_cache(s.map_mc, s.env.pool, stage2_cache_min_pages(s.pgt))
         s.kernel.set_memcache(0, list(s.map_mc.objects))
     elif op.name == "split":
@@ -310,6 +322,10 @@ def run_model(s: Sides, op: Op) -> int | None:
             return int(kvm_pgtable_stage2_test_clear_young(pgt, op.addr, op.size, op.mkold))
         case "split":
             return int(kvm_pgtable_stage2_split(pgt, op.addr, op.size, s.split_mc))
+        case "create_unlinked":
+            return int(kvm_pgtable_stage2_create_unlinked(pgt, op.phys, op.level,
+                                                          model_prot(op.prot), s.map_mc,
+                                                          op.force_pte))
         case _:
             return int(kvm_pgtable_stage2_flush(pgt, op.addr, op.size))
 
@@ -336,6 +352,8 @@ def run_kernel(k: KernelPgtable, op: Op) -> int | None:
             return int(k.test_clear_young(op.addr, op.size, op.mkold))
         case "split":
             return k.split(op.addr, op.size)
+        case "create_unlinked":
+            return k.create_unlinked(op.phys, op.level, op.prot, op.force_pte)
         case _:
             return k.flush(op.addr, op.size)
 

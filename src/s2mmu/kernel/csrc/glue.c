@@ -394,6 +394,22 @@ long kg_split(u64 addr, u64 size)
 #endif
 }
 
+/* An unlinked table for the level-`level` block at phys, from the map memcache: its
+ * address, or a negative errno (6.1 has no kvm_pgtable_stage2_create_unlinked). */
+long kg_create_unlinked(u64 phys, int level, u64 prot, int force_pte)
+{
+#if KG_LINUX >= 612
+	kvm_pte_t *p;
+	long ret;
+
+	p = kvm_pgtable_stage2_create_unlinked(&pgt, phys, level, prot, &map_cache, force_pte);
+	ret = IS_ERR(p) ? PTR_ERR(p) : (long)kg_virt_to_phys(p);
+	return KG_OP(ret);
+#else
+	return -ENOSYS;
+#endif
+}
+
 u64 kg_pgd(void) { return kg_virt_to_phys(pgt.pgd); }
 int kg_start_level(void) { return pgt.start_level; }
 int kg_nevents(void) { return nevents; }
