@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import NamedTuple, TypeVar
 
 from s2mmu.arch.reprs import hex_repr
+from s2mmu.pgtable.pte import PkvmComponentId
 
 # The kernel's "level unknown" TTL hint (INT_MAX).
 TLBI_TTL_UNKNOWN = 0x7FFFFFFF
@@ -160,6 +161,22 @@ class Warn(NamedTuple):
     condition: str
 
 
+@hex_repr(decimal=("handle",))
+class ComponentLock(NamedTuple):
+    """A pKVM component lock taken (acquire) or released at EL2.
+
+    PKVM_ID_HOST is host_mmu.lock, PKVM_ID_HYP pkvm_pgd_lock, PKVM_ID_GUEST the lock of
+    the VM with this handle (0 for the others). PKVM_ID_FFA has no lock.
+
+    Kernel: host_lock_component, hyp_lock_component, guest_lock_component and their
+    unlock twins (arch/arm64/kvm/hyp/nvhe/mem_protect.c).
+    """
+
+    component: PkvmComponentId
+    acquire: bool
+    handle: int = 0
+
+
 Event = (
     TlbiVmidIpa
     | TlbiVmidRange
@@ -175,6 +192,7 @@ Event = (
     | UseAfterFree
     | WalkReturn
     | Warn
+    | ComponentLock
 )
 
 E = TypeVar("E")

@@ -15,8 +15,9 @@ Layout: host state as of the vmemmap tracking in the mem_protect.c read (v6.16 e
 get_host_state, host_share_guest_count); hypervisor state in its stage-1 software bits,
 as the older mem_protect.c read keeps it (hyp_get_page_state, hyp_complete_share), so a
 page shared with EL2 is mapped there while shared (v6.16 instead maps it only while
-pinned and keeps the state in hyp_page). Locks are not modelled: each hypercall runs to
-completion (the kernel holds host_mmu.lock, pkvm_pgd_lock and the VM lock around it).
+pinned and keeps the state in hyp_page). Each hypercall runs to completion under the
+component locks the kernel takes (s2mmu.pkvm.locks: host_mmu.lock, pkvm_pgd_lock, the
+VM's lock, in that order), recorded as ComponentLock events.
 
 Kernel: arch/arm64/kvm/hyp/nvhe/mem_protect.c (two versions read: the pkvm_mem_transition
 era and the v6.16-era one with __pkvm_host_share_guest(pfn, gfn, nr_pages, ...)):
@@ -41,6 +42,7 @@ from s2mmu.arch.memory import PhysMem
 from s2mmu.pgtable.caps import KvmCaps
 from s2mmu.pgtable.env import PgtableEnv, new_env, new_hyp, new_stage2, pkvm_guest_mm_ops
 from s2mmu.pgtable.errno import E2BIG, EAGAIN, EINVAL, ENOENT, ENOMEM, EPERM
+from s2mmu.pgtable.events import EventLog
 from s2mmu.pgtable.hyp import kvm_pgtable_hyp_map, kvm_pgtable_hyp_unmap
 from s2mmu.pgtable.mm import (
     KvmMmuMemoryCache,
@@ -83,6 +85,7 @@ from s2mmu.pgtable.walk import (
     kvm_pgtable_walk,
 )
 from s2mmu.pkvm.errno import EBUSY
+from s2mmu.pkvm.locks import component_locks
 from s2mmu.pkvm.memory import (
     U32_MAX,
     HypMemory,
@@ -150,6 +153,12 @@ class Pkvm:
     host_pgt: KvmPgtable
     hyp_pgt: KvmPgtable
     vms: dict[int, PkvmHypVm] = field(default_factory=dict)
+    locks_held: list[tuple[PkvmComponentId, int]] = field(default_factory=list)
+
+    @property
+    def events(self) -> EventLog:
+        """Return the event log (ComponentLock events land here)."""
+        return self.env.events
 
     @property
     def page_size(self) -> int:
@@ -395,12 +404,13 @@ def host_stage2_idmap(pkvm: Pkvm, addr: int) -> int:
 
     Kernel: host_stage2_idmap.
     """
-    reg, rng = find_mem_range(pkvm.hyp_memory, addr)
-    prot = PKVM_HOST_MEM_PROT if reg is not None else PKVM_HOST_MMIO_PROT
-    ret, rng = host_stage2_adjust_range(pkvm, addr, rng)
-    if ret:
-        return ret
-    return host_stage2_idmap_locked(pkvm, rng.start, rng.end - rng.start, prot)
+    with component_locks(pkvm, "host_stage2_idmap"):
+        reg, rng = find_mem_range(pkvm.hyp_memory, addr)
+        prot = PKVM_HOST_MEM_PROT if reg is not None else PKVM_HOST_MMIO_PROT
+        ret, rng = host_stage2_adjust_range(pkvm, addr, rng)
+        if ret:
+            return ret
+        return host_stage2_idmap_locked(pkvm, rng.start, rng.end - rng.start, prot)
 
 
 # ---------------------------------------------------------------------------------------
@@ -517,21 +527,22 @@ def __pkvm_host_share_hyp(pkvm: Pkvm, pfn: int) -> int:
 
     Kernel: __pkvm_host_share_hyp.
     """
-    phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size
-    ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
-    if ret:
-        return ret
-    ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_NOPAGE)
-    if ret:
-        return ret
-    prot = pkvm_mkstate(PAGE_HYP, PKVM_PAGE_SHARED_BORROWED)
-    _warn_on(pkvm, "__pkvm_host_share_hyp", pkvm_create_mappings_locked(pkvm, phys, size, prot))
-    _warn_on(
-        pkvm,
-        "__pkvm_host_share_hyp",
-        __host_set_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED),
-    )
-    return 0
+    with component_locks(pkvm, "__pkvm_host_share_hyp"):
+        phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size
+        ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
+        if ret:
+            return ret
+        ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_NOPAGE)
+        if ret:
+            return ret
+        prot = pkvm_mkstate(PAGE_HYP, PKVM_PAGE_SHARED_BORROWED)
+        _warn_on(pkvm, "__pkvm_host_share_hyp", pkvm_create_mappings_locked(pkvm, phys, size, prot))
+        _warn_on(
+            pkvm,
+            "__pkvm_host_share_hyp",
+            __host_set_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED),
+        )
+        return 0
 
 
 def hyp_page_count(pkvm: Pkvm, phys: int) -> int:
@@ -544,23 +555,24 @@ def __pkvm_host_unshare_hyp(pkvm: Pkvm, pfn: int) -> int:
 
     Kernel: __pkvm_host_unshare_hyp.
     """
-    phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size
-    ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED)
-    if ret:
-        return ret
-    ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_BORROWED)
-    if ret:
-        return ret
-    if hyp_page_count(pkvm, phys):
-        return -EBUSY
-    unmapped = kvm_pgtable_hyp_unmap(pkvm.hyp_pgt, __hyp_va(phys), size)
-    _warn_on(pkvm, "__pkvm_host_unshare_hyp", unmapped != size)
-    _warn_on(
-        pkvm,
-        "__pkvm_host_unshare_hyp",
-        __host_set_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED),
-    )
-    return 0
+    with component_locks(pkvm, "__pkvm_host_unshare_hyp"):
+        phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size
+        ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED)
+        if ret:
+            return ret
+        ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_BORROWED)
+        if ret:
+            return ret
+        if hyp_page_count(pkvm, phys):
+            return -EBUSY
+        unmapped = kvm_pgtable_hyp_unmap(pkvm.hyp_pgt, __hyp_va(phys), size)
+        _warn_on(pkvm, "__pkvm_host_unshare_hyp", unmapped != size)
+        _warn_on(
+            pkvm,
+            "__pkvm_host_unshare_hyp",
+            __host_set_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED),
+        )
+        return 0
 
 
 def __pkvm_host_donate_hyp(pkvm: Pkvm, pfn: int, nr_pages: int) -> int:
@@ -568,19 +580,22 @@ def __pkvm_host_donate_hyp(pkvm: Pkvm, pfn: int, nr_pages: int) -> int:
 
     Kernel: __pkvm_host_donate_hyp.
     """
-    phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size * nr_pages
-    ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
-    if ret:
-        return ret
-    ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_NOPAGE)
-    if ret:
-        return ret
-    mapped = pkvm_create_mappings_locked(pkvm, phys, size, PAGE_HYP)
-    _warn_on(pkvm, "__pkvm_host_donate_hyp", mapped)
-    _warn_on(
-        pkvm, "__pkvm_host_donate_hyp", host_stage2_set_owner_locked(pkvm, phys, size, PKVM_ID_HYP)
-    )
-    return 0
+    with component_locks(pkvm, "__pkvm_host_donate_hyp"):
+        phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size * nr_pages
+        ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
+        if ret:
+            return ret
+        ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_NOPAGE)
+        if ret:
+            return ret
+        mapped = pkvm_create_mappings_locked(pkvm, phys, size, PAGE_HYP)
+        _warn_on(pkvm, "__pkvm_host_donate_hyp", mapped)
+        _warn_on(
+            pkvm,
+            "__pkvm_host_donate_hyp",
+            host_stage2_set_owner_locked(pkvm, phys, size, PKVM_ID_HYP),
+        )
+        return 0
 
 
 def __pkvm_hyp_donate_host(pkvm: Pkvm, pfn: int, nr_pages: int) -> int:
@@ -588,19 +603,22 @@ def __pkvm_hyp_donate_host(pkvm: Pkvm, pfn: int, nr_pages: int) -> int:
 
     Kernel: __pkvm_hyp_donate_host.
     """
-    phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size * nr_pages
-    ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
-    if ret:
-        return ret
-    ret = __host_check_page_state_range(pkvm, phys, size, PKVM_NOPAGE)
-    if ret:
-        return ret
-    unmapped = kvm_pgtable_hyp_unmap(pkvm.hyp_pgt, __hyp_va(phys), size)
-    _warn_on(pkvm, "__pkvm_hyp_donate_host", unmapped != size)
-    _warn_on(
-        pkvm, "__pkvm_hyp_donate_host", host_stage2_set_owner_locked(pkvm, phys, size, PKVM_ID_HOST)
-    )
-    return 0
+    with component_locks(pkvm, "__pkvm_hyp_donate_host"):
+        phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size * nr_pages
+        ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
+        if ret:
+            return ret
+        ret = __host_check_page_state_range(pkvm, phys, size, PKVM_NOPAGE)
+        if ret:
+            return ret
+        unmapped = kvm_pgtable_hyp_unmap(pkvm.hyp_pgt, __hyp_va(phys), size)
+        _warn_on(pkvm, "__pkvm_hyp_donate_host", unmapped != size)
+        _warn_on(
+            pkvm,
+            "__pkvm_hyp_donate_host",
+            host_stage2_set_owner_locked(pkvm, phys, size, PKVM_ID_HOST),
+        )
+        return 0
 
 
 def hyp_pin_shared_mem(pkvm: Pkvm, start: int, end: int) -> int:
@@ -614,15 +632,16 @@ def hyp_pin_shared_mem(pkvm: Pkvm, start: int, end: int) -> int:
     start &= ~(page - 1)
     end = (end + page - 1) & ~(page - 1)
     phys, size = __hyp_pa(start), end - start
-    ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED)
-    if ret:
-        return ret
-    ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_BORROWED)
-    if ret:
-        return ret
-    for p in pkvm.vmemmap.for_each_hyp_page(phys, size):
-        p.refcount += 1
-    return 0
+    with component_locks(pkvm, "hyp_pin_shared_mem"):
+        ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED)
+        if ret:
+            return ret
+        ret = __hyp_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_BORROWED)
+        if ret:
+            return ret
+        for p in pkvm.vmemmap.for_each_hyp_page(phys, size):
+            p.refcount += 1
+        return 0
 
 
 def hyp_unpin_shared_mem(pkvm: Pkvm, start: int, end: int) -> None:
@@ -630,9 +649,10 @@ def hyp_unpin_shared_mem(pkvm: Pkvm, start: int, end: int) -> None:
     page = pkvm.page_size
     start &= ~(page - 1)
     end = (end + page - 1) & ~(page - 1)
-    for p in pkvm.vmemmap.for_each_hyp_page(__hyp_pa(start), end - start):
-        _warn_on(pkvm, "hyp_unpin_shared_mem", p.refcount == 0)
-        p.refcount = max(0, p.refcount - 1)
+    with component_locks(pkvm, "hyp_unpin_shared_mem"):
+        for p in pkvm.vmemmap.for_each_hyp_page(__hyp_pa(start), end - start):
+            _warn_on(pkvm, "hyp_unpin_shared_mem", p.refcount == 0)
+            p.refcount = max(0, p.refcount - 1)
 
 
 def __pkvm_host_share_ffa(pkvm: Pkvm, pfn: int, nr_pages: int) -> int:
@@ -640,20 +660,22 @@ def __pkvm_host_share_ffa(pkvm: Pkvm, pfn: int, nr_pages: int) -> int:
 
     Kernel: __pkvm_host_share_ffa.
     """
-    phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size * nr_pages
-    ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
-    if not ret:
-        ret = __host_set_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED)
-    return ret
+    with component_locks(pkvm, "__pkvm_host_share_ffa"):
+        phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size * nr_pages
+        ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
+        if not ret:
+            ret = __host_set_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED)
+        return ret
 
 
 def __pkvm_host_unshare_ffa(pkvm: Pkvm, pfn: int, nr_pages: int) -> int:
     """Take back pages shared through the FF-A proxy. Kernel: __pkvm_host_unshare_ffa."""
-    phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size * nr_pages
-    ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED)
-    if not ret:
-        ret = __host_set_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
-    return ret
+    with component_locks(pkvm, "__pkvm_host_unshare_ffa"):
+        phys, size = hyp_pfn_to_phys(pkvm, pfn), pkvm.page_size * nr_pages
+        ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_SHARED_OWNED)
+        if not ret:
+            ret = __host_set_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
+        return ret
 
 
 def _warn_on(pkvm: Pkvm, function: str, cond: object) -> None:
@@ -704,29 +726,30 @@ def __pkvm_host_share_guest(
     ret = check_range_allowed_memory(pkvm.hyp_memory, phys, phys + size)
     if ret:
         return ret
-    ret = __guest_check_page_state_range(vm, ipa, size, PKVM_NOPAGE)
-    if ret:
-        return ret
-    pages = pkvm.vmemmap.for_each_hyp_page(phys, size)
-    for p in pages:
-        if p.host_state == PKVM_PAGE_OWNED:
-            continue
-        if p.host_state == PKVM_PAGE_SHARED_OWNED:
-            if p.host_share_guest_count == U32_MAX:
-                return -EBUSY
-            if p.host_share_guest_count:
+    with component_locks(pkvm, "__pkvm_host_share_guest", vm.handle):
+        ret = __guest_check_page_state_range(vm, ipa, size, PKVM_NOPAGE)
+        if ret:
+            return ret
+        pages = pkvm.vmemmap.for_each_hyp_page(phys, size)
+        for p in pages:
+            if p.host_state == PKVM_PAGE_OWNED:
                 continue
-        return -EPERM
-    for p in pages:
-        p.host_state = PKVM_PAGE_SHARED_OWNED
-        p.host_share_guest_count += 1
-    guest_prot = pkvm_mkstate(prot, PKVM_PAGE_SHARED_BORROWED)
-    _warn_on(
-        pkvm,
-        "__pkvm_host_share_guest",
-        kvm_pgtable_stage2_map(vm.pgt, ipa, size, phys, guest_prot, vm.memcache, 0),
-    )
-    return 0
+            if p.host_state == PKVM_PAGE_SHARED_OWNED:
+                if p.host_share_guest_count == U32_MAX:
+                    return -EBUSY
+                if p.host_share_guest_count:
+                    continue
+            return -EPERM
+        for p in pages:
+            p.host_state = PKVM_PAGE_SHARED_OWNED
+            p.host_share_guest_count += 1
+        guest_prot = pkvm_mkstate(prot, PKVM_PAGE_SHARED_BORROWED)
+        _warn_on(
+            pkvm,
+            "__pkvm_host_share_guest",
+            kvm_pgtable_stage2_map(vm.pgt, ipa, size, phys, guest_prot, vm.memcache, 0),
+        )
+        return 0
 
 
 def __check_host_shared_guest(pkvm: Pkvm, vm: PkvmHypVm, ipa: int, size: int) -> tuple[int, int]:
@@ -771,17 +794,18 @@ def __pkvm_host_unshare_guest(pkvm: Pkvm, gfn: int, nr_pages: int, vm: PkvmHypVm
     ret, size = __guest_check_transition_size(pkvm, 0, ipa, nr_pages)
     if ret:
         return ret
-    ret, phys = __check_host_shared_guest(pkvm, vm, ipa, size)
-    if ret:
-        return ret
-    ret = kvm_pgtable_stage2_unmap(vm.pgt, ipa, size)
-    if ret:
-        return ret
-    for p in pkvm.vmemmap.for_each_hyp_page(phys, size):
-        p.host_share_guest_count -= 1
-        if not p.host_share_guest_count:
-            p.host_state = PKVM_PAGE_OWNED
-    return 0
+    with component_locks(pkvm, "__pkvm_host_unshare_guest", vm.handle):
+        ret, phys = __check_host_shared_guest(pkvm, vm, ipa, size)
+        if ret:
+            return ret
+        ret = kvm_pgtable_stage2_unmap(vm.pgt, ipa, size)
+        if ret:
+            return ret
+        for p in pkvm.vmemmap.for_each_hyp_page(phys, size):
+            p.host_share_guest_count -= 1
+            if not p.host_share_guest_count:
+                p.host_state = PKVM_PAGE_OWNED
+        return 0
 
 
 def __pkvm_host_relax_perms_guest(pkvm: Pkvm, gfn: int, vm: PkvmHypVm, prot: int) -> int:
@@ -796,7 +820,8 @@ def __pkvm_host_relax_perms_guest(pkvm: Pkvm, gfn: int, vm: PkvmHypVm, prot: int
         return -EPERM
     if prot & ~int(KVM_PGTABLE_PROT_RWX):
         return -EINVAL
-    return kvm_pgtable_stage2_relax_perms(vm.pgt, hyp_pfn_to_phys(pkvm, gfn), prot, 0)
+    with component_locks(pkvm, "__pkvm_host_relax_perms_guest", vm.handle):
+        return kvm_pgtable_stage2_relax_perms(vm.pgt, hyp_pfn_to_phys(pkvm, gfn), prot, 0)
 
 
 def __pkvm_host_wrprotect_guest(pkvm: Pkvm, gfn: int, nr_pages: int, vm: PkvmHypVm) -> int:
@@ -810,7 +835,8 @@ def __pkvm_host_wrprotect_guest(pkvm: Pkvm, gfn: int, nr_pages: int, vm: PkvmHyp
     ret, size = __guest_check_transition_size(pkvm, 0, ipa, nr_pages)
     if ret:
         return ret
-    return kvm_pgtable_stage2_wrprotect(vm.pgt, ipa, size)
+    with component_locks(pkvm, "__pkvm_host_wrprotect_guest", vm.handle):
+        return kvm_pgtable_stage2_wrprotect(vm.pgt, ipa, size)
 
 
 def __pkvm_host_test_clear_young_guest(
@@ -826,7 +852,8 @@ def __pkvm_host_test_clear_young_guest(
     ret, size = __guest_check_transition_size(pkvm, 0, ipa, nr_pages)
     if ret:
         return ret
-    return int(kvm_pgtable_stage2_test_clear_young(vm.pgt, ipa, size, mkold))
+    with component_locks(pkvm, "__pkvm_host_test_clear_young_guest", vm.handle):
+        return int(kvm_pgtable_stage2_test_clear_young(vm.pgt, ipa, size, mkold))
 
 
 def __pkvm_host_mkyoung_guest(pkvm: Pkvm, gfn: int, vm: PkvmHypVm) -> int:
@@ -836,8 +863,9 @@ def __pkvm_host_mkyoung_guest(pkvm: Pkvm, gfn: int, vm: PkvmHypVm) -> int:
     """
     if vm.protected:
         return -EPERM
-    kvm_pgtable_stage2_mkyoung(vm.pgt, hyp_pfn_to_phys(pkvm, gfn), 0)
-    return 0
+    with component_locks(pkvm, "__pkvm_host_mkyoung_guest", vm.handle):
+        kvm_pgtable_stage2_mkyoung(vm.pgt, hyp_pfn_to_phys(pkvm, gfn), 0)
+        return 0
 
 
 def __pkvm_host_donate_guest(pkvm: Pkvm, pfn: int, gfn: int, vm: PkvmHypVm) -> int:
@@ -850,22 +878,23 @@ def __pkvm_host_donate_guest(pkvm: Pkvm, pfn: int, gfn: int, vm: PkvmHypVm) -> i
     phys, ipa, size = hyp_pfn_to_phys(pkvm, pfn), hyp_pfn_to_phys(pkvm, gfn), pkvm.page_size
     if not vm.protected or vm.dying:
         return -EPERM
-    ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
-    if ret:
-        return ret
-    ret = __guest_check_page_state_range(vm, ipa, size, PKVM_NOPAGE)
-    if ret:
-        return ret
-    prot = pkvm_mkstate(KVM_PGTABLE_PROT_RWX, PKVM_PAGE_OWNED)
-    ret = kvm_pgtable_stage2_map(vm.pgt, ipa, size, phys, prot, vm.memcache, 0)
-    if ret:
-        return ret
-    _warn_on(
-        pkvm,
-        "__pkvm_host_donate_guest",
-        host_stage2_set_owner_locked(pkvm, phys, size, PKVM_ID_GUEST),
-    )
-    return 0
+    with component_locks(pkvm, "__pkvm_host_donate_guest", vm.handle):
+        ret = __host_check_page_state_range(pkvm, phys, size, PKVM_PAGE_OWNED)
+        if ret:
+            return ret
+        ret = __guest_check_page_state_range(vm, ipa, size, PKVM_NOPAGE)
+        if ret:
+            return ret
+        prot = pkvm_mkstate(KVM_PGTABLE_PROT_RWX, PKVM_PAGE_OWNED)
+        ret = kvm_pgtable_stage2_map(vm.pgt, ipa, size, phys, prot, vm.memcache, 0)
+        if ret:
+            return ret
+        _warn_on(
+            pkvm,
+            "__pkvm_host_donate_guest",
+            host_stage2_set_owner_locked(pkvm, phys, size, PKVM_ID_GUEST),
+        )
+        return 0
 
 
 def __pkvm_host_reclaim_page(pkvm: Pkvm, vm: PkvmHypVm, gfn: int) -> int:
@@ -885,13 +914,14 @@ def __pkvm_host_reclaim_page(pkvm: Pkvm, vm: PkvmHypVm, gfn: int) -> int:
         return -ENOENT
     if guest_get_page_state(leaf.pte) == PKVM_PAGE_SHARED_BORROWED:
         return __pkvm_host_unshare_guest(pkvm, gfn, 1, vm)
-    g = pkvm.env.g
-    phys = kvm_pte_to_phys(leaf.pte, g) + (ipa & (kvm_granule_size(leaf.level, g) - 1))
-    ret = kvm_pgtable_stage2_unmap(vm.pgt, ipa, size)
-    if ret:
-        return ret
-    pkvm.env.mem.write_bytes(phys, bytes(size))
-    return host_stage2_set_owner_locked(pkvm, phys, size, PKVM_ID_HOST)
+    with component_locks(pkvm, "__pkvm_host_reclaim_page", vm.handle):
+        g = pkvm.env.g
+        phys = kvm_pte_to_phys(leaf.pte, g) + (ipa & (kvm_granule_size(leaf.level, g) - 1))
+        ret = kvm_pgtable_stage2_unmap(vm.pgt, ipa, size)
+        if ret:
+            return ret
+        pkvm.env.mem.write_bytes(phys, bytes(size))
+        return host_stage2_set_owner_locked(pkvm, phys, size, PKVM_ID_HOST)
 
 
 def new_hyp_vm(pkvm: Pkvm, handle: int, protected: bool, memcache_pages: int = 16,

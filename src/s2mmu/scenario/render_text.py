@@ -93,6 +93,7 @@ from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
 from s2mmu.pgtable.backend import MmuLockMode
 from s2mmu.pgtable.events import (
     TLBI_TTL_UNKNOWN,
+    ComponentLock,
     DcacheCleanInvalPoc,
     Dsb,
     IcacheInvalPou,
@@ -118,6 +119,7 @@ from s2mmu.pgtable.prot import (
 from s2mmu.pgtable.s2trans import KvmS2Trans, NestedWalkError
 from s2mmu.pkvm.errno import errname as pkvm_errname
 from s2mmu.pkvm.host_fault import Fixup, ZeropadFixedUp
+from s2mmu.pkvm.locks import GUEST, LOCK_NAMES
 from s2mmu.scenario.kvm_events import (
     AccessCompleted,
     Check,
@@ -426,6 +428,9 @@ def event_text(e: Any) -> str:
             return f"USE AFTER FREE: {access} of freed page PA {pa:#x}"
         case Warn(function=fn, condition=cond):
             return f"WARN_ON in {fn}: {cond}"
+        case ComponentLock(component=c, acquire=acq, handle=h):
+            return f"{'lock' if acq else 'unlock'} {LOCK_NAMES[c]}" + (
+                f" (vm {h})" if c == GUEST else "")
         case WalkReturn(flags=flags, errors=errors, visits=visits, ret=ret):
             seen = ", ".join(f"{r} at visit {n}" for n, r in errors) or "none"
             return (f"kvm_pgtable_walk flags {flags:#x}: {visits} visits, visitor errors "
