@@ -122,3 +122,12 @@ def test_seed_000_on_the_fault_path_marks_an_unmapped_page_dirty_before_the_fix(
                if isinstance(d, PgtableCall)]
     assert call.step == "pkvm_pgtable_stage2_relax_perms"
     assert call.ret == (0 if result == "resumed" else -11)
+
+
+def test_a_traced_step_lists_each_hypervisor_event_once() -> None:
+    """Under protected KVM the VM's event log is the hypervisor's: both layers see it."""
+    r = run_scenario(load_scenario("pkvm_guest_shared.toml", resources.files(
+        "s2mmu.scenario.data").joinpath("pkvm_guest_shared.toml").read_text()), trace=True)
+    for step in r.steps:
+        ids = [id(e) for e in step.trace]
+        assert len(ids) == len(set(ids)), step.index

@@ -231,7 +231,10 @@ def observe_pkvm(world: World, mark: int, draft: StepDraft, trace: bool) -> None
     since = tuple(p.env.events.since(mark))
     draft.events = draft.events + tuple(e for e in since if isinstance(e, Warn))
     if trace:
-        draft.trace = draft.trace + since
+        # Under protected KVM the VM's log is the hypervisor's: the kvm layer has traced
+        # these events already (the same objects), so each is given once.
+        traced = {id(e) for e in draft.trace}
+        draft.trace = draft.trace + tuple(e for e in since if id(e) not in traced)
 
 
 # -- events ----------------------------------------------------------------------------------
