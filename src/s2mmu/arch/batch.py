@@ -33,10 +33,17 @@ import numpy as np
 import numpy.typing as npt
 
 from s2mmu.arch.access import AccessDescriptor, acc_at
-from s2mmu.arch.at import AtOp, AtResult, at_undefined_reason, stage2_exception
+from s2mmu.arch.at import (
+    AtException,
+    AtOp,
+    AtResult,
+    at_undefined_reason,
+    encode_par,
+    stage2_exception,
+)
 from s2mmu.arch.attrs import MemoryAttributes
 from s2mmu.arch.errors import InputError
-from s2mmu.arch.faults import Fault, FaultRecord
+from s2mmu.arch.faults import Fault, FaultRecord, esr_undefined
 from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.params import FINAL_LEVEL, Granule, S1TTWParams, S2TTWParams, get_s1_ttw_params
 from s2mmu.arch.perms import s1_direct_permissions, s2_direct_permissions
@@ -136,7 +143,6 @@ class _Out:
     def store(self, i: int, got: AddressDescriptor | FaultRecord, env: Env,
               params: tuple[S1TTWParams, S2TTWParams | None]) -> None:
         """Store one scalar answer in lane i."""
-        from s2mmu.arch.at import encode_par
         self.par[i] = encode_par(got, env)
         if isinstance(got, FaultRecord):
             self.fault[i] = FAULTS.index(got.statuscode)
@@ -296,7 +302,7 @@ def _walk(setup: WalkSetup, ia: U64, active: Mask, fetch: Fetch, read: Callable[
     return _Walk(cols, ok, out, upd, fetch_ipa)
 
 
-def _s2_fetchless(mem: PhysMem, p: S2TTWParams, prep: tuple[str, S2TTWParams, WalkSetup],
+def _s2_walk_lanes(mem: PhysMem, p: S2TTWParams, prep: tuple[str, S2TTWParams, WalkSetup],
                   ipa: U64, active: Mask, write: bool) -> tuple[_Walk, list[U64]]:
     """Walk stage 2 for every active lane's ipa; return the walk and its key columns."""
     why, pe, setup = prep
@@ -338,8 +344,8 @@ def _direct(desc: U64, live: Mask, level: int) -> tuple[U64, Mask, list[U64], Ma
 
 
 def _s1_columns(p: S1TTWParams, s2: S2TTWParams | None, env: Env, mem: PhysMem,
-                va: U64, write: bool, ifetch: bool) -> tuple[list[U64], _Walk, Mask]:
-    """Walk stage 1 for every lane: key columns, the walk, and which lanes did walk."""
+                va: U64, write: bool, ifetch: bool) -> tuple[list[U64], _Walk]:
+    """Walk stage 1 for every lane: its key columns and the walk."""
     n = len(va)
     why, pc = _s1_txsz(p, env.fs, env.choices)
     if not p.mmu_on:
@@ -349,11 +355,10 @@ def _s1_columns(p: S1TTWParams, s2: S2TTWParams | None, env: Env, mem: PhysMem,
         above = (va >> _u(pamax)) & _u((1 << (top_bit + 1 - pamax)) - 1)
         out = va & _u((1 << pamax) - 1)
         fits = above == _u(0)
-        return [(~fits).astype(np.uint64)], _Walk([], fits, out, np.zeros(n, np.bool_),
-                                                  []), np.zeros(n, np.bool_)
+        return [(~fits).astype(np.uint64)], _Walk([], fits, out, np.zeros(n, np.bool_), [])
     if why:
         return [], _Walk([], np.zeros(n, np.bool_), np.zeros(n, np.uint64),
-                         np.zeros(n, np.bool_), []), np.zeros(n, np.bool_)
+                         np.zeros(n, np.bool_), [])
     # AArch64.VAIsOutOfRange: bits [AddrTop:iasize] must all equal the range's selector.
     top_bit = 63 if (pc.tbid and ifetch) or not pc.tbi else 55
     width = top_bit + 1 - pc.iasize()
@@ -361,19 +366,20 @@ def _s1_columns(p: S1TTWParams, s2: S2TTWParams | None, env: Env, mem: PhysMem,
         n, np.uint64)
     want = (1 << width) - 1 if pc.varange.value and width > 0 else 0
     top = (field != _u(want)).astype(np.uint64)
-    active = np.ones(n, np.bool_)
     setup = _s1_setup(pc, env.fs, env.choices)
-    s2prep = _s2_prepare(s2, env.fs, env.choices) if s2 is not None else None
+    fetch: Fetch = _direct
+    if s2 is not None:
+        s2prep = _s2_prepare(s2, env.fs, env.choices)
 
-    def through_s2(desc: U64, live: Mask, level: int) -> tuple[U64, Mask, list[U64], Mask]:
-        if s2 is None or s2prep is None:
-            return desc, live.copy(), [], np.zeros(len(desc), np.bool_)
-        w, cols = _s2_fetchless(mem, s2, s2prep, desc, live, False)
-        return w.out, w.ok.copy(), cols, w.may_update
+        def through_s2(desc: U64, live: Mask, level: int
+                       ) -> tuple[U64, Mask, list[U64], Mask]:
+            w, cols = _s2_walk_lanes(mem, s2, s2prep, desc, live, False)
+            return w.out, w.ok.copy(), cols, w.may_update
+        fetch = through_s2
 
-    w = _walk(setup, va, active, through_s2, lambda pa: read64_batch(mem, pa, pc.ee),
+    w = _walk(setup, va, np.ones(n, np.bool_), fetch, lambda pa: read64_batch(mem, pa, pc.ee),
               pc.ha, pc.hd and write)
-    return [top] + w.cols, w, active
+    return [top] + w.cols, w
 
 
 def _batch_once(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor, env: Env,
@@ -402,13 +408,13 @@ def _batch_once(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor
         hw = env.hw_update()
         p = get_s1_ttw_params(regs, regime, int(sva[0]), env.fs, env.choices, hw)
         s2p, _ptw = _stage2_of(regs, regime, env.fs, env.choices, hw)
-        cols, w, _walked = _s1_columns(p, s2p, env, mem, base, access.write,
+        cols, w = _s1_columns(p, s2p, env, mem, base, access.write,
                                        access.is_ifetch())
         upd = w.may_update.copy()
         out_pa = w.out
         if s2p is not None and not stage1_only:
             prep = _s2_prepare(s2p, env.fs, env.choices)
-            w2, c2 = _s2_fetchless(mem, s2p, prep, w.out, w.ok, access.write)
+            w2, c2 = _s2_walk_lanes(mem, s2p, prep, w.out, w.ok, access.write)
             cols = cols + c2
             upd |= w2.may_update
             out_pa = w2.out
@@ -458,7 +464,6 @@ def _answer(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor, en
     A stage-2 fault of a class's lane is on one of its stage-2 inputs (pw.ipas), and
     every lane of the class faults on its own input in the same place.
     """
-    from s2mmu.arch.at import encode_par
     _rep_page, page_class = _classes(pw.cols, len(pw.out))
     inverse_full = page_class[pw.inv]
     classes, rep_pos, inverse = np.unique(inverse_full, return_index=True,
@@ -640,8 +645,8 @@ def at_batch(op: AtOp, vas: Sequence[int] | U64, el: int, pan: bool, regs: SysRe
     from s2mmu.arch.at import at_regime
     va = _as_u64(vas)
     undef = at_undefined_reason(op, el, env)
-    if undef:
-        first = at_outcome_undefined(op, el, env)
+    if undef:   # execute_at: the AT itself is UNDEFINED at el
+        first: AtResult = AtException(el, esr_undefined(), reason=undef)
         return AtBatch(np.zeros(len(va), np.uint64), [first] * len(va), ())
     regime, perm_el = at_regime(op, regs)
     access = acc_at(perm_el, op.write, pan=op.pan_aware and pan, any_access=op.any_access)
@@ -656,12 +661,6 @@ def at_batch(op: AtOp, vas: Sequence[int] | U64, el: int, pan: bool, regs: SysRe
                                 vaddress=int(va[i]), ipaddress=int(res.ipa[i]))
             exc[i] = stage2_exception(fault, int(va[i]))
     return AtBatch(res.par, exc, res.write_lanes)
-
-
-def at_outcome_undefined(op: AtOp, el: int, env: Env) -> AtResult:
-    """Return the UNDEFINED exception of an AT that el cannot execute."""
-    from s2mmu.arch.at import execute_at
-    return execute_at(op, 0, el, False, SysRegs(), env)
 
 
 @dataclass(frozen=True)

@@ -182,11 +182,6 @@ def _s2_sl_fault(p: S2TTWParams, fs: FeatureSet) -> str:
     return f"VTCR_EL2.SL0: {why}" if why else ""
 
 
-def s2_effective_params(p: S2TTWParams, env: Env) -> S2TTWParams:
-    """Return p with an out-of-range T0SZ clamped (when it does not fault)."""
-    return _s2_effective_params(p, env.fs)
-
-
 @lru_cache(maxsize=1024)
 def _s2_effective_params(p: S2TTWParams, fs: FeatureSet) -> S2TTWParams:
     txsz = clamp_txsz(p.txsz, *p.txsz_range(fs))
