@@ -52,6 +52,7 @@ from s2mmu.arch.translate import (
     REGIME_ELS,
     AddressDescriptor,
     Env,
+    S2Prep,
     _s1_setup,
     _s1_txsz,
     _s2_prepare,
@@ -302,10 +303,10 @@ def _walk(setup: WalkSetup, ia: U64, active: Mask, fetch: Fetch, read: Callable[
     return _Walk(cols, ok, out, upd, fetch_ipa)
 
 
-def _s2_walk_lanes(mem: PhysMem, p: S2TTWParams, prep: tuple[str, S2TTWParams, WalkSetup],
+def _s2_walk_lanes(mem: PhysMem, p: S2TTWParams, prep: S2Prep,
                   ipa: U64, active: Mask, write: bool) -> tuple[_Walk, list[U64]]:
     """Walk stage 2 for every active lane's ipa; return the walk and its key columns."""
-    why, pe, setup = prep
+    why, pe, setup, _ = prep
     top = np.where(active, ipa >> _u(pe.iasize()) if pe.iasize() < 64 else _u(0), _u(0))
     head = [(top != _u(0)).astype(np.uint64)]   # AArch64.IPAIsOutOfRange
     if why:

@@ -61,7 +61,24 @@ from s2mmu.arch.perms import (
 from s2mmu.arch.registers import HCR_EL2
 from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.state import Regime, SysRegs
-from s2mmu.arch.walk import Fetch, TTWState, WalkSetup, WalkStep, leaf_output, walk
+from s2mmu.arch.walk import (
+    Fetch,
+    TTWState,
+    WalkPlan,
+    WalkSetup,
+    WalkStep,
+    leaf_output,
+    walk_plan,
+    walk_planned,
+)
+
+S1Prep = tuple[str, S1TTWParams, WalkSetup, WalkPlan]
+"""A stage-1 configuration's VA-independent part: why TxSZ faults (or ""), the parameters
+with TxSZ clamped, their walk setup and its plan (_s1_prepare)."""
+
+S2Prep = tuple[str, S2TTWParams, WalkSetup, WalkPlan]
+"""A stage-2 configuration's IPA-independent part: why T0SZ or SL0 faults (or ""), the
+parameters with T0SZ clamped, their walk setup and its plan (_s2_prepare)."""
 
 
 @dataclass(frozen=True)
@@ -203,11 +220,11 @@ def s2_walk(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     return _s2_walk(_s2_prepare(p, env.fs, env.choices), ipa, access, env, trace)
 
 
-def _s2_walk(prep: tuple[str, S2TTWParams, WalkSetup], ipa: int, access: AccessDescriptor,
+def _s2_walk(prep: S2Prep, ipa: int, access: AccessDescriptor,
              env: Env, trace: list[WalkStep] | None) -> TTWState | FaultRecord:
     """Walk stage 2 for ipa with the configuration's prepared part (s2_walk)."""
     s1ptw = access.acctype is AccessType.TTW
-    why, p, setup = prep
+    why, p, _, plan = prep
     if not why and ipa >> p.iasize():
         why = f"IPA {ipa:#x} is outside the {p.iasize()}-bit IPA space (VTCR_EL2.T0SZ)"
     if why:
@@ -220,25 +237,24 @@ def _s2_walk(prep: tuple[str, S2TTWParams, WalkSetup], ipa: int, access: AccessD
             return walk_abort(raw, level, access, "stage-2 descriptor read")
         return addr, raw
 
-    got = walk(setup, ipa, access, fetch, trace)
+    got = walk_planned(plan, ipa, access, fetch, trace)
     if isinstance(got, FaultRecord):
         return as_stage2(got, ipa, s1ptw)
     return got
 
 
 @lru_cache(maxsize=1024)
-def _s2_prepare(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices
-                ) -> tuple[str, S2TTWParams, WalkSetup]:
-    """Return the IPA-independent part of s2_walk for one configuration.
+def _s2_prepare(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices) -> S2Prep:
+    """Return the IPA-independent part of s2_walk for one configuration (S2Prep).
 
-    Why T0SZ or SL0 faults (or ""), the parameters with T0SZ clamped, and the walk setup:
-    the ASL order of AArch64.S2TxSZFaults, the clamp, S2InvalidSL and S2InconsistentSL.
+    The ASL order of AArch64.S2TxSZFaults, the clamp, S2InvalidSL and S2InconsistentSL.
     """
     why = _s2_txsz_fault(p, fs, choices)
-    if why:
-        return why, p, _s2_setup(p, fs, choices)
-    p = _s2_effective_params(p, fs)
-    return _s2_sl_fault(p, fs), p, _s2_setup(p, fs, choices)
+    if not why:
+        p = _s2_effective_params(p, fs)
+        why = _s2_sl_fault(p, fs)
+    setup = _s2_setup(p, fs, choices)
+    return why, p, setup, walk_plan(setup)
 
 
 def s2_output(p: S2TTWParams, env: Env, state: TTWState, ipa: int) -> int:
@@ -261,7 +277,7 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     return AddressDescriptor(None, oa, s2_only_attrs(state, prep[1], env), s2=state)
 
 
-def _s2_translate_leaf(prep: tuple[str, S2TTWParams, WalkSetup], ipa: int,
+def _s2_translate_leaf(prep: S2Prep, ipa: int,
                        access: AccessDescriptor, env: Env, hcr_ptw: bool,
                        trace: list[WalkStep] | None) -> tuple[TTWState, int] | FaultRecord:
     """Translate ipa through stage 2 up to its output address: the (updated) leaf and the
@@ -378,15 +394,14 @@ def _s1_txsz(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices) -> tuple[str,
 
 
 @lru_cache(maxsize=1024)
-def _s1_prepare(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices
-                ) -> tuple[str, S1TTWParams, WalkSetup]:
-    """Return the VA-independent part of s1_translate for one configuration.
+def _s1_prepare(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices) -> S1Prep:
+    """Return the VA-independent part of s1_translate for one configuration (S1Prep).
 
-    Why TxSZ faults (or ""), the parameters with TxSZ clamped, and their walk setup
-    (ASL AArch64.S1TxSZFaults and the clamp).
+    ASL AArch64.S1TxSZFaults and the clamp.
     """
     why, pc = _s1_txsz(p, fs, choices)
-    return why, pc, _s1_setup(pc, fs, choices)
+    setup = _s1_setup(pc, fs, choices)
+    return why, pc, setup, walk_plan(setup)
 
 
 def addr_top(p: S1TTWParams, ifetch: bool) -> int:
@@ -464,12 +479,11 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
                          hcr_ptw, trace)
 
 
-def _s1_translate(prep: tuple[str, S1TTWParams, WalkSetup],
-                  s2prep: tuple[str, S2TTWParams, WalkSetup] | None, va: int,
+def _s1_translate(prep: S1Prep, s2prep: S2Prep | None, va: int,
                   access: AccessDescriptor, env: Env, hcr_ptw: bool,
                   trace: list[WalkStep] | None) -> Result:
     """s1_translate with the configuration's prepared parts (stage 1 on)."""
-    why, p, setup = prep
+    why, p, setup, plan = prep
     if why:
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
     why = s1_pre_walk_fault(p, va, access, env)
@@ -477,7 +491,7 @@ def _s1_translate(prep: tuple[str, S1TTWParams, WalkSetup],
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
     s2 = None if s2prep is None else s2prep[1]
     fetch = _s1_fetch(p, s2prep, access, env, hcr_ptw, trace)
-    got = walk(setup, va, access, fetch, trace)
+    got = walk_planned(plan, va, access, fetch, trace)
     if isinstance(got, FaultRecord):
         return replace(got, vaddress=va)
     if not af(got.leaf.raw) and not p.ha:
@@ -513,7 +527,7 @@ def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, e
     return _s1_fetch(p, s2prep, access, env, hcr_ptw, trace)
 
 
-def _s1_fetch(p: S1TTWParams, s2prep: tuple[str, S2TTWParams, WalkSetup] | None,
+def _s1_fetch(p: S1TTWParams, s2prep: S2Prep | None,
               access: AccessDescriptor, env: Env, hcr_ptw: bool,
               trace: list[WalkStep] | None) -> Fetch:
     """s1_fetch with stage 2's prepared part: a table read uses only its output address."""
@@ -658,7 +672,7 @@ def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
                        trace)
 
 
-def _s12_output(s1: AddressDescriptor, s2prep: tuple[str, S2TTWParams, WalkSetup], va: int,
+def _s12_output(s1: AddressDescriptor, s2prep: S2Prep, va: int,
                 access: AccessDescriptor, env: Env, hcr_ptw: bool,
                 trace: list[WalkStep] | None) -> Result:
     """Translate stage 1's output through stage 2 and combine the attributes (the second
@@ -715,8 +729,8 @@ class _Config:
     """
 
     s1p: S1TTWParams
-    s1prep: tuple[str, S1TTWParams, WalkSetup] | None
-    s2prep: tuple[str, S2TTWParams, WalkSetup] | None
+    s1prep: S1Prep | None
+    s2prep: S2Prep | None
     hcr_ptw: bool
 
 

@@ -167,6 +167,29 @@ def oa_out_of_range(addr: int, ps: int) -> bool:
     return addr >> ps != 0
 
 
+@dataclass(frozen=True, eq=False)
+class WalkPlan:
+    """What every walk of one setup starts from, worked out once (mechanics of walk).
+
+    base: the initial table's address (ASL AArch64.TTBaseAddress); ctx: the descriptor
+    decoding context; slices: each level's (lsb, mask) of level_index, from the start
+    level; decoded: the descriptors decoded so far in ctx, by (raw, level).
+    """
+
+    setup: WalkSetup
+    base: int
+    ctx: DescContext
+    slices: tuple[tuple[int, int], ...]
+    decoded: dict[tuple[int, int], Descriptor]
+
+
+@lru_cache(maxsize=1024)
+def walk_plan(setup: WalkSetup) -> WalkPlan:
+    """Return the plan of walks with setup (a pure function of it, memoised)."""
+    ctx = setup.context()
+    return WalkPlan(setup, setup.base_address(), ctx, _level_slices(setup), _decoded(ctx))
+
+
 def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
          trace: list[WalkStep] | None = None) -> TTWState | FaultRecord:
     """Walk the tables for input address ia, returning the leaf or the fault.
@@ -175,13 +198,16 @@ def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
     start level is legal. Faults returned here are stage-relative (the caller marks
     stage 2 and fills in addresses).
     """
-    base = setup.base_address()
+    return walk_planned(walk_plan(setup), ia, access, fetch, trace)
+
+
+def walk_planned(plan: WalkPlan, ia: int, access: AccessDescriptor, fetch: Fetch,
+                 trace: list[WalkStep] | None = None) -> TTWState | FaultRecord:
+    """Walk as walk does, from the setup's plan (walk_plan)."""
+    setup, base, ctx, decoded, slices = plan.setup, plan.base, plan.ctx, plan.decoded, plan.slices
     if oa_out_of_range(base, setup.ps):
         return FaultRecord(Fault.ADDRESS_SIZE, 0, access,
                            reason=f"table base {base:#x} exceeds the {setup.ps}-bit output size")
-    ctx = setup.context()
-    decoded = _decoded(ctx)
-    slices = _level_slices(setup)
     tables: list[Table] = []
     reads: list[Read] = []
     level = setup.startlevel
