@@ -72,13 +72,15 @@ from s2mmu.arch.walk import (
     walk_planned,
 )
 
-S1Prep = tuple[str, S1TTWParams, WalkSetup, WalkPlan]
+S1Prep = tuple[str, S1TTWParams, WalkSetup, WalkPlan | None]
 """A stage-1 configuration's VA-independent part: why TxSZ faults (or ""), the parameters
-with TxSZ clamped, their walk setup and its plan (_s1_prepare)."""
+with TxSZ clamped, their walk setup and its plan (None where the configuration faults)
+(_s1_prepare)."""
 
-S2Prep = tuple[str, S2TTWParams, WalkSetup, WalkPlan]
+S2Prep = tuple[str, S2TTWParams, WalkSetup, WalkPlan | None]
 """A stage-2 configuration's IPA-independent part: why T0SZ or SL0 faults (or ""), the
-parameters with T0SZ clamped, their walk setup and its plan (_s2_prepare)."""
+parameters with T0SZ clamped, their walk setup and its plan (None where the configuration
+faults) (_s2_prepare)."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ def _s2_walk(prep: S2Prep, ipa: int, access: AccessDescriptor,
     why, p, _, plan = prep
     if not why and ipa >> p.iasize():
         why = f"IPA {ipa:#x} is outside the {p.iasize()}-bit IPA space (VTCR_EL2.T0SZ)"
-    if why:
+    if why or plan is None:
         return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
     port = env.table_memory()
 
@@ -254,7 +256,7 @@ def _s2_prepare(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices) -> S2Prep:
         p = _s2_effective_params(p, fs)
         why = _s2_sl_fault(p, fs)
     setup = _s2_setup(p, fs, choices)
-    return why, p, setup, walk_plan(setup)
+    return why, p, setup, None if why else walk_plan(setup)
 
 
 def s2_output(p: S2TTWParams, env: Env, state: TTWState, ipa: int) -> int:
@@ -401,7 +403,7 @@ def _s1_prepare(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices) -> S1Prep:
     """
     why, pc = _s1_txsz(p, fs, choices)
     setup = _s1_setup(pc, fs, choices)
-    return why, pc, setup, walk_plan(setup)
+    return why, pc, setup, None if why else walk_plan(setup)
 
 
 def addr_top(p: S1TTWParams, ifetch: bool) -> int:
@@ -484,7 +486,7 @@ def _s1_translate(prep: S1Prep, s2prep: S2Prep | None, va: int,
                   trace: list[WalkStep] | None) -> Result:
     """s1_translate with the configuration's prepared parts (stage 1 on)."""
     why, p, setup, plan = prep
-    if why:
+    if why or plan is None:
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
     why = s1_pre_walk_fault(p, va, access, env)
     if why:
