@@ -625,6 +625,8 @@ def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescr
             nc = attrs.memtype is MemType.NORMAL and not p.sctlr_c
         out = NORMAL_NC if nc else attrs
     if under_s2:
+        if out.shareability is attrs.shareability:
+            return out
         return replace(out, shareability=attrs.shareability)
     return normalise_shareability(out)
 
