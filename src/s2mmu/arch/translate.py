@@ -738,8 +738,9 @@ class _Config:
     hcr_ptw: bool
 
 
-_last_config: list[tuple[object, ...]] = [()]
-"""The last configuration _config returned, with its inputs (compared by identity)."""
+_last_config: list[tuple[SysRegs, Regime, VARange, FeatureSet, ImplChoices, HwUpdate | None,
+                         _Config] | None] = [None]
+"""The last configuration _config returned, after its inputs (compared by identity)."""
 
 
 def _config(regs: SysRegs, regime: Regime, rng: VARange, env: Env) -> _Config:
@@ -750,11 +751,9 @@ def _config(regs: SysRegs, regime: Regime, rng: VARange, env: Env) -> _Config:
     """
     fs, choices, hw = env.fs, env.choices, env.hw
     last = _last_config[0]
-    if (last and last[0] is regs and last[1] is regime and last[2] is rng and last[3] is fs
-            and last[4] is choices and last[5] is hw):
-        cfg = last[6]
-        assert isinstance(cfg, _Config)
-        return cfg
+    if (last is not None and last[0] is regs and last[1] is regime and last[2] is rng
+            and last[3] is fs and last[4] is choices and last[5] is hw):
+        return last[6]
     cfg = _config_of(regs, regime, rng, fs, choices, env.hw_update())
     _last_config[0] = (regs, regime, rng, fs, choices, hw, cfg)
     return cfg
