@@ -13,6 +13,7 @@ from s2mmu.conformance.qemu_binary import (
     QemuUnavailable,
     add_bundle,
     extract_package,
+    fetched_binary,
     qemu_binary,
     upstream_version,
 )
@@ -81,3 +82,10 @@ def test_the_fetched_version_is_the_packages_upstream_version() -> None:
 def test_all_expands_to_every_measured_series_once() -> None:
     assert expand_specs(["all"]) == ["7.2", "10.0"]
     assert expand_specs(["10.0", "all", "10.0"]) == ["10.0", "7.2"]
+
+
+def test_an_unwritable_cache_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+    with pytest.raises(QemuUnavailable, match=r"--qemu 10.0: cannot fetch into the cache .*cache"):
+        fetched_binary("10.0", blocker)

@@ -47,6 +47,7 @@ from s2mmu.conformance.compare import (
     model_with,
     write_mismatches,
 )
+from s2mmu.conformance.divergences import divergence_named
 from s2mmu.conformance.generator import FAMILIES, family_names, generate_cases
 from s2mmu.conformance.nested import (
     THROUGH,
@@ -299,8 +300,18 @@ def divergence_lines(report: Report) -> list[str]:
     lines = ["intended divergences (not counted as agreement"
              + ("; an op may show several):" if several else "):")]
     for name, count in seen.most_common():
-        lines.append(f"  {name}: {count} ops. {divergence_reason(name)}")
+        lines.append(f"  {name}: {count} ops{series_note(name)}. {divergence_reason(name)}")
     return lines
+
+
+def series_note(name: str) -> str:
+    """Return " (QEMU 7.2, 10.0)": the QEMU series a departure is measured on ("" for a
+    listed KVM difference)."""
+    try:
+        series = divergence_named(name).series
+    except KeyError:
+        return ""
+    return f" (QEMU {', '.join(sorted(series, key=lambda v: tuple(map(int, v.split('.')))))})"
 
 
 def problem_lines(report: Report, nested: bool = False) -> list[str]:
@@ -419,7 +430,8 @@ def departure_lines(reports: list[Report]) -> str:
                        "kept" if item.kept and not item.gone else "mixed")
             lines.append(f"  {item.name}: {verdict}: of {item.reference_ops} ops, {label} "
                          f"agrees with the model on {item.gone}, still departs on "
-                         f"{item.kept}, differs otherwise on {item.other}")
+                         f"{item.kept}, did not run {item.not_run}, departs otherwise on "
+                         f"{item.other}")
             if item.example is not None and item.gone:
                 case, ref_op, op = item.example
                 lines.append(f"    e.g. {case.case.name} op {ref_op.index} "
@@ -452,7 +464,7 @@ def versions_doc(reports: list[Report], docs: list[dict[str, Any]]) -> dict[str,
         "departures": [
             {"reference": first, "qemu": version_label(other), "name": item.name,
              "reference_ops": item.reference_ops, "gone": item.gone, "kept": item.kept,
-             "other": item.other,
+             "not_run": item.not_run, "other": item.other,
              "example": None if item.example is None else {
                  **op_doc(item.example[0], item.example[1].index),
                  "reference_answer": dict(item.example[1].qemu),

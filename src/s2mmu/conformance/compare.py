@@ -366,12 +366,14 @@ def load_case_file(path: Path) -> list[Mapping[str, Any]]:
 class DepartureAcross:
     """How one departure of a reference QEMU shows on another, over the cases both ran
     identically: its ops there agree with the model (the departure is gone), still show
-    it, or differ otherwise. `example`: the first op where it is gone, with both answers."""
+    it, were not run (the other QEMU crashed, say), or differ otherwise (another departure).
+    `example`: the first op where it is gone, with both answers."""
 
     name: str
     reference_ops: int
     gone: int
     kept: int
+    not_run: int
     other: int
     example: tuple[CaseComparison, OpComparison, OpComparison] | None
 
@@ -392,14 +394,16 @@ def departures_across(reference: Report, other: Report) -> list[DepartureAcross]
         for ref_op, op in zip(case.ops, twin.ops, strict=True):
             if ref_op.divergence is None:
                 continue
-            counts = tally.setdefault(ref_op.divergence, [0, 0, 0, 0])
+            counts = tally.setdefault(ref_op.divergence, [0, 0, 0, 0, 0])
             counts[0] += 1
             if op.verdict == AGREE:
                 counts[1] += 1
                 examples.setdefault(ref_op.divergence, (case, ref_op, op))
             elif op.divergence == ref_op.divergence:
                 counts[2] += 1
-            else:
+            elif op.verdict == NOT_RUN_VERDICT:
                 counts[3] += 1
+            else:
+                counts[4] += 1
     return [DepartureAcross(name, *counts, examples.get(name))
             for name, counts in sorted(tally.items(), key=lambda kv: -kv[1][0])]

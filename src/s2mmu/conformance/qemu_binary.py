@@ -154,9 +154,13 @@ def fetched_binary(series: str, cache_dir: Path | None = None) -> QemuBinary:
     binary = root / "usr" / "bin" / SYSTEM_BINARY
     source = f"debian {package_version(series)}"
     if not binary.exists():
-        with cache_lock(cache):
-            if not binary.exists():
-                extract_package(series, cache, root)
+        try:
+            with cache_lock(cache):
+                if not binary.exists():
+                    extract_package(series, cache, root)
+        except OSError as error:
+            raise QemuUnavailable(f"--qemu {series}: cannot fetch into the cache {cache}: "
+                                  f"{error.strerror or error}") from None
     version = version_of(binary, f"--qemu {series}")
     return QemuBinary(version, (str(binary),), source)
 
