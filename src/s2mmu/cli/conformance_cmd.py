@@ -11,8 +11,14 @@ instructions through KVM's emulation (s2mmu.conformance.nested) instead of the
 architecture model, explaining each difference from QEMU by a listed KVM difference or
 QEMU departure; `--profile` picks the kernel release's behaviour.
 
+`--qemu 7.2|10.0|PATH` picks the QEMU (s2mmu.conformance.target): the model runs with the
+features its -cpu max reports, the generator draws only those, and only that QEMU series'
+departures excuse a difference. Several --qemu (or `all`) run each and add agreement per
+family side by side and what became of the first QEMU's departures on the others.
+
 Progress (QEMU, then the model case by case) shows on a terminal only; `--json` prints
-one s2mmu.conformance/1 document instead of the table.
+one s2mmu.conformance/1 document instead of the table (s2mmu.conformance-versions/1 for
+several QEMUs).
 """
 
 from __future__ import annotations
@@ -425,7 +431,10 @@ def departure_lines(reports: list[Report]) -> str:
     for other in reports[1:]:
         label = version_label(other)
         lines.append(f"QEMU {first}'s departures on QEMU {label} (same cases, same ops):")
-        for item in departures_across(reports[0], other):
+        items = departures_across(reports[0], other)
+        if not items:
+            lines.append(f"  none: no op departed on QEMU {first}")
+        for item in items:
             verdict = ("gone" if item.gone and not item.kept else
                        "kept" if item.kept and not item.gone else "mixed")
             lines.append(f"  {item.name}: {verdict}: of {item.reference_ops} ops, {label} "
