@@ -405,5 +405,5 @@ def departures_across(reference: Report, other: Report) -> list[DepartureAcross]
                 counts[3] += 1
             else:
                 counts[4] += 1
-    return [DepartureAcross(name, *counts, examples.get(name))
-            for name, counts in sorted(tally.items(), key=lambda kv: -kv[1][0])]
+    return [DepartureAcross(name, c[0], c[1], c[2], c[3], c[4], examples.get(name))
+            for name, c in sorted(tally.items(), key=lambda kv: -kv[1][0])]
