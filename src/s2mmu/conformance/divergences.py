@@ -693,7 +693,9 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "par_sh_stage1",
         "PAR_EL1.SH must read 0b10 for Device and Normal Non-cacheable results (Arm ARM "
         "PAR_EL1.SH); QEMU 7.2 does so only for combined two-stage results, and reports the "
-        "descriptor's SH (0b00 with the MMU off) for stage-1-only ones.",
+        "descriptor's SH (0b00 with the MMU off) for stage-1-only ones (10.0 does not: "
+        "QEMU's par_el1_shareability, patch 'target/arm: Adjust PAR_EL1.SH for Device and "
+        "Normal-NC memory types', qemu-devel 2023-07-14).",
         sh_for_device_or_nc,
         series=QEMU_7_2,
     ),
@@ -791,7 +793,9 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "With stage 1 off, data output is Device-nGnRnE Outer Shareable (ASL "
         "AArch64.S1DisabledOutput), so combined with stage 2 it stays Outer Shareable; "
         "QEMU 7.2 gives it shareability 0, and a stage-2 Inner Shareable mapping forced "
-        "Write-Back under FWB reports SH=0b11.",
+        "Write-Back under FWB reports SH=0b11 (10.0 does not: get_phys_addr_disabled sets "
+        "shareability 2 for data too, patch 'target/arm/ptw: Set attributes correctly for "
+        "MMU disabled data accesses', qemu-devel 2023-07-14).",
         s1_off_shareability,
         series=QEMU_7_2,
     ),
