@@ -211,7 +211,8 @@ def test_tge_divergence_needs_tge_without_e2h_and_qemu_equal_to_the_walk_without
 
 @pytest.mark.parametrize("divergence", DIVERGENCES, ids=lambda d: d.name)
 def test_every_divergence_has_a_reason(divergence: Any) -> None:
-    assert len(divergence.reason) > 60 and "QEMU 7.2" in divergence.reason
+    assert len(divergence.reason) > 60
+    assert any(f"QEMU {series}" in divergence.reason for series in divergence.series)
 
 
 # --- Departures found by the random cases: recorded QEMU answers, and QEMU itself ------------

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.features import FeatureSet
 from s2mmu.conformance.divergences import TAG_ILLEGAL_BLOCK, TAG_OA_52BIT_FIELDS
 from s2mmu.conformance.qemu import PROBE_LAYOUT
 from s2mmu.conformance.tables import Image, Shape, TableTree, encode_address
@@ -111,6 +112,8 @@ class Spec:
     n_ops: int = 16
     undef_p: float = 0.0
     attrs_p: float = 0.5
+    epan: bool = False
+    """SCTLR_ELx.EPAN (FEAT_PAN3): drawn only for a QEMU that has the feature."""
     accesses: tuple[str, ...] = ()
     """Real accesses (LDR, STR, FETCH) the ops draw from instead of AT: leaves are pages
     whose output lies in a data window of RAM, so the accesses reach memory QEMU has."""
@@ -1016,7 +1019,7 @@ class CaseBuilder:
     def el1_registers(self) -> dict[str, int]:
         """Return SCTLR_EL1, TCR_EL1, MAIR_EL1, TTBRn_EL1."""
         spec = self.spec
-        sctlr = 0x30D00800 | int(spec.s1) | spec.wxn << 19 | spec.ee << 25
+        sctlr = 0x30D00800 | int(spec.s1) | spec.wxn << 19 | spec.ee << 25 | spec.epan << 57
         sctlr |= self.rng.randrange(2) << 2
         return {"SCTLR_EL1": sctlr, "TCR_EL1": self.tcr_el1(),
                 "MAIR_EL1": random_mair(self.rng, any(self.needs_stub()), spec.odd_mair_p),
@@ -1027,6 +1030,7 @@ class CaseBuilder:
         """Return SCTLR_EL2, TCR_EL2 (either layout), MAIR_EL2, TTBRn_EL2."""
         spec = self.spec
         sctlr = 0x30C50830 | int(spec.s1) | spec.wxn << 19 | spec.el2_ee << 25
+        sctlr |= (spec.epan and e2h) << 57
         regs = {"SCTLR_EL2": sctlr, "TCR_EL2": self.tcr_el1() if e2h else self.tcr_el2(),
                 "MAIR_EL2": random_mair(self.rng, any(self.needs_stub()), spec.odd_mair_p),
                 "TTBR0_EL2": self.ttbr(0)}
@@ -1114,15 +1118,25 @@ def family_names(family: str | None) -> list[str]:
     return names
 
 
-def generate_case(family: str, seed: int, index: int) -> dict[str, Any]:
-    """Return case `index` of family `family` for `seed` (the same every time)."""
-    rng = random.Random(f"s2mmu-conformance:{seed}:{index}:{family}")
+def generate_case(family: str, seed: int, index: int,
+                  features: FeatureSet | None = None) -> dict[str, Any]:
+    """Return case `index` of family `family` for `seed` (the same every time).
+
+    features: what the QEMU that will run the case implements (cpu_id.model_features);
+    None is QEMU 7.2's -cpu max. A feature beyond 7.2's is drawn from its own random
+    stream, so the case is otherwise the same one 7.2 gets: FEAT_PAN3 gives SCTLR_ELx.EPAN
+    half the time.
+    """
+    name = f"s2mmu-conformance:{seed}:{index}:{family}"
+    rng = random.Random(name)
     spec = FAMILIES[family](rng)
+    if features is not None and features.has("FEAT_PAN3"):
+        spec = replace(spec, epan=chance(random.Random(f"{name}:epan"), 0.5))
     return CaseBuilder(spec, rng).build(f"{family}-s{seed}-{index}", family)
 
 
-def generate_cases(count: int, seed: int,
-                   families: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Return `count` cases, cycling through the families."""
+def generate_cases(count: int, seed: int, families: Sequence[str] | None = None,
+                   features: FeatureSet | None = None) -> list[dict[str, Any]]:
+    """Return `count` cases, cycling through the families, for a QEMU with `features`."""
     names = list(families or FAMILIES)
-    return [generate_case(names[i % len(names)], seed, i) for i in range(count)]
+    return [generate_case(names[i % len(names)], seed, i, features) for i in range(count)]
