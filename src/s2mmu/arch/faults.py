@@ -52,11 +52,14 @@ class FaultRecord:
     vaddress: int | None = None
     ipaddress: int | None = None
     reason: str = ""
+    atomic_read: bool = False
+    """A Permission fault of an atomic read-modify-write whose write is permitted and
+    whose read is not: reported as a read (ESR_ELx.WnR=0)."""
 
     @property
     def write(self) -> bool:
         """Return whether the faulting access was a write (ASL FaultRecord.write)."""
-        return self.access.write
+        return self.access.write and not self.atomic_read
 
 
 def make_fault(kind: Fault, level: int, access: AccessDescriptor, reason: str,
@@ -174,7 +177,7 @@ def esr_abort(fault: FaultRecord, same_el: bool, il: bool = True) -> int:
     iss |= int(fault.s2fs1walk) << 7
     if not ifetch:
         cm = acc.is_cache_maintenance_or_at()
-        iss |= int(acc.write or cm) << 6
+        iss |= int((acc.write and not fault.atomic_read) or cm) << 6
         iss |= int(cm) << 8
     return (ec << 26) | (int(il) << 25) | iss
 

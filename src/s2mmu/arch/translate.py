@@ -7,6 +7,11 @@ returned as values, never raised.
 ASL: AArch64.S1Translate, AArch64.S2Translate, AArch64.FullTranslate,
 AArch64.S1DisabledOutput, AArch64.VAIsOutOfRange, AArch64.IPAIsOutOfRange,
 AArch64.SetAccessFlag / AArch64.SetDirtyState (the descriptor update helpers).
+
+A descriptor update is a compare-and-swap (ASL AArch64.MemSwapTableDesc); when the
+descriptor changed between the walk's read and the swap, the translation is retried
+from the walk (the `repeat ... until new_desc == descriptor || mem_desc == new_desc`
+loop of AArch64.S1Translate and AArch64.S2Translate).
 """
 
 from __future__ import annotations
@@ -126,6 +131,20 @@ def walk_abort(got: ExternalAbort, level: int, access: AccessDescriptor,
 def acc_ttw(access: AccessDescriptor, write: bool = False) -> AccessDescriptor:
     """Return the access of a stage-1 table walk (ASL CreateAccDescS1TTW / TTEUpdate)."""
     return AccessDescriptor(AccessType.TTW, access.el, write, walk_of=access.original())
+
+
+MAX_UPDATE_RETRIES = 64
+"""How often a translation retries after a descriptor update lost its compare-and-swap
+before the model gives up (the ASL retries until it wins; a port that always loses is
+misuse of the TableMemory protocol)."""
+
+
+def retries_exhausted(state: TTWState | FaultRecord) -> RuntimeError:
+    """Return the error for a table port whose compare-and-swap never succeeds."""
+    pa = state.leaf_paddress if isinstance(state, TTWState) else 0
+    return RuntimeError(f"the descriptor at {pa:#x} changed under every one of "
+                        f"{MAX_UPDATE_RETRIES} hardware updates: the table port's cas64 "
+                        "never succeeds")
 
 
 # ---------------------------------------------------------------- stage 2
@@ -253,35 +272,53 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     """
     s1ptw = access.acctype is AccessType.TTW
     prep = _s2_prepare(p, env.fs, env.choices)
-    got = _s2_walk(prep, ipa, access, env, trace)
-    if isinstance(got, FaultRecord):
-        return got
-    leaf = got.leaf
-    if not af(leaf.raw) and not p.ha:
-        return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access,
-                                     reason="stage-2 access flag is 0 and VTCR_EL2.HA=0"),
-                         ipa, s1ptw)
-    perms = s2_direct_permissions(got, env.fs.has("FEAT_XNX"), p.ha, p.hd)
-    device = s2_memattr_is_device(leaf.raw, p.fwb)
-    if s1ptw and hcr_ptw and device:
-        fault = FaultRecord(Fault.PERMISSION, got.level, access, reason=(
+    for _ in range(MAX_UPDATE_RETRIES):
+        got = _s2_walk(prep, ipa, access, env, trace)
+        if isinstance(got, FaultRecord):
+            return got
+        if not af(got.leaf.raw) and not p.ha:
+            return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access, reason=(
+                "stage-2 access flag is 0 and VTCR_EL2.HA=0")), ipa, s1ptw)
+        fault = s2_check_fault(got, p, access, env, hcr_ptw)
+        if fault is not None:
+            # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission or Alignment
+            # fault is CONSTRAINED UNPREDICTABLE; the dirty state is never set.
+            if env.choices.af_update_on_permission_fault:
+                s2_hw_update(got, p, access, env, dirty_permitted=False)
+            return as_stage2(fault, ipa, s1ptw)
+        updated = s2_hw_update(got, p, access, env)
+        if updated is None:
+            continue   # the descriptor changed under the update: walk again
+        if isinstance(updated, FaultRecord):
+            return as_stage2(updated, ipa, s1ptw)
+        return AddressDescriptor(None, leaf_output(updated, prep[2], ipa),
+                                 s2_only_attrs(updated, p, env), s2=updated)
+    raise retries_exhausted(got)
+
+
+def s2_check_fault(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env,
+                   hcr_ptw: bool) -> FaultRecord | None:
+    """Return the Alignment or Permission fault of a stage-2 leaf, or None.
+
+    ASL: AArch64.S2Translate: AArch64.S2HasAlignmentFault (an unaligned data access to
+    Device memory) before AArch64.S2CheckPermissions (with HCR_EL2.PTW, a stage-1 walk
+    into stage-2 Device memory is a Permission fault). An atomic read-modify-write whose
+    write is permitted and read is not reports a read (FaultRecord.atomic_read).
+    """
+    raw = state.leaf.raw
+    device = s2_memattr_is_device(raw, p.fwb)
+    if device and not access.aligned and not access.is_ifetch():
+        return FaultRecord(Fault.ALIGNMENT, state.level, access, reason=(
+            f"unaligned data access to stage-2 Device memory (descriptor {raw:#018x})"))
+    if access.acctype is AccessType.TTW and hcr_ptw and device:
+        return FaultRecord(Fault.PERMISSION, state.level, access, reason=(
             "stage-1 table in stage-2 Device memory with HCR_EL2.PTW=1"))
-    elif not s2_permission_ok(perms, access):
-        fault = FaultRecord(Fault.PERMISSION, got.level, access,
-                            reason=s2_perm_reason(leaf.raw, access))
-    else:
-        fault = None
-    if fault is not None:
-        # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
-        # CONSTRAINED UNPREDICTABLE; the dirty state is never set.
-        if env.choices.af_update_on_permission_fault:
-            s2_hw_update(got, p, access, env, dirty_permitted=False)
-        return as_stage2(fault, ipa, s1ptw)
-    updated = s2_hw_update(got, p, access, env)
-    if isinstance(updated, FaultRecord):
-        return as_stage2(updated, ipa, s1ptw)
-    return AddressDescriptor(None, leaf_output(updated, prep[2], ipa),
-                             s2_only_attrs(updated, p, env), s2=updated)
+    perms = s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd)
+    if s2_permission_ok(perms, access):
+        return None
+    read_half = access.atomicop and perms.w
+    return FaultRecord(Fault.PERMISSION, state.level, access, atomic_read=read_half,
+                       reason=s2_perm_reason(raw, access, read_half))
 
 
 def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
@@ -290,20 +327,31 @@ def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
     return (not bit(memattr, 2)) if fwb else bits(memattr, 3, 2) == 0
 
 
-def s2_perm_reason(raw: int, access: AccessDescriptor) -> str:
+def access_verb(access: AccessDescriptor, read_half: bool = False) -> str:
+    """Return what the access needs: execute, read, write, or read and write."""
+    if access.is_ifetch():
+        return "execute"
+    if access.atomicop:
+        return "read (an atomic read-modify-write)" if read_half else (
+            "write (an atomic read-modify-write)")
+    return "write" if access.write else "read"
+
+
+def s2_perm_reason(raw: int, access: AccessDescriptor, read_half: bool = False) -> str:
     """Return why stage 2 refused the access, for humans."""
-    what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
+    what = access_verb(access, read_half)
     return f"stage-2 descriptor {raw:#018x} (S2AP={bits(raw, 7, 6):#04b}) does not allow {what}"
 
 
 def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env,
-                 dirty_permitted: bool = True) -> TTWState | FaultRecord:
+                 dirty_permitted: bool = True) -> TTWState | FaultRecord | None:
     """Set the stage-2 AF (VTCR_EL2.HA) and dirty state (HD+DBM) in memory.
 
     ASL: AArch64.S2Translate's descriptor update: AF when HA and AF=0; S2AP[1] when the
     access writes a DBM page with HA and HD. AT, DC and IC instructions update AF only.
-    A failed compare-and-swap is an External abort on the walk at the leaf's level
-    (ASL AArch64.MemSwapTableDesc).
+    An External abort on the compare-and-swap is an External abort on the walk at the
+    leaf's level (ASL AArch64.MemSwapTableDesc); a swap that finds the descriptor
+    changed returns None: the caller walks again.
     """
     raw = state.leaf.raw
     new = raw
@@ -317,6 +365,8 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
     done = env.table_memory().cas64(state.leaf_paddress, raw, new, p.ee)
     if isinstance(done, ExternalAbort):
         return walk_abort(done, state.level, access, "stage-2 descriptor update")
+    if not done:
+        return None
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
@@ -405,6 +455,8 @@ def s1_disabled_output(p: S1TTWParams, va: int, access: AccessDescriptor, env: E
 
     Data: Device-nGnRnE, or with HCR_EL2.DC Normal Write-Back Non-shareable.
     Instruction fetch: Normal, Write-Through if SCTLR.I else Non-cacheable.
+    An unaligned data access to the Device memory takes an Alignment fault (ASL
+    AArch64.S1DisabledOutput calls AArch64.S1HasAlignmentFault).
     """
     top = addr_top(p, access.is_ifetch())
     if bits(va, top, env.fs.pa_max()):
@@ -420,6 +472,9 @@ def s1_disabled_output(p: S1TTWParams, va: int, access: AccessDescriptor, env: E
         attrs = normalise_shareability(MemoryAttributes(MemType.NORMAL, inner=hint, outer=hint))
     else:
         attrs = DEVICE_nGnRnE
+        if not access.aligned:
+            return FaultRecord(Fault.ALIGNMENT, 0, access, vaddress=va, reason=(
+                "unaligned data access to Device memory (stage 1 off: Device-nGnRnE)"))
     return AddressDescriptor(va, pa, attrs)
 
 
@@ -440,26 +495,58 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
     setup = s1_setup(p, env)
     fetch = s1_fetch(p, s2, access, env, hcr_ptw, trace)
-    got = walk(setup, va, access, fetch, trace)
-    if isinstance(got, FaultRecord):
-        return replace(got, vaddress=va)
-    if not af(got.leaf.raw) and not p.ha:
-        return FaultRecord(Fault.ACCESS_FLAG, got.level, access, vaddress=va,
-                           reason="access flag is 0 and TCR.HA=0")
-    perms = s1_direct_permissions(got, p)
-    if not access.any_access and not s1_permission_ok(perms, p, access):
-        fault = FaultRecord(Fault.PERMISSION, got.level, access, vaddress=va,
-                            reason=s1_perm_reason(perms, access))
-        # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
-        # CONSTRAINED UNPREDICTABLE; the dirty state is never set.
-        if env.choices.af_update_on_permission_fault:
-            done = s1_hw_update(got, p, s2, access, env, hcr_ptw, dirty_permitted=False)
-            if isinstance(done, FaultRecord):
-                return replace(done, vaddress=va)
-        return fault
-    updated = s1_hw_update(got, p, s2, access, env, hcr_ptw)
-    if isinstance(updated, FaultRecord):
-        return replace(updated, vaddress=va)
+    for _ in range(MAX_UPDATE_RETRIES):
+        got = walk(setup, va, access, fetch, trace)
+        if isinstance(got, FaultRecord):
+            return replace(got, vaddress=va)
+        if not af(got.leaf.raw) and not p.ha:
+            return FaultRecord(Fault.ACCESS_FLAG, got.level, access, vaddress=va,
+                               reason="access flag is 0 and TCR.HA=0")
+        fault = s1_check_fault(got, p, access, env, va)
+        if fault is not None:
+            # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission or Alignment
+            # fault is CONSTRAINED UNPREDICTABLE; the dirty state is never set.
+            if env.choices.af_update_on_permission_fault:
+                done = s1_hw_update(got, p, s2, access, env, hcr_ptw, dirty_permitted=False)
+                if isinstance(done, FaultRecord):
+                    return replace(done, vaddress=va)
+            return fault
+        updated = s1_hw_update(got, p, s2, access, env, hcr_ptw)
+        if updated is None:
+            continue   # the descriptor changed under the update: walk again
+        if isinstance(updated, FaultRecord):
+            return replace(updated, vaddress=va)
+        return s1_output(updated, p, s2, setup, va, access, env)
+    raise retries_exhausted(got)
+
+
+def s1_check_fault(state: TTWState, p: S1TTWParams, access: AccessDescriptor, env: Env,
+                   va: int) -> FaultRecord | None:
+    """Return the Alignment or Permission fault of a stage-1 leaf, or None.
+
+    ASL: AArch64.S1Translate: AArch64.S1HasAlignmentFault (an unaligned data access to
+    Device memory, by the attributes MAIR gives the leaf) before
+    AArch64.S1CheckPermissions. An atomic read-modify-write whose write is permitted and
+    read is not reports a read (FaultRecord.atomic_read).
+    """
+    if (not access.aligned and not access.is_ifetch()
+            and s1_attrs(state, p, env).memtype is MemType.DEVICE):
+        return FaultRecord(Fault.ALIGNMENT, state.level, access, vaddress=va, reason=(
+            "unaligned data access to Device memory (MAIR_ELx.Attr"
+            f"{attrindx(state.leaf.raw)})"))
+    if access.any_access:
+        return None
+    perms = s1_direct_permissions(state, p)
+    if s1_permission_ok(perms, p, access):
+        return None
+    read_half = access.atomicop and s1_permission_ok(perms, p, replace(access, atomicop=False))
+    return FaultRecord(Fault.PERMISSION, state.level, access, vaddress=va,
+                       atomic_read=read_half, reason=s1_perm_reason(perms, access, read_half))
+
+
+def s1_output(updated: TTWState, p: S1TTWParams, s2: S2TTWParams | None, setup: WalkSetup,
+              va: int, access: AccessDescriptor, env: Env) -> AddressDescriptor:
+    """Return stage 1's result: the output address and attributes of the updated leaf."""
     walkattrs = s1_attrs(updated, p, env)
     under_s2 = s2 is not None and not env.choices.s1_effective_shareability
     return AddressDescriptor(va, leaf_output(updated, setup, va),
@@ -489,9 +576,9 @@ def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, e
     return fetch
 
 
-def s1_perm_reason(perms: S1Perms, access: AccessDescriptor) -> str:
+def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, read_half: bool = False) -> str:
     """Return why stage 1 refused the access, for humans."""
-    what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
+    what = access_verb(access, read_half)
     pan = " with PSTATE.PAN=1" if access.pan else ""
 
     def rwx(r: bool, w: bool, x: bool) -> str:
@@ -504,14 +591,15 @@ def s1_perm_reason(perms: S1Perms, access: AccessDescriptor) -> str:
 
 def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
                  access: AccessDescriptor, env: Env, hcr_ptw: bool,
-                 dirty_permitted: bool = True) -> TTWState | FaultRecord:
+                 dirty_permitted: bool = True) -> TTWState | FaultRecord | None:
     """Set the stage-1 AF (TCR.HA) and dirty state (HD+DBM clears AP[2]) in memory.
 
     The descriptor is written with a compare-and-swap. Under stage 2, the write needs
     stage-2 write permission on the descriptor's IPA (ASL CreateAccDescTTEUpdate), so
     it can take a stage-2 fault. AT (and DC) instructions set AF but never the dirty
-    state. A failed compare-and-swap is an External abort on the walk at the leaf's
-    level (ASL AArch64.MemSwapTableDesc).
+    state. An External abort on the compare-and-swap is an External abort on the walk
+    at the leaf's level (ASL AArch64.MemSwapTableDesc); a swap that finds the
+    descriptor changed returns None: the caller walks again.
     """
     raw = state.leaf.raw
     new = raw
@@ -532,6 +620,8 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
     done = env.table_memory().cas64(pa, raw, new, p.ee)
     if isinstance(done, ExternalAbort):
         return walk_abort(done, state.level, access, "stage-1 descriptor update")
+    if not done:
+        return None
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
