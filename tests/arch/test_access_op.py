@@ -221,8 +221,8 @@ def test_unaligned_exclusive_and_atomic_fault_without_sctlr_a() -> None:
     for op in ("LDXR", "LDAXR", "STXR", "LDADD", "SWP", "CAS"):
         got = run(example(0), op, 0x8040201014)
         assert esr_fsc(got) == 0x21, op
-        wnr = got.esr >> 6 & 1
-        assert wnr == (op not in ("LDXR", "LDAXR")), op
+        wnr = got.esr >> 6 & 1      # ASL NoFaultForAccess: write = !read && write
+        assert wnr == (op == "STXR"), op
 
 
 def test_stage2_device_alignment_fault_goes_to_el2_with_the_instruction_syndrome() -> None:
@@ -264,6 +264,12 @@ def test_atomics_read_modify_write() -> None:
 def test_atomic_to_a_read_only_page_is_a_write_permission_fault() -> None:
     got = run(example(0), "LDADD", 0x8040202010, value=1)
     assert isinstance(got, AccessException) and got.esr == 0x9600004F
+    assert got.fault is not None and got.fault.atomic_write
+
+
+def test_atomic_translation_fault_reports_a_read() -> None:
+    got = run(example(0), "LDADD", 0x8040205000, value=1)
+    assert isinstance(got, AccessException) and got.esr == 0x96000007
 
 
 def test_atomic_to_a_stage2_write_only_page_is_a_read_fault_without_syndrome() -> None:
@@ -271,7 +277,7 @@ def test_atomic_to_a_stage2_write_only_page_is_a_read_fault_without_syndrome() -
     got = run(case, "SWP", 0x8040201010, value=1)
     assert isinstance(got, AccessException) and got.taken_to == 2
     assert got.esr == 0x9200000F and got.hpfar is None              # WnR=0, ISV=0
-    assert got.fault is not None and got.fault.atomic_read
+    assert got.fault is not None and not got.fault.atomic_write
     store = run(case, "STR", 0x8040201010, value=1)
     assert isinstance(store, Stored)
 

@@ -302,8 +302,8 @@ def s2_check_fault(state: TTWState, p: S2TTWParams, access: AccessDescriptor, en
 
     ASL: AArch64.S2Translate: AArch64.S2HasAlignmentFault (an unaligned data access to
     Device memory) before AArch64.S2CheckPermissions (with HCR_EL2.PTW, a stage-1 walk
-    into stage-2 Device memory is a Permission fault). An atomic read-modify-write whose
-    write is permitted and read is not reports a read (FaultRecord.atomic_read).
+    into stage-2 Device memory is a Permission fault). An atomic read-modify-write
+    reports a write only when its write is what is refused (FaultRecord.atomic_write).
     """
     raw = state.leaf.raw
     device = s2_memattr_is_device(raw, p.fwb)
@@ -316,9 +316,9 @@ def s2_check_fault(state: TTWState, p: S2TTWParams, access: AccessDescriptor, en
     perms = s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd)
     if s2_permission_ok(perms, access):
         return None
-    read_half = access.atomicop and perms.w
-    return FaultRecord(Fault.PERMISSION, state.level, access, atomic_read=read_half,
-                       reason=s2_perm_reason(raw, access, read_half))
+    write_half = access.atomicop and not perms.w
+    return FaultRecord(Fault.PERMISSION, state.level, access, atomic_write=write_half,
+                       reason=s2_perm_reason(raw, access, write_half))
 
 
 def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
@@ -327,19 +327,19 @@ def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
     return (not bit(memattr, 2)) if fwb else bits(memattr, 3, 2) == 0
 
 
-def access_verb(access: AccessDescriptor, read_half: bool = False) -> str:
+def access_verb(access: AccessDescriptor, write_half: bool = False) -> str:
     """Return what the access needs: execute, read, write, or read and write."""
     if access.is_ifetch():
         return "execute"
     if access.atomicop:
-        return "read (an atomic read-modify-write)" if read_half else (
-            "write (an atomic read-modify-write)")
+        return "write (an atomic read-modify-write)" if write_half else (
+            "read (an atomic read-modify-write)")
     return "write" if access.write else "read"
 
 
-def s2_perm_reason(raw: int, access: AccessDescriptor, read_half: bool = False) -> str:
+def s2_perm_reason(raw: int, access: AccessDescriptor, write_half: bool = False) -> str:
     """Return why stage 2 refused the access, for humans."""
-    what = access_verb(access, read_half)
+    what = access_verb(access, write_half)
     return f"stage-2 descriptor {raw:#018x} (S2AP={bits(raw, 7, 6):#04b}) does not allow {what}"
 
 
@@ -526,8 +526,8 @@ def s1_check_fault(state: TTWState, p: S1TTWParams, access: AccessDescriptor, en
 
     ASL: AArch64.S1Translate: AArch64.S1HasAlignmentFault (an unaligned data access to
     Device memory, by the attributes MAIR gives the leaf) before
-    AArch64.S1CheckPermissions. An atomic read-modify-write whose write is permitted and
-    read is not reports a read (FaultRecord.atomic_read).
+    AArch64.S1CheckPermissions. An atomic read-modify-write reports a write only when
+    its write is what is refused (FaultRecord.atomic_write).
     """
     if (not access.aligned and not access.is_ifetch()
             and s1_attrs(state, p, env).memtype is MemType.DEVICE):
@@ -539,9 +539,10 @@ def s1_check_fault(state: TTWState, p: S1TTWParams, access: AccessDescriptor, en
     perms = s1_direct_permissions(state, p)
     if s1_permission_ok(perms, p, access):
         return None
-    read_half = access.atomicop and s1_permission_ok(perms, p, replace(access, atomicop=False))
+    write_half = access.atomicop and not s1_permission_ok(
+        perms, p, replace(access, atomicop=False))
     return FaultRecord(Fault.PERMISSION, state.level, access, vaddress=va,
-                       atomic_read=read_half, reason=s1_perm_reason(perms, access, read_half))
+                       atomic_write=write_half, reason=s1_perm_reason(perms, access, write_half))
 
 
 def s1_output(updated: TTWState, p: S1TTWParams, s2: S2TTWParams | None, setup: WalkSetup,
@@ -576,9 +577,9 @@ def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, e
     return fetch
 
 
-def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, read_half: bool = False) -> str:
+def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, write_half: bool = False) -> str:
     """Return why stage 1 refused the access, for humans."""
-    what = access_verb(access, read_half)
+    what = access_verb(access, write_half)
     pan = " with PSTATE.PAN=1" if access.pan else ""
 
     def rwx(r: bool, w: bool, x: bool) -> str:
