@@ -234,7 +234,8 @@ def execute_access(op: AccessOp, va: int, el: int, pan: bool, value: int, regs: 
     regime = regime_for(el, regs)
     if op is AccessOp.FETCH:
         return execute_fetch(va, el, regs, regime, env)
-    misaligned = alignment_fault(op, va, el, pan, regs, regime)
+    first_insn = AccessOp.LDXR if op is AccessOp.STXR else op
+    misaligned = alignment_fault(first_insn, va, el, pan, regs, regime)
     if misaligned is not None:
         return abort_of(op, misaligned, va, el, regs)
     order: Literal["big", "little"] = "big" if data_big_endian(regs, regime, el) else "little"

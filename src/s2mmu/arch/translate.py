@@ -302,8 +302,9 @@ def s2_check_fault(state: TTWState, p: S2TTWParams, access: AccessDescriptor, en
 
     ASL: AArch64.S2Translate: AArch64.S2HasAlignmentFault (an unaligned data access to
     Device memory) before AArch64.S2CheckPermissions (with HCR_EL2.PTW, a stage-1 walk
-    into stage-2 Device memory is a Permission fault). An atomic read-modify-write
-    reports a write only when its write is what is refused (FaultRecord.atomic_write).
+    into stage-2 Device memory is a Permission fault). The read permission of an atomic
+    read-modify-write is checked first: it reports a write (FaultRecord.atomic_write)
+    only when it may read and may not write.
     """
     raw = state.leaf.raw
     device = s2_memattr_is_device(raw, p.fwb)
@@ -316,7 +317,7 @@ def s2_check_fault(state: TTWState, p: S2TTWParams, access: AccessDescriptor, en
     perms = s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd)
     if s2_permission_ok(perms, access):
         return None
-    write_half = access.atomicop and not perms.w
+    write_half = access.atomicop and perms.r   # ASL: the read is checked first
     return FaultRecord(Fault.PERMISSION, state.level, access, atomic_write=write_half,
                        reason=s2_perm_reason(raw, access, write_half))
 
@@ -526,8 +527,9 @@ def s1_check_fault(state: TTWState, p: S1TTWParams, access: AccessDescriptor, en
 
     ASL: AArch64.S1Translate: AArch64.S1HasAlignmentFault (an unaligned data access to
     Device memory, by the attributes MAIR gives the leaf) before
-    AArch64.S1CheckPermissions. An atomic read-modify-write reports a write only when
-    its write is what is refused (FaultRecord.atomic_write).
+    AArch64.S1CheckPermissions. The read permission of an atomic read-modify-write is
+    checked first (`accdesc.read && !r` before `accdesc.write && !w`): it reports a
+    write (FaultRecord.atomic_write) only when it may read and may not write.
     """
     if (not access.aligned and not access.is_ifetch()
             and s1_attrs(state, p, env).memtype is MemType.DEVICE):
@@ -539,8 +541,8 @@ def s1_check_fault(state: TTWState, p: S1TTWParams, access: AccessDescriptor, en
     perms = s1_direct_permissions(state, p)
     if s1_permission_ok(perms, p, access):
         return None
-    write_half = access.atomicop and not s1_permission_ok(
-        perms, p, replace(access, atomicop=False))
+    write_half = access.atomicop and s1_permission_ok(   # ASL: the read is checked first
+        perms, p, replace(access, write=False, atomicop=False))
     return FaultRecord(Fault.PERMISSION, state.level, access, vaddress=va,
                        atomic_write=write_half, reason=s1_perm_reason(perms, access, write_half))
 
