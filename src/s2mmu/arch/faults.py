@@ -64,7 +64,7 @@ class FaultRecord:
         read-modify-write (which reads and writes) reports a read, unless its Permission
         fault is on the write (atomic_write).
         """
-        return access_reports_write(self.access.original()) or self.atomic_write
+        return access_reports_write(self.access) or self.atomic_write
 
 
 def access_reports_write(access: AccessDescriptor) -> bool:

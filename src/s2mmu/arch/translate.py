@@ -372,9 +372,19 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
 
 
 def s2_only_attrs(state: TTWState, p: S2TTWParams, env: Env) -> MemoryAttributes:
-    """Return the stage-2 attributes on their own (a stage-2-only lookup's result)."""
-    return s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p, env),
-                             env.choices.s2_reserved_cacheability)
+    """Return the stage-2 attributes on their own (a stage-2-only lookup's result).
+
+    With FEAT_XS the leaf's FnXS (bit 11) gives XS=0 (ASL S2DecodeMemAttrs, then the
+    walk's `memattrs.xs = NOT(s2_fnxs)`).
+    """
+    attrs = s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p, env),
+                              env.choices.s2_reserved_cacheability)
+    return replace(attrs, xs=False) if s2_fnxs(state.leaf.raw, env) else attrs
+
+
+def s2_fnxs(raw: int, env: Env) -> bool:
+    """Return a stage-2 leaf's FnXS (bit 11), which exists with FEAT_XS only."""
+    return env.fs.has("FEAT_XS") and bool(bit(raw, 11))
 
 
 def s2_leaf_sh(state: TTWState, p: S2TTWParams, env: Env) -> int:
@@ -466,7 +476,8 @@ def s1_disabled_output(p: S1TTWParams, va: int, access: AccessDescriptor, env: E
     pa = bits(va, env.fs.pa_max() - 1, 0)
     if p.dc:
         attrs = MemoryAttributes(MemType.NORMAL, inner=WB_RAWA, outer=WB_RAWA,
-                                 shareability=Shareability.NSH)
+                                 shareability=Shareability.NSH,
+                                 xs=not env.fs.has("FEAT_XS"))
     elif access.is_ifetch():
         wt = CacheHints(Cacheability.WT, True, False)
         hint = wt if p.sctlr_i else CacheHints(Cacheability.NC)
@@ -635,7 +646,8 @@ def s1_attrs(state: TTWState, p: S1TTWParams, env: Env) -> MemoryAttributes:
     """
     raw = state.leaf.raw
     shv = resolve_sh(p.sh if p.ds else sh(raw), env.choices)
-    return s1_attr_decode(p.mair, attrindx(raw), shv, env.choices.reserved_mair)
+    return s1_attr_decode(p.mair, attrindx(raw), shv, env.choices.reserved_mair,
+                          env.fs.has("FEAT_XS"))
 
 
 def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescriptor,
@@ -643,7 +655,8 @@ def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescr
     """Return the stage-1 output attributes (ASL AArch64.S1Translate, attribute step).
 
     With controls, an instruction fetch from Device memory or with SCTLR_ELx.I=0, and a
-    data access to Normal memory with SCTLR_ELx.C=0, are Normal Non-cacheable. Under
+    data access to Normal memory with SCTLR_ELx.C=0, are Normal Non-cacheable (keeping
+    the XS attribute: `memattrs.xs = walkstate.memattrs.xs`). Under
     stage 2 (EL1&0, HCR_EL2.VM=1) the descriptor's shareability goes on to the
     combination; otherwise the effective shareability applies (Device and Normal
     Non-cacheable are Outer Shareable).
@@ -654,7 +667,7 @@ def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescr
             nc = attrs.memtype is MemType.DEVICE or not p.sctlr_i
         else:
             nc = attrs.memtype is MemType.NORMAL and not p.sctlr_c
-        out = NORMAL_NC if nc else attrs
+        out = replace(NORMAL_NC, xs=attrs.xs) if nc else attrs
     if under_s2:
         return replace(out, shareability=attrs.shareability)
     return normalise_shareability(out)
@@ -678,17 +691,18 @@ def combine_attrs(s1: MemoryAttributes, s2: TTWState | None, p2: S2TTWParams,
         return s1
     raw = s2.leaf.raw
     shv = s2_leaf_sh(s2, p2, env)
+    xs = env.fs.has("FEAT_XS")
     if p2.fwb:
-        s2attrs = s2_apply_fwb(s1, s2_memattr(raw), shv)
+        s2attrs = s2_apply_fwb(s1, s2_memattr(raw), shv, s2_fnxs(raw, env), xs)
     else:
-        s2attrs = s2_memattr_decode(s2_memattr(raw), shv, env.choices.s2_reserved_cacheability)
+        s2attrs = s2_only_attrs(s2, p2, env)
     if controls:
         if access.is_ifetch():
             nc = s2attrs.memtype is MemType.DEVICE or p2.id
         else:
             nc = s2attrs.memtype is MemType.NORMAL and p2.cd
-        s2attrs = NORMAL_NC if nc else s2attrs
-    return s2attrs if p2.fwb else s2_combine_s1(s1, s2attrs)
+        s2attrs = replace(NORMAL_NC, xs=s2attrs.xs) if nc else s2attrs
+    return s2attrs if p2.fwb else s2_combine_s1(s1, s2attrs, xs)
 
 
 def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,

@@ -914,7 +914,8 @@ def explain_memory(ev: OpEvidence, qemu: list[Change], model: list[Change]) -> D
         twin = evidence_as(ev, "LDXR", ev.qemu)
         if twin is None or twin[1] != sorted(qemu) or sorted(qemu) == sorted(model):
             return None
-        load_faulted = compared(twin[0].model) == compared(ev.qemu)
+        load_faulted = compared(twin[0].model) == compared(ev.qemu) or any(
+            d.applies(twin[0]) for d in DIVERGENCES)
         return MEMORY_ATOMIC_LOAD if load_faulted or is_atomic_write_refusal(ev.model) \
             else None
     if not ev.op.op.rstrip("P").endswith("W"):
