@@ -355,3 +355,12 @@ def test_a_port_that_never_wins_its_swap_is_an_error_not_a_hang() -> None:
     env = Env(mem, qemu_7_2_max(), tables=Never(mem, 0))
     with pytest.raises(RuntimeError, match="cas64 never succeeds"):
         execute_access(AccessOp.STR, DBM_RO_PAGE, 1, False, 1, parsed.regs, env)
+
+
+def test_model_answers_the_exclusives_and_atomics_examples_as_qemu_did() -> None:
+    cases = json.loads((CASES / "atomics.cases.json").read_text())
+    qemu = json.loads((CASES / "atomics.qemu.json").read_text())
+    got = run_cases(cases)
+    assert [c["ops"] for c in got["cases"]] == [c["ops"] for c in qemu["cases"]]
+    assert [c["memory_changes"] for c in got["cases"]] == [
+        c["memory_changes"] for c in qemu["cases"]]

@@ -288,8 +288,9 @@ def answer_text(answer: Mapping[str, Any]) -> str:
             extra = "".join(f" {key}={answer[key]}" for key in ("FAR", "HPFAR_EL2")
                             if key in answer)
             return f"exc->{answer['taken_to']} ESR={answer['ESR']}{extra}"
-        case "load" | "store":
-            return f"{answer['outcome']} {answer['value']}"
+        case "load" | "store" | "atomic":
+            status = f" status={answer['status']}" if "status" in answer else ""
+            return f"{answer['outcome']} {answer['value']}{status}"
         case "fetch":
             return f"fetched insn {answer['insn']}"
         case outcome:
