@@ -796,8 +796,9 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "A reserved MAIR_ELx attribute encoding is CONSTRAINED UNPREDICTABLE (ASL "
         "S1DecodeMemAttrs: ConstrainUnpredictableBits(RESMAIR)); the model reads it as "
         "its documented ImplChoices.reserved_mair says (the nearest defined encoding). "
-        "The model does not model FEAT_XS, so its XS=0 encodings (0b0000dd01, 0x40, 0xA0) "
-        "are reserved to it too. QEMU 7.2 reports the byte as programmed in PAR_EL1.ATTR "
+        "QEMU 7.2's -cpu max has no FEAT_XS, so the XS=0 encodings (0b0000dd01, 0x40, "
+        "0xA0) are reserved there too (with FEAT_XS the model decodes them: "
+        "s2mmu.arch.attrs). QEMU 7.2 reports the byte as programmed in PAR_EL1.ATTR "
         "(and combines it as is).",
         reserved_mair_as_is,
     ),
