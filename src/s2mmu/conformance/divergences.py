@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from s2mmu.arch.attrs import mair_reserved
 from s2mmu.arch.descriptors import DescContext, output_address
@@ -609,7 +609,7 @@ def unaligned_load_value(ev: OpEvidence, aligned_va: int, first: int) -> int | N
     second = evidence_at(ev, aligned_va + 8, ev.qemu)
     if second is None or compared(second.model).get("outcome") != "load":
         return None
-    order = "big" if data_big_endian_of(ev.case, ev.op.el) else "little"
+    order: Literal["big", "little"] = "big" if data_big_endian_of(ev.case, ev.op.el) else "little"
     region = first.to_bytes(8, order) + int(compared(second.model)["value"]).to_bytes(8, order)
     k = ev.op.va - aligned_va
     return int.from_bytes(region[k:k + 8], order)
