@@ -249,10 +249,8 @@ def execute_access(op: AccessOp, va: int, el: int, pan: bool, value: int, regs: 
         return abort_of(op, done, va, el, regs)
     first, pieces = done
     old = int.from_bytes(b"".join(env.mem.read_bytes(pa, n) for pa, n in pieces), order)
-    new = {AccessOp.STR: value, AccessOp.STXR: value, AccessOp.SWP: value,
-           AccessOp.LDADD: (old + value) & U64,
-           AccessOp.CAS: value if old == 0 else old}.get(op)
-    if new is not None and (op is not AccessOp.CAS or old == 0):
+    new = value_written(op, old, value)
+    if new is not None:
         data = new.to_bytes(op.size, order)
         at = 0
         for pa, n in pieces:
@@ -265,6 +263,21 @@ def execute_access(op: AccessOp, va: int, el: int, pan: bool, value: int, regs: 
     if op.atomic:
         return Atomic(old, first)
     return Loaded(old, first)
+
+
+def value_written(op: AccessOp, old: int, value: int) -> int | None:
+    """Return what op writes over old with X4 = value, or None if it writes nothing.
+
+    Stores write X4; LDADD old + X4 (modulo 2^64); SWP X4; CAS X4 only when old equals
+    X1, which is 0 (ASL MemAtomic, MemAtomicCompareAndSwap). Loads write nothing.
+    """
+    if op in (AccessOp.STR, AccessOp.STXR, AccessOp.SWP):
+        return value
+    if op is AccessOp.LDADD:
+        return (old + value) & U64
+    if op is AccessOp.CAS:
+        return value if old == 0 else None
+    return None
 
 
 def execute_fetch(target: int, el: int, regs: SysRegs, regime: Regime, env: Env
