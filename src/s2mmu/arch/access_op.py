@@ -11,7 +11,7 @@ done, or the abort taken (ASL AArch64.Abort: the EL, ESR_ELx, FAR_ELx, HPFAR_EL2
 the descriptor updates the walk made (access flag, and the dirty state a store or an
 atomic sets through DBM).
 
-Alignment (ASL AArch64.CheckAlignment, before translation): an exclusive or atomic
+Alignment (ASL AArch64.UnalignedAccessFaults, before translation): an exclusive or atomic
 access must be aligned to its size (no FEAT_LSE2), and with SCTLR_ELx.A=1 every data
 access must; either way the Alignment fault (FSC 0b100001) has priority over every
 translation fault. An unaligned data access to Device memory faults after the walk
@@ -208,10 +208,11 @@ def alignment_fault(op: AccessOp, va: int, el: int, pan: bool, regs: SysRegs,
                     regime: Regime) -> FaultRecord | None:
     """Return the Alignment fault an access takes before translation, or None.
 
-    ASL AArch64.CheckAlignment (AArch64.UnalignedAccessFaults): an unaligned exclusive
-    or atomic access always faults (without FEAT_LSE2), any unaligned data access does
-    with SCTLR_ELx.A=1 (AlignmentEnforced). The fault is at the access's address, before
-    any translation fault.
+    ASL AArch64.UnalignedAccessFaults (called by MemAtomic and AArch64.SetExclusiveMonitors
+    before AArch64.TranslateAddress): an unaligned exclusive or atomic access always
+    faults (without FEAT_LSE2), any unaligned data access does with SCTLR_ELx.A=1
+    (AlignmentEnforced). The fault is at the access's address, before any translation
+    fault.
     """
     if op is AccessOp.FETCH or not va % op.size:
         return None
