@@ -871,8 +871,8 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "An atomic read-modify-write (CreateAccDescAtomicOp: read and write) is one access "
         "whose stage-1 permission check (read, then write) completes before stage 2 "
         "translates it (ASL AArch64.FullTranslate: S1Translate, then S2Translate). QEMU "
-        "7.2 with one vCPU executes LDADD/SWP/CAS as a load and then a store (tcg "
-        "do_nonatomic_op), so a stage-2 fault of the load is taken before stage 1 refuses "
+        "7.2 with one vCPU executes LDADD/SWP/CAS as a load and then a store (tcg/tcg-op.c "
+        "do_nonatomic_op_i64), so a stage-2 fault of the load is taken before stage 1 refuses "
         "the write.",
         atomic_load_then_store,
         changes_walk=True,
@@ -885,11 +885,11 @@ MEMORY_ATOMIC_LOAD = Divergence(
     "atomic_load_sets_af",
     "Setting the access flag on a Permission fault is CONSTRAINED UNPREDICTABLE (ASL "
     "AArch64.SettingAccessFlagPermitted); the model does not (ImplChoices."
-    "af_update_on_permission_fault, as QEMU does for loads and stores). An atomic is one "
-    "access: stage 1 sets its access flag and dirty state before stage 2 translates it "
-    "(ASL AArch64.S1Translate, then S2Translate). QEMU 7.2 (one vCPU, tcg "
-    "do_nonatomic_op) does a load and then a store, so when the load faults or the store "
-    "is refused, its descriptor writes are those of a load at the same address.",
+    "af_update_on_permission_fault, QEMU 7.2's choice for loads and stores). An atomic is "
+    "one access: stage 1 sets its access flag and dirty state before stage 2 translates it "
+    "(ASL AArch64.S1Translate, then S2Translate). QEMU 7.2 (one vCPU, tcg/tcg-op.c "
+    "do_nonatomic_op_i64) does a load and then a store, so when the load faults or the "
+    "store is refused, its descriptor writes are those of a load at the same address.",
     lambda ev: False,
 )
 """A memory_changes divergence (it explains an op's changes, not its answer)."""
