@@ -111,3 +111,15 @@ def test_replay_of_accesses_is_json_of_the_schema_and_agrees() -> None:
 def test_help_lists_the_access_families() -> None:
     result = CliRunner().invoke(conformance, ["--help"])
     assert "loads, stores," in result.stdout and "fetches" in result.stdout
+    assert all(name in result.stdout for name in ("exclusives", "atomics", "alignment"))
+
+
+@requires_qemu
+def test_replay_of_exclusives_and_atomics_is_json_of_the_schema_and_agrees() -> None:
+    result = CliRunner().invoke(conformance, ["--replay", str(CASES / "atomics.cases.json"),
+                                              "--json"])
+    assert result.exit_code == 0, result.stdout
+    doc = json.loads(result.stdout)
+    validate(doc)
+    outcomes = {op["qemu"]["outcome"] for case in doc["cases"] for op in case["ops"]}
+    assert outcomes == {"load", "store", "atomic", "exception"} and doc["ok"]

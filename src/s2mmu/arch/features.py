@@ -119,7 +119,15 @@ def server_v8_4_fwb() -> FeatureSet:
         "FEAT_S2FWB", "FEAT_TTST", "FEAT_TTL", "FEAT_BBM", "FEAT_TLBIRANGE", "FEAT_XNX")
 
 
-PRESETS = {"qemu-max": qemu_7_2_max, "server-v8.2": server_v8_2, "server-v8.4": server_v8_4_fwb}
+def qemu_7_2_max_xs() -> FeatureSet:
+    """Return QEMU 7.2's ``-cpu max`` with FEAT_XS added (the XS memory attribute, which
+    QEMU 7.2 lacks): for looking at the XS=0 MAIR encodings and stage-2 FnXS."""
+    base = qemu_7_2_max()
+    return FeatureSet(features=base.features | {"FEAT_XS"}, pa_bits=base.pa_bits)
+
+
+PRESETS = {"qemu-max": qemu_7_2_max, "server-v8.2": server_v8_2, "server-v8.4": server_v8_4_fwb,
+           "qemu-max+xs": qemu_7_2_max_xs}
 
 
 def id_aa64mmfr0(fs: FeatureSet) -> int:

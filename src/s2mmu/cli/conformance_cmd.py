@@ -1,6 +1,7 @@
 """The `conformance` and `qemu-at` commands: parse, call one function, format.
 
-`s2mmu conformance` generates cases (AT instructions and real loads, stores and fetches)
+`s2mmu conformance` generates cases (AT instructions and real loads, stores, fetches,
+exclusives and atomics)
 or replays a file, runs them on QEMU and on the model, and prints agreement per family;
 exit status 1 on any unexplained mismatch or harness error, 2 on bad input or a missing
 QEMU. `s2mmu qemu-at FILE` prints QEMU's answer to an AT case file in the at-case.md
@@ -112,9 +113,10 @@ def default_jobs() -> int:
 def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Path | None,
                 replay: Path | None, jobs: int, through: str, profile_name: str,
                 qemu_specs: tuple[str, ...], as_json: bool) -> None:
-    """Compare the model with QEMU executing real AT instructions, loads, stores and fetches.
+    """Compare the model with QEMU executing real AT instructions and accesses.
 
-    The families loads, stores and fetches hold real accesses (LDR, STR, a branch) from
+    The families loads, stores, fetches, exclusives, atomics and alignment hold real
+    accesses (LDR, STR, a branch, LDXR/LDAXR/STXR, LDADD/SWP/CAS, misaligned ones) from
     EL0, EL1 and EL2; the others hold AT instructions. All run by default.
     """
     nested = PROFILES[profile_name] if through == "nested" else None
@@ -346,8 +348,9 @@ def answer_text(answer: Mapping[str, Any]) -> str:
             extra = "".join(f" {key}={answer[key]}" for key in ("FAR", "HPFAR_EL2")
                             if key in answer)
             return f"exc->{answer['taken_to']} ESR={answer['ESR']}{extra}"
-        case "load" | "store":
-            return f"{answer['outcome']} {answer['value']}"
+        case "load" | "store" | "atomic":
+            status = f" status={answer['status']}" if "status" in answer else ""
+            return f"{answer['outcome']} {answer['value']}{status}"
         case "fetch":
             return f"fetched insn {answer['insn']}"
         case outcome:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from s2mmu.arch.attrs import mair_reserved
 from s2mmu.arch.descriptors import DescContext, output_address
@@ -450,7 +450,8 @@ def s2_walk_fault_level(ev: OpEvidence) -> bool:
 
 # --- HCR_EL2.TGE=1 (E2H=0) and the EL1&0 stage 1 -------------------------------------------
 
-COMPARED_KEYS = ("outcome", "PAR_EL1", "taken_to", "ESR", "FAR", "HPFAR_EL2", "value", "insn")
+COMPARED_KEYS = ("outcome", "PAR_EL1", "taken_to", "ESR", "FAR", "HPFAR_EL2", "value", "insn",
+                 "status")
 
 
 def compared(answer: Mapping[str, Any]) -> dict[str, int | str]:
@@ -525,7 +526,10 @@ def isv_for_stage1_abort(ev: OpEvidence) -> bool:
     if q.get("taken_to") != "EL2" or m.get("taken_to") != "EL2" or "ESR" not in m:
         return False
     f = facts(ev)
-    if f is None or f.fault is None or f.fault.secondstage:
+    # An Alignment fault without the syndrome is a stage-1 one: SCTLR_ELx.A, or Device
+    # memory at stage 1 (a stage-2 Device alignment fault reports ISV=1 in the model).
+    alignment = int(m["ESR"]) & 0x3F == ALIGNMENT_FSC
+    if not alignment and (f is None or f.fault is None or f.fault.secondstage):
         return False
     syndrome = 1 << 24 | 0b11 << 22 | ACCESS_RT[ev.op.op] << 16 | 1 << 15
     model_esr = int(m["ESR"])
@@ -557,6 +561,8 @@ def hpfar_unknown_for_stage1_abort(ev: OpEvidence) -> bool:
     if ev.op.el != 0 or "HPFAR_EL2" not in q or "HPFAR_EL2" in m \
             or without_key(q, "HPFAR_EL2") != m or m.get("taken_to") != "EL2":
         return False
+    if int(m["ESR"]) & 0x3F == ALIGNMENT_FSC and not int(m["ESR"]) >> 24 & 1:
+        return True    # an Alignment fault of the access itself, before any stage 2
     f = facts(ev)
     return f is not None and f.fault is not None and not f.fault.secondstage
 
@@ -600,6 +606,152 @@ def dbm_not_writable_for_fetch(ev: OpEvidence) -> bool:
     # stage-2 Permission fault's HPFAR_EL2): each checks its own shape.
     return any(d.applies(changed) for d in DIVERGENCES
                if d.applies is not dbm_not_writable_for_fetch)
+
+
+ALIGNMENT_FSC = 0b100001
+DATA_ABORT_ECS = (0x24, 0x25)
+
+
+def sctlr_a_of(case: HarnessCase, el: int) -> bool:
+    """Return SCTLR_ELx.A of the regime an access from el translates in (EL0 with
+    HCR_EL2.{E2H,TGE}={1,1} and EL2 use SCTLR_EL2)."""
+    hcr = case.regs["HCR_EL2"]
+    host = el == 0 and hcr >> 34 & 1 and hcr >> 27 & 1
+    sctlr = case.regs["SCTLR_EL2"] if el == 2 or host else case.regs["SCTLR_EL1"]
+    return bool(sctlr >> 1 & 1)
+
+
+def evidence_at(ev: OpEvidence, va: int, qemu: Mapping[str, Any]) -> OpEvidence | None:
+    """Return the op's evidence with its address replaced (the ops before it run as
+    they did): the model's answer for that address and the given QEMU answer."""
+    from s2mmu.arch import atcase
+
+    source = dict(ev.case.source)
+    ops = list(source.get("ops", []))[: ev.index + 1]
+    op = ops[-1]
+    ops[-1] = {**op, "va": hex(va)} if isinstance(op, Mapping) else [op[0], hex(va)]
+    source["ops"] = ops
+    try:
+        answer = atcase.run_case(atcase.parse_cases(source)[0])
+        (case,) = parse_cases(source)
+    except Exception:  # noqa: BLE001 - an unreadable case explains nothing
+        return None
+    return OpEvidence(case, case.ops[ev.index], qemu, answer["ops"][ev.index], ev.index)
+
+
+def data_big_endian_of(case: HarnessCase, el: int) -> bool:
+    """Return whether data accesses from el are big-endian (SCTLR_ELx.E0E at EL0,
+    SCTLR_ELx.EE otherwise, of the regime's SCTLR)."""
+    hcr = case.regs["HCR_EL2"]
+    host = el == 0 and hcr >> 34 & 1 and hcr >> 27 & 1
+    sctlr = case.regs["SCTLR_EL2"] if el == 2 or host else case.regs["SCTLR_EL1"]
+    return bool(sctlr >> (24 if el == 0 else 25) & 1)
+
+
+def unaligned_load_value(ev: OpEvidence, aligned_va: int, first: int) -> int | None:
+    """Return what an unaligned LDR reads, from the model's loads of the two aligned
+    words it overlaps (None if the second does not load)."""
+    second = evidence_at(ev, aligned_va + 8, ev.qemu)
+    if second is None or compared(second.model).get("outcome") != "load":
+        return None
+    order: Literal["big", "little"] = "big" if data_big_endian_of(ev.case, ev.op.el) else "little"
+    region = first.to_bytes(8, order) + int(compared(second.model)["value"]).to_bytes(8, order)
+    k = ev.op.va - aligned_va
+    return int.from_bytes(region[k:k + 8], order)
+
+
+def device_alignment_unchecked(ev: OpEvidence) -> bool:
+    """QEMU 7.2 takes no Alignment fault for an unaligned LDR/STR to Device memory.
+
+    The model's answer must be a data abort with FSC 0b100001 for an unaligned LDR or
+    STR with SCTLR_ELx.A=0 (so the Device memory type, not AlignmentEnforced, made it),
+    and QEMU's answer must be the model's answer for the same access at the aligned
+    address below (same page, same translation): the same completion, or the same
+    exception with FAR at the unaligned address (a load reads the bytes the model's
+    loads of the two aligned words hold).
+    """
+    if ev.op.op not in ("LDR", "STR") or not ev.op.va % 8 or sctlr_a_of(ev.case, ev.op.el):
+        return False
+    m = compared(ev.model)
+    if m.get("outcome") != "exception" or int(m["ESR"]) >> 26 & 0x3F not in DATA_ABORT_ECS \
+            or int(m["ESR"]) & 0x3F != ALIGNMENT_FSC:
+        return False
+    q = compared(ev.qemu)
+    aligned_va = ev.op.va & ~7
+    if q.get("outcome") == "exception":
+        if q.get("FAR") != ev.op.va or int(q["ESR"]) & 0x3F == ALIGNMENT_FSC:
+            return False
+        twin = evidence_at(ev, aligned_va, {**ev.qemu, "FAR": hex(aligned_va)})
+    else:
+        if q.get("outcome") != {"LDR": "load", "STR": "store"}[ev.op.op]:
+            return False
+        twin = evidence_at(ev, aligned_va, ev.qemu)
+    if twin is None:
+        return False
+    t = compared(twin.model)
+    if q.get("outcome") != "exception":
+        if t.get("outcome") != q["outcome"]:
+            return False
+        if ev.op.op == "STR":
+            return t.get("value") == q.get("value")
+        return q.get("value") == unaligned_load_value(ev, aligned_va, int(t["value"]))
+    if compared(twin.qemu) == t:
+        return True
+    # On the aligned twin, QEMU's other departures may apply (the instruction syndrome of
+    # a stage-1 abort taken to EL2, HPFAR_EL2 of a stage-2 Permission fault).
+    return any(d.applies(twin) for d in DIVERGENCES if d.applies is not device_alignment_unchecked)
+
+
+ATOMIC_OPS = ("LDADD", "SWP", "CAS")
+
+
+def evidence_as(ev: OpEvidence, name: str, qemu: Mapping[str, Any]) -> tuple[
+        OpEvidence, list[Change]] | None:
+    """Return the op's evidence with the op replaced by another access at the same
+    address (the ops before it run as they did), and the model's changes of that op."""
+    from s2mmu.arch import atcase
+
+    source = dict(ev.case.source)
+    ops = list(source.get("ops", []))[: ev.index + 1]
+    op = ops[-1]
+    ops[-1] = {**op, "op": name} if isinstance(op, Mapping) else [name, op[1]]
+    source["ops"] = ops
+    try:
+        answer = atcase.run_case(atcase.parse_cases(source)[0])
+        (case,) = parse_cases(source)
+    except Exception:  # noqa: BLE001 - an unreadable case explains nothing
+        return None
+    changes = sorted((int(str(c["pa"]), 16), int(str(c["before"]), 16), int(str(c["after"]), 16))
+                     for c in answer["memory_changes"] if c.get("op") == ev.index)
+    return OpEvidence(case, case.ops[ev.index], qemu, answer["ops"][ev.index], ev.index), changes
+
+
+def is_atomic_write_refusal(answer: Mapping[str, Any]) -> bool:
+    """Return whether an answer is a data abort for a Permission fault with WnR=1."""
+    m = compared(answer)
+    if m.get("outcome") != "exception" or "ESR" not in m:
+        return False
+    esr = int(m["ESR"])
+    return esr >> 26 & 0x3F in DATA_ABORT_ECS and esr >> 2 & 0xF == 0b0011 \
+        and bool(esr >> 6 & 1)
+
+
+def atomic_load_then_store(ev: OpEvidence) -> bool:
+    """QEMU 7.2 (one vCPU) executes an FEAT_LSE atomic as a load and then a store, so
+    the load's whole translation (stage 2 included) comes before the store's stage-1
+    permission check. The model's answer must be a Permission fault on the write
+    (WnR=1), and QEMU's the model's answer to a load-exclusive (LDXR: a read with no
+    instruction syndrome) at the same address."""
+    if ev.op.op not in ATOMIC_OPS or not is_atomic_write_refusal(ev.model):
+        return False
+    twin = evidence_as(ev, "LDXR", ev.qemu)
+    if twin is None:
+        return False
+    t, q = compared(twin[0].model), compared(ev.qemu)
+    if t.get("outcome") != "exception" or q == compared(ev.model):
+        return False
+    return q == t or any(d.applies(twin[0]) for d in DIVERGENCES
+                         if d.applies is not atomic_load_then_store)
 
 
 def initial_word(case: HarnessCase, pa: int) -> int:
@@ -782,8 +934,9 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "A reserved MAIR_ELx attribute encoding is CONSTRAINED UNPREDICTABLE (ASL "
         "S1DecodeMemAttrs: ConstrainUnpredictableBits(RESMAIR)); the model reads it as "
         "its documented ImplChoices.reserved_mair says (the nearest defined encoding). "
-        "The model does not model FEAT_XS, so its XS=0 encodings (0b0000dd01, 0x40, 0xA0) "
-        "are reserved to it too. QEMU 7.2 reports the byte as programmed in PAR_EL1.ATTR "
+        "QEMU 7.2's -cpu max has no FEAT_XS, so the XS=0 encodings (0b0000dd01, 0x40, "
+        "0xA0) are reserved there too (with FEAT_XS the model decodes them: "
+        "s2mmu.arch.attrs). QEMU 7.2 reports the byte as programmed in PAR_EL1.ATTR "
         "(and combines it as is).",
         reserved_mair_as_is,
         series=QEMU_7_2_AND_10_0,
@@ -866,8 +1019,46 @@ DIVERGENCES: tuple[Divergence, ...] = (
         changes_walk=True,
         series=QEMU_10_0,
     ),
+    Divergence(
+        "device_alignment_unchecked",
+        "An unaligned data access to Device memory takes an Alignment fault (FSC 0b100001) "
+        "after the walk has found the memory type and before the permission check (ASL "
+        "AArch64.S1Translate: AArch64.S1HasAlignmentFault before AArch64.S1CheckPermissions; "
+        "AArch64.S2Translate: S2HasAlignmentFault before S2CheckPermissions; "
+        "AArch64.S1DisabledOutput for the Device-nGnRnE of stage 1 off). QEMU 7.2 has no "
+        "Device alignment check (target/arm/ptw.c sets TLB_CHECK_ALIGNED for Device "
+        "memory only from QEMU 9.0): it completes the access, or reports the fault an "
+        "aligned access would take.",
+        device_alignment_unchecked,
+        changes_walk=True,
+    ),
+    Divergence(
+        "atomic_load_then_store",
+        "An atomic read-modify-write (CreateAccDescAtomicOp: read and write) is one access "
+        "whose stage-1 permission check (read, then write) completes before stage 2 "
+        "translates it (ASL AArch64.FullTranslate: S1Translate, then S2Translate). QEMU "
+        "7.2 with one vCPU executes LDADD/SWP/CAS as a load and then a store (tcg/tcg-op.c "
+        "do_nonatomic_op_i64), so a stage-2 fault of the load is taken before stage 1 refuses "
+        "the write.",
+        atomic_load_then_store,
+        changes_walk=True,
+    ),
 )
 """Every intended divergence; the comparison consults them in this order."""
+
+
+MEMORY_ATOMIC_LOAD = Divergence(
+    "atomic_load_sets_af",
+    "Setting the access flag on a Permission fault is CONSTRAINED UNPREDICTABLE (ASL "
+    "AArch64.SettingAccessFlagPermitted); the model does not (ImplChoices."
+    "af_update_on_permission_fault, QEMU 7.2's choice for loads and stores). An atomic is "
+    "one access: stage 1 sets its access flag and dirty state before stage 2 translates it "
+    "(ASL AArch64.S1Translate, then S2Translate). QEMU 7.2 (one vCPU, tcg/tcg-op.c "
+    "do_nonatomic_op_i64) does a load and then a store, so when the load faults or the "
+    "store is refused, its descriptor writes are those of a load at the same address.",
+    lambda ev: False,
+)
+"""A memory_changes divergence (it explains an op's changes, not its answer)."""
 
 
 MEMORY_AT_DIRTY = Divergence(
@@ -911,6 +1102,18 @@ def explain_memory(ev: OpEvidence, qemu: list[Change], model: list[Change],
     them): QEMU's changes with those dirty-state updates undone must be exactly the
     model's.
     """
+    if ev.op.op in ATOMIC_OPS and compared(ev.qemu).get("outcome") == "exception":
+        # QEMU's load ended the op (its fault, or the store's refusal after it): its
+        # writes must be exactly those of a load-exclusive at the same address.
+        if not has_departure(MEMORY_ATOMIC_LOAD, series):
+            return None
+        twin = evidence_as(ev, "LDXR", ev.qemu)
+        if twin is None or twin[1] != sorted(qemu) or sorted(qemu) == sorted(model):
+            return None
+        load_faulted = compared(twin[0].model) == compared(ev.qemu) or any(
+            d.applies(twin[0]) for d in DIVERGENCES if has_departure(d, series))
+        return MEMORY_ATOMIC_LOAD if load_faulted or is_atomic_write_refusal(ev.model) \
+            else None
     if not ev.op.op.rstrip("P").endswith("W") or not has_departure(MEMORY_AT_DIRTY, series):
         return None
     f = facts(ev)
