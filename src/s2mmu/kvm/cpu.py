@@ -12,11 +12,12 @@ ASL: AArch64.FullTranslate, AArch64.FaultSyndrome (via s2mmu.arch).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from s2mmu.arch.access import AccessDescriptor, AccessType, acc_gpr, acc_ifetch, access_pieces
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs
 from s2mmu.arch.faults import FaultRecord, esr_abort, hpfar
-from s2mmu.arch.features import FeatureSet, feature_set_of
+from s2mmu.arch.features import FeatureSet, IdAa64Mmfr, feature_set_of
 from s2mmu.arch.params import Granule
 from s2mmu.arch.registers import TCR_EL1
 from s2mmu.arch.state import Regime, SysRegs
@@ -43,8 +44,14 @@ def arch_features(kvm: Kvm) -> FeatureSet:
     FEAT_S2FWB and CTR_EL0.DIC/IDC come from the host, whatever the VM is told.
     """
     f = kvm.host.features
-    fs = feature_set_of(kvm.id_regs)
-    host_only = {"FEAT_S2FWB": f.fwb, "FEAT_DIC": f.dic, "FEAT_IDC": f.idc}
+    return _arch_features(kvm.id_regs, f.fwb, f.dic, f.idc)
+
+
+@lru_cache(maxsize=64)
+def _arch_features(id_regs: IdAa64Mmfr, fwb: bool, dic: bool, idc: bool) -> FeatureSet:
+    """arch_features on its inputs (frozen values), decoded once per distinct input."""
+    fs = feature_set_of(id_regs)
+    host_only = {"FEAT_S2FWB": fwb, "FEAT_DIC": dic, "FEAT_IDC": idc}
     return fs.with_features(*(n for n, on in host_only.items() if on),
                             remove=tuple(n for n, on in host_only.items() if not on))
 

@@ -101,6 +101,8 @@ from s2mmu.pgtable.walk import (
     kvm_pgtable_walk_skip_cmo,
 )
 
+_S2_IDMAP = int(KVM_PGTABLE_S2_IDMAP)  # a plain int for the hot path
+
 # ---------------------------------------------------------------------------------------
 # Entry updates: the only ways a visitor changes a stage-2 entry.
 
@@ -475,7 +477,7 @@ def kvm_pgtable_stage2_map(
     mmu = pgt.s2_mmu
     page_mask = mm_ops.g.page_size - 1
     force_pte = pgt.force_pte_cb is not None and pgt.force_pte_cb(addr, addr + size, prot)
-    if pgt.flags & KVM_PGTABLE_S2_IDMAP and addr != phys:
+    if pgt.flags & _S2_IDMAP and addr != phys:
         mm_ops.warn("kvm_pgtable_stage2_map", "IDMAP && addr != phys")
         return -EINVAL
     ret, attr = stage2_set_prot_attr(pgt, prot)
