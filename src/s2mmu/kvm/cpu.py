@@ -12,6 +12,7 @@ ASL: AArch64.FullTranslate, AArch64.FaultSyndrome (via s2mmu.arch).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from s2mmu.arch.access import AccessDescriptor, AccessType, acc_gpr, acc_ifetch, access_pieces
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs
@@ -37,7 +38,7 @@ MAIR_GUEST = 0x00_44_04_FF
 def arch_features(kvm: Kvm, regs: IdRegs | None = None) -> FeatureSet:
     """Return the architecture features the guest's accesses are translated with.
 
-    The VM's ID_AA64MMFR{0,1,2}_EL1 (kvm.id_regs, decoded by feature_set_of) give the
+    The VM's ID registers (kvm.id_regs, decoded by feature_set_of) give the
     features, PA size and granules, so a VM whose ID_AA64MMFR1_EL1.PAN >= 2 has
     FEAT_PAN2 (AT S1E1RP/WP defined). Stage 2 is KVM's, on the host's hardware: its
     FEAT_S2FWB and CTR_EL0.DIC/IDC come from the host, whatever the VM is told. regs:
@@ -45,8 +46,14 @@ def arch_features(kvm: Kvm, regs: IdRegs | None = None) -> FeatureSet:
     limited by limit_nv_id_regs).
     """
     f = kvm.host.features
-    fs = feature_set_of(kvm.id_regs if regs is None else regs)
-    host_only = {"FEAT_S2FWB": f.fwb, "FEAT_DIC": f.dic, "FEAT_IDC": f.idc}
+    return _arch_features(kvm.id_regs if regs is None else regs, f.fwb, f.dic, f.idc)
+
+
+@lru_cache(maxsize=64)
+def _arch_features(id_regs: IdRegs, fwb: bool, dic: bool, idc: bool) -> FeatureSet:
+    """arch_features on its inputs (frozen values), decoded once per distinct input."""
+    fs = feature_set_of(id_regs)
+    host_only = {"FEAT_S2FWB": fwb, "FEAT_DIC": dic, "FEAT_IDC": idc}
     return fs.with_features(*(n for n, on in host_only.items() if on),
                             remove=tuple(n for n, on in host_only.items() if not on))
 
