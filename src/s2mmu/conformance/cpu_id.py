@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from s2mmu.arch.errors import InputError
-from s2mmu.arch.features import KNOWN_FEATURES, FeatureSet, IdAa64Mmfr, feature_set_of
+from s2mmu.arch.features import KNOWN_FEATURES, FeatureSet, IdRegs, feature_set_of
 from s2mmu.conformance.qemu import (
     AS_BINARY,
     LD_BINARY,
@@ -165,8 +165,8 @@ def model_features(regs: IdRegisters) -> FeatureSet:
     its features); every other feature the model knows is added when the CPU has it.
     Raises InputError when a field holds a value the model does not know.
     """
-    mmfr = feature_set_of(IdAa64Mmfr(regs.ID_AA64MMFR0_EL1, regs.ID_AA64MMFR1_EL1,
-                                     regs.ID_AA64MMFR2_EL1))
+    mmfr = feature_set_of(IdRegs(regs.ID_AA64MMFR0_EL1, regs.ID_AA64MMFR1_EL1,
+                                 regs.ID_AA64MMFR2_EL1))
     extra = implemented(regs) & KNOWN_FEATURES
     return mmfr.with_features(*sorted(extra))
 
