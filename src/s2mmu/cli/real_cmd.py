@@ -57,8 +57,9 @@ def options(fn: Any) -> Any:
 def real() -> None:
     """Run scenarios on real KVM/arm64 under QEMU and compare them with the model.
 
-    Supported: the kvm layer's guest accesses by IPA (MMU off; read, write, exec, dc, with
-    or without a syndrome), anonymous and hugetlb VMAs (THP on or off), memslots and their
+    Supported: the kvm layer's guest accesses by IPA (MMU off) or, with vCPU 0's stage 1
+    ([[vcpu]] stage1_tables, map), by VA (read, write, exec, with or without a syndrome),
+    anonymous and hugetlb VMAs (THP on or off), memslots and their
     flags, moves and deletes, munmap, madvise, mmap, the dirty log (enable, get, clear,
     disable), checks; the stage 2 after chosen steps (--dump-after, through QEMU's
     gdbstub). Anything else is refused with one line naming the feature (`real features`).
@@ -68,7 +69,8 @@ def real() -> None:
 def fault_json(f: FaultView) -> dict[str, Any]:
     """Return one compared abort as JSON."""
     return {"ipa": f"{f.ipa:#x}", "kind": f.kind.value if f.kind else None, "level": f.level,
-            "write": f.write, "exec": f.exec, "cm": f.cm, "s1ptw": f.s1ptw}
+            "write": f.write, "exec": f.exec, "cm": f.cm, "s1ptw": f.s1ptw,
+            "far": f"{f.far:#x}", "esr": f"{f.esr:#x}"}
 
 
 def answer_json(a: Answer) -> dict[str, Any]:
@@ -80,6 +82,8 @@ def answer_json(a: Answer) -> dict[str, Any]:
         doc["errno"] = a.errno
     if a.esr is not None:
         doc["esr"] = f"{a.esr:#x}"
+    if a.far is not None:
+        doc["far"] = f"{a.far:#x}"
     return doc
 
 
@@ -182,7 +186,8 @@ def diff_json(reports: list[DiffReport], result: RealResult) -> dict[str, Any]:
                                     "faults": [fault_json(f) for f in s.model_faults]},
                           "real": {"answer": answer_json(s.real_answer),
                                    "faults": [fault_json(f) for f in s.real_faults]},
-                          "agree": not s.differences} for s in r.steps]}
+                          "agree": not s.differences, "departures": list(s.departures)}
+                         for s in r.steps]}
             for r in reports]}
 
 
@@ -210,7 +215,8 @@ def diff_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: s
             mark = "=" if not s.differences else "!"
             con.print(f"{mark} #{s.index:<3} {s.do:<17} {s.real_answer}"
                       + (f"  faults: {fault_text(s.real_faults)}" if s.real_faults else "")
-                      + (f"  dirty {dirty_text(s.dirty)}" if s.dirty is not None else ""),
+                      + (f"  dirty {dirty_text(s.dirty)}" if s.dirty is not None else "")
+                      + "".join(f"  (QEMU 7.2 {d})" for d in s.departures),
                       highlight=False, markup=False)
         for d in r.differences:
             where = f"step {d.step} {d.aspect.value}" if d.step else d.aspect.value

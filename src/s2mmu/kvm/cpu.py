@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from s2mmu.arch.access import AccessDescriptor, AccessType, acc_gpr, acc_ifetch, access_pieces
-from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs
+from s2mmu.arch.builder import BumpAllocator, Memory64, TableBuilder, s1_attrs
 from s2mmu.arch.faults import FaultRecord, esr_abort, hpfar
 from s2mmu.arch.features import FeatureSet, feature_set_of
 from s2mmu.arch.params import Granule
@@ -86,17 +86,29 @@ def build_guest_stage1(kvm: Kvm, tables_ipa: int, maps: list[S1Map]) -> SysRegs:
 
     Leaves are 2M blocks when size and alignment allow, else 4K pages.
     """
-    view = GuestMemView(kvm)
-    b = TableBuilder(view, BumpAllocator(tables_ipa, tables_ipa + (1 << 20)), Granule.G4K,
+    root = write_guest_stage1(GuestMemView(kvm), tables_ipa, maps)
+    return vcpu_regs(kvm, guest_stage1_el1(root))
+
+
+def write_guest_stage1(mem: Memory64, tables_ipa: int, maps: list[S1Map]) -> int:
+    """Lay out the guest's stage 1 (4K granule, 39-bit VA, TTBR0) in mem, an IPA-addressed
+    memory, tables from tables_ipa on; return the root's IPA. A VMM writing the same words
+    at the same IPAs builds the same tables (s2mmu.real does)."""
+    b = TableBuilder(mem, BumpAllocator(tables_ipa, tables_ipa + (1 << 20)), Granule.G4K,
                      iasize=39, startlevel=1)
     for m in maps:
         attrs = s1_attrs(attrindx=1 if m.device else 0, ro=m.ro, pxn=m.xn, uxn=True)
         level = 2 if m.size % (1 << 21) == 0 and m.va % (1 << 21) == 0 and m.ipa % (1 << 21) == 0 \
             else None
         b.map(m.va, m.ipa, m.size, attrs, level=level)
+    return b.root
+
+
+def guest_stage1_el1(root: int) -> SysRegs:
+    """Return the EL1 registers of a guest whose stage 1 (write_guest_stage1) is at root."""
     tcr = TCR_EL1.encode(T0SZ=25, EPD1=1, TG0=0, IRGN0=1, ORGN0=1, SH0=3, IPS=5, HA=1)
-    return vcpu_regs(kvm, SysRegs(SCTLR_EL1=0x30D00800 | SCTLR_EL1_M, TCR_EL1=tcr,
-                                  MAIR_EL1=MAIR_GUEST, TTBR0_EL1=b.root))
+    return SysRegs(SCTLR_EL1=0x30D00800 | SCTLR_EL1_M, TCR_EL1=tcr, MAIR_EL1=MAIR_GUEST,
+                   TTBR0_EL1=root)
 
 
 def vcpu_regs(kvm: Kvm, el1: SysRegs | None = None) -> SysRegs:

@@ -75,9 +75,12 @@ class GuestException:
 
     esr: int
     elr: int
+    far: int | None = None
+    """FAR_EL1 (None from a VMM that does not report it)."""
 
     def __str__(self) -> str:
-        return f"guest exception ESR_EL1={self.esr:#x} ELR_EL1={self.elr:#x}"
+        far = f" FAR_EL1={self.far:#x}" if self.far is not None else ""
+        return f"guest exception ESR_EL1={self.esr:#x} ELR_EL1={self.elr:#x}{far}"
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,8 @@ def exit_of(kind: str, args: list[str]) -> Exit:
     if kind == "error":
         return RunFailed(args[0])
     if kind == "exception":
-        return GuestException(int(args[0], 16), int(args[1], 16))
+        far = int(args[2], 16) if len(args) > 2 else None
+        return GuestException(int(args[0], 16), int(args[1], 16), far)
     return Stuck(" ".join([kind, *args]))
 
 
@@ -278,7 +282,7 @@ def parse_console(text: str) -> ConsoleLog:
             step_record(runs[-1], words)
         elif head == "end":
             runs[-1].ended = True
-        elif head in ("vm", "vcpu") and words[1:2] == ["err"] or \
+        elif head in ("vm", "vcpu", "reg", "poke") and words[1:2] == ["err"] or \
                 head == "vma" and words[2:3] != ["ok"]:
             runs[-1].setup.append(" ".join(words))
     if not release:

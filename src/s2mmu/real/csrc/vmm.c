@@ -13,6 +13,8 @@
  *   code OFFSET WORD...            guest code words (little-endian A64), at the code slot
  *   codeslot GPA SIZE ENTRY        the VMM's own memslot (vectors, code from ENTRY)
  *   mmio GPA                       the VMM's marker page (no memslot: stores exit)
+ *   reg ID VALUE                   KVM_SET_ONE_REG (after the first code line made the vCPU)
+ *   poke HVA VALUE                 store a 64-bit word in the VMM's memory (guest tables)
  *   step N memslot SLOT GPA SIZE HVA FLAGS
  *   step N guest                   run the vCPU until the guest stores N to the marker page
  *   step N munmap|madvise HVA SIZE
@@ -60,6 +62,7 @@
 #define MARK_STEP 0x00
 #define MARK_ESR 0x10
 #define MARK_ELR 0x18
+#define MARK_FAR 0x20
 #define DUMP_FLAG (1ULL << 32)
 #define TRACING "/sys/kernel/tracing"
 
@@ -148,6 +151,15 @@ static void set_reg(size_t off, uint64_t v)
 		out("error set_one_reg %s", errname(errno));
 }
 
+/* KVM_SET_ONE_REG of any register, by its id; "reg ok ID" or "reg err ERRNO ID". */
+static void set_one_reg(uint64_t id, uint64_t v)
+{
+	struct kvm_one_reg r = { .id = id, .addr = (uint64_t)&v };
+
+	if (ioctl(vcpu_fd, KVM_SET_ONE_REG, &r) < 0)
+		out("reg err %s %#llx", errname(errno), (unsigned long long)id);
+}
+
 #define PC_OFF offsetof(struct kvm_regs, regs.pc)
 #define X_OFF(n) (offsetof(struct kvm_regs, regs.regs) + (n) * sizeof(uint64_t))
 
@@ -199,6 +211,20 @@ static int set_slot(uint32_t slot, uint64_t gpa, uint64_t size, uint64_t hva, ui
 	return 0;
 }
 
+/*
+ * Store a word at an HVA through /proc/self/mem (as a debugger would: no SIGSEGV on an
+ * unmapped or read-only address, an error record instead).
+ */
+static void poke(uint64_t hva, uint64_t v)
+{
+	static int mem_fd = -1;
+
+	if (mem_fd < 0)
+		mem_fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	if (pwrite(mem_fd, &v, 8, (off_t)hva) != 8)
+		out("poke err %s %#llx", errname(errno), (unsigned long long)hva);
+}
+
 /* -- running the guest ----------------------------------------------------------------- */
 
 static void on_alarm(int sig)
@@ -209,7 +235,7 @@ static void on_alarm(int sig)
 /* Run until the guest reports step N done; return 0, or -1 when the plan cannot go on. */
 static int run_guest(uint64_t n)
 {
-	uint64_t esr = 0;
+	uint64_t esr = 0, far = 0;
 
 	for (int i = 0; i < 256; i++) {
 		alarm(20);
@@ -240,13 +266,18 @@ static int run_guest(uint64_t n)
 				    (unsigned long long)v);
 				return -1;
 			}
+			if (a == mmio_gpa + MARK_FAR && run->mmio.is_write) {
+				far = v;
+				continue;
+			}
 			if (a == mmio_gpa + MARK_ESR && run->mmio.is_write) {
 				esr = v;
 				continue;
 			}
 			if (a == mmio_gpa + MARK_ELR && run->mmio.is_write) {
-				out("step %llu exit exception %#llx %#llx", (unsigned long long)n,
-				    (unsigned long long)esr, (unsigned long long)v);
+				out("step %llu exit exception %#llx %#llx %#llx", (unsigned long long)n,
+				    (unsigned long long)esr, (unsigned long long)v,
+				    (unsigned long long)far);
 				continue;
 			}
 			if (!run->mmio.is_write)
@@ -563,6 +594,10 @@ static int run_plan(const char *path)
 
 				memcpy(code + off, &w, 4);
 			}
+		} else if (!strcmp(t[0], "reg") && nt >= 3 && vcpu_ready) {
+			set_one_reg(num(t[1]), num(t[2]));
+		} else if (!strcmp(t[0], "poke") && nt >= 3) {
+			poke(num(t[1]), num(t[2]));
 		} else if (!strcmp(t[0], "dump") && nt >= 2) {
 			mark(num(t[1]));
 			if (run_dump(num(t[1])))
