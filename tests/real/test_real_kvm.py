@@ -24,12 +24,26 @@ from tests.real.conftest import SCENARIOS
 Diffed = tuple[list[DiffReport], RealResult]
 
 
-def test_both_scenarios_agree_step_by_step_on_nvhe(nvhe_diff: Diffed) -> None:
+def test_the_scenarios_agree_step_by_step_on_nvhe(nvhe_diff: Diffed) -> None:
     reports, result = nvhe_diff
     assert result.console.kvm_mode == "Hyp mode"
     assert [(r.scenario, r.differences) for r in reports] == [
-        ("dirty-round", []), ("host-events", [])]
-    assert [len(r.steps) for r in reports] == [12, 18]
+        ("dirty-round", []), ("host-events", []), ("guest-va", [])]
+    assert [len(r.steps) for r in reports] == [12, 18, 15]
+
+
+def test_guest_accesses_by_va_walk_the_guest_s_stage_1(nvhe_diff: Diffed) -> None:
+    """The guest's first fetch walks its stage 1: three S1PTW aborts then the fetch's own
+    (FAR_EL2 the VA each time); QEMU 7.2 reports the level-2 table's S1PTW fault at the
+    stage-1 level (a listed departure); the guest's own stage-1 faults come back as
+    ESR_EL1/FAR_EL1 equal to the model's."""
+    reports, _ = nvhe_diff
+    steps = {s.index: s for s in reports[2].steps}
+    assert [(f.ipa, f.s1ptw, f.far) for f in steps[2].real_faults] == [
+        (0x40000000, True, 0x200000), (0x40001000, True, 0x200000),
+        (0x40200000, False, 0x200000)]
+    assert steps[2].departures == ("s2_walk_fault_level",)
+    assert (steps[6].real_answer.esr, steps[6].real_answer.far) == (0x96000006, 0x1000000)
 
 
 def test_the_dirty_round_is_real(nvhe_diff: Diffed) -> None:

@@ -165,8 +165,10 @@ def guest_access(kvm: Kvm, regs: SysRegs, va: int, kind: str,
     piece's first byte as FAR (the next page's first byte when only the second page
     faults); Completed gives the first piece's output.
 
-    syndrome: (size in bytes, register) for a load/store that reports ISV=1; cm: the
-    access is a cache maintenance instruction (ESR.CM, WnR=1).
+    syndrome: (size in bytes, register) for a load/store that reports ISV=1: ISS.SAS,
+    ISS.SRT, and ISS.SF=1 for 8 bytes (LDR/STR Xt; smaller sizes are LDR/STR of a Wt,
+    without sign extension: SF=0, SSE=0); cm: the access is a cache maintenance
+    instruction (ESR.CM, WnR=1).
 
     ASL: Mem (the unaligned-access loop), AArch64.FullTranslate, AArch64.FaultSyndrome.
     """
@@ -185,7 +187,7 @@ def guest_access(kvm: Kvm, regs: SysRegs, va: int, kind: str,
         esr = esr_abort(out, same_el=False)
         if syndrome is not None and not out.s2fs1walk and kind != "exec":
             sas, srt = syndrome
-            esr |= 1 << 24 | (sas.bit_length() - 1) << 22 | srt << 16
+            esr |= 1 << 24 | (sas.bit_length() - 1) << 22 | srt << 16 | int(sas == 8) << 15
         return Stage2Abort(GuestAbort(esr, addr, hpfar(out.ipaddress or 0)), out)
     assert first is not None
     return Completed(first)

@@ -108,8 +108,9 @@ class FaultView:
     cm: bool
     s1ptw: bool
     far: int = 0
-    esr: int = field(default=0, compare=False)
-    """ESR_EL2 as reported (shown, not compared: the fields above are its compared part)."""
+    esr: int = 0
+    """ESR_EL2 as reported, all of it compared (the fields above decode it; the ISS of a
+    load/store with a syndrome, ISV, SAS, SSE, SRT, SF and AR, is compared only here)."""
 
     @staticmethod
     def of(abort: GuestAbort) -> FaultView:
@@ -281,7 +282,7 @@ def same_fault(model: FaultView, real: FaultView, plan: Plan) -> str | None:
     if model == real:
         return ""
     if (model.s1ptw and real.s1ptw and plan.stage1 is not None
-            and replace(model, level=real.level) == real
+            and replace(model, level=real.level, esr=model.esr & ~3 | real.esr & 3) == real
             and plan.stage1.table_level(model.ipa) == real.level):
         return S2_WALK_FAULT_LEVEL
     return None
@@ -319,9 +320,10 @@ class DiffReport:
         return sum(1 for s in self.steps if not s.differences)
 
 
-def fault_text(faults: tuple[FaultView, ...]) -> str:
-    """Return a fault sequence as one line."""
-    return "; ".join(str(f) for f in faults) or "no fault"
+def fault_text(faults: tuple[FaultView, ...], esr: bool = False) -> str:
+    """Return a fault sequence as one line (with each ESR_EL2 if esr)."""
+    return "; ".join(str(f) + (f" ESR={f.esr:#x}" if esr else "") for f in faults) \
+        or "no fault"
 
 
 def dirty_text(pages: tuple[int, ...] | None) -> str:
@@ -344,7 +346,9 @@ def compare_step(step: StepRecord, st: RealStep | None, plan: Plan) -> StepCompa
     diffs = []
     departures = same_faults(mf, rf, plan)
     if departures is None:
-        diffs.append(Difference(step.index, Aspect.FAULTS, fault_text(mf), fault_text(rf)))
+        esr = fault_text(mf) == fault_text(rf)
+        diffs.append(Difference(step.index, Aspect.FAULTS, fault_text(mf, esr),
+                                fault_text(rf, esr)))
     if ma != ra:
         diffs.append(Difference(step.index, Aspect.ANSWER, str(ma), str(ra)))
     if mdirty != st.dirty:
