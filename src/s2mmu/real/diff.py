@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from s2mmu.arch.dump import S2LeafAttrs, TableDump
 from s2mmu.arch.faults import Fault, esr_abort
