@@ -22,6 +22,7 @@ from s2mmu.real.runner import RealRequest, RealResult, diff_real, load
 from tests.real.conftest import SCENARIOS
 
 Diffed = tuple[list[DiffReport], RealResult]
+THP_SPLIT = SCENARIOS[0].parent / "thp_split.toml"
 
 
 def test_the_scenarios_agree_step_by_step_on_nvhe(nvhe_diff: Diffed) -> None:
@@ -88,11 +89,13 @@ def test_stage2_read_through_the_gdbstub(real_kernel: Kernel, real_cache: Path) 
     from QEMU, holds what KVM 6.1 does: the written page writable, data pages XN, the
     fetched page executable; and the two pages first touched by a read and by a fetch
     both map the host's shared zero page, read-only (R--, R-x). The model does the same,
-    so the diff finds nothing at that step."""
-    reports, result = diff_real(load([SCENARIOS[0]]),
+    so the diff finds nothing at that step. In the same boot, the VMM's pagemap places
+    each leaf in its folio: a THP's 2M block at offset 0, then (dirty logging) single
+    pages at their own offsets in that folio, as in the model."""
+    reports, result = diff_real(load([SCENARIOS[0], THP_SPLIT]),
                                 RealRequest(str(real_kernel.image), Mode.VHE,
                                             str(real_cache)), ("5",))
-    (s2,) = result.stage2.values()
+    s2 = result.stage2[(0, 5)]
     mapped = diff_leaves(s2.dump, result.runs[0][0])
     leaves = {v.ipa: v for v, _ in mapped}
     assert sorted(leaves) == [0x40000000, 0x40001000, 0x40002000]
@@ -100,10 +103,17 @@ def test_stage2_read_through_the_gdbstub(real_kernel: Kernel, real_cache: Path) 
     assert [(leaves[a].attrs.perms.w, leaves[a].attrs.perms.px) for a in sorted(leaves)] == [
         (True, False), (False, False), (False, True)]
     assert shared_frames(mapped) == {frozenset({0x40001000, 0x40002000})}
-    assert reports[0].differences == []
+    assert [str(r) for _, r in {s.index: s for s in reports[0].steps}[5].relations] == [
+        "hva +0x0 in a 4K folio", "zero +0x0 in a 4K folio", "zero +0x0 in a 4K folio"]
+    assert [r.differences for r in reports] == [[], []]
+    thp = {s.index: s for s in reports[1].steps}[5]
+    assert [(v.ipa, str(r)) for v, r in thp.relations] == [
+        (0x40005000, "hva +0x5000 in a 2048K folio"),
+        (0x40007000, "hva +0x7000 in a 2048K folio")]
 
 
 ZERO_PAGE_COW = Path(__file__).resolve().parents[1] / "scenarios" / "zero_page_cow.toml"
+
 
 
 def test_a_write_to_the_zero_page_is_copied_and_6_1_remaps_the_copy_read_only(

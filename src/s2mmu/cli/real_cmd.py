@@ -186,9 +186,16 @@ def diff_json(reports: list[DiffReport], result: RealResult) -> dict[str, Any]:
                                     "faults": [fault_json(f) for f in s.model_faults]},
                           "real": {"answer": answer_json(s.real_answer),
                                    "faults": [fault_json(f) for f in s.real_faults]},
-                          "agree": not s.differences, "departures": list(s.departures)}
+                          "agree": not s.differences, "departures": list(s.departures),
+                          "relations": [{"ipa": f"{v.ipa:#x}", "size": v.size,
+                                         "backing": rel.backing.value, "folio": rel.folio,
+                                         "offset": rel.offset, "contiguous": rel.contiguous}
+                                        for v, rel in s.relations]}
                          for s in r.steps]}
             for r in reports]}
+
+
+RELATIONS_SHOWN = 8
 
 
 @real.command("diff")
@@ -218,6 +225,15 @@ def diff_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: s
                       + (f"  dirty {dirty_text(s.dirty)}" if s.dirty is not None else "")
                       + "".join(f"  (QEMU 7.2 {d})" for d in s.departures),
                       highlight=False, markup=False)
+            if s.relations:
+                con.print(f"    stage 2 after #{s.index}, PA relation to the VMM's memory "
+                          "(real; the model's agrees unless a difference says so):",
+                          highlight=False, markup=False)
+                for v, rel in s.relations[:RELATIONS_SHOWN]:
+                    con.print(f"      {v}  -> {rel}", highlight=False, markup=False)
+                if len(s.relations) > RELATIONS_SHOWN:
+                    con.print(f"      ... {len(s.relations) - RELATIONS_SHOWN} more leaves",
+                              highlight=False, markup=False)
         for d in r.differences:
             where = f"step {d.step} {d.aspect.value}" if d.step else d.aspect.value
             con.print(f"difference: {r.scenario} {where}: model {d.model}; real {d.real}",

@@ -35,6 +35,7 @@ from s2mmu.kvm.abort import (
 )
 from s2mmu.kvm.errno import errname
 from s2mmu.pgtable.profile import PRE_V6_3, V6_3, V6_19, BehaviourProfile
+from s2mmu.real.backing import HostPage, PaRelation, model_pages, real_pages, relation
 from s2mmu.real.log import (
     GuestException,
     MmioSeen,
@@ -73,10 +74,11 @@ def profile_for_release(release: str) -> BehaviourProfile:
     return V6_3 if version < (6, 19) else V6_19
 
 
-def run_model(scn: Scenario, profile: BehaviourProfile,
-              dumps: tuple[int, ...] = ()) -> tuple[Run, dict[int, TableDump]]:
+def run_model(scn: Scenario, profile: BehaviourProfile, dumps: tuple[int, ...] = (),
+              pages: dict[int, dict[int, HostPage]] | None = None,
+              ) -> tuple[Run, dict[int, TableDump]]:
     """Run the scenario on the model under a profile; return the run and its stage 2
-    after each step in dumps.
+    after each step in dumps (and, into pages if given, the model host's pages then).
 
     The profile goes into the VM's page-table environment after the first step, a memslot
     set-up step (the plan refuses scenarios without one), which walks no table.
@@ -87,6 +89,8 @@ def run_model(scn: Scenario, profile: BehaviourProfile,
         if step.index == 1:
             world.part(KvmWorld).kvm.env.profile = profile
         recorder(step, world)
+        if pages is not None and step.index in dumps:
+            pages[step.index] = model_pages(world.part(KvmWorld).kvm.host)
 
     run = run_scenario(scn, on_step=apply)
     return run, {d.step.index: d.dump for d in recorder.dumps}
@@ -241,6 +245,7 @@ class Aspect(enum.Enum):
     DIRTY = "dirty log"
     STAGE2 = "stage 2"
     FRAMES = "shared frames"
+    BACKING = "PA relation"
 
 
 @dataclass(frozen=True)
@@ -268,6 +273,9 @@ class StepComparison:
     departures: tuple[str, ...] = ()
     """The platform departures that explain what differs in the fault stream (names of
     s2mmu.conformance.divergences), each once."""
+    relations: tuple[tuple[S2LeafView, PaRelation], ...] = ()
+    """Real KVM's stage-2 leaves after the step, each with its PA relation (when the
+    stage 2 and the VMM's pagemap were read after it)."""
 
 
 S2_WALK_FAULT_LEVEL = "s2_walk_fault_level"
@@ -381,9 +389,11 @@ def host_differences(scn: Scenario, real: RealRun) -> list[Difference]:
 
 def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile,
             model_s2: Mapping[int, TableDump] | None = None,
-            real_s2: Mapping[int, TableDump] | None = None) -> DiffReport:
+            real_s2: Mapping[int, TableDump] | None = None,
+            model_pages: Mapping[int, Mapping[int, HostPage]] | None = None) -> DiffReport:
     """Compare the model's run with real KVM's, step by step (and the stage 2 after the
-    steps both dumps are given for)."""
+    steps both dumps are given for; with model_pages, each leaf's PA relation too, the
+    real one from the VMM's pagemap at that step)."""
     setup = tuple(host_differences(model.scenario, real)) + tuple(
         Difference(0, Aspect.SETUP, "ok", s) for s in real.setup)
     steps = []
@@ -392,6 +402,12 @@ def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile,
         if model_s2 and real_s2 and s.index in model_s2:
             if s.index in real_s2:
                 extra = compare_stage2(s.index, model_s2[s.index], real_s2[s.index], plan)
+                if model_pages is not None and s.index in real.pagemaps:
+                    found, rels = compare_backing(
+                        s.index, model_s2[s.index], real_s2[s.index], plan,
+                        model_pages.get(s.index, {}), real_pages(real.pagemaps[s.index]))
+                    extra += found
+                    c = replace(c, relations=rels)
             else:
                 extra = [Difference(s.index, Aspect.STAGE2, "dumped", "not read")]
             c = replace(c, differences=c.differences + tuple(extra))
@@ -509,3 +525,23 @@ def compare_stage2(step: int, model: TableDump, real: TableDump,
     if gm != gr:
         out.append(Difference(step, Aspect.FRAMES, groups_text(gm), groups_text(gr)))
     return out
+
+
+def leaf_relations(dump: TableDump, plan: Plan, step: int,
+                   pages: Mapping[int, HostPage]) -> dict[int, tuple[S2LeafView, PaRelation]]:
+    """Return each leaf's PA relation to the VMM's memory after a step, by IPA."""
+    hva_of = plan.hva_of(step)
+    return {v.ipa: (v, relation(v.ipa, v.size, oa, hva_of, pages))
+            for v, oa in leaves(dump, plan)}
+
+
+def compare_backing(step: int, model: TableDump, real: TableDump, plan: Plan,
+                    model_pages: Mapping[int, HostPage], real_pages: Mapping[int, HostPage],
+                    ) -> tuple[list[Difference], tuple[tuple[S2LeafView, PaRelation], ...]]:
+    """Compare the PA relation of the leaves both stage 2s have at the same IPA; return
+    the differences and real KVM's leaves with their relations."""
+    m = leaf_relations(model, plan, step, model_pages)
+    r = leaf_relations(real, plan, step, real_pages)
+    out = [Difference(step, Aspect.BACKING, f"{ipa:#x} {m[ipa][1]}", f"{ipa:#x} {r[ipa][1]}")
+           for ipa in sorted(m.keys() & r.keys()) if m[ipa][1] != r[ipa][1]]
+    return out, tuple(r[ipa] for ipa in sorted(r))

@@ -23,6 +23,7 @@ Only what the VMM can express is planned; anything else is refused with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs
@@ -226,6 +227,23 @@ class Plan:
     """The guest's stage 1 (None: the guest runs with the MMU off)."""
     pokes_after: int = 0
     """The step after which the stage-1 words are written (the last set-up step)."""
+
+    def hva_of(self, step: int) -> Callable[[int], int | None]:
+        """Return IPA -> HVA through the memslots as they are after a step."""
+        slots: dict[int, SlotStep] = {}
+        for s in self.steps:
+            if isinstance(s, SlotStep) and s.index <= step:
+                if s.size:
+                    slots[s.slot] = s
+                else:
+                    slots.pop(s.slot, None)
+
+        def hva(ipa: int) -> int | None:
+            for s in slots.values():
+                if s.gpa <= ipa < s.gpa + s.size:
+                    return s.hva + ipa - s.gpa
+            return None
+        return hva
 
     def is_machinery(self, ipa: int) -> bool:
         """Return whether an IPA is the VMM's own (code slot or marker page)."""

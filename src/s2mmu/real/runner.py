@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2mmu.arch.errors import InputError
+from s2mmu.real.backing import HostPage
 from s2mmu.real.boot import Boot, Mode, boot, build_vmm, cache_dir, resolve_kernel
 from s2mmu.real.diff import DiffReport, compare, profile_for_release, run_model
 from s2mmu.real.gdb import GdbStub, RealStage2, read_stage2
@@ -99,7 +100,8 @@ def diff_real(scenarios: list[Scenario], req: RealRequest,
     reports = []
     for i, (scn, (plan, real)) in enumerate(zip(scenarios, result.runs, strict=True)):
         profile = profile_for_release(real.release)
-        model, model_s2 = run_model(scn, profile, plan.dumps)
+        pages: dict[int, dict[int, HostPage]] = {}
+        model, model_s2 = run_model(scn, profile, plan.dumps, pages)
         real_s2 = {step: s2.dump for (j, step), s2 in result.stage2.items() if j == i}
-        reports.append(compare(model, real, plan, profile, model_s2, real_s2))
+        reports.append(compare(model, real, plan, profile, model_s2, real_s2, pages))
     return reports, result

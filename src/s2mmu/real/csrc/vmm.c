@@ -23,7 +23,11 @@
  *   step N cleardirty SLOT FIRST NUM HEXBITMAP
  *   step N check
  *   dump N                         spin the guest until "go" arrives on the console
- *                                  (the stage 2 is read through QEMU's gdbstub meanwhile)
+ *                                  (the stage 2 is read through QEMU's gdbstub meanwhile);
+ *                                  first print the VMM's pagemap: "dump N pagemap HVA
+ *                                  PAGES PFN FLAGS" for each run of present pages whose
+ *                                  PFNs follow each other (FLAGS: /proc/kpageflags'
+ *                                  ZERO_PAGE, THP and HUGE bits)
  * and prints one record a line, each starting "S2R " (see s2mmu.real.log for the grammar).
  * Before each step it writes "s2mmu step N" to trace_marker, so the tracepoint stream can
  * be cut into steps.
@@ -71,6 +75,9 @@ static struct kvm_run *run;
 static uint8_t *code;
 static uint64_t code_gpa, code_size, code_entry, mmio_gpa;
 static uint64_t slot_npages[MAX_SLOTS];
+#define MAX_VMAS 64
+static uint64_t vma_start[MAX_VMAS], vma_size[MAX_VMAS];
+static int nvmas;
 
 static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void out(const char *fmt, ...)
@@ -194,7 +201,76 @@ static int map_vma(uint64_t start, uint64_t size, const char *kind, int thp, int
 	}
 	if (!strcmp(kind, "anon"))
 		madvise(p, size, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	if (nvmas < MAX_VMAS) {
+		vma_start[nvmas] = start;
+		vma_size[nvmas++] = size;
+	}
 	return 0;
+}
+
+#define PM_PRESENT (1ULL << 63)
+#define PM_PFN_MASK ((1ULL << 55) - 1)
+#define KPF_HUGE 17
+#define KPF_THP 22
+#define KPF_ZERO_PAGE 24
+#define KPF_KEPT ((1ULL << KPF_HUGE) | (1ULL << KPF_THP) | (1ULL << KPF_ZERO_PAGE))
+
+/* Print one run of pages (nothing for an empty run). */
+static void pagemap_run(uint64_t n, uint64_t hva, uint64_t len, uint64_t pfn, uint64_t flags)
+{
+	if (len)
+		out("dump %llu pagemap %#llx %llu %#llx %#llx", (unsigned long long)n,
+		    (unsigned long long)hva, (unsigned long long)len, (unsigned long long)pfn,
+		    (unsigned long long)flags);
+}
+
+/* Print the present pages of every VMA the plan mapped, as runs of consecutive PFNs. */
+static void print_pagemap(uint64_t n)
+{
+	static uint64_t e[512];
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int kf = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+
+	if (pm < 0) {
+		out("dump %llu pagemap err %s", (unsigned long long)n, errname(errno));
+		return;
+	}
+	for (int v = 0; v < nvmas; v++) {
+		uint64_t run_hva = 0, run_pfn = 0, run_flags = 0, run_len = 0;
+		uint64_t pages = vma_size[v] / 4096, first = vma_start[v] / 4096;
+
+		for (uint64_t i = 0; i < pages; i += 512) {
+			uint64_t k = pages - i < 512 ? pages - i : 512;
+
+			if (pread(pm, e, k * 8, (off_t)((first + i) * 8)) != (ssize_t)(k * 8))
+				memset(e, 0, sizeof(e));
+			for (uint64_t j = 0; j < k; j++) {
+				uint64_t pfn = e[j] & PM_PFN_MASK, flags = 0;
+
+				if (!(e[j] & PM_PRESENT)) {
+					pagemap_run(n, run_hva, run_len, run_pfn, run_flags);
+					run_len = 0;
+					continue;
+				}
+				if (kf >= 0 && pread(kf, &flags, 8, (off_t)(pfn * 8)) != 8)
+					flags = 0;
+				flags &= KPF_KEPT;
+				if (run_len && pfn == run_pfn + run_len && flags == run_flags) {
+					run_len++;
+					continue;
+				}
+				pagemap_run(n, run_hva, run_len, run_pfn, run_flags);
+				run_hva = (first + i + j) * 4096;
+				run_pfn = pfn;
+				run_flags = flags;
+				run_len = 1;
+			}
+		}
+		pagemap_run(n, run_hva, run_len, run_pfn, run_flags);
+	}
+	close(pm);
+	if (kf >= 0)
+		close(kf);
 }
 
 static int set_slot(uint32_t slot, uint64_t gpa, uint64_t size, uint64_t hva, uint32_t flags)
@@ -331,6 +407,7 @@ static int run_dump(uint64_t n)
 	int go = 0, rc = -1;
 
 	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+	print_pagemap(n);
 	out("dump %llu ready", (unsigned long long)n);
 	setitimer(ITIMER_REAL, &tick, NULL);
 	for (int i = 0; i < 15000; i++) {
