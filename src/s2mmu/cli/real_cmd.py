@@ -190,7 +190,12 @@ def diff_json(reports: list[DiffReport], result: RealResult) -> dict[str, Any]:
                           "relations": [{"ipa": f"{v.ipa:#x}", "size": v.size,
                                          "backing": rel.backing.value, "folio": rel.folio,
                                          "offset": rel.offset, "contiguous": rel.contiguous}
-                                        for v, rel in s.relations]}
+                                        for v, rel in s.relations],
+                          **({"host_stage2": {
+                              "real": s.host.real.summary(), "model": s.host.model.summary(),
+                              "only_real": [str(e) for e in s.host.only_real],
+                              "only_model": [str(e) for e in s.host.only_model]}}
+                             if s.host is not None else {})}
                          for s in r.steps]}
             for r in reports]}
 
@@ -225,6 +230,13 @@ def diff_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: s
                       + (f"  dirty {dirty_text(s.dirty)}" if s.dirty is not None else "")
                       + "".join(f"  (QEMU 7.2 {d})" for d in s.departures),
                       highlight=False, markup=False)
+            if s.host is not None:
+                con.print(f"    host stage 2 (VMID 0) after #{s.index}: real  "
+                          f"{s.host.real.summary()}", highlight=False, markup=False)
+                con.print(f"    {'':>31} model {s.host.model.summary()}"
+                          + ("  (agree range by range)" if not s.host.only_real
+                             and not s.host.only_model else ""),
+                          highlight=False, markup=False)
             if s.relations:
                 con.print(f"    stage 2 after #{s.index}, PA relation to the VMM's memory "
                           "(real; the model's agrees unless a difference says so):",

@@ -36,6 +36,7 @@ from s2mmu.kvm.abort import (
 from s2mmu.kvm.errno import errname
 from s2mmu.pgtable.profile import PRE_V6_3, V6_3, V6_19, BehaviourProfile
 from s2mmu.real.backing import HostPage, PaRelation, model_pages, real_pages, relation
+from s2mmu.real.host_s2 import HostComparison, compare_host
 from s2mmu.real.log import (
     GuestException,
     MmioSeen,
@@ -246,6 +247,7 @@ class Aspect(enum.Enum):
     STAGE2 = "stage 2"
     FRAMES = "shared frames"
     BACKING = "PA relation"
+    HOST_STAGE2 = "host stage 2"
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,8 @@ class StepComparison:
     relations: tuple[tuple[S2LeafView, PaRelation], ...] = ()
     """Real KVM's stage-2 leaves after the step, each with its PA relation (when the
     stage 2 and the VMM's pagemap were read after it)."""
+    host: HostComparison | None = None
+    """pKVM's host stage 2 after the step, real against the model's (protected mode)."""
 
 
 S2_WALK_FAULT_LEVEL = "s2_walk_fault_level"
@@ -390,10 +394,12 @@ def host_differences(scn: Scenario, real: RealRun) -> list[Difference]:
 def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile,
             model_s2: Mapping[int, TableDump] | None = None,
             real_s2: Mapping[int, TableDump] | None = None,
-            model_pages: Mapping[int, Mapping[int, HostPage]] | None = None) -> DiffReport:
+            model_pages: Mapping[int, Mapping[int, HostPage]] | None = None,
+            host_s2: Mapping[int, TableDump] | None = None) -> DiffReport:
     """Compare the model's run with real KVM's, step by step (and the stage 2 after the
     steps both dumps are given for; with model_pages, each leaf's PA relation too, the
-    real one from the VMM's pagemap at that step)."""
+    real one from the VMM's pagemap at that step; host_s2: pKVM's host stage 2 read after
+    steps, each compared with the model's for the same story)."""
     setup = tuple(host_differences(model.scenario, real)) + tuple(
         Difference(0, Aspect.SETUP, "ok", s) for s in real.setup)
     steps = []
@@ -411,6 +417,10 @@ def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile,
             else:
                 extra = [Difference(s.index, Aspect.STAGE2, "dumped", "not read")]
             c = replace(c, differences=c.differences + tuple(extra))
+        if host_s2 and s.index in host_s2:
+            hc = compare_host(host_s2[s.index], profile)
+            c = replace(c, host=hc, differences=c.differences + tuple(host_differences_of(
+                s.index, hc)))
         steps.append(c)
     return DiffReport(model.scenario.name, real.release, profile.name, tuple(steps), setup)
 
@@ -545,3 +555,20 @@ def compare_backing(step: int, model: TableDump, real: TableDump, plan: Plan,
     out = [Difference(step, Aspect.BACKING, f"{ipa:#x} {m[ipa][1]}", f"{ipa:#x} {r[ipa][1]}")
            for ipa in sorted(m.keys() & r.keys()) if m[ipa][1] != r[ipa][1]]
     return out, tuple(r[ipa] for ipa in sorted(r))
+
+
+HOST_SHOWN = 4
+
+
+def host_differences_of(step: int, hc: HostComparison) -> list[Difference]:
+    """Return one difference naming what only one host stage 2 has (at most HOST_SHOWN
+    ranges each side shown), or none when they agree."""
+    if not hc.only_real and not hc.only_model:
+        return []
+
+    def text(items: tuple[object, ...]) -> str:
+        shown = "; ".join(map(str, items[:HOST_SHOWN]))
+        more = f"; ... {len(items) - HOST_SHOWN} more" if len(items) > HOST_SHOWN else ""
+        return (shown + more) or "nothing else"
+
+    return [Difference(step, Aspect.HOST_STAGE2, text(hc.only_model), text(hc.only_real))]

@@ -227,6 +227,8 @@ class Plan:
     """The guest's stage 1 (None: the guest runs with the MMU off)."""
     pokes_after: int = 0
     """The step after which the stage-1 words are written (the last set-up step)."""
+    host_dumps: bool = False
+    """The dumps read the host's stage 2 (pKVM): the guest stays stopped meanwhile."""
 
     def hva_of(self, step: int) -> Callable[[int], int | None]:
         """Return IPA -> HVA through the memslots as they are after a step."""
@@ -542,10 +544,11 @@ def machinery_stage1(stage1: Stage1, code_gpa: int, mmio_gpa: int) -> Stage1:
     return replace(stage1, ttbr1=b.root, machinery=tuple(words))
 
 
-def make_plan(scn: Scenario, dumps: tuple[int, ...] = ()) -> Plan:
+def make_plan(scn: Scenario, dumps: tuple[int, ...] = (), host_dumps: bool = False) -> Plan:
     """Return the VMM's plan for a scenario, or raise Unsupported.
 
-    dumps: the steps after which the stage 2 is read (checked by the caller).
+    dumps: the steps after which the stage 2 is read (checked by the caller); host_dumps:
+    the host's stage 2 (pKVM), read with the guest stopped.
     """
     config = check_config(scn)
     slots = SlotTable()
@@ -572,7 +575,7 @@ def make_plan(scn: Scenario, dumps: tuple[int, ...] = ()) -> Plan:
     vm = VmLine(config.ipa_bits, config.nisv_to_user, manual, config.eager_split_chunk)
     dos = tuple(ev.do for ev in (*scn.setup, *scn.events))
     return Plan(scn.name, vm, config.vmas, code_gpa, mmio_gpa, tuple(code), steps, dos,
-                tuple(sorted(dumps)), stage1, len(setup))
+                tuple(sorted(dumps)), stage1, len(setup), host_dumps)
 
 
 # -- the text the VMM reads ------------------------------------------------------------------
@@ -625,7 +628,7 @@ def render_plan(plan: Plan) -> str:
     for step in plan.steps:
         lines.append(step_line(step))
         if step.index in plan.dumps:
-            lines.append(f"dump {step.index}")
+            lines.append(f"dump {step.index}" + (" host" if plan.host_dumps else ""))
         if plan.stage1 is not None and step.index == plan.pokes_after:
             lines += [f"poke {hva:#x} {v:#x}" for hva, v in plan.stage1.pokes]
     return "\n".join(lines) + "\n"

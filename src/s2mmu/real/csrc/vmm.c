@@ -28,6 +28,8 @@
  *                                  PAGES PFN FLAGS" for each run of present pages whose
  *                                  PFNs follow each other (FLAGS: /proc/kpageflags'
  *                                  ZERO_PAGE, THP and HUGE bits)
+ *   dump N host                    the same, but the guest does not run meanwhile (the
+ *                                  host's stage 2 is read: the host must be caught running)
  * and prints one record a line, each starting "S2R " (see s2mmu.real.log for the grammar).
  * Before each step it writes "s2mmu step N" to trace_marker, so the tracepoint stream can
  * be cut into steps.
@@ -399,9 +401,10 @@ static int console_says_go(void)
 
 /*
  * Keep the guest spinning (KVM_RUN interrupted every 20 ms to look at the console) until
- * "go" arrives, then step it past its spin to the marker store of DUMP_FLAG | N.
+ * "go" arrives, then step it past its spin to the marker store of DUMP_FLAG | N. With
+ * host_only the guest stays stopped at its spin until "go" (the VMM polls the console).
  */
-static int run_dump(uint64_t n)
+static int run_dump(uint64_t n, int host_only)
 {
 	struct itimerval tick = { { 0, 20000 }, { 0, 20000 } }, off = { { 0, 0 }, { 0, 0 } };
 	int go = 0, rc = -1;
@@ -409,6 +412,14 @@ static int run_dump(uint64_t n)
 	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
 	print_pagemap(n);
 	out("dump %llu ready", (unsigned long long)n);
+	for (int i = 0; host_only && !go && i < 15000; i++) {
+		if (console_says_go()) {
+			go = 1;
+			set_reg(PC_OFF, get_reg(PC_OFF) + 4);
+		} else {
+			usleep(20000);
+		}
+	}
 	setitimer(ITIMER_REAL, &tick, NULL);
 	for (int i = 0; i < 15000; i++) {
 		int r = ioctl(vcpu_fd, KVM_RUN, 0);
@@ -677,7 +688,7 @@ static int run_plan(const char *path)
 			poke(num(t[1]), num(t[2]));
 		} else if (!strcmp(t[0], "dump") && nt >= 2) {
 			mark(num(t[1]));
-			if (run_dump(num(t[1])))
+			if (run_dump(num(t[1]), nt >= 3 && !strcmp(t[2], "host")))
 				break;
 		} else if (!strcmp(t[0], "step") && nt >= 3) {
 			if (do_step(t, nt))
