@@ -65,7 +65,7 @@ class PaRelation:
 
     def __str__(self) -> str:
         if self.backing in (Backing.OTHER, Backing.ABSENT):
-            return self.backing.value
+            return str(self.backing.value)
         where = f"{self.backing.value} +{self.offset:#x} in a {self.folio >> 10}K folio"
         return where + ("" if self.contiguous else ", not contiguous")
 
