@@ -24,6 +24,7 @@ from s2mmu.real.diff import (
     RealStepView,
     dirty_text,
     fault_text,
+    guest_text,
     profile_for_release,
     real_steps,
 )
@@ -194,7 +195,9 @@ def diff_json(reports: list[DiffReport], result: RealResult) -> dict[str, Any]:
                           **({"host_stage2": {
                               "real": s.host.real.summary(), "model": s.host.model.summary(),
                               "only_real": [str(e) for e in s.host.only_real],
-                              "only_model": [str(e) for e in s.host.only_model]}}
+                              "only_model": [str(e) for e in s.host.only_model],
+                              "guest_memory": {"real": dict(s.host.guest_real),
+                                               "model": dict(s.host.guest_model)}}}
                              if s.host is not None else {})}
                          for s in r.steps]}
             for r in reports]}
@@ -237,6 +240,11 @@ def diff_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: s
                           + ("  (agree range by range)" if not s.host.only_real
                              and not s.host.only_model else ""),
                           highlight=False, markup=False)
+                if s.host.guest_real:
+                    con.print(f"    {'':>31} the VMM's memory (guest RAM) there: real "
+                              f"{guest_text(s.host.guest_real)}; model "
+                              f"{guest_text(s.host.guest_model)}",
+                              highlight=False, markup=False)
             if s.relations:
                 con.print(f"    stage 2 after #{s.index}, PA relation to the VMM's memory "
                           "(real; the model's agrees unless a difference says so):",

@@ -418,7 +418,9 @@ def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile,
                 extra = [Difference(s.index, Aspect.STAGE2, "dumped", "not read")]
             c = replace(c, differences=c.differences + tuple(extra))
         if host_s2 and s.index in host_s2:
-            hc = compare_host(host_s2[s.index], profile)
+            pas = [pg.pa for pg in real_pages(real.pagemaps.get(s.index, ())).values()
+                   if not pg.zero]
+            hc = compare_host(host_s2[s.index], profile, pas)
             c = replace(c, host=hc, differences=c.differences + tuple(host_differences_of(
                 s.index, hc)))
         steps.append(c)
@@ -563,7 +565,7 @@ HOST_SHOWN = 4
 def host_differences_of(step: int, hc: HostComparison) -> list[Difference]:
     """Return one difference naming what only one host stage 2 has (at most HOST_SHOWN
     ranges each side shown), or none when they agree."""
-    if not hc.only_real and not hc.only_model:
+    if not hc.only_real and not hc.only_model and hc.guest_model == hc.guest_real:
         return []
 
     def text(items: tuple[object, ...]) -> str:
@@ -571,4 +573,13 @@ def host_differences_of(step: int, hc: HostComparison) -> list[Difference]:
         more = f"; ... {len(items) - HOST_SHOWN} more" if len(items) > HOST_SHOWN else ""
         return (shown + more) or "nothing else"
 
-    return [Difference(step, Aspect.HOST_STAGE2, text(hc.only_model), text(hc.only_real))]
+    out = [Difference(step, Aspect.HOST_STAGE2, text(hc.only_model), text(hc.only_real))]
+    if hc.guest_model != hc.guest_real:
+        out.append(Difference(step, Aspect.HOST_STAGE2, "guest memory " + guest_text(
+            hc.guest_model), "guest memory " + guest_text(hc.guest_real)))
+    return out
+
+
+def guest_text(counts: tuple[tuple[str, int], ...]) -> str:
+    """Return how a host stage 2 holds the guest's memory, as text."""
+    return ", ".join(f"{n} {what}" for what, n in counts)

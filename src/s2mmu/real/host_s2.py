@@ -196,21 +196,44 @@ def model_host_stage2(real: HostStage2View, profile: BehaviourProfile) -> HostSt
     return host_view(dump, model_carve_outs())
 
 
+def guest_memory(view: HostStage2View, pas: Iterable[int]) -> tuple[tuple[str, int], ...]:
+    """Return how the host stage 2 holds the pages at pas (the VMM's memory, its guest's
+    RAM): counts of host-owned pages mapped, not yet mapped, with a page state in the PTE
+    (shared), and annotated (owned by another component: donated)."""
+    counts = {"mapped": 0, "not mapped": 0, "shared": 0, "annotated": 0}
+    for pa in pas:
+        leaf = next((v for v in view.leaves if v.start <= pa < v.end), None)
+        if leaf is not None:
+            counts["shared" if leaf.sw else "mapped"] += 1
+        elif any(a.start <= pa < a.end for a in view.annotations):
+            counts["annotated"] += 1
+        else:
+            counts["not mapped"] += 1
+    return tuple(counts.items())
+
+
 @dataclass(frozen=True)
 class HostComparison:
-    """The real host stage 2 against the model's: both views and what differs."""
+    """The real host stage 2 against the model's: both views, what differs, and how each
+    holds the VMM's memory (its guest's RAM)."""
 
     real: HostStage2View
     model: HostStage2View
     only_real: tuple[HostLeaf | HostAnnotation, ...]
     only_model: tuple[HostLeaf | HostAnnotation, ...]
+    guest_real: tuple[tuple[str, int], ...] = ()
+    guest_model: tuple[tuple[str, int], ...] = ()
 
 
-def compare_host(real_dump: TableDump, profile: BehaviourProfile) -> HostComparison:
-    """Compare a real host stage 2 with the model's for the same story."""
+def compare_host(real_dump: TableDump, profile: BehaviourProfile,
+                 guest_pas: Iterable[int] = ()) -> HostComparison:
+    """Compare a real host stage 2 with the model's for the same story (and how both
+    hold the pages at guest_pas)."""
     real = host_view(real_dump)
     model = model_host_stage2(real, profile)
     r: set[HostLeaf | HostAnnotation] = {*real.leaves, *real.annotations}
     m: set[HostLeaf | HostAnnotation] = {*model.leaves, *model.annotations}
+    pas = sorted(set(guest_pas))
     return HostComparison(real, model, tuple(sorted(r - m, key=lambda e: e.start)),
-                          tuple(sorted(m - r, key=lambda e: e.start)))
+                          tuple(sorted(m - r, key=lambda e: e.start)),
+                          guest_memory(real, pas), guest_memory(model, pas))
