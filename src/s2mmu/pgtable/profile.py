@@ -109,6 +109,13 @@ them); 6.1.192 has the old rule and 6.12.118 the new one, the commits are not pi
 - ``unmap_range_tlbi``: with FEAT_TLBIRANGE and FWB, unmap skips the per-entry TLBIs
   and invalidates the whole range once at the end (stage2_unmap_defer_tlb_flush, taken
   here as v6.6, the range-based unmap invalidation); 6.1 invalidates entry by entry.
+- ``host_state_in_pte``: pKVM keeps the host's page state (SHARED_OWNED, SHARED_BORROWED)
+  in the host stage-2 PTEs' software bits: __host_set_page_state_range identity-maps the
+  range with pkvm_mkstate(PKVM_HOST_MEM_PROT, state), which forces pages (read in 6.1's and
+  6.12's mem_protect.c; real 6.1 under pKVM shows such pages, ``s2mmu real diff --mode
+  protected --dump-after N``). From "KVM: arm64: Move host page ownership tracking to the
+  hyp vmemmap" (the series of v6.14's pKVM guest stage 2; commit not pinned) the state is
+  in the hyp vmemmap only and a share leaves the host's mapping as it is.
 
 Releases: one profile per release that changed a rule or that a user meets (v6.1 and
 v6.12 are Debian's kernels, v6.6 a long-term release, v6.18 the last with HANDLE_FAULT
