@@ -65,16 +65,21 @@ def test_json_documents_follow_their_schemas(nvhe_diff: Diffed) -> None:
 def test_cli_diff_in_protected_mode(real_kernel: Kernel, real_cache: Path) -> None:
     """Under pKVM, --dump-after reads the host's stage 2 (VMID 0): 6.1's, with the
     hypervisor's annotations and the page states in its PTEs, agrees range by range with
-    the model's for the same story."""
+    the model's for the same story, and holds the guest's memory as host-owned pages."""
     r = CliRunner().invoke(cli, ["real", "diff", str(SCENARIOS[0]), "--mode", "protected",
                                  "--kernel", str(real_kernel.image), "--cache",
-                                 str(real_cache), "--dump-after", "5"])
+                                 str(real_cache), "--dump-after", "5", "--json"])
     assert r.exit_code == 0, r.output
-    assert "(KVM: Protected nVHE mode)" in r.output
-    assert r.output.splitlines()[-1] == "dirty-round: 12/12 steps agree"
-    host = [line for line in r.output.splitlines() if "model leaves" in line]
-    assert len(host) == 1 and host[0].endswith("(agree range by range)")
-    assert "annotated" in host[0] and "SHARED_OWNED" in host[0]
+    doc = json.loads(r.output)
+    validate(doc)
+    assert doc["kernel"]["kvm_says"] == "Protected nVHE mode"
+    (scn,) = doc["scenarios"]
+    assert (scn["agreed"], scn["steps"]) == (12, 12)
+    host = scn["compared"][4]["host_stage2"]
+    assert host["only_real"] == [] and host["only_model"] == []
+    assert host["real"] == host["model"] and "annotated" in host["real"]
+    assert host["guest_memory"]["real"] == host["guest_memory"]["model"]
+    assert host["guest_memory"]["real"]["annotated"] == 0
 
 
 def test_cli_run_json_in_vhe_mode(real_kernel: Kernel, real_cache: Path) -> None:
@@ -112,6 +117,11 @@ def test_stage2_read_through_the_gdbstub(real_kernel: Kernel, real_cache: Path) 
     assert [str(r) for _, r in {s.index: s for s in reports[0].steps}[5].relations] == [
         "hva +0x0 in a 4K folio", "zero +0x0 in a 4K folio", "zero +0x0 in a 4K folio"]
     assert [r.differences for r in reports] == [[], []]
+    doc = diff_json(reports, result)
+    validate(doc)
+    assert doc["scenarios"][1]["compared"][4]["relations"][0] == {
+        "ipa": "0x40005000", "size": 4096, "backing": "hva", "folio": 0x200000,
+        "offset": 0x5000, "contiguous": True}
     thp = {s.index: s for s in reports[1].steps}[5]
     assert [(v.ipa, str(r)) for v, r in thp.relations] == [
         (0x40005000, "hva +0x5000 in a 2048K folio"),
