@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from s2mmu.arch.dump import S2LeafAttrs, TableDump
 from s2mmu.arch.faults import Fault, esr_abort
+from s2mmu.conformance.divergences import divergence_named
 from s2mmu.kvm.abort import (
     Error,
     GuestAbort,
@@ -282,7 +283,7 @@ class StepComparison:
     """pKVM's host stage 2 after the step, real against the model's (protected mode)."""
 
 
-S2_WALK_FAULT_LEVEL = "s2_walk_fault_level"
+S2_WALK_FAULT_LEVEL = divergence_named("s2_walk_fault_level").name
 """QEMU 7.2 reports a stage-2 fault on a stage-1 table walk at the stage-1 level of the
 table it read, where the architecture (and the model) give the stage-2 level (listed
 with its reason in s2mmu.conformance.divergences)."""
