@@ -366,3 +366,22 @@ def test_ttbr1_region_reports_upper_virtual_addresses() -> None:
     assert isinstance(got, AddressDescriptor) and got.paddress == 0x7000_0010
     # EL0-writable: EL1 may not execute it (ASL: PXN implied), EL0 may (UXN=0)
     assert el_permissions(r.attrs) == ((True, True, False), (True, True, True))
+
+
+def test_invalid_entries_with_software_bits_are_listed_only_when_asked() -> None:
+    """Bits [63:1] of an invalid descriptor are software's (a hypervisor's ownership
+    annotation, say): unused=True lists them, merged per level and value; zeros are not."""
+    m = Machine()
+    b = s2_builder(m)
+    b.map(0x4000_0000, 0x8000_0000, PAGE, s2_attrs())
+    for i in (1, 2, 4):
+        b.set_entry(0x4000_0000 + i * PAGE, 3, 0x4)
+    b.set_entry(0x4000_0000 + 3 * PAGE, 3, 0x8)
+    env = m.env()
+    params = get_s2_ttw_params(m.regs, env.fs, env.choices)
+    (region,) = dump_s2(params, env, unused=True).regions
+    assert [(u.start, u.end, u.level, u.raw, u.entries) for u in region.unused] == [
+        (0x4000_1000, 0x4000_3000, 3, 0x4, 2), (0x4000_3000, 0x4000_4000, 3, 0x8, 1),
+        (0x4000_4000, 0x4000_5000, 3, 0x4, 1)]
+    assert dump_s2(params, env).regions[0].unused == ()
+    assert [r.start for r in region.ranges] == [0x4000_0000]

@@ -30,14 +30,6 @@ def test_features_lists_every_refusal_with_its_reason() -> None:
     assert r.output.splitlines() == [f"{k}: {v}" for k, v in UNSUPPORTED.items()]
 
 
-def test_dump_after_in_protected_mode_is_refused_before_booting() -> None:
-    data = Path(__file__).resolve().parents[2] / "src" / "s2mmu" / "real" / "data"
-    r = CliRunner().invoke(cli, ["real", "diff", str(data / "dirty_round.toml"), "--mode",
-                                 "protected", "--dump-after", "5"])
-    assert r.exit_code == 2
-    assert "--dump-after with --mode protected" in r.output
-
-
 def test_dump_after_a_step_the_scenario_lacks() -> None:
     data = Path(__file__).resolve().parents[2] / "src" / "s2mmu" / "real" / "data"
     r = CliRunner().invoke(cli, ["real", "run", str(data / "dirty_round.toml"),

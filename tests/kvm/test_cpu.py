@@ -28,3 +28,18 @@ def test_a_crossing_access_whose_first_page_faults_reports_its_own_address() -> 
     add_ram(kvm, thp=False)
     o = guest_access(kvm, vcpu_regs(kvm), RAM_IPA + 0xFFC, "write", size=8)
     assert isinstance(o, Stage2Abort) and o.abort.far == RAM_IPA + 0xFFC
+
+
+def test_an_8_byte_access_with_a_syndrome_reports_a_64_bit_register() -> None:
+    """ISS.SF: STR Xt (8 bytes) sets it, STR Wt (4 bytes) does not. Real KVM 6.1 under
+    QEMU 7.2 reported ESR_EL2 0x93c3804f for `write ipa=0x100000 syndrome=[8, 3]` (the
+    host-events scenario's step 11, `s2mmu real diff`), where the model gave SF=0."""
+    kvm, _ = new_vm()
+    add_ram(kvm, thp=False)
+    regs = vcpu_regs(kvm)
+    wide = guest_access(kvm, regs, RAM_IPA, "write", (8, 3), size=8)
+    narrow = guest_access(kvm, regs, RAM_IPA, "write", (4, 3), size=4)
+    assert isinstance(wide, Stage2Abort) and isinstance(narrow, Stage2Abort)
+    assert wide.abort.esr >> 15 & 1 == 1 and wide.abort.esr >> 16 & 0x1F == 3
+    assert narrow.abort.esr >> 15 & 1 == 0
+    assert wide.abort.esr >> 22 & 3 == 3 and narrow.abort.esr >> 22 & 3 == 2

@@ -20,7 +20,7 @@ from s2mmu.real.diff import DiffReport
 from s2mmu.real.runner import RealRequest, RealResult, diff_real, load
 
 DATA = Path(__file__).resolve().parents[2] / "src" / "s2mmu" / "real" / "data"
-SCENARIOS = [DATA / "dirty_round.toml", DATA / "host_events.toml"]
+SCENARIOS = [DATA / "dirty_round.toml", DATA / "host_events.toml", DATA / "guest_va.toml"]
 
 
 def unavailable(e: Exception) -> None:
@@ -47,6 +47,6 @@ def real_kernel(real_cache: Path) -> Kernel:
 
 @pytest.fixture(scope="session")
 def nvhe_diff(real_kernel: Kernel, real_cache: Path) -> tuple[list[DiffReport], RealResult]:
-    """Both shipped real scenarios, diffed in one nVHE boot."""
+    """The shipped real scenarios, diffed in one nVHE boot."""
     return diff_real(load(list(SCENARIOS)),
                      RealRequest(str(real_kernel.image), Mode.NVHE, str(real_cache)))

@@ -33,6 +33,7 @@ CASES = [
     ("msr vbar_el1, x25", asm.msr_vbar_el1(25)),
     ("mrs x25, esr_el1", asm.mrs_esr_el1(25)),
     ("mrs x25, elr_el1", asm.mrs_elr_el1(25)),
+    ("mrs x25, far_el1", asm.mrs_far_el1(25)),
     ("msr elr_el1, x30", asm.msr_elr_el1(30)),
     ("cmp x25, x27", asm.cmp(25, 27)),
     ("add x25, x25, #4", asm.add_imm(25, 25, 4)),

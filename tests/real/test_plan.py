@@ -6,11 +6,21 @@ from pathlib import Path
 
 import pytest
 
+from s2mmu.arch.access import acc_gpr, acc_ifetch
+from s2mmu.arch.features import PRESETS
+from s2mmu.arch.memory import PhysMem
+from s2mmu.arch.state import Regime, SysRegs
+from s2mmu.arch.translate import AddressDescriptor, Env, full_translate
+from s2mmu.kvm.cpu import write_guest_stage1
 from s2mmu.real.plan import (
     CODE_SIZE,
     ENTRY,
+    HIGH_BASE,
+    PC_CORE_ID,
+    SCTLR_EL1_ID,
     UNSUPPORTED,
     GuestStep,
+    RecordingMemory,
     SlotStep,
     Unsupported,
     make_plan,
@@ -84,6 +94,10 @@ pages = [64, 70]
 
 @pytest.mark.parametrize("events, feature", [
     ('[[event]]\ndo = "read"\nva = 0x1000\n', "va"),
+    ('[[vcpu]]\nid = 0\nstage1_tables = 0x40000000\nmap = []\n'
+     '[[event]]\ndo = "read"\nipa = 0x40001000\n', "ipa-with-stage1"),
+    ('[[vcpu]]\nid = 0\n[[vcpu]]\nid = 1\n[[event]]\ndo = "read"\nipa = 0x40001000\n',
+     "vcpu"),
     ('[[event]]\ndo = "dc"\nipa = 0x40000000\n', "dc"),
     ('[[event]]\ndo = "migrate"\nhva = 0x7f0000000000\n', "migrate"),
     ('[[event]]\ndo = "read"\nipa = 0x40000004\n', "alignment"),
@@ -113,3 +127,64 @@ def test_pfnmap_and_pkvm_scenarios_are_refused() -> None:
 def test_a_scenario_without_memslot_is_refused() -> None:
     with pytest.raises(Unsupported, match="no-memslot unsupported"):
         make_plan(load_scenario("t.toml", '[[event]]\ndo = "read"\nipa = 0x1000\n'))
+
+
+VA = DATA / "guest_va.toml"
+
+
+def test_a_stage1_plan_writes_the_model_s_tables_at_their_hvas() -> None:
+    """Every word the model's write_guest_stage1 writes at an IPA is poked at the HVA the
+    memslot gives that IPA, after the set-up step, before the first access."""
+    scn = load_scenario(VA)
+    plan = make_plan(scn)
+    assert plan.stage1 is not None and plan.pokes_after == 1
+    mem = RecordingMemory()
+    (spec,) = scn.config("kvm").vcpus
+    root = write_guest_stage1(mem, 0x40000000, list(spec.maps))
+    assert plan.stage1.ttbr0 == root == 0x40000000
+    expect = {0x7F0000000000 + a - 0x40000000: v for a, v in mem.words.items() if v}
+    assert dict(plan.stage1.pokes) == expect
+    lines = render_plan(plan).splitlines()
+    pokes = [i for i, line in enumerate(lines) if line.startswith("poke ")]
+    assert lines[pokes[0] - 1].startswith("step 1 memslot")
+    assert lines[pokes[-1] + 1] == "step 2 guest"
+    assert f"reg {PC_CORE_ID:#x} {HIGH_BASE + ENTRY:#x}" in lines
+    assert f"reg {SCTLR_EL1_ID:#x} {0x30D00801:#x}" in lines
+
+
+def test_the_stage1_tables_levels_are_known_for_s1ptw_faults() -> None:
+    plan = make_plan(load_scenario(VA))
+    assert plan.stage1 is not None
+    assert [plan.stage1.table_level(a) for a in (0x40000000, 0x40001000, 0x40002008,
+                                                 0x40003000, 0x40005000, 0x40006000)] == [
+        1, 2, 3, 3, 3, None]
+
+
+def test_ttbr1_maps_the_vmm_s_code_and_marker_page() -> None:
+    """The architecture's own walk of the plan's TTBR1 tables (written as code words into
+    the code slot) finds the entry point executable at EL1 and the marker page Device."""
+    plan = make_plan(load_scenario(VA))
+    assert plan.stage1 is not None
+    mem = PhysMem()
+    for off, words in plan.stage1.machinery:
+        for i, w in enumerate(words):
+            mem.write_bytes(plan.code_gpa + off + 4 * i, w.to_bytes(4, "little"))
+    regs = SysRegs(SCTLR_EL1=plan.stage1.sctlr, TCR_EL1=plan.stage1.tcr,
+                   MAIR_EL1=plan.stage1.mair, TTBR0_EL1=plan.stage1.ttbr0,
+                   TTBR1_EL1=plan.stage1.ttbr1)
+    env = Env(mem, PRESETS["qemu-max"]())
+    fetch = full_translate(regs, Regime.EL10, HIGH_BASE + ENTRY, acc_ifetch(1), env)
+    assert isinstance(fetch, AddressDescriptor)
+    assert fetch.paddress == plan.code_gpa + ENTRY
+    store = full_translate(regs, Regime.EL10, HIGH_BASE + CODE_SIZE + 8, acc_gpr(1, True), env)
+    assert isinstance(store, AddressDescriptor) and store.paddress == plan.mmio_gpa + 8
+    assert store.memattrs.memtype.name == "DEVICE"
+    assert plan.is_machinery(plan.code_gpa + 0xF000)
+
+
+def test_stage1_maps_outside_the_code_limit_are_refused() -> None:
+    events = "".join(f'[[event]]\ndo = "read"\nva = {0x1000 * i:#x}\n' for i in range(2600))
+    head = '[[vcpu]]\nid = 0\nstage1_tables = 0x40000000\nmap = []\n'
+    with pytest.raises(Unsupported, match="code-size unsupported"):
+        plan_of(events, head)
+

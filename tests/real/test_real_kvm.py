@@ -22,14 +22,29 @@ from s2mmu.real.runner import RealRequest, RealResult, diff_real, load
 from tests.real.conftest import SCENARIOS
 
 Diffed = tuple[list[DiffReport], RealResult]
+THP_SPLIT = SCENARIOS[0].parent / "thp_split.toml"
 
 
-def test_both_scenarios_agree_step_by_step_on_nvhe(nvhe_diff: Diffed) -> None:
+def test_the_scenarios_agree_step_by_step_on_nvhe(nvhe_diff: Diffed) -> None:
     reports, result = nvhe_diff
     assert result.console.kvm_mode == "Hyp mode"
     assert [(r.scenario, r.differences) for r in reports] == [
-        ("dirty-round", []), ("host-events", [])]
-    assert [len(r.steps) for r in reports] == [12, 18]
+        ("dirty-round", []), ("host-events", []), ("guest-va", [])]
+    assert [len(r.steps) for r in reports] == [12, 18, 15]
+
+
+def test_guest_accesses_by_va_walk_the_guest_s_stage_1(nvhe_diff: Diffed) -> None:
+    """The guest's first fetch walks its stage 1: three S1PTW aborts then the fetch's own
+    (FAR_EL2 the VA each time); QEMU 7.2 reports the level-2 table's S1PTW fault at the
+    stage-1 level (a listed departure); the guest's own stage-1 faults come back as
+    ESR_EL1/FAR_EL1 equal to the model's."""
+    reports, _ = nvhe_diff
+    steps = {s.index: s for s in reports[2].steps}
+    assert [(f.ipa, f.s1ptw, f.far) for f in steps[2].real_faults] == [
+        (0x40000000, True, 0x200000), (0x40001000, True, 0x200000),
+        (0x40200000, False, 0x200000)]
+    assert steps[2].departures == ("s2_walk_fault_level",)
+    assert (steps[6].real_answer.esr, steps[6].real_answer.far) == (0x96000006, 0x1000000)
 
 
 def test_the_dirty_round_is_real(nvhe_diff: Diffed) -> None:
@@ -48,12 +63,23 @@ def test_json_documents_follow_their_schemas(nvhe_diff: Diffed) -> None:
 
 
 def test_cli_diff_in_protected_mode(real_kernel: Kernel, real_cache: Path) -> None:
+    """Under pKVM, --dump-after reads the host's stage 2 (VMID 0): 6.1's, with the
+    hypervisor's annotations and the page states in its PTEs, agrees range by range with
+    the model's for the same story, and holds the guest's memory as host-owned pages."""
     r = CliRunner().invoke(cli, ["real", "diff", str(SCENARIOS[0]), "--mode", "protected",
                                  "--kernel", str(real_kernel.image), "--cache",
-                                 str(real_cache)])
+                                 str(real_cache), "--dump-after", "5", "--json"])
     assert r.exit_code == 0, r.output
-    assert "(KVM: Protected nVHE mode)" in r.output
-    assert r.output.splitlines()[-1] == "dirty-round: 12/12 steps agree"
+    doc = json.loads(r.output)
+    validate(doc)
+    assert doc["kernel"]["kvm_says"] == "Protected nVHE mode"
+    (scn,) = doc["scenarios"]
+    assert (scn["agreed"], scn["steps"]) == (12, 12)
+    host = scn["compared"][4]["host_stage2"]
+    assert host["only_real"] == [] and host["only_model"] == []
+    assert host["real"] == host["model"] and "annotated" in host["real"]
+    assert host["guest_memory"]["real"] == host["guest_memory"]["model"]
+    assert host["guest_memory"]["real"]["annotated"] == 0
 
 
 def test_cli_run_json_in_vhe_mode(real_kernel: Kernel, real_cache: Path) -> None:
@@ -74,11 +100,13 @@ def test_stage2_read_through_the_gdbstub(real_kernel: Kernel, real_cache: Path) 
     from QEMU, holds what KVM 6.1 does: the written page writable, data pages XN, the
     fetched page executable; and the two pages first touched by a read and by a fetch
     both map the host's shared zero page, read-only (R--, R-x). The model does the same,
-    so the diff finds nothing at that step."""
-    reports, result = diff_real(load([SCENARIOS[0]]),
+    so the diff finds nothing at that step. In the same boot, the VMM's pagemap places
+    each leaf in its folio: a THP's 2M block at offset 0, then (dirty logging) single
+    pages at their own offsets in that folio, as in the model."""
+    reports, result = diff_real(load([SCENARIOS[0], THP_SPLIT]),
                                 RealRequest(str(real_kernel.image), Mode.VHE,
                                             str(real_cache)), ("5",))
-    (s2,) = result.stage2.values()
+    s2 = result.stage2[(0, 5)]
     mapped = diff_leaves(s2.dump, result.runs[0][0])
     leaves = {v.ipa: v for v, _ in mapped}
     assert sorted(leaves) == [0x40000000, 0x40001000, 0x40002000]
@@ -86,10 +114,22 @@ def test_stage2_read_through_the_gdbstub(real_kernel: Kernel, real_cache: Path) 
     assert [(leaves[a].attrs.perms.w, leaves[a].attrs.perms.px) for a in sorted(leaves)] == [
         (True, False), (False, False), (False, True)]
     assert shared_frames(mapped) == {frozenset({0x40001000, 0x40002000})}
-    assert reports[0].differences == []
+    assert [str(r) for _, r in {s.index: s for s in reports[0].steps}[5].relations] == [
+        "hva +0x0 in a 4K folio", "zero +0x0 in a 4K folio", "zero +0x0 in a 4K folio"]
+    assert [r.differences for r in reports] == [[], []]
+    doc = diff_json(reports, result)
+    validate(doc)
+    assert doc["scenarios"][1]["compared"][4]["relations"][0] == {
+        "ipa": "0x40005000", "size": 4096, "backing": "hva", "folio": 0x200000,
+        "offset": 0x5000, "contiguous": True}
+    thp = {s.index: s for s in reports[1].steps}[5]
+    assert [(v.ipa, str(r)) for v, r in thp.relations] == [
+        (0x40005000, "hva +0x5000 in a 2048K folio"),
+        (0x40007000, "hva +0x7000 in a 2048K folio")]
 
 
 ZERO_PAGE_COW = Path(__file__).resolve().parents[1] / "scenarios" / "zero_page_cow.toml"
+
 
 
 def test_a_write_to_the_zero_page_is_copied_and_6_1_remaps_the_copy_read_only(

@@ -184,6 +184,19 @@ class DumpFault:
 
 
 @dataclass(frozen=True)
+class DumpUnused:
+    """Invalid descriptors (bit[0]=0) whose other bits are not all zero, merged: bits the
+    hardware ignores and software may use (Arm ARM D8: an invalid descriptor's bits [63:1]
+    are IGNORED). A hypervisor keeps ownership annotations there."""
+
+    start: int
+    end: int
+    level: int
+    raw: int
+    entries: int
+
+
+@dataclass(frozen=True)
 class DumpRegion:
     """One input address range and its base register: TTBR0_EL1, TTBR1_EL2, VTTBR_EL2...
 
@@ -200,6 +213,8 @@ class DumpRegion:
     disabled: str
     ranges: tuple[DumpRange, ...]
     faults: tuple[DumpFault, ...]
+    unused: tuple[DumpUnused, ...] = ()
+    """Invalid descriptors holding software bits (only when the dump asks for them)."""
 
 
 @dataclass(frozen=True)
@@ -298,6 +313,18 @@ class _Collect:
         self.faults: list[DumpFault] = []
         self.start = self.end = self.oa = self.entries = 0
         self.attrs: LeafAttrs | None = None
+        self.unused: list[DumpUnused] | None = None
+
+    def invalid(self, start: int, size: int, level: int, raw: int) -> None:
+        """Add one invalid descriptor with software bits, merging it with the previous one
+        when it continues it at the same level with the same bits."""
+        if self.unused is None:
+            return
+        last = self.unused[-1] if self.unused else None
+        if last is not None and (last.end, last.level, last.raw) == (start, level, raw):
+            self.unused[-1] = replace(last, end=start + size, entries=last.entries + 1)
+        else:
+            self.unused.append(DumpUnused(start, start + size, level, raw, 1))
 
     def leaf(self, start: int, size: int, oa: int, attrs: LeafAttrs) -> None:
         """Add one leaf, clipped to [lo, hi), merging it with the open range if it can."""
@@ -374,6 +401,8 @@ def _visit(st: _Stage, out: _Collect, pa: int, level: int, ia_base: int,
     tkey = tuple(t.raw >> 59 for t in tables)
     for i, raw in enumerate(words, first):
         if not raw & 1:
+            if raw:
+                out.invalid(st.region_base + ia_base + (i << lsb), span, level, raw)
             continue
         ia = ia_base + (i << lsb)
         start = st.region_base + ia
@@ -408,12 +437,15 @@ def _visit(st: _Stage, out: _Collect, pa: int, level: int, ia_base: int,
 
 
 def _region(name: str, st: _Stage, rng: AddrRange, end: int, keep: RangePredicate | None,
-            disabled: str = "") -> DumpRegion:
-    """Walk one region's tables and return its merged ranges."""
+            disabled: str = "", unused: bool = False) -> DumpRegion:
+    """Walk one region's tables and return its merged ranges (and, if unused, its invalid
+    descriptors with software bits)."""
     setup = st.setup
     base = setup.base_address()
     lo, hi = max(rng.start, st.region_base), min(rng.end, end)
     out = _Collect(lo, hi, keep)
+    if unused:
+        out.unused = []
     if not disabled and lo < hi:
         if oa_out_of_range(base, setup.ps):
             out.faults.append(DumpFault(lo, hi, setup.startlevel, 0, (
@@ -427,7 +459,7 @@ def _region(name: str, st: _Stage, rng: AddrRange, end: int, keep: RangePredicat
     out.close()
     faults = tuple(out.faults) if keep is None else ()   # faults have no permissions
     return DumpRegion(name, setup.stage, st.region_base, end, setup.granule, setup.startlevel,
-                      base, disabled, tuple(out.ranges), faults)
+                      base, disabled, tuple(out.ranges), faults, tuple(out.unused or ()))
 
 
 def _check_range(rng: AddrRange | None, spaces: list[tuple[int, int]], what: str) -> AddrRange:
@@ -476,12 +508,13 @@ def _physical(pa: int) -> tuple[int, str]:
 
 
 def dump_s2(p: S2TTWParams, env: Env, rng: AddrRange | None = None,
-            keep: RangePredicate | None = None) -> TableDump:
+            keep: RangePredicate | None = None, unused: bool = False) -> TableDump:
     """Return the stage 2 that p describes as merged ranges of IPA space.
 
     rng limits the dump to [start, end) (clipping ranges at its edges); keep keeps only
-    ranges whose attributes it accepts (e.g. PermFilter(w=True)), and no faults. A T0SZ
-    or SL0 the walk would fault on at level 0 is bad input.
+    ranges whose attributes it accepts (e.g. PermFilter(w=True)), and no faults; unused
+    also lists invalid descriptors that hold software bits (DumpUnused, unclipped). A
+    T0SZ or SL0 the walk would fault on at level 0 is bad input.
     """
     why = s2_txsz_fault(p, env)
     if why:
@@ -494,7 +527,7 @@ def dump_s2(p: S2TTWParams, env: Env, rng: AddrRange | None = None,
     rng = _check_range(rng, [(0, end)], f"{p.iasize()}-bit IPA space")
     st = _Stage(s2_setup(p, env), p.ee, env, _physical,
                 lambda s: s2_leaf_attrs(s, p, env), 0)
-    return TableDump(2, None, (_region("VTTBR_EL2", st, rng, end, keep),))
+    return TableDump(2, None, (_region("VTTBR_EL2", st, rng, end, keep, unused=unused),))
 
 
 # ---------------------------------------------------------------- stage 1

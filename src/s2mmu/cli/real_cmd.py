@@ -24,6 +24,7 @@ from s2mmu.real.diff import (
     RealStepView,
     dirty_text,
     fault_text,
+    guest_text,
     profile_for_release,
     real_steps,
 )
@@ -57,8 +58,9 @@ def options(fn: Any) -> Any:
 def real() -> None:
     """Run scenarios on real KVM/arm64 under QEMU and compare them with the model.
 
-    Supported: the kvm layer's guest accesses by IPA (MMU off; read, write, exec, dc, with
-    or without a syndrome), anonymous and hugetlb VMAs (THP on or off), memslots and their
+    Supported: the kvm layer's guest accesses by IPA (MMU off) or, with vCPU 0's stage 1
+    ([[vcpu]] stage1_tables, map), by VA (read, write, exec, with or without a syndrome),
+    anonymous and hugetlb VMAs (THP on or off), memslots and their
     flags, moves and deletes, munmap, madvise, mmap, the dirty log (enable, get, clear,
     disable), checks; the stage 2 after chosen steps (--dump-after, through QEMU's
     gdbstub). Anything else is refused with one line naming the feature (`real features`).
@@ -68,7 +70,8 @@ def real() -> None:
 def fault_json(f: FaultView) -> dict[str, Any]:
     """Return one compared abort as JSON."""
     return {"ipa": f"{f.ipa:#x}", "kind": f.kind.value if f.kind else None, "level": f.level,
-            "write": f.write, "exec": f.exec, "cm": f.cm, "s1ptw": f.s1ptw}
+            "write": f.write, "exec": f.exec, "cm": f.cm, "s1ptw": f.s1ptw,
+            "far": f"{f.far:#x}", "esr": f"{f.esr:#x}"}
 
 
 def answer_json(a: Answer) -> dict[str, Any]:
@@ -80,6 +83,8 @@ def answer_json(a: Answer) -> dict[str, Any]:
         doc["errno"] = a.errno
     if a.esr is not None:
         doc["esr"] = f"{a.esr:#x}"
+    if a.far is not None:
+        doc["far"] = f"{a.far:#x}"
     return doc
 
 
@@ -182,8 +187,23 @@ def diff_json(reports: list[DiffReport], result: RealResult) -> dict[str, Any]:
                                     "faults": [fault_json(f) for f in s.model_faults]},
                           "real": {"answer": answer_json(s.real_answer),
                                    "faults": [fault_json(f) for f in s.real_faults]},
-                          "agree": not s.differences} for s in r.steps]}
+                          "agree": not s.differences, "departures": list(s.departures),
+                          "relations": [{"ipa": f"{v.ipa:#x}", "size": v.size,
+                                         "backing": rel.backing.value, "folio": rel.folio,
+                                         "offset": rel.offset, "contiguous": rel.contiguous}
+                                        for v, rel in s.relations],
+                          **({"host_stage2": {
+                              "real": s.host.real.summary(), "model": s.host.model.summary(),
+                              "only_real": [str(e) for e in s.host.only_real],
+                              "only_model": [str(e) for e in s.host.only_model],
+                              "guest_memory": {"real": dict(s.host.guest_real),
+                                               "model": dict(s.host.guest_model)}}}
+                             if s.host is not None else {})}
+                         for s in r.steps]}
             for r in reports]}
+
+
+RELATIONS_SHOWN = 8
 
 
 @real.command("diff")
@@ -210,8 +230,30 @@ def diff_cmd(scenarios: tuple[str, ...], kernel: str | None, mode: str, cache: s
             mark = "=" if not s.differences else "!"
             con.print(f"{mark} #{s.index:<3} {s.do:<17} {s.real_answer}"
                       + (f"  faults: {fault_text(s.real_faults)}" if s.real_faults else "")
-                      + (f"  dirty {dirty_text(s.dirty)}" if s.dirty is not None else ""),
+                      + (f"  dirty {dirty_text(s.dirty)}" if s.dirty is not None else "")
+                      + "".join(f"  (QEMU 7.2 {d})" for d in s.departures),
                       highlight=False, markup=False)
+            if s.host is not None:
+                con.print(f"    host stage 2 (VMID 0) after #{s.index}: real  "
+                          f"{s.host.real.summary()}", highlight=False, markup=False)
+                con.print(f"    {'':>31} model {s.host.model.summary()}"
+                          + ("  (agree range by range)" if not s.host.only_real
+                             and not s.host.only_model else ""),
+                          highlight=False, markup=False)
+                if s.host.guest_real:
+                    con.print(f"    {'':>31} the VMM's memory (guest RAM) there: real "
+                              f"{guest_text(s.host.guest_real)}; model "
+                              f"{guest_text(s.host.guest_model)}",
+                              highlight=False, markup=False)
+            if s.relations:
+                con.print(f"    stage 2 after #{s.index}, PA relation to the VMM's memory "
+                          "(real; the model's agrees unless a difference says so):",
+                          highlight=False, markup=False)
+                for v, rel in s.relations[:RELATIONS_SHOWN]:
+                    con.print(f"      {v}  -> {rel}", highlight=False, markup=False)
+                if len(s.relations) > RELATIONS_SHOWN:
+                    con.print(f"      ... {len(s.relations) - RELATIONS_SHOWN} more leaves",
+                              highlight=False, markup=False)
         for d in r.differences:
             where = f"step {d.step} {d.aspect.value}" if d.step else d.aspect.value
             con.print(f"difference: {r.scenario} {where}: model {d.model}; real {d.real}",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from s2mmu.arch.access import AccessDescriptor, AccessType, acc_gpr, acc_ifetch, access_pieces
-from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs
+from s2mmu.arch.builder import BumpAllocator, Memory64, TableBuilder, s1_attrs
 from s2mmu.arch.faults import FaultRecord, esr_abort, hpfar
 from s2mmu.arch.features import FeatureSet, IdRegs, feature_set_of
 from s2mmu.arch.params import Granule
@@ -95,17 +95,29 @@ def build_guest_stage1(kvm: Kvm, tables_ipa: int, maps: list[S1Map]) -> SysRegs:
 
     Leaves are 2M blocks when size and alignment allow, else 4K pages.
     """
-    view = GuestMemView(kvm)
-    b = TableBuilder(view, BumpAllocator(tables_ipa, tables_ipa + (1 << 20)), Granule.G4K,
+    root = write_guest_stage1(GuestMemView(kvm), tables_ipa, maps)
+    return vcpu_regs(kvm, guest_stage1_el1(root))
+
+
+def write_guest_stage1(mem: Memory64, tables_ipa: int, maps: list[S1Map]) -> int:
+    """Lay out the guest's stage 1 (4K granule, 39-bit VA, TTBR0) in mem, an IPA-addressed
+    memory, tables from tables_ipa on; return the root's IPA. A VMM writing the same words
+    at the same IPAs builds the same tables (s2mmu.real does)."""
+    b = TableBuilder(mem, BumpAllocator(tables_ipa, tables_ipa + (1 << 20)), Granule.G4K,
                      iasize=39, startlevel=1)
     for m in maps:
         attrs = s1_attrs(attrindx=1 if m.device else 0, ro=m.ro, pxn=m.xn, uxn=True)
         level = 2 if m.size % (1 << 21) == 0 and m.va % (1 << 21) == 0 and m.ipa % (1 << 21) == 0 \
             else None
         b.map(m.va, m.ipa, m.size, attrs, level=level)
+    return b.root
+
+
+def guest_stage1_el1(root: int) -> SysRegs:
+    """Return the EL1 registers of a guest whose stage 1 (write_guest_stage1) is at root."""
     tcr = TCR_EL1.encode(T0SZ=25, EPD1=1, TG0=0, IRGN0=1, ORGN0=1, SH0=3, IPS=5, HA=1)
-    return vcpu_regs(kvm, SysRegs(SCTLR_EL1=0x30D00800 | SCTLR_EL1_M, TCR_EL1=tcr,
-                                  MAIR_EL1=MAIR_GUEST, TTBR0_EL1=b.root))
+    return SysRegs(SCTLR_EL1=0x30D00800 | SCTLR_EL1_M, TCR_EL1=tcr, MAIR_EL1=MAIR_GUEST,
+                   TTBR0_EL1=root)
 
 
 def vcpu_regs(kvm: Kvm, el1: SysRegs | None = None) -> SysRegs:
@@ -162,8 +174,10 @@ def guest_access(kvm: Kvm, regs: SysRegs, va: int, kind: str,
     piece's first byte as FAR (the next page's first byte when only the second page
     faults); Completed gives the first piece's output.
 
-    syndrome: (size in bytes, register) for a load/store that reports ISV=1; cm: the
-    access is a cache maintenance instruction (ESR.CM, WnR=1).
+    syndrome: (size in bytes, register) for a load/store that reports ISV=1: ISS.SAS,
+    ISS.SRT, and ISS.SF=1 for 8 bytes (LDR/STR Xt; smaller sizes are LDR/STR of a Wt,
+    without sign extension: SF=0, SSE=0); cm: the access is a cache maintenance
+    instruction (ESR.CM, WnR=1).
 
     ASL: Mem (the unaligned-access loop), AArch64.FullTranslate, AArch64.FaultSyndrome.
     """
@@ -182,7 +196,7 @@ def guest_access(kvm: Kvm, regs: SysRegs, va: int, kind: str,
         esr = esr_abort(out, same_el=False)
         if syndrome is not None and not out.s2fs1walk and kind != "exec":
             sas, srt = syndrome
-            esr |= 1 << 24 | (sas.bit_length() - 1) << 22 | srt << 16
+            esr |= 1 << 24 | (sas.bit_length() - 1) << 22 | srt << 16 | int(sas == 8) << 15
         return Stage2Abort(GuestAbort(esr, addr, hpfar(out.ipaddress or 0)), out)
     assert first is not None
     return Completed(first)

@@ -109,6 +109,13 @@ them); 6.1.192 has the old rule and 6.12.118 the new one, the commits are not pi
 - ``unmap_range_tlbi``: with FEAT_TLBIRANGE and FWB, unmap skips the per-entry TLBIs
   and invalidates the whole range once at the end (stage2_unmap_defer_tlb_flush, taken
   here as v6.6, the range-based unmap invalidation); 6.1 invalidates entry by entry.
+- ``host_state_in_pte``: pKVM keeps the host's page state (SHARED_OWNED, SHARED_BORROWED)
+  in the host stage-2 PTEs' software bits: __host_set_page_state_range identity-maps the
+  range with pkvm_mkstate(PKVM_HOST_MEM_PROT, state), which forces pages (read in 6.1's and
+  6.12's mem_protect.c; real 6.1 under pKVM shows such pages, ``s2mmu real diff --mode
+  protected --dump-after N``). From "KVM: arm64: Move host page ownership tracking to the
+  hyp vmemmap" (the series of v6.14's pKVM guest stage 2; commit not pinned) the state is
+  in the hyp vmemmap only and a share leaves the host's mapping as it is.
 
 Releases: one profile per release that changed a rule or that a user meets (v6.1 and
 v6.12 are Debian's kernels, v6.6 a long-term release, v6.18 the last with HANDLE_FAULT
@@ -170,6 +177,7 @@ class BehaviourProfile:
     map_sw_bits_shortcut: bool = True
     unmap_range_tlbi: bool = True
     nested_exec: NestedExecRule = NestedExecRule.XNX
+    host_state_in_pte: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,6 +248,10 @@ KNOBS = (
                  "shadow stage-2"),
           Change("v7.1", "49b32ddb87a3", "KVM: arm64: nv: Fix handling of XN[0] when "
                  "!FEAT_XNX"))),
+    Knob("host_state_in_pte", "pKVM keeps the host's page state in its stage-2 PTEs' SW bits "
+         "(a share maps the page with pkvm_mkstate), not only in the hyp vmemmap",
+         (Change("v6.14", None, "KVM: arm64: Move host page ownership tracking to the hyp "
+                 "vmemmap"),)),
 )
 """Every knob of BehaviourProfile, in field order, with its history."""
 
@@ -262,6 +274,7 @@ V6_1 = BehaviourProfile(
     map_sw_bits_shortcut=False,
     unmap_range_tlbi=False,
     nested_exec=NestedExecRule.DESC_BIT54,
+    host_state_in_pte=True,
 )
 """v6.1 (Debian's 6.1.192): faults under the write lock, no walk flags, plain stores."""
 
@@ -280,7 +293,7 @@ V6_6 = replace(V6_2, name="v6.6", eagain_rule=EagainRule.HANDLE_FAULT,
 V6_12 = replace(V6_6, name="v6.12", relax_perms_tlbi_on_eagain=True)
 """v6.12 (Debian's 6.12.118): the pgtable rules of v6.6; at.c's software walker appears."""
 
-V6_18 = replace(V6_12, name="v6.18")
+V6_18 = replace(V6_12, name="v6.18", host_state_in_pte=False)
 """v6.18: the last release with HANDLE_FAULT, where pKVM's EL2 walks (which pass no flag)
 swallow -EAGAIN (seed 000)."""
 

@@ -472,9 +472,19 @@ def __host_set_page_state_range(
 ) -> int:
     """Set the host state of the range, mapping it back first if the host had lost it.
 
-    Kernel: __host_set_page_state_range.
+    Before the state moved to the hyp vmemmap (profile knob host_state_in_pte, as 6.1 and
+    6.12 do) the state is written into the host stage-2 PTEs: the range is identity-mapped
+    with pkvm_mkstate(PKVM_HOST_MEM_PROT, state), page by page (a prot other than the
+    default forces pages). The vmemmap is kept too, so the model's checks read one place.
+
+    Kernel: __host_set_page_state_range (6.1, 6.12: host_stage2_idmap_locked with
+    pkvm_mkstate; later: the vmemmap's host_state).
     """
-    if pkvm.vmemmap.hyp_phys_to_page(addr).host_state == PKVM_NOPAGE:
+    if pkvm.env.profile.host_state_in_pte:
+        ret = host_stage2_idmap_locked(pkvm, addr, size, pkvm_mkstate(PKVM_HOST_MEM_PROT, state))
+        if ret:
+            return ret
+    elif pkvm.vmemmap.hyp_phys_to_page(addr).host_state == PKVM_NOPAGE:
         ret = host_stage2_idmap_locked(pkvm, addr, size, PKVM_HOST_MEM_PROT)
         if ret:
             return ret

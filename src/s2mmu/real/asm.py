@@ -86,6 +86,11 @@ def mrs_esr_el1(rt: int) -> int:
     return 0xD5385200 | rt
 
 
+def mrs_far_el1(rt: int) -> int:
+    """MRS Xt, FAR_EL1."""
+    return 0xD5386000 | rt
+
+
 def mrs_elr_el1(rt: int) -> int:
     """MRS Xt, ELR_EL1."""
     return 0xD5384020 | rt

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from s2mmu.arch.dump import S2LeafAttrs, TableDump
-from s2mmu.arch.faults import Fault
+from s2mmu.arch.faults import Fault, esr_abort
+from s2mmu.conformance.divergences import divergence_named
 from s2mmu.kvm.abort import (
     Error,
     GuestAbort,
@@ -35,6 +36,8 @@ from s2mmu.kvm.abort import (
 )
 from s2mmu.kvm.errno import errname
 from s2mmu.pgtable.profile import PRE_V6_3, V6_3, V6_19, BehaviourProfile
+from s2mmu.real.backing import HostPage, PaRelation, model_pages, real_pages, relation
+from s2mmu.real.host_s2 import HostComparison, compare_host
 from s2mmu.real.log import (
     GuestException,
     MmioSeen,
@@ -49,6 +52,7 @@ from s2mmu.scenario.kvm_events import (
     AccessKind,
     DirtyLog,
     GuestAccess,
+    GuestFaulted,
     HostDone,
     IoctlRefused,
     KvmWorld,
@@ -59,6 +63,8 @@ from s2mmu.scenario.schema import Scenario
 from s2mmu.scenario.stage2 import Stage2Recorder
 
 EC_UNKNOWN, EC_IABT_CUR, EC_DABT_CUR = 0x00, 0x21, 0x25
+FSC_SEA = 0x10
+"""Synchronous External abort, not on a translation table walk (ESR_ELx.xFSC)."""
 
 
 def profile_for_release(release: str) -> BehaviourProfile:
@@ -70,10 +76,11 @@ def profile_for_release(release: str) -> BehaviourProfile:
     return V6_3 if version < (6, 19) else V6_19
 
 
-def run_model(scn: Scenario, profile: BehaviourProfile,
-              dumps: tuple[int, ...] = ()) -> tuple[Run, dict[int, TableDump]]:
+def run_model(scn: Scenario, profile: BehaviourProfile, dumps: tuple[int, ...] = (),
+              pages: dict[int, dict[int, HostPage]] | None = None,
+              ) -> tuple[Run, dict[int, TableDump]]:
     """Run the scenario on the model under a profile; return the run and its stage 2
-    after each step in dumps.
+    after each step in dumps (and, into pages if given, the model host's pages then).
 
     The profile goes into the VM's page-table environment after the first step, a memslot
     set-up step (the plan refuses scenarios without one), which walks no table.
@@ -84,6 +91,8 @@ def run_model(scn: Scenario, profile: BehaviourProfile,
         if step.index == 1:
             world.part(KvmWorld).kvm.env.profile = profile
         recorder(step, world)
+        if pages is not None and step.index in dumps:
+            pages[step.index] = model_pages(world.part(KvmWorld).kvm.host)
 
     run = run_scenario(scn, on_step=apply)
     return run, {d.step.index: d.dump for d in recorder.dumps}
@@ -94,7 +103,8 @@ def run_model(scn: Scenario, profile: BehaviourProfile,
 
 @dataclass(frozen=True)
 class FaultView:
-    """One stage-2 abort as compared: the IPA's page and what the ESR says of it."""
+    """One stage-2 abort as compared: the IPA's page (HPFAR_EL2), what ESR_EL2 says of it,
+    and FAR_EL2 (the VA a guest access by VA used, which an S1PTW abort reports too)."""
 
     ipa: int
     kind: Fault | None
@@ -103,6 +113,10 @@ class FaultView:
     exec: bool
     cm: bool
     s1ptw: bool
+    far: int = 0
+    esr: int = 0
+    """ESR_EL2 as reported, all of it compared (the fields above decode it; the ISS of a
+    load/store with a syndrome, ISV, SAS, SSE, SRT, SF and AR, is compared only here)."""
 
     @staticmethod
     def of(abort: GuestAbort) -> FaultView:
@@ -114,13 +128,15 @@ class FaultView:
         iabt = kvm_vcpu_trap_is_iabt(abort)
         write = not iabt and bool(abort.esr >> 6 & 1)
         return FaultView(kvm_vcpu_get_fault_ipa(abort), kind, level, write, iabt,
-                         not iabt and kvm_vcpu_dabt_is_cm(abort), kvm_vcpu_abt_iss1tw(abort))
+                         not iabt and kvm_vcpu_dabt_is_cm(abort), kvm_vcpu_abt_iss1tw(abort),
+                         abort.far, abort.esr)
 
     def __str__(self) -> str:
         what = "fetch" if self.exec else "dc" if self.cm else "write" if self.write else "read"
         kind = self.kind.value if self.kind else "?"
         level = f" L{self.level}" if self.level is not None else ""
-        return f"{what} {kind}{level} @{self.ipa:#x}" + (" s1ptw" if self.s1ptw else "")
+        far = f" FAR={self.far:#x}" if self.far >> 12 != self.ipa >> 12 else ""
+        return f"{what} {kind}{level} @{self.ipa:#x}" + (" s1ptw" if self.s1ptw else "") + far
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,8 @@ class Answer:
     mmio: tuple[int, int, bool] | None = None
     errno: str | None = None
     esr: int | None = None
+    far: int | None = None
+    """A guest stage-1 fault's FAR_EL1."""
 
     def __str__(self) -> str:
         out = self.outcome.value
@@ -145,6 +163,8 @@ class Answer:
             out += f" {self.errno}"
         if self.esr is not None:
             out += f" ESR_EL1={self.esr:#x}"
+        if self.far is not None:
+            out += f" FAR_EL1={self.far:#x}"
         return out
 
 
@@ -163,6 +183,9 @@ def model_answer(step: StepRecord) -> Answer:
         case NisvExit(ipa=ipa) if step.outcome is Outcome.NISV:
             return Answer(Outcome.NISV, mmio=(ipa, 0, False))
     match step.result:
+        case GuestFaulted(fault=fault):
+            return Answer(Outcome.GUEST_FAULT, esr=esr_abort(fault, same_el=True),
+                          far=fault.vaddress)
         case IoctlRefused(errno=e):
             return Answer(Outcome.ERROR, errno=_errno(e))
         case HostDone(errno=e) if e:
@@ -187,23 +210,27 @@ def real_answer(st: RealStep, access: AccessKind | None) -> Answer:
             return Answer(Outcome.NISV, mmio=(ipa, 0, False))
         case RunFailed(errno=e):
             return Answer(Outcome.ERROR, errno=e)
-        case GuestException(esr=esr):
-            return exception_answer(esr, access)
+        case GuestException(esr=esr, far=far):
+            return exception_answer(esr, far, access)
         case Stuck(what=what):
             return Answer(Outcome.ERROR, errno="stuck: " + what)
     raise AssertionError(st.exits[-1])
 
 
-def exception_answer(esr: int, access: AccessKind) -> Answer:
-    """Return what a guest exception means: an injected abort, or (an undefined instruction
-    at the fetched target) a fetch that completed at stage 2."""
+def exception_answer(esr: int, far: int | None, access: AccessKind) -> Answer:
+    """Return what a guest exception means: an abort KVM injected (a synchronous external
+    abort, FSC 0x10), an undefined instruction at the fetched target (a fetch that
+    completed), or the guest's own stage-1 fault (ESR_EL1 and FAR_EL1 as reported)."""
     ec = esr >> 26 & 0x3F
-    if ec == EC_DABT_CUR:
+    sea = esr & 0x3F == FSC_SEA
+    if ec == EC_DABT_CUR and sea:
         return Answer(Outcome.SEA_DABT)
-    if ec == EC_IABT_CUR:
+    if ec == EC_IABT_CUR and sea:
         return Answer(Outcome.SEA_PABT)
     if ec == EC_UNKNOWN and access is AccessKind.EXEC:
         return Answer(Outcome.COMPLETED)
+    if ec in (EC_DABT_CUR, EC_IABT_CUR):
+        return Answer(Outcome.GUEST_FAULT, esr=esr, far=far)
     return Answer(Outcome.GUEST_FAULT, esr=esr)
 
 
@@ -220,6 +247,8 @@ class Aspect(enum.Enum):
     DIRTY = "dirty log"
     STAGE2 = "stage 2"
     FRAMES = "shared frames"
+    BACKING = "PA relation"
+    HOST_STAGE2 = "host stage 2"
 
 
 @dataclass(frozen=True)
@@ -244,6 +273,43 @@ class StepComparison:
     real_answer: Answer
     dirty: tuple[int, ...] | None
     differences: tuple[Difference, ...]
+    departures: tuple[str, ...] = ()
+    """The platform departures that explain what differs in the fault stream (names of
+    s2mmu.conformance.divergences), each once."""
+    relations: tuple[tuple[S2LeafView, PaRelation], ...] = ()
+    """Real KVM's stage-2 leaves after the step, each with its PA relation (when the
+    stage 2 and the VMM's pagemap were read after it)."""
+    host: HostComparison | None = None
+    """pKVM's host stage 2 after the step, real against the model's (protected mode)."""
+
+
+S2_WALK_FAULT_LEVEL = divergence_named("s2_walk_fault_level").name
+"""QEMU 7.2 reports a stage-2 fault on a stage-1 table walk at the stage-1 level of the
+table it read, where the architecture (and the model) give the stage-2 level (listed
+with its reason in s2mmu.conformance.divergences)."""
+
+
+def same_fault(model: FaultView, real: FaultView, plan: Plan) -> str | None:
+    """Return "" when two aborts agree, the departure's name when they agree but for a
+    listed QEMU departure, None when they differ."""
+    if model == real:
+        return ""
+    if (model.s1ptw and real.s1ptw and plan.stage1 is not None
+            and replace(model, level=real.level, esr=model.esr & ~3 | real.esr & 3) == real
+            and plan.stage1.table_level(model.ipa) == real.level):
+        return S2_WALK_FAULT_LEVEL
+    return None
+
+
+def same_faults(model: tuple[FaultView, ...], real: tuple[FaultView, ...],
+                plan: Plan) -> tuple[str, ...] | None:
+    """Return the departures that make two fault streams agree (None: they differ)."""
+    if len(model) != len(real):
+        return None
+    found = [same_fault(m, r, plan) for m, r in zip(model, real, strict=True)]
+    if any(f is None for f in found):
+        return None
+    return tuple(dict.fromkeys(f for f in found if f))
 
 
 @dataclass(frozen=True)
@@ -267,9 +333,10 @@ class DiffReport:
         return sum(1 for s in self.steps if not s.differences)
 
 
-def fault_text(faults: tuple[FaultView, ...]) -> str:
-    """Return a fault sequence as one line."""
-    return "; ".join(str(f) for f in faults) or "no fault"
+def fault_text(faults: tuple[FaultView, ...], esr: bool = False) -> str:
+    """Return a fault sequence as one line (with each ESR_EL2 if esr)."""
+    return "; ".join(str(f) + (f" ESR={f.esr:#x}" if esr else "") for f in faults) \
+        or "no fault"
 
 
 def dirty_text(pages: tuple[int, ...] | None) -> str:
@@ -290,14 +357,18 @@ def compare_step(step: StepRecord, st: RealStep | None, plan: Plan) -> StepCompa
     rf = tuple(FaultView.of(f.abort) for f in st.faults if not plan.is_machinery(f.ipa))
     ra = real_answer(st, access)
     diffs = []
-    if mf != rf:
-        diffs.append(Difference(step.index, Aspect.FAULTS, fault_text(mf), fault_text(rf)))
+    departures = same_faults(mf, rf, plan)
+    if departures is None:
+        esr = fault_text(mf) == fault_text(rf)
+        diffs.append(Difference(step.index, Aspect.FAULTS, fault_text(mf, esr),
+                                fault_text(rf, esr)))
     if ma != ra:
         diffs.append(Difference(step.index, Aspect.ANSWER, str(ma), str(ra)))
     if mdirty != st.dirty:
         diffs.append(Difference(step.index, Aspect.DIRTY, dirty_text(mdirty),
                                 dirty_text(st.dirty)))
-    return StepComparison(step.index, step.event.do, mf, rf, ma, ra, st.dirty, tuple(diffs))
+    return StepComparison(step.index, step.event.do, mf, rf, ma, ra, st.dirty, tuple(diffs),
+                          departures or ())
 
 
 CTR_DIC, CTR_IDC = 29, 28
@@ -323,9 +394,13 @@ def host_differences(scn: Scenario, real: RealRun) -> list[Difference]:
 
 def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile,
             model_s2: Mapping[int, TableDump] | None = None,
-            real_s2: Mapping[int, TableDump] | None = None) -> DiffReport:
+            real_s2: Mapping[int, TableDump] | None = None,
+            model_pages: Mapping[int, Mapping[int, HostPage]] | None = None,
+            host_s2: Mapping[int, TableDump] | None = None) -> DiffReport:
     """Compare the model's run with real KVM's, step by step (and the stage 2 after the
-    steps both dumps are given for)."""
+    steps both dumps are given for; with model_pages, each leaf's PA relation too, the
+    real one from the VMM's pagemap at that step; host_s2: pKVM's host stage 2 read after
+    steps, each compared with the model's for the same story)."""
     setup = tuple(host_differences(model.scenario, real)) + tuple(
         Difference(0, Aspect.SETUP, "ok", s) for s in real.setup)
     steps = []
@@ -334,9 +409,21 @@ def compare(model: Run, real: RealRun, plan: Plan, profile: BehaviourProfile,
         if model_s2 and real_s2 and s.index in model_s2:
             if s.index in real_s2:
                 extra = compare_stage2(s.index, model_s2[s.index], real_s2[s.index], plan)
+                if model_pages is not None and s.index in real.pagemaps:
+                    found, rels = compare_backing(
+                        s.index, model_s2[s.index], real_s2[s.index], plan,
+                        model_pages.get(s.index, {}), real_pages(real.pagemaps[s.index]))
+                    extra += found
+                    c = replace(c, relations=rels)
             else:
                 extra = [Difference(s.index, Aspect.STAGE2, "dumped", "not read")]
             c = replace(c, differences=c.differences + tuple(extra))
+        if host_s2 and s.index in host_s2:
+            pas = [pg.pa for pg in real_pages(real.pagemaps.get(s.index, ())).values()
+                   if not pg.zero]
+            hc = compare_host(host_s2[s.index], profile, pas)
+            c = replace(c, host=hc, differences=c.differences + tuple(host_differences_of(
+                s.index, hc)))
         steps.append(c)
     return DiffReport(model.scenario.name, real.release, profile.name, tuple(steps), setup)
 
@@ -451,3 +538,49 @@ def compare_stage2(step: int, model: TableDump, real: TableDump,
     if gm != gr:
         out.append(Difference(step, Aspect.FRAMES, groups_text(gm), groups_text(gr)))
     return out
+
+
+def leaf_relations(dump: TableDump, plan: Plan, step: int,
+                   pages: Mapping[int, HostPage]) -> dict[int, tuple[S2LeafView, PaRelation]]:
+    """Return each leaf's PA relation to the VMM's memory after a step, by IPA."""
+    hva_of = plan.hva_of(step)
+    return {v.ipa: (v, relation(v.ipa, v.size, oa, hva_of, pages))
+            for v, oa in leaves(dump, plan)}
+
+
+def compare_backing(step: int, model: TableDump, real: TableDump, plan: Plan,
+                    model_pages: Mapping[int, HostPage], real_pages: Mapping[int, HostPage],
+                    ) -> tuple[list[Difference], tuple[tuple[S2LeafView, PaRelation], ...]]:
+    """Compare the PA relation of the leaves both stage 2s have at the same IPA; return
+    the differences and real KVM's leaves with their relations."""
+    m = leaf_relations(model, plan, step, model_pages)
+    r = leaf_relations(real, plan, step, real_pages)
+    out = [Difference(step, Aspect.BACKING, f"{ipa:#x} {m[ipa][1]}", f"{ipa:#x} {r[ipa][1]}")
+           for ipa in sorted(m.keys() & r.keys()) if m[ipa][1] != r[ipa][1]]
+    return out, tuple(r[ipa] for ipa in sorted(r))
+
+
+HOST_SHOWN = 4
+
+
+def host_differences_of(step: int, hc: HostComparison) -> list[Difference]:
+    """Return one difference naming what only one host stage 2 has (at most HOST_SHOWN
+    ranges each side shown), or none when they agree."""
+    if not hc.only_real and not hc.only_model and hc.guest_model == hc.guest_real:
+        return []
+
+    def text(items: tuple[object, ...]) -> str:
+        shown = "; ".join(map(str, items[:HOST_SHOWN]))
+        more = f"; ... {len(items) - HOST_SHOWN} more" if len(items) > HOST_SHOWN else ""
+        return (shown + more) or "nothing else"
+
+    out = [Difference(step, Aspect.HOST_STAGE2, text(hc.only_model), text(hc.only_real))]
+    if hc.guest_model != hc.guest_real:
+        out.append(Difference(step, Aspect.HOST_STAGE2, "guest memory " + guest_text(
+            hc.guest_model), "guest memory " + guest_text(hc.guest_real)))
+    return out
+
+
+def guest_text(counts: tuple[tuple[str, int], ...]) -> str:
+    """Return how a host stage 2 holds the guest's memory, as text."""
+    return ", ".join(f"{n} {what}" for what, n in counts)

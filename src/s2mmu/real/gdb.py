@@ -215,3 +215,37 @@ def read_stage2(stub: GdbStub, known: RealStage2 | None = None,
         return RealStage2(vttbr, vtcr, hcr, dump, len(mem.fetched))
     finally:
         stub.resume()
+
+
+def host_vttbr(vttbr: int, hcr: int) -> bool:
+    """Return whether the registers are pKVM's host running under its own stage 2:
+    HCR_EL2.VM set, VMID 0, a table base (the host_mmu.pgt root, __load_host_stage2)."""
+    return hcr & 1 == 1 and vttbr >> 48 == 0 and vttbr & 0x0000_FFFF_FFFF_FFFE != 0
+
+
+def read_host_stage2(stub: GdbStub, attempts: int = 400) -> RealStage2:
+    """Halt the machine when pKVM's host runs and dump its stage 2 (VMID 0), with the
+    invalid entries that carry ownership annotations, then resume."""
+    last = (0, 0)
+    for _ in range(attempts):
+        stub.halt()
+        last = (stub.register("VTTBR_EL2"), stub.register("HCR_EL2"))
+        if host_vttbr(*last):
+            break
+        stub.resume()
+        time.sleep(random.uniform(0.001, 0.013))
+    else:
+        raise GdbError(f"real KVM: no halt in {attempts} found pKVM's host stage 2 loaded "
+                       f"(last VTTBR_EL2 {last[0]:#x}, HCR_EL2 {last[1]:#x}): is the mode "
+                       "protected?")
+    try:
+        vttbr, hcr = last
+        vtcr = stub.register("VTCR_EL2")
+        stub.physical()
+        mem = StubMemory(stub)
+        env = Env(mem, PRESETS["qemu-max"]())
+        regs = SysRegs(VTTBR_EL2=vttbr, VTCR_EL2=vtcr, HCR_EL2=hcr)
+        dump = dump_s2(get_s2_ttw_params(regs, env.fs, env.choices), env, unused=True)
+        return RealStage2(vttbr, vtcr, hcr, dump, len(mem.fetched))
+    finally:
+        stub.resume()

@@ -75,9 +75,12 @@ class GuestException:
 
     esr: int
     elr: int
+    far: int | None = None
+    """FAR_EL1 (None from a VMM that does not report it)."""
 
     def __str__(self) -> str:
-        return f"guest exception ESR_EL1={self.esr:#x} ELR_EL1={self.elr:#x}"
+        far = f" FAR_EL1={self.far:#x}" if self.far is not None else ""
+        return f"guest exception ESR_EL1={self.esr:#x} ELR_EL1={self.elr:#x}{far}"
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,20 @@ class RealStep:
 
 
 @dataclass(frozen=True)
+class PagemapRun:
+    """Present pages of the VMM's memory: pages HVAs from hva on, mapping the PFNs from pfn
+    on, with the kept /proc/kpageflags bits (KPF_ZERO_PAGE, KPF_THP, KPF_HUGE)."""
+
+    hva: int
+    pages: int
+    pfn: int
+    flags: int
+
+
+KPF_HUGE, KPF_THP, KPF_ZERO_PAGE = 17, 22, 24
+
+
+@dataclass(frozen=True)
 class RealRun:
     """One scenario (one plan, one VM) as real KVM ran it."""
 
@@ -136,6 +153,8 @@ class RealRun:
     ended: bool
     ctr_el0: int | None = None
     """The host CPU's CTR_EL0 as the VMM read it (DIC, IDC), None if not reported."""
+    pagemaps: Mapping[int, tuple[PagemapRun, ...]] = field(default_factory=dict)
+    """The VMM's /proc/self/pagemap when the stage 2 was read, by step."""
 
 
 @dataclass
@@ -160,6 +179,7 @@ class _RunDraft:
     setup: list[str] = field(default_factory=list)
     steps: dict[int, _StepDraft] = field(default_factory=dict)
     ended: bool = False
+    pagemaps: dict[int, dict[int, PagemapRun]] = field(default_factory=dict)
 
     def step(self, n: int) -> _StepDraft:
         return self.steps.setdefault(n, _StepDraft(n))
@@ -167,7 +187,8 @@ class _RunDraft:
     def freeze(self) -> RealRun:
         return RealRun(self.plan, self.release, tuple(self.setup),
                        {n: st.freeze() for n, st in sorted(self.steps.items())}, self.ended,
-                       self.ctr_el0)
+                       self.ctr_el0, {n: tuple(r[h] for h in sorted(r))
+                                      for n, r in self.pagemaps.items()})
 
 
 class ConsoleError(InputError):
@@ -197,7 +218,8 @@ def exit_of(kind: str, args: list[str]) -> Exit:
     if kind == "error":
         return RunFailed(args[0])
     if kind == "exception":
-        return GuestException(int(args[0], 16), int(args[1], 16))
+        far = int(args[2], 16) if len(args) > 2 else None
+        return GuestException(int(args[0], 16), int(args[1], 16), far)
     return Stuck(" ".join([kind, *args]))
 
 
@@ -278,7 +300,11 @@ def parse_console(text: str) -> ConsoleLog:
             step_record(runs[-1], words)
         elif head == "end":
             runs[-1].ended = True
-        elif head in ("vm", "vcpu") and words[1:2] == ["err"] or \
+        elif head == "dump" and words[2:3] == ["pagemap"] and len(words) == 7:
+            hva, pages, pfn, flags = (int(w, 0) for w in words[3:])
+            runs[-1].pagemaps.setdefault(int(words[1]), {})[hva] = PagemapRun(
+                hva, pages, pfn, flags)
+        elif head in ("vm", "vcpu", "reg", "poke") and words[1:2] == ["err"] or \
                 head == "vma" and words[2:3] != ["ok"]:
             runs[-1].setup.append(" ".join(words))
     if not release:

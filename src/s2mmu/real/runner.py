@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2mmu.arch.errors import InputError
+from s2mmu.real.backing import HostPage
 from s2mmu.real.boot import Boot, Mode, boot, build_vmm, cache_dir, resolve_kernel
 from s2mmu.real.diff import DiffReport, compare, profile_for_release, run_model
-from s2mmu.real.gdb import GdbStub, RealStage2, read_stage2
+from s2mmu.real.gdb import GdbStub, RealStage2, read_host_stage2, read_stage2
 from s2mmu.real.log import ConsoleError, ConsoleLog, RealRun, parse_console
 from s2mmu.real.plan import Plan, make_plan, render_plan
 from s2mmu.scenario.runner import step_count
@@ -40,7 +40,9 @@ class RealResult:
     console: ConsoleLog
     boot: Boot
     stage2: Mapping[tuple[int, int], RealStage2]
-    """The real stage 2 after each step asked for, by (scenario number, step)."""
+    """The real stage 2 after each step asked for, by (scenario number, step): the
+    guest's, or under protected mode the host's (VMID 0; pKVM's halts rarely find the
+    guest running, and the host stage 2 is what pKVM's ownership lives in)."""
     prepare_seconds: float
     """Resolving the kernel and building the VMM (cached after the first time)."""
 
@@ -60,11 +62,8 @@ def run_real(scenarios: list[Scenario], req: RealRequest,
              dump_after: tuple[str, ...] = ()) -> RealResult:
     """Plan every scenario (Unsupported for what cannot run), boot once, run them all;
     read the real stage 2 after the steps dump_after names, in each scenario."""
-    if dump_after and req.mode is Mode.PROTECTED:
-        raise InputError("real KVM: --dump-after with --mode protected: under pKVM the "
-                         "gdbstub's halts rarely find the guest running here (the host is "
-                         "seen idle), so its stage-2 root is not found; use vhe or nvhe")
-    plans = [make_plan(s, check_dumps(s, dump_after)) for s in scenarios]
+    plans = [make_plan(s, check_dumps(s, dump_after), req.mode is Mode.PROTECTED)
+             for s in scenarios]
     t0 = time.monotonic()
     cache = cache_dir(req.cache)
     kernel = resolve_kernel(req.kernel, cache)
@@ -76,6 +75,9 @@ def run_real(scenarios: list[Scenario], req: RealRequest,
     stage2: dict[tuple[int, int], RealStage2] = {}
 
     def on_dump(plan: str, step: int, stub: GdbStub) -> None:
+        if req.mode is Mode.PROTECTED:
+            stage2[(files[plan], step)] = read_host_stage2(stub)
+            return
         known = next((s2 for (i, _), s2 in stage2.items() if i == files[plan]), None)
         stage2[(files[plan], step)] = read_stage2(stub, known)
 
@@ -99,7 +101,11 @@ def diff_real(scenarios: list[Scenario], req: RealRequest,
     reports = []
     for i, (scn, (plan, real)) in enumerate(zip(scenarios, result.runs, strict=True)):
         profile = profile_for_release(real.release)
-        model, model_s2 = run_model(scn, profile, plan.dumps)
+        pages: dict[int, dict[int, HostPage]] = {}
+        model, model_s2 = run_model(scn, profile, plan.dumps, pages)
         real_s2 = {step: s2.dump for (j, step), s2 in result.stage2.items() if j == i}
-        reports.append(compare(model, real, plan, profile, model_s2, real_s2))
+        if plan.host_dumps:
+            reports.append(compare(model, real, plan, profile, host_s2=real_s2))
+        else:
+            reports.append(compare(model, real, plan, profile, model_s2, real_s2, pages))
     return reports, result

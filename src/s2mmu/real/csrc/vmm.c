@@ -13,6 +13,8 @@
  *   code OFFSET WORD...            guest code words (little-endian A64), at the code slot
  *   codeslot GPA SIZE ENTRY        the VMM's own memslot (vectors, code from ENTRY)
  *   mmio GPA                       the VMM's marker page (no memslot: stores exit)
+ *   reg ID VALUE                   KVM_SET_ONE_REG (after the first code line made the vCPU)
+ *   poke HVA VALUE                 store a 64-bit word in the VMM's memory (guest tables)
  *   step N memslot SLOT GPA SIZE HVA FLAGS
  *   step N guest                   run the vCPU until the guest stores N to the marker page
  *   step N munmap|madvise HVA SIZE
@@ -21,7 +23,13 @@
  *   step N cleardirty SLOT FIRST NUM HEXBITMAP
  *   step N check
  *   dump N                         spin the guest until "go" arrives on the console
- *                                  (the stage 2 is read through QEMU's gdbstub meanwhile)
+ *                                  (the stage 2 is read through QEMU's gdbstub meanwhile);
+ *                                  first print the VMM's pagemap: "dump N pagemap HVA
+ *                                  PAGES PFN FLAGS" for each run of present pages whose
+ *                                  PFNs follow each other (FLAGS: /proc/kpageflags'
+ *                                  ZERO_PAGE, THP and HUGE bits)
+ *   dump N host                    the same, but the guest does not run meanwhile (the
+ *                                  host's stage 2 is read: the host must be caught running)
  * and prints one record a line, each starting "S2R " (see s2mmu.real.log for the grammar).
  * Before each step it writes "s2mmu step N" to trace_marker, so the tracepoint stream can
  * be cut into steps.
@@ -60,6 +68,7 @@
 #define MARK_STEP 0x00
 #define MARK_ESR 0x10
 #define MARK_ELR 0x18
+#define MARK_FAR 0x20
 #define DUMP_FLAG (1ULL << 32)
 #define TRACING "/sys/kernel/tracing"
 
@@ -68,6 +77,9 @@ static struct kvm_run *run;
 static uint8_t *code;
 static uint64_t code_gpa, code_size, code_entry, mmio_gpa;
 static uint64_t slot_npages[MAX_SLOTS];
+#define MAX_VMAS 64
+static uint64_t vma_start[MAX_VMAS], vma_size[MAX_VMAS];
+static int nvmas;
 
 static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void out(const char *fmt, ...)
@@ -148,6 +160,15 @@ static void set_reg(size_t off, uint64_t v)
 		out("error set_one_reg %s", errname(errno));
 }
 
+/* KVM_SET_ONE_REG of any register, by its id; "reg ok ID" or "reg err ERRNO ID". */
+static void set_one_reg(uint64_t id, uint64_t v)
+{
+	struct kvm_one_reg r = { .id = id, .addr = (uint64_t)&v };
+
+	if (ioctl(vcpu_fd, KVM_SET_ONE_REG, &r) < 0)
+		out("reg err %s %#llx", errname(errno), (unsigned long long)id);
+}
+
 #define PC_OFF offsetof(struct kvm_regs, regs.pc)
 #define X_OFF(n) (offsetof(struct kvm_regs, regs.regs) + (n) * sizeof(uint64_t))
 
@@ -182,7 +203,76 @@ static int map_vma(uint64_t start, uint64_t size, const char *kind, int thp, int
 	}
 	if (!strcmp(kind, "anon"))
 		madvise(p, size, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	if (nvmas < MAX_VMAS) {
+		vma_start[nvmas] = start;
+		vma_size[nvmas++] = size;
+	}
 	return 0;
+}
+
+#define PM_PRESENT (1ULL << 63)
+#define PM_PFN_MASK ((1ULL << 55) - 1)
+#define KPF_HUGE 17
+#define KPF_THP 22
+#define KPF_ZERO_PAGE 24
+#define KPF_KEPT ((1ULL << KPF_HUGE) | (1ULL << KPF_THP) | (1ULL << KPF_ZERO_PAGE))
+
+/* Print one run of pages (nothing for an empty run). */
+static void pagemap_run(uint64_t n, uint64_t hva, uint64_t len, uint64_t pfn, uint64_t flags)
+{
+	if (len)
+		out("dump %llu pagemap %#llx %llu %#llx %#llx", (unsigned long long)n,
+		    (unsigned long long)hva, (unsigned long long)len, (unsigned long long)pfn,
+		    (unsigned long long)flags);
+}
+
+/* Print the present pages of every VMA the plan mapped, as runs of consecutive PFNs. */
+static void print_pagemap(uint64_t n)
+{
+	static uint64_t e[512];
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int kf = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+
+	if (pm < 0) {
+		out("dump %llu pagemap err %s", (unsigned long long)n, errname(errno));
+		return;
+	}
+	for (int v = 0; v < nvmas; v++) {
+		uint64_t run_hva = 0, run_pfn = 0, run_flags = 0, run_len = 0;
+		uint64_t pages = vma_size[v] / 4096, first = vma_start[v] / 4096;
+
+		for (uint64_t i = 0; i < pages; i += 512) {
+			uint64_t k = pages - i < 512 ? pages - i : 512;
+
+			if (pread(pm, e, k * 8, (off_t)((first + i) * 8)) != (ssize_t)(k * 8))
+				memset(e, 0, sizeof(e));
+			for (uint64_t j = 0; j < k; j++) {
+				uint64_t pfn = e[j] & PM_PFN_MASK, flags = 0;
+
+				if (!(e[j] & PM_PRESENT)) {
+					pagemap_run(n, run_hva, run_len, run_pfn, run_flags);
+					run_len = 0;
+					continue;
+				}
+				if (kf >= 0 && pread(kf, &flags, 8, (off_t)(pfn * 8)) != 8)
+					flags = 0;
+				flags &= KPF_KEPT;
+				if (run_len && pfn == run_pfn + run_len && flags == run_flags) {
+					run_len++;
+					continue;
+				}
+				pagemap_run(n, run_hva, run_len, run_pfn, run_flags);
+				run_hva = (first + i + j) * 4096;
+				run_pfn = pfn;
+				run_flags = flags;
+				run_len = 1;
+			}
+		}
+		pagemap_run(n, run_hva, run_len, run_pfn, run_flags);
+	}
+	close(pm);
+	if (kf >= 0)
+		close(kf);
 }
 
 static int set_slot(uint32_t slot, uint64_t gpa, uint64_t size, uint64_t hva, uint32_t flags)
@@ -199,6 +289,20 @@ static int set_slot(uint32_t slot, uint64_t gpa, uint64_t size, uint64_t hva, ui
 	return 0;
 }
 
+/*
+ * Store a word at an HVA through /proc/self/mem (as a debugger would: no SIGSEGV on an
+ * unmapped or read-only address, an error record instead).
+ */
+static void poke(uint64_t hva, uint64_t v)
+{
+	static int mem_fd = -1;
+
+	if (mem_fd < 0)
+		mem_fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	if (pwrite(mem_fd, &v, 8, (off_t)hva) != 8)
+		out("poke err %s %#llx", errname(errno), (unsigned long long)hva);
+}
+
 /* -- running the guest ----------------------------------------------------------------- */
 
 static void on_alarm(int sig)
@@ -209,7 +313,7 @@ static void on_alarm(int sig)
 /* Run until the guest reports step N done; return 0, or -1 when the plan cannot go on. */
 static int run_guest(uint64_t n)
 {
-	uint64_t esr = 0;
+	uint64_t esr = 0, far = 0;
 
 	for (int i = 0; i < 256; i++) {
 		alarm(20);
@@ -240,13 +344,18 @@ static int run_guest(uint64_t n)
 				    (unsigned long long)v);
 				return -1;
 			}
+			if (a == mmio_gpa + MARK_FAR && run->mmio.is_write) {
+				far = v;
+				continue;
+			}
 			if (a == mmio_gpa + MARK_ESR && run->mmio.is_write) {
 				esr = v;
 				continue;
 			}
 			if (a == mmio_gpa + MARK_ELR && run->mmio.is_write) {
-				out("step %llu exit exception %#llx %#llx", (unsigned long long)n,
-				    (unsigned long long)esr, (unsigned long long)v);
+				out("step %llu exit exception %#llx %#llx %#llx", (unsigned long long)n,
+				    (unsigned long long)esr, (unsigned long long)v,
+				    (unsigned long long)far);
 				continue;
 			}
 			if (!run->mmio.is_write)
@@ -292,15 +401,25 @@ static int console_says_go(void)
 
 /*
  * Keep the guest spinning (KVM_RUN interrupted every 20 ms to look at the console) until
- * "go" arrives, then step it past its spin to the marker store of DUMP_FLAG | N.
+ * "go" arrives, then step it past its spin to the marker store of DUMP_FLAG | N. With
+ * host_only the guest stays stopped at its spin until "go" (the VMM polls the console).
  */
-static int run_dump(uint64_t n)
+static int run_dump(uint64_t n, int host_only)
 {
 	struct itimerval tick = { { 0, 20000 }, { 0, 20000 } }, off = { { 0, 0 }, { 0, 0 } };
 	int go = 0, rc = -1;
 
 	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+	print_pagemap(n);
 	out("dump %llu ready", (unsigned long long)n);
+	for (int i = 0; host_only && !go && i < 15000; i++) {
+		if (console_says_go()) {
+			go = 1;
+			set_reg(PC_OFF, get_reg(PC_OFF) + 4);
+		} else {
+			usleep(20000);
+		}
+	}
 	setitimer(ITIMER_REAL, &tick, NULL);
 	for (int i = 0; i < 15000; i++) {
 		int r = ioctl(vcpu_fd, KVM_RUN, 0);
@@ -563,9 +682,13 @@ static int run_plan(const char *path)
 
 				memcpy(code + off, &w, 4);
 			}
+		} else if (!strcmp(t[0], "reg") && nt >= 3 && vcpu_ready) {
+			set_one_reg(num(t[1]), num(t[2]));
+		} else if (!strcmp(t[0], "poke") && nt >= 3) {
+			poke(num(t[1]), num(t[2]));
 		} else if (!strcmp(t[0], "dump") && nt >= 2) {
 			mark(num(t[1]));
-			if (run_dump(num(t[1])))
+			if (run_dump(num(t[1]), nt >= 3 && !strcmp(t[2], "host")))
 				break;
 		} else if (!strcmp(t[0], "step") && nt >= 3) {
 			if (do_step(t, nt))
