@@ -85,8 +85,8 @@ def build_cmd(source: str | None, cache: str | None, granule: str) -> None:
     b = build(source, cache, GRANULES[granule])
     con = output.console()
     con.print(f"kernel: Linux {b.version} from {b.source}")
-    con.print(f"granule: {granule} (PAGE_SHIFT {b.page_shift})")
     con.print(f"model profile: {b.profile.name}")
+    con.print(f"granule: {granule} (PAGE_SHIFT {b.page_shift})")
     con.print(f"library: {b.library}")
     con.print(f"at.c library: {b.at_library or '(none: at.c is built from 6.12 on)'}")
     if b.cached:

@@ -454,12 +454,16 @@ def _prepare(s: Sides, op: Op) -> None:
                 break
             s.split_mc.objects.append(pa)
         s.kernel.set_memcache(1, list(s.split_mc.objects))
-    s.kernel.set_fallback(s.env.pool.next_pages(FALLBACK_PAGES))
+    s.kernel.set_fallback(s.env.pool.next_pages(fallback_pages(op, s.pgt)))
     s.events_seen = len(s.env.events)
 
 
-FALLBACK_PAGES = 4
-"""Atomic allocations one operation can make on an empty memcache (one per level)."""
+def fallback_pages(op: Op, pgt: KvmPgtable) -> int:
+    """Return how many atomic allocations op can make on an empty memcache: one per level
+    for a map, a table and its children for an unlinked level-1 table forced to pages."""
+    if op.name == "create_unlinked":
+        return 1 + pgt.ops.g.ptrs_per_pte
+    return 4
 
 
 Result = int | tuple[int, int, int] | tuple[int, tuple[Visit, ...]] | None
@@ -699,6 +703,15 @@ class SequenceResult:
     at: int | None
 
 
+def step(s: Sides, op: Op) -> tuple[Result, Result, Difference | None]:
+    """Run op on both sides (memcaches prepared alike): the kernel's outcome, the
+    model's, and the first difference after it."""
+    _prepare(s, op)
+    k_ret = run_kernel(s.kernel, op)
+    m_ret = run_model(s, op)
+    return k_ret, m_ret, compare(s, op, k_ret, m_ret)
+
+
 def run_sequence(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps,
                  ops: list[Op], ipa_bits: int = IPA_BITS) -> SequenceResult:
     """Run ops on fresh sides, comparing after init and each operation; stop at a difference."""
@@ -707,10 +720,7 @@ def run_sequence(kernel: KernelPgtable, profile: BehaviourProfile, caps: KvmCaps
     if diff is not None:
         return SequenceResult(tuple(ops), 0, diff, None)
     for i, op in enumerate(ops):
-        _prepare(s, op)
-        k_ret = run_kernel(kernel, op)
-        m_ret = run_model(s, op)
-        diff = compare(s, op, k_ret, m_ret)
+        _, _, diff = step(s, op)
         if diff is not None:
             return SequenceResult(tuple(ops), i, diff, i)
     return SequenceResult(tuple(ops), len(ops), None, None)

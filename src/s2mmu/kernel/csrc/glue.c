@@ -144,7 +144,7 @@ static long page_index(void *addr)
 }
 
 /* Pages an atomic allocation returns, in order (kg_set_fallback). */
-#define KG_MAX_FALLBACK 16
+#define KG_MAX_FALLBACK 8200
 static u64 fallback[KG_MAX_FALLBACK];
 static int nfallback, next_fallback;
 
