@@ -30,6 +30,7 @@ from s2mmu.pgtable.events import (
     Warn,
 )
 
+
 class _Event(C.Structure):
     _fields_ = [("kind", C.c_int), ("level", C.c_int), ("a", C.c_uint64),
                 ("b", C.c_uint64), ("text", C.c_char * 64)]

@@ -466,9 +466,29 @@ def fallback_pages(op: Op, pgt: KvmPgtable) -> int:
     return 4
 
 
-Result = int | tuple[int, int, int] | tuple[int, tuple[Visit, ...]] | None
-"""An operation's outcome: its return value; get_leaf's (ret, entry, level); a walk's
-(ret, visitor calls); None for mkyoung."""
+@dataclass(frozen=True)
+class WalkOutcome:
+    """A visitor walk's outcome: kvm_pgtable_walk's return value and the visitor's calls."""
+
+    ret: int
+    visits: tuple[Visit, ...]
+
+
+@dataclass(frozen=True)
+class LeafOutcome:
+    """kvm_pgtable_get_leaf's outcome: its return value, the entry and its level."""
+
+    ret: int
+    pte: int
+    level: int
+
+    def __str__(self) -> str:
+        return f"{self.ret}, {self.pte:#x}, level {self.level}"
+
+
+Result = int | WalkOutcome | LeafOutcome | None
+"""An operation's outcome: its return value, a walk's or get_leaf's record, None for
+mkyoung."""
 
 
 def to_model_walk_flags(flags: int) -> int:
@@ -484,7 +504,7 @@ def to_kernel_walk_flags(flags: int) -> int:
     return out | (K_WALK_HANDLE_FAULT if flags & KVM_PGTABLE_WALK_HANDLE_FAULT else 0)
 
 
-def model_walk(s: Sides, op: Op) -> tuple[int, tuple[Visit, ...]]:
+def model_walk(s: Sides, op: Op) -> WalkOutcome:
     """Run a visitor walk on the model: kvm_pgtable_walk with a visitor that records each
     call and returns op.fail_ret at call op.fail_at and clears the entry at op.zap_at.
 
@@ -504,7 +524,7 @@ def model_walk(s: Sides, op: Op) -> tuple[int, tuple[Visit, ...]]:
 
     walker = KvmPgtableWalker(visitor, None, to_model_walk_flags(op.walk_flags))
     ret = int(kvm_pgtable_walk(s.pgt, op.addr, op.size, walker))
-    return ret, tuple(visits)
+    return WalkOutcome(ret, tuple(visits))
 
 
 def run_model(s: Sides, op: Op) -> Result:
@@ -542,7 +562,7 @@ def run_model(s: Sides, op: Op) -> Result:
             return model_walk(s, op)
         case "get_leaf":
             leaf = kvm_pgtable_get_leaf(pgt, op.addr)
-            return leaf.ret, leaf.pte, leaf.level
+            return LeafOutcome(leaf.ret, leaf.pte, leaf.level)
         case _:
             return int(kvm_pgtable_stage2_flush(pgt, op.addr, op.size))
 
@@ -572,9 +592,10 @@ def run_kernel(k: KernelPgtable, op: Op) -> Result:
         case "create_unlinked":
             return k.create_unlinked(op.phys, op.level, op.prot, op.force_pte)
         case "walk":
-            return k.walk(op.addr, op.size, op.walk_flags, op.fail_at, op.fail_ret, op.zap_at)
+            return WalkOutcome(*k.walk(op.addr, op.size, op.walk_flags, op.fail_at,
+                                       op.fail_ret, op.zap_at))
         case "get_leaf":
-            return k.get_leaf(op.addr)
+            return LeafOutcome(*k.get_leaf(op.addr))
         case _:
             return k.flush(op.addr, op.size)
 
@@ -611,30 +632,22 @@ def _normalise(events: Sequence[KernelEvent], op: Op, ret: Result,
 
 def _compare_results(k_ret: Result, m_ret: Result) -> Difference | None:
     """Return how two outcomes differ: the return value, then (walks) the first visitor
-    call that differs, then (get_leaf) the entry or level."""
-    if isinstance(k_ret, tuple) and isinstance(m_ret, tuple) and len(k_ret) == 2:
-        k_rv, k_visits = k_ret
-        m_rv, m_visits = m_ret
-        if k_rv != m_rv:
-            return Difference("return value", str(k_rv), str(m_rv))
-        if k_visits != m_visits:
-            assert isinstance(k_visits, tuple) and isinstance(m_visits, tuple)
-            i = next((i for i, (a, b) in enumerate(zip(k_visits, m_visits, strict=False))
-                      if a != b), min(len(k_visits), len(m_visits)))
-            return Difference(f"visitor call {i + 1}",
-                              str(k_visits[i]) if i < len(k_visits) else "(none)",
-                              str(m_visits[i]) if i < len(m_visits) else "(none)")
+    call that differs, or (get_leaf) the entry or level."""
+    if isinstance(k_ret, WalkOutcome) and isinstance(m_ret, WalkOutcome):
+        if k_ret.ret != m_ret.ret:
+            return Difference("return value", str(k_ret.ret), str(m_ret.ret))
+        kv, mv = k_ret.visits, m_ret.visits
+        if kv != mv:
+            i = next((i for i, (a, b) in enumerate(zip(kv, mv, strict=False)) if a != b),
+                     min(len(kv), len(mv)))
+            return Difference(f"visitor call {i + 1}", str(kv[i]) if i < len(kv) else "(none)",
+                              str(mv[i]) if i < len(mv) else "(none)")
         return None
-    if isinstance(k_ret, tuple) and isinstance(m_ret, tuple) and k_ret != m_ret:
-        return Difference("get_leaf (ret, entry, level)", _leaf_text(k_ret), _leaf_text(m_ret))
+    if isinstance(k_ret, LeafOutcome) and k_ret != m_ret:
+        return Difference("get_leaf (ret, entry, level)", str(k_ret), str(m_ret))
     if k_ret != m_ret:
         return Difference("return value", str(k_ret), str(m_ret))
     return None
-
-
-def _leaf_text(r: tuple[object, ...]) -> str:
-    return ", ".join(f"{v:#x}" if isinstance(v, int) and i == 1 else str(v)
-                     for i, v in enumerate(r))
 
 
 def compare(s: Sides, op: Op, k_ret: Result, m_ret: Result) -> Difference | None:

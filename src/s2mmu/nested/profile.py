@@ -51,7 +51,9 @@ from s2mmu.pgtable.profile import (
     profile_names,
 )
 
-AT_OBSERVED = ("6.12.118 (built here, kernel diff --at) has the old rule; torvalds/linux at.c stored at 0090c0a247cd has the new one; the commit between is not pinned")
+AT_OBSERVED = ("6.12.118 (built here, kernel diff --at) has the old rule; torvalds/linux "
+               "at.c stored at 0090c0a247cd has the new one; the commit between is not "
+               "pinned")
 """Where the four measured at.c rules were seen to change (no commit pinned)."""
 
 AT_KNOBS = (
