@@ -71,26 +71,26 @@ def test_a_level_2_block_maps_and_splits_alike(kernel_granule: KernelPgtable,
 
 def test_the_model_agrees_with_6_12_at_each_granule(kernel_granule: KernelPgtable,
                                                     kernel_granule_build: KernelBuild) -> None:
-    report = run_diff(kernel_granule, kernel_granule_build.profile, ops=200, seed=5)
+    report = run_diff(kernel_granule, kernel_granule_build.profile, ops=160, seed=5)
     assert [(r.difference, ops) for r, ops in report.differences] == []
-    assert report.compared == report.agreed == 200
+    assert report.compared == report.agreed == 160
     assert set(report.by_op) >= {"map", "unmap", "split", "walk", "relax_perms"}
 
 
 def test_agreement_at_each_granule_holds_with_fwb_and_range_tlbis(
         kernel_granule: KernelPgtable, kernel_granule_build: KernelBuild) -> None:
-    report = run_diff(kernel_granule, kernel_granule_build.profile, ops=120, seed=6,
+    report = run_diff(kernel_granule, kernel_granule_build.profile, ops=80, seed=6,
                       caps=KvmCaps(stage2_fwb=True, tlb_range=True))
     assert [(r.difference, ops) for r, ops in report.differences] == []
 
 
 def test_the_model_agrees_with_6_1_at_each_granule(kernel_6_1_granule: KernelPgtable) -> None:
-    report = run_diff(kernel_6_1_granule, V6_1, ops=200, seed=5)
+    report = run_diff(kernel_6_1_granule, V6_1, ops=160, seed=5)
     assert [(r.difference, ops) for r, ops in report.differences] == []
-    assert report.compared == report.agreed == 200
+    assert report.compared == report.agreed == 160
 
 
-@pytest.mark.parametrize("ipa_bits", [32, 36, 44, 48])
+@pytest.mark.parametrize("ipa_bits", [32, 48])
 def test_agreement_at_each_granule_holds_for_other_ipa_sizes(
         kernel_granule: KernelPgtable, kernel_granule_build: KernelBuild, ipa_bits: int) -> None:
     report = run_diff(kernel_granule, kernel_granule_build.profile, ops=60, seed=8,
