@@ -307,8 +307,6 @@ class Geometry:
 
 GRANULE_NAMES = {12: "4k", 14: "16k", 16: "64k"}
 
-PAGE_SLOTS = tuple(i * SZ_2M for i in range(6))  # pages and 2M blocks: IPA 0..12M
-GIGA_SLOT = 2 * SZ_1G  # 1G blocks (never split: the model's split of 1G is slow)
 PROTS = (K_PROT_R, K_PROT_R | K_PROT_W, K_PROT_R | K_PROT_X, K_PROT_R | K_PROT_W | K_PROT_X,
          K_PROT_R | K_PROT_W | K_PROT_DEVICE, K_PROT_R | K_PROT_W | K_PROT_NORMAL_NC,
          K_PROT_W, K_PROT_X, K_PROT_R | K_PROT_X | K_PROT_DEVICE)
