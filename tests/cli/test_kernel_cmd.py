@@ -158,3 +158,39 @@ def test_diff_scenario_json_names_it_and_validates(kernel_build: KernelBuild,
                                                "relax_perms 0x401000 RW"]
     code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--ops", "5", "--json")
     assert "scenario" not in json.loads(out)
+
+
+def test_diff_granule_reaches_the_json(kernel_granule_build: KernelBuild, kernel_cache: Path,
+                                       granule_name: str) -> None:
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--ops", "30",
+                       "--granule", granule_name, "--json")
+    doc = json.loads(out)
+    validate(doc)
+    assert code == 0 and doc["granule"] == granule_name and doc["agreed"] == 30
+
+
+def test_diff_granule_reaches_the_replay_line(kernel_granule_build: KernelBuild,
+                                              kernel_cache: Path, granule_name: str) -> None:
+    walk = "walk 0x0 0x400000 LEAF fail@1=-EAGAIN"
+    code, out, _ = run("kernel", "diff", "--cache", str(kernel_cache), "--granule", granule_name,
+                       "--profile", "v6.19", "--replay", walk)
+    assert code == 1
+    assert out.splitlines()[-3] == "difference 1: return value: kernel 0, model -11"
+    assert out.splitlines()[-2] == (f"  replay: s2mmu kernel diff --profile v6.19 --granule "
+                                    f"{granule_name} --replay \"{walk}\"")
+
+
+def test_build_names_the_granule(kernel_granule_build: KernelBuild, kernel_cache: Path,
+                                 granule_name: str) -> None:
+    code, out, _ = run("kernel", "build", "--cache", str(kernel_cache), "--granule", granule_name)
+    assert code == 0
+    assert out.splitlines()[2] == (f"granule: {granule_name} (PAGE_SHIFT "
+                                   f"{kernel_granule_build.page_shift})")
+    assert out.splitlines()[3].endswith(f"libkpgtable-{granule_name}.so")
+
+
+def test_diff_granule_with_a_scenario_is_refused() -> None:
+    code, out, err = run("kernel", "diff", "--granule", "16k", "--scenario", "dirty-logging")
+    assert code == 2 and out == ""
+    assert err.startswith("s2mmu: error: kernel diff: --granule 16k goes with random or "
+                          "replayed operations")

@@ -15,7 +15,7 @@ import pytest
 from s2mmu.arch.errors import InputError
 from s2mmu.kernel.at_binding import KernelAt
 from s2mmu.kernel.binding import KernelPgtable
-from s2mmu.kernel.build import KernelBuild, build
+from s2mmu.kernel.build import GRANULES, KernelBuild, build
 
 LINUX_6_1 = "/usr/src/linux-source-6.1.tar.xz"
 """Debian's linux-source-6.1 (scripts/install-and-test.sh installs it)."""
@@ -41,9 +41,9 @@ def kernel(kernel_build: KernelBuild) -> KernelPgtable:
     return KernelPgtable(kernel_build.library)
 
 
-def _build_or_skip(source: str | None, cache: Path) -> KernelBuild:
+def _build_or_skip(source: str | None, cache: Path, page_shift: int = 12) -> KernelBuild:
     try:
-        return build(source, str(cache))
+        return build(source, str(cache), page_shift)
     except InputError as e:
         if os.environ.get("S2MMU_REQUIRE_KERNEL") or os.environ.get("CI"):
             pytest.fail(f"kernel oracle required but unavailable: {e}")
@@ -65,3 +65,23 @@ def kernel_6_1_build(kernel_cache: Path) -> KernelBuild:
 @pytest.fixture(scope="session")
 def kernel_6_1(kernel_6_1_build: KernelBuild) -> KernelPgtable:
     return KernelPgtable(kernel_6_1_build.library)
+
+
+@pytest.fixture(scope="session", params=["16k", "64k"])
+def granule_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def kernel_granule_build(kernel_cache: Path, granule_name: str) -> KernelBuild:
+    return _build_or_skip(None, kernel_cache, GRANULES[granule_name])
+
+
+@pytest.fixture(scope="session")
+def kernel_granule(kernel_granule_build: KernelBuild) -> KernelPgtable:
+    return KernelPgtable(kernel_granule_build.library)
+
+
+@pytest.fixture(scope="session")
+def kernel_6_1_granule(kernel_cache: Path, granule_name: str) -> KernelPgtable:
+    return KernelPgtable(_build_or_skip(LINUX_6_1, kernel_cache, GRANULES[granule_name]).library)

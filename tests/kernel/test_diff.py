@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +12,7 @@ from s2mmu.kernel.binding import KernelPgtable
 from s2mmu.kernel.build import KernelBuild
 from s2mmu.kernel.diff import Op, new_sides, parse_ops, random_op, run_diff
 from s2mmu.pgtable.caps import KvmCaps
-from s2mmu.pgtable.profile import V6_19
+from s2mmu.pgtable.profile import V6_12, V6_19
 from s2mmu.pgtable.walk import kvm_pgd_pages
 
 RELAX_RW_ON_EXEC = "map 0xa00000 0x200000 0x11f400000 X; relax_perms 0xa6a000 R"
@@ -92,3 +93,16 @@ def test_an_ipa_size_outside_32_to_48_bits_is_refused(kernel: KernelPgtable,
                                                       ipa_bits: int) -> None:
     with pytest.raises(InputError, match=f"IPA size {ipa_bits} bits is outside 32..48"):
         run_diff(kernel, kernel_build.profile, ops=1, seed=0, ipa_bits=ipa_bits)
+
+
+def test_6_12_has_the_6_10_icache_rule_for_owner_annotations(kernel: KernelPgtable) -> None:
+    # 96171cfa55d0 (v6.10): without it the model invalidates the I-cache for an owner
+    # annotation, which 6.12.118 does not. (7cc1d214a6cd's software-bits shortcut has no
+    # effect the operations can show once invalid entries get no CMOs.)
+    ops = parse_ops("set_owner 0x559000 0x1000 1")
+    assert run_diff(kernel, V6_12, ops=0, seed=0, replay=ops).differences == ()
+    report = run_diff(kernel, replace(V6_12, cmo_valid_leaf_only=False), ops=0, seed=0,
+                      replay=ops)
+    (result, _), = report.differences
+    assert result.difference is not None
+    assert "IcacheInvalPou" in result.difference.model

@@ -348,3 +348,29 @@ def test_v6_1_owner_annotations_invalidate_the_icache(owner: int, size: int) -> 
         assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, size, memcache(env), owner) == 0
         icache = [e for e in env.events.since(n) if isinstance(e, IcacheInvalPou)]
         assert len(icache) == expected, profile.name
+
+
+def test_every_change_without_a_commit_says_what_was_observed() -> None:
+    from s2mmu.nested.profile import all_knobs
+
+    for k in all_knobs():
+        for c in k.changes:
+            assert (c.commit is None) == (c.title is None), k.name
+            assert c.commit is not None or c.observed, k.name
+
+
+@pytest.mark.parametrize("knob", ["cmo_valid_leaf_only", "map_sw_bits_shortcut"])
+def test_the_6_10_map_walker_rules_start_with_the_v6_12_profile(knob: str) -> None:
+    # 96171cfa55d0 and 7cc1d214a6cd are in the KVM/arm64 updates for 6.10.
+    assert [getattr(p, knob) for p in PROFILES.values()] == [False] * 3 + [True] * 4
+
+
+@pytest.mark.parametrize(("owner", "size"), [(1, SZ_4K), (0, 4 * SZ_4K)])
+def test_v6_6_owner_annotations_invalidate_the_icache_as_6_1_does(owner: int, size: int) -> None:
+    for profile, expected in ((PROFILES["v6.6"], size // SZ_4K), (PROFILES["v6.12"], 0)):
+        env = new_env(profile=profile)
+        pgt = new_stage2(env, 40)
+        n = len(env.events)
+        assert kvm_pgtable_stage2_set_owner(pgt, SZ_2M, size, memcache(env), owner) == 0
+        icache = [e for e in env.events.since(n) if isinstance(e, IcacheInvalPou)]
+        assert len(icache) == expected, profile.name

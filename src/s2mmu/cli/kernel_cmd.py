@@ -23,8 +23,16 @@ from s2mmu.cli import output
 from s2mmu.kernel.at_binding import KernelAt
 from s2mmu.kernel.at_diff import AtDiffReport, run_at_diff
 from s2mmu.kernel.binding import KernelPgtable
-from s2mmu.kernel.build import KernelBuild, build
-from s2mmu.kernel.diff import IPA_BITS, IPA_BITS_RANGE, DiffReport, Op, parse_ops, run_diff
+from s2mmu.kernel.build import GRANULES, KernelBuild, build
+from s2mmu.kernel.diff import (
+    GRANULE_NAMES,
+    IPA_BITS,
+    IPA_BITS_RANGE,
+    DiffReport,
+    Op,
+    parse_ops,
+    run_diff,
+)
 from s2mmu.kernel.diff_scenarios import SCENARIOS, scenario
 from s2mmu.nested.at import PROFILES as AT_PROFILES
 from s2mmu.nested.at import V6_12
@@ -62,16 +70,23 @@ def kernel() -> None:
     """Build the kernel's own pgtable.c and at.c and compare the model with them."""
 
 
+GRANULE_HELP = ("Stage-2 granule: the host PAGE_SIZE pgtable.c is built with "
+                "(each granule is its own cached library).")
+
+
 @kernel.command("build")
 @click.option("--source", metavar="TARBALL_OR_TREE", help=SOURCE_HELP)
 @click.option("--cache", metavar="DIR", help=CACHE_HELP)
+@click.option("--granule", type=click.Choice(list(GRANULES)), default="4k", show_default=True,
+              help=GRANULE_HELP)
 @input_errors
-def build_cmd(source: str | None, cache: str | None) -> None:
+def build_cmd(source: str | None, cache: str | None, granule: str) -> None:
     """Extract and compile the kernel's pgtable.c into a shared library (cached)."""
-    b = build(source, cache)
+    b = build(source, cache, GRANULES[granule])
     con = output.console()
     con.print(f"kernel: Linux {b.version} from {b.source}")
     con.print(f"model profile: {b.profile.name}")
+    con.print(f"granule: {granule} (PAGE_SHIFT {b.page_shift})")
     con.print(f"library: {b.library}")
     con.print(f"at.c library: {b.at_library or '(none: at.c is built from 6.12 on)'}")
     if b.cached:
@@ -90,6 +105,7 @@ def diff_doc(b: KernelBuild, report: DiffReport, length: int,
         "seed": report.seed,
         "sequence_length": length,
         "ipa_bits": ipa_bits,
+        "granule": GRANULE_NAMES[b.page_shift],
         "compared": report.compared,
         "agreed": report.agreed,
         "agreement": round(report.agreement, 3),
@@ -176,6 +192,9 @@ def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
 @click.option("--ipa-bits", type=click.IntRange(*IPA_BITS_RANGE), default=IPA_BITS,
               show_default=True,
               help="Guest IPA size of both stage 2s (kvm_get_vtcr picks the start level).")
+@click.option("--granule", type=click.Choice(list(GRANULES)), default="4k", show_default=True,
+              help=GRANULE_HELP + " The random operations use its pages and level-2 "
+                   "blocks (2M, 32M, 512M).")
 @click.option("--replay", "replay_text", metavar="OPS",
               help="Run these operations (as a difference prints them, ';'-separated).")
 @click.option("--scenario", "scenario_name", metavar="NAME",
@@ -189,8 +208,8 @@ def at_diff_run(b: KernelBuild, n_cases: int, seed: int, case: int | None,
 def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None,
              seed: int, length: int,
              profile_name: str | None, fwb: bool, tlb_range: bool, ipa_bits: int,
-             replay_text: str | None, scenario_name: str | None, source: str | None,
-             cache: str | None, as_json: bool) -> None:
+             granule: str, replay_text: str | None, scenario_name: str | None,
+             source: str | None, cache: str | None, as_json: bool) -> None:
     """Run the kernel's pgtable.c and the model on the same operations and compare."""
     if (case is not None or at_profile is not None) and not at_mode:
         raise InputError("kernel diff: --case and --at-profile go with --at; without --at "
@@ -204,9 +223,12 @@ def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None
             con.print(f"{sc.name}: {sc.summary} ({len(sc.text)} operations)",
                       highlight=False, markup=False)
         sys.exit(0)
+    if granule != "4k" and (scenario_name is not None or at_mode):
+        raise InputError(f"kernel diff: --granule {granule} goes with random or replayed "
+                         "operations; --scenario and --at are written for 4k")
     story = scenario(scenario_name) if scenario_name is not None else None
     replay: list[Op] | None = parse_ops(replay_text) if replay_text is not None else None
-    b = build(source, cache)
+    b = build(source, cache, GRANULES[granule])
     if at_mode:
         at_diff_run(b, n_ops, seed, case, at_profile, as_json)
     k = KernelPgtable(b.library)
@@ -222,8 +244,9 @@ def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None
         output.print_json(diff_doc(b, report, length, ipa_bits, scenario_name))
     else:
         con = output.console()
-        con.print(f"kernel: Linux {b.version} ({b.source}); model profile {profile.name}"
-                  + (f"; scenario {scenario_name}" if scenario_name else ""), highlight=False)
+        con.print(f"kernel: Linux {b.version} ({b.source}); granule {granule}; model profile "
+                  f"{profile.name}" + (f"; scenario {scenario_name}" if scenario_name else ""),
+                  highlight=False)
         con.print("operations agreed: " + ", ".join(
             f"{name} {n}" for name, n in sorted(report.by_op.items())), highlight=False)
         for i, (r, ops) in enumerate(report.differences, 1):
@@ -232,7 +255,8 @@ def diff_cmd(n_ops: int, at_mode: bool, case: int | None, at_profile: str | None
             con.print(f"difference {i}: {d.what}: kernel {d.kernel}, model {d.model}",
                       highlight=False, markup=False)
             flags = "".join((" --fwb" if fwb else "", " --tlb-range" if tlb_range else "",
-                             f" --ipa-bits {ipa_bits}" if ipa_bits != IPA_BITS else ""))
+                             f" --ipa-bits {ipa_bits}" if ipa_bits != IPA_BITS else "",
+                             f" --granule {granule}" if granule != "4k" else ""))
             con.print(f"  replay: s2mmu kernel diff --profile {profile.name}{flags} --replay "
                       f"\"{'; '.join(str(op) for op in ops)}\"", highlight=False, markup=False)
         con.print(f"agreement {report.agreement:.1f}% ({report.agreed}/{report.compared} "

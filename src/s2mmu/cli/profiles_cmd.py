@@ -70,9 +70,12 @@ def layer_of(knob: Knob) -> str:
 
 
 def change_text(knob: Knob) -> str:
-    """Return a knob's history: release, commit (or "not pinned"), title."""
+    """Return a knob's history: release, commit (or "not pinned" and what was observed),
+    title."""
     return "; ".join(f"{c.release} {c.commit or 'commit not pinned'}"
-                     + (f" \"{c.title}\"" if c.title else "") for c in knob.changes)
+                     + (f" \"{c.title}\"" if c.title else "")
+                     + (f" (observed: {c.observed})" if c.observed else "")
+                     for c in knob.changes)
 
 
 def table_lines() -> list[str]:
@@ -111,8 +114,8 @@ def profiles_doc() -> dict[str, Any]:
     return {"schema": SCHEMA, "default": CURRENT.name,
             "profiles": [profile_json(p) for p in KERNEL_PROFILES.values()],
             "knobs": [{"name": k.name, "layer": layer_of(k), "rule": k.rule,
-                       "changes": [{"release": c.release, "commit": c.commit, "title": c.title}
-                                   for c in k.changes]}
+                       "changes": [{"release": c.release, "commit": c.commit, "title": c.title,
+                                    "observed": c.observed} for c in k.changes]}
                       for k in all_knobs()]}
 
 

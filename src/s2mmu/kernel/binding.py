@@ -5,8 +5,9 @@ starts a fresh one. Events come back as the model's own event records, so the tw
 sides compare with ==.
 
 Kernel: kvm_pgtable_stage2_map, _set_owner, _unmap, _wrprotect, _mkyoung,
-_test_clear_young, _relax_perms, _flush, _split, kvm_get_vtcr (Linux 6.12 signatures;
-from 6.1: _map without walk flags, _mkold/_is_young for one page, no _split).
+_test_clear_young, _relax_perms, _flush, _split, kvm_pgtable_walk, kvm_pgtable_get_leaf,
+kvm_get_vtcr (Linux 6.12 signatures; from 6.1: _map without walk flags, _mkold/_is_young
+for one page, no _split, visitors called with (addr, end, level, ptep, flag, arg)).
 """
 
 from __future__ import annotations
@@ -29,13 +30,33 @@ from s2mmu.pgtable.events import (
     Warn,
 )
 
-PAGE_SIZE = 4096
-WORDS_PER_PAGE = PAGE_SIZE // 8
-
 
 class _Event(C.Structure):
     _fields_ = [("kind", C.c_int), ("level", C.c_int), ("a", C.c_uint64),
                 ("b", C.c_uint64), ("text", C.c_char * 64)]
+
+
+class _Visit(C.Structure):
+    _fields_ = [("visit", C.c_int), ("level", C.c_int), ("addr", C.c_uint64),
+                ("old", C.c_uint64), ("flags", C.c_uint64)]
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One visitor call: which visit (LEAF 1, TABLE_PRE 2, TABLE_POST 4), the entry's
+    level, the walk's address, the descriptor the visitor saw and the walk flags (in the
+    kernel's encoding)."""
+
+    visit: int
+    level: int
+    addr: int
+    old: int
+    flags: int
+
+    def __str__(self) -> str:
+        kind = {1: "LEAF", 2: "TABLE_PRE", 4: "TABLE_POST"}.get(self.visit, str(self.visit))
+        return (f"{kind} level {self.level} addr {self.addr:#x} old {self.old:#x} "
+                f"flags {self.flags:#x}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,12 @@ KernelEvent = Event | BadAddress
 U64 = C.c_uint64
 _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "kg_version": ([], C.c_int),
+    "kg_page_shift": ([], C.c_int),
+    "kg_set_fallback": ([C.POINTER(U64), C.c_int], C.c_int),
+    "kg_walk": ([U64, U64, U64, C.c_int, C.c_int, C.c_int], C.c_long),
+    "kg_nvisits": ([], C.c_int),
+    "kg_visits": ([], C.POINTER(_Visit)),
+    "kg_get_leaf": ([U64, C.POINTER(U64), C.POINTER(C.c_int)], C.c_long),
     "kg_get_vtcr": ([U64, U64, C.c_uint32], U64),
     "kg_init": ([U64, U64, U64, U64, C.c_uint32, U64, U64, C.c_int, C.c_int, C.c_int,
                  C.c_int], C.c_int),
@@ -74,7 +101,8 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "kg_live_pages": ([C.POINTER(U64), C.POINTER(C.c_int), C.POINTER(U64), C.c_int], C.c_int),
 }
 
-MAX_LIVE_PAGES = 4096
+LIVE_BUFFER_BYTES = 32 << 20
+"""How much page content one live_pages call can copy (8192 4K pages, 512 64K pages)."""
 
 
 def _signed(v: int) -> int:
@@ -92,9 +120,13 @@ class KernelPgtable:
             fn.restype = res
         self.series = int(self.lib.kg_version())
         """The kernel series the library was built from (KG_LINUX: 601, 612)."""
-        self._pas = (U64 * MAX_LIVE_PAGES)()
-        self._counts = (C.c_int * MAX_LIVE_PAGES)()
-        self._words = (U64 * (MAX_LIVE_PAGES * WORDS_PER_PAGE))()
+        self.page_shift = int(self.lib.kg_page_shift())
+        """The library's PAGE_SHIFT: the stage-2 granule (12, 14 or 16)."""
+        self.page_size = 1 << self.page_shift
+        self.max_live = LIVE_BUFFER_BYTES // self.page_size
+        self._pas = (U64 * self.max_live)()
+        self._counts = (C.c_int * self.max_live)()
+        self._words = (U64 * (LIVE_BUFFER_BYTES // 8))()
 
     def get_vtcr(self, mmfr0: int, mmfr1: int, ipa_bits: int) -> int:
         """Return kvm_get_vtcr(mmfr0, mmfr1, ipa_bits)."""
@@ -113,6 +145,32 @@ class KernelPgtable:
         ret = self.lib.kg_set_memcache(which, arr, len(pas))
         if ret:
             raise ValueError(f"kg_set_memcache: {ret}")
+
+    def set_fallback(self, pas: list[int]) -> None:
+        """Name the pages the next atomic allocations (an empty memcache's) return."""
+        arr = (U64 * max(1, len(pas)))(*pas)
+        ret = self.lib.kg_set_fallback(arr, len(pas))
+        if ret:
+            raise ValueError(f"kg_set_fallback: {ret}")
+
+    def walk(self, addr: int, size: int, flags: int, fail_at: int, fail_ret: int,
+             zap_at: int) -> tuple[int, tuple[Visit, ...]]:
+        """kvm_pgtable_walk with a recording visitor: its return value and the calls.
+
+        The visitor returns fail_ret at call fail_at and clears the entry at call zap_at
+        (1-based; 0 for never)."""
+        ret = int(self.lib.kg_walk(addr, size, flags, fail_at, fail_ret, zap_at))
+        n = self.lib.kg_nvisits()
+        raw = self.lib.kg_visits()
+        return ret, tuple(Visit(int(v.visit), int(v.level), int(v.addr), int(v.old),
+                                int(v.flags)) for v in raw[:n])
+
+    def get_leaf(self, addr: int) -> tuple[int, int, int]:
+        """kvm_pgtable_get_leaf: (return value, entry, level)."""
+        pte = U64(0)
+        level = C.c_int(0)
+        ret = int(self.lib.kg_get_leaf(addr, C.byref(pte), C.byref(level)))
+        return ret, int(pte.value), int(level.value)
 
     def memcache(self, which: int) -> list[int]:
         """Return the pages memcache which still holds, bottom first."""
@@ -181,27 +239,27 @@ class KernelPgtable:
         for i in range(n):
             e = raw[i]
             out.append(_event(e.kind, _signed(e.level), int(e.a), int(e.b),
-                              e.text.decode(errors="replace")))
+                              e.text.decode(errors="replace"), self.page_size))
         self.lib.kg_clear_events()
         return out
 
     def live_pages(self) -> dict[int, tuple[int, bytes]]:
         """Return every page with a reference: address -> (refcount, contents)."""
         pas, counts = self._pas, self._counts
-        n = self.lib.kg_live_pages(pas, counts, self._words, MAX_LIVE_PAGES)
-        base = C.addressof(self._words)
-        return {int(pas[i]): (int(counts[i]), C.string_at(base + i * PAGE_SIZE, PAGE_SIZE))
+        n = self.lib.kg_live_pages(pas, counts, self._words, self.max_live)
+        base, size = C.addressof(self._words), self.page_size
+        return {int(pas[i]): (int(counts[i]), C.string_at(base + i * size, size))
                 for i in range(n)}
 
 
-def _event(kind: int, level: int, a: int, b: int, text: str) -> KernelEvent:
+def _event(kind: int, level: int, a: int, b: int, text: str, page_size: int) -> KernelEvent:
     match kind:
         case 1:
             return TlbiVmidIpa(a, b, level, False)
         case 2:
             return TlbiVmidIpa(a, b, level, True)
         case 3:
-            return TlbiVmidRange(a, b, int(text), PAGE_SIZE)
+            return TlbiVmidRange(a, b, int(text), page_size)
         case 4:
             return TlbiVmid(a)
         case 5:

@@ -14,6 +14,11 @@ constants come from the kernel's own asm/sysreg.h, asm/esr.h, asm/kvm_arm.h and
 asm/pgtable-hwdef.h, with the sysreg-defs.h that the kernel's own
 arch/arm64/tools/gen-sysreg.awk generates from arch/arm64/tools/sysreg (run with awk).
 
+The stage-2 granule is the host's PAGE_SIZE, so each granule is its own library variant:
+pgtable.c compiled with PAGE_SHIFT 12, 14 or 16 (CONFIG_ARM64_4K/16K/64K_PAGES), kept
+side by side in the cache (libkpgtable.so for 4K, libkpgtable-16k.so, libkpgtable-64k.so).
+at.c is built once per source (its guest granules do not depend on the host's).
+
 Kernel: arch/arm64/kvm/hyp/pgtable.c, arch/arm64/include/asm/kvm_pgtable.h,
 arch/arm64/include/asm/stage2_pgtable.h, Makefile (VERSION, PATCHLEVEL, SUBLEVEL);
 arch/arm64/kvm/at.c and the headers above (6.12).
@@ -82,6 +87,14 @@ CFLAGS = ("-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-Wno-unused-parameter"
 
 INSTALL_HINT = "apt-get install linux-source-6.12"
 
+GRANULES = {"4k": 12, "16k": 14, "64k": 16}
+"""Host granules (PAGE_SHIFT) the library can be built for."""
+
+
+def library_name(page_shift: int) -> str:
+    """Return the cached library's file name for a granule (4K keeps the plain name)."""
+    return "libkpgtable.so" if page_shift == 12 else f"libkpgtable-{1 << (page_shift - 10)}k.so"
+
 
 def series_code(version: KernelVersion) -> int:
     """Return the glue's KG_LINUX for a kernel: VERSION * 100 + PATCHLEVEL."""
@@ -112,6 +125,7 @@ class KernelBuild:
     extract_seconds: float
     compile_seconds: float
     cached: bool
+    page_shift: int = 12
 
 
 def profile_for(version: KernelVersion) -> BehaviourProfile:
@@ -220,7 +234,8 @@ def extract_members(source: Path, dest: Path) -> None:
         raise InputError(f"kernel source {source}: {missing[0]} is not in the tarball")
 
 
-def compile_library(cc: str, tree: Path, out: Path, version: KernelVersion) -> None:
+def compile_library(cc: str, tree: Path, out: Path, version: KernelVersion,
+                    page_shift: int = 12) -> None:
     """Compile tree's pgtable.c with the shim and glue into the shared library out."""
     shim, glue = _glue_files()
     work = out.parent
@@ -234,7 +249,8 @@ def compile_library(cc: str, tree: Path, out: Path, version: KernelVersion) -> N
         (inc / "asm").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tree / "arch/arm64/include/asm" / h, inc / "asm" / h)
     tmp = out.with_suffix(".tmp.so")
-    cmd = [cc, *CFLAGS, f"-DKG_LINUX={series_code(version)}", "-include", str(work / "shim.h"),
+    cmd = [cc, *CFLAGS, f"-DKG_LINUX={series_code(version)}", f"-DKG_PAGE_SHIFT={page_shift}",
+           "-include", str(work / "shim.h"),
            f"-I{inc}", "-o", str(tmp), str(tree / "arch/arm64/kvm/hyp/pgtable.c"),
            str(work / "glue.c")]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -287,21 +303,35 @@ def compile_at_library(cc: str, tree: Path, out: Path) -> None:
     tmp.replace(out)
 
 
-def build(source: str | None = None, cache: str | None = None) -> KernelBuild:
-    """Return the built library for a kernel source, building it unless cached.
+def build(source: str | None = None, cache: str | None = None,
+          page_shift: int = 12) -> KernelBuild:
+    """Return the built library for a kernel source and granule, building it unless cached.
 
     Raises InputError (one line) when the source, the compiler or the version is wrong.
     """
+    if page_shift not in GRANULES.values():
+        raise InputError(f"kernel build: PAGE_SHIFT {page_shift} is not 12, 14 or 16")
     src = find_source(source)
     root = Path(cache) if cache else default_cache_dir()
     where = root / _source_key(src)
-    lib = where / "libkpgtable.so"
+    lib = where / library_name(page_shift)
     at_lib = where / "libkat.so"
     tree = where / "tree"
-    if lib.is_file() and (tree / "Makefile").is_file():
+    if (tree / "Makefile").is_file():
         version = parse_makefile_version((tree / "Makefile").read_text(errors="replace"))
-        return KernelBuild(lib, at_lib if at_lib.is_file() else None, src, version,
-                           profile_for(version), 0.0, 0.0, cached=True)
+        at = at_lib if at_lib.is_file() else None
+        if lib.is_file():
+            return KernelBuild(lib, at, src, version, profile_for(version), 0.0, 0.0,
+                               cached=True, page_shift=page_shift)
+        if (version.version, version.patchlevel) in SUPPORTED:
+            t0 = time.perf_counter()
+            tmp = where / f"granule-{page_shift}"
+            tmp.mkdir(exist_ok=True)
+            compile_library(find_compiler(), tree, tmp / lib.name, version, page_shift)
+            (tmp / lib.name).replace(lib)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return KernelBuild(lib, at, src, version, profile_for(version), 0.0,
+                               time.perf_counter() - t0, cached=False, page_shift=page_shift)
     cc = find_compiler()
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -314,8 +344,8 @@ def build(source: str | None = None, cache: str | None = None) -> KernelBuild:
                              "6.12 interfaces of pgtable.c only; use linux-source-6.12 "
                              "or linux-source-6.1")
         t1 = time.perf_counter()
-        tmp_lib = Path(tmpdir) / "libkpgtable.so"
-        compile_library(cc, tmp_tree, tmp_lib, version)
+        tmp_lib = Path(tmpdir) / lib.name
+        compile_library(cc, tmp_tree, tmp_lib, version, page_shift)
         tmp_at = Path(tmpdir) / "libkat.so"
         with_at = (version.version, version.patchlevel) >= AT_SINCE and has_at(tmp_tree)
         if with_at:
@@ -328,5 +358,6 @@ def build(source: str | None = None, cache: str | None = None) -> KernelBuild:
         if with_at:
             tmp_at.replace(at_lib)
         tmp_lib.replace(lib)
-    return KernelBuild(lib, at_lib if with_at else None, src, version, profile_for(version),
-                       t1 - t0, t2 - t1, cached=False)
+    return KernelBuild(lib, at_lib if at_lib.is_file() else None, src, version,
+                       profile_for(version), t1 - t0, t2 - t1, cached=False,
+                       page_shift=page_shift)

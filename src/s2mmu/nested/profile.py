@@ -20,9 +20,16 @@ Knob of this layer:
 
 Four more were measured against 6.12.118's own at.c by ``s2mmu kernel diff --at``
 (at.AtProfile: ``at_s1_af_checked``, ``at_ptw_on_s1_walk_fault``, ``at_s12_needs_e2h``,
-``at_fwb_device_nGnRnE``): 6.12 has the old rule, the current at.c the new one; the
-release between is not pinned, and the profiles take the new rule with v6.19, as they
-take at_hw_af.
+``at_fwb_device_nGnRnE``): 6.12.118 as built here has the old rule; torvalds/linux's
+at.c as stored by the search tool (file version at commit 0090c0a247cd, an at.c with
+S1PIE/S1POE and fail_s1_walk(wr, fst, s1ptw)) has the new one: walk_s1 reports an
+Access flag fault for AF=0, fail_s1_walk sets PTW only with S (a stage-2 fault on the
+walk), __kvm_at_s12 skips stage 2 only for the EL2&0 regime or {VM,DC}=={0,0}, and
+compute_par_s12 combines a stage-2 Device type with stage 1's under FWB. The commits
+between were not found in the stored mail and git logs searched (subjects of the
+kvmarm pulls, find_string on the changed lines), so none is pinned; the profiles take
+the new rule with v6.19, as they take at_hw_af, and ``s2mmu profiles`` prints the
+observed range.
 
 Kernel: arch/arm64/kvm/at.c (Linux 6.12.118 as read: setup_s1_walk, walk_s1, no
 __kvm_at_swap_desc) and the current at.c (__kvm_at_swap_desc).
@@ -44,18 +51,23 @@ from s2mmu.pgtable.profile import (
     profile_names,
 )
 
+AT_OBSERVED = ("6.12.118 (built here, kernel diff --at) has the old rule; torvalds/linux "
+               "at.c stored at 0090c0a247cd has the new one; the commit between is not "
+               "pinned")
+"""Where the four measured at.c rules were seen to change (no commit pinned)."""
+
 AT_KNOBS = (
     Knob("at_hw_af", "the AT software walk sets the stage-1 access flag (__kvm_at_swap_desc)",
          (Change("v6.19", "c59ca4b5b0c3", "KVM: arm64: Implement HW access flag management "
                  "in stage-1 SW PTW"),)),
-    Knob("at_s1_af_checked", "the AT software walk reads the stage-1 AF (after 6.12.118; "
-         "release not pinned)", (Change("v6.19", None, None),)),
-    Knob("at_ptw_on_s1_walk_fault", "a stage-1 fault found by the AT walk sets PAR_EL1.PTW "
-         "(6.12.118; fixed after, release not pinned)", (Change("v6.19", None, None),)),
-    Knob("at_s12_needs_e2h", "AT S12E* walks L1's stage 2 only with E2H=1 (6.12.118; fixed "
-         "after, release not pinned)", (Change("v6.19", None, None),)),
-    Knob("at_fwb_device_nGnRnE", "AT S12E* with FWB reads a stage-2 Device type as nGnRnE "
-         "(6.12.118; fixed after, release not pinned)", (Change("v6.19", None, None),)),
+    Knob("at_s1_af_checked", "the AT software walk reads the stage-1 AF",
+         (Change("v6.19", None, None, AT_OBSERVED),)),
+    Knob("at_ptw_on_s1_walk_fault", "a stage-1 fault found by the AT walk sets PAR_EL1.PTW",
+         (Change("v6.19", None, None, AT_OBSERVED),)),
+    Knob("at_s12_needs_e2h", "AT S12E* walks L1's stage 2 only with E2H=1",
+         (Change("v6.19", None, None, AT_OBSERVED),)),
+    Knob("at_fwb_device_nGnRnE", "AT S12E* with FWB reads a stage-2 Device type as nGnRnE",
+         (Change("v6.19", None, None, AT_OBSERVED),)),
 )
 """The AT emulation's knobs, with their history."""
 

@@ -102,6 +102,21 @@ class PagePool:
         pa, self._next = self._next, self._next + self.g.page_size
         return self._take(pa)
 
+    def next_pages(self, n: int) -> list[int]:
+        """Return the pages the next n alloc_page calls would return (fewer when the
+        pool runs out), allocating nothing."""
+        free = list(self._free)
+        out: list[int] = []
+        nxt = self._next
+        end = self.base + self.npages * self.g.page_size
+        while len(out) < n and (free or nxt < end):
+            if free:
+                out.append(free.pop())
+            else:
+                out.append(nxt)
+                nxt += self.g.page_size
+        return out
+
     def alloc_pages_exact(self, n: int) -> int | None:
         """Return n physically contiguous zeroed pages (each with refcount 1), or None.
 

@@ -39,10 +39,13 @@ Knobs and the kernel history they stand for:
   executable (measured against Linux 6.12.118's own pgtable.c by ``s2mmu kernel diff``).
   The profiles before v6.19 keep the old rule.
 - ``max_owner_id``: the largest owner id kvm_pgtable_stage2_set_owner accepts
-  (KVM_MAX_OWNER_ID; larger ones are -EINVAL). 1 in pgtable.c up to 6.12 at least (read
-  in the source of the v6.3 era and measured against Linux 6.12.118's own pgtable.c);
-  FIELD_MAX(KVM_INVALID_PTE_OWNER_MASK) = 255 in the v6.19 profile, the model's reading
-  of the pKVM guest-ownership code (the commit that raised it is not pinned here).
+  (KVM_MAX_OWNER_ID; larger ones are -EINVAL). 1 in Linux 6.1.192 and 6.12.118 as built
+  here (``s2mmu kernel diff``: set_owner with owner 2 is -EINVAL in both, and 6.12.118's
+  asm/kvm_pgtable.h defines it as 1). FIELD_MAX(KVM_INVALID_PTE_OWNER_MASK) = 255 in the
+  v6.19 profile is the model's reading of pKVM's guest-ownership code: that definition
+  was found in pKVM patches ("KVM: arm64: Extend memory donation to allow host-to-guest
+  transitions", posted to kvmarm in May 2022) and in an Android pKVM tree, not in an
+  upstream release, so no commit is pinned (:attr:`Change.observed` says so).
 - ``shared_fault_walks``: user_mem_abort takes mmu_lock for read and its map and
   relax_perms walks pass KVM_PGTABLE_WALK_SHARED, so their entry updates are
   compare-and-swap (stage2_try_set_pte) and break-before-make locks the entry, from v6.2
@@ -87,28 +90,32 @@ kvm_pgtable_stage2_relax_perms", kept HANDLE_FAULT|SHARED in user_mem_abort) unt
 
 Four knobs were found by running Linux 6.1.192's own pgtable.c against the model
 (``s2mmu kernel diff --source /usr/src/linux-source-6.1.tar.xz``, full agreement with
-them); 6.1.192 has the old rule and 6.12.118 the new one, the commits are not pinned:
+them); 6.1.192 has the old rule and 6.12.118 the new one. Their commits, found in the
+kvmarm pull requests and the patches as posted:
 
 - ``map_anchor``: the map walker replaces a table by a block through an anchor (6.1's
   stage2_map_walk_table_pre clears the table entry and invalidates the whole VMID, the
   LEAF callback drops the references of the leaves below it, TABLE_POST frees the
-  detached tables on the way up and installs the block at the anchor), instead of
-  breaking the table entry and freeing the detached table at once, as the v6.2
-  parallel-fault rework does (the v6.2 profile's TABLE_PRE, whose missing re-read
-  a9f0e3d5a089 fixed).
+  detached tables on the way up and installs the block at the anchor), until commit
+  5c359cca1faf ("KVM: arm64: Tear down unlinked stage-2 subtree after
+  break-before-make", in the v6.2 parallel-fault series with 1577cb5823ce): TABLE_PRE
+  installs the block at once and frees the detached table (the v6.2 profile's TABLE_PRE,
+  whose missing re-read a9f0e3d5a089 fixed).
 - ``cmo_valid_leaf_only``: the map walker's I-cache invalidation is for valid
-  executable leaves only (stage2_pte_executable checks validity, as in the 6.4-era
-  code); 6.1 also invalidates for an invalid entry whose XN bit is clear (an owner
-  annotation). The patch "KVM: arm64: Check for PTE validity when checking for
-  executable/cacheable" was posted in 2021; taken here as changed with v6.2.
+  executable leaves only (stage2_pte_executable checks validity), from commit
+  96171cfa55d0 ("KVM: arm64: Check for PTE validity when checking for
+  executable/cacheable", in the KVM/arm64 updates for 6.10); before it an invalid entry
+  whose XN bit is clear (an owner annotation) is invalidated too, as 6.1 does.
 - ``map_sw_bits_shortcut``: an exclusive map that changes only software bits (or
   nothing, as re-annotating an entry for the same owner) stores the entry without
   break-before-make or cache maintenance (stage2_map_walker_try_leaf's "only changing
-  software bits" case, which tests kvm_pgtable_walk_shared and so came with the v6.2
-  rework or later); 6.1 goes through its cache maintenance.
+  software bits" case), from commit 7cc1d214a6cd ("KVM: arm64: Avoid BBM when changing
+  only s/w bits in Stage-2 PTE", in the KVM/arm64 updates for 6.10); before it, as in
+  6.1, the map goes through break-before-make and its cache maintenance.
 - ``unmap_range_tlbi``: with FEAT_TLBIRANGE and FWB, unmap skips the per-entry TLBIs
-  and invalidates the whole range once at the end (stage2_unmap_defer_tlb_flush, taken
-  here as v6.6, the range-based unmap invalidation); 6.1 invalidates entry by entry.
+  and invalidates the whole range once at the end (stage2_unmap_defer_tlb_flush), from
+  commit 7657ea920c54 ("KVM: arm64: Use TLBI range-based instructions for unmap", in
+  the KVM/arm64 updates for 6.6); 6.1 invalidates entry by entry.
 - ``host_state_in_pte``: pKVM keeps the host's page state (SHARED_OWNED, SHARED_BORROWED)
   in the host stage-2 PTEs' software bits: __host_set_page_state_range identity-maps the
   range with pkvm_mkstate(PKVM_HOST_MEM_PROT, state), which forces pages (read in 6.1's and
@@ -116,6 +123,11 @@ them); 6.1.192 has the old rule and 6.12.118 the new one, the commits are not pi
   protected --dump-after N``). From "KVM: arm64: Move host page ownership tracking to the
   hyp vmemmap" (the series of v6.14's pKVM guest stage 2; commit not pinned) the state is
   in the hyp vmemmap only and a share leaves the host's mapping as it is.
+
+The two 6.10 commits were pinned after the profiles had them at v6.2: the v6.2 and v6.6
+profiles now keep 6.1's rule for both, and the v6.12 profile takes the new one (it
+stands for v6.7..v6.13, so v6.7..v6.9, which predate 6.10, have the old rule for these
+two knobs; no profile stands for them separately).
 
 Releases: one profile per release that changed a rule or that a user meets (v6.1 and
 v6.12 are Debian's kernels, v6.6 a long-term release, v6.18 the last with HANDLE_FAULT
@@ -185,11 +197,13 @@ class Change:
     """One change of a knob: the release it first shipped in, the commit, its subject.
 
     commit is None where the hash is not pinned, title None where the subject is not
-    known either (never guessed)."""
+    known either (never guessed); observed then says over which releases the change was
+    seen and why no commit is pinned."""
 
     release: str
     commit: str | None
     title: str | None
+    observed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,7 +237,9 @@ KNOBS = (
          (Change("v6.19", "2608563b466b", "KVM: arm64: Add support for FEAT_XNX stage-2 "
                  "permissions"),)),
     Knob("max_owner_id", "largest owner id kvm_pgtable_stage2_set_owner accepts",
-         (Change("v6.19", None, None),)),
+         (Change("v6.19", None, None, "1 in 6.1.192 and 6.12.118 as built here; 255 "
+                 "(FIELD_MAX of the owner field) is read from pKVM patches and an Android "
+                 "pKVM tree, not found in an upstream release"),)),
     Knob("shared_fault_walks", "user_mem_abort: read lock, map and relax_perms pass SHARED (CAS)",
          (Change("v6.2", "1577cb5823ce", "KVM: arm64: Handle stage-2 faults in parallel"),)),
     Knob("shared_access_faults", "handle_access_fault: read lock, mkyoung passes SHARED (CAS)",
@@ -236,13 +252,17 @@ KNOBS = (
          (Change("v6.7", "be097997a273", "KVM: arm64: Always invalidate TLB for stage-2 "
                  "permission faults"),)),
     Knob("map_anchor", "the map walker replaces a table by a block through an anchor",
-         (Change("v6.2", None, None),)),
+         (Change("v6.2", "5c359cca1faf", "KVM: arm64: Tear down unlinked stage-2 subtree "
+                 "after break-before-make"),)),
     Knob("cmo_valid_leaf_only", "the map walker's I-cache invalidation skips invalid entries",
-         (Change("v6.2", None, None),)),
+         (Change("v6.10", "96171cfa55d0", "KVM: arm64: Check for PTE validity when checking "
+                 "for executable/cacheable"),)),
     Knob("map_sw_bits_shortcut", "an exclusive software-bits-only map skips BBM and CMOs",
-         (Change("v6.2", None, None),)),
+         (Change("v6.10", "7cc1d214a6cd", "KVM: arm64: Avoid BBM when changing only s/w bits "
+                 "in Stage-2 PTE"),)),
     Knob("unmap_range_tlbi", "unmap (FWB + FEAT_TLBIRANGE) invalidates the range once at the end",
-         (Change("v6.6", None, None),)),
+         (Change("v6.6", "7657ea920c54", "KVM: arm64: Use TLBI range-based instructions for "
+                 "unmap"),)),
     Knob("nested_exec", "how L1's stage-2 XN reaches the fault path (forward, shadow prot)",
          (Change("v6.19", "d93febe2ed2e", "KVM: arm64: nv: Forward FEAT_XNX permissions to the "
                  "shadow stage-2"),
@@ -251,7 +271,9 @@ KNOBS = (
     Knob("host_state_in_pte", "pKVM keeps the host's page state in its stage-2 PTEs' SW bits "
          "(a share maps the page with pkvm_mkstate), not only in the hyp vmemmap",
          (Change("v6.14", None, "KVM: arm64: Move host page ownership tracking to the hyp "
-                 "vmemmap"),)),
+                 "vmemmap", observed="6.1.192 and 6.12.118 keep the state in the PTE (read; "
+                 "real 6.1 under pKVM shows it); the patch is read in its v2 mail, the "
+                 "release (v6.14) is not verified"),)),
 )
 """Every knob of BehaviourProfile, in field order, with its history."""
 
@@ -280,8 +302,7 @@ V6_1 = BehaviourProfile(
 
 # Each release below is the one before it with the knobs that changed between them.
 
-V6_2 = replace(V6_1, name="v6.2", shared_fault_walks=True, map_anchor=False,
-               cmo_valid_leaf_only=True, map_sw_bits_shortcut=True)
+V6_2 = replace(V6_1, name="v6.2", shared_fault_walks=True, map_anchor=False)
 """v6.2: parallel faults (SHARED); any error stops the walk; no 6.4-rc map-walker fixes."""
 
 V6_6 = replace(V6_2, name="v6.6", eagain_rule=EagainRule.HANDLE_FAULT,
@@ -290,8 +311,10 @@ V6_6 = replace(V6_2, name="v6.6", eagain_rule=EagainRule.HANDLE_FAULT,
 """v6.6 (long-term): HANDLE_FAULT, the 6.4-rc map-walker fixes, local TLBI after a relax
 (not yet on -EAGAIN)."""
 
-V6_12 = replace(V6_6, name="v6.12", relax_perms_tlbi_on_eagain=True)
-"""v6.12 (Debian's 6.12.118): the pgtable rules of v6.6; at.c's software walker appears."""
+V6_12 = replace(V6_6, name="v6.12", relax_perms_tlbi_on_eagain=True, cmo_valid_leaf_only=True,
+                map_sw_bits_shortcut=True)
+"""v6.12 (Debian's 6.12.118): v6.6's rules with the v6.7 TLBI on -EAGAIN and the two v6.10
+map-walker changes; at.c's software walker appears."""
 
 V6_18 = replace(V6_12, name="v6.18", host_state_in_pte=False)
 """v6.18: the last release with HANDLE_FAULT, where pKVM's EL2 walks (which pass no flag)

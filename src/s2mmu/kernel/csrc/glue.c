@@ -7,8 +7,15 @@
  * model's at the same addresses. Other addresses (guest memory) map one to one and are
  * never dereferenced. Pages come only from the memcaches the harness fills (with the
  * pages the model's pool handed out) and from kg_init's PGD address, so both sides
- * allocate the same pages in the same order. free_unlinked_table is deferred to the end
- * of the operation (RCU); the harness compares frees as an unordered list for that reason.
+ * allocate the same pages in the same order. An empty memcache WARNs and falls back to
+ * an atomic allocation, as kvm_mmu_memory_cache_alloc does; the pages it gets are the
+ * ones the harness names beforehand (the next the model's page pool would hand out).
+ * free_unlinked_table is deferred to the end of the operation (RCU); the harness
+ * compares frees as an unordered list for that reason.
+ *
+ * kg_walk drives kvm_pgtable_walk with a recording visitor (each call's visit, level,
+ * address, descriptor and walk flags), which can return an error or clear the entry at
+ * a chosen call; kg_get_leaf calls kvm_pgtable_get_leaf.
  *
  * KG_LINUX selects the kernel's interfaces: 612 (6.12: walk flags on map, RCU-deferred
  * table frees, test_clear_young, split) or 601 (6.1: no flags, no deferred frees,
@@ -74,6 +81,9 @@ void kshim_warn(const char *function, const char *condition)
 {
 	struct kg_event *e = record(KG_WARN, 0, 0, 0);
 
+	/* The memcache WARN is kvm_mmu_memory_cache_alloc's (inlined here). */
+	if (!strcmp(function, "kg_zalloc_page"))
+		function = "kvm_mmu_memory_cache_alloc";
 	snprintf(e->text, sizeof(e->text), "%s", function);
 	(void)condition;
 }
@@ -133,16 +143,32 @@ static long page_index(void *addr)
 	return (long)((pa - pool_base) >> PAGE_SHIFT);
 }
 
+/* Pages an atomic allocation returns, in order (kg_set_fallback). */
+#define KG_MAX_FALLBACK 8200
+static u64 fallback[KG_MAX_FALLBACK];
+static int nfallback, next_fallback;
+
+static void *kg_atomic_page(void)
+{
+	if (next_fallback >= nfallback)
+		return NULL;
+	return kg_phys_to_virt(fallback[next_fallback++]);
+}
+
+/* kvm_mmu_memory_cache_alloc: an empty cache WARNs, then allocates with GFP_ATOMIC. */
 static void *kg_zalloc_page(void *arg)
 {
 	struct kvm_mmu_memory_cache *mc = arg;
 	void *p;
 
-	if (!mc || !mc->nobjs) {
-		kshim_warn("kvm_mmu_memory_cache_alloc", "!mc->nobjs");
+	if (WARN_ON(!mc->nobjs))
+		p = kg_atomic_page();
+	else
+		p = mc->objects[--mc->nobjs];
+	if (!p) {
+		record(KG_BAD_ADDR, 0, 0, 0);	/* BUG_ON(!p) */
 		return NULL;
 	}
-	p = mc->objects[--mc->nobjs];
 	memset(p, 0, PAGE_SIZE);
 	refcount[page_index(p)] = 1;
 	record(KG_ALLOC, kg_virt_to_phys(p), 0, 0);
@@ -269,6 +295,8 @@ static void kg_grace_period(void)
 
 int kg_version(void) { return KG_LINUX; }
 
+int kg_page_shift(void) { return PAGE_SHIFT; }
+
 u64 kg_get_vtcr(u64 mmfr0, u64 mmfr1, u32 ipa_bits) { return kvm_get_vtcr(mmfr0, mmfr1, ipa_bits); }
 
 int kg_init(u64 base, u64 npages, u64 mmfr0, u64 mmfr1, u32 ipa_bits, u64 vmid, u64 pgd_pa,
@@ -284,6 +312,7 @@ int kg_init(u64 base, u64 npages, u64 mmfr0, u64 mmfr1, u32 ipa_bits, u64 vmid, 
 	pool_base = base;
 	pool_pages = npages;
 	nevents = 0;
+	nfallback = next_fallback = 0;
 #if KG_LINUX >= 612
 	ndeferred = 0;
 #endif
@@ -327,6 +356,23 @@ int kg_set_memcache(int which, const u64 *pas, int n)
 		refcount[page_index(mc->objects[i])] = 1;
 	}
 	mc->nobjs = n;
+	return 0;
+}
+
+/* The pages the next atomic allocations return (the model's pool order). */
+int kg_set_fallback(const u64 *pas, int n)
+{
+	int i;
+
+	if (n > KG_MAX_FALLBACK)
+		return -E2BIG;
+	for (i = 0; i < n; i++) {
+		if (!in_pool(pas[i]))
+			return -EINVAL;
+		fallback[i] = pas[i];
+	}
+	nfallback = n;
+	next_fallback = 0;
 	return 0;
 }
 
@@ -408,6 +454,83 @@ long kg_create_unlinked(u64 phys, int level, u64 prot, int force_pte)
 #else
 	return -ENOSYS;
 #endif
+}
+
+/* ---- kvm_pgtable_walk with a recording visitor ---- */
+
+struct kg_visit {
+	int visit;
+	int level;
+	u64 addr;
+	u64 old;
+	u64 flags;
+};
+
+#define KG_MAX_VISITS 65536
+static struct kg_visit visits[KG_MAX_VISITS];
+static int nvisits, ncalls, visit_fail_at, visit_fail_ret, visit_zap_at;
+static u64 visit_flags;
+
+static int kg_visit(int visit, int level, u64 addr, kvm_pte_t *ptep, u64 old, u64 flags)
+{
+	int n = ++ncalls;
+
+	if (nvisits < KG_MAX_VISITS)
+		visits[nvisits++] = (struct kg_visit){ visit, level, addr, old, flags };
+	if (n == visit_zap_at)
+		WRITE_ONCE(*ptep, 0);
+	return n == visit_fail_at ? visit_fail_ret : 0;
+}
+
+#if KG_LINUX >= 612
+static int kg_visitor(const struct kvm_pgtable_visit_ctx *ctx, enum kvm_pgtable_walk_flags visit)
+{
+	return kg_visit(visit, ctx->level, ctx->addr, ctx->ptep, ctx->old, ctx->flags);
+}
+#else
+/* 6.1's visitors get the entry's address and read it themselves. */
+static int kg_visitor(u64 addr, u64 end, u32 level, kvm_pte_t *ptep,
+		      enum kvm_pgtable_walk_flags flag, void * const arg)
+{
+	return kg_visit(flag, level, addr, ptep, READ_ONCE(*ptep), visit_flags);
+}
+#endif
+
+/* kvm_pgtable_walk(addr, size) with flags; the visitor returns fail_ret at call fail_at
+ * (1-based; 0: never) and clears the entry at call zap_at (a plain store). */
+long kg_walk(u64 addr, u64 size, u64 flags, int fail_at, int fail_ret, int zap_at)
+{
+	struct kvm_pgtable_walker walker = {
+		.cb = kg_visitor,
+		.arg = NULL,
+		.flags = flags,
+	};
+
+	nvisits = ncalls = 0;
+	visit_fail_at = fail_at;
+	visit_fail_ret = fail_ret;
+	visit_zap_at = zap_at;
+	visit_flags = flags;
+	return KG_OP(kvm_pgtable_walk(&pgt, addr, size, &walker));
+}
+
+int kg_nvisits(void) { return nvisits; }
+const struct kg_visit *kg_visits(void) { return visits; }
+
+/* kvm_pgtable_get_leaf: its return value; the entry and level through out. */
+long kg_get_leaf(u64 addr, u64 *pte, int *level)
+{
+#if KG_LINUX >= 612
+	s8 lvl = 0;
+#else
+	u32 lvl = 0;
+#endif
+	kvm_pte_t p = 0;
+	long ret = KG_OP(kvm_pgtable_get_leaf(&pgt, addr, &p, &lvl));
+
+	*pte = p;
+	*level = lvl;
+	return ret;
 }
 
 u64 kg_pgd(void) { return kg_virt_to_phys(pgt.pgd); }

@@ -6,9 +6,10 @@
  * kernel code calls outside those files is defined here: fixed-width types, bit-field
  * helpers, READ_ONCE/WRITE_ONCE and cmpxchg on GCC atomics, RCU as a depth counter,
  * WARN_ON/DSB/ISB/TLB maintenance as recorders (implemented in glue.c), CPU capabilities
- * as variables, and the few register constants kvm_get_vtcr needs (4K granule only).
+ * as variables, and the few register constants kvm_get_vtcr needs.
  * This is s2mmu's own code, written for the 6.1 and 6.12 interfaces; build.py passes
- * KG_LINUX (VERSION * 100 + PATCHLEVEL: 601 or 612).
+ * KG_LINUX (VERSION * 100 + PATCHLEVEL: 601 or 612) and KG_PAGE_SHIFT (12, 14 or 16:
+ * the stage-2 granule is the host's PAGE_SIZE, CONFIG_ARM64_{4K,16K,64K}_PAGES).
  */
 #ifndef S2MMU_KSHIM_H
 #define S2MMU_KSHIM_H
@@ -20,7 +21,15 @@
 #include <limits.h>
 #include <errno.h>
 
+#if KG_PAGE_SHIFT == 12
 #define CONFIG_ARM64_4K_PAGES 1
+#elif KG_PAGE_SHIFT == 14
+#define CONFIG_ARM64_16K_PAGES 1
+#elif KG_PAGE_SHIFT == 16
+#define CONFIG_ARM64_64K_PAGES 1
+#else
+#error "build.py passes -DKG_PAGE_SHIFT=12, 14 or 16"
+#endif
 #define CONFIG_ARM64_HW_AFDBM 1
 #define __KVM_SHIM_USERSPACE 1
 
@@ -41,7 +50,7 @@ typedef u64 kvm_pfn_t;
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
-#define PAGE_SHIFT 12
+#define PAGE_SHIFT KG_PAGE_SHIFT
 #define PAGE_SIZE (1UL << PAGE_SHIFT)
 #define PTRS_PER_PTE (1 << (PAGE_SHIFT - 3))
 
@@ -100,7 +109,7 @@ extern bool kshim_tlb_range, kshim_bti_kernel;
 #define system_supports_bti_kernel() (kshim_bti_kernel)
 #define system_supports_tlb_range() (kshim_tlb_range)
 
-/* ID registers, as arm64's cpufeature.h and sysreg names them (4K, no LPA2). */
+/* ID registers, as arm64's cpufeature.h and sysreg names them (no LPA2, 48-bit PA). */
 #define ID_AA64MMFR0_EL1_PARANGE_SHIFT 0
 #define ID_AA64MMFR0_EL1_PARANGE_48 5
 #define ID_AA64MMFR0_EL1_PARANGE_52 6
@@ -124,7 +133,17 @@ static inline unsigned int get_vmid_bits(u64 mmfr1)
 #define __phys_to_pfn(p) ((u64)(p) >> PAGE_SHIFT)
 #define ARM64_HW_PGTABLE_LEVELS(va_bits) (((va_bits) - 4) / (PAGE_SHIFT - 3))
 
-/* VTCR_EL2 (4K granule). */
+/* VTCR_EL2: TG0 and the SL0 base follow the granule (kvm_arm.h's VTCR_EL2_TGRAN*). */
+#if KG_PAGE_SHIFT == 12
+#define VTCR_EL2_TGRAN (0UL << 14)
+#define VTCR_EL2_TGRAN_SL0_BASE 2
+#elif KG_PAGE_SHIFT == 14
+#define VTCR_EL2_TGRAN (2UL << 14)
+#define VTCR_EL2_TGRAN_SL0_BASE 3
+#else
+#define VTCR_EL2_TGRAN (1UL << 14)
+#define VTCR_EL2_TGRAN_SL0_BASE 3
+#endif
 #define VTCR_EL2_T0SZ_MASK 0x3fUL
 #define VTCR_EL2_T0SZ(x) (64 - (x))
 #define VTCR_EL2_SL0_SHIFT 6
@@ -134,8 +153,7 @@ static inline unsigned int get_vmid_bits(u64 mmfr1)
 #define VTCR_EL2_DS BIT(32)
 #define VTCR_EL2_VS_8BIT 0UL
 #define VTCR_EL2_VS_16BIT BIT(19)
-#define VTCR_EL2_FLAGS (BIT(31) | (3UL << 12) | (1UL << 10) | (1UL << 8))
-#define VTCR_EL2_TGRAN_SL0_BASE 2
+#define VTCR_EL2_FLAGS (BIT(31) | (3UL << 12) | (1UL << 10) | (1UL << 8) | VTCR_EL2_TGRAN)
 #define VTCR_EL2_LVLS_TO_SL0(levels) \
 	((VTCR_EL2_TGRAN_SL0_BASE - (4 - (levels))) << VTCR_EL2_SL0_SHIFT)
 #define VTCR_EL2_LVLS(vtcr) \
