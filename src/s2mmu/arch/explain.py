@@ -77,7 +77,14 @@ from s2mmu.arch.params import (
     stage2_enabled,
     txsz_faults,
 )
-from s2mmu.arch.perms import s1_direct_permissions, s2_direct_permissions
+from s2mmu.arch.perms import (
+    S1Perms,
+    perm_field,
+    s1_permissions,
+    s2_permissions,
+    s2_pi_index,
+    s2_po_index,
+)
 from s2mmu.arch.registers import PAR_EL1_FAULT, PAR_EL1_OK
 from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.state import Regime, SysRegs
@@ -490,16 +497,37 @@ def s1_details(s: WalkStep, tables: list[Table], p: S1TTWParams, env: Env) -> li
         case Block() | Page():
             leaf = s.decoded
             state = TTWState(1, leaf, tuple(tables), s.paddress, ())
-            perms = s1_direct_permissions(state, p)
+            perms = s1_permissions(state, p)
             idx = attrindx(s.raw)
             mair = bits(p.mair, 8 * idx + 7, 8 * idx)
             attrs = s1_attrs(state, p, env)
-            el0 = f", EL0 {rwx(perms.ur, perms.uw, perms.ux)}" if p.regime.has_el0() else ""
-            wxn = " (WXN=1: no execute where writable)" if p.wxn else ""
-            return [f"permissions: privileged {rwx(perms.pr, perms.pw, perms.px)}{el0}{wxn}",
+            pr, pw, px, ur, uw, ux = perms.effective()
+            el0 = f", EL0 {rwx(ur, uw, ux)}" if p.regime.has_el0() else ""
+            wxn = " (WXN=1: no execute where writable)" if p.wxn and not p.pie else ""
+            return [f"permissions: privileged {rwx(pr, pw, px)}{el0}{wxn}",
+                    *s1_extension_lines(perms, p),
                     f"attributes: MAIR Attr{idx}={mair:#04x} = {attrs.describe()} "
                     "(before SCTLR_ELx.C/I and any stage 2)"]
     return []
+
+
+def s1_extension_lines(perms: S1Perms, p: S1TTWParams) -> list[str]:
+    """Return how FEAT_S1PIE/S1POE made a stage-1 leaf's permissions (none when off)."""
+    out = []
+    if p.pie and perms.pi is not None:
+        el0 = (f", PIRE0 Perm{perms.pi}={perm_field(p.pire0, perms.pi):#06b}"
+               if p.regime.has_el0() else "")
+        wxn = " (WXN)" if perms.pwxn or perms.uwxn else ""
+        out.append(f"PIE: PIIndex={perms.pi:#06b}: PIR Perm{perms.pi}="
+                   f"{perm_field(p.pir, perms.pi):#06b}{el0}{wxn}; base privileged "
+                   f"{rwx(perms.pr, perms.pw, perms.px)}"
+                   + (f", EL0 {rwx(perms.ur, perms.uw, perms.ux)}" if el0 else ""))
+    if perms.poi is not None:
+        parts = [f"{who} {rwx(bool(v & 1), bool(v & 4), bool(v & 2))}"
+                 for who, on, v in (("privileged", perms.pov, perms.po),
+                                    ("EL0", perms.uov, perms.uo)) if on]
+        out.append(f"overlay: POIndex={perms.poi}: " + ", ".join(parts))
+    return out
 
 
 def s2_leaf_details(s: WalkStep, p: S2TTWParams | None, env: Env) -> list[str]:
@@ -507,10 +535,18 @@ def s2_leaf_details(s: WalkStep, p: S2TTWParams | None, env: Env) -> list[str]:
     if p is None or not isinstance(s.decoded, Block | Page):
         return []
     state = TTWState(2, s.decoded, (), s.paddress, ())
-    perms = s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd)
+    perms = s2_permissions(state, p, env.fs.has("FEAT_XNX"))
     attrs = s2_only_attrs(state, p, env)
+    ext = []
+    if p.s2pie:
+        pi = s2_pi_index(s.raw)
+        ext.append(f"S2PIE: PIIndex={pi:#06b}: S2PIR_EL2 Perm{pi}={perm_field(p.s2pir, pi):#06b}"
+                   + (" (MRO)" if perms.mro else ""))
+    if p.s2poe:
+        poi = s2_po_index(s.raw)
+        ext.append(f"S2POE: POIndex={poi}: S2POR_EL1 Perm{poi}={perm_field(p.s2por, poi):#06b}")
     return [f"stage-2 permissions: {rwx(perms.r, perms.w, False)[:2]}, execute at "
-            f"EL1 {'yes' if perms.px else 'no'}, EL0 {'yes' if perms.ux else 'no'}",
+            f"EL1 {'yes' if perms.px else 'no'}, EL0 {'yes' if perms.ux else 'no'}", *ext,
             f"attributes: MemAttr={s2_memattr(s.raw):#06b} = {attrs.describe()}"
             f"{' (FWB=1: combined with stage 1)' if p.fwb else ''}"]
 

@@ -17,7 +17,8 @@ KNOWN_FEATURES = frozenset({
     "FEAT_HPDS2", "FEAT_E0PD", "FEAT_VHE", "FEAT_VMID16", "FEAT_TTL", "FEAT_BBM",
     "FEAT_HCX", "FEAT_NV", "FEAT_NV2", "FEAT_TTCNP", "FEAT_DIC", "FEAT_IDC",
     "FEAT_TLBIRANGE", "FEAT_MTE", "FEAT_MTE2", "FEAT_UAO", "FEAT_LSE", "FEAT_BigEnd",
-    "FEAT_RME", "FEAT_XS", "FEAT_ATS1A",
+    "FEAT_RME", "FEAT_XS", "FEAT_ATS1A", "FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE",
+    "FEAT_S1POE", "FEAT_S2POE",
 })
 
 PARANGE_BITS = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52}
@@ -153,32 +154,42 @@ def id_aa64mmfr2(fs: FeatureSet) -> int:
             | ((2 if fs.has("FEAT_BBM") else 0) << 52) | (int(fs.has("FEAT_E0PD")) << 60))
 
 
+def id_aa64mmfr3(fs: FeatureSet) -> int:
+    """Return ID_AA64MMFR3_EL1 as the FeatureSet implies it (TCRX, S1PIE, S2PIE, S1POE,
+    S2POE at bits [3:0], [11:8], [15:12], [19:16], [23:20])."""
+    return (int(fs.has("FEAT_TCR2")) | (int(fs.has("FEAT_S1PIE")) << 8)
+            | (int(fs.has("FEAT_S2PIE")) << 12) | (int(fs.has("FEAT_S1POE")) << 16)
+            | (int(fs.has("FEAT_S2POE")) << 20))
+
+
 @dataclass(frozen=True)
 class IdAa64Mmfr:
-    """The three AArch64 Memory Model Feature registers an implementation reports.
+    """The AArch64 Memory Model Feature registers an implementation reports.
 
-    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1 and ID_AA64MMFR2_EL1 as 64-bit values; see
+    ID_AA64MMFR0_EL1 to ID_AA64MMFR3_EL1 as 64-bit values (MMFR3 0 when not given); see
     id_regs_of (FeatureSet -> registers) and feature_set_of (registers -> FeatureSet).
     """
 
     ID_AA64MMFR0_EL1: int
     ID_AA64MMFR1_EL1: int
     ID_AA64MMFR2_EL1: int
+    ID_AA64MMFR3_EL1: int = 0
 
 
 MMFR_FEATURES = frozenset({
     "FEAT_BigEnd", "FEAT_LPA2", "FEAT_HAFDBS", "FEAT_HAFDBS_DIRTY", "FEAT_VMID16", "FEAT_VHE",
     "FEAT_HPDS", "FEAT_HPDS2", "FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3", "FEAT_XNX", "FEAT_HCX",
     "FEAT_TTCNP", "FEAT_UAO", "FEAT_LVA", "FEAT_TTST", "FEAT_NV", "FEAT_NV2", "FEAT_S2FWB",
-    "FEAT_TTL", "FEAT_BBM", "FEAT_E0PD",
+    "FEAT_TTL", "FEAT_BBM", "FEAT_E0PD", "FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE", "FEAT_S1POE",
+    "FEAT_S2POE",
 })
-"""The features the ID_AA64MMFR{0,1,2}_EL1 fields the model decodes say (FEAT_LSE, DIC,
+"""The features the ID_AA64MMFR{0,1,2,3}_EL1 fields the model decodes say (FEAT_LSE, DIC,
 IDC, MTE, TLBIRANGE, RME, XS and ATS1A live in other ID registers or CTR_EL0)."""
 
 
 def id_regs_of(fs: FeatureSet) -> IdAa64Mmfr:
-    """Return the three ID_AA64MMFR*_EL1 values fs implies."""
-    return IdAa64Mmfr(id_aa64mmfr0(fs), id_aa64mmfr1(fs), id_aa64mmfr2(fs))
+    """Return the ID_AA64MMFR*_EL1 values fs implies."""
+    return IdAa64Mmfr(id_aa64mmfr0(fs), id_aa64mmfr1(fs), id_aa64mmfr2(fs), id_aa64mmfr3(fs))
 
 
 # (register, field, lsb, the values the model knows). Any other value is reserved in the
@@ -208,6 +219,11 @@ _MMFR_FIELDS: tuple[tuple[str, str, int, frozenset[int]], ...] = (
     ("ID_AA64MMFR2_EL1", "TTL", 48, frozenset({0, 1})),
     ("ID_AA64MMFR2_EL1", "BBM", 52, frozenset({0, 1, 2})),
     ("ID_AA64MMFR2_EL1", "E0PD", 60, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "TCRX", 0, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "S1PIE", 8, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "S2PIE", 12, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "S1POE", 16, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "S2POE", 20, frozenset({0, 1})),
 )
 
 
@@ -258,7 +274,9 @@ def feature_set_of(regs: IdAa64Mmfr) -> FeatureSet:
         ("FEAT_LVA", f(2, "VARange") == 1), ("FEAT_TTST", f(2, "ST") == 1),
         ("FEAT_NV", nv >= 1), ("FEAT_NV2", nv >= 2), ("FEAT_S2FWB", f(2, "FWB") == 1),
         ("FEAT_TTL", f(2, "TTL") == 1), ("FEAT_BBM", f(2, "BBM") >= 1),
-        ("FEAT_E0PD", f(2, "E0PD") == 1),
+        ("FEAT_E0PD", f(2, "E0PD") == 1), ("FEAT_TCR2", f(3, "TCRX") == 1),
+        ("FEAT_S1PIE", f(3, "S1PIE") == 1), ("FEAT_S2PIE", f(3, "S2PIE") == 1),
+        ("FEAT_S1POE", f(3, "S1POE") == 1), ("FEAT_S2POE", f(3, "S2POE") == 1),
     )
     return FeatureSet(frozenset(name for name, on in levels if on),
                       pa_bits=PARANGE_BITS[f(0, "PARange")], granules=frozenset(granules))

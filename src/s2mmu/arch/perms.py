@@ -1,23 +1,47 @@
-"""Access permissions at stage 1 and stage 2 (direct permissions, no FEAT_S1PIE).
+"""Access permissions at stage 1 and stage 2: direct or indirect base permissions, overlays.
+
+One path: the base permissions come from the descriptor's AP/PXN/UXN (direct) or, with
+FEAT_S1PIE, from PIR_ELx/PIRE0_ELx indexed by the leaf's PIIndex (indirect); the stage-1
+permission overlay (FEAT_S1POE, POR_ELx by POIndex) then restricts them; WXN and PAN
+apply last. Stage 2 alike: S2AP/XN (direct) or S2PIR_EL2 (FEAT_S2PIE), then S2POR_EL1
+(FEAT_S2POE). With the extensions off every answer is the direct encoding's.
 
 ASL: AArch64.S1ApplyTablePerms, AArch64.S1DirectBasePermissions,
-AArch64.S1CheckPermissions, AArch64.S2DirectBasePermissions, AArch64.S2CheckPermissions.
-Kernel: at.c compute_s1_direct_permissions / compute_par_s12 (evidence).
+AArch64.S1IndirectBasePermissions, AArch64.S1OverlayPermissions,
+AArch64.S1ComputePermissions, AArch64.S1CheckPermissions,
+AArch64.S2DirectBasePermissions, AArch64.S2IndirectBasePermissions,
+AArch64.S2OverlayPermissions, AArch64.S2CheckPermissions (names as in the Arm ASL; the
+stored rems-project/sail-arm v9.4 model lists FEAT_S1PIE/S1POE/S2PIE/S2POE).
+Kernel: at.c compute_s1_direct_permissions, compute_s1_hierarchical_permissions,
+compute_s1_indirect_permissions, compute_s1_overlay_permissions, compute_s1_permissions
+(the model's reference for the indirect and overlay steps and their order).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from s2mmu.arch.access import AccessDescriptor, AccessType
+from s2mmu.arch.bits import bit, bits
 from s2mmu.arch.descriptors import ap, ap_table, dbm, pxn, pxn_table, s2_xn, uxn, uxn_table
-from s2mmu.arch.params import S1TTWParams
+from s2mmu.arch.params import S1TTWParams, S2TTWParams
 from s2mmu.arch.walk import TTWState
+
+POE_R, POE_X, POE_W = 1, 2, 4
+"""Overlay permission bits of a POR_ELx Perm field (0b1xxx is reserved: no access)."""
 
 
 @dataclass(frozen=True)
 class S1Perms:
-    """Effective stage-1 permissions: privileged (p*) and unprivileged (u*)."""
+    """Stage-1 base permissions, privileged (p*) and unprivileged (u*), with their modifiers.
+
+    pr..ux are the base permissions (direct or indirect, table controls applied). pwxn and
+    uwxn say WXN applies (direct: SCTLR_ELx.WXN; indirect: the Perm is 0b0110). pov and
+    uov say the overlay applies (TCR2_ELx.POE/E0POE, and for an indirect Perm only with
+    Perm<3>=0); po and uo are then the overlay permissions (POE_R | POE_X | POE_W). pi is
+    the leaf's PIIndex and poi its POIndex, where used. (at.c struct s1_walk_result has
+    the same fields.)
+    """
 
     pr: bool
     pw: bool
@@ -25,16 +49,41 @@ class S1Perms:
     ur: bool
     uw: bool
     ux: bool
+    pwxn: bool = False
+    uwxn: bool = False
+    pov: bool = False
+    uov: bool = False
+    po: int = POE_R | POE_X | POE_W
+    uo: int = POE_R | POE_X | POE_W
+    pi: int | None = None
+    poi: int | None = None
+
+    def effective(self) -> tuple[bool, bool, bool, bool, bool, bool]:
+        """Return (pr, pw, px, ur, uw, ux) with the overlays applied (ASL
+        AArch64.S1OverlayPermissions)."""
+        pr, pw, px, ur, uw, ux = self.pr, self.pw, self.px, self.ur, self.uw, self.ux
+        if self.pov:
+            pr, pw, px = (pr and bool(self.po & POE_R), pw and bool(self.po & POE_W),
+                          px and bool(self.po & POE_X))
+        if self.uov:
+            ur, uw, ux = (ur and bool(self.uo & POE_R), uw and bool(self.uo & POE_W),
+                          ux and bool(self.uo & POE_X))
+        return pr, pw, px, ur, uw, ux
 
 
 @dataclass(frozen=True)
 class S2Perms:
-    """Effective stage-2 permissions: read, write, and execute at EL1 and at EL0."""
+    """Effective stage-2 permissions: read, write, and execute at EL1 and at EL0.
+
+    mro: FEAT_S2PIE "mostly read-only": reads, and the hardware's stage-1 descriptor
+    updates, are permitted; other writes are not.
+    """
 
     r: bool
     w: bool
     px: bool
     ux: bool
+    mro: bool = False
 
 
 _S1_AP = {0b00: (True, True, False, False), 0b01: (True, True, True, True),
@@ -43,6 +92,61 @@ _S1_AP = {0b00: (True, True, False, False), 0b01: (True, True, True, True),
 
 _S2_XN = {0b00: (True, True), 0b01: (False, True), 0b10: (False, False), 0b11: (True, False)}
 """XN[1:0] -> (PX, UX) with FEAT_XNX (ASL AArch64.S2DirectBasePermissions)."""
+
+S1_PIE_PERMS: dict[int, tuple[bool, bool, bool, bool, bool]] = {
+    0b0000: (False, False, False, True, False), 0b0001: (True, False, False, True, False),
+    0b0010: (False, False, True, True, False), 0b0011: (True, False, True, True, False),
+    0b0100: (False, False, False, True, False), 0b0101: (True, True, False, True, False),
+    0b0110: (True, True, True, True, True), 0b0111: (True, True, True, True, False),
+    0b1000: (True, False, False, False, False), 0b1001: (True, False, False, False, False),
+    0b1010: (True, False, True, False, False), 0b1011: (False, False, False, False, False),
+    0b1100: (True, True, False, False, False), 0b1101: (False, False, False, False, False),
+    0b1110: (True, True, True, False, False), 0b1111: (False, False, False, False, False),
+}
+"""PIR_ELx/PIRE0_ELx Perm -> (R, W, X, overlay applies, WXN) (ASL
+AArch64.S1IndirectBasePermissions; at.c set_perms; PIR_EL1 field description). Perm<3>
+clear lets the overlay apply; 0b0110 is RWX with WXN; 0b1001 is R plus a GCS read, which
+s2mmu (no FEAT_GCS) treats as R; 0b0100, 0b1011, 0b1101 and 0b1111 are reserved (no
+access)."""
+
+S2_PIE_PERMS: dict[int, tuple[bool, bool, bool, bool, bool]] = {
+    0b0000: (False, False, False, False, False), 0b0001: (False, False, False, False, False),
+    0b0010: (True, False, False, False, True), 0b0011: (True, False, False, False, True),
+    0b0100: (False, True, False, False, False), 0b0101: (False, False, False, False, False),
+    0b0110: (True, False, False, False, True), 0b0111: (True, False, False, False, True),
+    0b1000: (True, False, False, False, False), 0b1001: (True, False, False, True, False),
+    0b1010: (True, False, True, False, False), 0b1011: (True, False, True, True, False),
+    0b1100: (True, True, False, False, False), 0b1101: (True, True, False, True, False),
+    0b1110: (True, True, True, False, False), 0b1111: (True, True, True, True, False),
+}
+"""S2PIR_EL2/S2POR_EL1 Perm -> (R, W, pX, uX, MRO) (ASL AArch64.S2IndirectBasePermissions;
+S2PIR_EL2 field description: RO/RW with pX, uX or puX; WO; MRO and its FEAT_THE
+TopLevel variants, which s2mmu treats as MRO; 0b0001 and 0b0101 reserved, no access)."""
+
+
+def perm_field(reg: int, index: int) -> int:
+    """Return the 4-bit Perm<index> of a PIR/POR register."""
+    return bits(reg, 4 * index + 3, 4 * index)
+
+
+def s1_pi_index(raw: int) -> int:
+    """Return a stage-1 leaf's PIIndex: {UXN, PXN, DBM, AP[1]} (bits 54, 53, 51, 6)."""
+    return bit(raw, 54) << 3 | bit(raw, 53) << 2 | bit(raw, 51) << 1 | bit(raw, 6)
+
+
+def s1_po_index(raw: int) -> int:
+    """Return a stage-1 leaf's POIndex, bits [62:60]."""
+    return bits(raw, 62, 60)
+
+
+def s2_pi_index(raw: int) -> int:
+    """Return a stage-2 leaf's PIIndex: {XN[1], XN[0], S2AP[1], S2AP[0]} (bits 54, 53, 7, 6)."""
+    return bit(raw, 54) << 3 | bit(raw, 53) << 2 | bits(raw, 7, 6)
+
+
+def s2_po_index(raw: int) -> int:
+    """Return a stage-2 leaf's POIndex, bits [62:59]."""
+    return bits(raw, 62, 59)
 
 
 def table_controls(state: TTWState, hpd: bool) -> tuple[int, int, int]:
@@ -60,20 +164,34 @@ def table_controls(state: TTWState, hpd: bool) -> tuple[int, int, int]:
     return apt, uxt, pxt
 
 
+def s1_permissions(state: TTWState, params: S1TTWParams) -> S1Perms:
+    """Return the stage-1 permissions of the leaf: base (direct or indirect) and overlay.
+
+    ASL: AArch64.S1ComputePermissions. params.pie selects the base encoding; params.poe
+    and params.e0poe add the overlays (S1Perms.po/uo) where the base Perm allows them.
+    """
+    base = (s1_indirect_permissions(state, params) if params.pie
+            else s1_direct_permissions(state, params))
+    return s1_overlay_permissions(base, state, params)
+
+
 def s1_direct_permissions(state: TTWState, params: S1TTWParams) -> S1Perms:
-    """Return the stage-1 permissions of the leaf (ASL AArch64.S1DirectBasePermissions).
+    """Return the stage-1 direct permissions of the leaf (ASL AArch64.S1DirectBasePermissions).
 
     With TCR.HA and TCR.HD set, a DBM page counts as writable (AP[2] read as 0):
-    ASL AArch64.S1ApplyOutputPerms. WXN is applied per access in s1_permission_ok.
+    ASL AArch64.S1ApplyOutputPerms. WXN (SCTLR_ELx.WXN) applies per access in
+    s1_check_permissions.
     """
     raw = state.leaf.raw
     apt, uxt, pxt = table_controls(state, params.hpd)
     ap21 = ap(raw)
     if params.ha and params.hd and dbm(raw):
         ap21 &= 0b01
+    wxn, pov, uov = params.wxn, params.poe, params.e0poe
     if not params.regime.has_el0():
         one_pw = not (ap21 & 0b10) and not (apt & 0b10)
-        return S1Perms(True, one_pw, not (uxn(raw) or uxt), False, False, False)
+        return S1Perms(True, one_pw, not (uxn(raw) or uxt), False, False, False, wxn, wxn,
+                       pov, uov)
     pr, pw, ur, uw = _S1_AP[ap21]
     if apt & 0b01:
         ur = uw = False
@@ -81,37 +199,162 @@ def s1_direct_permissions(state: TTWState, params: S1TTWParams) -> S1Perms:
         pw = uw = False
     px = not (pxn(raw) or pxt or uw)
     ux = not (uxn(raw) or uxt)
-    return S1Perms(pr, pw, px, ur, uw, ux)
+    return S1Perms(pr, pw, px, ur, uw, ux, wxn, wxn, pov, uov)
+
+
+def s1_indirect_permissions(state: TTWState, params: S1TTWParams) -> S1Perms:
+    """Return the stage-1 indirect permissions of the leaf (FEAT_S1PIE).
+
+    ASL: AArch64.S1IndirectBasePermissions. The leaf's PIIndex selects a Perm in
+    PIR_ELx (privileged) and PIRE0_ELx (EL0; none in the EL2 regime). The table
+    controls do not apply (HPD is forced with PIE, params.hpd). A location both
+    privileged-executable and EL0-writable gets no access at all (at.c
+    compute_s1_indirect_permissions; QEMU get_S1prot_indirect does the same).
+    Kernel: at.c compute_s1_indirect_permissions.
+    """
+    pi = s1_pi_index(state.leaf.raw)
+    pr, pw, px, pov, pwxn = S1_PIE_PERMS[perm_field(params.pir, pi)]
+    ur = uw = ux = uov = uwxn = False
+    if params.regime.has_el0():
+        ur, uw, ux, uov, uwxn = S1_PIE_PERMS[perm_field(params.pire0, pi)]
+    if px and uw:
+        pr = pw = px = ur = uw = ux = False
+    return S1Perms(pr, pw, px, ur, uw, ux, pwxn, uwxn, params.poe and pov,
+                   params.e0poe and uov, pi=pi)
+
+
+def s1_overlay_permissions(base: S1Perms, state: TTWState, params: S1TTWParams) -> S1Perms:
+    """Return base with its overlay permissions filled in (FEAT_S1POE).
+
+    ASL: AArch64.S1OverlayPermissions. Where base.pov (privileged) or base.uov (EL0) is
+    set, the leaf's POIndex selects a Perm in POR_ELx (POR_EL1, or POR_EL2 for the EL2
+    regimes) or POR_EL0; a reserved Perm (0b1xxx) allows nothing.
+    Kernel: at.c compute_s1_overlay_permissions.
+    """
+    if not (base.pov or base.uov):
+        return base
+    poi = s1_po_index(state.leaf.raw)
+    po = _overlay_value(perm_field(params.por, poi)) if base.pov else base.po
+    uo = _overlay_value(perm_field(params.por_e0, poi)) if base.uov else base.uo
+    return replace(base, po=po, uo=uo, poi=poi)
+
+
+def _overlay_value(perm: int) -> int:
+    """Return a POR Perm as POE_R | POE_X | POE_W, reserved values (0b1xxx) as none."""
+    return 0 if perm & 0b1000 else perm
+
+
+@dataclass(frozen=True)
+class S1Denial:
+    """Why stage 1 refuses an access (ASL FaultRecord.overlay, FaultRecord.dirtybit).
+
+    overlay: the base permissions allow the access and the overlay does not.
+    dirtybit: FEAT_S1PIE, a write to a location whose nDirty (bit[7]) is set without
+    hardware dirty-state management.
+    """
+
+    overlay: bool = False
+    dirtybit: bool = False
+
+
+def _apply_wxn(r: bool, w: bool, x: bool, wxn: bool, overlaid: bool
+               ) -> tuple[bool, bool, bool]:
+    """Return (r, w, x) after WXN: execute goes where writable; with an overlay, write
+    goes where executable (at.c compute_s1_permissions)."""
+    if wxn:
+        if not overlaid and w:
+            x = False
+        if overlaid and x:
+            w = False
+    return r, w, x
+
+
+def _allowed(perms: S1Perms, overlays: bool, params: S1TTWParams,
+             access: AccessDescriptor) -> bool:
+    """Return whether perms allow access: overlays (if asked), WXN, PAN, then the check."""
+    unpriv = access.el == 0 and params.regime.has_el0()
+    pr, pw, px, ur, uw, ux = perms.effective() if overlays else (
+        perms.pr, perms.pw, perms.px, perms.ur, perms.uw, perms.ux)
+    pr, pw, px = _apply_wxn(pr, pw, px, perms.pwxn, overlays and perms.pov)
+    ur, uw, ux = _apply_wxn(ur, uw, ux, perms.uwxn, overlays and perms.uov)
+    if unpriv:
+        r, w, x = ur, uw, ux
+    else:
+        r, w, x = pr, pw, px
+        if access.pan and params.regime.has_el0() and (ur or uw or (params.epan and ux)):
+            r = w = False
+    if access.is_ifetch():
+        return x
+    return w if access.write else r
+
+
+def s1_wxn_effective(perms: S1Perms) -> S1Perms:
+    """Return perms with the overlays and WXN applied (what each EL may do, before PAN)."""
+    pr, pw, px, ur, uw, ux = perms.effective()
+    pr, pw, px = _apply_wxn(pr, pw, px, perms.pwxn, perms.pov)
+    ur, uw, ux = _apply_wxn(ur, uw, ux, perms.uwxn, perms.uov)
+    return S1Perms(pr, pw, px, ur, uw, ux, pi=perms.pi, poi=perms.poi)
 
 
 def pan_applies(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor) -> bool:
     """Return whether PAN denies this privileged data access.
 
     Rule: with PSTATE.PAN=1 (access.pan) a privileged data access, or AT S1E1RP/WP, to
-    a location EL0 can read or write faults; with FEAT_PAN3 and SCTLR_ELx.EPAN=1 also
-    to a location EL0 can execute. Only regimes with EL0 have PAN. Execute is never
-    affected. ASL: AArch64.S1DirectBasePermissions.
+    a location EL0 can read or write faults; with FEAT_PAN3 and SCTLR_ELx.EPAN=1 (or
+    with FEAT_S1PIE enabled) also to a location EL0 can execute. Only regimes with EL0
+    have PAN. Execute is never affected. ASL: AArch64.S1DirectBasePermissions;
+    at.c pan3_enabled, compute_s1_permissions.
     """
     if not access.pan or not params.regime.has_el0():
         return False
-    return perms.ur or perms.uw or (params.epan and perms.ux)
+    _, _, _, ur, uw, ux = perms.effective()
+    ur, uw, ux = _apply_wxn(ur, uw, ux, perms.uwxn, perms.uov)
+    return ur or uw or (params.epan and ux)
+
+
+def s1_check_permissions(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor,
+                         ndirty: bool = False) -> S1Denial | None:
+    """Return why stage 1 refuses the access, or None (ASL AArch64.S1CheckPermissions).
+
+    AT instructions check read or write, never execute. WXN removes execute from the
+    accessing EL's permissions where that EL can write (with an overlay: write where it
+    can execute; at.c compute_s1_permissions). A refusal the base permissions alone
+    would not make is an overlay fault. ndirty is the leaf's bit[7] under FEAT_S1PIE:
+    a permitted write to a location with nDirty=1 faults (dirtybit) unless the hardware
+    manages the dirty state (TCR.HA and HD), which then clears it.
+    """
+    if not _allowed(perms, True, params, access):
+        overlay = (perms.pov or perms.uov) and _allowed(perms, False, params, access)
+        return S1Denial(overlay=overlay)
+    if params.pie and ndirty and access.write and not access.is_ifetch() and not params.hd:
+        return S1Denial(dirtybit=True)
+    return None
 
 
 def s1_permission_ok(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor) -> bool:
-    """Return whether the access is permitted at stage 1 (ASL AArch64.S1CheckPermissions).
+    """Return whether the permissions allow the access (s1_check_permissions without the
+    dirty state)."""
+    return s1_check_permissions(perms, params, access) is None
 
-    AT instructions check read or write, never execute. WXN removes execute from the
-    accessing EL's permissions where that EL can write (ASL AArch64.S1ComputePermissions).
+
+def s2_permissions(state: TTWState, p: S2TTWParams, xnx: bool) -> S2Perms:
+    """Return the stage-2 permissions of the leaf: base (direct or indirect), then overlay.
+
+    ASL: AArch64.S2ComputePermissions's base and overlay steps. p.s2pie selects
+    S2PIR_EL2 by the leaf's PIIndex; p.s2poe ANDs S2POR_EL1's Perm at the leaf's POIndex.
     """
-    unpriv = access.el == 0 and params.regime.has_el0()
-    r, w, x = (perms.ur, perms.uw, perms.ux) if unpriv else (perms.pr, perms.pw, perms.px)
-    if not unpriv and pan_applies(perms, params, access):
-        r = w = False
-    if params.wxn and w:
-        x = False
-    if access.is_ifetch():
-        return x
-    return w if access.write else r
+    raw = state.leaf.raw
+    if p.s2pie:
+        r, w, px, ux, mro = S2_PIE_PERMS[perm_field(p.s2pir, s2_pi_index(raw))]
+        perms = S2Perms(r, w, px, ux, mro)
+    else:
+        perms = s2_direct_permissions(state, xnx, p.ha, p.hd)
+    if not p.s2poe:
+        return perms
+    o_r, o_w, o_px, o_ux, o_mro = S2_PIE_PERMS[perm_field(p.s2por, s2_po_index(raw))]
+    w = perms.w and o_w
+    mro = not w and (perms.mro or perms.w) and (o_mro or o_w)
+    return S2Perms(perms.r and o_r, w, perms.px and o_px, perms.ux and o_ux, mro)
 
 
 def s2_direct_permissions(state: TTWState, xnx: bool, ha: bool, hd: bool) -> S2Perms:
@@ -136,11 +379,12 @@ def s2_permission_ok(perms: S2Perms, access: AccessDescriptor) -> bool:
     """Return whether the access is permitted at stage 2 (ASL AArch64.S2CheckPermissions).
 
     A stage-1 table walk (acctype TTW) needs read permission, and write permission
-    too when it updates the descriptor. An instruction fetch needs execute for the EL
-    of the original access; everything else (AT included) needs read or write.
+    too when it updates the descriptor (MRO allows that update). An instruction fetch
+    needs execute for the EL of the original access; everything else (AT included)
+    needs read or write.
     """
     if access.acctype is AccessType.TTW:
-        return perms.r and (perms.w or not access.write)
+        return perms.r and (perms.w or perms.mro or not access.write)
     if access.is_ifetch():
         return perms.ux if access.el == 0 else perms.px
     return perms.w if access.write else perms.r

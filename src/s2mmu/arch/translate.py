@@ -51,10 +51,10 @@ from s2mmu.arch.params import (
 )
 from s2mmu.arch.perms import (
     S1Perms,
-    s1_direct_permissions,
-    s1_permission_ok,
-    s2_direct_permissions,
+    s1_check_permissions,
+    s1_permissions,
     s2_permission_ok,
+    s2_permissions,
 )
 from s2mmu.arch.registers import HCR_EL2
 from s2mmu.arch.reprs import hex_repr
@@ -261,13 +261,17 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
         return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access,
                                      reason="stage-2 access flag is 0 and VTCR_EL2.HA=0"),
                          ipa, s1ptw)
-    perms = s2_direct_permissions(got, env.fs.has("FEAT_XNX"), p.ha, p.hd)
+    xnx = env.fs.has("FEAT_XNX")
+    perms = s2_permissions(got, p, xnx)
     device = s2_memattr_is_device(leaf.raw, p.fwb)
     if s1ptw and hcr_ptw and device:
         fault = FaultRecord(Fault.PERMISSION, got.level, access, reason=(
             "stage-1 table in stage-2 Device memory with HCR_EL2.PTW=1"))
     elif not s2_permission_ok(perms, access):
-        fault = FaultRecord(Fault.PERMISSION, got.level, access,
+        # An overlay fault: the base permissions alone allow the access (FEAT_S2POE).
+        overlay = p.s2poe and s2_permission_ok(
+            s2_permissions(got, replace(p, s2poe=False), xnx), access)
+        fault = FaultRecord(Fault.PERMISSION, got.level, access, overlay=overlay,
                             reason=s2_perm_reason(leaf.raw, access))
     else:
         fault = None
@@ -310,7 +314,7 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
     if p.ha and not af(raw):
         new = set_bit(new, 10, 1)
     if (dirty_permitted and access.write and p.ha and p.hd and dbm(raw) and not bit(raw, 7)
-            and access.acctype not in (AccessType.AT, AccessType.DC)):
+            and not p.s2pie and access.acctype not in (AccessType.AT, AccessType.DC)):
         new = set_bit(new, 7, 1)
     if new == raw:
         return state
@@ -446,10 +450,13 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
     if not af(got.leaf.raw) and not p.ha:
         return FaultRecord(Fault.ACCESS_FLAG, got.level, access, vaddress=va,
                            reason="access flag is 0 and TCR.HA=0")
-    perms = s1_direct_permissions(got, p)
-    if not access.any_access and not s1_permission_ok(perms, p, access):
+    perms = s1_permissions(got, p)
+    denial = None if access.any_access else s1_check_permissions(
+        perms, p, access, ndirty=bool(bit(got.leaf.raw, 7)))
+    if denial is not None:
         fault = FaultRecord(Fault.PERMISSION, got.level, access, vaddress=va,
-                            reason=s1_perm_reason(perms, access))
+                            reason=s1_perm_reason(perms, access, denial.dirtybit),
+                            overlay=denial.overlay, dirtybit=denial.dirtybit)
         # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
         # CONSTRAINED UNPREDICTABLE; the dirty state is never set.
         if env.choices.af_update_on_permission_fault:
@@ -489,16 +496,19 @@ def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, e
     return fetch
 
 
-def s1_perm_reason(perms: S1Perms, access: AccessDescriptor) -> str:
+def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, dirtybit: bool = False) -> str:
     """Return why stage 1 refused the access, for humans."""
+    if dirtybit:
+        return ("write to a location with nDirty=1 (PIE) without hardware dirty-state "
+                "management (TCR.HA and HD)")
     what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
     pan = " with PSTATE.PAN=1" if access.pan else ""
 
     def rwx(r: bool, w: bool, x: bool) -> str:
         return ("R" if r else "-") + ("W" if w else "-") + ("X" if x else "-")
 
-    have = (f"privileged {rwx(perms.pr, perms.pw, perms.px)}, "
-            f"EL0 {rwx(perms.ur, perms.uw, perms.ux)}")
+    pr, pw, px, ur, uw, ux = perms.effective()
+    have = f"privileged {rwx(pr, pw, px)}, EL0 {rwx(ur, uw, ux)}"
     return f"stage-1 permissions ({have}) do not allow {what} at EL{access.el}{pan}"
 
 
@@ -506,6 +516,9 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
                  access: AccessDescriptor, env: Env, hcr_ptw: bool,
                  dirty_permitted: bool = True) -> TTWState | FaultRecord:
     """Set the stage-1 AF (TCR.HA) and dirty state (HD+DBM clears AP[2]) in memory.
+
+    With FEAT_S1PIE bit[7] is nDirty and DBM is PIIndex[1]: a permitted write with HA
+    and HD clears nDirty whatever bit[51] holds.
 
     The descriptor is written with a compare-and-swap. Under stage 2, the write needs
     stage-2 write permission on the descriptor's IPA (ASL CreateAccDescTTEUpdate), so
@@ -517,8 +530,8 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
     new = raw
     if p.ha and not af(raw):
         new = set_bit(new, 10, 1)
-    if (dirty_permitted and access.write and p.ha and p.hd and dbm(raw) and bit(raw, 7)
-            and access.acctype not in (AccessType.AT, AccessType.DC)):
+    if (dirty_permitted and access.write and p.ha and p.hd and (dbm(raw) or p.pie)
+            and bit(raw, 7) and access.acctype not in (AccessType.AT, AccessType.DC)):
         new = set_bit(new, 7, 0)
     if new == raw:
         return state
