@@ -56,7 +56,7 @@ def test_server_presets():
     assert server_v8_2().pa_max() == 48
     assert not server_v8_2().has("FEAT_S2FWB")
     assert server_v8_4_fwb().has("FEAT_S2FWB") and server_v8_4_fwb().has("FEAT_TTST")
-    assert set(PRESETS) == {"qemu-max", "server-v8.2", "server-v8.4"}
+    assert set(PRESETS) == {"qemu-max", "server-v8.2", "server-v8.4", "server-v9.4-pie"}
 
 
 def test_id_aa64mmfr0_of_qemu_max():

@@ -120,7 +120,17 @@ def server_v8_4_fwb() -> FeatureSet:
         "FEAT_S2FWB", "FEAT_TTST", "FEAT_TTL", "FEAT_BBM", "FEAT_TLBIRANGE", "FEAT_XNX")
 
 
-PRESETS = {"qemu-max": qemu_7_2_max, "server-v8.2": server_v8_2, "server-v8.4": server_v8_4_fwb}
+def server_v9_4_pie() -> FeatureSet:
+    """Return an Armv9.4-style core with the permission extensions: FEAT_TCR2, FEAT_S1PIE,
+    FEAT_S2PIE, FEAT_S1POE, FEAT_S2POE (with FEAT_PAN3 and FEAT_HCX, which FEAT_S1PIE and
+    HCRX_EL2.TCR2En need). No shipping core is claimed; it exercises the extensions."""
+    return server_v8_4_fwb().with_features(
+        "FEAT_PAN3", "FEAT_HCX", "FEAT_E0PD", "FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE",
+        "FEAT_S1POE", "FEAT_S2POE")
+
+
+PRESETS = {"qemu-max": qemu_7_2_max, "server-v8.2": server_v8_2, "server-v8.4": server_v8_4_fwb,
+           "server-v9.4-pie": server_v9_4_pie}
 
 
 def id_aa64mmfr0(fs: FeatureSet) -> int:
