@@ -396,7 +396,9 @@ def s1_params_text(p: S1TTWParams, env: Env, sctlr: str) -> str:
     return (head + f"{q.iasize()}-bit input ({sz}={p.txsz}{clamped}), start level "
             f"{q.startlevel()}, table at {s1_setup(q, env).base_address():#x}, {p.ps}-bit "
             f"output, HA={int(p.ha)} HD={int(p.hd)} HPD={int(p.hpd)} WXN={int(p.wxn)} "
-            f"TBI={int(p.tbi)}{' DS=1' if p.ds else ''}{' EE=1' if p.ee else ''}")
+            f"TBI={int(p.tbi)}{' DS=1' if p.ds else ''}{' EE=1' if p.ee else ''}"
+            f"{' PIE=1' if p.pie else ''}{' POE=1' if p.poe else ''}"
+            f"{' E0POE=1' if p.e0poe else ''}")
 
 
 def s2_params_text(p: S2TTWParams, env: Env) -> str:
@@ -410,7 +412,8 @@ def s2_params_text(p: S2TTWParams, env: Env) -> str:
     return (head + f"{q.iasize()}-bit IPA (T0SZ={p.txsz}{clamped}), start level "
             f"{q.startlevel()} ({sl}), table at {s2_setup(q, env).base_address():#x}, "
             f"{p.ps}-bit output, HA={int(p.ha)} HD={int(p.hd)} FWB={int(p.fwb)}"
-            f"{' DS=1' if p.ds else ''}")
+            f"{' DS=1' if p.ds else ''}{' S2PIE=1' if p.s2pie else ''}"
+            f"{' S2POE=1' if p.s2poe else ''}")
 
 
 # ---------------------------------------------------------------- the walk
