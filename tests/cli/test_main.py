@@ -449,3 +449,17 @@ def test_translate_explain_and_svg_never_raise_for_any_register_state(
     assert lines[0].startswith(f"VA {va:#x} EL{el} read in the ")
     last = [x for x in lines if not x.startswith("  hardware wrote")][-1]
     assert last.startswith(("-> ", "  taken to EL")), last
+
+
+def test_translate_json_with_permission_indirection_and_overlay(cases_file: Path) -> None:
+    # PIR_EL1 Perm0 = RW (overlay), POR_EL1 Perm0 = R: the write is an overlay fault,
+    # ESR_EL1.ISS2.Overlay (bit 38) set.
+    code, out, _ = run("translate", "0x8040201000", "--case", str(cases_file),
+                       "--features", "server-v9.4-pie", "--reg", "TCR2_EL1=0xa",
+                       "--reg", "HCRX_EL2=0x4000", "--reg", "PIR_EL1=0x5",
+                       "--reg", "POR_EL1=0x1", "--access", "w", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    validate(doc)
+    assert doc["result"]["ESR"] == "0x409600004f"
+    assert {"TCR2_EL1", "PIR_EL1", "POR_EL1"} <= set(doc["input"]["given"])
