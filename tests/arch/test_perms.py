@@ -235,6 +235,7 @@ from s2mmu.arch.perms import (  # noqa: E402
     S2_PIE_PERMS,
     s1_check_permissions,
     s1_permissions,
+    s2_dirty_fault,
     s2_permissions,
 )
 from s2mmu.arch.registers import HCRX_EL2, TCR2_EL1, TCR2_EL2, VTCR_EL2  # noqa: E402
@@ -388,13 +389,26 @@ def s2_params(s2pir=0, s2por=0, **vt):
     return get_s2_ttw_params(regs, V94, DEFAULT_CHOICES)
 
 
-def test_s2pie_indexes_by_xn_and_s2ap_and_mro_allows_only_walk_updates():
+def test_s2pie_indexes_by_xn_dbm_s2ap0_and_mro_allows_only_walk_updates():
+    # PIIndex {bit 54, bit 53, bit 51, bit 6} (TF-RMM s2tt_ap.h); bit 7 is Dirty.
     p = s2_params(S2PIE=1, s2pir=perm_reg({0b0011: 0b0010}))
-    got = s2_permissions(state(0b11 << 6, stage=2), p, True)
+    got = s2_permissions(state(DBM | 1 << 6, stage=2), p, True)
     assert (got.r, got.w, got.mro) == (True, False, True)
     walk_update = AccessDescriptor(AccessType.TTW, 1, True)
     assert s2_permission_ok(got, walk_update)
     assert not s2_permission_ok(got, acc_gpr(1, True))
+
+
+def test_s2pie_write_to_a_clean_location_needs_hd():
+    # QEMU ptw.c: for S2PIE bit 7 is Dirty; a write with Dirty=0 faults without HD.
+    p = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}))
+    got = s2_permissions(state(0, stage=2), p, True)
+    assert s2_permission_ok(got, acc_gpr(1, True))
+    assert s2_dirty_fault(got, p, acc_gpr(1, True), dirty=False)
+    assert not s2_dirty_fault(got, p, acc_gpr(1, True), dirty=True)
+    assert not s2_dirty_fault(got, p, acc_gpr(1, False), dirty=False)
+    hd = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}), HA=1, HD=1)
+    assert not s2_dirty_fault(got, hd, acc_gpr(1, True), dirty=False)
 
 
 def test_s2poe_ands_the_overlay():
@@ -470,12 +484,14 @@ def test_property_all_permissive_overlay_changes_nothing(leaf, access, pie, ap2)
 
 
 def direct_s2pir() -> tuple[int, frozenset[int]]:
-    """Return an S2PIR_EL2 meaning what S2AP and XN[1:0] (FEAT_XNX) mean, and the PIIndex
-    values it cannot say (S2PIR has no execute without read)."""
+    """Return an S2PIR_EL2 meaning what S2AP[0] and XN[1:0] (FEAT_XNX) mean with S2AP[1]=1
+    (PIIndex is {XN[1], XN[0], bit 51, S2AP[0]}; bit 51 is then irrelevant, and S2AP[1]
+    is the Dirty bit, which refuses writes as S2AP[1]=0 does), and the PIIndex values it
+    cannot say (S2PIR has no execute without read)."""
     pir, missing = 0, set()
     for idx in range(16):
-        d = s2_direct_permissions(state((idx >> 2) << 53 | (idx & 3) << 6, stage=2), True,
-                                  False, False)
+        d = s2_direct_permissions(state((idx >> 2) << 53 | (idx & 1) << 6 | 1 << 7, stage=2),
+                                  True, False, False)
         code = next((c for c, v in S2_PIE_PERMS.items()
                      if v == (d.r, d.w, d.px, d.ux, False)), None)
         if code is None:
@@ -486,11 +502,13 @@ def direct_s2pir() -> tuple[int, frozenset[int]]:
 
 
 @given(xn=st.integers(0, 3), s2ap=st.integers(0, 3), poi=st.integers(0, 15),
-       kind=st.sampled_from(["r", "w", "x", "walk", "walkw"]), el=st.sampled_from([0, 1]))
-def test_property_s2pir_equal_to_direct_gives_direct_answers(xn, s2ap, poi, kind, el):
+       dbm=st.booleans(), kind=st.sampled_from(["r", "w", "x", "walk", "walkw"]),
+       el=st.sampled_from([0, 1]))
+def test_property_s2pir_equal_to_direct_gives_direct_answers(xn, s2ap, poi, dbm, kind, el):
     s2pir, missing = direct_s2pir()
-    leaf = xn << 53 | s2ap << 6 | poi << 59
-    if (xn << 2 | s2ap) in missing:
+    leaf = xn << 53 | s2ap << 6 | poi << 59 | DBM * dbm
+    idx = xn << 2 | int(dbm) << 1 | (s2ap & 1)
+    if idx in missing:
         assert s2ap & 1 == 0  # only "execute without read" is missing
         return
     access = (acc_ifetch(el) if kind == "x" else AccessDescriptor(
@@ -499,5 +517,7 @@ def test_property_s2pir_equal_to_direct_gives_direct_answers(xn, s2ap, poi, kind
     direct = s2_direct_permissions(state(leaf, stage=2), True, False, False)
     for p in (s2_params(S2PIE=1, s2pir=s2pir),
               s2_params(S2PIE=1, S2POE=1, s2pir=s2pir, s2por=0xFFFF_FFFF_FFFF_FFFF)):
-        assert s2_permission_ok(s2_permissions(state(leaf, stage=2), p, True), access) \
-            == s2_permission_ok(direct, access)
+        got = s2_permissions(state(leaf, stage=2), p, True)
+        ok = s2_permission_ok(got, access) and not s2_dirty_fault(got, p, access,
+                                                                   bool(s2ap & 0b10))
+        assert ok == s2_permission_ok(direct, access)

@@ -1054,3 +1054,24 @@ def test_pie_store_to_ndirty_page_faults_with_dirtybit_or_clears_it_with_hd():
     execute_access(AccessOp.STR, 0x40_0000, 1, False, 1, m.regs, m.env())
     (w,) = m.mem.hw_writes
     assert w.before >> 7 & 1 and not w.after >> 7 & 1
+
+
+@pytest.mark.parametrize("hd", [False, True])
+def test_s2pie_store_to_a_clean_page_faults_or_sets_dirty(hd):
+    # S2PIR_EL2 Perm0 = RW+puX (0b1111) for every page; bit[7] is Dirty under S2PIE.
+    from s2mmu.arch.access_op import AccessException, AccessOp, Stored, execute_access
+    from s2mmu.arch.features import server_v9_4_pie
+    m, s1, s2 = two_stage(S2PIE=1, HA=int(hd), HD=int(hd))
+    m.fs = server_v9_4_pie()
+    m.set(S2PIR_EL2=0xFFFF_FFFF_FFFF_FFFF)
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(s2ap=0b01))   # Dirty=0
+    got = execute_access(AccessOp.STR, DATA_VA, 1, False, 5, m.regs, m.env())
+    if hd:
+        assert isinstance(got, Stored)
+        (w,) = m.mem.hw_writes  # the stage-2 leaf: Dirty (bit[7]) set
+        assert not w.before >> 7 & 1 and w.after == w.before | 1 << 7
+    else:
+        assert isinstance(got, AccessException) and got.fault is not None
+        assert got.fault.secondstage and got.fault.dirtybit and got.taken_to == 2
+        assert (got.esr >> 37) & 1

@@ -239,8 +239,8 @@ def _walk(setup: WalkSetup, ia: U64, active: Mask, fetch: Fetch, read: Callable[
           ha: bool, hd_write: bool, dirty_any: bool = False) -> _Walk:
     """Walk the tables for every active lane (the vectorised walk.walk).
 
-    dirty_any: a write may update the dirty state whatever DBM holds (FEAT_S1PIE, where
-    bit[51] is PIIndex[1]): every leaf a write reads with HD may update.
+    dirty_any: a write may update the dirty state whatever DBM holds (FEAT_S1PIE and
+    FEAT_S2PIE, where bit[51] is PIIndex[1]): every leaf a write reads with HD may update.
 
     fetch(addresses, lanes, level) returns the PA to read, which lanes could read, the
     key columns of the read's own translation, and which lanes' translation might update.
@@ -321,7 +321,8 @@ def _s2_walk_lanes(mem: PhysMem, p: S2TTWParams, prep: tuple[str, S2TTWParams, W
     if walk_active.any():
         pages, inv = np.unique(ipa[walk_active] >> _u(12), return_inverse=True)
         w = _walk(setup, pages << _u(12), np.ones(len(pages), np.bool_), _direct,
-                  lambda pa: read64_batch(mem, pa, p.ee), p.ha, p.hd and write)
+                  lambda pa: read64_batch(mem, pa, p.ee), p.ha, p.hd and write,
+                  dirty_any=p.s2pie)
         inv = inv.reshape(-1)
         n = len(ipa)
         cols: list[U64] = []

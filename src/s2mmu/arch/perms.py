@@ -140,8 +140,9 @@ def s1_po_index(raw: int) -> int:
 
 
 def s2_pi_index(raw: int) -> int:
-    """Return a stage-2 leaf's PIIndex: {XN[1], XN[0], S2AP[1], S2AP[0]} (bits 54, 53, 7, 6)."""
-    return bit(raw, 54) << 3 | bit(raw, 53) << 2 | bits(raw, 7, 6)
+    """Return a stage-2 leaf's PIIndex: bits 54, 53, 51 and 6 (TF-RMM s2tt_ap.h
+    S2TTE_PI_INDEX_*_SHIFT); bit[7] is then the Dirty bit."""
+    return bit(raw, 54) << 3 | bit(raw, 53) << 2 | bit(raw, 51) << 1 | bit(raw, 6)
 
 
 def s2_po_index(raw: int) -> int:
@@ -355,6 +356,20 @@ def s2_permissions(state: TTWState, p: S2TTWParams, xnx: bool) -> S2Perms:
     w = perms.w and o_w
     mro = not w and (perms.mro or perms.w) and (o_mro or o_w)
     return S2Perms(perms.r and o_r, w, perms.px and o_px, perms.ux and o_ux, mro)
+
+
+def s2_dirty_fault(perms: S2Perms, p: S2TTWParams, access: AccessDescriptor,
+                   dirty: bool) -> bool:
+    """Return whether a permitted stage-2 write faults on the dirty state (FEAT_S2PIE).
+
+    With S2PIE bit[7] is Dirty: a write to a location with Dirty=0 faults (dirtybit)
+    unless VTCR_EL2.HD lets the hardware set it (QEMU ptw.c get_phys_addr_lpae, "For
+    S2PIE, bit 7 is Dirty and only HD is checked"; the model's p.hd also needs HA). A
+    stage-1 descriptor update permitted by MRO alone is not checked.
+    """
+    if not (p.s2pie and access.write and not dirty and not p.hd):
+        return False
+    return perms.w or access.acctype is not AccessType.TTW
 
 
 def s2_direct_permissions(state: TTWState, xnx: bool, ha: bool, hd: bool) -> S2Perms:

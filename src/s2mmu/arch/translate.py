@@ -53,6 +53,7 @@ from s2mmu.arch.perms import (
     S1Perms,
     s1_check_permissions,
     s1_permissions,
+    s2_dirty_fault,
     s2_permission_ok,
     s2_permissions,
 )
@@ -273,6 +274,9 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
             s2_permissions(got, replace(p, s2poe=False), xnx), access)
         fault = FaultRecord(Fault.PERMISSION, got.level, access, overlay=overlay,
                             reason=s2_perm_reason(leaf.raw, access))
+    elif s2_dirty_fault(perms, p, access, bool(bit(leaf.raw, 7))):
+        fault = FaultRecord(Fault.PERMISSION, got.level, access, dirtybit=True, reason=(
+            "stage-2 write to a location with Dirty=0 (S2PIE) without VTCR_EL2.HD"))
     else:
         fault = None
     if fault is not None:
@@ -313,8 +317,8 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
     new = raw
     if p.ha and not af(raw):
         new = set_bit(new, 10, 1)
-    if (dirty_permitted and access.write and p.ha and p.hd and dbm(raw) and not bit(raw, 7)
-            and not p.s2pie and access.acctype not in (AccessType.AT, AccessType.DC)):
+    if (dirty_permitted and access.write and p.ha and p.hd and (dbm(raw) or p.s2pie)
+            and not bit(raw, 7) and access.acctype not in (AccessType.AT, AccessType.DC)):
         new = set_bit(new, 7, 1)
     if new == raw:
         return state
