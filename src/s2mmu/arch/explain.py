@@ -252,10 +252,16 @@ def _used_registers(run: TranslationRun) -> list[str]:
     """Return the registers the walk read besides SCTLR and HCR, in walk order."""
     el = "EL1" if run.regime is Regime.EL10 else "EL2"
     names = []
-    if run.s1p.mmu_on:
-        names += [f"TCR_{el}", f"MAIR_{el}", f"TTBR{run.s1p.varange.value}_{el}"]
+    p = run.s1p
+    if p.mmu_on:
+        names += [f"TCR_{el}", f"MAIR_{el}", f"TTBR{p.varange.value}_{el}"]
+        names += [n for n, on in ((f"PIR_{el}", p.pie),
+                                  (f"PIRE0_{el}", p.pie and p.regime.has_el0()),
+                                  (f"POR_{el}", p.poe), ("POR_EL0", p.e0poe)) if on]
     if run.s2p is not None:
         names += ["VTCR_EL2", "VTTBR_EL2"]
+        names += [n for n, on in (("S2PIR_EL2", run.s2p.s2pie), ("S2POR_EL1", run.s2p.s2poe))
+                  if on]
     return names
 
 
