@@ -221,10 +221,11 @@ def test_s2_data_and_at():
 
 
 # ------------------------------------------------------------ FEAT_S1PIE / S1POE / S2PIE / S2POE
-# Rule-level tests from ASL AArch64.S1IndirectBasePermissions / S1OverlayPermissions /
-# S1ComputePermissions / S2IndirectBasePermissions as KVM's at.c implements them
-# (compute_s1_indirect_permissions, compute_s1_overlay_permissions,
-# compute_s1_permissions) and the PIR_EL1 / POR_EL0 / S2PIR_EL2 field descriptions.
+# Rule-level tests from the ASL read in rems-project/sail-arm arm-v9.4-a v8_base.sail:
+# AArch64.S1IndirectBasePermissions, AArch64.S1OverlayPermissions,
+# AArch64.S1ComputePermissions, AArch64.S1CheckPermissions, AArch64.S1POEnabled /
+# S1E0POEnabled; the PIR_EL1 / POR_EL0 / S2PIR_EL2 field descriptions; KVM's at.c and
+# QEMU's ptw.c where they agree with it.
 
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -291,17 +292,20 @@ def test_pie_needs_tcr2_enabled_by_hcrx_for_el10():
     assert pie_params(regime=Regime.EL2, tcr2=TCR2_EL2.encode(PIE=1)).pie is True
 
 
-def test_pie_forces_hpd_and_epan():
-    # at.c setup_s1_walk (hpd |= s1pie_enabled) and pan3_enabled.
+def test_pie_forces_hpd():
+    # at.c setup_s1_walk (hpd |= s1pie_enabled); S1IndirectBasePermissions reads no
+    # table control.
     p = pie_params()
-    assert p.hpd and p.epan
+    assert p.hpd
     p = pie_params(pir=perm_reg({0: 0b1100}))
     assert s1_permissions(state(0, APTABLE1 | PXNTABLE), p).pw
 
 
-def test_pie_privileged_executable_and_el0_writable_is_no_access():
-    # at.c compute_s1_indirect_permissions: px && uw -> no access at either EL.
-    p = pie_params(pir=perm_reg({0: 0b1110}), pire0=perm_reg({0: 0b1100}))
+@pytest.mark.parametrize("ppi,upi", [(0b1110, 0b1100), (0b1001, 0b1100), (0b1010, 0b1001)])
+def test_pie_privileged_executable_and_el0_writable_is_no_access(ppi, upi):
+    # S1IndirectBasePermissions: (px | pgcs) & (uw | ugcs) -> no access at either EL
+    # (0b1001 is the GCS Perm).
+    p = pie_params(pir=perm_reg({0: ppi}), pire0=perm_reg({0: upi}))
     assert s1_permissions(state(0), p).effective() == (False,) * 6
 
 
@@ -313,11 +317,15 @@ def test_pie_wxn_comes_from_perm_0110_not_sctlr():
     assert s1_check_permissions(s1_permissions(state(AP_EL0), p), p, fetch) is None
 
 
-def test_pie_pan_covers_el0_executable_pages():
-    p = pie_params(pir=perm_reg({0: 0b1100}), pire0=perm_reg({0: 0b0010}))
+@pytest.mark.parametrize("upi,denied", [(0b0010, True), (0b0100, True), (0b0000, False),
+                                         (0b1000, True)])
+def test_pie_pan_applies_wherever_the_pire0_perm_is_not_zero(upi, denied):
+    # S1IndirectBasePermissions: PSTATE.PAN == 1 && upi != 0b0000 -> (pr, pw) = (0, 0),
+    # EPAN or not, even for a reserved (no access) Perm such as 0b0100.
+    p = pie_params(pir=perm_reg({0: 0b1100}), pire0=perm_reg({0: upi}))
     got = s1_permissions(state(0), p)
     pan = AccessDescriptor(AccessType.GPR, 1, False, pan=True)
-    assert s1_check_permissions(got, p, pan) is not None
+    assert (s1_check_permissions(got, p, pan) is not None) == denied
     assert s1_check_permissions(got, p, acc_gpr(1, False)) is None
 
 
@@ -355,12 +363,25 @@ def test_overlay_skips_pie_perms_with_bit3_set():
 
 
 def test_wxn_with_overlay_removes_write_not_execute():
-    # at.c compute_s1_permissions: with pwxn and an overlay, write goes where executable.
+    # S1ComputePermissions: overlay && wxn && ox -> ow = 0 (else wxn -> x = 0): the
+    # write is refused as an overlay fault, the fetch is allowed.
     wxn = 0x30D00801 | SCTLR_EL1.encode(WXN=1)
     p = pie_params(tcr2=TCR2_POE, por=POR_ALL, sctlr=wxn)
     got = s1_permissions(state(0), p)
-    assert s1_check_permissions(got, p, acc_gpr(1, True)) is not None
+    denial = s1_check_permissions(got, p, acc_gpr(1, True))
+    assert denial is not None and denial.overlay
     assert s1_check_permissions(got, p, acc_ifetch(1)) is None
+    # An overlay without execute leaves WXN on execute: the write goes through.
+    p = pie_params(tcr2=TCR2_POE, por=perm_reg({0: 0b0101}), sctlr=wxn)
+    assert s1_check_permissions(s1_permissions(state(0), p), p, acc_gpr(1, True)) is None
+
+
+def test_overlay_fault_is_checked_before_the_base_permissions():
+    # S1CheckPermissions tests the overlay's write first: a write both refuse is an
+    # overlay fault.
+    p = pie_params(tcr2=TCR2_POE, por=perm_reg({0: 0b0001}))
+    denial = s1_check_permissions(s1_permissions(state(AP_RO), p), p, acc_gpr(1, True))
+    assert denial is not None and denial.overlay
 
 
 def test_el2_regime_has_no_el0_pie_or_overlay():

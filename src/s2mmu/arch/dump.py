@@ -503,7 +503,7 @@ def dump_s2(p: S2TTWParams, env: Env, rng: AddrRange | None = None,
 def s1_leaf_attrs(state: TTWState, p: S1TTWParams, env: Env) -> S1LeafAttrs:
     """Return the stage-1 leaf's attributes (ASL AArch64.S1DirectBasePermissions, MAIR)."""
     raw = state.leaf.raw
-    perms = s1_wxn_effective(s1_permissions(state, p))
+    perms = s1_wxn_effective(s1_permissions(state, p), p)
     attrs = s1_attrs(state, p, env)
     return S1LeafAttrs(
         level=state.level,

@@ -425,10 +425,10 @@ def _s1_ttw_params(regs: SysRegs, regime: Regime, rng: VARange, fs: FeatureSet,
         ha=bool(tcr.HA) and hw.s1_af, hd=bool(tcr.HA and tcr.HD) and hw.s1_dirty,
         tbi=bool(tbi), tbid=bool(tbid), epd=bool(epd), e0pd=bool(e0pd) and fs.has("FEAT_E0PD"),
         # With PIE or an overlay the hierarchical controls are disabled (at.c
-        # setup_s1_walk), and PAN also covers EL0-executable pages (at.c pan3_enabled).
+        # setup_s1_walk; the ASL's S1IndirectBasePermissions reads no table control).
         hpd=(bool(hpd) and fs.has("FEAT_HPDS")) or ctl.pie or ctl.poe or ctl.e0poe,
         wxn=bool(sctlr.WXN), ee=bool(sctlr.EE),
-        epan=bool(sctlr.EPAN or ctl.pie) and fs.has("FEAT_PAN3"),
+        epan=bool(sctlr.EPAN) and fs.has("FEAT_PAN3"),
         mair=mair, sh=sh, irgn=irgn, orgn=orgn,
         mmu_on=bool(sctlr.M) and not dc and not tge,
         sctlr_c=bool(sctlr.C), sctlr_i=bool(sctlr.I), dc=dc,

@@ -6,15 +6,14 @@ permission overlay (FEAT_S1POE, POR_ELx by POIndex) then restricts them; WXN and
 apply last. Stage 2 alike: S2AP/XN (direct) or S2PIR_EL2 (FEAT_S2PIE), then S2POR_EL1
 (FEAT_S2POE). With the extensions off every answer is the direct encoding's.
 
-ASL: AArch64.S1ApplyTablePerms, AArch64.S1DirectBasePermissions,
-AArch64.S1IndirectBasePermissions, AArch64.S1OverlayPermissions,
-AArch64.S1ComputePermissions, AArch64.S1CheckPermissions,
-AArch64.S2DirectBasePermissions, AArch64.S2IndirectBasePermissions,
-AArch64.S2OverlayPermissions, AArch64.S2CheckPermissions (names as in the Arm ASL; the
-stored rems-project/sail-arm v9.4 model lists FEAT_S1PIE/S1POE/S2PIE/S2POE).
-Kernel: at.c compute_s1_direct_permissions, compute_s1_hierarchical_permissions,
-compute_s1_indirect_permissions, compute_s1_overlay_permissions, compute_s1_permissions
-(the model's reference for the indirect and overlay steps and their order).
+ASL (rems-project/sail-arm arm-v9.4-a/src/v8_base.sail, read): AArch64.S1ApplyTablePerms,
+AArch64.S1DirectBasePermissions, AArch64.S1IndirectBasePermissions,
+AArch64.S1OverlayPermissions, AArch64.S1ComputePermissions, AArch64.S1CheckPermissions,
+AArch64.S1POEnabled, AArch64.S1E0POEnabled; AArch64.S2DirectBasePermissions and the
+stage-2 checks (the stage-2 indirect and overlay steps follow the S2PIR_EL2 field
+description and QEMU ptw.c's S2PIE dirty check).
+Kernel: at.c compute_s1_indirect_permissions, compute_s1_overlay_permissions,
+compute_s1_permissions (evidence; where they differ from the ASL the ASL is followed).
 """
 
 from __future__ import annotations
@@ -36,11 +35,13 @@ class S1Perms:
     """Stage-1 base permissions, privileged (p*) and unprivileged (u*), with their modifiers.
 
     pr..ux are the base permissions (direct or indirect, table controls applied). pwxn and
-    uwxn say WXN applies (direct: SCTLR_ELx.WXN; indirect: the Perm is 0b0110). pov and
-    uov say the overlay applies (TCR2_ELx.POE/E0POE, and for an indirect Perm only with
-    Perm<3>=0); po and uo are then the overlay permissions (POE_R | POE_X | POE_W). pi is
-    the leaf's PIIndex and poi its POIndex, where used. (at.c struct s1_walk_result has
-    the same fields.)
+    uwxn are the WXN controls (direct: SCTLR_ELx.WXN, applying where the EL can write and
+    execute; indirect: the Perm is 0b0110). pov and uov say the overlay applies
+    (TCR2_ELx.POE/E0POE, and for an indirect Perm only with Perm<3>=0); po and uo are
+    then the overlay permissions (POE_R | POE_X | POE_W). upi is the PIRE0 Perm of an
+    indirect leaf (None for direct ones): PAN then refuses privileged data access
+    wherever it is not 0b0000. pi is the leaf's PIIndex and poi its POIndex, where
+    used. (ASL S1AccessControls holds the same for the accessing EL.)
     """
 
     pr: bool
@@ -55,12 +56,13 @@ class S1Perms:
     uov: bool = False
     po: int = POE_R | POE_X | POE_W
     uo: int = POE_R | POE_X | POE_W
+    upi: int | None = None
     pi: int | None = None
     poi: int | None = None
 
     def effective(self) -> tuple[bool, bool, bool, bool, bool, bool]:
         """Return (pr, pw, px, ur, uw, ux) with the overlays applied (ASL
-        AArch64.S1OverlayPermissions)."""
+        AArch64.S1OverlayPermissions), before WXN and PAN."""
         pr, pw, px, ur, uw, ux = self.pr, self.pw, self.px, self.ur, self.uw, self.ux
         if self.pov:
             pr, pw, px = (pr and bool(self.po & POE_R), pw and bool(self.po & POE_W),
@@ -192,7 +194,7 @@ def s1_direct_permissions(state: TTWState, params: S1TTWParams) -> S1Perms:
     if not params.regime.has_el0():
         one_pw = not (ap21 & 0b10) and not (apt & 0b10)
         return S1Perms(True, one_pw, not (uxn(raw) or uxt), False, False, False, wxn, wxn,
-                       pov, uov)
+                       pov, False)
     pr, pw, ur, uw = _S1_AP[ap21]
     if apt & 0b01:
         ur = uw = False
@@ -209,19 +211,22 @@ def s1_indirect_permissions(state: TTWState, params: S1TTWParams) -> S1Perms:
     ASL: AArch64.S1IndirectBasePermissions. The leaf's PIIndex selects a Perm in
     PIR_ELx (privileged) and PIRE0_ELx (EL0; none in the EL2 regime). The table
     controls do not apply (HPD is forced with PIE, params.hpd). A location both
-    privileged-executable and EL0-writable gets no access at all (at.c
-    compute_s1_indirect_permissions; QEMU get_S1prot_indirect does the same).
-    Kernel: at.c compute_s1_indirect_permissions.
+    privileged-executable (or GCS, 0b1001) and EL0-writable (or GCS) gets no access at
+    either EL; PAN takes privileged data access away wherever the PIRE0 Perm is not
+    0b0000 (SCTLR_ELx.EPAN plays no part).
     """
     pi = s1_pi_index(state.leaf.raw)
-    pr, pw, px, pov, pwxn = S1_PIE_PERMS[perm_field(params.pir, pi)]
+    ppi = perm_field(params.pir, pi)
+    pr, pw, px, pov, pwxn = S1_PIE_PERMS[ppi]
     ur = uw = ux = uov = uwxn = False
+    upi = 0
     if params.regime.has_el0():
-        ur, uw, ux, uov, uwxn = S1_PIE_PERMS[perm_field(params.pire0, pi)]
-    if px and uw:
-        pr = pw = px = ur = uw = ux = False
+        upi = perm_field(params.pire0, pi)
+        ur, uw, ux, uov, uwxn = S1_PIE_PERMS[upi]
+        if (px or ppi == 0b1001) and (uw or upi == 0b1001):
+            pr = pw = px = ur = uw = ux = False
     return S1Perms(pr, pw, px, ur, uw, ux, pwxn, uwxn, params.poe and pov,
-                   params.e0poe and uov, pi=pi)
+                   params.e0poe and uov, upi=upi, pi=pi)
 
 
 def s1_overlay_permissions(base: S1Perms, state: TTWState, params: S1TTWParams) -> S1Perms:
@@ -249,51 +254,50 @@ def _overlay_value(perm: int) -> int:
 class S1Denial:
     """Why stage 1 refuses an access (ASL FaultRecord.overlay, FaultRecord.dirtybit).
 
-    overlay: the base permissions allow the access and the overlay does not.
-    dirtybit: FEAT_S1PIE, a write to a location whose nDirty (bit[7]) is set without
-    hardware dirty-state management.
+    overlay: the overlay refused it (checked before the base permissions, so also where
+    both refuse). dirtybit: FEAT_S1PIE, a write to a location whose nDirty (bit[7]) is
+    set without hardware dirty-state management.
     """
 
     overlay: bool = False
     dirtybit: bool = False
 
 
-def _apply_wxn(r: bool, w: bool, x: bool, wxn: bool, overlaid: bool
-               ) -> tuple[bool, bool, bool]:
-    """Return (r, w, x) after WXN: execute goes where writable; with an overlay, write
-    goes where executable (at.c compute_s1_permissions)."""
-    if wxn:
-        if not overlaid and w:
-            x = False
-        if overlaid and x:
-            w = False
-    return r, w, x
+def el_permissions(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor
+                   ) -> tuple[bool, bool, bool, bool, int]:
+    """Return the accessing EL's (r, w, x, overlay, overlay perms) after PAN and WXN.
 
-
-def _allowed(perms: S1Perms, overlays: bool, params: S1TTWParams,
-             access: AccessDescriptor) -> bool:
-    """Return whether perms allow access: overlays (if asked), WXN, PAN, then the check."""
-    unpriv = access.el == 0 and params.regime.has_el0()
-    pr, pw, px, ur, uw, ux = perms.effective() if overlays else (
-        perms.pr, perms.pw, perms.px, perms.ur, perms.uw, perms.ux)
-    pr, pw, px = _apply_wxn(pr, pw, px, perms.pwxn, overlays and perms.pov)
-    ur, uw, ux = _apply_wxn(ur, uw, ux, perms.uwxn, overlays and perms.uov)
-    if unpriv:
-        r, w, x = ur, uw, ux
+    ASL: the base-permission step's PAN and WXN (AArch64.S1DirectBasePermissions:
+    wxn = SCTLR_ELx.WXN & w & x on the accessing EL's permissions after PAN;
+    AArch64.S1IndirectBasePermissions: the Perm is 0b0110), then
+    AArch64.S1ComputePermissions: with an overlay that allows execute, WXN takes the
+    overlay's write away; otherwise it takes execute away.
+    """
+    if access.el == 0 and params.regime.has_el0():
+        r, w, x, wxn, ov, o = perms.ur, perms.uw, perms.ux, perms.uwxn, perms.uov, perms.uo
     else:
-        r, w, x = pr, pw, px
-        if access.pan and params.regime.has_el0() and (ur or uw or (params.epan and ux)):
+        r, w, x, wxn, ov, o = perms.pr, perms.pw, perms.px, perms.pwxn, perms.pov, perms.po
+        if pan_applies(perms, params, access):
             r = w = False
-    if access.is_ifetch():
-        return x
-    return w if access.write else r
+    if not params.pie:
+        wxn = wxn and w and x
+    if not ov:
+        o = POE_R | POE_W | POE_X
+    if ov and wxn and o & POE_X:
+        o &= ~POE_W
+    elif wxn:
+        x = False
+    return r, w, x, ov, o
 
 
-def s1_wxn_effective(perms: S1Perms) -> S1Perms:
-    """Return perms with the overlays and WXN applied (what each EL may do, before PAN)."""
-    pr, pw, px, ur, uw, ux = perms.effective()
-    pr, pw, px = _apply_wxn(pr, pw, px, perms.pwxn, perms.pov)
-    ur, uw, ux = _apply_wxn(ur, uw, ux, perms.uwxn, perms.uov)
+def s1_wxn_effective(perms: S1Perms, params: S1TTWParams) -> S1Perms:
+    """Return what each EL may do (overlays and WXN applied, no PAN), for listings."""
+    out = []
+    for el in ((1, 0) if params.regime.has_el0() else (2,)):
+        r, w, x, _, o = el_permissions(perms, params, AccessDescriptor(AccessType.GPR, el,
+                                                                       False))
+        out.append((r and bool(o & POE_R), w and bool(o & POE_W), x and bool(o & POE_X)))
+    (pr, pw, px), (ur, uw, ux) = out[0], (out[1] if len(out) > 1 else (False,) * 3)
     return S1Perms(pr, pw, px, ur, uw, ux, pi=perms.pi, poi=perms.poi)
 
 
@@ -301,32 +305,38 @@ def pan_applies(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor) -
     """Return whether PAN denies this privileged data access.
 
     Rule: with PSTATE.PAN=1 (access.pan) a privileged data access, or AT S1E1RP/WP, to
-    a location EL0 can read or write faults; with FEAT_PAN3 and SCTLR_ELx.EPAN=1 (or
-    with FEAT_S1PIE enabled) also to a location EL0 can execute. Only regimes with EL0
-    have PAN. Execute is never affected. ASL: AArch64.S1DirectBasePermissions;
-    at.c pan3_enabled, compute_s1_permissions.
+    a location EL0 can read or write faults; with FEAT_PAN3 and SCTLR_ELx.EPAN=1 also to
+    a location EL0 can execute; with FEAT_S1PIE to any location whose PIRE0 Perm is not
+    0b0000. Only regimes with EL0 have PAN. Execute is never affected.
+    ASL: AArch64.S1DirectBasePermissions, AArch64.S1IndirectBasePermissions.
     """
     if not access.pan or not params.regime.has_el0():
         return False
-    _, _, _, ur, uw, ux = perms.effective()
-    ur, uw, ux = _apply_wxn(ur, uw, ux, perms.uwxn, perms.uov)
-    return ur or uw or (params.epan and ux)
+    if perms.upi is not None:
+        return perms.upi != 0
+    return perms.ur or perms.uw or (params.epan and perms.ux)
 
 
 def s1_check_permissions(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor,
                          ndirty: bool = False) -> S1Denial | None:
     """Return why stage 1 refuses the access, or None (ASL AArch64.S1CheckPermissions).
 
-    AT instructions check read or write, never execute. WXN removes execute from the
-    accessing EL's permissions where that EL can write (with an overlay: write where it
-    can execute; at.c compute_s1_permissions). A refusal the base permissions alone
-    would not make is an overlay fault. ndirty is the leaf's bit[7] under FEAT_S1PIE:
-    a permitted write to a location with nDirty=1 faults (dirtybit) unless the hardware
-    manages the dirty state (TCR.HA and HD), which then clears it.
+    An instruction fetch needs the overlay's and the base's execute; a read (AT reads
+    included) their read; a write their write; the overlay is checked first, and its
+    refusal is an overlay fault. A permitted write under FEAT_S1PIE to a location with
+    nDirty (bit[7]) set faults (dirtybit) unless TCR_ELx.HA and HD are both set.
     """
-    if not _allowed(perms, True, params, access):
-        overlay = (perms.pov or perms.uov) and _allowed(perms, False, params, access)
-        return S1Denial(overlay=overlay)
+    r, w, x, ov, o = el_permissions(perms, params, access)
+    if access.is_ifetch():
+        need, base = POE_X, x
+    elif access.write:
+        need, base = POE_W, w
+    else:
+        need, base = POE_R, r
+    if ov and not o & need:
+        return S1Denial(overlay=True)
+    if not base:
+        return S1Denial()
     if params.pie and ndirty and access.write and not access.is_ifetch() and not params.hd:
         return S1Denial(dirtybit=True)
     return None
