@@ -234,9 +234,10 @@ from s2mmu.arch.features import server_v9_4_pie  # noqa: E402
 from s2mmu.arch.perms import (  # noqa: E402
     S1_PIE_PERMS,
     S2_PIE_PERMS,
+    S2Denial,
     s1_check_permissions,
     s1_permissions,
-    s2_dirty_fault,
+    s2_check_permissions,
     s2_permissions,
 )
 from s2mmu.arch.registers import HCRX_EL2, TCR2_EL1, TCR2_EL2, VTCR_EL2  # noqa: E402
@@ -420,22 +421,34 @@ def test_s2pie_indexes_by_xn_dbm_s2ap0_and_mro_allows_only_walk_updates():
     assert not s2_permission_ok(got, acc_gpr(1, True))
 
 
-def test_s2pie_write_to_a_clean_location_needs_hd():
-    # QEMU ptw.c: for S2PIE bit 7 is Dirty; a write with Dirty=0 faults without HD.
+def test_s2pie_write_to_a_clean_location_needs_ha_and_hd():
+    # S2CheckPermissions: write && (HA:HD) != 11 && s2pie && s2dirty == 0 -> dirtybit
+    # (stage-1 walk updates included); bit 7 is Dirty.
     p = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}))
     got = s2_permissions(state(0, stage=2), p, True)
     assert s2_permission_ok(got, acc_gpr(1, True))
-    assert s2_dirty_fault(got, p, acc_gpr(1, True), dirty=False)
-    assert not s2_dirty_fault(got, p, acc_gpr(1, True), dirty=True)
-    assert not s2_dirty_fault(got, p, acc_gpr(1, False), dirty=False)
+    assert s2_check_permissions(got, p, acc_gpr(1, True), dirty=False) == S2Denial(dirtybit=True)
+    assert s2_check_permissions(got, p, acc_gpr(1, True), dirty=True) is None
+    assert s2_check_permissions(got, p, acc_gpr(1, False), dirty=False) is None
+    walk = AccessDescriptor(AccessType.TTW, 1, True)
+    assert s2_check_permissions(got, p, walk, dirty=False) == S2Denial(dirtybit=True)
     hd = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}), HA=1, HD=1)
-    assert not s2_dirty_fault(got, hd, acc_gpr(1, True), dirty=False)
+    assert s2_check_permissions(got, hd, acc_gpr(1, True), dirty=False) is None
+    only_hd = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}), HD=1)
+    assert s2_check_permissions(got, only_hd, acc_gpr(1, True), dirty=False) is not None
 
 
-def test_s2poe_ands_the_overlay():
+def test_s2poe_overlay_is_checked_first_and_only_under_s2pie():
+    # S2ComputePermissions: the overlay applies only with S2PIE; S2CheckPermissions
+    # checks it before the base permissions (an overlay fault).
     p = s2_params(S2PIE=1, S2POE=1, s2pir=perm_reg({0: 0b1111}), s2por=perm_reg({3: 0b1000}))
     got = s2_permissions(state(3 << 59, stage=2), p, True)
-    assert (got.r, got.w, got.px, got.ux) == (True, False, False, False)
+    assert got.effective() == (True, False, False, False)
+    assert s2_check_permissions(got, p, acc_gpr(1, True)) == S2Denial(overlay=True)
+    assert s2_check_permissions(got, p, acc_ifetch(1)) == S2Denial(overlay=True)
+    assert s2_check_permissions(got, p, acc_gpr(1, False)) is None
+    no_pie = s2_params(S2POE=1, s2por=perm_reg({3: 0b1000}))
+    assert s2_permissions(state(3 << 59 | 0b11 << 6, stage=2), no_pie, True).ov is None
 
 
 # ---- properties: a PIR table that says what the direct encoding says gives its answers
@@ -539,6 +552,5 @@ def test_property_s2pir_equal_to_direct_gives_direct_answers(xn, s2ap, poi, dbm,
     for p in (s2_params(S2PIE=1, s2pir=s2pir),
               s2_params(S2PIE=1, S2POE=1, s2pir=s2pir, s2por=0xFFFF_FFFF_FFFF_FFFF)):
         got = s2_permissions(state(leaf, stage=2), p, True)
-        ok = s2_permission_ok(got, access) and not s2_dirty_fault(got, p, access,
-                                                                   bool(s2ap & 0b10))
+        ok = s2_check_permissions(got, p, access, dirty=bool(s2ap & 0b10)) is None
         assert ok == s2_permission_ok(direct, access)

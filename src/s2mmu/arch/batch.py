@@ -169,8 +169,8 @@ def perm_masks(got: AddressDescriptor, s1p: S1TTWParams, s2p: S2TTWParams | None
         pr, pw, px, ur, uw, ux = s1_permissions(got.s1, s1p).effective()
         m1 = (pr | pw << 1 | px << 2 | ur << 3 | uw << 4 | ux << 5)
     if got.s2 is not None and s2p is not None:
-        p2 = s2_permissions(got.s2, s2p, env.fs.has("FEAT_XNX"))
-        m2 = p2.r | p2.w << 1 | p2.px << 2 | p2.ux << 3
+        r, w, px, ux = s2_permissions(got.s2, s2p, env.fs.has("FEAT_XNX")).effective()
+        m2 = r | w << 1 | px << 2 | ux << 3
     return m1, m2
 
 

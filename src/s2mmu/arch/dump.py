@@ -461,7 +461,7 @@ def s2_leaf_attrs(state: TTWState, p: S2TTWParams, env: Env) -> S2LeafAttrs:
     return S2LeafAttrs(
         level=state.level,
         kind=LeafKind.PAGE if isinstance(state.leaf, Page) else LeafKind.BLOCK,
-        perms=s2_permissions(state, p, env.fs.has("FEAT_XNX")),
+        perms=S2Perms(*s2_permissions(state, p, env.fs.has("FEAT_XNX")).effective()),
         af=bool(af(raw)), dbm=bool(dbm(raw)),
         contiguous=contiguous_bit(raw, p.tgx, state.level),
         sh=_shareability(shv), memattr=memattr, fwb=p.fwb, attrs=attrs, sw=bits(raw, 58, 55))

@@ -554,8 +554,9 @@ def s2_leaf_details(s: WalkStep, p: S2TTWParams | None, env: Env) -> list[str]:
     if p.s2poe:
         poi = s2_po_index(s.raw)
         ext.append(f"S2POE: POIndex={poi}: S2POR_EL1 Perm{poi}={perm_field(p.s2por, poi):#06b}")
-    return [f"stage-2 permissions: {rwx(perms.r, perms.w, False)[:2]}, execute at "
-            f"EL1 {'yes' if perms.px else 'no'}, EL0 {'yes' if perms.ux else 'no'}", *ext,
+    r, w, px, ux = perms.effective()
+    return [f"stage-2 permissions: {rwx(r, w, False)[:2]}, execute at "
+            f"EL1 {'yes' if px else 'no'}, EL0 {'yes' if ux else 'no'}", *ext,
             f"attributes: MemAttr={s2_memattr(s.raw):#06b} = {attrs.describe()}"
             f"{' (FWB=1: combined with stage 1)' if p.fwb else ''}"]
 

@@ -75,10 +75,11 @@ class S1Perms:
 
 @dataclass(frozen=True)
 class S2Perms:
-    """Effective stage-2 permissions: read, write, and execute at EL1 and at EL0.
+    """Stage-2 permissions: read, write, and execute at EL1 and at EL0.
 
-    mro: FEAT_S2PIE "mostly read-only": reads, and the hardware's stage-1 descriptor
-    updates, are permitted; other writes are not.
+    mro: FEAT_S2PIE "mostly read-only": the hardware's stage-1 descriptor updates may
+    write (ASL w_mmu) where other writes may not. ov: the stage-2 overlay's permissions
+    (FEAT_S2POE, in the same form: r, w, px, ux, mro), None where no overlay applies.
     """
 
     r: bool
@@ -86,6 +87,14 @@ class S2Perms:
     px: bool
     ux: bool
     mro: bool = False
+    ov: tuple[bool, bool, bool, bool, bool] | None = None
+
+    def effective(self) -> tuple[bool, bool, bool, bool]:
+        """Return (r, w, px, ux) with the overlay applied."""
+        if self.ov is None:
+            return self.r, self.w, self.px, self.ux
+        o_r, o_w, o_px, o_ux, _ = self.ov
+        return self.r and o_r, self.w and o_w, self.px and o_px, self.ux and o_ux
 
 
 _S1_AP = {0b00: (True, True, False, False), 0b01: (True, True, True, True),
@@ -349,37 +358,56 @@ def s1_permission_ok(perms: S1Perms, params: S1TTWParams, access: AccessDescript
 
 
 def s2_permissions(state: TTWState, p: S2TTWParams, xnx: bool) -> S2Perms:
-    """Return the stage-2 permissions of the leaf: base (direct or indirect), then overlay.
+    """Return the stage-2 permissions of the leaf: base (direct or indirect) and overlay.
 
-    ASL: AArch64.S2ComputePermissions's base and overlay steps. p.s2pie selects
-    S2PIR_EL2 by the leaf's PIIndex; p.s2poe ANDs S2POR_EL1's Perm at the leaf's POIndex.
+    ASL: AArch64.S2ComputePermissions. With VTCR_EL2.S2PIE the leaf's PIIndex selects a
+    Perm in S2PIR_EL2 (AArch64.S2IndirectBasePermissions), and with S2POE as well the
+    leaf's POIndex a Perm in S2POR_EL1 (AArch64.S2OverlayPermissions: the same
+    encodings); the overlay applies only under S2PIE.
     """
     raw = state.leaf.raw
-    if p.s2pie:
-        r, w, px, ux, mro = S2_PIE_PERMS[perm_field(p.s2pir, s2_pi_index(raw))]
-        perms = S2Perms(r, w, px, ux, mro)
-    else:
-        perms = s2_direct_permissions(state, xnx, p.ha, p.hd)
-    if not p.s2poe:
-        return perms
-    o_r, o_w, o_px, o_ux, o_mro = S2_PIE_PERMS[perm_field(p.s2por, s2_po_index(raw))]
-    w = perms.w and o_w
-    mro = not w and (perms.mro or perms.w) and (o_mro or o_w)
-    return S2Perms(perms.r and o_r, w, perms.px and o_px, perms.ux and o_ux, mro)
+    if not p.s2pie:
+        return s2_direct_permissions(state, xnx, p.ha, p.hd)
+    r, w, px, ux, mro = S2_PIE_PERMS[perm_field(p.s2pir, s2_pi_index(raw))]
+    ov = S2_PIE_PERMS[perm_field(p.s2por, s2_po_index(raw))] if p.s2poe else None
+    return S2Perms(r, w, px, ux, mro, ov)
 
 
-def s2_dirty_fault(perms: S2Perms, p: S2TTWParams, access: AccessDescriptor,
-                   dirty: bool) -> bool:
-    """Return whether a permitted stage-2 write faults on the dirty state (FEAT_S2PIE).
+@dataclass(frozen=True)
+class S2Denial:
+    """Why stage 2 refuses an access (ASL FaultRecord.overlay, FaultRecord.dirtybit)."""
 
-    With S2PIE bit[7] is Dirty: a write to a location with Dirty=0 faults (dirtybit)
-    unless VTCR_EL2.HD lets the hardware set it (QEMU ptw.c get_phys_addr_lpae, "For
-    S2PIE, bit 7 is Dirty and only HD is checked"; the model's p.hd also needs HA). A
-    stage-1 descriptor update permitted by MRO alone is not checked.
+    overlay: bool = False
+    dirtybit: bool = False
+
+
+def _s2_allows(r: bool, w: bool, px: bool, ux: bool, mro: bool,
+               access: AccessDescriptor) -> bool:
+    """Return whether one stage-2 permission set allows access (ASL S2CheckPermissions:
+    a stage-1 walk uses r_mmu/w_mmu, where MRO may write; a fetch the EL's execute)."""
+    if access.acctype is AccessType.TTW:
+        return r and (w or mro or not access.write)
+    if access.is_ifetch():
+        return ux if access.el == 0 else px
+    return w if access.write else r
+
+
+def s2_check_permissions(perms: S2Perms, p: S2TTWParams, access: AccessDescriptor,
+                         dirty: bool = True) -> S2Denial | None:
+    """Return why stage 2 refuses the access, or None (ASL AArch64.S2CheckPermissions).
+
+    The overlay is checked first (its refusal is an overlay fault), then the base
+    permissions; then, under FEAT_S2PIE, a write to a location whose Dirty bit (bit[7])
+    is 0 faults (dirtybit) unless VTCR_EL2.HA and HD are both set (stage-1 walk updates
+    included).
     """
-    if not (p.s2pie and access.write and not dirty and not p.hd):
-        return False
-    return perms.w or access.acctype is not AccessType.TTW
+    if perms.ov is not None and not _s2_allows(*perms.ov, access):
+        return S2Denial(overlay=True)
+    if not _s2_allows(perms.r, perms.w, perms.px, perms.ux, perms.mro, access):
+        return S2Denial()
+    if p.s2pie and access.write and not dirty and not p.hd:
+        return S2Denial(dirtybit=True)
+    return None
 
 
 def s2_direct_permissions(state: TTWState, xnx: bool, ha: bool, hd: bool) -> S2Perms:
@@ -401,15 +429,14 @@ def s2_direct_permissions(state: TTWState, xnx: bool, ha: bool, hd: bool) -> S2P
 
 
 def s2_permission_ok(perms: S2Perms, access: AccessDescriptor) -> bool:
-    """Return whether the access is permitted at stage 2 (ASL AArch64.S2CheckPermissions).
+    """Return whether the access is permitted at stage 2 (ASL AArch64.S2CheckPermissions,
+    without the dirty state).
 
     A stage-1 table walk (acctype TTW) needs read permission, and write permission
     too when it updates the descriptor (MRO allows that update). An instruction fetch
     needs execute for the EL of the original access; everything else (AT included)
-    needs read or write.
+    needs read or write. An overlay must allow the access as well.
     """
-    if access.acctype is AccessType.TTW:
-        return perms.r and (perms.w or perms.mro or not access.write)
-    if access.is_ifetch():
-        return perms.ux if access.el == 0 else perms.px
-    return perms.w if access.write else perms.r
+    if perms.ov is not None and not _s2_allows(*perms.ov, access):
+        return False
+    return _s2_allows(perms.r, perms.w, perms.px, perms.ux, perms.mro, access)

@@ -53,8 +53,7 @@ from s2mmu.arch.perms import (
     S1Perms,
     s1_check_permissions,
     s1_permissions,
-    s2_dirty_fault,
-    s2_permission_ok,
+    s2_check_permissions,
     s2_permissions,
 )
 from s2mmu.arch.registers import HCR_EL2
@@ -262,21 +261,17 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
         return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access,
                                      reason="stage-2 access flag is 0 and VTCR_EL2.HA=0"),
                          ipa, s1ptw)
-    xnx = env.fs.has("FEAT_XNX")
-    perms = s2_permissions(got, p, xnx)
+    perms = s2_permissions(got, p, env.fs.has("FEAT_XNX"))
     device = s2_memattr_is_device(leaf.raw, p.fwb)
     if s1ptw and hcr_ptw and device:
         fault = FaultRecord(Fault.PERMISSION, got.level, access, reason=(
             "stage-1 table in stage-2 Device memory with HCR_EL2.PTW=1"))
-    elif not s2_permission_ok(perms, access):
-        # An overlay fault: the base permissions alone allow the access (FEAT_S2POE).
-        overlay = p.s2poe and s2_permission_ok(
-            s2_permissions(got, replace(p, s2poe=False), xnx), access)
-        fault = FaultRecord(Fault.PERMISSION, got.level, access, overlay=overlay,
-                            reason=s2_perm_reason(leaf.raw, access))
-    elif s2_dirty_fault(perms, p, access, bool(bit(leaf.raw, 7))):
-        fault = FaultRecord(Fault.PERMISSION, got.level, access, dirtybit=True, reason=(
-            "stage-2 write to a location with Dirty=0 (S2PIE) without VTCR_EL2.HD"))
+    elif (denial := s2_check_permissions(perms, p, access, bool(bit(leaf.raw, 7)))):
+        fault = FaultRecord(Fault.PERMISSION, got.level, access, overlay=denial.overlay,
+                            dirtybit=denial.dirtybit, reason=(
+                                "stage-2 write to a location with Dirty=0 (S2PIE) without "
+                                "VTCR_EL2.HA and HD" if denial.dirtybit
+                                else s2_perm_reason(leaf.raw, access)))
     else:
         fault = None
     if fault is not None:
