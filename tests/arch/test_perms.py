@@ -554,3 +554,7 @@ def test_property_s2pir_equal_to_direct_gives_direct_answers(xn, s2ap, poi, dbm,
         got = s2_permissions(state(leaf, stage=2), p, True)
         ok = s2_check_permissions(got, p, access, dirty=bool(s2ap & 0b10)) is None
         assert ok == s2_permission_ok(direct, access)
+
+
+def test_tcr2_el1_needs_feat_hcx_for_hcrx_el2():
+    assert pie_params(fs=V94.with_features(remove=("FEAT_HCX",))).pie is False

@@ -341,11 +341,14 @@ def tcr2_enabled(regs: SysRegs, regime: Regime, fs: FeatureSet) -> bool:
     IsTCR2EL2Enabled).
 
     FEAT_TCR2 is needed; for the EL1&0 regime EL2 also gates it with HCRX_EL2.TCR2En
-    (the model always has EL2). Kernel: at.c s1pie_enabled reads the same two bits.
+    (the model always has EL2; HCRX_EL2 reads as 0 without FEAT_HCX). Kernel: at.c
+    s1pie_enabled reads the same bits.
     """
     if not fs.has("FEAT_TCR2"):
         return False
-    return regime is not Regime.EL10 or bool(HCRX_EL2.decode(regs.HCRX_EL2).TCR2En)
+    if regime is not Regime.EL10:
+        return True
+    return fs.has("FEAT_HCX") and bool(HCRX_EL2.decode(regs.HCRX_EL2).TCR2En)
 
 
 @dataclass(frozen=True)
