@@ -274,17 +274,20 @@ S2PIE_ENC = {
 }
 
 
-def _perm_items(enc: dict[int, str]) -> tuple[F, ...]:
-    return tuple(F(4 * m + 3, 4 * m, f"Perm{m}", enc) for m in range(15, -1, -1))
+def _perm_items(enc: dict[int, str], used: int = 16) -> tuple[F, ...]:
+    """Return Perm15..Perm0; those from Perm<used> up exist only with FEAT_D128 (POR_ELx:
+    a 64-bit descriptor's POIndex is 3 bits, and Perm8..Perm15 are RES0)."""
+    return tuple(F(4 * m + 3, 4 * m, f"Perm{m}", enc,
+                   feature="FEAT_D128" if m >= used else "") for m in range(15, -1, -1))
 
 
 PIR_EL1 = RegisterSpec("PIR_EL1", _perm_items(PIE_ENC))
 PIRE0_EL1 = RegisterSpec("PIRE0_EL1", _perm_items(PIE_ENC))
 PIR_EL2 = RegisterSpec("PIR_EL2", _perm_items(PIE_ENC))
 PIRE0_EL2 = RegisterSpec("PIRE0_EL2", _perm_items(PIE_ENC))
-POR_EL0 = RegisterSpec("POR_EL0", _perm_items(POE_ENC))
-POR_EL1 = RegisterSpec("POR_EL1", _perm_items(POE_ENC))
-POR_EL2 = RegisterSpec("POR_EL2", _perm_items(POE_ENC))
+POR_EL0 = RegisterSpec("POR_EL0", _perm_items(POE_ENC, used=8))
+POR_EL1 = RegisterSpec("POR_EL1", _perm_items(POE_ENC, used=8))
+POR_EL2 = RegisterSpec("POR_EL2", _perm_items(POE_ENC, used=8))
 S2PIR_EL2 = RegisterSpec("S2PIR_EL2", _perm_items(S2PIE_ENC))
 S2POR_EL1 = RegisterSpec("S2POR_EL1", _perm_items(S2PIE_ENC))
 
