@@ -190,6 +190,21 @@ def test_permission_masks_are_the_leaves() -> None:
     assert got.s1_perms[1] == 0 and got.fault[1] >= 0   # unmapped: no permissions
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=60),
+       st.integers(0, 2**64 - 1), st.integers(0, 20))
+def test_counted_unique_equals_numpy_unique(spread: list[int], base: int, shift: int) -> None:
+    # Close values are counted over their span, spread ones sorted: both as np.unique.
+    from s2mmu.arch.batch import _unique_inverse
+    for values in (spread, [(base >> shift) + (v % 700) for v in spread]):
+        x = np.array([v % 2**64 for v in values], dtype=np.uint64)
+        want_u, want_inv = np.unique(x, return_inverse=True)
+        got_u, got_inv = _unique_inverse(x)
+        assert got_u.dtype == x.dtype
+        assert got_u.tolist() == want_u.tolist()
+        assert got_inv.tolist() == want_inv.reshape(-1).tolist()
+
+
 def _pie_regs_mem(ha: bool) -> tuple[SysRegs, PhysMem]:
     """Sixteen pages, one per PIIndex, POIndex i % 8, nDirty set on odd pages."""
     from s2mmu.arch.registers import HCRX_EL2

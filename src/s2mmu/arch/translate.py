@@ -41,13 +41,15 @@ from s2mmu.arch.memory import ExternalAbort, PhysMem, TableMemory
 from s2mmu.arch.params import (
     S1TTWParams,
     S2TTWParams,
+    VARange,
+    _s1_ttw_params,
     clamp_txsz,
-    get_s1_ttw_params,
     get_s2_ttw_params,
     s2_inconsistent_sl,
     s2_invalid_sl,
     stage2_enabled,
     txsz_faults,
+    va_range,
 )
 from s2mmu.arch.perms import (
     S1Perms,
@@ -59,7 +61,26 @@ from s2mmu.arch.perms import (
 from s2mmu.arch.registers import HCR_EL2
 from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.state import Regime, SysRegs
-from s2mmu.arch.walk import Fetch, TTWState, WalkSetup, WalkStep, leaf_output, walk
+from s2mmu.arch.walk import (
+    Fetch,
+    TTWState,
+    WalkPlan,
+    WalkSetup,
+    WalkStep,
+    leaf_output,
+    walk_plan,
+    walk_planned,
+)
+
+S1Prep = tuple[str, S1TTWParams, WalkSetup, WalkPlan | None]
+"""A stage-1 configuration's VA-independent part: why TxSZ faults (or ""), the parameters
+with TxSZ clamped, their walk setup and its plan (None where the configuration faults)
+(_s1_prepare)."""
+
+S2Prep = tuple[str, S2TTWParams, WalkSetup, WalkPlan | None]
+"""A stage-2 configuration's IPA-independent part: why T0SZ or SL0 faults (or ""), the
+parameters with T0SZ clamped, their walk setup and its plan (None where the configuration
+faults) (_s2_prepare)."""
 
 
 @dataclass(frozen=True)
@@ -201,14 +222,14 @@ def s2_walk(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     return _s2_walk(_s2_prepare(p, env.fs, env.choices), ipa, access, env, trace)
 
 
-def _s2_walk(prep: tuple[str, S2TTWParams, WalkSetup], ipa: int, access: AccessDescriptor,
+def _s2_walk(prep: S2Prep, ipa: int, access: AccessDescriptor,
              env: Env, trace: list[WalkStep] | None) -> TTWState | FaultRecord:
     """Walk stage 2 for ipa with the configuration's prepared part (s2_walk)."""
     s1ptw = access.acctype is AccessType.TTW
-    why, p, setup = prep
+    why, p, _, plan = prep
     if not why and ipa >> p.iasize():
         why = f"IPA {ipa:#x} is outside the {p.iasize()}-bit IPA space (VTCR_EL2.T0SZ)"
-    if why:
+    if why or plan is None:
         return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
     port = env.table_memory()
 
@@ -218,25 +239,24 @@ def _s2_walk(prep: tuple[str, S2TTWParams, WalkSetup], ipa: int, access: AccessD
             return walk_abort(raw, level, access, "stage-2 descriptor read")
         return addr, raw
 
-    got = walk(setup, ipa, access, fetch, trace)
+    got = walk_planned(plan, ipa, access, fetch, trace)
     if isinstance(got, FaultRecord):
         return as_stage2(got, ipa, s1ptw)
     return got
 
 
 @lru_cache(maxsize=1024)
-def _s2_prepare(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices
-                ) -> tuple[str, S2TTWParams, WalkSetup]:
-    """Return the IPA-independent part of s2_walk for one configuration.
+def _s2_prepare(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices) -> S2Prep:
+    """Return the IPA-independent part of s2_walk for one configuration (S2Prep).
 
-    Why T0SZ or SL0 faults (or ""), the parameters with T0SZ clamped, and the walk setup:
-    the ASL order of AArch64.S2TxSZFaults, the clamp, S2InvalidSL and S2InconsistentSL.
+    The ASL order of AArch64.S2TxSZFaults, the clamp, S2InvalidSL and S2InconsistentSL.
     """
     why = _s2_txsz_fault(p, fs, choices)
-    if why:
-        return why, p, _s2_setup(p, fs, choices)
-    p = _s2_effective_params(p, fs)
-    return _s2_sl_fault(p, fs), p, _s2_setup(p, fs, choices)
+    if not why:
+        p = _s2_effective_params(p, fs)
+        why = _s2_sl_fault(p, fs)
+    setup = _s2_setup(p, fs, choices)
+    return why, p, setup, None if why else walk_plan(setup)
 
 
 def s2_output(p: S2TTWParams, env: Env, state: TTWState, ipa: int) -> int:
@@ -251,8 +271,22 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     access.acctype TTW marks a stage-1 table walk (s2fs1walk); a stage-1 descriptor
     update is a TTW write.
     """
-    s1ptw = access.acctype is AccessType.TTW
     prep = _s2_prepare(p, env.fs, env.choices)
+    got = _s2_translate_leaf(prep, ipa, access, env, hcr_ptw, trace)
+    if isinstance(got, FaultRecord):
+        return got
+    state, oa = got
+    return AddressDescriptor(None, oa, s2_only_attrs(state, prep[1], env), s2=state)
+
+
+def _s2_translate_leaf(prep: S2Prep, ipa: int,
+                       access: AccessDescriptor, env: Env, hcr_ptw: bool,
+                       trace: list[WalkStep] | None) -> tuple[TTWState, int] | FaultRecord:
+    """Translate ipa through stage 2 up to its output address: the (updated) leaf and the
+    address, or the fault (s2_translate without the attributes, which a stage-1 table
+    read does not use)."""
+    s1ptw = access.acctype is AccessType.TTW
+    p = prep[1]
     got = _s2_walk(prep, ipa, access, env, trace)
     if isinstance(got, FaultRecord):
         return got
@@ -283,8 +317,7 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     updated = s2_hw_update(got, p, access, env)
     if isinstance(updated, FaultRecord):
         return as_stage2(updated, ipa, s1ptw)
-    return AddressDescriptor(None, leaf_output(updated, prep[2], ipa),
-                             s2_only_attrs(updated, p, env), s2=updated)
+    return updated, leaf_output(updated, prep[2], ipa)
 
 
 def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
@@ -365,6 +398,17 @@ def _s1_txsz(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices) -> tuple[str,
     return "", (p if txsz == p.txsz else replace(p, txsz=txsz))
 
 
+@lru_cache(maxsize=1024)
+def _s1_prepare(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices) -> S1Prep:
+    """Return the VA-independent part of s1_translate for one configuration (S1Prep).
+
+    ASL AArch64.S1TxSZFaults and the clamp.
+    """
+    why, pc = _s1_txsz(p, fs, choices)
+    setup = _s1_setup(pc, fs, choices)
+    return why, pc, setup, None if why else walk_plan(setup)
+
+
 def addr_top(p: S1TTWParams, ifetch: bool) -> int:
     """Return the top bit of the address the walk sees (ASL AArch64.AddrTop).
 
@@ -435,15 +479,24 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
     """
     if not p.mmu_on:
         return s1_disabled_output(p, va, access, env)
-    why, p = _s1_txsz(p, env.fs, env.choices)
-    if why:
+    s2prep = None if s2 is None else _s2_prepare(s2, env.fs, env.choices)
+    return _s1_translate(_s1_prepare(p, env.fs, env.choices), s2prep, va, access, env,
+                         hcr_ptw, trace)
+
+
+def _s1_translate(prep: S1Prep, s2prep: S2Prep | None, va: int,
+                  access: AccessDescriptor, env: Env, hcr_ptw: bool,
+                  trace: list[WalkStep] | None) -> Result:
+    """s1_translate with the configuration's prepared parts (stage 1 on)."""
+    why, p, setup, plan = prep
+    if why or plan is None:
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
     why = s1_pre_walk_fault(p, va, access, env)
     if why:
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
-    setup = s1_setup(p, env)
-    fetch = s1_fetch(p, s2, access, env, hcr_ptw, trace)
-    got = walk(setup, va, access, fetch, trace)
+    s2 = None if s2prep is None else s2prep[1]
+    fetch = _s1_fetch(p, s2prep, access, env, hcr_ptw, trace)
+    got = walk_planned(plan, va, access, fetch, trace)
     if isinstance(got, FaultRecord):
         return replace(got, vaddress=va)
     if not af(got.leaf.raw) and not p.ha:
@@ -478,15 +531,24 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
 def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, env: Env,
              hcr_ptw: bool, trace: list[WalkStep] | None) -> Fetch:
     """Return the descriptor fetch of a stage-1 walk: through stage 2 when it is on."""
+    s2prep = None if s2 is None else _s2_prepare(s2, env.fs, env.choices)
+    return _s1_fetch(p, s2prep, access, env, hcr_ptw, trace)
+
+
+def _s1_fetch(p: S1TTWParams, s2prep: S2Prep | None,
+              access: AccessDescriptor, env: Env, hcr_ptw: bool,
+              trace: list[WalkStep] | None) -> Fetch:
+    """s1_fetch with stage 2's prepared part: a table read uses only its output address."""
     port = env.table_memory()
+    ttw = acc_ttw(access) if s2prep is not None else access
 
     def fetch(addr: int, level: int) -> tuple[int, int] | FaultRecord:
         pa = addr
-        if s2 is not None:
-            got = s2_translate(s2, addr, acc_ttw(access), env, hcr_ptw, trace)
+        if s2prep is not None:
+            got = _s2_translate_leaf(s2prep, addr, ttw, env, hcr_ptw, trace)
             if isinstance(got, FaultRecord):
                 return got
-            pa = got.paddress
+            pa = got[1]
         raw = port.read64(pa, p.ee)
         if isinstance(raw, ExternalAbort):
             return walk_abort(raw, level, access, "stage-1 descriptor read")
@@ -536,7 +598,7 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
         return state
     pa = state.leaf_paddress
     if s2 is not None:
-        ipa = state.steps[-1].descaddress
+        ipa = state.leaf_descaddress()
         got = s2_translate(s2, ipa, acc_ttw(access, write=True), env, hcr_ptw)
         if isinstance(got, FaultRecord):
             return got
@@ -575,6 +637,8 @@ def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescr
             nc = attrs.memtype is MemType.NORMAL and not p.sctlr_c
         out = NORMAL_NC if nc else attrs
     if under_s2:
+        if out.shareability is attrs.shareability:
+            return out
         return replace(out, shareability=attrs.shareability)
     return normalise_shareability(out)
 
@@ -620,14 +684,25 @@ def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
     s1 = s1_translate(s1p, s2p, va, access, env, hcr_ptw, trace)
     if isinstance(s1, FaultRecord) or s2p is None:
         return s1
-    s2 = s2_translate(s2p, s1.paddress, access, env, hcr_ptw, trace)
-    if isinstance(s2, FaultRecord):
-        return replace(s2, vaddress=va)
-    attrs = combine_attrs(s1.memattrs, s2.s2, s2p, access, env)
+    return _s12_output(s1, _s2_prepare(s2p, env.fs, env.choices), va, access, env, hcr_ptw,
+                       trace)
+
+
+def _s12_output(s1: AddressDescriptor, s2prep: S2Prep, va: int,
+                access: AccessDescriptor, env: Env, hcr_ptw: bool,
+                trace: list[WalkStep] | None) -> Result:
+    """Translate stage 1's output through stage 2 and combine the attributes (the second
+    half of translate_stage12, with stage 2's prepared part)."""
+    s2p = s2prep[1]
+    got = _s2_translate_leaf(s2prep, s1.paddress, access, env, hcr_ptw, trace)
+    if isinstance(got, FaultRecord):
+        return replace(got, vaddress=va)
+    s2, pa = got
+    attrs = combine_attrs(s1.memattrs, s2, s2p, access, env)
     cd = env.choices.par_hcr_cd
     par_cd = cd == "always" or (cd == "without_fwb" and not s2p.fwb)
-    parattrs = combine_attrs(s1.par_attrs(), s2.s2, s2p, access, env, controls=par_cd)
-    return AddressDescriptor(va, s2.paddress, attrs, s1=s1.s1, s2=s2.s2, parattrs=parattrs)
+    parattrs = combine_attrs(s1.par_attrs(), s2, s2p, access, env, controls=par_cd)
+    return AddressDescriptor(va, pa, attrs, s1=s1.s1, s2=s2, parattrs=parattrs)
 
 
 REGIME_ELS: dict[Regime, tuple[int, ...]] = {
@@ -649,12 +724,61 @@ def full_translate(regs: SysRegs, regime: Regime, va: int, access: AccessDescrip
         els = " and ".join(f"EL{e}" for e in REGIME_ELS[regime])
         raise InputError(f"access.el={access.el}: the {regime.value} regime translates "
                          f"accesses from {els} only")
-    hw = env.hw_update()
-    s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices, hw)
-    s2p, hcr_ptw = _stage2_of(regs, regime, env.fs, env.choices, hw)
-    if stage1_only:
-        return s1_translate(s1p, s2p, va, access, env, hcr_ptw, trace)
-    return translate_stage12(s1p, s2p, va, access, env, hcr_ptw, trace)
+    cfg = _config(regs, regime, va_range(va, regime), env)
+    s1prep, s2prep = cfg.s1prep, cfg.s2prep
+    if s1prep is None:
+        s1 = s1_disabled_output(cfg.s1p, va, access, env)
+    else:
+        s1 = _s1_translate(s1prep, s2prep, va, access, env, cfg.hcr_ptw, trace)
+    if isinstance(s1, FaultRecord) or s2prep is None or stage1_only:
+        return s1
+    return _s12_output(s1, s2prep, va, access, env, cfg.hcr_ptw, trace)
+
+
+@dataclass(frozen=True)
+class _Config:
+    """One register set's walk parameters for one VA range, read and prepared once.
+
+    s1prep and s2prep: _s1_prepare's and _s2_prepare's answers (None where the stage is
+    off). Mechanics of full_translate: a run of walks under one configuration reads its
+    registers once.
+    """
+
+    s1p: S1TTWParams
+    s1prep: S1Prep | None
+    s2prep: S2Prep | None
+    hcr_ptw: bool
+
+
+_last_config: list[tuple[SysRegs, Regime, VARange, FeatureSet, ImplChoices, HwUpdate | None,
+                         _Config] | None] = [None]
+"""The last configuration _config returned, after its inputs (compared by identity)."""
+
+
+def _config(regs: SysRegs, regime: Regime, rng: VARange, env: Env) -> _Config:
+    """Return the prepared configuration of regs for one VA range.
+
+    The inputs are frozen values, so the last call's answer is reused when they are the
+    same objects (no hashing); otherwise it comes from the memoised _config_of.
+    """
+    fs, choices, hw = env.fs, env.choices, env.hw
+    last = _last_config[0]
+    if (last is not None and last[0] is regs and last[1] is regime and last[2] is rng
+            and last[3] is fs and last[4] is choices and last[5] is hw):
+        return last[6]
+    cfg = _config_of(regs, regime, rng, fs, choices, env.hw_update())
+    _last_config[0] = (regs, regime, rng, fs, choices, hw, cfg)
+    return cfg
+
+
+@lru_cache(maxsize=1024)
+def _config_of(regs: SysRegs, regime: Regime, rng: VARange, fs: FeatureSet,
+               choices: ImplChoices, hw: HwUpdate) -> _Config:
+    """Return the prepared configuration (_config, memoised by value)."""
+    s1p = _s1_ttw_params(regs, regime, rng, fs, choices, hw)
+    s2p, hcr_ptw = _stage2_of(regs, regime, fs, choices, hw)
+    return _Config(s1p, _s1_prepare(s1p, fs, choices) if s1p.mmu_on else None,
+                   None if s2p is None else _s2_prepare(s2p, fs, choices), hcr_ptw)
 
 
 @lru_cache(maxsize=1024)
