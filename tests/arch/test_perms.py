@@ -427,11 +427,13 @@ def test_s2pie_write_to_a_clean_location_needs_ha_and_hd():
     p = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}))
     got = s2_permissions(state(0, stage=2), p, True)
     assert s2_permission_ok(got, acc_gpr(1, True))
-    assert s2_check_permissions(got, p, acc_gpr(1, True), dirty=False) == S2Denial(dirtybit=True)
+    assert s2_check_permissions(got, p, acc_gpr(1, True), dirty=False) == S2Denial(
+        dirtybit=True, write=True)
     assert s2_check_permissions(got, p, acc_gpr(1, True), dirty=True) is None
     assert s2_check_permissions(got, p, acc_gpr(1, False), dirty=False) is None
     walk = AccessDescriptor(AccessType.TTW, 1, True)
-    assert s2_check_permissions(got, p, walk, dirty=False) == S2Denial(dirtybit=True)
+    assert s2_check_permissions(got, p, walk, dirty=False) == S2Denial(dirtybit=True,
+                                                                       write=True)
     hd = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}), HA=1, HD=1)
     assert s2_check_permissions(got, hd, acc_gpr(1, True), dirty=False) is None
     only_hd = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}), HD=1)
@@ -444,7 +446,7 @@ def test_s2poe_overlay_is_checked_first_and_only_under_s2pie():
     p = s2_params(S2PIE=1, S2POE=1, s2pir=perm_reg({0: 0b1111}), s2por=perm_reg({3: 0b1000}))
     got = s2_permissions(state(3 << 59, stage=2), p, True)
     assert got.effective() == (True, False, False, False)
-    assert s2_check_permissions(got, p, acc_gpr(1, True)) == S2Denial(overlay=True)
+    assert s2_check_permissions(got, p, acc_gpr(1, True)) == S2Denial(overlay=True, write=True)
     assert s2_check_permissions(got, p, acc_ifetch(1)) == S2Denial(overlay=True)
     assert s2_check_permissions(got, p, acc_gpr(1, False)) is None
     no_pie = s2_params(S2POE=1, s2por=perm_reg({3: 0b1000}))

@@ -265,11 +265,13 @@ class S1Denial:
 
     overlay: the overlay refused it (checked before the base permissions, so also where
     both refuse). dirtybit: FEAT_S1PIE, a write to a location whose nDirty (bit[7]) is
-    set without hardware dirty-state management.
+    set without hardware dirty-state management. write: the refused check was the
+    write's (ASL FaultRecord.write; an atomic read-modify-write's read is checked first).
     """
 
     overlay: bool = False
     dirtybit: bool = False
+    write: bool = False
 
 
 def el_permissions(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor
@@ -331,23 +333,26 @@ def s1_check_permissions(perms: S1Perms, params: S1TTWParams, access: AccessDesc
     """Return why stage 1 refuses the access, or None (ASL AArch64.S1CheckPermissions).
 
     An instruction fetch needs the overlay's and the base's execute; a read (AT reads
-    included) their read; a write their write; the overlay is checked first, and its
+    included) their read; a write their write; an atomic read-modify-write both (ASL
+    CreateAccDescAtomicOp), the read first. The overlay is checked first, and its
     refusal is an overlay fault. A permitted write under FEAT_S1PIE to a location with
     nDirty (bit[7]) set faults (dirtybit) unless TCR_ELx.HA and HD are both set.
     """
     r, w, x, ov, o = el_permissions(perms, params, access)
     if access.is_ifetch():
-        need, base = POE_X, x
-    elif access.write:
-        need, base = POE_W, w
+        checks = [(False, POE_X, x)]
     else:
-        need, base = POE_R, r
-    if ov and not o & need:
-        return S1Denial(overlay=True)
-    if not base:
-        return S1Denial()
+        checks = [(False, POE_R, r)] if access.atomicop or not access.write else []
+        if access.write:
+            checks.append((True, POE_W, w))
+    for write, need, _ in checks:
+        if ov and not o & need:
+            return S1Denial(overlay=True, write=write)
+    for write, _, ok in checks:
+        if not ok:
+            return S1Denial(write=write)
     if params.pie and ndirty and access.write and not access.is_ifetch() and not params.hd:
-        return S1Denial(dirtybit=True)
+        return S1Denial(dirtybit=True, write=True)
     return None
 
 
@@ -375,21 +380,31 @@ def s2_permissions(state: TTWState, p: S2TTWParams, xnx: bool) -> S2Perms:
 
 @dataclass(frozen=True)
 class S2Denial:
-    """Why stage 2 refuses an access (ASL FaultRecord.overlay, FaultRecord.dirtybit)."""
+    """Why stage 2 refuses an access (ASL FaultRecord.overlay, FaultRecord.dirtybit; write:
+    the refused check was the write's)."""
 
     overlay: bool = False
     dirtybit: bool = False
+    write: bool = False
+
+
+def _s2_checks(r: bool, w: bool, px: bool, ux: bool, mro: bool,
+               access: AccessDescriptor) -> list[tuple[bool, bool]]:
+    """Return the (is the write's, allowed) checks one stage-2 permission set makes of
+    access, in the ASL's order (S2CheckPermissions: a stage-1 walk uses r_mmu/w_mmu, where
+    MRO may write; a fetch the EL's execute; an atomic read-modify-write reads first)."""
+    if access.acctype is AccessType.TTW:
+        return [(False, r)] + ([(True, w or mro)] if access.write else [])
+    if access.is_ifetch():
+        return [(False, ux if access.el == 0 else px)]
+    checks = [(False, r)] if access.atomicop or not access.write else []
+    return checks + ([(True, w)] if access.write else [])
 
 
 def _s2_allows(r: bool, w: bool, px: bool, ux: bool, mro: bool,
                access: AccessDescriptor) -> bool:
-    """Return whether one stage-2 permission set allows access (ASL S2CheckPermissions:
-    a stage-1 walk uses r_mmu/w_mmu, where MRO may write; a fetch the EL's execute)."""
-    if access.acctype is AccessType.TTW:
-        return r and (w or mro or not access.write)
-    if access.is_ifetch():
-        return ux if access.el == 0 else px
-    return w if access.write else r
+    """Return whether one stage-2 permission set allows access."""
+    return all(ok for _, ok in _s2_checks(r, w, px, ux, mro, access))
 
 
 def s2_check_permissions(perms: S2Perms, p: S2TTWParams, access: AccessDescriptor,
@@ -401,12 +416,15 @@ def s2_check_permissions(perms: S2Perms, p: S2TTWParams, access: AccessDescripto
     is 0 faults (dirtybit) unless VTCR_EL2.HA and HD are both set (stage-1 walk updates
     included).
     """
-    if perms.ov is not None and not _s2_allows(*perms.ov, access):
-        return S2Denial(overlay=True)
-    if not _s2_allows(perms.r, perms.w, perms.px, perms.ux, perms.mro, access):
-        return S2Denial()
+    if perms.ov is not None:
+        for write, ok in _s2_checks(*perms.ov, access):
+            if not ok:
+                return S2Denial(overlay=True, write=write)
+    for write, ok in _s2_checks(perms.r, perms.w, perms.px, perms.ux, perms.mro, access):
+        if not ok:
+            return S2Denial(write=write)
     if p.s2pie and access.write and not dirty and not p.hd:
-        return S2Denial(dirtybit=True)
+        return S2Denial(dirtybit=True, write=True)
     return None
 
 
@@ -434,8 +452,9 @@ def s2_permission_ok(perms: S2Perms, access: AccessDescriptor) -> bool:
 
     A stage-1 table walk (acctype TTW) needs read permission, and write permission
     too when it updates the descriptor (MRO allows that update). An instruction fetch
-    needs execute for the EL of the original access; everything else (AT included)
-    needs read or write. An overlay must allow the access as well.
+    needs execute for the EL of the original access; an atomic read-modify-write needs
+    read and write; everything else (AT included) needs read or write. An overlay must
+    allow the access as well.
     """
     if perms.ov is not None and not _s2_allows(*perms.ov, access):
         return False

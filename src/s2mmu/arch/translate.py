@@ -7,6 +7,11 @@ returned as values, never raised.
 ASL: AArch64.S1Translate, AArch64.S2Translate, AArch64.FullTranslate,
 AArch64.S1DisabledOutput, AArch64.VAIsOutOfRange, AArch64.IPAIsOutOfRange,
 AArch64.SetAccessFlag / AArch64.SetDirtyState (the descriptor update helpers).
+
+A descriptor update is a compare-and-swap (ASL AArch64.MemSwapTableDesc); when the
+descriptor changed between the walk's read and the swap, the translation is retried
+from the walk (the `repeat ... until new_desc == descriptor || mem_desc == new_desc`
+loop of AArch64.S1Translate and AArch64.S2Translate).
 """
 
 from __future__ import annotations
@@ -149,6 +154,20 @@ def acc_ttw(access: AccessDescriptor, write: bool = False) -> AccessDescriptor:
     return AccessDescriptor(AccessType.TTW, access.el, write, walk_of=access.original())
 
 
+MAX_UPDATE_RETRIES = 64
+"""How often a translation retries after a descriptor update lost its compare-and-swap
+before the model gives up (the ASL retries until it wins; a port that always loses is
+misuse of the TableMemory protocol)."""
+
+
+def retries_exhausted(state: TTWState | FaultRecord) -> RuntimeError:
+    """Return the error for a table port whose compare-and-swap never succeeds."""
+    pa = state.leaf_paddress if isinstance(state, TTWState) else 0
+    return RuntimeError(f"the descriptor at {pa:#x} changed under every one of "
+                        f"{MAX_UPDATE_RETRIES} hardware updates: the table port's cas64 "
+                        "never succeeds")
+
+
 # ---------------------------------------------------------------- stage 2
 
 # The per-register-set parts of a walk (its setup, the T0SZ/SL checks, the clamped
@@ -284,40 +303,60 @@ def _s2_translate_leaf(prep: S2Prep, ipa: int,
                        trace: list[WalkStep] | None) -> tuple[TTWState, int] | FaultRecord:
     """Translate ipa through stage 2 up to its output address: the (updated) leaf and the
     address, or the fault (s2_translate without the attributes, which a stage-1 table
-    read does not use)."""
+    read does not use). A hardware update that loses its compare-and-swap walks again."""
     s1ptw = access.acctype is AccessType.TTW
     p = prep[1]
-    got = _s2_walk(prep, ipa, access, env, trace)
-    if isinstance(got, FaultRecord):
-        return got
-    leaf = got.leaf
-    if not af(leaf.raw) and not p.ha:
-        return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access,
-                                     reason="stage-2 access flag is 0 and VTCR_EL2.HA=0"),
-                         ipa, s1ptw)
-    perms = s2_permissions(got, p, env.fs.has("FEAT_XNX"))
-    device = s2_memattr_is_device(leaf.raw, p.fwb)
-    if s1ptw and hcr_ptw and device:
-        fault = FaultRecord(Fault.PERMISSION, got.level, access, reason=(
+    for _ in range(MAX_UPDATE_RETRIES):
+        got = _s2_walk(prep, ipa, access, env, trace)
+        if isinstance(got, FaultRecord):
+            return got
+        if not af(got.leaf.raw) and not p.ha:
+            return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access, reason=(
+                "stage-2 access flag is 0 and VTCR_EL2.HA=0")), ipa, s1ptw)
+        fault = s2_check_fault(got, p, access, env, hcr_ptw)
+        if fault is not None:
+            # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission or Alignment
+            # fault is CONSTRAINED UNPREDICTABLE; the dirty state is never set.
+            if env.choices.af_update_on_permission_fault:
+                s2_hw_update(got, p, access, env, dirty_permitted=False)
+            return as_stage2(fault, ipa, s1ptw)
+        updated = s2_hw_update(got, p, access, env)
+        if updated is None:
+            continue   # the descriptor changed under the update: walk again
+        if isinstance(updated, FaultRecord):
+            return as_stage2(updated, ipa, s1ptw)
+        return updated, leaf_output(updated, prep[2], ipa)
+    raise retries_exhausted(got)
+
+
+def s2_check_fault(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env,
+                   hcr_ptw: bool) -> FaultRecord | None:
+    """Return the Alignment or Permission fault of a stage-2 leaf, or None.
+
+    ASL: AArch64.S2Translate: AArch64.S2HasAlignmentFault (an unaligned data access to
+    Device memory) before AArch64.S2CheckPermissions (with HCR_EL2.PTW, a stage-1 walk
+    into stage-2 Device memory is a Permission fault). The read permission of an atomic
+    read-modify-write is checked first: it reports a write (FaultRecord.atomic_write)
+    only when it may read and may not write.
+    """
+    raw = state.leaf.raw
+    device = s2_memattr_is_device(raw, p.fwb)
+    if device and not access.aligned and not access.is_ifetch():
+        return FaultRecord(Fault.ALIGNMENT, state.level, access, reason=(
+            f"unaligned data access to stage-2 Device memory (descriptor {raw:#018x})"))
+    if access.acctype is AccessType.TTW and hcr_ptw and device:
+        return FaultRecord(Fault.PERMISSION, state.level, access, reason=(
             "stage-1 table in stage-2 Device memory with HCR_EL2.PTW=1"))
-    elif (denial := s2_check_permissions(perms, p, access, bool(bit(leaf.raw, 7)))):
-        fault = FaultRecord(Fault.PERMISSION, got.level, access, overlay=denial.overlay,
-                            dirtybit=denial.dirtybit, reason=(
-                                "stage-2 write to a location with Dirty=0 (S2PIE) without "
-                                "VTCR_EL2.HA and HD" if denial.dirtybit
-                                else s2_perm_reason(leaf.raw, access)))
-    else:
-        fault = None
-    if fault is not None:
-        # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
-        # CONSTRAINED UNPREDICTABLE; the dirty state is never set.
-        if env.choices.af_update_on_permission_fault:
-            s2_hw_update(got, p, access, env, dirty_permitted=False)
-        return as_stage2(fault, ipa, s1ptw)
-    updated = s2_hw_update(got, p, access, env)
-    if isinstance(updated, FaultRecord):
-        return as_stage2(updated, ipa, s1ptw)
-    return updated, leaf_output(updated, prep[2], ipa)
+    perms = s2_permissions(state, p, env.fs.has("FEAT_XNX"))
+    denial = s2_check_permissions(perms, p, access, bool(bit(raw, 7)))
+    if denial is None:
+        return None
+    write_half = access.atomicop and denial.write   # ASL: the read is checked first
+    return FaultRecord(Fault.PERMISSION, state.level, access, atomic_write=write_half,
+                       overlay=denial.overlay, dirtybit=denial.dirtybit, reason=(
+                           "stage-2 write to a location with Dirty=0 (S2PIE) without "
+                           "VTCR_EL2.HA and HD" if denial.dirtybit
+                           else s2_perm_reason(raw, access, write_half)))
 
 
 def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
@@ -326,20 +365,33 @@ def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
     return (not bit(memattr, 2)) if fwb else bits(memattr, 3, 2) == 0
 
 
-def s2_perm_reason(raw: int, access: AccessDescriptor) -> str:
+def access_verb(access: AccessDescriptor, write_half: bool = False) -> str:
+    """Return what the access needs: execute, read, write, or read and write."""
+    if access.is_ifetch():
+        return "execute"
+    if access.atomicop:
+        return "write (an atomic read-modify-write)" if write_half else (
+            "read (an atomic read-modify-write)")
+    return "write" if access.write else "read"
+
+
+def s2_perm_reason(raw: int, access: AccessDescriptor, write_half: bool = False) -> str:
     """Return why stage 2 refused the access, for humans."""
-    what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
+    what = access_verb(access, write_half)
     return f"stage-2 descriptor {raw:#018x} (S2AP={bits(raw, 7, 6):#04b}) does not allow {what}"
 
 
 def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env,
-                 dirty_permitted: bool = True) -> TTWState | FaultRecord:
+                 dirty_permitted: bool = True) -> TTWState | FaultRecord | None:
     """Set the stage-2 AF (VTCR_EL2.HA) and dirty state (HD+DBM) in memory.
 
     ASL: AArch64.S2Translate's descriptor update: AF when HA and AF=0; S2AP[1] when the
     access writes a DBM page with HA and HD. AT, DC and IC instructions update AF only.
-    A failed compare-and-swap is an External abort on the walk at the leaf's level
-    (ASL AArch64.MemSwapTableDesc).
+    With FEAT_S2PIE bit[7] is the Dirty bit and DBM is PIIndex[1]: a permitted write
+    with HA and HD sets Dirty whatever bit[51] holds.
+    An External abort on the compare-and-swap is an External abort on the walk at the
+    leaf's level (ASL AArch64.MemSwapTableDesc); a swap that finds the descriptor
+    changed returns None: the caller walks again.
     """
     raw = state.leaf.raw
     new = raw
@@ -353,13 +405,25 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
     done = env.table_memory().cas64(state.leaf_paddress, raw, new, p.ee)
     if isinstance(done, ExternalAbort):
         return walk_abort(done, state.level, access, "stage-2 descriptor update")
+    if not done:
+        return None
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
 def s2_only_attrs(state: TTWState, p: S2TTWParams, env: Env) -> MemoryAttributes:
-    """Return the stage-2 attributes on their own (a stage-2-only lookup's result)."""
-    return s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p, env),
-                             env.choices.s2_reserved_cacheability)
+    """Return the stage-2 attributes on their own (a stage-2-only lookup's result).
+
+    With FEAT_XS the leaf's FnXS (bit 11) gives XS=0 (ASL S2DecodeMemAttrs, then the
+    walk's `memattrs.xs = NOT(s2_fnxs)`).
+    """
+    attrs = s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p, env),
+                              env.choices.s2_reserved_cacheability)
+    return replace(attrs, xs=False) if s2_fnxs(state.leaf.raw, env) else attrs
+
+
+def s2_fnxs(raw: int, env: Env) -> bool:
+    """Return a stage-2 leaf's FnXS (bit 11), which exists with FEAT_XS only."""
+    return env.fs.has("FEAT_XS") and bool(bit(raw, 11))
 
 
 def s2_leaf_sh(state: TTWState, p: S2TTWParams, env: Env) -> int:
@@ -452,6 +516,8 @@ def s1_disabled_output(p: S1TTWParams, va: int, access: AccessDescriptor, env: E
 
     Data: Device-nGnRnE, or with HCR_EL2.DC Normal Write-Back Non-shareable.
     Instruction fetch: Normal, Write-Through if SCTLR.I else Non-cacheable.
+    An unaligned data access to the Device memory takes an Alignment fault (ASL
+    AArch64.S1DisabledOutput calls AArch64.S1HasAlignmentFault).
     """
     top = addr_top(p, access.is_ifetch())
     if bits(va, top, env.fs.pa_max()):
@@ -460,13 +526,17 @@ def s1_disabled_output(p: S1TTWParams, va: int, access: AccessDescriptor, env: E
     pa = bits(va, env.fs.pa_max() - 1, 0)
     if p.dc:
         attrs = MemoryAttributes(MemType.NORMAL, inner=WB_RAWA, outer=WB_RAWA,
-                                 shareability=Shareability.NSH)
+                                 shareability=Shareability.NSH,
+                                 xs=not env.fs.has("FEAT_XS"))
     elif access.is_ifetch():
         wt = CacheHints(Cacheability.WT, True, False)
         hint = wt if p.sctlr_i else CacheHints(Cacheability.NC)
         attrs = normalise_shareability(MemoryAttributes(MemType.NORMAL, inner=hint, outer=hint))
     else:
         attrs = DEVICE_nGnRnE
+        if not access.aligned:
+            return FaultRecord(Fault.ALIGNMENT, 0, access, vaddress=va, reason=(
+                "unaligned data access to Device memory (stage 1 off: Device-nGnRnE)"))
     return AddressDescriptor(va, pa, attrs)
 
 
@@ -496,29 +566,63 @@ def _s1_translate(prep: S1Prep, s2prep: S2Prep | None, va: int,
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
     s2 = None if s2prep is None else s2prep[1]
     fetch = _s1_fetch(p, s2prep, access, env, hcr_ptw, trace)
-    got = walk_planned(plan, va, access, fetch, trace)
-    if isinstance(got, FaultRecord):
-        return replace(got, vaddress=va)
-    if not af(got.leaf.raw) and not p.ha:
-        return FaultRecord(Fault.ACCESS_FLAG, got.level, access, vaddress=va,
-                           reason="access flag is 0 and TCR.HA=0")
-    perms = s1_permissions(got, p)
-    denial = None if access.any_access else s1_check_permissions(
-        perms, p, access, ndirty=bool(bit(got.leaf.raw, 7)))
-    if denial is not None:
-        fault = FaultRecord(Fault.PERMISSION, got.level, access, vaddress=va,
-                            reason=s1_perm_reason(perms, access, denial.dirtybit),
-                            overlay=denial.overlay, dirtybit=denial.dirtybit)
-        # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
-        # CONSTRAINED UNPREDICTABLE; the dirty state is never set.
-        if env.choices.af_update_on_permission_fault:
-            done = s1_hw_update(got, p, s2, access, env, hcr_ptw, dirty_permitted=False)
-            if isinstance(done, FaultRecord):
-                return replace(done, vaddress=va)
-        return fault
-    updated = s1_hw_update(got, p, s2, access, env, hcr_ptw)
-    if isinstance(updated, FaultRecord):
-        return replace(updated, vaddress=va)
+    for _ in range(MAX_UPDATE_RETRIES):
+        got = walk_planned(plan, va, access, fetch, trace)
+        if isinstance(got, FaultRecord):
+            return replace(got, vaddress=va)
+        if not af(got.leaf.raw) and not p.ha:
+            return FaultRecord(Fault.ACCESS_FLAG, got.level, access, vaddress=va,
+                               reason="access flag is 0 and TCR.HA=0")
+        fault = s1_check_fault(got, p, access, env, va)
+        if fault is not None:
+            # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission or Alignment
+            # fault is CONSTRAINED UNPREDICTABLE; the dirty state is never set.
+            if env.choices.af_update_on_permission_fault:
+                done = s1_hw_update(got, p, s2, access, env, hcr_ptw, dirty_permitted=False)
+                if isinstance(done, FaultRecord):
+                    return replace(done, vaddress=va)
+            return fault
+        updated = s1_hw_update(got, p, s2, access, env, hcr_ptw)
+        if updated is None:
+            continue   # the descriptor changed under the update: walk again
+        if isinstance(updated, FaultRecord):
+            return replace(updated, vaddress=va)
+        return s1_output(updated, p, s2, setup, va, access, env)
+    raise retries_exhausted(got)
+
+
+def s1_check_fault(state: TTWState, p: S1TTWParams, access: AccessDescriptor, env: Env,
+                   va: int) -> FaultRecord | None:
+    """Return the Alignment or Permission fault of a stage-1 leaf, or None.
+
+    ASL: AArch64.S1Translate: AArch64.S1HasAlignmentFault (an unaligned data access to
+    Device memory, by the attributes MAIR gives the leaf) before
+    AArch64.S1CheckPermissions. The read permission of an atomic read-modify-write is
+    checked first (`accdesc.read && !r` before `accdesc.write && !w`): it reports a
+    write (FaultRecord.atomic_write) only when it may read and may not write.
+    """
+    if (not access.aligned and not access.is_ifetch()
+            and s1_attrs(state, p, env).memtype is MemType.DEVICE):
+        return FaultRecord(Fault.ALIGNMENT, state.level, access, vaddress=va, reason=(
+            "unaligned data access to Device memory (MAIR_ELx.Attr"
+            f"{attrindx(state.leaf.raw)})"))
+    if access.any_access:
+        return None
+    perms = s1_permissions(state, p)
+    denial = s1_check_permissions(perms, p, access, ndirty=bool(bit(state.leaf.raw, 7)))
+    if denial is None:
+        return None
+    write_half = access.atomicop and denial.write   # ASL: the read is checked first
+    return FaultRecord(Fault.PERMISSION, state.level, access, vaddress=va,
+                       atomic_write=write_half, overlay=denial.overlay,
+                       dirtybit=denial.dirtybit,
+                       reason=s1_perm_reason(perms, access, write_half, denial.dirtybit))
+
+
+
+def s1_output(updated: TTWState, p: S1TTWParams, s2: S2TTWParams | None, setup: WalkSetup,
+              va: int, access: AccessDescriptor, env: Env) -> AddressDescriptor:
+    """Return stage 1's result: the output address and attributes of the updated leaf."""
     walkattrs = s1_attrs(updated, p, env)
     under_s2 = s2 is not None and not env.choices.s1_effective_shareability
     return AddressDescriptor(va, leaf_output(updated, setup, va),
@@ -557,12 +661,13 @@ def _s1_fetch(p: S1TTWParams, s2prep: S2Prep | None,
     return fetch
 
 
-def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, dirtybit: bool = False) -> str:
+def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, write_half: bool = False,
+                   dirtybit: bool = False) -> str:
     """Return why stage 1 refused the access, for humans."""
     if dirtybit:
         return ("write to a location with nDirty=1 (PIE) without hardware dirty-state "
                 "management (TCR.HA and HD)")
-    what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
+    what = access_verb(access, write_half)
     pan = " with PSTATE.PAN=1" if access.pan else ""
 
     def rwx(r: bool, w: bool, x: bool) -> str:
@@ -575,17 +680,18 @@ def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, dirtybit: bool = Fa
 
 def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
                  access: AccessDescriptor, env: Env, hcr_ptw: bool,
-                 dirty_permitted: bool = True) -> TTWState | FaultRecord:
+                 dirty_permitted: bool = True) -> TTWState | FaultRecord | None:
     """Set the stage-1 AF (TCR.HA) and dirty state (HD+DBM clears AP[2]) in memory.
-
-    With FEAT_S1PIE bit[7] is nDirty and DBM is PIIndex[1]: a permitted write with HA
-    and HD clears nDirty whatever bit[51] holds.
 
     The descriptor is written with a compare-and-swap. Under stage 2, the write needs
     stage-2 write permission on the descriptor's IPA (ASL CreateAccDescTTEUpdate), so
     it can take a stage-2 fault. AT (and DC) instructions set AF but never the dirty
-    state. A failed compare-and-swap is an External abort on the walk at the leaf's
-    level (ASL AArch64.MemSwapTableDesc).
+    state. An External abort on the compare-and-swap is an External abort on the walk
+    at the leaf's level (ASL AArch64.MemSwapTableDesc); a swap that finds the
+    descriptor changed returns None: the caller walks again.
+
+    With FEAT_S1PIE bit[7] is nDirty and DBM is PIIndex[1]: a permitted write with HA
+    and HD clears nDirty whatever bit[51] holds.
     """
     raw = state.leaf.raw
     new = raw
@@ -606,6 +712,8 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
     done = env.table_memory().cas64(pa, raw, new, p.ee)
     if isinstance(done, ExternalAbort):
         return walk_abort(done, state.level, access, "stage-1 descriptor update")
+    if not done:
+        return None
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
@@ -616,7 +724,8 @@ def s1_attrs(state: TTWState, p: S1TTWParams, env: Env) -> MemoryAttributes:
     """
     raw = state.leaf.raw
     shv = resolve_sh(p.sh if p.ds else sh(raw), env.choices)
-    return s1_attr_decode(p.mair, attrindx(raw), shv, env.choices.reserved_mair)
+    return s1_attr_decode(p.mair, attrindx(raw), shv, env.choices.reserved_mair,
+                          env.fs.has("FEAT_XS"))
 
 
 def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescriptor,
@@ -624,7 +733,8 @@ def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescr
     """Return the stage-1 output attributes (ASL AArch64.S1Translate, attribute step).
 
     With controls, an instruction fetch from Device memory or with SCTLR_ELx.I=0, and a
-    data access to Normal memory with SCTLR_ELx.C=0, are Normal Non-cacheable. Under
+    data access to Normal memory with SCTLR_ELx.C=0, are Normal Non-cacheable (keeping
+    the XS attribute: `memattrs.xs = walkstate.memattrs.xs`). Under
     stage 2 (EL1&0, HCR_EL2.VM=1) the descriptor's shareability goes on to the
     combination; otherwise the effective shareability applies (Device and Normal
     Non-cacheable are Outer Shareable).
@@ -635,7 +745,7 @@ def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescr
             nc = attrs.memtype is MemType.DEVICE or not p.sctlr_i
         else:
             nc = attrs.memtype is MemType.NORMAL and not p.sctlr_c
-        out = NORMAL_NC if nc else attrs
+        out = replace(NORMAL_NC, xs=attrs.xs) if nc else attrs
     if under_s2:
         if out.shareability is attrs.shareability:
             return out
@@ -661,17 +771,18 @@ def combine_attrs(s1: MemoryAttributes, s2: TTWState | None, p2: S2TTWParams,
         return s1
     raw = s2.leaf.raw
     shv = s2_leaf_sh(s2, p2, env)
+    xs = env.fs.has("FEAT_XS")
     if p2.fwb:
-        s2attrs = s2_apply_fwb(s1, s2_memattr(raw), shv)
+        s2attrs = s2_apply_fwb(s1, s2_memattr(raw), shv, s2_fnxs(raw, env), xs)
     else:
-        s2attrs = s2_memattr_decode(s2_memattr(raw), shv, env.choices.s2_reserved_cacheability)
+        s2attrs = s2_only_attrs(s2, p2, env)
     if controls:
         if access.is_ifetch():
             nc = s2attrs.memtype is MemType.DEVICE or p2.id
         else:
             nc = s2attrs.memtype is MemType.NORMAL and p2.cd
-        s2attrs = NORMAL_NC if nc else s2attrs
-    return s2attrs if p2.fwb else s2_combine_s1(s1, s2attrs)
+        s2attrs = replace(NORMAL_NC, xs=s2attrs.xs) if nc else s2attrs
+    return s2attrs if p2.fwb else s2_combine_s1(s1, s2attrs, xs)
 
 
 def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
