@@ -234,6 +234,7 @@ from s2mmu.arch.features import server_v9_4_pie  # noqa: E402
 from s2mmu.arch.perms import (  # noqa: E402
     S1_PIE_PERMS,
     S2_PIE_PERMS,
+    S1Denial,
     S2Denial,
     s1_check_permissions,
     s1_permissions,
@@ -560,3 +561,14 @@ def test_property_s2pir_equal_to_direct_gives_direct_answers(xn, s2ap, poi, dbm,
 
 def test_tcr2_el1_needs_feat_hcx_for_hcrx_el2():
     assert pie_params(fs=V94.with_features(remove=("FEAT_HCX",))).pie is False
+
+
+@pytest.mark.parametrize("por,want", [(0b0001, S1Denial(overlay=True, write=True)),
+                                      (0b0100, S1Denial(overlay=True, write=False)),
+                                      (0b0101, None)])
+def test_atomic_checks_the_overlay_read_then_write(por, want):
+    # S1CheckPermissions: accdesc.read && !or, then accdesc.write && !ow (an atomic
+    # read-modify-write has both).
+    from s2mmu.arch.access import acc_atomicop
+    p = pie_params(tcr2=TCR2_POE, por=perm_reg({0: por}))
+    assert s1_check_permissions(s1_permissions(state(0), p), p, acc_atomicop(1)) == want
