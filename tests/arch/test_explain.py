@@ -233,3 +233,21 @@ def test_explanation_is_whole_for_any_register_state(m: tuple[SysRegs, Env, int,
     lines = explain_lines(run)
     assert lines[-1 - len(run.writes)].kind in (LineKind.RESULT, LineKind.SYNDROME)
     assert explain_text(run).count("\n") == len(lines) - 1
+
+
+def test_explain_shows_the_pie_index_and_overlay_of_the_leaf():
+    from s2mmu.arch.access import acc_gpr as _acc
+    from s2mmu.arch.builder import s1_attrs as _attrs
+    from s2mmu.arch.explain import explain_text, trace_translation
+    from s2mmu.arch.features import server_v9_4_pie
+    from s2mmu.arch.registers import HCRX_EL2
+
+    from .machine import s1_machine as _s1
+    m, b = _s1(fs=server_v9_4_pie())
+    b.map(0x40_0000, 0x8000_0000, 0x1000, _attrs() | 2 << 60)
+    m.set(TCR2_EL1=0b1010, HCRX_EL2=HCRX_EL2.encode(TCR2En=1), PIR_EL1=0x5, POR_EL1=0x1 << 8)
+    text = explain_text(trace_translation(m.regs, Regime.EL10, 0x40_0000, _acc(1, True),
+                                          m.env()))
+    assert "PIE=1 POE=1" in text
+    assert "PIE: PIIndex=0b0000: PIR Perm0=0b0101, PIRE0 Perm0=0b0000" in text
+    assert "overlay: POIndex=2: privileged R--" in text

@@ -56,7 +56,8 @@ def test_server_presets():
     assert server_v8_2().pa_max() == 48
     assert not server_v8_2().has("FEAT_S2FWB")
     assert server_v8_4_fwb().has("FEAT_S2FWB") and server_v8_4_fwb().has("FEAT_TTST")
-    assert set(PRESETS) == {"qemu-max", "server-v8.2", "server-v8.4", "qemu-max+xs"}
+    assert set(PRESETS) == {"qemu-max", "server-v8.2", "server-v8.4", "qemu-max+xs",
+                            "server-v9.4-pie"}
     xs = PRESETS["qemu-max+xs"]()
     assert xs.has("FEAT_XS") and xs.features - {"FEAT_XS"} == qemu_7_2_max().features
 
@@ -169,15 +170,30 @@ def test_bbm_level_1_is_feat_bbm() -> None:
     (1, 0, 3, "ID_AA64MMFR1_EL1.HAFDBS = 0x3"),
     (2, 24, 3, "ID_AA64MMFR2_EL1.NV = 0x3"),
     (2, 52, 3, "ID_AA64MMFR2_EL1.BBM = 0x3"),
+    (3, 0, 2, "ID_AA64MMFR3_EL1.TCRX = 0x2"),
+    (3, 8, 2, "ID_AA64MMFR3_EL1.S1PIE = 0x2"),
+    (3, 12, 3, "ID_AA64MMFR3_EL1.S2PIE = 0x3"),
+    (3, 16, 2, "ID_AA64MMFR3_EL1.S1POE = 0x2"),
+    (3, 20, 0xF, "ID_AA64MMFR3_EL1.S2POE = 0xf"),
 ])
 def test_reserved_field_values_are_refused_by_name(reg: int, lsb: int, value: int,
                                                    name: str) -> None:
+    from dataclasses import replace
     base = id_regs_of(qemu_7_2_max())
-    vals = [base.ID_AA64MMFR0_EL1, base.ID_AA64MMFR1_EL1, base.ID_AA64MMFR2_EL1]
-    vals[reg] = vals[reg] & ~(0xF << lsb) | value << lsb
+    register = f"ID_AA64MMFR{reg}_EL1"
+    bad = getattr(base, register) & ~(0xF << lsb) | value << lsb
     with pytest.raises(InputError, match=rf"^{name}: reserved, or an extension the model "
                                          rf"does not implement \(known: "):
-        feature_set_of(IdRegs(*vals))
+        feature_set_of(replace(base, **{register: bad}))
+
+
+def test_id_aa64mmfr3_says_the_permission_extensions() -> None:
+    from s2mmu.arch.features import server_v9_4_pie
+    regs = id_regs_of(server_v9_4_pie())
+    assert regs.ID_AA64MMFR3_EL1 == 0x11_1101
+    assert id_regs_of(qemu_7_2_max()).ID_AA64MMFR3_EL1 == 0
+    got = feature_set_of(regs)
+    assert {"FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE", "FEAT_S1POE", "FEAT_S2POE"} <= got.features
 
 
 def test_id_field_reads_one_field() -> None:

@@ -218,3 +218,357 @@ def test_s2_data_and_at():
     assert not s2_permission_ok(ro, acc_at(1, True))
     assert not s2_permission_ok(S2Perms(False, True, True, True), acc_gpr(1, False))
 
+
+
+# ------------------------------------------------------------ FEAT_S1PIE / S1POE / S2PIE / S2POE
+# Rule-level tests from the ASL read in rems-project/sail-arm arm-v9.4-a v8_base.sail:
+# AArch64.S1IndirectBasePermissions, AArch64.S1OverlayPermissions,
+# AArch64.S1ComputePermissions, AArch64.S1CheckPermissions, AArch64.S1POEnabled /
+# S1E0POEnabled; the PIR_EL1 / POR_EL0 / S2PIR_EL2 field descriptions; KVM's at.c and
+# QEMU's ptw.c where they agree with it.
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from s2mmu.arch.features import server_v9_4_pie  # noqa: E402
+from s2mmu.arch.perms import (  # noqa: E402
+    S1_PIE_PERMS,
+    S2_PIE_PERMS,
+    S1Denial,
+    S2Denial,
+    s1_check_permissions,
+    s1_permissions,
+    s2_check_permissions,
+    s2_permissions,
+)
+from s2mmu.arch.registers import HCRX_EL2, TCR2_EL1, TCR2_EL2, VTCR_EL2  # noqa: E402
+
+V94 = server_v9_4_pie()
+TCR2_PIE, TCR2_E0POE, TCR2_POE = TCR2_EL1.encode(PIE=1), TCR2_EL1.encode(E0POE=1), \
+    TCR2_EL1.encode(POE=1)
+TCR2EN = HCRX_EL2.encode(TCR2En=1)
+POR_ALL = 0x7777_7777  # Perm0..7 = RWX
+
+
+def pie_params(regime=Regime.EL10, pir=0, pire0=0, tcr2=TCR2_PIE, hcrx=TCR2EN, fs=V94,
+               sctlr=0x30D00801, por=0, por0=0, **tcr):
+    if regime is Regime.EL10:
+        regs = SysRegs(TCR_EL1=tcr_el1(16, **tcr), SCTLR_EL1=sctlr, TCR2_EL1=tcr2,
+                       HCRX_EL2=hcrx, PIR_EL1=pir, PIRE0_EL1=pire0, POR_EL1=por,
+                       POR_EL0=por0)
+    else:
+        regs = SysRegs(TCR_EL2=TCR_EL2_E2H0.encode(T0SZ=16, **tcr), SCTLR_EL2=sctlr,
+                       TCR2_EL2=tcr2, PIR_EL2=pir, POR_EL2=por)
+    return get_s1_ttw_params(regs, regime, 0, fs, DEFAULT_CHOICES)
+
+
+def perm_reg(values: dict[int, int]) -> int:
+    return sum(v << (4 * i) for i, v in values.items())
+
+
+@pytest.mark.parametrize("perm", range(16))
+def test_pir_encodings_match_the_pir_field_description(perm):
+    # PIR_EL1 Perm<m>: 0001 R, 0010 X, 0011 RX, 0101 RW, 0110 RWX+WXN, 0111 RWX (all with
+    # overlay); 1000 R, 1001 R (+GCS), 1010 RX, 1100 RW, 1110 RWX; 0000/0100/1011/1101/1111
+    # no access.
+    want = {0b0001: "R", 0b0010: "X", 0b0011: "RX", 0b0101: "RW", 0b0110: "RWX",
+            0b0111: "RWX", 0b1000: "R", 0b1001: "R", 0b1010: "RX", 0b1100: "RW",
+            0b1110: "RWX"}.get(perm, "")
+    r, w, x, ov, wxn = S1_PIE_PERMS[perm]
+    assert ("R" if r else "") + ("W" if w else "") + ("X" if x else "") == want
+    assert ov == (perm < 8) and wxn == (perm == 0b0110)
+
+
+def test_pie_indexes_pir_by_uxn_pxn_dbm_ap1():
+    p = pie_params(pir=perm_reg({0b1011: 0b1100}), pire0=perm_reg({0b1011: 0b1000}))
+    got = s1_permissions(state(UXN | DBM | AP_EL0), p)
+    assert got.pi == 0b1011
+    assert got.effective() == (True, True, False, True, False, False)
+    assert s1_permissions(state(UXN | DBM), p).effective() == (False,) * 6
+
+
+def test_pie_needs_tcr2_enabled_by_hcrx_for_el10():
+    assert pie_params(hcrx=0).pie is False
+    assert pie_params().pie is True
+    assert pie_params(fs=V94.with_features(remove=("FEAT_TCR2",))).pie is False
+    assert pie_params(regime=Regime.EL2, tcr2=TCR2_EL2.encode(PIE=1)).pie is True
+
+
+def test_pie_forces_hpd():
+    # at.c setup_s1_walk (hpd |= s1pie_enabled); S1IndirectBasePermissions reads no
+    # table control.
+    p = pie_params()
+    assert p.hpd
+    p = pie_params(pir=perm_reg({0: 0b1100}))
+    assert s1_permissions(state(0, APTABLE1 | PXNTABLE), p).pw
+
+
+@pytest.mark.parametrize("ppi,upi", [(0b1110, 0b1100), (0b1001, 0b1100), (0b1010, 0b1001)])
+def test_pie_privileged_executable_and_el0_writable_is_no_access(ppi, upi):
+    # S1IndirectBasePermissions: (px | pgcs) & (uw | ugcs) -> no access at either EL
+    # (0b1001 is the GCS Perm).
+    p = pie_params(pir=perm_reg({0: ppi}), pire0=perm_reg({0: upi}))
+    assert s1_permissions(state(0), p).effective() == (False,) * 6
+
+
+def test_pie_wxn_comes_from_perm_0110_not_sctlr():
+    wxn_sctlr = 0x30D00801 | SCTLR_EL1.encode(WXN=1)
+    fetch = acc_ifetch(1)
+    p = pie_params(pir=perm_reg({0: 0b0110, 1: 0b1110}), sctlr=wxn_sctlr)
+    assert s1_check_permissions(s1_permissions(state(0), p), p, fetch) is not None
+    assert s1_check_permissions(s1_permissions(state(AP_EL0), p), p, fetch) is None
+
+
+@pytest.mark.parametrize("upi,denied", [(0b0010, True), (0b0100, True), (0b0000, False),
+                                         (0b1000, True)])
+def test_pie_pan_applies_wherever_the_pire0_perm_is_not_zero(upi, denied):
+    # S1IndirectBasePermissions: PSTATE.PAN == 1 && upi != 0b0000 -> (pr, pw) = (0, 0),
+    # EPAN or not, even for a reserved (no access) Perm such as 0b0100.
+    p = pie_params(pir=perm_reg({0: 0b1100}), pire0=perm_reg({0: upi}))
+    got = s1_permissions(state(0), p)
+    pan = AccessDescriptor(AccessType.GPR, 1, False, pan=True)
+    assert (s1_check_permissions(got, p, pan) is not None) == denied
+    assert s1_check_permissions(got, p, acc_gpr(1, False)) is None
+
+
+def test_pie_ndirty_write_faults_without_hardware_dirty_state():
+    p = pie_params(pir=perm_reg({0: 0b1100}))
+    got = s1_permissions(state(AP_RO), p)
+    denial = s1_check_permissions(got, p, acc_gpr(1, True), ndirty=True)
+    assert denial is not None and denial.dirtybit
+    hd = pie_params(pir=perm_reg({0: 0b1100}), HA=1, HD=1)
+    assert s1_check_permissions(got, hd, acc_gpr(1, True), ndirty=True) is None
+    assert s1_check_permissions(got, p, acc_gpr(1, False), ndirty=True) is None
+
+
+def test_overlay_restricts_privileged_and_el0_by_poindex():
+    p = pie_params(tcr2=TCR2_POE | TCR2_E0POE, por=perm_reg({5: 0b0001}),
+                   por0=perm_reg({5: 0b0101}))
+    got = s1_permissions(state(AP_EL0 | 5 << 60), p)
+    assert got.poi == 5
+    assert got.effective() == (True, False, False, True, True, False)
+    denial = s1_check_permissions(got, p, acc_gpr(1, True))
+    assert denial is not None and denial.overlay
+
+
+def test_overlay_reserved_perm_is_no_access():
+    p = pie_params(tcr2=TCR2_POE, por=perm_reg({0: 0b1111}))
+    assert s1_permissions(state(0), p).effective()[:3] == (False, False, False)
+
+
+def test_overlay_skips_pie_perms_with_bit3_set():
+    # at.c: pov = poe && !(pp & BIT(3)).
+    p = pie_params(tcr2=TCR2_PIE | TCR2_POE, pir=perm_reg({0: 0b1100, 1: 0b0101}))
+    assert s1_permissions(state(0), p).pov is False
+    assert s1_permissions(state(AP_EL0), p).pov is True
+    assert s1_permissions(state(AP_EL0), p).effective()[:3] == (False, False, False)
+
+
+def test_wxn_with_overlay_removes_write_not_execute():
+    # S1ComputePermissions: overlay && wxn && ox -> ow = 0 (else wxn -> x = 0): the
+    # write is refused as an overlay fault, the fetch is allowed.
+    wxn = 0x30D00801 | SCTLR_EL1.encode(WXN=1)
+    p = pie_params(tcr2=TCR2_POE, por=POR_ALL, sctlr=wxn)
+    got = s1_permissions(state(0), p)
+    denial = s1_check_permissions(got, p, acc_gpr(1, True))
+    assert denial is not None and denial.overlay
+    assert s1_check_permissions(got, p, acc_ifetch(1)) is None
+    # An overlay without execute leaves WXN on execute: the write goes through.
+    p = pie_params(tcr2=TCR2_POE, por=perm_reg({0: 0b0101}), sctlr=wxn)
+    assert s1_check_permissions(s1_permissions(state(0), p), p, acc_gpr(1, True)) is None
+
+
+def test_overlay_fault_is_checked_before_the_base_permissions():
+    # S1CheckPermissions tests the overlay's write first: a write both refuse is an
+    # overlay fault.
+    p = pie_params(tcr2=TCR2_POE, por=perm_reg({0: 0b0001}))
+    denial = s1_check_permissions(s1_permissions(state(AP_RO), p), p, acc_gpr(1, True))
+    assert denial is not None and denial.overlay
+
+
+def test_el2_regime_has_no_el0_pie_or_overlay():
+    p = pie_params(regime=Regime.EL2, tcr2=TCR2_EL2.encode(PIE=1, POE=1, E0POE=1),
+                   pir=perm_reg({0: 0b1000}))
+    assert p.e0poe is False and p.pire0 == 0
+    assert s1_permissions(state(0), p).effective() == (True, False, False, False, False, False)
+
+
+@pytest.mark.parametrize("perm", range(16))
+def test_s2pir_encodings_match_the_s2pir_field_description(perm):
+    names = {0b0010: "MRO", 0b0011: "MRO", 0b0100: "WO", 0b0110: "MRO", 0b0111: "MRO",
+             0b1000: "RO", 0b1001: "RO+uX", 0b1010: "RO+pX", 0b1011: "RO+puX", 0b1100: "RW",
+             0b1101: "RW+uX", 0b1110: "RW+pX", 0b1111: "RW+puX"}
+    r, w, px, ux, mro = S2_PIE_PERMS[perm]
+    name = names.get(perm, "")
+    assert mro == (name == "MRO")
+    assert r == (name.startswith(("RO", "RW")) or mro) and w == name.startswith(("RW", "WO"))
+    assert px == ("pX" in name or "puX" in name) and ux == ("uX" in name or "puX" in name)
+
+
+def s2_params(s2pir=0, s2por=0, **vt):
+    from s2mmu.arch.params import get_s2_ttw_params
+    regs = SysRegs(VTCR_EL2=VTCR_EL2.encode(T0SZ=24, SL0=1, **vt), S2PIR_EL2=s2pir,
+                   S2POR_EL1=s2por)
+    return get_s2_ttw_params(regs, V94, DEFAULT_CHOICES)
+
+
+def test_s2pie_indexes_by_xn_dbm_s2ap0_and_mro_allows_only_walk_updates():
+    # PIIndex {bit 54, bit 53, bit 51, bit 6} (TF-RMM s2tt_ap.h); bit 7 is Dirty.
+    p = s2_params(S2PIE=1, s2pir=perm_reg({0b0011: 0b0010}))
+    got = s2_permissions(state(DBM | 1 << 6, stage=2), p, True)
+    assert (got.r, got.w, got.mro) == (True, False, True)
+    walk_update = AccessDescriptor(AccessType.TTW, 1, True)
+    assert s2_permission_ok(got, walk_update)
+    assert not s2_permission_ok(got, acc_gpr(1, True))
+
+
+def test_s2pie_write_to_a_clean_location_needs_ha_and_hd():
+    # S2CheckPermissions: write && (HA:HD) != 11 && s2pie && s2dirty == 0 -> dirtybit
+    # (stage-1 walk updates included); bit 7 is Dirty.
+    p = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}))
+    got = s2_permissions(state(0, stage=2), p, True)
+    assert s2_permission_ok(got, acc_gpr(1, True))
+    assert s2_check_permissions(got, p, acc_gpr(1, True), dirty=False) == S2Denial(
+        dirtybit=True, write=True)
+    assert s2_check_permissions(got, p, acc_gpr(1, True), dirty=True) is None
+    assert s2_check_permissions(got, p, acc_gpr(1, False), dirty=False) is None
+    walk = AccessDescriptor(AccessType.TTW, 1, True)
+    assert s2_check_permissions(got, p, walk, dirty=False) == S2Denial(dirtybit=True,
+                                                                       write=True)
+    hd = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}), HA=1, HD=1)
+    assert s2_check_permissions(got, hd, acc_gpr(1, True), dirty=False) is None
+    only_hd = s2_params(S2PIE=1, s2pir=perm_reg({0: 0b1100}), HD=1)
+    assert s2_check_permissions(got, only_hd, acc_gpr(1, True), dirty=False) is not None
+
+
+def test_s2poe_overlay_is_checked_first_and_only_under_s2pie():
+    # S2ComputePermissions: the overlay applies only with S2PIE; S2CheckPermissions
+    # checks it before the base permissions (an overlay fault).
+    p = s2_params(S2PIE=1, S2POE=1, s2pir=perm_reg({0: 0b1111}), s2por=perm_reg({3: 0b1000}))
+    got = s2_permissions(state(3 << 59, stage=2), p, True)
+    assert got.effective() == (True, False, False, False)
+    assert s2_check_permissions(got, p, acc_gpr(1, True)) == S2Denial(overlay=True, write=True)
+    assert s2_check_permissions(got, p, acc_ifetch(1)) == S2Denial(overlay=True)
+    assert s2_check_permissions(got, p, acc_gpr(1, False)) is None
+    no_pie = s2_params(S2POE=1, s2por=perm_reg({3: 0b1000}))
+    assert s2_permissions(state(3 << 59 | 0b11 << 6, stage=2), no_pie, True).ov is None
+
+
+# ---- properties: a PIR table that says what the direct encoding says gives its answers
+
+def _code(table, r, w, x, prefer_overlay=True, wxn=False):
+    """Return a Perm encoding (R, W, X) with the overlay bit as preferred."""
+    found = [c for c, (cr, cw, cx, ov, cwxn) in table.items()
+             if (cr, cw, cx) == (r, w, x) and cwxn == (wxn and r and w and x)]
+    found.sort(key=lambda c: (c >= 8) == prefer_overlay, reverse=True)
+    return found[0] if found else None
+
+
+def direct_pir(regime: Regime, wxn: bool, overlay: bool) -> tuple[int, int]:
+    """Return (PIR, PIRE0) meaning what AP[1], PXN, UXN mean with AP[2]=0 and no table
+    controls (PIIndex is {UXN, PXN, DBM, AP[1]}; DBM is then irrelevant)."""
+    pir = pire0 = 0
+    dp = params(regime=regime, fs=V94, sctlr=0x30D00801 | SCTLR_EL1.encode(EPAN=1))
+    for idx in range(16):
+        leaf = (idx >> 3) * UXN | (idx >> 2 & 1) * PXN | (idx >> 1 & 1) * DBM | (idx & 1) * AP_EL0
+        d = s1_direct_permissions(state(leaf), dp)
+        pir |= _code(S1_PIE_PERMS, d.pr, d.pw, d.px, overlay, wxn) << (4 * idx)
+        if regime is not Regime.EL2:
+            pire0 |= _code(S1_PIE_PERMS, d.ur, d.uw, d.ux, overlay, wxn) << (4 * idx)
+    return pir, pire0
+
+
+leaf_bits = st.builds(lambda ap1, pxn, uxn, dbm, poi: (
+    AP_EL0 * ap1 | PXN * pxn | UXN * uxn | DBM * dbm | poi << 60),
+    st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.integers(0, 7))
+accesses = st.builds(
+    lambda kind, el, pan: (acc_ifetch(el) if kind == "x" else AccessDescriptor(
+        AccessType.AT if kind.startswith("at") else AccessType.GPR, el, kind.endswith("w"),
+        pan=pan)),
+    st.sampled_from(["r", "w", "x", "atr", "atw"]), st.sampled_from([0, 1]), st.booleans())
+
+
+@given(leaf=leaf_bits, access=accesses, wxn=st.booleans(),
+       regime=st.sampled_from([Regime.EL10, Regime.EL2]))
+def test_property_pir_equal_to_direct_gives_direct_answers(leaf, access, wxn, regime):
+    sctlr = 0x30D00801 | SCTLR_EL1.encode(EPAN=1, WXN=int(wxn))
+    if regime is Regime.EL2:
+        access = AccessDescriptor(access.acctype, 2, access.write)
+    pir, pire0 = direct_pir(regime, wxn, overlay=False)
+    dp = params(regime=regime, fs=V94, sctlr=sctlr)
+    tcr2 = TCR2_EL2.encode(PIE=1) if regime is Regime.EL2 else TCR2_PIE
+    ip = pie_params(regime=regime, pir=pir, pire0=pire0, tcr2=tcr2, sctlr=sctlr)
+    direct = s1_check_permissions(s1_permissions(state(leaf), dp), dp, access)
+    indirect = s1_check_permissions(s1_permissions(state(leaf), ip), ip, access,
+                                    ndirty=False)
+    assert (direct is None) == (indirect is None)
+
+
+@given(leaf=leaf_bits, access=accesses, pie=st.booleans(), ap2=st.booleans())
+def test_property_all_permissive_overlay_changes_nothing(leaf, access, pie, ap2):
+    # With WXN off (an overlay turns WXN into "no write where executable").
+    leaf |= AP_RO * ap2
+    pir, pire0 = direct_pir(Regime.EL10, False, overlay=True)
+    base = TCR2_PIE if pie else 0
+    sctlr = 0x30D00801 | SCTLR_EL1.encode(EPAN=1)
+    plain = pie_params(pir=pir, pire0=pire0, tcr2=base, sctlr=sctlr)
+    over = pie_params(pir=pir, pire0=pire0, tcr2=base | TCR2_POE | TCR2_E0POE, por=POR_ALL,
+                      por0=POR_ALL, sctlr=sctlr)
+    a = s1_permissions(state(leaf), plain)
+    b = s1_permissions(state(leaf), over)
+    assert a.effective() == b.effective()
+    assert s1_check_permissions(a, plain, access) == s1_check_permissions(b, over, access)
+
+
+def direct_s2pir() -> tuple[int, frozenset[int]]:
+    """Return an S2PIR_EL2 meaning what S2AP[0] and XN[1:0] (FEAT_XNX) mean with S2AP[1]=1
+    (PIIndex is {XN[1], XN[0], bit 51, S2AP[0]}; bit 51 is then irrelevant, and S2AP[1]
+    is the Dirty bit, which refuses writes as S2AP[1]=0 does), and the PIIndex values it
+    cannot say (S2PIR has no execute without read)."""
+    pir, missing = 0, set()
+    for idx in range(16):
+        d = s2_direct_permissions(state((idx >> 2) << 53 | (idx & 1) << 6 | 1 << 7, stage=2),
+                                  True, False, False)
+        code = next((c for c, v in S2_PIE_PERMS.items()
+                     if v == (d.r, d.w, d.px, d.ux, False)), None)
+        if code is None:
+            missing.add(idx)
+        else:
+            pir |= code << (4 * idx)
+    return pir, frozenset(missing)
+
+
+@given(xn=st.integers(0, 3), s2ap=st.integers(0, 3), poi=st.integers(0, 15),
+       dbm=st.booleans(), kind=st.sampled_from(["r", "w", "x", "walk", "walkw"]),
+       el=st.sampled_from([0, 1]))
+def test_property_s2pir_equal_to_direct_gives_direct_answers(xn, s2ap, poi, dbm, kind, el):
+    s2pir, missing = direct_s2pir()
+    leaf = xn << 53 | s2ap << 6 | poi << 59 | DBM * dbm
+    idx = xn << 2 | int(dbm) << 1 | (s2ap & 1)
+    if idx in missing:
+        assert s2ap & 1 == 0  # only "execute without read" is missing
+        return
+    access = (acc_ifetch(el) if kind == "x" else AccessDescriptor(
+        AccessType.TTW if kind.startswith("walk") else AccessType.GPR, el,
+        kind.endswith("w")))
+    direct = s2_direct_permissions(state(leaf, stage=2), True, False, False)
+    for p in (s2_params(S2PIE=1, s2pir=s2pir),
+              s2_params(S2PIE=1, S2POE=1, s2pir=s2pir, s2por=0xFFFF_FFFF_FFFF_FFFF)):
+        got = s2_permissions(state(leaf, stage=2), p, True)
+        ok = s2_check_permissions(got, p, access, dirty=bool(s2ap & 0b10)) is None
+        assert ok == s2_permission_ok(direct, access)
+
+
+def test_tcr2_el1_needs_feat_hcx_for_hcrx_el2():
+    assert pie_params(fs=V94.with_features(remove=("FEAT_HCX",))).pie is False
+
+
+@pytest.mark.parametrize("por,want", [(0b0001, S1Denial(overlay=True, write=True)),
+                                      (0b0100, S1Denial(overlay=True, write=False)),
+                                      (0b0101, None)])
+def test_atomic_checks_the_overlay_read_then_write(por, want):
+    # S1CheckPermissions: accdesc.read && !or, then accdesc.write && !ow (an atomic
+    # read-modify-write has both).
+    from s2mmu.arch.access import acc_atomicop
+    p = pie_params(tcr2=TCR2_POE, por=perm_reg({0: por}))
+    assert s1_check_permissions(s1_permissions(state(0), p), p, acc_atomicop(1)) == want

@@ -260,3 +260,14 @@ def test_every_hex_value_is_the_field_bits():
     assert d.field("VMID").value == 7
     assert d.field("BADDR").meaning == "translation table base 0x60100000 (aligned to the " \
         "initial table's size)"
+
+
+def test_esr_iss2_overlay_and_dirtybit_with_the_permission_extensions():
+    from s2mmu.arch.features import server_v9_4_pie
+    v94 = server_v9_4_pie()
+    rows = {f.name: f for f in decode_register(R.ESR_ELx, 0x409600004F, v94).fields}
+    assert rows["ISS2"].meaning == "Overlay=1: a permission overlay refused the access"
+    rows = {f.name: f for f in decode_register(R.ESR_ELx, 0x209600004F, v94).fields}
+    assert rows["ISS2"].meaning.startswith("DirtyBit=1")
+    rows = {f.name: f for f in decode_register(R.ESR_ELx, 0x409600004F, QEMU).fields}
+    assert rows["ISS2"].meaning.endswith("not decoded")

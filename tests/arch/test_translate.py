@@ -1061,3 +1061,69 @@ def test_a_new_register_set_or_feature_set_is_read_afresh():
     m.fs = FeatureSet(frozenset(), pa_bits=40)       # the same registers, PAMax 40
     f = m.fault(VA)
     assert (f.statuscode, f.level) == (Fault.ADDRESS_SIZE, 0)
+
+
+# ---- FEAT_S1PIE / S1POE through the whole translation: AT, accesses, hardware updates
+
+def _pie_machine(leaf_attrs: int, pir: int, pire0: int = 0, tcr2: int = 0b10, por: int = 0,
+                 **tcr: int):
+    from s2mmu.arch.features import server_v9_4_pie
+    from s2mmu.arch.registers import HCRX_EL2
+    m, b = s1_machine(fs=server_v9_4_pie(), **tcr)
+    b.map(0x40_0000, 0x8000_0000, 0x1000, leaf_attrs)
+    m.set(TCR2_EL1=tcr2, HCRX_EL2=HCRX_EL2.encode(TCR2En=1), PIR_EL1=pir, PIRE0_EL1=pire0,
+          POR_EL1=por)
+    return m
+
+
+def test_at_with_pie_reports_a_permission_fault_from_the_pir():
+    # PIIndex 0 (UXN=PXN=DBM=AP[1]=0): PIR Perm0 = 0b1000 (R): S1E1R completes, S1E1W
+    # reports a level-3 Permission fault (FST 0b001111).
+    m = _pie_machine(s1_attrs(), pir=0b1000)
+    assert m.par("S1E1R", 0x40_0000, el=1) & 1 == 0
+    par = m.par("S1E1W", 0x40_0000, el=1)
+    assert par & 1 and (par >> 1) & 0x3F == 0b001111
+
+
+def test_store_refused_by_the_overlay_reports_iss2_overlay():
+    from s2mmu.arch.access_op import AccessException, AccessOp, execute_access
+    m = _pie_machine(s1_attrs() | 3 << 60, pir=0b0101, tcr2=0b1010, por=0b0001 << 12)
+    got = execute_access(AccessOp.STR, 0x40_0000, 1, False, 7, m.regs, m.env())
+    assert isinstance(got, AccessException) and got.fault is not None
+    assert got.fault.statuscode is Fault.PERMISSION and got.fault.overlay
+    assert (got.esr >> 32) & 0xFFFFFF == 1 << 6  # ESR_ELx.ISS2.Overlay
+    assert execute_access(AccessOp.LDR, 0x40_0000, 1, False, 0, m.regs, m.env()).value == 0
+
+
+def test_pie_store_to_ndirty_page_faults_with_dirtybit_or_clears_it_with_hd():
+    from s2mmu.arch.access_op import AccessException, AccessOp, execute_access
+    attrs = s1_attrs(ro=True)  # bit[7] is nDirty under PIE
+    m = _pie_machine(attrs, pir=0b1100)
+    got = execute_access(AccessOp.STR, 0x40_0000, 1, False, 1, m.regs, m.env())
+    assert isinstance(got, AccessException) and got.fault is not None
+    assert got.fault.dirtybit and (got.esr >> 32) & 0xFFFFFF == 1 << 5
+    m = _pie_machine(attrs, pir=0b1100, HA=1, HD=1)
+    execute_access(AccessOp.STR, 0x40_0000, 1, False, 1, m.regs, m.env())
+    (w,) = m.mem.hw_writes
+    assert w.before >> 7 & 1 and not w.after >> 7 & 1
+
+
+@pytest.mark.parametrize("hd", [False, True])
+def test_s2pie_store_to_a_clean_page_faults_or_sets_dirty(hd):
+    # S2PIR_EL2 Perm0 = RW+puX (0b1111) for every page; bit[7] is Dirty under S2PIE.
+    from s2mmu.arch.access_op import AccessException, AccessOp, Stored, execute_access
+    from s2mmu.arch.features import server_v9_4_pie
+    m, s1, s2 = two_stage(S2PIE=1, HA=int(hd), HD=int(hd))
+    m.fs = server_v9_4_pie()
+    m.set(S2PIR_EL2=0xFFFF_FFFF_FFFF_FFFF)
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(s2ap=0b01))   # Dirty=0
+    got = execute_access(AccessOp.STR, DATA_VA, 1, False, 5, m.regs, m.env())
+    if hd:
+        assert isinstance(got, Stored)
+        (w,) = m.mem.hw_writes  # the stage-2 leaf: Dirty (bit[7]) set
+        assert not w.before >> 7 & 1 and w.after == w.before | 1 << 7
+    else:
+        assert isinstance(got, AccessException) and got.fault is not None
+        assert got.fault.secondstage and got.fault.dirtybit and got.taken_to == 2
+        assert (got.esr >> 37) & 1

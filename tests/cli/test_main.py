@@ -471,3 +471,39 @@ def test_at_json_of_atomics_is_of_the_schema() -> None:
     validate(doc)
     assert {op["outcome"] for case in doc["cases"] for op in case["ops"]} == {
         "load", "store", "atomic", "exception"}
+
+
+def test_translate_json_with_permission_indirection_and_overlay(cases_file: Path) -> None:
+    # PIR_EL1 Perm0 = RW (overlay), POR_EL1 Perm0 = R: the write is an overlay fault,
+    # ESR_EL1.ISS2.Overlay (bit 38) set.
+    code, out, _ = run("translate", "0x8040201000", "--case", str(cases_file),
+                       "--features", "server-v9.4-pie", "--reg", "TCR2_EL1=0xa",
+                       "--reg", "HCRX_EL2=0x4000", "--reg", "PIR_EL1=0x5",
+                       "--reg", "POR_EL1=0x1", "--access", "w", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    validate(doc)
+    assert doc["result"]["ESR"] == "0x409600004f"
+    assert {"TCR2_EL1", "PIR_EL1", "POR_EL1"} <= set(doc["input"]["given"])
+
+
+def test_at_case_file_sets_the_permission_extension_registers(tmp_path: Path) -> None:
+    # One 4KB page at VA 0x1000 (L0..L3 tables at 0x10000..0x13000), PIIndex 0; PIR_EL1
+    # Perm0 = R: S1E1R completes, S1E1W reports a level-3 Permission fault.
+    case = tmp_path / "pie.json"
+    case.write_text(json.dumps({
+        "regs": {"SCTLR_EL1": "0x30d00801", "TCR_EL1": "0x580803510",
+                 "TTBR0_EL1": "0x10000", "MAIR_EL1": "0xff", "TCR2_EL1": "0x2",
+                 "HCRX_EL2": "0x4000", "PIR_EL1": "0x8"},
+        "memory": [{"pa": "0x10000", "words": ["0x11003"]},
+                   {"pa": "0x11000", "words": ["0x12003"]},
+                   {"pa": "0x12000", "words": ["0x13003"]},
+                   {"pa": "0x13008", "words": ["0x80000703"]}],
+        "ops": [["S1E1R", "0x1000"], ["S1E1W", "0x1000"]]}))
+    code, out, _ = run("at", str(case), "--json", "--features", "server-v9.4-pie")
+    assert code == 0
+    ops = json.loads(out)["cases"][0]["ops"]
+    assert ops[0]["outcome"] == "par" and int(ops[0]["PAR_EL1"], 16) & 1 == 0
+    assert int(ops[1]["PAR_EL1"], 16) & 0x7F == 0b0011111
+    code, out, _ = run("at", str(case), "--json")   # QEMU 7.2's features: no PIE
+    assert code == 0 and int(json.loads(out)["cases"][0]["ops"][1]["PAR_EL1"], 16) & 1 == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from s2mmu.arch.features import MMFR_FEATURES, qemu_7_2_max
+from s2mmu.arch.features import ID_FEATURES, qemu_7_2_max
 from s2mmu.conformance.cpu_id import (
     ID_REGISTERS,
     MAGIC,
@@ -67,7 +67,7 @@ def test_the_model_runs_7_2_with_its_preset_translation_features() -> None:
     assert preset.features - got.features == {"FEAT_HPDS2", "FEAT_MTE", "FEAT_MTE2",
                                               "FEAT_DIC", "FEAT_IDC"}
     assert got.features <= preset.features
-    assert got.features & MMFR_FEATURES == preset.features & MMFR_FEATURES - {"FEAT_HPDS2"}
+    assert got.features & ID_FEATURES == preset.features & ID_FEATURES - {"FEAT_HPDS2"}
 
 
 def test_the_model_runs_10_0_with_pan3() -> None:

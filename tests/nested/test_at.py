@@ -392,3 +392,27 @@ def test_s12_write_back_transient_over_write_through_is_kvms_write_back_transien
     assert kvm_at(s.ctx(), s.regs, False, AtOp.S12E1R, VA1).par >> 56 == 0x77
     assert arch_par(s, AtOp.S12E1R, VA1) >> 56 == 0x33              # WT Transient, RW
     assert s12_attribute_difference(False, 0b1010, 0x77) == "AT_S12_TRANSIENT"
+
+
+@pytest.mark.parametrize("op,pir,por,faults", [
+    (AtOp.S1E1R, 0b1000, None, False),     # PIR Perm0 = R
+    (AtOp.S1E1W, 0b1000, None, True),
+    (AtOp.S1E1W, 0b0101, None, False),     # RW with overlay, overlay off
+    (AtOp.S1E1W, 0b0101, 0b0001, True),    # ... POR_EL1 Perm0 = R takes write away
+    (AtOp.S1E1R, 0b0101, 0b0001, False),
+])
+def test_slow_path_walks_with_l1_pie_and_overlay(op, pir, por, faults):
+    # KVM's at.c handle_at_slow -> compute_s1_permissions: indirect permissions when
+    # s1pie_enabled (HCRX_EL2.TCR2En and TCR2_EL1.PIE), the overlay with TCR2_EL1.POE.
+    # The model's slow path is the architecture's s1_translate with L1's registers.
+    from s2mmu.arch.features import server_v9_4_pie
+    from s2mmu.arch.registers import HCRX_EL2, TCR2_EL1
+    s = l1_state(server_v9_4_pie().with_features("FEAT_ATS1A"))
+    s.el1.map(VA1, IPA, 0x1000, s1_attrs())
+    s.regs = replace(s.regs, HCRX_EL2=HCRX_EL2.encode(TCR2En=1), PIR_EL1=pir,
+                     POR_EL1=por or 0, TCR2_EL1=TCR2_EL1.encode(PIE=1, POE=int(por is not None)))
+    par = slow(s, op, VA1)
+    assert bool(par & 1) == faults
+    assert par == arch_par(s, op, VA1)
+    if faults:
+        assert fst(par) == 0b001111

@@ -47,7 +47,7 @@ from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import Fault, FaultRecord, esr_undefined
 from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.params import FINAL_LEVEL, Granule, S1TTWParams, S2TTWParams, get_s1_ttw_params
-from s2mmu.arch.perms import s1_direct_permissions, s2_direct_permissions
+from s2mmu.arch.perms import s1_permissions, s2_permissions
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.translate import (
     REGIME_ELS,
@@ -197,11 +197,11 @@ def perm_masks(got: AddressDescriptor, s1p: S1TTWParams, s2p: S2TTWParams | None
     """Return the stage-1 and stage-2 permission masks of a translation (BatchResult)."""
     m1 = m2 = 0
     if got.s1 is not None:
-        p1 = s1_direct_permissions(got.s1, s1p)
-        m1 = (p1.pr | p1.pw << 1 | p1.px << 2 | p1.ur << 3 | p1.uw << 4 | p1.ux << 5)
+        pr, pw, px, ur, uw, ux = s1_permissions(got.s1, s1p).effective()
+        m1 = (pr | pw << 1 | px << 2 | ur << 3 | uw << 4 | ux << 5)
     if got.s2 is not None and s2p is not None:
-        p2 = s2_direct_permissions(got.s2, env.fs.has("FEAT_XNX"), s2p.ha, s2p.hd)
-        m2 = p2.r | p2.w << 1 | p2.px << 2 | p2.ux << 3
+        r, w, px, ux = s2_permissions(got.s2, s2p, env.fs.has("FEAT_XNX")).effective()
+        m2 = r | w << 1 | px << 2 | ux << 3
     return m1, m2
 
 
@@ -267,8 +267,11 @@ Fetch = Callable[[U64, Mask, int], "tuple[U64, Mask, list[U64], Mask]"]
 
 
 def _walk(setup: WalkSetup, ia: U64, active: Mask, fetch: Fetch, read: Callable[[U64], U64],
-          ha: bool, hd_write: bool) -> _Walk:
+          ha: bool, hd_write: bool, dirty_any: bool = False) -> _Walk:
     """Walk the tables for every active lane (the vectorised walk.walk).
+
+    dirty_any: a write may update the dirty state whatever DBM holds (FEAT_S1PIE and
+    FEAT_S2PIE, where bit[51] is PIIndex[1]): every leaf a write reads with HD may update.
 
     fetch(addresses, lanes, level) returns the PA to read, which lanes could read, the
     key columns of the read's own translation, and which lanes' translation might update.
@@ -324,7 +327,7 @@ def _walk(setup: WalkSetup, ia: U64, active: Mask, fetch: Fetch, read: Callable[
             out = np.where(done, (leaf_oa & ~off) | (ia & off), out)
             ok |= done
             af0 = ((raw >> _u(10)) & _u(1)) == _u(0)
-            dbm = ((raw >> _u(51)) & _u(1)) == _u(1)
+            dbm = (((raw >> _u(51)) & _u(1)) == _u(1)) | dirty_any
             upd |= done & ((af0 & ha) | (dbm & hd_write))
         live &= table & ~oor
         base = np.where(live, next_base, base)
@@ -349,7 +352,8 @@ def _s2_walk_lanes(mem: PhysMem, p: S2TTWParams, prep: S2Prep,
     if walk_active.any():
         pages, inv = _unique_inverse(ipa[walk_active] >> _u(12))
         w = _walk(setup, pages << _u(12), np.ones(len(pages), np.bool_), _direct,
-                  lambda pa: read64_batch(mem, pa, p.ee), p.ha, p.hd and write)
+                  lambda pa: read64_batch(mem, pa, p.ee), p.ha, p.hd and write,
+                  dirty_any=p.s2pie)
         inv = inv.reshape(-1)
         n = len(ipa)
         cols: list[U64] = []
@@ -409,7 +413,7 @@ def _s1_columns(p: S1TTWParams, s2: S2TTWParams | None, env: Env, mem: PhysMem,
         fetch = through_s2
 
     w = _walk(setup, va, np.ones(n, np.bool_), fetch, lambda pa: read64_batch(mem, pa, pc.ee),
-              pc.ha, pc.hd and write)
+              pc.ha, pc.hd and write, dirty_any=pc.pie)
     return [top] + w.cols, w
 
 

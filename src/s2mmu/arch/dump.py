@@ -65,9 +65,10 @@ from s2mmu.arch.params import (
 from s2mmu.arch.perms import (
     S1Perms,
     S2Perms,
-    s1_direct_permissions,
-    s2_direct_permissions,
+    s1_permissions,
+    s1_wxn_effective,
     s2_permission_ok,
+    s2_permissions,
 )
 from s2mmu.arch.state import Regime
 from s2mmu.arch.translate import (
@@ -492,7 +493,7 @@ def s2_leaf_attrs(state: TTWState, p: S2TTWParams, env: Env) -> S2LeafAttrs:
     return S2LeafAttrs(
         level=state.level,
         kind=LeafKind.PAGE if isinstance(state.leaf, Page) else LeafKind.BLOCK,
-        perms=s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd),
+        perms=S2Perms(*s2_permissions(state, p, env.fs.has("FEAT_XNX")).effective()),
         af=bool(af(raw)), dbm=bool(dbm(raw)),
         contiguous=contiguous_bit(raw, p.tgx, state.level),
         sh=_shareability(shv), memattr=memattr, fwb=p.fwb, attrs=attrs, sw=bits(raw, 58, 55))
@@ -535,9 +536,7 @@ def dump_s2(p: S2TTWParams, env: Env, rng: AddrRange | None = None,
 def s1_leaf_attrs(state: TTWState, p: S1TTWParams, env: Env) -> S1LeafAttrs:
     """Return the stage-1 leaf's attributes (ASL AArch64.S1DirectBasePermissions, MAIR)."""
     raw = state.leaf.raw
-    perms = s1_direct_permissions(state, p)
-    if p.wxn:
-        perms = replace(perms, px=perms.px and not perms.pw, ux=perms.ux and not perms.uw)
+    perms = s1_wxn_effective(s1_permissions(state, p), p)
     attrs = s1_attrs(state, p, env)
     return S1LeafAttrs(
         level=state.level,
@@ -570,7 +569,7 @@ def s2_table_address(p2: S2TTWParams, env: Env) -> TableAddr:
             return 0, f"stage 2 cannot translate table IPA {ipa:#x}: {got.reason}"
         if not af(got.leaf.raw) and not p2.ha:
             return 0, f"stage-2 access flag fault on table IPA {ipa:#x}"
-        perms = s2_direct_permissions(got, env.fs.has("FEAT_XNX"), p2.ha, p2.hd)
+        perms = s2_permissions(got, p2, env.fs.has("FEAT_XNX"))
         if not s2_permission_ok(perms, access):
             return 0, f"stage-2 permission fault reading table IPA {ipa:#x}"
         return leaf_output(got, setup, ipa), ""

@@ -78,7 +78,14 @@ from s2mmu.arch.params import (
     stage2_enabled,
     txsz_faults,
 )
-from s2mmu.arch.perms import s1_direct_permissions, s2_direct_permissions
+from s2mmu.arch.perms import (
+    S1Perms,
+    perm_field,
+    s1_permissions,
+    s2_permissions,
+    s2_pi_index,
+    s2_po_index,
+)
 from s2mmu.arch.registers import PAR_EL1_FAULT, PAR_EL1_OK
 from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.state import Regime, SysRegs
@@ -246,10 +253,16 @@ def _used_registers(run: TranslationRun) -> list[str]:
     """Return the registers the walk read besides SCTLR and HCR, in walk order."""
     el = "EL1" if run.regime is Regime.EL10 else "EL2"
     names = []
-    if run.s1p.mmu_on:
-        names += [f"TCR_{el}", f"MAIR_{el}", f"TTBR{run.s1p.varange.value}_{el}"]
+    p = run.s1p
+    if p.mmu_on:
+        names += [f"TCR_{el}", f"MAIR_{el}", f"TTBR{p.varange.value}_{el}"]
+        names += [n for n, on in ((f"PIR_{el}", p.pie),
+                                  (f"PIRE0_{el}", p.pie and p.regime.has_el0()),
+                                  (f"POR_{el}", p.poe), ("POR_EL0", p.e0poe)) if on]
     if run.s2p is not None:
         names += ["VTCR_EL2", "VTTBR_EL2"]
+        names += [n for n, on in (("S2PIR_EL2", run.s2p.s2pie), ("S2POR_EL1", run.s2p.s2poe))
+                  if on]
     return names
 
 
@@ -390,7 +403,9 @@ def s1_params_text(p: S1TTWParams, env: Env, sctlr: str) -> str:
     return (head + f"{q.iasize()}-bit input ({sz}={p.txsz}{clamped}), start level "
             f"{q.startlevel()}, table at {s1_setup(q, env).base_address():#x}, {p.ps}-bit "
             f"output, HA={int(p.ha)} HD={int(p.hd)} HPD={int(p.hpd)} WXN={int(p.wxn)} "
-            f"TBI={int(p.tbi)}{' DS=1' if p.ds else ''}{' EE=1' if p.ee else ''}")
+            f"TBI={int(p.tbi)}{' DS=1' if p.ds else ''}{' EE=1' if p.ee else ''}"
+            f"{' PIE=1' if p.pie else ''}{' POE=1' if p.poe else ''}"
+            f"{' E0POE=1' if p.e0poe else ''}")
 
 
 def s2_params_text(p: S2TTWParams, env: Env) -> str:
@@ -404,7 +419,8 @@ def s2_params_text(p: S2TTWParams, env: Env) -> str:
     return (head + f"{q.iasize()}-bit IPA (T0SZ={p.txsz}{clamped}), start level "
             f"{q.startlevel()} ({sl}), table at {s2_setup(q, env).base_address():#x}, "
             f"{p.ps}-bit output, HA={int(p.ha)} HD={int(p.hd)} FWB={int(p.fwb)}"
-            f"{' DS=1' if p.ds else ''}")
+            f"{' DS=1' if p.ds else ''}{' S2PIE=1' if p.s2pie else ''}"
+            f"{' S2POE=1' if p.s2poe else ''}")
 
 
 # ---------------------------------------------------------------- the walk
@@ -491,16 +507,37 @@ def s1_details(s: WalkStep, tables: list[Table], p: S1TTWParams, env: Env) -> li
         case Block() | Page():
             leaf = s.decoded
             state = TTWState(1, leaf, tuple(tables), s.paddress, ())
-            perms = s1_direct_permissions(state, p)
+            perms = s1_permissions(state, p)
             idx = attrindx(s.raw)
             mair = bits(p.mair, 8 * idx + 7, 8 * idx)
             attrs = s1_attrs(state, p, env)
-            el0 = f", EL0 {rwx(perms.ur, perms.uw, perms.ux)}" if p.regime.has_el0() else ""
-            wxn = " (WXN=1: no execute where writable)" if p.wxn else ""
-            return [f"permissions: privileged {rwx(perms.pr, perms.pw, perms.px)}{el0}{wxn}",
+            pr, pw, px, ur, uw, ux = perms.effective()
+            el0 = f", EL0 {rwx(ur, uw, ux)}" if p.regime.has_el0() else ""
+            wxn = " (WXN=1: no execute where writable)" if p.wxn and not p.pie else ""
+            return [f"permissions: privileged {rwx(pr, pw, px)}{el0}{wxn}",
+                    *s1_extension_lines(perms, p),
                     f"attributes: MAIR Attr{idx}={mair:#04x} = {attrs.describe()} "
                     "(before SCTLR_ELx.C/I and any stage 2)"]
     return []
+
+
+def s1_extension_lines(perms: S1Perms, p: S1TTWParams) -> list[str]:
+    """Return how FEAT_S1PIE/S1POE made a stage-1 leaf's permissions (none when off)."""
+    out = []
+    if p.pie and perms.pi is not None:
+        el0 = (f", PIRE0 Perm{perms.pi}={perm_field(p.pire0, perms.pi):#06b}"
+               if p.regime.has_el0() else "")
+        wxn = " (WXN)" if perms.pwxn or perms.uwxn else ""
+        out.append(f"PIE: PIIndex={perms.pi:#06b}: PIR Perm{perms.pi}="
+                   f"{perm_field(p.pir, perms.pi):#06b}{el0}{wxn}; base privileged "
+                   f"{rwx(perms.pr, perms.pw, perms.px)}"
+                   + (f", EL0 {rwx(perms.ur, perms.uw, perms.ux)}" if el0 else ""))
+    if perms.poi is not None:
+        parts = [f"{who} {rwx(bool(v & 1), bool(v & 4), bool(v & 2))}"
+                 for who, on, v in (("privileged", perms.pov, perms.po),
+                                    ("EL0", perms.uov, perms.uo)) if on]
+        out.append(f"overlay: POIndex={perms.poi}: " + ", ".join(parts))
+    return out
 
 
 def s2_leaf_details(s: WalkStep, p: S2TTWParams | None, env: Env) -> list[str]:
@@ -508,10 +545,19 @@ def s2_leaf_details(s: WalkStep, p: S2TTWParams | None, env: Env) -> list[str]:
     if p is None or not isinstance(s.decoded, Block | Page):
         return []
     state = TTWState(2, s.decoded, (), s.paddress, ())
-    perms = s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd)
+    perms = s2_permissions(state, p, env.fs.has("FEAT_XNX"))
     attrs = s2_only_attrs(state, p, env)
-    return [f"stage-2 permissions: {rwx(perms.r, perms.w, False)[:2]}, execute at "
-            f"EL1 {'yes' if perms.px else 'no'}, EL0 {'yes' if perms.ux else 'no'}",
+    ext = []
+    if p.s2pie:
+        pi = s2_pi_index(s.raw)
+        ext.append(f"S2PIE: PIIndex={pi:#06b}: S2PIR_EL2 Perm{pi}={perm_field(p.s2pir, pi):#06b}"
+                   + (" (MRO)" if perms.mro else ""))
+    if p.s2poe:
+        poi = s2_po_index(s.raw)
+        ext.append(f"S2POE: POIndex={poi}: S2POR_EL1 Perm{poi}={perm_field(p.s2por, poi):#06b}")
+    r, w, px, ux = perms.effective()
+    return [f"stage-2 permissions: {rwx(r, w, False)[:2]}, execute at "
+            f"EL1 {'yes' if px else 'no'}, EL0 {'yes' if ux else 'no'}", *ext,
             f"attributes: MemAttr={s2_memattr(s.raw):#06b} = {attrs.describe()}"
             f"{' (FWB=1: combined with stage 1)' if p.fwb else ''}"]
 

@@ -41,7 +41,9 @@ class FaultRecord:
 
     vaddress is the input VA of the stage-1 translation (None for a stage-2-only
     lookup). ipaddress is the IPA that stage 2 was translating when the fault is a
-    stage-2 fault. reason is a human explanation (not architectural).
+    stage-2 fault. overlay: a Permission fault the permission overlay made (FEAT_S1POE/
+    S2POE); dirtybit: a Permission fault on the dirty state (FEAT_S1PIE nDirty); both
+    reported in ESR_ELx.ISS2. reason is a human explanation (not architectural).
     """
 
     statuscode: Fault
@@ -52,6 +54,8 @@ class FaultRecord:
     vaddress: int | None = None
     ipaddress: int | None = None
     reason: str = ""
+    overlay: bool = False
+    dirtybit: bool = False
     atomic_write: bool = False
     """A Permission fault of an atomic read-modify-write because its write is not
     permitted: reported as a write (ESR_ELx.WnR=1)."""
@@ -186,11 +190,14 @@ def esr_abort(fault: FaultRecord, same_el: bool, il: bool = True) -> int:
         EC_DABT_CUR if same_el else EC_DABT_LOW)
     iss = fsc(fault)
     iss |= int(fault.s2fs1walk) << 7
+    # ISS2 (ESR_ELx[55:32]): Overlay is bit 6, DirtyBit bit 5 (Data Aborts only).
+    iss2 = int(fault.overlay) << 6
     if not ifetch:
         cm = acc.is_cache_maintenance_or_at()
         iss |= int(access_reports_write(acc) or fault.atomic_write or cm) << 6
         iss |= int(cm) << 8
-    return (ec << 26) | (int(il) << 25) | iss
+        iss2 |= int(fault.dirtybit) << 5
+    return (iss2 << 32) | (ec << 26) | (int(il) << 25) | iss
 
 
 def esr_undefined(il: bool = True) -> int:

@@ -17,7 +17,8 @@ KNOWN_FEATURES = frozenset({
     "FEAT_HPDS2", "FEAT_E0PD", "FEAT_VHE", "FEAT_VMID16", "FEAT_TTL", "FEAT_BBM",
     "FEAT_HCX", "FEAT_NV", "FEAT_NV2", "FEAT_TTCNP", "FEAT_DIC", "FEAT_IDC",
     "FEAT_TLBIRANGE", "FEAT_MTE", "FEAT_MTE2", "FEAT_UAO", "FEAT_LSE", "FEAT_BigEnd",
-    "FEAT_RME", "FEAT_XS", "FEAT_ATS1A",
+    "FEAT_RME", "FEAT_XS", "FEAT_ATS1A", "FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE",
+    "FEAT_S1POE", "FEAT_S2POE",
 })
 
 PARANGE_BITS = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52}
@@ -126,8 +127,17 @@ def qemu_7_2_max_xs() -> FeatureSet:
     return FeatureSet(features=base.features | {"FEAT_XS"}, pa_bits=base.pa_bits)
 
 
+def server_v9_4_pie() -> FeatureSet:
+    """Return an Armv9.4-style core with the permission extensions: FEAT_TCR2, FEAT_S1PIE,
+    FEAT_S2PIE, FEAT_S1POE, FEAT_S2POE (with FEAT_PAN3 and FEAT_HCX, which FEAT_S1PIE and
+    HCRX_EL2.TCR2En need). No shipping core is claimed; it exercises the extensions."""
+    return server_v8_4_fwb().with_features(
+        "FEAT_PAN3", "FEAT_HCX", "FEAT_E0PD", "FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE",
+        "FEAT_S1POE", "FEAT_S2POE")
+
+
 PRESETS = {"qemu-max": qemu_7_2_max, "server-v8.2": server_v8_2, "server-v8.4": server_v8_4_fwb,
-           "qemu-max+xs": qemu_7_2_max_xs}
+           "qemu-max+xs": qemu_7_2_max_xs, "server-v9.4-pie": server_v9_4_pie}
 
 
 def id_aa64mmfr0(fs: FeatureSet) -> int:
@@ -161,6 +171,14 @@ def id_aa64mmfr2(fs: FeatureSet) -> int:
             | ((2 if fs.has("FEAT_BBM") else 0) << 52) | (int(fs.has("FEAT_E0PD")) << 60))
 
 
+def id_aa64mmfr3(fs: FeatureSet) -> int:
+    """Return ID_AA64MMFR3_EL1 as the FeatureSet implies it (TCRX, S1PIE, S2PIE, S1POE,
+    S2POE at bits [3:0], [11:8], [15:12], [19:16], [23:20])."""
+    return (int(fs.has("FEAT_TCR2")) | (int(fs.has("FEAT_S1PIE")) << 8)
+            | (int(fs.has("FEAT_S2PIE")) << 12) | (int(fs.has("FEAT_S1POE")) << 16)
+            | (int(fs.has("FEAT_S2POE")) << 20))
+
+
 def id_aa64isar0(fs: FeatureSet) -> int:
     """Return ID_AA64ISAR0_EL1's fields the model decodes (Atomic, TLB) as fs implies them."""
     return ((2 if fs.has("FEAT_LSE") else 0) << 20) | ((2 if fs.has("FEAT_TLBIRANGE") else 0)
@@ -176,7 +194,8 @@ def id_aa64isar2(fs: FeatureSet) -> int:
 class IdRegs:
     """The AArch64 ID registers an implementation reports, as far as translation reads them.
 
-    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1 and ID_AA64MMFR2_EL1 (the memory model), and
+    ID_AA64MMFR0_EL1 to ID_AA64MMFR3_EL1 (the memory model; MMFR3: FEAT_TCR2, S1PIE,
+    S2PIE, S1POE, S2POE), and
     ID_AA64ISAR0_EL1 (Atomic: FEAT_LSE; TLB: FEAT_TLBIRANGE) and ID_AA64ISAR2_EL1 (ATS1A:
     AT S1E1A/S1E2A) as 64-bit values; see id_regs_of (FeatureSet -> registers) and
     feature_set_of (registers -> FeatureSet).
@@ -187,12 +206,13 @@ class IdRegs:
     ID_AA64MMFR2_EL1: int
     ID_AA64ISAR0_EL1: int = 0
     ID_AA64ISAR2_EL1: int = 0
+    ID_AA64MMFR3_EL1: int = 0
 
     @staticmethod
     def names() -> tuple[str, ...]:
         """Return the registers' names, in field order."""
         return ("ID_AA64MMFR0_EL1", "ID_AA64MMFR1_EL1", "ID_AA64MMFR2_EL1",
-                "ID_AA64ISAR0_EL1", "ID_AA64ISAR2_EL1")
+                "ID_AA64ISAR0_EL1", "ID_AA64ISAR2_EL1", "ID_AA64MMFR3_EL1")
 
 
 ID_FEATURES = frozenset({
@@ -200,6 +220,7 @@ ID_FEATURES = frozenset({
     "FEAT_HPDS", "FEAT_HPDS2", "FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3", "FEAT_XNX", "FEAT_HCX",
     "FEAT_TTCNP", "FEAT_UAO", "FEAT_LVA", "FEAT_TTST", "FEAT_NV", "FEAT_NV2", "FEAT_S2FWB",
     "FEAT_TTL", "FEAT_BBM", "FEAT_E0PD", "FEAT_LSE", "FEAT_TLBIRANGE", "FEAT_ATS1A",
+    "FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE", "FEAT_S1POE", "FEAT_S2POE",
 })
 """The features the ID register fields the model decodes say (FEAT_DIC, IDC, MTE, RME and
 XS live in CTR_EL0 or ID registers the model does not hold)."""
@@ -208,7 +229,7 @@ XS live in CTR_EL0 or ID registers the model does not hold)."""
 def id_regs_of(fs: FeatureSet) -> IdRegs:
     """Return the ID register values fs implies."""
     return IdRegs(id_aa64mmfr0(fs), id_aa64mmfr1(fs), id_aa64mmfr2(fs), id_aa64isar0(fs),
-                  id_aa64isar2(fs))
+                  id_aa64isar2(fs), id_aa64mmfr3(fs))
 
 
 # (register, field, lsb, the values the model knows). Any other value is reserved in the
@@ -241,6 +262,11 @@ _ID_FIELDS: tuple[tuple[str, str, int, frozenset[int]], ...] = (
     ("ID_AA64ISAR0_EL1", "Atomic", 20, frozenset({0, 2})),
     ("ID_AA64ISAR0_EL1", "TLB", 56, frozenset({0, 1, 2})),
     ("ID_AA64ISAR2_EL1", "ATS1A", 60, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "TCRX", 0, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "S1PIE", 8, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "S2PIE", 12, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "S1POE", 16, frozenset({0, 1})),
+    ("ID_AA64MMFR3_EL1", "S2POE", 20, frozenset({0, 1})),
 )
 
 
@@ -295,7 +321,9 @@ def feature_set_of(regs: IdRegs) -> FeatureSet:
         ("FEAT_LSE", id_field(regs, "ID_AA64ISAR0_EL1", "Atomic") == 2),
         ("FEAT_TLBIRANGE", id_field(regs, "ID_AA64ISAR0_EL1", "TLB") == 2),
         ("FEAT_ATS1A", id_field(regs, "ID_AA64ISAR2_EL1", "ATS1A") == 1),
-        ("FEAT_E0PD", f(2, "E0PD") == 1),
+        ("FEAT_E0PD", f(2, "E0PD") == 1), ("FEAT_TCR2", f(3, "TCRX") == 1),
+        ("FEAT_S1PIE", f(3, "S1PIE") == 1), ("FEAT_S2PIE", f(3, "S2PIE") == 1),
+        ("FEAT_S1POE", f(3, "S1POE") == 1), ("FEAT_S2POE", f(3, "S2POE") == 1),
     )
     return FeatureSet(frozenset(name for name, on in levels if on),
                       pa_bits=PARANGE_BITS[f(0, "PARange")], granules=frozenset(granules))

@@ -17,8 +17,11 @@ from s2mmu.arch.config import ImplChoices
 from s2mmu.arch.features import PARANGE_BITS, FeatureSet, HwUpdate, hw_update_of
 from s2mmu.arch.registers import (
     HCR_EL2,
+    HCRX_EL2,
     SCTLR_EL1,
     SCTLR_EL2,
+    TCR2_EL1,
+    TCR2_EL2,
     TCR_EL1,
     TCR_EL2_E2H0,
     TCR_EL2_E2H1,
@@ -246,6 +249,14 @@ class S1TTWParams:
     sctlr_c: bool
     sctlr_i: bool
     dc: bool          # HCR_EL2.DC applies to this regime
+    # FEAT_S1PIE / FEAT_S1POE (TCR2_ELx.PIE/POE/E0POE, read as 0 when not enabled):
+    pie: bool = False  # indirect permissions: PIR (privileged) and PIRE0 (EL0)
+    pir: int = 0
+    pire0: int = 0
+    poe: bool = False  # privileged permission overlay (POR_EL1 or POR_EL2)
+    e0poe: bool = False  # EL0 permission overlay (POR_EL0)
+    por: int = 0
+    por_e0: int = 0
 
     def startlevel(self) -> int:
         """Return the stage-1 start level (ASL AArch64.S1StartLevel)."""
@@ -281,6 +292,11 @@ class S2TTWParams:
     sh: int
     irgn: int
     orgn: int
+    # FEAT_S2PIE / FEAT_S2POE (VTCR_EL2.S2PIE/S2POE, read as 0 without the feature):
+    s2pie: bool = False  # indirect permissions: S2PIR_EL2 by the leaf's PIIndex
+    s2pir: int = 0
+    s2poe: bool = False  # stage-2 permission overlay: S2POR_EL1 by the leaf's POIndex
+    s2por: int = 0
 
     def startlevel(self) -> int:
         """Return the stage-2 start level (ASL AArch64.S2StartLevel)."""
@@ -320,6 +336,57 @@ def s1_regs(regs: SysRegs, regime: Regime) -> tuple[RegView, RegView, int]:
     return tcr_spec.decode(regs.TCR_EL2), SCTLR_EL2.decode(regs.SCTLR_EL2), regs.MAIR_EL2
 
 
+def tcr2_enabled(regs: SysRegs, regime: Regime, fs: FeatureSet) -> bool:
+    """Return whether the regime's TCR2_ELx is in effect (ASL IsTCR2EL1Enabled /
+    IsTCR2EL2Enabled).
+
+    FEAT_TCR2 is needed; for the EL1&0 regime EL2 also gates it with HCRX_EL2.TCR2En
+    (the model always has EL2; HCRX_EL2 reads as 0 without FEAT_HCX). Kernel: at.c
+    s1pie_enabled reads the same bits.
+    """
+    if not fs.has("FEAT_TCR2"):
+        return False
+    if regime is not Regime.EL10:
+        return True
+    return fs.has("FEAT_HCX") and bool(HCRX_EL2.decode(regs.HCRX_EL2).TCR2En)
+
+
+@dataclass(frozen=True)
+class S1PermControls:
+    """The FEAT_S1PIE/S1POE controls of a regime, read once (ASL GetS1TTWParams).
+
+    pie/poe/e0poe are the TCR2_ELx enables with the features implemented; the
+    registers are the regime's: PIR_EL1/PIRE0_EL1/POR_EL1 for EL1&0, PIR_EL2/PIRE0_EL2/
+    POR_EL2 for EL2&0 and EL2 (no EL0 controls for EL2), POR_EL0 for EL0.
+    Kernel: at.c s1pie_enabled, compute_s1poe, compute_s1_indirect_permissions.
+    """
+
+    pie: bool = False
+    pir: int = 0
+    pire0: int = 0
+    poe: bool = False
+    e0poe: bool = False
+    por: int = 0
+    por_e0: int = 0
+
+
+def s1_perm_controls(regs: SysRegs, regime: Regime, fs: FeatureSet) -> S1PermControls:
+    """Return the regime's indirect-permission and overlay controls (zeros when off)."""
+    if not tcr2_enabled(regs, regime, fs):
+        return S1PermControls()
+    el10 = regime is Regime.EL10
+    tcr2 = (TCR2_EL1 if el10 else TCR2_EL2).decode(regs.TCR2_EL1 if el10 else regs.TCR2_EL2)
+    el0 = regime.has_el0()
+    pie = bool(tcr2.PIE) and fs.has("FEAT_S1PIE")
+    poe = bool(tcr2.POE) and fs.has("FEAT_S1POE")
+    e0poe = el0 and bool(tcr2.E0POE) and fs.has("FEAT_S1POE")
+    return S1PermControls(
+        pie=pie, pir=(regs.PIR_EL1 if el10 else regs.PIR_EL2) if pie else 0,
+        pire0=(regs.PIRE0_EL1 if el10 else regs.PIRE0_EL2) if pie and el0 else 0,
+        poe=poe, e0poe=e0poe, por=(regs.POR_EL1 if el10 else regs.POR_EL2) if poe else 0,
+        por_e0=regs.POR_EL0 if e0poe else 0)
+
+
 def get_s1_ttw_params(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
                       choices: ImplChoices, hw: HwUpdate | None = None) -> S1TTWParams:
     """Read the stage-1 walk parameters for va (ASL AArch64.GetS1TTWParams).
@@ -351,6 +418,7 @@ def _s1_ttw_params(regs: SysRegs, regime: Regime, rng: VARange, fs: FeatureSet,
         txsz, sh, orgn, irgn = tcr.T0SZ, tcr.SH0, tcr.ORGN0, tcr.IRGN0
         tbi, epd, e0pd, hpd, tbid = tcr.TBI0, tcr.EPD0, tcr.E0PD0, tcr.HPD0, tcr.TBID0
     ds = bool(tcr.DS) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
+    ctl = s1_perm_controls(regs, regime, fs)
     # ASL AArch64.S1Enabled: HCR_EL2.DC or TGE turns the EL1&0 stage 1 off.
     dc = regime is Regime.EL10 and bool(HCR_EL2.decode(regs.HCR_EL2).DC)
     tge = regime is Regime.EL10 and regs.tge()
@@ -359,11 +427,16 @@ def _s1_ttw_params(regs: SysRegs, regime: Regime, rng: VARange, fs: FeatureSet,
         ps=physical_address_size(tcr.IPS, tgx, fs), ps_raw=tcr.IPS, ds=ds,
         ha=bool(tcr.HA) and hw.s1_af, hd=bool(tcr.HA and tcr.HD) and hw.s1_dirty,
         tbi=bool(tbi), tbid=bool(tbid), epd=bool(epd), e0pd=bool(e0pd) and fs.has("FEAT_E0PD"),
-        hpd=bool(hpd) and fs.has("FEAT_HPDS"), wxn=bool(sctlr.WXN),
-        ee=bool(sctlr.EE), epan=bool(sctlr.EPAN) and fs.has("FEAT_PAN3"),
+        # With PIE or an overlay the hierarchical controls are disabled (at.c
+        # setup_s1_walk; the ASL's S1IndirectBasePermissions reads no table control).
+        hpd=(bool(hpd) and fs.has("FEAT_HPDS")) or ctl.pie or ctl.poe or ctl.e0poe,
+        wxn=bool(sctlr.WXN), ee=bool(sctlr.EE),
+        epan=bool(sctlr.EPAN) and fs.has("FEAT_PAN3"),
         mair=mair, sh=sh, irgn=irgn, orgn=orgn,
         mmu_on=bool(sctlr.M) and not dc and not tge,
         sctlr_c=bool(sctlr.C), sctlr_i=bool(sctlr.I), dc=dc,
+        pie=ctl.pie, pir=ctl.pir, pire0=ctl.pire0, poe=ctl.poe, e0poe=ctl.e0poe,
+        por=ctl.por, por_e0=ctl.por_e0,
     )
 
 
@@ -373,15 +446,17 @@ def _s1_params_el2(regs: SysRegs, fs: FeatureSet, choices: ImplChoices,
     tcr, sctlr, mair = s1_regs(regs, Regime.EL2)
     tgx = tg0_granule(tcr.TG0, fs, choices)
     ds = bool(tcr.DS) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
+    ctl = s1_perm_controls(regs, Regime.EL2, fs)
     return S1TTWParams(
         regime=Regime.EL2, varange=VARange.LOWER, tgx=tgx, txsz=tcr.T0SZ,
         ttb=regs.TTBR0_EL2, ps=physical_address_size(tcr.PS, tgx, fs), ps_raw=tcr.PS,
         ds=ds, ha=bool(tcr.HA) and hw.s1_af, hd=bool(tcr.HA and tcr.HD) and hw.s1_dirty,
         tbi=bool(tcr.TBI), tbid=bool(tcr.TBID), epd=False, e0pd=False,
-        hpd=bool(tcr.HPD) and fs.has("FEAT_HPDS"), wxn=bool(sctlr.WXN),
-        ee=bool(sctlr.EE), epan=False, mair=mair, sh=tcr.SH0,
+        hpd=(bool(tcr.HPD) and fs.has("FEAT_HPDS")) or ctl.pie or ctl.poe,
+        wxn=bool(sctlr.WXN), ee=bool(sctlr.EE), epan=False, mair=mair, sh=tcr.SH0,
         irgn=tcr.IRGN0, orgn=tcr.ORGN0, mmu_on=bool(sctlr.M),
         sctlr_c=bool(sctlr.C), sctlr_i=bool(sctlr.I), dc=False,
+        pie=ctl.pie, pir=ctl.pir, poe=ctl.poe, por=ctl.por,
     )
 
 
@@ -402,6 +477,8 @@ def _s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices,
     vtcr, hcr = VTCR_EL2.decode(regs.VTCR_EL2), HCR_EL2.decode(regs.HCR_EL2)
     tgx = tg0_granule(vtcr.TG0, fs, choices)
     ds = bool(vtcr.DS) and fs.has("FEAT_LPA2") and tgx is not Granule.G64K
+    s2pie = bool(vtcr.S2PIE) and fs.has("FEAT_S2PIE")
+    s2poe = bool(vtcr.S2POE) and fs.has("FEAT_S2POE")
     return S2TTWParams(
         tgx=tgx, txsz=vtcr.T0SZ, sl0=vtcr.SL0, sl2=vtcr.SL2 if ds else 0,
         ttb=regs.VTTBR_EL2, ps=physical_address_size(vtcr.PS, tgx, fs), ps_raw=vtcr.PS,
@@ -409,6 +486,8 @@ def _s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices,
         ee=bool(SCTLR_EL2.decode(regs.SCTLR_EL2).EE),
         fwb=bool(hcr.FWB) and fs.has("FEAT_S2FWB"),
         cd=bool(hcr.CD), id=bool(hcr.ID), sh=vtcr.SH0, irgn=vtcr.IRGN0, orgn=vtcr.ORGN0,
+        s2pie=s2pie, s2pir=regs.S2PIR_EL2 if s2pie else 0,
+        s2poe=s2poe, s2por=regs.S2POR_EL1 if s2poe else 0,
     )
 
 

@@ -414,6 +414,14 @@ def _baddr(view: RegView, v: int, fs: FeatureSet) -> Meaning:
 def _iss2(view: RegView, v: int, fs: FeatureSet) -> Meaning:
     if not v:
         return "no ISS2 information", True
+    abort = view.EC in (0x20, 0x21, 0x24, 0x25)
+    poe = fs.has("FEAT_S1POE") or fs.has("FEAT_S2POE")
+    known = (1 << 6 if poe else 0) | (1 << 5 if fs.has("FEAT_S1PIE") and view.EC >= 0x24 else 0)
+    if abort and v & ~known == 0:
+        said = [what for b, what in ((6, "Overlay=1: a permission overlay refused the access"),
+                                     (5, "DirtyBit=1: a write to an nDirty=1 location "
+                                         "(FEAT_S1PIE dirty state)")) if v >> b & 1]
+        return "; ".join(said), True
     return "ISS2 syndrome (FEAT_LS64, FEAT_S1POE/S2POE, FEAT_GCS, ...): not decoded", True
 
 

@@ -249,6 +249,82 @@ ID_AA64MMFR2_EL1 = RegisterSpec("ID_AA64MMFR2_EL1", (
     F(15, 12, "IESB"), F(11, 8, "LSM"), F(7, 4, "UAO"), F(3, 0, "CnP"),
 ))
 
+# FEAT_S1PIE: PIR_ELx / PIRE0_ELx hold sixteen 4-bit stage-1 base permissions, indexed by
+# a leaf's PIIndex (Arm ARM PIR_EL1 field descriptions; AArch64.S1IndirectBasePermissions).
+PIE_ENC = {
+    0b0000: "no access", 0b0001: "R, overlay", 0b0010: "X, overlay", 0b0011: "RX, overlay",
+    0b0100: "reserved (no access)", 0b0101: "RW, overlay", 0b0110: "RWX, overlay, WXN",
+    0b0111: "RWX, overlay", 0b1000: "R", 0b1001: "R, GCS read", 0b1010: "RX",
+    0b1011: "reserved (no access)", 0b1100: "RW", 0b1101: "reserved (no access)",
+    0b1110: "RWX", 0b1111: "reserved (no access)",
+}
+# FEAT_S1POE: POR_ELx hold sixteen 4-bit overlay permissions indexed by POIndex (only
+# Perm0..Perm7 are reachable with 64-bit descriptors; Arm ARM POR_EL0 field descriptions).
+POE_ENC = {0b0000: "no access", 0b0001: "R", 0b0010: "X", 0b0011: "RX", 0b0100: "W",
+           0b0101: "RW", 0b0110: "WX", 0b0111: "RWX",
+           **{v: "reserved (no access)" for v in range(8, 16)}}
+# FEAT_S2PIE / FEAT_S2POE: S2PIR_EL2 and S2POR_EL1 hold stage-2 permissions (Arm ARM
+# S2PIR_EL2 field descriptions). MRO is "mostly read-only"; the -TL variants add the
+# FEAT_THE TopLevel checks, which s2mmu does not model.
+S2PIE_ENC = {
+    0b0000: "no access", 0b0001: "reserved (no access)", 0b0010: "MRO", 0b0011: "MRO-TL1",
+    0b0100: "WO", 0b0101: "reserved (no access)", 0b0110: "MRO-TL0", 0b0111: "MRO-TL01",
+    0b1000: "RO", 0b1001: "RO+uX", 0b1010: "RO+pX", 0b1011: "RO+puX", 0b1100: "RW",
+    0b1101: "RW+uX", 0b1110: "RW+pX", 0b1111: "RW+puX",
+}
+
+
+def _perm_items(enc: dict[int, str], used: int = 16) -> tuple[F, ...]:
+    """Return Perm15..Perm0; those from Perm<used> up exist only with FEAT_D128 (POR_ELx:
+    a 64-bit descriptor's POIndex is 3 bits, and Perm8..Perm15 are RES0)."""
+    return tuple(F(4 * m + 3, 4 * m, f"Perm{m}", enc,
+                   feature="FEAT_D128" if m >= used else "") for m in range(15, -1, -1))
+
+
+PIR_EL1 = RegisterSpec("PIR_EL1", _perm_items(PIE_ENC))
+PIRE0_EL1 = RegisterSpec("PIRE0_EL1", _perm_items(PIE_ENC))
+PIR_EL2 = RegisterSpec("PIR_EL2", _perm_items(PIE_ENC))
+PIRE0_EL2 = RegisterSpec("PIRE0_EL2", _perm_items(PIE_ENC))
+POR_EL0 = RegisterSpec("POR_EL0", _perm_items(POE_ENC, used=8))
+POR_EL1 = RegisterSpec("POR_EL1", _perm_items(POE_ENC, used=8))
+POR_EL2 = RegisterSpec("POR_EL2", _perm_items(POE_ENC, used=8))
+S2PIR_EL2 = RegisterSpec("S2PIR_EL2", _perm_items(S2PIE_ENC))
+S2POR_EL1 = RegisterSpec("S2POR_EL1", _perm_items(S2PIE_ENC))
+
+# TCR2_ELx (FEAT_TCR2): the extended stage-1 controls. With HCR_EL2.E2H=0, TCR2_EL2's
+# EL0 controls (E0POE and the second-range bits) are RES0; the walk reads them only for
+# the EL2&0 regime, so one declaration serves both.
+_TCR2_ITEMS = (
+    Res0(63, 22), F(21, 21, "FNGNA1", feature="FEAT_ASID2"),
+    F(20, 20, "FNGNA0", feature="FEAT_ASID2"), Res0(19, 19),
+    F(18, 18, "FNG1", feature="FEAT_ASID2"), F(17, 17, "FNG0", feature="FEAT_ASID2"),
+    F(16, 16, "A2", feature="FEAT_ASID2"), F(15, 15, "DisCH1", feature="FEAT_D128"),
+    F(14, 14, "DisCH0", feature="FEAT_D128"), Res0(13, 12),
+    F(11, 11, "HAFT", feature="FEAT_HAFT"), F(10, 10, "PTTWI", feature="FEAT_THE"),
+    Res0(9, 6), F(5, 5, "D128", feature="FEAT_D128"), F(4, 4, "AIE", feature="FEAT_AIE"),
+    F(3, 3, "POE", {0: "no privileged permission overlay",
+                    1: "privileged permission overlay (POR_ELx) enabled"}, feature="FEAT_S1POE"),
+    F(2, 2, "E0POE", {0: "no EL0 permission overlay",
+                      1: "EL0 permission overlay (POR_EL0) enabled"}, feature="FEAT_S1POE"),
+    F(1, 1, "PIE", {0: "direct permissions (AP, PXN, UXN)",
+                    1: "indirect permissions (PIR_ELx/PIRE0_ELx by PIIndex)"},
+      feature="FEAT_S1PIE"),
+    F(0, 0, "PnCH", feature="FEAT_THE"),
+)
+TCR2_EL1 = RegisterSpec("TCR2_EL1", _TCR2_ITEMS)
+TCR2_EL2 = RegisterSpec("TCR2_EL2", _TCR2_ITEMS)
+
+ID_AA64MMFR3_EL1 = RegisterSpec("ID_AA64MMFR3_EL1", (
+    F(63, 60, "Spec_FPACC"), F(59, 56, "ADERR"), F(55, 52, "SDERR"), Res0(51, 48),
+    F(47, 44, "ANERR"), F(43, 40, "SNERR"), F(39, 36, "D128_2"), F(35, 32, "D128"),
+    F(31, 28, "MEC"), F(27, 24, "AIE"),
+    F(23, 20, "S2POE", {0: "not implemented", 1: "FEAT_S2POE"}),
+    F(19, 16, "S1POE", {0: "not implemented", 1: "FEAT_S1POE"}),
+    F(15, 12, "S2PIE", {0: "not implemented", 1: "FEAT_S2PIE"}),
+    F(11, 8, "S1PIE", {0: "not implemented", 1: "FEAT_S1PIE"}),
+    F(7, 4, "SCTLRX"), F(3, 0, "TCRX", {0: "not implemented", 1: "FEAT_TCR2"}),
+))
+
 REGISTERS: dict[str, RegisterSpec] = {
     spec_name: spec
     for spec_name, spec in {
@@ -261,5 +337,9 @@ REGISTERS: dict[str, RegisterSpec] = {
         "PAR_EL1": PAR_EL1_OK, "ESR_EL1": ESR_ELx, "ESR_EL2": ESR_ELx, "FAR_EL1": FAR_ELx,
         "FAR_EL2": FAR_ELx, "HPFAR_EL2": HPFAR_EL2, "ID_AA64MMFR0_EL1": ID_AA64MMFR0_EL1,
         "ID_AA64MMFR1_EL1": ID_AA64MMFR1_EL1, "ID_AA64MMFR2_EL1": ID_AA64MMFR2_EL1,
+        "ID_AA64MMFR3_EL1": ID_AA64MMFR3_EL1, "TCR2_EL1": TCR2_EL1, "TCR2_EL2": TCR2_EL2,
+        "PIR_EL1": PIR_EL1, "PIRE0_EL1": PIRE0_EL1, "PIR_EL2": PIR_EL2,
+        "PIRE0_EL2": PIRE0_EL2, "POR_EL0": POR_EL0, "POR_EL1": POR_EL1,
+        "POR_EL2": POR_EL2, "S2PIR_EL2": S2PIR_EL2, "S2POR_EL1": S2POR_EL1,
     }.items()
 }

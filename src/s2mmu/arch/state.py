@@ -57,6 +57,18 @@ class SysRegs:
     MAIR_EL2: int = 0
     CONTEXTIDR_EL2: int = 0
     HCRX_EL2: int = 0
+    # FEAT_TCR2, FEAT_S1PIE/S2PIE, FEAT_S1POE/S2POE (0: the extensions' controls off).
+    TCR2_EL1: int = 0
+    TCR2_EL2: int = 0
+    PIR_EL1: int = 0
+    PIRE0_EL1: int = 0
+    PIR_EL2: int = 0
+    PIRE0_EL2: int = 0
+    POR_EL0: int = 0
+    POR_EL1: int = 0
+    POR_EL2: int = 0
+    S2PIR_EL2: int = 0
+    S2POR_EL1: int = 0
 
     @classmethod
     def names(cls) -> list[str]:

@@ -58,10 +58,10 @@ from s2mmu.arch.params import (
 )
 from s2mmu.arch.perms import (
     S1Perms,
-    s1_direct_permissions,
-    s1_permission_ok,
-    s2_direct_permissions,
-    s2_permission_ok,
+    s1_check_permissions,
+    s1_permissions,
+    s2_check_permissions,
+    s2_permissions,
 )
 from s2mmu.arch.registers import HCR_EL2
 from s2mmu.arch.reprs import hex_repr
@@ -347,12 +347,16 @@ def s2_check_fault(state: TTWState, p: S2TTWParams, access: AccessDescriptor, en
     if access.acctype is AccessType.TTW and hcr_ptw and device:
         return FaultRecord(Fault.PERMISSION, state.level, access, reason=(
             "stage-1 table in stage-2 Device memory with HCR_EL2.PTW=1"))
-    perms = s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd)
-    if s2_permission_ok(perms, access):
+    perms = s2_permissions(state, p, env.fs.has("FEAT_XNX"))
+    denial = s2_check_permissions(perms, p, access, bool(bit(raw, 7)))
+    if denial is None:
         return None
-    write_half = access.atomicop and perms.r   # ASL: the read is checked first
+    write_half = access.atomicop and denial.write   # ASL: the read is checked first
     return FaultRecord(Fault.PERMISSION, state.level, access, atomic_write=write_half,
-                       reason=s2_perm_reason(raw, access, write_half))
+                       overlay=denial.overlay, dirtybit=denial.dirtybit, reason=(
+                           "stage-2 write to a location with Dirty=0 (S2PIE) without "
+                           "VTCR_EL2.HA and HD" if denial.dirtybit
+                           else s2_perm_reason(raw, access, write_half)))
 
 
 def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
@@ -383,6 +387,8 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
 
     ASL: AArch64.S2Translate's descriptor update: AF when HA and AF=0; S2AP[1] when the
     access writes a DBM page with HA and HD. AT, DC and IC instructions update AF only.
+    With FEAT_S2PIE bit[7] is the Dirty bit and DBM is PIIndex[1]: a permitted write
+    with HA and HD sets Dirty whatever bit[51] holds.
     An External abort on the compare-and-swap is an External abort on the walk at the
     leaf's level (ASL AArch64.MemSwapTableDesc); a swap that finds the descriptor
     changed returns None: the caller walks again.
@@ -391,8 +397,8 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
     new = raw
     if p.ha and not af(raw):
         new = set_bit(new, 10, 1)
-    if (dirty_permitted and access.write and p.ha and p.hd and dbm(raw) and not bit(raw, 7)
-            and access.acctype not in (AccessType.AT, AccessType.DC)):
+    if (dirty_permitted and access.write and p.ha and p.hd and (dbm(raw) or p.s2pie)
+            and not bit(raw, 7) and access.acctype not in (AccessType.AT, AccessType.DC)):
         new = set_bit(new, 7, 1)
     if new == raw:
         return state
@@ -602,13 +608,15 @@ def s1_check_fault(state: TTWState, p: S1TTWParams, access: AccessDescriptor, en
             f"{attrindx(state.leaf.raw)})"))
     if access.any_access:
         return None
-    perms = s1_direct_permissions(state, p)
-    if s1_permission_ok(perms, p, access):
+    perms = s1_permissions(state, p)
+    denial = s1_check_permissions(perms, p, access, ndirty=bool(bit(state.leaf.raw, 7)))
+    if denial is None:
         return None
-    write_half = access.atomicop and s1_permission_ok(   # ASL: the read is checked first
-        perms, p, replace(access, write=False, atomicop=False))
+    write_half = access.atomicop and denial.write   # ASL: the read is checked first
     return FaultRecord(Fault.PERMISSION, state.level, access, vaddress=va,
-                       atomic_write=write_half, reason=s1_perm_reason(perms, access, write_half))
+                       atomic_write=write_half, overlay=denial.overlay,
+                       dirtybit=denial.dirtybit,
+                       reason=s1_perm_reason(perms, access, write_half, denial.dirtybit))
 
 
 
@@ -653,16 +661,20 @@ def _s1_fetch(p: S1TTWParams, s2prep: S2Prep | None,
     return fetch
 
 
-def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, write_half: bool = False) -> str:
+def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, write_half: bool = False,
+                   dirtybit: bool = False) -> str:
     """Return why stage 1 refused the access, for humans."""
+    if dirtybit:
+        return ("write to a location with nDirty=1 (PIE) without hardware dirty-state "
+                "management (TCR.HA and HD)")
     what = access_verb(access, write_half)
     pan = " with PSTATE.PAN=1" if access.pan else ""
 
     def rwx(r: bool, w: bool, x: bool) -> str:
         return ("R" if r else "-") + ("W" if w else "-") + ("X" if x else "-")
 
-    have = (f"privileged {rwx(perms.pr, perms.pw, perms.px)}, "
-            f"EL0 {rwx(perms.ur, perms.uw, perms.ux)}")
+    pr, pw, px, ur, uw, ux = perms.effective()
+    have = f"privileged {rwx(pr, pw, px)}, EL0 {rwx(ur, uw, ux)}"
     return f"stage-1 permissions ({have}) do not allow {what} at EL{access.el}{pan}"
 
 
@@ -677,13 +689,16 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
     state. An External abort on the compare-and-swap is an External abort on the walk
     at the leaf's level (ASL AArch64.MemSwapTableDesc); a swap that finds the
     descriptor changed returns None: the caller walks again.
+
+    With FEAT_S1PIE bit[7] is nDirty and DBM is PIIndex[1]: a permitted write with HA
+    and HD clears nDirty whatever bit[51] holds.
     """
     raw = state.leaf.raw
     new = raw
     if p.ha and not af(raw):
         new = set_bit(new, 10, 1)
-    if (dirty_permitted and access.write and p.ha and p.hd and dbm(raw) and bit(raw, 7)
-            and access.acctype not in (AccessType.AT, AccessType.DC)):
+    if (dirty_permitted and access.write and p.ha and p.hd and (dbm(raw) or p.pie)
+            and bit(raw, 7) and access.acctype not in (AccessType.AT, AccessType.DC)):
         new = set_bit(new, 7, 0)
     if new == raw:
         return state

@@ -86,6 +86,10 @@ _NV_MMFR2_HIDDEN = _mask(52, 48, 44, 28, 20, 16)
 _NV_MMFR0_HIDDEN = _mask(60, 44, 40, 36, 32, 12)
 
 
+# ID_AA64MMFR3_EL1 fields a guest sees: TCRX [3:0], S1PIE [11:8], S1POE [19:16].
+_MMFR3_KEPT = _mask(0, 8, 16)
+
+
 def limit_nv_id_regs(regs: IdRegs) -> IdRegs:
     """Return the ID registers a guest hypervisor sees, from the VM's.
 
@@ -99,7 +103,9 @@ def limit_nv_id_regs(regs: IdRegs) -> IdRegs:
     - ID_AA64MMFR2_EL1: BBM, ST, CCIDX, VARange and bits [47:44] hidden, TTL forced to
       IMP (KVM's TLBI emulation reads the TTL hint);
     - ID_AA64ISAR0_EL1: TME hidden (range TLBIs kept);
-    - ID_AA64ISAR2_EL1 unchanged (FEAT_ATS1A as the VM has it).
+    - ID_AA64ISAR2_EL1 unchanged (FEAT_ATS1A as the VM has it);
+    - ID_AA64MMFR3_EL1: TCRX, S1PIE and S1POE as the VM has them, the only fields
+      sys_regs.c's __kvm_read_sanitised_id_reg exposes (at.c emulates them for AT).
 
     Kernel: limit_nv_id_regs (arch/arm64/kvm/nested.c, Linux 6.12.118 as read; the
     current tree's limit_nv_id_reg keeps the same memory-model fields; before 6.11 the
@@ -114,7 +120,8 @@ def limit_nv_id_regs(regs: IdRegs) -> IdRegs:
     mmfr2 = _set_field(regs.ID_AA64MMFR2_EL1 & ~_NV_MMFR2_HIDDEN, 48, 1)
     isar0 = regs.ID_AA64ISAR0_EL1 & ~_mask(24)
     mmfr1 = regs.ID_AA64MMFR1_EL1 & _NV_MMFR1_KEPT
-    return IdRegs(mmfr0, mmfr1, mmfr2, isar0, regs.ID_AA64ISAR2_EL1)
+    mmfr3 = regs.ID_AA64MMFR3_EL1 & _MMFR3_KEPT
+    return IdRegs(mmfr0, mmfr1, mmfr2, isar0, regs.ID_AA64ISAR2_EL1, mmfr3)
 
 
 def nested_features(kvm: Kvm) -> FeatureSet:
