@@ -99,6 +99,11 @@ def test_a_10_0_departure_is_explained_under_10_0_only(example: dict[str, Any]) 
     assert classify(evidence(example, bent, "10.0", model), "10.0") is None
 
 
+PARTIAL_IN_10_0 = {"device_alignment_unchecked__stage1_off"}
+"""Examples of a departure 10.0 keeps elsewhere that 10.0 answers as the architecture does
+(with stage 1 off it takes the Device Alignment fault)."""
+
+
 @pytest.mark.parametrize("example", divergence_examples(), ids=lambda e: e["name"])
 def test_qemu_10_keeps_exactly_the_departures_tagged_with_it(
         example: dict[str, Any], qemu10: QemuTarget) -> None:
@@ -108,7 +113,7 @@ def test_qemu_10_keeps_exactly_the_departures_tagged_with_it(
     if name == "at_sets_dirty":
         assert normal_changes(got) == normal_changes({"memory_changes": example["qemu_answer"]})
         return
-    kept = "10.0" in divergence_named(name).series
+    kept = "10.0" in divergence_named(name).series and example["name"] not in PARTIAL_IN_10_0
     if kept:  # still departs (for reserved_mair_as_is__ds with 10.0's SH: stage1_par_sh)
         assert normal_op(got["ops"][0]) != normal_op(model["ops"][0])
         found = classify(evidence(example, got["ops"][0], "10.0", model), "10.0")
