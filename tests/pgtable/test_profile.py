@@ -355,7 +355,7 @@ def test_every_change_without_a_commit_says_what_was_observed() -> None:
 
     for k in all_knobs():
         for c in k.changes:
-            assert (c.commit is None) == (c.title is None), k.name
+            assert c.commit is None or c.title is not None, k.name   # a hash has its subject
             assert c.commit is not None or c.observed, k.name
 
 
