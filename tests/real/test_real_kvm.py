@@ -43,7 +43,7 @@ def test_json_documents_follow_their_schemas(nvhe_diff: Diffed) -> None:
     reports, result = nvhe_diff
     doc = diff_json(reports, result)
     validate(doc)
-    assert doc["kernel"]["mode"] == "nvhe" and doc["profile"] == "v6.2"
+    assert doc["kernel"]["mode"] == "nvhe" and doc["profile"] == "v6.1"
     validate(run_json(result))
 
 
