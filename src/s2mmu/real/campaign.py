@@ -38,9 +38,12 @@ REAL_KVM = Reach(
     hugetlb_sizes=(M2,), accesses=("read", "write", "exec"),
     registers=tuple(r for r in range(31) if r not in asm.RESERVED),
     host_ops=("munmap", "madvise"), stage1=False, races=False, aborts=False,
-    vm_caps=frozenset({"nisv_to_user", "manual_dirty_log_protect"}), impossible=False)
+    vm_caps=frozenset({"nisv_to_user", "manual_dirty_log_protect"}), impossible=False,
+    thp_zero_page=True)
 """What the campaign draws: the host as KVM sees QEMU 7.2's -cpu max (FEAT_S2FWB, IDC, no
-DIC); anonymous and 2M hugetlb VMAs; reads, writes and fetches by IPA; munmap and madvise.
+DIC), with the huge zero page for THP reads or without (the VMM sets use_zero_page as
+the scenario says); anonymous and 2M hugetlb VMAs; reads, writes and fetches by IPA;
+munmap and madvise.
 
 Left out, each for a reason of s2mmu.real.plan.UNSUPPORTED: file and PFNMAP VMAs
 ("pfnmap"; the VMM maps anonymous and hugetlb memory only), 1G hugetlb (the booted machine

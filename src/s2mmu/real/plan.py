@@ -177,6 +177,8 @@ class Plan:
     """Each step's event name in the scenario ("memslot", "write" ...), by step."""
     dumps: tuple[int, ...] = ()
     """The steps after which the guest spins while the stage 2 is read (gdbstub)."""
+    thp_zero_page: bool = False
+    """The VMM sets the host's use_zero_page to this before its VMAs are touched."""
 
     def is_machinery(self, ipa: int) -> bool:
         """Return whether an IPA is the VMM's own (code slot or marker page)."""
@@ -408,7 +410,7 @@ def make_plan(scn: Scenario, dumps: tuple[int, ...] = ()) -> Plan:
     vm = VmLine(config.ipa_bits, config.nisv_to_user, manual, config.eager_split_chunk)
     dos = tuple(ev.do for ev in (*scn.setup, *scn.events))
     return Plan(scn.name, vm, config.vmas, code_gpa, mmio_gpa, tuple(code), steps, dos,
-                tuple(sorted(dumps)))
+                tuple(sorted(dumps)), config.thp_zero_page)
 
 
 # -- the text the VMM reads ------------------------------------------------------------------
@@ -448,6 +450,7 @@ def render_plan(plan: Plan) -> str:
     lines = [f"scenario {plan.name.replace(' ', '_') or 'scenario'}",
              f"vm {vm.ipa_bits} {int(vm.nisv_to_user)} {vm.manual_protect} "
              f"{vm.eager_split_chunk}"]
+    lines.append(f"thpzero {int(plan.thp_zero_page)}")
     lines += [f"vma {vma_fields(v)}" for v in plan.vmas]
     lines += [f"codeslot {plan.code_gpa:#x} {CODE_SIZE:#x} {ENTRY:#x}",
               f"mmio {plan.mmio_gpa:#x}"]

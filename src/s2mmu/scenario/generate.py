@@ -96,6 +96,8 @@ class Reach:
     aborts: bool
     vm_caps: frozenset[str]
     impossible: bool
+    thp_zero_page: bool = False
+    """Draw [host] thp_zero_page (the huge zero page for THP reads) too."""
 
 
 FULL = Reach(None, (44, 48, 52), ("anon", "anon", "file", "hugetlb", "pfnmap"),
@@ -519,6 +521,8 @@ def generate(d: Draw, allow: frozenset[Known], max_events: int,
     manual = "manual_dirty_log_protect" in reach.vm_caps and d.boolean()
     m = Model("fwb" in features and "dic" in features, manual, reach, mte, pa_bits)
     host: dict[str, object] = {"features": features, "pa_bits": pa_bits}
+    if reach.thp_zero_page and d.boolean():
+        host["thp_zero_page"] = True
     vm: dict[str, object] = {"ipa_bits": IPA_BITS}
     if mte:
         vm["mte"] = True
