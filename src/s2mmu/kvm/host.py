@@ -296,6 +296,8 @@ class HostMm:
     mem: PhysMem
     features: HostFeatures
     use_huge_zero_page: bool = False
+    change_pte: list[Callable[[int, int], None]] = field(default_factory=list)
+    """Called with (HVA, new PA) where the host sets a PTE with set_pte_at_notify."""
     vmas: list[Vma] = field(default_factory=list)
     pud: dict[int, Folio] = field(default_factory=dict)
     pmd: dict[int, Folio] = field(default_factory=dict)
@@ -400,12 +402,15 @@ class HostMm:
         """Break a PTE's zero-page mapping for a write: a new zeroed page, mapped writable.
 
         Kernel: do_wp_page -> wp_page_copy (is_zero_pfn: alloc_zeroed_user_highpage_movable;
-        MMU_NOTIFY_CLEAR around the PTE update for the page's range).
+        MMU_NOTIFY_CLEAR around the PTE update for the page's range; the new PTE set with
+        set_pte_at_notify, which calls the change_pte listeners, before v6.10).
         """
         page = base + (idx << PAGE_SHIFT)
         pa = self._alloc(PAGE_SIZE)
         self._invalidate(page, page + PAGE_SIZE, "wp_page_copy")
         ptab[idx] = pa >> PAGE_SHIFT
+        for notify in self.change_pte:
+            notify(page, pa)
         self._invalidate_end(page, page + PAGE_SIZE, "wp_page_copy")
         return pa
 

@@ -109,6 +109,16 @@ them); 6.1.192 has the old rule and 6.12.118 the new one, the commits are not pi
 - ``unmap_range_tlbi``: with FEAT_TLBIRANGE and FWB, unmap skips the per-entry TLBIs
   and invalidates the whole range once at the end (stage2_unmap_defer_tlb_flush, taken
   here as v6.6, the range-based unmap invalidation); 6.1 invalidates entry by entry.
+- ``change_pte``: the MMU notifier's .change_pte() reaches KVM. A copy-on-write
+  (wp_page_copy) sets the new PTE with set_pte_at_notify inside its invalidation, and
+  kvm_set_spte_gfn maps the new page at stage 2 read-only (KVM_PGTABLE_PROT_R, no
+  memcache: -ENOMEM where the unmap freed the last-level table), so the retried write is
+  a permission fault, not a translation fault. Read in 6.1's kvm_main.c
+  (kvm_mmu_notifier_change_pte: only while mmu_invalidate_in_progress;
+  kvm_change_spte_gfn) and mmu.c (kvm_set_spte_gfn); seen on real 6.1 (`s2mmu real
+  diff` of tests/scenarios/zero_page_cow.toml). Removed by commit f3b65bbaed7c ("KVM:
+  delete .change_pte MMU notifier callback", queued in April 2024 after v6.9-rc3, so
+  taken as v6.10); 6.12's sources have no change_pte.
 
 Releases: one profile per release that changed a rule or that a user meets (v6.1 and
 v6.12 are Debian's kernels, v6.6 a long-term release, v6.18 the last with HANDLE_FAULT
@@ -170,6 +180,7 @@ class BehaviourProfile:
     map_sw_bits_shortcut: bool = True
     unmap_range_tlbi: bool = True
     nested_exec: NestedExecRule = NestedExecRule.XNX
+    change_pte: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,6 +251,9 @@ KNOBS = (
                  "shadow stage-2"),
           Change("v7.1", "49b32ddb87a3", "KVM: arm64: nv: Fix handling of XN[0] when "
                  "!FEAT_XNX"))),
+    Knob("change_pte", "a CoW's set_pte_at_notify maps the new page read-only "
+         "(kvm_set_spte_gfn)",
+         (Change("v6.10", "f3b65bbaed7c", "KVM: delete .change_pte MMU notifier callback"),)),
 )
 """Every knob of BehaviourProfile, in field order, with its history."""
 
@@ -262,6 +276,7 @@ V6_1 = BehaviourProfile(
     map_sw_bits_shortcut=False,
     unmap_range_tlbi=False,
     nested_exec=NestedExecRule.DESC_BIT54,
+    change_pte=True,
 )
 """v6.1 (Debian's 6.1.192): faults under the write lock, no walk flags, plain stores."""
 
@@ -277,8 +292,9 @@ V6_6 = replace(V6_2, name="v6.6", eagain_rule=EagainRule.HANDLE_FAULT,
 """v6.6 (long-term): HANDLE_FAULT, the 6.4-rc map-walker fixes, local TLBI after a relax
 (not yet on -EAGAIN)."""
 
-V6_12 = replace(V6_6, name="v6.12", relax_perms_tlbi_on_eagain=True)
-"""v6.12 (Debian's 6.12.118): the pgtable rules of v6.6; at.c's software walker appears."""
+V6_12 = replace(V6_6, name="v6.12", relax_perms_tlbi_on_eagain=True, change_pte=False)
+"""v6.12 (Debian's 6.12.118): the pgtable rules of v6.6; at.c's software walker appears;
+no change_pte notifier."""
 
 V6_18 = replace(V6_12, name="v6.18")
 """v6.18: the last release with HANDLE_FAULT, where pKVM's EL2 walks (which pass no flag)
