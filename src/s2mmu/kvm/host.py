@@ -311,6 +311,9 @@ class HostMm:
     zero: Folio | None = None
     huge_zero: Folio | None = None
     huge_ro: set[int] = field(default_factory=set)
+    pmd_tables: set[int] = field(default_factory=set)
+    """The 1G-aligned HVAs under which a PMD table was allocated (a page or a 2M entry
+    faulted in): mm_find_pmd finds a PMD there."""
 
     @property
     def folios(self) -> dict[int, Folio]:
@@ -433,6 +436,7 @@ class HostMm:
         """
         if is_vm_hugetlb_page(vma):
             return self._hugetlb_fault(vma, hva, write)
+        self.pmd_tables.add(hva & ~(PUD_SIZE - 1))
         base = hva & ~(PMD_SIZE - 1)
         folio = self.pmd.get(base)
         if folio is not None and folio is self.huge_zero and write:
@@ -476,6 +480,8 @@ class HostMm:
         folio = table.get(base)
         if folio is None:
             folio = table[base] = self._new_large(size, base, transparent=False)
+            if size == PMD_SIZE:
+                self.pmd_tables.add(hva & ~(PUD_SIZE - 1))
             if not write:
                 self.huge_ro.add(base)
         elif write:
@@ -694,7 +700,7 @@ class HostMm:
                 del self.ptes[base]
 
     def _split_vma(self, vma: Vma, addr: int) -> int:
-        """Check a VMA may be split at addr and split a THP PMD straddling it.
+        """Check a VMA may be split at addr and split the PMD straddling it.
 
         Kernel: __split_vma: vm_ops->may_split (hugetlb_vm_op_split: -EINVAL unless addr
         is aligned to the huge page size), then vma_adjust_trans_huge ->
@@ -702,9 +708,27 @@ class HostMm:
         """
         if is_vm_hugetlb_page(vma) and addr & ((1 << vma.hugetlb_shift) - 1):
             return -EINVAL
-        if addr & (PMD_SIZE - 1):
-            self.split_huge_pmd(addr & ~(PMD_SIZE - 1))
+        base = addr & ~(PMD_SIZE - 1)
+        if addr != base and vma.start <= base and base + PMD_SIZE <= vma.end:
+            self._split_huge_pmd_address(base)
         return 0
+
+    def _split_huge_pmd_address(self, base: int) -> None:
+        """Split the PMD at base if it maps a THP; the whole PMD range is invalidated as
+        long as a PMD table covers it, whatever the PMD holds (a PTE table, nothing), so
+        KVM unmaps the stage 2 of those 2M even when no huge page was there (real 6.1:
+        a munmap of one page of a 2M-covering anonymous VMA unmaps its neighbours).
+
+        Kernel: split_huge_pmd_address (mm_find_pmd: NULL only without a present PUD),
+        __split_huge_pmd (mmu_notifier_invalidate_range_start before the pmd_trans_huge
+        check). The host's PMD tables are taken as never freed (free_pgtables is not
+        modelled): one exists once anything below its 1G was faulted in.
+        """
+        folio = self.pmd.get(base)
+        if folio is not None and folio.transparent:
+            self.split_huge_pmd(base)
+        elif (base & ~(PUD_SIZE - 1)) in self.pmd_tables:
+            self._notify(base, base + PMD_SIZE, "split_huge_pmd")
 
     def munmap(self, start: int, length: int) -> int:
         """Remove [start, start + length) from the address space; return 0 or -errno.
@@ -726,7 +750,8 @@ class HostMm:
             return 0
         if vmas[0].start < start and (err := self._split_vma(vmas[0], start)):
             return err
-        if vmas[-1].end > end and (err := self._split_vma(vmas[-1], end)):
+        last = _clip(vmas[-1], max(vmas[-1].start, start), vmas[-1].end)  # after the 1st split
+        if vmas[-1].end > end and (err := self._split_vma(last, end)):
             return err
         self._invalidate(start, end, "munmap")
         for v in vmas:
