@@ -247,6 +247,7 @@ def campaign_json(report: CampaignReport, paths: dict[str, Path]) -> dict[str, A
     return {"schema": "s2mmu.real-campaign/1", "release": report.release,
             "mode": req.mode.value, "kvm_says": said, "profile": report.profile,
             "seed": req.seed, "count": req.count, "per_boot": req.per_boot,
+            "dump_last": req.dump_last,
             "scenarios": len(report.verdicts), "agreeing": report.agreeing,
             "steps": report.steps, "agreed_steps": report.agreed_steps,
             "boots": len(report.boots), "seconds": round(report.seconds, 2),
@@ -264,7 +265,8 @@ def campaign_text(report: CampaignReport, paths: dict[str, Path]) -> list[str]:
     step_pct = 100 * report.agreed_steps / report.steps if report.steps else 0.0
     lines = [f"real KVM campaign: Linux {report.release}, --mode {req.mode.value} (KVM: "
              f"{said or 'no mode message'}), model profile {report.profile}; seeds "
-             f"{req.seed}..{req.seed + n - 1}",
+             f"{req.seed}..{req.seed + n - 1}"
+             + ("; stage 2 read after each last step" if req.dump_last else ""),
              f"{n} scenarios in {len(report.boots)} boots ({report.seconds:.1f} s, "
              f"{boot_s:.1f} s in QEMU): {n / report.seconds:.2f} scenarios/s, "
              f"{len(report.boots) / report.seconds:.3f} boots/s",
@@ -291,6 +293,9 @@ def campaign_text(report: CampaignReport, paths: dict[str, Path]) -> list[str]:
               help="At most this many timeline events per scenario.")
 @click.option("--budget", type=float, default=float("inf"), metavar="SECONDS",
               help="Start no new boot after this long.")
+@click.option("--dump-last", is_flag=True,
+              help="Also read each scenario's real stage 2 after its last step (gdbstub; "
+                   "vhe and nvhe) and compare leaves and shared frames.")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
               help="Write the first scenario of each difference class here.")
 @click.option("--kernel", metavar="DEB_OR_IMAGE", help=KERNEL_HELP)
@@ -298,12 +303,12 @@ def campaign_text(report: CampaignReport, paths: dict[str, Path]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @input_errors
 def campaign_cmd(count: int, seed: int, mode: str, per_boot: int, max_events: int,
-                 budget: float, out: str | None, kernel: str | None, cache: str | None,
-                 as_json: bool) -> None:
+                 budget: float, dump_last: bool, out: str | None, kernel: str | None,
+                 cache: str | None, as_json: bool) -> None:
     """Run generated scenarios (what the VMM expresses) on real KVM and on the model; print
     the agreement (exit 0 only when every scenario agrees at every step)."""
     req = CampaignRequest(count, seed, Mode(mode), per_boot, kernel, cache, max_events,
-                          budget)
+                          budget, dump_last)
     with output.progress("real KVM campaign", total=count) as bar:
         report = campaign(req, bar.advance)
     paths = write_reproducers(report, Path(out)) if out else {}

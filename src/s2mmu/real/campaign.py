@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2mmu.arch.dump import TableDump
 from s2mmu.real import asm
 from s2mmu.real.boot import Boot, Mode, boot, build_vmm, cache_dir, resolve_kernel
 from s2mmu.real.diff import (
@@ -28,9 +29,11 @@ from s2mmu.real.diff import (
     profile_for_release,
     run_model,
 )
+from s2mmu.real.gdb import GdbStub, read_stage2
 from s2mmu.real.log import ConsoleError, ConsoleLog, RealRun, parse_console
 from s2mmu.real.plan import Plan, Unsupported, make_plan, render_plan
 from s2mmu.scenario.generate import M2, Known, Reach, random_scenario
+from s2mmu.scenario.runner import step_count
 from s2mmu.scenario.schema import Scenario, load_scenario
 
 REAL_KVM = Reach(
@@ -70,6 +73,9 @@ class CampaignRequest:
     max_events: int = 12
     budget: float = float("inf")
     """Seconds after which no new boot starts (the figures cover the scenarios run)."""
+    dump_last: bool = False
+    """Also read each scenario's real stage 2 after its last step (gdbstub; not in
+    protected mode) and compare its leaves and shared frames."""
 
 
 @dataclass(frozen=True)
@@ -167,18 +173,26 @@ def run_batch(seeds: range, req: CampaignRequest, kernel_image: str,
               cache: Path) -> tuple[list[ScenarioVerdict], Boot, ConsoleLog]:
     """Generate, plan, boot once and compare the scenarios of the given seeds."""
     drawn = [(s, *generated(s, req.max_events)) for s in seeds]
-    plans = [make_plan(scn) for _, _, scn in drawn]
+    plans = [make_plan(scn, (step_count(scn),) if req.dump_last else ())
+             for _, _, scn in drawn]
     named = [(f"{i:03d}-seed{s}.plan", render_plan(p)) for i, ((s, _, _), p)
              in enumerate(zip(drawn, plans, strict=True))]
-    b = boot(resolve_kernel(kernel_image, cache), named, req.mode, cache)
+    stage2: dict[str, dict[int, TableDump]] = {}
+
+    def on_dump(plan: str, step: int, stub: GdbStub) -> None:
+        stage2.setdefault(plan, {})[step] = read_stage2(stub).dump
+
+    b = boot(resolve_kernel(kernel_image, cache), named, req.mode, cache,
+             on_dump if req.dump_last else None)
     log = parse_console(b.console)
     runs = {r.plan: r for r in log.runs}
     out = []
     for (s, text, scn), plan, (name, _) in zip(drawn, plans, named, strict=True):
         real = runs.get(name) or unfinished(plan, log.release)
         profile = profile_for_release(log.release)
-        model, _ = run_model(scn, profile)
-        out.append(ScenarioVerdict(s, text, compare(model, real, plan, profile)))
+        model, model_s2 = run_model(scn, profile, plan.dumps)
+        out.append(ScenarioVerdict(s, text, compare(model, real, plan, profile, model_s2,
+                                                     stage2.get(name, {}))))
     return out, b, log
 
 
@@ -188,6 +202,9 @@ def campaign(req: CampaignRequest,
 
     A generated scenario the plan refuses is a defect of REAL_KVM (Unsupported is raised).
     """
+    if req.dump_last and req.mode is Mode.PROTECTED:
+        raise Unsupported("real KVM campaign: --dump-last with --mode protected: the "
+                          "gdbstub's halts rarely find a pKVM guest running; use vhe or nvhe")
     if req.count < 1 or req.per_boot < 1:
         raise Unsupported(f"real KVM campaign: --count {req.count} and --per-boot "
                           f"{req.per_boot} must both be at least 1")
