@@ -216,3 +216,18 @@ def test_munmap_of_one_page_unmaps_the_stage_2_of_its_whole_pmd_range() -> None:
         touch(kvm, vcpu, RAM_IPA + off, "write")
     assert kvm.host.munmap(RAM_HVA + 0x100000, 0x1000) == 0
     assert [lf.ipa for lf in stage2_leaves(kvm)] == [RAM_IPA + 0x249000]
+
+
+def test_a_read_of_hugetlb_maps_a_read_only_block_a_write_relaxes_it_in_place() -> None:
+    """Real 6.1 (host-events, after MADV_DONTNEED): the read maps the 2M block R--; the
+    write's permission fault makes the host entry writable in place (hugetlb_wp reuse)
+    and relaxes the block to RW at the same PA."""
+    kvm, vcpu = new_vm()
+    add_ram(kvm, size=4 << 20, kind=VmaKind.HUGETLB, thp=False, hugetlb_shift=21)
+    touch(kvm, vcpu, RAM_IPA + 0x1000)
+    (ro,) = stage2_leaves(kvm)
+    assert ro.size == 2 << 20 and not leaf_writable(ro)
+    out = touch(kvm, vcpu, RAM_IPA + 0x3000, "write")
+    assert out is not None and out.mapping is not None
+    (rw,) = stage2_leaves(kvm)
+    assert rw.size == 2 << 20 and leaf_writable(rw) and rw.pa == ro.pa

@@ -108,3 +108,15 @@ def test_a_write_to_the_zero_page_is_copied_and_6_1_remaps_the_copy_read_only(
         "write Permission L3 @0x40001000", "write Permission L3 @0x40001000"]
     after_fetch = diff_leaves(result.stage2[(0, 3)].dump, result.runs[0][0])
     assert shared_frames(after_fetch) == {frozenset({0x40001000, 0x40002000})}
+
+
+def test_cli_campaign_json_in_nvhe_mode(real_kernel: Kernel, real_cache: Path) -> None:
+    """Six generated scenarios in one nVHE boot: every step agrees (the campaign's seeds
+    0..299 agreed in each mode when this was written)."""
+    r = CliRunner().invoke(cli, ["real", "campaign", "--count", "6", "--per-boot", "6",
+                                 "--mode", "nvhe", "--json", "--kernel",
+                                 str(real_kernel.image), "--cache", str(real_cache)])
+    doc = json.loads(r.output)
+    validate(doc)
+    assert (doc["scenarios"], doc["boots"], doc["kvm_says"]) == (6, 1, "Hyp mode")
+    assert doc["agreeing"] == 6 and doc["classes"] == [] and r.exit_code == 0
