@@ -59,7 +59,10 @@ UNSUPPORTED = {
     "hwpoison": "memory poisoning needs MADV_HWPOISON and CAP_SYS_ADMIN; not planned yet",
     "pfnmap": "a PFNMAP VMA needs a device (VFIO) the booted machine does not have",
     "mte": "the VM needs KVM_CAP_ARM_MTE; QEMU's virt machine is booted without mte=on",
-    "layer": "only the kvm layer's tables and events run on real KVM (pkvm, nested: no)",
+    "layer": "only the kvm layer's tables and events run on real KVM (pkvm: no; nested: "
+             "needs FEAT_NV, which QEMU 7.2's -cpu max lacks: QEMU 10.0, a 7.x kernel booted "
+             "with kvm-arm.mode=nested and an EL2 vCPU with an in-kernel vGICv3, which the "
+             "VMM does not create yet)",
     "syndrome-register": "the guest code keeps x25-x28 and x30; a syndrome may not name them",
     "alignment": "with the MMU off data accesses are Device memory: an unaligned one faults",
     "code-size": "the guest code does not fit the 64K code slot",
