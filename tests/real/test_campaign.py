@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import tempfile
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -25,7 +26,7 @@ from s2mmu.real.diff import Aspect, Difference, DiffReport
 from s2mmu.real.plan import GuestStep, HostStep, make_plan
 from s2mmu.scenario.generate import FULL, random_scenario
 from s2mmu.scenario.schema import load_scenario
-from tests.scenario.strategies import Generated, scenarios
+from tests.scenario.strategies import Generated, Outcome, judge, scenarios
 
 
 @settings(deadline=None, derandomize=True, database=None, max_examples=150)
@@ -90,3 +91,13 @@ def test_campaign_json_follows_its_schema_and_names_the_reproducers(tmp_path: Pa
     lines = campaign_text(r, paths)
     assert lines[2] == ("scenarios agreeing at every step: 1/2 (50.0%); steps agreeing: "
                         "0/0 (0.00%)")
+
+
+@settings(deadline=None, derandomize=True, database=None, max_examples=40)
+@given(scenarios(frozenset(), reach=REAL_KVM))
+def test_what_the_campaign_draws_runs_clean_on_the_model(gen: Generated) -> None:
+    """The huge zero page and read-only hugetlb pages keep every invariant (the fuzz
+    suite's FULL reach never sets thp_zero_page)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        verdict = judge(gen, f"{tmp}/g.toml")
+    assert verdict.outcome is Outcome.OK, verdict
