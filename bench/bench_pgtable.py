@@ -12,7 +12,10 @@ print side by side. The host memory figure is what the model's Python heap grows
 mapping (tracemalloc, measured in a separate run), per mapped 4K page. The generator
 cost is also estimated from first principles: see measure_generator_cost().
 
-Usage: python bench/bench_pgtable.py [--quick] [--json]
+Times are process time (the machine is shared); each workload runs --repeat times per
+path (default 3) on fresh tables, and the median counts.
+
+Usage: python bench/bench_pgtable.py [--quick] [--repeat N] [--json]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 import tracemalloc
@@ -63,36 +67,50 @@ def setup(force_pte: bool, cache_pages: int) -> tuple[PgtableEnv, KvmPgtable, Kv
 
 
 def timed(fn: Callable[[], int]) -> tuple[float, int]:
-    """Return (seconds, result) of one call."""
-    t = time.perf_counter()
+    """Return (process seconds, result) of one call."""
+    t = time.process_time()
     ret = fn()
-    return time.perf_counter() - t, ret
+    return max(time.process_time() - t, 1e-9), ret
+
+
+REPEAT = 3
 
 
 def workload(key: str, name: str, size: int, phys: int, force_pte: bool, entries: int
              ) -> float:
     """Map, wrprotect and unmap one region on both paths; print entries per second.
 
+    Each path runs REPEAT times on fresh tables, alternating paths; the median counts.
     Returns the generator path's map seconds per entry.
     """
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(REPEAT):
+        for path, generators in PATHS:
+            env, pgt, mc = setup(force_pte, entries // 512 + 8)
+            pgd_pages = env.pool.in_use() - mc.nobjs
+            for op, fn in (
+                ("map", lambda t=pgt, c=mc: kvm_pgtable_stage2_map(t, IPA, size, phys,
+                                                                   KVM_PGTABLE_PROT_RW, c)),
+                ("wrprotect", lambda t=pgt: kvm_pgtable_stage2_wrprotect(t, IPA, size)),
+                ("unmap", lambda t=pgt: kvm_pgtable_stage2_unmap(t, IPA, size)),
+            ):
+                with generator_path(generators):
+                    secs, ret = timed(fn)
+                if ret:
+                    sys.exit(f"{name} {op} failed: {ret}")
+                times.setdefault((op, path), []).append(secs)
+            left = env.pool.in_use() - mc.nobjs
+            if left != pgd_pages:
+                sys.exit(f"{name}: {left} table pages left after unmap, not the PGD's "
+                         f"{pgd_pages}")
     per_entry = {}
-    for path, generators in PATHS:
-        env, pgt, mc = setup(force_pte, entries // 512 + 8)
-        for op, fn in (
-            ("map", lambda t=pgt, c=mc: kvm_pgtable_stage2_map(t, IPA, size, phys,
-                                                               KVM_PGTABLE_PROT_RW, c)),
-            ("wrprotect", lambda t=pgt: kvm_pgtable_stage2_wrprotect(t, IPA, size)),
-            ("unmap", lambda t=pgt: kvm_pgtable_stage2_unmap(t, IPA, size)),
-        ):
-            with generator_path(generators):
-                secs, ret = timed(fn)
-            if ret:
-                sys.exit(f"{name} {op} failed: {ret}")
+    for path, _ in PATHS:
+        for op in ("map", "wrprotect", "unmap"):
+            secs = statistics.median(times[op, path])
             say(f"{name:<26} {op:<10} {path:<9} {entries:>8} entries {secs:8.2f} s "
-                f"{entries / secs:>10,.0f} /s")
+                f"{entries / secs:>10,.0f} /s (median of {REPEAT})")
             FIGURES[f"{op}_{key}_{path}_per_s"] = entries / secs
             per_entry[op, path] = secs / entries
-        say(f"{'':<26} table pages left after unmap: {env.pool.in_use() - mc.nobjs} (the PGD)")
     for op in ("map", "wrprotect", "unmap"):
         ratio = per_entry[op, "generator"] / per_entry[op, "plain"]
         say(f"{name:<26} {op:<10} plain twins {ratio:.2f}x the generator path")
@@ -136,14 +154,14 @@ def measure_generator_cost(steps: int = 200_000, depth: int = 7) -> float:
     """
     from s2mmu.pgtable.steps import run
 
-    t = time.perf_counter()
+    t = time.process_time()
     for _ in range(steps):
         run(_nested(depth))
-    gen = (time.perf_counter() - t) / steps
-    t = time.perf_counter()
+    gen = (time.process_time() - t) / steps
+    t = time.process_time()
     for _ in range(steps):
         _plain(depth)
-    plain = (time.perf_counter() - t) / steps
+    plain = (time.process_time() - t) / steps
     say(
         f"generator plumbing: {gen * 1e6:.2f} us per access at depth {depth} "
         f"vs {plain * 1e6:.2f} us of plain calls (+{(gen - plain) * 1e6:.2f} us)"
@@ -162,10 +180,12 @@ def main() -> None:
     """Run the benchmarks and print their figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1/16 of the sizes")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per path (median)")
     parser.add_argument("--json", action="store_true", help="print one JSON object of figures")
     args = parser.parse_args()
-    global QUIET
+    global QUIET, REPEAT
     QUIET = args.json
+    REPEAT = max(args.repeat, 1)
     scale = 16 if args.quick else 1
     pages = SZ_1G // scale
     blocks = 64 * SZ_1G // scale

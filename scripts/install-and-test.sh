@@ -3,8 +3,9 @@
 # binutils from Debian; Linux 6.12's and 6.1's source, a C compiler, awk and xz for the
 # kernel oracle, `s2mmu kernel`; Debian's arm64 architecture, the aarch64 cross compiler
 # and its static libc for real KVM, `s2mmu real`, whose tests fetch Debian's arm64 kernel
-# package with apt-get download into ~/.cache/s2mmu/real; the package and its test tools
-# from PyPI), then run the checks and the whole test suite. .ci/run calls exactly this.
+# package with apt-get download into ~/.cache/s2mmu/real; Debian's bookworm-backports for
+# QEMU 10.0, fetched into ~/.cache/s2mmu beside the system's 7.2; the package and its test
+# tools from PyPI), then run the checks and the whole test suite. .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,23 @@ fi
 
 python3 -m pip install -q -e ".[test]" 2>&1 | grep -v -e "^WARNING: Running pip as" -e "is ignored" || true
 
+# QEMU 10.0, the second conformance oracle (FEAT_PAN3/EPAN, FEAT_XS, FEAT_NV2 in -cpu max):
+# Debian's bookworm-backports at apt's default backports priority (100), so nothing is ever
+# upgraded from it and the system's qemu-system-aarch64 stays 7.2; s2mmu fetches the 10.0
+# package with apt-get download and extracts it into ~/.cache/s2mmu/qemu-10.0.2.
+BACKPORTS=/etc/apt/sources.list.d/s2mmu-backports.sources
+if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  $SUDO tee "$BACKPORTS" >/dev/null <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  $SUDO apt-get update -qq
+fi
+python3 -m s2mmu.conformance.qemu_binary 10.0
+
 echo "== ruff"
 python3 -m ruff check src tests bench
 echo "== mypy --strict (arch, pgtable)"
@@ -45,4 +63,6 @@ export S2MMU_REQUIRE_KERNEL=1
 # The real-KVM tests (tests/real) fail rather than skip without QEMU, the cross compiler
 # or Debian's arm64 kernel package.
 export S2MMU_REQUIRE_REAL=1
+# The conformance tests against QEMU 10.0 fail rather than skip without it.
+export S2MMU_REQUIRE_QEMU10=1
 python3 -m pytest -n 2 -p no:cacheprovider "$@"

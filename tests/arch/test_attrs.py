@@ -1,5 +1,7 @@
 """Memory attributes: MAIR decode, stage-2 MemAttr, combination with and without FWB."""
 
+from dataclasses import replace
+
 import pytest
 
 from s2mmu.arch.attrs import (
@@ -18,6 +20,7 @@ from s2mmu.arch.attrs import (
     combine_shareability,
     decode_cache_nibble,
     encode_cache_nibble,
+    mair_reserved,
     par_attr,
     par_sh,
     s1_attr_decode,
@@ -25,6 +28,10 @@ from s2mmu.arch.attrs import (
     s2_combine_s1,
     s2_memattr_decode,
 )
+from s2mmu.arch.builder import s1_attrs, s2_attrs
+from s2mmu.arch.features import FeatureSet, qemu_7_2_max
+
+from .machine import DATA_IPA, DATA_PA, two_stage
 
 WB, WT = Cacheability.WB, Cacheability.WT
 NSH, OSH, ISH = Shareability.NSH, Shareability.OSH, Shareability.ISH
@@ -196,3 +203,73 @@ def test_decoders_refuse_fields_wider_than_their_encoding():
     with pytest.raises(InputError) as e:
         decode_cache_nibble(-1)
     assert str(e.value) == "nibble=-1: a MAIR cacheability nibble is 4 bits"
+
+
+# --- FEAT_XS: the XS attribute --------------------------------------------------------------
+
+@pytest.mark.parametrize(("attr", "xs"), [
+    (0x00, True), (0x04, True), (0x01, False), (0x05, False), (0x0D, False),
+    (0x40, False), (0xA0, False), (0xF0, False), (0xFF, False), (0xBB, True),
+    (0x44, True), (0xF4, True), (0x4F, True)])
+def test_feat_xs_decodes_the_xs_attribute_of_each_mair_encoding(attr: int, xs: bool) -> None:
+    got = s1_attr_decode(attr, 0, 0b11, xs=True)
+    assert got.xs is xs
+    assert s1_attr_decode(attr, 0, 0b11).xs is True or mair_reserved(attr)
+
+
+def test_feat_xs_makes_its_encodings_defined_and_keeps_their_type() -> None:
+    for attr in (0x01, 0x05, 0x09, 0x0D, 0x40, 0xA0):
+        assert mair_reserved(attr) and not mair_reserved(attr, xs=True)
+    assert mair_reserved(0x02, xs=True) and mair_reserved(0x80, xs=True)
+    dev = s1_attr_decode(0x05, 0, 0b10, xs=True)
+    assert (dev.memtype, dev.device) == (MemType.DEVICE, DeviceType.nGnRE)
+    nc = s1_attr_decode(0x40, 0, 0b11, xs=True)
+    assert (nc.inner.attrs, nc.outer.attrs) == (Cacheability.NC, Cacheability.NC)
+    wt = s1_attr_decode(0xA0, 0, 0b11, xs=True)
+    assert (wt.inner, wt.outer) == (CacheHints(Cacheability.WT, True, False),) * 2
+
+
+@pytest.mark.parametrize("attr", [0x01, 0x05, 0x09, 0x0D, 0x40, 0xA0, 0x00, 0x44, 0xAA, 0xFF])
+def test_par_attr_round_trips_the_xs_encodings(attr: int) -> None:
+    assert par_attr(s1_attr_decode(attr, 0, 0b11, xs=True)) == attr
+
+
+def test_stage2_combination_keeps_xs_1_only_where_both_stages_have_it() -> None:
+    dev_xs0 = s1_attr_decode(0x05, 0, 0b10, xs=True)
+    nc_xs1 = s1_attr_decode(0x44, 0, 0b10, xs=True)
+    s2_nc = s2_memattr_decode(0b0101, 0b10)
+    assert s2_combine_s1(nc_xs1, s2_nc, xs=True).xs is True
+    assert s2_combine_s1(nc_xs1, replace(s2_nc, xs=False), xs=True).xs is False   # FnXS
+    assert s2_combine_s1(dev_xs0, s2_nc, xs=True).xs is False
+    wb = s1_attr_decode(0xFF, 0, 0b11, xs=True)
+    assert s2_combine_s1(wb, s2_memattr_decode(0b1111, 0b11), xs=True).xs is False
+    # Without FEAT_XS everything has XS=1, combined too.
+    assert s2_combine_s1(s1_attr_decode(0xFF, 0, 0b11), s2_memattr_decode(0b1111, 0b11)).xs
+
+
+def test_fwb_keeps_stage1_xs_forces_xs_0_for_write_back_and_fnxs() -> None:
+    nc_xs1 = s1_attr_decode(0x44, 0, 0b10, xs=True)
+    assert s2_apply_fwb(nc_xs1, 0b0111, 0b11, xs=True).xs is True       # stage 1's
+    assert s2_apply_fwb(nc_xs1, 0b0110, 0b11, xs=True).xs is False      # forced WB
+    assert s2_apply_fwb(nc_xs1, 0b0111, 0b11, fnxs=True, xs=True).xs is False
+    assert s2_apply_fwb(nc_xs1, 0b0001, 0b11, xs=True).xs is True       # Device, stage 1's
+    assert s2_apply_fwb(s1_attr_decode(0x44, 0, 0b10), 0b0110, 0b11).xs is True
+
+
+def test_translation_reports_xs_in_the_result_and_par_with_feat_xs() -> None:
+    m, s1, s2 = two_stage()
+    base = qemu_7_2_max()
+    m.fs = FeatureSet(base.features | {"FEAT_XS"}, base.pa_bits)
+    m.set(MAIR_EL1=0x05_40)                 # Attr0 Normal NC XS=0, Attr1 Device-nGnRE XS=0
+    s1.map(0x1000, DATA_IPA, 0x1000, s1_attrs(attrindx=0))
+    s1.map(0x2000, DATA_IPA + 0x1000, 0x1000, s1_attrs(attrindx=1))
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs(memattr=0b0101))
+    s2.map(DATA_IPA + 0x1000, DATA_PA + 0x1000, 0x1000, s2_attrs(memattr=0b0101) | 1 << 11)
+    assert m.ok(0x1000).memattrs.xs is False
+    assert m.par("S12E1R", 0x1000) >> 56 == 0x40
+    assert m.par("S12E1R", 0x2000) >> 56 == 0x05
+    m.set(MAIR_EL1=0x44_44)                 # XS=1 at stage 1; FnXS at stage 2 clears it
+    assert m.ok(0x1000).memattrs.xs is True and m.par("S12E1R", 0x1000) >> 56 == 0x44
+    assert m.ok(0x2000).memattrs.xs is False
+    m.fs = base                             # without FEAT_XS, bit 11 is not FnXS
+    assert m.ok(0x2000).memattrs.xs is True

@@ -23,7 +23,7 @@ from s2mmu.arch.batch import FAULTS, at_batch, translate_batch
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs, s2_attrs
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import FaultRecord
-from s2mmu.arch.features import qemu_7_2_max
+from s2mmu.arch.features import qemu_7_2_max, qemu_7_2_max_xs
 from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.params import Granule
 from s2mmu.arch.registers import TCR_EL1, VTCR_EL2
@@ -48,8 +48,8 @@ def widened(case: dict, rng: random.Random) -> dict:
     return replace(parsed, ops=ops)
 
 
-def scalar_json(case) -> dict:
-    results, mem, writers = run_case_detailed(case)
+def scalar_json(case, features=None) -> dict:
+    results, mem, writers = run_case_detailed(case, features)
     return {"name": case.name,
             "ops": [op_result_json(s, r) for s, r in zip(case.ops, results, strict=True)],
             "memory_changes": [memory_change_json(w, i)
@@ -188,3 +188,56 @@ def test_permission_masks_are_the_leaves() -> None:
                                     | p.ux << 5)
     assert int(got.s2_perms[0]) & 0b11 == 0b11      # s2_attrs(): read and write
     assert got.s1_perms[1] == 0 and got.fault[1] >= 0   # unmapped: no permissions
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=60),
+       st.integers(0, 2**64 - 1), st.integers(0, 20))
+def test_counted_unique_equals_numpy_unique(spread: list[int], base: int, shift: int) -> None:
+    # Close values are counted over their span, spread ones sorted: both as np.unique.
+    from s2mmu.arch.batch import _unique_inverse
+    for values in (spread, [(base >> shift) + (v % 700) for v in spread]):
+        x = np.array([v % 2**64 for v in values], dtype=np.uint64)
+        want_u, want_inv = np.unique(x, return_inverse=True)
+        got_u, got_inv = _unique_inverse(x)
+        assert got_u.dtype == x.dtype
+        assert got_u.tolist() == want_u.tolist()
+        assert got_inv.tolist() == want_inv.reshape(-1).tolist()
+
+
+XS_CASE = {
+    "name": "xs_attribute", "el": "EL2",
+    "regs": {"SCTLR_EL1": "0x30d00801", "TCR_EL1": "0x580903510", "MAIR_EL1": "0x44a00540",
+             "TTBR0_EL1": "0x60000000", "HCR_EL2": "0x80000001", "VTCR_EL2": "0x80623558",
+             "VTTBR_EL2": "0x61000000"},
+    "memory": [{"pa": "0x60000008", "words": ["0x60001003"]},
+               {"pa": "0x60001008", "words": ["0x60002003"]},
+               {"pa": "0x60002008", "words": ["0x60003003"]},
+               {"pa": "0x60003008", "words": ["0x90000703", "0x90001707", "0x9000270b",
+                                              "0x9000370f"]},
+               {"pa": "0x61000008", "words": ["0x400007fd"]},
+               {"pa": "0x61000010", "words": ["0x61001003"]},
+               {"pa": "0x61001400", "words": ["0x61002003"]},
+               {"pa": "0x61002000", "words": ["0x900007d7", "0x90001fd7", "0x900027ff",
+                                              "0x900037d7"]}],
+}
+"""Stage 1 MAIR 0x40 / 0x05 / 0xA0 / 0x44 over stage-2 NC, NC with FnXS, WB, NC."""
+
+
+def test_batch_equals_scalar_with_feat_xs_and_fnxs_per_lane() -> None:
+    ops = [["S12E1R", hex(0x8040200000 + page * 0x1000 + off)]
+           for off in range(0, 0x1000, 0x100) for page in (1, 2, 3, 4)]
+    case = parse_case({**XS_CASE, "ops": ops})
+    fs = qemu_7_2_max_xs()
+    got = run_case(case, fs)
+    assert got == scalar_json(case, fs)
+    attrs = [int(op["PAR_EL1"], 16) >> 56 for op in got["ops"][:4]]
+    assert attrs == [0x40, 0x05, 0xA0, 0x44]
+
+
+@pytest.mark.parametrize("family", ["broken", "stage2", "dc_cd"])
+def test_batch_equals_scalar_on_conformance_families_with_feat_xs(family: str) -> None:
+    rng = random.Random(family)
+    for index in range(4):
+        case = widened(generate_case(family, 5, index), rng)
+        assert run_case(case, qemu_7_2_max_xs()) == scalar_json(case, qemu_7_2_max_xs())

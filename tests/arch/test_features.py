@@ -6,12 +6,12 @@ from hypothesis import strategies as st
 
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.features import (
+    ID_FEATURES,
     KNOWN_FEATURES,
-    MMFR_FEATURES,
     PARANGE_BITS,
     PRESETS,
     FeatureSet,
-    IdAa64Mmfr,
+    IdRegs,
     feature_set_of,
     id_aa64mmfr0,
     id_aa64mmfr1,
@@ -56,7 +56,9 @@ def test_server_presets():
     assert server_v8_2().pa_max() == 48
     assert not server_v8_2().has("FEAT_S2FWB")
     assert server_v8_4_fwb().has("FEAT_S2FWB") and server_v8_4_fwb().has("FEAT_TTST")
-    assert set(PRESETS) == {"qemu-max", "server-v8.2", "server-v8.4"}
+    assert set(PRESETS) == {"qemu-max", "server-v8.2", "server-v8.4", "qemu-max+xs"}
+    xs = PRESETS["qemu-max+xs"]()
+    assert xs.has("FEAT_XS") and xs.features - {"FEAT_XS"} == qemu_7_2_max().features
 
 
 def test_id_aa64mmfr0_of_qemu_max():
@@ -112,7 +114,7 @@ def test_feat_ats1a_is_a_known_feature():
 # A register field says a level: a higher level includes the lower ones.
 LEVELS = (("FEAT_HAFDBS", "FEAT_HAFDBS_DIRTY"), ("FEAT_HPDS", "FEAT_HPDS2"),
           ("FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3"), ("FEAT_NV", "FEAT_NV2"))
-SINGLE = sorted(MMFR_FEATURES - {f for chain in LEVELS for f in chain} - {"FEAT_LPA2"})
+SINGLE = sorted(ID_FEATURES - {f for chain in LEVELS for f in chain} - {"FEAT_LPA2"})
 
 
 @st.composite
@@ -124,7 +126,7 @@ def expressible(draw: st.DrawFn) -> FeatureSet:
     granules = draw(st.sets(st.sampled_from((4, 16, 64))))
     if granules & {4, 16} and draw(st.booleans()):
         names.add("FEAT_LPA2")
-    other = draw(st.sets(st.sampled_from(sorted(KNOWN_FEATURES - MMFR_FEATURES))))
+    other = draw(st.sets(st.sampled_from(sorted(KNOWN_FEATURES - ID_FEATURES))))
     return FeatureSet(frozenset(names | other), pa_bits=draw(st.sampled_from(
         sorted(PARANGE_BITS.values()))), granules=frozenset(granules))
 
@@ -132,7 +134,7 @@ def expressible(draw: st.DrawFn) -> FeatureSet:
 @given(expressible())
 def test_features_to_registers_to_features_round_trips(fs: FeatureSet) -> None:
     got = feature_set_of(id_regs_of(fs))
-    assert got == FeatureSet(fs.features & MMFR_FEATURES, fs.pa_bits, fs.granules)
+    assert got == FeatureSet(fs.features & ID_FEATURES, fs.pa_bits, fs.granules)
 
 
 @given(expressible())
@@ -147,13 +149,13 @@ def test_registers_to_features_to_registers_round_trips(fs: FeatureSet) -> None:
 ])
 def test_pan_field_levels(pan: int, want: set[str]) -> None:
     regs = id_regs_of(FeatureSet(frozenset()))
-    fs = feature_set_of(IdAa64Mmfr(regs.ID_AA64MMFR0_EL1, pan << 20, regs.ID_AA64MMFR2_EL1))
+    fs = feature_set_of(IdRegs(regs.ID_AA64MMFR0_EL1, pan << 20, regs.ID_AA64MMFR2_EL1))
     assert fs.features & {"FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3"} == want
 
 
 def test_bbm_level_1_is_feat_bbm() -> None:
     regs = id_regs_of(FeatureSet(frozenset()))
-    assert feature_set_of(IdAa64Mmfr(regs.ID_AA64MMFR0_EL1, 0, 1 << 52)).has("FEAT_BBM")
+    assert feature_set_of(IdRegs(regs.ID_AA64MMFR0_EL1, 0, 1 << 52)).has("FEAT_BBM")
 
 
 @pytest.mark.parametrize("reg, lsb, value, name", [
@@ -175,7 +177,7 @@ def test_reserved_field_values_are_refused_by_name(reg: int, lsb: int, value: in
     vals[reg] = vals[reg] & ~(0xF << lsb) | value << lsb
     with pytest.raises(InputError, match=rf"^{name}: reserved, or an extension the model "
                                          rf"does not implement \(known: "):
-        feature_set_of(IdAa64Mmfr(*vals))
+        feature_set_of(IdRegs(*vals))
 
 
 def test_id_field_reads_one_field() -> None:

@@ -1,5 +1,7 @@
 """Stage-1, stage-2 and two-stage translation, rule by rule (Arm ARM D8, ASL S1/S2Translate)."""
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +17,7 @@ from s2mmu.arch.memory import MemoryWrite
 from s2mmu.arch.params import Granule, s1_start_level
 from s2mmu.arch.registers import HCR_EL2, SCTLR_EL1, SCTLR_EL2, TCR_EL1
 from s2mmu.arch.state import Regime
-from s2mmu.arch.translate import AddressDescriptor, stage2_lookup
+from s2mmu.arch.translate import AddressDescriptor, full_translate, stage2_lookup
 
 from .machine import (
     DATA_IPA,
@@ -1009,3 +1011,53 @@ def test_s2_walk_reports_pre_walk_faults_as_stage2_level_0():
     got = s2_walk(p, 1 << 40, acc_gpr(1, False), env)
     assert got.statuscode is Fault.TRANSLATION and got.level == 0 and got.secondstage
     assert got.reason == "IPA 0x10000000000 is outside the 40-bit IPA space (VTCR_EL2.T0SZ)"
+
+
+# ---------------------------------------------------------------- the walk's own record
+
+def test_result_steps_are_the_reads_the_trace_recorded():
+    # A walk keeps its reads as tuples and builds WalkSteps only when asked: the
+    # results' steps equal the explain trace step for step (stage-2 reads of each
+    # stage-1 table first, then the stage-2 walk of the output IPA).
+    m, s1, s2 = two_stage()
+    s1.map(DATA_VA, DATA_IPA, 0x1000, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 0x1000, s2_attrs())
+    trace: list = []
+    got = full_translate(m.regs, Regime.EL10, DATA_VA, READ, m.env(), trace=trace)
+    assert isinstance(got, AddressDescriptor) and got.s1 is not None and got.s2 is not None
+    assert list(got.s1.steps) == [s for s in trace if s.stage == 1]
+    assert list(got.s2.steps) == trace[-len(got.s2.steps):]
+    # Each stage-1 table is in a stage-2 level-2 block; the output IPA is in a page.
+    assert [s.stage for s in trace] == [2, 2, 1] * 4 + [2, 2, 2]
+    assert got.s1.leaf_descaddress() == got.s1.steps[-1].descaddress
+
+
+def test_steps_keep_the_leaf_as_read_before_a_hardware_update():
+    m, b = s1_machine(G4, 16, HA=1)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs(af=False))
+    got = m.ok(VA)
+    assert got.s1 is not None
+    assert got.s1.steps[-1].raw == got.s1.steps[-1].decoded.raw
+    assert got.s1.leaf.raw == got.s1.steps[-1].raw | (1 << 10)
+
+
+def test_a_new_register_set_or_feature_set_is_read_afresh():
+    # full_translate reuses the last configuration while its inputs are the same objects:
+    # equal values in new objects, and new values, give their own answers.
+    m, b = s1_machine(G4, 16)
+    b.map(VA, 0x9000_0000, 0x1000, s1_attrs())
+    b.map(VA + 0x1000, 0xA000_0000, 0x1000, s1_attrs())
+    first = m.regs
+    assert m.ok(VA).paddress == 0x9000_0000
+    m.set(TTBR0_EL1=0x7000_0000)                     # an empty table
+    assert m.fault(VA).statuscode is Fault.TRANSLATION
+    m.regs = first
+    assert m.ok(VA + 0x1000).paddress == 0xA000_0000
+    m.set(TCR_EL1=tcr_el1(16, G4, epd1=1, HPD0=1))  # same tables, new object
+    assert m.ok(VA).paddress == 0x9000_0000
+    m.regs = replace(first, TTBR0_EL1=first.TTBR0_EL1 | (1 << 44))
+    f = m.fault(VA)                                  # tables of zeros at 0x1000_1000_0000
+    assert (f.statuscode, f.level) == (Fault.TRANSLATION, 0)
+    m.fs = FeatureSet(frozenset(), pa_bits=40)       # the same registers, PAMax 40
+    f = m.fault(VA)
+    assert (f.statuscode, f.level) == (Fault.ADDRESS_SIZE, 0)

@@ -449,3 +449,25 @@ def test_translate_explain_and_svg_never_raise_for_any_register_state(
     assert lines[0].startswith(f"VA {va:#x} EL{el} read in the ")
     last = [x for x in lines if not x.startswith("  hardware wrote")][-1]
     assert last.startswith(("-> ", "  taken to EL")), last
+
+
+ACCESS_CASES = Path(__file__).resolve().parents[1] / "conformance" / "cases"
+
+
+@pytest.mark.parametrize("name", ["accesses.cases.json", "atomics.cases.json"])
+def test_at_text_describes_real_accesses(name: str) -> None:
+    code, out, _ = run("at", str(ACCESS_CASES / name))
+    assert code == 0
+    assert "loaded 0x1122334455667788 from PA 0x90000010" in out
+    if name == "atomics.cases.json":
+        assert "atomic read 0x0000000000000005 at PA 0x90000048" in out
+        assert "(status 0)" in out and "SCTLR_EL1.A=1 enforces alignment" in out
+
+
+def test_at_json_of_atomics_is_of_the_schema() -> None:
+    code, out, _ = run("at", str(ACCESS_CASES / "atomics.cases.json"), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    validate(doc)
+    assert {op["outcome"] for case in doc["cases"] for op in case["ops"]} == {
+        "load", "store", "atomic", "exception"}

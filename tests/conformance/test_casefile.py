@@ -33,7 +33,8 @@ def test_unknown_register_is_one_line_naming_it() -> None:
 
 
 def test_unknown_op_is_one_line_naming_it() -> None:
-    known = r"\(known: S1E0R, .*, S12E1W; accesses: LDR, STR, FETCH\)"
+    known = r"\(known: S1E0R, .*, S12E1W; accesses: LDR, STR, FETCH, LDXR, LDAXR, STXR, " \
+        r"LDADD, SWP, CAS\)"
     with pytest.raises(InputError, match=rf"op 0: unknown AT operation 'S1E3R' {known}"):
         parse_cases({"ops": [["S1E3R", 0]]})
 

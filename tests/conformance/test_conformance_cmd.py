@@ -48,6 +48,9 @@ def test_bad_json_is_exit_2_naming_the_file(tmp_path: object) -> None:
 def test_summary_prints_families_and_overall_agreement() -> None:
     result = CliRunner().invoke(conformance, ["--cases", "4", "--family", "s1_4k,el2"])
     lines = result.stdout.splitlines()
+    assert lines[0].startswith("QEMU 7.2.") and lines[0].endswith(", -cpu max")
+    assert lines[1].startswith("  implements: ") and lines[2].startswith("  lacks: ")
+    lines = lines[3:]
     assert lines[0].split() == ["family", "ops", "agree", "mismatch", "diverge", "not", "run",
                                 "agreement"]
     assert lines[1].startswith("s1_4k") and lines[2].startswith("el2")
@@ -108,3 +111,15 @@ def test_replay_of_accesses_is_json_of_the_schema_and_agrees() -> None:
 def test_help_lists_the_access_families() -> None:
     result = CliRunner().invoke(conformance, ["--help"])
     assert "loads, stores," in result.stdout and "fetches" in result.stdout
+    assert all(name in result.stdout for name in ("exclusives", "atomics", "alignment"))
+
+
+@requires_qemu
+def test_replay_of_exclusives_and_atomics_is_json_of_the_schema_and_agrees() -> None:
+    result = CliRunner().invoke(conformance, ["--replay", str(CASES / "atomics.cases.json"),
+                                              "--json"])
+    assert result.exit_code == 0, result.stdout
+    doc = json.loads(result.stdout)
+    validate(doc)
+    outcomes = {op["qemu"]["outcome"] for case in doc["cases"] for op in case["ops"]}
+    assert outcomes == {"load", "store", "atomic", "exception"} and doc["ok"]

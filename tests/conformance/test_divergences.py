@@ -211,7 +211,8 @@ def test_tge_divergence_needs_tge_without_e2h_and_qemu_equal_to_the_walk_without
 
 @pytest.mark.parametrize("divergence", DIVERGENCES, ids=lambda d: d.name)
 def test_every_divergence_has_a_reason(divergence: Any) -> None:
-    assert len(divergence.reason) > 60 and "QEMU 7.2" in divergence.reason
+    assert len(divergence.reason) > 60
+    assert any(f"QEMU {series}" in divergence.reason for series in divergence.series)
 
 
 # --- Departures found by the random cases: recorded QEMU answers, and QEMU itself ------------
@@ -265,7 +266,7 @@ def test_a_changed_qemu_answer_is_not_explained(example: dict[str, Any]) -> None
         assert None in memory_explanations(case, bent, model)
         return
     answer = dict(example["qemu_answer"])
-    key = "PAR_EL1" if "PAR_EL1" in answer else "ESR"
+    key = next(k for k in ("PAR_EL1", "ESR", "value") if k in answer)
     answer[key] = hex(int(answer[key], 16) ^ 1 << 12)
     assert classify(OpEvidence(case, case.ops[0], answer, model["ops"][0], 0)) is None
 

@@ -48,8 +48,11 @@ def test_unknown_family_is_one_line_listing_the_known_ones() -> None:
         family_names("s1_4k,nope")
 
 
-@pytest.mark.parametrize(("family", "ops"), [("loads", {"LDR"}), ("stores", {"STR", "LDR"}),
-                                             ("fetches", {"FETCH"})])
+@pytest.mark.parametrize(("family", "ops"), [
+    ("loads", {"LDR"}), ("stores", {"STR", "LDR"}), ("fetches", {"FETCH"}),
+    ("exclusives", {"LDXR", "LDAXR", "STXR", "LDR"}),
+    ("atomics", {"LDADD", "SWP", "CAS", "LDR"}),
+    ("alignment", {"LDR", "STR", "LDXR", "SWP"})])
 def test_access_families_make_only_their_accesses_at_el0_to_el2(family: str,
                                                                  ops: set[str]) -> None:
     cases = [generate_case(family, seed=4, index=i) for i in range(30)]
@@ -68,9 +71,25 @@ def test_access_outputs_land_in_ram_the_model_reads_as_data() -> None:
     assert values and any(values)
 
 
-def test_stores_go_above_the_given_words() -> None:
+def test_alignment_family_misaligns_accesses_and_sets_sctlr_a() -> None:
+    cases = [generate_case("alignment", 6, i) for i in range(30)]
+    vas = [int(op["va"], 16) for case in cases for op in case["ops"]]
+    assert sum(va % 8 != 0 for va in vas) > len(vas) // 3
+    sctlr = [int(case["regs"].get(name, "0"), 16) for case in cases
+             for name in ("SCTLR_EL1", "SCTLR_EL2")]
+    assert any(v >> 1 & 1 for v in sctlr) and not all(v >> 1 & 1 for v in sctlr)
+    # Every other access family keeps its accesses aligned and SCTLR_ELx.A clear.
+    for family in ("loads", "stores", "fetches"):
+        for i in range(10):
+            case = generate_case(family, 6, i)
+            size = 4 if family == "fetches" else 8
+            assert all(int(op["va"], 16) % size == 0 for op in case["ops"])
+
+
+@pytest.mark.parametrize("family", ["stores", "exclusives", "atomics", "alignment"])
+def test_stores_go_above_the_given_words(family: str) -> None:
     for i in range(20):
-        case = generate_case("stores", 2, i)
+        case = generate_case(family, 2, i)
         (parsed,) = parse_cases(case)
         given = {pa for pa, _ in parsed.words}
         answer = atcase.run_case(atcase.parse_cases(case)[0])

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from s2mmu.arch.errors import InputError
-from s2mmu.conformance.casefile import parse_cases
+from s2mmu.conformance.casefile import AtOp, parse_cases
 from s2mmu.conformance.qemu import (
     PROBE_LAYOUT,
     RESULT_MAGIC,
     QemuConfig,
+    access_answer,
     build_probe,
     check_probe_symbols,
     parse_results,
@@ -173,3 +174,17 @@ def test_a_store_is_undone_before_the_next_case(qemu_config: QemuConfig) -> None
 def test_accesses_at_el3_are_refused_with_the_rule() -> None:
     with pytest.raises(InputError, match="executes LDR at EL0, EL1 or EL2, not EL3"):
         parse_cases({"ops": [{"op": "LDR", "va": "0x0", "el": "EL3"}]})
+
+
+def test_completed_accesses_decode_by_kind() -> None:
+    def op(name: str) -> AtOp:
+        return AtOp(name, 0x1000, 1, 0, value=0x55)
+
+    assert access_answer(op("LDXR"), 0x12, 0) == {"outcome": "load",
+                                                  "value": "0x0000000000000012"}
+    assert access_answer(op("LDADD"), 0x12, 0) == {"outcome": "atomic",
+                                                   "value": "0x0000000000000012"}
+    assert access_answer(op("STXR"), 0x12, 0xFFFF_FFFF_0000_0001) == {
+        "outcome": "store", "value": "0x0000000000000055", "status": "0x1"}
+    assert access_answer(op("STR"), 0x12, 7) == {"outcome": "store",
+                                                 "value": "0x0000000000000055"}

@@ -19,3 +19,8 @@ def test_examples_give_the_same_answers_from_el3(qemu_config: QemuConfig) -> Non
     got = run_case_file(moved, qemu_config)["cases"]
     for g, w in zip(got, want, strict=True):
         assert [op["PAR_EL1"] for op in g["ops"]] == [op["PAR_EL1"] for op in w["ops"]]
+
+
+@requires_qemu
+def test_probe_reproduces_the_exclusives_and_atomics_answers(qemu_config: QemuConfig) -> None:
+    assert run_case_file(load("atomics.cases.json"), qemu_config) == load("atomics.qemu.json")

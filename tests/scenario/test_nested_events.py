@@ -21,7 +21,7 @@ from s2mmu.scenario.schema import ScenarioError, load_scenario
 
 BASE = """
 [host]
-features = ["fwb", "dic", "idc", "tlb_range"]
+features = {host}
 [vm]
 ipa_bits = 40
 [[vma]]
@@ -50,13 +50,14 @@ perms = "R"
 """
 
 
-def scenario(events: str = "", nested: str = "", maps: str = "") -> str:
+def scenario(events: str = "", nested: str = "", maps: str = "",
+             host: str = '["fwb", "dic", "idc", "tlb_range"]') -> str:
     """Return the base scenario with events, [nested] keys (vmid 5 and tables at
-    0x43000000 unless given) and extra [[nested.*]] tables."""
+    0x43000000 unless given), extra [[nested.*]] tables and the [host] features."""
     for key, line in (("vmid", "vmid = 5"), ("tables", "tables = 0x43000000")):
         if f"{key} =" not in nested:
             nested = f"{line}\n{nested}"
-    return BASE.format(events=events, nested=nested, maps=maps)
+    return BASE.format(events=events, nested=nested, maps=maps, host=host)
 
 
 def run(text: str):  # type: ignore[no-untyped-def]
@@ -119,7 +120,7 @@ tg = "4K"
 scale = 0
 num = 0
 expect_shadow = { l2_ipa = 0x80200000, size = "none" }
-""", nested='without = ["FEAT_TTL"]'))
+"""))
     assert r.ok, [f.what for f in r.failures]
     assert r.steps[2].result == TlbiDone(r.steps[2].event.op, 1 << 46 | 0x80200,
                                          (ShadowUnmap(5, 0x8020_0000, 0x2000),))
@@ -128,7 +129,7 @@ expect_shadow = { l2_ipa = 0x80200000, size = "none" }
 do = "l1_tlbi"
 op = "RIPAS2E1IS"
 xt = 0x400000080200
-""", nested='without = ["FEAT_TLBIRANGE"]'))
+""", host='["fwb", "dic", "idc"]'))  # no FEAT_TLBIRANGE on the host: none in L1
     assert isinstance(r.steps[1].result, TlbiUndefined)
 
 
@@ -197,8 +198,10 @@ BAD = [
     ("", "vmid = 0x10000", "nested.vmid: must be 0..65535, not 65536"),
     ("", "bogus = 1", "nested.bogus: unknown field"),
     ("", 'profile = "v6.12"', "nested.profile: unknown field"),
-    ("", 'features = "x"', "nested.features: must be one of"),
-    ("", 'without = ["FEAT_NOPE"]', "nested.without: 'FEAT_NOPE' is not a feature"),
+    ("", 'features = "qemu-max"', "nested.features: not a [nested] key: the guest "
+                                  "hypervisor's features come from the VM's ID registers"),
+    ("", 'without = ["FEAT_TTL"]', "nested.without: not a [nested] key: lower the VM's ID "
+                                   "registers with [vm] id_regs"),
     ("", "regs = { XYZ_EL2 = 1 }", "nested.regs: 'XYZ_EL2': not a register"),
     ("", "regs = { HCR_EL2 = -1 }", "nested.regs: HCR_EL2: must not be negative"),
     ("", "", "nested.map: map[2].l2_ipa: 0x80001000 is not a non-zero multiple of 0x1000"),
@@ -375,7 +378,7 @@ def test_every_at_op_runs_from_a_scenario_and_pan_applies_to_s1e1rp() -> None:
                      f'va = {0x20003000 if op.el == 2 else 0x10002000:#x}\n' for op in AtOp)
     events += ('[[event]]\ndo = "l1_at"\nop = "S1E1RP"\nva = 0x10100000\npan = true\n'
                '[[event]]\ndo = "l1_at"\nop = "S1E1RP"\nva = 0x10100000\n')
-    r = run(scenario(events, maps=maps))
+    r = run(scenario(events, maps=maps, host='["fwb", "dic", "idc", "tlb_range", "FEAT_ATS1A"]'))
     assert r.ok, [f.what for f in r.failures]
     pars = {s.result.op: s.result.par for s in r.steps[1:1 + len(AtOp)]
             if isinstance(s.result, AtDone)}
@@ -453,3 +456,23 @@ def test_a_bad_pan_check_is_one_line_naming_the_key() -> None:
     with pytest.raises(ScenarioError, match=r"pan_check: must be one of architecture, "
                                             r"el0-probe, not 'el0'"):
         load_scenario("p.toml", text)
+
+
+def test_an_at_the_vm_id_registers_lack_is_undefined_in_l1() -> None:
+    from s2mmu.arch.at import AtOp
+    from s2mmu.scenario.nested_events import AtUndefined
+    from s2mmu.scenario.render_text import timeline_lines
+    events = "".join(f'[[event]]\ndo = "l1_at"\nop = "{op}"\nva = 0x20000000\n'
+                     for op in ("S1E1A", "S1E2A", "S1E1RP"))
+    r = run(scenario(events))                       # the host has no FEAT_ATS1A
+    got = [s.result for s in r.steps[1:]]
+    assert got[:2] == [AtUndefined(AtOp.S1E1A, "AT S1E1A needs FEAT_ATS1A"),
+                       AtUndefined(AtOp.S1E2A, "AT S1E2A needs FEAT_ATS1A")]
+    assert isinstance(got[2], AtDone)               # PAN2: the model's host has it
+    assert "L1 AT S1E1A VA 0x20000000: UNDEFINED (AT S1E1A needs FEAT_ATS1A): injected " \
+           "into L1" in "\n".join(timeline_lines(r))
+    # userspace lowers ID_AA64MMFR1_EL1.PAN to 1 (FEAT_PAN): S1E1RP is UNDEFINED in L1 too
+    lowered = scenario(events).replace("ipa_bits = 40", "ipa_bits = 40\nid_regs = { "
+                                       "ID_AA64MMFR1_EL1 = 0x100021 }", 1)
+    got = [s.result for s in run(lowered).steps[1:]]
+    assert got[2] == AtUndefined(AtOp.S1E1RP, "AT S1E1RP needs FEAT_PAN2")

@@ -96,7 +96,7 @@ def test_trace_shows_the_event_stream(tmp_path: Path) -> None:
      "bad.toml:16: event[0].do: a guest access needs exactly one of va, ipa"),
     # wrong types, shapes and ranges
     (('features = ["fwb", "dic"]', 'features = "fwb"'),
-     "bad.toml:3: host.features: must be a list like [\"dic\"], not 'fwb'"),
+     "bad.toml:3: host.features: must be a list like [\"FEAT_ATS1A\"], not 'fwb'"),
     (('do = "write"', 'do = ["write"]'), "bad.toml:16: event[0].do: must be one of"),
     (('size = "4M"\n\n[[memslot]]', 'size = 4097\n\n[[memslot]]'),
      "bad.toml:7: vma[0].size: 0x1001 is not a multiple of 0x1000"),

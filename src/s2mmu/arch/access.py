@@ -38,6 +38,13 @@ class AccessDescriptor:
     executed with PSTATE.PAN=1).
     walk_of: for a table-walk access (TTW), the access being translated (ASL keeps the
     original access in the fault record, so its syndrome describes that access).
+    exclusive: a Load/Store Exclusive (ASL accdesc.exclusive, CreateAccDescExLDST).
+    atomicop: an atomic read-modify-write (FEAT_LSE; ASL accdesc.atomicop,
+    CreateAccDescAtomicOp): it reads and writes, so it needs read and write permission;
+    write is True for it.
+    aligned: the address is aligned to the access size (the ASL passes `aligned` beside
+    the AccessDescriptor to AArch64.FullTranslate; an unaligned data access to Device
+    memory takes an Alignment fault, AArch64.S1HasAlignmentFault/S2HasAlignmentFault).
     """
 
     acctype: AccessType
@@ -46,6 +53,9 @@ class AccessDescriptor:
     pan: bool = False
     walk_of: AccessDescriptor | None = None
     any_access: bool = False   # AT S1E1A/S1E2A (ASL ATAccess_Any): no permission check
+    exclusive: bool = False
+    atomicop: bool = False
+    aligned: bool = True
 
     def is_ifetch(self) -> bool:
         """Return whether this is an instruction fetch."""
@@ -68,10 +78,24 @@ def check_access_el(el: int) -> int:
     return el
 
 
-def acc_gpr(el: int, write: bool, pan: bool = False) -> AccessDescriptor:
+def acc_gpr(el: int, write: bool, pan: bool = False, aligned: bool = True
+            ) -> AccessDescriptor:
     """Return a load (write=False) or store at el (ASL CreateAccDescGPR)."""
     check_access_el(el)
-    return AccessDescriptor(AccessType.GPR, el, write, pan)
+    return AccessDescriptor(AccessType.GPR, el, write, pan, aligned=aligned)
+
+
+def acc_exldst(el: int, write: bool, pan: bool = False) -> AccessDescriptor:
+    """Return a Load-Exclusive (write=False) or Store-Exclusive at el
+    (ASL CreateAccDescExLDST)."""
+    check_access_el(el)
+    return AccessDescriptor(AccessType.GPR, el, write, pan, exclusive=True)
+
+
+def acc_atomicop(el: int, pan: bool = False) -> AccessDescriptor:
+    """Return an atomic read-modify-write at el (ASL CreateAccDescAtomicOp: read and write)."""
+    check_access_el(el)
+    return AccessDescriptor(AccessType.GPR, el, True, pan, atomicop=True)
 
 
 def acc_ifetch(el: int) -> AccessDescriptor:

@@ -11,6 +11,7 @@ from typing import Any
 from s2mmu.arch.access_op import (
     AccessOp,
     AccessResult,
+    Atomic,
     Fetched,
     Loaded,
     Stored,
@@ -156,7 +157,7 @@ def _parse_op(item: Any, where: str, el: int, pan: bool) -> AtOpSpec:
 
 
 def parse_op_name(name: str) -> AtOp | AccessOp:
-    """Return the access (LDR, STR, FETCH) or AT operation called name."""
+    """Return the access (LDR, STR, FETCH, LDXR, ...) or AT operation called name."""
     if name.strip().upper() in AccessOp.__members__:
         return AccessOp.parse(name)
     return AtOp.parse(name)
@@ -238,6 +239,11 @@ def op_result_json(spec: AtOpSpec, result: OpResult | int) -> dict[str, Any]:
             return out
         case Stored():
             out.update(outcome="store", value=f"{result.value:#018x}")
+            if result.status is not None:
+                out["status"] = hx(result.status)
+            return out
+        case Atomic():
+            out.update(outcome="atomic", value=f"{result.value:#018x}")
             return out
         case Fetched():
             out.update(outcome="fetch", insn=f"{result.insn:#010x}")

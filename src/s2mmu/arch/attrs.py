@@ -4,6 +4,14 @@ ASL: MemoryAttributes, MemAttrHints, AArch64.S1AttrDecode, S2MemAttrDecode,
 AArch64.S2ApplyFWBMemAttrs, S2CombineS1MemAttrs, S2CombineS1Device,
 S2CombineS1AttrHints, S2CombineS1Shareability, AArch64.S1DisabledOutput,
 ReportedPARAttrs, ReportedPARShareability.
+
+FEAT_XS (an input: the `xs` argument says the implementation has it) gives memory the
+XS attribute (MemoryAttributes.xs). Stage 1: MAIR 0x40 (Normal Non-cacheable), 0xA0
+(Normal Write-Through Read-Allocate) and 0b0000dd01 (Device) have XS=0, as has Normal
+Inner and Outer Write-Back memory (0xF0 included); everything else XS=1. Stage 2: a
+leaf's FnXS (bit 11) forces XS=0. The combination keeps XS=1 only where both stages
+have it, and Normal Write-Back results have XS=0. Without FEAT_XS every result has
+XS=1 and the encodings above are reserved (mair_reserved).
 """
 
 from __future__ import annotations
@@ -89,6 +97,9 @@ class MemoryAttributes:
     outer: CacheHints = NC
     shareability: Shareability = Shareability.OSH
     tagged: bool = False
+    xs: bool = True
+    """FEAT_XS: the XS attribute (False: XS=0, accesses may complete without waiting
+    for the nXS variants of TLBI and DSB). Always True without FEAT_XS."""
 
     def describe(self) -> str:
         """Return a short human description, e.g. 'Normal iWB-RAWA oWB-RAWA ISH'."""
@@ -132,10 +143,22 @@ def decode_cache_nibble(n: int) -> CacheHints:
     return CacheHints(Cacheability.WB, r, w)
 
 
+def xs_of_normal(inner: CacheHints, outer: CacheHints) -> bool:
+    """Return the XS attribute of Normal memory (FEAT_XS): 0 for Inner and Outer
+    Write-Back, 1 otherwise (ASL S1DecodeMemAttrs, S2CombineS1MemAttrs)."""
+    return not (inner.attrs is Cacheability.WB and outer.attrs is Cacheability.WB)
+
+
+WT_RA = CacheHints(Cacheability.WT, True, False)
+
+
 @lru_cache(maxsize=4096)
-def s1_attr_decode(mair: int, attrindx: int, sh: int, reserved: str = "nearest"
-                   ) -> MemoryAttributes:
+def s1_attr_decode(mair: int, attrindx: int, sh: int, reserved: str = "nearest",
+                   xs: bool = False) -> MemoryAttributes:
     """Decode MAIR_ELx.Attr<attrindx> with the descriptor's SH (ASL S1DecodeMemAttrs).
+
+    xs: the implementation has FEAT_XS: 0b0000dd01, 0x40 and 0xA0 are defined (XS=0)
+    and the XS attribute is decoded (module docstring).
 
     The shareability is the SH field as decoded, for Device memory too; the walk then
     applies EffectiveShareability where the architecture says (s1_output_attrs).
@@ -147,11 +170,17 @@ def s1_attr_decode(mair: int, attrindx: int, sh: int, reserved: str = "nearest"
         raise InputError(f"attrindx={shorten(attrindx)}, sh={shorten(sh)}: AttrIndx is 3 bits "
                          "(MAIR_ELx.Attr0..Attr7) and SH 2 bits")
     attr = bits(mair, 8 * attrindx + 7, 8 * attrindx)
-    if mair_reserved(attr) and reserved == "device":
+    if mair_reserved(attr, xs) and reserved == "device":
         return MemoryAttributes(MemType.DEVICE, DeviceType.nGnRnE, shareability=_sh(sh))
     if attr >> 4 == 0:
         return MemoryAttributes(MemType.DEVICE, DeviceType(bits(attr, 3, 2)),
-                                shareability=_sh(sh))
+                                shareability=_sh(sh), xs=not (xs and attr & 0b11 == 0b01))
+    if xs and attr == 0x40:
+        return MemoryAttributes(MemType.NORMAL, inner=NC, outer=NC, shareability=_sh(sh),
+                                xs=False)
+    if xs and attr == 0xA0:
+        return MemoryAttributes(MemType.NORMAL, inner=WT_RA, outer=WT_RA,
+                                shareability=_sh(sh), xs=False)
     outer = decode_cache_nibble(attr >> 4)
     inner_nib = attr & 0xF
     inner = decode_cache_nibble(inner_nib) if inner_nib else NC
@@ -159,20 +188,19 @@ def s1_attr_decode(mair: int, attrindx: int, sh: int, reserved: str = "nearest"
     if tagged:
         outer = inner = WB_RAWA
     return MemoryAttributes(MemType.NORMAL, inner=inner, outer=outer, shareability=_sh(sh),
-                            tagged=tagged)
+                            tagged=tagged, xs=not xs or xs_of_normal(inner, outer))
 
 
-def mair_reserved(attr: int) -> bool:
+def mair_reserved(attr: int, xs: bool = False) -> bool:
     """Return whether a MAIR attribute byte is a reserved encoding.
 
     0b0000ddxx with xx != 00, and 0booooo0000 with a non-zero outer nibble other than
-    the Tagged Normal 0xF0 (FEAT_MTE2). The XS attribute of FEAT_XS is not modelled,
-    so its XS=0 encodings (0b0000dd01, 0x40, 0xA0) are reserved here too (ASL
-    S1DecodeMemAttrs).
+    the Tagged Normal 0xF0 (FEAT_MTE2); with FEAT_XS (xs) its XS=0 encodings
+    0b0000dd01, 0x40 and 0xA0 are defined (ASL S1DecodeMemAttrs).
     """
     if attr >> 4 == 0:
-        return attr & 0b11 != 0
-    return attr & 0xF == 0 and attr != 0xF0
+        return attr & 0b11 not in ((0b00, 0b01) if xs else (0b00,))
+    return attr & 0xF == 0 and attr != 0xF0 and not (xs and attr in (0x40, 0xA0))
 
 
 def _sh(sh: int) -> Shareability:
@@ -245,23 +273,31 @@ def combine_shareability(s1: Shareability, s2: Shareability) -> Shareability:
 
 
 @lru_cache(maxsize=4096)
-def s2_combine_s1(s1: MemoryAttributes, s2: MemoryAttributes) -> MemoryAttributes:
-    """Combine stage-1 and stage-2 attributes without FWB (ASL S2CombineS1MemAttrs)."""
+def s2_combine_s1(s1: MemoryAttributes, s2: MemoryAttributes, xs: bool = False
+                  ) -> MemoryAttributes:
+    """Combine stage-1 and stage-2 attributes without FWB (ASL S2CombineS1MemAttrs).
+
+    xs (FEAT_XS): XS=1 only where both stages have it, XS=0 for a Normal Write-Back result.
+    """
+    both = s1.xs and s2.xs
     if s1.memtype is MemType.DEVICE and s2.memtype is MemType.DEVICE:
-        return MemoryAttributes(MemType.DEVICE, combine_device(s1.device, s2.device))
+        return MemoryAttributes(MemType.DEVICE, combine_device(s1.device, s2.device),
+                                xs=both)
     if s1.memtype is MemType.DEVICE:
-        return s1
+        return replace(s1, xs=both)
     if s2.memtype is MemType.DEVICE:
-        return s2
+        return replace(s2, xs=both)
+    inner, outer = combine_hints(s1.inner, s2.inner), combine_hints(s1.outer, s2.outer)
     return normalise_shareability(MemoryAttributes(
-        MemType.NORMAL, inner=combine_hints(s1.inner, s2.inner),
-        outer=combine_hints(s1.outer, s2.outer),
+        MemType.NORMAL, inner=inner, outer=outer,
         shareability=combine_shareability(s1.shareability, s2.shareability),
-        tagged=s1.tagged and s2.memtype is MemType.NORMAL))
+        tagged=s1.tagged and s2.memtype is MemType.NORMAL,
+        xs=both and (not xs or xs_of_normal(inner, outer))))
 
 
 @lru_cache(maxsize=4096)
-def s2_apply_fwb(s1: MemoryAttributes, memattr: int, sh: int) -> MemoryAttributes:
+def s2_apply_fwb(s1: MemoryAttributes, memattr: int, sh: int, fnxs: bool = False,
+                 xs: bool = False) -> MemoryAttributes:
     """Combine stage-1 attributes with a stage-2 MemAttr under FWB.
 
     ASL: AArch64.S2ApplyFWBMemAttrs. MemAttr[2]=0: Device, type MemAttr[1:0] (the more
@@ -270,6 +306,8 @@ def s2_apply_fwb(s1: MemoryAttributes, memattr: int, sh: int) -> MemoryAttribute
     where it is cacheable Normal, else RA WA). 0b01 and 0b00: Normal Non-cacheable,
     but stage-1 Device stays Device. MemAttr[3] is ignored. The shareability is the
     combination of both stages' (S2CombineS1Shareability), then EffectiveShareability.
+    XS (xs: FEAT_XS): stage 1's, except the forced Write-Back (XS=0); the leaf's FnXS
+    (fnxs) forces XS=0.
     """
     shs2 = combine_shareability(s1.shareability, _sh(sh))
     low = bits(memattr, 1, 0)
@@ -277,7 +315,7 @@ def s2_apply_fwb(s1: MemoryAttributes, memattr: int, sh: int) -> MemoryAttribute
         dev = DeviceType(low)
         if s1.memtype is MemType.DEVICE:
             dev = combine_device(s1.device, dev)
-        out = MemoryAttributes(MemType.DEVICE, dev)
+        out = MemoryAttributes(MemType.DEVICE, dev, xs=s1.xs)
     elif low == 0b11:
         out = s1
     elif low == 0b10:
@@ -286,11 +324,13 @@ def s2_apply_fwb(s1: MemoryAttributes, memattr: int, sh: int) -> MemoryAttribute
                 return replace(h, attrs=Cacheability.WB)
             return WB_RAWA
         out = MemoryAttributes(MemType.NORMAL, inner=wb(s1.inner), outer=wb(s1.outer),
-                               tagged=s1.tagged)
+                               tagged=s1.tagged, xs=not xs)
     elif s1.memtype is MemType.DEVICE:
         out = s1
     else:
-        out = MemoryAttributes(MemType.NORMAL, inner=NC, outer=NC)
+        out = MemoryAttributes(MemType.NORMAL, inner=NC, outer=NC, xs=s1.xs)
+    if fnxs:
+        out = replace(out, xs=False)
     return normalise_shareability(replace(out, shareability=shs2))
 
 
@@ -305,11 +345,19 @@ def encode_cache_nibble(h: CacheHints) -> int:
 
 
 def par_attr(m: MemoryAttributes) -> int:
-    """Return PAR_EL1.ATTR for m (ASL ReportedPARAttrs): MAIR encoding of the result."""
+    """Return PAR_EL1.ATTR for m (ASL ReportedPARAttrs): MAIR encoding of the result.
+
+    With XS=0 (FEAT_XS) the MAIR encodings that carry it: Device 0b0000dd01, Normal
+    Non-cacheable 0x40, Normal Write-Through Read-Allocate 0xA0; Write-Back memory has
+    XS=0 in its ordinary encoding. (The model's reading of the PAR_EL1.ATTR field
+    description, which reports attributes in the MAIR_ELx encoding.)
+    """
     if m.memtype is MemType.DEVICE:
-        return m.device.value << 2
+        return m.device.value << 2 | (0 if m.xs else 0b01)
     if m.tagged:
         return 0xF0
+    if not m.xs and m.inner == m.outer and m.inner in (NC, WT_RA):
+        return 0x40 if m.inner == NC else 0xA0
     return encode_cache_nibble(m.outer) << 4 | encode_cache_nibble(m.inner)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +53,7 @@ from s2mmu.arch.translate import (
     REGIME_ELS,
     AddressDescriptor,
     Env,
+    S2Prep,
     _s1_setup,
     _s1_txsz,
     _s2_prepare,
@@ -75,6 +77,35 @@ MAX_REBATCH = 8
 
 def _u(v: int) -> np.uint64:
     return np.uint64(v)
+
+
+DENSE_SPAN = 4
+"""_unique_inverse counts instead of sorting when the values span at most this many
+integers per value (plus 2^16)."""
+
+Ints = TypeVar("Ints", npt.NDArray[np.uint64], npt.NDArray[np.intp])
+_T = TypeVar("_T", bound=np.generic)
+
+
+def _unique_inverse(x: Ints) -> tuple[Ints, npt.NDArray[np.intp]]:
+    """Return np.unique(x, return_inverse=True) for a 1-D integer array.
+
+    Lanes' pages are mostly close together: then the answer is counted in a table over
+    their span (linear, no sort); otherwise np.unique sorts.
+    """
+    n = len(x)
+    if n:
+        lo = x.min()
+        span = int(x.max() - lo) + 1
+        if span <= DENSE_SPAN * n + (1 << 16):
+            d = np.subtract(x, lo, out=np.empty(n, np.intp), casting="unsafe")
+            present = np.zeros(span, np.bool_)
+            present[d] = True
+            values = np.flatnonzero(present)
+            inverse = (np.cumsum(present, dtype=np.intp) - 1)[d]
+            return values.astype(x.dtype) + lo, inverse
+    uniq, inverse = np.unique(x, return_inverse=True)
+    return uniq, inverse.reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -183,7 +214,7 @@ def read64_batch(mem: PhysMem, pa: U64, big_endian: bool) -> U64:
     """
     if len(pa) == 0:
         return np.zeros(0, np.uint64)
-    pages, inv = np.unique(pa >> _u(12), return_inverse=True)
+    pages, inv = _unique_inverse(pa >> _u(12))
     rows = np.zeros((len(pages), 512), np.dtype("<u8"))
     for j, page in enumerate(pages.tolist()):
         backing = mem.page_bytes(int(page))
@@ -302,10 +333,10 @@ def _walk(setup: WalkSetup, ia: U64, active: Mask, fetch: Fetch, read: Callable[
     return _Walk(cols, ok, out, upd, fetch_ipa)
 
 
-def _s2_walk_lanes(mem: PhysMem, p: S2TTWParams, prep: tuple[str, S2TTWParams, WalkSetup],
+def _s2_walk_lanes(mem: PhysMem, p: S2TTWParams, prep: S2Prep,
                   ipa: U64, active: Mask, write: bool) -> tuple[_Walk, list[U64]]:
     """Walk stage 2 for every active lane's ipa; return the walk and its key columns."""
-    why, pe, setup = prep
+    why, pe, setup, _ = prep
     top = np.where(active, ipa >> _u(pe.iasize()) if pe.iasize() < 64 else _u(0), _u(0))
     head = [(top != _u(0)).astype(np.uint64)]   # AArch64.IPAIsOutOfRange
     if why:
@@ -316,7 +347,7 @@ def _s2_walk_lanes(mem: PhysMem, p: S2TTWParams, prep: tuple[str, S2TTWParams, W
     # Inputs in the same 4KB page walk alike (every granule indexes with bits 12 and
     # up): walk each distinct page once, at its base, and add the offsets back.
     if walk_active.any():
-        pages, inv = np.unique(ipa[walk_active] >> _u(12), return_inverse=True)
+        pages, inv = _unique_inverse(ipa[walk_active] >> _u(12))
         w = _walk(setup, pages << _u(12), np.ones(len(pages), np.bool_), _direct,
                   lambda pa: read64_batch(mem, pa, p.ee), p.ha, p.hd and write)
         inv = inv.reshape(-1)
@@ -398,12 +429,14 @@ def _batch_once(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor
     two_ranges = regime.has_two_ranges()
     upper = ((va >> _u(55)) & _u(1)).astype(np.bool_) if two_ranges else np.zeros(
         len(va), np.bool_)
-    for sel in (~upper, upper):
-        idx = np.nonzero(sel)[0]
+    one_range = not upper.any()
+    for sel in ((None,) if one_range else (~upper, upper)):
+        # One range (the common case): every lane, without gathering them.
+        idx = np.arange(len(va), dtype=np.intp) if sel is None else np.nonzero(sel)[0]
         if len(idx) == 0:
             continue
-        sva = va[idx]
-        pages, inv = np.unique(sva >> _u(12), return_inverse=True)
+        sva = va if sel is None else va[idx]
+        pages, inv = _unique_inverse(sva >> _u(12))
         base = pages << _u(12)
         hw = env.hw_update()
         p = get_s1_ttw_params(regs, regime, int(sva[0]), env.fs, env.choices, hw)
@@ -420,10 +453,13 @@ def _batch_once(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor
             out_pa = w2.out
         pw = _PageWalk(inv.reshape(-1), sva & _u(0xFFF), cols, out_pa, w.fetch_ipa + [w.out])
         groups.append((idx, pw, (p, s2p)))
-        hits = np.nonzero(upd[pw.inv])[0]
-        if len(hits):
+        if upd.any():
+            hits = np.nonzero(upd[pw.inv])[0]
             first_update = min(first_update, int(idx[hits[0]]))
     for idx, pw, params in groups:
+        if first_update == len(lanes):
+            _answer(regs, regime, va, access, env, stage1_only, out, lanes, idx, pw, params)
+            continue
         keep = idx < first_update
         if keep.any():
             _answer(regs, regime, va, access, env, stage1_only, out, lanes, idx[keep],
@@ -465,12 +501,22 @@ def _answer(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor, en
     every lane of the class faults on its own input in the same place.
     """
     _rep_page, page_class = _classes(pw.cols, len(pw.out))
-    inverse_full = page_class[pw.inv]
-    classes, rep_pos, inverse = np.unique(inverse_full, return_index=True,
-                                          return_inverse=True)
-    inverse = inverse.reshape(-1)
-    lane_out = pw.out[pw.inv] + pw.off
+    # The classes the lanes reach (in class order), one lane of each (a lane of the
+    # class's first page), and, where there is more than one, each lane's class: counted
+    # on the pages, which are few.
+    lane_of_page = np.full(len(pw.out), -1, np.intp)
+    lane_of_page[pw.inv] = np.arange(len(pw.inv), dtype=np.intp)
+    reached = np.flatnonzero(lane_of_page >= 0)
+    classes, first_page = np.unique(page_class[reached], return_index=True)
+    rep_pos = lane_of_page[reached[first_page]]
     n_cls = len(classes)
+    inverse = np.zeros(0, np.intp)
+    if n_cls > 1:
+        rank = np.zeros(int(page_class.max()) + 1, np.intp)
+        rank[classes] = np.arange(n_cls, dtype=np.intp)
+        inverse = rank[page_class][pw.inv]
+    lane_out = pw.out[pw.inv]
+    lane_out += pw.off
     ok = np.zeros(n_cls, np.bool_)
     par = np.zeros(n_cls, np.uint64)
     fault = np.full(n_cls, -1, np.int8)
@@ -499,22 +545,38 @@ def _answer(regs: SysRegs, regime: Regime, va: U64, access: AccessDescriptor, en
                 raise AssertionError(
                     f"batch walk output {int(lane_out[r]):#x} differs from the "
                     f"scalar path's {got.paddress:#x} for VA {int(va[lane]):#x}")
-    pos = lanes[idx]
-    lane_ok = ok[inverse]
-    out.pa[pos] = np.where(lane_ok, lane_out, _u(0))
-    out.fault[pos] = fault[inverse]
-    out.level[pos] = level[inverse]
-    out.secondstage[pos] = s2[inverse]
-    out.s2fs1walk[pos] = s1ptw[inverse]
-    out.attrs[pos] = attrs[inverse]
-    out.s1_perms[pos] = m1[inverse]
-    out.s2_perms[pos] = m2[inverse]
-    out.par[pos] = np.where(lane_ok, (par[inverse] & _u(~PAR_PA_MASK & (2**64 - 1)))
-                            | (lane_out & _u(PAR_PA_MASK)), par[inverse])
-    lane_col = ipa_col[inverse]
-    for col in np.unique(lane_col[lane_col >= 0]).tolist():
-        sel = lane_col == col
-        out.ipa[pos[sel]] = pw.lane_ipa(col, sel)
+    pos = lanes if len(idx) == len(lanes) else lanes[idx]
+    # Where the lanes are consecutive (the common case), write a slice, not a scatter;
+    # where they form one class, each class field is one value.
+    to: slice | npt.NDArray[np.intp] = pos
+    if pos[-1] - pos[0] == len(pos) - 1:
+        to = slice(int(pos[0]), int(pos[-1]) + 1)
+
+    def spread(field: npt.NDArray[_T]) -> npt.NDArray[_T]:
+        return field[:1] if n_cls == 1 else field[inverse]
+
+    if n_cls == 1 and ok[0]:
+        out.pa[to] = lane_out
+        lane_out &= _u(PAR_PA_MASK)
+        lane_out |= par[0] & _u(~PAR_PA_MASK & (2**64 - 1))
+        out.par[to] = lane_out
+    else:
+        lane_ok = spread(ok)
+        out.pa[to] = np.where(lane_ok, lane_out, _u(0))
+        out.par[to] = np.where(lane_ok, (spread(par) & _u(~PAR_PA_MASK & (2**64 - 1)))
+                               | (lane_out & _u(PAR_PA_MASK)), spread(par))
+    out.fault[to] = spread(fault)
+    out.level[to] = spread(level)
+    out.secondstage[to] = spread(s2)
+    out.s2fs1walk[to] = spread(s1ptw)
+    out.attrs[to] = spread(attrs)
+    out.s1_perms[to] = spread(m1)
+    out.s2_perms[to] = spread(m2)
+    if (ipa_col >= 0).any():
+        lane_col = spread(ipa_col) if n_cls > 1 else np.full(len(pos), ipa_col[0], np.intp)
+        for col in np.unique(lane_col[lane_col >= 0]).tolist():
+            sel = lane_col == col
+            out.ipa[pos[sel]] = pw.lane_ipa(col, sel)
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from s2mmu.arch.access import AccessDescriptor
+from s2mmu.arch.access_op import AccessResult, Atomic, Fetched, Loaded, Stored
 from s2mmu.arch.at import AtException, AtOp, AtResult, ParResult, encode_par
 from s2mmu.arch.attrs import MemoryAttributes
 from s2mmu.arch.bits import bit, bits
@@ -635,6 +636,30 @@ def describe_at(result: AtResult) -> str:
         text += f" HPFAR_EL2={result.hpfar:#x}"
     if result.reason:
         text += f": {result.reason}"
+    return text
+
+
+def describe_access(result: AccessResult) -> str:
+    """Return what a real access did: the value loaded, stored or read by an atomic, the
+    instruction fetched, or the exception taken (with the fault's reason)."""
+    match result:
+        case Loaded():
+            return f"loaded {result.value:#018x} from PA {result.result.paddress:#x}"
+        case Stored():
+            status = "" if result.status is None else f" (status {result.status})"
+            return f"stored {result.value:#018x} at PA {result.result.paddress:#x}{status}"
+        case Atomic():
+            return f"atomic read {result.value:#018x} at PA {result.result.paddress:#x}"
+        case Fetched():
+            return f"fetched {result.insn:#010x} from PA {result.result.paddress:#x}"
+    ec = bits(result.esr, 31, 26)
+    text = f"exception to EL{result.taken_to}: ESR={result.esr:#x} (EC={ec:#x})"
+    if result.far is not None:
+        text += f" FAR={result.far:#x}"
+    if result.hpfar is not None:
+        text += f" HPFAR_EL2={result.hpfar:#x}"
+    if result.fault is not None:
+        text += f": {describe_fault(result.fault)}"
     return text
 
 

@@ -52,11 +52,25 @@ class FaultRecord:
     vaddress: int | None = None
     ipaddress: int | None = None
     reason: str = ""
+    atomic_write: bool = False
+    """A Permission fault of an atomic read-modify-write because its write is not
+    permitted: reported as a write (ESR_ELx.WnR=1)."""
 
     @property
     def write(self) -> bool:
-        """Return whether the faulting access was a write (ASL FaultRecord.write)."""
-        return self.access.write
+        """Return whether the fault reports a write (ASL FaultRecord.write).
+
+        ASL NoFaultForAccess sets it to `!accdesc.read && accdesc.write`, so an atomic
+        read-modify-write (which reads and writes) reports a read, unless its Permission
+        fault is on the write (atomic_write).
+        """
+        return access_reports_write(self.access) or self.atomic_write
+
+
+def access_reports_write(access: AccessDescriptor) -> bool:
+    """Return the write field a fault of this access starts with (ASL NoFaultForAccess:
+    `!accdesc.read && accdesc.write`: stores yes, loads and atomics no)."""
+    return access.write and not access.atomicop
 
 
 def make_fault(kind: Fault, level: int, access: AccessDescriptor, reason: str,
@@ -174,7 +188,7 @@ def esr_abort(fault: FaultRecord, same_el: bool, il: bool = True) -> int:
     iss |= int(fault.s2fs1walk) << 7
     if not ifetch:
         cm = acc.is_cache_maintenance_or_at()
-        iss |= int(acc.write or cm) << 6
+        iss |= int(access_reports_write(acc) or fault.atomic_write or cm) << 6
         iss |= int(cm) << 8
     return (ec << 26) | (int(il) << 25) | iss
 

@@ -119,7 +119,15 @@ def server_v8_4_fwb() -> FeatureSet:
         "FEAT_S2FWB", "FEAT_TTST", "FEAT_TTL", "FEAT_BBM", "FEAT_TLBIRANGE", "FEAT_XNX")
 
 
-PRESETS = {"qemu-max": qemu_7_2_max, "server-v8.2": server_v8_2, "server-v8.4": server_v8_4_fwb}
+def qemu_7_2_max_xs() -> FeatureSet:
+    """Return QEMU 7.2's ``-cpu max`` with FEAT_XS added (the XS memory attribute, which
+    QEMU 7.2 lacks): for looking at the XS=0 MAIR encodings and stage-2 FnXS."""
+    base = qemu_7_2_max()
+    return FeatureSet(features=base.features | {"FEAT_XS"}, pa_bits=base.pa_bits)
+
+
+PRESETS = {"qemu-max": qemu_7_2_max, "server-v8.2": server_v8_2, "server-v8.4": server_v8_4_fwb,
+           "qemu-max+xs": qemu_7_2_max_xs}
 
 
 def id_aa64mmfr0(fs: FeatureSet) -> int:
@@ -153,37 +161,59 @@ def id_aa64mmfr2(fs: FeatureSet) -> int:
             | ((2 if fs.has("FEAT_BBM") else 0) << 52) | (int(fs.has("FEAT_E0PD")) << 60))
 
 
-@dataclass(frozen=True)
-class IdAa64Mmfr:
-    """The three AArch64 Memory Model Feature registers an implementation reports.
+def id_aa64isar0(fs: FeatureSet) -> int:
+    """Return ID_AA64ISAR0_EL1's fields the model decodes (Atomic, TLB) as fs implies them."""
+    return ((2 if fs.has("FEAT_LSE") else 0) << 20) | ((2 if fs.has("FEAT_TLBIRANGE") else 0)
+                                                       << 56)
 
-    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1 and ID_AA64MMFR2_EL1 as 64-bit values; see
-    id_regs_of (FeatureSet -> registers) and feature_set_of (registers -> FeatureSet).
+
+def id_aa64isar2(fs: FeatureSet) -> int:
+    """Return ID_AA64ISAR2_EL1's field the model decodes (ATS1A) as fs implies it."""
+    return int(fs.has("FEAT_ATS1A")) << 60
+
+
+@dataclass(frozen=True)
+class IdRegs:
+    """The AArch64 ID registers an implementation reports, as far as translation reads them.
+
+    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1 and ID_AA64MMFR2_EL1 (the memory model), and
+    ID_AA64ISAR0_EL1 (Atomic: FEAT_LSE; TLB: FEAT_TLBIRANGE) and ID_AA64ISAR2_EL1 (ATS1A:
+    AT S1E1A/S1E2A) as 64-bit values; see id_regs_of (FeatureSet -> registers) and
+    feature_set_of (registers -> FeatureSet).
     """
 
     ID_AA64MMFR0_EL1: int
     ID_AA64MMFR1_EL1: int
     ID_AA64MMFR2_EL1: int
+    ID_AA64ISAR0_EL1: int = 0
+    ID_AA64ISAR2_EL1: int = 0
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        """Return the registers' names, in field order."""
+        return ("ID_AA64MMFR0_EL1", "ID_AA64MMFR1_EL1", "ID_AA64MMFR2_EL1",
+                "ID_AA64ISAR0_EL1", "ID_AA64ISAR2_EL1")
 
 
-MMFR_FEATURES = frozenset({
+ID_FEATURES = frozenset({
     "FEAT_BigEnd", "FEAT_LPA2", "FEAT_HAFDBS", "FEAT_HAFDBS_DIRTY", "FEAT_VMID16", "FEAT_VHE",
     "FEAT_HPDS", "FEAT_HPDS2", "FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3", "FEAT_XNX", "FEAT_HCX",
     "FEAT_TTCNP", "FEAT_UAO", "FEAT_LVA", "FEAT_TTST", "FEAT_NV", "FEAT_NV2", "FEAT_S2FWB",
-    "FEAT_TTL", "FEAT_BBM", "FEAT_E0PD",
+    "FEAT_TTL", "FEAT_BBM", "FEAT_E0PD", "FEAT_LSE", "FEAT_TLBIRANGE", "FEAT_ATS1A",
 })
-"""The features the ID_AA64MMFR{0,1,2}_EL1 fields the model decodes say (FEAT_LSE, DIC,
-IDC, MTE, TLBIRANGE, RME, XS and ATS1A live in other ID registers or CTR_EL0)."""
+"""The features the ID register fields the model decodes say (FEAT_DIC, IDC, MTE, RME and
+XS live in CTR_EL0 or ID registers the model does not hold)."""
 
 
-def id_regs_of(fs: FeatureSet) -> IdAa64Mmfr:
-    """Return the three ID_AA64MMFR*_EL1 values fs implies."""
-    return IdAa64Mmfr(id_aa64mmfr0(fs), id_aa64mmfr1(fs), id_aa64mmfr2(fs))
+def id_regs_of(fs: FeatureSet) -> IdRegs:
+    """Return the ID register values fs implies."""
+    return IdRegs(id_aa64mmfr0(fs), id_aa64mmfr1(fs), id_aa64mmfr2(fs), id_aa64isar0(fs),
+                  id_aa64isar2(fs))
 
 
 # (register, field, lsb, the values the model knows). Any other value is reserved in the
 # Arm ARM's field description, or names an extension the model does not implement.
-_MMFR_FIELDS: tuple[tuple[str, str, int, frozenset[int]], ...] = (
+_ID_FIELDS: tuple[tuple[str, str, int, frozenset[int]], ...] = (
     ("ID_AA64MMFR0_EL1", "PARange", 0, frozenset(PARANGE_BITS)),
     ("ID_AA64MMFR0_EL1", "BigEnd", 8, frozenset({0, 1})),
     ("ID_AA64MMFR0_EL1", "TGran16", 20, frozenset({0, 1, 2})),
@@ -208,16 +238,19 @@ _MMFR_FIELDS: tuple[tuple[str, str, int, frozenset[int]], ...] = (
     ("ID_AA64MMFR2_EL1", "TTL", 48, frozenset({0, 1})),
     ("ID_AA64MMFR2_EL1", "BBM", 52, frozenset({0, 1, 2})),
     ("ID_AA64MMFR2_EL1", "E0PD", 60, frozenset({0, 1})),
+    ("ID_AA64ISAR0_EL1", "Atomic", 20, frozenset({0, 2})),
+    ("ID_AA64ISAR0_EL1", "TLB", 56, frozenset({0, 1, 2})),
+    ("ID_AA64ISAR2_EL1", "ATS1A", 60, frozenset({0, 1})),
 )
 
 
-def id_field(regs: IdAa64Mmfr, register: str, name: str) -> int:
+def id_field(regs: IdRegs, register: str, name: str) -> int:
     """Return the 4-bit field name of register, checked against the values the model knows.
 
     Raises InputError naming register.field and the value for a reserved value (or one
     naming an extension the model does not implement).
     """
-    for reg, fname, lsb, known in _MMFR_FIELDS:
+    for reg, fname, lsb, known in _ID_FIELDS:
         if reg == register and fname == name:
             value: int = (getattr(regs, register) >> lsb) & 0xF
             if value not in known:
@@ -228,20 +261,21 @@ def id_field(regs: IdAa64Mmfr, register: str, name: str) -> int:
     raise ValueError(f"{register}.{name} is not a field the model decodes")
 
 
-def feature_set_of(regs: IdAa64Mmfr) -> FeatureSet:
-    """Return the FeatureSet (MMFR_FEATURES, PA size, granules) the ID registers report.
+def feature_set_of(regs: IdRegs) -> FeatureSet:
+    """Return the FeatureSet (ID_FEATURES, PA size, granules) the ID registers report.
 
-    The inverse of id_regs_of on MMFR_FEATURES: feature_set_of(id_regs_of(fs)) gives fs's
-    MMFR_FEATURES, PA size and granules. Each field the model decodes is checked first
+    The inverse of id_regs_of on ID_FEATURES: feature_set_of(id_regs_of(fs)) gives fs's
+    ID_FEATURES, PA size and granules. Each field the model decodes is checked first
     (id_field); the stage-2 granule fields TGran*_2 are checked but not decoded (the
     model has one granule set for both stages). ID_AA64MMFR2_EL1.BBM 1 and 2 both give
     FEAT_BBM (the nT rule holds at either level); FEAT_LPA2 is TGran4 = 0b0001 or
-    TGran16 = 0b0010.
+    TGran16 = 0b0010. ID_AA64ISAR0_EL1.TLB 0b0001 (TLBI OS only) gives no feature the
+    model has; 0b0010 gives FEAT_TLBIRANGE.
     """
     def f(reg: int, name: str) -> int:
         return id_field(regs, f"ID_AA64MMFR{reg}_EL1", name)
 
-    for reg, name, _, _ in _MMFR_FIELDS:
+    for reg, name, _, _ in _ID_FIELDS:
         id_field(regs, reg, name)
     tgran4, tgran16, tgran64 = f(0, "TGran4"), f(0, "TGran16"), f(0, "TGran64")
     granules = {g for g, on in ((4, tgran4 != 0xF), (16, tgran16 != 0), (64, tgran64 == 0))
@@ -258,6 +292,9 @@ def feature_set_of(regs: IdAa64Mmfr) -> FeatureSet:
         ("FEAT_LVA", f(2, "VARange") == 1), ("FEAT_TTST", f(2, "ST") == 1),
         ("FEAT_NV", nv >= 1), ("FEAT_NV2", nv >= 2), ("FEAT_S2FWB", f(2, "FWB") == 1),
         ("FEAT_TTL", f(2, "TTL") == 1), ("FEAT_BBM", f(2, "BBM") >= 1),
+        ("FEAT_LSE", id_field(regs, "ID_AA64ISAR0_EL1", "Atomic") == 2),
+        ("FEAT_TLBIRANGE", id_field(regs, "ID_AA64ISAR0_EL1", "TLB") == 2),
+        ("FEAT_ATS1A", id_field(regs, "ID_AA64ISAR2_EL1", "ATS1A") == 1),
         ("FEAT_E0PD", f(2, "E0PD") == 1),
     )
     return FeatureSet(frozenset(name for name, on in levels if on),

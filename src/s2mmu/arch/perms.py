@@ -100,7 +100,8 @@ def pan_applies(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor) -
 def s1_permission_ok(perms: S1Perms, params: S1TTWParams, access: AccessDescriptor) -> bool:
     """Return whether the access is permitted at stage 1 (ASL AArch64.S1CheckPermissions).
 
-    AT instructions check read or write, never execute. WXN removes execute from the
+    AT instructions check read or write, never execute; an atomic read-modify-write
+    needs both read and write. WXN removes execute from the
     accessing EL's permissions where that EL can write (ASL AArch64.S1ComputePermissions).
     """
     unpriv = access.el == 0 and params.regime.has_el0()
@@ -111,6 +112,8 @@ def s1_permission_ok(perms: S1Perms, params: S1TTWParams, access: AccessDescript
         x = False
     if access.is_ifetch():
         return x
+    if access.atomicop:   # ASL CreateAccDescAtomicOp: accdesc.read and accdesc.write
+        return r and w
     return w if access.write else r
 
 
@@ -137,10 +140,13 @@ def s2_permission_ok(perms: S2Perms, access: AccessDescriptor) -> bool:
 
     A stage-1 table walk (acctype TTW) needs read permission, and write permission
     too when it updates the descriptor. An instruction fetch needs execute for the EL
-    of the original access; everything else (AT included) needs read or write.
+    of the original access; an atomic read-modify-write needs read and write;
+    everything else (AT included) needs read or write.
     """
     if access.acctype is AccessType.TTW:
         return perms.r and (perms.w or not access.write)
     if access.is_ifetch():
         return perms.ux if access.el == 0 else perms.px
+    if access.atomicop:   # ASL CreateAccDescAtomicOp: accdesc.read and accdesc.write
+        return perms.r and perms.w
     return perms.w if access.write else perms.r

@@ -7,6 +7,11 @@ returned as values, never raised.
 ASL: AArch64.S1Translate, AArch64.S2Translate, AArch64.FullTranslate,
 AArch64.S1DisabledOutput, AArch64.VAIsOutOfRange, AArch64.IPAIsOutOfRange,
 AArch64.SetAccessFlag / AArch64.SetDirtyState (the descriptor update helpers).
+
+A descriptor update is a compare-and-swap (ASL AArch64.MemSwapTableDesc); when the
+descriptor changed between the walk's read and the swap, the translation is retried
+from the walk (the `repeat ... until new_desc == descriptor || mem_desc == new_desc`
+loop of AArch64.S1Translate and AArch64.S2Translate).
 """
 
 from __future__ import annotations
@@ -41,13 +46,15 @@ from s2mmu.arch.memory import ExternalAbort, PhysMem, TableMemory
 from s2mmu.arch.params import (
     S1TTWParams,
     S2TTWParams,
+    VARange,
+    _s1_ttw_params,
     clamp_txsz,
-    get_s1_ttw_params,
     get_s2_ttw_params,
     s2_inconsistent_sl,
     s2_invalid_sl,
     stage2_enabled,
     txsz_faults,
+    va_range,
 )
 from s2mmu.arch.perms import (
     S1Perms,
@@ -59,7 +66,26 @@ from s2mmu.arch.perms import (
 from s2mmu.arch.registers import HCR_EL2
 from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.state import Regime, SysRegs
-from s2mmu.arch.walk import Fetch, TTWState, WalkSetup, WalkStep, leaf_output, walk
+from s2mmu.arch.walk import (
+    Fetch,
+    TTWState,
+    WalkPlan,
+    WalkSetup,
+    WalkStep,
+    leaf_output,
+    walk_plan,
+    walk_planned,
+)
+
+S1Prep = tuple[str, S1TTWParams, WalkSetup, WalkPlan | None]
+"""A stage-1 configuration's VA-independent part: why TxSZ faults (or ""), the parameters
+with TxSZ clamped, their walk setup and its plan (None where the configuration faults)
+(_s1_prepare)."""
+
+S2Prep = tuple[str, S2TTWParams, WalkSetup, WalkPlan | None]
+"""A stage-2 configuration's IPA-independent part: why T0SZ or SL0 faults (or ""), the
+parameters with T0SZ clamped, their walk setup and its plan (None where the configuration
+faults) (_s2_prepare)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +152,20 @@ def walk_abort(got: ExternalAbort, level: int, access: AccessDescriptor,
 def acc_ttw(access: AccessDescriptor, write: bool = False) -> AccessDescriptor:
     """Return the access of a stage-1 table walk (ASL CreateAccDescS1TTW / TTEUpdate)."""
     return AccessDescriptor(AccessType.TTW, access.el, write, walk_of=access.original())
+
+
+MAX_UPDATE_RETRIES = 64
+"""How often a translation retries after a descriptor update lost its compare-and-swap
+before the model gives up (the ASL retries until it wins; a port that always loses is
+misuse of the TableMemory protocol)."""
+
+
+def retries_exhausted(state: TTWState | FaultRecord) -> RuntimeError:
+    """Return the error for a table port whose compare-and-swap never succeeds."""
+    pa = state.leaf_paddress if isinstance(state, TTWState) else 0
+    return RuntimeError(f"the descriptor at {pa:#x} changed under every one of "
+                        f"{MAX_UPDATE_RETRIES} hardware updates: the table port's cas64 "
+                        "never succeeds")
 
 
 # ---------------------------------------------------------------- stage 2
@@ -201,14 +241,14 @@ def s2_walk(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     return _s2_walk(_s2_prepare(p, env.fs, env.choices), ipa, access, env, trace)
 
 
-def _s2_walk(prep: tuple[str, S2TTWParams, WalkSetup], ipa: int, access: AccessDescriptor,
+def _s2_walk(prep: S2Prep, ipa: int, access: AccessDescriptor,
              env: Env, trace: list[WalkStep] | None) -> TTWState | FaultRecord:
     """Walk stage 2 for ipa with the configuration's prepared part (s2_walk)."""
     s1ptw = access.acctype is AccessType.TTW
-    why, p, setup = prep
+    why, p, _, plan = prep
     if not why and ipa >> p.iasize():
         why = f"IPA {ipa:#x} is outside the {p.iasize()}-bit IPA space (VTCR_EL2.T0SZ)"
-    if why:
+    if why or plan is None:
         return as_stage2(FaultRecord(Fault.TRANSLATION, 0, access, reason=why), ipa, s1ptw)
     port = env.table_memory()
 
@@ -218,25 +258,24 @@ def _s2_walk(prep: tuple[str, S2TTWParams, WalkSetup], ipa: int, access: AccessD
             return walk_abort(raw, level, access, "stage-2 descriptor read")
         return addr, raw
 
-    got = walk(setup, ipa, access, fetch, trace)
+    got = walk_planned(plan, ipa, access, fetch, trace)
     if isinstance(got, FaultRecord):
         return as_stage2(got, ipa, s1ptw)
     return got
 
 
 @lru_cache(maxsize=1024)
-def _s2_prepare(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices
-                ) -> tuple[str, S2TTWParams, WalkSetup]:
-    """Return the IPA-independent part of s2_walk for one configuration.
+def _s2_prepare(p: S2TTWParams, fs: FeatureSet, choices: ImplChoices) -> S2Prep:
+    """Return the IPA-independent part of s2_walk for one configuration (S2Prep).
 
-    Why T0SZ or SL0 faults (or ""), the parameters with T0SZ clamped, and the walk setup:
-    the ASL order of AArch64.S2TxSZFaults, the clamp, S2InvalidSL and S2InconsistentSL.
+    The ASL order of AArch64.S2TxSZFaults, the clamp, S2InvalidSL and S2InconsistentSL.
     """
     why = _s2_txsz_fault(p, fs, choices)
-    if why:
-        return why, p, _s2_setup(p, fs, choices)
-    p = _s2_effective_params(p, fs)
-    return _s2_sl_fault(p, fs), p, _s2_setup(p, fs, choices)
+    if not why:
+        p = _s2_effective_params(p, fs)
+        why = _s2_sl_fault(p, fs)
+    setup = _s2_setup(p, fs, choices)
+    return why, p, setup, None if why else walk_plan(setup)
 
 
 def s2_output(p: S2TTWParams, env: Env, state: TTWState, ipa: int) -> int:
@@ -251,37 +290,69 @@ def s2_translate(p: S2TTWParams, ipa: int, access: AccessDescriptor, env: Env,
     access.acctype TTW marks a stage-1 table walk (s2fs1walk); a stage-1 descriptor
     update is a TTW write.
     """
-    s1ptw = access.acctype is AccessType.TTW
     prep = _s2_prepare(p, env.fs, env.choices)
-    got = _s2_walk(prep, ipa, access, env, trace)
+    got = _s2_translate_leaf(prep, ipa, access, env, hcr_ptw, trace)
     if isinstance(got, FaultRecord):
         return got
-    leaf = got.leaf
-    if not af(leaf.raw) and not p.ha:
-        return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access,
-                                     reason="stage-2 access flag is 0 and VTCR_EL2.HA=0"),
-                         ipa, s1ptw)
-    perms = s2_direct_permissions(got, env.fs.has("FEAT_XNX"), p.ha, p.hd)
-    device = s2_memattr_is_device(leaf.raw, p.fwb)
-    if s1ptw and hcr_ptw and device:
-        fault = FaultRecord(Fault.PERMISSION, got.level, access, reason=(
+    state, oa = got
+    return AddressDescriptor(None, oa, s2_only_attrs(state, prep[1], env), s2=state)
+
+
+def _s2_translate_leaf(prep: S2Prep, ipa: int,
+                       access: AccessDescriptor, env: Env, hcr_ptw: bool,
+                       trace: list[WalkStep] | None) -> tuple[TTWState, int] | FaultRecord:
+    """Translate ipa through stage 2 up to its output address: the (updated) leaf and the
+    address, or the fault (s2_translate without the attributes, which a stage-1 table
+    read does not use). A hardware update that loses its compare-and-swap walks again."""
+    s1ptw = access.acctype is AccessType.TTW
+    p = prep[1]
+    for _ in range(MAX_UPDATE_RETRIES):
+        got = _s2_walk(prep, ipa, access, env, trace)
+        if isinstance(got, FaultRecord):
+            return got
+        if not af(got.leaf.raw) and not p.ha:
+            return as_stage2(FaultRecord(Fault.ACCESS_FLAG, got.level, access, reason=(
+                "stage-2 access flag is 0 and VTCR_EL2.HA=0")), ipa, s1ptw)
+        fault = s2_check_fault(got, p, access, env, hcr_ptw)
+        if fault is not None:
+            # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission or Alignment
+            # fault is CONSTRAINED UNPREDICTABLE; the dirty state is never set.
+            if env.choices.af_update_on_permission_fault:
+                s2_hw_update(got, p, access, env, dirty_permitted=False)
+            return as_stage2(fault, ipa, s1ptw)
+        updated = s2_hw_update(got, p, access, env)
+        if updated is None:
+            continue   # the descriptor changed under the update: walk again
+        if isinstance(updated, FaultRecord):
+            return as_stage2(updated, ipa, s1ptw)
+        return updated, leaf_output(updated, prep[2], ipa)
+    raise retries_exhausted(got)
+
+
+def s2_check_fault(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env,
+                   hcr_ptw: bool) -> FaultRecord | None:
+    """Return the Alignment or Permission fault of a stage-2 leaf, or None.
+
+    ASL: AArch64.S2Translate: AArch64.S2HasAlignmentFault (an unaligned data access to
+    Device memory) before AArch64.S2CheckPermissions (with HCR_EL2.PTW, a stage-1 walk
+    into stage-2 Device memory is a Permission fault). The read permission of an atomic
+    read-modify-write is checked first: it reports a write (FaultRecord.atomic_write)
+    only when it may read and may not write.
+    """
+    raw = state.leaf.raw
+    device = s2_memattr_is_device(raw, p.fwb)
+    if device and not access.aligned and not access.is_ifetch():
+        return FaultRecord(Fault.ALIGNMENT, state.level, access, reason=(
+            f"unaligned data access to stage-2 Device memory (descriptor {raw:#018x})"))
+    if access.acctype is AccessType.TTW and hcr_ptw and device:
+        return FaultRecord(Fault.PERMISSION, state.level, access, reason=(
             "stage-1 table in stage-2 Device memory with HCR_EL2.PTW=1"))
-    elif not s2_permission_ok(perms, access):
-        fault = FaultRecord(Fault.PERMISSION, got.level, access,
-                            reason=s2_perm_reason(leaf.raw, access))
-    else:
-        fault = None
-    if fault is not None:
-        # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
-        # CONSTRAINED UNPREDICTABLE; the dirty state is never set.
-        if env.choices.af_update_on_permission_fault:
-            s2_hw_update(got, p, access, env, dirty_permitted=False)
-        return as_stage2(fault, ipa, s1ptw)
-    updated = s2_hw_update(got, p, access, env)
-    if isinstance(updated, FaultRecord):
-        return as_stage2(updated, ipa, s1ptw)
-    return AddressDescriptor(None, leaf_output(updated, prep[2], ipa),
-                             s2_only_attrs(updated, p, env), s2=updated)
+    perms = s2_direct_permissions(state, env.fs.has("FEAT_XNX"), p.ha, p.hd)
+    if s2_permission_ok(perms, access):
+        return None
+    write_half = access.atomicop and perms.r   # ASL: the read is checked first
+    return FaultRecord(Fault.PERMISSION, state.level, access, atomic_write=write_half,
+                       reason=s2_perm_reason(raw, access, write_half))
 
 
 def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
@@ -290,20 +361,31 @@ def s2_memattr_is_device(raw: int, fwb: bool) -> bool:
     return (not bit(memattr, 2)) if fwb else bits(memattr, 3, 2) == 0
 
 
-def s2_perm_reason(raw: int, access: AccessDescriptor) -> str:
+def access_verb(access: AccessDescriptor, write_half: bool = False) -> str:
+    """Return what the access needs: execute, read, write, or read and write."""
+    if access.is_ifetch():
+        return "execute"
+    if access.atomicop:
+        return "write (an atomic read-modify-write)" if write_half else (
+            "read (an atomic read-modify-write)")
+    return "write" if access.write else "read"
+
+
+def s2_perm_reason(raw: int, access: AccessDescriptor, write_half: bool = False) -> str:
     """Return why stage 2 refused the access, for humans."""
-    what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
+    what = access_verb(access, write_half)
     return f"stage-2 descriptor {raw:#018x} (S2AP={bits(raw, 7, 6):#04b}) does not allow {what}"
 
 
 def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env: Env,
-                 dirty_permitted: bool = True) -> TTWState | FaultRecord:
+                 dirty_permitted: bool = True) -> TTWState | FaultRecord | None:
     """Set the stage-2 AF (VTCR_EL2.HA) and dirty state (HD+DBM) in memory.
 
     ASL: AArch64.S2Translate's descriptor update: AF when HA and AF=0; S2AP[1] when the
     access writes a DBM page with HA and HD. AT, DC and IC instructions update AF only.
-    A failed compare-and-swap is an External abort on the walk at the leaf's level
-    (ASL AArch64.MemSwapTableDesc).
+    An External abort on the compare-and-swap is an External abort on the walk at the
+    leaf's level (ASL AArch64.MemSwapTableDesc); a swap that finds the descriptor
+    changed returns None: the caller walks again.
     """
     raw = state.leaf.raw
     new = raw
@@ -317,13 +399,25 @@ def s2_hw_update(state: TTWState, p: S2TTWParams, access: AccessDescriptor, env:
     done = env.table_memory().cas64(state.leaf_paddress, raw, new, p.ee)
     if isinstance(done, ExternalAbort):
         return walk_abort(done, state.level, access, "stage-2 descriptor update")
+    if not done:
+        return None
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
 def s2_only_attrs(state: TTWState, p: S2TTWParams, env: Env) -> MemoryAttributes:
-    """Return the stage-2 attributes on their own (a stage-2-only lookup's result)."""
-    return s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p, env),
-                             env.choices.s2_reserved_cacheability)
+    """Return the stage-2 attributes on their own (a stage-2-only lookup's result).
+
+    With FEAT_XS the leaf's FnXS (bit 11) gives XS=0 (ASL S2DecodeMemAttrs, then the
+    walk's `memattrs.xs = NOT(s2_fnxs)`).
+    """
+    attrs = s2_memattr_decode(s2_memattr(state.leaf.raw), s2_leaf_sh(state, p, env),
+                              env.choices.s2_reserved_cacheability)
+    return replace(attrs, xs=False) if s2_fnxs(state.leaf.raw, env) else attrs
+
+
+def s2_fnxs(raw: int, env: Env) -> bool:
+    """Return a stage-2 leaf's FnXS (bit 11), which exists with FEAT_XS only."""
+    return env.fs.has("FEAT_XS") and bool(bit(raw, 11))
 
 
 def s2_leaf_sh(state: TTWState, p: S2TTWParams, env: Env) -> int:
@@ -360,6 +454,17 @@ def _s1_txsz(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices) -> tuple[str,
         return f"TxSZ={p.txsz} is outside {lo}..{hi} for this granule", p
     txsz = clamp_txsz(p.txsz, lo, hi)
     return "", (p if txsz == p.txsz else replace(p, txsz=txsz))
+
+
+@lru_cache(maxsize=1024)
+def _s1_prepare(p: S1TTWParams, fs: FeatureSet, choices: ImplChoices) -> S1Prep:
+    """Return the VA-independent part of s1_translate for one configuration (S1Prep).
+
+    ASL AArch64.S1TxSZFaults and the clamp.
+    """
+    why, pc = _s1_txsz(p, fs, choices)
+    setup = _s1_setup(pc, fs, choices)
+    return why, pc, setup, None if why else walk_plan(setup)
 
 
 def addr_top(p: S1TTWParams, ifetch: bool) -> int:
@@ -405,6 +510,8 @@ def s1_disabled_output(p: S1TTWParams, va: int, access: AccessDescriptor, env: E
 
     Data: Device-nGnRnE, or with HCR_EL2.DC Normal Write-Back Non-shareable.
     Instruction fetch: Normal, Write-Through if SCTLR.I else Non-cacheable.
+    An unaligned data access to the Device memory takes an Alignment fault (ASL
+    AArch64.S1DisabledOutput calls AArch64.S1HasAlignmentFault).
     """
     top = addr_top(p, access.is_ifetch())
     if bits(va, top, env.fs.pa_max()):
@@ -413,13 +520,17 @@ def s1_disabled_output(p: S1TTWParams, va: int, access: AccessDescriptor, env: E
     pa = bits(va, env.fs.pa_max() - 1, 0)
     if p.dc:
         attrs = MemoryAttributes(MemType.NORMAL, inner=WB_RAWA, outer=WB_RAWA,
-                                 shareability=Shareability.NSH)
+                                 shareability=Shareability.NSH,
+                                 xs=not env.fs.has("FEAT_XS"))
     elif access.is_ifetch():
         wt = CacheHints(Cacheability.WT, True, False)
         hint = wt if p.sctlr_i else CacheHints(Cacheability.NC)
         attrs = normalise_shareability(MemoryAttributes(MemType.NORMAL, inner=hint, outer=hint))
     else:
         attrs = DEVICE_nGnRnE
+        if not access.aligned:
+            return FaultRecord(Fault.ALIGNMENT, 0, access, vaddress=va, reason=(
+                "unaligned data access to Device memory (stage 1 off: Device-nGnRnE)"))
     return AddressDescriptor(va, pa, attrs)
 
 
@@ -432,34 +543,78 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
     """
     if not p.mmu_on:
         return s1_disabled_output(p, va, access, env)
-    why, p = _s1_txsz(p, env.fs, env.choices)
-    if why:
+    s2prep = None if s2 is None else _s2_prepare(s2, env.fs, env.choices)
+    return _s1_translate(_s1_prepare(p, env.fs, env.choices), s2prep, va, access, env,
+                         hcr_ptw, trace)
+
+
+def _s1_translate(prep: S1Prep, s2prep: S2Prep | None, va: int,
+                  access: AccessDescriptor, env: Env, hcr_ptw: bool,
+                  trace: list[WalkStep] | None) -> Result:
+    """s1_translate with the configuration's prepared parts (stage 1 on)."""
+    why, p, setup, plan = prep
+    if why or plan is None:
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
     why = s1_pre_walk_fault(p, va, access, env)
     if why:
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
-    setup = s1_setup(p, env)
-    fetch = s1_fetch(p, s2, access, env, hcr_ptw, trace)
-    got = walk(setup, va, access, fetch, trace)
-    if isinstance(got, FaultRecord):
-        return replace(got, vaddress=va)
-    if not af(got.leaf.raw) and not p.ha:
-        return FaultRecord(Fault.ACCESS_FLAG, got.level, access, vaddress=va,
-                           reason="access flag is 0 and TCR.HA=0")
-    perms = s1_direct_permissions(got, p)
-    if not access.any_access and not s1_permission_ok(perms, p, access):
-        fault = FaultRecord(Fault.PERMISSION, got.level, access, vaddress=va,
-                            reason=s1_perm_reason(perms, access))
-        # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission fault is
-        # CONSTRAINED UNPREDICTABLE; the dirty state is never set.
-        if env.choices.af_update_on_permission_fault:
-            done = s1_hw_update(got, p, s2, access, env, hcr_ptw, dirty_permitted=False)
-            if isinstance(done, FaultRecord):
-                return replace(done, vaddress=va)
-        return fault
-    updated = s1_hw_update(got, p, s2, access, env, hcr_ptw)
-    if isinstance(updated, FaultRecord):
-        return replace(updated, vaddress=va)
+    s2 = None if s2prep is None else s2prep[1]
+    fetch = _s1_fetch(p, s2prep, access, env, hcr_ptw, trace)
+    for _ in range(MAX_UPDATE_RETRIES):
+        got = walk_planned(plan, va, access, fetch, trace)
+        if isinstance(got, FaultRecord):
+            return replace(got, vaddress=va)
+        if not af(got.leaf.raw) and not p.ha:
+            return FaultRecord(Fault.ACCESS_FLAG, got.level, access, vaddress=va,
+                               reason="access flag is 0 and TCR.HA=0")
+        fault = s1_check_fault(got, p, access, env, va)
+        if fault is not None:
+            # ASL AArch64.SettingAccessFlagPermitted: AF on a Permission or Alignment
+            # fault is CONSTRAINED UNPREDICTABLE; the dirty state is never set.
+            if env.choices.af_update_on_permission_fault:
+                done = s1_hw_update(got, p, s2, access, env, hcr_ptw, dirty_permitted=False)
+                if isinstance(done, FaultRecord):
+                    return replace(done, vaddress=va)
+            return fault
+        updated = s1_hw_update(got, p, s2, access, env, hcr_ptw)
+        if updated is None:
+            continue   # the descriptor changed under the update: walk again
+        if isinstance(updated, FaultRecord):
+            return replace(updated, vaddress=va)
+        return s1_output(updated, p, s2, setup, va, access, env)
+    raise retries_exhausted(got)
+
+
+def s1_check_fault(state: TTWState, p: S1TTWParams, access: AccessDescriptor, env: Env,
+                   va: int) -> FaultRecord | None:
+    """Return the Alignment or Permission fault of a stage-1 leaf, or None.
+
+    ASL: AArch64.S1Translate: AArch64.S1HasAlignmentFault (an unaligned data access to
+    Device memory, by the attributes MAIR gives the leaf) before
+    AArch64.S1CheckPermissions. The read permission of an atomic read-modify-write is
+    checked first (`accdesc.read && !r` before `accdesc.write && !w`): it reports a
+    write (FaultRecord.atomic_write) only when it may read and may not write.
+    """
+    if (not access.aligned and not access.is_ifetch()
+            and s1_attrs(state, p, env).memtype is MemType.DEVICE):
+        return FaultRecord(Fault.ALIGNMENT, state.level, access, vaddress=va, reason=(
+            "unaligned data access to Device memory (MAIR_ELx.Attr"
+            f"{attrindx(state.leaf.raw)})"))
+    if access.any_access:
+        return None
+    perms = s1_direct_permissions(state, p)
+    if s1_permission_ok(perms, p, access):
+        return None
+    write_half = access.atomicop and s1_permission_ok(   # ASL: the read is checked first
+        perms, p, replace(access, write=False, atomicop=False))
+    return FaultRecord(Fault.PERMISSION, state.level, access, vaddress=va,
+                       atomic_write=write_half, reason=s1_perm_reason(perms, access, write_half))
+
+
+
+def s1_output(updated: TTWState, p: S1TTWParams, s2: S2TTWParams | None, setup: WalkSetup,
+              va: int, access: AccessDescriptor, env: Env) -> AddressDescriptor:
+    """Return stage 1's result: the output address and attributes of the updated leaf."""
     walkattrs = s1_attrs(updated, p, env)
     under_s2 = s2 is not None and not env.choices.s1_effective_shareability
     return AddressDescriptor(va, leaf_output(updated, setup, va),
@@ -472,15 +627,24 @@ def s1_translate(p: S1TTWParams, s2: S2TTWParams | None, va: int, access: Access
 def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, env: Env,
              hcr_ptw: bool, trace: list[WalkStep] | None) -> Fetch:
     """Return the descriptor fetch of a stage-1 walk: through stage 2 when it is on."""
+    s2prep = None if s2 is None else _s2_prepare(s2, env.fs, env.choices)
+    return _s1_fetch(p, s2prep, access, env, hcr_ptw, trace)
+
+
+def _s1_fetch(p: S1TTWParams, s2prep: S2Prep | None,
+              access: AccessDescriptor, env: Env, hcr_ptw: bool,
+              trace: list[WalkStep] | None) -> Fetch:
+    """s1_fetch with stage 2's prepared part: a table read uses only its output address."""
     port = env.table_memory()
+    ttw = acc_ttw(access) if s2prep is not None else access
 
     def fetch(addr: int, level: int) -> tuple[int, int] | FaultRecord:
         pa = addr
-        if s2 is not None:
-            got = s2_translate(s2, addr, acc_ttw(access), env, hcr_ptw, trace)
+        if s2prep is not None:
+            got = _s2_translate_leaf(s2prep, addr, ttw, env, hcr_ptw, trace)
             if isinstance(got, FaultRecord):
                 return got
-            pa = got.paddress
+            pa = got[1]
         raw = port.read64(pa, p.ee)
         if isinstance(raw, ExternalAbort):
             return walk_abort(raw, level, access, "stage-1 descriptor read")
@@ -489,9 +653,9 @@ def s1_fetch(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor, e
     return fetch
 
 
-def s1_perm_reason(perms: S1Perms, access: AccessDescriptor) -> str:
+def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, write_half: bool = False) -> str:
     """Return why stage 1 refused the access, for humans."""
-    what = "execute" if access.is_ifetch() else ("write" if access.write else "read")
+    what = access_verb(access, write_half)
     pan = " with PSTATE.PAN=1" if access.pan else ""
 
     def rwx(r: bool, w: bool, x: bool) -> str:
@@ -504,14 +668,15 @@ def s1_perm_reason(perms: S1Perms, access: AccessDescriptor) -> str:
 
 def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
                  access: AccessDescriptor, env: Env, hcr_ptw: bool,
-                 dirty_permitted: bool = True) -> TTWState | FaultRecord:
+                 dirty_permitted: bool = True) -> TTWState | FaultRecord | None:
     """Set the stage-1 AF (TCR.HA) and dirty state (HD+DBM clears AP[2]) in memory.
 
     The descriptor is written with a compare-and-swap. Under stage 2, the write needs
     stage-2 write permission on the descriptor's IPA (ASL CreateAccDescTTEUpdate), so
     it can take a stage-2 fault. AT (and DC) instructions set AF but never the dirty
-    state. A failed compare-and-swap is an External abort on the walk at the leaf's
-    level (ASL AArch64.MemSwapTableDesc).
+    state. An External abort on the compare-and-swap is an External abort on the walk
+    at the leaf's level (ASL AArch64.MemSwapTableDesc); a swap that finds the
+    descriptor changed returns None: the caller walks again.
     """
     raw = state.leaf.raw
     new = raw
@@ -524,7 +689,7 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
         return state
     pa = state.leaf_paddress
     if s2 is not None:
-        ipa = state.steps[-1].descaddress
+        ipa = state.leaf_descaddress()
         got = s2_translate(s2, ipa, acc_ttw(access, write=True), env, hcr_ptw)
         if isinstance(got, FaultRecord):
             return got
@@ -532,6 +697,8 @@ def s1_hw_update(state: TTWState, p: S1TTWParams, s2: S2TTWParams | None,
     done = env.table_memory().cas64(pa, raw, new, p.ee)
     if isinstance(done, ExternalAbort):
         return walk_abort(done, state.level, access, "stage-1 descriptor update")
+    if not done:
+        return None
     return replace(state, leaf=replace(state.leaf, raw=new))
 
 
@@ -542,7 +709,8 @@ def s1_attrs(state: TTWState, p: S1TTWParams, env: Env) -> MemoryAttributes:
     """
     raw = state.leaf.raw
     shv = resolve_sh(p.sh if p.ds else sh(raw), env.choices)
-    return s1_attr_decode(p.mair, attrindx(raw), shv, env.choices.reserved_mair)
+    return s1_attr_decode(p.mair, attrindx(raw), shv, env.choices.reserved_mair,
+                          env.fs.has("FEAT_XS"))
 
 
 def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescriptor,
@@ -550,7 +718,8 @@ def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescr
     """Return the stage-1 output attributes (ASL AArch64.S1Translate, attribute step).
 
     With controls, an instruction fetch from Device memory or with SCTLR_ELx.I=0, and a
-    data access to Normal memory with SCTLR_ELx.C=0, are Normal Non-cacheable. Under
+    data access to Normal memory with SCTLR_ELx.C=0, are Normal Non-cacheable (keeping
+    the XS attribute: `memattrs.xs = walkstate.memattrs.xs`). Under
     stage 2 (EL1&0, HCR_EL2.VM=1) the descriptor's shareability goes on to the
     combination; otherwise the effective shareability applies (Device and Normal
     Non-cacheable are Outer Shareable).
@@ -561,8 +730,10 @@ def s1_output_attrs(attrs: MemoryAttributes, p: S1TTWParams, access: AccessDescr
             nc = attrs.memtype is MemType.DEVICE or not p.sctlr_i
         else:
             nc = attrs.memtype is MemType.NORMAL and not p.sctlr_c
-        out = NORMAL_NC if nc else attrs
+        out = replace(NORMAL_NC, xs=attrs.xs) if nc else attrs
     if under_s2:
+        if out.shareability is attrs.shareability:
+            return out
         return replace(out, shareability=attrs.shareability)
     return normalise_shareability(out)
 
@@ -585,17 +756,18 @@ def combine_attrs(s1: MemoryAttributes, s2: TTWState | None, p2: S2TTWParams,
         return s1
     raw = s2.leaf.raw
     shv = s2_leaf_sh(s2, p2, env)
+    xs = env.fs.has("FEAT_XS")
     if p2.fwb:
-        s2attrs = s2_apply_fwb(s1, s2_memattr(raw), shv)
+        s2attrs = s2_apply_fwb(s1, s2_memattr(raw), shv, s2_fnxs(raw, env), xs)
     else:
-        s2attrs = s2_memattr_decode(s2_memattr(raw), shv, env.choices.s2_reserved_cacheability)
+        s2attrs = s2_only_attrs(s2, p2, env)
     if controls:
         if access.is_ifetch():
             nc = s2attrs.memtype is MemType.DEVICE or p2.id
         else:
             nc = s2attrs.memtype is MemType.NORMAL and p2.cd
-        s2attrs = NORMAL_NC if nc else s2attrs
-    return s2attrs if p2.fwb else s2_combine_s1(s1, s2attrs)
+        s2attrs = replace(NORMAL_NC, xs=s2attrs.xs) if nc else s2attrs
+    return s2attrs if p2.fwb else s2_combine_s1(s1, s2attrs, xs)
 
 
 def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
@@ -608,14 +780,25 @@ def translate_stage12(s1p: S1TTWParams, s2p: S2TTWParams | None, va: int,
     s1 = s1_translate(s1p, s2p, va, access, env, hcr_ptw, trace)
     if isinstance(s1, FaultRecord) or s2p is None:
         return s1
-    s2 = s2_translate(s2p, s1.paddress, access, env, hcr_ptw, trace)
-    if isinstance(s2, FaultRecord):
-        return replace(s2, vaddress=va)
-    attrs = combine_attrs(s1.memattrs, s2.s2, s2p, access, env)
+    return _s12_output(s1, _s2_prepare(s2p, env.fs, env.choices), va, access, env, hcr_ptw,
+                       trace)
+
+
+def _s12_output(s1: AddressDescriptor, s2prep: S2Prep, va: int,
+                access: AccessDescriptor, env: Env, hcr_ptw: bool,
+                trace: list[WalkStep] | None) -> Result:
+    """Translate stage 1's output through stage 2 and combine the attributes (the second
+    half of translate_stage12, with stage 2's prepared part)."""
+    s2p = s2prep[1]
+    got = _s2_translate_leaf(s2prep, s1.paddress, access, env, hcr_ptw, trace)
+    if isinstance(got, FaultRecord):
+        return replace(got, vaddress=va)
+    s2, pa = got
+    attrs = combine_attrs(s1.memattrs, s2, s2p, access, env)
     cd = env.choices.par_hcr_cd
     par_cd = cd == "always" or (cd == "without_fwb" and not s2p.fwb)
-    parattrs = combine_attrs(s1.par_attrs(), s2.s2, s2p, access, env, controls=par_cd)
-    return AddressDescriptor(va, s2.paddress, attrs, s1=s1.s1, s2=s2.s2, parattrs=parattrs)
+    parattrs = combine_attrs(s1.par_attrs(), s2, s2p, access, env, controls=par_cd)
+    return AddressDescriptor(va, pa, attrs, s1=s1.s1, s2=s2, parattrs=parattrs)
 
 
 REGIME_ELS: dict[Regime, tuple[int, ...]] = {
@@ -637,12 +820,61 @@ def full_translate(regs: SysRegs, regime: Regime, va: int, access: AccessDescrip
         els = " and ".join(f"EL{e}" for e in REGIME_ELS[regime])
         raise InputError(f"access.el={access.el}: the {regime.value} regime translates "
                          f"accesses from {els} only")
-    hw = env.hw_update()
-    s1p = get_s1_ttw_params(regs, regime, va, env.fs, env.choices, hw)
-    s2p, hcr_ptw = _stage2_of(regs, regime, env.fs, env.choices, hw)
-    if stage1_only:
-        return s1_translate(s1p, s2p, va, access, env, hcr_ptw, trace)
-    return translate_stage12(s1p, s2p, va, access, env, hcr_ptw, trace)
+    cfg = _config(regs, regime, va_range(va, regime), env)
+    s1prep, s2prep = cfg.s1prep, cfg.s2prep
+    if s1prep is None:
+        s1 = s1_disabled_output(cfg.s1p, va, access, env)
+    else:
+        s1 = _s1_translate(s1prep, s2prep, va, access, env, cfg.hcr_ptw, trace)
+    if isinstance(s1, FaultRecord) or s2prep is None or stage1_only:
+        return s1
+    return _s12_output(s1, s2prep, va, access, env, cfg.hcr_ptw, trace)
+
+
+@dataclass(frozen=True)
+class _Config:
+    """One register set's walk parameters for one VA range, read and prepared once.
+
+    s1prep and s2prep: _s1_prepare's and _s2_prepare's answers (None where the stage is
+    off). Mechanics of full_translate: a run of walks under one configuration reads its
+    registers once.
+    """
+
+    s1p: S1TTWParams
+    s1prep: S1Prep | None
+    s2prep: S2Prep | None
+    hcr_ptw: bool
+
+
+_last_config: list[tuple[SysRegs, Regime, VARange, FeatureSet, ImplChoices, HwUpdate | None,
+                         _Config] | None] = [None]
+"""The last configuration _config returned, after its inputs (compared by identity)."""
+
+
+def _config(regs: SysRegs, regime: Regime, rng: VARange, env: Env) -> _Config:
+    """Return the prepared configuration of regs for one VA range.
+
+    The inputs are frozen values, so the last call's answer is reused when they are the
+    same objects (no hashing); otherwise it comes from the memoised _config_of.
+    """
+    fs, choices, hw = env.fs, env.choices, env.hw
+    last = _last_config[0]
+    if (last is not None and last[0] is regs and last[1] is regime and last[2] is rng
+            and last[3] is fs and last[4] is choices and last[5] is hw):
+        return last[6]
+    cfg = _config_of(regs, regime, rng, fs, choices, env.hw_update())
+    _last_config[0] = (regs, regime, rng, fs, choices, hw, cfg)
+    return cfg
+
+
+@lru_cache(maxsize=1024)
+def _config_of(regs: SysRegs, regime: Regime, rng: VARange, fs: FeatureSet,
+               choices: ImplChoices, hw: HwUpdate) -> _Config:
+    """Return the prepared configuration (_config, memoised by value)."""
+    s1p = _s1_ttw_params(regs, regime, rng, fs, choices, hw)
+    s2p, hcr_ptw = _stage2_of(regs, regime, fs, choices, hw)
+    return _Config(s1p, _s1_prepare(s1p, fs, choices) if s1p.mmu_on else None,
+                   None if s2p is None else _s2_prepare(s2p, fs, choices), hcr_ptw)
 
 
 @lru_cache(maxsize=1024)

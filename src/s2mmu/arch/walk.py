@@ -46,21 +46,43 @@ class WalkStep:
     decoded: Descriptor
 
 
+# One descriptor read of a walk as the walk keeps it: (table base, index, PA read, the
+# descriptor as read). A plain tuple: a walk records one per level, and the WalkStep
+# records the explain trace shows are built from it only when asked (TTWState.steps).
+Read = tuple[int, int, int, Descriptor]
+
+
 @hex_repr(decimal=("stage",))
 @dataclass(frozen=True)
 class TTWState:
-    """The result of a successful walk (ASL TTWState, reduced to what is used)."""
+    """The result of a successful walk (ASL TTWState, reduced to what is used).
+
+    reads: every descriptor read from the start level to the leaf, as read (the leaf's
+    raw value before any hardware update); steps gives them as WalkSteps.
+    """
 
     stage: int
     leaf: Block | Page
     tables: tuple[Table, ...]
     leaf_paddress: int    # physical address of the leaf descriptor
-    steps: tuple[WalkStep, ...]
+    reads: tuple[Read, ...]
 
     @property
     def level(self) -> int:
         """Return the level of the leaf."""
         return self.leaf.level
+
+    @property
+    def steps(self) -> tuple[WalkStep, ...]:
+        """Return the walk's descriptor reads as the explain trace records them."""
+        return tuple(WalkStep(self.stage, desc.level, base, index, base + 8 * index, pa,
+                              desc.raw, desc) for base, index, pa, desc in self.reads)
+
+    def leaf_descaddress(self) -> int:
+        """Return the leaf descriptor's address in the walk's input space (an IPA under
+        stage 2, where leaf_paddress is the PA it was read from)."""
+        base, index, _, _ = self.reads[-1]
+        return base + 8 * index
 
 
 # A descriptor fetch: (input-space descriptor address, level) -> (PA read, value) or a fault.
@@ -145,6 +167,29 @@ def oa_out_of_range(addr: int, ps: int) -> bool:
     return addr >> ps != 0
 
 
+@dataclass(frozen=True, eq=False)
+class WalkPlan:
+    """What every walk of one setup starts from, worked out once (mechanics of walk).
+
+    base: the initial table's address (ASL AArch64.TTBaseAddress); ctx: the descriptor
+    decoding context; slices: each level's (lsb, mask) of level_index, from the start
+    level; decoded: the descriptors decoded so far in ctx, by (raw, level).
+    """
+
+    setup: WalkSetup
+    base: int
+    ctx: DescContext
+    slices: tuple[tuple[int, int], ...]
+    decoded: dict[tuple[int, int], Descriptor]
+
+
+@lru_cache(maxsize=1024)
+def walk_plan(setup: WalkSetup) -> WalkPlan:
+    """Return the plan of walks with setup (a pure function of it, memoised)."""
+    ctx = setup.context()
+    return WalkPlan(setup, setup.base_address(), ctx, _level_slices(setup), _decoded(ctx))
+
+
 def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
          trace: list[WalkStep] | None = None) -> TTWState | FaultRecord:
     """Walk the tables for input address ia, returning the leaf or the fault.
@@ -153,15 +198,18 @@ def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
     start level is legal. Faults returned here are stage-relative (the caller marks
     stage 2 and fills in addresses).
     """
-    base = setup.base_address()
+    return walk_planned(walk_plan(setup), ia, access, fetch, trace)
+
+
+def walk_planned(plan: WalkPlan, ia: int, access: AccessDescriptor, fetch: Fetch,
+                 trace: list[WalkStep] | None = None) -> TTWState | FaultRecord:
+    """Walk as walk does, from the setup's plan (walk_plan)."""
+    setup, base, ctx, decoded, slices = plan.setup, plan.base, plan.ctx, plan.decoded, plan.slices
     if oa_out_of_range(base, setup.ps):
         return FaultRecord(Fault.ADDRESS_SIZE, 0, access,
                            reason=f"table base {base:#x} exceeds the {setup.ps}-bit output size")
-    ctx = setup.context()
-    decoded = _decoded(ctx)
-    slices = _level_slices(setup)
     tables: list[Table] = []
-    steps: list[WalkStep] = []
+    reads: list[Read] = []
     level = setup.startlevel
     while True:
         lsb, width_mask = slices[level - setup.startlevel]
@@ -176,10 +224,9 @@ def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
             if len(decoded) >= DECODED_MAX:
                 decoded.clear()
             desc = decoded[raw, level] = decode_descriptor(raw, level, ctx)
-        step = WalkStep(setup.stage, level, base, index, descaddress, pa, raw, desc)
-        steps.append(step)
+        reads.append((base, index, pa, desc))
         if trace is not None:
-            trace.append(step)
+            trace.append(WalkStep(setup.stage, level, base, index, descaddress, pa, raw, desc))
         match desc:
             case Invalid(why=why):
                 return FaultRecord(Fault.TRANSLATION, level, access,
@@ -199,7 +246,7 @@ def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
                     return FaultRecord(Fault.ADDRESS_SIZE, level, access, reason=(
                         f"output address {oa:#x} exceeds the {setup.ps}-bit output size"))
                 assert isinstance(desc, Block | Page)
-                return TTWState(setup.stage, desc, tuple(tables), pa, tuple(steps))
+                return TTWState(setup.stage, desc, tuple(tables), pa, tuple(reads))
 
 
 def contiguous_bit(raw: int, granule: Granule, level: int) -> bool:

@@ -1,6 +1,7 @@
 """The `conformance` and `qemu-at` commands: parse, call one function, format.
 
-`s2mmu conformance` generates cases (AT instructions and real loads, stores and fetches)
+`s2mmu conformance` generates cases (AT instructions and real loads, stores, fetches,
+exclusives and atomics)
 or replays a file, runs them on QEMU and on the model, and prints agreement per family;
 exit status 1 on any unexplained mismatch or harness error, 2 on bad input or a missing
 QEMU. `s2mmu qemu-at FILE` prints QEMU's answer to an AT case file in the at-case.md
@@ -11,8 +12,14 @@ instructions through KVM's emulation (s2mmu.conformance.nested) instead of the
 architecture model, explaining each difference from QEMU by a listed KVM difference or
 QEMU departure; `--profile` picks the kernel release's behaviour.
 
+`--qemu 7.2|10.0|PATH` picks the QEMU (s2mmu.conformance.target): the model runs with the
+features its -cpu max reports, the generator draws only those, and only that QEMU series'
+departures excuse a difference. Several --qemu (or `all`) run each and add agreement per
+family side by side and what became of the first QEMU's departures on the others.
+
 Progress (QEMU, then the model case by case) shows on a terminal only; `--json` prints
-one s2mmu.conformance/1 document instead of the table.
+one s2mmu.conformance/1 document instead of the table (s2mmu.conformance-versions/1 for
+several QEMUs).
 """
 
 from __future__ import annotations
@@ -41,10 +48,13 @@ from s2mmu.conformance.compare import (
     OpComparison,
     Report,
     compare_case,
+    departures_across,
     load_case_file,
     model_answer,
+    model_with,
     write_mismatches,
 )
+from s2mmu.conformance.divergences import divergence_named
 from s2mmu.conformance.generator import FAMILIES, family_names, generate_cases
 from s2mmu.conformance.nested import (
     THROUGH,
@@ -55,9 +65,11 @@ from s2mmu.conformance.nested import (
     path_counts,
 )
 from s2mmu.conformance.qemu import HarnessUnavailable, QemuAt, QemuConfig, run_case_file
+from s2mmu.conformance.target import QemuTarget, expand_specs, qemu_target
 from s2mmu.nested.at import CURRENT, PROFILES, AtProfile
 
 SCHEMA = "s2mmu.conformance/1"
+VERSIONS_SCHEMA = "s2mmu.conformance-versions/1"
 
 
 def fail(message: str) -> None:
@@ -90,59 +102,95 @@ def default_jobs() -> int:
 @click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)),
               default=CURRENT.name, show_default=True,
               help="With --through nested: the kernel release's AT emulation behaviour.")
+@click.option("--qemu", "qemu_specs", multiple=True, default=("7.2",), show_default=True,
+              metavar="7.2|10.0|all|PATH",
+              help="The QEMU to compare with: Debian 12's 7.2, Debian's 10.0 from "
+                   "bookworm-backports (fetched into the cache), or a qemu-system-aarch64 "
+                   "path. Repeat it, or say all, to run each and compare them side by side.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON document (schema s2mmu.conformance/1).")
+              help="Print one JSON document (schema s2mmu.conformance/1; with several "
+                   "--qemu, s2mmu.conformance-versions/1).")
 def conformance(n_cases: int, seed: int, family: str | None, keep_mismatches: Path | None,
                 replay: Path | None, jobs: int, through: str, profile_name: str,
-                as_json: bool) -> None:
-    """Compare the model with QEMU executing real AT instructions, loads, stores and fetches.
+                qemu_specs: tuple[str, ...], as_json: bool) -> None:
+    """Compare the model with QEMU executing real AT instructions and accesses.
 
-    The families loads, stores and fetches hold real accesses (LDR, STR, a branch) from
+    The families loads, stores, fetches, exclusives, atomics and alignment hold real
+    accesses (LDR, STR, a branch, LDXR/LDAXR/STXR, LDADD/SWP/CAS, misaligned ones) from
     EL0, EL1 and EL2; the others hold AT instructions. All run by default.
     """
-    config = QemuConfig(jobs=jobs)
     nested = PROFILES[profile_name] if through == "nested" else None
+    specs = expand_specs(qemu_specs)
     if nested is not None and keep_mismatches is not None:
         fail("--keep-mismatches: not available with --through nested (replay the case by "
              "name with --family and --seed)")
+    if nested is not None and specs != ["7.2"]:
+        fail(f"--through nested: compares KVM's AT emulation with QEMU 7.2 only "
+             f"(got --qemu {', '.join(specs)})")
+    if len(specs) > 1 and keep_mismatches is not None:
+        fail(f"--keep-mismatches: give one --qemu (got {', '.join(specs)})")
     try:  # a malformed replay file is refused before anything is created
         replayed = load_case_file(replay) if replay is not None else None
+        families = family_names(family)
     except InputError as error:
         fail(str(error))
     if keep_mismatches is not None:
         check_writable_dir(keep_mismatches)
     try:
-        if replayed is not None:
-            objs = nested_objects(replayed) if nested is not None else replayed
-            report = compare_with_progress(objs, config, nested)
-            text = format_replay(report, nested is not None)
-        else:
-            cases = (generate_nested_cases(n_cases, seed, family_names(family))
-                     if nested is not None else generate_cases(n_cases, seed, family_names(family)))
-            report = compare_with_progress(cases, config, nested)
-            text = format_summary(report, nested is not None)
-        if nested is not None:
-            text += "\n" + nested_lines(report, nested)
+        targets = [qemu_target(spec) for spec in specs]
+        runs = [run_one(target, replayed, n_cases, seed, families, jobs, nested)
+                for target in targets]
         written: list[str] = []
+        report = runs[0][0]
         if keep_mismatches is not None and report.mismatches():
-            written = [str(p) for p in write_mismatches(report, keep_mismatches, config)]
+            target = targets[0]
+            written = [str(p) for p in write_mismatches(
+                report, keep_mismatches, target.config(jobs),
+                model_with(target.model_features()), target.series)]
+        run: dict[str, Any] = {"replay": str(replay)} if replay is not None else {
+            "cases": n_cases, "seed": seed, "families": families}
+        docs = [run_doc(rep, dict(run), written, nested) for rep, _ in runs]
         if as_json:
-            run: dict[str, Any] = {"replay": str(replay)} if replay is not None else {
-                "cases": n_cases, "seed": seed, "families": family_names(family)}
-            doc = conformance_doc(report, run, written)
-            if nested is not None:
-                run["through"] = "nested"
-                doc["nested"] = {"profile": nested.name, **path_counts(report)}
-            print_json(doc)
+            print_json(docs[0] if len(docs) == 1 else versions_doc([r for r, _ in runs], docs))
         else:
-            click.echo(text)
+            click.echo(format_runs(runs))
             for path in written:
                 click.echo(f"mismatch written: {path}")
     except (InputError, HarnessUnavailable, ModelUnavailable) as error:
         fail(str(error))
     except OSError as error:
         fail(f"--keep-mismatches {keep_mismatches}: cannot write: {error.strerror}")
-    sys.exit(0 if report.ok() else 1)
+    sys.exit(0 if all(rep.ok() for rep, _ in runs) else 1)
+
+
+def run_one(target: QemuTarget, replayed: list[Mapping[str, Any]] | None, n_cases: int,
+            seed: int, families: list[str], jobs: int, nested: AtProfile | None
+            ) -> tuple[Report, str]:
+    """Run the cases against one QEMU; return the report and its text."""
+    config = target.config(jobs)
+    features = target.model_features()
+    if replayed is not None:
+        objs = nested_objects(replayed) if nested is not None else replayed
+        report = compare_with_progress(objs, config, nested, target)
+        text = format_replay(report, nested is not None)
+    else:
+        cases = (generate_nested_cases(n_cases, seed, families) if nested is not None
+                 else generate_cases(n_cases, seed, families, features))
+        report = compare_with_progress(cases, config, nested, target)
+        text = format_summary(report, nested is not None)
+    if nested is not None:
+        text += "\n" + nested_lines(report, nested)
+    return report, qemu_heading(target) + "\n" + text
+
+
+def run_doc(report: Report, run: dict[str, Any], written: list[str],
+            nested: AtProfile | None) -> dict[str, Any]:
+    """Return one run's s2mmu.conformance/1 document."""
+    doc = conformance_doc(report, run, written)
+    if nested is not None:
+        run["through"] = "nested"
+        doc["nested"] = {"profile": nested.name, **path_counts(report)}
+    return doc
 
 
 def check_writable_dir(directory: Path) -> None:
@@ -155,24 +203,28 @@ def check_writable_dir(directory: Path) -> None:
         fail(f"--keep-mismatches {directory}: the directory is not writable")
 
 
-def compare_with_progress(objs: Any, config: QemuConfig, nested: AtProfile | None = None
-                          ) -> Report:
+def compare_with_progress(objs: Any, config: QemuConfig, nested: AtProfile | None = None,
+                          target: QemuTarget | None = None) -> Report:
     """Run case objects on QEMU, then the model case by case, showing progress.
 
     The same steps as s2mmu.conformance.compare.compare_cases (or, with a nested
-    profile, compare_nested_cases); progress goes to stderr on a terminal only.
+    profile, compare_nested_cases); progress goes to stderr on a terminal only. With a
+    target the model runs with that QEMU's features and its series' departures excuse.
     """
     cases = parse_cases(list(objs))
-    with progress(f"QEMU: {len(cases)} cases") as bar:
+    label = target.binary.label if target is not None else "QEMU"
+    with progress(f"{label}: {len(cases)} cases") as bar:
         answers = QemuAt(config).run(cases)
         bar.advance()
+    model = model_with(target.model_features()) if target is not None else model_answer
+    series = target.series if target is not None else "7.2"
     compared = []
     with progress("model" if nested is None else "KVM's AT emulation", total=len(cases)) as bar:
         for case, qemu in zip(cases, answers, strict=True):
-            compared.append(compare_case(case, qemu, model_answer) if nested is None
+            compared.append(compare_case(case, qemu, model, series) if nested is None
                             else compare_nested_case(case, qemu, nested))
             bar.advance()
-    return Report(tuple(compared))
+    return Report(tuple(compared), target)
 
 
 def nested_objects(objs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -256,8 +308,18 @@ def divergence_lines(report: Report) -> list[str]:
     lines = ["intended divergences (not counted as agreement"
              + ("; an op may show several):" if several else "):")]
     for name, count in seen.most_common():
-        lines.append(f"  {name}: {count} ops. {divergence_reason(name)}")
+        lines.append(f"  {name}: {count} ops{series_note(name)}. {divergence_reason(name)}")
     return lines
+
+
+def series_note(name: str) -> str:
+    """Return " (QEMU 7.2, 10.0)": the QEMU series a departure is measured on ("" for a
+    listed KVM difference)."""
+    try:
+        series = divergence_named(name).series
+    except KeyError:
+        return ""
+    return f" (QEMU {', '.join(sorted(series, key=lambda v: tuple(map(int, v.split('.')))))})"
 
 
 def problem_lines(report: Report, nested: bool = False) -> list[str]:
@@ -286,8 +348,9 @@ def answer_text(answer: Mapping[str, Any]) -> str:
             extra = "".join(f" {key}={answer[key]}" for key in ("FAR", "HPFAR_EL2")
                             if key in answer)
             return f"exc->{answer['taken_to']} ESR={answer['ESR']}{extra}"
-        case "load" | "store":
-            return f"{answer['outcome']} {answer['value']}"
+        case "load" | "store" | "atomic":
+            status = f" status={answer['status']}" if "status" in answer else ""
+            return f"{answer['outcome']} {answer['value']}{status}"
         case "fetch":
             return f"fetched insn {answer['insn']}"
         case outcome:
@@ -320,7 +383,108 @@ def replay_lines(case: CaseComparison, side: str = "model") -> list[str]:
     return lines
 
 
+def qemu_heading(target: QemuTarget) -> str:
+    """Return the lines naming the QEMU a run compared with and the features it has."""
+    features = target.features()
+    has = " ".join(f.feature.removeprefix("FEAT_") for f in features if f.implemented)
+    lacks = " ".join(f.feature.removeprefix("FEAT_") for f in features if not f.implemented)
+    return (f"{target.binary.label} ({target.binary.source}), -cpu max\n"
+            f"  implements: {has}\n  lacks: {lacks}")
+
+
+def format_runs(runs: list[tuple[Report, str]]) -> str:
+    """Return each run's text; with several, then agreement per family side by side and
+    what became of the first QEMU's departures on the others."""
+    if len(runs) == 1:
+        return runs[0][1]
+    parts = [text for _, text in runs]
+    reports = [report for report, _ in runs]
+    parts.append(side_by_side(reports))
+    parts.append(departure_lines(reports))
+    return "\n\n".join(parts)
+
+
+def version_label(report: Report) -> str:
+    """Return the QEMU version a report ran against ("7.2.22")."""
+    return report.target.binary.version if report.target is not None else "7.2"
+
+
+def side_by_side(reports: list[Report]) -> str:
+    """Return agreement per family and QEMU version: agreement % (mismatches/divergences)."""
+    head = f"{'family':<15}" + "".join(f" {'QEMU ' + version_label(r):>24}" for r in reports)
+    lines = ["agreement per family and QEMU version: agreement (mismatch/diverge/not run)", head]
+    families = list(dict.fromkeys(f for r in reports for f in r.families()))
+    for name in [*families, None]:
+        cells = []
+        for report in reports:
+            tally = report.tally(name)
+            c = tally.counts
+            cells.append(f"{percent(c[AGREE], tally.compared)} "
+                         f"({c[MISMATCH]}/{c[DIVERGENCE]}/{c[NOT_RUN_VERDICT]})")
+        lines.append(f"{name or 'all':<15}" + "".join(f" {cell:>24}" for cell in cells))
+    errors = [f"{len(r.harness_errors())}" for r in reports]
+    lines.append(f"{'harness errors':<15}" + "".join(f" {e:>24}" for e in errors))
+    return "\n".join(lines)
+
+
+def departure_lines(reports: list[Report]) -> str:
+    """Return, for each later QEMU, which of the first one's departures it still has."""
+    lines: list[str] = []
+    first = version_label(reports[0])
+    for other in reports[1:]:
+        label = version_label(other)
+        lines.append(f"QEMU {first}'s departures on QEMU {label} (same cases, same ops):")
+        items = departures_across(reports[0], other)
+        if not items:
+            lines.append(f"  none: no op departed on QEMU {first}")
+        for item in items:
+            verdict = ("gone" if item.gone and not item.kept else
+                       "kept" if item.kept and not item.gone else "mixed")
+            lines.append(f"  {item.name}: {verdict}: of {item.reference_ops} ops, {label} "
+                         f"agrees with the model on {item.gone}, still departs on "
+                         f"{item.kept}, did not run {item.not_run}, departs otherwise on "
+                         f"{item.other}")
+            if item.example is not None and item.gone:
+                case, ref_op, op = item.example
+                lines.append(f"    e.g. {case.case.name} op {ref_op.index} "
+                             f"{case.case.ops[ref_op.index].op}: QEMU {first} "
+                             f"{answer_text(ref_op.qemu)}; QEMU {label} and the model "
+                             f"{answer_text(op.qemu)}")
+    return "\n".join(lines)
+
+
 # --- JSON (s2mmu.conformance/1) -------------------------------------------------------------
+
+
+def qemu_doc(target: QemuTarget) -> dict[str, Any]:
+    """Return the QEMU a run compared with: version, source, ID registers, features."""
+    regs = target.id_registers
+    return {"version": target.binary.version, "series": target.series,
+            "source": target.binary.source, "argv_prefix": list(target.binary.argv_prefix),
+            "id_registers": {name: f"{regs.value(name):#018x}" for name in vars(regs)},
+            "features": [{"feature": f.feature, "register": f.register, "field": f.field,
+                          "value": f.value, "implemented": f.implemented}
+                         for f in target.features()]}
+
+
+def versions_doc(reports: list[Report], docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return several runs as one s2mmu.conformance-versions/1 document."""
+    first = version_label(reports[0])
+    return {
+        "schema": VERSIONS_SCHEMA,
+        "runs": docs,
+        "departures": [
+            {"reference": first, "qemu": version_label(other), "name": item.name,
+             "reference_ops": item.reference_ops, "gone": item.gone, "kept": item.kept,
+             "not_run": item.not_run, "other": item.other,
+             "example": None if item.example is None else {
+                 **op_doc(item.example[0], item.example[1].index),
+                 "reference_answer": dict(item.example[1].qemu),
+                 "answer": dict(item.example[2].qemu),
+                 "model": dict(item.example[2].model)}}
+            for other in reports[1:] for item in departures_across(reports[0], other)],
+        "ok": all(doc["ok"] for doc in docs),
+    }
 
 
 def tally_doc(counts: Mapping[str, int], compared: int) -> dict[str, Any]:
@@ -349,6 +513,7 @@ def conformance_doc(report: Report, run: dict[str, Any], written: list[str]) -> 
     skipped = [(case, op) for case, op in report.ops() if op.qemu.get("outcome") == "skipped"]
     return {
         "schema": SCHEMA,
+        "qemu": qemu_doc(report.target) if report.target is not None else None,
         "run": run,
         "families": [{"family": name, **tally_doc(report.tally(name).counts,
                                                  report.tally(name).compared)}

@@ -18,6 +18,7 @@ import click
 
 from s2mmu.arch import inputs
 from s2mmu.arch.access import AccessDescriptor, acc_gpr, acc_ifetch
+from s2mmu.arch.access_op import AccessOp
 from s2mmu.arch.atcase import parse_cases, parse_int, run_case, run_case_detailed
 from s2mmu.arch.descriptors import DescContext
 from s2mmu.arch.errors import InputError
@@ -234,7 +235,8 @@ def at(file: str, as_json: bool, features: str) -> None:
         results, mem, _ = run_case_detailed(case, fs)
         out.rule(f"case {case.name}")
         for spec, r in zip(case.ops, results, strict=True):
-            out.print(f"AT {spec.op.name:7} {spec.va:#018x} EL{spec.el} PAN={int(spec.pan)}  ",
+            kind = "  " if isinstance(spec.op, AccessOp) else "AT"
+            out.print(f"{kind} {spec.op.name:7} {spec.va:#018x} EL{spec.el} PAN={int(spec.pan)}  ",
                       render.describe_at(r))
         for w in mem.hw_writes:
             out.print(f"  hardware wrote PA {w.pa:#x}: {w.before:#x} -> {w.after:#x}")

@@ -11,6 +11,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from s2mmu.arch import explain
+from s2mmu.arch.access_op import AccessException, AccessResult
 from s2mmu.arch.at import AtException, ParResult
 from s2mmu.arch.bits import bit
 from s2mmu.arch.descriptors import Invalid
@@ -76,12 +77,16 @@ def describe_result(r: AddressDescriptor | FaultRecord) -> Text:
     return Text(f"-> {r.paddress:#x}  {r.memattrs.describe()}", style="bold green")
 
 
-def describe_at(result: ParResult | AtException) -> Text:
-    """Return an AT result as coloured text (s2mmu.arch.explain.describe_at)."""
+def describe_at(result: ParResult | AtException | AccessResult) -> Text:
+    """Return an AT result, or a real access's, as coloured text (s2mmu.arch.explain
+    describe_at, describe_access)."""
     if isinstance(result, ParResult):
         style = "red" if bit(result.par, 0) else "green"
         return Text(explain.describe_at(result), style=style)
-    return Text(explain.describe_at(result), style="magenta")
+    if isinstance(result, AtException):
+        return Text(explain.describe_at(result), style="magenta")
+    style = "magenta" if isinstance(result, AccessException) else "green"
+    return Text(explain.describe_access(result), style=style)
 
 
 STYLES = {LineKind.INVALID: "red", LineKind.RESULT: "bold green", LineKind.FAULT: "bold red",

@@ -24,8 +24,15 @@ AT_OPS: tuple[str, ...] = (
 )
 """AT operations in the probe's table order (the op code is the index)."""
 
-ACCESS_OPS: tuple[str, ...] = ("LDR", "STR", "FETCH")
+ACCESS_OPS: tuple[str, ...] = ("LDR", "STR", "FETCH", "LDXR", "LDAXR", "STXR", "LDADD",
+                                "SWP", "CAS")
 """Real accesses (at-case.md "Accesses"), after the AT ops in the probe's tables."""
+
+WRITING_OPS: tuple[str, ...] = ("STR", "STXR", "LDADD", "SWP", "CAS")
+"""Accesses that write their data (X4: what they store or add)."""
+
+ATOMIC_OPS: tuple[str, ...] = ("LDADD", "SWP", "CAS")
+"""FEAT_LSE atomics: their answer is the value read, outcome "atomic"."""
 
 OPS: tuple[str, ...] = AT_OPS + ACCESS_OPS
 ACCESS_ELS = (0, 1, 2)

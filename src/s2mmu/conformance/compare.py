@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s2mmu.arch.features import FeatureSet
 from s2mmu.arch.inputs import load_json
 from s2mmu.conformance.casefile import HarnessCase, case_objects, parse_cases
 from s2mmu.conformance.divergences import (
@@ -31,6 +32,7 @@ from s2mmu.conformance.divergences import (
     explain_memory,
 )
 from s2mmu.conformance.qemu import QemuAt, QemuConfig
+from s2mmu.conformance.target import QemuTarget
 
 ModelSide = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 """Run one case object on the model and return its answer (at-case.md "Output")."""
@@ -50,14 +52,21 @@ class ModelUnavailable(RuntimeError):
     """The model side (s2mmu.arch.atcase) cannot be imported."""
 
 
-def model_answer(case_obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Run one case object on the model (s2mmu.arch.atcase)."""
+def model_answer(case_obj: Mapping[str, Any],
+                 features: FeatureSet | None = None) -> Mapping[str, Any]:
+    """Run one case object on the model (s2mmu.arch.atcase), with the features of the QEMU
+    it is compared with (default: QEMU 7.2's -cpu max preset)."""
     try:
         from s2mmu.arch import atcase
     except ImportError as error:
         raise ModelUnavailable(f"the model side is not available: {error}") from None
     cases = atcase.parse_cases(case_obj)
-    return atcase.run_case(cases[0])
+    return atcase.run_case(cases[0], features)
+
+
+def model_with(features: FeatureSet | None) -> ModelSide:
+    """Return the model side running with a QEMU's features (cpu_id.model_features)."""
+    return lambda case_obj: model_answer(case_obj, features)
 
 
 # --- Normal forms ---------------------------------------------------------------------------
@@ -81,8 +90,25 @@ def normal_changes(answer: Mapping[str, Any]) -> list[tuple[int, int, int]]:
     Successive changes of one word still compare in order, through their before/after
     values.
     """
-    return sorted((int(str(c["pa"]), 0), int(str(c["before"]), 0), int(str(c["after"]), 0))
-                  for c in answer.get("memory_changes", []))
+    return sorted(net_changes(answer.get("memory_changes", [])))
+
+
+def net_changes(changes: Sequence[Mapping[str, Any]]) -> list[tuple[int, int, int]]:
+    """Return changes as (pa, before, after), successive writes of one word by one op
+    merged into one: the probe scans memory after each op, so it sees an op's net change
+    (a STXR's LDXR sets the access flag, its store the dirty state, in one op)."""
+    out: list[tuple[int, int, int]] = []
+    last: dict[tuple[Any, int], int] = {}
+    for c in changes:
+        pa, before, after = (int(str(c["pa"]), 0), int(str(c["before"]), 0),
+                             int(str(c["after"]), 0))
+        key = (c.get("op"), pa)
+        if key in last and key[0] is not None and out[last[key]][2] == before:
+            out[last[key]] = (pa, out[last[key]][1], after)
+            continue
+        last[key] = len(out)
+        out.append((pa, before, after))
+    return [c for c in out if c[1] != c[2]]
 
 
 def model_case_object(case: HarnessCase, qemu: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,26 +149,28 @@ class CaseComparison:
 
 
 def compare_op(case: HarnessCase, index: int, qemu: Mapping[str, Any],
-               model: Mapping[str, Any]) -> OpComparison:
-    """Compare one op's answers and classify any difference."""
+               model: Mapping[str, Any], series: str = "7.2") -> OpComparison:
+    """Compare one op's answers and classify any difference by QEMU `series`' departures."""
     if qemu.get("outcome") in NOT_RUN:
         return OpComparison(index, qemu, model, NOT_RUN_VERDICT)
     if normal_op(qemu) == normal_op(model):
         return OpComparison(index, qemu, model, AGREE)
-    divergence = classify(OpEvidence(case, case.ops[index], qemu, model, index))
+    divergence = classify(OpEvidence(case, case.ops[index], qemu, model, index, series), series)
     if divergence is not None:
         return OpComparison(index, qemu, model, DIVERGENCE, divergence.name)
     return OpComparison(index, qemu, model, MISMATCH)
 
 
 def memory_verdict(case: HarnessCase, ops: Sequence[OpComparison], qemu: Mapping[str, Any],
-                   model: Mapping[str, Any]) -> str:
+                   model: Mapping[str, Any], series: str = "7.2") -> str:
     """Compare memory_changes op by op; a difference is explained only for its own op.
 
     Changes carry the index of the op that made them ("op"). An op's differing changes
     are a divergence only when explain_memory recognises QEMU's AT dirty-state update on
     that op's leaves, or when the op's own answer is a divergence under which QEMU walks
-    differently (Divergence.changes_walk); anything else is a mismatch.
+    differently (Divergence.changes_walk). A later op whose only extra change is exactly
+    a write QEMU made early, at such an explained op, is that divergence's consequence;
+    anything else is a mismatch.
     """
     if qemu.get("skipped") or qemu.get("memory_changes_dropped") or \
             any(op.verdict == NOT_RUN_VERDICT for op in ops):
@@ -150,34 +178,43 @@ def memory_verdict(case: HarnessCase, ops: Sequence[OpComparison], qemu: Mapping
     if normal_changes(qemu) == normal_changes(model):
         return AGREE
     q, m = changes_by_op(qemu), changes_by_op(model)
+    earlier: set[tuple[int, int, int]] = set()   # QEMU's writes an explained op made early
     for index in sorted(set(q) | set(m), key=lambda i: -1 if i is None else i):
-        if q.get(index, []) != m.get(index, []) and \
-                not op_memory_explained(case, ops, index, q.get(index, []), m.get(index, [])):
-            return MISMATCH
+        qi, mi = q.get(index, []), m.get(index, [])
+        if qi == mi:
+            continue
+        if op_memory_explained(case, ops, index, qi, mi, series):
+            earlier |= set(qi) - set(mi)
+            continue
+        late = set(mi) - set(qi)
+        if qi == sorted(set(mi) - late) and late and late <= earlier:
+            earlier -= late     # the model makes the write QEMU made at an explained op
+            continue
+        return MISMATCH
     return DIVERGENCE
 
 
 def changes_by_op(answer: Mapping[str, Any]) -> dict[int | None, list[tuple[int, int, int]]]:
     """Return an answer's memory changes grouped by the op that made them (None: unknown)."""
-    grouped: dict[int | None, list[tuple[int, int, int]]] = {}
+    grouped: dict[int | None, list[Mapping[str, Any]]] = {}
     for change in answer.get("memory_changes", []):
         index = change.get("op")
         key = int(str(index), 0) if index is not None else None
-        grouped.setdefault(key, []).extend(normal_changes({"memory_changes": [change]}))
-    return {key: sorted(value) for key, value in grouped.items()}
+        grouped.setdefault(key, []).append(change)
+    return {key: sorted(net_changes(value)) for key, value in grouped.items()}
 
 
 def op_memory_explained(case: HarnessCase, ops: Sequence[OpComparison], index: int | None,
                         qemu: list[tuple[int, int, int]],
-                        model: list[tuple[int, int, int]]) -> bool:
+                        model: list[tuple[int, int, int]], series: str = "7.2") -> bool:
     """Return whether a divergence explains op `index`'s different memory changes."""
     if index is None or not 0 <= index < len(ops):
         return False
     op = ops[index]
     if op.divergence is not None and divergence_named(op.divergence).changes_walk:
         return True
-    ev = OpEvidence(case, case.ops[index], op.qemu, op.model, index)
-    return explain_memory(ev, qemu, model) is not None
+    ev = OpEvidence(case, case.ops[index], op.qemu, op.model, index, series)
+    return explain_memory(ev, qemu, model, series) is not None
 
 
 def model_error_answer(case: HarnessCase, error: Exception) -> dict[str, Any]:
@@ -197,24 +234,26 @@ def run_model(case: HarnessCase, qemu: Mapping[str, Any], model: ModelSide) -> M
         return model_error_answer(case, error)
 
 
-def compare_case(case: HarnessCase, qemu: Mapping[str, Any], model: ModelSide) -> CaseComparison:
-    """Run the model on one case and compare it with QEMU's answer."""
+def compare_case(case: HarnessCase, qemu: Mapping[str, Any], model: ModelSide,
+                 series: str = "7.2") -> CaseComparison:
+    """Run the model on one case and compare it with the answer of QEMU `series`."""
     answer = run_model(case, qemu, model)
     model_ops = list(answer.get("ops", []))
     model_ops += [{"outcome": "missing"}] * (len(case.ops) - len(model_ops))
-    ops = tuple(compare_op(case, i, qemu["ops"][i], model_ops[i]) for i in range(len(case.ops)))
+    ops = tuple(compare_op(case, i, qemu["ops"][i], model_ops[i], series)
+                for i in range(len(case.ops)))
     return CaseComparison(case=case, ops=ops,
-                          memory_verdict=memory_verdict(case, ops, qemu, answer),
+                          memory_verdict=memory_verdict(case, ops, qemu, answer, series),
                           qemu=qemu, model=answer)
 
 
 def compare_cases(objs: Sequence[Mapping[str, Any]], config: QemuConfig | None = None,
-                  model: ModelSide = model_answer) -> Report:
-    """Run case objects on both sides and compare them."""
+                  model: ModelSide = model_answer, series: str = "7.2") -> Report:
+    """Run case objects on both sides and compare them (QEMU `series`' departures excused)."""
     cases = parse_cases(list(objs))
     answers = QemuAt(config or QemuConfig()).run(cases)
-    return Report(tuple(compare_case(case, qemu, model) for case, qemu in zip(cases, answers,
-                                                                             strict=True)))
+    return Report(tuple(compare_case(case, qemu, model, series)
+                        for case, qemu in zip(cases, answers, strict=True)))
 
 
 # --- The report ----------------------------------------------------------------------------
@@ -239,9 +278,10 @@ class Tally:
 
 @dataclass(frozen=True)
 class Report:
-    """All comparisons of a run."""
+    """All comparisons of a run, and the QEMU they were made against (None: the default)."""
 
     cases: tuple[CaseComparison, ...]
+    target: QemuTarget | None = None
 
     def ops(self) -> list[tuple[CaseComparison, OpComparison]]:
         """Return every (case, op) pair."""
@@ -314,13 +354,13 @@ def still_mismatches(comparison: CaseComparison, op: OpComparison | None) -> boo
 
 
 def write_mismatches(report: Report, directory: Path, config: QemuConfig | None = None,
-                     model: ModelSide = model_answer) -> list[Path]:
+                     model: ModelSide = model_answer, series: str = "7.2") -> list[Path]:
     """Write each mismatch as the smallest case file that reproduces it; return the files."""
     directory.mkdir(parents=True, exist_ok=True)
     pending = [(case, op, cands) for case, op in report.mismatches()
                for cands in [candidates(case.case, op)]]
     flat = [cand for _, _, cands in pending for cand in cands]
-    replayed = iter(compare_cases(flat, config, model).cases if flat else ())
+    replayed = iter(compare_cases(flat, config, model, series).cases if flat else ())
     written: list[Path] = []
     for case, op, cands in pending:
         results = [next(replayed) for _ in cands]
@@ -344,3 +384,53 @@ def load_case_file(path: Path) -> list[Mapping[str, Any]]:
     """
     obj = load_json(path)
     return case_objects(obj)
+
+
+# --- Departures across QEMU versions -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepartureAcross:
+    """How one departure of a reference QEMU shows on another, over the cases both ran
+    identically: its ops there agree with the model (the departure is gone), still show
+    it, were not run (the other QEMU crashed, say), or differ otherwise (another departure).
+    `example`: the first op where it is gone, with both answers."""
+
+    name: str
+    reference_ops: int
+    gone: int
+    kept: int
+    not_run: int
+    other: int
+    example: tuple[CaseComparison, OpComparison, OpComparison] | None
+
+
+def departures_across(reference: Report, other: Report) -> list[DepartureAcross]:
+    """Return, per departure seen in `reference`, what `other` answers on the same ops.
+
+    Cases pair by name and only when their case objects are equal (a generator drawing a
+    feature only one QEMU has changes the case, which then proves nothing).
+    """
+    by_name = {case.case.name: case for case in other.cases}
+    tally: dict[str, list[int]] = {}
+    examples: dict[str, tuple[CaseComparison, OpComparison, OpComparison]] = {}
+    for case in reference.cases:
+        twin = by_name.get(case.case.name)
+        if twin is None or dict(twin.case.source) != dict(case.case.source):
+            continue
+        for ref_op, op in zip(case.ops, twin.ops, strict=True):
+            if ref_op.divergence is None:
+                continue
+            counts = tally.setdefault(ref_op.divergence, [0, 0, 0, 0, 0])
+            counts[0] += 1
+            if op.verdict == AGREE:
+                counts[1] += 1
+                examples.setdefault(ref_op.divergence, (case, ref_op, op))
+            elif op.divergence == ref_op.divergence:
+                counts[2] += 1
+            elif op.verdict == NOT_RUN_VERDICT:
+                counts[3] += 1
+            else:
+                counts[4] += 1
+    return [DepartureAcross(name, c[0], c[1], c[2], c[3], c[4], examples.get(name))
+            for name, c in sorted(tally.items(), key=lambda kv: -kv[1][0])]

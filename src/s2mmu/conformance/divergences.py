@@ -1,6 +1,8 @@
-"""The one list of intended divergences between the model and QEMU 7.2, with reasons.
+"""The one list of intended divergences between the model and QEMU, with reasons.
 
-The model follows the Arm ARM; where QEMU 7.2 (`-cpu max`, Debian 12) departs from it,
+Each departure is tagged with the QEMU series that have it (`Divergence.series`, measured
+on Debian 12's 7.2 and Debian's 10.0 from bookworm-backports); under a series without it,
+it excuses nothing. The model follows the Arm ARM; where QEMU (`-cpu max`) departs from it,
 the comparison reports the op as an intended divergence instead of a mismatch
 (shared/formats/at-case.md, "QEMU's departures listed"). A divergence applies only when
 the two answers differ in the way the departure predicts, so an entry can never hide
@@ -15,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from s2mmu.arch.attrs import mair_reserved
 from s2mmu.arch.descriptors import DescContext, output_address
 from s2mmu.arch.faults import Fault, hpfar
 from s2mmu.arch.params import Granule
+from s2mmu.arch.translate import s2_memattr_is_device
 from s2mmu.conformance.casefile import AtOp, HarnessCase, parse_cases
 from s2mmu.conformance.qemu72 import LastRead, WalkFacts, qemu_par_attrs, walk_facts
 
@@ -43,12 +46,22 @@ class OpEvidence:
     qemu: Mapping[str, Any]
     model: Mapping[str, Any]
     index: int = 0
+    series: str = "7.2"
+    """The QEMU series that gave `qemu` (a predicate may predict its answer per series)."""
 
+
+
+MEASURED_SERIES = ("7.2", "10.0")
+"""The QEMU series the departures were measured on (qemu_binary.SERIES)."""
+QEMU_7_2 = frozenset({"7.2"})
+QEMU_7_2_AND_10_0 = frozenset({"7.2", "10.0"})
+QEMU_10_0 = frozenset({"10.0"})
 
 
 @dataclass(frozen=True)
 class Divergence:
-    """An intended divergence: its name, why, and when it explains a difference."""
+    """An intended divergence: its name, why, when it explains a difference, and the QEMU
+    series that have it (measured: a departure 10.0 no longer has excuses nothing there)."""
 
     name: str
     reason: str
@@ -56,6 +69,25 @@ class Divergence:
     changes_walk: bool = False
     """QEMU walks where the model faults (or the reverse), so the descriptor updates of
     the op it explains differ too: only such a divergence excuses its op's memory changes."""
+    series: frozenset[str] = QEMU_7_2
+
+
+def measured_series(series: str) -> str:
+    """Return the measured series whose departures a QEMU series is judged by: its own,
+    else the latest measured one before it (the earliest for anything older).
+
+    A QEMU given by path (an 8.2, say) keeps 7.2's departures until it is measured.
+    """
+    def key(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+    earlier = [m for m in MEASURED_SERIES if key(m) <= key(series)]
+    return earlier[-1] if earlier else MEASURED_SERIES[0]
+
+
+def has_departure(divergence: Divergence, series: str) -> bool:
+    """Return whether QEMU `series` has a departure (judged by its measured series)."""
+    return measured_series(series) in divergence.series
 
 
 # --- Reading answers ----------------------------------------------------------------------
@@ -361,8 +393,19 @@ def reserved_mair_as_is(ev: OpEvidence) -> bool:
     if f is None or f.s1_attr is None or not mair_reserved(f.s1_attr):
         return False
     if f.s2_memattr is None:
-        return (qemu >> 56, qemu >> 7 & 0b11) == (f.s1_attr, f.s1_sh)
+        return (qemu >> 56, qemu >> 7 & 0b11) == (f.s1_attr, stage1_par_sh(f, ev.series))
     return qemu_par_attrs(f) == (qemu >> 56, qemu >> 7 & 0b11)
+
+
+def stage1_par_sh(f: WalkFacts, series: str) -> int:
+    """Return the PAR_EL1.SH a QEMU series reports for a stage-1-only result: 7.2 the
+    descriptor's (par_sh_stage1), 10.0 0b10 where the byte reads as Device (high nibble 0)
+    or Normal Non-cacheable (0x44, and 0x40: Non-cacheable with XS=0 under FEAT_XS), as the
+    architecture says."""
+    attr = f.s1_attr if f.s1_attr is not None else 0
+    if measured_series(series) == "7.2" or not (attr >> 4 == 0 or attr in (0x44, 0x40)):
+        return f.s1_sh
+    return 0b10
 
 
 # --- Level of a stage-2 fault on a stage-1 walk --------------------------------------------
@@ -407,7 +450,8 @@ def s2_walk_fault_level(ev: OpEvidence) -> bool:
 
 # --- HCR_EL2.TGE=1 (E2H=0) and the EL1&0 stage 1 -------------------------------------------
 
-COMPARED_KEYS = ("outcome", "PAR_EL1", "taken_to", "ESR", "FAR", "HPFAR_EL2", "value", "insn")
+COMPARED_KEYS = ("outcome", "PAR_EL1", "taken_to", "ESR", "FAR", "HPFAR_EL2", "value", "insn",
+                 "status")
 
 
 def compared(answer: Mapping[str, Any]) -> dict[str, int | str]:
@@ -435,7 +479,8 @@ def evidence_without_tge(ev: OpEvidence) -> OpEvidence | None:
         (case,) = parse_cases(source)
     except Exception:  # noqa: BLE001 - an unreadable case explains nothing
         return None
-    return OpEvidence(case, case.ops[ev.index], ev.qemu, answer["ops"][ev.index], ev.index)
+    return OpEvidence(case, case.ops[ev.index], ev.qemu, answer["ops"][ev.index], ev.index,
+                      ev.series)
 
 
 def tge_keeps_el1_stage1(ev: OpEvidence) -> bool:
@@ -481,7 +526,10 @@ def isv_for_stage1_abort(ev: OpEvidence) -> bool:
     if q.get("taken_to") != "EL2" or m.get("taken_to") != "EL2" or "ESR" not in m:
         return False
     f = facts(ev)
-    if f is None or f.fault is None or f.fault.secondstage:
+    # An Alignment fault without the syndrome is a stage-1 one: SCTLR_ELx.A, or Device
+    # memory at stage 1 (a stage-2 Device alignment fault reports ISV=1 in the model).
+    alignment = int(m["ESR"]) & 0x3F == ALIGNMENT_FSC
+    if not alignment and (f is None or f.fault is None or f.fault.secondstage):
         return False
     syndrome = 1 << 24 | 0b11 << 22 | ACCESS_RT[ev.op.op] << 16 | 1 << 15
     model_esr = int(m["ESR"])
@@ -513,6 +561,8 @@ def hpfar_unknown_for_stage1_abort(ev: OpEvidence) -> bool:
     if ev.op.el != 0 or "HPFAR_EL2" not in q or "HPFAR_EL2" in m \
             or without_key(q, "HPFAR_EL2") != m or m.get("taken_to") != "EL2":
         return False
+    if int(m["ESR"]) & 0x3F == ALIGNMENT_FSC and not int(m["ESR"]) >> 24 & 1:
+        return True    # an Alignment fault of the access itself, before any stage 2
     f = facts(ev)
     return f is not None and f.fault is not None and not f.fault.secondstage
 
@@ -530,7 +580,8 @@ def evidence_with_word(ev: OpEvidence, pa: int, value: int) -> OpEvidence | None
         (case,) = parse_cases(source)
     except Exception:  # noqa: BLE001 - an unreadable case explains nothing
         return None
-    return OpEvidence(case, case.ops[ev.index], ev.qemu, answer["ops"][ev.index], ev.index)
+    return OpEvidence(case, case.ops[ev.index], ev.qemu, answer["ops"][ev.index], ev.index,
+                      ev.series)
 
 
 def dbm_not_writable_for_fetch(ev: OpEvidence) -> bool:
@@ -557,9 +608,236 @@ def dbm_not_writable_for_fetch(ev: OpEvidence) -> bool:
                if d.applies is not dbm_not_writable_for_fetch)
 
 
+ALIGNMENT_FSC = 0b100001
+DATA_ABORT_ECS = (0x24, 0x25)
+
+
+def sctlr_a_of(case: HarnessCase, el: int) -> bool:
+    """Return SCTLR_ELx.A of the regime an access from el translates in (EL0 with
+    HCR_EL2.{E2H,TGE}={1,1} and EL2 use SCTLR_EL2)."""
+    hcr = case.regs["HCR_EL2"]
+    host = el == 0 and hcr >> 34 & 1 and hcr >> 27 & 1
+    sctlr = case.regs["SCTLR_EL2"] if el == 2 or host else case.regs["SCTLR_EL1"]
+    return bool(sctlr >> 1 & 1)
+
+
+def evidence_at(ev: OpEvidence, va: int, qemu: Mapping[str, Any]) -> OpEvidence | None:
+    """Return the op's evidence with its address replaced (the ops before it run as
+    they did): the model's answer for that address and the given QEMU answer."""
+    from s2mmu.arch import atcase
+
+    source = dict(ev.case.source)
+    ops = list(source.get("ops", []))[: ev.index + 1]
+    op = ops[-1]
+    ops[-1] = {**op, "va": hex(va)} if isinstance(op, Mapping) else [op[0], hex(va)]
+    source["ops"] = ops
+    try:
+        answer = atcase.run_case(atcase.parse_cases(source)[0])
+        (case,) = parse_cases(source)
+    except Exception:  # noqa: BLE001 - an unreadable case explains nothing
+        return None
+    return OpEvidence(case, case.ops[ev.index], qemu, answer["ops"][ev.index], ev.index)
+
+
+def data_big_endian_of(case: HarnessCase, el: int) -> bool:
+    """Return whether data accesses from el are big-endian (SCTLR_ELx.E0E at EL0,
+    SCTLR_ELx.EE otherwise, of the regime's SCTLR)."""
+    hcr = case.regs["HCR_EL2"]
+    host = el == 0 and hcr >> 34 & 1 and hcr >> 27 & 1
+    sctlr = case.regs["SCTLR_EL2"] if el == 2 or host else case.regs["SCTLR_EL1"]
+    return bool(sctlr >> (24 if el == 0 else 25) & 1)
+
+
+def unaligned_load_value(ev: OpEvidence, aligned_va: int, first: int) -> int | None:
+    """Return what an unaligned LDR reads, from the model's loads of the two aligned
+    words it overlaps (None if the second does not load)."""
+    second = evidence_at(ev, aligned_va + 8, ev.qemu)
+    if second is None or compared(second.model).get("outcome") != "load":
+        return None
+    order: Literal["big", "little"] = "big" if data_big_endian_of(ev.case, ev.op.el) else "little"
+    region = first.to_bytes(8, order) + int(compared(second.model)["value"]).to_bytes(8, order)
+    k = ev.op.va - aligned_va
+    return int.from_bytes(region[k:k + 8], order)
+
+
+def device_alignment_unchecked(ev: OpEvidence) -> bool:
+    """QEMU 7.2 takes no Alignment fault for an unaligned LDR/STR to Device memory.
+
+    The model's answer must be a data abort with FSC 0b100001 for an unaligned LDR or
+    STR with SCTLR_ELx.A=0 (so the Device memory type, not AlignmentEnforced, made it),
+    and QEMU's answer must be the model's answer for the same access at the aligned
+    address below (same page, same translation): the same completion, or the same
+    exception with FAR at the unaligned address (a load reads the bytes the model's
+    loads of the two aligned words hold).
+    """
+    if ev.op.op not in ("LDR", "STR") or not ev.op.va % 8 or sctlr_a_of(ev.case, ev.op.el):
+        return False
+    m = compared(ev.model)
+    if m.get("outcome") != "exception" or int(m["ESR"]) >> 26 & 0x3F not in DATA_ABORT_ECS \
+            or int(m["ESR"]) & 0x3F != ALIGNMENT_FSC:
+        return False
+    q = compared(ev.qemu)
+    aligned_va = ev.op.va & ~7
+    if q.get("outcome") == "exception":
+        if q.get("FAR") != ev.op.va or int(q["ESR"]) & 0x3F == ALIGNMENT_FSC:
+            return False
+        twin = evidence_at(ev, aligned_va, {**ev.qemu, "FAR": hex(aligned_va)})
+    else:
+        if q.get("outcome") != {"LDR": "load", "STR": "store"}[ev.op.op]:
+            return False
+        twin = evidence_at(ev, aligned_va, ev.qemu)
+    if twin is None:
+        return False
+    t = compared(twin.model)
+    if q.get("outcome") != "exception":
+        if t.get("outcome") != q["outcome"]:
+            return False
+        if ev.op.op == "STR":
+            return t.get("value") == q.get("value")
+        return q.get("value") == unaligned_load_value(ev, aligned_va, int(t["value"]))
+    if compared(twin.qemu) == t:
+        return True
+    # On the aligned twin, QEMU's other departures may apply (the instruction syndrome of
+    # a stage-1 abort taken to EL2, HPFAR_EL2 of a stage-2 Permission fault).
+    return any(d.applies(twin) for d in DIVERGENCES if d.applies is not device_alignment_unchecked)
+
+
+ATOMIC_OPS = ("LDADD", "SWP", "CAS")
+
+
+def evidence_as(ev: OpEvidence, name: str, qemu: Mapping[str, Any]) -> tuple[
+        OpEvidence, list[Change]] | None:
+    """Return the op's evidence with the op replaced by another access at the same
+    address (the ops before it run as they did), and the model's changes of that op."""
+    from s2mmu.arch import atcase
+
+    source = dict(ev.case.source)
+    ops = list(source.get("ops", []))[: ev.index + 1]
+    op = ops[-1]
+    ops[-1] = {**op, "op": name} if isinstance(op, Mapping) else [name, op[1]]
+    source["ops"] = ops
+    try:
+        answer = atcase.run_case(atcase.parse_cases(source)[0])
+        (case,) = parse_cases(source)
+    except Exception:  # noqa: BLE001 - an unreadable case explains nothing
+        return None
+    changes = sorted((int(str(c["pa"]), 16), int(str(c["before"]), 16), int(str(c["after"]), 16))
+                     for c in answer["memory_changes"] if c.get("op") == ev.index)
+    return OpEvidence(case, case.ops[ev.index], qemu, answer["ops"][ev.index], ev.index), changes
+
+
+def is_atomic_write_refusal(answer: Mapping[str, Any]) -> bool:
+    """Return whether an answer is a data abort for a Permission fault with WnR=1."""
+    m = compared(answer)
+    if m.get("outcome") != "exception" or "ESR" not in m:
+        return False
+    esr = int(m["ESR"])
+    return esr >> 26 & 0x3F in DATA_ABORT_ECS and esr >> 2 & 0xF == 0b0011 \
+        and bool(esr >> 6 & 1)
+
+
+def atomic_load_then_store(ev: OpEvidence) -> bool:
+    """QEMU 7.2 (one vCPU) executes an FEAT_LSE atomic as a load and then a store, so
+    the load's whole translation (stage 2 included) comes before the store's stage-1
+    permission check. The model's answer must be a Permission fault on the write
+    (WnR=1), and QEMU's the model's answer to a load-exclusive (LDXR: a read with no
+    instruction syndrome) at the same address."""
+    if ev.op.op not in ATOMIC_OPS or not is_atomic_write_refusal(ev.model):
+        return False
+    twin = evidence_as(ev, "LDXR", ev.qemu)
+    if twin is None:
+        return False
+    t, q = compared(twin[0].model), compared(ev.qemu)
+    if t.get("outcome") != "exception" or q == compared(ev.model):
+        return False
+    return q == t or any(d.applies(twin[0]) for d in DIVERGENCES
+                         if d.applies is not atomic_load_then_store)
+
+
 def initial_word(case: HarnessCase, pa: int) -> int:
     """Return the little-endian word a case's memory holds at pa before any op."""
     return dict(case.words).get(pa, 0)
+
+
+# --- Departures QEMU 10.0 has and 7.2 has not ------------------------------------------------
+
+PERMISSION_KIND = 0b0011
+SCTLR_WXN, SCTLR_EPAN = 1 << 19, 1 << 57
+
+
+def s2_ptw_device_fault_level(ev: OpEvidence) -> bool:
+    """HCR_EL2.PTW=1 and a stage-1 table in stage-2 Device memory: the stage-2 Permission
+    fault on the walk has the level of the stage-2 leaf that mapped it (ASL AArch64.S2Translate
+    builds it from the stage-2 walk state); QEMU 10.0 reports level 0. QEMU's answer must be
+    the model's with only the level of the FSC changed to 0."""
+    q, m = walk_fault_codes(ev.qemu), walk_fault_codes(ev.model)
+    if q is None or m is None or q[1] != m[1] or not ev.case.regs["HCR_EL2"] >> 2 & 1:
+        return False
+    if {k: v for k, v in ev.qemu.items() if k not in ("PAR_EL1", "ESR")} != \
+            {k: v for k, v in ev.model.items() if k not in ("PAR_EL1", "ESR")}:
+        return False
+    (qkind, qlevel), (mkind, mlevel) = fsc_kind_level(q[0]), fsc_kind_level(m[0])
+    f = facts(ev)
+    if f is None or f.fault is None or f.last is None or f.last.stage != 2:
+        return False
+    device = s2_memattr_is_device(f.last.raw, f.fwb)
+    return (device and qkind == mkind == PERMISSION_KIND and qlevel == 0
+            and mlevel == f.fault.level == f.last.level != 0)
+
+
+def evidence_with_register(ev: OpEvidence, name: str, value: int) -> OpEvidence | None:
+    """Return the op's evidence with one register changed: the same QEMU answer, the model's
+    answer for that configuration (the case's earlier ops run first, as on QEMU)."""
+    from s2mmu.arch import atcase
+
+    source = dict(ev.case.source)
+    regs = dict(source.get("regs", {}))
+    regs[name] = hex(value)
+    source["regs"] = regs
+    source["ops"] = list(source.get("ops", []))[: ev.index + 1]
+    try:
+        answer = atcase.run_case(atcase.parse_cases(source)[0])
+        (case,) = parse_cases(source)
+    except Exception:  # noqa: BLE001 - an unreadable case explains nothing
+        return None
+    return OpEvidence(case, case.ops[ev.index], ev.qemu, answer["ops"][ev.index], ev.index,
+                      ev.series)
+
+
+def epan_hides_wxn_on_fetch(ev: OpEvidence) -> bool:
+    """With FEAT_PAN3, SCTLR_ELx.EPAN=1 and PSTATE.PAN=1, QEMU 10.0 removes the privileged
+    write permission of an EL0-executable location before WXN looks at it (target/arm/ptw.c
+    get_S1prot: prot_rw = 0 for `!xn` under EPAN, then `wxn && (prot_rw & PAGE_WRITE)`), so
+    a privileged fetch from a location EL1 can write runs. PAN restricts data accesses only:
+    a fetch's access descriptor has pan FALSE (ASL CreateAccDescIFetch), so the write
+    permission stands and WXN makes it execute-never (AArch64.S1DirectBasePermissions).
+    QEMU's answer must be the model's with SCTLR_ELx.WXN cleared."""
+    if ev.op.op != "FETCH" or not ev.op.pan or ev.op.el not in (1, 2):
+        return False
+    name = "SCTLR_EL1" if ev.op.el == 1 else "SCTLR_EL2"
+    sctlr = ev.case.regs[name]
+    if not sctlr & SCTLR_WXN or not sctlr & SCTLR_EPAN or compared(ev.qemu) == compared(ev.model):
+        return False
+    fsc = fsc_of_fetch(ev.model)
+    if fsc is None or fsc >> 2 != PERMISSION_KIND:
+        return False
+    without = evidence_with_register(ev, name, sctlr & ~SCTLR_WXN)
+    if without is None:
+        return False
+    if compared(without.model) == compared(ev.qemu):
+        return True
+    # The fetch then goes on to stage 2, where the series' other departures may apply.
+    return any(d.applies(without) for d in DIVERGENCES
+               if d.applies is not epan_hides_wxn_on_fetch and has_departure(d, ev.series))
+
+
+def fsc_of_fetch(answer: Mapping[str, Any]) -> int | None:
+    """Return the FSC of a stage-1 Instruction Abort taken to the same EL (EC 0x21)."""
+    if answer.get("outcome") != "exception" or "ESR" not in answer:
+        return None
+    esr = int(str(answer["ESR"]), 16)
+    return esr & 0x3F if esr >> 26 & 0x3F == 0x21 else None
+
 
 
 DIVERGENCES: tuple[Divergence, ...] = (
@@ -567,8 +845,11 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "par_sh_stage1",
         "PAR_EL1.SH must read 0b10 for Device and Normal Non-cacheable results (Arm ARM "
         "PAR_EL1.SH); QEMU 7.2 does so only for combined two-stage results, and reports the "
-        "descriptor's SH (0b00 with the MMU off) for stage-1-only ones.",
+        "descriptor's SH (0b00 with the MMU off) for stage-1-only ones (10.0 does not: "
+        "QEMU's par_el1_shareability, patch 'target/arm: Adjust PAR_EL1.SH for Device and "
+        "Normal-NC memory types', qemu-devel 2023-07-14).",
         sh_for_device_or_nc,
+        series=QEMU_7_2,
     ),
     Divergence(
         "par_sh_reserved",
@@ -576,6 +857,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "defined value; KVM's at.c maps it to Non-shareable); QEMU 7.2 copies the reserved "
         "0b01 into PAR_EL1.SH.",
         sh_reserved,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "s2_wt_drops_transient",
@@ -583,6 +865,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "with stage 1's allocation hints, transient included (ASL S2CombineS1AttrHints, as "
         "KVM's at.c does); QEMU 7.2 reports Write-Through non-transient.",
         transient_dropped,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "block_at_illegal_level",
@@ -591,6 +874,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "as a huge block.",
         block_at_illegal_level,
         changes_walk=True,
+        series=QEMU_7_2,
     ),
     Divergence(
         "oa_52bit_fields_ignored",
@@ -600,6 +884,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "QEMU 7.2 reads them only when PS is 52 bits.",
         oa_52bit_fields_ignored,
         changes_walk=True,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "s2_start_level_vs_ps",
@@ -608,6 +893,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "size against PS), and reports a stage-2 Translation fault where the architecture walks.",
         s2_start_level_vs_ps,
         changes_walk=True,
+        series=QEMU_7_2,
     ),
     Divergence(
         "s2_walk_fault_level",
@@ -617,6 +903,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "permission relax of an S1PTW fault); QEMU 7.2 overwrites it with the stage-1 "
         "level (KVM's nested AT emulation in at.c does the same).",
         s2_walk_fault_level,
+        series=QEMU_7_2,
     ),
     Divergence(
         "fwb_reserved_memattr",
@@ -624,6 +911,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "unless stage 1 is Device (ASL AArch64.S2ApplyFWBMemAttrs); QEMU 7.2 treats both "
         "as reserved and forces Device-nGnRnE.",
         fwb_reserved_memattr,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "fwb_device_not_stricter",
@@ -631,6 +919,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "the two (ASL AArch64.S2ApplyFWBMemAttrs, S2CombineS1Device); QEMU 7.2 reports "
         "stage 2's type.",
         fwb_device_not_stricter,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "nofwb_device_with_normal",
@@ -638,24 +927,30 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "attribute (ASL S2CombineS1MemAttrs); QEMU 7.2 reads the Normal side's inner "
         "nibble as a Device type, so inner Non-cacheable (0b0100) becomes Device-nGnRE.",
         nofwb_device_with_normal,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "reserved_mair_as_is",
         "A reserved MAIR_ELx attribute encoding is CONSTRAINED UNPREDICTABLE (ASL "
         "S1DecodeMemAttrs: ConstrainUnpredictableBits(RESMAIR)); the model reads it as "
         "its documented ImplChoices.reserved_mair says (the nearest defined encoding). "
-        "The model does not model FEAT_XS, so its XS=0 encodings (0b0000dd01, 0x40, 0xA0) "
-        "are reserved to it too. QEMU 7.2 reports the byte as programmed in PAR_EL1.ATTR "
+        "QEMU 7.2's -cpu max has no FEAT_XS, so the XS=0 encodings (0b0000dd01, 0x40, "
+        "0xA0) are reserved there too (with FEAT_XS the model decodes them: "
+        "s2mmu.arch.attrs). QEMU 7.2 reports the byte as programmed in PAR_EL1.ATTR "
         "(and combines it as is).",
         reserved_mair_as_is,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "s1_off_shareability",
         "With stage 1 off, data output is Device-nGnRnE Outer Shareable (ASL "
         "AArch64.S1DisabledOutput), so combined with stage 2 it stays Outer Shareable; "
         "QEMU 7.2 gives it shareability 0, and a stage-2 Inner Shareable mapping forced "
-        "Write-Back under FWB reports SH=0b11.",
+        "Write-Back under FWB reports SH=0b11 (10.0 does not: get_phys_addr_disabled sets "
+        "shareability 2 for data too, patch 'target/arm/ptw: Set attributes correctly for "
+        "MMU disabled data accesses', qemu-devel 2023-07-14).",
         s1_off_shareability,
+        series=QEMU_7_2,
     ),
     Divergence(
         "tge_keeps_el1_stage1",
@@ -665,6 +960,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "S12E* executed at EL2 or EL3 (it checks TGE only for its E10 MMU indexes).",
         tge_keeps_el1_stage1,
         changes_walk=True,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "isv_on_stage1_abort",
@@ -674,6 +970,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "taken to EL2, a stage-1 fault at EL2 included (target/arm/tlb_helper.c "
         "merge_syn_data_abort tests only target_el == 2 and s1ptw; fixed in QEMU 8.0).",
         isv_for_stage1_abort,
+        series=QEMU_7_2,
     ),
     Divergence(
         "hpfar_unknown_s2_permission",
@@ -681,6 +978,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "IPAValid), so the model does not report it; QEMU 7.2 writes the faulting IPA "
         "(target/arm/tlb_helper.c arm_deliver_fault sets HPFAR for every stage-2 fault).",
         hpfar_unknown_for_s2_permission,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "hpfar_unknown_stage1_abort",
@@ -689,6 +987,7 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "leaves the register as it was (target/arm/tlb_helper.c arm_deliver_fault writes it "
         "only when fi->stage2) and the probe reads it for every lower-EL abort to EL2.",
         hpfar_unknown_for_stage1_abort,
+        series=QEMU_7_2_AND_10_0,
     ),
     Divergence(
         "dbm_not_writable_for_fetch",
@@ -699,9 +998,67 @@ DIVERGENCES: tuple[Divergence, ...] = (
         "get_phys_addr_lpae: param.hd && DBM && access_type == MMU_DATA_STORE).",
         dbm_not_writable_for_fetch,
         changes_walk=True,
+        series=QEMU_7_2_AND_10_0,
+    ),
+    Divergence(
+        "s2_ptw_device_fault_level",
+        "With HCR_EL2.PTW=1 a stage-1 table in stage-2 Device memory gives a stage-2 "
+        "Permission fault on the walk at the level of the stage-2 leaf that mapped it (ASL "
+        "AArch64.S2Translate); QEMU 10.0 reports it at level 0 (7.2 reports the level).",
+        s2_ptw_device_fault_level,
+        series=QEMU_10_0,
+    ),
+    Divergence(
+        "epan_hides_wxn_on_fetch",
+        "PAN restricts data accesses only: a fetch's access descriptor has pan FALSE (ASL "
+        "CreateAccDescIFetch), so with WXN a location EL1 can write is execute-never at EL1 "
+        "(AArch64.S1DirectBasePermissions). With FEAT_PAN3, SCTLR_ELx.EPAN=1 and PSTATE.PAN=1, "
+        "QEMU 10.0 drops the write permission of an EL0-executable location before its WXN "
+        "check (target/arm/ptw.c get_S1prot), so the fetch runs.",
+        epan_hides_wxn_on_fetch,
+        changes_walk=True,
+        series=QEMU_10_0,
+    ),
+    Divergence(
+        "device_alignment_unchecked",
+        "An unaligned data access to Device memory takes an Alignment fault (FSC 0b100001) "
+        "after the walk has found the memory type and before the permission check (ASL "
+        "AArch64.S1Translate: AArch64.S1HasAlignmentFault before AArch64.S1CheckPermissions; "
+        "AArch64.S2Translate: S2HasAlignmentFault before S2CheckPermissions; "
+        "AArch64.S1DisabledOutput for the Device-nGnRnE of stage 1 off). QEMU 7.2 has no "
+        "Device alignment check (target/arm/ptw.c sets TLB_CHECK_ALIGNED for Device "
+        "memory only from QEMU 9.0): it completes the access, or reports the fault an "
+        "aligned access would take.",
+        device_alignment_unchecked,
+        changes_walk=True,
+    ),
+    Divergence(
+        "atomic_load_then_store",
+        "An atomic read-modify-write (CreateAccDescAtomicOp: read and write) is one access "
+        "whose stage-1 permission check (read, then write) completes before stage 2 "
+        "translates it (ASL AArch64.FullTranslate: S1Translate, then S2Translate). QEMU "
+        "7.2 with one vCPU executes LDADD/SWP/CAS as a load and then a store (tcg/tcg-op.c "
+        "do_nonatomic_op_i64), so a stage-2 fault of the load is taken before stage 1 refuses "
+        "the write.",
+        atomic_load_then_store,
+        changes_walk=True,
     ),
 )
 """Every intended divergence; the comparison consults them in this order."""
+
+
+MEMORY_ATOMIC_LOAD = Divergence(
+    "atomic_load_sets_af",
+    "Setting the access flag on a Permission fault is CONSTRAINED UNPREDICTABLE (ASL "
+    "AArch64.SettingAccessFlagPermitted); the model does not (ImplChoices."
+    "af_update_on_permission_fault, QEMU 7.2's choice for loads and stores). An atomic is "
+    "one access: stage 1 sets its access flag and dirty state before stage 2 translates it "
+    "(ASL AArch64.S1Translate, then S2Translate). QEMU 7.2 (one vCPU, tcg/tcg-op.c "
+    "do_nonatomic_op_i64) does a load and then a store, so when the load faults or the "
+    "store is refused, its descriptor writes are those of a load at the same address.",
+    lambda ev: False,
+)
+"""A memory_changes divergence (it explains an op's changes, not its answer)."""
 
 
 MEMORY_AT_DIRTY = Divergence(
@@ -712,6 +1069,7 @@ MEMORY_AT_DIRTY = Divergence(
     "access_type == MMU_DATA_STORE it clears AP[2] of a stage-1 leaf and sets S2AP[1] of "
     "a stage-2 leaf; do_ats_write passes MMU_DATA_STORE for AT *W).",
     lambda ev: False,
+    series=QEMU_7_2_AND_10_0,
 )
 """A memory_changes divergence (it explains an op's changes, not its answer)."""
 
@@ -736,14 +1094,27 @@ def undo_dirty(change: Change, s1_leaf: int | None, s2_leaf: int | None) -> Chan
     return None if after == before else (pa, before, after)
 
 
-def explain_memory(ev: OpEvidence, qemu: list[Change], model: list[Change]) -> Divergence | None:
+def explain_memory(ev: OpEvidence, qemu: list[Change], model: list[Change],
+                   series: str = "7.2") -> Divergence | None:
     """Return the divergence that explains one op's different descriptor writes, or None.
 
     Only an AT *W op, and only its own leaves (where the model's walk of the op found
     them): QEMU's changes with those dirty-state updates undone must be exactly the
     model's.
     """
-    if not ev.op.op.rstrip("P").endswith("W"):
+    if ev.op.op in ATOMIC_OPS and compared(ev.qemu).get("outcome") == "exception":
+        # QEMU's load ended the op (its fault, or the store's refusal after it): its
+        # writes must be exactly those of a load-exclusive at the same address.
+        if not has_departure(MEMORY_ATOMIC_LOAD, series):
+            return None
+        twin = evidence_as(ev, "LDXR", ev.qemu)
+        if twin is None or twin[1] != sorted(qemu) or sorted(qemu) == sorted(model):
+            return None
+        load_faulted = compared(twin[0].model) == compared(ev.qemu) or any(
+            d.applies(twin[0]) for d in DIVERGENCES if has_departure(d, series))
+        return MEMORY_ATOMIC_LOAD if load_faulted or is_atomic_write_refusal(ev.model) \
+            else None
+    if not ev.op.op.rstrip("P").endswith("W") or not has_departure(MEMORY_AT_DIRTY, series):
         return None
     f = facts(ev)
     if f is None:
@@ -755,17 +1126,17 @@ def explain_memory(ev: OpEvidence, qemu: list[Change], model: list[Change]) -> D
     return None
 
 
-def classify(evidence: OpEvidence) -> Divergence | None:
-    """Return the intended divergence that explains a difference, or None."""
+def classify(evidence: OpEvidence, series: str = "7.2") -> Divergence | None:
+    """Return the intended divergence of QEMU `series` that explains a difference, or None."""
     for divergence in DIVERGENCES:
-        if divergence.applies(evidence):
+        if has_departure(divergence, series) and divergence.applies(evidence):
             return divergence
     return None
 
 
 def divergence_named(name: str) -> Divergence:
     """Return the divergence with this name."""
-    for divergence in DIVERGENCES:
+    for divergence in (*DIVERGENCES, MEMORY_AT_DIRTY):
         if divergence.name == name:
             return divergence
     raise KeyError(name)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.features import FeatureSet
+from s2mmu.conformance.casefile import WRITING_OPS
 from s2mmu.conformance.divergences import TAG_ILLEGAL_BLOCK, TAG_OA_52BIT_FIELDS
 from s2mmu.conformance.qemu import PROBE_LAYOUT
 from s2mmu.conformance.tables import Image, Shape, TableTree, encode_address
@@ -111,9 +113,15 @@ class Spec:
     n_ops: int = 16
     undef_p: float = 0.0
     attrs_p: float = 0.5
+    epan: bool = False
+    """SCTLR_ELx.EPAN (FEAT_PAN3): drawn only for a QEMU that has the feature."""
     accesses: tuple[str, ...] = ()
-    """Real accesses (LDR, STR, FETCH) the ops draw from instead of AT: leaves are pages
-    whose output lies in a data window of RAM, so the accesses reach memory QEMU has."""
+    """Real accesses (LDR, STR, FETCH, ...) the ops draw from instead of AT: leaves are
+    pages whose output lies in a data window of RAM, so the accesses reach memory QEMU has."""
+    unaligned_p: float = 0.0
+    """How often a data access is misaligned (by 1..7 bytes, inside its page)."""
+    sctlr_a_p: float = 0.0
+    """How often SCTLR_ELx.A (alignment checking) is set."""
 
 
 # --- Random helpers -----------------------------------------------------------------------
@@ -413,6 +421,29 @@ def family_stores(rng: random.Random) -> Spec:
     return access_spec(rng, ("STR", "STR", "LDR"))
 
 
+def family_exclusives(rng: random.Random) -> Spec:
+    """Load/Store Exclusives (LDXR, LDAXR, and STXR after the LDXR that arms the monitor),
+    with loads: their permissions, AF and dirty updates, and their alignment (an
+    unaligned exclusive faults whatever SCTLR_ELx.A says)."""
+    return replace(access_spec(rng, ("LDXR", "LDAXR", "STXR", "STXR", "LDR")),
+                   unaligned_p=0.15)
+
+
+def family_atomics(rng: random.Random) -> Spec:
+    """FEAT_LSE atomics (LDADD, SWP, CAS): they need read and write permission, report
+    WnR=1 only for a refused write, set the dirty state through DBM at both stages, and
+    must be aligned."""
+    return replace(access_spec(rng, ("LDADD", "SWP", "CAS", "LDR")), unaligned_p=0.1)
+
+
+def family_alignment(rng: random.Random) -> Spec:
+    """Misaligned loads, stores, exclusives and atomics: SCTLR_ELx.A before any
+    translation fault, unaligned accesses to Device memory (stage-1 MAIR, stage-2
+    MemAttr) after the walk and before the permission check."""
+    return replace(access_spec(rng, ("LDR", "STR", "LDR", "STR", "LDXR", "SWP")),
+                   unaligned_p=0.6, sctlr_a_p=0.35)
+
+
 def family_fetches(rng: random.Random) -> Spec:
     """Instruction fetches (BR X2 to memory reading zero, so UDF #0 when the fetch is
     permitted): UXN/PXN, XN at stage 2, WXN, hierarchical XNTable/PXNTable, S1PTW faults."""
@@ -441,6 +472,9 @@ FAMILIES: dict[str, Callable[[random.Random], Spec]] = {
     "loads": family_loads,
     "stores": family_stores,
     "fetches": family_fetches,
+    "exclusives": family_exclusives,
+    "atomics": family_atomics,
+    "alignment": family_alignment,
 }
 """Case families by name: each draws a Spec from its own random stream."""
 
@@ -920,16 +954,18 @@ class CaseBuilder:
         page = rng.randrange(target.size) & ~0xFFF
         if name == "FETCH":
             offset = page + 0x800 + 4 * rng.randrange(0x200)
-        elif name == "STR":
+        elif name in WRITING_OPS:   # above the page's given words: no memory_changes entry
             offset = page + 8 * (DATA_WORDS + rng.randrange(4))
         else:
             offset = page + 8 * rng.randrange(DATA_WORDS + 4)
+        if name != "FETCH" and spec.unaligned_p and chance(rng, spec.unaligned_p):
+            offset += rng.randrange(1, 8)
         if target.output is not None and self.s2_tree is not None:
             self.map_output_in_s2(target.output + offset)
         el = rng.choice(spec.exec_els)
         op: dict[str, Any] = {"op": name, "va": hex(self.full_va(target, offset)),
                               "el": f"EL{el}", "pan": 1 if chance(rng, spec.pan_p) else 0}
-        if name == "STR":
+        if name in WRITING_OPS:
             op["value"] = hex(rng.getrandbits(64))
         return op
 
@@ -1016,8 +1052,10 @@ class CaseBuilder:
     def el1_registers(self) -> dict[str, int]:
         """Return SCTLR_EL1, TCR_EL1, MAIR_EL1, TTBRn_EL1."""
         spec = self.spec
-        sctlr = 0x30D00800 | int(spec.s1) | spec.wxn << 19 | spec.ee << 25
+        sctlr = 0x30D00800 | int(spec.s1) | spec.wxn << 19 | spec.ee << 25 | spec.epan << 57
         sctlr |= self.rng.randrange(2) << 2
+        if spec.sctlr_a_p and chance(self.rng, spec.sctlr_a_p):
+            sctlr |= 1 << 1
         return {"SCTLR_EL1": sctlr, "TCR_EL1": self.tcr_el1(),
                 "MAIR_EL1": random_mair(self.rng, any(self.needs_stub()), spec.odd_mair_p),
                 "TTBR0_EL1": self.ttbr(0), "TTBR1_EL1": self.ttbr(1),
@@ -1027,6 +1065,9 @@ class CaseBuilder:
         """Return SCTLR_EL2, TCR_EL2 (either layout), MAIR_EL2, TTBRn_EL2."""
         spec = self.spec
         sctlr = 0x30C50830 | int(spec.s1) | spec.wxn << 19 | spec.el2_ee << 25
+        sctlr |= (spec.epan and e2h) << 57
+        if spec.sctlr_a_p and chance(self.rng, spec.sctlr_a_p):
+            sctlr |= 1 << 1
         regs = {"SCTLR_EL2": sctlr, "TCR_EL2": self.tcr_el1() if e2h else self.tcr_el2(),
                 "MAIR_EL2": random_mair(self.rng, any(self.needs_stub()), spec.odd_mair_p),
                 "TTBR0_EL2": self.ttbr(0)}
@@ -1114,15 +1155,25 @@ def family_names(family: str | None) -> list[str]:
     return names
 
 
-def generate_case(family: str, seed: int, index: int) -> dict[str, Any]:
-    """Return case `index` of family `family` for `seed` (the same every time)."""
-    rng = random.Random(f"s2mmu-conformance:{seed}:{index}:{family}")
+def generate_case(family: str, seed: int, index: int,
+                  features: FeatureSet | None = None) -> dict[str, Any]:
+    """Return case `index` of family `family` for `seed` (the same every time).
+
+    features: what the QEMU that will run the case implements (cpu_id.model_features);
+    None is QEMU 7.2's -cpu max. A feature beyond 7.2's is drawn from its own random
+    stream, so the case is otherwise the same one 7.2 gets: FEAT_PAN3 gives SCTLR_ELx.EPAN
+    half the time.
+    """
+    name = f"s2mmu-conformance:{seed}:{index}:{family}"
+    rng = random.Random(name)
     spec = FAMILIES[family](rng)
+    if features is not None and features.has("FEAT_PAN3"):
+        spec = replace(spec, epan=chance(random.Random(f"{name}:epan"), 0.5))
     return CaseBuilder(spec, rng).build(f"{family}-s{seed}-{index}", family)
 
 
-def generate_cases(count: int, seed: int,
-                   families: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Return `count` cases, cycling through the families."""
+def generate_cases(count: int, seed: int, families: Sequence[str] | None = None,
+                   features: FeatureSet | None = None) -> list[dict[str, Any]]:
+    """Return `count` cases, cycling through the families, for a QEMU with `features`."""
     names = list(families or FAMILIES)
-    return [generate_case(names[i % len(names)], seed, i) for i in range(count)]
+    return [generate_case(names[i % len(names)], seed, i, features) for i in range(count)]

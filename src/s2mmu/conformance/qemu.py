@@ -47,7 +47,15 @@ from typing import Any
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from s2mmu.conformance.casefile import OPS, REGISTERS, AtOp, HarnessCase, el_name
+from s2mmu.conformance.casefile import (
+    ATOMIC_OPS,
+    OPS,
+    REGISTERS,
+    WRITING_OPS,
+    AtOp,
+    HarnessCase,
+    el_name,
+)
 
 PROBE_DIR = Path(__file__).with_name("probe")
 PROBE_SOURCES = ("layout.inc", "probe.S", "stub.S", "probe.ld")
@@ -68,6 +76,8 @@ class ProbeLayout:
     stub_at_el1: int = 0x000
     stub_at_el2: int = 0x800
     stub_el0: int = 0x100
+    stub_stxr: int = 0x0C0
+    stub_el0_stxr: int = 0x150
     blob_addr: int = 0x4100_0000
 
     @property
@@ -209,6 +219,9 @@ def check_probe_symbols(elf: Path) -> None:
         "at_table_el1": layout.stub_pa + layout.stub_at_el1,
         "at_table_el2": layout.stub_pa + layout.stub_at_el2,
         "el0_table": layout.stub_pa + layout.stub_el0,
+        "el1_stxr": layout.stub_pa + layout.stub_at_el1 + layout.stub_stxr,
+        "el2_stxr": layout.stub_pa + layout.stub_at_el2 + layout.stub_stxr,
+        "el0_stxr": layout.stub_pa + layout.stub_el0_stxr,
         "BLOB_ADDR_SYM": layout.blob_addr,
         "STUB_PA_SYM": layout.stub_pa,
         "_start": layout.ram_base,
@@ -461,16 +474,32 @@ def faulting_pcs(prepared: PreparedCase, op: AtOp) -> tuple[int, ...]:
     """Return where an op's own exception may return to: the instruction in the stub, or
     for a fetch the branch target, as is or with its top byte (a tag) replaced by the
     extension of bit 55 (ASL AArch64.BranchAddr)."""
+    if op.op == "STXR":
+        if op.el == 0:
+            base = prepared.stub_va_el2 if stub_el(prepared.case, 0) == 2 else prepared.stub_va_el1
+            seq = base + PROBE_LAYOUT.stub_el0_stxr
+        else:
+            base, table = ((prepared.stub_va_el1, PROBE_LAYOUT.stub_at_el1) if op.el == 1
+                           else (prepared.stub_va_el2, PROBE_LAYOUT.stub_at_el2))
+            seq = base + table + PROBE_LAYOUT.stub_stxr
+        return seq, seq + 4     # the LDXR, then the STXR
     if op.op != "FETCH":
         return (at_instruction_va(prepared, op),)
     low = op.va & (1 << 56) - 1
     return op.va, low, low | 0xFF << 56
 
 
-def access_answer(op: AtOp, loaded: int) -> dict[str, Any]:
-    """Return a completed access's answer: the value loaded or stored."""
-    value = loaded if op.op == "LDR" else op.value
-    return {"outcome": "load" if op.op == "LDR" else "store", "value": f"{value:#018x}"}
+def access_answer(op: AtOp, loaded: int, status: int) -> dict[str, Any]:
+    """Return a completed access's answer: the value loaded (X1), stored, or read by an
+    atomic (X1); a Store-Exclusive adds its status (W5)."""
+    if op.op in ATOMIC_OPS:
+        return {"outcome": "atomic", "value": f"{loaded:#018x}"}
+    if op.op not in WRITING_OPS:
+        return {"outcome": "load", "value": f"{loaded:#018x}"}
+    answer = {"outcome": "store", "value": f"{op.value:#018x}"}
+    if op.op == "STXR":
+        answer["status"] = hex(status & 0xFFFF_FFFF)
+    return answer
 
 
 def decode_op(prepared: PreparedCase, op: AtOp, record: tuple[int, ...],
@@ -480,7 +509,7 @@ def decode_op(prepared: PreparedCase, op: AtOp, record: tuple[int, ...],
     if kind == KIND_PAR:
         return {"outcome": "par", "PAR_EL1": f"{v1:#018x}"}
     if kind == KIND_ACCESS and op.is_access:
-        return access_answer(op, v1)
+        return access_answer(op, v1, v4)
     if kind in (KIND_EXC_EL1, KIND_EXC_EL2):
         taken_to = 1 if kind == KIND_EXC_EL1 else 2
         if v4 in faulting_pcs(prepared, op) and taken_to <= max(op.el, 2):
@@ -532,10 +561,11 @@ def failure_outcome(reason: str) -> dict[str, Any]:
     """Return the outcome of an op that stopped QEMU: a QEMU crash skips it, a hang is ours.
 
     QEMU 7.2 asserts on some architecturally reachable states (a fault at level -1 from a
-    block descriptor there, for one): QEMU cannot answer, which is not a harness fault.
+    block descriptor there, for one), QEMU 10.0 on others (do_ats_write's
+    `!res.cacheattrs.is_s2_format`): QEMU cannot answer, which is not a harness fault.
     """
     if "Assertion" in reason or "qemu: fatal" in reason:
-        return skipped(f"QEMU 7.2 crashed on this op: {reason}")
+        return skipped(f"QEMU crashed on this op: {reason}")
     return harness_error(reason)
 
 
@@ -589,7 +619,11 @@ def failed_case_answer(case: HarnessCase, outcome: str, reason: str) -> dict[str
 
 @dataclass(frozen=True)
 class QemuConfig:
-    """How to run QEMU: binary, timeouts, parallel instances, probe cache."""
+    """How to run QEMU: binary, timeouts, parallel instances, probe cache.
+
+    argv_prefix, when given, replaces the binary: the start of the command line of a
+    chosen QEMU (qemu_binary.QemuBinary.argv_prefix, e.g. Debian's 10.0 from backports).
+    """
 
     binary: str = QEMU_BINARY
     boot_timeout: float = 30.0
@@ -597,12 +631,13 @@ class QemuConfig:
     op_timeout: float = 0.005
     jobs: int = 1
     cache_dir: Path | None = None
+    argv_prefix: tuple[str, ...] = ()
 
 
 def qemu_argv(config: QemuConfig, elf: Path, blob: Path) -> list[str]:
     """Return the QEMU command line for one batch."""
     return [
-        config.binary,
+        *(config.argv_prefix or (config.binary,)),
         "-M", "virt,virtualization=on,secure=on",
         "-cpu", "max", "-accel", "tcg",
         "-m", f"{PROBE_LAYOUT.ram_size >> 20}M",

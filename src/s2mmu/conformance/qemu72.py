@@ -74,7 +74,8 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
     trace: list[WalkStep] = []
     if isinstance(spec.op, AccessOp):
         regime = regime_for(spec.el, case.regs)
-        access = access_descriptor(spec.op, spec.el, spec.pan)
+        access = access_descriptor(spec.op, spec.el, spec.pan,
+                                   aligned=not spec.va % spec.op.size)
         stage = 12
     else:  # as execute_at builds it: the permission-checking EL of the regime
         op = spec.op
@@ -82,8 +83,15 @@ def walk_facts(source: Mapping[str, Any], op_index: int) -> WalkFacts | None:
         access = acc_at(perm_el, op.write, pan=op.pan_aware and spec.pan,
                         any_access=op.any_access)
         stage = op.stage
-    result = full_translate(case.regs, regime, spec.va, access, env,
-                            stage1_only=stage == 1, trace=trace)
+    if spec.op is AccessOp.STXR:   # its LDXR runs first: a fault of that read is the op's
+        first = access_descriptor(AccessOp.LDXR, spec.el, spec.pan)
+        result = full_translate(case.regs, regime, spec.va, first, env, trace=trace)
+        if not isinstance(result, FaultRecord):
+            trace.clear()
+            result = full_translate(case.regs, regime, spec.va, access, env, trace=trace)
+    else:
+        result = full_translate(case.regs, regime, spec.va, access, env,
+                                stage1_only=stage == 1, trace=trace)
     s1 = [s for s in trace if s.stage == 1]
     s2_leaf = [s for s in trace if s.stage == 2 and isinstance(s.decoded, Block | Page)]
     s1_leaf = s1[-1] if s1 and isinstance(s1[-1].decoded, Block | Page) else None

@@ -16,24 +16,33 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from s2mmu.arch.bits import bits
 from s2mmu.arch.faults import EC_DABT_CUR, EC_DABT_LOW, EC_IABT_CUR, EC_IABT_LOW, Fault, decode_fsc
 from s2mmu.arch.registers import HPFAR_EL2, ESR_ELx, ESR_ELx_DABT, ESR_ELx_IABT
 from s2mmu.arch.sysreg import Field
 
-# The fields read on every fault, looked up once from the register declarations.
-_EC = ESR_ELx.field("EC")
-_S1PTW = ESR_ELx_DABT.field("S1PTW")
-_WNR, _CM, _ISV = (ESR_ELx_DABT.field(n) for n in ("WnR", "CM", "ISV"))
-_SAS, _SRT = ESR_ELx_DABT.field("SAS"), ESR_ELx_DABT.field("SRT")
-_FIPA = HPFAR_EL2.field("FIPA")
-_XFSC = ESR_ELx_DABT.field("DFSC")
-assert ESR_ELx_IABT.field("S1PTW") == _S1PTW
-assert (ESR_ELx_IABT.field("IFSC").hi, ESR_ELx_IABT.field("IFSC").lo) == (_XFSC.hi, _XFSC.lo)
+
+# The fields read on every fault, looked up once from the register declarations, each as
+# (lsb, mask) so that a decode is one shift and one AND.
+def _shift_mask(f: Field) -> tuple[int, int]:
+    return f.lo, (1 << (f.hi - f.lo + 1)) - 1
 
 
-def _get(value: int, f: Field) -> int:
-    return bits(value, f.hi, f.lo)
+_EC = _shift_mask(ESR_ELx.field("EC"))
+_S1PTW = _shift_mask(ESR_ELx_DABT.field("S1PTW"))
+_WNR, _CM, _ISV = (_shift_mask(ESR_ELx_DABT.field(n)) for n in ("WnR", "CM", "ISV"))
+_SAS, _SRT = _shift_mask(ESR_ELx_DABT.field("SAS")), _shift_mask(ESR_ELx_DABT.field("SRT"))
+_FIPA = _shift_mask(HPFAR_EL2.field("FIPA"))
+_XFSC = _shift_mask(ESR_ELx_DABT.field("DFSC"))
+assert _shift_mask(ESR_ELx_IABT.field("S1PTW")) == _S1PTW
+assert _shift_mask(ESR_ELx_IABT.field("IFSC")) == _XFSC
+_FSC_KIND: dict[int, Fault] = {
+    code: decoded[0] for code in range(_XFSC[1] + 1) if (decoded := decode_fsc(code)) is not None
+}
+"""Each xFSC's fault kind, from arch's FSC table (decode_fsc), read once."""
+
+
+def _get(value: int, f: tuple[int, int]) -> int:
+    return (value >> f[0]) & f[1]
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,12 @@ class GuestAbort:
 
 def esr_ec(abort: GuestAbort) -> int:
     """Return ESR_EL2.EC."""
-    return _get(abort.esr, _EC)
+    return (abort.esr >> _EC[0]) & _EC[1]
 
 
 def kvm_vcpu_trap_is_iabt(abort: GuestAbort) -> bool:
     """Return whether this is an instruction abort. Kernel: kvm_vcpu_trap_is_iabt."""
-    return esr_ec(abort) in (EC_IABT_LOW, EC_IABT_CUR)
+    return (abort.esr >> _EC[0]) & _EC[1] in (EC_IABT_LOW, EC_IABT_CUR)
 
 
 def is_dabt(abort: GuestAbort) -> bool:
@@ -67,8 +76,7 @@ def kvm_vcpu_trap_get_fault(abort: GuestAbort) -> int:
 
 def fault_kind(abort: GuestAbort) -> Fault | None:
     """Return the fault kind the xFSC encodes (arch's FSC table), None if it encodes none."""
-    decoded = decode_fsc(kvm_vcpu_trap_get_fault(abort))
-    return decoded[0] if decoded is not None else None
+    return _FSC_KIND.get((abort.esr >> _XFSC[0]) & _XFSC[1])
 
 
 def fsc_level(fsc: int) -> int:

@@ -12,11 +12,12 @@ ASL: AArch64.FullTranslate, AArch64.FaultSyndrome (via s2mmu.arch).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from s2mmu.arch.access import AccessDescriptor, AccessType, acc_gpr, acc_ifetch, access_pieces
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs
 from s2mmu.arch.faults import FaultRecord, esr_abort, hpfar
-from s2mmu.arch.features import FeatureSet, feature_set_of
+from s2mmu.arch.features import FeatureSet, IdRegs, feature_set_of
 from s2mmu.arch.params import Granule
 from s2mmu.arch.registers import TCR_EL1
 from s2mmu.arch.state import Regime, SysRegs
@@ -34,17 +35,25 @@ MAIR_GUEST = 0x00_44_04_FF
 """Attr0 Normal WB, Attr1 Device-nGnRE, Attr2 Normal NC."""
 
 
-def arch_features(kvm: Kvm) -> FeatureSet:
+def arch_features(kvm: Kvm, regs: IdRegs | None = None) -> FeatureSet:
     """Return the architecture features the guest's accesses are translated with.
 
-    The VM's ID_AA64MMFR{0,1,2}_EL1 (kvm.id_regs, decoded by feature_set_of) give the
+    The VM's ID registers (kvm.id_regs, decoded by feature_set_of) give the
     features, PA size and granules, so a VM whose ID_AA64MMFR1_EL1.PAN >= 2 has
     FEAT_PAN2 (AT S1E1RP/WP defined). Stage 2 is KVM's, on the host's hardware: its
-    FEAT_S2FWB and CTR_EL0.DIC/IDC come from the host, whatever the VM is told.
+    FEAT_S2FWB and CTR_EL0.DIC/IDC come from the host, whatever the VM is told. regs:
+    other ID register values to decode in place of kvm.id_regs (a guest hypervisor's,
+    limited by limit_nv_id_regs).
     """
     f = kvm.host.features
-    fs = feature_set_of(kvm.id_regs)
-    host_only = {"FEAT_S2FWB": f.fwb, "FEAT_DIC": f.dic, "FEAT_IDC": f.idc}
+    return _arch_features(kvm.id_regs if regs is None else regs, f.fwb, f.dic, f.idc)
+
+
+@lru_cache(maxsize=64)
+def _arch_features(id_regs: IdRegs, fwb: bool, dic: bool, idc: bool) -> FeatureSet:
+    """arch_features on its inputs (frozen values), decoded once per distinct input."""
+    fs = feature_set_of(id_regs)
+    host_only = {"FEAT_S2FWB": fwb, "FEAT_DIC": dic, "FEAT_IDC": idc}
     return fs.with_features(*(n for n, on in host_only.items() if on),
                             remove=tuple(n for n, on in host_only.items() if not on))
 

@@ -124,6 +124,10 @@ KVM_NV_GUEST_MAP_SZ = int(KVM_PGTABLE_PROT_SW1 | KVM_PGTABLE_PROT_SW0)
 
 Kernel: KVM_NV_GUEST_MAP_SZ, kvm_encode_nested_level (arch/arm64/include/asm/kvm_nested.h).
 """
+# The prot bits stage2_prot() combines, as plain ints (IntFlag arithmetic is slow).
+_PROT_R, _PROT_W = int(KVM_PGTABLE_PROT_R), int(KVM_PGTABLE_PROT_W)
+_PROT_X = int(KVM_PGTABLE_PROT_X)
+_PROT_NORMAL_NC, _PROT_DEVICE = int(KVM_PGTABLE_PROT_NORMAL_NC), int(KVM_PGTABLE_PROT_DEVICE)
 
 
 @dataclass(frozen=True)
@@ -652,19 +656,19 @@ def stage2_prot(abort: GuestAbort, kvm: Kvm, prot: ProtDecision, info: VmaInfo,
     if kvm_vm_is_protected(kvm):
         return int(KVM_PGTABLE_PROT_RWX)
     rule = kvm.env.profile.nested_exec
-    p = KVM_PGTABLE_PROT_R
+    p = _PROT_R
     if prot.writable:
-        p |= KVM_PGTABLE_PROT_W
+        p |= _PROT_W
     if kvm_vcpu_trap_is_exec_fault(abort):
-        p |= KVM_PGTABLE_PROT_X
+        p |= _PROT_X
     if prot.force_noncacheable:
-        p |= KVM_PGTABLE_PROT_NORMAL_NC if info.allow_any_uncached else KVM_PGTABLE_PROT_DEVICE
+        p |= _PROT_NORMAL_NC if info.allow_any_uncached else _PROT_DEVICE
     elif kvm.host.features.dic and (nested is None or rule is not NestedExecRule.DESC_BIT54
                                     or kvm_s2_trans_executable(nested)):
-        p |= KVM_PGTABLE_PROT_X
+        p |= _PROT_X
     if nested is None:
-        return int(p)
-    out = adjust_nested_fault_perms(nested, int(p))
+        return p
+    out = adjust_nested_fault_perms(nested, p)
     if rule is NestedExecRule.DESC_BIT54:
         return out
     return adjust_nested_exec_perms(nested, out, rule, kvm.env.caps.xnx)

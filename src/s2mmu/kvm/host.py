@@ -30,7 +30,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
-from s2mmu.arch.features import FeatureSet, IdAa64Mmfr, id_regs_of
+from s2mmu.arch.errors import InputError
+from s2mmu.arch.features import ID_FEATURES, FeatureSet, IdRegs, id_regs_of
 from s2mmu.arch.memory import PhysMem
 from s2mmu.kvm.errno import EBUSY, EFAULT
 from s2mmu.pgtable.caps import KvmCaps
@@ -57,7 +58,10 @@ class HostFeatures:
     (CTR_EL0.DIC / IDC). tlb_range: FEAT_TLBIRANGE. mte: system_supports_mte().
     pa_bits: the sanitised ID_AA64MMFR0_EL1.PARange in bits. ras_claims_sea: the host's
     firmware-first RAS (APEI, apei_claim_sea) handles a guest's synchronous external
-    abort.
+    abort. cpu: the further FEAT_* the host CPU's ID registers report beyond the ones
+    every modelled host has (HOST_MMFR_FEATURES), from s2mmu.arch.features.ID_FEATURES:
+    FEAT_PAN3, FEAT_XNX, FEAT_ATS1A, FEAT_NV, FEAT_E0PD ... (a VM's, and through
+    limit_nv_id_regs a guest hypervisor's, ID registers start from these).
     """
 
     fwb: bool = False
@@ -67,6 +71,14 @@ class HostFeatures:
     mte: bool = False
     pa_bits: int = 48
     ras_claims_sea: bool = False
+    cpu: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = self.cpu - (ID_FEATURES - HOST_FLAG_FEATURES)
+        if unknown:
+            raise InputError(f"host CPU feature(s) {', '.join(sorted(unknown))}: not an ID "
+                             f"register feature the model decodes, or one a host flag "
+                             f"sets (fwb, tlb_range)")
 
     def kvm_caps(self) -> KvmCaps:
         """Return the capability record the page-table library takes."""
@@ -79,16 +91,21 @@ PARANGE_OF_BITS = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5, 52: 6}
 HOST_MMFR_FEATURES = frozenset({"FEAT_HAFDBS", "FEAT_PAN", "FEAT_PAN2", "FEAT_VMID16"})
 """The ID_AA64MMFR* features every modelled host has (besides FEAT_S2FWB and PARange)."""
 
+HOST_FLAG_FEATURES = frozenset({"FEAT_S2FWB", "FEAT_TLBIRANGE"})
+"""The ID register features HostFeatures' flags set (fwb, tlb_range)."""
 
-def host_id_regs(features: HostFeatures) -> IdAa64Mmfr:
-    """Return the host's sanitised ID_AA64MMFR{0,1,2}_EL1 (the system-wide values).
+
+def host_id_regs(features: HostFeatures) -> IdRegs:
+    """Return the host's sanitised ID registers (the system-wide values).
 
     The model's host: 4K/16K/64K granules, hardware access-flag update, PAN and PAN2
-    (ID_AA64MMFR1_EL1.PAN = 2), 16-bit VMIDs, FEAT_S2FWB as fwb says, PARange from
-    pa_bits. Kernel: read_sanitised_ftr_reg (arch/arm64/kernel/cpufeature.c), as
+    (ID_AA64MMFR1_EL1.PAN = 2), 16-bit VMIDs, FEAT_S2FWB as fwb says, FEAT_TLBIRANGE
+    (ID_AA64ISAR0_EL1.TLB = 0b0010) as tlb_range says, the features cpu adds, PARange
+    from pa_bits. Kernel: read_sanitised_ftr_reg (arch/arm64/kernel/cpufeature.c), as
     summarised here.
     """
-    names = HOST_MMFR_FEATURES | ({"FEAT_S2FWB"} if features.fwb else set())
+    names = (HOST_MMFR_FEATURES | features.cpu | ({"FEAT_S2FWB"} if features.fwb else set())
+             | ({"FEAT_TLBIRANGE"} if features.tlb_range else set()))
     return id_regs_of(FeatureSet(frozenset(names), pa_bits=features.pa_bits))
 
 

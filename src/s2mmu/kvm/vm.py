@@ -18,7 +18,7 @@ import enum
 from dataclasses import dataclass, field, replace
 
 from s2mmu.arch.errors import InputError
-from s2mmu.arch.features import IdAa64Mmfr, feature_set_of
+from s2mmu.arch.features import IdRegs, feature_set_of
 from s2mmu.kvm.errno import EFAULT
 from s2mmu.kvm.host import (
     PAGE_SHIFT,
@@ -143,9 +143,10 @@ class Kvm:
     env: PgtableEnv
     pgt: KvmPgtable
     ipa_bits: int
-    id_regs: IdAa64Mmfr
-    """The VM's ID_AA64MMFR{0,1,2}_EL1 (kvm->arch.id_regs): the host's sanitised values
-    (host_id_regs) unless userspace lowered them (kvm_set_id_regs)."""
+    id_regs: IdRegs
+    """The VM's ID registers (kvm->arch.id_regs: ID_AA64MMFR0/1/2_EL1, ID_AA64ISAR0/2_EL1):
+    the host's sanitised values (host_id_regs) unless userspace lowered them
+    (kvm_set_id_regs)."""
     memslots: dict[int, Memslot] = field(default_factory=dict)
     dirty_bitmap: dict[int, bytearray] = field(default_factory=dict)
     mmu_invalidate_seq: int = 0
@@ -239,8 +240,8 @@ def kvm_create_vm(host: HostMm, phys_shift: int = 0, vmid: int = 1,
     return kvm
 
 
-def kvm_set_id_regs(kvm: Kvm, regs: IdAa64Mmfr) -> None:
-    """Set the VM's ID_AA64MMFR{0,1,2}_EL1 (KVM_SET_ONE_REG on the ID registers).
+def kvm_set_id_regs(kvm: Kvm, regs: IdRegs) -> None:
+    """Set the VM's ID registers (KVM_SET_ONE_REG on ID_AA64MMFR0/1/2_EL1, ISAR0/2_EL1).
 
     Each value must decode (s2mmu.arch.features.feature_set_of: reserved field values
     are refused) and give no feature, PA size or granule the host's sanitised registers
@@ -252,7 +253,7 @@ def kvm_set_id_regs(kvm: Kvm, regs: IdAa64Mmfr) -> None:
     want, limit = feature_set_of(regs), feature_set_of(host_id_regs(kvm.host.features))
     extra = sorted(want.features - limit.features)
     if extra:
-        raise InputError(f"ID_AA64MMFR*_EL1 give {', '.join(extra)}, which the host's "
+        raise InputError(f"the ID registers give {', '.join(extra)}, which the host's "
                          f"sanitised ID registers lack (arm64_check_features)")
     if want.pa_bits > limit.pa_bits:
         raise InputError(f"ID_AA64MMFR0_EL1.PARange gives {want.pa_bits} bits, more than "

@@ -31,7 +31,7 @@ from s2mmu.arch.access import AccessDescriptor, acc_gpr
 from s2mmu.arch.config import ImplChoices
 from s2mmu.arch.descriptors import af
 from s2mmu.arch.faults import Fault, FaultRecord, as_stage2, fsc
-from s2mmu.arch.features import NO_HW_UPDATE, FeatureSet
+from s2mmu.arch.features import NO_HW_UPDATE, FeatureSet, IdRegs
 from s2mmu.arch.memory import PhysMem, TableMemory
 from s2mmu.arch.params import FINAL_LEVEL, Granule, S2TTWParams, get_s2_ttw_params
 from s2mmu.arch.perms import s2_direct_permissions
@@ -39,6 +39,8 @@ from s2mmu.arch.registers import SCTLR_EL2, VTCR_EL2
 from s2mmu.arch.state import SysRegs
 from s2mmu.arch.translate import Env, s2_output, s2_setup, s2_walk
 from s2mmu.arch.walk import TTWState, WalkStep, oa_out_of_range
+from s2mmu.kvm.cpu import arch_features
+from s2mmu.kvm.vm import Kvm
 from s2mmu.pgtable.s2trans import KvmS2Trans
 from s2mmu.pgtable.s2trans import NestedWalkError as NestedWalkError  # re-exported
 
@@ -55,6 +57,74 @@ class NestedVm:
     ipa_limit: int
     host: PhysMem
     guest: TableMemory
+
+
+def _field(value: int, lsb: int) -> int:
+    return (value >> lsb) & 0xF
+
+
+def _set_field(value: int, lsb: int, field_value: int) -> int:
+    return (value & ~(0xF << lsb)) | (field_value << lsb)
+
+
+def _mask(*lsbs: int) -> int:
+    out = 0
+    for lsb in lsbs:
+        out |= 0xF << lsb
+    return out
+
+
+# ID_AA64MMFR1_EL1 fields KVM keeps for a guest hypervisor: HCX, PAN, LO, HPDS, VH,
+# VMIDBits.
+_NV_MMFR1_KEPT = _mask(40, 20, 16, 12, 8, 4)
+# ID_AA64MMFR2_EL1 fields KVM hides: BBM, TTL (then forced to 1), bits [47:44], ST, CCIDX,
+# VARange.
+_NV_MMFR2_HIDDEN = _mask(52, 48, 44, 28, 20, 16)
+# ID_AA64MMFR0_EL1 fields KVM hides (6.12.118): ECV [63:60], ExS [47:44], TGran4_2 [43:40],
+# TGran64_2 [39:36], TGran16_2 [35:32], SNSMEM [15:12]. (The current tree keeps ECV up to
+# IMP; the model decodes no ECV.)
+_NV_MMFR0_HIDDEN = _mask(60, 44, 40, 36, 32, 12)
+
+
+def limit_nv_id_regs(regs: IdRegs) -> IdRegs:
+    """Return the ID registers a guest hypervisor sees, from the VM's.
+
+    KVM hides what its emulated EL2 does not support (4K host pages):
+    - ID_AA64MMFR0_EL1: ECV, ExS and Secure memory hidden, the stage-2
+      granule fields TGran{4,16,64}_2 = 0b0010 (supported: a guest stage-2 granule
+      smaller than the host's page is impossible, FEAT_GTG), PARange at most 48 bits;
+    - ID_AA64MMFR1_EL1: only HCX, PAN, LO, HPDS, VH and VMIDBits kept, so no FEAT_XNX
+      and no FEAT_HAFDBS (a series "KVM: arm64: nv: Expose FEAT_HAFDBS" was posted in
+      2026; no release modelled here has it);
+    - ID_AA64MMFR2_EL1: BBM, ST, CCIDX, VARange and bits [47:44] hidden, TTL forced to
+      IMP (KVM's TLBI emulation reads the TTL hint);
+    - ID_AA64ISAR0_EL1: TME hidden (range TLBIs kept);
+    - ID_AA64ISAR2_EL1 unchanged (FEAT_ATS1A as the VM has it).
+
+    Kernel: limit_nv_id_regs (arch/arm64/kvm/nested.c, Linux 6.12.118 as read; the
+    current tree's limit_nv_id_reg keeps the same memory-model fields; before 6.11 the
+    ID registers it did not name, ID_AA64ISAR2_EL1 among them, were zeroed, and range
+    TLBIs were hidden: no release modelled with nested support is that old).
+    """
+    mmfr0 = regs.ID_AA64MMFR0_EL1 & ~_NV_MMFR0_HIDDEN
+    for lsb in (40, 36, 32):
+        mmfr0 = _set_field(mmfr0, lsb, 0b0010)
+    if _field(mmfr0, 0) > 0b0101:
+        mmfr0 = _set_field(mmfr0, 0, 0b0101)
+    mmfr2 = _set_field(regs.ID_AA64MMFR2_EL1 & ~_NV_MMFR2_HIDDEN, 48, 1)
+    isar0 = regs.ID_AA64ISAR0_EL1 & ~_mask(24)
+    mmfr1 = regs.ID_AA64MMFR1_EL1 & _NV_MMFR1_KEPT
+    return IdRegs(mmfr0, mmfr1, mmfr2, isar0, regs.ID_AA64ISAR2_EL1)
+
+
+def nested_features(kvm: Kvm) -> FeatureSet:
+    """Return the features a guest hypervisor in kvm sees: its ID registers, limited.
+
+    The VM's ID registers (kvm.id_regs: the host's sanitised values unless userspace
+    lowered them) through limit_nv_id_regs, decoded as the VM's own are
+    (s2mmu.kvm.cpu.arch_features: FEAT_S2FWB, CTR_EL0.DIC/IDC from the host).
+    """
+    return arch_features(kvm, limit_nv_id_regs(kvm.id_regs))
 
 
 # The walker's own view: 48-bit descriptors, no DS, no hardware updates.

@@ -101,6 +101,11 @@ from s2mmu.pgtable.walk import (
     kvm_pgtable_walk_skip_cmo,
 )
 
+# Plain ints for the hot path (IntFlag arithmetic is slow).
+_S2_IDMAP = int(KVM_PGTABLE_S2_IDMAP)
+_PROT_R, _PROT_W = int(KVM_PGTABLE_PROT_R), int(KVM_PGTABLE_PROT_W)
+_PROT_X = int(KVM_PGTABLE_PROT_X)
+
 # ---------------------------------------------------------------------------------------
 # Entry updates: the only ways a visitor changes a stage-2 entry.
 
@@ -475,7 +480,7 @@ def kvm_pgtable_stage2_map(
     mmu = pgt.s2_mmu
     page_mask = mm_ops.g.page_size - 1
     force_pte = pgt.force_pte_cb is not None and pgt.force_pte_cb(addr, addr + size, prot)
-    if pgt.flags & KVM_PGTABLE_S2_IDMAP and addr != phys:
+    if pgt.flags & _S2_IDMAP and addr != phys:
         mm_ops.warn("kvm_pgtable_stage2_map", "IDMAP && addr != phys")
         return -EINVAL
     ret, attr = stage2_set_prot_attr(pgt, prot)
@@ -728,9 +733,9 @@ def kvm_pgtable_stage2_relax_perms(
     if prot & KVM_PTE_LEAF_ATTR_HI_SW:
         return -EINVAL
     attr_set = 0
-    if prot & KVM_PGTABLE_PROT_R:
+    if prot & _PROT_R:
         attr_set |= KVM_PTE_LEAF_ATTR_LO_S2_S2AP_R
-    if prot & KVM_PGTABLE_PROT_W:
+    if prot & _PROT_W:
         attr_set |= KVM_PTE_LEAF_ATTR_LO_S2_S2AP_W
     if pgt.ops.profile.relax_perms_xn_from_prot:
         r, xn = stage2_set_xn_attr(prot, pgt.ops.caps)
@@ -739,7 +744,7 @@ def kvm_pgtable_stage2_relax_perms(
         attr_set |= xn & KVM_PTE_LEAF_ATTR_HI_S2_XN
         attr_clr = ~xn & KVM_PTE_LEAF_ATTR_HI_S2_XN
     else:
-        attr_clr = KVM_PTE_LEAF_ATTR_HI_S2_XN if prot & KVM_PGTABLE_PROT_X else 0
+        attr_clr = KVM_PTE_LEAF_ATTR_HI_S2_XN if prot & _PROT_X else 0
     ret, _, level = yield from stage2_update_leaf_attrs(pgt, addr, 1, attr_set, attr_clr, flags)
     profile = pgt.ops.profile
     if ret == 0 or (ret == -EAGAIN and profile.relax_perms_tlbi_on_eagain):

@@ -215,40 +215,44 @@ def __kvm_pgtable_visit(
 
     Kernel: __kvm_pgtable_visit.
     """
-    flags = data.walker.flags
+    walker = data.walker
+    flags = walker.flags
     yield Step(READ, ptep)
     ctx = KvmPgtableVisitCtx(
-        ptep, mm_ops.read_pte(ptep), data.walker.arg, mm_ops,
+        ptep, mm_ops.read_pte(ptep), walker.arg, mm_ops,
         data.start, data.addr, data.end, level, flags, data.pgt,
     )  # fmt: skip
     ret = 0
     reload = False
-    table = kvm_pte_table(ctx.old, level)
+    old = ctx.old
+    table = kvm_pte_table(old, level)
     if table and flags & KVM_PGTABLE_WALK_TABLE_PRE:
         ret = yield from kvm_pgtable_visitor_cb(data, ctx, KVM_PGTABLE_WALK_TABLE_PRE)
         reload = mm_ops.profile.reload_after_table_pre
     if not table and flags & KVM_PGTABLE_WALK_LEAF:
         ret = yield from kvm_pgtable_visitor_cb(data, ctx, KVM_PGTABLE_WALK_LEAF)
         reload = True
-    old = ctx.old
     if reload:
         yield Step(READ, ptep)
         old = mm_ops.read_pte(ptep)
         table = kvm_pte_table(old, level)
-    rule = mm_ops.profile.eagain_rule
-    if kvm_pgtable_walk_continue(data.walker, ret, rule):
-        if not table:
-            size = 1 << kvm_granule_shift(level, mm_ops.g)
-            data.addr = (data.addr & ~(size - 1)) + size
-            return 0
-        childp = kvm_pte_to_phys(old, mm_ops.g)
-        ret = yield from __kvm_pgtable_walk(data, mm_ops, childp, level + 1)
-        if kvm_pgtable_walk_continue(data.walker, ret, rule) and (
-            flags & KVM_PGTABLE_WALK_TABLE_POST
-        ):
-            ctx = KvmPgtableVisitCtx(ptep, old, *ctx[2:])
-            ret = yield from kvm_pgtable_visitor_cb(data, ctx, KVM_PGTABLE_WALK_TABLE_POST)
-    return 0 if kvm_pgtable_walk_continue(data.walker, ret, rule) else ret
+    # kvm_pgtable_walk_continue() is true for 0 whatever the rule: only an error asks it.
+    if ret and not kvm_pgtable_walk_continue(walker, ret, mm_ops.profile.eagain_rule):
+        return ret
+    if not table:
+        size = 1 << kvm_granule_shift(level, mm_ops.g)
+        data.addr = (data.addr & ~(size - 1)) + size
+        return 0
+    childp = kvm_pte_to_phys(old, mm_ops.g)
+    ret = yield from __kvm_pgtable_walk(data, mm_ops, childp, level + 1)
+    if ret and not kvm_pgtable_walk_continue(walker, ret, mm_ops.profile.eagain_rule):
+        return ret
+    if flags & KVM_PGTABLE_WALK_TABLE_POST:
+        ctx = KvmPgtableVisitCtx(ptep, old, *ctx[2:])
+        ret = yield from kvm_pgtable_visitor_cb(data, ctx, KVM_PGTABLE_WALK_TABLE_POST)
+        if ret and not kvm_pgtable_walk_continue(walker, ret, mm_ops.profile.eagain_rule):
+            return ret
+    return 0
 
 
 def __kvm_pgtable_walk(

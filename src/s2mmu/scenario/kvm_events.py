@@ -21,7 +21,7 @@ from typing import Any
 
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import FaultRecord
-from s2mmu.arch.features import IdAa64Mmfr
+from s2mmu.arch.features import IdRegs
 from s2mmu.arch.inputs import shorten
 from s2mmu.arch.memory import PhysMem
 from s2mmu.arch.state import SysRegs
@@ -165,7 +165,7 @@ class KvmConfig:
     inject: frozenset[InjectedBug] = frozenset()
     """Bugs the page-table library is told to have ([vm] inject)."""
     id_regs: tuple[tuple[str, int], ...] = ()
-    """[vm] id_regs: the ID_AA64MMFR*_EL1 values the VM is given (the others stay the
+    """[vm] id_regs: the ID register values the VM is given (the others stay the
     host's)."""
     thp_zero_page: bool = False
     """[host] thp_zero_page: a read of untouched THP memory maps the huge zero page (the
@@ -213,11 +213,11 @@ def parse_kvm(c: Checker, data: dict[str, Any], ctx: ParseContext) -> tuple[KvmC
     return config, setup
 
 
-ID_REG_NAMES = tuple(f.name for f in fields(IdAa64Mmfr))
+ID_REG_NAMES = tuple(f.name for f in fields(IdRegs))
 
 
 def _id_regs(c: Checker, t: Any) -> tuple[tuple[str, int], ...]:
-    """Check [vm] id_regs: a table of ID_AA64MMFR{0,1,2}_EL1 values."""
+    """Check [vm] id_regs: a table of ID register values (IdRegs' fields)."""
     if not isinstance(t, dict):
         raise c.fail("vm", None, "id_regs", f"must be a table like {{ ID_AA64MMFR1_EL1 = "
                                             f"0x200000 }}, not {shorten(t)}")
@@ -263,7 +263,9 @@ def build_host(config: KvmConfig) -> HostMm:
     host = HostMm(PhysMem(), HostFeatures(fwb="fwb" in feats, dic="dic" in feats,
                                           idc="idc" in feats, tlb_range="tlb_range" in feats,
                                           mte="mte" in feats, pa_bits=config.pa_bits,
-                                          ras_claims_sea=config.ras_claims_sea),
+                                          ras_claims_sea=config.ras_claims_sea,
+                                          cpu=frozenset(f for f in feats
+                                                        if f.startswith("FEAT_"))),
                   use_huge_zero_page=config.thp_zero_page)
     for spec in config.vmas:
         host.mmap(vma_of(spec))

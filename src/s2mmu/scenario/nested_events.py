@@ -15,9 +15,11 @@ memslots and host memory):
 - ``regs``: any register by its Arm name (VTCR_EL2, VTTBR_EL2, HCR_EL2, SCTLR_EL2, TCR_EL2,
   TTBR0_EL2, MAIR_EL2, SCTLR_EL1, TCR_EL1, TTBR0_EL1, MAIR_EL1 ...): overrides what the
   tables give;
-- ``features`` (a preset of s2mmu.arch.features, default "qemu-max") and ``without`` (FEAT_*
-  names the VM's ID registers hide). The AT emulation follows the at.c of the scenario's
-  kernel release (``[kvm] profile``; a release without at.c refuses ``l1_at``).
+The guest hypervisor's features are its ID registers: the VM's (``[host] features`` adds
+FEAT_* names to the host CPU's, ``[vm] id_regs`` lowers them) limited as KVM limits them
+for a guest hypervisor (s2mmu.nested.nested.limit_nv_id_regs: no FEAT_XNX, TTL forced,
+PARange at most 48 bits ...). The AT emulation follows the at.c of the scenario's kernel
+release (``[kvm] profile``; a release without at.c refuses ``l1_at``).
 
 Events: ``l2_read``/``l2_write``/``l2_exec`` (``ipa``: an L2 access with its MMU off, or
 ``va``: through L2's stage 1; stage 2 is the shadow; each abort goes to
@@ -50,7 +52,6 @@ from s2mmu.arch.at import AtOp
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs, s2_attrs
 from s2mmu.arch.errors import InputError
 from s2mmu.arch.faults import FaultRecord
-from s2mmu.arch.features import PRESETS, FeatureSet
 from s2mmu.arch.inputs import shorten
 from s2mmu.arch.params import Granule
 from s2mmu.arch.registers import TCR_EL1, TCR_EL2_E2H0, VTCR_EL2
@@ -58,7 +59,7 @@ from s2mmu.arch.state import SysRegs
 from s2mmu.kvm.abort import InjectedS2Fault, Resumed, ResumeReason
 from s2mmu.kvm.cpu import HCR_EL2_RW, Completed, GuestFault, guest_access
 from s2mmu.kvm.host import host_usable_pa_bits
-from s2mmu.nested.at import AtContext, AtProfile, PanCheck, ShadowS2, kvm_at
+from s2mmu.nested.at import AtContext, AtProfile, PanCheck, ShadowS2, kvm_at, kvm_at_undefined
 from s2mmu.nested.guest import MemslotMemory
 from s2mmu.nested.invariants import NestedViolation, check_nested_invariants
 from s2mmu.nested.mmu import (
@@ -81,7 +82,13 @@ from s2mmu.nested.mmu import (
     kvm_vcpu_put_hw_mmu,
     lookup_s2_mmu,
 )
-from s2mmu.nested.nested import NestedVm, NestedWalkError, kvm_start_level, kvm_walk_nested_s2
+from s2mmu.nested.nested import (
+    NestedVm,
+    NestedWalkError,
+    kvm_start_level,
+    kvm_walk_nested_s2,
+    nested_features,
+)
 from s2mmu.pgtable.prot import (
     KVM_PGTABLE_PROT_PX,
     KVM_PGTABLE_PROT_R,
@@ -110,7 +117,12 @@ from s2mmu.scenario.schema import (
 )
 
 NESTED_KEYS = {"granule", "t0sz", "sl0", "ps", "vmid", "tables", "map", "desc", "s1map",
-               "regs", "features", "without"}
+               "regs"}
+GONE_KEYS = {"features": "the guest hypervisor's features come from the VM's ID registers: "
+                         "add host CPU features with [host] features = [\"FEAT_...\"], "
+                         "lower them with [vm] id_regs",
+             "without": "lower the VM's ID registers with [vm] id_regs (the guest "
+                        "hypervisor's features are the VM's, limited by limit_nv_id_regs)"}
 MAP_KEYS = {"l2_ipa", "ipa", "size", "perms", "xn", "level"}
 DESC_KEYS = {"gpa", "value"}
 S1MAP_KEYS = {"regime", "tables", "va", "oa", "size", "ro", "el0", "xn"}
@@ -185,8 +197,8 @@ class S1Map:
 
 @dataclass(frozen=True)
 class NestedConfig:
-    """The guest hypervisor: its stage-2 shape, its mappings, its registers and its VM's
-    features."""
+    """The guest hypervisor: its stage-2 shape, its mappings and its registers (its
+    features are the VM's ID registers, limited: nested_features)."""
 
     granule: Granule
     t0sz: int
@@ -198,7 +210,6 @@ class NestedConfig:
     descs: tuple[RawDesc, ...]
     s1maps: tuple[S1Map, ...]
     regs: tuple[tuple[str, int], ...]
-    fs: FeatureSet
     path: str
     lines: tuple[tuple[str, int], ...]
 
@@ -312,26 +323,16 @@ def _regs(c: Checker, t: dict[str, Any]) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def _features(c: Checker, t: dict[str, Any]) -> FeatureSet:
-    preset = c.choice("nested", None, "features", t.get("features", "qemu-max"), set(PRESETS))
-    without = t.get("without", [])
-    if not isinstance(without, list) or not all(isinstance(x, str) for x in without):
-        raise c.fail("nested", None, "without", f"must be a list of FEAT_* names, not "
-                                                f"{shorten(without)}")
-    fs = PRESETS[preset]()
-    for name in without:
-        if not fs.has(name):
-            raise c.fail("nested", None, "without", f"{shorten(name)} is not a feature of the "
-                                                    f"{preset} preset")
-    return fs.with_features(remove=tuple(without))
-
-
 def parse_nested(c: Checker, data: dict[str, Any],
                  ctx: ParseContext) -> tuple[NestedConfig | None, list[Event]]:
     """Parse [nested]; None when the scenario has none."""
     if "nested" not in data:
         return None, []
-    t = c.keys("nested", None, data["nested"], NESTED_KEYS)
+    raw = data["nested"]
+    for key, why in GONE_KEYS.items():
+        if isinstance(raw, dict) and key in raw:
+            raise c.fail("nested", None, key, f"not a [nested] key: {why}")
+    t = c.keys("nested", None, raw, NESTED_KEYS)
     g = GRANULES[c.choice("nested", None, "granule", t.get("granule", "4K"), set(GRANULES))]
     t0sz = _int(c, "t0sz", t.get("t0sz", 24), 63)
     sl0 = _int(c, "sl0", t.get("sl0", 1), 3)
@@ -345,7 +346,7 @@ def parse_nested(c: Checker, data: dict[str, Any],
                         tuple(RawDesc(_field_int(c, n, d, "gpa"), _field_int(c, n, d, "value"),
                                       n)
                               for n, d in _subtables(c, t, "desc", DESC_KEYS, ("gpa", "value"))),
-                        _s1maps(c, t), _regs(c, t), _features(c, t), c.path,
+                        _s1maps(c, t), _regs(c, t), c.path,
                         lines), []
 
 
@@ -486,7 +487,7 @@ def ready_nested(world: World, config: NestedConfig | None) -> None:
     mem = MemslotMemory(kw.kvm)
     b = write_l1_stage2(config, mem)
     ipa_limit = host_usable_pa_bits(kw.kvm.host.features.pa_bits)
-    nk = NestedKvm(kw.kvm, NestedVm(config.fs, ipa_limit, kw.kvm.host.mem, mem))
+    nk = NestedKvm(kw.kvm, NestedVm(nested_features(kw.kvm), ipa_limit, kw.kvm.host.mem, mem))
     regs = l1_regs(config, b.root)
     regs = write_stage1(config, nk, regs, mem)
     kvm_vcpu_init_nested(nk)
@@ -593,6 +594,15 @@ class TlbiUndefined:
 
     op: TlbiOp
     feature: str
+
+
+@dataclass(frozen=True)
+class AtUndefined:
+    """The guest hypervisor's ID registers do not offer the AT: KVM injects UNDEFINED into
+    L1 (kvm_at_undefined says why)."""
+
+    op: AtOp
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -747,6 +757,11 @@ def run_at(world: World, ev: L1At, draft: StepDraft) -> Outcome:
         raise ev.error("do", f"kernel profile {release.name} has no AT emulation (at.c's "
                              "software walker is read in v6.12): use [kvm] profile = \"v6.12\" "
                              "or later")
+    nk = _nk(world)
+    undefined = kvm_at_undefined(nk.vm, ev.op)
+    if undefined:
+        draft.result = AtUndefined(ev.op, undefined)
+        return Outcome.DONE
     at = replace(release.at, pan_check=ev.pan_check)
     got = kvm_at(at_context(world, at), world.part(NestedWorld).regs, ev.pan, ev.op, ev.va)
     draft.result = AtDone(ev.op, ev.va, got.par, got.path, got.fast_par)

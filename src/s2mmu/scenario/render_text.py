@@ -155,6 +155,7 @@ from s2mmu.scenario.kvm_events import (
 )
 from s2mmu.scenario.nested_events import (
     AtDone,
+    AtUndefined,
     ExpectEsr,
     ExpectPar,
     ExpectPath,
@@ -947,6 +948,9 @@ def par_text(par: int) -> str:
 def _(event: L1At, step: StepRecord) -> str:
     r = step.result
     pan = " (PAN)" if event.pan else ""
+    if isinstance(r, AtUndefined):
+        return (f"L1 AT {event.op.name} VA {event.va:#x}{pan}: UNDEFINED ({r.reason}): "
+                "injected into L1")
     if not isinstance(r, AtDone):
         return f"L1 AT {event.op.name} VA {event.va:#x}{pan}"
     return (f"L1 AT {event.op.name} VA {event.va:#x}{pan}: PAR_EL1 {r.par:#x} = "

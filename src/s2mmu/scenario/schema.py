@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s2mmu.arch.errors import InputError
+from s2mmu.arch.features import ID_FEATURES
 from s2mmu.arch.inputs import (
     escape,
     loads_toml,
@@ -37,7 +38,7 @@ from s2mmu.arch.inputs import (
     shorten_hex,
     size_of_text,
 )
-from s2mmu.kvm.host import host_usable_pa_bits
+from s2mmu.kvm.host import HOST_FLAG_FEATURES, host_usable_pa_bits
 from s2mmu.nested.profile import CURRENT as CURRENT_PROFILE
 from s2mmu.nested.profile import KERNEL_PROFILES, KernelProfile
 from s2mmu.pgtable.inject import InjectedBug
@@ -51,7 +52,8 @@ KVM_TABLES = {"host", "vm", "vma", "memslot", "vcpu"}
 HOST_KEYS = {"features", "pa_bits", "ras_claims_sea", "kvm_mode", "thp_zero_page"}
 KVM_MODES = {"default", "protected"}
 """kvm-arm.mode: the default (VHE or nVHE: the same stage-2 code) or protected (pKVM)."""
-HOST_FEATURES = {"fwb", "dic", "idc", "tlb_range", "mte"}
+HOST_FEATURES = {"fwb", "dic", "idc", "tlb_range", "mte"} | set(ID_FEATURES - HOST_FLAG_FEATURES)
+"""[host] features: the host flags, and further FEAT_* of the host CPU's ID registers."""
 VM_KEYS = {"ipa_bits", "mte", "manual_dirty_log_protect", "initially_set",
            "eager_split_chunk", "nisv_to_user", "inject", "protected", "id_regs"}
 VMA_KEYS = {"name", "start", "size", "kind", "thp", "hugetlb", "mem_type",

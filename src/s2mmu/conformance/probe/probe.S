@@ -122,8 +122,10 @@ main:
 note_store:
     ldr x11, [x10]                  // code
     cmp x11, #OP_STR
-    b.ne 3f
-    cmp x0, #KIND_ACCESS
+    b.eq 5f
+    cmp x11, #OP_STXR
+    b.lo 3f
+5:  cmp x0, #KIND_ACCESS
     b.ne 3f
     ldp x11, x12, [x10, #8]         // el, pan
     ldr x12, [x10, #24]             // va
@@ -139,18 +141,23 @@ note_store:
     mrs x13, par_el1
     tbnz x13, #0, 3f
     and x13, x13, #0x000ffffffffff000
+    and x17, x12, #7                // an unaligned store also writes the next word
     and x12, x12, #0xff8
     orr x13, x13, x12
     adr x14, n_stored
     ldr x15, [x14]
     ldr x16, =STORED_BUF
     add x16, x16, x15, lsl #3
-    ldr x17, =STORED_END
-    cmp x16, x17
+    ldr x12, =STORED_END - 8
+    cmp x16, x12
     b.hs 3f
     str x13, [x16]
     add x15, x15, #1
-    str x15, [x14]
+    cbz x17, 6f
+    add x13, x13, #8
+    str x13, [x16, #8]
+    add x15, x15, #1
+6:  str x15, [x14]
 3:  ret
 
 // Zero the words the previous case's stores wrote.
@@ -433,6 +440,8 @@ run_op:
 2:  add x9, x9, x0, lsl #3
     orr x10, x10, x3, lsl #22       // SPSR.PAN
     mov x4, x6                      // the value STR X4, [X2] writes
+    mov x1, xzr                     // what CAS X1, X4, [X2] compares with
+    mov x5, xzr
     msr elr_el3, x9
     msr spsr_el3, x10
     isb

@@ -11,13 +11,14 @@
 // layout.inc). The stubs touch no memory, so SCTLR_ELx.EE and the case's data mappings
 // cannot disturb them.
 
-    .arch armv8.6-a
+    .arch armv8.6-a+lse
     .include "layout.inc"
 
     .section .stub, "ax"
     .global stub_base, at_table_el1, at_table_el2, vectors_el1, vectors_el2, el0_table
+    .global el1_stxr, el2_stxr, el0_stxr
 
-    .macro at_table done, adone
+    .macro at_table done, adone, stxr
     at s1e0r, x2
     b \done
     at s1e0w, x2
@@ -48,6 +49,25 @@
     b \adone
     br x2                           // 14: the fetch at X2 (memory reading zero is UDF #0)
     b \adone
+    ldxr x1, [x2]                   // 15: LDXR X1, [X2]
+    b \adone
+    ldaxr x1, [x2]                  // 16: LDAXR X1, [X2]
+    b \adone
+    b \stxr                         // 17: LDXR X1, [X2]; STXR W5, X4, [X2]
+    b \adone
+    ldadd x4, x1, [x2]              // 18: LDADD X4, X1, [X2]
+    b \adone
+    swp x4, x1, [x2]                // 19: SWP X4, X1, [X2]
+    b \adone
+    cas x1, x4, [x2]                // 20: CAS X1, X4, [X2] (EL3 erets with X1 = 0)
+    b \adone
+    .endm
+
+    // The store-exclusive after the load-exclusive that arms the monitor.
+    .macro stxr_seq adone
+    ldxr x1, [x2]
+    stxr w5, x4, [x2]
+    b \adone
     .endm
 
     // An exception nobody expects (interrupt, SError, lower-EL entry at EL1): report
@@ -62,7 +82,7 @@
 stub_base:
 vectors_el1:
 at_table_el1:                       // 0x000: current EL with SP0, never taken
-    at_table el1_done, el1_access_done
+    at_table el1_done, el1_access_done, el1_stxr
 el1_done:
     isb
     mrs x1, par_el1
@@ -71,6 +91,9 @@ el1_done:
 el1_access_done:
     mov x0, #KIND_ACCESS
     smc #0
+    .org STUB_AT_EL1 + STUB_STXR
+el1_stxr:
+    stxr_seq el1_access_done
 
     .org STUB_AT_EL1 + STUB_EL0     // the access table run at EL0: reports by SVC
 el0_table:
@@ -80,9 +103,24 @@ el0_table:
     b el0_done
     br x2                           // the fetch at X2
     b el0_done
+    ldxr x1, [x2]
+    b el0_done
+    ldaxr x1, [x2]
+    b el0_done
+    b el0_stxr
+    b el0_done
+    ldadd x4, x1, [x2]
+    b el0_done
+    swp x4, x1, [x2]
+    b el0_done
+    cas x1, x4, [x2]
+    b el0_done
 el0_done:
     mov x0, #KIND_ACCESS
     svc #0
+    .org STUB_EL0_STXR
+el0_stxr:
+    stxr_seq el0_done
 
     .org STUB_AT_EL1 + 0x200        // current EL with SPx, synchronous: the AT trapped
     mrs x1, esr_el1
@@ -126,7 +164,7 @@ el0_done:
     .org STUB_AT_EL2
 vectors_el2:
 at_table_el2:                       // 0x800: current EL with SP0, never taken
-    at_table el2_done, el2_access_done
+    at_table el2_done, el2_access_done, el2_stxr
 el2_done:
     isb
     mrs x1, par_el1
@@ -135,6 +173,9 @@ el2_done:
 el2_access_done:
     mov x0, #KIND_ACCESS
     smc #0
+    .org STUB_AT_EL2 + STUB_STXR
+el2_stxr:
+    stxr_seq el2_access_done
 
     // A synchronous exception to EL2, from EL2 itself or from EL1. An SMC from EL1
     // trapped by HCR_EL2.TSC is the EL1 stub reporting: forward its registers.
