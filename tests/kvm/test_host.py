@@ -542,9 +542,74 @@ def test_the_zero_page_survives_munmap_and_does_not_migrate() -> None:
     assert host.freed_bytes == 0 and host.zero is not None
 
 
-@pytest.mark.parametrize("vma", [Vma(HVA, HVA + PMD_SIZE, VmaKind.FILE), thp(),
-                                 hugetlb(PMD_SIZE)], ids=["file", "thp", "hugetlb"])
+@pytest.mark.parametrize("vma", [Vma(HVA, HVA + PMD_SIZE, VmaKind.FILE), thp()],
+                         ids=["file", "thp"])
 def test_only_a_small_anonymous_page_is_the_zero_page(vma: Vma) -> None:
     host, _ = host_with(vma)
     pfn = host.get_user_page(HVA, write=False)
     assert isinstance(pfn, Pfn) and pfn.writable and host.zero is None
+
+
+def test_a_read_maps_a_private_hugetlb_page_read_only_and_a_write_makes_it_writable() -> None:
+    """hugetlb_no_page maps a new page writable only for VM_SHARED; a private mapping's
+    write goes through hugetlb_wp, which reuses the page (anonymous, mapped once): same PA,
+    no MMU-notifier call. After MADV_DONTNEED the next read is read-only again (real 6.1
+    maps the page read-only at stage 2 then)."""
+    host, calls = host_with(hugetlb(2 * PMD_SIZE))
+    ro = host.get_user_page(HVA + PAGE_SIZE, write=False)
+    assert isinstance(ro, Pfn) and not ro.writable and host.zero is None
+    again = host.get_user_page(HVA + 2 * PAGE_SIZE, write=False)
+    assert isinstance(again, Pfn) and not again.writable
+    rw = host.get_user_page(HVA, write=True)
+    assert isinstance(rw, Pfn) and rw.writable and rw.pa == ro.pa - PAGE_SIZE
+    assert calls == []
+    later = host.get_user_page(HVA + PAGE_SIZE, write=False)
+    assert isinstance(later, Pfn) and later.writable
+    other = host.get_user_page(HVA + PMD_SIZE, write=True)
+    assert isinstance(other, Pfn) and other.writable
+    for pfn in (ro, again, rw, later, other):
+        host.put_page(pfn)
+    assert host.madvise_dontneed(HVA, PMD_SIZE) == 0
+    back = host.get_user_page(HVA, write=False)
+    assert isinstance(back, Pfn) and not back.writable
+
+
+def huge_zero_host() -> tuple[HostMm, list[tuple[int, int, str]]]:
+    host, calls = host_with(thp(2 * PMD_SIZE))
+    host.use_huge_zero_page = True
+    return host, calls
+
+
+def test_a_thp_read_maps_the_huge_zero_page_read_only_at_pmd_size() -> None:
+    """do_huge_pmd_anonymous_page: a read with use_zero_page maps the huge zero page; both
+    PMD ranges share it, KVM sees a 2M user mapping of it and may not write it."""
+    host, calls = huge_zero_host()
+    a = host.get_user_page(HVA + PAGE_SIZE, write=False)
+    b = host.get_user_page(HVA + PMD_SIZE, write=False)
+    assert isinstance(a, Pfn) and isinstance(b, Pfn) and not a.writable and not b.writable
+    assert host.is_huge_zero_pfn(a.pa) and b.pa == a.pa - PAGE_SIZE
+    assert host.user_mapping_size(HVA) == PMD_SIZE and calls == []
+    assert not host.migrate(HVA)
+    assert host.munmap(HVA, 2 * PMD_SIZE) == 0 and host.freed_bytes == 0
+
+
+def test_a_write_to_the_huge_zero_page_splits_it_into_zero_ptes_and_copies_one() -> None:
+    """do_huge_pmd_wp_page falls back on a huge zero PMD: __split_huge_pmd invalidates the
+    whole PMD range and leaves 512 PTEs of the zero page, then do_wp_page copies the one
+    written (wp_page_copy's own invalidation)."""
+    host, calls = huge_zero_host()
+    zero = host.get_user_page(HVA, write=False)
+    new = host.get_user_page(HVA + 3 * PAGE_SIZE, write=True)
+    assert isinstance(zero, Pfn) and isinstance(new, Pfn) and new.writable
+    assert calls == [(HVA, HVA + PMD_SIZE, "split_huge_pmd"),
+                     (HVA + 3 * PAGE_SIZE, HVA + 4 * PAGE_SIZE, "wp_page_copy")]
+    assert host.user_mapping_size(HVA) == PAGE_SIZE
+    assert host.hva_to_pa(HVA + 3 * PAGE_SIZE) == new.pa
+    assert host.is_zero_pfn(host.hva_to_pa(HVA) or 0)
+    assert host.pmd == {} and host.huge_zero is not None
+
+
+def test_without_the_huge_zero_page_a_thp_read_gets_a_thp() -> None:
+    host, _ = host_with(thp())
+    pfn = host.get_user_page(HVA, write=False)
+    assert isinstance(pfn, Pfn) and pfn.writable and host.huge_zero is None

@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 
 from s2mmu.kvm.host import HostFeatures, MemType, Vma, VmaKind
-from s2mmu.kvm.invariants import stage2_leaves
+from s2mmu.kvm.invariants import leaf_writable, stage2_leaves
 from s2mmu.kvm.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
 from s2mmu.kvm.vm import (
+    Kvm,
     KvmError,
+    KvmVcpu,
     MemoryChange,
     Refusal,
     kvm_create_vm,
     kvm_set_memory_region,
 )
+from s2mmu.pgtable.profile import V6_1, V6_12, BehaviourProfile
 from tests.kvm.helpers import FWB_DIC, RAM_HVA, RAM_IPA, add_bar, add_ram, new_vm, touch
 
 
@@ -162,3 +165,69 @@ def test_the_last_slot_id_is_accepted() -> None:
     kvm, _ = new_vm()
     assert kvm_set_memory_region(kvm, 0x7FFE, 0, RAM_IPA, 0x2000, RAM_HVA) is \
         MemoryChange.CREATE
+
+
+def cow_vm(profile: BehaviourProfile, pages: tuple[int, ...]) -> tuple[Kvm, KvmVcpu]:
+    """A VM over small anonymous pages whose given pages were read (the zero page)."""
+    kvm, vcpu = new_vm()
+    kvm.env.profile = profile
+    add_ram(kvm, size=4 << 20, thp=False)
+    for page in pages:
+        touch(kvm, vcpu, RAM_IPA + page * 0x1000)
+    return kvm, vcpu
+
+
+def test_change_pte_maps_the_copy_of_a_cow_read_only_under_6_1() -> None:
+    """6.1's kvm_set_spte_gfn (change_pte, inside wp_page_copy's invalidation) maps the new
+    page PROT_R where the unmap kept the L3 table: the retried write is a permission fault
+    that finds the copy mapped (real 6.1, zero-page-cow step 4)."""
+    kvm, vcpu = cow_vm(V6_1, (1, 2))
+    first = touch(kvm, vcpu, RAM_IPA + 0x1000, "write")
+    assert first is not None and first.mapping is None  # invalidated: retried
+    (leaf, _) = [lf for lf in stage2_leaves(kvm) if lf.ipa in (RAM_IPA + 0x1000,
+                                                                RAM_IPA + 0x2000)]
+    assert leaf.ipa == RAM_IPA + 0x1000 and not leaf_writable(leaf)
+    assert leaf.pa == kvm.host.hva_to_pa(RAM_HVA + 0x1000)
+    again = touch(kvm, vcpu, RAM_IPA + 0x1000, "write")
+    assert again is not None and again.mapping is not None
+    assert leaf_writable(next(lf for lf in stage2_leaves(kvm) if lf.ipa == RAM_IPA + 0x1000))
+
+
+def test_without_change_pte_the_copy_is_left_unmapped() -> None:
+    kvm, vcpu = cow_vm(V6_12, (1, 2))
+    touch(kvm, vcpu, RAM_IPA + 0x1000, "write")
+    assert [lf.ipa for lf in stage2_leaves(kvm)] == [RAM_IPA + 0x2000]
+
+
+def test_change_pte_without_a_last_level_table_maps_nothing() -> None:
+    """The unmap of the only page of an L3 table frees the table; change_pte has no
+    memcache (-ENOMEM, ignored), so the retried write is a translation fault."""
+    kvm, vcpu = cow_vm(V6_1, (1,))
+    touch(kvm, vcpu, RAM_IPA + 0x1000, "write")
+    assert stage2_leaves(kvm) == []
+
+
+def test_munmap_of_one_page_unmaps_the_stage_2_of_its_whole_pmd_range() -> None:
+    """The VMA split runs split_huge_pmd_address, which invalidates the 2M range whatever
+    the PMD holds (real 6.1: a neighbour in the same 2M is unmapped, one 2M away is kept)."""
+    kvm, vcpu = new_vm()
+    add_ram(kvm, size=4 << 20, thp=False)
+    for off in (0x49000, 0x149000, 0x249000):
+        touch(kvm, vcpu, RAM_IPA + off, "write")
+    assert kvm.host.munmap(RAM_HVA + 0x100000, 0x1000) == 0
+    assert [lf.ipa for lf in stage2_leaves(kvm)] == [RAM_IPA + 0x249000]
+
+
+def test_a_read_of_hugetlb_maps_a_read_only_block_a_write_relaxes_it_in_place() -> None:
+    """Real 6.1 (host-events, after MADV_DONTNEED): the read maps the 2M block R--; the
+    write's permission fault makes the host entry writable in place (hugetlb_wp reuse)
+    and relaxes the block to RW at the same PA."""
+    kvm, vcpu = new_vm()
+    add_ram(kvm, size=4 << 20, kind=VmaKind.HUGETLB, thp=False, hugetlb_shift=21)
+    touch(kvm, vcpu, RAM_IPA + 0x1000)
+    (ro,) = stage2_leaves(kvm)
+    assert ro.size == 2 << 20 and not leaf_writable(ro)
+    out = touch(kvm, vcpu, RAM_IPA + 0x3000, "write")
+    assert out is not None and out.mapping is not None
+    (rw,) = stage2_leaves(kvm)
+    assert rw.size == 2 << 20 and leaf_writable(rw) and rw.pa == ro.pa

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from s2mmu.pgtable.profile import PRE_V6_3, V6_3, V6_19
+from s2mmu.pgtable.profile import CURRENT, V6_1, V6_12, V7_1
 from s2mmu.real.diff import Aspect, compare, host_differences, profile_for_release, run_model
 from s2mmu.real.log import parse_console
 from s2mmu.real.plan import make_plan
@@ -71,9 +71,10 @@ def test_a_step_the_vmm_never_reached() -> None:
 
 
 def test_profiles_per_release() -> None:
-    assert profile_for_release("6.1.0-57-arm64") is PRE_V6_3
-    assert profile_for_release("6.12.95+deb12-arm64") is V6_3
-    assert profile_for_release("7.3.4+deb13-arm64") is V6_19
+    assert profile_for_release("6.1.0-57-arm64") is V6_1
+    assert profile_for_release("6.12.95+deb12-arm64") is V6_12
+    assert profile_for_release("7.3.4+deb13-arm64") is V7_1
+    assert profile_for_release("unknown") is CURRENT
 
 
 def test_host_features_are_checked_against_ctr_el0() -> None:

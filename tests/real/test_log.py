@@ -44,6 +44,16 @@ def test_efault_and_errno_records() -> None:
     assert run.steps[12].exits == (RunFailed("ENOSYS"),)
 
 
+def test_a_failed_dirty_log_ioctl_names_its_errno() -> None:
+    """get_dirty/clear_dirty print "step N ioctl err ERRNO" (the campaign's first find:
+    the errno was read as "err")."""
+    text = "S2R boot 6.1.0-57-arm64\nS2R plan p\nS2R step 3 ioctl err ENOENT\n" \
+           "S2R step 4 ioctl EINVAL\nS2R step 5 ioctl ok\nS2R end\n"
+    steps = parse_console(text).runs[0].steps
+    assert [(steps[n].done, steps[n].errno) for n in (3, 4, 5)] == [
+        (True, "ENOENT"), (True, "EINVAL"), (True, None)]
+
+
 def test_fault_abort_carries_hpfar() -> None:
     f = TraceFault(0x40003000, 0x9200004F, 0x40003008, 0)
     assert f.abort.hpfar == 0x400030

@@ -55,7 +55,7 @@ def test_dirty_round_plan_keeps_the_model_step_numbers() -> None:
     assert plan.steps[0] == SlotStep(1, 0, 0x40000000, 0x200000, 0x7f0000000000, 0)
     assert plan.steps[1] == GuestStep(2, AccessKind.WRITE, 0x40000000, None)
     lines = render_plan(plan).splitlines()
-    assert lines[:3] == ["scenario dirty-round", "vm 40 0 0 0",
+    assert lines[:4] == ["scenario dirty-round", "vm 40 0 0 0", "thpzero 0",
                          "vma 0x7f0000000000 0x200000 anon 0 1"]
     assert "step 6 memslot 0 0x40000000 0x200000 0x7f0000000000 1" in lines  # logging on
     assert "step 9 getdirty 0 512" in lines

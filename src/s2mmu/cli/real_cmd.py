@@ -9,6 +9,7 @@ compares step by step (exit status 0 only when every step agrees).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ from s2mmu.cli import output
 from s2mmu.cli.dump_cmd import dump_json, render_text
 from s2mmu.cli.kernel_cmd import input_errors
 from s2mmu.real.boot import Mode
+from s2mmu.real.campaign import CampaignReport, CampaignRequest, campaign, write_reproducers
 from s2mmu.real.diff import (
     Answer,
     DiffReport,
@@ -269,3 +271,93 @@ def features_cmd() -> None:
     con = output.console()
     for name, why in UNSUPPORTED.items():
         con.print(f"{name}: {why}", highlight=False, markup=False)
+
+
+def campaign_json(report: CampaignReport, paths: dict[str, Path]) -> dict[str, Any]:
+    """Return the s2mmu.real-campaign/1 document."""
+    req = report.request
+    said = report.boots[0].kvm_mode if report.boots else None
+    classes = []
+    for c in report.classes:
+        row: dict[str, Any] = {"aspect": c.aspect.value, "key": c.key, "count": c.count,
+                               "first_seed": c.first_seed,
+                               "example": {"step": c.example.step, "model": c.example.model,
+                                           "real": c.example.real}}
+        if c.key in paths:
+            row["reproducer"] = str(paths[c.key])
+        classes.append(row)
+    return {"schema": "s2mmu.real-campaign/1", "release": report.release,
+            "mode": req.mode.value, "kvm_says": said, "profile": report.profile,
+            "seed": req.seed, "count": req.count, "per_boot": req.per_boot,
+            "dump_last": req.dump_last,
+            "scenarios": len(report.verdicts), "agreeing": report.agreeing,
+            "steps": report.steps, "agreed_steps": report.agreed_steps,
+            "boots": len(report.boots), "seconds": round(report.seconds, 2),
+            "boot_seconds": round(sum(b.seconds for b in report.boots), 2),
+            "classes": classes,
+            "disagreeing_seeds": [v.seed for v in report.verdicts if not v.agrees]}
+
+
+def campaign_text(report: CampaignReport, paths: dict[str, Path]) -> list[str]:
+    """Return the campaign's figures as lines."""
+    req, n = report.request, len(report.verdicts)
+    boot_s = sum(b.seconds for b in report.boots)
+    said = report.boots[0].kvm_mode if report.boots else None
+    pct = 100 * report.agreeing / n if n else 0.0
+    step_pct = 100 * report.agreed_steps / report.steps if report.steps else 0.0
+    lines = [f"real KVM campaign: Linux {report.release}, --mode {req.mode.value} (KVM: "
+             f"{said or 'no mode message'}), model profile {report.profile}; seeds "
+             f"{req.seed}..{req.seed + n - 1}"
+             + ("; stage 2 read after each last step" if req.dump_last else ""),
+             f"{n} scenarios in {len(report.boots)} boots ({report.seconds:.1f} s, "
+             f"{boot_s:.1f} s in QEMU): {n / report.seconds:.2f} scenarios/s, "
+             f"{len(report.boots) / report.seconds:.3f} boots/s",
+             f"scenarios agreeing at every step: {report.agreeing}/{n} ({pct:.1f}%); steps "
+             f"agreeing: {report.agreed_steps}/{report.steps} ({step_pct:.2f}%)"]
+    for c in report.classes:
+        lines.append(f"x{c.count} (first seed {c.first_seed}, step {c.example.step}) "
+                     f"{c.aspect.value}: model {c.example.model}; real {c.example.real}")
+        if c.key in paths:
+            lines.append(f"    reproducer: {paths[c.key]}")
+    return lines
+
+
+@real.command("campaign")
+@click.option("--count", type=int, default=100, show_default=True,
+              help="How many generated scenarios.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Scenario i is drawn from random.Random(SEED + i).")
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), default="vhe",
+              show_default=True, help="KVM at EL2: VHE, nVHE, or protected (pKVM).")
+@click.option("--per-boot", type=int, default=20, show_default=True,
+              help="Scenarios run in one boot.")
+@click.option("--max-events", type=int, default=12, show_default=True,
+              help="At most this many timeline events per scenario.")
+@click.option("--budget", type=float, default=float("inf"), metavar="SECONDS",
+              help="Start no new boot after this long.")
+@click.option("--dump-last", is_flag=True,
+              help="Also read each scenario's real stage 2 after its last step (gdbstub; "
+                   "vhe and nvhe) and compare leaves and shared frames.")
+@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write the first scenario of each difference class here.")
+@click.option("--kernel", metavar="DEB_OR_IMAGE", help=KERNEL_HELP)
+@click.option("--cache", metavar="DIR", help=CACHE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@input_errors
+def campaign_cmd(count: int, seed: int, mode: str, per_boot: int, max_events: int,
+                 budget: float, dump_last: bool, out: str | None, kernel: str | None,
+                 cache: str | None, as_json: bool) -> None:
+    """Run generated scenarios (what the VMM expresses) on real KVM and on the model; print
+    the agreement (exit 0 only when every scenario agrees at every step)."""
+    req = CampaignRequest(count, seed, Mode(mode), per_boot, kernel, cache, max_events,
+                          budget, dump_last)
+    with output.progress("real KVM campaign", total=count) as bar:
+        report = campaign(req, bar.advance)
+    paths = write_reproducers(report, Path(out)) if out else {}
+    if as_json:
+        output.print_json(campaign_json(report, paths))
+    else:
+        con = output.console()
+        for line in campaign_text(report, paths):
+            con.print(line, highlight=False, markup=False, soft_wrap=True)
+    sys.exit(0 if report.agreeing == len(report.verdicts) else 1)

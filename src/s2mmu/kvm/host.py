@@ -301,10 +301,20 @@ class HostMm:
     pages memory_failure() poisoned. freed_bytes counts what went back to the allocator.
     zero: the shared zero page, allocated at the first read fault that maps it; every
     PTE a read fault of untouched anonymous memory filled points at it, read-only.
+    use_huge_zero_page: a read fault of an untouched PMD range of a THP VMA maps the huge
+    zero page (Linux's transparent_hugepage_use_zero_page(), sysfs use_zero_page, on by
+    default there; off here unless a scenario says [host] thp_zero_page = true).
+    huge_zero: the huge zero page, mapped read-only by a PMD entry in pmd for each such
+    range.
+    huge_ro: the bases of the hugetlb entries a read fault mapped read-only (a private
+    mapping's page is made writable by the first write to it).
     """
 
     mem: PhysMem
     features: HostFeatures
+    use_huge_zero_page: bool = False
+    change_pte: list[Callable[[int, int], None]] = field(default_factory=list)
+    """Called with (HVA, new PA) where the host sets a PTE with set_pte_at_notify."""
     vmas: list[Vma] = field(default_factory=list)
     pud: dict[int, Folio] = field(default_factory=dict)
     pmd: dict[int, Folio] = field(default_factory=dict)
@@ -316,6 +326,11 @@ class HostMm:
     next_pa: int = HOST_RAM_BASE
     freed_bytes: int = 0
     zero: Folio | None = None
+    huge_zero: Folio | None = None
+    huge_ro: set[int] = field(default_factory=set)
+    pmd_tables: set[int] = field(default_factory=set)
+    """The 1G-aligned HVAs under which a PMD table was allocated (a page or a 2M entry
+    faulted in): mm_find_pmd finds a PMD there."""
 
     @property
     def folios(self) -> dict[int, Folio]:
@@ -388,16 +403,34 @@ class HostMm:
         """Return whether pa lies in the shared zero page. Kernel: is_zero_pfn."""
         return self.zero is not None and pa & ~(PAGE_SIZE - 1) == self.zero.pa
 
+    def huge_zero_page(self) -> Folio:
+        """Return the huge zero page, allocating it on first use.
+
+        Kernel: mm_get_huge_zero_page (get_huge_zero_page: a zeroed compound page of
+        HPAGE_PMD_ORDER, kept while any mm uses it; kept for good here).
+        """
+        if self.huge_zero is None:
+            self.huge_zero = Folio(self._alloc(PMD_SIZE), PMD_SIZE, transparent=True,
+                                   mapped=PTRS_PER_PTE)
+        return self.huge_zero
+
+    def is_huge_zero_pfn(self, pa: int) -> bool:
+        """Return whether pa lies in the huge zero page. Kernel: is_huge_zero_page."""
+        return self.huge_zero is not None and pa & ~(PMD_SIZE - 1) == self.huge_zero.pa
+
     def _wp_page_copy(self, ptab: array[int], base: int, idx: int) -> int:
         """Break a PTE's zero-page mapping for a write: a new zeroed page, mapped writable.
 
         Kernel: do_wp_page -> wp_page_copy (is_zero_pfn: alloc_zeroed_user_highpage_movable;
-        MMU_NOTIFY_CLEAR around the PTE update for the page's range).
+        MMU_NOTIFY_CLEAR around the PTE update for the page's range; the new PTE set with
+        set_pte_at_notify, which calls the change_pte listeners, before v6.10).
         """
         page = base + (idx << PAGE_SHIFT)
         pa = self._alloc(PAGE_SIZE)
         self._invalidate(page, page + PAGE_SIZE, "wp_page_copy")
         ptab[idx] = pa >> PAGE_SHIFT
+        for notify in self.change_pte:
+            notify(page, pa)
         self._invalidate_end(page, page + PAGE_SIZE, "wp_page_copy")
         return pa
 
@@ -406,23 +439,26 @@ class HostMm:
 
         A read (not write) fault of an untouched page of a private anonymous VMA that no
         THP covers maps the shared zero page; a write to a PTE mapping it copies it. A
-        THP-enabled VMA gets a THP either way (the huge zero page a read would map is not
-        modelled).
+        THP-enabled VMA gets a THP for a write, and for a read the huge zero page (when the
+        host uses it) or a THP; a write
+        to the huge zero page splits its PMD into PTEs of the zero page and copies the one
+        written. A read of an untouched hugetlb page maps a new huge page read-only (the
+        VMA is private); a write makes it writable in place (_hugetlb_fault).
 
         Kernel: handle_mm_fault -> do_anonymous_page (!FAULT_FLAG_WRITE: my_zero_pfn,
-        pte_mkspecial, not writable), do_wp_page.
+        pte_mkspecial, not writable), do_wp_page; do_huge_pmd_anonymous_page
+        (!FAULT_FLAG_WRITE and transparent_hugepage_use_zero_page: set_huge_zero_page),
+        do_huge_pmd_wp_page (is_huge_zero_pmd: fallback, __split_huge_pmd ->
+        __split_huge_zero_page_pmd), then do_wp_page on the PTE.
         """
         if is_vm_hugetlb_page(vma):
-            size = 1 << vma.hugetlb_shift
-            table = self.pud if size == PUD_SIZE else self.pmd
-            base = hva & ~(size - 1)
-            folio = table.get(base)
-            if folio is None:
-                folio = table[base] = self._new_large(size, base, transparent=False)
-            return folio.pa + (hva - base), folio
+            return self._hugetlb_fault(vma, hva, write)
+        self.pmd_tables.add(hva & ~(PUD_SIZE - 1))
         base = hva & ~(PMD_SIZE - 1)
         folio = self.pmd.get(base)
-        if folio is not None:
+        if folio is not None and folio is self.huge_zero and write:
+            self.split_huge_pmd(base)
+        elif folio is not None:
             return folio.pa + (hva - base), folio
         ptab = self.ptes.get(base)
         idx = (hva - base) >> PAGE_SHIFT
@@ -433,7 +469,9 @@ class HostMm:
             return pa, self._large_of(pa)
         if ptab is None and vma.kind is VmaKind.ANON and vma.thp and \
                 base >= vma.start and base + PMD_SIZE <= vma.end:
-            folio = self.pmd[base] = self._new_large(PMD_SIZE, base, transparent=True)
+            zero = self.use_huge_zero_page and not write
+            folio = self.pmd[base] = self.huge_zero_page() if zero else \
+                self._new_large(PMD_SIZE, base, transparent=True)
             return folio.pa + (hva - base), folio
         if ptab is None:
             ptab = self.ptes[base] = array("I", bytes(4 * PTRS_PER_PTE))
@@ -441,6 +479,31 @@ class HostMm:
             else self._alloc(PAGE_SIZE)
         ptab[idx] = pa >> PAGE_SHIFT
         return pa, None
+
+    def _hugetlb_fault(self, vma: Vma, hva: int, write: bool) -> tuple[int, Folio]:
+        """Fault a hugetlb page in; return hva's PA and the huge folio.
+
+        A new page is mapped writable only for a write: hugetlb_no_page makes the entry
+        writable for VM_SHARED only, and a private mapping's write fault goes on to
+        hugetlb_wp, which (the page anonymous and mapped once) makes the entry writable
+        in place, with no MMU-notifier call.
+
+        Kernel: hugetlb_fault -> hugetlb_no_page (make_huge_pte(..., VM_WRITE &&
+        VM_SHARED)), hugetlb_wp (page_mapcount == 1 && PageAnon: set_huge_ptep_writable).
+        """
+        size = 1 << vma.hugetlb_shift
+        table = self.pud if size == PUD_SIZE else self.pmd
+        base = hva & ~(size - 1)
+        folio = table.get(base)
+        if folio is None:
+            folio = table[base] = self._new_large(size, base, transparent=False)
+            if size == PMD_SIZE:
+                self.pmd_tables.add(hva & ~(PUD_SIZE - 1))
+            if not write:
+                self.huge_ro.add(base)
+        elif write:
+            self.huge_ro.discard(base)
+        return folio.pa + (hva - base), folio
 
     def _lookup(self, hva: int) -> tuple[int, Folio | None] | None:
         """Return (PA, large folio or None) of a populated hva, without faulting it in."""
@@ -484,7 +547,7 @@ class HostMm:
                 continue
             big = self.pud.get(h & ~(PUD_SIZE - 1)) or self.pmd.get(h & ~(PMD_SIZE - 1))
             if big is not None:
-                if big.pa + (h - big.hva) != pa + off:
+                if big.pa + (h & (big.size - 1)) != pa + off:
                     return off
                 off += step
                 continue
@@ -537,7 +600,9 @@ class HostMm:
             folio.refcount += 1
             return Pfn(pa + (hva - page), vma.writable, folio)
         folio.refcount += 1
-        return Pfn(pa + (hva - page), vma.writable, folio)
+        read_only = folio is self.huge_zero or (is_vm_hugetlb_page(vma)
+                                                 and hva & ~(folio.size - 1) in self.huge_ro)
+        return Pfn(pa + (hva - page), vma.writable and not read_only, folio)
 
     def put_page(self, pfn: Pfn) -> None:
         """Drop the pin get_user_page() took. Kernel: kvm_release_faultin_page."""
@@ -546,7 +611,7 @@ class HostMm:
 
     def _put(self, folio: Folio) -> None:
         folio.refcount -= 1
-        if folio is self.zero:
+        if folio is self.zero or folio is self.huge_zero:
             return  # never freed
         if folio.size == PAGE_SIZE and folio.mapped and folio.refcount == 1:
             del self.pinned[folio.pa]  # back to a plain mapped page
@@ -606,18 +671,23 @@ class HostMm:
         self._invalidate_end(start, end, reason)
 
     def split_huge_pmd(self, base: int) -> None:
-        """Remap a PMD-mapped THP with 512 PTEs at the same PAs (no-op if none is there).
+        """Remap a PMD-mapped THP with 512 PTEs at the same PAs (no-op if none is there);
+        the huge zero page becomes 512 PTEs of the zero page.
 
         Kernel: __split_huge_pmd: invalidates the whole PMD range (MMU_NOTIFY_CLEAR) around
-        __split_huge_pmd_locked; the folio stays, now PTE-mapped.
+        __split_huge_pmd_locked; the folio stays, now PTE-mapped (is_huge_zero_pmd:
+        __split_huge_zero_page_pmd, my_zero_pfn PTEs).
         """
         folio = self.pmd.get(base)
         if folio is None or not folio.transparent:
             return
         self._invalidate(base, base + PMD_SIZE, "split_huge_pmd")
         del self.pmd[base]
-        pfn = folio.pa >> PAGE_SHIFT
-        self.ptes[base] = array("I", range(pfn, pfn + PTRS_PER_PTE))
+        if folio is self.huge_zero:  # __split_huge_zero_page_pmd: PTEs of the zero page
+            self.ptes[base] = array("I", [self.zero_page().pa >> PAGE_SHIFT] * PTRS_PER_PTE)
+        else:
+            pfn = folio.pa >> PAGE_SHIFT
+            self.ptes[base] = array("I", range(pfn, pfn + PTRS_PER_PTE))
         self._invalidate_end(base, base + PMD_SIZE, "split_huge_pmd")
 
     def _zap(self, start: int, end: int) -> None:
@@ -633,6 +703,7 @@ class HostMm:
                 if base < start or base + size > end:
                     self.split_huge_pmd(base)
                     continue
+                self.huge_ro.discard(base)
                 self._put(table.pop(base))
         for base in _bases(self.ptes, start, end, PMD_SIZE):  # type: ignore[arg-type]
             ptab = self.ptes[base]
@@ -646,7 +717,7 @@ class HostMm:
                 del self.ptes[base]
 
     def _split_vma(self, vma: Vma, addr: int) -> int:
-        """Check a VMA may be split at addr and split a THP PMD straddling it.
+        """Check a VMA may be split at addr and split the PMD straddling it.
 
         Kernel: __split_vma: vm_ops->may_split (hugetlb_vm_op_split: -EINVAL unless addr
         is aligned to the huge page size), then vma_adjust_trans_huge ->
@@ -654,9 +725,27 @@ class HostMm:
         """
         if is_vm_hugetlb_page(vma) and addr & ((1 << vma.hugetlb_shift) - 1):
             return -EINVAL
-        if addr & (PMD_SIZE - 1):
-            self.split_huge_pmd(addr & ~(PMD_SIZE - 1))
+        base = addr & ~(PMD_SIZE - 1)
+        if addr != base and vma.start <= base and base + PMD_SIZE <= vma.end:
+            self._split_huge_pmd_address(base)
         return 0
+
+    def _split_huge_pmd_address(self, base: int) -> None:
+        """Split the PMD at base if it maps a THP; the whole PMD range is invalidated as
+        long as a PMD table covers it, whatever the PMD holds (a PTE table, nothing), so
+        KVM unmaps the stage 2 of those 2M even when no huge page was there (real 6.1:
+        a munmap of one page of a 2M-covering anonymous VMA unmaps its neighbours).
+
+        Kernel: split_huge_pmd_address (mm_find_pmd: NULL only without a present PUD),
+        __split_huge_pmd (mmu_notifier_invalidate_range_start before the pmd_trans_huge
+        check). The host's PMD tables are taken as never freed (free_pgtables is not
+        modelled): one exists once anything below its 1G was faulted in.
+        """
+        folio = self.pmd.get(base)
+        if folio is not None and folio.transparent:
+            self.split_huge_pmd(base)
+        elif (base & ~(PUD_SIZE - 1)) in self.pmd_tables:
+            self._notify(base, base + PMD_SIZE, "split_huge_pmd")
 
     def munmap(self, start: int, length: int) -> int:
         """Remove [start, start + length) from the address space; return 0 or -errno.
@@ -678,7 +767,8 @@ class HostMm:
             return 0
         if vmas[0].start < start and (err := self._split_vma(vmas[0], start)):
             return err
-        if vmas[-1].end > end and (err := self._split_vma(vmas[-1], end)):
+        last = _clip(vmas[-1], max(vmas[-1].start, start), vmas[-1].end)  # after the 1st split
+        if vmas[-1].end > end and (err := self._split_vma(last, end)):
             return err
         self._invalidate(start, end, "munmap")
         for v in vmas:
@@ -738,8 +828,8 @@ class HostMm:
         if found is None:
             return None
         pa, folio = found
-        if self.is_zero_pfn(pa):
-            return None  # vm_normal_page: the zero page is no folio to move or poison
+        if self.is_zero_pfn(pa) or self.is_huge_zero_pfn(pa):
+            return None  # vm_normal_page: the zero pages are no folios to move or poison
         if folio is None:
             folio = self.pinned.get(pa) or Folio(pa, PAGE_SIZE, hva=hva & ~(PAGE_SIZE - 1),
                                                  hwpoison=pa in self.poisoned, mapped=1)

@@ -51,6 +51,7 @@ from s2mmu.pgtable.mm import (
     kvm_mmu_free_memory_cache,
 )
 from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
+from s2mmu.pgtable.prot import KVM_PGTABLE_PROT_R
 from s2mmu.pgtable.table import KvmPgtable
 from s2mmu.pgtable.tlb import kvm_tlb_flush_vmid_range
 
@@ -235,6 +236,7 @@ def kvm_create_vm(host: HostMm, phys_shift: int = 0, vmid: int = 1,
               backend=backend, protected=protected, id_regs=host_id_regs(host.features))
     host.notifiers.append((lambda s, e, r: kvm_mmu_notifier_invalidate_range_start(kvm, s, e),
                            lambda s, e, r: kvm_mmu_notifier_invalidate_range_end(kvm, s, e)))
+    host.change_pte.append(lambda hva, pa: kvm_mmu_notifier_change_pte(kvm, hva, pa))
     return kvm
 
 
@@ -564,6 +566,26 @@ def kvm_mmu_notifier_invalidate_range_end(kvm: Kvm, start: int, end: int) -> Non
         return
     kvm.mmu_invalidate_seq += 1
     kvm.mmu_invalidate_in_progress -= 1
+
+
+def kvm_mmu_notifier_change_pte(kvm: Kvm, hva: int, pa: int) -> None:
+    """Map the page a CoW put at hva read-only at stage 2, where the release still has
+    .change_pte() (profile knob change_pte) and an invalidation is in progress.
+
+    The invalidation around the CoW unmapped the old page, so this is a map of a 4K page
+    with KVM_PGTABLE_PROT_R and no memcache: it fails with -ENOMEM (ignored) where the
+    unmap freed the last-level table.
+
+    Kernel: kvm_mmu_notifier_change_pte (returns unless mmu_invalidate_in_progress),
+    kvm_change_spte_gfn, kvm_set_spte_gfn (Linux 6.1; removed by f3b65bbaed7c).
+    """
+    if not kvm.env.profile.change_pte or not kvm.mmu_invalidate_in_progress:
+        return
+    if kvm_vm_is_protected(kvm):
+        return
+    for slot, lo, _ in slots_backed_by(kvm, hva, hva + PAGE_SIZE):
+        ipa = hva_to_gfn_memslot(slot, lo) << PAGE_SHIFT
+        kvm.backend.map(kvm.pgt, ipa, PAGE_SIZE, pa, KVM_PGTABLE_PROT_R, None, 0)
 
 
 def mmu_invalidate_retry(kvm: Kvm, mmu_seq: int) -> bool:

@@ -123,6 +123,16 @@ kvmarm pull requests and the patches as posted:
   protected --dump-after N``). From "KVM: arm64: Move host page ownership tracking to the
   hyp vmemmap" (the series of v6.14's pKVM guest stage 2; commit not pinned) the state is
   in the hyp vmemmap only and a share leaves the host's mapping as it is.
+- ``change_pte``: the MMU notifier's .change_pte() reaches KVM. A copy-on-write
+  (wp_page_copy) sets the new PTE with set_pte_at_notify inside its invalidation, and
+  kvm_set_spte_gfn maps the new page at stage 2 read-only (KVM_PGTABLE_PROT_R, no
+  memcache: -ENOMEM where the unmap freed the last-level table), so the retried write is
+  a permission fault, not a translation fault. Read in 6.1's kvm_main.c
+  (kvm_mmu_notifier_change_pte: only while mmu_invalidate_in_progress;
+  kvm_change_spte_gfn) and mmu.c (kvm_set_spte_gfn); seen on real 6.1 (`s2mmu real
+  diff` of tests/scenarios/zero_page_cow.toml). Removed by commit f3b65bbaed7c ("KVM:
+  delete .change_pte MMU notifier callback", queued in April 2024 after v6.9-rc3, so
+  taken as v6.10); 6.12's sources have no change_pte.
 
 The two 6.10 commits were pinned after the profiles had them at v6.2: the v6.2 and v6.6
 profiles now keep 6.1's rule for both, and the v6.12 profile takes the new one (it
@@ -190,6 +200,7 @@ class BehaviourProfile:
     unmap_range_tlbi: bool = True
     nested_exec: NestedExecRule = NestedExecRule.XNX
     host_state_in_pte: bool = False
+    change_pte: bool = False
 
 
 @dataclass(frozen=True)
@@ -274,6 +285,9 @@ KNOBS = (
                  "vmemmap", observed="6.1.192 and 6.12.118 keep the state in the PTE (read; "
                  "real 6.1 under pKVM shows it); the patch is read in its v2 mail, the "
                  "release (v6.14) is not verified"),)),
+    Knob("change_pte", "a CoW's set_pte_at_notify maps the new page read-only "
+         "(kvm_set_spte_gfn)",
+         (Change("v6.10", "f3b65bbaed7c", "KVM: delete .change_pte MMU notifier callback"),)),
 )
 """Every knob of BehaviourProfile, in field order, with its history."""
 
@@ -297,6 +311,7 @@ V6_1 = BehaviourProfile(
     unmap_range_tlbi=False,
     nested_exec=NestedExecRule.DESC_BIT54,
     host_state_in_pte=True,
+    change_pte=True,
 )
 """v6.1 (Debian's 6.1.192): faults under the write lock, no walk flags, plain stores."""
 
@@ -312,9 +327,9 @@ V6_6 = replace(V6_2, name="v6.6", eagain_rule=EagainRule.HANDLE_FAULT,
 (not yet on -EAGAIN)."""
 
 V6_12 = replace(V6_6, name="v6.12", relax_perms_tlbi_on_eagain=True, cmo_valid_leaf_only=True,
-                map_sw_bits_shortcut=True)
+                map_sw_bits_shortcut=True, change_pte=False)
 """v6.12 (Debian's 6.12.118): v6.6's rules with the v6.7 TLBI on -EAGAIN and the two v6.10
-map-walker changes; at.c's software walker appears."""
+map-walker changes, no change_pte notifier (v6.10); at.c's software walker appears."""
 
 V6_18 = replace(V6_12, name="v6.18", host_state_in_pte=False)
 """v6.18: the last release with HANDLE_FAULT, where pKVM's EL2 walks (which pass no flag)

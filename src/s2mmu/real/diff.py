@@ -35,7 +35,8 @@ from s2mmu.kvm.abort import (
     kvm_vcpu_trap_is_iabt,
 )
 from s2mmu.kvm.errno import errname
-from s2mmu.pgtable.profile import PRE_V6_3, V6_3, V6_19, BehaviourProfile
+from s2mmu.pgtable.profile import CURRENT, BehaviourProfile
+from s2mmu.pgtable.profile import profile_for_release as release_profile
 from s2mmu.real.backing import HostPage, PaRelation, model_pages, real_pages, relation
 from s2mmu.real.host_s2 import HostComparison, compare_host
 from s2mmu.real.log import (
@@ -68,12 +69,12 @@ FSC_SEA = 0x10
 
 
 def profile_for_release(release: str) -> BehaviourProfile:
-    """Return the model profile standing for a kernel release like "6.1.0-57-arm64"."""
+    """Return the model profile standing for a kernel release like "6.1.0-57-arm64" (one
+    the version of which cannot be read: the current profile)."""
     m = re.match(r"(\d+)\.(\d+)", release)
-    version = (int(m.group(1)), int(m.group(2))) if m else (99, 0)
-    if version < (6, 3):
-        return PRE_V6_3
-    return V6_3 if version < (6, 19) else V6_19
+    if m is None:
+        return CURRENT
+    return release_profile(int(m.group(1)), int(m.group(2)))
 
 
 def run_model(scn: Scenario, profile: BehaviourProfile, dumps: tuple[int, ...] = (),

@@ -233,7 +233,7 @@ def step_record(run: _RunDraft, words: list[str]) -> None:
         st.done = True
     elif what in ("ioctl", "host"):
         st.done = True
-        st.errno = None if args[0] == "ok" else args[0]
+        st.errno = None if args[0] == "ok" else args[1] if args[0] == "err" else args[0]
     elif what == "dirty":
         st.done = True
         st.dirty = pages_of(args[2])

@@ -80,7 +80,10 @@ UNSUPPORTED = {
     "hwpoison": "memory poisoning needs MADV_HWPOISON and CAP_SYS_ADMIN; not planned yet",
     "pfnmap": "a PFNMAP VMA needs a device (VFIO) the booted machine does not have",
     "mte": "the VM needs KVM_CAP_ARM_MTE; QEMU's virt machine is booted without mte=on",
-    "layer": "only the kvm layer's tables and events run on real KVM (pkvm, nested: no)",
+    "layer": "only the kvm layer's tables and events run on real KVM (pkvm: no; nested: "
+             "needs FEAT_NV, which QEMU 7.2's -cpu max lacks: QEMU 10.0, a 7.x kernel booted "
+             "with kvm-arm.mode=nested and an EL2 vCPU with an in-kernel vGICv3, which the "
+             "VMM does not create yet)",
     "syndrome-register": "the guest code keeps x25-x28 and x30; a syndrome may not name them",
     "alignment": "with the MMU off data accesses are Device memory: an unaligned one faults",
     "code-size": "the guest code does not fit the 64K code slot",
@@ -229,6 +232,8 @@ class Plan:
     """The step after which the stage-1 words are written (the last set-up step)."""
     host_dumps: bool = False
     """The dumps read the host's stage 2 (pKVM): the guest stays stopped meanwhile."""
+    thp_zero_page: bool = False
+    """The VMM sets the host's use_zero_page to this before its VMAs are touched."""
 
     def hva_of(self, step: int) -> Callable[[int], int | None]:
         """Return IPA -> HVA through the memslots as they are after a step."""
@@ -575,7 +580,8 @@ def make_plan(scn: Scenario, dumps: tuple[int, ...] = (), host_dumps: bool = Fal
     vm = VmLine(config.ipa_bits, config.nisv_to_user, manual, config.eager_split_chunk)
     dos = tuple(ev.do for ev in (*scn.setup, *scn.events))
     return Plan(scn.name, vm, config.vmas, code_gpa, mmio_gpa, tuple(code), steps, dos,
-                tuple(sorted(dumps)), stage1, len(setup), host_dumps)
+                tuple(sorted(dumps)), stage1, len(setup), host_dumps,
+                config.thp_zero_page)
 
 
 # -- the text the VMM reads ------------------------------------------------------------------
@@ -615,6 +621,7 @@ def render_plan(plan: Plan) -> str:
     lines = [f"scenario {plan.name.replace(' ', '_') or 'scenario'}",
              f"vm {vm.ipa_bits} {int(vm.nisv_to_user)} {vm.manual_protect} "
              f"{vm.eager_split_chunk}"]
+    lines.append(f"thpzero {int(plan.thp_zero_page)}")
     lines += [f"vma {vma_fields(v)}" for v in plan.vmas]
     lines += [f"codeslot {plan.code_gpa:#x} {CODE_SIZE:#x} {ENTRY:#x}",
               f"mmio {plan.mmio_gpa:#x}"]

@@ -167,6 +167,9 @@ class KvmConfig:
     id_regs: tuple[tuple[str, int], ...] = ()
     """[vm] id_regs: the ID register values the VM is given (the others stay the
     host's)."""
+    thp_zero_page: bool = False
+    """[host] thp_zero_page: a read of untouched THP memory maps the huge zero page (the
+    host's /sys/kernel/mm/transparent_hugepage/use_zero_page)."""
 
 
 def vma_spec(it: Item) -> VmaSpec:
@@ -202,7 +205,7 @@ def parse_kvm(c: Checker, data: dict[str, Any], ctx: ParseContext) -> tuple[KvmC
                        vm.get("nisv_to_user", False), vm.get("protected", False), vm_lines,
                        tuple(vma_spec(it) for it in vmas), specs, c.path,
                        frozenset(InjectedBug(b) for b in vm.get("inject", [])),
-                       _id_regs(c, vm.get("id_regs", {})))
+                       _id_regs(c, vm.get("id_regs", {})), host.get("thp_zero_page", False))
     setup: list[Event] = [SetMemslot(**common_fields(it, "memslot"), slot=it.get("id"),
                                      gpa=it.get("gpa"), size=it.get("size"), hva=it.get("hva"),
                                      flags=tuple(it.get("flags", [])))
@@ -262,7 +265,8 @@ def build_host(config: KvmConfig) -> HostMm:
                                           mte="mte" in feats, pa_bits=config.pa_bits,
                                           ras_claims_sea=config.ras_claims_sea,
                                           cpu=frozenset(f for f in feats
-                                                        if f.startswith("FEAT_"))))
+                                                        if f.startswith("FEAT_"))),
+                  use_huge_zero_page=config.thp_zero_page)
     for spec in config.vmas:
         host.mmap(vma_of(spec))
     return host

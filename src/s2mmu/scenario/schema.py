@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 SIZES = {"K": 10, "M": 20, "G": 30, "T": 40}
 
 KVM_TABLES = {"host", "vm", "vma", "memslot", "vcpu"}
-HOST_KEYS = {"features", "pa_bits", "ras_claims_sea", "kvm_mode"}
+HOST_KEYS = {"features", "pa_bits", "ras_claims_sea", "kvm_mode", "thp_zero_page"}
 KVM_MODES = {"default", "protected"}
 """kvm-arm.mode: the default (VHE or nVHE: the same stage-2 code) or protected (pKVM)."""
 HOST_FEATURES = {"fwb", "dic", "idc", "tlb_range", "mte"} | set(ID_FEATURES - HOST_FLAG_FEATURES)
@@ -454,7 +454,7 @@ INT_KEYS = {"start", "size", "pa", "gpa", "hva", "va", "ipa", "stage1_tables", "
             "expect_marked_dirty"}
 BOOL_KEYS = {"thp", "allow_any_uncached", "mte_allowed", "writable", "ro", "xn", "device",
              "mte", "manual_dirty_log_protect", "initially_set", "nisv_to_user",
-             "ras_claims_sea", "tlb", "protected"}
+             "ras_claims_sea", "tlb", "protected", "thp_zero_page"}
 STR_KEYS = {"name", "description", "note", "expect_errno", "expect_error", "kind", "mem_type",
             "expect_warn", "expect_broken"}
 PARANGE_BITS = {32, 36, 40, 42, 44, 48, 52}

@@ -17,6 +17,7 @@
  *   poke HVA VALUE                 store a 64-bit word in the VMM's memory (guest tables)
  *   step N memslot SLOT GPA SIZE HVA FLAGS
  *   step N guest                   run the vCPU until the guest stores N to the marker page
+ *   thpzero 0|1                      (the huge zero page for THP reads: use_zero_page)
  *   step N munmap|madvise HVA SIZE
  *   step N mmap START SIZE anon|hugetlb THP WRITABLE
  *   step N getdirty SLOT NPAGES
@@ -309,6 +310,9 @@ static void on_alarm(int sig)
 {
 	(void)sig;
 }
+
+static void put(const char *path, const char *text);
+#define THP_ZERO "/sys/kernel/mm/transparent_hugepage/use_zero_page"
 
 /* Run until the guest reports step N done; return 0, or -1 when the plan cannot go on. */
 static int run_guest(uint64_t n)
@@ -669,6 +673,8 @@ static int run_plan(const char *path)
 			code_entry = num(t[3]);
 		} else if (!strcmp(t[0], "mmio") && nt >= 2) {
 			mmio_gpa = num(t[1]);
+		} else if (!strcmp(t[0], "thpzero") && nt >= 2) {
+			put(THP_ZERO, num(t[1]) ? "1" : "0");
 		} else if (!strcmp(t[0], "code") && nt >= 2) {
 			if (!vcpu_ready) {
 				if (create_vcpu())
