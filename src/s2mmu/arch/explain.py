@@ -674,15 +674,8 @@ def describe_at(result: AtResult) -> str:
     """Return what an AT instruction did: PAR_EL1 field by field, or the exception."""
     if isinstance(result, ParResult):
         return f"PAR_EL1={result.par:#018x}  {describe_par(result.par)}"
-    ec = bits(result.esr, 31, 26)
-    text = f"exception to EL{result.taken_to}: ESR={result.esr:#x} (EC={ec:#x})"
-    if result.far is not None:
-        text += f" FAR={result.far:#x}"
-    if result.hpfar is not None:
-        text += f" HPFAR_EL2={result.hpfar:#x}"
-    if result.reason:
-        text += f": {result.reason}"
-    return text
+    return exception_text(result.taken_to, result.esr, result.far, result.hpfar,
+                          result.reason)
 
 
 def describe_access(result: AccessResult) -> str:
@@ -698,15 +691,19 @@ def describe_access(result: AccessResult) -> str:
             return f"atomic read {result.value:#018x} at PA {result.result.paddress:#x}"
         case Fetched():
             return f"fetched {result.insn:#010x} from PA {result.result.paddress:#x}"
-    ec = bits(result.esr, 31, 26)
-    text = f"exception to EL{result.taken_to}: ESR={result.esr:#x} (EC={ec:#x})"
-    if result.far is not None:
-        text += f" FAR={result.far:#x}"
-    if result.hpfar is not None:
-        text += f" HPFAR_EL2={result.hpfar:#x}"
-    if result.fault is not None:
-        text += f": {describe_fault(result.fault)}"
-    return text
+    return exception_text(result.taken_to, result.esr, result.far, result.hpfar,
+                          "" if result.fault is None else describe_fault(result.fault))
+
+
+def exception_text(taken_to: int, esr: int, far: int | None, hpfar: int | None,
+                   why: str) -> str:
+    """Return an exception an instruction took: EL, ESR with its EC, FAR, HPFAR, why."""
+    text = f"exception to EL{taken_to}: ESR={esr:#x} (EC={bits(esr, 31, 26):#x})"
+    if far is not None:
+        text += f" FAR={far:#x}"
+    if hpfar is not None:
+        text += f" HPFAR_EL2={hpfar:#x}"
+    return f"{text}: {why}" if why else text
 
 
 def at_headline(op: AtOp, va: int, el: int, pan: bool) -> str:

@@ -467,20 +467,8 @@ def evidence_without_tge(ev: OpEvidence) -> OpEvidence | None:
     The case's earlier ops run first, in the same configuration, so that their access
     flag updates are in memory as they are on QEMU.
     """
-    from s2mmu.arch import atcase
-
-    source = dict(ev.case.source)
-    regs = dict(source.get("regs", {}))
-    regs["HCR_EL2"] = hex(ev.case.regs["HCR_EL2"] & ~(1 << 27 | 1 << 2))
-    source["regs"] = regs
-    source["ops"] = list(source.get("ops", []))[: ev.index + 1]
-    try:
-        answer = atcase.run_case(atcase.parse_cases(source)[0])
-        (case,) = parse_cases(source)
-    except Exception:  # noqa: BLE001 - an unreadable case explains nothing
-        return None
-    return OpEvidence(case, case.ops[ev.index], ev.qemu, answer["ops"][ev.index], ev.index,
-                      ev.series)
+    return evidence_with_register(ev, "HCR_EL2",
+                                  ev.case.regs["HCR_EL2"] & ~(1 << 27 | 1 << 2))
 
 
 def tge_keeps_el1_stage1(ev: OpEvidence) -> bool:
