@@ -394,7 +394,8 @@ def s1_perm_controls(regs: SysRegs, regime: Regime, fs: FeatureSet) -> S1PermCon
 def s1_haft(regs: SysRegs, regime: Regime, fs: FeatureSet, ha: bool) -> bool:
     """Return walkparams.haft of the regime's stage 1: TCR2_ELx.HAFT, with FEAT_HAFT, the
     effective HA and TCR2_ELx in effect (ASL AArch64.GetS1TTWParams: haft reads as 0
-    without FEAT_HAFT or with ha 0; tcr2_enabled for HCRX_EL2.TCR2En)."""
+    without FEAT_HAFT or with ha 0; tcr2_enabled for HCRX_EL2.TCR2En). Arm ARM RFWSJH:
+    TCR2_EL1.HAFT for EL1&0, TCR2_EL2.HAFT for EL2 and EL2&0; RSNVTX: HA 0 makes it 0."""
     if not (ha and fs.has("FEAT_HAFT") and tcr2_enabled(regs, regime, fs)):
         return False
     el10 = regime is Regime.EL10

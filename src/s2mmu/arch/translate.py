@@ -674,7 +674,9 @@ def s1_table_update(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescri
     enabled (AArch64.S2Translate: a stage-2 fault ends the walk), then
     AArch64.MemSwapTableDesc, a compare-and-swap on the table port (an External abort
     there is one on the walk at that level). As for the leaf (s1_hw_update), AT sets it
-    too: the ASL's table step does not look at the access type.
+    too: the ASL's table step does not look at the access type, and the Arm ARM's
+    RFBZPR requires it of address translation instructions (RCGKWB of accesses; IVPNMG:
+    stage-1 table updates are subject to stage-2 permission checks).
     """
     port = env.table_memory()
     write = acc_ttw(access, write=True)
