@@ -314,3 +314,34 @@ def test_batch_equals_scalar_with_stage2_indirect_permissions(hd, access) -> Non
         want = full_translate(regs, Regime.EL10, va, access, env_s)
         assert int(got.par[i]) == encode_par(want, env_s), hex(va)
     assert env_b.mem.hw_writes == env_s.mem.hw_writes
+
+
+@pytest.mark.parametrize("haft", [0, 1])
+def test_batch_routes_haft_configurations_to_the_scalar_path(haft) -> None:
+    # FEAT_HAFT sets AF in table descriptors, which the batch walk does not do: with
+    # TCR2_EL1.HAFT on every lane is answered by the scalar path (and equals it); with
+    # it off the batch engine answers as before.
+    from s2mmu.arch.features import server_v9_4_haft
+    from s2mmu.arch.registers import HCRX_EL2, TCR2_EL1
+
+    def regs_mem() -> tuple[SysRegs, PhysMem]:
+        mem = PhysMem()
+        s1 = TableBuilder(mem, BumpAllocator(0x4000_0000, 0x4100_0000), Granule.G4K, 48, 0)
+        s1.map(0x8000_0000, 0x9000_0000, 16 * 4096, s1_attrs())
+        tcr = TCR_EL1.encode(T0SZ=16, TG0=0, IPS=5, SH0=3, IRGN0=1, ORGN0=1, EPD1=1, HA=1)
+        return SysRegs(SCTLR_EL1=0x30D00801, MAIR_EL1=0xFF, TTBR0_EL1=s1.root, TCR_EL1=tcr,
+                       TCR2_EL1=TCR2_EL1.encode(HAFT=haft),
+                       HCRX_EL2=HCRX_EL2.encode(TCR2En=1)), mem
+
+    regs, mem_b = regs_mem()
+    _, mem_s = regs_mem()
+    env_b, env_s = Env(mem_b, server_v9_4_haft()), Env(mem_s, server_v9_4_haft())
+    vas = [0x8000_0000 + (i % 16) * 4096 for i in range(32)]
+    got = translate_batch(regs, Regime.EL10, vas, acc_gpr(1, False), env_b)
+    for i, va in enumerate(vas):
+        want = full_translate(regs, Regime.EL10, va, acc_gpr(1, False), env_s)
+        assert int(got.par[i]) == encode_par(want, env_s), hex(va)
+    assert env_b.mem.hw_writes == env_s.mem.hw_writes
+    assert got.scalar_lanes == (len(vas) if haft else 0)
+    assert len([w for w in env_s.mem.hw_writes if w.before & 3 == 3 and w.pa < 0x4000_3000]
+               ) == (3 if haft else 0)

@@ -57,7 +57,7 @@ def test_server_presets():
     assert not server_v8_2().has("FEAT_S2FWB")
     assert server_v8_4_fwb().has("FEAT_S2FWB") and server_v8_4_fwb().has("FEAT_TTST")
     assert set(PRESETS) == {"qemu-max", "server-v8.2", "server-v8.4", "qemu-max+xs",
-                            "server-v9.4-pie"}
+                            "server-v9.4-pie", "server-v9.4-haft"}
     xs = PRESETS["qemu-max+xs"]()
     assert xs.has("FEAT_XS") and xs.features - {"FEAT_XS"} == qemu_7_2_max().features
 
@@ -113,7 +113,7 @@ def test_feat_ats1a_is_a_known_feature():
 
 
 # A register field says a level: a higher level includes the lower ones.
-LEVELS = (("FEAT_HAFDBS", "FEAT_HAFDBS_DIRTY"), ("FEAT_HPDS", "FEAT_HPDS2"),
+LEVELS = (("FEAT_HAFDBS", "FEAT_HAFDBS_DIRTY", "FEAT_HAFT"), ("FEAT_HPDS", "FEAT_HPDS2"),
           ("FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3"), ("FEAT_NV", "FEAT_NV2"))
 SINGLE = sorted(ID_FEATURES - {f for chain in LEVELS for f in chain} - {"FEAT_LPA2"})
 
@@ -167,7 +167,7 @@ def test_bbm_level_1_is_feat_bbm() -> None:
     (0, 40, 4, "ID_AA64MMFR0_EL1.TGran4_2 = 0x4"),
     (1, 4, 1, "ID_AA64MMFR1_EL1.VMIDBits = 0x1"),
     (1, 20, 4, "ID_AA64MMFR1_EL1.PAN = 0x4"),
-    (1, 0, 3, "ID_AA64MMFR1_EL1.HAFDBS = 0x3"),
+    (1, 0, 4, "ID_AA64MMFR1_EL1.HAFDBS = 0x4"),
     (2, 24, 3, "ID_AA64MMFR2_EL1.NV = 0x3"),
     (2, 52, 3, "ID_AA64MMFR2_EL1.BBM = 0x3"),
     (3, 0, 2, "ID_AA64MMFR3_EL1.TCRX = 0x2"),

@@ -11,7 +11,7 @@ from s2mmu.arch.attrs import Cacheability, DeviceType, MemType, Shareability
 from s2mmu.arch.builder import BumpAllocator, TableBuilder, s1_attrs, s2_attrs
 from s2mmu.arch.config import ImplChoices
 from s2mmu.arch.descriptors import block_desc_supported
-from s2mmu.arch.faults import Fault
+from s2mmu.arch.faults import Fault, FaultRecord
 from s2mmu.arch.features import FeatureSet, qemu_7_2_max, server_v8_2
 from s2mmu.arch.memory import MemoryWrite
 from s2mmu.arch.params import Granule, s1_start_level
@@ -1127,3 +1127,183 @@ def test_s2pie_store_to_a_clean_page_faults_or_sets_dirty(hd):
         assert isinstance(got, AccessException) and got.fault is not None
         assert got.fault.secondstage and got.fault.dirtybit and got.taken_to == 2
         assert (got.esr >> 37) & 1
+
+
+# ---------------------------------------------------------------- FEAT_HAFT
+
+def _haft_s1(haft: int = 1, ha: int = 1, tcr2en: int = 1, feature: bool = True):
+    """Stage 1 (4KB, levels 0-3) mapping one page, FEAT_HAFT enabled as asked."""
+    from s2mmu.arch.features import server_v9_4_haft, server_v9_4_pie
+    from s2mmu.arch.registers import HCRX_EL2, TCR2_EL1
+    fs = server_v9_4_haft() if feature else server_v9_4_pie()
+    m, b = s1_machine(fs=fs, HA=ha)
+    b.map(0x8000_0000, 0x9000_0000, 4096, s1_attrs())
+    m.set(TCR2_EL1=TCR2_EL1.encode(HAFT=haft), HCRX_EL2=HCRX_EL2.encode(TCR2En=tcr2en))
+    return m
+
+
+def _table_pas(state) -> list[int]:
+    return [pa for _, _, pa, desc in state.reads[:-1]]
+
+
+def test_haft_sets_af_in_every_stage1_table_descriptor_on_the_way_down():
+    # ASL AArch64.S1Walk: walkparams.haft sets new_descriptor<10> in each Table
+    # descriptor, written by AArch64.MemSwapTableDesc before the next level is read.
+    m = _haft_s1()
+    got = m.ok(0x8000_0000)
+    pas = _table_pas(got.s1)
+    assert [lvl for lvl in (d.level for _, _, _, d in got.s1.reads)] == [0, 1, 2, 3]
+    for pa in pas:
+        assert m.mem.read64(pa) >> 10 & 1 == 1
+    assert [w.pa for w in m.mem.hw_writes] == pas
+    assert all(w.after == w.before | 1 << 10 for w in m.mem.hw_writes)
+    # Once set, the next walk writes nothing.
+    m.ok(0x8000_0000)
+    assert len(m.mem.hw_writes) == 3
+
+
+@pytest.mark.parametrize("haft, ha, tcr2en, feature", [
+    (0, 1, 1, True), (1, 0, 1, True), (1, 1, 0, True), (1, 1, 1, False)])
+def test_haft_needs_the_feature_tcr2_haft_ha_and_tcr2en(haft, ha, tcr2en, feature):
+    m = _haft_s1(haft, ha, tcr2en, feature)
+    got = m.ok(0x8000_0000)
+    for pa in _table_pas(got.s1):
+        assert m.mem.read64(pa) >> 10 & 1 == 0
+    assert all(w.pa == got.s1.leaf_paddress for w in m.mem.hw_writes)
+
+
+def test_haft_table_af_is_set_even_when_the_walk_then_faults():
+    # The table step does not wait for the leaf: a later Translation fault keeps the
+    # tables' AF set (the ASL writes at each level as it descends).
+    m = _haft_s1()
+    f = m.fault(0x8000_0000 + 4096 * 3)   # same tables, invalid level-3 entry
+    assert f.statuscode is Fault.TRANSLATION and f.level == 3
+    assert len(m.mem.hw_writes) == 3
+
+
+def test_haft_at_sets_table_af_too():
+    # ASL AArch64.S1Walk: the table step reads no access type (AT walks alike).
+    m = _haft_s1()
+    m.par("S1E1R", 0x8000_0000, el=1)
+    assert len([w for w in m.mem.hw_writes if w.after & 3 == 3 and w.after >> 10 & 1]) >= 3
+
+
+class _LosingPort:
+    """Table memory whose first compare-and-swaps at chosen PAs lose: another agent
+    writes an IGNORED bit (bit[58]) first."""
+
+    def __init__(self, mem, losing, times=1):
+        self.mem, self.losing, self.times = mem, set(losing), times
+        self.cas: list[int] = []
+
+    def read64(self, pa, big_endian=False):
+        return self.mem.read64(pa, big_endian)
+
+    def cas64(self, pa, expected, new, big_endian=False):
+        self.cas.append(pa)
+        if pa in self.losing and self.cas.count(pa) <= self.times:
+            self.mem.write64(pa, self.mem.read64(pa, big_endian) | 1 << 58, big_endian)
+            return False
+        return self.mem.cas64(pa, expected, new, big_endian)
+
+
+def test_haft_lost_compare_and_swap_reads_the_descriptor_again():
+    m = _haft_s1()
+    pas = _table_pas(_haft_s1().ok(0x8000_0000).s1)
+    port = _LosingPort(m.mem, [pas[1]])
+    got = full_translate(m.regs, Regime.EL10, 0x8000_0000, acc_gpr(1, False),
+                         _env_with(m, port))
+    assert isinstance(got, AddressDescriptor)
+    assert port.cas.count(pas[1]) == 2
+    assert m.mem.read64(pas[1]) >> 10 & 1 == 1 and m.mem.read64(pas[1]) >> 58 & 1 == 1
+
+
+def test_haft_compare_and_swap_that_never_wins_is_a_model_error():
+    m = _haft_s1()
+    pas = _table_pas(_haft_s1().ok(0x8000_0000).s1)
+    with pytest.raises(RuntimeError, match="cas64 never succeeds"):
+        full_translate(m.regs, Regime.EL10, 0x8000_0000, acc_gpr(1, False),
+                       _env_with(m, _LosingPort(m.mem, [pas[0]], times=10**6)))
+
+
+def test_haft_external_abort_on_the_table_update_is_a_walk_abort_at_that_level():
+    m = _haft_s1()
+    pas = _table_pas(_haft_s1().ok(0x8000_0000).s1)
+    got = full_translate(m.regs, Regime.EL10, 0x8000_0000, acc_gpr(1, False),
+                         _env_with(m, FailingPort(m.mem, bad_cas=[pas[1]])))
+    assert isinstance(got, FaultRecord)
+    assert (got.statuscode, got.level) == (Fault.SYNC_EXTERNAL_ON_WALK, 1)
+
+
+def _haft_two_stage(s1_haft: int, s2_haft: int):
+    from s2mmu.arch.features import server_v9_4_haft
+    from s2mmu.arch.registers import HCRX_EL2, TCR2_EL1
+    m, s1, s2 = two_stage(HA=1, HAFT=s2_haft)
+    m.fs = server_v9_4_haft()
+    s1.map(DATA_VA, DATA_IPA, 4096, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 4096, s2_attrs())
+    m.set(TCR_EL1=tcr_el1(16, epd1=1, HA=1), TCR2_EL1=TCR2_EL1.encode(HAFT=s1_haft),
+          HCRX_EL2=HCRX_EL2.encode(TCR2En=1))
+    return m
+
+
+@pytest.mark.parametrize("s1_haft, s2_haft", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_haft_at_each_stage(s1_haft, s2_haft):
+    # ASL AArch64.S2Walk sets AF in stage-2 Table descriptors with VTCR_EL2.HAFT; a
+    # stage-1 Table descriptor's write goes through stage 2 (AArch64.S2Translate of
+    # the descriptor address with CreateAccDescTTEUpdate) to its PA.
+    m = _haft_two_stage(s1_haft, s2_haft)
+    got = m.ok(DATA_VA)
+    assert got.paddress == DATA_PA
+    s1_tables = {pa for _, _, pa, _ in got.s1.reads[:-1]}
+    s2_tables = {pa for _, _, pa, _ in got.s2.reads[:-1]}
+    assert all(S1_TABLES_PA <= pa < S1_TABLES_PA + (2 << 20) for pa in s1_tables)
+    for pa in s1_tables:
+        assert m.mem.read64(pa) >> 10 & 1 == s1_haft
+    for pa in s2_tables:
+        assert m.mem.read64(pa) >> 10 & 1 == s2_haft
+    writes = [w for w in m.mem.hw_writes if w.after != w.before | 1 << 10 or w.before & 3 == 3
+              and w.pa not in (got.s1.leaf_paddress, got.s2.leaf_paddress)]
+    assert all(w.after == w.before | 1 << 10 for w in writes)
+    assert {w.pa for w in writes} & s1_tables == (s1_tables if s1_haft else set())
+    # Stage 2 also walks for the stage-1 descriptor reads: its tables there (below
+    # 0x6400_0000, the stage-2 tables' region) get AF too.
+    s2_written = {w.pa for w in writes if 0x6000_0000 <= w.pa < 0x6400_0000}
+    assert s2_written >= (s2_tables if s2_haft else set())
+    assert bool(s2_written) == bool(s2_haft)
+
+
+def test_haft_stage1_table_write_needs_stage2_write_permission():
+    from s2mmu.arch.features import server_v9_4_haft
+    from s2mmu.arch.registers import HCRX_EL2, TCR2_EL1
+    m, s1, s2 = two_stage(s2_table_attrs=s2_attrs(s2ap=0b01), HA=1)
+    m.fs = server_v9_4_haft()
+    s1.map(DATA_VA, DATA_IPA, 4096, s1_attrs())
+    s2.map(DATA_IPA, DATA_PA, 4096, s2_attrs())
+    m.set(TCR_EL1=tcr_el1(16, epd1=1, HA=1), TCR2_EL1=TCR2_EL1.encode(HAFT=1),
+          HCRX_EL2=HCRX_EL2.encode(TCR2En=1))
+    f = m.fault(DATA_VA)
+    assert f.statuscode is Fault.PERMISSION and f.secondstage and f.s2fs1walk
+
+
+HAFT_OFF = st.tuples(st.booleans(), st.integers(0, 1), st.integers(0, 1),
+                     st.integers(0, 1)).filter(lambda t: not all(t))
+
+
+@settings(max_examples=40, deadline=None)
+@given(HAFT_OFF, st.sampled_from([0x8000_0000, 0x8000_1000, 0x8020_0000]),
+       st.booleans())
+def test_with_haft_off_nothing_changes(off, va, write):
+    # Without FEAT_HAFT, or with any of its enables 0, answers and memory are those of
+    # an implementation without the feature and with TCR2_EL1 zero.
+    feature, haft, ha, tcr2en = off
+    m = _haft_s1(haft, ha, tcr2en, feature)
+    base = _haft_s1(0, ha, 0, False)
+    acc = acc_gpr(1, write)
+    got, want = m.translate(va, acc), base.translate(va, acc)
+    assert type(got) is type(want)
+    if isinstance(want, FaultRecord):
+        assert (got.statuscode, got.level) == (want.statuscode, want.level)
+    else:
+        assert got.paddress == want.paddress
+    assert m.mem.hw_writes == base.mem.hw_writes

@@ -507,3 +507,19 @@ def test_at_case_file_sets_the_permission_extension_registers(tmp_path: Path) ->
     assert int(ops[1]["PAR_EL1"], 16) & 0x7F == 0b0011111
     code, out, _ = run("at", str(case), "--json")   # QEMU 7.2's features: no PIE
     assert code == 0 and int(json.loads(out)["cases"][0]["ops"][1]["PAR_EL1"], 16) & 1 == 0
+
+
+@pytest.mark.parametrize("tcr2, want", [("0x800", ["0x60000008", "0x60001008", "0x60002008"]),
+                                        ("0x0", [])])
+def test_translate_json_with_haft_shows_the_table_descriptor_writes(
+        cases_file: Path, tcr2: str, want: list[str]) -> None:
+    # FEAT_HAFT: TCR2_EL1.HAFT (bit 11) with TCR_EL1.HA sets AF in the L0-L2 tables.
+    code, out, _ = run("translate", "0x8040201000", "--case", str(cases_file),
+                       "--features", "server-v9.4-haft", "--reg", "TCR_EL1=0x8580903510",
+                       "--reg", f"TCR2_EL1={tcr2}", "--reg", "HCRX_EL2=0x4000", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    validate(doc)
+    assert [w["pa"] for w in doc["hardware_writes"]] == want
+    assert all(int(w["after"], 16) == int(w["before"], 16) | 1 << 10
+               for w in doc["hardware_writes"])

@@ -651,7 +651,7 @@ def translate_batch(regs: SysRegs, regime: Regime, vas: Sequence[int] | U64,
         out.write_lanes += [i] * (len(env.mem.hw_writes) - before)
         out.scalar += 1
 
-    if env.tables is not None:
+    if env.tables is not None or haft_on(regs, regime, env):
         for i in range(n):
             scalar(i)
         return out.result()
@@ -669,6 +669,16 @@ def translate_batch(regs: SysRegs, regime: Regime, vas: Sequence[int] | U64,
         scalar(start)
         start += 1
     return out.result()
+
+
+def haft_on(regs: SysRegs, regime: Regime, env: Env) -> bool:
+    """Return whether a walk in regime may set AF in table descriptors (FEAT_HAFT: either
+    VA range's stage-1 haft, or stage 2's). The batch walk has no table update, so such
+    a configuration is answered by the scalar path, lane by lane."""
+    if not env.fs.has("FEAT_HAFT"):
+        return False
+    return any(p is not None and p.haft
+               for va in (0, (1 << 64) - 1) for p in _params(regs, regime, va, env))
 
 
 def _params(regs: SysRegs, regime: Regime, va: int, env: Env

@@ -405,7 +405,7 @@ def s1_params_text(p: S1TTWParams, env: Env, sctlr: str) -> str:
             f"output, HA={int(p.ha)} HD={int(p.hd)} HPD={int(p.hpd)} WXN={int(p.wxn)} "
             f"TBI={int(p.tbi)}{' DS=1' if p.ds else ''}{' EE=1' if p.ee else ''}"
             f"{' PIE=1' if p.pie else ''}{' POE=1' if p.poe else ''}"
-            f"{' E0POE=1' if p.e0poe else ''}")
+            f"{' E0POE=1' if p.e0poe else ''}{' HAFT=1' if p.haft else ''}")
 
 
 def s2_params_text(p: S2TTWParams, env: Env) -> str:
@@ -420,7 +420,7 @@ def s2_params_text(p: S2TTWParams, env: Env) -> str:
             f"{q.startlevel()} ({sl}), table at {s2_setup(q, env).base_address():#x}, "
             f"{p.ps}-bit output, HA={int(p.ha)} HD={int(p.hd)} FWB={int(p.fwb)}"
             f"{' DS=1' if p.ds else ''}{' S2PIE=1' if p.s2pie else ''}"
-            f"{' S2POE=1' if p.s2poe else ''}")
+            f"{' S2POE=1' if p.s2poe else ''}{' HAFT=1' if p.haft else ''}")
 
 
 # ---------------------------------------------------------------- the walk

@@ -18,7 +18,7 @@ KNOWN_FEATURES = frozenset({
     "FEAT_HCX", "FEAT_NV", "FEAT_NV2", "FEAT_TTCNP", "FEAT_DIC", "FEAT_IDC",
     "FEAT_TLBIRANGE", "FEAT_MTE", "FEAT_MTE2", "FEAT_UAO", "FEAT_LSE", "FEAT_BigEnd",
     "FEAT_RME", "FEAT_XS", "FEAT_ATS1A", "FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE",
-    "FEAT_S1POE", "FEAT_S2POE",
+    "FEAT_S1POE", "FEAT_S2POE", "FEAT_HAFT",
 })
 
 PARANGE_BITS = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52}
@@ -30,7 +30,8 @@ class FeatureSet:
     """What the implementation has: FEAT_* names, PA size, granules supported.
 
     ``FEAT_HAFDBS`` alone means hardware access-flag update; ``FEAT_HAFDBS_DIRTY``
-    adds dirty-state update (ID_AA64MMFR1_EL1.HAFDBS 0b0010).
+    adds dirty-state update (ID_AA64MMFR1_EL1.HAFDBS 0b0010); ``FEAT_HAFT`` adds the
+    access flag in table descriptors (HAFDBS 0b0011, which includes the two below it).
     """
 
     features: frozenset[str]
@@ -136,8 +137,15 @@ def server_v9_4_pie() -> FeatureSet:
         "FEAT_S1POE", "FEAT_S2POE")
 
 
+def server_v9_4_haft() -> FeatureSet:
+    """Return server_v9_4_pie with FEAT_HAFT (ID_AA64MMFR1_EL1.HAFDBS 0b0011): hardware
+    access-flag update in table descriptors where TCR2_ELx.HAFT / VTCR_EL2.HAFT ask."""
+    return server_v9_4_pie().with_features("FEAT_HAFT")
+
+
 PRESETS = {"qemu-max": qemu_7_2_max, "server-v8.2": server_v8_2, "server-v8.4": server_v8_4_fwb,
-           "qemu-max+xs": qemu_7_2_max_xs, "server-v9.4-pie": server_v9_4_pie}
+           "qemu-max+xs": qemu_7_2_max_xs, "server-v9.4-pie": server_v9_4_pie,
+           "server-v9.4-haft": server_v9_4_haft}
 
 
 def id_aa64mmfr0(fs: FeatureSet) -> int:
@@ -152,7 +160,8 @@ def id_aa64mmfr0(fs: FeatureSet) -> int:
 
 def id_aa64mmfr1(fs: FeatureSet) -> int:
     """Return ID_AA64MMFR1_EL1 as the FeatureSet implies it."""
-    hafdbs = 2 if fs.has("FEAT_HAFDBS_DIRTY") else (1 if fs.has("FEAT_HAFDBS") else 0)
+    hafdbs = next((v for v, f in ((3, "FEAT_HAFT"), (2, "FEAT_HAFDBS_DIRTY"), (1, "FEAT_HAFDBS"))
+                   if fs.has(f)), 0)
     pan = next((v for v, f in ((3, "FEAT_PAN3"), (2, "FEAT_PAN2"), (1, "FEAT_PAN"))
                 if fs.has(f)), 0)
     return (hafdbs | ((2 if fs.has("FEAT_VMID16") else 0) << 4)
@@ -220,7 +229,7 @@ ID_FEATURES = frozenset({
     "FEAT_HPDS", "FEAT_HPDS2", "FEAT_PAN", "FEAT_PAN2", "FEAT_PAN3", "FEAT_XNX", "FEAT_HCX",
     "FEAT_TTCNP", "FEAT_UAO", "FEAT_LVA", "FEAT_TTST", "FEAT_NV", "FEAT_NV2", "FEAT_S2FWB",
     "FEAT_TTL", "FEAT_BBM", "FEAT_E0PD", "FEAT_LSE", "FEAT_TLBIRANGE", "FEAT_ATS1A",
-    "FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE", "FEAT_S1POE", "FEAT_S2POE",
+    "FEAT_TCR2", "FEAT_S1PIE", "FEAT_S2PIE", "FEAT_S1POE", "FEAT_S2POE", "FEAT_HAFT",
 })
 """The features the ID register fields the model decodes say (FEAT_DIC, IDC, MTE, RME and
 XS live in CTR_EL0 or ID registers the model does not hold)."""
@@ -243,7 +252,7 @@ _ID_FIELDS: tuple[tuple[str, str, int, frozenset[int]], ...] = (
     ("ID_AA64MMFR0_EL1", "TGran16_2", 32, frozenset({0, 1, 2, 3})),
     ("ID_AA64MMFR0_EL1", "TGran64_2", 36, frozenset({0, 1, 2})),
     ("ID_AA64MMFR0_EL1", "TGran4_2", 40, frozenset({0, 1, 2, 3})),
-    ("ID_AA64MMFR1_EL1", "HAFDBS", 0, frozenset({0, 1, 2})),
+    ("ID_AA64MMFR1_EL1", "HAFDBS", 0, frozenset({0, 1, 2, 3})),
     ("ID_AA64MMFR1_EL1", "VMIDBits", 4, frozenset({0, 2})),
     ("ID_AA64MMFR1_EL1", "VH", 8, frozenset({0, 1})),
     ("ID_AA64MMFR1_EL1", "HPDS", 12, frozenset({0, 1, 2})),
@@ -310,6 +319,7 @@ def feature_set_of(regs: IdRegs) -> FeatureSet:
     levels = (
         ("FEAT_BigEnd", f(0, "BigEnd") == 1), ("FEAT_LPA2", tgran4 == 1 or tgran16 == 2),
         ("FEAT_HAFDBS", hafdbs >= 1), ("FEAT_HAFDBS_DIRTY", hafdbs >= 2),
+        ("FEAT_HAFT", hafdbs >= 3),
         ("FEAT_VMID16", f(1, "VMIDBits") == 2), ("FEAT_VHE", f(1, "VH") == 1),
         ("FEAT_HPDS", hpds >= 1), ("FEAT_HPDS2", hpds >= 2),
         ("FEAT_PAN", pan >= 1), ("FEAT_PAN2", pan >= 2), ("FEAT_PAN3", pan >= 3),

@@ -257,6 +257,8 @@ class S1TTWParams:
     e0poe: bool = False  # EL0 permission overlay (POR_EL0)
     por: int = 0
     por_e0: int = 0
+    # FEAT_HAFT: TCR2_ELx.HAFT with HA: the walk sets AF in table descriptors.
+    haft: bool = False
 
     def startlevel(self) -> int:
         """Return the stage-1 start level (ASL AArch64.S1StartLevel)."""
@@ -297,6 +299,8 @@ class S2TTWParams:
     s2pir: int = 0
     s2poe: bool = False  # stage-2 permission overlay: S2POR_EL1 by the leaf's POIndex
     s2por: int = 0
+    # FEAT_HAFT: VTCR_EL2.HAFT with HA: the walk sets AF in table descriptors.
+    haft: bool = False
 
     def startlevel(self) -> int:
         """Return the stage-2 start level (ASL AArch64.S2StartLevel)."""
@@ -387,6 +391,18 @@ def s1_perm_controls(regs: SysRegs, regime: Regime, fs: FeatureSet) -> S1PermCon
         por_e0=regs.POR_EL0 if e0poe else 0)
 
 
+def s1_haft(regs: SysRegs, regime: Regime, fs: FeatureSet, ha: bool) -> bool:
+    """Return walkparams.haft of the regime's stage 1: TCR2_ELx.HAFT, with FEAT_HAFT, the
+    effective HA and TCR2_ELx in effect (ASL AArch64.GetS1TTWParams: haft reads as 0
+    without FEAT_HAFT or with ha 0; tcr2_enabled for HCRX_EL2.TCR2En). Arm ARM RFWSJH:
+    TCR2_EL1.HAFT for EL1&0, TCR2_EL2.HAFT for EL2 and EL2&0; RSNVTX: HA 0 makes it 0."""
+    if not (ha and fs.has("FEAT_HAFT") and tcr2_enabled(regs, regime, fs)):
+        return False
+    el10 = regime is Regime.EL10
+    return bool((TCR2_EL1 if el10 else TCR2_EL2).decode(
+        regs.TCR2_EL1 if el10 else regs.TCR2_EL2).HAFT)
+
+
 def get_s1_ttw_params(regs: SysRegs, regime: Regime, va: int, fs: FeatureSet,
                       choices: ImplChoices, hw: HwUpdate | None = None) -> S1TTWParams:
     """Read the stage-1 walk parameters for va (ASL AArch64.GetS1TTWParams).
@@ -437,6 +453,7 @@ def _s1_ttw_params(regs: SysRegs, regime: Regime, rng: VARange, fs: FeatureSet,
         sctlr_c=bool(sctlr.C), sctlr_i=bool(sctlr.I), dc=dc,
         pie=ctl.pie, pir=ctl.pir, pire0=ctl.pire0, poe=ctl.poe, e0poe=ctl.e0poe,
         por=ctl.por, por_e0=ctl.por_e0,
+        haft=s1_haft(regs, regime, fs, bool(tcr.HA) and hw.s1_af),
     )
 
 
@@ -457,6 +474,7 @@ def _s1_params_el2(regs: SysRegs, fs: FeatureSet, choices: ImplChoices,
         irgn=tcr.IRGN0, orgn=tcr.ORGN0, mmu_on=bool(sctlr.M),
         sctlr_c=bool(sctlr.C), sctlr_i=bool(sctlr.I), dc=False,
         pie=ctl.pie, pir=ctl.pir, poe=ctl.poe, por=ctl.por,
+        haft=s1_haft(regs, Regime.EL2, fs, bool(tcr.HA) and hw.s1_af),
     )
 
 
@@ -488,6 +506,8 @@ def _s2_ttw_params(regs: SysRegs, fs: FeatureSet, choices: ImplChoices,
         cd=bool(hcr.CD), id=bool(hcr.ID), sh=vtcr.SH0, irgn=vtcr.IRGN0, orgn=vtcr.ORGN0,
         s2pie=s2pie, s2pir=regs.S2PIR_EL2 if s2pie else 0,
         s2poe=s2poe, s2por=regs.S2POR_EL1 if s2poe else 0,
+        # ASL AArch64.GetS2TTWParams: haft is VTCR_EL2.HAFT with FEAT_HAFT and ha.
+        haft=bool(vtcr.HAFT) and fs.has("FEAT_HAFT") and bool(vtcr.HA) and hw.s2_af,
     )
 
 

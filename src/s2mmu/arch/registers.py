@@ -240,7 +240,8 @@ ID_AA64MMFR1_EL1 = RegisterSpec("ID_AA64MMFR1_EL1", (
     F(31, 28, "XNX"), F(27, 24, "SpecSEI"),
     F(23, 20, "PAN", {0: "none", 1: "FEAT_PAN", 2: "FEAT_PAN2", 3: "FEAT_PAN3"}),
     F(19, 16, "LO"), F(15, 12, "HPDS"), F(11, 8, "VH"), F(7, 4, "VMIDBits"),
-    F(3, 0, "HAFDBS", {0: "none", 1: "access flag", 2: "access flag and dirty state"}),
+    F(3, 0, "HAFDBS", {0: "none", 1: "access flag", 2: "access flag and dirty state",
+                        3: "as 0b0010, and the access flag in table descriptors (FEAT_HAFT)"}),
 ))
 ID_AA64MMFR2_EL1 = RegisterSpec("ID_AA64MMFR2_EL1", (
     F(63, 60, "E0PD"), F(59, 56, "EVT"), F(55, 52, "BBM"), F(51, 48, "TTL"), Res0(47, 44),

@@ -68,6 +68,7 @@ from s2mmu.arch.reprs import hex_repr
 from s2mmu.arch.state import Regime, SysRegs
 from s2mmu.arch.walk import (
     Fetch,
+    TableUpdate,
     TTWState,
     WalkPlan,
     WalkSetup,
@@ -258,7 +259,8 @@ def _s2_walk(prep: S2Prep, ipa: int, access: AccessDescriptor,
             return walk_abort(raw, level, access, "stage-2 descriptor read")
         return addr, raw
 
-    got = walk_planned(plan, ipa, access, fetch, trace)
+    got = walk_planned(plan, ipa, access, fetch, trace,
+                       s2_table_update(p, access, env) if p.haft else None)
     if isinstance(got, FaultRecord):
         return as_stage2(got, ipa, s1ptw)
     return got
@@ -566,8 +568,9 @@ def _s1_translate(prep: S1Prep, s2prep: S2Prep | None, va: int,
         return FaultRecord(Fault.TRANSLATION, 0, access, vaddress=va, reason=why)
     s2 = None if s2prep is None else s2prep[1]
     fetch = _s1_fetch(p, s2prep, access, env, hcr_ptw, trace)
+    update = s1_table_update(p, s2, access, env, hcr_ptw) if p.haft else None
     for _ in range(MAX_UPDATE_RETRIES):
-        got = walk_planned(plan, va, access, fetch, trace)
+        got = walk_planned(plan, va, access, fetch, trace, update)
         if isinstance(got, FaultRecord):
             return replace(got, vaddress=va)
         if not af(got.leaf.raw) and not p.ha:
@@ -659,6 +662,55 @@ def _s1_fetch(p: S1TTWParams, s2prep: S2Prep | None,
         return pa, raw
 
     return fetch
+
+
+def s1_table_update(p: S1TTWParams, s2: S2TTWParams | None, access: AccessDescriptor,
+                    env: Env, hcr_ptw: bool) -> TableUpdate:
+    """Return the FEAT_HAFT table update of a stage-1 walk (walkparams.haft).
+
+    ASL AArch64.S1Walk: a Table descriptor gets new_descriptor<10> = '1'; when that
+    differs from the descriptor read, the write is an AccessDescriptor from
+    CreateAccDescTTEUpdate, translated through stage 2 first in the EL1&0 regime with EL2
+    enabled (AArch64.S2Translate: a stage-2 fault ends the walk), then
+    AArch64.MemSwapTableDesc, a compare-and-swap on the table port (an External abort
+    there is one on the walk at that level). As for the leaf (s1_hw_update), AT sets it
+    too: the ASL's table step does not look at the access type, and the Arm ARM's
+    RFBZPR requires it of address translation instructions (RCGKWB of accesses; IVPNMG:
+    stage-1 table updates are subject to stage-2 permission checks).
+    """
+    port = env.table_memory()
+    write = acc_ttw(access, write=True)
+
+    def update(descaddress: int, pa: int, raw: int, level: int) -> bool | FaultRecord:
+        if s2 is not None:
+            got = s2_translate(s2, descaddress, write, env, hcr_ptw)
+            if isinstance(got, FaultRecord):
+                return got
+            pa = got.paddress
+        done = port.cas64(pa, raw, raw | 1 << 10, p.ee)
+        if isinstance(done, ExternalAbort):
+            return walk_abort(done, level, access, "stage-1 table descriptor update")
+        return done
+
+    return update
+
+
+def s2_table_update(p: S2TTWParams, access: AccessDescriptor, env: Env) -> TableUpdate:
+    """Return the FEAT_HAFT table update of a stage-2 walk (walkparams.haft).
+
+    ASL AArch64.S2Walk: a Table descriptor gets new_descriptor<10> = '1', written by
+    AArch64.MemSwapTableDesc (a compare-and-swap on the table port; an External abort
+    is one on the walk at that level); the caller marks the fault stage 2.
+    """
+    port = env.table_memory()
+
+    def update(descaddress: int, pa: int, raw: int, level: int) -> bool | FaultRecord:
+        done = port.cas64(pa, raw, raw | 1 << 10, p.ee)
+        if isinstance(done, ExternalAbort):
+            return walk_abort(done, level, access, "stage-2 table descriptor update")
+        return done
+
+    return update
 
 
 def s1_perm_reason(perms: S1Perms, access: AccessDescriptor, write_half: bool = False,

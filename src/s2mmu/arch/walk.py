@@ -88,6 +88,15 @@ class TTWState:
 # A descriptor fetch: (input-space descriptor address, level) -> (PA read, value) or a fault.
 Fetch = Callable[[int, int], "tuple[int, int] | FaultRecord"]
 
+# A table-descriptor access-flag update (FEAT_HAFT): (input-space descriptor address, PA
+# read, descriptor as read, level) -> True when written, False when the compare-and-swap
+# found the descriptor changed, or the fault the write took.
+TableUpdate = Callable[[int, int, int, int], "bool | FaultRecord"]
+
+TABLE_UPDATE_RETRIES = 64
+"""How many lost compare-and-swaps one table descriptor may see before the model gives up
+(a port whose cas64 always fails is a harness bug, not an architectural outcome)."""
+
 
 @dataclass(frozen=True)
 class WalkSetup:
@@ -191,18 +200,26 @@ def walk_plan(setup: WalkSetup) -> WalkPlan:
 
 
 def walk(setup: WalkSetup, ia: int, access: AccessDescriptor, fetch: Fetch,
-         trace: list[WalkStep] | None = None) -> TTWState | FaultRecord:
+         trace: list[WalkStep] | None = None,
+         update: TableUpdate | None = None) -> TTWState | FaultRecord:
     """Walk the tables for input address ia, returning the leaf or the fault.
 
     The caller has already checked that ia is within the input size and that the
     start level is legal. Faults returned here are stage-relative (the caller marks
     stage 2 and fills in addresses).
+
+    update (FEAT_HAFT, walkparams.haft): a table descriptor with AF (bit[10]) 0 is
+    written with AF 1 on the way down, before the next level is read; a lost
+    compare-and-swap reads the same descriptor again and decides again (ASL
+    AArch64.S1Walk / AArch64.S2Walk: the repeat ... until new_descriptor == descriptor
+    loop around AArch64.MemSwapTableDesc). None: no table update (haft 0).
     """
-    return walk_planned(walk_plan(setup), ia, access, fetch, trace)
+    return walk_planned(walk_plan(setup), ia, access, fetch, trace, update)
 
 
 def walk_planned(plan: WalkPlan, ia: int, access: AccessDescriptor, fetch: Fetch,
-                 trace: list[WalkStep] | None = None) -> TTWState | FaultRecord:
+                 trace: list[WalkStep] | None = None,
+                 update: TableUpdate | None = None) -> TTWState | FaultRecord:
     """Walk as walk does, from the setup's plan (walk_plan)."""
     setup, base, ctx, decoded, slices = plan.setup, plan.base, plan.ctx, plan.decoded, plan.slices
     if oa_out_of_range(base, setup.ps):
@@ -211,6 +228,7 @@ def walk_planned(plan: WalkPlan, ia: int, access: AccessDescriptor, fetch: Fetch
     tables: list[Table] = []
     reads: list[Read] = []
     level = setup.startlevel
+    lost = 0
     while True:
         lsb, width_mask = slices[level - setup.startlevel]
         index = (ia >> lsb) & width_mask       # level_index(setup, level, ia)
@@ -236,6 +254,21 @@ def walk_planned(plan: WalkPlan, ia: int, access: AccessDescriptor, fetch: Fetch
                     return FaultRecord(Fault.ADDRESS_SIZE, level, access, reason=(
                         f"next-level table address {next_base:#x} exceeds the "
                         f"{setup.ps}-bit output size"))
+                if update is not None and not raw >> 10 & 1:
+                    done = update(descaddress, pa, raw, level)
+                    if isinstance(done, FaultRecord):
+                        return done
+                    if not done:
+                        lost += 1
+                        if lost >= TABLE_UPDATE_RETRIES:
+                            raise RuntimeError(
+                                f"table descriptor at {pa:#x} changed under "
+                                f"{TABLE_UPDATE_RETRIES} access-flag updates: the table "
+                                "port's cas64 never succeeds")
+                        reads.pop()
+                        if trace is not None:
+                            trace.pop()
+                        continue   # read the descriptor again at this level
                 tables.append(desc)
                 base, level = next_base, level + 1
             case Block(oa=oa) | Page(oa=oa):
