@@ -558,18 +558,9 @@ def hpfar_unknown_for_stage1_abort(ev: OpEvidence) -> bool:
 def evidence_with_word(ev: OpEvidence, pa: int, value: int) -> OpEvidence | None:
     """Return the op's evidence with one memory word replaced before the case runs: the
     same QEMU answer, the model's answer for the changed memory."""
-    from s2mmu.arch import atcase
-
     source = dict(ev.case.source)
     source["memory"] = list(source.get("memory", [])) + [{"pa": hex(pa), "words": [hex(value)]}]
-    source["ops"] = list(source.get("ops", []))[: ev.index + 1]
-    try:
-        answer = atcase.run_case(atcase.parse_cases(source)[0])
-        (case,) = parse_cases(source)
-    except Exception:  # noqa: BLE001 - an unreadable case explains nothing
-        return None
-    return OpEvidence(case, case.ops[ev.index], ev.qemu, answer["ops"][ev.index], ev.index,
-                      ev.series)
+    return evidence_of_source(ev, source)
 
 
 def dbm_not_writable_for_fetch(ev: OpEvidence) -> bool:
@@ -776,12 +767,18 @@ def s2_ptw_device_fault_level(ev: OpEvidence) -> bool:
 def evidence_with_register(ev: OpEvidence, name: str, value: int) -> OpEvidence | None:
     """Return the op's evidence with one register changed: the same QEMU answer, the model's
     answer for that configuration (the case's earlier ops run first, as on QEMU)."""
-    from s2mmu.arch import atcase
-
     source = dict(ev.case.source)
     regs = dict(source.get("regs", {}))
     regs[name] = hex(value)
     source["regs"] = regs
+    return evidence_of_source(ev, source)
+
+
+def evidence_of_source(ev: OpEvidence, source: dict[str, Any]) -> OpEvidence | None:
+    """Return the op's evidence for a changed case: the same QEMU answer, the model's answer
+    and case for it (the case's earlier ops run first, as on QEMU; None if unreadable)."""
+    from s2mmu.arch import atcase
+
     source["ops"] = list(source.get("ops", []))[: ev.index + 1]
     try:
         answer = atcase.run_case(atcase.parse_cases(source)[0])
