@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from s2mmu.arch.access import AccessDescriptor, acc_gpr
+from s2mmu.arch.bits import bits, mask, set_bits
 from s2mmu.arch.config import ImplChoices
 from s2mmu.arch.descriptors import af
 from s2mmu.arch.faults import Fault, FaultRecord, as_stage2, fsc
@@ -59,19 +60,9 @@ class NestedVm:
     guest: TableMemory
 
 
-def _field(value: int, lsb: int) -> int:
-    return (value >> lsb) & 0xF
-
-
-def _set_field(value: int, lsb: int, field_value: int) -> int:
-    return (value & ~(0xF << lsb)) | (field_value << lsb)
-
-
 def _mask(*lsbs: int) -> int:
-    out = 0
-    for lsb in lsbs:
-        out |= 0xF << lsb
-    return out
+    """Return the mask of the 4-bit ID register fields starting at lsbs."""
+    return sum(mask(lsb + 3, lsb) for lsb in set(lsbs))
 
 
 # ID_AA64MMFR1_EL1 fields KVM keeps for a guest hypervisor: HCX, PAN, LO, HPDS, VH,
@@ -114,10 +105,9 @@ def limit_nv_id_regs(regs: IdRegs) -> IdRegs:
     """
     mmfr0 = regs.ID_AA64MMFR0_EL1 & ~_NV_MMFR0_HIDDEN
     for lsb in (40, 36, 32):
-        mmfr0 = _set_field(mmfr0, lsb, 0b0010)
-    if _field(mmfr0, 0) > 0b0101:
-        mmfr0 = _set_field(mmfr0, 0, 0b0101)
-    mmfr2 = _set_field(regs.ID_AA64MMFR2_EL1 & ~_NV_MMFR2_HIDDEN, 48, 1)
+        mmfr0 = set_bits(mmfr0, lsb + 3, lsb, 0b0010)
+    mmfr0 = set_bits(mmfr0, 3, 0, min(bits(mmfr0, 3, 0), 0b0101))
+    mmfr2 = set_bits(regs.ID_AA64MMFR2_EL1 & ~_NV_MMFR2_HIDDEN, 51, 48, 1)
     isar0 = regs.ID_AA64ISAR0_EL1 & ~_mask(24)
     mmfr1 = regs.ID_AA64MMFR1_EL1 & _NV_MMFR1_KEPT
     mmfr3 = regs.ID_AA64MMFR3_EL1 & _MMFR3_KEPT
